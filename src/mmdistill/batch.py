@@ -1,0 +1,95 @@
+"""The batch contract: ``dict[str, Tensor]`` of modality name -> tensor, plus ``"label"`` and ``"index"``.
+
+Modality tensors have the example axis first. A token-sequence modality ``m`` may carry its
+attention mask under ``f"{m}{MASK_SUFFIX}"`` (1 = real token, 0 = padding or removed).
+``"index"`` is a stable per-example id (its row in the dataset split), used by the teacher
+cache to look up precomputed outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import BatchError
+
+LABEL = "label"
+INDEX = "index"
+MASK_SUFFIX = "_mask"
+RESERVED = (LABEL, INDEX)
+
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What a model expects of one modality: per-example shape and whether it is a token sequence."""
+
+    name: str
+    shape: tuple[int, ...]
+    tokens: bool = False  # integer token ids (with an optional attention mask) instead of floats
+
+
+def modality_names(batch: Mapping[str, Tensor]) -> list[str]:
+    """The modalities present in a batch (everything but label, index and attention masks)."""
+    return [k for k in batch if k not in RESERVED and not k.endswith(MASK_SUFFIX)]
+
+
+def batch_size(batch: Mapping[str, Tensor]) -> int:
+    if LABEL in batch:
+        return int(batch[LABEL].shape[0])
+    return int(next(iter(batch.values())).shape[0])
+
+
+def validate_inputs(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec], who: str = "model") -> None:
+    """Check that ``batch`` holds every modality in ``specs`` with the right shape, dtype and finite values.
+
+    Raises :class:`BatchError` naming the modality and what was expected.
+    """
+    if not isinstance(batch, Mapping):
+        raise BatchError(f"{who}: a batch must be a dict of modality name -> tensor, got {type(batch).__name__}")
+    n = None
+    for spec in specs:
+        if spec.name not in batch:
+            present = ", ".join(modality_names(batch)) or "none"
+            raise BatchError(f"{who} reads modality {spec.name!r}, but the batch has no such key (modalities present: {present})")
+        x = batch[spec.name]
+        if not isinstance(x, Tensor):
+            raise BatchError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != tuple(spec.shape):
+            raise BatchError(
+                f"modality {spec.name!r}: expected shape (batch, {', '.join(map(str, spec.shape))}), got {tuple(x.shape)}"
+            )
+        if spec.tokens:
+            if x.dtype not in (torch.int32, torch.int64):
+                raise BatchError(f"modality {spec.name!r}: expected integer token ids, got dtype {x.dtype}")
+        else:
+            if not x.is_floating_point():
+                raise BatchError(f"modality {spec.name!r}: expected a floating-point tensor, got dtype {x.dtype}")
+            if not torch.isfinite(x).all():
+                bad = int((~torch.isfinite(x)).sum())
+                raise BatchError(f"modality {spec.name!r}: {bad} non-finite value(s) (NaN or Inf) in the input")
+        if n is None:
+            n = x.shape[0]
+        elif x.shape[0] != n:
+            raise BatchError(f"modality {spec.name!r}: {x.shape[0]} examples, but other modalities have {n}")
+
+
+def validate_labels(batch: Mapping[str, Tensor], num_classes: int) -> None:
+    """Labels must be a 1-D integer tensor with values in ``[0, num_classes)``."""
+    if LABEL not in batch:
+        raise BatchError(f"the batch has no {LABEL!r} key")
+    y = batch[LABEL]
+    if y.dtype not in (torch.int32, torch.int64) or y.dim() != 1:
+        raise BatchError(f"{LABEL!r}: expected a 1-D integer tensor, got dtype {y.dtype} and shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise BatchError(
+            f"{LABEL!r}: values must lie in [0, {num_classes}), got min {int(y.min())} and max {int(y.max())}"
+        )
+
+
+def to_device(batch: Mapping[str, Tensor], device: torch.device | str) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

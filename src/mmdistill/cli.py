@@ -1,0 +1,40 @@
+"""The ``mmdistill`` command: a thin layer over the Python API.
+
+Each sub-command lives in ``mmdistill.commands.<name>`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` (called with the parsed args; returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import MMDistillError
+
+COMMAND_MODULES = [
+    "mmdistill.commands.train",
+    "mmdistill.commands.evaluate",
+    "mmdistill.commands.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmdistill", description="Multimodal and crossmodal knowledge distillation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MMDistillError as err:
+        print(f"mmdistill {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

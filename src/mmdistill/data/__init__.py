@@ -1,0 +1,23 @@
+"""Datasets: the in-memory dataset and split types, and the registered builders."""
+
+from __future__ import annotations
+
+import inspect
+
+from ..errors import ConfigError
+from ..registry import DATASETS
+from . import synthetic  # noqa: F401  (registers its builders)
+from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
+
+__all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_arrays", "stratified_split"]
+
+
+def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits:
+    """Build the registered dataset ``name`` with ``params``; unknown parameters are a ConfigError."""
+    builder = DATASETS.get(name)
+    params = dict(params or {})
+    accepted = [p for p in inspect.signature(builder).parameters if p != "seed"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(f"data.params.{unknown[0]}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
+    return builder(seed=seed, **params)

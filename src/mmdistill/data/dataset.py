@@ -1,0 +1,184 @@
+"""In-memory multimodal datasets, their splits and fingerprints.
+
+A :class:`MultimodalDataset` holds one tensor per modality (example axis first) and a label
+vector. Indexing with a list of row numbers returns a whole batch dict at once
+(``__getitems__``), so a DataLoader does not collate example by example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
+from ..errors import DataError
+
+
+class MultimodalDataset(torch.utils.data.Dataset):
+    """Aligned modality tensors and labels of one split.
+
+    ``modalities``: name -> tensor of shape (N, ...); ``labels``: (N,) integers in [0, num_classes).
+    Attention masks of token modalities travel as extra tensors named ``f"{m}_mask"``.
+    """
+
+    def __init__(self, modalities: Mapping[str, Tensor], labels: Tensor, num_classes: int, name: str = "dataset") -> None:
+        self.name = name
+        self.labels = torch.as_tensor(labels)
+        if self.labels.dim() != 1:
+            raise DataError(f"{name}: labels must be 1-D, got shape {tuple(self.labels.shape)}")
+        if self.labels.is_floating_point():
+            if not torch.equal(self.labels, self.labels.round()):
+                raise DataError(f"{name}: labels must be integers, got non-integer values")
+        self.labels = self.labels.long()
+        n = len(self.labels)
+        if n == 0:
+            raise DataError(f"{name}: the split is empty (0 examples)")
+        if not modalities:
+            raise DataError(f"{name}: no modality given")
+        self.tensors: dict[str, Tensor] = {}
+        for key, x in modalities.items():
+            x = torch.as_tensor(x)
+            if x.shape[0] != n:
+                raise DataError(f"{name}: modality {key!r} has {x.shape[0]} examples but labels have {n}")
+            if x.is_floating_point():
+                x = x.float()
+                if not torch.isfinite(x).all():
+                    raise DataError(f"{name}: modality {key!r} holds {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
+            self.tensors[key] = x
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= num_classes:
+            raise DataError(
+                f"{name}: labels must lie in [0, {num_classes}), got min {int(self.labels.min())}, max {int(self.labels.max())}"
+            )
+        self.num_classes = int(num_classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [k for k in self.tensors if not k.endswith(MASK_SUFFIX)]
+
+    def specs(self) -> list[ModalitySpec]:
+        """One :class:`ModalitySpec` per modality, read off the stored tensors."""
+        return [
+            ModalitySpec(k, tuple(self.tensors[k].shape[1:]), tokens=not self.tensors[k].is_floating_point())
+            for k in self.modality_names
+        ]
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        batch = {k: v[idx] for k, v in self.tensors.items()}
+        batch[LABEL] = self.labels[idx]
+        batch[INDEX] = idx
+        return batch
+
+    def __getitem__(self, i: int) -> Batch:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> "MultimodalDataset":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return MultimodalDataset({k: v[idx] for k, v in self.tensors.items()}, self.labels[idx], self.num_classes, name or self.name)
+
+    def select(self, modalities: Sequence[str]) -> "MultimodalDataset":
+        """The same examples with only ``modalities`` (and their attention masks)."""
+        missing = [m for m in modalities if m not in self.tensors]
+        if missing:
+            raise DataError(f"{self.name}: no modality {missing[0]!r}; available: {', '.join(self.modality_names)}")
+        keep = {k: v for k, v in self.tensors.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
+        return MultimodalDataset(keep, self.labels, self.num_classes, self.name)
+
+    def fingerprint(self) -> str:
+        """sha256 over modality names, dtypes, shapes and bytes, and the labels: equal data, equal fingerprint."""
+        h = hashlib.sha256()
+        for key in sorted(self.tensors):
+            x = self.tensors[key].contiguous()
+            h.update(f"{key}|{x.dtype}|{tuple(x.shape)}|".encode())
+            h.update(x.numpy().tobytes())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()
+
+    def feature_mean(self) -> dict[str, Tensor]:
+        """Per-modality mean example (used by the ``mean`` masking strategy)."""
+        return {k: self.tensors[k].float().mean(0) for k in self.modality_names if self.tensors[k].is_floating_point()}
+
+
+@dataclass
+class DataSplits:
+    """Train / validation / test splits of one dataset, with a one-line description."""
+
+    train: MultimodalDataset
+    val: MultimodalDataset
+    test: MultimodalDataset
+    description: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def split(self, name: str) -> MultimodalDataset:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; expected train, val or test")
+        return getattr(self, name)
+
+    def describe(self) -> str:
+        mods = ", ".join(f"{s.name}{list(s.shape)}" for s in self.train.specs())
+        sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
+        head = f"{self.description} " if self.description else ""
+        return f"{head}{sizes}; {self.num_classes} classes; modalities: {mods}"
+
+    def check(self) -> None:
+        """Every split has the same modalities and shapes; no class appears in val/test only."""
+        train_specs = self.train.specs()
+        train_classes = set(self.train.labels.unique().tolist())
+        for name in ("val", "test"):
+            split = self.split(name)
+            if split.specs() != train_specs:
+                raise DataError(f"split {name!r}: modalities/shapes {split.specs()} differ from train's {train_specs}")
+            extra = set(split.labels.unique().tolist()) - train_classes
+            if extra:
+                raise DataError(f"split {name!r}: class(es) {sorted(extra)} appear in {name} but not in train")
+
+
+def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Split row indices into parts of the given fractions, class by class, with a seeded shuffle.
+
+    Deterministic for a given (labels, fractions, seed). Every part gets at least one example
+    of each class that has enough examples.
+    """
+    labels = np.asarray(labels)
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise DataError(f"split fractions must sum to 1, got {list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        rng.shuffle(rows)
+        bounds = np.round(np.cumsum(fractions) * len(rows)).astype(int)
+        start = 0
+        for p, end in enumerate(bounds):
+            parts[p].extend(rows[start:end].tolist())
+            start = end
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def splits_from_arrays(
+    modalities: Mapping[str, Tensor | np.ndarray],
+    labels: Tensor | np.ndarray,
+    num_classes: int,
+    seed: int,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    name: str = "dataset",
+    description: str = "",
+) -> DataSplits:
+    """Stratified, seeded train/val/test splits of one aligned pool of examples."""
+    full = MultimodalDataset({k: torch.as_tensor(v) for k, v in modalities.items()}, torch.as_tensor(labels), num_classes, name)
+    tr, va, te = stratified_split(full.labels.numpy(), fractions, seed)
+    splits = DataSplits(full.subset(tr, f"{name}/train"), full.subset(va, f"{name}/val"), full.subset(te, f"{name}/test"), description)
+    splits.check()
+    return splits

@@ -1,0 +1,31 @@
+"""Typed errors. Every message names the field at fault and what was expected."""
+
+from __future__ import annotations
+
+
+class MMDistillError(Exception):
+    """Base class of every error mmdistill raises on purpose."""
+
+
+class ConfigError(MMDistillError, ValueError):
+    """A config key is unknown, has the wrong type, or points at a missing file."""
+
+
+class BatchError(MMDistillError, ValueError):
+    """A batch misses a modality, has a wrong shape/dtype, non-finite values or bad labels."""
+
+
+class DataError(MMDistillError, ValueError):
+    """A dataset on disk or in memory is malformed."""
+
+
+class CheckpointError(MMDistillError, ValueError):
+    """A checkpoint or cache file is corrupt, truncated, or not a safetensors file."""
+
+
+class TrainingError(MMDistillError, RuntimeError):
+    """Training cannot go on (for example a non-finite loss term)."""
+
+
+class OutputExistsError(MMDistillError, FileExistsError):
+    """The output folder already holds a finished run."""

@@ -1,0 +1,1 @@
+"""Distillation methods, one file each, registered by name in ``mmdistill.registry.METHODS``."""

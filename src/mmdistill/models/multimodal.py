@@ -1,0 +1,91 @@
+"""Reference multimodal classifier: per-modality encoders -> fusion -> head (MultiBench's shape).
+
+Fusion:
+
+* ``concat``  head(concat_m enc_m(x_m))
+* ``sum``     head(sum_m enc_m(x_m))           (encoders share ``out_dim``)
+* ``late``    mean_m head_m(enc_m(x_m))        (late logit averaging)
+
+Any ``nn.Module`` with a ``modalities`` attribute whose ``forward(batch)`` returns logits
+can stand in for this class; mmdistill never calls anything else on a model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from ..batch import MASK_SUFFIX, ModalitySpec, validate_inputs
+from ..errors import ConfigError
+from .encoders import EncoderConfig, _mlp, build_encoder
+
+
+class ModelConfig(BaseModel):
+    """A reference model: which modalities it reads and how it encodes and fuses them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modalities: list[str]
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="default encoder for every modality")
+    encoders: dict[str, EncoderConfig] = Field(default_factory=dict, description="per-modality overrides")
+    fusion: Literal["concat", "sum", "late"] = "concat"
+    head_hidden: list[int] = Field(default_factory=list)
+    dropout: float = 0.0
+
+
+class MultimodalClassifier(nn.Module):
+    """``encoders[m]`` for each modality, a fusion rule and a classification head."""
+
+    def __init__(self, specs: Sequence[ModalitySpec], num_classes: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        by_name = {s.name: s for s in specs}
+        for m in cfg.modalities:
+            if m not in by_name:
+                raise ConfigError(f"model.modalities: dataset has no modality {m!r}; available: {', '.join(by_name)}")
+        for m in cfg.encoders:
+            if m not in cfg.modalities:
+                raise ConfigError(f"model.encoders.{m}: not one of the model's modalities {cfg.modalities}")
+        self.modalities = tuple(cfg.modalities)
+        self.input_specs = [by_name[m] for m in self.modalities]
+        self.num_classes = num_classes
+        self.fusion = cfg.fusion
+        self.encoders = nn.ModuleDict({m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder)) for m in self.modalities})
+        dims = [self.encoders[m].out_dim for m in self.modalities]
+        if cfg.fusion == "sum" and len(set(dims)) > 1:
+            raise ConfigError(f"model.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
+        if cfg.fusion == "late":
+            self.heads = nn.ModuleDict({m: self._head(d, cfg, num_classes) for m, d in zip(self.modalities, dims)})
+        else:
+            in_dim = sum(dims) if cfg.fusion == "concat" else dims[0]
+            self.head = self._head(in_dim, cfg, num_classes)
+
+    @staticmethod
+    def _head(in_dim: int, cfg: ModelConfig, num_classes: int) -> nn.Module:
+        hidden = _mlp(in_dim, cfg.head_hidden, cfg.dropout)
+        return nn.Sequential(hidden, nn.Linear(cfg.head_hidden[-1] if cfg.head_hidden else in_dim, num_classes))
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        validate_inputs(batch, self.input_specs, who=type(self).__name__)
+        feats = {m: self.encoders[m](batch[m], batch.get(m + MASK_SUFFIX)) for m in self.modalities}
+        if self.fusion == "late":
+            return torch.stack([self.heads[m](feats[m]) for m in self.modalities]).mean(0)
+        if self.fusion == "sum":
+            return self.head(torch.stack(list(feats.values())).sum(0))
+        return self.head(torch.cat(list(feats.values()), dim=1))
+
+
+def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> MultimodalClassifier:
+    return MultimodalClassifier(specs, num_classes, cfg)
+
+
+def model_modalities(model: nn.Module) -> tuple[str, ...]:
+    """The modalities a model declares it reads (its ``modalities`` attribute)."""
+    mods = getattr(model, "modalities", None)
+    if not mods or not all(isinstance(m, str) for m in mods):
+        raise ConfigError(
+            f"{type(model).__name__} must declare the modalities it reads as a `modalities` attribute (a tuple of names)"
+        )
+    return tuple(mods)
