@@ -1,0 +1,40 @@
+"""``mmdistill train CONFIG [key=value ...] --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="distil a teacher into a student from a YAML config",
+                       description="Train (teacher,) distilled student and a no-KD baseline per seed; write DIR/metrics.json.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.epochs=3 method.params.temperature=2")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 (default: the config's seed)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the no-KD student")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.api import run_config
+    from ..stats import format_summary
+
+    cfg = load_config(args.config, args.overrides)
+    seeds = list(range(args.seeds)) if args.seeds else None
+    metrics = run_config(cfg, args.out, seeds, baseline=not args.no_baseline, resume=args.resume,
+                         overwrite=args.overwrite, quiet=args.quiet)
+    if not args.quiet:
+        s = metrics["summary"]
+        for part in ("teacher", "nokd", "student"):
+            if f"{part}.accuracy" in s:
+                print(f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'])}", file=sys.stdout)
+        print(f"wrote {args.out / 'metrics.json'}")
+    return 0

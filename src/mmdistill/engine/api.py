@@ -1,0 +1,241 @@
+"""Python API: distil a teacher into a student, from modules or from a :class:`RunConfig`.
+
+    from mmdistill.engine.api import distill
+    result = distill(student, teacher, splits, method="kd", method_params={"temperature": 4}, out_dir="runs/kd")
+
+``run_config`` is what ``mmdistill train`` calls: per seed it trains (or loads) the teacher,
+the distilled student and, for comparison, the same student without distillation, then
+writes ``metrics.json`` with the seed statistics and the paired difference.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+
+from ..batch import validate_inputs
+from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, dump_config, validate
+from ..data import DataSplits, build_splits
+from ..errors import ConfigError, OutputExistsError
+from ..io import write_json, write_text
+from ..masking import Masker
+from ..methods.base import Method
+from ..models.multimodal import build_model, model_modalities
+from ..registry import METHODS
+from ..stats import paired_difference, summarize
+from .checkpoint import load_tensors, load_weights, save_tensors
+from .metrics import evaluate
+from .teacher import cached_table, default_cache_dir, teacher_outputs
+from .trainer import DistillationModule, eval_batches, fit, make_fabric
+
+
+@dataclass
+class RunResult:
+    test: dict[str, float]
+    val: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    test_checkpoint: str
+    student: nn.Module
+
+
+def build_method(name: str, params: dict[str, Any] | None, masker: Masker) -> Method:
+    cls = METHODS.get(name)
+    p = validate(cls.Params, dict(params or {}), prefix="method.params.")
+    return cls(p, masker)
+
+
+def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits) -> None:
+    specs = {s.name: s for s in data.train.specs()}
+    for who, model in (("student", student), ("teacher", teacher)):
+        if model is None:
+            continue
+        for m in model_modalities(model):
+            if m not in specs:
+                raise ConfigError(f"{who} reads modality {m!r}, which the dataset does not have; available: {', '.join(specs)}")
+    if teacher is not None:
+        sample = data.train.__getitems__(range(min(2, len(data.train))))
+        with torch.no_grad():
+            c_t, c_s = teacher.eval()(sample).shape[-1], student.eval()(sample).shape[-1]
+        if c_t != c_s:
+            raise ConfigError(f"teacher predicts {c_t} classes but the student predicts {c_s}; they must agree")
+        if c_s != data.num_classes:
+            raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
+
+
+def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out_dir: str | Path, method: str = "kd",
+            method_params: dict | None = None, masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None,
+            cache: CacheConfig | None = None, seed: int = 0, resume: bool = False, quiet: bool = True,
+            fabric: Fabric | None = None, desc: str = "train") -> RunResult:
+    """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
+
+    Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
+    weights used for test) to ``out_dir``. Returns test and validation metrics.
+    """
+    trainer = trainer or TrainerConfig()
+    masking = masking or MaskingConfig()
+    cache = cache or CacheConfig()
+    out_dir = Path(out_dir)
+    if fabric is None:
+        fabric = make_fabric(trainer)
+        fabric.launch()
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    masker = Masker(data.train.specs(), masking.strategy, masking.per_modality).fit(data.train.feature_mean())
+    algo = build_method(method, method_params, masker)
+    if algo.needs_teacher and teacher is None:
+        raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
+    teacher = teacher if algo.needs_teacher else None
+    _check_pair(student, teacher, data)
+    sample = data.train.__getitems__(range(min(8, len(data.train))))
+    algo.setup(sample, student, teacher)
+    module = DistillationModule(student, algo)
+
+    source = None
+    if teacher is not None:
+        teacher = fabric.to_device(teacher.eval())
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        request = algo.teacher_request()
+        if cache.enabled:
+            cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
+            if fabric.is_global_zero:
+                cached_table(teacher, data.train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device)
+            fabric.barrier()
+            table, _ = cached_table(teacher, data.train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device, build=False)
+            source = lambda batch: table.lookup(batch, fabric.device)  # noqa: E731
+        else:
+            source = lambda batch: teacher_outputs(teacher, batch, request, masker)  # noqa: E731
+
+    fitted = fit(fabric, module, data.train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
+    world, rank = fabric.world_size, fabric.global_rank
+    bs = trainer.batch_size
+    val = evaluate(student, eval_batches(data.val, bs, rank, world), data.num_classes, fabric.device)
+    test = evaluate(student, eval_batches(data.test, bs, rank, world), data.num_classes, fabric.device)
+    if fabric.is_global_zero:
+        save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
+        write_json(out_dir / "result.json", {"test": test, "val": val, "best_epoch": fitted.best_epoch,
+                                             "epochs_run": fitted.epochs_run, "stopped_early": fitted.stopped_early,
+                                             "test_checkpoint": fitted.test_checkpoint, "seed": seed, "method": method})
+    fabric.barrier()
+    return RunResult(test, val, fitted.best_epoch, fitted.epochs_run, fitted.stopped_early, fitted.test_checkpoint, student)
+
+
+def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
+    """The result of a part of the run that already finished (for ``--resume``)."""
+    import json
+
+    result_path = out_dir / "result.json"
+    if not (result_path.is_file() and (out_dir / "student.safetensors").is_file()):
+        return None
+    tensors, _ = load_tensors(out_dir / "student.safetensors")
+    model.load_state_dict(tensors)
+    r = json.loads(result_path.read_text())
+    return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"], r["test_checkpoint"], model)
+
+
+def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse a folder holding a finished run unless ``overwrite``; clear a stale partial run unless ``resume``."""
+    if (out / "metrics.json").is_file() and not overwrite:
+        raise OutputExistsError(f"{out} already holds a finished run (metrics.json); pass --overwrite to replace it")
+    if out.exists() and (overwrite or not resume):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, baseline: bool = True,
+               resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``."""
+    out = Path(out)
+    seeds = seeds or [cfg.seed]
+    fabric = make_fabric(cfg.trainer)
+    fabric.launch()
+    if fabric.is_global_zero:
+        prepare_output(out, overwrite, resume)
+        write_text(out / "config.yaml", dump_config(cfg))
+    fabric.barrier()
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    specs, n_cls = data.train.specs(), data.num_classes
+    needs_teacher = METHODS.get(cfg.method.name).needs_teacher
+    if needs_teacher and cfg.teacher is None:
+        raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
+    runs = []
+    for seed in seeds:
+        seed_dir = out / f"seed_{seed}"
+        row: dict[str, Any] = {"seed": seed}
+        teacher = None
+        if needs_teacher:
+            fabric.seed_everything(seed, verbose=False)
+            teacher = build_model(cfg.teacher.model, specs, n_cls)
+            if cfg.teacher.checkpoint is not None:
+                teacher.load_state_dict(load_weights(cfg.teacher.checkpoint))
+                teacher_test = evaluate(teacher, eval_batches(data.test, 256), n_cls)
+            else:
+                t_cfg = cfg.teacher.trainer or cfg.trainer
+                done = _load_finished(seed_dir / "teacher", teacher) if resume else None
+                if done is None:
+                    done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=t_cfg, seed=seed,
+                                   resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher")
+                teacher_test = done.test
+            row["teacher"] = teacher_test
+        parts = [("student", cfg.method.name)]
+        if baseline and cfg.method.name != "supervised":
+            parts.append(("nokd", "supervised"))
+        for part, method in parts:
+            fabric.seed_everything(seed, verbose=False)
+            student = build_model(cfg.student.model, specs, n_cls)
+            done = _load_finished(seed_dir / part, student) if resume else None
+            if done is None:
+                done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
+                               cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}")
+            row[part] = done.test
+            row[f"{part}_best_epoch"] = done.best_epoch
+        runs.append(row)
+    metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
+    if fabric.is_global_zero:
+        write_json(out / "metrics.json", metrics)
+        write_text(out / "summary.md", summary_markdown(metrics))
+    return metrics
+
+
+def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:
+    summary: dict[str, dict] = {}
+    for part in ("teacher", "student", "nokd"):
+        if all(part in r for r in runs):
+            for metric in runs[0][part]:
+                summary[f"{part}.{metric}"] = summarize([r[part][metric] for r in runs])
+    paired = {}
+    if all("nokd" in r for r in runs):
+        for metric in runs[0]["student"]:
+            paired[f"student-nokd.{metric}"] = paired_difference([r["student"][metric] for r in runs], [r["nokd"][metric] for r in runs])
+    return {
+        "method": method, "seeds": [r["seed"] for r in runs], "test_checkpoint": test_checkpoint,
+        "reporting": f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights",
+        "runs": runs, "summary": summary, "paired": paired,
+    }
+
+
+def summary_markdown(metrics: dict) -> str:
+    lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
+             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], in points.", "",
+             "| model | accuracy | macro-F1 |", "|---|---|---|"]
+    from ..stats import format_summary
+
+    for part in ("teacher", "nokd", "student"):
+        if f"{part}.accuracy" in metrics["summary"]:
+            s = metrics["summary"]
+            lines.append(f"| {part} | {format_summary(s[f'{part}.accuracy'])} | {format_summary(s[f'{part}.f1_macro'])} |")
+    if metrics["paired"]:
+        p = metrics["paired"]
+        lines += ["", f"Paired difference student - nokd (same seeds): accuracy {format_summary(p['student-nokd.accuracy'])}, "
+                  f"macro-F1 {format_summary(p['student-nokd.f1_macro'])}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""The frozen teacher: its outputs for a batch, and a disk cache of them per dataset split.
+
+A cache file holds, for every example of a split (row ``index``), the teacher's logits,
+hooked features and modality-only logits that the method asked for. Its name is a hash of
+the teacher's weights, the split's data fingerprint, the request and the masking strategy,
+so a change of any of them misses the cache and rebuilds it. Files are safetensors with a
+checksum; a corrupt file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import INDEX, Batch
+from ..data.dataset import MultimodalDataset
+from ..errors import CheckpointError
+from ..masking import Masker, split_variants
+from ..methods.base import TeacherOutputs, TeacherRequest
+from ..models.hooks import FeatureHooks
+from .checkpoint import load_tensors, save_tensors
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MMDISTILL_CACHE", Path.home() / ".cache" / "mmdistill")) / "teacher"
+
+
+def model_hash(model: nn.Module) -> str:
+    """sha256 over the model class and every parameter/buffer (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, masker: Masker | None) -> TeacherOutputs:
+    """Run the teacher once on the full batch and, if asked, once on all modality-only views stacked."""
+    with FeatureHooks(teacher, request.features) as feats:
+        logits = teacher(batch)
+    out = TeacherOutputs(logits=logits, features=dict(feats))
+    if request.variants:
+        assert masker is not None, "modality-only views need a masker"
+        stacked = masker.variants(batch, request.variants)
+        views = split_variants(teacher(stacked), 1 + len(request.variants))
+        out.variant_logits = views[1:]
+    return out
+
+
+class TeacherTable:
+    """Teacher outputs for every row of a split, looked up by the batch's ``index``."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.tensors = tensors
+
+    def lookup(self, batch: Batch, device: torch.device) -> TeacherOutputs:
+        idx = batch[INDEX].cpu()
+        t = self.tensors
+        feats = {k[len("feature."):]: v[idx].to(device) for k, v in t.items() if k.startswith("feature.")}
+        variants = t["variant_logits"][:, idx].to(device) if "variant_logits" in t else None
+        return TeacherOutputs(t["logits"][idx].to(device), feats, variants)
+
+
+def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
+    masking = masker.strategy if (masker is not None and request.variants) else None
+    desc = json.dumps(
+        {"teacher": model_hash(teacher), "data": dataset.fingerprint(), "features": request.features,
+         "variants": request.variants, "masking": masking, "mask_state": _masker_hash(masker) if masking else None},
+        sort_keys=True,
+    )
+    return hashlib.sha256(desc.encode()).hexdigest()[:32]
+
+
+def _masker_hash(masker: Masker) -> str:
+    return hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in masker.state_dict().values())).hexdigest()
+
+
+@torch.no_grad()
+def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
+                  batch_size: int, device: torch.device) -> TeacherTable:
+    """Teacher outputs for the whole split, in row order."""
+    teacher.eval()
+    chunks: dict[str, list[Tensor]] = {}
+    for start in range(0, len(dataset), batch_size):
+        batch = {k: v.to(device) for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()}
+        out = teacher_outputs(teacher, batch, request, masker)
+        parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
+        if out.variant_logits is not None:
+            parts["variant_logits"] = out.variant_logits
+        for k, v in parts.items():
+            chunks.setdefault(k, []).append(v.float().cpu())
+    return TeacherTable({k: torch.cat(v, dim=1 if k == "variant_logits" else 0) for k, v in chunks.items()})
+
+
+def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
+                 cache_dir: Path, batch_size: int, device: torch.device, build: bool = True) -> tuple[TeacherTable, bool]:
+    """Load the split's table from ``cache_dir`` or compute and store it. Returns (table, was_hit).
+
+    ``build=False`` (non-zero DDP ranks) only loads; rank 0 builds first behind a barrier.
+    """
+    path = Path(cache_dir) / f"{cache_key(teacher, dataset, request, masker)}.safetensors"
+    if path.is_file():
+        try:
+            tensors, _ = load_tensors(path)
+            return TeacherTable(tensors), True
+        except CheckpointError:
+            if not build:
+                raise
+            path.unlink(missing_ok=True)  # corrupt: rebuild below
+    if not build:
+        raise CheckpointError(f"teacher cache {path} was not built by rank 0")
+    table = compute_table(teacher, dataset, request, masker, batch_size, device)
+    save_tensors(path, table.tensors, {"rows": len(dataset)})
+    return table, False

@@ -1,0 +1,76 @@
+"""Feature hint KD (FitNets; Romero et al., ICLR 2015).
+
+    L = CE(y, s(x)) + beta * MSE(r(h_s(x)), h_t(x))
+
+``h_s`` / ``h_t`` are the outputs of a student / teacher layer taken by forward hook
+(dotted module path) and ``r`` is a learned regressor: a linear map over the channel axis
+(a 1x1 convolution for feature maps). When the spatial sizes differ, both maps are
+global-average-pooled to vectors first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from ..batch import LABEL, Batch
+from ..errors import ConfigError
+from ..models.hooks import FeatureHooks
+from ..registry import METHODS
+from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
+
+
+class HintParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    student_layer: str
+    teacher_layer: str
+    beta: float = Field(1.0, ge=0, description="weight of the hint term")
+
+
+def _channels_last(h: Tensor) -> Tensor:
+    """(B, C, *spatial) -> (B, *spatial, C); (B, C) unchanged."""
+    return h if h.dim() == 2 else h.movedim(1, -1)
+
+
+def _pool(h: Tensor) -> Tensor:
+    return h if h.dim() == 2 else h.flatten(2).mean(-1)
+
+
+@METHODS.register("hint")
+class FeatureHint(Method):
+    Params = HintParams
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(features=(self.params.teacher_layer,))
+
+    def student_feature_paths(self) -> tuple[str, ...]:
+        return (self.params.student_layer,)
+
+    @torch.no_grad()
+    def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
+        assert teacher is not None
+        with FeatureHooks(student, [self.params.student_layer]) as fs:
+            student(sample_batch)
+        with FeatureHooks(teacher, [self.params.teacher_layer]) as ft:
+            teacher(sample_batch)
+        hs, ht = fs[self.params.student_layer], ft[self.params.teacher_layer]
+        for name, h in (("student_layer", hs), ("teacher_layer", ht)):
+            if h.dim() < 2:
+                raise ConfigError(f"method.params.{name}: layer output must be (batch, channels, ...), got shape {tuple(h.shape)}")
+        self.pool = hs.shape[2:] != ht.shape[2:]
+        self.projector = nn.Linear(hs.shape[1], ht.shape[1])
+
+    def _align(self, hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
+        if self.pool:
+            return self.projector(_pool(hs)), _pool(ht)
+        return self.projector(_channels_last(hs)), _channels_last(ht)
+
+    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+        assert teacher_out is not None
+        pred, target = self._align(student_out.features[self.params.student_layer], teacher_out.features[self.params.teacher_layer])
+        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "hint": F.mse_loss(pred, target)}
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0, "hint": self.params.beta}

@@ -1,0 +1,49 @@
+"""Hinton knowledge distillation (Hinton, Vinyals, Dean, 2015, "Distilling the Knowledge in a Neural Network").
+
+    L = (1 - lam) * CE(y, s(x)) + lam * T^2 * KL(p_t(x; T) || p_s(x; T)),   p(x; T) = softmax(logits / T)
+
+KL is averaged over the batch (``batchmean``); the ``T^2`` factor keeps gradient
+magnitudes comparable across temperatures.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from ..batch import LABEL, Batch
+from ..registry import METHODS
+from .base import Method, StudentOutputs, TeacherOutputs
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over the batch.
+
+    Leading dimensions other than the class axis (the last) are all treated as batch.
+    """
+    c = student_logits.shape[-1]
+    log_p_s = F.log_softmax(student_logits.reshape(-1, c) / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.reshape(-1, c) / temperature, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+class KDParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(4.0, gt=0)
+    lam: float = Field(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
+
+
+@METHODS.register("kd")
+class HintonKD(Method):
+    Params = KDParams
+
+    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+        assert teacher_out is not None
+        return {
+            "ce": F.cross_entropy(student_out.logits, batch[LABEL]),
+            "kd": kd_loss(student_out.logits, teacher_out.logits, self.params.temperature),
+        }
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}

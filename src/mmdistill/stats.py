@@ -1,0 +1,42 @@
+"""Seed statistics: mean, sample std and a Student-t 95% confidence interval; paired differences.
+
+With n seeds, ``CI = mean ± t_{0.975, n-1} * std / sqrt(n)`` (std with ddof=1). A paired
+difference (same seeds, e.g. KD student minus no-KD student) is summarised the same way
+on the per-seed differences.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """``{"n", "mean", "std", "ci_low", "ci_high"}``; std and CI are NaN for a single value."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n == 0:
+        raise ValueError("summarize: no values")
+    mean = float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    std = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """Summary of ``a[i] - b[i]`` over paired runs (same seed i)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired_difference: {len(a)} values vs {len(b)}; runs must be paired by seed")
+    return summarize(np.asarray(a, float) - np.asarray(b, float), confidence)
+
+
+def format_summary(s: dict[str, float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"mean ± std [ci_low, ci_high]"`` (scaled, e.g. accuracy in points)."""
+    if math.isnan(s["std"]):
+        return f"{s['mean'] * scale:.{digits}f}"
+    return f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} [{s['ci_low'] * scale:.{digits}f}, {s['ci_high'] * scale:.{digits}f}]"
