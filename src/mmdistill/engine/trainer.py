@@ -138,7 +138,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
                 bad = [k for k, v in losses.items() if not torch.isfinite(v)]
                 raise TrainingError(
                     f"epoch {epoch}, step {step}: loss term {', '.join(map(repr, bad))} is not finite "
-                    f"({', '.join(f'{k}={float(losses[k]):.4g}' for k in bad)}); "
+                    f"({', '.join(f'{k}={float(losses[k].detach()):.4g}' for k in bad)}); "
                     f"the last good checkpoint is {last_path if last_path.is_file() else 'none (failed in the first epoch)'}"
                 )
             optimizer_f.zero_grad(set_to_none=True)
