@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "mmdistill.commands.evaluate",
     "mmdistill.commands.demo",
     "mmdistill.commands.data",
+    "mmdistill.commands.reproduce",
 ]
 
 

@@ -103,12 +103,12 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     world, rank = fabric.world_size, fabric.global_rank
     if cfg.batch_size % world:
         raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes ({world})")
+    # Not fabric.setup_dataloaders: its loader calls sampler.set_epoch(<iterations so far>), which
+    # restarts at 0 on resume. Our epoch number keeps the shuffle a pure function of (seed, epoch).
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(train, batch_size=cfg.batch_size // world, sampler=sampler, collate_fn=_identity)
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     optimizer = make_optimizer(module.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    module_f, optimizer_f = fabric.setup(module, optimizer)
     weights = module.method.loss_weights()
     num_classes = train.num_classes
     ckpt_dir = out_dir / "checkpoints"
@@ -119,6 +119,8 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     if resume and last_path.is_file():
         state = load_training_state(last_path, module, optimizer, scheduler)
         logger.resume_at(state["epoch"])
+    # After loading: Fabric's optimizer wrapper copies the optimizer's attributes at setup time.
+    module_f, optimizer_f = fabric.setup(module, optimizer)
     history: list[dict] = []
     step = 0
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -129,6 +131,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         sums: dict[str, Tensor] = {}
         seen = 0
         for batch in loader:
+            batch = fabric.to_device(batch)
             validate_labels(batch, num_classes)
             teacher_out = teacher_source(batch) if teacher_source is not None else None
             with fabric.autocast():

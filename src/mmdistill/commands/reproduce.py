@@ -1,0 +1,115 @@
+"""``mmdistill reproduce TARGET --out DIR``: re-run a paper's experiment and write its table and figure.
+
+Every target shares ``--seeds``, ``--first-seed``, ``--out``, ``--overwrite`` and ``--threads``; a
+target adds its own options through ``add_arguments``. A target is one entry of :data:`TARGETS`:
+its help line, a function ``run(args, out) -> str`` that writes into ``out`` (atomically, with
+``results.csv`` last) and returns a one-line summary, and optionally ``add_arguments(parser)``.
+Adding a target is one function and one dict entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError, OutputExistsError
+
+
+@dataclass(frozen=True)
+class Target:
+    help: str
+    run: Callable[[argparse.Namespace, Path], str]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+# ---- MFH synthetic studies (Xue et al., ICLR 2023) ----------------------------------------------
+
+
+def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=1000, help="full-batch SGD steps per model (paper: 1000)")
+    parser.add_argument("--hidden", type=int, nargs="*", default=[], metavar="H",
+                        help="hidden widths of MLP teachers/students (default: none, linear models as in the paper)")
+
+
+def _plane_arguments(parser: argparse.ArgumentParser) -> None:
+    _mfh_arguments(parser)
+    parser.add_argument("--decisive", type=int, default=20, help="decisive latent dims s0 + sa + sb of every cell")
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = [f"mmdistill reproduce {args.target} --seeds {args.seeds}"]
+    if args.first_seed:
+        parts.append(f"--first-seed {args.first_seed}")
+    if getattr(args, "epochs", 1000) != 1000:
+        parts.append(f"--epochs {args.epochs}")
+    if getattr(args, "hidden", None):
+        parts.append("--hidden " + " ".join(map(str, args.hidden)))
+    if getattr(args, "decisive", 20) != 20:
+        parts.append(f"--decisive {args.decisive}")
+    return " ".join(parts + [f"--out {args.out}"])
+
+
+def _mfh_study(args: argparse.Namespace, out: Path) -> str:
+    from ..mfh import studies
+    from ..mfh.report import write_study
+
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs: must be a positive integer, got {args.epochs}")
+    if any(h < 1 for h in args.hidden):
+        raise ConfigError(f"--hidden: widths must be positive integers, got {args.hidden}")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    common = {"epochs": args.epochs, "hidden": tuple(args.hidden)}
+    if args.target == "mfh-gamma":
+        result = studies.vary_gamma(seeds, **common)
+    elif args.target == "mfh-alpha":
+        result = studies.vary_alpha(seeds, **common)
+    else:
+        result = studies.venn_plane(seeds, decisive=args.decisive, **common)
+    write_study(result, out, _command(args))
+    return f"{result.name}: {result.runs} models in {result.seconds:.2f} s; wrote {out}/results.csv, summary.md and the figure"
+
+
+TARGETS: dict[str, Target] = {
+    "mfh-gamma": Target("MFH paper Fig. 2: KD gain against gamma (synthetic Gaussian data)", _mfh_study, _mfh_arguments),
+    "mfh-alpha": Target("MFH paper Fig. 3: better teacher via a-specific features, no student gain", _mfh_study, _mfh_arguments),
+    "mfh-plane": Target("beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments),
+}
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reproduce", help="re-run a paper experiment; writes results.csv, summary.md, a figure")
+    targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    for name, target in TARGETS.items():
+        sub = targets.add_parser(name, help=target.help, description=target.help)
+        sub.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+        sub.add_argument("--first-seed", type=int, default=0, help="seeds run from here (default 0)")
+        sub.add_argument("--out", required=True, help="output folder")
+        sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
+        sub.add_argument("--threads", type=int, default=1,
+                         help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)")
+        if target.add_arguments is not None:
+            target.add_arguments(sub)
+        sub.set_defaults(func=run_target)
+
+
+def run_target(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads: must be a positive integer, got {args.threads}")
+    out = Path(args.out)
+    if (out / "results.csv").exists() and not args.overwrite:
+        raise OutputExistsError(f"{out / 'results.csv'} exists (a finished run); pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    print(TARGETS[args.target].run(args, out))
+    return 0
