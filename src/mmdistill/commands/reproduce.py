@@ -37,7 +37,7 @@ def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _plane_arguments(parser: argparse.ArgumentParser) -> None:
     _mfh_arguments(parser)
-    parser.add_argument("--decisive", type=int, default=20, help="decisive latent dims s0 + sa + sb of every cell")
+    parser.add_argument("--decisive", type=int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -48,7 +48,7 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--epochs {args.epochs}")
     if getattr(args, "hidden", None):
         parts.append("--hidden " + " ".join(map(str, args.hidden)))
-    if getattr(args, "decisive", 20) != 20:
+    if getattr(args, "decisive", 40) != 40:
         parts.append(f"--decisive {args.decisive}")
     return " ".join(parts + [f"--out {args.out}"])
 

@@ -61,11 +61,7 @@ def crossmodal_kd_sweep(
         for seed in seeds:
             data = draw(spec, seed, n_train=n_train, n_test=n_test)
             torch_seed = seed + 1 if spec.test_stream == "seed+1" else seed
-            with torch.random.fork_rng():
-                torch.manual_seed(torch_seed)
-                teacher = make_mlp(spec.dim_a, hidden, spec.num_classes)
-                kd = make_mlp(spec.dim_b, hidden, spec.num_classes)
-                nokd = make_mlp(spec.dim_b, hidden, spec.num_classes)
+            teacher, kd, nokd = _official_inits(torch_seed, (spec.dim_a, spec.dim_b, spec.dim_b), hidden, spec.num_classes)
             jobs.append((label, spec, seed, data, teacher, kd, nokd))
 
     teachers = train_runs([Run(t, d.train.xa, d.train.y) for _, _, _, d, t, _, _ in jobs], lr=lr, epochs=epochs)
@@ -87,6 +83,18 @@ def crossmodal_kd_sweep(
     protocol = {"n_train": n_train, "n_test": n_test, "epochs": epochs, "lr": lr, "kd_weights": list(kd_weights),
                 "hidden": list(hidden), "seeds": list(seeds)}
     return StudyResult("sweep", rows, time.perf_counter() - start, 3 * len(jobs), protocol)
+
+
+def _official_inits(torch_seed: int, in_dims: Sequence[int], hidden: Sequence[int], num_classes: int) -> list:
+    """Models built in order right after ``torch.manual_seed(torch_seed)``, as the official script
+    does; the global CPU generator is restored afterwards (seeded directly, which skips the
+    accelerator bookkeeping of ``torch.manual_seed``)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.random.default_generator.manual_seed(torch_seed)
+        return [make_mlp(d, hidden, num_classes) for d in in_dims]
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def vary_gamma(seeds: Sequence[int] = range(10), **kwargs) -> StudyResult:
@@ -113,7 +121,7 @@ def venn_plane(
     seeds: Sequence[int] = range(10),
     gammas: Sequence[float] = PLANE_GAMMAS,
     alphas: Sequence[float] = PLANE_ALPHAS,
-    decisive: int = 20,
+    decisive: int = 40,
     dim_a: int = 50,
     dim_b: int = 50,
     **kwargs,
