@@ -44,6 +44,8 @@ class RunResult:
     stopped_early: bool
     test_checkpoint: str
     student: nn.Module
+    train_seconds: float = 0.0
+    train_steps: int = 0
 
 
 def build_method(name: str, params: dict[str, Any] | None, masker: Masker) -> Method:
@@ -125,7 +127,8 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
                                              "epochs_run": fitted.epochs_run, "stopped_early": fitted.stopped_early,
                                              "test_checkpoint": fitted.test_checkpoint, "seed": seed, "method": method})
     fabric.barrier()
-    return RunResult(test, val, fitted.best_epoch, fitted.epochs_run, fitted.stopped_early, fitted.test_checkpoint, student)
+    return RunResult(test, val, fitted.best_epoch, fitted.epochs_run, fitted.stopped_early, fitted.test_checkpoint, student,
+                     fitted.train_seconds, fitted.train_steps)
 
 
 def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:

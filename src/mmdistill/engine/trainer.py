@@ -11,6 +11,7 @@ and the shuffling order is a pure function of (seed, epoch) via ``DistributedSam
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,9 +19,9 @@ from typing import Callable
 import torch
 from lightning_fabric import Fabric
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
-from ..batch import Batch, batch_size, validate_labels
+from ..batch import LABEL, Batch, batch_size, inputs_checked_finite, validate_labels
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
@@ -71,6 +72,37 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
+class EpochBatches:
+    """Index batches for one process: a seeded shuffle per epoch, split across processes.
+
+    Epoch e's order is ``randperm(n, seed + e)``, padded by wrapping to a multiple of the
+    number of processes; process r takes positions r, r + world, ... (DistributedSampler's
+    scheme), so a 1-process run sees the same examples per step as a DDP run with the same
+    global batch. Yields index tensors, so batches are gathered without Python lists.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        total = -(-self.n // self.world) * self.world
+        if total > self.n:
+            order = torch.cat([order, order[: total - self.n]])
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self._indices().split(self.batch_size))
+
+    def __len__(self) -> int:
+        per_process = math.ceil(self.n / self.world)
+        return math.ceil(per_process / self.batch_size)
+
+
 def eval_batches(dataset: MultimodalDataset, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
     """This process's share of a split (rows rank, rank+world, ...), no padding, in order."""
     rows = list(range(rank, len(dataset), world))
@@ -85,6 +117,8 @@ class FitResult:
     stopped_early: bool
     test_checkpoint: str
     history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0  # time spent in training steps of this process's epochs (no validation, no I/O)
+    train_steps: int = 0
 
 
 def _better(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
@@ -105,8 +139,9 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes ({world})")
     # Not fabric.setup_dataloaders: its loader calls sampler.set_epoch(<iterations so far>), which
     # restarts at 0 on resume. Our epoch number keeps the shuffle a pure function of (seed, epoch).
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(train, batch_size=cfg.batch_size // world, sampler=sampler, collate_fn=_identity)
+    batches = EpochBatches(len(train), cfg.batch_size // world, seed, rank, world)
+    loader = DataLoader(train, batch_sampler=batches, collate_fn=_identity)
+    validate_labels({LABEL: train.labels}, train.num_classes)
     optimizer = make_optimizer(module.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     weights = module.method.loss_weights()
@@ -123,18 +158,22 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     module_f, optimizer_f = fabric.setup(module, optimizer)
     history: list[dict] = []
     step = 0
+    train_seconds = 0.0
+    on_accelerator = fabric.device.type != "cpu"
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["stopped_early"]:
             break
-        sampler.set_epoch(epoch)
+        batches.set_epoch(epoch)
         module_f.train()
-        sums: dict[str, Tensor] = {}
+        sums: Tensor | None = None
+        names: list[str] = []
         seen = 0
+        epoch_start = time.perf_counter()
         for batch in loader:
-            batch = fabric.to_device(batch)
-            validate_labels(batch, num_classes)
+            if on_accelerator:
+                batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             teacher_out = teacher_source(batch) if teacher_source is not None else None
-            with fabric.autocast():
+            with fabric.autocast(), inputs_checked_finite():
                 _, losses = module_f(batch, teacher_out)
             total = weighted_total(losses, weights)
             if not torch.isfinite(total):
@@ -151,13 +190,16 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             optimizer_f.step()
             n = batch_size(batch)
             seen += n
-            for k, v in {"loss": total, **losses}.items():
-                sums[k] = sums.get(k, 0.0) + v.detach() * n
+            names = ["loss", *losses]
+            terms = torch.stack([total.detach(), *(v.detach() for v in losses.values())]).float() * n
+            sums = terms if sums is None else sums + terms
             step += 1
         if scheduler is not None:
             scheduler.step()
+        train_seconds += time.perf_counter() - epoch_start
         val_metrics = evaluate(module.student, eval_batches(val, cfg.batch_size, rank, world), num_classes, fabric.device)
-        values = {f"train/{k}": float(v) / max(seen, 1) for k, v in sums.items()}
+        means = (sums / max(seen, 1)).tolist() if sums is not None else []
+        values = {f"train/{k}": v for k, v in zip(names, means)}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})
         values["lr"] = optimizer.param_groups[0]["lr"]
         monitored = val_metrics[cfg.monitor]
@@ -183,7 +225,8 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         module.load_state_dict(tensors)
     if state["best_value"] is None:
         state["best_value"] = math.nan
-    return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"], cfg.test_checkpoint, history)
+    return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"], cfg.test_checkpoint,
+                     history, train_seconds, step)
 
 
 def make_fabric(cfg: TrainerConfig) -> Fabric:

@@ -1,0 +1,107 @@
+"""Time per training step: mmdistill KD (teacher cache on) vs a bare hand-written PyTorch loop.
+
+Both train the same student (same init, data, batch size, optimizer) with the same loss,
+(1 - lam) * CE + lam * T^2 * KL, the bare loop reading precomputed teacher logits from a
+tensor. The headline figure is the trainer's own timing of its
+training steps (data loading, teacher-cache lookup, label checks, forward, named losses,
+backward, optimizer step); the whole-run figure adds what `distill` does per epoch and at
+the end (validation, checkpoints, CSV/TensorBoard logs, final val+test evaluation). The
+teacher cache is built once before timing (once per teacher and split in real use). Repeats alternate; the minimum of each is kept.
+
+    python benchmarks/bench_kd_step.py [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmdistill.config import CacheConfig, TrainerConfig
+from mmdistill.data import build_splits
+from mmdistill.engine.api import distill
+from mmdistill.engine.teacher import compute_table
+from mmdistill.methods.base import TeacherRequest
+from mmdistill.methods.kd import kd_loss
+from mmdistill.models import EncoderConfig, ModelConfig, build_model
+
+EPOCHS, BATCH, LAM, TEMP = 3, 128, 0.5, 4.0
+
+
+def make_models(data):
+    specs, n = data.train.specs(), data.num_classes
+    torch.manual_seed(0)
+    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[256], out_dim=128)), specs, n).eval()
+    torch.manual_seed(1)
+    student = build_model(ModelConfig(modalities=["b"], encoder=EncoderConfig(hidden=[256, 256], out_dim=128)), specs, n)
+    return teacher, student
+
+
+def bare_loop(student, data, teacher_logits) -> tuple[float, int]:
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    xb, y = data.train.tensors["b"], data.train.labels
+    n = len(y)
+    steps = 0
+    start = time.perf_counter()
+    for epoch in range(EPOCHS):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, n, BATCH):
+            idx = perm[i:i + BATCH]
+            logits = student({"b": xb[idx]})
+            loss = (1 - LAM) * F.cross_entropy(logits, y[idx]) + LAM * kd_loss(logits, teacher_logits[idx], TEMP)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return time.perf_counter() - start, steps
+
+
+def engine(student, teacher, data, workdir: Path, cache_dir: Path, run: int) -> tuple[float, float]:
+    """(seconds per training step as timed by the trainer, whole distill() seconds per step)."""
+    cfg = TrainerConfig(epochs=EPOCHS, batch_size=BATCH, optimizer={"name": "adam", "lr": 1e-3})
+    start = time.perf_counter()
+    r = distill(student, teacher, data, workdir / f"run{run}", "kd", {"temperature": TEMP, "lam": LAM}, trainer=cfg,
+                cache=CacheConfig(dir=cache_dir), quiet=True)
+    return r.train_seconds / r.train_steps, (time.perf_counter() - start) / r.train_steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, default=20000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        teacher, _ = make_models(data)
+        teacher_logits = compute_table(teacher, data.train, TeacherRequest(), None, 1024, torch.device("cpu")).tensors["logits"]
+        _, s = make_models(data)
+        engine(s, teacher, data, tmp, tmp / "cache", -1)  # warm-up; builds the teacher cache
+        bare, ours, whole = [], [], []
+        for r in range(args.repeats):
+            _, s = make_models(data)
+            t, steps = bare_loop(s, data, teacher_logits)
+            bare.append(t / steps)
+            _, s = make_models(data)
+            step_time, whole_time = engine(s, teacher, data, tmp, tmp / "cache", r)
+            ours.append(step_time)
+            whole.append(whole_time)
+    b, o, w = min(bare), min(ours), min(whole)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}")
+    print(f"train examples {len(data.train)}, batch {BATCH}, epochs {EPOCHS}, repeats {args.repeats}")
+    print(f"bare loop   {b * 1e3:.3f} ms/step (all: {', '.join(f'{x * 1e3:.3f}' for x in bare)})")
+    print(f"mmdistill   {o * 1e3:.3f} ms/step (all: {', '.join(f'{x * 1e3:.3f}' for x in ours)})")
+    print(f"mmdistill, whole distill() incl. per-epoch validation, checkpoints, logs, final val+test: {w * 1e3:.3f} ms/step")
+    print(f"ratio mmdistill / bare, training steps = {o / b:.3f}")
+    print(f"ratio mmdistill / bare, whole run      = {w / b:.3f}")
+
+
+if __name__ == "__main__":
+    main()
