@@ -57,12 +57,15 @@ def crossmodal_kd_sweep(
     """Teacher / no-KD / KD accuracy for every (cell, seed), trained as two batched ensembles."""
     start = time.perf_counter()
     jobs = []
-    for label, spec in cells:
-        for seed in seeds:
+    # seed-major, so that the memoised draws of one seed serve every cell (rows come out cell-major)
+    for seed in seeds:
+        for label, spec in cells:
             data = draw(spec, seed, n_train=n_train, n_test=n_test)
             torch_seed = seed + 1 if spec.test_stream == "seed+1" else seed
             teacher, kd, nokd = _official_inits(torch_seed, (spec.dim_a, spec.dim_b, spec.dim_b), hidden, spec.num_classes)
             jobs.append((label, spec, seed, data, teacher, kd, nokd))
+    cell_index = {label: i for i, (label, _) in enumerate(cells)}
+    jobs.sort(key=lambda j: (cell_index[j[0]], list(seeds).index(j[2])))
 
     teachers = train_runs([Run(t, d.train.xa, d.train.y) for _, _, _, d, t, _, _ in jobs], lr=lr, epochs=epochs)
     probs = torch.softmax(teachers.logits([j[3].train.xa for j in jobs]), dim=-1)

@@ -26,6 +26,7 @@ and the same float32 cast.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -224,16 +225,41 @@ def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
     return q * np.sign(np.diag(r))  # sign fix: Haar-distributed
 
 
-def _sample(spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState, mixing) -> VennSample:
-    d = spec.latent_dim
-    z = rng.randn(n, d)
+@lru_cache(maxsize=8)
+def _normals(seed: int, shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.ndarray, ...], tuple]:
+    """``RandomState(seed).randn(*shape)`` for each shape in turn, and the stream's state after them.
+
+    Memoised: the settings of a sweep draw the very same numbers for one seed (only where the
+    latents land differs), and the legacy generator is the slowest part of a sweep. Callers copy.
+    """
+    rng = np.random.RandomState(seed)
+    arrays = tuple(rng.randn(*shape) for shape in shapes)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays, rng.get_state()
+
+
+def _resume(state: tuple) -> np.random.RandomState:
+    rng = np.random.RandomState()
+    rng.set_state(state)
+    return rng
+
+
+def _sample_shapes(spec: VennSpec, n: int) -> tuple[tuple[int, int], ...]:
+    """Shapes of one sample's normal draws in the official order: latents, then each modality's noise."""
+    return ((n, spec.latent_dim), *((n, spec.dim_a if m == "a" else spec.dim_b) for m in spec.noise_order))
+
+
+def _sample(spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState, mixing, blocks=None) -> VennSample:
+    """One sample; ``blocks`` are its pre-drawn normals (else they are drawn from ``rng``)."""
+    if blocks is None:
+        blocks = [rng.randn(*shape) for shape in _sample_shapes(spec, n)]
+    z = blocks[0]
     if spec.num_classes == 2:
         y = (np.dot(z, hyperplane) > 0).ravel().astype(np.int64)
     else:
         y = np.argmax(z @ hyperplane, axis=1).astype(np.int64)
-    noise = {}
-    for m in spec.noise_order:
-        noise[m] = rng.randn(n, spec.dim_a if m == "a" else spec.dim_b)
+    noise = {m: np.array(b) for m, b in zip(spec.noise_order, blocks[1:])}
     xb, xa = noise["b"], noise["a"]
     xb[:, 0 : spec.sb + spec.s0] = z[:, 0 : spec.sb + spec.s0]
     xa[:, spec.a_offset : spec.a_offset + spec.s0 + spec.sa] = z[:, spec.sb : spec.sb + spec.s0 + spec.sa]
@@ -258,21 +284,28 @@ def draw(spec: VennSpec, seed: int, n_train: int = 200, n_test: int = 1000, n_ex
     for name, n in (("n_train", n_train), ("n_test", n_test), *((f"n_extra[{i}]", v) for i, v in enumerate(n_extra))):
         if n <= 0:
             raise ConfigError(f"venn.{name}: must be a positive integer (> 0), got {n!r}")
-    rng = np.random.RandomState(seed)
     d = spec.latent_dim
     if spec.hyperplane == "ones":
-        hyperplane = np.ones(d)
+        head: tuple[tuple[int, ...], ...] = ()
     elif spec.num_classes == 2:
-        hyperplane = rng.randn(max(HYPERPLANE_POOL, d))[:d]
+        head = ((max(HYPERPLANE_POOL, d),),)
     else:
-        hyperplane = rng.randn(d, spec.num_classes)
+        head = ((d, spec.num_classes),)
+    blocks, state = _normals(seed, head + _sample_shapes(spec, n_train))
+    rng = _resume(state)
+    hyperplane = np.ones(d) if not head else (blocks[0][:d] if spec.num_classes == 2 else blocks[0]).copy()
     mixing = None
     if spec.mix:
         mrng = np.random.default_rng((seed, 1))
         mixing = (_orthogonal(mrng, spec.dim_a), _orthogonal(mrng, spec.dim_b))
-    train = _sample(spec, hyperplane, n_train, rng, mixing)
-    test_rng = np.random.RandomState(seed + 1) if spec.test_stream == "seed+1" else rng
-    test = _sample(spec, hyperplane, n_test, test_rng, mixing)
+    train = _sample(spec, hyperplane, n_train, rng, mixing, blocks[len(head) :])
+    if spec.test_stream == "seed+1":
+        test_blocks, test_state = _normals(seed + 1, _sample_shapes(spec, n_test))
+        test_rng = _resume(test_state)
+        test = _sample(spec, hyperplane, n_test, test_rng, mixing, test_blocks)
+    else:
+        test_rng = rng
+        test = _sample(spec, hyperplane, n_test, test_rng, mixing)
     extra = [_sample(spec, hyperplane, n, test_rng, mixing) for n in n_extra]
     return VennDraw(spec, seed, hyperplane, train, test, extra, mixing)
 
