@@ -27,9 +27,18 @@ def test_train_then_evaluate(tiny_config, tmp_path, capsys):
             assert (out / f"seed_{seed}" / part / "metrics.csv").is_file()
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
     for seed, run in zip((0, 1), metrics["runs"]):
         assert evaluated[f"seed_{seed}/student"]["accuracy"] == pytest.approx(run["student"]["accuracy"], abs=1e-6)
+
+    assert main(["evaluate", str(out), "--missing", "--noise", "--levels", "0", "1", "--json"]) == 0
+    robust = json.loads(capsys.readouterr().out)
+    teacher_rows = {r["present"]: r for r in robust["missing"] if r["model"] == "seed_0/teacher"}
+    assert set(teacher_rows) == {"a+b", "a", "b"}
+    assert teacher_rows["a+b"]["accuracy"] == pytest.approx(evaluated["seed_0/teacher"]["accuracy"], abs=1e-6)
+    dropped = [r for r in robust["noise"] if r["model"] == "seed_0/student" and r["kind"] == "dropout" and r["level"] == 1.0]
+    assert dropped[0]["accuracy"] == pytest.approx(0.25, abs=0.05), "b zeroed out: a constant prediction on 4 balanced classes"
+    assert (out / "robustness" / "missing.csv").is_file() and (out / "robustness" / "noise_seed_0_student.png").is_file()
 
 
 def test_cli_errors_exit_nonzero_with_message(tiny_config, tmp_path):
