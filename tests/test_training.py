@@ -150,3 +150,19 @@ def test_early_stopping_and_last_checkpoint_choice(toy_splits, tmp_path):
     cfg = TrainerConfig(epochs=30, batch_size=32, optimizer={"lr": 1e-12}, early_stopping={"patience": 2}, test_checkpoint="last")
     r = distill(student, None, toy_splits, tmp_path / "e", "supervised", trainer=cfg)
     assert r.stopped_early and r.epochs_run == 3 and r.best_epoch == 1 and r.test_checkpoint == "last"
+
+
+def test_bf16_mixed_precision_runs_on_cpu(toy_splits, tmp_path):
+    teacher, student = models(toy_splits)
+    cfg = TrainerConfig(epochs=1, batch_size=32, precision="bf16-mixed")
+    r = distill(student, teacher, toy_splits, tmp_path / "bf16", "kd", trainer=cfg, cache=CacheConfig(dir=tmp_path / "c"))
+    assert 0.0 <= r.test["accuracy"] <= 1.0 and student.head[1].weight.dtype == torch.float32
+
+
+def test_binary_tasks_report_auroc(tmp_path):
+    from mmdistill.data import build_splits
+
+    data = build_splits("toy-two-modality", {"n": 300, "num_classes": 2})
+    _, student = models(data)
+    r = distill(student, None, data, tmp_path / "bin", "supervised", trainer=TrainerConfig(epochs=2, batch_size=32))
+    assert 0.5 < r.test["auroc"] <= 1.0
