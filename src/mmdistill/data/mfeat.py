@@ -89,7 +89,7 @@ def mfeat(
     standardize: bool = True,
 ) -> DataSplits:
     """Stratified, seeded splits of mfeat with one modality per view in ``views``."""
-    views = list(views)
+    views = [views] if isinstance(views, str) else list(views)
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
         raise ConfigError(f"data.params.views: unknown view {unknown[0]!r}; known: {', '.join(VIEWS)}" if unknown
