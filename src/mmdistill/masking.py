@@ -104,13 +104,13 @@ class Masker(nn.Module):
         keep = [keep] if isinstance(keep, str) else list(keep)
         return self.remove(batch, [m for m in self.specs if m not in keep and m in batch])
 
-    def variants(self, batch: Mapping[str, Tensor], modalities: Sequence[str]) -> Batch:
-        """The full batch followed by one modality-only copy per modality, stacked on the example axis.
+    def variants(self, batch: Mapping[str, Tensor], views: Sequence[str | Sequence[str]]) -> Batch:
+        """The full batch followed by one copy per view (a modality or a set kept), stacked on the example axis.
 
-        For one batched forward pass over ``1 + len(modalities)`` views; split the outputs
+        For one batched forward pass over ``1 + len(views)`` inputs; split the outputs
         with :func:`split_variants`.
         """
-        views = [dict(batch)] + [self.keep_only(batch, m) for m in modalities]
+        views = [dict(batch)] + [self.keep_only(batch, v) for v in views]
         keys = [k for k in batch if k not in (LABEL, INDEX)]
         stacked = {k: torch.cat([v[k] for v in views]) for k in keys}
         for k in (LABEL, INDEX):

@@ -19,7 +19,6 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
-from ..batch import validate_inputs
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, dump_config, validate
 from ..data import DataSplits, build_splits
 from ..errors import ConfigError, OutputExistsError
@@ -105,18 +104,24 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
         teacher = fabric.to_device(teacher.eval())
         for p in teacher.parameters():
             p.requires_grad_(False)
+    train = algo.prepare(data.train, teacher, fabric.device)
+    if teacher is not None:
         request = algo.teacher_request()
+        learned_null = any(masker.strategy[m] == "learned" for v in request.views for m in masker.strategy if m not in v)
+        if cache.enabled and learned_null:
+            raise ConfigError("cache.enabled: the teacher's modality views use learned null tokens, which change during "
+                              "training, so they cannot be cached; set cache.enabled=false or another masking strategy")
         if cache.enabled:
             cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
             if fabric.is_global_zero:
-                cached_table(teacher, data.train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device)
+                cached_table(teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device)
             fabric.barrier()
-            table, _ = cached_table(teacher, data.train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device, build=False)
+            table, _ = cached_table(teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device, build=False)
             source = lambda batch: table.lookup(batch, fabric.device)  # noqa: E731
         else:
             source = lambda batch: teacher_outputs(teacher, batch, request, masker)  # noqa: E731
 
-    fitted = fit(fabric, module, data.train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
+    fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
     val = evaluate(student, eval_batches(data.val, bs, rank, world), data.num_classes, fabric.device)

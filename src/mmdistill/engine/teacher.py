@@ -46,11 +46,11 @@ def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, m
     with FeatureHooks(teacher, request.features) as feats:
         logits = teacher(batch)
     out = TeacherOutputs(logits=logits, features=dict(feats))
-    if request.variants:
-        assert masker is not None, "modality-only views need a masker"
-        stacked = masker.variants(batch, request.variants)
-        views = split_variants(teacher(stacked), 1 + len(request.variants))
-        out.variant_logits = views[1:]
+    if request.views:
+        assert masker is not None, "modality views need a masker"
+        stacked = masker.variants(batch, request.views)
+        views = split_variants(teacher(stacked), 1 + len(request.views))
+        out.view_logits = views[1:]
     return out
 
 
@@ -64,15 +64,15 @@ class TeacherTable:
         idx = batch[INDEX].cpu()
         t = self.tensors
         feats = {k[len("feature."):]: v[idx].to(device) for k, v in t.items() if k.startswith("feature.")}
-        variants = t["variant_logits"][:, idx].to(device) if "variant_logits" in t else None
-        return TeacherOutputs(t["logits"][idx].to(device), feats, variants)
+        views = t["view_logits"][:, idx].to(device) if "view_logits" in t else None
+        return TeacherOutputs(t["logits"][idx].to(device), feats, views)
 
 
 def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
-    masking = masker.strategy if (masker is not None and request.variants) else None
+    masking = masker.strategy if (masker is not None and request.views) else None
     desc = json.dumps(
         {"teacher": model_hash(teacher), "data": dataset.fingerprint(), "features": request.features,
-         "variants": request.variants, "masking": masking, "mask_state": _masker_hash(masker) if masking else None},
+         "views": request.views, "masking": masking, "mask_state": _masker_hash(masker) if masking else None},
         sort_keys=True,
     )
     return hashlib.sha256(desc.encode()).hexdigest()[:32]
@@ -92,11 +92,11 @@ def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teach
         batch = {k: v.to(device) for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()}
         out = teacher_outputs(teacher, batch, request, masker)
         parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
-        if out.variant_logits is not None:
-            parts["variant_logits"] = out.variant_logits
+        if out.view_logits is not None:
+            parts["view_logits"] = out.view_logits
         for k, v in parts.items():
             chunks.setdefault(k, []).append(v.float().cpu())
-    return TeacherTable({k: torch.cat(v, dim=1 if k == "variant_logits" else 0) for k, v in chunks.items()})
+    return TeacherTable({k: torch.cat(v, dim=1 if k == "view_logits" else 0) for k, v in chunks.items()})
 
 
 def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,

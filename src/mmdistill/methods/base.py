@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from ..batch import Batch
+from ..data.dataset import MultimodalDataset
 from ..models.hooks import FeatureHooks
 
 
@@ -29,22 +31,22 @@ class NoParams(BaseModel):
 class TeacherRequest:
     """What a method needs from the teacher for each batch."""
 
-    logits: bool = True
     features: tuple[str, ...] = ()  # teacher layer paths
-    variants: tuple[str, ...] = ()  # modalities m whose modality-only input x^(m) the teacher must see
+    views: tuple[tuple[str, ...], ...] = ()  # modality sets kept (the rest removed by the masker), e.g. (("a",), ("b",))
 
 
 @dataclass
 class TeacherOutputs:
     logits: Tensor  # (B, C) on the full input
     features: dict[str, Tensor] = field(default_factory=dict)
-    variant_logits: Tensor | None = None  # (V, B, C), V = len(request.variants), in request order
+    view_logits: Tensor | None = None  # (V, B, C), V = len(request.views), in request order
 
 
 @dataclass
 class StudentOutputs:
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
+    view_logits: Tensor | None = None  # (V, B, C) when a method runs the student on modality views
 
 
 class Method(nn.Module):
@@ -66,6 +68,13 @@ class Method(nn.Module):
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         """Build parts whose shapes depend on the models (called once, before the optimizer exists)."""
+
+    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+        """See the training split once before training (e.g. population statistics, a held-out part).
+
+        Returns the examples to train on (by default all of ``train``).
+        """
+        return train
 
     def forward_student(self, student: nn.Module, batch: Batch) -> StudentOutputs:
         with FeatureHooks(student, self.student_feature_paths()) as feats:

@@ -1,0 +1,193 @@
+"""MSD: modality-specific distillation (Jin, Sanjabi, Nie, Tan, Ren, Firooz; Findings of EMNLP 2021).
+
+    L = (1 - lam) * CE(y, s(x))
+        + lam * T^2 * KL(p_t(x; T) || p_s(x; T))
+        + sum_m  mean_x[ w_m(x) * T^2 * KL(p_t(x^(m); T) || p_s(x^(m); T)) ]
+
+``x^(m)`` keeps only modality m (the others removed by the masking strategy). The full input
+and every ``x^(m)`` go through each model in one batched pass; the teacher's come from the
+cache. Weighting schemes for the auxiliary terms (saliency ``s_m(x)``: :mod:`mmdistill.saliency`):
+
+* ``uniform``     w_m = 1
+* ``population``  w_m = S_m / mean_k S_k            (S_m = training-set mean saliency)
+* ``instance``    w_m(x) = M * softmax_m(s_m(x) / tau)
+* ``learned``     w(x) = M * softmax(g_phi([s(x), H(p_t(x))])): a small weight network whose
+  parameters phi are meta-learned: one differentiable look-ahead SGD step of the student on
+  the weighted loss, theta' = theta - alpha * grad_theta L(theta, phi), then phi takes an SGD
+  step on the student's CE at theta' on a held-out part of the training split. Cost per step:
+  one extra backward with a graph (double backward) and one forward on the held-out batch.
+
+The paper's full text was not available to us: the loss form, the saliency-based schemes and
+the meta-learning set-up are our reconstruction from its abstract (documented as such).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..batch import LABEL, Batch
+from ..data.dataset import MultimodalDataset, stratified_split
+from ..errors import ConfigError
+from ..masking import split_variants
+from ..models.multimodal import model_modalities
+from ..registry import METHODS
+from ..saliency import instance_saliency, removal_views, saliency_from_logits
+from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
+from .kd import kd_loss
+
+WEIGHTINGS = ("uniform", "population", "instance", "learned")
+
+
+def kd_per_example(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T^2 * KL(p_t || p_s)`` for each example (no batch mean): shape = leading dims."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temperature**2
+
+
+class MSDParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(4.0, gt=0)
+    lam: float = Field(0.5, ge=0, le=1, description="weight of the full-input KD term; CE gets 1 - lam")
+    weighting: Literal["uniform", "population", "instance", "learned"] = "uniform"
+    saliency: Literal["kl", "true_class"] = "kl"
+    instance_temperature: float = Field(1.0, gt=0, description="tau of the instance softmax")
+    heldout_fraction: float = Field(0.0, ge=0, lt=1, description="learned: share of train held out for the meta step")
+    inner_lr: float = Field(0.1, gt=0, description="learned: look-ahead step size alpha")
+    meta_lr: float = Field(0.05, gt=0, description="learned: SGD step size of phi")
+    weight_hidden: int = Field(16, ge=1, description="learned: hidden width of the weight network")
+
+
+@METHODS.register("msd")
+class ModalitySpecificDistillation(Method):
+    Params = MSDParams
+
+    def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
+        assert teacher is not None
+        p = self.params
+        self.modalities = tuple(m for m in model_modalities(student) if m in model_modalities(teacher))
+        if len(self.modalities) < 2:
+            raise ConfigError(
+                f"method 'msd' needs two or more modalities read by both teacher and student; shared: {list(self.modalities)}"
+            )
+        if p.weighting == "learned" and p.heldout_fraction <= 0:
+            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)")
+        self.teacher_modalities = model_modalities(teacher)
+        m = len(self.modalities)
+        self.register_buffer("population_weights", torch.ones(m))
+        if p.weighting == "learned":
+            self.weight_net = nn.Sequential(nn.Linear(m + 1, p.weight_hidden), nn.Tanh(), nn.Linear(p.weight_hidden, m))
+            nn.init.zeros_(self.weight_net[2].weight)  # start at uniform weights
+            nn.init.zeros_(self.weight_net[2].bias)
+            for q in self.weight_net.parameters():
+                q.requires_grad_(False)  # phi is updated by the meta step, never by the main optimizer
+        self._student = [student]  # not a submodule: the trainer owns the student
+        self.heldout: MultimodalDataset | None = None
+
+    # -- what the teacher must provide ------------------------------------------------------
+    def _views(self) -> list[tuple[str, ...]]:
+        only = [(m,) for m in self.modalities]
+        removed = removal_views(self.modalities) if self.params.weighting in ("instance", "learned") else []
+        return list(dict.fromkeys(only + removed))
+
+    def teacher_request(self) -> TeacherRequest:
+        return TeacherRequest(views=tuple(self._views()))
+
+    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+        p = self.params
+        if p.weighting == "population":
+            s = instance_saliency(teacher, train, self.masker, self.modalities, p.saliency, device=device)
+            pop = s.mean(0).clamp(min=1e-8)
+            self.population_weights.copy_(pop / pop.mean())
+        if p.weighting == "learned":
+            keep, held = stratified_split(train.labels.numpy(), [1 - p.heldout_fraction, p.heldout_fraction], seed=0)
+            self.heldout = train.subset(held, f"{train.name}/heldout")
+            return train.subset(keep, f"{train.name}/meta-train")
+        return train
+
+    # -- student: full input and every modality-only view in one pass -------------------------
+    def forward_student(self, student: nn.Module, batch: Batch) -> StudentOutputs:
+        stacked = self.masker.variants(batch, [(m,) for m in self.modalities])
+        views = split_variants(student(stacked), 1 + len(self.modalities))
+        return StudentOutputs(views[0], {}, views[1:])
+
+    # -- weights -------------------------------------------------------------------------------
+    def _signals(self, batch: Batch, teacher_out: TeacherOutputs) -> Tensor:
+        """(B, M + 1): saliency of each modality and the teacher's entropy, per example."""
+        views = self._views()
+        removed = torch.stack([teacher_out.view_logits[views.index(v)] for v in removal_views(self.modalities)])
+        s = saliency_from_logits(teacher_out.logits, removed, batch[LABEL], self.params.saliency).T
+        log_p = F.log_softmax(teacher_out.logits.float(), -1)
+        entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True)
+        return torch.cat([s, entropy], 1)
+
+    def weights(self, batch: Batch, teacher_out: TeacherOutputs) -> Tensor:
+        """(B, M) weight of each auxiliary term for each example."""
+        p, m, b = self.params, len(self.modalities), teacher_out.logits.shape[0]
+        if p.weighting == "uniform":
+            return teacher_out.logits.new_ones(b, m)
+        if p.weighting == "population":
+            return self.population_weights.expand(b, m)
+        signals = self._signals(batch, teacher_out)
+        if p.weighting == "instance":
+            return m * torch.softmax(signals[:, :m] / p.instance_temperature, dim=1)
+        return m * torch.softmax(self.weight_net(signals), dim=1)
+
+    def _terms(self, batch: Batch, logits: Tensor, view_logits: Tensor, teacher_out: TeacherOutputs, w: Tensor) -> dict[str, Tensor]:
+        T = self.params.temperature
+        views = self._views()
+        out = {"ce": F.cross_entropy(logits, batch[LABEL]), "kd": kd_loss(logits, teacher_out.logits, T)}
+        for i, m in enumerate(self.modalities):
+            t_view = teacher_out.view_logits[views.index((m,))]
+            out[f"kd/{m}"] = (w[:, i] * kd_per_example(view_logits[i], t_view, T)).mean()
+        return out
+
+    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+        assert teacher_out is not None and student_out.view_logits is not None
+        if self.params.weighting == "learned" and self.training:
+            self._meta_step(batch, student_out, teacher_out)
+        w = self.weights(batch, teacher_out).detach()
+        return self._terms(batch, student_out.logits, student_out.view_logits, teacher_out, w)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}
+
+    def _meta_step(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs) -> None:
+        """phi <- phi - meta_lr * d/dphi CE_heldout(theta - inner_lr * grad_theta L(theta, phi))."""
+        student = self._student[0]
+        names, params = zip(*[(n, q) for n, q in student.named_parameters() if q.requires_grad])
+        phi = list(self.weight_net.parameters())
+        for q in phi:
+            q.requires_grad_(True)
+        try:
+            w = self.weights(batch, teacher_out)
+            terms = self._terms(batch, student_out.logits, student_out.view_logits, teacher_out, w)
+            lw = self.loss_weights()
+            inner = sum(lw.get(k, 1.0) * v for k, v in terms.items())
+            grads = torch.autograd.grad(inner, params, create_graph=True, allow_unused=True)
+            ahead = {n: q - self.params.inner_lr * g if g is not None else q for n, q, g in zip(names, params, grads)}
+            held = self._heldout_batch(len(batch[LABEL]), batch[LABEL].device)
+            held_loss = F.cross_entropy(functional_call(student, ahead, (held,)), held[LABEL])
+            phi_grads = torch.autograd.grad(held_loss, phi, allow_unused=True)
+        finally:
+            for q in phi:
+                q.requires_grad_(False)
+        with torch.no_grad():
+            for q, g in zip(phi, phi_grads):
+                if g is None:
+                    continue
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(g)
+                    g /= torch.distributed.get_world_size()
+                q -= self.params.meta_lr * g
+
+    def _heldout_batch(self, size: int, device: torch.device) -> Batch:
+        assert self.heldout is not None
+        idx = torch.randint(len(self.heldout), (min(size, len(self.heldout)),))
+        return {k: v.to(device) for k, v in self.heldout.__getitems__(idx).items()}
