@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "mmdistill.commands.demo",
     "mmdistill.commands.data",
     "mmdistill.commands.reproduce",
+    "mmdistill.commands.analyze",
 ]
 
 
