@@ -239,10 +239,21 @@ def _normals(seed: int, shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.n
     return arrays, rng.get_state()
 
 
-def _resume(state: tuple) -> np.random.RandomState:
-    rng = np.random.RandomState()
-    rng.set_state(state)
-    return rng
+class _Resumed:
+    """The stream after the memoised draws, rebuilt only if something draws from it."""
+
+    def __init__(self, state: tuple) -> None:
+        self._state, self._rng = state, None
+
+    def __getattr__(self, name: str):
+        if self._rng is None:
+            self._rng = np.random.RandomState(0)
+            self._rng.set_state(self._state)
+        return getattr(self._rng, name)
+
+
+def _resume(state: tuple) -> _Resumed:
+    return _Resumed(state)
 
 
 def _sample_shapes(spec: VennSpec, n: int) -> tuple[tuple[int, int], ...]:

@@ -1,0 +1,89 @@
+"""Paired (teacher modality, student modality) arrays of a registered dataset, for the crossmodal tools.
+
+Algorithm 1 (:mod:`.salience`), feature removal (:mod:`.removal`) and the advisor (:mod:`.advisor`)
+work on plain tensors: ``x_a`` (N, d_a) for the teacher, ``x_b`` (N, d_b) for the student, labels
+``y``. :func:`load_pairs` flattens each modality and standardises it with the training split's
+mean and std, so that tiny MLPs trained by full-batch SGD behave on every dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+DEFAULT_MODALITIES = {"venn": ("a", "b"), "mfeat": ("pix", "zer"), "av-digits": ("image", "audio")}
+
+
+@dataclass
+class Pair:
+    """One split: teacher inputs ``xa``, student inputs ``xb``, labels ``y``."""
+
+    xa: Tensor
+    xb: Tensor
+    y: Tensor
+
+
+@dataclass
+class PairedSplits:
+    dataset: str
+    teacher: str
+    student: str
+    num_classes: int
+    train: Pair
+    val: Pair
+    test: Pair
+    shared: Tensor | None = None  # ground-truth shared channels of x_a where known (unmixed Venn data)
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> Pair:
+        return getattr(self, name)
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).float()
+
+
+def load_pairs(dataset: str, params: dict | None = None, teacher: str | None = None, student: str | None = None,
+               seed: int = 0, standardize: bool = True) -> PairedSplits:
+    """The splits of ``dataset`` as flattened (and standardised) teacher / student arrays.
+
+    ``teacher`` / ``student`` name modalities (mfeat views; default: :data:`DEFAULT_MODALITIES`).
+    For mfeat only the two views are loaded. A modality the dataset lacks is a ConfigError that
+    lists the available ones.
+    """
+    from ..data import build_splits
+
+    default = DEFAULT_MODALITIES.get(dataset, (None, None))
+    teacher, student = teacher or default[0], student or default[1]
+    if teacher is None or student is None:
+        raise ConfigError(f"{dataset}: name the teacher and student modalities (no defaults for this dataset)")
+    if teacher == student:
+        raise ConfigError(f"teacher and student read the same modality {teacher!r}; crossmodal KD needs two")
+    params = dict(params or {})
+    if dataset == "mfeat" and "views" not in params:
+        params["views"] = [teacher, student]
+    splits = build_splits(dataset, params, seed=seed)
+    names = splits.train.modality_names
+    for role, m in (("teacher", teacher), ("student", student)):
+        if m not in names:
+            raise ConfigError(f"{role} modality {m!r} not in {dataset}; available: {', '.join(names)}")
+    raw = {part: splits.split(part) for part in ("train", "val", "test")}
+    stats = {}
+    for m in (teacher, student):
+        x = _flat(raw["train"].tensors[m])
+        stats[m] = (x.mean(0), x.std(0).clamp_min(1e-6)) if standardize else (0.0, 1.0)
+
+    def pair(ds) -> Pair:
+        xa, xb = (_flat(ds.tensors[m]).sub(stats[m][0]).div(stats[m][1]) for m in (teacher, student))
+        return Pair(xa, xb, ds.labels.clone())
+
+    shared = None
+    spec = splits.info.get("spec")
+    if dataset == "venn" and spec is not None and not spec.mix and (teacher, student) == ("a", "b"):
+        shared = torch.arange(spec.a_offset, spec.a_offset + spec.s0)
+    return PairedSplits(dataset, teacher, student, splits.num_classes, pair(raw["train"]), pair(raw["val"]), pair(raw["test"]),
+                        shared, {"description": splits.description, **{k: v for k, v in splits.info.items() if k != "spec"}})
