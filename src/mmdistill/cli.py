@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "mmdistill.commands.data",
     "mmdistill.commands.reproduce",
     "mmdistill.commands.analyze",
+    "mmdistill.commands.report",
+    "mmdistill.commands.salience",
 ]
 
 

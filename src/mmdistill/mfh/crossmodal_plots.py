@@ -23,9 +23,10 @@ def plot_sorted_scores(scores: torch.Tensor, path: Path, title: str, shared: set
     colors = ["tab:red" if shared is not None and int(c) in shared else "tab:blue" for c in order]
     ax.bar(np.arange(len(s)), s[order], color=colors, width=0.85)
     if shared is not None:
-        ax.bar([], [], color="tab:red", label="truly shared channel")
-        ax.bar([], [], color="tab:blue", label="other channel")
-        ax.legend(fontsize=8)
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="tab:red", label="truly shared channel"), Patch(color="tab:blue", label="other channel")],
+                  fontsize=8)
     ax.set_xlabel("channels, sorted by score")
     ax.set_ylabel("Algorithm 1 score (min-max)")
     ax.set_title(title, fontsize=9)
