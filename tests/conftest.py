@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-os.environ.setdefault("MMDISTILL_CACHE", str(Path(__file__).parent / ".cache-unused"))
+os.environ["MMDISTILL_CACHE"] = tempfile.mkdtemp(prefix="mmdistill-test-cache-")  # never the user's cache
 
 TINY_YAML = """\
 seed: 0
