@@ -98,6 +98,10 @@ TARGETS: dict[str, Target] = {
     "msd": Target("MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments),
 }
 
+from .crossmodal_targets import targets as _crossmodal_targets  # noqa: E402  (MFH Algorithm 1 targets)
+
+TARGETS.update(_crossmodal_targets(Target))
+
 
 # ---- the command ---------------------------------------------------------------------------------
 
