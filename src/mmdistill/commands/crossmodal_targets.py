@@ -43,19 +43,24 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fill", choices=["mean", "zero"], default="mean", help="value of the removed channels (default mean)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of teacher and student MLPs (default 64)")
     parser.add_argument("--epochs", type=int, default=300, help="full-batch SGD steps per model (default 300)")
-    parser.add_argument("--variant", choices=["separate", "joint"], default="separate",
-                        help="Algorithm 1 on the trained teacher + no-KD student (separate) or a jointly trained copy (joint)")
+    parser.add_argument("--lr", type=float, default=0.3, help="full-batch SGD learning rate (default 0.3)")
+    parser.add_argument("--pca", type=int, default=-1,
+                        help="project inputs wider than this on their principal components (default: 64 for av-digits, else off; 0: off)")
 
 
 def _removal_run(args: argparse.Namespace, out: Path) -> str:
     from ..mfh.removal import feature_removal, write_removal
 
+    if args.hidden < 1 or args.epochs < 1:
+        raise ConfigError(f"--hidden and --epochs: must be positive integers, got {args.hidden} and {args.epochs}")
+
     result = feature_removal(args.dataset, pairs=args.pairs, seeds=range(args.first_seed, args.first_seed + args.seeds),
-                             keep=args.keep, fill=args.fill, hidden=args.hidden, epochs=args.epochs, variant=args.variant)
+                             keep=args.keep, fill=args.fill, hidden=args.hidden, epochs=args.epochs, lr=args.lr,
+                             pca=None if args.pca == 0 else args.pca)
     command = f"mmdistill reproduce mfh-removal --dataset {args.dataset} --seeds {args.seeds}"
     command += f" --first-seed {args.first_seed}" if args.first_seed else ""
     command += f" --pairs {' '.join(args.pairs)}" if args.pairs else ""
-    for name, default in (("keep", 0.25), ("fill", "mean"), ("hidden", 64), ("epochs", 300), ("variant", "separate")):
+    for name, default in (("keep", 0.25), ("fill", "mean"), ("hidden", 64), ("epochs", 300), ("lr", 0.3), ("pca", -1)):
         if getattr(args, name) != default:
             command += f" --{name} {getattr(args, name)}"
     write_removal(result, out, f"{command} --out {args.out}")

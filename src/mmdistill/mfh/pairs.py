@@ -47,13 +47,23 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).float()
 
 
+def _pca_basis(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Mean and the top-k principal directions (d, k) of ``x``, signs fixed (deterministic SVD)."""
+    mu = x.mean(0)
+    _, _, vh = torch.linalg.svd((x - mu).double(), full_matrices=False)
+    v = vh[:k].t()
+    v = v * torch.sign(v[v.abs().argmax(0), torch.arange(v.shape[1])])
+    return mu, v.float()
+
+
 def load_pairs(dataset: str, params: dict | None = None, teacher: str | None = None, student: str | None = None,
-               seed: int = 0, standardize: bool = True) -> PairedSplits:
+               seed: int = 0, standardize: bool = True, pca: int | None = None) -> PairedSplits:
     """The splits of ``dataset`` as flattened (and standardised) teacher / student arrays.
 
     ``teacher`` / ``student`` name modalities (mfeat views; default: :data:`DEFAULT_MODALITIES`).
     For mfeat only the two views are loaded. A modality the dataset lacks is a ConfigError that
-    lists the available ones.
+    lists the available ones. With ``pca``, a modality wider than ``pca`` is first projected on the
+    top ``pca`` principal components of its training split (AV-Digits audio has 1,056 values).
     """
     from ..data import build_splits
 
@@ -72,13 +82,25 @@ def load_pairs(dataset: str, params: dict | None = None, teacher: str | None = N
         if m not in names:
             raise ConfigError(f"{role} modality {m!r} not in {dataset}; available: {', '.join(names)}")
     raw = {part: splits.split(part) for part in ("train", "val", "test")}
-    stats = {}
+    if pca is not None and pca < 1:
+        raise ConfigError(f"pca: must be a positive integer, got {pca}")
+    bases = {}
     for m in (teacher, student):
         x = _flat(raw["train"].tensors[m])
+        if pca is not None and x.shape[1] > pca:
+            bases[m] = _pca_basis(x, pca)
+
+    def features(ds, m) -> Tensor:
+        x = _flat(ds.tensors[m])
+        return (x - bases[m][0]) @ bases[m][1] if m in bases else x
+
+    stats = {}
+    for m in (teacher, student):
+        x = features(raw["train"], m)
         stats[m] = (x.mean(0), x.std(0).clamp_min(1e-6)) if standardize else (0.0, 1.0)
 
     def pair(ds) -> Pair:
-        xa, xb = (_flat(ds.tensors[m]).sub(stats[m][0]).div(stats[m][1]) for m in (teacher, student))
+        xa, xb = (features(ds, m).sub(stats[m][0]).div(stats[m][1]) for m in (teacher, student))
         return Pair(xa, xb, ds.labels.clone())
 
     shared = None
