@@ -178,6 +178,14 @@ class _SplitTeacher:
             return nxt
         return None
 
+    @property
+    def linear_is_output(self) -> bool:
+        """The following Linear's output is the teacher's output (it is the teacher, or its Sequential's last module)."""
+        lin, t = self.linear, self.teacher
+        while isinstance(t, nn.Sequential) and len(t) > 0 and t is not lin:
+            t = t[-1]
+        return lin is not None and t is lin
+
     def logits(self, sub: Tensor, at_linear: bool = False) -> Tensor:
         """Teacher logits with the layer's output (or, ``at_linear``, the next Linear's output)
         replaced by ``sub``: B*N rows, B copies of the batch."""
@@ -187,7 +195,8 @@ class _SplitTeacher:
             return sub
         if target is None:  # the input itself
             return self.teacher(sub if self.key is None else {**_repeat(self.x_a, copies), self.key: sub})
-        handle = target.register_forward_hook(lambda mod, inp, out: sub)
+        # the module's own computation is skipped: its forward returns ``sub`` (restored below)
+        target.forward = lambda *args, **kwargs: sub
         try:
             if self.cheap:
                 try:
@@ -199,7 +208,7 @@ class _SplitTeacher:
                 self.cheap = False  # something after the layer also reads the input: repeat it
             return self.teacher(_repeat(self.x_a, copies))
         finally:
-            handle.remove()
+            del target.forward
 
 
 def _permutations(n: int, m: int, seed: int) -> Tensor:
@@ -240,7 +249,7 @@ def channel_salience(
     *,
     permutations: int = 10,
     seed: int = 0,
-    chunk_elements: int = 1 << 22,
+    chunk_elements: int = 1 << 20,
     rank_one: bool = True,
 ) -> Salience:
     """Algorithm 1's scores for the channels (axis 1) of ``layer``'s output, all channels x permutations batched.
@@ -260,7 +269,6 @@ def channel_salience(
                 split.linear = None
             channels = h.shape[1]
             perms = _permutations(n, permutations, seed)
-            shuffled = h[perms]  # (M, N, C, ...): every permutation of every channel
             base = float(_distance(split.out.unsqueeze(0), s_out))
             cand_c = torch.arange(channels).repeat_interleave(permutations)
             cand_m = torch.arange(permutations).repeat(channels)
@@ -269,23 +277,28 @@ def channel_salience(
                 # feature-major (B, d1, N): broadcasting over a short last axis is slow on CPU
                 z_t = F.linear(h, lin.weight, lin.bias).t().contiguous()  # (d1, N)
                 w_t = lin.weight.t().contiguous()  # (C, d1)
-                h_t, shuffled_t = h.t().contiguous(), shuffled.transpose(1, 2).contiguous()  # (C, N), (M, C, N)
-                s_t = s_out.reshape(n, -1).t()
+                h_t = h.t().contiguous()  # (C, N)
+                shuffled_t = h_t[:, perms]  # (C, M, N)
+                s_t = s_out.reshape(n, -1).t().contiguous()
+                output_is_linear = split.linear_is_output
             per_copy = n * (lin.out_features if lin is not None else h[0].numel())
             chunk = max(1, min(len(cand_c), chunk_elements // max(per_copy, 1)))
             total = torch.zeros(channels, dtype=torch.float64)
+            shuffled = None
             for lo in range(0, len(cand_c), chunk):
                 c, m = cand_c[lo : lo + chunk], cand_m[lo : lo + chunk]
                 b = len(c)
                 if lin is not None:
-                    delta = shuffled_t[m, c] - h_t[c]  # (B, N): the permuted channel's change
+                    delta = shuffled_t[c, m] - h_t[c]  # (B, N): the permuted channel's change
                     zp = torch.addcmul(z_t.unsqueeze(0), w_t[c].unsqueeze(2), delta.unsqueeze(1))  # (B, d1, N)
-                    if lin is split.teacher:
+                    if output_is_linear:
                         dist = zp.sub_(s_t).square_().mean((1, 2))
                     else:
                         out = split.logits(zp.transpose(1, 2).reshape(b * n, -1), at_linear=True)
                         dist = _distance(out.view(b, n, -1), s_out.reshape(n, -1))
                 else:
+                    if shuffled is None:
+                        shuffled = h[perms]  # (M, N, C, ...): every permutation of every channel
                     hp = h.unsqueeze(0).repeat(b, *([1] * h.dim()))  # (B, N, C, ...)
                     hp[torch.arange(b), :, c] = shuffled[m, :, c]
                     out = split.logits(hp.view(b * n, *h.shape[1:]))
