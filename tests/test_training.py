@@ -166,3 +166,14 @@ def test_binary_tasks_report_auroc(tmp_path):
     _, student = models(data)
     r = distill(student, None, data, tmp_path / "bin", "supervised", trainer=TrainerConfig(epochs=2, batch_size=32))
     assert 0.5 < r.test["auroc"] <= 1.0
+
+
+def test_a_foreign_folder_is_never_deleted(tiny_config, tmp_path):
+    from mmdistill.config import load_config
+
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputExistsError, match="not an mmdistill run"):
+        run_config(load_config(tiny_config(epochs=1)), precious, quiet=True, overwrite=True)
+    assert (precious / "thesis.tex").read_text() == "years of work"

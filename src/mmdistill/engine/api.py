@@ -151,10 +151,14 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
 
 def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
     """Refuse a folder holding a finished run unless ``overwrite``; clear a stale partial run unless ``resume``."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").is_file():
+        raise OutputExistsError(f"--out {out} is a non-empty folder that is not an mmdistill run; choose another folder")
     if (out / "metrics.json").is_file() and not overwrite:
         raise OutputExistsError(f"{out} already holds a finished run (metrics.json); pass --overwrite to replace it")
     if out.exists() and (overwrite or not resume):
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # only ever a run folder of ours (config.yaml checked above)
     out.mkdir(parents=True, exist_ok=True)
 
 
