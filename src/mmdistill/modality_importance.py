@@ -52,10 +52,14 @@ def plot_saliency_histogram(result: dict, path: str | Path, title: str = "instan
 
     s: torch.Tensor = result["instance"]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    hi = float(s.quantile(0.99)) if s.numel() else 1.0
+    log = result["saliency_kind"] == "kl"  # KL saliencies span decades: bins on a log axis
+    values = s.clamp(min=1e-5) if log else s
+    bins = torch.logspace(-5, float(values.max().log10().ceil()), 50).numpy() if log else 40
     for i, m in enumerate(result["modalities"]):
-        ax.hist(s[:, i].clamp(max=hi).numpy(), bins=40, alpha=0.6, label=f"{m} (S={result['saliency'][m]['population']:.3f})")
-    ax.set_xlabel(f"s_m(x) ({result['saliency_kind']}; clipped at the 99th percentile)")
+        ax.hist(values[:, i].numpy(), bins=bins, alpha=0.6, label=f"{m} (S={result['saliency'][m]['population']:.3f})")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"s_m(x) ({result['saliency_kind']}{'; values below 1e-5 shown at 1e-5' if log else ''})")
     ax.set_ylabel("training examples")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
