@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "mmdistill.commands.analyze",
     "mmdistill.commands.report",
     "mmdistill.commands.salience",
+    "mmdistill.commands.advise",
 ]
 
 
