@@ -26,7 +26,6 @@ Venn-generator validation (``benchmarks/bench_advisor.py``, docs/advisor.md) -- 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 
