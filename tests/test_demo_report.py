@@ -20,7 +20,7 @@ def demo_dir(tmp_path_factory):
 def test_report_has_every_section_and_command(demo_dir):
     html = (demo_dir / "report.html").read_text()
     sections = json.loads((demo_dir / "report.json").read_text())
-    assert len(sections) >= 3
+    assert [s["folder"] for s in sections] == ["kd-miniature", "mfh-gamma", "advise", "mfh-removal", "msd"]
     for s in sections:
         assert s["title"].split(":")[0] in html
         assert s["command"] in html
@@ -45,6 +45,12 @@ def test_numbers_equal_the_csvs(demo_dir):
     for method in {r["method"] for r in rows}:
         acc = mean(float(r["student_acc"]) for r in rows if r["method"] == method)
         assert f"{100 * acc:.2f} ±" in html, f"msd {method}: mean {100 * acc:.2f} not in the report"
+    for r in csv.DictReader(open(demo_dir / "advise" / "results.csv")):
+        assert f"{float(r['measured_gain']):+.2f} [{float(r['measured_low']):+.2f}" in html, r["pair"]
+    removal = list(csv.DictReader(open(demo_dir / "mfh-removal" / "results.csv")))
+    for mode in ("regular", "general", "random", "specific"):
+        acc = mean(float(r["student_acc"]) for r in removal if r["mode"] == mode)
+        assert f"{100 * acc:.2f}" in html, f"removal {mode}"
     metrics = json.loads((demo_dir / "kd-miniature" / "metrics.json").read_text())
     for part in ("teacher", "nokd", "student"):
         assert f"{100 * metrics['summary'][f'{part}.accuracy']['mean']:.2f} ±" in html

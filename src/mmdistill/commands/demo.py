@@ -6,7 +6,10 @@ Steps (each writes a folder under DIR; ``DIR/report.html`` gathers them):
    without KD, 3 seeds (the ``toy-two-modality`` task; :mod:`mmdistill.engine.api`);
 2. ``mfh-gamma``: the modality focusing hypothesis in one figure — KD gain against gamma on
    the paper's synthetic protocol, 10 seeds (:mod:`mmdistill.mfh.studies`);
-3. ``msd``: MSD against KD and no-KD on AV-Digits (image + audio), 3 seeds, with the
+3. ``advise``: will crossmodal KD help? The advisor's prediction on several mfeat view pairs and
+   the AV-Digits pair, next to the measured KD gain (:mod:`mmdistill.demo_advice`);
+4. ``mfh-removal``: the feature-removal experiment on one mfeat pair (:mod:`mmdistill.mfh.removal`);
+5. ``msd``: MSD against KD and no-KD on AV-Digits (image + audio), 3 seeds, with the
    modality-importance figure (:mod:`mmdistill.msd_study`).
 """
 
@@ -55,6 +58,29 @@ def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
                      "gain from KD grows with gamma, whatever the teacher's own accuracy."}
 
 
+def _advise(out: Path, seeds: int, quiet: bool) -> dict:
+    from .. import demo_advice
+
+    command = f"mmdistill demo --seeds {seeds} (step advise; one pair alone: mmdistill advise --dataset mfeat --teacher pix --student zer)"
+    demo_advice.write(demo_advice.advice_vs_measured(seeds=range(seeds)), out, command)
+    return {"title": "Will crossmodal KD help? The advisor before distilling, against the measured gain", "command": command,
+            "intro": "For each teacher-modality : student-modality pair the advisor estimates, from the data alone, how much "
+                     "decisive information the modalities share (gamma) and the CCH criterion, and predicts the KD gain; "
+                     "then teacher, KD student and no-KD student are trained and the gain measured."}
+
+
+def _removal(out: Path, seeds: int, quiet: bool) -> dict:
+    from ..mfh.removal import feature_removal, write_removal
+
+    command = f"mmdistill reproduce mfh-removal --dataset mfeat --pairs pix:zer --seeds {seeds} --out mfh-removal"
+    write_removal(feature_removal("mfeat", pairs=["pix:zer"], seeds=range(seeds)), out, command)
+    return {"title": "Feature removal (MFH): keep the teacher's modality-general, random or modality-specific channels",
+            "command": command,
+            "intro": "A teacher on mfeat's pixel view, its hidden channels scored by Algorithm 1; keeping a quarter of them "
+                     "(top-scored = modality-general, random, bottom-scored = modality-specific) and distilling a student on "
+                     "the Zernike view from each. The paper expects general > random > specific."}
+
+
 def _msd(out: Path, seeds: int, quiet: bool) -> dict:
     from ..msd_study import run_study
 
@@ -66,7 +92,8 @@ def _msd(out: Path, seeds: int, quiet: bool) -> dict:
                      "uses each modality and how each student does on each modality alone."}
 
 
-STEPS = [("kd-miniature", _kd_miniature), ("mfh-gamma", _mfh_gamma), ("msd", _msd)]
+STEPS = [("kd-miniature", _kd_miniature), ("mfh-gamma", _mfh_gamma), ("advise", _advise), ("mfh-removal", _removal),
+         ("msd", _msd)]
 
 
 def run(args: argparse.Namespace) -> int:
