@@ -68,7 +68,7 @@ class Advice:
         return (
             f"{self.recommendation}\n"
             f"  gamma (shared decisive share) ~ {self.gamma:.2f} [{lo:.2f}, {hi:.2f}]"
-            f"  (R2 teacher<-student {self.r2_teacher_from_student:.2f}, student<-teacher {self.r2_student_from_teacher:.2f})\n"
+            f"  (reliability-corrected R2, may exceed 1: teacher<-student {self.r2_teacher_from_student:.2f}, student<-teacher {self.r2_student_from_teacher:.2f})\n"
             f"  CCH: I(T;S) = {self.mi_teacher_student:.3f} nats vs I(S;Y) = {self.mi_student_label:.3f} nats, margin "
             f"{self.cch_margin:+.3f} [{mlo:+.3f}, {mhi:+.3f}], P(margin > 0) = {self.cch_helps_probability:.2f}\n"
             f"  predicted KD gain ~ {self.predicted_gain:+.1f} points [{glo:+.1f}, {ghi:+.1f}] (rough calibration)\n"
