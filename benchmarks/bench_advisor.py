@@ -101,6 +101,8 @@ def main() -> None:
     clear = np.abs(gain) > 2 * gain_sd  # configurations whose measured sign is clear of seed noise
 
     lines = ["# Will crossmodal KD help? Validating `mmdistill advise`", "",
+             "Docs: [architecture](architecture.md) · [reproductions](reproductions.md) · [benchmarks](benchmarks.md) · "
+             "[datasets](datasets.md) · **advisor** · [README](../README.md)", "",
              "Command: `python benchmarks/bench_advisor.py --seeds %d`" % args.seeds, "",
              f"Machine: {platform.machine()}, torch {torch.__version__}, 1 thread. {len(configs)} modality-Venn configurations x "
              f"{len(seeds)} seeds: 12 structures (s0/sa/sb) x {{plain, orthogonally mixed}} at n_train = 200, 50/50 dims; 6 of them at "
