@@ -1,15 +1,18 @@
-"""In-memory multimodal datasets, their splits and fingerprints.
+"""Multimodal datasets (in memory or left on disk), their splits and fingerprints.
 
-A :class:`MultimodalDataset` holds one tensor per modality (example axis first) and a label
-vector. Indexing with a list of row numbers returns a whole batch dict at once
-(``__getitems__``), so a DataLoader does not collate example by example.
+A :class:`MultimodalDataset` holds one column per modality (example axis first) and a label
+vector. A column is a tensor, or a :class:`~mmdistill.data.ondisk.DiskArray` (rows of a
+``.npy`` file read on demand, as the ``folder`` loader gives) so that data larger than
+memory can be trained on. Indexing with a list of row numbers returns a whole batch dict at
+once (``__getitems__``), so a DataLoader does not collate example by example; for an on-disk
+column only the batch's rows are read.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -17,16 +20,42 @@ from torch import Tensor
 
 from ..batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import DataError
+from .ondisk import DiskArray
+
+Column = Union[Tensor, DiskArray]
+
+
+class MaterializedColumns(Mapping):
+    """``dataset.tensors`` of a dataset with on-disk columns: each access reads the whole column.
+
+    Keeps ``dataset.tensors[m]`` working (analysis code, tests) while training never calls it;
+    it costs the column's full size in memory, once per access.
+    """
+
+    def __init__(self, columns: Mapping[str, Column]) -> None:
+        self._columns = columns
+
+    def __getitem__(self, key: str) -> Tensor:
+        col = self._columns[key]
+        return col.materialize() if isinstance(col, DiskArray) else col
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 class MultimodalDataset(torch.utils.data.Dataset):
-    """Aligned modality tensors and labels of one split.
+    """Aligned modality columns and labels of one split.
 
-    ``modalities``: name -> tensor of shape (N, ...); ``labels``: (N,) integers in [0, num_classes).
-    Attention masks of token modalities travel as extra tensors named ``f"{m}_mask"``.
+    ``modalities``: name -> tensor of shape (N, ...), or a :class:`DiskArray` of N rows;
+    ``labels``: (N,) integers in [0, num_classes). Attention masks of token modalities travel
+    as extra columns named ``f"{m}_mask"``. Floating columns are checked for NaN/Inf once,
+    here (on-disk ones in chunks, unless the loader already did), so the trainer need not.
     """
 
-    def __init__(self, modalities: Mapping[str, Tensor], labels: Tensor, num_classes: int, name: str = "dataset") -> None:
+    def __init__(self, modalities: Mapping[str, Column], labels: Tensor, num_classes: int, name: str = "dataset") -> None:
         self.name = name
         self.labels = torch.as_tensor(labels)
         if self.labels.dim() != 1:
@@ -40,16 +69,23 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raise DataError(f"{name}: the split is empty (0 examples)")
         if not modalities:
             raise DataError(f"{name}: no modality given")
-        self.tensors: dict[str, Tensor] = {}
+        self._columns: dict[str, Column] = {}
         for key, x in modalities.items():
-            x = torch.as_tensor(x)
+            if not isinstance(x, DiskArray):
+                x = torch.as_tensor(x)
             if x.shape[0] != n:
                 raise DataError(f"{name}: modality {key!r} has {x.shape[0]} examples but labels have {n}")
-            if x.is_floating_point():
+            if isinstance(x, DiskArray):
+                if not x.checked_finite:
+                    bad, row = x.first_nonfinite()
+                    if bad:
+                        raise DataError(f"{name}: modality {key!r} holds {bad} NaN/Inf value(s), first in row {row}")
+                    x.checked_finite = True
+            elif x.is_floating_point():
                 x = x.float()
                 if not torch.isfinite(x).all():
                     raise DataError(f"{name}: modality {key!r} holds {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
-            self.tensors[key] = x
+            self._columns[key] = x
         if int(self.labels.min()) < 0 or int(self.labels.max()) >= num_classes:
             raise DataError(
                 f"{name}: labels must lie in [0, {num_classes}), got min {int(self.labels.min())}, max {int(self.labels.max())}"
@@ -60,19 +96,31 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     @property
+    def tensors(self) -> Mapping[str, Tensor]:
+        """name -> tensor of every column; the dict itself when all are in memory (assignable)."""
+        if any(isinstance(c, DiskArray) for c in self._columns.values()):
+            return MaterializedColumns(self._columns)
+        return self._columns
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether any column is read from a file on demand."""
+        return any(isinstance(c, DiskArray) for c in self._columns.values())
+
+    @property
     def modality_names(self) -> list[str]:
-        return [k for k in self.tensors if not k.endswith(MASK_SUFFIX)]
+        return [k for k in self._columns if not k.endswith(MASK_SUFFIX)]
 
     def specs(self) -> list[ModalitySpec]:
-        """One :class:`ModalitySpec` per modality, read off the stored tensors."""
+        """One :class:`ModalitySpec` per modality, read off the stored columns."""
         return [
-            ModalitySpec(k, tuple(self.tensors[k].shape[1:]), tokens=not self.tensors[k].is_floating_point())
+            ModalitySpec(k, tuple(self._columns[k].shape[1:]), tokens=not self._columns[k].is_floating_point())
             for k in self.modality_names
         ]
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        batch = {k: v[idx] for k, v in self.tensors.items()}
+        batch = {k: v.take(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}
         batch[LABEL] = self.labels[idx]
         batch[INDEX] = idx
         return batch
@@ -81,30 +129,49 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
     def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> "MultimodalDataset":
+        """Rows ``indices`` as a new dataset (in-memory columns copied, on-disk ones as row views)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return MultimodalDataset({k: v[idx] for k, v in self.tensors.items()}, self.labels[idx], self.num_classes, name or self.name)
+        cols = {k: v.subset(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}
+        return MultimodalDataset(cols, self.labels[idx], self.num_classes, name or self.name)
 
     def select(self, modalities: Sequence[str]) -> "MultimodalDataset":
         """The same examples with only ``modalities`` (and their attention masks)."""
-        missing = [m for m in modalities if m not in self.tensors]
+        missing = [m for m in modalities if m not in self._columns]
         if missing:
             raise DataError(f"{self.name}: no modality {missing[0]!r}; available: {', '.join(self.modality_names)}")
-        keep = {k: v for k, v in self.tensors.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
+        keep = {k: v for k, v in self._columns.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
         return MultimodalDataset(keep, self.labels, self.num_classes, self.name)
 
     def fingerprint(self) -> str:
-        """sha256 over modality names, dtypes, shapes and bytes, and the labels: equal data, equal fingerprint."""
+        """sha256 over modality names, dtypes, shapes and bytes, and the labels: equal data, equal fingerprint.
+
+        An on-disk column is hashed chunk by chunk; its digest equals that of the same values in memory.
+        """
         h = hashlib.sha256()
-        for key in sorted(self.tensors):
-            x = self.tensors[key].contiguous()
-            h.update(f"{key}|{x.dtype}|{tuple(x.shape)}|".encode())
-            h.update(x.numpy().tobytes())
+        for key in sorted(self._columns):
+            col = self._columns[key]
+            h.update(f"{key}|{col.dtype}|{tuple(col.shape)}|".encode())
+            if isinstance(col, DiskArray):
+                for _, x in col.chunks():
+                    h.update(x.numpy().tobytes())
+            else:
+                h.update(col.contiguous().numpy().tobytes())
         h.update(self.labels.numpy().tobytes())
         return h.hexdigest()
 
     def feature_mean(self) -> dict[str, Tensor]:
-        """Per-modality mean example (used by the ``mean`` masking strategy)."""
-        return {k: self.tensors[k].float().mean(0) for k in self.modality_names if self.tensors[k].is_floating_point()}
+        """Per-modality mean example (used by the ``mean`` masking strategy); on-disk columns summed in float64 chunks."""
+        means = {}
+        for k in self.modality_names:
+            col = self._columns[k]
+            if not col.is_floating_point():
+                continue
+            if isinstance(col, DiskArray):
+                total = sum(x.double().sum(0) for _, x in col.chunks())
+                means[k] = (total / len(col)).float()
+            else:
+                means[k] = col.float().mean(0)
+        return means
 
 
 @dataclass

@@ -25,8 +25,12 @@ As in MultiBench, values are divided by 255, images become (1, 28, 28) and spect
     root/meta.json              optional: {"num_classes": 10, "paired": true, "tokens": ["text"]}
 
 Integer modality arrays are read as floats unless named in ``tokens`` (token ids; an
-attention mask may sit beside them as ``<modality>_mask.npy``). Large arrays are opened
-memory-mapped (``mmap_mode="r"``) and copied once into the in-memory split.
+attention mask may sit beside them as ``<modality>_mask.npy``). C-ordered ``.npy`` modality
+files stay on disk: the split holds a :class:`~mmdistill.data.ondisk.DiskArray` per modality
+and reads only each batch's rows, so peak memory does not grow with the file size (checks,
+fingerprint and mean go through the file in bounded chunks; a carved validation split or an
+unpaired pairing is a row-index view). Labels, ``.npz`` contents and Fortran-ordered arrays
+are held in memory.
 
 *Unpaired data* (``paired: false``): modalities share the label set but not the examples, as
 MNIST images and FSDD recordings do in AV-MNIST. Each modality then has its own labels file
@@ -50,6 +54,7 @@ from ..errors import DataError
 from ..registry import DATASETS
 from .av_digits import pair_within_class
 from .dataset import DataSplits, MultimodalDataset, stratified_split
+from .ondisk import DiskArray
 
 SPLITS = ("train", "val", "test")
 
@@ -68,9 +73,11 @@ def load_array(path: str | Path, key: str | None = None) -> tuple[np.ndarray, st
                 if key not in f.files:
                     raise DataError(f"{path}: key {key!r} not found; keys present: {', '.join(sorted(f.files))}")
                 arr = f[key]
-    except ValueError as err:  # object arrays need pickle, which we refuse
-        raise DataError(f"{source}: cannot read without unpickling ({err}); save plain numeric arrays") from err
-    except (OSError, zipfile.BadZipFile) as err:
+    except ValueError as err:
+        if "pickle" in str(err) or "Python objects" in str(err):  # object arrays need pickle, which we refuse
+            raise DataError(f"{source}: cannot read without unpickling ({err}); save plain numeric arrays") from err
+        raise DataError(f"{source}: not a readable numpy file, or truncated ({err})") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{source}: not a readable numpy file ({err})") from err
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{source}: expected a numeric array, got dtype {arr.dtype} and shape {arr.shape}")
@@ -95,15 +102,27 @@ def check_labels(y: np.ndarray, source: str, n: int | None = None) -> np.ndarray
     return np.array(y, dtype=np.int64)
 
 
-def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: bool = False) -> np.ndarray:
-    """A modality array (copied into memory): non-empty, ``n`` examples, finite; floats as float32."""
+def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: bool = False,
+                   on_disk: bool = False) -> np.ndarray | DiskArray:
+    """A modality: non-empty, ``n`` examples, finite; floats as float32, tokens as int64.
+
+    In memory (a copy) by default; with ``on_disk`` a C-ordered ``.npy`` array (memory-mapped by
+    :func:`load_array`) stays on disk as a :class:`DiskArray`, scanned for NaN/Inf in bounded chunks.
+    """
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"{source}: modality {name!r} is empty (shape {x.shape})")
     if n is not None and x.shape[0] != n:
         raise DataError(f"{source}: modality {name!r} has {x.shape[0]} examples (shape {x.shape}), but labels have {n}")
+    if token and x.dtype.kind not in "iu":
+        raise DataError(f"{source}: token modality {name!r} must hold integers, got dtype {x.dtype}")
+    if on_disk and isinstance(x, np.memmap) and x.flags.c_contiguous:
+        col = DiskArray.of(x, tokens=token)
+        bad, row = col.first_nonfinite()
+        if bad:
+            raise DataError(f"{source}: modality {name!r} (shape {x.shape}) holds {bad} NaN/Inf value(s), first in row {row}")
+        col.checked_finite = True
+        return col
     if token:
-        if x.dtype.kind not in "iu":
-            raise DataError(f"{source}: token modality {name!r} must hold integers, got dtype {x.dtype}")
         return np.array(x, dtype=np.int64)
     x = np.array(x, dtype=np.float32)
     bad = ~np.isfinite(x)
@@ -111,6 +130,11 @@ def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: 
         row = int(np.argwhere(bad)[0][0])
         raise DataError(f"{source}: modality {name!r} (shape {x.shape}) holds {int(bad.sum())} NaN/Inf value(s), first in row {row}")
     return x
+
+
+def take_rows(x: np.ndarray | DiskArray, rows: np.ndarray) -> np.ndarray | DiskArray:
+    """Rows of an in-memory array (a copy) or of an on-disk one (a view, nothing read)."""
+    return x.subset(rows) if isinstance(x, DiskArray) else x[rows]
 
 
 def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> None:
@@ -135,7 +159,7 @@ def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> 
 
 def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str) -> DataSplits:
     k = num_classes or int(max(p["labels"].max() for p in parts.values())) + 1
-    data = {s: MultimodalDataset({m: torch.from_numpy(x) for m, x in p.items() if m != "labels"},
+    data = {s: MultimodalDataset({m: x if isinstance(x, DiskArray) else torch.from_numpy(x) for m, x in p.items() if m != "labels"},
                                  torch.from_numpy(p["labels"]), k, f"{name}/{s}") for s, p in parts.items()}
     splits = DataSplits(data["train"], data["val"], data["test"], description=description)
     splits.check()
@@ -236,7 +260,7 @@ def folder(
     if "val" not in parts:
         tr, va = stratified_split(parts["train"]["labels"], [1 - val_fraction, val_fraction], seed)
         full = parts["train"]
-        parts["train"], parts["val"] = {k: v[tr] for k, v in full.items()}, {k: v[va] for k, v in full.items()}
+        parts["train"], parts["val"] = ({k: take_rows(v, r) for k, v in full.items()} for r in (tr, va))
         sources["val"] = sources["train"]
     check_splits(parts, sources)
     return _to_splits({s: parts[s] for s in SPLITS}, num_classes, "folder", f"folder ({root}{'' if paired else ', unpaired'}):")
@@ -251,7 +275,7 @@ def _paired(arrays: dict, srcs: dict, tokens: set, base: Path, split: str) -> tu
     for name, x in arrays.items():
         if name != "labels":
             token = name in tokens or name.removesuffix("_mask") in tokens
-            out[name] = check_modality(x, srcs[name], name, len(y), token)
+            out[name] = check_modality(x, srcs[name], name, len(y), token, on_disk=True)
     if len(out) == 1:
         raise DataError(f"{srcs['labels']}: split {split!r} has labels but no modality file")
     return out, srcs
@@ -267,7 +291,7 @@ def _unpaired(arrays: dict, srcs: dict, tokens: set, anchor: str | None, rng: np
         if key not in arrays:
             raise DataError(f"{srcs[m]}: unpaired data needs a labels file {key}.npy for modality {m!r}")
         labels[m] = check_labels(np.asarray(arrays[key]), srcs[key])
-        mods[m] = check_modality(arrays[m], srcs[m], m, len(labels[m]), m in tokens)
+        mods[m] = check_modality(arrays[m], srcs[m], m, len(labels[m]), m in tokens, on_disk=True)
     anchor = anchor or names[0]
     if anchor not in mods:
         raise DataError(f"unpaired data: anchor modality {anchor!r} not among {names}")
@@ -279,5 +303,5 @@ def _unpaired(arrays: dict, srcs: dict, tokens: set, anchor: str | None, rng: np
             missing = sorted(set(np.unique(y).tolist()) - set(np.unique(labels[m]).tolist()))
             if missing:
                 raise DataError(f"{srcs[f'labels_{m}']}: class(es) {missing} of {anchor!r} have no {m!r} example to pair with")
-            out[m] = mods[m][pair_within_class(y, labels[m], np.arange(len(labels[m])), rng)]
+            out[m] = take_rows(mods[m], pair_within_class(y, labels[m], np.arange(len(labels[m])), rng))
     return out, out_src

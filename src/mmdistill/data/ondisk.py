@@ -1,0 +1,168 @@
+"""Modality arrays left on disk: rows of a ``.npy`` file read on demand, with bounded RSS.
+
+A :class:`DiskArray` is what the ``folder`` loader hands to a
+:class:`~mmdistill.data.dataset.MultimodalDataset` instead of an in-memory tensor, so a
+dataset larger than the memory budget can be trained on. Reading a batch gathers only its
+rows (``take``); whole-array passes (NaN scan, fingerprint, mean) go in chunks of about
+``CHUNK_BYTES``; a subset is a row-index view onto the same file, never a copy.
+
+Why positional reads (``pread``) and not the memory mapping itself: pages of a file mapping
+that a process touches count in its resident set until the kernel reclaims them, and the
+kernel maps more than was touched (fault-around, and whole large folios: on Linux 6.18 with
+ext4, reading 128 random 4 KiB rows of a 48 MiB file mapped all 48 MiB). An epoch over a
+shuffled file would then show the file's size as RSS. ``pread`` copies exactly the requested
+bytes from the page cache into the batch, which is all the process holds; the page cache
+itself is shared, reclaimable and not part of RSS. The file is opened memory-mapped only to
+validate its header (``np.load(mmap_mode="r")``); nothing is read through that mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+
+CHUNK_BYTES = 32 << 20  # about this many bytes per chunk of a whole-array pass
+
+
+class NpyRows:
+    """Row reader of one C-ordered ``.npy`` file, shared by every view of it.
+
+    Picklable (for ``ddp_spawn``): the pickle holds the path and layout; the file is opened
+    again on the other side.
+    """
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = str(path), int(offset), tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    @classmethod
+    def of(cls, memmap: np.memmap) -> "NpyRows":
+        """The file behind a C-ordered ``np.load(..., mmap_mode="r")`` array."""
+        if not memmap.flags.c_contiguous:
+            raise ValueError("only C-ordered .npy files can be read row by row")
+        return cls(memmap.filename, memmap.offset, memmap.shape, memmap.dtype)
+
+    def _read_into(self, buf: memoryview, first_row: int) -> None:
+        pos, done = self.offset + first_row * self.row_bytes, 0
+        while done < len(buf):
+            got = os.preadv(self._fd, [buf[done:]], pos + done)
+            if got <= 0:
+                raise DataError(f"{self.path}: file ended at byte {pos + done}; it is shorter than its header says (truncated?)")
+            done += got
+
+    def rows(self, idx: np.ndarray | slice) -> np.ndarray:
+        """A new array holding rows ``idx`` (any order, repeats allowed) or the slice's rows."""
+        if isinstance(idx, slice):
+            start, stop, _ = idx.indices(self.shape[0])
+            out = np.empty((max(stop - start, 0), *self.shape[1:]), self.dtype)
+            if out.size:
+                self._read_into(memoryview(out.reshape(-1).view(np.uint8)), start)
+            return out
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        buf = np.empty((len(uniq), *self.shape[1:]), self.dtype)
+        if buf.size:
+            raw, rb = memoryview(buf.reshape(-1).view(np.uint8)), self.row_bytes
+            # runs of consecutive file rows are read with one call each
+            for run in np.split(np.arange(len(uniq)), np.flatnonzero(np.diff(uniq) != 1) + 1):
+                a, b = int(run[0]), int(run[-1])
+                self._read_into(raw[a * rb:(b + 1) * rb], int(uniq[a]))
+        if len(uniq) == len(idx) and (len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())):
+            return buf  # already in the asked order
+        return buf[inverse.reshape(-1)]
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in ("path", "offset", "shape", "dtype")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+class DiskArray:
+    """Rows ``rows`` (all when ``None``) of a ``.npy`` file, read as float32 or, for tokens, int64.
+
+    Has the few tensor-like attributes a dataset needs (``shape``, ``dtype``,
+    ``is_floating_point``, ``len``); everything else goes through ``take``, ``chunks`` or
+    ``materialize`` so that no whole-array copy happens by accident.
+    """
+
+    def __init__(self, file: NpyRows, rows: np.ndarray | None = None, tokens: bool = False, checked_finite: bool = False) -> None:
+        self.file, self.tokens, self.checked_finite = file, tokens, checked_finite
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        n = file.shape[0] if self.rows is None else len(self.rows)
+        self.shape = (n, *file.shape[1:])
+        self.dtype = torch.int64 if tokens else torch.float32
+        self._np_dtype = np.int64 if tokens else np.float32
+
+    @classmethod
+    def of(cls, memmap: np.memmap, tokens: bool = False) -> "DiskArray":
+        return cls(NpyRows.of(memmap), tokens=tokens)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def is_floating_point(self) -> bool:
+        return not self.tokens
+
+    def _convert(self, x: np.ndarray) -> Tensor:
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, which the NaN/Inf scan reports
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=self._np_dtype))
+
+    def take(self, idx: np.ndarray | Tensor) -> Tensor:
+        """The rows ``idx`` of this view (positions in the view, not in the file) as a tensor."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        return self._convert(self.file.rows(idx if self.rows is None else self.rows[idx]))
+
+    def subset(self, idx: np.ndarray | Tensor) -> "DiskArray":
+        """A view of rows ``idx`` of this view: new row numbers, same file, no data read."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+        return DiskArray(self.file, idx if self.rows is None else self.rows[idx], self.tokens, self.checked_finite)
+
+    def chunks(self, max_bytes: int | None = None) -> Iterator[tuple[int, Tensor]]:
+        """(first row, rows as a tensor) over the whole view, about ``max_bytes`` at a time."""
+        step = max(1, (max_bytes or CHUNK_BYTES) // max(self.file.row_bytes, 1))
+        for start in range(0, len(self), step):
+            stop = min(start + step, len(self))
+            src = slice(start, stop) if self.rows is None else self.rows[start:stop]
+            yield start, self._convert(self.file.rows(src))
+
+    def first_nonfinite(self) -> tuple[int, int]:
+        """(count of NaN/Inf values after conversion to float32, first row holding one, or -1)."""
+        count, first = 0, -1
+        if self.tokens:
+            return count, first
+        for start, x in self.chunks():
+            bad = ~torch.isfinite(x)
+            k = int(bad.sum())
+            if k and first < 0:
+                first = start + int(bad.reshape(len(x), -1).any(1).nonzero()[0])
+            count += k
+        return count, first
+
+    def materialize(self) -> Tensor:
+        """The whole view as one in-memory tensor (costs its full size; for small data and tests)."""
+        if not len(self):
+            return torch.empty(self.shape, dtype=self.dtype)
+        return torch.cat([x for _, x in self.chunks()])
+
+    def __repr__(self) -> str:
+        return f"DiskArray({self.file.path!r}, shape={self.shape}, dtype={self.dtype})"
