@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except MMDistillError as err:
         print(f"mmdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if "closed by peer" not in str(err) and "remote worker" not in str(err):
+            raise
+        print(f"mmdistill {args.command}: error: another DDP process of this run died, so the run stopped "
+              f"(resume it with --resume). Distributed backend said: {str(err).splitlines()[0][:300]}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class TrainerConfig(_Strict):
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    ddp_timeout_s: float = Field(300.0, gt=0, description="DDP: a collective waiting longer than this fails the run")
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
     num_threads: Optional[int] = Field(None, ge=1, description="torch.set_num_threads for this run")
 

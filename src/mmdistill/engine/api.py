@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, dump_config, validate
 from ..data import DataSplits, build_splits
-from ..errors import ConfigError, OutputExistsError
+from ..errors import BatchError, CheckpointError, ConfigError, DataError, OutputExistsError
 from ..io import write_json, write_text
 from ..masking import Masker
 from ..methods.base import Method
@@ -31,7 +31,8 @@ from ..stats import paired_difference, summarize
 from .checkpoint import load_tensors, load_weights, save_tensors
 from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
-from .trainer import DistillationModule, eval_batches, fit, make_fabric
+from .launch import launch, make_fabric
+from .trainer import DistillationModule, eval_batches, fit
 
 
 @dataclass
@@ -86,7 +87,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     out_dir = Path(out_dir)
     if fabric is None:
         fabric = make_fabric(trainer)
-        fabric.launch()
+        launch(fabric)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     masker = Masker(data.train.specs(), masking.strategy, masking.per_modality).fit(data.train.feature_mean())
@@ -164,59 +165,69 @@ def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
 
 def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, baseline: bool = True,
                resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``."""
+    """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``.
+
+    A bad input found before any model is saved (config, data, checkpoint) leaves no output
+    folder behind; a failure later (e.g. a non-finite loss) keeps the checkpoints written so far.
+    """
     out = Path(out)
     seeds = seeds or [cfg.seed]
     fabric = make_fabric(cfg.trainer)
-    fabric.launch()
+    launch(fabric)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is None:
+        raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
+    created = not out.exists()
     if fabric.is_global_zero:
         prepare_output(out, overwrite, resume)
         write_text(out / "config.yaml", dump_config(cfg))
     fabric.barrier()
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
-    specs, n_cls = data.train.specs(), data.num_classes
-    needs_teacher = METHODS.get(cfg.method.name).needs_teacher
-    if needs_teacher and cfg.teacher is None:
-        raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
-    runs = []
-    for seed in seeds:
-        seed_dir = out / f"seed_{seed}"
-        row: dict[str, Any] = {"seed": seed}
-        teacher = None
-        if needs_teacher:
-            fabric.seed_everything(seed, verbose=False)
-            teacher = build_model(cfg.teacher.model, specs, n_cls)
-            if cfg.teacher.checkpoint is not None:
-                teacher.load_state_dict(load_weights(cfg.teacher.checkpoint))
-                teacher_test = evaluate(teacher, eval_batches(data.test, 256), n_cls)
-            else:
-                t_cfg = cfg.teacher.trainer or cfg.trainer
-                done = _load_finished(seed_dir / "teacher", teacher) if resume else None
-                if done is None:
-                    done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=t_cfg, seed=seed,
-                                   resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher")
-                teacher_test = done.test
-            row["teacher"] = teacher_test
-        parts = [("student", cfg.method.name)]
-        if baseline and cfg.method.name != "supervised":
-            parts.append(("nokd", "supervised"))
-        for part, method in parts:
-            fabric.seed_everything(seed, verbose=False)
-            student = build_model(cfg.student.model, specs, n_cls)
-            done = _load_finished(seed_dir / part, student) if resume else None
-            if done is None:
-                done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
-                               cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}")
-            row[part] = done.test
-            row[f"{part}_best_epoch"] = done.best_epoch
-        runs.append(row)
+    try:
+        runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, resume, quiet, fabric) for seed in seeds]
+    except (ConfigError, BatchError, DataError, CheckpointError):
+        if fabric.is_global_zero and (created or overwrite) and not any(out.rglob("*.safetensors")):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping was written
+        raise
     metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
     if fabric.is_global_zero:
         write_json(out / "metrics.json", metrics)
         write_text(out / "summary.md", summary_markdown(metrics))
     return metrics
+
+
+def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, resume: bool, quiet: bool,
+              fabric: Fabric) -> dict:
+    """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student."""
+    specs, n_cls = data.train.specs(), data.num_classes
+    row: dict[str, Any] = {"seed": seed}
+    teacher = None
+    if METHODS.get(cfg.method.name).needs_teacher:
+        fabric.seed_everything(seed, verbose=False)
+        teacher = build_model(cfg.teacher.model, specs, n_cls)
+        if cfg.teacher.checkpoint is not None:
+            teacher.load_state_dict(load_weights(cfg.teacher.checkpoint))
+            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls)
+        else:
+            done = _load_finished(seed_dir / "teacher", teacher) if resume else None
+            if done is None:
+                done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=cfg.teacher.trainer or cfg.trainer,
+                               seed=seed, resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher")
+            row["teacher"] = done.test
+    parts = [("student", cfg.method.name)]
+    if baseline and cfg.method.name != "supervised":
+        parts.append(("nokd", "supervised"))
+    for part, method in parts:
+        fabric.seed_everything(seed, verbose=False)
+        student = build_model(cfg.student.model, specs, n_cls)
+        done = _load_finished(seed_dir / part, student) if resume else None
+        if done is None:
+            done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
+                           cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}")
+        row[part] = done.test
+        row[f"{part}_best_epoch"] = done.best_epoch
+    return row
 
 
 def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:

@@ -227,15 +227,3 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         state["best_value"] = math.nan
     return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"], cfg.test_checkpoint,
                      history, train_seconds, step)
-
-
-def make_fabric(cfg: TrainerConfig) -> Fabric:
-    """A Fabric for the trainer settings; deterministic kernels on CPU."""
-    if cfg.accelerator == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    strategy = cfg.strategy
-    if strategy == "ddp" and cfg.accelerator == "cpu":
-        from lightning_fabric.strategies import DDPStrategy
-
-        strategy = DDPStrategy(process_group_backend="gloo")
-    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy, precision=cfg.precision)

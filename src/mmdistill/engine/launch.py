@@ -1,0 +1,56 @@
+"""Fabric set-up for a run: devices, DDP with a bounded timeout, and a watchdog for orphaned workers.
+
+A DDP run must stop, not hang, when one of its processes dies:
+
+* a worker (rank > 0) that dies: Fabric's launcher in the local rank-0 process notices and
+  terminates the run at once;
+* the launching process (local rank 0) that dies: its workers would wait in a collective for
+  ever, so each worker runs :func:`_orphan_watchdog`, which exits it with a message as soon as
+  its parent is gone;
+* anything else (a machine lost across the network): every collective times out after
+  ``trainer.ddp_timeout_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import torch
+from lightning_fabric import Fabric
+
+from ..config import TrainerConfig
+
+
+def make_fabric(cfg: TrainerConfig) -> Fabric:
+    """A Fabric for the trainer settings; deterministic kernels on CPU; gloo for DDP on CPU."""
+    if cfg.accelerator == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    strategy = cfg.strategy
+    if strategy == "ddp":
+        from lightning_fabric.strategies import DDPStrategy
+
+        backend = "gloo" if cfg.accelerator == "cpu" else None
+        strategy = DDPStrategy(process_group_backend=backend, timeout=timedelta(seconds=cfg.ddp_timeout_s))
+    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy, precision=cfg.precision)
+
+
+def launch(fabric: Fabric) -> None:
+    """``fabric.launch()``, then guard worker processes against a dead launcher."""
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a worker started by Fabric's launcher: guard it from the start
+        parent = os.getppid()
+        rank = os.environ.get("RANK", os.environ["LOCAL_RANK"])
+        threading.Thread(target=_orphan_watchdog, args=(parent, rank), daemon=True).start()
+    fabric.launch()
+
+
+def _orphan_watchdog(parent: int, rank: str, every: float = 1.0) -> None:
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            print(f"mmdistill: rank {rank}: the launching process (pid {parent}) has died; stopping this worker. "
+                  f"Resume the run with --resume.", file=sys.stderr, flush=True)
+            os._exit(3)
