@@ -153,7 +153,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
             h.update(f"{key}|{col.dtype}|{tuple(col.shape)}|".encode())
             if isinstance(col, DiskArray):
                 for _, x in col.chunks():
-                    h.update(x.numpy().tobytes())
+                    h.update(x.numpy())  # the buffer itself: same bytes as tobytes(), no second copy
             else:
                 h.update(col.contiguous().numpy().tobytes())
         h.update(self.labels.numpy().tobytes())
@@ -167,8 +167,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
             if not col.is_floating_point():
                 continue
             if isinstance(col, DiskArray):
-                total = sum(x.double().sum(0) for _, x in col.chunks())
-                means[k] = (total / len(col)).float()
+                total = sum(x.numpy().sum(0, dtype=np.float64) for _, x in col.chunks())
+                means[k] = torch.from_numpy(total / len(col)).float()
             else:
                 means[k] = col.float().mean(0)
         return means

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..errors import DataError
 
-CHUNK_BYTES = 32 << 20  # about this many bytes per chunk of a whole-array pass
+CHUNK_BYTES = 8 << 20  # about this many bytes per chunk of a whole-array pass
 
 
 class NpyRows:
@@ -69,11 +69,14 @@ class NpyRows:
         uniq, inverse = np.unique(idx, return_inverse=True)
         buf = np.empty((len(uniq), *self.shape[1:]), self.dtype)
         if buf.size:
-            raw, rb = memoryview(buf.reshape(-1).view(np.uint8)), self.row_bytes
-            # runs of consecutive file rows are read with one call each
-            for run in np.split(np.arange(len(uniq)), np.flatnonzero(np.diff(uniq) != 1) + 1):
-                a, b = int(run[0]), int(run[-1])
-                self._read_into(raw[a * rb:(b + 1) * rb], int(uniq[a]))
+            raw, rb, fd = memoryview(buf.reshape(-1).view(np.uint8)), self.row_bytes, self._fd
+            # one call per run of consecutive file rows: (first position in buf, end position, file row)
+            starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
+            ends = np.append(starts[1:], len(uniq))
+            for a, b, row in zip(starts.tolist(), ends.tolist(), uniq[starts].tolist()):
+                view = raw[a * rb:b * rb]
+                if os.preadv(fd, [view], self.offset + row * rb) != len(view):
+                    self._read_into(view, row)  # a short read: finish it, or report the truncation
         if len(uniq) == len(idx) and (len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())):
             return buf  # already in the asked order
         return buf[inverse.reshape(-1)]
