@@ -179,6 +179,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
     if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
+    preflight(cfg, data)
     created = not out.exists()
     if fabric.is_global_zero:
         prepare_output(out, overwrite, resume)
@@ -197,6 +198,38 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     return metrics
 
 
+def preflight(cfg: RunConfig, data: DataSplits) -> None:
+    """Find configuration errors before anything is trained or written: build the models, the masker and the
+    method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    specs, n_cls = data.train.specs(), data.num_classes
+    student = build_model(cfg.student.model, specs, n_cls)
+    teacher = build_model(cfg.teacher.model, specs, n_cls) if cfg.teacher is not None else None
+    if teacher is not None and cfg.teacher.checkpoint is not None:
+        load_teacher_weights(teacher, cfg.teacher.checkpoint)
+    masker = Masker(specs, cfg.masking.strategy, cfg.masking.per_modality).fit(data.train.feature_mean())
+    algo = build_method(cfg.method.name, cfg.method.params, masker)
+    teacher = teacher if algo.needs_teacher else None
+    _check_pair(student, teacher, data)
+    sample = data.train.__getitems__(range(min(8, len(data.train))))
+    algo.setup(sample, student, teacher)
+    t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
+    algo.losses(sample, algo.forward_student(student, sample), t_out)
+
+
+def load_teacher_weights(teacher: nn.Module, path: Path) -> None:
+    """``teacher.checkpoint`` into the teacher model; a mismatch names the keys."""
+    weights = load_weights(path)
+    try:
+        result = teacher.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"teacher.checkpoint: {path} does not fit teacher.model: {str(err).splitlines()[-1].strip()}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"teacher.checkpoint: {path} does not fit teacher.model: missing keys {result.missing_keys[:5]}, "
+            f"unexpected keys {result.unexpected_keys[:5]}"
+        )
+
+
 def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, resume: bool, quiet: bool,
               fabric: Fabric) -> dict:
     """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student."""
@@ -207,7 +240,7 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         fabric.seed_everything(seed, verbose=False)
         teacher = build_model(cfg.teacher.model, specs, n_cls)
         if cfg.teacher.checkpoint is not None:
-            teacher.load_state_dict(load_weights(cfg.teacher.checkpoint))
+            load_teacher_weights(teacher, cfg.teacher.checkpoint)
             row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls)
         else:
             done = _load_finished(seed_dir / "teacher", teacher) if resume else None
