@@ -147,7 +147,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {key!r}: value {value!r} is not valid YAML ({str(err).splitlines()[0]})") from None
     return raw
 
 
