@@ -63,3 +63,18 @@ def test_ddp_two_processes_match_one(tiny_config, tmp_path):
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())["summary"]
     for key in ("student.accuracy", "nokd.accuracy", "teacher.accuracy"):
         assert abs(m1[key]["mean"] - m2[key]["mean"]) <= 1e-3, key
+
+
+@pytest.mark.parametrize("method", ["hint", "msd"])
+def test_ddp_parity_for_feature_and_modality_methods(tiny_config, tmp_path, method):
+    """Hint KD (hooked features, learned projector) and MSD (stacked modality views, cached teacher views)
+    under 2-process DDP equal the 1-process run, same tolerance as above."""
+    config = tiny_config(epochs=2, dropout=0.0)
+    extra = {"hint": ["method.name=hint", "method.params={student_layer: encoders.b.body.2, teacher_layer: encoders.a.body.2}"],
+             "msd": ["method.name=msd", "method.params={weighting: instance}", "student.model.modalities=[a,b]"]}[method]
+    run_cli("train", str(config), *extra, "--no-baseline", "--out", str(tmp_path / "one"), "--quiet")
+    run_cli("train", str(config), *extra, "--no-baseline", "trainer.devices=2", "trainer.strategy=ddp",
+            "--out", str(tmp_path / "two"), "--quiet")
+    a, b = final_weights(tmp_path / "one", "student"), final_weights(tmp_path / "two", "student")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=f"{method}: {k}")
