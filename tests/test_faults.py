@@ -103,3 +103,41 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_same(toy_splits, tmp_path, monkeypatch):
+    """Interrupt the cache write half-way (as a SIGKILL would), then run again: same weights as a clean run."""
+    import torch
+
+    from mmdistill.config import CacheConfig, TrainerConfig
+    from mmdistill.engine import checkpoint
+    from mmdistill.engine.api import distill
+    from mmdistill.models import EncoderConfig, ModelConfig, build_model
+
+    def models():
+        specs, n = toy_splits.train.specs(), toy_splits.num_classes
+        torch.manual_seed(0)
+        t = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[16], out_dim=8)), specs, n)
+        s = build_model(ModelConfig(modalities=["b"], encoder=EncoderConfig(hidden=[8], out_dim=8)), specs, n)
+        return t, s
+
+    trainer = TrainerConfig(epochs=2, batch_size=32)
+    t, clean = models()
+    distill(clean, t, toy_splits, tmp_path / "clean", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache-clean"))
+
+    real_save = checkpoint.save_file
+
+    def dying_save(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 100)  # half a file in the temp path ...
+        raise KeyboardInterrupt  # ... and the process is gone
+
+    monkeypatch.setattr(checkpoint, "save_file", dying_save)
+    t, killed = models()
+    with pytest.raises(KeyboardInterrupt):
+        distill(killed, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache"))
+    assert not list((tmp_path / "cache").glob("*.safetensors")), "no half-written cache file under the final name"
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    t, again = models()
+    distill(again, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache"))
+    assert all(torch.equal(clean.state_dict()[k], again.state_dict()[k]) for k in clean.state_dict())
