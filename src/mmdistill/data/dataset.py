@@ -168,7 +168,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 continue
             if isinstance(col, DiskArray):
                 total = sum(x.numpy().sum(0, dtype=np.float64) for _, x in col.chunks())
-                means[k] = torch.from_numpy(total / len(col)).float()
+                means[k] = torch.from_numpy(np.asarray(total / len(col))).float()
             else:
                 means[k] = col.float().mean(0)
         return means

@@ -77,8 +77,10 @@ def load_array(path: str | Path, key: str | None = None) -> tuple[np.ndarray, st
         if "pickle" in str(err) or "Python objects" in str(err):  # object arrays need pickle, which we refuse
             raise DataError(f"{source}: cannot read without unpickling ({err}); save plain numeric arrays") from err
         raise DataError(f"{source}: not a readable numpy file, or truncated ({err})") from err
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{source}: not a readable numpy file ({err})") from err
+    except DataError:
+        raise
+    except Exception as err:  # a garbled header fails inside numpy's parser (SyntaxError, TokenError, ...): still the file's fault
+        raise DataError(f"{source}: not a readable numpy file ({type(err).__name__}: {err})") from err
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{source}: expected a numeric array, got dtype {arr.dtype} and shape {arr.shape}")
     return arr, source
@@ -157,8 +159,15 @@ def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> 
             raise DataError(f"{sources[split]['labels']}: class(es) {extra} appear in split {split!r} but not in train")
 
 
-def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str) -> DataSplits:
+def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str,
+               sources: dict[str, dict[str, str]] | None = None) -> DataSplits:
     k = num_classes or int(max(p["labels"].max() for p in parts.values())) + 1
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataError(f"{name}: num_classes must be a positive integer, got {k!r}")
+    for split, p in parts.items():
+        if int(p["labels"].max()) >= k:
+            where = sources[split]["labels"] if sources else f"{name}/{split}"
+            raise DataError(f"{where}: labels must lie in [0, {k}) (num_classes {k}), got max {int(p['labels'].max())}")
     data = {s: MultimodalDataset({m: x if isinstance(x, DiskArray) else torch.from_numpy(x) for m, x in p.items() if m != "labels"},
                                  torch.from_numpy(p["labels"]), k, f"{name}/{s}") for s, p in parts.items()}
     splits = DataSplits(data["train"], data["val"], data["test"], description=description)
@@ -258,12 +267,20 @@ def folder(
         else:
             parts[split], sources[split] = _unpaired(arrays, srcs, tokens, anchor, np.random.default_rng([seed, i]))
     if "val" not in parts:
+        if not 0 < val_fraction < 1:
+            raise DataError(f"{sources['train']['labels']}: no val split on disk, and val_fraction {val_fraction} is not in (0, 1)")
         tr, va = stratified_split(parts["train"]["labels"], [1 - val_fraction, val_fraction], seed)
+        if not len(tr) or not len(va):
+            raise DataError(
+                f"{sources['train']['labels']}: carving val_fraction {val_fraction} of {len(parts['train']['labels'])} "
+                f"training rows leaves {len(tr)} for train and {len(va)} for val; add a val split or change val_fraction"
+            )
         full = parts["train"]
         parts["train"], parts["val"] = ({k: take_rows(v, r) for k, v in full.items()} for r in (tr, va))
         sources["val"] = sources["train"]
     check_splits(parts, sources)
-    return _to_splits({s: parts[s] for s in SPLITS}, num_classes, "folder", f"folder ({root}{'' if paired else ', unpaired'}):")
+    return _to_splits({s: parts[s] for s in SPLITS}, num_classes, "folder", f"folder ({root}{'' if paired else ', unpaired'}):",
+                      sources)
 
 
 def _paired(arrays: dict, srcs: dict, tokens: set, base: Path, split: str) -> tuple[dict, dict]:
