@@ -141,3 +141,45 @@ def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_
     t, again = models()
     distill(again, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache"))
     assert all(torch.equal(clean.state_dict()[k], again.state_dict()[k]) for k in clean.state_dict())
+
+
+BUILD_CACHE = """
+import sys, torch
+torch.set_num_threads(1)
+from mmdistill.data import build_splits
+from mmdistill.engine.teacher import cached_table
+from mmdistill.methods.base import TeacherRequest
+from mmdistill.models import EncoderConfig, ModelConfig, build_model
+print("start", flush=True)
+data = build_splits("toy-two-modality", {"n": int(sys.argv[2]), "dim_a": 256, "dim_b": 256})
+torch.manual_seed(0)
+teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[512, 512], out_dim=256)),
+                      data.train.specs(), data.num_classes)
+table, hit = cached_table(teacher, data.train, TeacherRequest(features=("encoders.a",)), None, sys.argv[1], 64, torch.device("cpu"))
+print("done", "hit" if hit else "built", float(table.tensors["logits"].sum()))
+"""
+
+
+def test_sigkill_while_building_the_teacher_cache_leaves_no_cache_and_the_rebuild_is_identical(tmp_path):
+    import sys
+
+    from mmdistill.engine.checkpoint import load_tensors
+
+    script = tmp_path / "build.py"
+    script.write_text(BUILD_CACHE)
+    cache = tmp_path / "cache"
+    victim = subprocess.Popen([sys.executable, str(script), str(cache), "60000"], env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert victim.stdout.readline().strip() == "start"
+    time.sleep(0.3)  # inside the build (it takes seconds)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    for final in cache.glob("*.safetensors") if cache.exists() else []:
+        load_tensors(final)  # whatever carries the final name is complete (checksum verified), never half a file
+    rebuilt = subprocess.run([sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True)
+    clean = subprocess.run([sys.executable, str(script), str(tmp_path / "clean"), "60000"], env=cli_env(), capture_output=True, text=True)
+    again = subprocess.run([sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True)
+    assert rebuilt.returncode == 0 and clean.returncode == 0 and again.returncode == 0, rebuilt.stderr[-2000:]
+    last = [p.stdout.strip().splitlines()[-1].split() for p in (rebuilt, clean, again)]  # "done hit|built <sum>"
+    assert last[2][1] == "hit" and last[0][1] == "built"
+    assert last[0][2] == last[1][2] == last[2][2]
