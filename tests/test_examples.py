@@ -1,6 +1,5 @@
 """Every tutorial under examples/ runs (so none can rot); fewer epochs and a temp output folder."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from mmdistill.config import CacheConfig, MaskingConfig, TrainerConfig
 from mmdistill.engine.api import build_method, distill

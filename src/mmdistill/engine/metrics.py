@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from torch import Tensor, nn
+from torch import nn
 
 from ..batch import LABEL, Batch
 
