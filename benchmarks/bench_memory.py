@@ -10,7 +10,8 @@ writes the data with plain writes) and both are printed. A control run copies th
 (what the loader did before), to show what the ratio would otherwise be.
 
 Training: KD (teacher cache on) from a random MLP teacher on both modalities into an MLP
-student on both, 1 epoch, batch 512, 1 thread. The epochs run trains a smaller dataset for
+student on both, 1 epoch, batch 512, 1 thread; then the same without a teacher (supervised),
+which isolates the data path from the teacher cache (a table of N x classes logits in memory). The epochs run trains a smaller dataset for
 50 epochs and records VmRSS after every epoch.
 
     python benchmarks/bench_memory.py [--rows 60000] [--dim 512] [--dir /tmp/mmd-bench-memory]
@@ -102,7 +103,8 @@ def child(args: argparse.Namespace) -> None:
     student = build_model(ModelConfig(modalities=mods, encoder=EncoderConfig(hidden=[64], out_dim=32)), specs, n)
     trainer = TrainerConfig(epochs=args.epochs, batch_size=512, num_threads=args.threads)
     start = time.perf_counter()
-    res = distill(student, teacher, data, Path(args.work) / "run", "kd", {"temperature": 4.0}, trainer=trainer,
+    params = {"temperature": 4.0} if args.method == "kd" else {}
+    res = distill(student, teacher, data, Path(args.work) / "run", args.method, params, trainer=trainer,
                   cache=CacheConfig(dir=Path(args.work) / "cache"), quiet=True)
     mib = 1 / 1024
     print(json.dumps({
@@ -113,11 +115,11 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
-def measure(root: Path, work: Path, threads: int, epochs: int = 1, in_memory: bool = False) -> dict:
+def measure(root: Path, work: Path, threads: int, epochs: int = 1, in_memory: bool = False, method: str = "kd") -> dict:
     """Run :func:`child` in a fresh interpreter; its JSON plus the parent's RUSAGE_CHILDREN peak so far."""
     shutil.rmtree(work, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child", "--root", str(root), "--work", str(work), "--threads", str(threads),
-           "--epochs", str(epochs)] + (["--in-memory"] if in_memory else [])
+           "--epochs", str(epochs), "--method", method] + (["--in-memory"] if in_memory else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["children_maxrss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -138,6 +140,7 @@ def main() -> None:
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--method", default="kd", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -153,6 +156,7 @@ def main() -> None:
             size = write_folder_dataset(root, args.rows * scale, dim=args.dim)
             print(f"  wrote {scale}x: {args.rows * scale} train rows, {size / 2**30:.2f} GiB in {time.perf_counter() - t:.0f} s")
             rows[f"on disk {scale}x"] = measure(root, base / "work", args.threads) | {"gib": size / 2**30}
+            rows[f"on disk {scale}x, supervised"] = measure(root, base / "work", args.threads, method="supervised") | {"gib": size / 2**30}
             if not args.skip_control:
                 rows[f"in memory {scale}x"] = measure(root, base / "work", args.threads, in_memory=True) | {"gib": size / 2**30}
             if scale == 10:
@@ -166,9 +170,11 @@ def main() -> None:
             print(f"| {name} | {r['gib']:.2f} | {r['after_import_mib']:.0f} | {r['after_load_mib']:.0f} | {r['vmhwm_mib']:.0f} | "
                   f"{r['peak_mib']:.0f} | {r['vmhwm_mib'] - r['after_import_mib']:.0f} | {r['train_seconds']:.1f} |")
         for kind in ("on disk", "in memory"):
-            if f"{kind} 10x" in rows:
-                a, b = rows[f"{kind} 1x"], rows[f"{kind} 10x"]
-                print(f"{kind}: peak RSS 10x/1x = {b['vmhwm_mib'] / a['vmhwm_mib']:.2f}; above imports 10x/1x = "
+            for suffix in ("", ", supervised"):
+                if f"{kind} 10x{suffix}" not in rows:
+                    continue
+                a, b = rows[f"{kind} 1x{suffix}"], rows[f"{kind} 10x{suffix}"]
+                print(f"{kind}{suffix}: peak RSS 10x/1x = {b['vmhwm_mib'] / a['vmhwm_mib']:.2f}; above imports 10x/1x = "
                       f"{(b['vmhwm_mib'] - b['after_import_mib']) / (a['vmhwm_mib'] - a['after_import_mib']):.2f}")
 
         root = base / "epochs"

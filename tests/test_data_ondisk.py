@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdistill.data import build_splits
-from mmdistill.data import ondisk
+from mmdistill.data import build_splits, ondisk
 from mmdistill.data.dataset import MultimodalDataset
 from mmdistill.data.ondisk import DiskArray
 from mmdistill.errors import DataError

@@ -81,5 +81,5 @@ def test_wrongly_typed_venn_parameters_are_config_errors(params):
         build_splits("venn", {"n_train": 20, "n_val": 20, "n_test": 20, **params})
     except ConfigError:
         return
-    except Exception as err:  # noqa: BLE001 - the property is "ConfigError or nothing"
+    except Exception as err:
         raise AssertionError(f"{params}: {type(err).__name__}: {err}") from err

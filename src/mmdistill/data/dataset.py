@@ -11,8 +11,9 @@ column only the batch's rows are read.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from ..batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import DataError
 from .ondisk import DiskArray
 
-Column = Union[Tensor, DiskArray]
+Column = Tensor | DiskArray
 
 
 class MaterializedColumns(Mapping):
@@ -128,13 +129,13 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Batch:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
-    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> "MultimodalDataset":
+    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> MultimodalDataset:
         """Rows ``indices`` as a new dataset (in-memory columns copied, on-disk ones as row views)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         cols = {k: v.subset(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}
         return MultimodalDataset(cols, self.labels[idx], self.num_classes, name or self.name)
 
-    def select(self, modalities: Sequence[str]) -> "MultimodalDataset":
+    def select(self, modalities: Sequence[str]) -> MultimodalDataset:
         """The same examples with only ``modalities`` (and their attention masks)."""
         missing = [m for m in modalities if m not in self._columns]
         if missing:

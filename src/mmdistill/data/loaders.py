@@ -43,9 +43,8 @@ example of the same class from each other modality, each used once before any is
 from __future__ import annotations
 
 import json
-import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

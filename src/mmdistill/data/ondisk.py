@@ -19,7 +19,7 @@ validate its header (``np.load(mmap_mode="r")``); nothing is read through that m
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class NpyRows:
         self._fd = os.open(self.path, os.O_RDONLY)
 
     @classmethod
-    def of(cls, memmap: np.memmap) -> "NpyRows":
+    def of(cls, memmap: np.memmap) -> NpyRows:
         """The file behind a C-ordered ``np.load(..., mmap_mode="r")`` array."""
         if not memmap.flags.c_contiguous:
             raise ValueError("only C-ordered .npy files can be read row by row")
@@ -110,7 +110,7 @@ class DiskArray:
         self._np_dtype = np.int64 if tokens else np.float32
 
     @classmethod
-    def of(cls, memmap: np.memmap, tokens: bool = False) -> "DiskArray":
+    def of(cls, memmap: np.memmap, tokens: bool = False) -> DiskArray:
         return cls(NpyRows.of(memmap), tokens=tokens)
 
     def __len__(self) -> int:
@@ -133,7 +133,7 @@ class DiskArray:
             raise IndexError(f"row index out of range for {len(self)} rows")
         return self._convert(self.file.rows(idx if self.rows is None else self.rows[idx]))
 
-    def subset(self, idx: np.ndarray | Tensor) -> "DiskArray":
+    def subset(self, idx: np.ndarray | Tensor) -> DiskArray:
         """A view of rows ``idx`` of this view: new row numbers, same file, no data read."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
