@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pydantic
+
 from ..errors import ConfigError
 from ..registry import DATASETS
 from . import synthetic  # noqa: F401  (registers its builders)
@@ -22,4 +24,10 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(f"data.params.{unknown[0]}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
-    return builder(seed=seed, **params)
+    try:  # the builder's annotations are the parameters' types: check them before the builder runs
+        checked = pydantic.validate_call(builder, config={"strict": True}, validate_return=False)
+        return checked(seed=seed, **params)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"][-1:])
+        raise ConfigError(f"data.params.{key}: {first['msg']} (got {first.get('input')!r}) for dataset {name!r}") from None
