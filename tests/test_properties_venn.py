@@ -48,8 +48,8 @@ def test_venn_parameters_give_a_consistent_dataset_or_a_config_error(params, see
     assert math.isclose(info["alpha"], spec.sa / (spec.s0 + spec.sa))
     assert math.isclose(info["beta"], spec.sb / (spec.s0 + spec.sb))
     for key in ("s0", "sa", "sb", "dim_a", "dim_b", "num_classes"):
-        if params.get(key) is not None:  # None means "the preset's / the default value"
-            assert getattr(spec, key) == params[key]
+        if params.get(key) is not None:  # None means "the preset's / the default value"; "3" is read as 3
+            assert getattr(spec, key) == int(params[key])
     assert (len(splits.train), len(splits.val), len(splits.test)) == (params["n_train"], params["n_val"], params["n_test"])
     for part in (splits.train, splits.val, splits.test):
         assert part.tensors["a"].shape[1:] == (spec.dim_a,) and part.tensors["b"].shape[1:] == (spec.dim_b,)

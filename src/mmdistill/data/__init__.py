@@ -25,7 +25,7 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     if unknown:
         raise ConfigError(f"data.params.{unknown[0]}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
     try:  # the builder's annotations are the parameters' types: check them before the builder runs
-        checked = pydantic.validate_call(builder, config={"strict": True}, validate_return=False)
+        checked = pydantic.validate_call(builder, validate_return=False)
         return checked(seed=seed, **params)
     except pydantic.ValidationError as err:
         first = err.errors()[0]

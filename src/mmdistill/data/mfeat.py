@@ -84,7 +84,7 @@ def load_bundle(path: str | Path = BUNDLED) -> dict[str, np.ndarray]:
 @DATASETS.register("mfeat")
 def mfeat(
     seed: int = 0,
-    views: Sequence[str] = tuple(VIEWS),
+    views: str | Sequence[str] = tuple(VIEWS),
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     standardize: bool = True,
 ) -> DataSplits:
