@@ -15,6 +15,7 @@ which isolates the data path from the teacher cache (a table of N x classes logi
 50 epochs and records VmRSS after every epoch.
 
     python benchmarks/bench_memory.py [--rows 60000] [--dim 512] [--dir /tmp/mmd-bench-memory]
+    python benchmarks/bench_memory.py --gather-only   # ms per batch of 512 random rows: on disk vs in memory
 """
 
 from __future__ import annotations
@@ -126,6 +127,31 @@ def measure(root: Path, work: Path, threads: int, epochs: int = 1, in_memory: bo
     return result
 
 
+def gather_ms(rows: int = 200000, dim: int = 512, batches: int = 200, threads: int = 1) -> None:
+    """Time to gather a batch of 512 random rows: on-disk column (pread) vs numpy memmap indexing vs in-memory tensor."""
+    import torch
+
+    from mmdistill.data.ondisk import DiskArray
+
+    torch.set_num_threads(threads)
+    base = Path(tempfile.mkdtemp(prefix="mmd-bench-gather-"))
+    try:
+        write_folder_dataset(base, rows, modalities=1, dim=dim)
+        mm = np.load(base / "train" / "m0.npy", mmap_mode="r")
+        col, mem = DiskArray.of(mm), torch.from_numpy(np.array(mm))
+        rng = np.random.default_rng(0)
+        idx = [rng.choice(rows, 512, replace=False) for _ in range(batches)]
+        for name, fetch in (("on disk (pread)", col.take), ("np.memmap indexing", lambda i: torch.from_numpy(mm[i])),
+                            ("in-memory tensor", lambda i: mem[torch.from_numpy(i)])):
+            fetch(idx[0])
+            start = time.perf_counter()
+            for i in idx:
+                fetch(i)
+            print(f"{name:20s} {(time.perf_counter() - start) / batches * 1e3:6.3f} ms per 512 rows of {dim * 4} bytes")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=60000, help="train rows at 1x")
@@ -135,6 +161,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dir", default=None, help="where to write the datasets (deleted afterwards); default a temp dir")
     ap.add_argument("--skip-control", action="store_true", help="skip the in-memory control runs")
+    ap.add_argument("--gather-only", action="store_true", help="only time batch gathers (see gather_ms)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -144,6 +171,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.gather_only:
+        return gather_ms(dim=args.dim, threads=args.threads)
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="mmd-bench-memory-"))
     try:
