@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmdistill.config import RunConfig, apply_overrides, load_config
@@ -43,18 +42,9 @@ VALUES = st.one_of(
                      "[]", "{}", "{x: 1}", "[1, [2]]", ".nan", ".inf", "'3'", "64", "bf16-mixed", "/tmp/x"]),
     st.integers(-10**12, 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ .,", max_size=12),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ .,:[]{}'\"!&*#|>%@`", max_size=12),  # often not YAML at all
 )
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _is_yaml(text: str) -> bool:
-    """Values that are not YAML at all are the subject of the test below."""
-    try:
-        yaml.safe_load(text)
-    except yaml.YAMLError:
-        return False
-    return True
 
 
 def _named(key: str, message: str) -> bool:
@@ -67,7 +57,6 @@ def _named(key: str, message: str) -> bool:
 @FAST
 @given(overrides=st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=3))
 def test_dotted_overrides_validate_or_raise_config_error_naming_the_key(tmp_path, overrides):
-    assume(all(_is_yaml(v) for _, v in overrides))
     path = tmp_path / "base.yaml"
     path.write_text(BASE)
     items = [f"{k}={v}" for k, v in overrides]
@@ -83,7 +72,6 @@ def test_dotted_overrides_validate_or_raise_config_error_naming_the_key(tmp_path
 @FAST
 @given(key=KEYS, value=VALUES)
 def test_a_single_override_that_fails_names_exactly_its_key(tmp_path, key, value):
-    assume(_is_yaml(value))
     path = tmp_path / "base.yaml"
     path.write_text(BASE)
     try:
