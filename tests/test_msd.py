@@ -132,3 +132,15 @@ def test_learned_null_tokens_cannot_be_cached(toy_splits, tmp_path):
     with pytest.raises(ConfigError, match="learned null tokens"):
         distill(student, teacher, toy_splits, tmp_path / "x", "msd", trainer=TRAINER, masking=MaskingConfig(strategy="learned"),
                 cache=CacheConfig(dir=tmp_path / "c"))
+
+
+def test_every_weighting_runs_from_a_config_through_the_cli(tiny_config, tmp_path):
+    from mmdistill.cli import main
+
+    cfg = tiny_config(epochs=1)
+    cfg.write_text(cfg.read_text().replace("modalities: [b]", "modalities: [a, b]"))
+    for weighting in ("uniform", "population", "instance", "learned"):
+        out = tmp_path / weighting
+        assert main(["train", str(cfg), "method.name=msd", f"method.params={{weighting: {weighting}, heldout_fraction: 0.1}}",
+                     "--no-baseline", "--quiet", "--out", str(out)]) == 0, weighting
+        assert (out / "seed_0" / "student" / "student.safetensors").is_file()
