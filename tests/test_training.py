@@ -64,6 +64,9 @@ def test_cache_hits_and_invalidates(toy_splits, tmp_path):
     assert not hit
     t2, hit = cached_table(teacher, toy_splits.train, req, None, *args)
     assert hit and torch.equal(t1.tensors["logits"], t2.tensors["logits"])
+    assert not isinstance(t2.columns["logits"], torch.Tensor), "a hit reads rows from the file, not the whole table"
+    batch = toy_splits.train.__getitems__([5, 0, 5, 17])
+    torch.testing.assert_close(t2.lookup(batch, torch.device("cpu")).logits, t1.tensors["logits"][[5, 0, 5, 17]], rtol=0, atol=0)
     with torch.no_grad():
         teacher.head[1].bias.add_(1.0)
     _, hit = cached_table(teacher, toy_splits.train, req, None, *args)

@@ -77,6 +77,53 @@ def load_tensors(path: str | Path, verify: bool = True) -> tuple[dict[str, Tenso
     return tensors, state
 
 
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def tensor_layout(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int, int]], dict]:
+    """``({name: (dtype, shape, first byte, end byte)}, metadata)`` of a safetensors file, read from its header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    _sniff(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors header") from None
+    meta = header.pop("__metadata__", {}) or {}
+    layout = {}
+    for name, info in header.items():
+        begin, end = (8 + n + int(o) for o in info["data_offsets"])
+        if end > size or info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} runs past the end of the file or has an unknown dtype (truncated?)")
+        layout[name] = (_SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]), begin, end)
+    return layout, meta
+
+
+def verify_file(path: str | Path, chunk_bytes: int = 8 << 20) -> dict:
+    """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return its JSON state."""
+    layout, meta = tensor_layout(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for name in sorted(layout):
+            dtype, shape, begin, end = layout[name]
+            h.update(f"{name}|{dtype}|{shape}|".encode())
+            f.seek(begin)
+            for pos in range(begin, end, chunk_bytes):
+                h.update(f.read(min(chunk_bytes, end - pos)))
+    if "sha256" in meta and h.hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch — the file is corrupt; delete it to rebuild or restart")
+    try:
+        return json.loads(meta.get("state", "{}"))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: metadata 'state' is not valid JSON (corrupt file)") from None
+
+
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Model weights from ``.safetensors`` (checked), or a ``.pt``/``.pth`` state dict via ``torch.load(weights_only=True)``."""
     path = Path(path)

@@ -1,7 +1,8 @@
 """The frozen teacher: its outputs for a batch, and a disk cache of them per dataset split.
 
 A cache file holds, for every example of a split (row ``index``), the teacher's logits,
-hooked features and modality-only logits that the method asked for. Its name is a hash of
+hooked features and modality-view logits that the method asked for. A cache hit is read row
+by row from the file (only a batch's rows are ever in memory), after a chunked checksum. Its name is a hash of
 the teacher's weights, the split's data fingerprint, the request and the masking strategy,
 so a change of any of them misses the cache and rebuilds it. Files are safetensors with a
 checksum; a corrupt file is rebuilt.
@@ -19,11 +20,12 @@ from torch import Tensor, nn
 
 from ..batch import INDEX, Batch
 from ..data.dataset import MultimodalDataset
+from ..data.ondisk import NpyRows
 from ..errors import CheckpointError
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
 from ..models.hooks import FeatureHooks
-from .checkpoint import load_tensors, save_tensors
+from .checkpoint import save_tensors, tensor_layout, verify_file
 
 
 def default_cache_dir() -> Path:
@@ -55,23 +57,45 @@ def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, m
 
 
 class TeacherTable:
-    """Teacher outputs for every row of a split, looked up by the batch's ``index``."""
+    """Teacher outputs for every row of a split, looked up by the batch's ``index``.
 
-    def __init__(self, tensors: dict[str, Tensor]) -> None:
-        self.tensors = tensors
+    Columns are in-memory tensors (just computed) or row readers of the cache file (a cache
+    hit): then a batch reads only its rows from disk, so the table's size never counts in
+    the process's memory. Every column has the example axis first; ``view_logits`` is
+    stored (N, V, C) and handed out (V, B, C).
+    """
+
+    def __init__(self, columns: dict[str, Tensor | NpyRows]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def open(cls, path: Path) -> "TeacherTable":
+        """Row readers of a cache file, after checking its checksum (read in chunks)."""
+        verify_file(path)
+        layout, _ = tensor_layout(path)
+        return cls({name: NpyRows(str(path), begin, shape, torch.empty((), dtype=dtype).numpy().dtype)
+                    for name, (dtype, shape, begin, _end) in layout.items()})
+
+    def _rows(self, name: str, idx: Tensor) -> Tensor:
+        col = self.columns[name]
+        return col[idx] if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        """Every column in memory (tests and small data)."""
+        return {k: v if isinstance(v, Tensor) else torch.from_numpy(v.rows(slice(None))) for k, v in self.columns.items()}
 
     def lookup(self, batch: Batch, device: torch.device) -> TeacherOutputs:
         idx = batch[INDEX].cpu()
-        t = self.tensors
-        feats = {k[len("feature."):]: v[idx].to(device) for k, v in t.items() if k.startswith("feature.")}
-        views = t["view_logits"][:, idx].to(device) if "view_logits" in t else None
-        return TeacherOutputs(t["logits"][idx].to(device), feats, views)
+        feats = {k[len("feature."):]: self._rows(k, idx).to(device) for k in self.columns if k.startswith("feature.")}
+        views = self._rows("view_logits", idx).transpose(0, 1).to(device) if "view_logits" in self.columns else None
+        return TeacherOutputs(self._rows("logits", idx).to(device), feats, views)
 
 
 def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
     masking = masker.strategy if (masker is not None and request.views) else None
     desc = json.dumps(
-        {"teacher": model_hash(teacher), "data": dataset.fingerprint(), "features": request.features,
+        {"format": 2, "teacher": model_hash(teacher), "data": dataset.fingerprint(), "features": request.features,
          "views": request.views, "masking": masking, "mask_state": _masker_hash(masker) if masking else None},
         sort_keys=True,
     )
@@ -93,10 +117,10 @@ def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teach
         out = teacher_outputs(teacher, batch, request, masker)
         parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
         if out.view_logits is not None:
-            parts["view_logits"] = out.view_logits
+            parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
         for k, v in parts.items():
             chunks.setdefault(k, []).append(v.float().cpu())
-    return TeacherTable({k: torch.cat(v, dim=1 if k == "view_logits" else 0) for k, v in chunks.items()})
+    return TeacherTable({k: torch.cat(v).contiguous() for k, v in chunks.items()})
 
 
 def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
@@ -108,8 +132,7 @@ def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teache
     path = Path(cache_dir) / f"{cache_key(teacher, dataset, request, masker)}.safetensors"
     if path.is_file():
         try:
-            tensors, _ = load_tensors(path)
-            return TeacherTable(tensors), True
+            return TeacherTable.open(path), True
         except CheckpointError:
             if not build:
                 raise
@@ -117,5 +140,5 @@ def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teache
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
     table = compute_table(teacher, dataset, request, masker, batch_size, device)
-    save_tensors(path, table.tensors, {"rows": len(dataset)})
+    save_tensors(path, table.columns, {"rows": len(dataset)})
     return table, False
