@@ -14,7 +14,9 @@ an error names the file, the key and the shape at fault.
 
 As in MultiBench, values are divided by 255, images become (1, 28, 28) and spectrograms
 (1, 112, 112), and validation is the *last* ``val_fraction`` of the training rows
-(MultiBench: 5,000 of 60,000).
+(MultiBench: 5,000 of 60,000). C-ordered ``.npy`` files (any numeric dtype, float16 included)
+stay on disk as :class:`~mmdistill.data.ondisk.DiskArray` columns that reshape and scale each
+batch's rows as they are read, so the full set (3 GB of float32 audio) trains in bounded memory.
 
 **folder** (``root``: a folder, or one ``.npz`` file with keys ``"<split>/<name>"``)::
 
@@ -188,17 +190,23 @@ def avmnist(seed: int = 0, root: str = "", val_fraction: float = 5000 / 60000, n
         parts[split], sources[split] = {"labels": y}, {"labels": y_src}
         for m, side in (("image", 28), ("audio", 112)):
             x, src = load_array(base / m / f"{split}_data.npy")
-            x = check_modality(x, src, m, len(y))
-            if x.ndim == 2 and x.shape[1] == side * side:
-                x = x.reshape(len(x), side, side)
-            parts[split][m] = (x / 255.0 if normalize else x)[:, None].astype(np.float32)
+            if x.shape[1:] not in ((side * side,), (side, side), (1, side, side)):
+                raise DataError(f"{src}: modality {m!r} rows must be ({side * side},) or ({side}, {side}), got shape {x.shape}")
+            scale = 1 / 255.0 if normalize else None
+            if isinstance(x, np.memmap) and x.flags.c_contiguous:  # stays on disk: AV-MNIST's audio is 3 GB as float32
+                x = check_modality(x, src, m, len(y), on_disk=True)
+                parts[split][m] = DiskArray(x.file, tokens=False, checked_finite=True, row_shape=(1, side, side), scale=scale)
+            else:
+                x = check_modality(x, src, m, len(y)).reshape(len(y), 1, side, side)
+                parts[split][m] = x * np.float32(scale) if normalize else x
             sources[split][m] = src
     n_val = int(round(val_fraction * len(parts["train"]["labels"])))
     if not 0 < n_val < len(parts["train"]["labels"]):
         raise DataError(f"avmnist: val_fraction {val_fraction} leaves no validation or no training rows")
     full = parts["train"]
-    parts["train"] = {k: v[:-n_val] for k, v in full.items()}
-    parts["val"] = {k: v[-n_val:] for k, v in full.items()}
+    n = len(full["labels"])
+    parts["train"] = {k: take_rows(v, np.arange(n - n_val)) for k, v in full.items()}
+    parts["val"] = {k: take_rows(v, np.arange(n - n_val, n)) for k, v in full.items()}
     sources["val"] = sources["train"]
     check_splits(parts, sources)
     return _to_splits({s: parts[s] for s in SPLITS}, 10, "avmnist", f"avmnist ({root}):")

@@ -96,22 +96,31 @@ class NpyRows:
 class DiskArray:
     """Rows ``rows`` (all when ``None``) of a ``.npy`` file, read as float32 or, for tokens, int64.
 
+    ``row_shape`` reshapes each row (same element count, e.g. (784,) -> (1, 28, 28)) and ``scale``
+    multiplies it after conversion (e.g. 1/255), so a stored layout can be read as a model expects.
+
     Has the few tensor-like attributes a dataset needs (``shape``, ``dtype``,
     ``is_floating_point``, ``len``); everything else goes through ``take``, ``chunks`` or
     ``materialize`` so that no whole-array copy happens by accident.
     """
 
-    def __init__(self, file: NpyRows, rows: np.ndarray | None = None, tokens: bool = False, checked_finite: bool = False) -> None:
+    def __init__(self, file: NpyRows, rows: np.ndarray | None = None, tokens: bool = False, checked_finite: bool = False,
+                 row_shape: tuple[int, ...] | None = None, scale: float | None = None) -> None:
         self.file, self.tokens, self.checked_finite = file, tokens, checked_finite
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n = file.shape[0] if self.rows is None else len(self.rows)
-        self.shape = (n, *file.shape[1:])
+        self.row_shape = tuple(file.shape[1:]) if row_shape is None else tuple(row_shape)
+        if int(np.prod(self.row_shape)) != int(np.prod(file.shape[1:])):
+            raise ValueError(f"row_shape {self.row_shape} does not hold the file's rows of shape {file.shape[1:]}")
+        self.scale = scale  # rows are multiplied by this after conversion (e.g. 1/255), None: as stored
+        self.shape = (n, *self.row_shape)
         self.dtype = torch.int64 if tokens else torch.float32
         self._np_dtype = np.int64 if tokens else np.float32
 
     @classmethod
-    def of(cls, memmap: np.memmap, tokens: bool = False) -> DiskArray:
-        return cls(NpyRows.of(memmap), tokens=tokens)
+    def of(cls, memmap: np.memmap, tokens: bool = False, row_shape: tuple[int, ...] | None = None,
+           scale: float | None = None) -> DiskArray:
+        return cls(NpyRows.of(memmap), tokens=tokens, row_shape=row_shape, scale=scale)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -124,7 +133,10 @@ class DiskArray:
 
     def _convert(self, x: np.ndarray) -> Tensor:
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, which the NaN/Inf scan reports
-            return torch.from_numpy(np.ascontiguousarray(x, dtype=self._np_dtype))
+            x = np.ascontiguousarray(x, dtype=self._np_dtype).reshape(len(x), *self.row_shape)
+            if self.scale is not None:
+                x *= np.float32(self.scale)
+            return torch.from_numpy(x)
 
     def take(self, idx: np.ndarray | Tensor) -> Tensor:
         """The rows ``idx`` of this view (positions in the view, not in the file) as a tensor."""
@@ -138,7 +150,8 @@ class DiskArray:
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
-        return DiskArray(self.file, idx if self.rows is None else self.rows[idx], self.tokens, self.checked_finite)
+        return DiskArray(self.file, idx if self.rows is None else self.rows[idx], self.tokens, self.checked_finite,
+                         self.row_shape, self.scale)
 
     def chunks(self, max_bytes: int | None = None) -> Iterator[tuple[int, Tensor]]:
         """(first row, rows as a tensor) over the whole view, about ``max_bytes`` at a time."""

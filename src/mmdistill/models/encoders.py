@@ -4,6 +4,11 @@
 * ``cnn1d``  for (C, T) or (T,) inputs such as spectrograms or sensor streams: Conv1d-ReLU-pool blocks, global average pool.
 * ``cnn2d``  for (C, H, W) or (H, W) images: Conv2d-ReLU-pool blocks, global average pool.
 * ``tokens`` for integer token ids with an attention mask: embedding, then the mean over unmasked tokens.
+* ``lenet``  MultiBench's AV-MNIST LeNet (``unimodals/common_models.py``) for (C, H, W) or (H, W)
+  inputs: a 5x5 conv, then 3x3 convs, each bias-free -> BatchNorm -> ReLU -> 2x2 max pool, widths
+  ``channels`` (MultiBench: image [6, 12, 24, 48], audio [6, 12, 24, 48, 96, 192]); the last map
+  flattened is the feature (``out_dim`` = last width x remaining H x W; ``out_dim`` in the config is
+  not used). Kaiming-uniform conv weights, as MultiBench.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..registry import ENCODERS
 
 
 class EncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["mlp", "cnn1d", "cnn2d", "tokens"] = "mlp"
+    type: Literal["mlp", "cnn1d", "cnn2d", "tokens", "lenet"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [64], description="mlp: hidden widths")
     channels: list[int] = Field(default_factory=lambda: [16, 32], description="cnn: channels per block")
     kernel_size: int = 3
@@ -98,6 +104,33 @@ class TokenEncoder(nn.Module):
         e = self.embed(x)
         m = torch.ones(x.shape, device=x.device) if mask is None else mask.to(e.dtype)
         return (e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+
+
+@ENCODERS.register("lenet")
+class LeNetEncoder(nn.Module):
+    """MultiBench's LeNet: conv(5x5, then 3x3, no bias) -> BN -> ReLU -> maxpool(2) per width in ``channels``."""
+
+    def __init__(self, shape: tuple[int, ...], cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.add_channel = len(shape) == 2
+        in_ch, (h, w) = (1 if self.add_channel else shape[0]), shape[-2:]
+        layers: list[nn.Module] = []
+        for i, ch in enumerate(cfg.channels):
+            k = 5 if i == 0 else 3
+            layers += [nn.Conv2d(in_ch, ch, k, padding=k // 2, bias=False), nn.BatchNorm2d(ch), nn.ReLU(), nn.MaxPool2d(2)]
+            in_ch, h, w = ch, h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ConfigError(f"student/teacher encoder lenet: {len(cfg.channels)} blocks halve the input {tuple(shape[-2:])} below 1x1; use fewer channels")
+        self.body = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight)
+        self.out_dim = in_ch * h * w
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if self.add_channel:
+            x = x.unsqueeze(1)
+        return self.body(x).flatten(1)
 
 
 def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig) -> nn.Module:
