@@ -58,6 +58,13 @@ def test_reproduce_table1_builds_data_and_writes_paired_table(tmp_path, capsys):
         ("nokd", "1", "20"), ("kd_audio", "1", "20"), ("kd_av", "1", "20")]
     summary = (out / "summary.md").read_text()
     assert "| no KD | - |" in summary and "68.36" in summary and "91.61" in summary and "kd_av - kd_audio" in summary
-    # a second run reuses the build; without --data-root and no build it is a clear error
+    # a controlled variation loads the same teachers (their recorded accuracy comes along) and trains only students
+    assert main(["reproduce", "mfh-table1", "--data", str(out / "avmnist"), "--teachers", str(out), "--seeds", "1",
+                 "--train-size", "20", "--teacher-factor", "2", "--epochs", "1", "--val-size", "10", "--test-size", "20",
+                 "--temperature", "1", "--out", str(tmp_path / "t1_T1")]) == 0
+    again = list(csv.DictReader((tmp_path / "t1_T1" / "results.csv").open()))
+    assert [r["test_acc"] for r in again[:2]] == [r["test_acc"] for r in rows[:2]]
+    assert not (tmp_path / "t1_T1" / "runs" / "av_teacher-seed0").exists()
+    # without --data-root and no build it is a clear error
     assert main(["reproduce", "mfh-table1", "--out", str(tmp_path / "t2"), "--seeds", "1"]) == 2
     assert "give --data-root" in capsys.readouterr().err

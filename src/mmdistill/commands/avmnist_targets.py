@@ -23,6 +23,7 @@ def _table1_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-size", type=int, default=2000, help="test rows (default 2000 of 10,000)")
     parser.add_argument("--temperature", type=float, default=4.0, help="KD temperature (default 4)")
     parser.add_argument("--lam", type=float, default=0.5, help="KD weight; CE gets 1 - lam (default 0.5)")
+    parser.add_argument("--teachers", help="output folder of an earlier mfh-table1 run: load its two teachers instead of training")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="device of every run (default cpu)")
 
 
@@ -45,11 +46,13 @@ def _table1_run(args: argparse.Namespace, out: Path) -> str:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     result = table1(splits, out, seeds, train_size=args.train_size, teacher_factor=args.teacher_factor, epochs=args.epochs,
                     teacher_epochs=args.teacher_epochs, val_size=args.val_size, test_size=args.test_size,
-                    temperature=args.temperature, lam=args.lam, accelerator=args.accelerator)
+                    temperature=args.temperature, lam=args.lam, accelerator=args.accelerator,
+                    teachers_from=Path(args.teachers) if args.teachers else None)
     command = f"mmdistill reproduce mfh-table1 --seeds {args.seeds}"
     command += f" --first-seed {args.first_seed}" if args.first_seed else ""
     command += f" --data-root {args.data_root}" if args.data_root else ""
     command += f" --data {args.data}" if args.data else ""
+    command += f" --teachers {args.teachers}" if args.teachers else ""
     for name, default in (("train_size", 2000), ("teacher_factor", 3), ("epochs", 3), ("teacher_epochs", 3), ("val_size", 500),
                           ("test_size", 2000), ("temperature", 4.0), ("lam", 0.5), ("accelerator", "cpu")):
         if getattr(args, name) != default:

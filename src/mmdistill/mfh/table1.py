@@ -32,7 +32,8 @@ import torch
 
 from ..config import CacheConfig, OptimizerConfig, TrainerConfig
 from ..data.dataset import DataSplits
-from ..engine.api import distill
+from ..engine.api import _load_finished, distill
+from ..errors import ConfigError
 from ..io import write_text
 from ..models.encoders import EncoderConfig
 from ..models.multimodal import ModelConfig, build_model
@@ -74,8 +75,12 @@ class Table1Result:
 
 def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int = 2000, teacher_factor: int = 3,
            epochs: int = 3, teacher_epochs: int = 3, val_size: int = 500, test_size: int = 2000, temperature: float = 4.0,
-           lam: float = 0.5, accelerator: str = "cpu", log=print) -> Table1Result:
-    """Train the two teachers once, then per seed the no-KD and the two distilled audio students."""
+           lam: float = 0.5, accelerator: str = "cpu", teachers_from: Path | None = None, log=print) -> Table1Result:
+    """Train the two teachers once, then per seed the no-KD and the two distilled audio students.
+
+    ``teachers_from``: the output folder of an earlier run whose two teachers are loaded instead of
+    trained (a controlled variation: same teachers, other KD settings).
+    """
     t0 = time.perf_counter()
     order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
     n_teacher = min(len(order), train_size * teacher_factor)
@@ -90,8 +95,14 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
         torch.manual_seed(seed)
         model = build_model(reference_model(mods), specs, splits.num_classes)
         params = {"temperature": temperature, "lam": lam} if method == "kd" else None
-        res = distill(model, teacher, data[n], out / "runs" / f"{name}-seed{seed}", method=method, method_params=params,
-                      trainer=multibench_trainer(ep, accelerator), cache=cache, seed=seed, desc=name)
+        if role == "teacher" and teachers_from is not None:
+            res = _load_finished(Path(teachers_from) / "runs" / f"{name}-seed{seed}", model)
+            if res is None:
+                raise ConfigError(f"--teachers {teachers_from}: no finished {name} run at runs/{name}-seed{seed} "
+                                  "(result.json and student.safetensors)")
+        else:
+            res = distill(model, teacher, data[n], out / "runs" / f"{name}-seed{seed}", method=method, method_params=params,
+                          trainer=multibench_trainer(ep, accelerator), cache=cache, seed=seed, desc=name)
         row = {"seed": seed, "model": name, "role": role, "train_rows": n, "test_acc": 100 * res.test["accuracy"],
                "val_acc": 100 * res.val["accuracy"], "best_epoch": res.best_epoch, "seconds": time.perf_counter() - start}
         rows.append(row)
@@ -108,7 +119,7 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
         run("kd_av", "student", ["audio"], train_size, seed, epochs, av_teacher, "kd")
     protocol = {"train_size": train_size, "teacher_rows": n_teacher, "epochs": epochs, "teacher_epochs": teacher_epochs,
                 "val_size": len(held["val"]), "test_size": len(held["test"]), "temperature": temperature, "lam": lam,
-                "seeds": list(seeds), "accelerator": accelerator}
+                "seeds": list(seeds), "accelerator": accelerator, "teachers_from": str(teachers_from) if teachers_from else None}
     result = Table1Result(rows, protocol, time.perf_counter() - t0)
     result.summary = summarize_table1(rows)
     return result
@@ -137,7 +148,8 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
         lines += [f"Command: `{command}`", ""]
     pr = result.protocol
     lines += [f"Seeds {pr['seeds']}; student {pr['train_size']} training rows x {pr['epochs']} epochs; teachers "
-              f"{pr['teacher_rows']} rows x {pr['teacher_epochs']} epochs (trained once, seed {pr['seeds'][0]}); "
+              f"{pr['teacher_rows']} rows x {pr['teacher_epochs']} epochs (trained once, seed {pr['seeds'][0]}"
+              f"{'; loaded from ' + pr['teachers_from'] if pr['teachers_from'] else ''}); "
               f"val {pr['val_size']}, test {pr['test_size']} rows; KD T = {pr['temperature']}, lam = {pr['lam']}; "
               f"{result.seconds:.0f} s in all. Accuracy in %, mean [95% CI over seeds].", "",
               "| | teacher | student (ours) | paper teacher | paper student |", "|---|---|---|---|---|",
