@@ -4,7 +4,7 @@
     mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
     mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
     mmdistill data build mfeat --from-csv DIR [--out FILE]
-    mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db 0] [--limit N]
+    mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
 """
 
 from __future__ import annotations

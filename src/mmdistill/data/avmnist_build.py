@@ -15,7 +15,7 @@ Output, the folder :func:`mmdistill.data.loaders.avmnist` (and MultiBench's ``ge
   ``k = min{k : sum_{i<=k} l_i / sum_i l_i >= 0.75}`` components are projected out,
   ``x' = x - (x - mu) V_k V_k^T`` (the same rule as AV-Digits, :func:`av_digits.remove_top_energy`),
   then mapped affinely to 0..255 with the training minimum and maximum.
-* **audio**: each recording is peak-normalised, mixed with white Gaussian noise at ``snr_db``
+* **audio**: each recording is peak-normalised, mixed with white Gaussian noise at ``snr_db`` (default -6 dB)
   (relative to the recording's mean power; fresh noise for every paired row, seeded), centre
   padded/cropped to 6,438 samples (0.80 s at 8 kHz) and turned into a log power spectrogram:
   Hann STFT, 222-sample windows, hop 56, no boundary padding, so 112 frequency bins (0-4 kHz) x

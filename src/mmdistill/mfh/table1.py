@@ -127,7 +127,8 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
 
 def summarize_table1(rows: Sequence[dict]) -> dict:
     """Per model: accuracy summary over seeds; paired differences between the students."""
-    acc = {m: [r["test_acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r["model"] == m] for m in dict.fromkeys(r["model"] for r in rows)}
+    by_seed = sorted(rows, key=lambda r: r["seed"])
+    acc = {m: [r["test_acc"] for r in by_seed if r["model"] == m] for m in dict.fromkeys(r["model"] for r in rows)}
     out = {"models": {m: summarize(v) for m, v in acc.items()}}
     out["paired"] = {
         "kd_audio - nokd": paired_difference(acc["kd_audio"], acc["nokd"]),
@@ -154,7 +155,8 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
               f"{result.seconds:.0f} s in all. Accuracy in %, mean [95% CI over seeds].", "",
               "| | teacher | student (ours) | paper teacher | paper student |", "|---|---|---|---|---|",
               f"| no KD | - | {_ci(m['nokd'])} | - | {PAPER['nokd']:.2f} |",
-              f"| audio teacher | {_ci(m['audio_teacher'])} | {_ci(m['kd_audio'])} | {PAPER['audio_teacher']:.2f} | {PAPER['kd_audio']:.2f} |",
+              f"| audio teacher | {_ci(m['audio_teacher'])} | {_ci(m['kd_audio'])} | "
+              f"{PAPER['audio_teacher']:.2f} | {PAPER['kd_audio']:.2f} |",
               f"| image+audio teacher | {_ci(m['av_teacher'])} | {_ci(m['kd_av'])} | {PAPER['av_teacher']:.2f} | {PAPER['kd_av']:.2f} |",
               "", "Paired differences (points, mean [95% CI]):", ""]
     lines += [f"- {k}: {s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]" for k, s in p.items()]
