@@ -68,3 +68,23 @@ def test_reproduce_table1_builds_data_and_writes_paired_table(tmp_path, capsys):
     # without --data-root and no build it is a clear error
     assert main(["reproduce", "mfh-table1", "--out", str(tmp_path / "t2"), "--seeds", "1"]) == 2
     assert "give --data-root" in capsys.readouterr().err
+
+
+def test_demo_avmnist_section_builds_data_and_writes_table(tmp_path):
+    from mmdistill.commands import demo
+
+    write_mnist(tmp_path / "raw" / "mnist", n_train=60, n_test=20)
+    write_fsdd(tmp_path / "raw" / "fsdd" / "recordings")
+    section = demo._avmnist(tmp_path / "avmnist", 1, True, tmp_path / "raw")
+    assert "mfh-table1" in section["command"] and section["title"].startswith("MFH Table 1 on AV-MNIST")
+    assert (tmp_path / "avmnist" / "avmnist" / "build.json").is_file()
+    assert len(list(csv.DictReader((tmp_path / "avmnist" / "results.csv").open()))) == 5
+    with pytest.raises(ConfigError, match="expected mnist/ and fsdd/recordings/"):
+        demo.run(demo_args(tmp_path))
+    assert not (tmp_path / "demo").exists()
+
+
+def demo_args(tmp_path):
+    import argparse
+
+    return argparse.Namespace(out=tmp_path / "demo", seeds=1, overwrite=False, quiet=True, data_root=tmp_path / "nothing")
