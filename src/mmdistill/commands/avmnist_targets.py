@@ -61,7 +61,34 @@ def _table1_run(args: argparse.Namespace, out: Path) -> str:
     return f"mfh-table1: {len(result.rows)} models in {result.seconds:.0f} s; wrote {out}/results.csv, summary.md, table1.png"
 
 
+def _removal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="a finished `mmdistill data build av-mnist` folder")
+    parser.add_argument("--teacher", choices=["audio", "image"], default="audio", help="teacher modality (default audio)")
+    parser.add_argument("--train-size", type=int, default=2000, help="student training rows (default 2000)")
+    parser.add_argument("--epochs", type=int, default=3, help="student and teacher epochs (default 3)")
+    parser.add_argument("--keep", type=float, default=0.25, help="fraction of the teacher's channels kept (default 0.25)")
+
+
+def _removal_run(args: argparse.Namespace, out: Path) -> str:
+    from ..data import build_splits
+    from ..mfh.removal_avmnist import removal_avmnist, write_removal_avmnist
+
+    if args.train_size < 1 or args.epochs < 1 or not 0 < args.keep <= 1:
+        raise ConfigError(f"--train-size, --epochs: positive integers, --keep in (0, 1]; got {args.train_size}, {args.epochs}, "
+                          f"{args.keep}")
+    student = "image" if args.teacher == "audio" else "audio"
+    result = removal_avmnist(build_splits("avmnist", {"root": args.data}), out, list(range(args.first_seed, args.first_seed + args.seeds)),
+                             teacher_modality=args.teacher, student_modality=student, train_size=args.train_size,
+                             epochs=args.epochs, teacher_epochs=args.epochs, keep=args.keep)
+    command = (f"mmdistill reproduce mfh-removal-avmnist --data {args.data} --teacher {args.teacher} --seeds {args.seeds} "
+               f"--train-size {args.train_size} --epochs {args.epochs} --keep {args.keep} --out {args.out}")
+    write_removal_avmnist(result, out, command)
+    return f"mfh-removal-avmnist: {len(result['rows'])} students in {result['seconds']:.0f} s; wrote {out}/results.csv, summary.md"
+
+
 def targets(target_class) -> dict:
     """The entries for ``reproduce.TARGETS``."""
     return {"mfh-table1": target_class("MFH paper Table 1, AV-MNIST (MNIST + FSDD): audio student, audio vs image+audio teacher",
-                                       _table1_run, _table1_arguments)}
+                                       _table1_run, _table1_arguments),
+            "mfh-removal-avmnist": target_class("MFH feature removal on AV-MNIST: Algorithm 1 on a LeNet teacher's penultimate "
+                                                "channels, keep top / random / bottom", _removal_run, _removal_arguments)}
