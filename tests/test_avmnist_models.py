@@ -88,3 +88,25 @@ def demo_args(tmp_path):
     import argparse
 
     return argparse.Namespace(out=tmp_path / "demo", seeds=1, overwrite=False, quiet=True, data_root=tmp_path / "nothing")
+
+
+def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_path):
+    from mmdistill.data import build_splits
+    from mmdistill.data.avmnist_build import build_av_mnist
+
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    write_fsdd(tmp_path / "fsdd")
+    build_av_mnist(tmp_path / "mnist", tmp_path / "fsdd", tmp_path / "data", snr_db=None)
+    assert main(["reproduce", "mfh-removal-avmnist", "--data", str(tmp_path / "data"), "--seeds", "1", "--train-size", "20",
+                 "--epochs", "1", "--out", str(tmp_path / "rm")]) == 0
+    rows = list(csv.DictReader((tmp_path / "rm" / "results.csv").open()))
+    assert [(r["mode"], r["kept"]) for r in rows] == [("nokd", "100"), ("regular", "100"), ("general", "25"),
+                                                      ("random", "25"), ("specific", "25")]
+    scores = [float(line.split(",")[1]) for line in (tmp_path / "rm" / "scores.csv").read_text().splitlines()[1:]]
+    assert len(scores) == 100 and min(scores) == 0.0 and max(scores) == 1.0
+    assert "general > random > specific" in (tmp_path / "rm" / "summary.md").read_text()
+    # same seed and data, only the teacher's kept channels differ: the hook must reach the KD students
+    from mmdistill.engine.checkpoint import load_tensors
+
+    weights = {m: load_tensors(tmp_path / "rm" / "runs" / f"{m}-seed0" / "student.safetensors")[0] for m in ("regular", "general")}
+    assert any(not torch.equal(weights["regular"][k], weights["general"][k]) for k in weights["regular"])
