@@ -67,6 +67,7 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-size", type=int, default=2000, help="student training rows (default 2000)")
     parser.add_argument("--epochs", type=int, default=3, help="student and teacher epochs (default 3)")
     parser.add_argument("--keep", type=float, default=0.25, help="fraction of the teacher's channels kept (default 0.25)")
+    parser.add_argument("--student-lr", type=float, default=0.1, help="students' SGD learning rate (MultiBench image: 0.01)")
 
 
 def _removal_run(args: argparse.Namespace, out: Path) -> str:
@@ -79,9 +80,9 @@ def _removal_run(args: argparse.Namespace, out: Path) -> str:
     student = "image" if args.teacher == "audio" else "audio"
     result = removal_avmnist(build_splits("avmnist", {"root": args.data}), out, list(range(args.first_seed, args.first_seed + args.seeds)),
                              teacher_modality=args.teacher, student_modality=student, train_size=args.train_size,
-                             epochs=args.epochs, teacher_epochs=args.epochs, keep=args.keep)
+                             epochs=args.epochs, teacher_epochs=args.epochs, keep=args.keep, student_lr=args.student_lr)
     command = (f"mmdistill reproduce mfh-removal-avmnist --data {args.data} --teacher {args.teacher} --seeds {args.seeds} "
-               f"--train-size {args.train_size} --epochs {args.epochs} --keep {args.keep} --out {args.out}")
+               f"--train-size {args.train_size} --epochs {args.epochs} --keep {args.keep} --student-lr {args.student_lr} --out {args.out}")
     write_removal_avmnist(result, out, command)
     return f"mfh-removal-avmnist: {len(result['rows'])} students in {result['seconds']:.0f} s; wrote {out}/results.csv, summary.md"
 

@@ -46,7 +46,8 @@ def _batch(dataset, modality: str, rows: int) -> dict:
 def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher_modality: str = "audio",
                     student_modality: str = "image", train_size: int = 2000, teacher_factor: int = 3, epochs: int = 3,
                     teacher_epochs: int = 3, val_size: int = 500, test_size: int = 2000, keep: float = 0.25,
-                    permutations: int = 10, score_rows: int = 1000, temperature: float = 4.0, log=print) -> dict:
+                    permutations: int = 10, score_rows: int = 1000, temperature: float = 4.0, student_lr: float = 0.1,
+                    log=print) -> dict:
     """Rows (seed, mode, kept, teacher_acc, student_acc), the scores and the protocol."""
     t0 = time.perf_counter()
     order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
@@ -54,6 +55,11 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
     data = {n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"])
             for n in (train_size, n_teacher)}
     specs, no_cache = splits.train.specs(), CacheConfig(enabled=False)
+
+    def student_trainer():
+        trainer = multibench_trainer(epochs)
+        trainer.optimizer.lr = student_lr
+        return trainer
 
     def model(mod: str, seed: int):
         torch.manual_seed(seed)
@@ -77,7 +83,7 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
     for seed in seeds:
         student = model(student_modality, seed)
         s_res = distill(student, None, data[train_size], out / "runs" / f"nokd-seed{seed}", method="supervised",
-                        trainer=multibench_trainer(epochs), cache=no_cache, seed=seed)
+                        trainer=student_trainer(), cache=no_cache, seed=seed)
         rows.append({"seed": seed, "mode": "nokd", "kept": len(fill), "teacher_acc": float("nan"),
                      "student_acc": 100 * s_res.test["accuracy"]})
         if scores is None:  # Algorithm 1 once, with the first seed's no-KD student
@@ -90,13 +96,14 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
                 t_acc = _accuracy(teacher, held["test"])
                 res = distill(model(student_modality, seed), teacher, data[train_size], out / "runs" / f"{mode}-seed{seed}",
                               method="kd", method_params={"temperature": temperature, "lam": 0.5},
-                              trainer=multibench_trainer(epochs), cache=no_cache, seed=seed)
+                              trainer=student_trainer(), cache=no_cache, seed=seed)
             rows.append({"seed": seed, "mode": mode, "kept": len(keep_idx), "teacher_acc": t_acc,
                          "student_acc": 100 * res.test["accuracy"]})
             log(f"  seed {seed} {mode}: teacher {t_acc:.2f}, student {rows[-1]['student_acc']:.2f}")
     protocol = {"teacher": teacher_modality, "student": student_modality, "train_size": train_size, "teacher_rows": n_teacher,
                 "epochs": epochs, "teacher_epochs": teacher_epochs, "keep": keep, "kept": k, "channels": len(fill),
                 "permutations": permutations, "score_rows": score_rows, "temperature": temperature, "seeds": list(seeds),
+                "student_lr": student_lr,
                 "test_size": len(held["test"])}
     return {"rows": rows, "scores": scores.tolist(), "protocol": protocol, "seconds": time.perf_counter() - t0}
 
@@ -121,7 +128,8 @@ def summary_markdown(result: dict, command: str = "") -> str:
     lines += [f"Seeds {seeds}; students {p['train_size']} rows x {p['epochs']} epochs; teacher {p['teacher_rows']} rows x "
               f"{p['teacher_epochs']} epochs (once); Algorithm 1 on the teacher's {p['channels']} penultimate channels "
               f"(layer {LAYER}, M = {p['permutations']}, {p['score_rows']} training rows); keep {p['kept']} "
-              f"(r = {p['keep']}), the rest set to their training mean; KD T = {p['temperature']}, lam = 0.5; test "
+              f"(r = {p['keep']}), the rest set to their training mean; KD T = {p['temperature']}, lam = 0.5; student SGD lr "
+              f"{p['student_lr']}; test "
               f"{p['test_size']} rows; {result['seconds']:.0f} s. Accuracy %, mean [95% CI]; differences paired by seed.", "",
               "| mode | teacher acc. | student acc. | student - no KD | student - regular KD |", "|---|---|---|---|---|"]
     for m in MODES:
