@@ -37,7 +37,7 @@ from mmdistill.mfh.ensemble import Run, train_runs
 from mmdistill.mfh.studies import _official_inits
 from mmdistill.mfh.venn import VennSpec, draw
 
-SUITES = {"dev": (1000, 120), "test": (7000, 40)}  # seed base, number of settings
+SUITES = {"dev": (1000, 200), "test": (7000, 40)}  # seed base, number of settings
 SEEDS = 10
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
 

@@ -31,7 +31,7 @@ from ..errors import ConfigError, DataError
 from . import advisor_calibration as cal
 from .advisor_pilot import pilot_gain
 from .advisor_probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
-from .advisor_probes import linear_probes
+from .advisor_probes import label_moments, linear_probes
 
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless
 
@@ -120,6 +120,7 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
     sa, sb = (x.std(0).clamp_min(1e-6) for x in (xa, xb))
     pilot = pilot_gain((xa - xa.mean(0)) / sa, (xb - xb.mean(0)) / sb, y, k, repeats=pilot_repeats,
                        epochs=cal.PILOT["epochs"], lr=cal.PILOT["lr"], folds=cal.PILOT["folds"], kd_weights=kd_weights, seed=seed)
+    probes.update(label_moments(xa, xb, y, k, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     gain, half = predict_gain(features, pilot.gain_prob_se)
     interval = (gain - half, gain + half)
@@ -142,6 +143,8 @@ def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
         "pilot_se": pilot.gain_prob_se, "gamma_hat": probes["gamma"], "r2_b_from_a": clip(probes["r2_b_from_a"]),
         "r2_a_from_b": clip(probes["r2_a_from_b"]), "r2_y_from_a": clip(probes["r2_y_from_a"]),
         "r2_y_from_b": clip(probes["r2_y_from_b"]), "log_n": float(np.log(n)), "d_a_per_n": d_a / n, "d_b_per_n": d_b / n,
+        "moment_shared": clip(probes["s_0"]), "moment_gamma": float(np.clip(probes["gamma_m"], -2, 2)),
+        "moment_beta": float(np.clip(probes["beta_m"], -2, 2)),
     }
 
 

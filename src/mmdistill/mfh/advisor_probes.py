@@ -179,3 +179,37 @@ def linear_probes(xa: Tensor, xb: Tensor, y: Tensor, k: int, *, bootstrap: int =
 def _interval(values: np.ndarray) -> tuple[float, float]:
     """The bootstrap's 10th-90th percentile (80%) interval."""
     return float(np.percentile(values, 10)), float(np.percentile(values, 90))
+
+
+def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 1500, seed: int = 0) -> dict:
+    """Unbiased moment estimates of the label information each modality holds and the two share.
+
+    With standardised x_a, x_b and centred one-hot labels Y, ``mu_a = E[x_a Y^T]``, ``mu_b = E[x_b Y^T]`` and
+    ``C = E[x_a x_b^T]``, the U-statistics (distinct rows i, j, k; no model is fitted, so no small-n shrinkage bias)
+
+        S_a = ||mu_a||_F^2,   S_b = ||mu_b||_F^2,   S_0 = tr(mu_a^T C mu_b)
+
+    On the Venn data with y = sign(z . delta), E[x_j y] = sqrt(2/pi) delta_j / ||delta|| on a latent channel,
+    so S_a, S_b and S_0 are (2/pi) times the delta-weighted shares of s0 + sa, s0 + sb and s0 (rotation
+    invariant), and gamma_m = S_0 / (S_a + S_b - S_0), beta_m = 1 - S_0 / S_b (DESIGN.md 2).
+    """
+    n = y.shape[0]
+    if n > max_rows:
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
+        xa, xb, y, n = xa[rows], xb[rows], y[rows], max_rows
+    xa, xb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa.double(), xb.double()))
+    labels = torch.nn.functional.one_hot(y, k).double()
+    yy = (labels - labels.mean(0)) @ (labels - labels.mean(0)).T  # y_i . y_k
+    ga, gb = xa @ xa.T, xb @ xb.T
+    off = lambda g: float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))  # noqa: E731
+    s_a, s_b = off(ga * yy), off(gb * yy)
+    # sum over distinct (i, j, k) of (x_a,i . x_a,j)(x_b,j . x_b,k)(y_i . y_k), by inclusion-exclusion
+    m = yy @ gb.T
+    total = (ga * m).sum()
+    i_eq_j = (ga.diagonal() * m.diagonal()).sum()
+    j_eq_k = (ga * yy * gb.diagonal()[None, :]).sum()
+    i_eq_k = (ga * gb.T * yy.diagonal()[:, None]).sum()
+    all_eq = (ga.diagonal() * gb.diagonal() * yy.diagonal()).sum()
+    s_0 = float((total - i_eq_j - j_eq_k - i_eq_k + 2 * all_eq) / (n * (n - 1) * (n - 2)))
+    eps = 1e-3
+    return {"s_a": s_a, "s_b": s_b, "s_0": s_0, "gamma_m": s_0 / max(s_a + s_b - s_0, eps), "beta_m": 1 - s_0 / max(s_b, eps)}
