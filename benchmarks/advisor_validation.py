@@ -39,6 +39,7 @@ from mmdistill.mfh.venn import VennSpec, draw
 
 SUITES = {"dev": (1000, 200), "test": (7000, 40)}  # seed base, number of settings
 SEEDS = 10
+LAMBDA = 50.0  # ridge penalty of the calibration (chosen on the dev suite's leave-one-out Spearman)
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
 
 
@@ -161,46 +162,55 @@ def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
     return out
 
 
-def fit_calibration(preds: list[dict], rows: list[dict], lam: float = 10.0) -> tuple[dict, np.ndarray]:
-    """Ridge on standardised signals (intercept free) and the interval constants; also the leave-one-out predictions."""
+def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) -> tuple[dict, np.ndarray]:
+    """Quadratic ridge on the standardised signals (intercept free), the interval constants, and the
+    leave-one-out predictions (each setting predicted by a fit on all the others)."""
+    from mmdistill.mfh.advisor import design
     from mmdistill.mfh.advisor_calibration import FEATURES
 
-    x = np.array([[p["features"][f] for f in FEATURES] for p in preds])
+    f = np.array([[p["features"][name] for name in FEATURES] for p in preds])
+    mean, sd = f.mean(0), f.std(0) + 1e-12
+    x = np.array([design(p["features"], mean, sd) for p in preds])
+    dmean, dsd = x.mean(0), x.std(0) + 1e-12
+    x = np.column_stack([np.ones(len(x)), (x - dmean) / dsd])
     se = np.array([p["pilot_gain_se"] for p in preds])
     gain = np.array([r["gain"] for r in rows])
-    mean, sd = x.mean(0), x.std(0) + 1e-12
-
-    def solve(keep: np.ndarray) -> np.ndarray:
-        z = np.column_stack([np.ones(keep.sum()), (x[keep] - mean) / sd])
-        pen = lam * np.eye(z.shape[1])
-        pen[0, 0] = 0.0
-        return np.linalg.solve(z.T @ z + pen, z.T @ gain[keep])
-
-    z_all = np.column_stack([np.ones(len(gain)), (x - mean) / sd])
-    loo = np.array([z_all[i] @ solve(np.arange(len(gain)) != i) for i in range(len(gain))])
+    pen = lam * np.eye(x.shape[1])
+    pen[0, 0] = 0.0
+    solve = lambda keep: np.linalg.solve(x[keep].T @ x[keep] + pen, x[keep].T @ gain[keep])  # noqa: E731
+    loo = np.array([x[i] @ solve(np.arange(len(gain)) != i) for i in range(len(gain))])
     resid = np.abs(gain - loo)
     scale0 = float(resid.mean())
     q80 = float(np.quantile(resid / (scale0 + se), 0.8))
     w = solve(np.ones(len(gain), bool))
-    calib = {"mean": mean.tolist(), "sd": sd.tolist(), "coef": w[1:].tolist(), "intercept": float(w[0]), "scale0": scale0, "q80": q80}
+    calib = {"mean": mean.tolist(), "sd": sd.tolist(), "design_mean": dmean.tolist(), "design_sd": dsd.tolist(),
+             "coef": w[1:].tolist(), "intercept": float(w[0]), "scale0": scale0, "q80": q80}
     return calib, loo
 
 
 def write_calibration(calib: dict, lam: float) -> Path:
     from mmdistill.mfh import advisor_calibration as cal
 
-    r = lambda v: [round(float(x), 6) for x in v]  # noqa: E731
+    def r(values) -> str:
+        import textwrap
+
+        body = ", ".join(f"{float(x):.6g}" for x in values)
+        return "[\n" + textwrap.fill(body, 116, initial_indent="    ", subsequent_indent="    ") + ",\n]"
+
+    names = "[\n" + "".join(f"    {name!r},\n" for name in cal.FEATURES) + "]"
     text = (f'''"""Calibration of the advisor's predicted KD gain (generated: ``benchmarks/advisor_validation.py --fit``; do not edit).
 
-Ridge (lambda {lam}) combination of the advisor's signals, fitted on the Venn development suite
-({SUITES["dev"][1]} settings, seed base {SUITES["dev"][0]}); see :mod:`.advisor`.
+Quadratic ridge (lambda {lam}) on the advisor's standardised signals, fitted on the Venn development
+suite ({SUITES["dev"][1]} settings, seed base {SUITES["dev"][0]}); see :mod:`.advisor`.
 """
 
-FEATURES = {cal.FEATURES!r}
+FEATURES = {names}
 PILOT = {cal.PILOT!r}
-MEAN = {r(calib["mean"])!r}
-SD = {r(calib["sd"])!r}
-COEF = {r(calib["coef"])!r}
+MEAN = {r(calib["mean"])}
+SD = {r(calib["sd"])}
+DESIGN_MEAN = {r(calib["design_mean"])}
+DESIGN_SD = {r(calib["design_sd"])}
+COEF = {r(calib["coef"])}
 INTERCEPT = {calib["intercept"]:.6f}
 SCALE0 = {calib["scale0"]:.6f}
 Q80 = {calib["q80"]:.6f}
@@ -254,7 +264,7 @@ def main() -> None:
         from mmdistill.mfh.advisor import predict_gain
 
         calib, loo = fit_calibration(preds, rows)
-        write_calibration(calib, 10.0)
+        write_calibration(calib, LAMBDA)
         for p, g in zip(preds, loo):  # score the honest leave-one-out predictions, intervals from the refitted constants
             half = predict_gain(p["features"], p["pilot_gain_se"], calib)[1]
             p["predicted_gain"], p["predicted_gain_interval"] = float(g), [float(g - half), float(g + half)]

@@ -10,9 +10,9 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
    students trained as batched ensembles on the training rows, scored on the held-out rows;
 3. the predicted gain (accuracy points) is a ridge combination of these signals,
 
-       gain_hat = b0 + sum_j b_j (f_j - mean_j) / sd_j,
+       gain_hat = b0 + sum_j b_j d_j,   d = standardised signals z_i and their products z_i z_j,
 
-   with (b, mean, sd) fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``
+   a quadratic ridge with its coefficients fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``
    and shipped in :mod:`.advisor_calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``,
    (q, s0) calibrated on the same suite's leave-one-out residuals (split-conformal style), so that
    the measured gain falls inside about 80% of the time on settings like those. docs/advisor.md
@@ -96,7 +96,7 @@ def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
                         f"in every class that occurs; got {small} as class: rows)")
 
 
-def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap: int = 20, seed: int = 0,
+def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap: int = 10, seed: int = 0,
            max_components: int = 32, kd_weights: tuple[float, float] = (1.0, 1.0), pilot_repeats: int = 4) -> Advice:
     """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``."""
     start = time.perf_counter()
@@ -148,13 +148,20 @@ def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
     }
 
 
-def predict_gain(features: dict, pilot_se: float, calibration=None) -> tuple[float, float]:
-    """(predicted gain, half-width of its 80% interval) from the shipped (or a given) calibration."""
-    c = calibration or {"mean": cal.MEAN, "sd": cal.SD, "coef": cal.COEF, "intercept": cal.INTERCEPT,
-                        "scale0": cal.SCALE0, "q80": cal.Q80}
-    z = [(features[name] - c["mean"][i]) / c["sd"][i] for i, name in enumerate(cal.FEATURES)]
-    gain = c["intercept"] + float(np.dot(c["coef"], np.clip(z, -4.0, 4.0)))
-    return gain, c["q80"] * (c["scale0"] + pilot_se)
+def design(features: dict, mean, sd) -> np.ndarray:
+    """The calibration's inputs: standardised signals z (clipped to +-4) and their pairwise products z_i z_j (i <= j)."""
+    z = np.clip([(features[name] - mean[i]) / sd[i] for i, name in enumerate(cal.FEATURES)], -4.0, 4.0)
+    i, j = np.triu_indices(len(z))
+    return np.concatenate([z, z[i] * z[j]])
+
+
+def predict_gain(features: dict, pilot_se: float, calibration: dict | None = None) -> tuple[float, float]:
+    """(predicted gain, half-width of its 80% interval) from the shipped (or a given) calibration:
+    ``gain = b0 + b . (d - m) / s`` with d = :func:`design` (quadratic ridge), half-width ``q80 (s0 + se_pilot)``."""
+    c = calibration or {"mean": cal.MEAN, "sd": cal.SD, "design_mean": cal.DESIGN_MEAN, "design_sd": cal.DESIGN_SD,
+                        "coef": cal.COEF, "intercept": cal.INTERCEPT, "scale0": cal.SCALE0, "q80": cal.Q80}
+    d = (design(features, c["mean"], c["sd"]) - np.asarray(c["design_mean"])) / np.asarray(c["design_sd"])
+    return c["intercept"] + float(np.dot(c["coef"], d)), c["q80"] * (c["scale0"] + pilot_se)
 
 
 def _recommend(gain: float, interval: tuple[float, float]) -> str:
