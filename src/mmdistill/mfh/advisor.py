@@ -117,8 +117,11 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
     if pilot_repeats < 2:
         raise ConfigError(f"advise.pilot_repeats: must be an integer >= 2, got {pilot_repeats}")
     probes = linear_probes(xa, xb, y, k, bootstrap=bootstrap, seed=seed, max_components=max_components)
-    sa, sb = (x.std(0).clamp_min(1e-6) for x in (xa, xb))
-    pilot = pilot_gain((xa - xa.mean(0)) / sa, (xb - xb.mean(0)) / sb, y, k, repeats=pilot_repeats,
+    za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
+    rows = torch.arange(n)
+    if n > cal.PILOT["max_rows"]:  # the pilot on a random subsample: its cost stays bounded on large data
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
+    pilot = pilot_gain(za[rows], zb[rows], y[rows], k, repeats=pilot_repeats,
                        epochs=cal.PILOT["epochs"], lr=cal.PILOT["lr"], folds=cal.PILOT["folds"], kd_weights=kd_weights, seed=seed)
     probes.update(label_moments(xa, xb, y, k, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
@@ -169,15 +172,15 @@ def _recommend(gain: float, interval: tuple[float, float]) -> str:
         return f"distil: crossmodal KD is likely to help (about {gain:+.1f} points)"
     if interval[1] < 0:
         return f"do not distil: crossmodal KD is unlikely to help (about {gain:+.1f} points); train the student alone"
-    if gain > 0:
-        return f"uncertain, leaning distil: expected gain {gain:+.1f} points, but the 80% interval spans 0; try both if you can"
-    return f"uncertain, leaning do not distil: expected gain {gain:+.1f} points, but the 80% interval spans 0"
+    lean = "distil; try both if you can" if gain > 0 else "do not distil"
+    return f"uncertain: expected gain {gain:+.1f} points, but the 80% interval spans 0 (leaning {lean})"
 
 
-def advise_dataset(dataset: str, params: dict | None = None, teacher: str | None = None, student: str | None = None,
-                   seed: int = 0, **kwargs) -> Advice:
-    """:func:`advise` on the training split of a registered dataset (flattened, standardised modalities)."""
-    from .pairs import load_pairs
+def advise_dataset(dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0,
+                   **kwargs) -> Advice:
+    """:func:`advise` on the training split of a registered dataset; ``teacher`` / ``student``: a modality name,
+    "image,audio" or a list (a multimodal side is its modalities' features concatenated; :mod:`.advisor_data`)."""
+    from .advisor_data import load_advisor_inputs
 
-    pairs = load_pairs(dataset, params, teacher, student, seed=seed)
-    return advise(pairs.train.xa, pairs.train.xb, pairs.train.y, num_classes=pairs.num_classes, seed=seed, **kwargs)
+    inputs = load_advisor_inputs(dataset, params, teacher, student, seed=seed)
+    return advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, **kwargs)

@@ -181,7 +181,7 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(values, 10)), float(np.percentile(values, 90))
 
 
-def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 1500, seed: int = 0) -> dict:
+def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 600, seed: int = 0) -> dict:
     """Unbiased moment estimates of the label information each modality holds and the two share.
 
     With standardised x_a, x_b and centred one-hot labels Y, ``mu_a = E[x_a Y^T]``, ``mu_b = E[x_b Y^T]`` and

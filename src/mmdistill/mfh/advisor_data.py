@@ -1,0 +1,76 @@
+"""The advisor's inputs from a registered dataset: teacher and student features, one or several modalities each.
+
+A multimodal teacher (say image + audio) against a unimodal student (audio) is the common crossmodal
+case (MFH Table 1: a better multimodal teacher, a worse student). Each modality is flattened; one
+wider than the dataset's PCA width (:data:`mmdistill.mfh.removal.DEFAULT_PCA`, as the measuring
+protocol does) is projected on its training split's top principal components; each is standardised
+with the training split's statistics; a side's modalities are concatenated in the order given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .pairs import DEFAULT_MODALITIES, _pca_basis
+
+
+@dataclass
+class AdvisorInputs:
+    dataset: str
+    teacher: list[str]
+    student: list[str]
+    num_classes: int
+    xa: Tensor
+    xb: Tensor
+    y: Tensor
+
+
+def _names(value, role: str, default: str | None, dataset: str) -> list[str]:
+    if value is None or value == "" or value == []:
+        if default is None:
+            raise ConfigError(f"advise: name the {role} modality (--{role}) for dataset {dataset!r}; it has no default")
+        return [default]
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(n).strip() for n in names]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"advise --{role}: expected distinct modality names separated by commas, got {value!r}")
+    return names
+
+
+def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0,
+                        pca: int | None = -1) -> AdvisorInputs:
+    """Training-split features of ``teacher`` and ``student`` modalities (a name, "a,b" or a list each)."""
+    from ..data import build_splits
+    from .removal import DEFAULT_PCA
+
+    default = DEFAULT_MODALITIES.get(dataset, (None, None))
+    t_names = _names(teacher, "teacher", default[0], dataset)
+    s_names = _names(student, "student", default[1], dataset)
+    if set(t_names) == set(s_names):
+        raise ConfigError(f"advise: teacher and student read the same modalities {t_names}; crossmodal KD needs the teacher "
+                          "to see at least one modality the student does not")
+    params = dict(params or {})
+    wanted = list(dict.fromkeys(t_names + s_names))
+    if dataset == "mfeat" and "views" not in params:
+        params["views"] = wanted
+    train = build_splits(dataset, params, seed=seed).train
+    available = train.modality_names
+    for role, names in (("teacher", t_names), ("student", s_names)):
+        for m in names:
+            if m not in available:
+                raise ConfigError(f"advise: {role} modality {m!r} not in {dataset}; available: {', '.join(available)}")
+    width = DEFAULT_PCA.get(dataset) if pca == -1 else pca
+    features = {}
+    for m in wanted:
+        x = train.tensors[m].reshape(len(train.labels), -1).float()
+        if width is not None and x.shape[1] > width:
+            mu, basis = _pca_basis(x, width)
+            x = (x - mu) @ basis
+        features[m] = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    xa = torch.cat([features[m] for m in t_names], 1)
+    xb = torch.cat([features[m] for m in s_names], 1)
+    return AdvisorInputs(dataset, t_names, s_names, train.num_classes, xa, xb, train.labels.clone())
