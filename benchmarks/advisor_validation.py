@@ -37,7 +37,7 @@ from mmdistill.mfh.ensemble import Run, train_runs
 from mmdistill.mfh.studies import _official_inits
 from mmdistill.mfh.venn import VennSpec, draw
 
-SUITES = {"dev": (1000, 200), "test": (7000, 40)}  # seed base, number of settings
+SUITES = {"dev": (1000, 200), "test": (7000, 40), "test-large": (9000, 120)}  # seed base, number of settings
 SEEDS = 10
 LAMBDA = 50.0  # ridge penalty of the calibration (chosen on the dev suite's leave-one-out Spearman)
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
