@@ -33,6 +33,7 @@ from .advisor_pilot import pilot_gain
 from .advisor_probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
 from .advisor_probes import label_moments, linear_probes
 
+PROBE_ROWS = 600  # the linear probes and moment estimates read at most this many rows (the Venn suites have <= 200)
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless
 
 
@@ -116,14 +117,19 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
         raise ConfigError(f"advise.bootstrap: must be a positive integer, got {bootstrap}")
     if pilot_repeats < 2:
         raise ConfigError(f"advise.pilot_repeats: must be an integer >= 2, got {pilot_repeats}")
-    probes = linear_probes(xa, xb, y, k, bootstrap=bootstrap, seed=seed, max_components=max_components)
+    sub = torch.arange(n)
+    if n > PROBE_ROWS:  # large data: the probes on a random subsample, so that the advice's cost stays bounded
+        sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:PROBE_ROWS]
+    probes = linear_probes(xa[sub], xb[sub], y[sub], k, bootstrap=bootstrap, seed=seed, max_components=max_components)
     za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
-    rows = torch.arange(n)
-    if n > cal.PILOT["max_rows"]:  # the pilot on a random subsample: its cost stays bounded on large data
+    pa, pb, py = za, zb, y
+    if n > cal.PILOT["max_rows"]:  # large data (beyond the calibration suites): a bounded pilot, on a random subsample
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
-    pilot = pilot_gain(za[rows], zb[rows], y[rows], k, repeats=pilot_repeats,
-                       epochs=cal.PILOT["epochs"], lr=cal.PILOT["lr"], folds=cal.PILOT["folds"], kd_weights=kd_weights, seed=seed)
-    probes.update(label_moments(xa, xb, y, k, seed=seed))
+        pa, pb = (_top_components(x[rows], cal.PILOT["max_rows"] // 3) for x in (za, zb))
+        py = y[rows]
+    pilot = pilot_gain(pa, pb, py, k, repeats=pilot_repeats, epochs=cal.PILOT["epochs"], lr=cal.PILOT["lr"],
+                       folds=cal.PILOT["folds"], kd_weights=kd_weights, seed=seed)
+    probes.update(label_moments(xa, xb, y, k, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     gain, half = predict_gain(features, pilot.gain_prob_se)
     interval = (gain - half, gain + half)
@@ -136,6 +142,16 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
         predicted_gain=gain, predicted_gain_interval=interval, recommendation=_recommend(gain, interval),
         seconds=time.perf_counter() - start, examples=n, models_trained=pilot.models, features=features,
     )
+
+
+def _top_components(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` projected on its top ``width`` principal components, standardised (unchanged if it is narrower)."""
+    if x.shape[1] <= width:
+        return x
+    xc = x - x.mean(0)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+    z = xc @ vh[:width].T
+    return z / z.std(0).clamp_min(1e-6)
 
 
 def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
