@@ -158,3 +158,16 @@ def test_advise_command_on_single_class_data_exits_2_naming_the_labels(tmp_path,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "single class" in err and "Traceback" not in err
+
+
+def test_advise_command_takes_a_trained_teacher_from_a_run_folder(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config(epochs=1)), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["advise", "--run", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["teacher"] == "seed_0/teacher logits" and out["student"] == "b" and out["features"]["d_a_per_n"] > 0
+    assert main(["advise", "--run", str(run), "--teacher", "a"]) == 2
+    assert "drop --teacher" in capsys.readouterr().err
+    assert main(["advise", "--run", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err

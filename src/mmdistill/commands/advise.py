@@ -4,6 +4,7 @@
     mmdistill advise --dataset av-digits --teacher image,audio --student audio     (a multimodal teacher)
     mmdistill advise --dataset venn --param s0=10 --param sa=5 --param sb=5 --json
     mmdistill advise --config run.yaml          (the teacher's and the student's modalities from a train config)
+    mmdistill advise --run runs/my-run          (a trained teacher: its logits on the training split vs the student's modalities)
 
 From the training split alone, before any student is distilled: a pilot distillation (small
 cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share of decisive
@@ -28,34 +29,44 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities), list(cfg.student.model.modalities)
 
 
+def _inputs(args: argparse.Namespace):
+    """(advisor inputs, seed) from --run, --config or --dataset/--teacher/--student."""
+    from ..mfh.advisor_data import load_advisor_inputs, load_run_inputs
+    from .data import _params
+
+    given = [f"--{k}" for k in ("dataset", "teacher", "student", "param") if getattr(args, k)]
+    if args.run and (args.config or given):
+        raise ConfigError(f"advise --run: takes the data, the trained teacher and the student's modalities from the run "
+                          f"folder; drop {', '.join((['--config'] if args.config else []) + given)}")
+    if args.run:
+        return load_run_inputs(args.run), args.seed
+    if args.config:
+        if given:
+            raise ConfigError(f"advise --config: takes the dataset and modalities from the config; drop {', '.join(given)}")
+        dataset, params, seed, teacher, student = _modalities_from_config(args.config)
+        return load_advisor_inputs(dataset, params, teacher, student, seed=seed), seed
+    if not args.dataset:
+        raise ConfigError("advise: give --dataset (with --teacher/--student), --config or --run")
+    return load_advisor_inputs(args.dataset, _params(args.param), args.teacher, args.student, seed=args.seed), args.seed
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..mfh.advisor import advise
-    from ..mfh.advisor_data import load_advisor_inputs
-    from .data import _params
 
     if args.threads < 1:
         raise ConfigError(f"advise --threads: must be a positive integer, got {args.threads}")
     if args.bootstrap < 1:
         raise ConfigError(f"advise --bootstrap: must be a positive integer, got {args.bootstrap}")
     torch.set_num_threads(args.threads)
-    if args.config:
-        if args.dataset or args.teacher or args.student or args.param:
-            raise ConfigError("advise --config: takes the dataset and modalities from the config; drop --dataset/--teacher/"
-                              "--student/--param")
-        dataset, params, seed, teacher, student = _modalities_from_config(args.config)
-    else:
-        if not args.dataset:
-            raise ConfigError("advise: give --dataset (with --teacher/--student) or --config")
-        dataset, params, seed, teacher, student = args.dataset, _params(args.param), args.seed, args.teacher, args.student
-    inputs = load_advisor_inputs(dataset, params, teacher, student, seed=seed)
+    inputs, seed = _inputs(args)
     advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
-        print(json.dumps({"dataset": dataset, "teacher": t, "student": s, **advice.to_dict()}))
+        print(json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **advice.to_dict()}))
     else:
-        print(f"{dataset}: teacher {t} -> student {s}: {advice.text()}")
+        print(f"{inputs.dataset}: teacher {t} -> student {s}: {advice.text()}")
     return 0
 
 
@@ -63,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("advise", help="estimate whether crossmodal KD will help, before distilling",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a train config: dataset, teacher and student modalities from it")
+    p.add_argument("--run", help="a run folder of mmdistill train: its trained teacher (first seed) and student modalities")
     p.add_argument("--dataset", help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
     p.add_argument("--teacher", help="teacher modality, or several separated by commas (default: venn a, mfeat pix, "

@@ -5,6 +5,8 @@ case (MFH Table 1: a better multimodal teacher, a worse student). Each modality 
 wider than the dataset's PCA width (:data:`mmdistill.mfh.removal.DEFAULT_PCA`, as the measuring
 protocol does) is projected on its training split's top principal components; each is standardised
 with the training split's statistics; a side's modalities are concatenated in the order given.
+:func:`load_run_inputs` takes the teacher side from a trained teacher in a run folder instead (its
+logits on the training split: the knowledge KD actually distils).
 """
 
 from __future__ import annotations
@@ -64,13 +66,41 @@ def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, 
             if m not in available:
                 raise ConfigError(f"advise: {role} modality {m!r} not in {dataset}; available: {', '.join(available)}")
     width = DEFAULT_PCA.get(dataset) if pca == -1 else pca
-    features = {}
-    for m in wanted:
-        x = train.tensors[m].reshape(len(train.labels), -1).float()
-        if width is not None and x.shape[1] > width:
-            mu, basis = _pca_basis(x, width)
-            x = (x - mu) @ basis
-        features[m] = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    features = {m: _features(train.tensors[m], len(train.labels), width) for m in wanted}
     xa = torch.cat([features[m] for m in t_names], 1)
     xb = torch.cat([features[m] for m in s_names], 1)
     return AdvisorInputs(dataset, t_names, s_names, train.num_classes, xa, xb, train.labels.clone())
+
+
+def _features(x: Tensor, n: int, width: int | None) -> Tensor:
+    """Flattened, projected on the top ``width`` principal components if wider, standardised."""
+    x = x.reshape(n, -1).float()
+    if width is not None and x.shape[1] > width:
+        mu, basis = _pca_basis(x, width)
+        x = (x - mu) @ basis
+    return (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+
+
+def load_run_inputs(run_dir) -> AdvisorInputs:
+    """A trained teacher from a ``mmdistill train`` folder: its logits on the training split are the teacher side
+    (what KD distils), the student's modalities (from the run's config) the student side. First seed's teacher."""
+    from pathlib import Path
+
+    from ..commands.evaluate import load_run_models
+    from ..engine.trainer import eval_batches
+    from .removal import DEFAULT_PCA
+
+    run_dir = Path(run_dir)
+    cfg, data, models = load_run_models(run_dir)
+    teachers = sorted(k for k in models if k.endswith("/teacher"))
+    if not teachers:
+        raise ConfigError(f"{run_dir}: no trained teacher in the run folder (expected seed_*/teacher/student.safetensors)")
+    teacher = models[teachers[0]]
+    train = data.train
+    with torch.no_grad():
+        logits = torch.cat([teacher(batch).float() for batch in eval_batches(train, 256)])
+    s_names = list(cfg.student.model.modalities)
+    width = DEFAULT_PCA.get(cfg.data.name)
+    xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in s_names], 1)
+    xa = (logits - logits.mean(0)) / logits.std(0).clamp_min(1e-6)
+    return AdvisorInputs(cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb, train.labels.clone())
