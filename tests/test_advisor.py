@@ -171,3 +171,16 @@ def test_advise_command_takes_a_trained_teacher_from_a_run_folder(tiny_config, t
     assert "drop --teacher" in capsys.readouterr().err
     assert main(["advise", "--run", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_outside_the_calibrations_domain_the_advice_is_the_pilots_own_estimate():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((300, 4))
+    y = np.argmax(z[:, :3], 1)  # three classes: not the two-class suites the calibration was fitted on
+    xa = np.concatenate([z, rng.standard_normal((300, 6))], 1)
+    xb = np.concatenate([z[:, :2], rng.standard_normal((300, 8))], 1)
+    a = advise(xa, xb, y, bootstrap=2)
+    assert a.basis.startswith("pilot (outside the calibration's domain: 3 classes, 300 rows")
+    assert a.predicted_gain == a.pilot_gain and a.predicted_gain_interval[0] < a.predicted_gain < a.predicted_gain_interval[1]
+    d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=100).train
+    assert advise(d.xa, d.xb, d.y, bootstrap=2).basis == "calibrated"
