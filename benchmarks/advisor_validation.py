@@ -85,7 +85,8 @@ def _nonlinear(x_train: torch.Tensor, x_test: torch.Tensor, seed: tuple) -> tupl
 def setting_data(s: Setting, seed: int, n_test: int = 1000) -> dict:
     """Train/test arrays of one seed of a setting (the view applied)."""
     d = draw(s.spec, seed, n_train=s.n, n_test=n_test)
-    data = {"xa": d.train.xa, "xb": d.train.xb, "y": d.train.y, "xa_test": d.test.xa, "xb_test": d.test.xb, "y_test": d.test.y}
+    data = {"xa": d.train.xa, "xb": d.train.xb, "y": d.train.y,
+            "xa_test": d.test.xa, "xb_test": d.test.xb, "y_test": d.test.y}
     if s.view == "nonlinear":
         index = s.seeds[0]  # one network per setting, the same for all its seeds
         data["xa"], data["xa_test"] = _nonlinear(data["xa"], data["xa_test"], (index, 0))
@@ -111,7 +112,8 @@ def measure(settings: list[Setting]) -> tuple[list[dict], float]:
             runs += [Run(nokd, d["xb"], d["y"]), Run(kd, d["xb"], d["y"], soft_targets=p, ce_weight=1.0, kd_weight=1.0)]
         students = train_runs(runs, lr=0.1, epochs=1000)
         t_acc = teachers.accuracy([d["xa_test"] for _, d, _ in jobs], [d["y_test"] for _, d, _ in jobs])
-        s_acc = students.accuracy([d["xb_test"] for _, d, _ in jobs for _ in (0, 1)], [d["y_test"] for _, d, _ in jobs for _ in (0, 1)])
+        s_acc = students.accuracy([d["xb_test"] for _, d, _ in jobs for _ in (0, 1)],
+                                  [d["y_test"] for _, d, _ in jobs for _ in (0, 1)])
         for i, (s, _, _) in enumerate(jobs):
             r = results.setdefault(s.label, {"gains": [], "teacher": [], "nokd": []})
             r["gains"].append(100 * float(s_acc[2 * i + 1] - s_acc[2 * i]))
@@ -142,9 +144,10 @@ def measured(suite: str, remeasure: bool = False) -> tuple[list[Setting], list[d
 # ---- scoring -------------------------------------------------------------------------------------
 
 
-def score(pred: np.ndarray, gain: np.ndarray, n: np.ndarray, interval: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+def score(pred: np.ndarray, gain: np.ndarray, n: np.ndarray, interval: tuple | None = None) -> dict:
     small = n <= 100
-    out = {"spearman": float(spearmanr(pred, gain).statistic), "spearman_small": float(spearmanr(pred[small], gain[small]).statistic),
+    out = {"spearman": float(spearmanr(pred, gain).statistic),
+           "spearman_small": float(spearmanr(pred[small], gain[small]).statistic),
            "sign_accuracy": float(np.mean((pred > 0) == (gain > 0)))}
     if interval is not None:
         out["coverage"] = float(np.mean((interval[0] <= gain) & (gain <= interval[1])))
@@ -198,7 +201,7 @@ def write_calibration(calib: dict, lam: float) -> Path:
         return "[\n" + textwrap.fill(body, 116, initial_indent="    ", subsequent_indent="    ") + ",\n]"
 
     names = "[\n" + "".join(f"    {name!r},\n" for name in cal.FEATURES) + "]"
-    text = (f'''"""Calibration of the advisor's predicted KD gain (generated: ``benchmarks/advisor_validation.py --fit``; do not edit).
+    text = (f'''"""Calibration of the advisor's KD-gain prediction (from ``benchmarks/advisor_validation.py --fit``).
 
 Quadratic ridge (lambda {lam}) on the advisor's standardised signals, fitted on the Venn development
 suite ({SUITES["dev"][1]} settings, seed base {SUITES["dev"][0]}); see :mod:`.advisor`.
@@ -225,17 +228,21 @@ def table(rows: list[dict], preds: list[dict]) -> list[str]:
     trivial = float(np.mean(gain <= 0))
     entries = [
         ("advisor: predicted gain (`advise`)", np.array([p["predicted_gain"] for p in preds]),
-         (np.array([p["predicted_gain_interval"][0] for p in preds]), np.array([p["predicted_gain_interval"][1] for p in preds]))),
+         (np.array([p["predicted_gain_interval"][0] for p in preds]),
+          np.array([p["predicted_gain_interval"][1] for p in preds]))),
         ("advisor: pilot-distillation gain alone", np.array([p["pilot_gain"] for p in preds]), None),
         ("advisor: gamma estimate alone", np.array([p["gamma"] for p in preds]) - 0.5, None),
         ("naive rule, advisor's cross-validated teacher - student acc.",
          100 * np.array([p["teacher_accuracy"] - p["student_accuracy"] for p in preds]), None),
         ("oracle: true gamma of the setting", np.array([r["gamma"] for r in rows]) - 0.5, None),
-        ("oracle naive rule: protocol teacher acc. - no-KD acc. (test data)", np.array([r["teacher"] - r["nokd"] for r in rows]), None),
+        ("oracle naive rule: protocol teacher acc. - no-KD acc. (test data)",
+         np.array([r["teacher"] - r["nokd"] for r in rows]), None),
     ]
-    lines = [f"Settings: {len(rows)} ({int((n <= 100).sum())} with n <= 100); measured gain > 0 in {int((gain > 0).sum())}; "
+    lines = [f"Settings: {len(rows)} ({int((n <= 100).sum())} with n <= 100); "
+             f"measured gain > 0 in {int((gain > 0).sum())}; "
              f"trivial 'KD never helps' sign accuracy {trivial:.2f}.", "",
-             "| predictor | Spearman | Spearman n<=100 | sign accuracy | 80% interval coverage |", "|---|---|---|---|---|"]
+             "| predictor | Spearman | Spearman n<=100 | sign accuracy | 80% interval coverage |",
+             "|---|---|---|---|---|"]
     for name, pred, interval in entries:
         sc = score(pred, gain, n, interval)
         sign = f"{sc['sign_accuracy']:.2f}" if "gamma" not in name else "-"
@@ -265,11 +272,12 @@ def main() -> None:
 
         calib, loo = fit_calibration(preds, rows)
         write_calibration(calib, LAMBDA)
-        for p, g in zip(preds, loo):  # score the honest leave-one-out predictions, intervals from the refitted constants
+        for p, g in zip(preds, loo):  # score the leave-one-out predictions; intervals from the refitted constants
             half = predict_gain(p["features"], p["pilot_gain_se"], calib)[1]
             p["predicted_gain"], p["predicted_gain_interval"] = float(g), [float(g - half), float(g + half)]
         note = "leave-one-out predictions of a calibration fitted on this suite"
-    lines = [f"Suite {args.suite} (seed base {SUITES[args.suite][0]}; advisor's predicted gain: {note}): "] + table(rows, preds)
+    head = f"Suite {args.suite} (seed base {SUITES[args.suite][0]}; advisor's predicted gain: {note}): "
+    lines = [head] + table(rows, preds)
     lines += ["", f"Advice: {1e3 * seconds / len(settings):.0f} ms per setting (mean, 1 thread)."]
     write_text(RESULTS / f"{args.suite}_scores.md", "\n".join(lines) + "\n")
     write_text(RESULTS / f"{args.suite}_advice.json", json.dumps(preds, indent=1))

@@ -67,8 +67,8 @@ def venn_costs() -> list[dict]:
             soft = torch.softmax(t(d.xa), -1).detach()
             fit_sequential([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
 
-        rows.append({"n": n, "advice_s": _median_time(lambda: advise(d.xa, d.xb, d.y)), "run_batched_s": _median_time(batched),
-                     "run_autograd_s": _median_time(autograd)})
+        rows.append({"n": n, "advice_s": _median_time(lambda: advise(d.xa, d.xb, d.y)),
+                     "run_batched_s": _median_time(batched), "run_autograd_s": _median_time(autograd)})
     return rows
 
 
@@ -107,14 +107,17 @@ def main() -> None:
     print("| n_train | advice s | one run, batched trainer s | advice / run | one run, autograd s | advice / run |")
     print("|---|---|---|---|---|---|")
     for r in result["venn"]:
-        print(f"| {r['n']} | {r['advice_s']:.3f} | {r['run_batched_s']:.3f} | {100 * r['advice_s'] / r['run_batched_s']:.0f}% | "
+        print(f"| {r['n']} | {r['advice_s']:.3f} | {r['run_batched_s']:.3f} | "
+              f"{100 * r['advice_s'] / r['run_batched_s']:.0f}% | "
               f"{r['run_autograd_s']:.3f} | {100 * r['advice_s'] / r['run_autograd_s']:.0f}% |")
     for r in result["cli"]:
         print(f"\nCLI, {r['config']}: advise {r['advise_cpu_s']:.1f} CPU s, train {r['train_cpu_s']:.1f} CPU s "
-              f"({100 * r['advise_cpu_s'] / r['train_cpu_s']:.1f}%; interpreter start-up and imports {r['startup_cpu_s']:.1f} s of each)")
+              f"({100 * r['advise_cpu_s'] / r['train_cpu_s']:.1f}%; interpreter start-up and imports "
+              f"{r['startup_cpu_s']:.1f} s of each)")
     for r in result.get("real", []):
-        print(f"{r['dataset']} {r['pair']}: predicted {r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}], "
-              f"measured {r['measured_gain']:+.2f} [{r['measured_low']:+.2f}, {r['measured_high']:+.2f}], advice {r['advice_seconds']:.2f} s, "
+        print(f"{r['dataset']} {r['pair']}: predicted {r['predicted_gain']:+.1f} "
+              f"[{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}], measured {r['measured_gain']:+.2f} "
+              f"[{r['measured_low']:+.2f}, {r['measured_high']:+.2f}], advice {r['advice_seconds']:.2f} s, "
               f"one run {r['run_seconds']:.2f} s ({100 * r['advice_seconds'] / r['run_seconds']:.0f}%)")
 
 

@@ -89,13 +89,13 @@ def test_advise_command_refuses_a_teacher_that_sees_only_the_students_modalities
 
 
 def test_moment_estimates_recover_the_venn_shares_on_a_large_sample():
-    """S_a, S_b, S_0 are (2/pi) x the delta-weighted shares; with delta = ones, (2/pi) x counts / total (rotation-free)."""
+    """S_a, S_b, S_0 are proportional to the decisive dims each modality holds and the two share (delta = ones);
+    rotation-free."""
     spec = VennSpec(s0=6, sa=4, sb=2, dim_a=20, dim_b=20, hyperplane="ones", mix=True)
     d = draw(spec, 0, n_train=1500).train
     m = label_moments(d.xa, d.xb, d.y, 2, max_rows=1500)
     total = spec.s0 + spec.sa + spec.sb
-    # y one-hot centred: two columns, each carrying half of the +-1 label's moment, so S = (2/pi) share / 2 * 2 / 4 ...
-    scale = m["s_a"] / (spec.s0 + spec.sa) * total  # whatever the label coding's constant, the ratios are structural
+    scale = m["s_a"] / (spec.s0 + spec.sa) * total  # the label coding's constant cancels in the ratios
     assert m["s_b"] / scale == pytest.approx((spec.s0 + spec.sb) / total, abs=0.08)
     assert m["s_0"] / scale == pytest.approx(spec.s0 / total, abs=0.08)
     assert m["gamma_m"] == pytest.approx(spec.gamma, abs=0.1) and m["beta_m"] == pytest.approx(spec.beta, abs=0.1)
@@ -153,8 +153,8 @@ def test_advise_command_on_single_class_data_exits_2_naming_the_labels(tmp_path,
         np.save(tmp_path / split / "a.npy", rng.standard_normal((n, 6)).astype("float32"))
         np.save(tmp_path / split / "b.npy", rng.standard_normal((n, 4)).astype("float32"))
         np.save(tmp_path / split / "labels.npy", np.zeros(n, dtype="int64"))
-    argv = ["advise", "--dataset", "folder", "--param", f"root={tmp_path}", "--param", "num_classes=2", "--teacher", "a",
-            "--student", "b"]
+    argv = ["advise", "--dataset", "folder", "--param", f"root={tmp_path}", "--param", "num_classes=2",
+            "--teacher", "a", "--student", "b"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "single class" in err and "Traceback" not in err
@@ -181,6 +181,7 @@ def test_outside_the_calibrations_domain_the_advice_is_the_pilots_own_estimate()
     xb = np.concatenate([z[:, :2], rng.standard_normal((300, 8))], 1)
     a = advise(xa, xb, y, bootstrap=2)
     assert a.basis.startswith("pilot (outside the calibration's domain: 3 classes, 300 rows")
-    assert a.predicted_gain == a.pilot_gain and a.predicted_gain_interval[0] < a.predicted_gain < a.predicted_gain_interval[1]
+    low, high = a.predicted_gain_interval
+    assert a.predicted_gain == a.pilot_gain and low < a.predicted_gain < high
     d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=100).train
     assert advise(d.xa, d.xb, d.y, bootstrap=2).basis == "calibrated"

@@ -4,7 +4,7 @@
     mmdistill advise --dataset av-digits --teacher image,audio --student audio     (a multimodal teacher)
     mmdistill advise --dataset venn --param s0=10 --param sa=5 --param sb=5 --json
     mmdistill advise --config run.yaml          (the teacher's and the student's modalities from a train config)
-    mmdistill advise --run runs/my-run          (a trained teacher: its logits on the training split vs the student's modalities)
+    mmdistill advise --run runs/my-run          (a trained teacher: its training-split logits vs the student)
 
 From the training split alone, before any student is distilled: a pilot distillation (small
 cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share of decisive
@@ -26,7 +26,8 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     from ..config import load_config
 
     cfg = load_config(path)
-    return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities), list(cfg.student.model.modalities)
+    return (cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities),
+            list(cfg.student.model.modalities))
 
 
 def _inputs(args: argparse.Namespace):
@@ -36,13 +37,14 @@ def _inputs(args: argparse.Namespace):
 
     given = [f"--{k}" for k in ("dataset", "teacher", "student", "param") if getattr(args, k)]
     if args.run and (args.config or given):
-        raise ConfigError(f"advise --run: takes the data, the trained teacher and the student's modalities from the run "
-                          f"folder; drop {', '.join((['--config'] if args.config else []) + given)}")
+        raise ConfigError("advise --run: takes the data, the trained teacher and the student's modalities from the "
+                          f"run folder; drop {', '.join((['--config'] if args.config else []) + given)}")
     if args.run:
         return load_run_inputs(args.run), args.seed
     if args.config:
         if given:
-            raise ConfigError(f"advise --config: takes the dataset and modalities from the config; drop {', '.join(given)}")
+            raise ConfigError(f"advise --config: takes the dataset and modalities from the config; "
+                              f"drop {', '.join(given)}")
         dataset, params, seed, teacher, student = _modalities_from_config(args.config)
         return load_advisor_inputs(dataset, params, teacher, student, seed=seed), seed
     if not args.dataset:
@@ -74,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("advise", help="estimate whether crossmodal KD will help, before distilling",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a train config: dataset, teacher and student modalities from it")
-    p.add_argument("--run", help="a run folder of mmdistill train: its trained teacher (first seed) and student modalities")
+    p.add_argument("--run", help="a run folder of mmdistill train: its trained teacher (first seed) and the "
+                                 "student's modalities")
     p.add_argument("--dataset", help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
     p.add_argument("--teacher", help="teacher modality, or several separated by commas (default: venn a, mfeat pix, "
@@ -82,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--student", help="student modality, or several separated by commas (default: venn b, mfeat zer, "
                                      "av-digits audio)")
     p.add_argument("--seed", type=int, default=0, help="split and estimation seed")
-    p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the gamma/CCH intervals (default 10)")
+    p.add_argument("--bootstrap", type=int, default=10,
+                   help="bootstrap resamples for the gamma/CCH intervals (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run)

@@ -12,7 +12,8 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
 
        gain_hat = b0 + sum_j b_j d_j,   d = standardised signals z_i and their products z_i z_j,
 
-   a quadratic ridge with its coefficients fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``
+   a quadratic ridge with its coefficients fitted on the Venn development suite
+   by ``benchmarks/advisor_validation.py --fit``
    and shipped in :mod:`.advisor_calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``,
    (q, s0) calibrated on the same suite's leave-one-out residuals (split-conformal style), so that
    the measured gain falls inside about 80% of the time on settings like those. docs/advisor.md
@@ -76,7 +77,8 @@ class Advice:
             f"{self.pilot_gain:+.1f} ± {self.pilot_gain_se:.1f} points; teacher {100 * self.teacher_accuracy:.1f}%, "
             f"student alone {100 * self.student_accuracy:.1f}%\n"
             f"  gamma (shared decisive share) ~ {self.gamma:.2f} [{lo:.2f}, {hi:.2f}]"
-            f" (linear probes: teacher<-student R2 {self.r2_teacher_from_student:.2f}, student<-teacher {self.r2_student_from_teacher:.2f})\n"
+            f" (linear probes: teacher<-student R2 {self.r2_teacher_from_student:.2f}, "
+            f"student<-teacher {self.r2_student_from_teacher:.2f})\n"
             f"  CCH: I(T;S) = {self.mi_teacher_student:.3f} nats vs I(S;Y) = {self.mi_student_label:.3f} nats, margin "
             f"{self.cch_margin:+.3f} [{mlo:+.3f}, {mhi:+.3f}], P(margin > 0) = {self.cch_helps_probability:.2f}\n"
             f"  cost: {self.seconds:.2f} s on {self.examples} examples"
@@ -90,7 +92,8 @@ def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
     counts = torch.bincount(y, minlength=k)
     present = (counts > 0).nonzero().flatten().tolist()
     if len(present) < 2:
-        raise DataError(f"{where}: labels: the training data hold a single class ({present[0]}, {int(counts.sum())} rows); "
+        raise DataError(f"{where}: labels: the training data hold a single class ({present[0]}, "
+                        f"{int(counts.sum())} rows); "
                         "a KD gain is undefined: give data with at least two classes")
     small = {c: int(counts[c]) for c in present if counts[c] < MIN_PER_CLASS}
     if small:
@@ -138,9 +141,11 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
         gain = pilot.gain_prob
     interval = (gain - half, gain + half)
     return Advice(
-        gamma=probes["gamma"], gamma_interval=probes["gamma_interval"], r2_teacher_from_student=probes["r2_teacher_from_student"],
+        gamma=probes["gamma"], gamma_interval=probes["gamma_interval"],
+        r2_teacher_from_student=probes["r2_teacher_from_student"],
         r2_student_from_teacher=probes["r2_student_from_teacher"], mi_teacher_student=probes["mi_teacher_student"],
-        mi_student_label=probes["mi_student_label"], cch_margin=probes["cch_margin"], cch_margin_interval=probes["cch_margin_interval"],
+        mi_student_label=probes["mi_student_label"], cch_margin=probes["cch_margin"],
+        cch_margin_interval=probes["cch_margin_interval"],
         cch_helps_probability=probes["cch_helps_probability"], teacher_accuracy=pilot.teacher_accuracy,
         student_accuracy=pilot.student_accuracy, pilot_gain=pilot.gain_prob, pilot_gain_se=pilot.gain_prob_se,
         predicted_gain=gain, predicted_gain_interval=interval, recommendation=_recommend(gain, interval),
@@ -174,14 +179,15 @@ def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
         "teacher_acc": pilot.teacher_accuracy, "student_acc": pilot.student_accuracy, "pilot_gain": pilot.gain_prob,
         "pilot_se": pilot.gain_prob_se, "gamma_hat": probes["gamma"], "r2_b_from_a": clip(probes["r2_b_from_a"]),
         "r2_a_from_b": clip(probes["r2_a_from_b"]), "r2_y_from_a": clip(probes["r2_y_from_a"]),
-        "r2_y_from_b": clip(probes["r2_y_from_b"]), "log_n": float(np.log(n)), "d_a_per_n": d_a / n, "d_b_per_n": d_b / n,
+        "r2_y_from_b": clip(probes["r2_y_from_b"]), "log_n": float(np.log(n)), "d_a_per_n": d_a / n,
+        "d_b_per_n": d_b / n,
         "moment_shared": clip(probes["s_0"]), "moment_gamma": float(np.clip(probes["gamma_m"], -2, 2)),
         "moment_beta": float(np.clip(probes["beta_m"], -2, 2)),
     }
 
 
 def design(features: dict, mean, sd) -> np.ndarray:
-    """The calibration's inputs: standardised signals z (clipped to +-4) and their pairwise products z_i z_j (i <= j)."""
+    """The calibration's inputs: standardised signals z (clipped to +-4) and their products z_i z_j (i <= j)."""
     z = np.clip([(features[name] - mean[i]) / sd[i] for i, name in enumerate(cal.FEATURES)], -4.0, 4.0)
     i, j = np.triu_indices(len(z))
     return np.concatenate([z, z[i] * z[j]])

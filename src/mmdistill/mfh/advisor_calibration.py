@@ -1,4 +1,4 @@
-"""Calibration of the advisor's predicted KD gain (generated: ``benchmarks/advisor_validation.py --fit``; do not edit).
+"""Calibration of the advisor's KD-gain prediction (from ``benchmarks/advisor_validation.py --fit``).
 
 Quadratic ridge (lambda 50.0) on the advisor's standardised signals, fitted on the Venn development
 suite (200 settings, seed base 1000); see :mod:`.advisor`.

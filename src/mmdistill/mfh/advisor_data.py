@@ -53,7 +53,8 @@ def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, 
     t_names = _names(teacher, "teacher", default[0], dataset)
     s_names = _names(student, "student", default[1], dataset)
     if set(t_names) == set(s_names):
-        raise ConfigError(f"advise: teacher and student read the same modalities {t_names}; crossmodal KD needs the teacher "
+        raise ConfigError(f"advise: teacher and student read the same modalities {t_names}; crossmodal KD needs the "
+                          "teacher "
                           "to see at least one modality the student does not")
     params = dict(params or {})
     wanted = list(dict.fromkeys(t_names + s_names))
@@ -94,7 +95,8 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     cfg, data, models = load_run_models(run_dir)
     teachers = sorted(k for k in models if k.endswith("/teacher"))
     if not teachers:
-        raise ConfigError(f"{run_dir}: no trained teacher in the run folder (expected seed_*/teacher/student.safetensors)")
+        raise ConfigError(f"{run_dir}: no trained teacher in the run folder "
+                          "(expected seed_*/teacher/student.safetensors)")
     teacher = models[teachers[0]]
     train = data.train
     with torch.no_grad():
@@ -103,4 +105,5 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     width = DEFAULT_PCA.get(cfg.data.name)
     xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in s_names], 1)
     xa = (logits - logits.mean(0)) / logits.std(0).clamp_min(1e-6)
-    return AdvisorInputs(cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb, train.labels.clone())
+    return AdvisorInputs(cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb,
+                         train.labels.clone())

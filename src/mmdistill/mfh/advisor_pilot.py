@@ -45,8 +45,8 @@ def _folds(n: int, k: int, gen: torch.Generator) -> list[Tensor]:
 
 
 def pilot_gain(xa: Tensor, xb: Tensor, y: Tensor, num_classes: int, *, folds: int = 5, repeats: int = 4,
-               epochs: int = 250, lr: float = 0.4, hidden: Sequence[int] = (), kd_weights: tuple[float, float] = (1.0, 1.0),
-               seed: int = 0) -> PilotResult:
+               epochs: int = 250, lr: float = 0.4, hidden: Sequence[int] = (),
+               kd_weights: tuple[float, float] = (1.0, 1.0), seed: int = 0) -> PilotResult:
     """Cross-fitted pilot of no-KD vs KD students on (xa, xb, y); see the module docstring."""
     n = y.shape[0]
     folds = max(2, min(folds, n // 4))

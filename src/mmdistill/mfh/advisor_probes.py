@@ -212,4 +212,5 @@ def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 600
     all_eq = (ga.diagonal() * gb.diagonal() * yy.diagonal()).sum()
     s_0 = float((total - i_eq_j - j_eq_k - i_eq_k + 2 * all_eq) / (n * (n - 1) * (n - 2)))
     eps = 1e-3
-    return {"s_a": s_a, "s_b": s_b, "s_0": s_0, "gamma_m": s_0 / max(s_a + s_b - s_0, eps), "beta_m": 1 - s_0 / max(s_b, eps)}
+    return {"s_a": s_a, "s_b": s_b, "s_0": s_0, "gamma_m": s_0 / max(s_a + s_b - s_0, eps),
+            "beta_m": 1 - s_0 / max(s_b, eps)}
