@@ -223,6 +223,57 @@ Q80 = {calib["q80"]:.6f}
     return path
 
 
+def joint_probe(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, steps: int = 150, seed: int = 0) -> list[float]:
+    """Learned-representation signal (MFH Algorithm 1's objective): linear t(x_a) and s(x_b) trained jointly on
+    ``CE(t) + CE(s) + MSE(t, s)`` (SGD, momentum 0.9), 2-fold cross-fitted; returns the held-out correlation of
+    their logit margins and each one's held-out accuracy."""
+    import torch.nn.functional as F
+
+    n = len(y)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    folds = [perm[: n // 2], perm[n // 2 :]]
+    margin_t, margin_s = torch.zeros(n), torch.zeros(n)
+    for f in (0, 1):
+        tr, te = folds[f], folds[1 - f]
+        torch.manual_seed(seed + f)
+        t, s = torch.nn.Linear(xa.shape[1], 2), torch.nn.Linear(xb.shape[1], 2)
+        opt = torch.optim.SGD([*t.parameters(), *s.parameters()], lr=0.05, momentum=0.9, weight_decay=1e-2)
+        for _ in range(steps):
+            lt, ls = t(xa[tr]), s(xb[tr])
+            loss = F.cross_entropy(lt, y[tr]) + F.cross_entropy(ls, y[tr]) + F.mse_loss(lt, ls)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            margin_t[te], margin_s[te] = (lambda z: z[:, 1] - z[:, 0])(t(xa[te])), (lambda z: z[:, 1] - z[:, 0])(s(xb[te]))
+    agree = float(torch.corrcoef(torch.stack([margin_t, margin_s]))[0, 1])
+    return [agree, float(((margin_t > 0).long() == y).float().mean()), float(((margin_s > 0).long() == y).float().mean())]
+
+
+def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> list[str]:
+    """Dev suite only: the joint-probe signal alone, and the leave-one-out score of the calibration with it added."""
+    gain, n = np.array([r["gain"] for r in rows]), np.array([r["n"] for r in rows])
+    extra = np.array([joint_probe(*(setting_data(s, s.seeds[0])[k] for k in ("xa", "xb", "y"))) for s in settings])
+    lines = ["", "Learned-representation (joint probe) signals on this suite:", ""]
+    for i, name in enumerate(("held-out agreement of the jointly trained logits", "its teacher accuracy", "its student accuracy")):
+        sc = score(extra[:, i], gain, n)
+        lines.append(f"- {name}: Spearman {sc['spearman']:+.2f}, at n <= 100 {sc['spearman_small']:+.2f}")
+    for p, e in zip(preds, extra):
+        p["features"] = {**p["features"], "joint_agree": e[0], "joint_t": e[1], "joint_s": e[2]}
+    from mmdistill.mfh import advisor_calibration as cal
+
+    names = cal.FEATURES
+    try:
+        cal.FEATURES = names + ["joint_agree", "joint_t", "joint_s"]
+        _, loo = fit_calibration(preds, rows)
+    finally:
+        cal.FEATURES = names
+    sc = score(loo, gain, n)
+    lines.append(f"- the calibration with these 3 signals added, leave-one-out: Spearman {sc['spearman']:+.2f}, "
+                 f"at n <= 100 {sc['spearman_small']:+.2f}, sign accuracy {sc['sign_accuracy']:.2f}")
+    return lines
+
+
 def table(rows: list[dict], preds: list[dict]) -> list[str]:
     gain, n = np.array([r["gain"] for r in rows]), np.array([r["n"] for r in rows])
     trivial = float(np.mean(gain <= 0))
@@ -258,9 +309,11 @@ def main() -> None:
     ap.add_argument("--remeasure", action="store_true", help="measure the KD gains again (else read the cache)")
     ap.add_argument("--fit", action="store_true", help="dev suite only: refit the shipped calibration "
                     "(src/mmdistill/mfh/advisor_calibration.py) and score its leave-one-out predictions")
+    ap.add_argument("--try-joint", action="store_true", help="dev suite only: score the joint-probe (learned "
+                    "representation) signals, alone and added to the calibration (not shipped)")
     args = ap.parse_args()
-    if args.fit and args.suite != "dev":
-        raise SystemExit("--fit: only on the development suite")
+    if (args.fit or args.try_joint) and args.suite != "dev":
+        raise SystemExit("--fit / --try-joint: only on the development suite")
     torch.set_num_threads(1)
     settings, rows = measured(args.suite, args.remeasure)
     start = time.perf_counter()
@@ -279,6 +332,9 @@ def main() -> None:
     head = f"Suite {args.suite} (seed base {SUITES[args.suite][0]}; advisor's predicted gain: {note}): "
     lines = [head] + table(rows, preds)
     lines += ["", f"Advice: {1e3 * seconds / len(settings):.0f} ms per setting (mean, 1 thread)."]
+    if args.try_joint:
+        print("\n".join(lines + try_joint(settings, rows, preds)))
+        return
     write_text(RESULTS / f"{args.suite}_scores.md", "\n".join(lines) + "\n")
     write_text(RESULTS / f"{args.suite}_advice.json", json.dumps(preds, indent=1))
     print("\n".join(lines))
