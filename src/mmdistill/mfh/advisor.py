@@ -5,19 +5,19 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
 1. linear probes, cross-fitted (:mod:`.advisor_probes`): the gamma estimate (share of decisive
    information both modalities hold, Xue et al. ICLR 2023), how much of each modality the other
    explains, how well each predicts the label, and the CCH criterion I(T;S) > I(S;Y)
-   (Xie et al. 2025) with bootstrap intervals;
+   (Xie et al. 2025) with bootstrap intervals; and U-statistic moment estimates of the label
+   information each modality holds and the two share (:func:`.advisor_probes.label_moments`);
 2. a pilot distillation (:mod:`.advisor_pilot`): K-fold x R cross-fitted teachers, no-KD and KD
    students trained as batched ensembles on the training rows, scored on the held-out rows;
-3. the predicted gain (accuracy points) is a ridge combination of these signals,
+3. the predicted gain (accuracy points), a quadratic ridge on these signals,
 
        gain_hat = b0 + sum_j b_j d_j,   d = standardised signals z_i and their products z_i z_j,
 
-   a quadratic ridge with its coefficients fitted on the Venn development suite
-   by ``benchmarks/advisor_validation.py --fit``
-   and shipped in :mod:`.advisor_calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``,
-   (q, s0) calibrated on the same suite's leave-one-out residuals (split-conformal style), so that
-   the measured gain falls inside about 80% of the time on settings like those. docs/advisor.md
-   has the held-out validation; on real data read the figure as a rough guide.
+   fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit`` and shipped in
+   :mod:`.advisor_calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set
+   from that suite's leave-one-out residuals (split-conformal style). Outside the calibration's
+   domain (:func:`calibration_domain`: two classes, 40-200 rows) the predicted gain is the pilot's
+   own estimate, and the advice says so. docs/advisor.md has the held-out validation.
 """
 
 from __future__ import annotations
