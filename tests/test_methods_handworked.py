@@ -169,3 +169,24 @@ def test_c2kd_selects_agreeing_examples_and_distils_both_ways():
     lsm = torch.log_softmax(pi_s, -1)
     close(out["proxy_s"], (LN(1 / 3) - lsm.mean(-1)).mean())
     assert set(method.loss_weights()) == set(out)
+
+
+def test_crd_bank_critic_paths_agree():
+    """Small bank: one matrix product then a gather; large bank: gathered rows. Same values."""
+    from mmdistill.methods.crd import bank_critic
+
+    g = torch.Generator().manual_seed(0)
+    anchor, bank = torch.randn(4, 3, generator=g), torch.randn(50, 3, generator=g)
+    idx = torch.randint(50, (4, 5), generator=g)
+    small = bank_critic(anchor, bank, idx, 0.5)  # 50 > 4 * 5: gather path
+    torch.testing.assert_close(small, critic(anchor, bank[idx], 0.5))
+    wide = torch.randint(50, (4, 20), generator=g)  # 50 <= 4 * 20: matrix-product path
+    torch.testing.assert_close(bank_critic(anchor, bank, wide, 0.5), critic(anchor, bank[wide], 0.5))
+
+
+def test_rkd_angles_from_the_gram_matrix_equal_the_difference_vector_form():
+    from mmdistill.methods.rkd import _angles
+
+    f = torch.randn(7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    e = torch.nn.functional.normalize(f.unsqueeze(0) - f.unsqueeze(1), p=2, dim=2)  # the authors' code
+    torch.testing.assert_close(_angles(f), torch.bmm(e, e.transpose(1, 2)).flatten())

@@ -60,6 +60,16 @@ def critic(anchor: Tensor, bank_rows: Tensor, nce_t: float) -> Tensor:
     return torch.exp(torch.bmm(bank_rows, anchor.unsqueeze(2)).squeeze(2) / nce_t)
 
 
+def bank_critic(anchor: Tensor, bank: Tensor, idx: Tensor, nce_t: float) -> Tensor:
+    """:func:`critic` of ``anchor`` against ``bank[idx]`` (idx (B, 1 + K)).
+
+    When the bank is small next to the B x (1 + K) rows asked for, all B x N dot products are one
+    matrix product and the asked ones are picked from it (no (B, 1 + K, d) copy of bank rows)."""
+    if len(bank) <= 4 * idx.shape[1]:
+        return torch.exp((anchor @ bank.T.to(anchor.dtype)).gather(1, idx) / nce_t)
+    return critic(anchor, bank[idx].to(anchor.dtype), nce_t)
+
+
 def momentum_update(bank: Tensor, rows: Tensor, v: Tensor, momentum: float) -> None:
     """``bank[rows] <- normalise(momentum * bank[rows] + (1 - momentum) * v)`` in place."""
     new = F.normalize(bank[rows] * momentum + v * (1 - momentum), dim=1)
@@ -133,8 +143,8 @@ class ContrastiveRD(LayerPairMethod):
             bank_s, bank_t = v_s.detach(), v_t.detach()
         n = len(bank_s)
         idx = torch.cat([rows.unsqueeze(1), torch.randint(n, (len(rows), p.nce_k), device=rows.device)], 1)
-        scores_s = critic(v_s, bank_t[idx].to(v_s.dtype), p.nce_t)
-        scores_t = critic(v_t, bank_s[idx].to(v_t.dtype), p.nce_t)
+        scores_s = bank_critic(v_s, bank_t, idx, p.nce_t)
+        scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
         scores_s = scores_s / self._z("z_s", scores_s, n)
         scores_t = scores_t / self._z("z_t", scores_t, n)
         out = {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
