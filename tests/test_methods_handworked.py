@@ -190,3 +190,13 @@ def test_rkd_angles_from_the_gram_matrix_equal_the_difference_vector_form():
     f = torch.randn(7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     e = torch.nn.functional.normalize(f.unsqueeze(0) - f.unsqueeze(1), p=2, dim=2)  # the authors' code
     torch.testing.assert_close(_angles(f), torch.bmm(e, e.transpose(1, 2)).flatten())
+
+
+def test_rkd_gradients_are_finite():
+    """The diagonal (an example with itself) has zero distance: its sqrt must not make NaN gradients."""
+    from mmdistill.methods.rkd import rkd_terms
+
+    hs = torch.randn(6, 4, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    d, a = rkd_terms(hs, torch.randn(6, 9, generator=torch.Generator().manual_seed(3)))
+    (25 * d + 50 * a).backward()
+    assert torch.isfinite(hs.grad).all() and hs.grad.abs().sum() > 0

@@ -65,8 +65,8 @@ def bank_critic(anchor: Tensor, bank: Tensor, idx: Tensor, nce_t: float) -> Tens
 
     When the bank is small next to the B x (1 + K) rows asked for, all B x N dot products are one
     matrix product and the asked ones are picked from it (no (B, 1 + K, d) copy of bank rows)."""
-    if len(bank) <= 4 * idx.shape[1]:
-        return torch.exp((anchor @ bank.T.to(anchor.dtype)).gather(1, idx) / nce_t)
+    if len(bank) <= 4 * idx.shape[1]:  # a copy: the product keeps it for backward, the bank is updated in place
+        return torch.exp((anchor @ bank.T.to(anchor.dtype, copy=True)).gather(1, idx) / nce_t)
     return critic(anchor, bank[idx].to(anchor.dtype), nce_t)
 
 

@@ -43,9 +43,9 @@ def _angles(f: Tensor, eps: float = 1e-12) -> Tensor:
     g = f @ f.T
     sq = g.diagonal()
     dot = g.unsqueeze(0) - g.unsqueeze(2) - g.unsqueeze(1) + sq.view(-1, 1, 1)  # [a, b, c]
-    norm = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * g).clamp(min=0).sqrt()  # [a, b] = ||f_b - f_a||
+    norm = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * g).clamp(min=eps).sqrt()  # [a, b] = ||f_b - f_a|| (finite gradient)
     off = 1 - torch.eye(len(f), dtype=f.dtype, device=f.device)
-    inv = off / norm.clamp(min=eps)  # the difference of an example with itself is the zero vector
+    inv = off / norm  # the difference of an example with itself is the zero vector
     return (dot * inv.unsqueeze(2) * inv.unsqueeze(1)).flatten()
 
 
