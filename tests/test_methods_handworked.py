@@ -76,12 +76,12 @@ def test_critic_by_hand():
 
 def test_momentum_update_by_hand():
     bank = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
-    momentum_update(bank, torch.tensor([1]), torch.tensor([[1.0, 0.0]]), 0.5)  # .5 [0, 1] + .5 [1, 0] -> normalised
-    torch.testing.assert_close(bank, torch.tensor([[0.0, 1.0], [2**-0.5, 2**-0.5]]))
+    momentum_update(bank, torch.tensor([1]), torch.tensor([[1.0, 0.0]]), 0.25)  # .25 [0, 1] + .75 [1, 0] = [.75, .25]
+    torch.testing.assert_close(bank, torch.tensor([[0.0, 1.0], [3 / 10**0.5, 1 / 10**0.5]]))  # / sqrt(.625)
 
 
 def _crd(n_rows=6):
-    method = ContrastiveRD(ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2, nce_k=3, nce_t=0.5))
+    method = ContrastiveRD(ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2, nce_k=3, nce_t=0.5, nce_m=0.25))
     model = nn.Sequential(nn.Linear(3, 3))
     model.modalities = ("x",)
     method.embed_s, method.embed_t = nn.Identity(), nn.Identity()  # features are the embeddings (normalised below)
@@ -113,8 +113,8 @@ def test_crd_method_composes_the_formula_and_keeps_its_state():
     close(out["crd_s"], nce_loss(h_s / z_s, 6), 1e-5)
     close(out["crd_t"], nce_loss(h_t / z_t, 6), 1e-5)
     close(method.z_s, z_s, 1e-5)
-    # row 2 moved half-way to the new embedding and was renormalised; every other row is untouched
-    expected = torch.nn.functional.normalize(0.5 * bank_s0[2] + 0.5 * torch.tensor([0.6, 0.8]), dim=0)
+    # row 2 moved three quarters of the way to the new embedding (nce_m .25) and was renormalised; other rows untouched
+    expected = torch.nn.functional.normalize(0.25 * bank_s0[2] + 0.75 * torch.tensor([0.6, 0.8]), dim=0)
     torch.testing.assert_close(method.bank_s[2], expected)
     others = [0, 1, 3, 4, 5]
     torch.testing.assert_close(method.bank_s[others], bank_s0[others])
