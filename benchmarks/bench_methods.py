@@ -42,7 +42,8 @@ METHODS = {
     "crd (K=4096)": ("crd", LAYERS),
     "crd (K=1024)": ("crd", {**LAYERS, "nce_k": 1024}),
     "c2kd": ("c2kd", LAYERS),
-    "mfh_general": ("mfh_general", {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20, "salience_examples": 512}),
+    "mfh_general": ("mfh_general", {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20,
+                                    "salience_examples": 512}),
 }
 
 
@@ -50,10 +51,11 @@ def make(label: str, data, masker, batch: int):
     name, params = METHODS[label]
     specs, n = data.train.specs(), data.num_classes
     torch.manual_seed(0)
-    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(type="cnn1d", channels=[16, 32], out_dim=64)),
-                          specs, n).eval()
+    t_enc = EncoderConfig(type="cnn1d", channels=[16, 32], out_dim=64)
+    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=t_enc), specs, n).eval()
     torch.manual_seed(1)
-    student = build_model(ModelConfig(modalities=["b"], encoder=EncoderConfig(type="cnn1d", channels=[8, 16], out_dim=32)), specs, n)
+    s_enc = EncoderConfig(type="cnn1d", channels=[8, 16], out_dim=32)
+    student = build_model(ModelConfig(modalities=["b"], encoder=s_enc), specs, n)
     method = build_method(name, params, masker)
     method.setup(data.train.__getitems__(range(8)), student, teacher)
     for p in teacher.parameters():

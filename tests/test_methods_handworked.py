@@ -81,7 +81,8 @@ def test_momentum_update_by_hand():
 
 
 def _crd(n_rows=6):
-    method = ContrastiveRD(ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2, nce_k=3, nce_t=0.5, nce_m=0.25))
+    params = ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2, nce_k=3, nce_t=0.5, nce_m=0.25)
+    method = ContrastiveRD(params)
     model = nn.Sequential(nn.Linear(3, 3))
     model.modalities = ("x",)
     method.embed_s, method.embed_t = nn.Identity(), nn.Identity()  # features are the embeddings (normalised below)
@@ -104,7 +105,8 @@ def test_crd_method_composes_the_formula_and_keeps_its_state():
     batch = {LABEL: torch.tensor([1]), INDEX: torch.tensor([2])}
     bank_s0, bank_t0 = method.bank_s.clone(), method.bank_t.clone()
     torch.manual_seed(5)
-    out = method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": v_s}), TeacherOutputs(torch.zeros(1, 2), {"t": v_t}))
+    out = method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": v_s}),
+                        TeacherOutputs(torch.zeros(1, 2), {"t": v_t}))
     torch.manual_seed(5)
     idx = torch.cat([torch.tensor([[2]]), torch.randint(6, (1, 3))], 1)  # the same negatives: row 2 first
     h_s = critic(torch.tensor([[0.6, 0.8]]), bank_t0[idx], 0.5)
@@ -127,7 +129,8 @@ def test_crd_eval_mode_changes_no_state():
     method = _crd().eval()
     before = {k: v.clone() for k, v in method.state_dict().items()}
     batch = {LABEL: torch.tensor([1]), INDEX: torch.tensor([2])}
-    method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": torch.ones(1, 2)}), TeacherOutputs(torch.zeros(1, 2), {"t": torch.ones(1, 2)}))
+    method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": torch.ones(1, 2)}),
+                  TeacherOutputs(torch.zeros(1, 2), {"t": torch.ones(1, 2)}))
     for k, v in method.state_dict().items():
         torch.testing.assert_close(v, before[k])
 
@@ -165,7 +168,7 @@ def test_c2kd_selects_agreeing_examples_and_distils_both_ways():
     close(out["ofsd_s"], NT_KL / 2)  # (KL_0 + 0) / B
     # reverse direction, example 0: KL([1/3]*3 || [1/4, 1/2, 1/4]) = 1/3 (ln(4/3) + ln(2/3) + ln(4/3))
     close(out["ofsd_t"], (LN(4 / 3) + LN(2 / 3) + LN(4 / 3)) / 3 / 2)
-    # proxy_s = KL(softmax(s) || softmax(pi_s)), s uniform: mean over the two examples of ln 3 - mean_c log softmax(pi_s)
+    # proxy_s = KL(softmax(s) || softmax(pi_s)), s uniform: mean over the examples of ln 1/3 - mean_c log softmax(pi_s)
     lsm = torch.log_softmax(pi_s, -1)
     close(out["proxy_s"], (LN(1 / 3) - lsm.mean(-1)).mean())
     assert set(method.loss_weights()) == set(out)

@@ -1,4 +1,4 @@
-"""MFH modality-general KD as a method: scores from a CSV or Algorithm 1 in prepare(), top-r channels kept, the rest zeroed."""
+"""MFH modality-general KD as a method: scores from a CSV or Algorithm 1 in prepare(), top-r kept, the rest zeroed."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ LAYER = "encoders.a.body.1"  # the ReLU after the first Linear(16, 8): 8 channel
 def pair(toy_splits):
     torch.manual_seed(0)
     specs = toy_splits.train.specs()
-    teacher = build_model(ModelConfig(modalities=["a"], encoder={"hidden": [8], "out_dim": 6}), specs, toy_splits.num_classes)
-    student = build_model(ModelConfig(modalities=["b"], encoder={"hidden": [8], "out_dim": 6}), specs, toy_splits.num_classes)
+    enc = {"hidden": [8], "out_dim": 6}
+    teacher = build_model(ModelConfig(modalities=["a"], encoder=enc), specs, toy_splits.num_classes)
+    student = build_model(ModelConfig(modalities=["b"], encoder=enc), specs, toy_splits.num_classes)
     masker = Masker(specs, "zeros").fit(toy_splits.train.feature_mean())
     return toy_splits, teacher.eval(), student, masker
 
@@ -59,7 +60,8 @@ def test_csv_scores_keep_the_top_channels_and_zero_the_rest(pair, tmp_path):
 
 def test_scores_computed_in_prepare_are_deterministic_and_leave_the_rng_alone(pair):
     data, teacher, student, masker = pair
-    params = {"teacher_layer": LAYER, "keep_ratio": 0.25, "salience_epochs": 30, "salience_examples": 200, "fill": "mean"}
+    params = {"teacher_layer": LAYER, "keep_ratio": 0.25, "salience_epochs": 30, "salience_examples": 200,
+              "fill": "mean"}
     method = build_method("mfh_general", params, masker)
     method.setup(data.train.__getitems__(range(8)), student, teacher)
     rng = torch.get_rng_state()

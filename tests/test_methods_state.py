@@ -1,4 +1,4 @@
-"""Parameters of the new methods are validated; CRD's memory bank survives resume bitwise and stays one bank under DDP."""
+"""Parameters of the new methods are validated; CRD's memory bank survives resume bitwise, one bank under DDP."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def test_bad_parameters_are_config_errors_naming_the_field(toy_splits, name, par
 
 def _models(data, hidden=8):
     specs = data.train.specs()
-    teacher = build_model(ModelConfig(modalities=["a"], encoder={"hidden": [hidden], "out_dim": 6}), specs, data.num_classes)
-    student = build_model(ModelConfig(modalities=["b"], encoder={"hidden": [hidden], "out_dim": 6}), specs, data.num_classes)
+    enc = {"hidden": [hidden], "out_dim": 6}
+    teacher = build_model(ModelConfig(modalities=["a"], encoder=enc), specs, data.num_classes)
+    student = build_model(ModelConfig(modalities=["b"], encoder=enc), specs, data.num_classes)
     return teacher, student
 
 
@@ -108,7 +109,8 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     hs, ht = torch.randn(2, 5), torch.randn(2, 5)
     method.losses({LABEL: torch.tensor([0, 1]), INDEX: rows}, StudentOutputs(torch.zeros(2, 2), {"s": hs}),
                   TeacherOutputs(torch.zeros(2, 2), {"t": ht}))
-    torch.save({"bank_s": method.bank_s, "z_s": method.z_s, "rows": rows, "v_s": torch.nn.functional.normalize(method.embed_s(hs), dim=1)},
+    v_s = torch.nn.functional.normalize(method.embed_s(hs), dim=1)
+    torch.save({"bank_s": method.bank_s, "z_s": method.z_s, "rows": rows, "v_s": v_s},
                f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -34,7 +34,8 @@ from mmdistill.methods.similarity import sp_loss
 from mmdistill.engine.trainer import weighted_total
 
 # next to the repo (CI, /work/main); MMDISTILL_PEER_FIXTURES points elsewhere (e.g. from a git worktree)
-FIXTURES = Path(os.environ.get("MMDISTILL_PEER_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer_losses"))
+FIXTURES = Path(os.environ.get("MMDISTILL_PEER_FIXTURES",
+                               Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer_losses"))
 pytestmark = pytest.mark.skipif(not (FIXTURES / "expected.json").is_file(),
                                 reason=f"peer fixtures not found at {FIXTURES} (they come with the shared data)")
 CASES = ["a", "b"]
@@ -61,7 +62,8 @@ def total(method_cls, params: dict, t: dict, features: tuple[str, str] | None = 
 
 
 def close(ours: float, theirs: float) -> None:
-    torch.testing.assert_close(torch.tensor(ours, dtype=torch.float64), torch.tensor(theirs, dtype=torch.float64), **TOL)
+    as64 = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    torch.testing.assert_close(as64(ours), as64(theirs), **TOL)
 
 
 @pytest.mark.parametrize("case", CASES)

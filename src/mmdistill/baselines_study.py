@@ -92,11 +92,15 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
                 student = _model(setup, setup.student_hidden, data)
                 p = dict(params, **({t_name: temp} if t_name else {}))
                 # MFH modifies its teacher (a hook on the layer): give it a copy
-                t_model = None if method == "supervised" else copy.deepcopy(teacher) if method == "mfh_general" else teacher
+                t_model = None if method == "supervised" else teacher
+                if method == "mfh_general":
+                    t_model = copy.deepcopy(teacher)
                 tag = label + (f"_T{temp:g}" if temp else "")
-                r = distill(student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed, quiet=quiet)
+                r = distill(student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed,
+                            quiet=quiet)
                 rows.append({"dataset": name, "seed": seed, "method": label, "temperature": temp if temp else "",
-                             "val_acc": r.val["accuracy"], "test_acc": r.test["accuracy"], "teacher_acc": t.test["accuracy"],
+                             "val_acc": r.val["accuracy"], "test_acc": r.test["accuracy"],
+                             "teacher_acc": t.test["accuracy"],
                              "sec_per_step": r.train_seconds / max(r.train_steps, 1)})
     return rows
 
@@ -113,8 +117,9 @@ def chosen(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
-    lines = [f"# Distillation baselines, same teacher/student and budget\n\nCommand: `{command}`. Test accuracy (points) of "
-             f"the best-validation epoch; temperature chosen from {list(T_GRID)} by mean validation accuracy over the seeds; "
+    lines = [f"# Distillation baselines, same teacher/student and budget\n\nCommand: `{command}`. "
+             f"Test accuracy (points) of the best-validation epoch; temperature chosen from {list(T_GRID)} "
+             "by mean validation accuracy over the seeds; "
              "mean ± std [95% t-CI] over seeds; differences to KD paired by seed; step time = median over seeds of the "
              "trainer's seconds per training step, relative to KD.\n"]
     for name in dict.fromkeys(r["dataset"] for r in rows):
@@ -125,13 +130,15 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         kd_acc = [r["test_acc"] for r in picked["kd"]]
         kd_step = statistics.median(r["sec_per_step"] for r in picked["kd"])
         lines += [f"## {name}: {SETUPS[name].note}", "", f"Seeds {seeds}; teacher {format_summary(teacher)}.", "",
-                  "| method | T | val accuracy | test accuracy | minus KD (paired) | step time / KD |", "|---|---|---|---|---|---|"]
+                  "| method | T | val accuracy | test accuracy | minus KD (paired) | step time / KD |",
+                  "|---|---|---|---|---|---|"]
         for label, rs in picked.items():
             acc = [r["test_acc"] for r in rs]
             diff = format_summary(paired_difference(acc, kd_acc)) if label != "kd" else "—"
             step = statistics.median(r["sec_per_step"] for r in rs) / kd_step
             temp = rs[0]["temperature"]
-            lines.append(f"| {label} | {temp if temp != '' else '—'} | {100 * statistics.mean(r['val_acc'] for r in rs):.2f} | "
+            val = 100 * statistics.mean(r["val_acc"] for r in rs)
+            lines.append(f"| {label} | {temp if temp != '' else '—'} | {val:.2f} | "
                          f"{format_summary(summarize(acc))} | {diff} | {step:.2f} |")
         lines.append("")
     return "\n".join(lines)
@@ -148,4 +155,5 @@ def run_study(datasets: list[str], seeds: list[int], out: Path, command: str, ep
     w.writeheader()
     w.writerows(rows)
     write_text(out / "results.csv", buf.getvalue())  # last: its presence marks a finished study
-    return f"baselines: {len(rows)} students in {time.perf_counter() - start:.0f} s; wrote {out}/results.csv and summary.md"
+    seconds = time.perf_counter() - start
+    return f"baselines: {len(rows)} students in {seconds:.0f} s; wrote {out}/results.csv and summary.md"

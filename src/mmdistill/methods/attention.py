@@ -55,7 +55,7 @@ def at_loss(hs: Tensor, ht: Tensor, form: str = "code") -> Tensor:
 
 
 class ATParams(LayerPairParams):
-    form: Literal["paper", "code"] = Field("code", description="paper: Eq. 2 (L2 norm); code: authors' code (mean square)")
+    form: Literal["paper", "code"] = Field("code", description="paper: Eq. 2 (L2 norm); code: authors' code (mean sq.)")
     beta: float = Field(1000.0, ge=0, description="the AT term weighs beta / 2")
 
 

@@ -74,7 +74,7 @@ def _pool(h: Tensor) -> Tensor:
 
 class C2KDParams(LayerPairParams):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of every KL (the code: 1)")
-    krc_threshold: float = Field(0.0, ge=-1, lt=1, description="select examples whose proxies' Kendall tau exceeds this")
+    krc_threshold: float = Field(0.0, ge=-1, lt=1, description="select examples whose proxies' Kendall tau is above")
     self_weight: float = Field(1.0, ge=0, description="weight of proxy_s, output_s and proxy_t")
     kd_weight: float = Field(1.0, ge=0, description="weight of the crossmodal terms ofsd_s and ofsd_t")
 
@@ -90,7 +90,8 @@ class C2KD(LayerPairMethod):
         self.proxy_s = _proxy(hs.shape[1], num_classes)
         self.proxy_t = _proxy(ht.shape[1], num_classes)
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
         p, y, s = self.params, batch[LABEL], student_out.logits
         hs = student_out.features[p.student_layer]

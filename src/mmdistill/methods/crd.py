@@ -128,7 +128,8 @@ class ContrastiveRD(LayerPairMethod):
             z.copy_(value)
         return z
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
         p = self.params
         hs = student_out.features[p.student_layer]

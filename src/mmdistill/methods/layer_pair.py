@@ -37,8 +37,9 @@ class LayerPairMethod(Method):
         return (self.params.student_layer,)
 
     @torch.no_grad()
-    def sample_features(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> tuple[Tensor, Tensor]:
-        """The two layers' outputs on a sample batch, checked to be (batch, channels, ...) of ``min_dims`` axes or more."""
+    def sample_features(self, sample_batch: Batch, student: nn.Module,
+                        teacher: nn.Module | None) -> tuple[Tensor, Tensor]:
+        """The two layers' outputs on a sample batch, checked to be (batch, channels, ...) with >= ``min_dims`` axes."""
         assert teacher is not None
         with FeatureHooks(student, [self.params.student_layer]) as fs:
             student(sample_batch)
@@ -47,9 +48,11 @@ class LayerPairMethod(Method):
         hs, ht = fs.get(self.params.student_layer), ft.get(self.params.teacher_layer)
         for name, h in (("student_layer", hs), ("teacher_layer", ht)):
             if h is None:
-                raise ConfigError(f"method.params.{name}: layer {getattr(self.params, name)!r} is not used by the forward pass")
+                path = getattr(self.params, name)
+                raise ConfigError(f"method.params.{name}: layer {path!r} is not used by the forward pass")
             if h.dim() < self.min_dims:
-                want = "(batch, channels, *spatial) with a spatial axis" if self.min_dims > 2 else "(batch, channels, ...)"
+                spatial = self.min_dims > 2
+                want = "(batch, channels, *spatial) with a spatial axis" if spatial else "(batch, channels, ...)"
                 raise ConfigError(f"method.params.{name}: layer output must be {want}, got shape {tuple(h.shape)}")
         return hs, ht
 
@@ -59,7 +62,8 @@ class LayerPairMethod(Method):
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
         hs = student_out.features[self.params.student_layer]
         ht = teacher_out.features[self.params.teacher_layer].to(hs.dtype)

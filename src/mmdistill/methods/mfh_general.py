@@ -115,7 +115,9 @@ class ModalityGeneralKD(Method):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        return channel_salience(teacher, student, batch, batch, p.teacher_layer, permutations=p.permutations, seed=p.seed).scores
+        result = channel_salience(teacher, student, batch, batch, p.teacher_layer, permutations=p.permutations,
+                                  seed=p.seed)
+        return result.scores
 
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
         assert teacher is not None
@@ -128,7 +130,8 @@ class ModalityGeneralKD(Method):
         self.scores.copy_(scores), self.keep_mask.copy_(keep)
         fill = torch.zeros(self.channels, device=device)
         if p.fill == "mean":
-            batch = {k_: v.to(device) for k_, v in train.__getitems__(range(min(p.salience_examples, len(train)))).items()}
+            rows = range(min(p.salience_examples, len(train)))
+            batch = {k_: v.to(device) for k_, v in train.__getitems__(rows).items()}
             with torch.no_grad(), FeatureHooks(teacher, [p.teacher_layer]) as ft:
                 teacher(batch)
             fill = ft[p.teacher_layer].transpose(0, 1).flatten(1).mean(1)
@@ -152,7 +155,8 @@ class ModalityGeneralKD(Method):
         if MASK_BUFFER in module._buffers:
             del module._buffers[MASK_BUFFER]
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
         return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
                 "kd": kd_loss(student_out.logits, teacher_out.logits, self.params.temperature)}
