@@ -1,6 +1,10 @@
-"""C2KD: bridging the modality gap for crossmodal KD (Huo, Zhou, Bai, Li, Wang, Xu; CVPR 2024).
+"""C2KD: bridging the modality gap for crossmodal KD (Huo, Xu, Guo, Wang, Guo; CVPR 2024).
 
-Reconstructed from the paper and the authors' code (github.com/huofushuo/C2KD, ``train_network_distill``).
+Reconstructed from the paper's abstract (its full text was not available to us) and the authors' code
+(github.com/huofushuo/C2KD, ``cramed/utils/helper.py: train_network_distill``). The abstract: the teacher
+performs bidirectional distillation with the student; On-the-Fly Selection Distillation (OFSD) filters
+out samples with misaligned soft labels and distils only non-target classes; proxy student and teacher
+transfer knowledge progressively through bidirectional distillation. In the code:
 Two learnable *proxies* map a hooked feature of each network to class logits: ``pi_s = P_s(h_s)``,
 ``pi_t = P_t(h_t)`` (``P``: spatial mean, Linear(d, d), LeakyReLU(0.1), Linear(d, C); the code's
 1x1 conv + BatchNorm is a Linear here, without BatchNorm). With ``KL(p || q)`` summed over classes and
