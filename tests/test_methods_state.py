@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 import torch
@@ -120,7 +121,13 @@ def test_crd_bank_is_one_global_bank_under_ddp(tmp_path):
     import torch.multiprocessing as mp
 
     # fork, not spawn: the children need not import torch and the tests again (seconds instead of tens)
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    ctx = mp.start_processes(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="fork")
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):  # raises if a worker failed
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the 2 DDP workers did not finish within 120 s")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.equal(r0["bank_s"], r1["bank_s"]) and torch.equal(r0["z_s"], r1["z_s"])
     g = torch.Generator().manual_seed(0)
