@@ -91,11 +91,30 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
     return run_study(args.dataset, seeds, out, command, args.epochs)
 
 
+# ---- distillation baselines (issue 15) ------------------------------------------------------------
+
+
+def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", nargs="+", default=["mfeat"], choices=["mfeat"], help="datasets (default: mfeat)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)")
+
+
+def _baselines_study(args: argparse.Namespace, out: Path) -> str:
+    from ..baselines_study import run_study
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    command = f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (
+        f" --epochs {args.epochs}" if args.epochs else "") + f" --out {args.out}"
+    return run_study(args.dataset, seeds, out, command, args.epochs)
+
+
 TARGETS: dict[str, Target] = {
     "mfh-gamma": Target("MFH paper Fig. 2: KD gain against gamma (synthetic Gaussian data)", _mfh_study, _mfh_arguments),
     "mfh-alpha": Target("MFH paper Fig. 3: better teacher via a-specific features, no student gain", _mfh_study, _mfh_arguments),
     "mfh-plane": Target("beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments),
     "msd": Target("MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments),
+    "baselines": Target("every distillation method on one teacher/student pair, same budget, T tuned on validation",
+                        _baselines_study, _baselines_arguments),
 }
 
 from .crossmodal_targets import targets as _crossmodal_targets  # noqa: E402  (MFH Algorithm 1 targets)
