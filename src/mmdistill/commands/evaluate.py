@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_text
+from . import unit_interval
 
 PARTS = ("teacher", "nokd", "student")
 
@@ -31,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--missing", action="store_true", help="metrics for every subset of input modalities")
     p.add_argument("--noise", action="store_true", help="metrics against per-modality noise level, with plots")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
-                   help="noise levels (Gaussian: std in units of the feature std; dropout: probability)")
+    p.add_argument("--levels", type=unit_interval, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
