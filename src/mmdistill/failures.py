@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from .errors import MachineError, MMDistillError
 
@@ -57,6 +58,9 @@ def explain(err: BaseException, where: str | None = None, resume_hint: str | Non
         return ENVIRONMENT, str(err)
     if isinstance(err, MMDistillError):
         return BAD_INPUT, str(err)
+    if type(err).__name__ == "SafetensorError" and "os error" in str(err):  # safetensors' Rust I/O errors
+        found = re.search(r"os error (\d+)", str(err))
+        err = OSError(int(found.group(1)), os.strerror(int(found.group(1)))) if found else err
     if isinstance(err, OSError):
         return ENVIRONMENT, _os_message(err, where) + (hint if err.errno in (errno.ENOSPC, errno.EDQUOT) else "")
     if isinstance(err, MemoryError):

@@ -64,6 +64,25 @@ def load_run_models(run_dir: Path):
     return cfg, data, models
 
 
+def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
+    """The models a run of ``cfg`` in ``run_dir`` should have saved but has not (an unfinished run), e.g. ``seed_1/nokd``.
+
+    The seeds come from the run's marker (or its ``seed_*`` folders); a teacher is expected when the run trained one
+    (no ``teacher.checkpoint``), the no-KD student unless the run was started with ``--no-baseline``.
+    """
+    from ..engine.runfolder import read_marker
+    from ..registry import METHODS
+
+    marker = read_marker(run_dir) or {}
+    seeds = set(marker.get("seeds") or []) | {int(p.name[5:]) for p in run_dir.glob("seed_*") if p.name[5:].isdigit()}
+    parts = ["student"]
+    if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is not None and cfg.teacher.checkpoint is None:
+        parts.insert(0, "teacher")
+    if marker.get("baseline", True) and cfg.method.name != "supervised":
+        parts.append("nokd")
+    return [f"seed_{s}/{p}" for s in sorted(seeds) for p in parts if f"seed_{s}/{p}" not in models]
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -78,9 +97,13 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
     from ..engine.trainer import eval_batches
     from ..masking import Masker
 
+    if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
+        raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units of the "
+                          f"feature std), got {list(levels)}")
     cfg, data, models = load_run_models(run_dir)
     dataset = data.split(split)
-    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()}}
+    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()},
+                 "missing_models": missing_models(run_dir, cfg, models)}
     if missing or noise:
         from ..evaluation.robustness import missing_modality_table, noise_curves, plot_noise_curves
 
@@ -102,7 +125,12 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels))
+    if results["missing_models"]:
+        print(f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "
+              f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

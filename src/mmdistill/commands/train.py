@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import load_config
 from . import positive_int
 
 
@@ -25,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine import runfolder
+
+    # At once, before the slow imports: a foreign, busy, finished or interrupted --out (run_config checks it again).
+    if runfolder.launching_process() and not (args.resume and args.overwrite):
+        runfolder.check(args.out, "train", "metrics.json", args.overwrite, args.resume)
+
+    from ..config import load_config
     from ..engine.api import run_config
     from ..stats import format_summary
 

@@ -10,7 +10,6 @@ writes ``metrics.json`` with the seed statistics and the paired difference.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,11 +154,6 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with --overwrite") from None
 
 
-def _launching_process() -> bool:
-    """True in the process the user started (not a DDP worker that Fabric's launcher started)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
-
-
 def start_fabric(trainer: TrainerConfig) -> Fabric:
     """``make_fabric`` + ``launch``, with set-up failures as one message (no GPU, a strategy that cannot start)."""
     if trainer.strategy == "ddp_spawn":
@@ -190,7 +184,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     seeds = list(seeds or [cfg.seed])
     protect = [cfg.teacher.checkpoint] if cfg.teacher is not None and cfg.teacher.checkpoint is not None else []
     uses_teacher = METHODS.get(cfg.method.name).needs_teacher
-    if _launching_process():  # before anything starts: refuse a busy, foreign, finished or incompatible folder at once
+    if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or incompatible folder at once
         plan = runfolder.check(out, "train", "metrics.json", overwrite, resume, protect)
         if plan.action == "resume":
             check_resume(cfg, plan.path, seeds, plan.marker)

@@ -135,6 +135,12 @@ def resolve_out(out: str | Path, option: str = "--out") -> Path:
     return resolved
 
 
+def launching_process() -> bool:
+    """True in the process the user started, False in a DDP worker that Fabric's launcher started (it must not
+    claim the folder: rank 0 holds it)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
 def _holder(folder: Path) -> str:
     try:
         return (folder / LOCK).read_text().strip() or "unknown"
@@ -181,7 +187,7 @@ def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
     if marker is None:
         entries = sorted(e.name for e in path.iterdir())
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise OutputExistsError(f"{option} {out} is a non-empty folder that mmdistill did not create (it holds {shown}); "
+        raise OutputExistsError(f"{option} {out} is a non-empty folder that is not an mmdistill run (it holds {shown}); "
                                 f"mmdistill never writes into or deletes such a folder: choose a new or empty folder")
     if marker.get("command") != kind:
         raise OutputExistsError(f"{option} {out} holds an mmdistill '{marker.get('command')}' run, not a '{kind}' run; "
@@ -252,17 +258,14 @@ class RunFolder:
         """Remove what this claim wrote: the command's outputs, marker and lock, and the folders it created."""
         if self.plan.action == "resume" or not self.path.is_dir():
             return
-        ours, _ = classify(self.path, LAYOUTS[self.kind])
-        _remove(ours)
-        for name in (MARKER,):
-            (self.path / name).unlink(missing_ok=True)
         self.release()
-        (self.path / LOCK).unlink(missing_ok=True)
-        for folder in self.created:  # deepest first; only if empty (never anything else)
-            try:
+        try:
+            ours, _ = classify(self.path, LAYOUTS[self.kind])
+            _remove(ours)  # includes the marker and the lock file
+            for folder in self.created:  # deepest first; only if empty (never anything else)
                 folder.rmdir()
-            except OSError:
-                break
+        except OSError:
+            pass  # best effort (e.g. a read-only or full disk): the error that stopped the run is the one to report
 
     def release(self) -> None:
         if self._fd is not None:
@@ -303,14 +306,15 @@ def claim(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
     except BaseException:
         folder.release()
         if plan.action == "new":
-            if not any(e.name not in (LOCK, MARKER) for e in plan.path.iterdir()):
-                (plan.path / MARKER).unlink(missing_ok=True)
-                (plan.path / LOCK).unlink(missing_ok=True)
-            for d in created:
-                try:
+            try:
+                if not any(e.name not in (LOCK, MARKER) for e in plan.path.iterdir()):
+                    for name in (MARKER, LOCK):
+                        if (plan.path / name).exists():
+                            (plan.path / name).unlink()
+                for d in created:
                     d.rmdir()
-                except OSError:
-                    break
+            except OSError:
+                pass  # the clean-up is best effort; the first error is the one to report
         raise
     return folder
 
