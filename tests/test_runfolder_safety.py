@@ -51,14 +51,16 @@ def test_overwrite_removes_only_mmdistill_outputs_and_refuses_mixed_in_files(tin
     first = read_marker(run)
     assert first["command"] == "train" and first["version"] and first["run_id"] and first["seeds"] == [0]
     (run / "seed_0" / "notes.txt").write_text("my notes")
-    (run / "seed_0" / "student" / "link").symlink_to(tmp_path / "tiny.yaml")  # mmdistill never makes links
+    (run / "summary.md").unlink()
+    (run / "summary.md").symlink_to(tmp_path / "tiny.yaml")  # a known name, but mmdistill never makes links
     capsys.readouterr()
     assert train(config, run, "--overwrite") == 2
     err = capsys.readouterr().err
-    assert "seed_0/notes.txt" in err and "seed_0/student/link" in err and "move those away" in err
+    assert "seed_0/notes.txt" in err and "summary.md" in err and "move those away" in err
     assert (run / "seed_0" / "notes.txt").read_text() == "my notes" and (run / "metrics.json").is_file()
     (run / "seed_0" / "notes.txt").unlink()
-    (run / "seed_0" / "student" / "link").unlink()
+    assert (run / "summary.md").is_symlink()
+    (run / "summary.md").unlink()
     assert train(config, run, "--overwrite") == 0
     assert read_marker(run)["run_id"] != first["run_id"]
     assert (tmp_path / "tiny.yaml").is_file()
