@@ -104,7 +104,10 @@ def test_an_interrupted_run_is_not_replaced_without_resume_or_overwrite(tiny_con
     err = capsys.readouterr().err
     assert "an interrupted run is here" in err and "use --resume to continue it or --overwrite to replace it" in err
     assert snapshot(run) == before
+    stale = run / "seed_0" / "student" / "checkpoints" / ".last.safetensors.k1ll3d.tmp"  # a write killed half-way
+    stale.write_bytes(b"\0" * 100)
     assert train(config, run, "--resume") == 0 and (run / "metrics.json").is_file()
+    assert not stale.exists(), "resuming sweeps the run's stale temp files"
 
 
 def test_resume_refuses_a_changed_config_with_the_keys_and_never_rewrites_config_yaml(tiny_config, tmp_path, capsys):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
+from .engine.runfolder import read_marker
 from .failures import debugging, explain
 
 COMMAND_MODULES = [
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except (Exception, KeyboardInterrupt) as err:  # one place: failures.explain (MMDISTILL_DEBUG=1 keeps the traceback)
         out = getattr(args, "out", None)
         where = f"writing to --out {out}" if out is not None else None
-        hint = f"continue the run in {out} with --resume" if out is not None and hasattr(args, "resume") else None
+        resumable = out is not None and hasattr(args, "resume") and read_marker(Path(out)) is not None
+        hint = f"continue the run in {out} with --resume" if resumable else None
         verdict = None if debugging() else explain(err, where, hint)
         if verdict is None:
             raise

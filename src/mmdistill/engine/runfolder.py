@@ -14,6 +14,7 @@ claims it: run id, mmdistill version, command, creation time). The rules, for ev
 * a run in progress: ``fcntl.flock`` on ``.mmdistill-lock`` is held for the whole run, so a
   second process is refused with "a run is in progress in DIR (pid N)"; the OS drops the lock
   when the process dies, which leaves an interrupted (resumable) run;
+* a resumed folder loses its stale temp files (``.NAME.*.tmp`` of a write killed half-way);
 * ``protect``: files (e.g. ``teacher.checkpoint``) that must survive: replacing a folder that
   holds one is refused;
 * a symbolic link as ``--out`` is resolved and its target follows the same rules; a dangling
@@ -302,6 +303,8 @@ def claim(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
         folder._lock()
         folder.plan = plan = check(plan.path, kind, finished, overwrite, resume, protect, option, locked_by_us=True)
         _remove([p for p in plan.doomed if p != plan.path / LOCK])  # the lock file stays: we hold it
+        if plan.action == "resume":  # under the lock no one else writes here: a temp file is a killed write's leftover
+            _remove([p for p in classify(plan.path, LAYOUTS[kind])[0] if fnmatch.fnmatchcase(p.name, ".*.tmp") and p.is_file()])
         folder._write_marker()
     except BaseException:
         folder.release()
