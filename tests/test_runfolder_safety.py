@@ -76,6 +76,8 @@ def test_a_symlinked_out_is_resolved_and_its_target_follows_the_same_rules(tiny_
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     assert train(config, tmp_path / "dangling") == 2
     assert "symbolic link to" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert train(config, tmp_path / "loop") == 2 and "symbolic link" in capsys.readouterr().err
     (tmp_path / "target").mkdir()
     (tmp_path / "to-target").symlink_to(tmp_path / "target")
     assert train(config, tmp_path / "to-target") == 0

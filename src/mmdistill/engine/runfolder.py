@@ -45,6 +45,7 @@ LOCK = ".mmdistill-lock"
 ANYWHERE = (MARKER, LOCK, ".*.tmp")  # ours in any folder of a run: marker, lock, atomic-write temp files
 
 Layout = dict[str, Union[None, "Layout"]]  # name pattern -> None (a file) or the layout of a sub-folder
+ALL: Layout = {"*": None}  # a folder whose whole content mmdistill writes (a teacher cache inside the run folder)
 
 _MODEL: Layout = {"checkpoints": {"last.safetensors": None, "best.safetensors": None}, "metrics.csv": None,
                   "metrics.csv.*": None, "tensorboard": {"events.out.tfevents.*": None}, "student.safetensors": None,
@@ -55,7 +56,7 @@ _TRAIN: Layout = {"config.yaml": None, "metrics.json": None, "summary.md": None,
                   "analysis": {"modalities.md": None, "saliency_hist.png": None},
                   "robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
 _STUDY: Layout = {"results.csv": None, "summary.md": None, "*.csv": None, "*.md": None, "*.png": None, **_REPORT,
-                  "runs": {"*": {"seed_*": {"*": _MODEL}}}, "cache": {"*": None}}
+                  "runs": {"*": {"seed_*": {"*": _MODEL}}}, "cache": ALL}
 LAYOUTS: dict[str, Layout] = {
     "train": _TRAIN,
     "reproduce": _STUDY,
@@ -89,6 +90,8 @@ def classify(folder: Path, layout: Layout) -> tuple[list[Path], list[Path]]:
         if not known or entry.is_symlink():  # mmdistill never makes links: a link is someone else's
             foreign.append(entry)
         elif entry.is_dir():
+            if layout is ALL:
+                sub = ALL
             if sub is None:
                 foreign.append(entry)
             else:
