@@ -28,7 +28,8 @@ def tmpfs(tmp_path):
         point.mkdir()
         opts = f"size={size_kb}k" + (",ro" if read_only else "")
         try:
-            proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)], capture_output=True, text=True)
+            proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+                                  capture_output=True, text=True)
         except OSError as err:  # no mount command
             pytest.skip(f"cannot mount a tmpfs here: {err}")
         if proc.returncode != 0:
@@ -69,7 +70,7 @@ def test_a_read_only_output_folder_is_one_line_exit_1_and_leaves_nothing(tiny_co
         assert list(folder.iterdir()) == []
 
 
-def test_a_file_or_read_only_folder_as_cache_dir_is_named_before_anything_is_written(tiny_config, tmp_path, tmpfs, capsys):
+def test_a_file_or_read_only_cache_dir_is_named_before_anything_is_written(tiny_config, tmp_path, tmpfs, capsys):
     (tmp_path / "a-file").write_text("x")
     assert train(tiny_config(epochs=1), tmp_path / "out", f"cache.dir={tmp_path / 'a-file' / 'cache'}") == 2
     line = one_line(capsys.readouterr().err)
@@ -80,7 +81,8 @@ def test_a_file_or_read_only_folder_as_cache_dir_is_named_before_anything_is_wri
     assert not (tmp_path / "out").exists()
 
 
-def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(tiny_config, tmp_path, tmpfs, capsys, monkeypatch):
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(tiny_config, tmp_path, tmpfs, capsys,
+                                                                          monkeypatch):
     config = tiny_config(epochs=3)
     try:
         disk = tmpfs(1024)
@@ -148,12 +150,13 @@ class SafetensorError(Exception):  # the name safetensors' Rust extension gives 
 
 
 @pytest.mark.parametrize("err,code,text", [
-    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.safetensors"), 1, "/runs/x/last.safetensors: no space left"),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.safetensors"), 1,
+     "/runs/x/last.safetensors: no space left"),
     (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 1, "/runs/x: permission denied"),
     (OSError(errno.EROFS, "Read-only file system", "/mnt/ro"), 1, "/mnt/ro: read-only file system"),
     (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/a/file/x"), 1, "a file is in the way"),
-    (OSError(errno.ENOSPC, "No space left on device"), 1, "no space left on the device: free some space or choose a folder "
-                                                          "on another disk (while writing to --out r); resume"),
+    (OSError(errno.ENOSPC, "No space left on device"), 1,
+     "free some space or choose a folder on another disk (while writing to --out r); resume"),
     (SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), 1, "no space left"),
     (KeyboardInterrupt(), 130, "interrupted; resume"),
     (MemoryError(), 1, "out of memory"),

@@ -2,6 +2,7 @@
 one run at a time per folder (an OS lock), an interrupted run is never replaced silently, and ``--resume``
 refuses a changed config. Issue 11, defects 1, 3, 5 and 8."""
 
+import argparse
 import json
 import os
 import signal
@@ -176,8 +177,9 @@ def test_bad_seeds_are_errors_naming_the_option_and_options_are_never_abbreviate
     def parsers(p):
         yield p
         for action in p._actions:
-            for child in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else ():
-                yield from parsers(child)
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
 
     found = list(parsers(build_parser()))
     assert len(found) > 15 and all(not p.allow_abbrev for p in found)

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo study on bundled data and write DIR/report.html",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--seeds", type=positive_int, default=3, help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

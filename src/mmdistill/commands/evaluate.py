@@ -65,7 +65,7 @@ def load_run_models(run_dir: Path):
 
 
 def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
-    """The models a run of ``cfg`` in ``run_dir`` should have saved but has not (an unfinished run), e.g. ``seed_1/nokd``.
+    """The models a run of ``cfg`` in ``run_dir`` should have saved but has not (unfinished), e.g. ``seed_1/nokd``.
 
     The seeds come from the run's marker (or its ``seed_*`` folders); a teacher is expected when the run trained one
     (no ``teacher.checkpoint``), the no-KD student unless the run was started with ``--no-baseline``.
@@ -98,8 +98,8 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
     from ..masking import Masker
 
     if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
-        raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units of the "
-                          f"feature std), got {list(levels)}")
+        raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
+                          f"of the feature std), got {list(levels)}")
     cfg, data, models = load_run_models(run_dir)
     dataset = data.split(split)
     out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()},
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels))
     if results["missing_models"]:
         print(f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "
-              f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)", file=sys.stderr)
+              f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

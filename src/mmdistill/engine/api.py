@@ -148,10 +148,12 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
     try:
         model.load_state_dict(tensors)
         r = json.loads(result_path.read_text())
-        return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"], r["test_checkpoint"], model)
+        return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"],
+                         r["test_checkpoint"], model)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"--resume: the finished part in {out_dir} does not fit this run or is damaged "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with --overwrite") from None
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with "
+                              f"--overwrite") from None
 
 
 def start_fabric(trainer: TrainerConfig) -> Fabric:
@@ -162,7 +164,7 @@ def start_fabric(trainer: TrainerConfig) -> Fabric:
     try:
         fabric = make_fabric(trainer)
         launch(fabric)
-    except (RuntimeError, ValueError, TypeError, ImportError) as err:  # Lightning's MisconfigurationException is a ValueError
+    except (RuntimeError, ValueError, TypeError, ImportError) as err:  # MisconfigurationException is a ValueError
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise MachineError(f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
                            f"trainer.strategy={trainer.strategy}: this machine cannot start the run ({first}); "
@@ -184,7 +186,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     seeds = list(seeds or [cfg.seed])
     protect = [cfg.teacher.checkpoint] if cfg.teacher is not None and cfg.teacher.checkpoint is not None else []
     uses_teacher = METHODS.get(cfg.method.name).needs_teacher
-    if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or incompatible folder at once
+    if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or changed run at once
         plan = runfolder.check(out, "train", "metrics.json", overwrite, resume, protect)
         if plan.action == "resume":
             check_resume(cfg, plan.path, seeds, plan.marker)
@@ -200,7 +202,8 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     preflight(cfg, data)
     folder = None
     if fabric.is_global_zero:
-        folder = runfolder.claim(out, "train", "metrics.json", overwrite, resume, protect, {"seeds": seeds, "baseline": baseline})
+        info = {"seeds": seeds, "baseline": baseline}
+        folder = runfolder.claim(out, "train", "metrics.json", overwrite, resume, protect, info)
     try:
         if folder is not None:
             if folder.plan.action == "resume":
@@ -216,7 +219,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
             write_text(out / "summary.md", summary_markdown(metrics))
     except BaseException:
         if folder is not None and not any(out.rglob("*.safetensors")):
-            folder.discard()  # nothing worth keeping was written: remove what this run wrote, and its folder if it made it
+            folder.discard()  # nothing worth keeping: remove what this run wrote, and its folder if it made it
         raise
     finally:
         if folder is not None:

@@ -62,14 +62,16 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
             raise ConfigError(f"--resume: {saved_path} is not readable YAML ({str(err).splitlines()[0]}); "
                               f"it was not written by mmdistill or was damaged") from None
         new = json.loads(json.dumps(cfg.model_dump(mode="json")))
-        changes = [c for c in config_changes(saved if isinstance(saved, dict) else {}, new) if c[0] not in RESUME_MAY_CHANGE]
+        saved = saved if isinstance(saved, dict) else {}
+        changes = [c for c in config_changes(saved, new) if c[0] not in RESUME_MAY_CHANGE]
         if changes:
             shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:10])
             more = f" (and {len(changes) - 10} more)" if len(changes) > 10 else ""
-            raise ConfigError(f"--resume: the config differs from the run's {saved_path}: {shown}{more}. A resumed run must "
-                              f"keep its settings (only {', '.join(RESUME_MAY_CHANGE)} may change); start a new run "
-                              f"with another --out, or pass --overwrite instead of --resume to replace this one")
-    started = set((marker or {}).get("seeds") or []) | {int(p.name[5:]) for p in out.glob("seed_*") if p.name[5:].isdigit()}
+            raise ConfigError(f"--resume: the config differs from the run's {saved_path}: {shown}{more}. A resumed run "
+                              f"must keep its settings (only {', '.join(RESUME_MAY_CHANGE)} may change); start a new "
+                              f"run with another --out, or pass --overwrite instead of --resume to replace this one")
+    started = set((marker or {}).get("seeds") or [])
+    started |= {int(p.name[5:]) for p in out.glob("seed_*") if p.name[5:].isdigit()}
     dropped = sorted(started - set(seeds))
     if dropped:
         raise ConfigError(f"--seeds: the run in {out} has started seed(s) {dropped}; resume with --seeds covering them "

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
 
-from ..errors import OutputBusyError, OutputExistsError
+from ..errors import MachineError, OutputBusyError, OutputExistsError
 
 MARKER = ".mmdistill-run.json"
 LOCK = ".mmdistill-lock"
@@ -60,7 +60,8 @@ _STUDY: Layout = {"results.csv": None, "summary.md": None, "*.csv": None, "*.md"
 LAYOUTS: dict[str, Layout] = {
     "train": _TRAIN,
     "reproduce": _STUDY,
-    "demo": {**_REPORT, "kd-miniature": _TRAIN, "mfh-gamma": _STUDY, "advise": _STUDY, "mfh-removal": _STUDY, "msd": _STUDY},
+    "demo": {**_REPORT, "kd-miniature": _TRAIN, "mfh-gamma": _STUDY, "advise": _STUDY, "mfh-removal": _STUDY,
+             "msd": _STUDY},
     "salience": {"scores.csv": None, "salience.png": None, **_REPORT},
 }
 
@@ -191,13 +192,15 @@ def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
     if marker is None:
         entries = sorted(e.name for e in path.iterdir())
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise OutputExistsError(f"{option} {out} is a non-empty folder that is not an mmdistill run (it holds {shown}); "
-                                f"mmdistill never writes into or deletes such a folder: choose a new or empty folder")
+        raise OutputExistsError(f"{option} {out} is a non-empty folder that is not an mmdistill run (it holds "
+                                f"{shown}); mmdistill never writes into or deletes such a folder: "
+                                f"choose a new or empty folder")
     if marker.get("command") != kind:
         raise OutputExistsError(f"{option} {out} holds an mmdistill '{marker.get('command')}' run, not a '{kind}' run; "
                                 f"choose another folder")
     if not locked_by_us and _is_locked(path):
-        raise OutputBusyError(f"a run is in progress in {path} (pid {_holder(path)}); wait for it to end or choose another {option}")
+        raise OutputBusyError(f"a run is in progress in {path} (pid {_holder(path)}); "
+                              f"wait for it to end or choose another {option}")
     done = (path / finished).is_file()
     if resume and not overwrite:
         return Plan(path, "resume", marker)
@@ -207,12 +210,14 @@ def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
         work = [e for e in path.iterdir() if e.name not in (MARKER, LOCK, "config.yaml")]
         if not work:  # claimed, then stopped before any work: nothing to lose
             return Plan(path, "replace", marker, classify(path, LAYOUTS[kind])[0])
-        how = "use --resume to continue it or --overwrite to replace it" if kind == "train" else "use --overwrite to replace it"
+        how = "use --overwrite to replace it"
+        if kind == "train":
+            how = "use --resume to continue it or --overwrite to replace it"
         raise OutputExistsError(f"an interrupted run is here: {path} ({finished} is missing); {how}")
     ours, foreign = classify(path, LAYOUTS[kind])
     if foreign:
-        raise OutputExistsError(f"{option} {out}: --overwrite replaces only mmdistill's own outputs, and this folder also "
-                                f"holds {_names(foreign, path)}; move those away or choose another folder")
+        raise OutputExistsError(f"{option} {out}: --overwrite replaces only mmdistill's own outputs, and this folder "
+                                f"also holds {_names(foreign, path)}; move those away or choose another folder")
     for p in protect:
         p = Path(p).resolve()
         if p == path or path in p.parents:
@@ -233,8 +238,11 @@ class RunFolder:
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
             os.close(fd)
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise MachineError(f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
+                                   f"system does not support locks: choose a folder on a local disk") from None
             raise OutputBusyError(f"a run is in progress in {self.path} (pid {_holder(self.path)}); "
                                   f"wait for it to end or choose another folder") from None
         os.ftruncate(fd, 0)
@@ -245,8 +253,9 @@ class RunFolder:
         from ..io import write_json
 
         old = self.plan.marker if self.plan.action == "resume" else None
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         marker = dict(old) if old else {"mmdistill": "run folder", "run_id": uuid.uuid4().hex, "version": _version(),
-                                        "command": self.kind, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                                        "command": self.kind, "created": created}
         marker.update(self._info)
         if marker != old:
             write_json(self.path / MARKER, marker)
@@ -307,7 +316,8 @@ def claim(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
         folder.plan = plan = check(plan.path, kind, finished, overwrite, resume, protect, option, locked_by_us=True)
         _remove([p for p in plan.doomed if p != plan.path / LOCK])  # the lock file stays: we hold it
         if plan.action == "resume":  # under the lock no one else writes here: a temp file is a killed write's leftover
-            _remove([p for p in classify(plan.path, LAYOUTS[kind])[0] if fnmatch.fnmatchcase(p.name, ".*.tmp") and p.is_file()])
+            ours = classify(plan.path, LAYOUTS[kind])[0]
+            _remove([p for p in ours if fnmatch.fnmatchcase(p.name, ".*.tmp") and p.is_file()])
         folder._write_marker()
     except BaseException:
         folder.release()
