@@ -242,3 +242,19 @@ def test_evaluate_on_a_half_finished_run_names_the_missing_models(tiny_config, t
     assert "seed_1/teacher" in result["metrics"] and "seed_0/nokd" in result["metrics"]
     assert "not finished: no saved model for seed_1/student, seed_1/nokd" in out.err
     assert os.path.isdir(run)
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["reproduce", "mfh-gamma", "--first-seed", "-1"], "--first-seed"),
+    (["reproduce", "mfh-gamma", "--seeds", "2", "--first-seed", str(2**32 - 1)], "--first-seed"),
+    (["reproduce", "mfh-removal", "--dataset", "venn", "--keep", "0"], "--keep"),
+    (["reproduce", "mfh-removal", "--dataset", "venn", "--lr", "nan"], "--lr"),
+    (["salience", "--dataset", "venn", "--lr", "-1"], "--lr"),
+    (["salience", "--dataset", "venn", "--permutations", "0"], "--permutations"),
+    (["salience", "--dataset", "venn", "--seed", str(2**64)], "--seed"),
+])
+def test_bad_option_values_are_named_before_anything_runs(tmp_path, capsys, argv, option):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

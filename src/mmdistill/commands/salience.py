@@ -20,7 +20,7 @@ import time
 import torch
 
 from ..errors import ConfigError
-from . import positive_int
+from . import positive_float, positive_int, seed_int
 
 
 def default_layer(hidden: list[int]) -> str:
@@ -103,10 +103,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", choices=["joint", "separate"], default="joint",
                    help="train jointly with CE+CE+MSE (paper) or each network alone")
     p.add_argument("--epochs", type=positive_int, default=300, help="training epochs (default 300)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--permutations", type=positive_int, default=10, help="permutations per channel M (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="data split, init and permutation seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="data split, init and permutation seed")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of a sentence")
     p.add_argument("--out", required=True, help="output folder")
