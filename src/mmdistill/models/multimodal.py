@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from ..batch import MASK_SUFFIX, ModalitySpec, validate_inputs
+from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
-from .encoders import EncoderConfig, _mlp, build_encoder
+from .encoders import EncoderConfig, Width, _mlp, build_encoder
 
 
 class ModelConfig(BaseModel):
@@ -28,12 +28,24 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    modalities: list[str]
+    modalities: list[str] = Field(min_length=1, description="modality names, each once; not a reserved batch key")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="default encoder for every modality")
     encoders: dict[str, EncoderConfig] = Field(default_factory=dict, description="per-modality overrides")
     fusion: Literal["concat", "sum", "late"] = "concat"
-    head_hidden: list[int] = Field(default_factory=list)
-    dropout: float = 0.0
+    head_hidden: list[Width] = Field(default_factory=list, max_length=64)
+    dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
+
+    @field_validator("modalities")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for m in names:
+            if m in RESERVED or m.endswith(MASK_SUFFIX) or not m:
+                raise ValueError(f"{m!r} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
+                                 f"{MASK_SUFFIX!r} are reserved batch keys")
+        dup = sorted({m for m in names if names.count(m) > 1})
+        if dup:
+            raise ValueError(f"modality {dup[0]!r} is listed twice")
+        return names
 
 
 class MultimodalClassifier(nn.Module):
