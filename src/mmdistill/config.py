@@ -207,7 +207,8 @@ def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
             else:
                 msg = e["msg"].removeprefix("Value error, ")
                 lines.append(f"{key or prefix.rstrip('.') or 'config'}: {msg} (got {short(e.get('input'))})")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+        more = f"; and {len(err.errors()) - 10} more" if len(err.errors()) > 10 else ""
+        raise ConfigError("invalid config: " + "; ".join(" ".join(line.split()) for line in lines) + more) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
