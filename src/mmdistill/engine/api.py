@@ -210,8 +210,8 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     check_model_size("student.model", cfg.student.model, specs, n_cls)
     if cfg.teacher is not None:
         check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
-    student = build_model(cfg.student.model, specs, n_cls)
-    teacher = build_model(cfg.teacher.model, specs, n_cls) if cfg.teacher is not None else None
+    student = build_model(cfg.student.model, specs, n_cls, "student.model")
+    teacher = build_model(cfg.teacher.model, specs, n_cls, "teacher.model") if cfg.teacher is not None else None
     if teacher is not None and cfg.teacher.checkpoint is not None:
         load_teacher_weights(teacher, cfg.teacher.checkpoint)
     masker = Masker(specs, cfg.masking.strategy, cfg.masking.per_modality).fit(data.train.feature_mean())
@@ -230,7 +230,7 @@ def check_model_size(key: str, model_cfg: ModelConfig, specs: list, num_classes:
     """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
     the memory available now; counted on the meta device, so nothing is allocated."""
     with torch.device("meta"):
-        n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes).parameters())
+        n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
     avail = available_memory()
     if avail is not None and 16 * n > avail:
         raise ConfigError(f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "

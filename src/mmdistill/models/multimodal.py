@@ -51,15 +51,18 @@ class ModelConfig(BaseModel):
 class MultimodalClassifier(nn.Module):
     """``encoders[m]`` for each modality, a fusion rule and a classification head."""
 
-    def __init__(self, specs: Sequence[ModalitySpec], num_classes: int, cfg: ModelConfig) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], num_classes: int, cfg: ModelConfig, key: str = "model") -> None:
         super().__init__()
         by_name = {s.name: s for s in specs}
         for m in cfg.modalities:
             if m not in by_name:
-                raise ConfigError(f"model.modalities: dataset has no modality {m!r}; available: {', '.join(by_name)}")
+                raise ConfigError(f"{key}.modalities: dataset has no modality {m!r}; available: {', '.join(by_name)}")
         for m in cfg.encoders:
             if m not in cfg.modalities:
-                raise ConfigError(f"model.encoders.{m}: not one of the model's modalities {cfg.modalities}")
+                raise ConfigError(f"{key}.encoders.{m}: not one of the model's modalities {cfg.modalities}")
+        for m in cfg.modalities:
+            check_encoder_fits(by_name[m], cfg.encoders.get(m, cfg.encoder),
+                               f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
         self.modalities = tuple(cfg.modalities)
         self.input_specs = [by_name[m] for m in self.modalities]
         self.num_classes = num_classes
@@ -67,7 +70,7 @@ class MultimodalClassifier(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder)) for m in self.modalities})
         dims = [self.encoders[m].out_dim for m in self.modalities]
         if cfg.fusion == "sum" and len(set(dims)) > 1:
-            raise ConfigError(f"model.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
+            raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
         if cfg.fusion == "late":
             self.heads = nn.ModuleDict({m: self._head(d, cfg, num_classes) for m, d in zip(self.modalities, dims)})
         else:
@@ -89,8 +92,25 @@ class MultimodalClassifier(nn.Module):
         return self.head(torch.cat(list(feats.values()), dim=1))
 
 
-def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> MultimodalClassifier:
-    return MultimodalClassifier(specs, num_classes, cfg)
+def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model") -> MultimodalClassifier:
+    """The reference model; errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
+    return MultimodalClassifier(specs, num_classes, cfg, key)
+
+
+def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
+    """The encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W)."""
+    dims = len(spec.shape)
+    what = f"modality {spec.name!r} ({'token ids' if spec.tokens else 'floats'}, per-example shape {tuple(spec.shape)})"
+    if spec.tokens != (enc.type == "tokens"):
+        want = "'tokens'" if spec.tokens else "'mlp', 'cnn1d' or 'cnn2d'"
+        raise ConfigError(f"{key}.type: {enc.type!r} does not fit {what}; use {want}")
+    if enc.type == "cnn1d" and dims not in (1, 2):
+        raise ConfigError(f"{key}.type: 'cnn1d' needs (channels, time) or (time,) examples, not {what}; use 'mlp' or 'cnn2d'")
+    if enc.type == "cnn2d" and dims not in (2, 3):
+        raise ConfigError(f"{key}.type: 'cnn2d' needs (channels, height, width) or (height, width) examples, not {what}; "
+                          "use 'mlp' or 'cnn1d'")
+    if enc.type == "tokens" and dims != 1:
+        raise ConfigError(f"{key}.type: 'tokens' needs (sequence,) token ids, not {what}")
 
 
 def model_modalities(model: nn.Module) -> tuple[str, ...]:
