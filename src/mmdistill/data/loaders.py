@@ -167,6 +167,9 @@ def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, descr
                sources: dict[str, dict[str, str]] | None = None) -> DataSplits:
     declared = num_classes is not None
     k = num_classes if declared else int(max(p["labels"].max() for p in parts.values())) + 1
+    if not declared and k < 2:
+        where = sources["train"]["labels"] if sources else f"{name}/train"
+        raise DataError(f"{where}: every label is 0: a single class, nothing to learn; a classifier needs at least 2 classes")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise DataError(f"{name}: num_classes must be an integer >= 2, got {short(k)}")
     if not declared:  # K = max label + 1: every class 0..K-1 must then have examples, or one typo makes K huge
