@@ -290,3 +290,20 @@ def test_cli_bad_config_files_exit_2_with_one_line_and_no_folder(tmp_path, capsy
     assert pattern in err and "does not exist" not in err, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("mmdistill train: error: config file")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("cache.dir=" + "x" * 300, r"cache\.dir: path part 'x+\.\.\.' is 300 bytes long; the OS allows 255"),
+    ("teacher.checkpoint=" + "/a" * 3000, r"teacher\.checkpoint: path is 6000 bytes long"),
+])
+def test_paths_the_os_cannot_open_are_refused_by_key(tiny_config, override, pattern):
+    # found by the CLI fuzz: cache.dir of 3,000 characters ended in "OSError: File name too long"
+    _fails(tiny_config(), [override], pattern)
+
+
+def test_unknown_registry_names_name_the_key_and_are_cut_short(tiny_config):
+    from mmdistill.data import build_splits
+
+    with pytest.raises(ConfigError, match=r"^data\.name: unknown dataset 'x{76}\.\.\.; known: ") as info:
+        build_splits("x" * 3000)
+    assert len(str(info.value)) < 200

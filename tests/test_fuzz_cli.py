@@ -178,6 +178,8 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
     note(f"argv: {argv}")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     err, std = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(base.parent)  # relative paths a case may name (cache.dir=yes) land in the test's folder, not the repo
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
             try:
@@ -185,6 +187,7 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
             except SystemExit as exc:  # argparse
                 code = exc.code
     finally:
+        os.chdir(cwd)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     text = err.getvalue()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import strict_yaml
 from .errors import ConfigError
@@ -90,6 +90,27 @@ class TrainerConfig(_Strict):
         return self
 
 
+PATH_MAX, NAME_MAX = 4095, 255  # Linux limits, in bytes
+
+
+def _usable_path(value: Optional[Path]) -> Optional[Path]:
+    """A path the OS can open: no NUL byte, each part at most NAME_MAX bytes, the whole at most PATH_MAX bytes."""
+    if value is None:
+        return value
+    text = str(value)
+    if "\0" in text:
+        raise ValueError("a path cannot hold a NUL byte")
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise ValueError(f"path is {len(os.fsencode(text))} bytes long; the OS allows {PATH_MAX}")
+    long = [part for part in value.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise ValueError(f"path part {cut(long[0], 40)!r} is {len(os.fsencode(long[0]))} bytes long; the OS allows {NAME_MAX}")
+    return value
+
+
+UsablePath = Annotated[Path, AfterValidator(_usable_path)]
+
+
 class DataConfig(_Strict):
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -112,13 +133,13 @@ class StudentConfig(_Strict):
 
 class TeacherConfig(_Strict):
     model: ModelConfig
-    checkpoint: Optional[Path] = Field(None, description="safetensors weights; null: train the teacher first")
+    checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
 
 
 class CacheConfig(_Strict):
     enabled: bool = Bool(True)
-    dir: Optional[Path] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
+    dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
 
 
 class RunConfig(_Strict):
