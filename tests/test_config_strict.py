@@ -307,3 +307,15 @@ def test_unknown_registry_names_name_the_key_and_are_cut_short(tiny_config):
     with pytest.raises(ConfigError, match=r"^data\.name: unknown dataset 'x{76}\.\.\.; known: ") as info:
         build_splits("x" * 3000)
     assert len(str(info.value)) < 200
+
+
+def test_a_huge_shared_value_from_python_is_quoted_without_rendering_it():
+    from mmdistill.config import validate
+
+    bomb = ["lol"] * 9
+    for _ in range(12):  # 9**13 strings if rendered in full
+        bomb = [bomb] * 9
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"trainer\.epochs: Input should be a valid integer") as info:
+        validate(RunConfig, {"student": {"model": {"modalities": ["b"]}}, "trainer": {"epochs": bomb}})
+    assert time.perf_counter() - start < 5 and len(str(info.value)) < 300

@@ -16,6 +16,7 @@ floats (``1e-3``, ``.5``, ``.inf``, ``.nan``); everything else is a string.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 import yaml
@@ -167,9 +168,15 @@ def cut(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+_REPR.maxlevel = 4
+
+
 def short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters."""
-    return cut(repr(value), limit)
+    """``repr(value)`` cut to ``limit`` characters; a huge nested value is never fully rendered (``reprlib``)."""
+    return cut(_REPR.repr(value), limit)
 
 
 __all__ = ["MAX_NODES", "StrictDumper", "StrictLoader", "StrictYAMLError", "dump", "load", "cut", "short"]
