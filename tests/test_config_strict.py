@@ -319,3 +319,15 @@ def test_a_huge_shared_value_from_python_is_quoted_without_rendering_it():
     with pytest.raises(ConfigError, match=r"trainer\.epochs: Input should be a valid integer") as info:
         validate(RunConfig, {"student": {"model": {"modalities": ["b"]}}, "trainer": {"epochs": bomb}})
     assert time.perf_counter() - start < 5 and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("name, params, pattern", [
+    ("toy-two-modality", {"n": 1}, r"data\.params\.n: 1 examples for 4 classes leave a split without examples"),
+    ("mfeat", {"fractions": [0.998, 0.001, 0.001]}, r"data\.params\.fractions: .* leaves the val split empty"),
+])
+def test_too_few_examples_for_the_split_name_the_parameter(name, params, pattern):
+    # found by the CLI fuzz: data.params.n=1 gave "toy-two-modality/val: the split is empty", naming no key
+    from mmdistill.data import build_splits
+
+    with pytest.raises(ConfigError, match=pattern):
+        build_splits(name, params)

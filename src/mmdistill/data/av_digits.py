@@ -32,7 +32,7 @@ from pydantic import Field
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .dataset import DataSplits, MultimodalDataset, SplitFractions, stratified_split
+from .dataset import DataSplits, MultimodalDataset, SplitFractions, require_nonempty, stratified_split
 
 BUNDLED = Path(__file__).parent / "bundled" / "av_digits.npz"
 
@@ -95,6 +95,7 @@ def av_digits(
     meta = f["meta"]
     y = f["image_label"].astype(np.int64)
     tr, va, te = stratified_split(y, list(fractions), seed)
+    require_nonempty([tr, va, te], "data.params.fractions", f"fractions {list(fractions)} of {len(y)} images")
     images, k = remove_top_energy(f["image"], tr, image_energy_removed)
 
     rng = np.random.default_rng(seed)

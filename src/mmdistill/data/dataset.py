@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ..batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .ondisk import DiskArray
 
 Column = Tensor | DiskArray
@@ -259,6 +259,14 @@ def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], se
             parts[p].extend(rows[start:end].tolist())
             start = end
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def require_nonempty(parts: Sequence[np.ndarray], key: str, what: str) -> None:
+    """A ConfigError naming the parameter ``key`` when a train/val/test part of a split came out empty."""
+    empty = [name for name, rows in zip(("train", "val", "test"), parts) if len(rows) == 0]
+    if empty:
+        raise ConfigError(f"{key}: {what} leaves the {empty[0]} split empty (sizes "
+                          f"{', '.join(str(len(r)) for r in parts)}); use more examples or larger shares")
 
 
 def splits_from_arrays(
