@@ -35,7 +35,10 @@ from mmdistill import strict_yaml
 from mmdistill.cli import main
 from mmdistill.config import RunConfig, visible_gpus
 from mmdistill.data.synthetic import toy_two_modality
+from mmdistill.methods.hint import HintParams
 from mmdistill.methods.kd import KDParams
+from mmdistill.methods.msd import MSDParams
+from mmdistill.registry import DATASETS, MASKERS, METHODS
 
 TINY = """\
 seed: 0
@@ -72,7 +75,8 @@ def schema_keys(model: type[BaseModel], prefix: str = "") -> dict[str, object]:
 
 def all_keys() -> dict[str, object]:
     keys = schema_keys(RunConfig)
-    keys.update({f"method.params.{k}": _unwrap(f.annotation) for k, f in KDParams.model_fields.items()})
+    for params in (KDParams, MSDParams, HintParams):  # a key of another method's Params is an unknown key for kd
+        keys.update({f"method.params.{k}": _unwrap(f.annotation) for k, f in params.model_fields.items()})
     hints = typing.get_type_hints(toy_two_modality, include_extras=True)
     keys.update({f"data.params.{k}": _unwrap(hints[k]) for k in hints if k not in ("seed", "return")})
     return keys
@@ -97,9 +101,18 @@ NUMBER_TEXT = st.one_of(
 TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=16)
 
 
-def values_for(annotation) -> st.SearchStrategy[str]:
-    """Override texts for a key: its valid choices (Literal), numbers (int/float) and the shared traps."""
+NAMES = {"method.name": METHODS, "data.name": DATASETS, "masking.strategy": MASKERS}
+MAPPINGS = ["{b: {type: cnn1d}}", "{a: {out_dim: 3}}", "{zz: {}}", "{b: zeros}", "{a: learned}", "{b: mean}",
+            "{student_layer: head, teacher_layer: head}", "{weighting: learned}", "{n: 20}", "{temperature: 1e-30}"]
+
+
+def values_for(key: str, annotation) -> st.SearchStrategy[str]:
+    """Override texts for a key: its valid choices (Literal, registry names), numbers and the shared traps."""
     options = [st.sampled_from(SPECIAL), TEXT]
+    if key in NAMES:
+        options.append(st.sampled_from(NAMES[key].names()))
+    if typing.get_origin(annotation) is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        options.append(st.sampled_from(MAPPINGS))
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         options.append(st.sampled_from([str(a) for a in typing.get_args(annotation)]))
@@ -118,7 +131,7 @@ def overrides(draw) -> list[tuple[str, str]]:
     out = []
     for _ in range(draw(st.integers(1, 2))):
         key = draw(st.sampled_from(sorted(KEYS)))
-        out.append((key, draw(values_for(KEYS[key]))))
+        out.append((key, draw(values_for(key, KEYS[key]))))
     return out
 
 
@@ -154,7 +167,7 @@ def _names_key(key: str, message: str) -> bool:
     return any(re.search(rf"(^|[\s'\"(]){re.escape(c)}($|[\s:'\".,)=])", message) for c in candidates)
 
 
-STATS = {"cases": 0, "exit 0": 0, "exit 2": 0}
+STATS = {"cases": 0, "exit 0": 0, "exit 2": 0, "files": 0}
 
 
 @pytest.fixture(scope="module")
@@ -176,21 +189,7 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
     out = base.parent / f"run{STATS['cases']}"
     argv = ["train", str(base), "trainer.epochs=1", *[f"{k}={v}" for k, v in items], "--out", str(out), "--quiet"]
     note(f"argv: {argv}")
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    err, std = io.StringIO(), io.StringIO()
-    cwd = os.getcwd()
-    os.chdir(base.parent)  # relative paths a case may name (cache.dir=yes) land in the test's folder, not the repo
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
-            try:
-                code = main(argv)
-            except SystemExit as exc:  # argparse
-                code = exc.code
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    text = err.getvalue()
+    code, text = _run(argv, base.parent)
     note(f"exit {code}; stderr: {text!r}")
     assert "Traceback" not in text
     if code == 0:
@@ -206,8 +205,71 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
     assert not out.exists(), f"{argv}: exit 2 left {out}"
 
 
+def _run(argv: list[str], folder: Path) -> tuple[int, str]:
+    """``mmdistill.cli.main(argv)`` in ``folder``, stderr captured, global torch settings restored."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    err, cwd = io.StringIO(), os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse
+                code = exc.code
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    return code, err.getvalue()
+
+
+@st.composite
+def config_files(draw) -> bytes:
+    """The tiny config's text with one line edited: a line repeated, a value replaced, bytes or unicode inserted."""
+    lines = TINY.format(cache="cache").splitlines(keepends=True)
+    i = draw(st.integers(0, len(lines) - 1))
+    kind = draw(st.sampled_from(["repeat", "value", "insert", "bytes", "indent", "drop"]))
+    if kind == "repeat":
+        lines.insert(i, lines[i])
+    elif kind == "value":
+        key = lines[i].split(":", 1)[0]
+        lines[i] = f"{key}: {draw(st.one_of(st.sampled_from(SPECIAL), TEXT))}\n"
+    elif kind == "insert":
+        lines.insert(i, draw(st.one_of(st.sampled_from(SPECIAL), TEXT)) + "\n")
+    elif kind == "indent":
+        lines[i] = " " * draw(st.integers(1, 4)) + lines[i]
+    elif kind == "drop":
+        del lines[i]
+    data = "".join(lines).encode()
+    if kind == "bytes":
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
+    return data
+
+
+@settings(max_examples=int(os.environ.get("MMDISTILL_FUZZ_EXAMPLES", 30)), deadline=None,
+          derandomize=not os.environ.get("MMDISTILL_FUZZ_EXAMPLES"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(content=config_files())
+def test_edited_config_files_exit_0_or_2_with_one_line(base, content):
+    STATS["files"] += 1
+    path = base.parent / f"edited{STATS['files']}.yaml"
+    path.write_bytes(content)
+    out = base.parent / f"filerun{STATS['files']}"
+    code, text = _run(["train", str(path), "trainer.epochs=1", "--out", str(out), "--quiet"], base.parent)
+    note(f"exit {code}; stderr: {text!r}")
+    assert "Traceback" not in text
+    if code == 0:
+        assert (out / "metrics.json").is_file()
+        return
+    lines = [line for line in text.splitlines() if line.startswith("mmdistill train: error:")]
+    assert code == 2 and len(lines) == 1 and text.count("error:") == 1, f"exit {code}: {text!r}"
+    assert not out.exists()
+
+
 def test_fuzz_report():
     """Prints how many cases the fuzz ran (run with -s to see it); runs after the fuzz in file order."""
-    print(f"\nCLI fuzz: {STATS['cases']} generated cases, {STATS['exit 0']} exit 0, {STATS['exit 2']} exit 2")
+    print(f"\nCLI fuzz: {STATS['cases']} generated override cases ({STATS['exit 0']} exit 0, {STATS['exit 2']} exit 2), "
+          f"{STATS['files']} edited config files")
     if STATS["cases"]:
         assert STATS["exit 0"] + STATS["exit 2"] == STATS["cases"]
