@@ -13,6 +13,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from ..errors import ConfigError
 from ..registry import DATASETS
 from .dataset import DataSplits, Seed, splits_from_arrays
 
@@ -30,6 +31,9 @@ def toy_two_modality(
     data_seed: Seed = 1234,
 ) -> DataSplits:
     """``n`` examples; the data are fixed by ``data_seed``, the split by ``seed``."""
+    if n < 5 * num_classes:  # the 60/20/20 split per class needs about 5 examples of each class
+        raise ConfigError(f"data.params.n: {n} examples for {num_classes} classes leave a split without examples; "
+                          f"use n >= {5 * num_classes} (5 per class)")
     g = torch.Generator().manual_seed(data_seed)
     means = torch.randn(num_classes, latent_dim, generator=g) * 1.5
     y = torch.arange(n) % num_classes
