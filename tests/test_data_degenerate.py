@@ -241,3 +241,11 @@ def test_advise_on_single_class_data_is_refused(tmp_path, capsys):
 def test_advise_bounds_its_resources(capsys, args, pattern):
     assert main(["advise", "--dataset", "mfeat", *args]) == 2
     assert pattern in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("param, pattern", [("n_train=010", "advise --param 'n_train': value '010' is not valid YAML"),
+                                            ("s0=[", "advise --param 's0': value '\\[' is not valid YAML")])
+def test_advise_params_are_strict_yaml(capsys, param, pattern):
+    assert main(["advise", "--dataset", "venn", "--param", param]) == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err) and "Traceback" not in err, err

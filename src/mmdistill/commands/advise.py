@@ -26,12 +26,30 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities), list(cfg.student.model.modalities)
 
 
+def _params(items: list[str] | None) -> dict:
+    """``--param key=value`` pairs, values read as strict YAML (no octal, no duplicate keys), errors naming the pair."""
+    import yaml
+
+    from .. import strict_yaml
+
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"advise --param {strict_yaml.short(item)}: expected key=value")
+        try:
+            params[key] = strict_yaml.load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"advise --param {strict_yaml.short(key)}: value {strict_yaml.short(value)} is not valid YAML "
+                              f"({strict_yaml.cut(str(err).splitlines()[0], 200)})") from None
+    return params
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..mfh.advisor import advise
     from ..mfh.pairs import load_pairs
-    from .data import _params
 
     from ..config import usable_cpus
     from ..errors import DataError
