@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
+from ..strict_yaml import cut, short
 from .encoders import EncoderConfig, Width, _mlp, build_encoder
 
 
@@ -40,7 +41,7 @@ class ModelConfig(BaseModel):
     def _names(cls, names: list[str]) -> list[str]:
         for m in names:
             if m in RESERVED or m.endswith(MASK_SUFFIX) or not m:
-                raise ValueError(f"{m!r} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
+                raise ValueError(f"{short(m)} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
                                  f"{MASK_SUFFIX!r} are reserved batch keys")
         dup = sorted({m for m in names if names.count(m) > 1})
         if dup:
@@ -56,10 +57,10 @@ class MultimodalClassifier(nn.Module):
         by_name = {s.name: s for s in specs}
         for m in cfg.modalities:
             if m not in by_name:
-                raise ConfigError(f"{key}.modalities: dataset has no modality {m!r}; available: {', '.join(by_name)}")
+                raise ConfigError(f"{key}.modalities: dataset has no modality {short(m)}; available: {', '.join(by_name)}")
         for m in cfg.encoders:
             if m not in cfg.modalities:
-                raise ConfigError(f"{key}.encoders.{m}: not one of the model's modalities {cfg.modalities}")
+                raise ConfigError(f"{key}.encoders.{cut(m)}: not one of the model's modalities {cfg.modalities}")
         for m in cfg.modalities:
             check_encoder_fits(by_name[m], cfg.encoders.get(m, cfg.encoder),
                                f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
