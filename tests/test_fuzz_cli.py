@@ -198,8 +198,8 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
         return
     STATS["exit 2"] += 1
     assert code == 2, f"{argv}: exit {code}: {text}"
-    lines = [line for line in text.splitlines() if line.startswith("mmdistill train: error:")]
-    assert len(lines) == 1 and text.count("error:") == 1, f"{argv}: expected one error line, got {text!r}"
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmdistill train: error:"), f"{argv}: expected one error line, got {text!r}"
     assert len(lines[0]) < 1500, f"{argv}: error message of {len(lines[0])} characters"
     assert any(_names_key(k, lines[0]) for k, _ in items), f"{argv}: {lines[0]!r} names none of the keys"
     assert not out.exists(), f"{argv}: exit 2 left {out}"
@@ -262,8 +262,8 @@ def test_edited_config_files_exit_0_or_2_with_one_line(base, content):
     if code == 0:
         assert (out / "metrics.json").is_file()
         return
-    lines = [line for line in text.splitlines() if line.startswith("mmdistill train: error:")]
-    assert code == 2 and len(lines) == 1 and text.count("error:") == 1, f"exit {code}: {text!r}"
+    lines = text.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mmdistill train: error:"), f"exit {code}: {text!r}"
     assert not out.exists()
 
 
