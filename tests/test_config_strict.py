@@ -340,3 +340,13 @@ def test_long_modality_and_layer_names_are_cut_short(tiny_config, toy_splits):
     with pytest.raises(ConfigError, match=r"student\.model\.modalities: dataset has no modality 'm+\.\.\.") as info:
         preflight(cfg, toy_splits)
     assert len(str(info.value)) < 300
+
+
+def test_precision_64_true_is_not_offered(tiny_config):
+    # found by the CLI fuzz: 64-true trained in float64 but evaluated float32 inputs: "mat1 and mat2 must have the same dtype"
+    _fails(tiny_config(), ["trainer.precision=64-true"], r"trainer\.precision: Input should be '32-true', 'bf16-mixed' or")
+
+
+@pytest.mark.skipif(visible_gpus() > 0, reason="a GPU is visible")
+def test_fp16_on_cpu_is_refused_not_silently_replaced_by_bf16(tiny_config):
+    _fails(tiny_config(), ["trainer.precision=16-mixed"], r"trainer\.precision: '16-mixed' \(fp16 AMP\) needs a GPU")

@@ -188,6 +188,7 @@ def base(tmp_path_factory) -> Path:
 @example(items=[("data.name", "x" * 3000)])
 @example(items=[("cache.dir", "x" * 3000)])
 @example(items=[("data.params.n", "1")])
+@example(items=[("trainer.precision", "64-true")])
 def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
     for key, value in items:
         assume(not _too_costly(key, value))

@@ -78,7 +78,7 @@ class TrainerConfig(_Strict):
     num_nodes: int = Int(1, ge=1, le=4096)
     strategy: Literal["auto", "ddp"] = "auto"
     ddp_timeout_s: float = Float(300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run")
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="16-mixed: GPU only")
     num_threads: Optional[int] = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
 
     @model_validator(mode="after")
@@ -186,6 +186,9 @@ def check_resources(trainer: TrainerConfig, key: str = "trainer") -> None:
     elif acc != "mps" and trainer.devices > cpus:
         raise ConfigError(f"{key}.devices: {trainer.devices} processes on CPU, but this process may use {cpus} CPU(s); "
                           f"use at most {cpus}")
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and gpus > 0)
+    if trainer.precision == "16-mixed" and not on_gpu:
+        raise ConfigError(f"{key}.precision: '16-mixed' (fp16 AMP) needs a GPU; on {acc!r} use 'bf16-mixed' or '32-true'")
     if trainer.num_threads is not None and trainer.num_threads > 4 * cpus:
         raise ConfigError(f"{key}.num_threads: {trainer.num_threads} threads for {cpus} CPU(s); use at most {4 * cpus}")
     if trainer.num_nodes > 1 and not any(v in os.environ for v in ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
