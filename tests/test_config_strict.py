@@ -350,3 +350,15 @@ def test_precision_64_true_is_not_offered(tiny_config):
 @pytest.mark.skipif(visible_gpus() > 0, reason="a GPU is visible")
 def test_fp16_on_cpu_is_refused_not_silently_replaced_by_bf16(tiny_config):
     _fails(tiny_config(), ["trainer.precision=16-mixed"], r"trainer\.precision: '16-mixed' \(fp16 AMP\) needs a GPU")
+
+
+@pytest.mark.parametrize("params, pattern", [
+    ({"n_train": 10**9}, r"data\.params\.n_train: Input should be less than or equal to 1000000"),
+    ({"hidden": True}, r"data\.params\.hidden: expected a number, got True"),
+    ({"dim_a": 0}, r"data\.params\.dim_a: must be a positive integer"),
+])
+def test_venn_params_are_bounded_and_named_as_config_keys(params, pattern):
+    from mmdistill.data import build_splits
+
+    with pytest.raises(ConfigError, match=pattern):
+        build_splits("venn", params)

@@ -35,6 +35,11 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     try:  # the builder's annotations are the parameters' types and ranges: check them before the builder runs
         checked = pydantic.validate_call(builder, validate_return=False)
         return checked(seed=seed, **params)
+    except ConfigError as err:  # a builder's own check, e.g. "venn.s0: ...": name the config key
+        text = str(err)
+        if text.startswith(f"{name}."):
+            raise ConfigError(f"data.params.{text[len(name) + 1:]}") from None
+        raise
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
