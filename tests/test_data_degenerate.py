@@ -223,29 +223,3 @@ def test_hint_beta_that_would_overflow_the_total_is_refused(tiny_config):
         cfg = load_config(tiny_config(epochs=1), ["method.name=hint", "method.params={student_layer: head, "
                                                   "teacher_layer: head, beta: 1e300}"])
         preflight(cfg, build_splits(cfg.data.name, cfg.data.params))
-
-
-def test_advise_on_single_class_data_is_refused(tmp_path, capsys):
-    root = tmp_path / "d"
-    write_folder(root, classes=3)
-    for split in ("train", "val", "test"):
-        set_labels(root, split, np.full(len(np.load(root / split / "labels.npy")), 2))
-    (root / "meta.json").write_text(json.dumps({"num_classes": 3}))
-    code = main(["advise", "--dataset", "folder", "--param", f"root={root}", "--teacher", "a", "--student", "b"])
-    err = capsys.readouterr().err
-    assert code == 2 and "has the same label: a single class" in err, err
-
-
-@pytest.mark.parametrize("args, pattern", [(["--threads", "100000"], "advise --threads: 100000 threads"),
-                                           (["--bootstrap", "0"], "advise --bootstrap: 0 resamples")])
-def test_advise_bounds_its_resources(capsys, args, pattern):
-    assert main(["advise", "--dataset", "mfeat", *args]) == 2
-    assert pattern in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("param, pattern", [("n_train=010", "advise --param 'n_train': value '010' is not valid YAML"),
-                                            ("s0=[", "advise --param 's0': value '\\[' is not valid YAML")])
-def test_advise_params_are_strict_yaml(capsys, param, pattern):
-    assert main(["advise", "--dataset", "venn", "--param", param]) == 2
-    err = capsys.readouterr().err
-    assert re.search(pattern, err) and "Traceback" not in err, err

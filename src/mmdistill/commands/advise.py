@@ -20,29 +20,8 @@ from ..errors import ConfigError
 def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
     from ..config import load_config
 
-    cfg = load_config(path, check_machine=False)  # nothing is trained: the trainer settings do not matter here
-    if cfg.teacher is None:
-        raise ConfigError(f"advise --config {path}: the config has no teacher section (teacher.model.modalities)")
+    cfg = load_config(path)
     return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities), list(cfg.student.model.modalities)
-
-
-def _params(items: list[str] | None) -> dict:
-    """``--param key=value`` pairs, values read as strict YAML (no octal, no duplicate keys), errors naming the pair."""
-    import yaml
-
-    from .. import strict_yaml
-
-    params = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"advise --param {strict_yaml.short(item)}: expected key=value")
-        try:
-            params[key] = strict_yaml.load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"advise --param {strict_yaml.short(key)}: value {strict_yaml.short(value)} is not valid YAML "
-                              f"({strict_yaml.cut(str(err).splitlines()[0], 200)})") from None
-    return params
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -50,14 +29,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..mfh.advisor import advise
     from ..mfh.pairs import load_pairs
+    from .data import _params
 
-    from ..config import usable_cpus
-    from ..errors import DataError
-
-    if not 1 <= args.threads <= 4 * usable_cpus():
-        raise ConfigError(f"advise --threads: {args.threads} threads for {usable_cpus()} CPU(s); use 1..{4 * usable_cpus()}")
-    if not 1 <= args.bootstrap <= 100_000:
-        raise ConfigError(f"advise --bootstrap: {args.bootstrap} resamples; use 1..100000")
     torch.set_num_threads(args.threads)
     if args.config:
         dataset, params, seed, t_mods, s_mods = _modalities_from_config(args.config)
@@ -69,10 +42,6 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("advise: give --dataset (with --teacher/--student) or --config")
         dataset, params, seed, teacher, student = args.dataset, _params(args.param), args.seed, args.teacher, args.student
     pairs = load_pairs(dataset, params, teacher, student, seed=seed)
-    classes = len(set(pairs.train.y.tolist()))
-    if classes < 2:  # every estimate would be noise around a constant label ("a +0.9 point gain")
-        raise DataError(f"advise: every training example of {dataset!r} has the same label: a single class, nothing to "
-                        "predict; the advisor needs examples of at least 2 classes")
     advice = advise(pairs.train.xa, pairs.train.xb, pairs.train.y, num_classes=pairs.num_classes, seed=seed,
                     bootstrap=args.bootstrap)
     if args.json:
