@@ -171,9 +171,9 @@ def test_teacher_trainer_auroc_is_checked_too(tiny_config):
 
 
 def test_a_model_too_large_for_memory_is_refused_before_allocation(tiny_config, monkeypatch):
-    import mmdistill.engine.api as api
+    import mmdistill.models.multimodal as multimodal
 
-    monkeypatch.setattr(api, "available_memory", lambda: 1000)  # bytes: less than the tiny student needs
+    monkeypatch.setattr(multimodal, "available_memory", lambda: 1000)  # bytes: less than the tiny student needs
     cfg = load_config(tiny_config(epochs=1))
     with pytest.raises(ConfigError, match=r"student\.model: [\d,]+ parameters need about .* GiB to train"):
         preflight(cfg, build_splits(cfg.data.name, cfg.data.params))

@@ -25,7 +25,7 @@ from ..errors import BatchError, CheckpointError, ConfigError, DataError, Output
 from ..io import write_json, write_text
 from ..masking import Masker
 from ..methods.base import Method
-from ..models.multimodal import ModelConfig, build_model, model_modalities
+from ..models.multimodal import build_model, model_modalities
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
 from .checkpoint import load_tensors, load_weights, save_tensors
@@ -201,6 +201,8 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
 def preflight(cfg: RunConfig, data: DataSplits) -> None:
     """Find configuration errors before anything is trained or written: build the models, the masker and the
     method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    from ..models.multimodal import check_model_size
+
     specs, n_cls = data.train.specs(), data.num_classes
     data.check_classes()
     for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
@@ -224,28 +226,6 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     algo.eval()  # a check, not a training step (e.g. no MSD meta step, which needs prepare()'s held-out split)
     with torch.no_grad():
         algo.losses(sample, algo.forward_student(student.eval(), sample), t_out)
-
-
-def check_model_size(key: str, model_cfg: ModelConfig, specs: list, num_classes: int) -> None:
-    """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
-    the memory available now; counted on the meta device, so nothing is allocated."""
-    with torch.device("meta"):
-        n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
-    avail = available_memory()
-    if avail is not None and 16 * n > avail:
-        raise ConfigError(f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "
-                          "of memory is available; use smaller widths (encoder.hidden, out_dim, channels, head_hidden)")
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def load_teacher_weights(teacher: nn.Module, path: Path) -> None:

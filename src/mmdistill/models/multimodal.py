@@ -12,6 +12,7 @@ can stand in for this class; mmdistill never calls anything else on a model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
@@ -122,3 +123,25 @@ def model_modalities(model: nn.Module) -> tuple[str, ...]:
             f"{type(model).__name__} must declare the modalities it reads as a `modalities` attribute (a tuple of names)"
         )
     return tuple(mods)
+
+
+def check_model_size(key: str, model_cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> None:
+    """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
+    the memory available now; counted on the meta device, so nothing is allocated."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
+    avail = available_memory()
+    if avail is not None and 16 * n > avail:
+        raise ConfigError(f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "
+                          "of memory is available; use smaller widths (encoder.hidden, out_dim, channels, head_hidden)")
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
