@@ -230,9 +230,19 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
 def preflight(cfg: RunConfig, data: DataSplits) -> None:
     """Find configuration errors before anything is trained or written: build the models, the masker and the
     method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    from ..models.multimodal import check_model_size
+
     specs, n_cls = data.train.specs(), data.num_classes
-    student = build_model(cfg.student.model, specs, n_cls)
-    teacher = build_model(cfg.teacher.model, specs, n_cls) if cfg.teacher is not None else None
+    data.check_classes()
+    for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
+        if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
+            raise ConfigError(f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
+                              "classes; use accuracy, f1_macro or loss")
+    check_model_size("student.model", cfg.student.model, specs, n_cls)
+    if cfg.teacher is not None:
+        check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
+    student = build_model(cfg.student.model, specs, n_cls, "student.model")
+    teacher = build_model(cfg.teacher.model, specs, n_cls, "teacher.model") if cfg.teacher is not None else None
     if teacher is not None and cfg.teacher.checkpoint is not None:
         load_teacher_weights(teacher, cfg.teacher.checkpoint)
     masker = Masker(specs, cfg.masking.strategy, cfg.masking.per_modality).fit(data.train.feature_mean())
