@@ -25,7 +25,7 @@ from ..errors import ConfigError
 def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
     from ..config import load_config
 
-    cfg = load_config(path)
+    cfg = load_config(path, check_machine=False)
     return (cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities),
             list(cfg.student.model.modalities))
 

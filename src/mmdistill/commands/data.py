@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError, OutputExistsError
+from .. import strict_yaml
 from . import positive_int, seed_int
 
 
@@ -24,7 +25,11 @@ def _params(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--param {item!r}: expected key=value")
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = strict_yaml.load(value)
+        except (yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"--param {strict_yaml.cut(item)}: the value is not valid YAML "
+                              f"({str(err).splitlines()[0]})") from None
     return params
 
 

@@ -47,7 +47,7 @@ def load_run_models(run_dir: Path):
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", check_machine=False)
     data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
     specs, n = data.train.specs(), data.num_classes
     models = {}

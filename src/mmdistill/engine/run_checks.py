@@ -30,6 +30,7 @@ import yaml
 
 from ..config import RunConfig
 from ..errors import ConfigError, MachineError, OutputExistsError
+from .. import strict_yaml
 
 RESUME_MAY_CHANGE = ("cache.dir", "trainer.ddp_timeout_s", "teacher.trainer.ddp_timeout_s")
 
@@ -57,7 +58,7 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
     saved_path = out / "config.yaml"
     if saved_path.is_file():
         try:
-            saved = yaml.safe_load(saved_path.read_text())
+            saved = strict_yaml.load(saved_path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"--resume: {saved_path} is not readable YAML ({str(err).splitlines()[0]}); "
                               f"it was not written by mmdistill or was damaged") from None
