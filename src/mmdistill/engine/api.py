@@ -31,7 +31,7 @@ from ..stats import paired_difference, summarize
 from .checkpoint import load_tensors, load_weights, save_tensors
 from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
-from .launch import launch, make_fabric
+from .launch import launch, make_fabric, scoped_determinism
 from .trainer import DistillationModule, eval_batches, fit
 
 
@@ -72,6 +72,7 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits)
             raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
 
 
+@scoped_determinism
 def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out_dir: str | Path, method: str = "kd",
             method_params: dict | None = None, masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None,
             cache: CacheConfig | None = None, seed: int = 0, resume: bool = False, quiet: bool = True,

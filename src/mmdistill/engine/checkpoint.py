@@ -75,10 +75,18 @@ def save_file(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, 
             f.write(_raw_bytes(tensors[k].detach().cpu().contiguous()))
 
 
+def _state_json(state: dict) -> str:
+    """JSON with sorted keys (same state, same bytes); insertion order if keys of mixed types cannot be sorted."""
+    try:
+        return json.dumps(state, sort_keys=True)
+    except TypeError:
+        return json.dumps(state)
+
+
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], state: dict[str, Any] | None = None) -> Path:
     """Write ``tensors`` (+ JSON ``state``) atomically, with a checksum in the metadata."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {"format": FORMAT, "sha256": tensors_checksum(tensors), "state": json.dumps(state or {})}
+    meta = {"format": FORMAT, "sha256": tensors_checksum(tensors), "state": _state_json(state or {})}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 

@@ -154,8 +154,8 @@ def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None
         if bool(bad.any()):
             first = int(index.reshape(-1)[bad.nonzero()[0, 0].cpu()])
             raise TrainingError(
-                f"the teacher's {name} are not finite (NaN/Inf) on split {split!r}: {int(bad.sum())} example(s), the "
-                f"first is example {first}; the teacher (its checkpoint, or its weights after training) is broken, not "
+                f"the teacher's {name} are not finite (NaN/Inf) on split {split!r}, first at example {first} "
+                f"(row 'index'); the teacher (its checkpoint, or its weights after training) is broken, not "
                 f"the student. Check or retrain the teacher.")
 
 
