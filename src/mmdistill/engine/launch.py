@@ -30,14 +30,24 @@ from ..config import TrainerConfig
 
 @contextlib.contextmanager
 def run_determinism(cfg: TrainerConfig):
-    """Deterministic kernels (warn only) for a CPU run, and the caller's previous settings restored afterwards."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    """Deterministic kernels (warn only) for a CPU run, and the caller's previous settings restored afterwards.
+
+    ``torch.utils.deterministic.fill_uninitialized_memory`` is off for the run: it would fill
+    every new output tensor with NaN before the kernel overwrites it (a memset per op, about
+    a tenth of a small MLP's step); mmdistill never reads uninitialized memory.
+    """
+    import torch.utils.deterministic as deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              deterministic.fill_uninitialized_memory)
     if cfg.accelerator == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        deterministic.fill_uninitialized_memory = before[2]
 
 
 def scoped_determinism(fn):

@@ -194,7 +194,6 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     # Not fabric.setup_dataloaders: its loader calls sampler.set_epoch(<iterations so far>), which
     # restarts at 0 on resume. Our epoch number keeps the shuffle a pure function of (seed, epoch).
     batches = EpochBatches(len(train), cfg.batch_size // world, seed, rank, world)
-    loader = DataLoader(train, batch_sampler=batches, collate_fn=_identity)
     validate_labels({LABEL: train.labels}, train.num_classes)
     optimizer = make_optimizer(module.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
@@ -218,11 +217,12 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             break
         batches.set_epoch(epoch)
         step_fns.forward.train()
-        sums: Tensor | None = None
         names: list[str] = []
-        seen = 0
+        terms: list[Tensor] = []  # per step: total, then each term (detached); summed once per epoch
+        counts: list[int] = []
         epoch_start = time.perf_counter()
-        for batch in loader:
+        for idx in batches:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
+            batch = train.__getitems__(idx)
             if on_accelerator:
                 batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             teacher_out = teacher_source(batch) if teacher_source is not None else None
@@ -236,15 +236,18 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             if cfg.grad_clip is not None:
                 step_fns.clip(cfg.grad_clip)
             step_fns.optimizer_step()
-            n = batch_size(batch)
-            seen += n
+            counts.append(batch_size(batch))
             names = ["loss", *losses]
-            terms = torch.stack([total.detach(), *(v.detach() for v in losses.values())]).float() * n
-            sums = terms if sums is None else sums + terms
+            terms.append(total.detach())
+            terms.extend(v.detach() for v in losses.values())
             step += 1
         if scheduler is not None:
             scheduler.step()
-        train_seconds += time.perf_counter() - epoch_start
+        sums = (torch.stack(terms).float().view(len(counts), -1) * torch.tensor(counts, dtype=torch.float32)[:, None]).sum(0) \
+            if counts else None
+        seen = sum(counts)
+        epoch_seconds = time.perf_counter() - epoch_start
+        train_seconds += epoch_seconds
         val_metrics = evaluate(module.student, eval_batches(val, cfg.batch_size, rank, world), num_classes, fabric.device)
         means = (sums / max(seen, 1)).tolist() if sums is not None else []
         values = {f"train/{k}": v for k, v in zip(names, means)}
@@ -262,7 +265,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             state["stopped_early"] = True
         state["epoch"] = epoch
         logger.log_epoch(epoch, values)
-        history.append({"epoch": epoch, **values})
+        history.append({"epoch": epoch, **values, "train_seconds": epoch_seconds, "train_steps": len(counts)})
         if fabric.is_global_zero:
             save_training_state(last_path, module, optimizer, scheduler, state)
         fabric.barrier()
