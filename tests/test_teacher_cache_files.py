@@ -8,6 +8,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -144,3 +146,34 @@ def test_a_non_finite_weighted_sum_of_finite_terms_names_every_term(toy_splits, 
     msg = str(err.value)
     assert msg.startswith("epoch 1, step 0: the weighted sum of the loss terms is not finite (inf)")
     assert "kd=" in msg and "weight inf" in msg and "ce=" in msg
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 3000), cols=st.sampled_from([1, 4, 700, 5000]),
+       picks=st.lists(st.integers(0, 10 ** 6), min_size=1, max_size=80))
+def test_file_backed_rows_are_the_rows_asked_for(tmp_path_factory, rows, cols, picks):
+    import numpy as np
+
+    from mmdistill.data.ondisk import NpyRows
+
+    path = tmp_path_factory.mktemp("rows") / "x.npy"
+    arr = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+    np.save(path, arr)
+    idx = np.array([p % rows for p in picks])
+    assert np.array_equal(NpyRows.of(np.load(path, mmap_mode="r")).rows(idx), arr[idx])
+
+
+def test_a_batch_of_cached_logits_costs_a_few_reads_not_one_per_row(toy_splits, tmp_path, monkeypatch):
+    """Issue 16: a file-backed cache hit made ~60 system calls per 64-row batch (one per row)."""
+    monkeypatch.setenv("MMDISTILL_CACHE_MEMORY_MB", "0")
+    teacher, _ = models(toy_splits)
+    cached_table(teacher, toy_splits.train, TeacherRequest(), None, tmp_path, *ARGS)
+    table, hit = cached_table(teacher, toy_splits.train, TeacherRequest(), None, tmp_path, *ARGS)
+    assert hit and not isinstance(table.columns["logits"], torch.Tensor)
+    calls = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda *a: calls.append(1) or real(*a))
+    idx = torch.randperm(len(toy_splits.train), generator=torch.Generator().manual_seed(0))[:64]
+    got = table.lookup(toy_splits.train.__getitems__(idx), torch.device("cpu")).logits
+    assert torch.equal(got, table.tensors["logits"][idx])
+    assert len(calls) <= 2, f"{len(calls)} reads for 64 rows of {table.columns['logits'].row_bytes} bytes"
