@@ -109,7 +109,7 @@ class TeacherTable:
 
     def _rows(self, name: str, idx: Tensor) -> Tensor:
         col = self.columns[name]
-        return col[idx] if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
+        return col.index_select(0, idx) if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
 
     @property
     def tensors(self) -> dict[str, Tensor]:
