@@ -13,7 +13,8 @@ of each is the minimum over every epoch of every repeat of the epoch's mean step
 
 ``--batch`` takes several sizes (each measured separately); ``--no-cache-too`` also times
 mmdistill with the teacher run every step (cache off), to compare a cache hit with the teacher.
-``MMDISTILL_CACHE_MEMORY_MB=0`` forces the file-backed cache path.
+``MMDISTILL_CACHE_MEMORY_MB=0`` forces the file-backed cache path; ``--lookup-only`` times only
+getting a batch's teacher outputs: cache held in memory, file-backed cache, teacher forward pass.
 """
 
 from __future__ import annotations
@@ -124,6 +125,36 @@ def measure(args, data, teacher, teacher_logits, tmp: Path) -> None:
           f"{min(ours_runs) * 1e3:.3f} ms, ratio {min(ours_runs) / min(bare_runs):.3f}")
 
 
+def lookup_only(args, data, teacher, tmp: Path) -> None:
+    """Microseconds per batch: a cache hit held in memory, a file-backed cache hit, and the teacher's forward pass."""
+    from mmdistill.engine.teacher import cached_table, teacher_outputs
+
+    req, cpu = TeacherRequest(), torch.device("cpu")
+    cached_table(teacher, data.train, req, None, tmp / "lk", 1024, cpu)
+    held, _ = cached_table(teacher, data.train, req, None, tmp / "lk", 1024, cpu)
+    os.environ["MMDISTILL_CACHE_MEMORY_MB"] = "0"
+    try:
+        on_disk, _ = cached_table(teacher, data.train, req, None, tmp / "lk", 1024, cpu)
+    finally:
+        del os.environ["MMDISTILL_CACHE_MEMORY_MB"]
+    assert isinstance(held.columns["logits"], torch.Tensor) and not isinstance(on_disk.columns["logits"], torch.Tensor)
+    for batch in args.batch:
+        gen = torch.Generator().manual_seed(batch)
+        batches = [data.train.__getitems__(torch.randperm(len(data.train), generator=gen)[:batch]) for _ in range(50)]
+        timings = {}
+        for name, fn in (("cache hit, in memory", lambda b: held.lookup(b, cpu)),
+                         ("cache hit, file-backed", lambda b: on_disk.lookup(b, cpu)),
+                         ("teacher forward pass", lambda b: teacher_outputs(teacher, b, req, None))):
+            best = float("inf")
+            for _ in range(args.repeats * 3):
+                start = time.perf_counter()
+                for b in batches:
+                    fn(b)
+                best = min(best, (time.perf_counter() - start) / len(batches))
+            timings[name] = best
+        print(f"batch {batch}: " + ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in timings.items()))
+
+
 def main() -> None:
     global BATCH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,6 +163,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--batch", type=int, nargs="+", default=[128])
     ap.add_argument("--no-cache-too", action="store_true")
+    ap.add_argument("--lookup-only", action="store_true", help="only time the teacher outputs of a batch (cache vs teacher)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
@@ -140,6 +172,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         teacher, _ = make_models(data)
+        if args.lookup_only:
+            lookup_only(args, data, teacher.eval(), tmp)
+            return
         teacher_logits = compute_table(teacher, data.train, TeacherRequest(), None, 1024, torch.device("cpu")).tensors["logits"]
         for BATCH in args.batch:
             measure(args, data, teacher, teacher_logits, tmp)
