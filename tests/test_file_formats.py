@@ -2,7 +2,6 @@
 the umask respected, and the run's files (checkpoints, metrics.csv) identical for identical runs."""
 
 import hashlib
-import os
 import pickle
 import subprocess
 import sys

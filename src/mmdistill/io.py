@@ -35,7 +35,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temp file in the target folder, fsync it, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.mmdistill-{_host()}-{os.getpid()}-", suffix=".tmp")
+    prefix = f".{path.name}.mmdistill-{_host()}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; give the usual permissions
     try:

@@ -172,7 +172,8 @@ def tensor_layout(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[
     return layout, meta
 
 
-def read_verified(path: str | Path, keep: bool = False, chunk_bytes: int = 8 << 20) -> tuple[dict, dict[str, Tensor] | None]:
+def read_verified(path: str | Path, keep: bool = False,
+                  chunk_bytes: int = 8 << 20) -> tuple[dict, dict[str, Tensor] | None]:
     """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return (JSON state, tensors).
 
     With ``keep`` the tensors are read into memory on the way (one pass over the file, no second

@@ -144,7 +144,8 @@ def _plain_pytorch_step(fabric: Fabric, cfg: TrainerConfig) -> bool:
     return fabric.world_size == 1 and fabric.device.type == "cpu" and cfg.precision == "32-true"
 
 
-def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainerConfig) -> StepFunctions:
+def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Optimizer,
+                    cfg: TrainerConfig) -> StepFunctions:
     """One process on CPU in full precision: call the module, ``backward`` and ``step`` directly.
 
     Fabric's module wrapper, backward and optimizer step then only convert float32 to float32
@@ -159,7 +160,8 @@ def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Op
                                                                  error_if_nonfinite=True))
     # After loading: Fabric's optimizer wrapper copies the optimizer's attributes at setup time.
     module_f, optimizer_f = fabric.setup(module, optimizer)
-    return StepFunctions(forward=module_f, backward=fabric.backward, optimizer_step=optimizer_f.step, autocast=fabric.autocast,
+    return StepFunctions(forward=module_f, backward=fabric.backward, optimizer_step=optimizer_f.step,
+                         autocast=fabric.autocast,
                          clip=lambda max_norm: fabric.clip_gradients(module_f, optimizer_f, max_norm=max_norm))
 
 
@@ -243,8 +245,8 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             step += 1
         if scheduler is not None:
             scheduler.step()
-        sums = (torch.stack(terms).float().view(len(counts), -1) * torch.tensor(counts, dtype=torch.float32)[:, None]).sum(0) \
-            if counts else None
+        per_step = torch.stack(terms).float().view(len(counts), -1) if counts else None
+        sums = (per_step * torch.tensor(counts, dtype=torch.float32)[:, None]).sum(0) if per_step is not None else None
         seen = sum(counts)
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
