@@ -223,6 +223,9 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         terms: list[Tensor] = []  # per step: total, then each term (detached); summed once per epoch
         counts: list[int] = []
         epoch_start = time.perf_counter()
+        # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
+        # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
+        torch.empty((), dtype=torch.int64).random_()
         for idx in batches:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
             batch = train.__getitems__(idx)
             if on_accelerator:
