@@ -176,3 +176,19 @@ def test_a_batch_of_cached_logits_costs_a_few_reads_not_one_per_row(toy_splits, 
     got = table.lookup(toy_splits.train.__getitems__(idx), torch.device("cpu")).logits
     assert torch.equal(got, table.tensors["logits"][idx])
     assert len(calls) <= 2, f"{len(calls)} reads for 64 rows of {table.columns['logits'].row_bytes} bytes"
+
+
+def test_a_resumed_run_sweeps_the_temp_files_of_its_killed_writer(toy_splits, tmp_path):
+    trainer = TrainerConfig(epochs=1, batch_size=64)
+    _, student = models(toy_splits)
+    distill(student, None, toy_splits, tmp_path / "run", "supervised", trainer=trainer)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / "run" / "checkpoints" / f".last.safetensors.mmdistill-{_host()}-{dead.pid}-abcd.tmp"
+    mine = tmp_path / "run" / "checkpoints" / "notes.tmp"
+    left.write_bytes(b"\0" * 100)
+    mine.write_bytes(b"keep")
+    _, student = models(toy_splits)
+    distill(student, None, toy_splits, tmp_path / "run", "supervised", trainer=TrainerConfig(epochs=2, batch_size=64),
+            resume=True)
+    assert not left.exists() and mine.read_bytes() == b"keep"

@@ -26,6 +26,7 @@ from ..batch import INDEX, LABEL, Batch, batch_size, inputs_checked_finite, vali
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
+from ..io import sweep_stale_temp_files
 from ..methods.base import Method, TeacherOutputs
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
@@ -204,6 +205,9 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     ckpt_dir = out_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
     logger = RunLogger(out_dir, cfg.epochs, quiet=quiet, enabled=fabric.is_global_zero, desc=desc)
+    if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours only: see io.sweep_stale_temp_files)
+        for folder in (out_dir, ckpt_dir):
+            sweep_stale_temp_files(folder)
 
     state = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "stopped_early": False}
     if resume and last_path.is_file():
