@@ -31,7 +31,7 @@ from .checkpoint import load_tensors, load_weights, save_tensors
 from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from . import runfolder
-from .launch import launch, make_fabric
+from .launch import launch, make_fabric, scoped_determinism
 from .run_checks import check_cache_dir, check_resume
 from .trainer import DistillationModule, eval_batches, fit
 
@@ -73,6 +73,7 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits)
             raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
 
 
+@scoped_determinism
 def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out_dir: str | Path, method: str = "kd",
             method_params: dict | None = None, masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None,
             cache: CacheConfig | None = None, seed: int = 0, resume: bool = False, quiet: bool = True,
