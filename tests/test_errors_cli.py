@@ -57,7 +57,7 @@ CASES = [  # (id, extra CLI args after `train ok.yaml`, expected message pattern
     ("unknown-encoder", ["student.model.encoder.type=gru"], r"student\.model\.encoder\.type"),
     ("sum-fusion-mismatch", ["teacher.model.fusion=sum", "teacher.model.encoders={a: {out_dim: 4}}"], r"fusion 'sum' needs equal encoder out_dim"),
     ("missing-teacher-ckpt", ["teacher.checkpoint={tmp}/none.safetensors"], r"teacher\.checkpoint: file .* does not exist"),
-    ("pickle-teacher-ckpt", ["teacher.checkpoint={tmp}/evil.safetensors"], r"pickle .* never unpickles"),
+    ("pickle-teacher-ckpt", ["teacher.checkpoint={tmp}/evil.safetensors"], r"pickle\b.* never unpickles"),
     ("corrupt-teacher-ckpt", ["teacher.checkpoint={tmp}/bad.safetensors"], r"corrupt or truncated|not a safetensors file"),
     ("wrong-teacher-ckpt", ["teacher.checkpoint={tmp}/wrong.safetensors"], r"teacher\.checkpoint: .*(missing|unexpected)"),
     ("no-teacher", ["teacher=null"], r"method 'kd' needs a teacher"),

@@ -258,3 +258,29 @@ def test_bad_option_values_are_named_before_anything_runs(tmp_path, capsys, argv
     err = capsys.readouterr().err
     assert option in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_python_distill_never_writes_into_a_foreign_folder(tmp_path, toy_splits):
+    """distill(out_dir=...) from Python: a folder with someone else's files is refused, nothing touched; its own
+    folder (marked at creation) may be written again."""
+    from mmdistill.config import TrainerConfig
+    from mmdistill.engine.api import distill
+    from mmdistill.errors import OutputExistsError
+    from mmdistill.models import ModelConfig, build_model
+
+    def student():
+        return build_model(ModelConfig(modalities=["b"]), toy_splits.train.specs(), toy_splits.num_classes)
+
+    trainer = TrainerConfig(epochs=1, batch_size=64, num_threads=1)
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("my own spreadsheet\n")
+    (mine / "thesis.tex").write_text("x")
+    with pytest.raises(OutputExistsError, match="thesis.tex"):
+        distill(student(), None, toy_splits, mine, method="supervised", trainer=trainer)
+    assert (mine / "metrics.csv").read_text() == "my own spreadsheet\n" and sorted(p.name for p in mine.iterdir()) == [
+        "metrics.csv", "thesis.tex"]
+    ours = tmp_path / "runs" / "teacher"
+    distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)
+    assert (ours / ".mmdistill-run.json").is_file() and (ours / "student.safetensors").is_file()
+    distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)  # its own folder: written again

@@ -87,6 +87,8 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     masking = masking or MaskingConfig()
     cache = cache or CacheConfig()
     out_dir = Path(out_dir)
+    if fabric is None or fabric.is_global_zero:
+        runfolder.guard_model_folder(out_dir)  # never writes into, or over, files mmdistill did not create
     if fabric is None:
         fabric = start_fabric(trainer)
     if trainer.num_threads:

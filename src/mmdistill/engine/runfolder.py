@@ -353,3 +353,29 @@ def owned(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
         raise
     finally:
         folder.release()
+
+
+def guard_model_folder(out_dir: str | Path) -> Path:
+    """The Python API's rule for ``distill(out_dir=...)``: write only into a folder that mmdistill owns.
+
+    ``out_dir`` may be missing or empty (it is created and marked as a ``distill`` folder), a folder an earlier
+    ``distill`` marked (its outputs are replaced, as before), or inside a claimed run folder (a marker in a
+    parent: the command that claimed it owns the layout). Any other non-empty folder is someone else's:
+    refused by name, nothing touched.
+    """
+    path = resolve_out(out_dir, "out_dir")
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"out_dir {out_dir} exists and is not a folder")
+    if any(read_marker(p) is not None for p in [path, *path.parents]):
+        return path
+    if path.is_dir() and any(path.iterdir()):
+        foreign = classify(path, {})[1]
+        raise OutputExistsError(f"out_dir {out_dir} is a non-empty folder that mmdistill did not create (it holds "
+                                f"{_names(foreign, path)}); mmdistill never writes into or deletes such a "
+                                f"folder: choose a new or empty folder")
+    path.mkdir(parents=True, exist_ok=True)
+    from ..io import write_json
+
+    write_json(path / MARKER, {"mmdistill": "run folder", "run_id": uuid.uuid4().hex, "version": _version(),
+                               "command": "distill", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return path
