@@ -284,3 +284,15 @@ def test_python_distill_never_writes_into_a_foreign_folder(tmp_path, toy_splits)
     distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)
     assert (ours / ".mmdistill-run.json").is_file() and (ours / "student.safetensors").is_file()
     distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)  # its own folder: written again
+
+
+def test_python_distill_checks_the_machine_before_making_a_folder(tmp_path, toy_splits):
+    from mmdistill.config import TrainerConfig
+    from mmdistill.engine.api import distill
+    from mmdistill.errors import ConfigError
+    from mmdistill.models import ModelConfig, build_model
+
+    student = build_model(ModelConfig(modalities=["b"]), toy_splits.train.specs(), toy_splits.num_classes)
+    with pytest.raises(ConfigError, match="trainer.devices"):
+        distill(student, None, toy_splits, tmp_path / "x", method="supervised", trainer=TrainerConfig(devices=1000))
+    assert not (tmp_path / "x").exists()

@@ -18,7 +18,7 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
-from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, dump_config, validate
+from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, check_resources, dump_config, validate
 from ..data import DataSplits, build_splits
 from ..errors import CheckpointError, ConfigError, MachineError
 from ..io import write_json, write_text
@@ -87,8 +87,6 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     masking = masking or MaskingConfig()
     cache = cache or CacheConfig()
     out_dir = Path(out_dir)
-    if fabric is None or fabric.is_global_zero:
-        runfolder.guard_model_folder(out_dir)  # never writes into, or over, files mmdistill did not create
     if fabric is None:
         fabric = start_fabric(trainer)
     if trainer.num_threads:
@@ -125,6 +123,9 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
         else:
             source = lambda batch: teacher_outputs(teacher, batch, request, masker)  # noqa: E731
 
+    if fabric.is_global_zero:  # after every check, before the first write: never into files mmdistill did not create
+        runfolder.guard_model_folder(out_dir)
+    fabric.barrier()
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
@@ -164,6 +165,7 @@ def start_fabric(trainer: TrainerConfig) -> Fabric:
     if trainer.strategy == "ddp_spawn":
         raise ConfigError("trainer.strategy: 'ddp_spawn' cannot run mmdistill's training loop (Fabric needs a launch "
                           "function); use trainer.strategy=ddp, which starts the worker processes itself")
+    check_resources(trainer)  # the Python API gets the same machine checks as a config file (devices, threads, GPU)
     try:
         fabric = make_fabric(trainer)
         launch(fabric)
