@@ -17,7 +17,6 @@ import argparse
 import json
 import time
 
-import torch
 
 from ..errors import ConfigError
 from . import positive_float, positive_int, seed_int
@@ -45,6 +44,8 @@ def _score(args: argparse.Namespace, folder) -> int:
     from ..mfh.pairs import load_pairs
     from ..mfh.crossmodal_plots import plot_sorted_scores
     from ..mfh.salience import algorithm1, precision_at
+    import torch
+
     from .data import _params
 
     params = _params(args.param)
