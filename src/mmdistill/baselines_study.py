@@ -53,7 +53,8 @@ METHODS: dict[str, tuple[str, dict, str | None]] = {
 class Setup:
     data: str
     params: dict
-    modalities: list[str]
+    modalities: list[str]  # the teacher's
+    student_modalities: list[str] | None = None  # None: the teacher's (a smaller student); else crossmodal
     teacher_hidden: int = 256
     student_hidden: int = 16
     epochs: int = 20
@@ -64,12 +65,16 @@ class Setup:
 SETUPS = {
     "mfeat": Setup("mfeat", {"views": ["fou", "zer", "mor"]}, ["fou", "zer", "mor"],
                    note="UCI mfeat, views fou + zer + mor; teacher MLP 256 per view, student MLP 16 per view"),
+    "av-digits": Setup("av-digits", {}, ["image", "audio"], ["audio"], teacher_hidden=128, student_hidden=32,
+                       note="AV-Digits (bundled), crossmodal: teacher MLP 128 per modality on image + audio, "
+                            "student MLP 32 on audio alone"),
 }
 
 
-def _model(setup: Setup, hidden: int, data):
+def _model(setup: Setup, hidden: int, data, modalities: list[str] | None = None):
     enc = EncoderConfig(type="mlp", hidden=[hidden], out_dim=hidden)
-    return build_model(ModelConfig(modalities=setup.modalities, encoder=enc), data.train.specs(), data.num_classes)
+    return build_model(ModelConfig(modalities=modalities or setup.modalities, encoder=enc), data.train.specs(),
+                       data.num_classes)
 
 
 def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True) -> list[dict]:
@@ -89,7 +94,7 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
         for label, (method, params, t_name) in METHODS.items():
             for temp in (T_GRID if t_name else (None,)):
                 torch.manual_seed(seed)
-                student = _model(setup, setup.student_hidden, data)
+                student = _model(setup, setup.student_hidden, data, setup.student_modalities)
                 p = dict(params, **({t_name: temp} if t_name else {}))
                 # MFH modifies its teacher (a hook on the layer): give it a copy
                 t_model = None if method == "supervised" else teacher

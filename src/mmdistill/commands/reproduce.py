@@ -96,7 +96,8 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
 
 
 def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", nargs="+", default=["mfeat"], choices=["mfeat"], help="datasets (default: mfeat)")
+    parser.add_argument("--dataset", nargs="+", default=["mfeat"], choices=["mfeat", "av-digits"],
+                        help="datasets (default: mfeat)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)")
 
 
