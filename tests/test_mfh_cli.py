@@ -30,7 +30,8 @@ def test_mfh_gamma_writes_results_summary_and_figure(tmp_path):
     assert "| o=10 | 1.00 | 0.00 | 0.00 |" in summary and "Spearman" in summary
     assert "mmdistill reproduce mfh-gamma --seeds 2 --epochs 100" in summary
     assert (out / "mfh-gamma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.iterdir()) == ["mfh-gamma.png", "results.csv", "summary.md"]  # no temp files
+    expected = [".mmdistill-lock", ".mmdistill-run.json", "mfh-gamma.png", "results.csv", "summary.md"]  # marker, lock
+    assert sorted(p.name for p in out.iterdir()) == expected  # and no temp files
 
 
 def test_a_finished_run_is_not_overwritten_without_the_flag(tmp_path, capsys):

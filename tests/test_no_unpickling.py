@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mmdistill"
 FORBIDDEN = [
     (re.compile(r"\bimport pickle\b|\bfrom pickle\b|\bimport dill\b|\bcloudpickle\b"), "pickle modules"),
     (re.compile(r"allow_pickle\s*=\s*True"), "np.load(allow_pickle=True)"),
-    (re.compile(r"yaml\.(load|unsafe_load|full_load)\("), "yaml.load without the safe loader"),
+    (re.compile(r"(?<![\w.])yaml\.(load|unsafe_load|full_load)\("), "yaml.load without the safe loader"),
     (re.compile(r"weights_only\s*=\s*False"), "torch.load(weights_only=False)"),
 ]
 
@@ -29,3 +29,17 @@ def test_no_unsafe_deserialisation_in_the_package():
 def test_the_check_catches_an_offence(tmp_path):
     assert FORBIDDEN[1][0].search("np.load(f, allow_pickle=True)")
     assert FORBIDDEN[2][0].search("yaml.load(text)") and not FORBIDDEN[2][0].search("yaml.safe_load(text)")
+
+
+def test_the_strict_yaml_loader_is_a_safe_loader():
+    """strict_yaml.load (what config files go through) builds on PyYAML's SafeConstructor: no python/object tags."""
+    import pytest
+    import yaml
+
+    from mmdistill import strict_yaml
+
+    assert issubclass(strict_yaml.StrictLoader, yaml.constructor.SafeConstructor)
+    assert not issubclass(strict_yaml.StrictLoader, yaml.constructor.FullConstructor)
+    with pytest.raises(yaml.YAMLError):
+        strict_yaml.load("!!python/object/apply:os.system ['echo pwned']")
+    assert FORBIDDEN[2][0].search("x = yaml.load(text)") and not FORBIDDEN[2][0].search("strict_yaml.load(text)")

@@ -56,7 +56,9 @@ def test_cache_does_not_change_results(toy_splits, tmp_path):
     assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
 
 
-def test_cache_hits_and_invalidates(toy_splits, tmp_path):
+@pytest.mark.parametrize("budget_mb", ["0", "256"])
+def test_cache_hits_and_invalidates(toy_splits, tmp_path, monkeypatch, budget_mb):
+    monkeypatch.setenv("MMDISTILL_CACHE_MEMORY_MB", budget_mb)
     teacher, _ = models(toy_splits)
     req = TeacherRequest()
     args = (tmp_path, 64, torch.device("cpu"))
@@ -64,7 +66,8 @@ def test_cache_hits_and_invalidates(toy_splits, tmp_path):
     assert not hit
     t2, hit = cached_table(teacher, toy_splits.train, req, None, *args)
     assert hit and torch.equal(t1.tensors["logits"], t2.tensors["logits"])
-    assert not isinstance(t2.columns["logits"], torch.Tensor), "a hit reads rows from the file, not the whole table"
+    on_disk = not isinstance(t2.columns["logits"], torch.Tensor)
+    assert on_disk == (budget_mb == "0"), "a table over the memory budget is read row by row from the file, else held"
     batch = toy_splits.train.__getitems__([5, 0, 5, 17])
     torch.testing.assert_close(t2.lookup(batch, torch.device("cpu")).logits, t1.tensors["logits"][[5, 0, 5, 17]], rtol=0, atol=0)
     with torch.no_grad():

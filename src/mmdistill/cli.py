@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
-from .errors import MMDistillError
+from .engine.runfolder import read_marker
+from .failures import debugging, explain
 
 COMMAND_MODULES = [
     "mmdistill.commands.train",
@@ -25,8 +27,19 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser without prefix matching (``--seed 3`` must not silently mean ``--seeds 3``).
+
+    Sub-command parsers are made by ``add_subparsers`` with the parent's class, so every parser is one of these.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmdistill", description="Multimodal and crossmodal knowledge distillation.")
+    parser = Parser(prog="mmdistill", description="Multimodal and crossmodal knowledge distillation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -35,23 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2), already printed by argparse
+        return int(stop.code or 0)
     if extra:  # `key=value` overrides may also come after options (argparse stops collecting positionals there)
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            try:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            except SystemExit as stop:
+                return int(stop.code or 0)
     try:
         return int(args.func(args) or 0)
-    except MMDistillError as err:
-        print(f"mmdistill {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        if "closed by peer" not in str(err) and "remote worker" not in str(err):
+    except (Exception, KeyboardInterrupt) as err:  # one place: failures.explain (MMDISTILL_DEBUG=1 keeps the traceback)
+        out = getattr(args, "out", None)
+        where = f"writing to --out {out}" if out is not None else None
+        resumable = out is not None and hasattr(args, "resume") and read_marker(Path(out)) is not None
+        hint = f"continue the run in {out} with --resume" if resumable else None
+        verdict = None if debugging() else explain(err, where, hint)
+        if verdict is None:
             raise
-        print(f"mmdistill {args.command}: error: another DDP process of this run died, so the run stopped "
-              f"(resume it with --resume). Distributed backend said: {str(err).splitlines()[0][:300]}", file=sys.stderr)
-        return 3
+        code, message = verdict
+        print(f"mmdistill {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """Typed run configuration (pydantic), YAML loading and dotted command-line overrides.
 
-An unknown key, a wrong type or a missing file is a :class:`ConfigError` that names the
-dotted key and lists the valid ones. Method parameters are validated by the method's own
+An unknown key, a wrong type, a value out of range or a missing file is a :class:`ConfigError`
+that names the dotted key and lists the valid ones. Numbers are strict (no ``true`` for 1, no
+NaN/Inf) and bounded to their meaningful range; YAML is read in the strict dialect of
+:mod:`mmdistill.strict_yaml` (no duplicate keys, no octal). Method parameters are validated by the method's own
 ``Params`` model, dataset parameters by the dataset builder's signature.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import strict_yaml
 from .errors import ConfigError
+from .strict_yaml import cut, short
 from .models.multimodal import ModelConfig
 
 
@@ -21,46 +26,95 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Numbers and switches are strict: no bool as a number (``epochs: true``), no numeric string, no NaN/Inf.
+def Int(default: Any = ..., *, ge: int | None = None, le: int | None = None, **kw: Any) -> Any:
+    return Field(default, strict=True, ge=ge, le=le, **kw)
+
+
+def Float(default: Any = ..., **kw: Any) -> Any:
+    return Field(default, strict=True, allow_inf_nan=False, **kw)
+
+
+def Bool(default: Any = ..., **kw: Any) -> Any:
+    return Field(default, strict=True, **kw)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's (Lightning's seed_everything) seed range
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1 << 24
+MIN_TEMPERATURE = 0.05  # below it softmax(z / T) is one-hot in float32 for any logit gap > 5: no soft targets left
+MAX_TEMPERATURE = 100.0  # beyond it KD is logit matching already; larger T only loses float32 precision in T^2 * KL
+
+
 class OptimizerConfig(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, description="sgd only")
+    lr: float = Float(1e-3, gt=0, le=10, description="learning rate, in (0, 10]")
+    weight_decay: float = Float(0.0, ge=0, le=1)
+    momentum: float = Float(0.9, ge=0, lt=1, description="sgd only, in [0, 1)")
 
 
 class SchedulerConfig(_Strict):
     name: Literal["none", "cosine", "step"] = "none"
-    step_size: int = Field(10, gt=0, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0, description="step: decay factor")
+    step_size: int = Int(10, ge=1, le=MAX_EPOCHS, description="step: epochs between decays")
+    gamma: float = Float(0.1, gt=0, le=1, description="step: decay factor, in (0, 1]")
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int = Field(10, ge=1, description="epochs without improvement of trainer.monitor before stopping")
-    min_delta: float = 0.0
+    patience: int = Int(10, ge=1, le=MAX_EPOCHS, description="epochs without improvement of trainer.monitor before stopping")
+    min_delta: float = Float(0.0, ge=0, description="smallest change of trainer.monitor that counts as an improvement")
 
 
 class TrainerConfig(_Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1, description="global batch size (split across DDP processes)")
+    epochs: int = Int(20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Int(64, ge=1, le=MAX_BATCH, description="global batch size (split across DDP processes)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    grad_clip: Optional[float] = Field(None, gt=0, description="max global gradient norm")
-    monitor: Literal["accuracy", "f1_macro", "auroc", "loss"] = "accuracy"
+    grad_clip: Optional[float] = Float(None, gt=0, description="max global gradient norm")
+    monitor: Literal["accuracy", "f1_macro", "auroc", "loss"] = Field("accuracy", description="auroc: two-class data only")
     early_stopping: Optional[EarlyStoppingConfig] = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
-    devices: int = Field(1, ge=1)
-    num_nodes: int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
-    ddp_timeout_s: float = Field(300.0, gt=0, description="DDP: a collective waiting longer than this fails the run")
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
-    num_threads: Optional[int] = Field(None, ge=1, description="torch.set_num_threads for this run")
+    devices: int = Int(1, ge=1, le=4096, description="processes per node; at most the CPUs (cpu) or visible GPUs")
+    num_nodes: int = Int(1, ge=1, le=4096)
+    strategy: Literal["auto", "ddp"] = "auto"
+    ddp_timeout_s: float = Float(300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="16-mixed: GPU only")
+    num_threads: Optional[int] = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
+
+    @model_validator(mode="after")
+    def _min_delta_in_monitor_units(self) -> "TrainerConfig":
+        es = self.early_stopping
+        if es is not None and self.monitor != "loss" and es.min_delta >= 1:
+            raise ValueError(f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
+                             "(a fraction in [0, 1]); use a value below 1")
+        return self
+
+
+PATH_MAX, NAME_MAX = 4095, 255  # Linux limits, in bytes
+
+
+def _usable_path(value: Optional[Path]) -> Optional[Path]:
+    """A path the OS can open: no NUL byte, each part at most NAME_MAX bytes, the whole at most PATH_MAX bytes."""
+    if value is None:
+        return value
+    text = str(value)
+    if "\0" in text:
+        raise ValueError("a path cannot hold a NUL byte")
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise ValueError(f"path is {len(os.fsencode(text))} bytes long; the OS allows {PATH_MAX}")
+    long = [part for part in value.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise ValueError(f"path part {cut(long[0], 40)!r} is {len(os.fsencode(long[0]))} bytes long; the OS allows {NAME_MAX}")
+    return value
+
+
+UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
 
 class DataConfig(_Strict):
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
-    split_seed: int = Field(0, description="seed of the train/val/test split (fixed across run seeds)")
+    split_seed: int = Int(0, ge=0, le=SEED_MAX, description="seed of the train/val/test split (fixed across run seeds)")
 
 
 class MaskingConfig(_Strict):
@@ -79,17 +133,17 @@ class StudentConfig(_Strict):
 
 class TeacherConfig(_Strict):
     model: ModelConfig
-    checkpoint: Optional[Path] = Field(None, description="safetensors weights; null: train the teacher first")
+    checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
 
 
 class CacheConfig(_Strict):
-    enabled: bool = True
-    dir: Optional[Path] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
+    enabled: bool = Bool(True)
+    dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
 
 
 class RunConfig(_Strict):
-    seed: int = 0
+    seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: Optional[TeacherConfig] = None
     student: StudentConfig
@@ -97,6 +151,52 @@ class RunConfig(_Strict):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_resources(trainer: TrainerConfig, key: str = "trainer") -> None:
+    """The trainer settings against this machine: devices, threads, accelerator, nodes. ConfigError names the key."""
+    cpus = usable_cpus()
+    acc = trainer.accelerator
+    gpus = visible_gpus() if acc in ("gpu", "cuda", "auto") else 0
+    if acc in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"{key}.accelerator: {acc!r} needs a GPU, but none is visible (torch.cuda.is_available() is "
+                          "False); use trainer.accelerator=cpu")
+    if acc == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{key}.accelerator: 'mps' is not available on this machine; use trainer.accelerator=cpu")
+    if acc in ("gpu", "cuda") or (acc == "auto" and gpus):
+        if trainer.devices > gpus:
+            raise ConfigError(f"{key}.devices: {trainer.devices} processes, but {gpus} GPU(s) are visible")
+    elif acc != "mps" and trainer.devices > cpus:
+        raise ConfigError(f"{key}.devices: {trainer.devices} processes on CPU, but this process may use {cpus} CPU(s); "
+                          f"use at most {cpus}")
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and gpus > 0)
+    if trainer.precision == "16-mixed" and not on_gpu:
+        raise ConfigError(f"{key}.precision: '16-mixed' (fp16 AMP) needs a GPU; on {acc!r} use 'bf16-mixed' or '32-true'")
+    if trainer.num_threads is not None and trainer.num_threads > 4 * cpus:
+        raise ConfigError(f"{key}.num_threads: {trainer.num_threads} threads for {cpus} CPU(s); use at most {4 * cpus}")
+    if trainer.num_nodes > 1 and not any(v in os.environ for v in ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
+        raise ConfigError(f"{key}.num_nodes: {trainer.num_nodes} nodes need a multi-node launcher (torchrun or SLURM, "
+                          "which set MASTER_ADDR); none was found")
+    world = trainer.devices * trainer.num_nodes
+    if trainer.batch_size % world:
+        raise ConfigError(f"{key}.batch_size: {trainer.batch_size} must be divisible by the number of processes ({world})")
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -116,28 +216,30 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
 
 
 def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
-    """``model.model_validate(raw)`` with errors rewritten as one ConfigError naming each key."""
+    """``model.model_validate(raw)`` with errors rewritten as one ConfigError naming each key (values cut to 80 chars)."""
     try:
         return model.model_validate(raw)
     except ValidationError as err:
         lines = []
-        for e in err.errors():
+        for e in err.errors()[:10]:
             key = prefix + ".".join(str(p) for p in e["loc"])
             if e["type"] == "extra_forbidden":
                 valid = _valid_keys(model, tuple(e["loc"]))
-                lines.append(f"{key}: unknown key; valid keys: {', '.join(valid or [])}")
+                lines.append(f"{cut(key, 120)}: unknown key; valid keys: {', '.join(valid or [])}")
             elif e["type"] == "missing":
                 lines.append(f"{key}: required key is missing")
             else:
-                lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+                msg = e["msg"].removeprefix("Value error, ")
+                lines.append(f"{key or prefix.rstrip('.') or 'config'}: {msg} (got {short(e.get('input'))})")
+        more = f"; and {len(err.errors()) - 10} more" if len(err.errors()) > 10 else ""
+        raise ConfigError("invalid config: " + "; ".join(" ".join(line.split()) for line in lines) + more) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict."""
+    """Apply ``a.b.c=value`` overrides (value parsed as strict YAML, see :mod:`mmdistill.strict_yaml`) to a nested dict."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
+            raise ConfigError(f"override {short(item)}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         node = raw
@@ -146,33 +248,71 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[p] = {}
             node = node[p]
             if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+                raise ConfigError(f"override {short(key)}: {short(p)} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = strict_yaml.load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {key!r}: value {value!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+            raise ConfigError(f"override {short(key)}: value {short(value)} is not valid YAML "
+                              f"({short(str(err).splitlines()[0], 200)})") from None
     return raw
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (safe loader), apply overrides, validate."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(p)!r}: expected a mapping at the top level")
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML config file; a missing, unreadable, non-UTF-8, empty or non-mapping file is a ConfigError."""
+    p = Path(path)
+    where = f"config file {short(str(p), 200)}"
+    if p.is_dir():
+        raise ConfigError(f"{where} is a folder; expected a YAML file")
+    if not p.exists():
+        raise ConfigError(f"{where} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"{where} is not a regular file; expected a YAML file")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is {p.stat().st_size} bytes; a config is a small YAML file (at most {MAX_CONFIG_BYTES})")
+    data = p.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{where} is UTF-16 (or UTF-32) encoded; save it as UTF-8")
+    if b"\0" in data:
+        raise ConfigError(f"{where} holds NUL bytes, so it is not a text file; expected a UTF-8 YAML file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
+                          "expected a UTF-8 YAML file") from None
+    try:
+        raw = strict_yaml.load(text)
+    except yaml.YAMLError as err:
+        detail = "; ".join(short(line.strip(), 200) for line in str(err).splitlines()[:4] if line.strip())
+        raise ConfigError(f"{where} is not valid YAML: {detail}") from None
+    if raw is None:
+        raise ConfigError(f"{where} is empty; expected a YAML mapping (at least a 'student' section)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level (keys such as 'student', 'trainer'), "
+                          f"got a {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, check_machine: bool = True) -> RunConfig:
+    """Read a YAML config (strict, safe loader), apply overrides, validate.
+
+    ``check_machine``: also check the trainer settings against this machine (:func:`check_resources`);
+    pass False to read a config written elsewhere without running it (e.g. to evaluate a run).
+    """
+    raw: dict = read_config_file(path) if path is not None else {}
     cfg = validate(RunConfig, apply_overrides(raw, overrides or []))
     assert isinstance(cfg, RunConfig)
     if cfg.teacher and cfg.teacher.checkpoint is not None and not cfg.teacher.checkpoint.is_file():
-        raise ConfigError(f"teacher.checkpoint: file {str(cfg.teacher.checkpoint)!r} does not exist")
+        raise ConfigError(f"teacher.checkpoint: file {short(str(cfg.teacher.checkpoint), 200)} does not exist")
+    if check_machine:
+        check_resources(cfg.trainer)
+        if cfg.teacher is not None and cfg.teacher.trainer is not None:
+            check_resources(cfg.teacher.trainer, "teacher.trainer")
     return cfg
 
 
 def dump_config(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML that :func:`load_config` reads back to the same values."""
+    return strict_yaml.dump(cfg.model_dump(mode="json"))

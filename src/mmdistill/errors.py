@@ -29,3 +29,11 @@ class TrainingError(MMDistillError, RuntimeError):
 
 class OutputExistsError(MMDistillError, FileExistsError):
     """The output folder already holds a finished run."""
+
+
+class MachineError(MMDistillError, RuntimeError):
+    """The machine cannot do what was asked (no GPU, a DDP strategy that cannot start). CLI exit code 1."""
+
+
+class OutputBusyError(MachineError):
+    """Another mmdistill process holds the output folder's lock (a run is in progress there). CLI exit code 1."""

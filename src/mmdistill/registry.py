@@ -16,10 +16,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named table of classes or factories of one kind (``kind`` is used in errors)."""
+    """A named table of classes or factories of one kind (``kind`` and the config ``key`` naming it are used in errors)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, key: str) -> None:
         self.kind = kind
+        self.key = key
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -33,8 +34,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         _import_builtins()
-        if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        if not isinstance(name, str) or name not in self._entries:
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+            raise ConfigError(f"{self.key}: unknown {self.kind} {shown}; known: {', '.join(self.names())}")
         return self._entries[name]
 
     def names(self) -> list[str]:
@@ -46,10 +48,10 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-METHODS: Registry = Registry("method")
-MASKERS: Registry = Registry("masking strategy")
-DATASETS: Registry = Registry("dataset")
-ENCODERS: Registry = Registry("encoder")
+METHODS: Registry = Registry("method", "method.name")
+MASKERS: Registry = Registry("masking strategy", "masking.strategy")
+DATASETS: Registry = Registry("dataset", "data.name")
+ENCODERS: Registry = Registry("encoder", "encoder.type")
 
 
 def _import_builtins() -> None:

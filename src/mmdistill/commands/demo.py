@@ -24,14 +24,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
+from . import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo study on bundled data and write DIR/report.html",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--seeds", type=int, default=3, help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)")
     p.add_argument("--data-root", type=Path, help="folder with mnist/ and fsdd/recordings/: adds the AV-MNIST section")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -43,7 +45,7 @@ def _kd_miniature(out: Path, seeds: int, quiet: bool) -> dict:
     from ..engine.api import run_config
 
     cfg = load_config(str(resources.files("mmdistill") / "configs" / "demo.yaml"))
-    run_config(cfg, out, list(range(seeds)), overwrite=True, quiet=True)
+    run_config(cfg, out, list(range(seeds)), quiet=True)
     return {"title": "Crossmodal KD in miniature: teacher on a+b, student on b",
             "command": f"mmdistill train src/mmdistill/configs/demo.yaml --seeds {seeds} --out {out.name}",
             "intro": "A teacher that sees both modalities, distilled (Hinton KD, T=4, lam=0.7) into a small student that "
@@ -123,20 +125,27 @@ STEPS = [("kd-miniature", _kd_miniature), ("mfh-gamma", _mfh_gamma), ("advise", 
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from ..engine.runfolder import owned
+
+    torch.set_num_threads(1)  # the demo's models are small: one thread per process is fastest on 2 cores
+    if args.data_root is not None and not ((args.data_root / "mnist").is_dir() and (args.data_root / "fsdd" / "recordings").is_dir()):
+        raise ConfigError(f"--data-root {args.data_root}: expected mnist/ and fsdd/recordings/ inside")
+    with owned(args.out, "demo", "report.html", args.overwrite, info={"seeds": args.seeds}) as folder:
+        html_path = _run_steps(folder.path, args)
+    if not args.quiet:
+        print(f"\nwrote {html_path}")
+    return 0
+
+
+def _run_steps(out: Path, args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
     from ..io import write_text
     from ..report import write_report
 
-    torch.set_num_threads(1)  # the demo's models are small: one thread per process is fastest on 2 cores
-    steps = list(STEPS)
-    if args.data_root is not None and not ((args.data_root / "mnist").is_dir() and (args.data_root / "fsdd" / "recordings").is_dir()):
-        raise ConfigError(f"--data-root {args.data_root}: expected mnist/ and fsdd/recordings/ inside")
-    out: Path = args.out
-    if (out / "report.html").exists() and not args.overwrite:
-        raise OutputExistsError(f"{out} already holds a finished demo (report.html); pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
     sections = []
+    steps = list(STEPS)
     if args.data_root is not None:
         steps.append(("avmnist", lambda out, seeds, quiet: _avmnist(out, seeds, quiet, args.data_root)))
     bar = tqdm(steps, desc="demo", unit="step", disable=args.quiet)
@@ -150,6 +159,4 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"  {name}: done in {time.perf_counter() - start:.0f} s")
     write_text(out / "report.json", json.dumps(sections, indent=2))
     html_path, _ = write_report(out, "mmdistill demo")
-    if not args.quiet:
-        print(f"\nwrote {html_path}")
-    return 0
+    return html_path

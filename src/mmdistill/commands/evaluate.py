@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_text
+from . import unit_interval
 
 PARTS = ("teacher", "nokd", "student")
 
@@ -31,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--missing", action="store_true", help="metrics for every subset of input modalities")
     p.add_argument("--noise", action="store_true", help="metrics against per-modality noise level, with plots")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
-                   help="noise levels (Gaussian: std in units of the feature std; dropout: probability)")
+    p.add_argument("--levels", type=unit_interval, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -46,7 +47,7 @@ def load_run_models(run_dir: Path):
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", check_machine=False)
     data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
     specs, n = data.train.specs(), data.num_classes
     models = {}
@@ -63,6 +64,25 @@ def load_run_models(run_dir: Path):
     return cfg, data, models
 
 
+def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
+    """The models a run of ``cfg`` in ``run_dir`` should have saved but has not (unfinished), e.g. ``seed_1/nokd``.
+
+    The seeds come from the run's marker (or its ``seed_*`` folders); a teacher is expected when the run trained one
+    (no ``teacher.checkpoint``), the no-KD student unless the run was started with ``--no-baseline``.
+    """
+    from ..engine.runfolder import read_marker
+    from ..registry import METHODS
+
+    marker = read_marker(run_dir) or {}
+    seeds = set(marker.get("seeds") or []) | {int(p.name[5:]) for p in run_dir.glob("seed_*") if p.name[5:].isdigit()}
+    parts = ["student"]
+    if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is not None and cfg.teacher.checkpoint is None:
+        parts.insert(0, "teacher")
+    if marker.get("baseline", True) and cfg.method.name != "supervised":
+        parts.append("nokd")
+    return [f"seed_{s}/{p}" for s in sorted(seeds) for p in parts if f"seed_{s}/{p}" not in models]
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -77,9 +97,13 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
     from ..engine.trainer import eval_batches
     from ..masking import Masker
 
+    if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
+        raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
+                          f"of the feature std), got {list(levels)}")
     cfg, data, models = load_run_models(run_dir)
     dataset = data.split(split)
-    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()}}
+    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()},
+                 "missing_models": missing_models(run_dir, cfg, models)}
     if missing or noise:
         from ..evaluation.robustness import missing_modality_table, noise_curves, plot_noise_curves
 
@@ -101,7 +125,13 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels))
+    if results["missing_models"]:
+        print(f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "
+              f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

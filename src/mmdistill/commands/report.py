@@ -1,9 +1,16 @@
-"""``mmdistill report DIR``: (re)build DIR/report.html and DIR/report.md from a run or sweep folder."""
+"""``mmdistill report DIR``: (re)build DIR/report.html and DIR/report.md from a run or sweep folder.
+
+In a folder mmdistill made (it holds the run marker) the two report files are its own and are
+replaced; in any other folder an existing ``report.html`` / ``report.md`` is replaced only with
+``--overwrite`` (it may be someone else's file).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from ..errors import OutputExistsError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -11,12 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Collect every summary.md, figure and CSV under DIR (or DIR/report.json's sections).")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--title", default="mmdistill report")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace report.html / report.md in a folder that mmdistill did not create")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.runfolder import read_marker
     from ..report import write_report
 
+    existing = [n for n in ("report.html", "report.md") if (args.run_dir / n).exists()]
+    if existing and read_marker(args.run_dir) is None and not args.overwrite:
+        raise OutputExistsError(f"{args.run_dir} holds {' and '.join(existing)} and is not a folder mmdistill made; "
+                                f"pass --overwrite to replace them")
     html_path, md_path = write_report(args.run_dir, args.title)
     print(f"wrote {html_path} and {md_path}")
     return 0

@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
+from . import positive_int, seed_int
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _plane_arguments(parser: argparse.ArgumentParser) -> None:
     _mfh_arguments(parser)
-    parser.add_argument("--decisive", type=int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)")
+    parser.add_argument("--decisive", type=positive_int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -91,11 +92,31 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
     return run_study(args.dataset, seeds, out, command, args.epochs)
 
 
+# ---- distillation baselines (issue 15) ------------------------------------------------------------
+
+
+def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", nargs="+", default=["mfeat"], choices=["mfeat", "av-digits"],
+                        help="datasets (default: mfeat)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)")
+
+
+def _baselines_study(args: argparse.Namespace, out: Path) -> str:
+    from ..baselines_study import run_study
+
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    command = f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (
+        f" --epochs {args.epochs}" if args.epochs else "") + f" --out {args.out}"
+    return run_study(args.dataset, seeds, out, command, args.epochs)
+
+
 TARGETS: dict[str, Target] = {
     "mfh-gamma": Target("MFH paper Fig. 2: KD gain against gamma (synthetic Gaussian data)", _mfh_study, _mfh_arguments),
     "mfh-alpha": Target("MFH paper Fig. 3: better teacher via a-specific features, no student gain", _mfh_study, _mfh_arguments),
     "mfh-plane": Target("beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments),
     "msd": Target("MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments),
+    "baselines": Target("every distillation method on one teacher/student pair, same budget, T tuned on validation",
+                        _baselines_study, _baselines_arguments),
 }
 
 from .crossmodal_targets import targets as _crossmodal_targets  # noqa: E402  (MFH Algorithm 1 targets)
@@ -114,11 +135,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name, target in TARGETS.items():
         sub = targets.add_parser(name, help=target.help, description=target.help)
-        sub.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
-        sub.add_argument("--first-seed", type=int, default=0, help="seeds run from here (default 0)")
+        sub.add_argument("--seeds", type=positive_int, default=10, help="number of seeds (default 10)")
+        sub.add_argument("--first-seed", type=seed_int, default=0, help="seeds run from here (default 0)")
         sub.add_argument("--out", required=True, help="output folder")
         sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
-        sub.add_argument("--threads", type=int, default=1,
+        sub.add_argument("--threads", type=positive_int, default=1,
                          help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)")
         if target.add_arguments is not None:
             target.add_arguments(sub)
@@ -130,12 +151,12 @@ def run_target(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
     if args.threads < 1:
         raise ConfigError(f"--threads: must be a positive integer, got {args.threads}")
-    out = Path(args.out)
-    if (out / "results.csv").exists() and not args.overwrite:
-        raise OutputExistsError(f"{out / 'results.csv'} exists (a finished run); pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    from ..engine.runfolder import owned
+
+    if args.first_seed + args.seeds > 2**32:
+        raise ConfigError(f"--first-seed {args.first_seed} --seeds {args.seeds}: seeds must stay below 2**32")
     torch.set_num_threads(args.threads)
-    print(TARGETS[args.target].run(args, out))
+    with owned(args.out, "reproduce", "results.csv", args.overwrite, info={"target": args.target}) as folder:
+        summary = TARGETS[args.target].run(args, folder.path)
+    print(summary)
     return 0

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-import torch
 
 from ..errors import ConfigError
+from . import positive_float, positive_int, seed_int
 
 
 def default_layer(hidden: list[int]) -> str:
@@ -31,18 +30,27 @@ def default_layer(hidden: list[int]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..engine.runfolder import owned
+
+    if any(h < 1 for h in args.hidden):
+        raise ConfigError(f"--hidden: widths must be positive integers, got {args.hidden}")
+    with owned(args.out, "salience", "scores.csv", args.overwrite) as folder:
+        return _score(args, folder)
+
+
+def _score(args: argparse.Namespace, folder) -> int:
     from ..io import write_text
     from ..mfh.ensemble import make_mlp
     from ..mfh.pairs import load_pairs
     from ..mfh.crossmodal_plots import plot_sorted_scores
     from ..mfh.salience import algorithm1, precision_at
+    import torch
+
     from .data import _params
 
     params = _params(args.param)
     if args.preset is not None:
         params.update({"preset": args.preset, "setting": args.setting})
-    if any(h < 1 for h in args.hidden):
-        raise ConfigError(f"--hidden: widths must be positive integers, got {args.hidden}")
     torch.set_num_threads(args.threads)
     pairs = load_pairs(args.dataset, params, args.teacher, args.student, seed=args.seed)
     tr = pairs.train
@@ -62,8 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     for c in range(len(order)):
         extra = f",{int(c in truth)}" if truth is not None else ""
         lines.append(f"{c},{result.scores[c]:.6g},{result.raw[c]:.6g},{int(rank[c]) + 1}{extra}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder.path
     title = f"{args.dataset}: teacher {pairs.teacher} -> student {pairs.student}, layer {layer} ({args.variant})"
     plot_sorted_scores(result.scores, out / "salience.png", title, truth)
     write_text(out / "scores.csv", "\n".join(lines) + "\n")
@@ -96,12 +103,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="teacher layer to score: a module path of the MLP, or 'input' (default: see above)")
     p.add_argument("--variant", choices=["joint", "separate"], default="joint",
                    help="train jointly with CE+CE+MSE (paper) or each network alone")
-    p.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
-    p.add_argument("--permutations", type=int, default=10, help="permutations per channel M (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="data split, init and permutation seed")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=300, help="training epochs (default 300)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size (default: full batch)")
+    p.add_argument("--permutations", type=positive_int, default=10, help="permutations per channel M (default 10)")
+    p.add_argument("--seed", type=seed_int, default=0, help="data split, init and permutation seed")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of a sentence")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished salience run in --out")
     p.set_defaults(func=_run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import load_config
+from . import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.epochs=3 method.params.temperature=2")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 (default: the config's seed)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="run seeds 0..N-1 (default: the config's seed)")
     p.add_argument("--no-baseline", action="store_true", help="skip the no-KD student")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine import runfolder
+
+    # At once, before the slow imports: a foreign, busy, finished or interrupted --out (run_config checks it again).
+    if runfolder.launching_process() and not (args.resume and args.overwrite):
+        runfolder.check(args.out, "train", "metrics.json", args.overwrite, args.resume)
+
+    from ..config import load_config
     from ..engine.api import run_config
     from ..stats import format_summary
 

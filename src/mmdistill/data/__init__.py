@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
+from pathlib import Path
 
 import pydantic
 
 from ..errors import ConfigError
 from ..registry import DATASETS
+from ..strict_yaml import cut, short
 from . import synthetic  # noqa: F401  (registers its builders)
 from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
 from ..mfh import venn  # noqa: F401  (registers the "venn" dataset)
@@ -17,17 +22,54 @@ __all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_array
 
 
 def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits:
-    """Build the registered dataset ``name`` with ``params``; unknown parameters are a ConfigError."""
+    """Build the registered dataset ``name`` with ``params``; an unknown or mistyped parameter is a ConfigError."""
     builder = DATASETS.get(name)
     params = dict(params or {})
     accepted = [p for p in inspect.signature(builder).parameters if p != "seed"]
-    unknown = sorted(set(params) - set(accepted))
+    unknown = sorted(set(params) - set(accepted), key=str)
     if unknown:
-        raise ConfigError(f"data.params.{unknown[0]}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
-    try:  # the builder's annotations are the parameters' types: check them before the builder runs
+        raise ConfigError(f"data.params.{cut(str(unknown[0]), 80)}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
+    hints = typing.get_type_hints(builder, include_extras=True)
+    for key, value in params.items():
+        _check_scalar(name, key, value, hints.get(key))
+    try:  # the builder's annotations are the parameters' types and ranges: check them before the builder runs
         checked = pydantic.validate_call(builder, validate_return=False)
         return checked(seed=seed, **params)
+    except ConfigError as err:  # a builder's own check, e.g. "venn.s0: ...": name the config key
+        text = str(err)
+        if text.startswith(f"{name}."):
+            raise ConfigError(f"data.params.{text[len(name) + 1:]}") from None
+        raise
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"][-1:])
-        raise ConfigError(f"data.params.{key}: {first['msg']} (got {first.get('input')!r}) for dataset {name!r}") from None
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"data.params.{key}: {first['msg']} (got {short(first.get('input'))}) for dataset {name!r}") from None
+
+
+def _kinds(annotation) -> set[type]:
+    """The plain types an annotation admits (Optional/Union/Annotated unwrapped; containers as their origin)."""
+    if annotation is None:
+        return {object}
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in typing.get_args(annotation)))
+    if origin is not None:
+        return {origin}
+    return {annotation} if isinstance(annotation, type) else {object}
+
+
+def _check_scalar(dataset: str, key: str, value, annotation) -> None:
+    """No bool where a number is meant, no numeric string, no NaN/Inf (pydantic's lax mode would take them)."""
+    kinds = _kinds(annotation)
+    if object in kinds:
+        return
+    numeric = kinds & {int, float}
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(f"data.params.{key}: expected {'a number' if numeric else 'no boolean'}, got {value!r} "
+                          f"for dataset {dataset!r}")
+    if isinstance(value, str) and numeric and not kinds & {str, Path}:
+        raise ConfigError(f"data.params.{key}: expected a number, got the string {short(value)} for dataset {dataset!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"data.params.{key}: expected a finite number, got {value!r} for dataset {dataset!r}")

@@ -24,12 +24,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Annotated
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .dataset import DataSplits, MultimodalDataset, stratified_split
+from .dataset import DataSplits, MultimodalDataset, SplitFractions, require_nonempty, stratified_split
 
 BUNDLED = Path(__file__).parent / "bundled" / "av_digits.npz"
 
@@ -79,9 +82,9 @@ def pair_within_class(labels: np.ndarray, pool_labels: np.ndarray, pool_rows: np
 @DATASETS.register("av-digits")
 def av_digits(
     seed: int = 0,
-    image_energy_removed: float = 0.75,
+    image_energy_removed: Annotated[float, Field(strict=True, ge=0, lt=1, allow_inf_nan=False)] = 0.75,
     flat_image: bool = False,
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    fractions: SplitFractions = (0.6, 0.2, 0.2),
     path: str | None = None,
 ) -> DataSplits:
     """AV-Digits splits: ``image`` (1, 8, 8) (or (64,) with ``flat_image``) and ``audio`` (n_mels, frames).
@@ -92,6 +95,7 @@ def av_digits(
     meta = f["meta"]
     y = f["image_label"].astype(np.int64)
     tr, va, te = stratified_split(y, list(fractions), seed)
+    require_nonempty([tr, va, te], "data.params.fractions", f"fractions {list(fractions)} of {len(y)} images")
     images, k = remove_top_energy(f["image"], tr, image_energy_removed)
 
     rng = np.random.default_rng(seed)

@@ -13,16 +13,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from ..batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
-from ..errors import DataError
+from ..batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
+from ..errors import ConfigError, DataError
 from .ondisk import DiskArray
 
 Column = Tensor | DiskArray
+
+# Types of dataset-builder parameters (``data.params``), checked by ``build_splits`` before the builder runs
+Fraction = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False)]  # a share of the examples, in (0, 1)
+SplitFractions = tuple[Fraction, Fraction, Fraction]  # train, val, test shares (they must sum to 1)
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]
+NumClasses = Annotated[int, Field(strict=True, ge=2, le=1_000_000)]
 
 
 class MaterializedColumns(Mapping):
@@ -71,6 +79,9 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raise DataError(f"{name}: no modality given")
         self._columns: dict[str, Column] = {}
         for key, x in modalities.items():
+            if key in RESERVED:
+                raise DataError(f"{name}: a modality may not be named {key!r}: {', '.join(map(repr, RESERVED))} are reserved "
+                                "batch keys (the labels and the row index); rename it")
             if not isinstance(x, DiskArray):
                 x = torch.as_tensor(x)
             if x.shape[0] != n:
@@ -212,6 +223,22 @@ class DataSplits:
                 raise DataError(f"split {name!r}: class(es) {sorted(extra)} appear in {name} but not in train")
 
 
+    def check_classes(self) -> None:
+        """Degenerate labels, found before training: fewer than 2 training examples or classes, or a class count
+        (``num_classes``) far above the labels that occur (one mistyped label 100000 makes 100001 classes)."""
+        y, name, k = self.train.labels, self.train.name, self.num_classes
+        if len(y) < 2:
+            raise DataError(f"{name}: {len(y)} training example; training needs at least 2 (and 2 classes)")
+        present = torch.unique(y)
+        if len(present) < 2:
+            raise DataError(f"{name}: every training example has label {int(present[0])}: a single class, nothing to learn; "
+                            "a classifier needs examples of at least 2 classes")
+        if k > 2 * len(present):
+            row = int(torch.argmax(y))
+            raise DataError(f"{name}: {k} classes (num_classes), but only {len(present)} distinct labels occur in train "
+                            f"(largest label {int(y[row])}, row {row}); labels must be 0..K-1: is a label mistyped?")
+
+
 def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Split row indices into parts of the given fractions, class by class, with a seeded shuffle.
 
@@ -232,6 +259,14 @@ def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], se
             parts[p].extend(rows[start:end].tolist())
             start = end
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def require_nonempty(parts: Sequence[np.ndarray], key: str, what: str) -> None:
+    """A ConfigError naming the parameter ``key`` when a train/val/test part of a split came out empty."""
+    empty = [name for name, rows in zip(("train", "val", "test"), parts) if len(rows) == 0]
+    if empty:
+        raise ConfigError(f"{key}: {what} leaves the {empty[0]} split empty (sizes "
+                          f"{', '.join(str(len(r)) for r in parts)}); use more examples or larger shares")
 
 
 def splits_from_arrays(

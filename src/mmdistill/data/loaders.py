@@ -51,10 +51,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..batch import RESERVED
 from ..errors import DataError
 from ..registry import DATASETS
+from ..strict_yaml import short
 from .av_digits import pair_within_class
-from .dataset import DataSplits, MultimodalDataset, stratified_split
+from .dataset import DataSplits, Fraction, MultimodalDataset, NumClasses, stratified_split
 from .ondisk import DiskArray
 
 SPLITS = ("train", "val", "test")
@@ -112,6 +114,9 @@ def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: 
     In memory (a copy) by default; with ``on_disk`` a C-ordered ``.npy`` array (memory-mapped by
     :func:`load_array`) stays on disk as a :class:`DiskArray`, scanned for NaN/Inf in bounded chunks.
     """
+    if name in RESERVED:
+        raise DataError(f"{source}: a modality may not be named {name!r}: {', '.join(map(repr, RESERVED))} are reserved "
+                        "batch keys (the labels file is labels.npy); rename the file")
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"{source}: modality {name!r} is empty (shape {x.shape})")
     if n is not None and x.shape[0] != n:
@@ -162,9 +167,24 @@ def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> 
 
 def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str,
                sources: dict[str, dict[str, str]] | None = None) -> DataSplits:
-    k = num_classes or int(max(p["labels"].max() for p in parts.values())) + 1
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DataError(f"{name}: num_classes must be a positive integer, got {k!r}")
+    declared = num_classes is not None
+    k = num_classes if declared else int(max(p["labels"].max() for p in parts.values())) + 1
+    if not declared and k < 2:
+        where = sources["train"]["labels"] if sources else f"{name}/train"
+        raise DataError(f"{where}: every label is 0: a single class, nothing to learn; a classifier needs at least 2 classes")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise DataError(f"{name}: num_classes must be an integer >= 2, got {short(k)}")
+    if not declared:  # K = max label + 1: every class 0..K-1 must then have examples, or one typo makes K huge
+        present = np.unique(np.concatenate([p["labels"] for p in parts.values()]))
+        if len(present) < k:
+            split = max(parts, key=lambda s: int(parts[s]["labels"].max()))
+            y = parts[split]["labels"]
+            row = int(np.argmax(y))
+            missing = sorted(set(range(k)) - set(present.tolist()))
+            where = sources[split]["labels"] if sources else f"{name}/{split}"
+            raise DataError(f"{where}: labels must be 0..K-1 with every class present; label {int(y[row])} (row {row}) makes "
+                            f"{k} classes, but only {len(present)} distinct labels appear (no example of class(es) "
+                            f"{short(missing, 60)}); fix the labels, or declare num_classes if some classes have no example")
     for split, p in parts.items():
         if int(p["labels"].max()) >= k:
             where = sources[split]["labels"] if sources else f"{name}/{split}"
@@ -177,7 +197,7 @@ def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, descr
 
 
 @DATASETS.register("avmnist")
-def avmnist(seed: int = 0, root: str = "", val_fraction: float = 5000 / 60000, normalize: bool = True) -> DataSplits:
+def avmnist(seed: int = 0, root: str = "", val_fraction: Fraction = 5000 / 60000, normalize: bool = True) -> DataSplits:
     """MultiBench's AV-MNIST arrays under ``root`` (see the module docstring for the layout)."""
     base = Path(root)
     if not root or not base.is_dir():
@@ -190,8 +210,9 @@ def avmnist(seed: int = 0, root: str = "", val_fraction: float = 5000 / 60000, n
         parts[split], sources[split] = {"labels": y}, {"labels": y_src}
         for m, side in (("image", 28), ("audio", 112)):
             x, src = load_array(base / m / f"{split}_data.npy")
-            if x.shape[1:] not in ((side * side,), (side, side), (1, side, side)):
-                raise DataError(f"{src}: modality {m!r} rows must be ({side * side},) or ({side}, {side}), got shape {x.shape}")
+            if x.shape[1:] not in ((side * side,), (side, side)):
+                raise DataError(f"{src}: expected MultiBench's AV-MNIST {m} layout (N, {side * side}) or (N, {side}, {side}), "
+                                f"got shape {x.shape}")
             scale = 1 / 255.0 if normalize else None
             if isinstance(x, np.memmap) and x.flags.c_contiguous:  # stays on disk: AV-MNIST's audio is 3 GB as float32
                 x = check_modality(x, src, m, len(y), on_disk=True)
@@ -245,9 +266,9 @@ def _read_meta(root: Path) -> dict:
 def folder(
     seed: int = 0,
     root: str = "",
-    val_fraction: float = 0.2,
+    val_fraction: Fraction = 0.2,
     paired: bool | None = None,
-    num_classes: int | None = None,
+    num_classes: NumClasses | None = None,
     tokens: Sequence[str] | None = None,
     anchor: str | None = None,
 ) -> DataSplits:

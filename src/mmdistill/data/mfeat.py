@@ -33,7 +33,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .dataset import DataSplits, MultimodalDataset, stratified_split
+from .dataset import DataSplits, MultimodalDataset, SplitFractions, require_nonempty, stratified_split
 
 VIEWS = {"pix": 240, "fou": 76, "kar": 64, "zer": 47, "mor": 6, "fac": 216}
 BUNDLED = Path(__file__).parent / "bundled" / "mfeat.npz"
@@ -85,7 +85,7 @@ def load_bundle(path: str | Path = BUNDLED) -> dict[str, np.ndarray]:
 def mfeat(
     seed: int = 0,
     views: str | Sequence[str] = tuple(VIEWS),
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    fractions: SplitFractions = (0.6, 0.2, 0.2),
     standardize: bool = True,
 ) -> DataSplits:
     """Stratified, seeded splits of mfeat with one modality per view in ``views``."""
@@ -97,6 +97,7 @@ def mfeat(
     arrays = load_bundle()
     y = arrays["label"]
     rows = stratified_split(y, list(fractions), seed)
+    require_nonempty(rows, "data.params.fractions", f"fractions {list(fractions)} of {len(y)} examples")
     data = {}
     for v in views:
         x = arrays[v].astype(np.float64)

@@ -28,6 +28,8 @@ from torch import Tensor
 from ..errors import DataError
 
 CHUNK_BYTES = 8 << 20  # about this many bytes per chunk of a whole-array pass
+GAP_BYTES = 16 << 10  # rows closer than this in the file are fetched by one read (the gap is read and dropped)
+SPAN_BYTES = 4 << 20  # the most one such read fetches
 
 
 class NpyRows:
@@ -69,17 +71,35 @@ class NpyRows:
         uniq, inverse = np.unique(idx, return_inverse=True)
         buf = np.empty((len(uniq), *self.shape[1:]), self.dtype)
         if buf.size:
-            raw, rb, fd = memoryview(buf.reshape(-1).view(np.uint8)), self.row_bytes, self._fd
-            # one call per run of consecutive file rows: (first position in buf, end position, file row)
-            starts = np.flatnonzero(np.diff(uniq, prepend=-2) != 1)
-            ends = np.append(starts[1:], len(uniq))
-            for a, b, row in zip(starts.tolist(), ends.tolist(), uniq[starts].tolist()):
-                view = raw[a * rb:b * rb]
-                if os.preadv(fd, [view], self.offset + row * rb) != len(view):
-                    self._read_into(view, row)  # a short read: finish it, or report the truncation
+            self._gather_sorted(uniq, memoryview(buf.reshape(-1).view(np.uint8)))
         if len(uniq) == len(idx) and (len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())):
             return buf  # already in the asked order
         return buf[inverse.reshape(-1)]
+
+    def _gather_sorted(self, uniq: np.ndarray, raw: memoryview) -> None:
+        """Rows ``uniq`` (sorted, distinct) into ``raw``, one ``pread`` per span of nearby rows.
+
+        Rows less than ``GAP_BYTES`` apart share one read (the gap is read and dropped: cheaper
+        than a system call), so a batch of small rows (a teacher's logits) costs a few calls,
+        not one per row; a span reads at most ``SPAN_BYTES`` (bounded memory).
+        """
+        rb, fd = self.row_bytes, self._fd
+        gap_rows = max(GAP_BYTES // max(rb, 1), 0)
+        cuts = np.flatnonzero(np.diff(uniq) > gap_rows + 1) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(uniq)]):
+            first, last = int(uniq[a]), int(uniq[b - 1])
+            span = (last - first + 1) * rb
+            if span == (b - a) * rb:  # consecutive rows: straight into the batch
+                self._read_into(raw[a * rb:b * rb], first)
+            elif span <= SPAN_BYTES:
+                scratch = np.empty(span, np.uint8)
+                self._read_into(memoryview(scratch), first)
+                rows = scratch.reshape(-1, rb)[uniq[a:b] - first]
+                raw[a * rb:b * rb] = rows.reshape(-1).data
+            else:  # too far apart to read in one go: one call per run of consecutive rows
+                starts = np.flatnonzero(np.diff(uniq[a:b], prepend=-2) != 1) + a
+                for s, e in zip(starts.tolist(), [*starts[1:].tolist(), b]):
+                    self._read_into(raw[s * rb:e * rb], int(uniq[s]))
 
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("path", "offset", "shape", "dtype")}

@@ -8,25 +8,32 @@ student on b alone, which is the crossmodal KD setting in miniature.
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated
 
+import torch
+from pydantic import Field
+
+from ..errors import ConfigError
 from ..registry import DATASETS
-from .dataset import DataSplits, splits_from_arrays
+from .dataset import DataSplits, Seed, splits_from_arrays
 
 
 @DATASETS.register("toy-two-modality")
 def toy_two_modality(
     seed: int = 0,
-    n: int = 1200,
-    num_classes: int = 4,
-    latent_dim: int = 8,
-    dim_a: int = 16,
-    dim_b: int = 16,
-    noise_a: float = 1.0,
-    noise_b: float = 2.0,
-    data_seed: int = 1234,
+    n: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 1200,
+    num_classes: Annotated[int, Field(strict=True, ge=2, le=1000)] = 4,
+    latent_dim: Annotated[int, Field(strict=True, ge=1, le=4096)] = 8,
+    dim_a: Annotated[int, Field(strict=True, ge=1, le=65536)] = 16,
+    dim_b: Annotated[int, Field(strict=True, ge=1, le=65536)] = 16,
+    noise_a: Annotated[float, Field(strict=True, ge=0, le=1e6, allow_inf_nan=False)] = 1.0,
+    noise_b: Annotated[float, Field(strict=True, ge=0, le=1e6, allow_inf_nan=False)] = 2.0,
+    data_seed: Seed = 1234,
 ) -> DataSplits:
     """``n`` examples; the data are fixed by ``data_seed``, the split by ``seed``."""
+    if n < 5 * num_classes:  # the 60/20/20 split per class needs about 5 examples of each class
+        raise ConfigError(f"data.params.n: {n} examples for {num_classes} classes leave a split without examples; "
+                          f"use n >= {5 * num_classes} (5 per class)")
     g = torch.Generator().manual_seed(data_seed)
     means = torch.randn(num_classes, latent_dim, generator=g) * 1.5
     y = torch.arange(n) % num_classes

@@ -10,7 +10,6 @@ writes ``metrics.json`` with the seed statistics and the paired difference.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
-from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, dump_config, validate
+from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, check_resources, dump_config, validate
 from ..data import DataSplits, build_splits
-from ..errors import BatchError, CheckpointError, ConfigError, DataError, OutputExistsError
+from ..errors import CheckpointError, ConfigError, MachineError
 from ..io import write_json, write_text
 from ..masking import Masker
 from ..methods.base import Method
@@ -31,7 +30,9 @@ from ..stats import paired_difference, summarize
 from .checkpoint import load_tensors, load_weights, save_tensors
 from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
-from .launch import launch, make_fabric
+from . import runfolder
+from .launch import launch, make_fabric, scoped_determinism
+from .run_checks import check_cache_dir, check_resume
 from .trainer import DistillationModule, eval_batches, fit
 
 
@@ -72,6 +73,7 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits)
             raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
 
 
+@scoped_determinism
 def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out_dir: str | Path, method: str = "kd",
             method_params: dict | None = None, masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None,
             cache: CacheConfig | None = None, seed: int = 0, resume: bool = False, quiet: bool = True,
@@ -86,8 +88,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     cache = cache or CacheConfig()
     out_dir = Path(out_dir)
     if fabric is None:
-        fabric = make_fabric(trainer)
-        launch(fabric)
+        fabric = start_fabric(trainer)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     masker = Masker(data.train.specs(), masking.strategy, masking.per_modality).fit(data.train.feature_mean())
@@ -122,6 +123,9 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
         else:
             source = lambda batch: teacher_outputs(teacher, batch, request, masker)  # noqa: E731
 
+    if fabric.is_global_zero:  # after every check, before the first write: never into files mmdistill did not create
+        runfolder.guard_model_folder(out_dir)
+    fabric.barrier()
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
@@ -145,65 +149,105 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
     if not (result_path.is_file() and (out_dir / "student.safetensors").is_file()):
         return None
     tensors, _ = load_tensors(out_dir / "student.safetensors")
-    model.load_state_dict(tensors)
-    r = json.loads(result_path.read_text())
-    return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"], r["test_checkpoint"], model)
+    try:
+        model.load_state_dict(tensors)
+        r = json.loads(result_path.read_text())
+        return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"],
+                         r["test_checkpoint"], model)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"--resume: the finished part in {out_dir} does not fit this run or is damaged "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with "
+                              f"--overwrite") from None
 
 
-def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse a folder holding a finished run unless ``overwrite``; clear a stale partial run unless ``resume``."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").is_file():
-        raise OutputExistsError(f"--out {out} is a non-empty folder that is not an mmdistill run; choose another folder")
-    if (out / "metrics.json").is_file() and not overwrite:
-        raise OutputExistsError(f"{out} already holds a finished run (metrics.json); pass --overwrite to replace it")
-    if out.exists() and (overwrite or not resume):
-        shutil.rmtree(out)  # only ever a run folder of ours (config.yaml checked above)
-    out.mkdir(parents=True, exist_ok=True)
+def start_fabric(trainer: TrainerConfig) -> Fabric:
+    """``make_fabric`` + ``launch``, with set-up failures as one message (no GPU, a strategy that cannot start)."""
+    if trainer.strategy == "ddp_spawn":
+        raise ConfigError("trainer.strategy: 'ddp_spawn' cannot run mmdistill's training loop (Fabric needs a launch "
+                          "function); use trainer.strategy=ddp, which starts the worker processes itself")
+    check_resources(trainer)  # the Python API gets the same machine checks as a config file (devices, threads, GPU)
+    try:
+        fabric = make_fabric(trainer)
+        launch(fabric)
+    except (RuntimeError, ValueError, TypeError, ImportError) as err:  # MisconfigurationException is a ValueError
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise MachineError(f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
+                           f"trainer.strategy={trainer.strategy}: this machine cannot start the run ({first}); "
+                           f"use trainer.accelerator=cpu or settings this machine has") from None
+    return fabric
 
 
 def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, baseline: bool = True,
                resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
     """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``.
 
-    A bad input found before any model is saved (config, data, checkpoint) leaves no output
-    folder behind; a failure later (e.g. a non-finite loss) keeps the checkpoints written so far.
+    The output folder is claimed and locked through :mod:`.runfolder` (marker file, lock held for
+    the whole run, foreign files never touched). A bad input found before any model is saved
+    (config, data, checkpoint, a changed config on ``--resume``) leaves no output folder behind; a
+    failure later (e.g. a non-finite loss, Ctrl-C) keeps the checkpoints written so far, to resume.
     """
-    out = Path(out)
-    seeds = seeds or [cfg.seed]
-    fabric = make_fabric(cfg.trainer)
-    launch(fabric)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: give one of them (continue the run, or replace it)")
+    seeds = list(seeds or [cfg.seed])
+    protect = [cfg.teacher.checkpoint] if cfg.teacher is not None and cfg.teacher.checkpoint is not None else []
+    uses_teacher = METHODS.get(cfg.method.name).needs_teacher
+    if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or changed run at once
+        plan = runfolder.check(out, "train", "metrics.json", overwrite, resume, protect)
+        if plan.action == "resume":
+            check_resume(cfg, plan.path, seeds, plan.marker)
+        if uses_teacher and cfg.cache.enabled:
+            check_cache_dir(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir())
+    out = runfolder.resolve_out(out)
+    fabric = start_fabric(cfg.trainer)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
-    if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is None:
+    if uses_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
     preflight(cfg, data)
-    created = not out.exists()
+    folder = None
     if fabric.is_global_zero:
-        prepare_output(out, overwrite, resume)
-        write_text(out / "config.yaml", dump_config(cfg))
-    fabric.barrier()
+        info = {"seeds": seeds, "baseline": baseline}
+        folder = runfolder.claim(out, "train", "metrics.json", overwrite, resume, protect, info)
     try:
+        if folder is not None:
+            if folder.plan.action == "resume":
+                check_resume(cfg, out, seeds, folder.plan.marker)  # again, under the lock
+                folder.update_marker(seeds=sorted(set(seeds) | set(folder.plan.marker.get("seeds") or [])))
+            if not (out / "config.yaml").is_file():  # never rewritten on resume
+                write_text(out / "config.yaml", dump_config(cfg))
+        fabric.barrier()
         runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, resume, quiet, fabric) for seed in seeds]
-    except (ConfigError, BatchError, DataError, CheckpointError):
-        if fabric.is_global_zero and (created or overwrite) and not any(out.rglob("*.safetensors")):
-            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping was written
+        metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
+        if folder is not None:
+            write_json(out / "metrics.json", metrics)
+            write_text(out / "summary.md", summary_markdown(metrics))
+    except BaseException:
+        if folder is not None and not any(out.rglob("*.safetensors")):
+            folder.discard()  # nothing worth keeping: remove what this run wrote, and its folder if it made it
         raise
-    metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
-    if fabric.is_global_zero:
-        write_json(out / "metrics.json", metrics)
-        write_text(out / "summary.md", summary_markdown(metrics))
+    finally:
+        if folder is not None:
+            folder.release()
     return metrics
 
 
 def preflight(cfg: RunConfig, data: DataSplits) -> None:
     """Find configuration errors before anything is trained or written: build the models, the masker and the
     method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    from ..models.multimodal import check_model_size
+
     specs, n_cls = data.train.specs(), data.num_classes
-    student = build_model(cfg.student.model, specs, n_cls)
-    teacher = build_model(cfg.teacher.model, specs, n_cls) if cfg.teacher is not None else None
+    data.check_classes()
+    for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
+        if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
+            raise ConfigError(f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
+                              "classes; use accuracy, f1_macro or loss")
+    check_model_size("student.model", cfg.student.model, specs, n_cls)
+    if cfg.teacher is not None:
+        check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
+    student = build_model(cfg.student.model, specs, n_cls, "student.model")
+    teacher = build_model(cfg.teacher.model, specs, n_cls, "teacher.model") if cfg.teacher is not None else None
     if teacher is not None and cfg.teacher.checkpoint is not None:
         load_teacher_weights(teacher, cfg.teacher.checkpoint)
     masker = Masker(specs, cfg.masking.strategy, cfg.masking.per_modality).fit(data.train.feature_mean())

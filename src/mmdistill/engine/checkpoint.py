@@ -5,24 +5,35 @@ A training checkpoint is one ``.safetensors`` file holding the trainable module'
 non-tensor piece of state (epoch, best metric, scheduler, optimizer hyper-parameters) is
 JSON in the file's metadata. ``metadata["sha256"]`` covers every tensor's name, dtype,
 shape and bytes, so a flipped or truncated byte is detected before anything is used.
+
+Files are written by :func:`save_file` here (the safetensors layout, written by hand): the
+header's keys are in a fixed order (metadata sorted, tensors by alignment then name), so equal
+tensors and state give byte-identical files, and the file gets the permissions a plain ``open``
+would give under the process's umask.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CheckpointError
 from ..io import atomic_write
 
 FORMAT = "mmdistill-v1"
+
+_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                torch.bool: "BOOL"}
 
 
 def tensors_checksum(tensors: dict[str, Tensor]) -> str:
@@ -34,23 +45,81 @@ def tensors_checksum(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def _raw_bytes(t: Tensor) -> memoryview:
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+def save_file(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file with a deterministic header: same tensors and metadata, same bytes.
+
+    Layout (the safetensors format): 8-byte little-endian header length N, N bytes of JSON
+    (``__metadata__`` with sorted keys, then tensors by decreasing element size and name, padded
+    with spaces to a multiple of 8), then the tensors' bytes in header order.
+    """
+    names = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict[str, Any] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}} if metadata else {}
+    offset = 0
+    for k in names:
+        t = tensors[k]
+        if t.dtype not in _DTYPE_NAMES:
+            raise CheckpointError(f"tensor {k!r}: dtype {t.dtype} cannot be stored in safetensors")
+        n = t.numel() * t.element_size()
+        header[k] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for k in names:
+            f.write(_raw_bytes(tensors[k].detach().cpu().contiguous()))
+
+
+def _state_json(state: dict) -> str:
+    """JSON with sorted keys (same state, same bytes); insertion order if keys of mixed types cannot be sorted."""
+    try:
+        return json.dumps(state, sort_keys=True)
+    except TypeError:
+        return json.dumps(state)
+
+
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], state: dict[str, Any] | None = None) -> Path:
     """Write ``tensors`` (+ JSON ``state``) atomically, with a checksum in the metadata."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {"format": FORMAT, "sha256": tensors_checksum(tensors), "state": json.dumps(state or {})}
+    meta = {"format": FORMAT, "sha256": tensors_checksum(tensors), "state": _state_json(state or {})}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def file_format(path: str | Path) -> str:
+    """What a file is, from its structure: ``"safetensors"``, ``"zip"`` (torch.save), ``"pickle"`` or ``"unknown"``.
+
+    safetensors: an 8-byte little-endian header length N, with N + 8 <= the file's size, then N
+    bytes of JSON starting with ``{``. That is checked first, because the header length's low
+    byte can be anything (0x80, 'P', ...). A torch.save archive starts ``PK\\x03\\x04``; a pickle
+    starts with the PROTO opcode 0x80 and a protocol number 2..5.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") + 8 <= size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return "unknown"
 
 
 def _sniff(path: Path) -> None:
     """Refuse files that are not safetensors (pickles, torch.save zips) before parsing them."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    kind = file_format(path)
+    if kind in ("pickle", "zip"):
         raise CheckpointError(
-            f"{path}: this is a pickle / torch.save archive, not a safetensors file; mmdistill never unpickles files "
-            f"(convert it with safetensors.torch.save_file on a machine where you trust its origin)"
+            f"{path}: this is a {'pickle' if kind == 'pickle' else 'torch.save archive'}, not a safetensors file; "
+            f"mmdistill never unpickles files (convert it with safetensors.torch.save_file on a machine where you "
+            f"trust its origin)"
         )
-    if len(head) < 9 or head[8:9] != b"{":
+    if kind != "safetensors":
         raise CheckpointError(f"{path}: not a safetensors file (bad header; the file may be truncated or corrupt)")
 
 
@@ -77,9 +146,7 @@ def load_tensors(path: str | Path, verify: bool = True) -> tuple[dict[str, Tenso
     return tensors, state
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-                       "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
 
 def tensor_layout(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int, int]], dict]:
@@ -105,23 +172,45 @@ def tensor_layout(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[
     return layout, meta
 
 
-def verify_file(path: str | Path, chunk_bytes: int = 8 << 20) -> dict:
-    """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return its JSON state."""
+def read_verified(path: str | Path, keep: bool = False,
+                  chunk_bytes: int = 8 << 20) -> tuple[dict, dict[str, Tensor] | None]:
+    """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return (JSON state, tensors).
+
+    With ``keep`` the tensors are read into memory on the way (one pass over the file, no second
+    copy), else only hashed and ``None`` is returned in their place.
+    """
     layout, meta = tensor_layout(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    arrays: dict[str, Tensor] | None = {} if keep else None
+    with open(path, "rb", buffering=0) as f:
         for name in sorted(layout):
             dtype, shape, begin, end = layout[name]
             h.update(f"{name}|{dtype}|{shape}|".encode())
             f.seek(begin)
-            for pos in range(begin, end, chunk_bytes):
-                h.update(f.read(min(chunk_bytes, end - pos)))
+            if arrays is not None:
+                arr = np.empty(end - begin, np.uint8)
+                view, done = memoryview(arr), 0
+                while done < len(arr):
+                    got = f.readinto(view[done:done + chunk_bytes])
+                    if not got:
+                        raise CheckpointError(f"{path}: file ends inside tensor {name!r} (truncated?)")
+                    h.update(view[done:done + got])
+                    done += got
+                arrays[name] = torch.from_numpy(arr).view(dtype).reshape(shape)
+            else:
+                for pos in range(begin, end, chunk_bytes):
+                    h.update(f.read(min(chunk_bytes, end - pos)))
     if "sha256" in meta and h.hexdigest() != meta["sha256"]:
         raise CheckpointError(f"{path}: checksum mismatch — the file is corrupt; delete it to rebuild or restart")
     try:
-        return json.loads(meta.get("state", "{}"))
+        return json.loads(meta.get("state", "{}")), arrays
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: metadata 'state' is not valid JSON (corrupt file)") from None
+
+
+def verify_file(path: str | Path, chunk_bytes: int = 8 << 20) -> dict:
+    """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return its JSON state."""
+    return read_verified(path, keep=False, chunk_bytes=chunk_bytes)[0]
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:

@@ -1,15 +1,22 @@
 """Per-run logs: a CSV of per-epoch metrics, TensorBoard event files, and a progress bar.
 
+``metrics.csv`` is append-only: one fsynced row per epoch (a kill loses at most the row being
+written, never the history); rows past a resumed checkpoint are dropped by an atomic rewrite.
+
 The progress bar is off when stderr is not a terminal or with ``quiet``. Only rank 0 logs.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from ..io import write_text
 
 
 class RunLogger:
@@ -28,32 +35,64 @@ class RunLogger:
         self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", disable=not show, leave=False)
 
     def resume_at(self, epoch: int) -> None:
-        """Drop CSV rows after ``epoch`` (written by a run that was killed before its checkpoint)."""
-        if not self.enabled or not self.csv_path.is_file():
+        """Drop CSV rows after ``epoch`` (written by a run that was killed before its checkpoint), atomically."""
+        if not self.enabled:
             return
-        with open(self.csv_path) as f:
-            rows = list(csv.DictReader(f))
+        fields, rows = self._read()
         kept = [r for r in rows if int(r["epoch"]) <= epoch]
-        self._write_rows(kept, list(rows[0].keys()) if rows else [])
+        if self.csv_path.is_file() and (len(kept) != len(rows) or not self._ends_complete()):
+            self._rewrite(kept, fields)
         if self.bar is not None:
             self.bar.update(epoch)
 
-    def _write_rows(self, rows: list[dict], fields: list[str]) -> None:
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
+    def _ends_complete(self) -> bool:
+        """Whether the file ends with a newline (a kill during an append leaves half a line)."""
+        with open(self.csv_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def _read(self) -> tuple[list[str], list[dict]]:
+        """(header, complete rows) of the CSV; a trailing partial line is left out."""
+        if not self.csv_path.is_file():
+            return [], []
+        text = self.csv_path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(complete))
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+    def _rewrite(self, rows: list[dict], fields: list[str]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        write_text(self.csv_path, buf.getvalue())
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        """Append this epoch's row (fsynced); the file is rewritten atomically only when columns change."""
         if not self.enabled:
             return
         row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in values.items()}}
-        rows: list[dict] = []
-        if self.csv_path.is_file():
+        if self.csv_path.is_file() and self._ends_complete():
             with open(self.csv_path) as f:
-                rows = list(csv.DictReader(f))
-        fields = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row.keys()]))
-        self._write_rows(rows + [row], fields)
+                header = next(csv.reader([f.readline().rstrip("\r\n")]), [])
+            if header == list(row):
+                buf = io.StringIO()
+                csv.DictWriter(buf, fieldnames=header, lineterminator="\n").writerow(row)
+                with open(self.csv_path, "a") as f:
+                    f.write(buf.getvalue())
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._log_rest(epoch, values)
+                return
+        fields, rows = self._read()
+        self._rewrite(rows + [row], list(dict.fromkeys([*fields, *row])))
+        self._log_rest(epoch, values)
+
+    def _log_rest(self, epoch: int, values: dict[str, float]) -> None:
         for k, v in values.items():
             self.tb.add_scalar(k, v, epoch)
         if self.bar is not None:

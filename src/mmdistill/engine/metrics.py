@@ -6,6 +6,7 @@ Under DDP each process sees part of the split; torchmetrics all-gathers its stat
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable
 
 import torch
@@ -14,6 +15,11 @@ import torchmetrics
 from torch import nn
 
 from ..batch import LABEL, Batch
+
+
+@functools.lru_cache(maxsize=16)
+def _reusable(num_classes: int, device: str) -> torchmetrics.MetricCollection:
+    return metric_collection(num_classes).to(device)
 
 
 def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
@@ -35,7 +41,8 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], num_classes: int, devic
     """
     was_training = model.training
     model.eval()
-    metrics = metric_collection(num_classes).to(device)
+    metrics = _reusable(num_classes, str(torch.device(device)))  # built once per (classes, device), reset per use
+    metrics.reset()
     loss_sum = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
     for batch in batches:
@@ -55,6 +62,7 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], num_classes: int, devic
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(count)
     out = {k: float(v) for k, v in metrics.compute().items()}
+    metrics.reset()
     out["loss"] = float(loss_sum / count.clamp(min=1))
     model.train(was_training)
     return out

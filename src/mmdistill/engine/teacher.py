@@ -1,11 +1,17 @@
 """The frozen teacher: its outputs for a batch, and a disk cache of them per dataset split.
 
 A cache file holds, for every example of a split (row ``index``), the teacher's logits,
-hooked features and modality-view logits that the method asked for. A cache hit is read row
-by row from the file (only a batch's rows are ever in memory), after a chunked checksum. Its name is a hash of
-the teacher's weights, the split's data fingerprint, the request and the masking strategy,
-so a change of any of them misses the cache and rebuilds it. Files are safetensors with a
-checksum; a corrupt file is rebuilt.
+hooked features and modality-view logits that the method asked for. Its name is a hash (the
+key) of the teacher's weights, the split's data fingerprint, the request, the masking strategy
+and the mmdistill version, so a change of any of them misses the cache and rebuilds it. The
+key and what it hashes are also stored in the file and checked on open: a file copied under
+another key is rebuilt, never used. Files are safetensors with a checksum; a corrupt file is
+rebuilt. Opening the cache folder sweeps temp files left by killed writers (ours only).
+
+A hit whose table fits ``MMDISTILL_CACHE_MEMORY_MB`` (default 256 MiB) is read into memory
+once, checksum verified on the way, and indexed in memory per batch. A bigger table stays on
+disk: a batch reads only its rows (sorted, nearby rows in one read), so the process's memory
+does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -13,19 +19,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from ..batch import INDEX, Batch
 from ..data.dataset import MultimodalDataset
 from ..data.ondisk import NpyRows
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TrainingError
+from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
 from ..models.hooks import FeatureHooks
-from .checkpoint import save_tensors, tensor_layout, verify_file
+from .checkpoint import read_verified, save_tensors, tensor_layout
+
+DEFAULT_MEMORY_MB = 256  # a cache hit's table up to this size is held in memory
+
+
+def memory_budget_bytes() -> int:
+    """``MMDISTILL_CACHE_MEMORY_MB`` (MiB, >= 0; 0 keeps every table on disk) in bytes."""
+    raw = os.environ.get("MMDISTILL_CACHE_MEMORY_MB", str(DEFAULT_MEMORY_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:
+        raise CheckpointError(f"MMDISTILL_CACHE_MEMORY_MB={raw!r}: expected a number of MiB >= 0")
+    return int(mb * (1 << 20))
 
 
 def default_cache_dir() -> Path:
@@ -69,16 +92,24 @@ class TeacherTable:
         self.columns = columns
 
     @classmethod
-    def open(cls, path: Path) -> "TeacherTable":
-        """Row readers of a cache file, after checking its checksum (read in chunks)."""
-        verify_file(path)
+    def open(cls, path: Path, memory_budget: int | None = None) -> tuple["TeacherTable", dict]:
+        """The table of a cache file and its stored state, after checking its checksum.
+
+        In memory when the file's tensors fit ``memory_budget`` bytes (default
+        :func:`memory_budget_bytes`), else row readers of the file.
+        """
         layout, _ = tensor_layout(path)
+        size = sum(end - begin for _dtype, _shape, begin, end in layout.values())
+        budget = memory_budget_bytes() if memory_budget is None else memory_budget
+        state, arrays = read_verified(path, keep=size <= budget)
+        if arrays is not None:
+            return cls(arrays), state
         return cls({name: NpyRows(str(path), begin, shape, torch.empty((), dtype=dtype).numpy().dtype)
-                    for name, (dtype, shape, begin, _end) in layout.items()})
+                    for name, (dtype, shape, begin, _end) in layout.items()}), state
 
     def _rows(self, name: str, idx: Tensor) -> Tensor:
         col = self.columns[name]
-        return col[idx] if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
+        return col.index_select(0, idx) if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
 
     @property
     def tensors(self) -> dict[str, Tensor]:
@@ -92,53 +123,105 @@ class TeacherTable:
         return TeacherOutputs(self._rows("logits", idx).to(device), feats, views)
 
 
-def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
+def cache_description(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest,
+                      masker: Masker | None) -> dict:
+    """What a cache file's key hashes; stored in the file and compared on open."""
     masking = masker.strategy if (masker is not None and request.views) else None
-    desc = json.dumps(
-        {"format": 2, "teacher": model_hash(teacher), "data": dataset.fingerprint(), "features": request.features,
-         "views": request.views, "masking": masking, "mask_state": _masker_hash(masker) if masking else None},
-        sort_keys=True,
-    )
-    return hashlib.sha256(desc.encode()).hexdigest()[:32]
+    return {"format": 3, "mmdistill": __version__, "teacher": model_hash(teacher), "data": dataset.fingerprint(),
+            "features": list(request.features), "views": [list(v) for v in request.views], "masking": masking,
+            "mask_state": _masker_hash(masker) if masking else None}
+
+
+def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
+    return _key_of(cache_description(teacher, dataset, request, masker))
+
+
+def _key_of(desc: dict) -> str:
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _masker_hash(masker: Masker) -> str:
     return hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in masker.state_dict().values())).hexdigest()
 
 
+def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None:
+    """Raise :class:`TrainingError` naming the teacher, ``split`` and the first example with NaN/Inf outputs."""
+    parts = {"logits": out.logits, **{f"feature {k!r}": v for k, v in out.features.items()}}
+    if out.view_logits is not None:
+        parts["modality-view logits"] = out.view_logits.transpose(0, 1)
+    for name, v in parts.items():
+        bad = ~torch.isfinite(v.reshape(len(v), -1)).all(1)
+        if bool(bad.any()):
+            first = int(index.reshape(-1)[bad.nonzero()[0, 0].cpu()])
+            raise TrainingError(
+                f"the teacher's {name} are not finite (NaN/Inf) on split {split!r}, first at example {first} "
+                f"(row 'index'); the teacher (its checkpoint, or its weights after training) is broken, not "
+                f"the student. Check or retrain the teacher.")
+
+
 @torch.no_grad()
 def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
                   batch_size: int, device: torch.device) -> TeacherTable:
-    """Teacher outputs for the whole split, in row order."""
+    """Teacher outputs for the whole split, in row order (filled into preallocated columns; checked finite)."""
     teacher.eval()
-    chunks: dict[str, list[Tensor]] = {}
-    for start in range(0, len(dataset), batch_size):
-        batch = {k: v.to(device) for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()}
+    columns: dict[str, Tensor] = {}
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        rows = range(start, min(start + batch_size, n))
+        batch = {k: v.to(device) for k, v in dataset.__getitems__(rows).items()}
         out = teacher_outputs(teacher, batch, request, masker)
+        check_finite_outputs(out, dataset.name, torch.arange(rows.start, rows.stop))
         parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
         if out.view_logits is not None:
             parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
         for k, v in parts.items():
-            chunks.setdefault(k, []).append(v.float().cpu())
-    return TeacherTable({k: torch.cat(v).contiguous() for k, v in chunks.items()})
+            if k not in columns:
+                columns[k] = torch.empty((n, *v.shape[1:]), dtype=torch.float32)
+            columns[k][rows.start:rows.stop] = v.float().cpu()
+    return TeacherTable(columns)
 
 
 def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
                  cache_dir: Path, batch_size: int, device: torch.device, build: bool = True) -> tuple[TeacherTable, bool]:
     """Load the split's table from ``cache_dir`` or compute and store it. Returns (table, was_hit).
 
-    ``build=False`` (non-zero DDP ranks) only loads; rank 0 builds first behind a barrier.
+    ``build=False`` (non-zero DDP ranks) only loads; rank 0 builds first behind a barrier. A
+    file whose stored key or description differs from this run's (copied or synced under
+    another key) is rebuilt with a note on stderr; so is a corrupt one.
     """
-    path = Path(cache_dir) / f"{cache_key(teacher, dataset, request, masker)}.safetensors"
+    desc = cache_description(teacher, dataset, request, masker)
+    key = _key_of(desc)
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{key}.safetensors"
+    if build:
+        for stale in sweep_stale_temp_files(cache_dir):
+            print(f"mmdistill: removed {stale}, a partial teacher-cache file left by a killed process", file=sys.stderr)
     if path.is_file():
         try:
-            return TeacherTable.open(path), True
-        except CheckpointError:
-            if not build:
-                raise
-            path.unlink(missing_ok=True)  # corrupt: rebuild below
+            table, state = TeacherTable.open(path)
+            problem = _key_problem(state, key, desc)
+        except CheckpointError as err:
+            table, problem = None, str(err)
+        if problem is None:
+            return table, True
+        if not build:
+            raise CheckpointError(f"teacher cache {path}: {problem}")
+        print(f"mmdistill: teacher cache {path}: {problem}; rebuilding it", file=sys.stderr)
+        del table
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
     table = compute_table(teacher, dataset, request, masker, batch_size, device)
-    save_tensors(path, table.columns, {"rows": len(dataset)})
+    save_tensors(path, table.columns, {"rows": len(dataset), "cache_key": key, "cache_description": desc})
     return table, False
+
+
+def _key_problem(state: dict, key: str, desc: dict) -> str | None:
+    """Why a cache file's stored key does not match this run's, or None when it does."""
+    if "cache_key" not in state:
+        return "the file does not say which key it was built for (another version, or not a cache file)"
+    if state["cache_key"] != key or state.get("cache_description") != desc:
+        stored = state.get("cache_description") or {}
+        diff = sorted(k for k in set(stored) | set(desc) if stored.get(k) != desc.get(k))
+        return (f"the file was built for key {state['cache_key']!r}, not this run's {key!r} "
+                f"(differs in: {', '.join(diff) or 'the key'}); it was copied or renamed")
+    return None

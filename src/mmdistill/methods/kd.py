@@ -9,10 +9,11 @@ magnitudes comparable across temperatures.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from ..batch import LABEL, Batch
+from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 
@@ -30,8 +31,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 
 class KDParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(4.0, gt=0)
-    lam: float = Field(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
+    temperature: float = Float(4.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="T, in [0.05, 100]")
+    lam: float = Float(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
 
 
 @METHODS.register("kd")

@@ -27,11 +27,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..batch import LABEL, Batch
+from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float, Int
 from ..data.dataset import MultimodalDataset, stratified_split
 from ..errors import ConfigError
 from ..masking import split_variants
@@ -53,15 +54,15 @@ def kd_per_example(student_logits: Tensor, teacher_logits: Tensor, temperature: 
 
 class MSDParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(4.0, gt=0)
-    lam: float = Field(0.5, ge=0, le=1, description="weight of the full-input KD term; CE gets 1 - lam")
+    temperature: float = Float(4.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="T, in [0.05, 100]")
+    lam: float = Float(0.5, ge=0, le=1, description="weight of the full-input KD term; CE gets 1 - lam")
     weighting: Literal["uniform", "population", "instance", "learned"] = "uniform"
     saliency: Literal["kl", "true_class"] = "kl"
-    instance_temperature: float = Field(1.0, gt=0, description="tau of the instance softmax")
-    heldout_fraction: float = Field(0.0, ge=0, lt=1, description="learned: share of train held out for the meta step")
-    inner_lr: float = Field(0.1, gt=0, description="learned: look-ahead step size alpha")
-    meta_lr: float = Field(0.05, gt=0, description="learned: SGD step size of phi")
-    weight_hidden: int = Field(16, ge=1, description="learned: hidden width of the weight network")
+    instance_temperature: float = Float(1.0, ge=1e-3, le=1e3, description="tau of the instance softmax, in [1e-3, 1e3]")
+    heldout_fraction: float = Float(0.0, ge=0, le=0.9, description="learned: share of train held out for the meta step")
+    inner_lr: float = Float(0.1, gt=0, le=10, description="learned: look-ahead step size alpha")
+    meta_lr: float = Float(0.05, gt=0, le=10, description="learned: SGD step size of phi")
+    weight_hidden: int = Int(16, ge=1, le=4096, description="learned: hidden width of the weight network")
 
 
 @METHODS.register("msd")

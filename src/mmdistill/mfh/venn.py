@@ -32,7 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.dataset import DataSplits, MultimodalDataset
+from typing import Annotated
+
+from pydantic import Field
+
+from ..data.dataset import DataSplits, MultimodalDataset, NumClasses
 from ..errors import ConfigError
 from ..registry import DATASETS
 
@@ -326,25 +330,29 @@ def draw(spec: VennSpec, seed: int, n_train: int = 200, n_test: int = 1000, n_ex
 _SPEC_FIELDS = [f.name for f in fields(VennSpec)]
 
 
+Dim = Annotated[int, Field(strict=True, ge=0, le=65536)]  # data.params bounds, checked by build_splits
+Rows = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+
+
 @DATASETS.register("venn")
 def venn(
     seed: int = 0,
     preset: str | None = None,
     setting: int | None = None,
-    s0: int | None = None,
-    sa: int | None = None,
-    sb: int | None = None,
-    hidden: int | None = None,
-    dim_a: int | None = None,
-    dim_b: int | None = None,
-    a_offset: int | None = None,
-    num_classes: int | None = None,
+    s0: Dim | None = None,
+    sa: Dim | None = None,
+    sb: Dim | None = None,
+    hidden: Dim | None = None,
+    dim_a: Dim | None = None,
+    dim_b: Dim | None = None,
+    a_offset: Dim | None = None,
+    num_classes: NumClasses | None = None,
     hyperplane: str | None = None,
     label_noise: float | None = None,
     mix: bool | None = None,
-    n_train: int = 200,
-    n_val: int = 200,
-    n_test: int = 1000,
+    n_train: Rows = 200,
+    n_val: Rows = 200,
+    n_test: Rows = 1000,
 ) -> DataSplits:
     """A modality Venn diagram as train/val/test splits with modalities "a" and "b".
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,18 +23,20 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import ENCODERS
 
+MAX_WIDTH = 65536
+Width = Annotated[int, Field(strict=True, ge=1, le=MAX_WIDTH)]  # a layer width: a positive integer, never a bool
+
 
 class EncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["mlp", "cnn1d", "cnn2d", "tokens", "lenet"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [64], description="mlp: hidden widths")
-    channels: list[int] = Field(default_factory=lambda: [16, 32], description="cnn: channels per block")
-    kernel_size: int = 3
-    out_dim: int = 64
-    dropout: float = 0.0
-    vocab_size: int = 1000
-
+    hidden: list[Width] = Field(default_factory=lambda: [64], max_length=64, description="mlp: hidden widths")
+    channels: list[Width] = Field(default_factory=lambda: [16, 32], max_length=64, description="cnn: channels per block")
+    kernel_size: int = Field(3, strict=True, ge=1, le=101)
+    out_dim: Width = 64
+    dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
+    vocab_size: int = Field(1000, strict=True, ge=1, le=10_000_000)
 
 def _mlp(in_dim: int, widths: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []

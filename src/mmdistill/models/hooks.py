@@ -14,13 +14,14 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..strict_yaml import short
 
 
 def find_module(model: nn.Module, path: str) -> nn.Module:
     modules = dict(model.named_modules())
     if path not in modules:
         names = [n for n in modules if n]
-        raise ConfigError(f"layer {path!r} not found in {type(model).__name__}; layers: {', '.join(names)}")
+        raise ConfigError(f"layer {short(path)} not found in {type(model).__name__}; layers: {', '.join(names)}")
     return modules[path]
 
 
@@ -43,7 +44,7 @@ class FeatureHooks:
     def _hook(self, path: str):
         def store(module: nn.Module, inputs, output) -> None:
             if not isinstance(output, Tensor):
-                raise ConfigError(f"layer {path!r} returns {type(output).__name__}, expected a tensor")
+                raise ConfigError(f"layer {short(path)} returns {type(output).__name__}, expected a tensor")
             self.features[path] = output
 
         return store

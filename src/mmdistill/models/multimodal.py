@@ -12,15 +12,17 @@ can stand in for this class; mmdistill never calls anything else on a model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from ..batch import MASK_SUFFIX, ModalitySpec, validate_inputs
+from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
-from .encoders import EncoderConfig, _mlp, build_encoder
+from ..strict_yaml import cut, short
+from .encoders import EncoderConfig, Width, _mlp, build_encoder
 
 
 class ModelConfig(BaseModel):
@@ -28,26 +30,41 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    modalities: list[str]
+    modalities: list[str] = Field(min_length=1, description="modality names, each once; not a reserved batch key")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="default encoder for every modality")
     encoders: dict[str, EncoderConfig] = Field(default_factory=dict, description="per-modality overrides")
     fusion: Literal["concat", "sum", "late"] = "concat"
-    head_hidden: list[int] = Field(default_factory=list)
-    dropout: float = 0.0
+    head_hidden: list[Width] = Field(default_factory=list, max_length=64)
+    dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
+
+    @field_validator("modalities")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for m in names:
+            if m in RESERVED or m.endswith(MASK_SUFFIX) or not m:
+                raise ValueError(f"{short(m)} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
+                                 f"{MASK_SUFFIX!r} are reserved batch keys")
+        dup = sorted({m for m in names if names.count(m) > 1})
+        if dup:
+            raise ValueError(f"modality {dup[0]!r} is listed twice")
+        return names
 
 
 class MultimodalClassifier(nn.Module):
     """``encoders[m]`` for each modality, a fusion rule and a classification head."""
 
-    def __init__(self, specs: Sequence[ModalitySpec], num_classes: int, cfg: ModelConfig) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], num_classes: int, cfg: ModelConfig, key: str = "model") -> None:
         super().__init__()
         by_name = {s.name: s for s in specs}
         for m in cfg.modalities:
             if m not in by_name:
-                raise ConfigError(f"model.modalities: dataset has no modality {m!r}; available: {', '.join(by_name)}")
+                raise ConfigError(f"{key}.modalities: dataset has no modality {short(m)}; available: {', '.join(by_name)}")
         for m in cfg.encoders:
             if m not in cfg.modalities:
-                raise ConfigError(f"model.encoders.{m}: not one of the model's modalities {cfg.modalities}")
+                raise ConfigError(f"{key}.encoders.{cut(m)}: not one of the model's modalities {cfg.modalities}")
+        for m in cfg.modalities:
+            check_encoder_fits(by_name[m], cfg.encoders.get(m, cfg.encoder),
+                               f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
         self.modalities = tuple(cfg.modalities)
         self.input_specs = [by_name[m] for m in self.modalities]
         self.num_classes = num_classes
@@ -55,7 +72,7 @@ class MultimodalClassifier(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder)) for m in self.modalities})
         dims = [self.encoders[m].out_dim for m in self.modalities]
         if cfg.fusion == "sum" and len(set(dims)) > 1:
-            raise ConfigError(f"model.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
+            raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
         if cfg.fusion == "late":
             self.heads = nn.ModuleDict({m: self._head(d, cfg, num_classes) for m, d in zip(self.modalities, dims)})
         else:
@@ -77,8 +94,25 @@ class MultimodalClassifier(nn.Module):
         return self.head(torch.cat(list(feats.values()), dim=1))
 
 
-def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> MultimodalClassifier:
-    return MultimodalClassifier(specs, num_classes, cfg)
+def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model") -> MultimodalClassifier:
+    """The reference model; errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
+    return MultimodalClassifier(specs, num_classes, cfg, key)
+
+
+def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
+    """The encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W)."""
+    dims = len(spec.shape)
+    what = f"modality {spec.name!r} ({'token ids' if spec.tokens else 'floats'}, per-example shape {tuple(spec.shape)})"
+    if spec.tokens != (enc.type == "tokens"):
+        want = "'tokens'" if spec.tokens else "'mlp', 'cnn1d' or 'cnn2d'"
+        raise ConfigError(f"{key}.type: {enc.type!r} does not fit {what}; use {want}")
+    if enc.type == "cnn1d" and dims not in (1, 2):
+        raise ConfigError(f"{key}.type: 'cnn1d' needs (channels, time) or (time,) examples, not {what}; use 'mlp' or 'cnn2d'")
+    if enc.type == "cnn2d" and dims not in (2, 3):
+        raise ConfigError(f"{key}.type: 'cnn2d' needs (channels, height, width) or (height, width) examples, not {what}; "
+                          "use 'mlp' or 'cnn1d'")
+    if enc.type == "tokens" and dims != 1:
+        raise ConfigError(f"{key}.type: 'tokens' needs (sequence,) token ids, not {what}")
 
 
 def model_modalities(model: nn.Module) -> tuple[str, ...]:
@@ -89,3 +123,25 @@ def model_modalities(model: nn.Module) -> tuple[str, ...]:
             f"{type(model).__name__} must declare the modalities it reads as a `modalities` attribute (a tuple of names)"
         )
     return tuple(mods)
+
+
+def check_model_size(key: str, model_cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> None:
+    """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
+    the memory available now; counted on the meta device, so nothing is allocated."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
+    avail = available_memory()
+    if avail is not None and 16 * n > avail:
+        raise ConfigError(f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "
+                          "of memory is available; use smaller widths (encoder.hidden, out_dim, channels, head_hidden)")
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,123 @@
+"""KD and MSD training steps on a CUDA GPU in bf16 mixed precision, against a bare PyTorch loop.
+
+Same student, data, batch size, optimizer and loss on both sides; the bare loop keeps the
+data and the precomputed teacher logits on the GPU and runs its step under
+``torch.autocast("cuda", torch.bfloat16)``; mmdistill runs ``distill(..., trainer.accelerator=gpu,
+trainer.precision=bf16-mixed)`` with the teacher cache on (built before timing). Reports
+ms/step (minimum over epochs of the epoch's mean, after a warm-up run), samples/s and the peak
+GPU memory allocated (``torch.cuda.max_memory_allocated``) of each. On a machine without CUDA
+it says so and exits 0.
+
+    python benchmarks/bench_gpu.py [--batch 256 1024] [--repeats 3] [--n 60000] [--width 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+EPOCHS, LAM, TEMP = 3, 0.5, 4.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, default=60000)
+    ap.add_argument("--width", type=int, default=1024)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print(f"no CUDA device visible to torch {torch.__version__} (torch.cuda.is_available() is False): nothing to "
+              f"measure. Run this on a machine with an NVIDIA GPU and a CUDA build of torch.")
+        return 0
+    from mmdistill.config import CacheConfig, TrainerConfig
+    from mmdistill.data import build_splits
+    from mmdistill.engine import api
+    from mmdistill.engine.teacher import compute_table
+    from mmdistill.methods.base import TeacherRequest
+    from mmdistill.methods.kd import kd_loss
+    from mmdistill.models import EncoderConfig, ModelConfig, build_model
+
+    dev = torch.device("cuda")
+    data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 256, "dim_b": 256})
+    specs, n_cls = data.train.specs(), data.num_classes
+
+    def models():
+        torch.manual_seed(0)
+        teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width], out_dim=256)), specs, n_cls)
+        torch.manual_seed(1)
+        student = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width, args.width], out_dim=256)),
+                              specs, n_cls)
+        return teacher.eval(), student
+
+    def bare(batch: int) -> tuple[list[float], int]:
+        teacher, student = models()
+        student = student.to(dev)
+        logits_t = compute_table(teacher, data.train, TeacherRequest(), None, 4096, torch.device("cpu")).tensors["logits"].to(dev)
+        xa, xb, y = (data.train.tensors["a"].to(dev), data.train.tensors["b"].to(dev), data.train.labels.to(dev))
+        opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+        torch.cuda.reset_peak_memory_stats()
+        per_epoch = []
+        for epoch in range(EPOCHS):
+            perm = torch.randperm(len(y), device=dev)
+            torch.cuda.synchronize()
+            start, steps = time.perf_counter(), 0
+            for i in range(0, len(y), batch):
+                idx = perm[i:i + batch]
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = student({"a": xa[idx], "b": xb[idx]})
+                loss = (1 - LAM) * F.cross_entropy(out.float(), y[idx]) + LAM * kd_loss(out.float(), logits_t[idx], TEMP)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+            torch.cuda.synchronize()
+            per_epoch.append((time.perf_counter() - start) / steps)
+        return per_epoch, torch.cuda.max_memory_allocated()
+
+    def ours(batch: int, method: str, params: dict, tmp: Path, run: str) -> tuple[list[float], int]:
+        teacher, student = models()
+        cfg = TrainerConfig(epochs=EPOCHS, batch_size=batch, accelerator="gpu", precision="bf16-mixed",
+                            optimizer={"name": "adam", "lr": 1e-3})
+        fitted = []
+        real_fit = api.fit
+        api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]
+        try:
+            torch.cuda.reset_peak_memory_stats()
+            api.distill(student, teacher, data, tmp / run, method, params, trainer=cfg, cache=CacheConfig(dir=tmp / "cache"))
+        finally:
+            api.fit = real_fit
+        return [h["train_seconds"] / h["train_steps"] for h in fitted[0].history], torch.cuda.max_memory_allocated()
+
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
+          f"toy-two-modality n={args.n} ({len(data.train)} train), student MLP width {args.width} on a+b, bf16-mixed, "
+          f"{EPOCHS} epochs, min over epochs of {args.repeats} repeats after a warm-up")
+    runs = {"bare KD loop": None, "mmdistill kd": ("kd", {"temperature": TEMP, "lam": LAM}),
+            "mmdistill msd (uniform)": ("msd", {"weighting": "uniform"})}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for batch in args.batch:
+            times = {k: [] for k in runs}
+            peak = {}
+            for r in range(args.repeats + 1):  # repeat 0 warms up (kernels, caches)
+                for name, spec in runs.items():
+                    t, mem = bare(batch) if spec is None else ours(batch, *spec, tmp, f"{name[10:13]}-{batch}-{r}")
+                    if r:
+                        times[name] += t
+                        peak[name] = max(peak.get(name, 0), mem)
+            base = min(times["bare KD loop"])
+            for name in runs:
+                best = min(times[name])
+                print(f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
+                      f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

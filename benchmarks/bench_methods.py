@@ -1,0 +1,114 @@
+"""Time per training step of every distillation method, relative to Hinton KD.
+
+One step = the student's forward (with hooks), the method's named losses, the weighted sum, backward
+and an Adam step, with the teacher's outputs precomputed per batch (what the teacher cache serves).
+Models: 1-D CNN encoders on the 64-dim toy vectors (so attention transfer has maps), teacher on both
+modalities, student on one; feature methods use the second conv block of each. Set-up and
+``prepare`` (e.g. MFH's Algorithm 1 scores, CRD's bank) are not in the step time. Runs alternate
+between methods (every method once per round, ``--rounds`` rounds of ``--steps`` steps); the figure
+is the median over rounds of each method's seconds per step, and its ratio to KD's median.
+
+    python benchmarks/bench_methods.py [--threads 1] [--rounds 7] [--steps 20] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from mmdistill.data import build_splits
+from mmdistill.engine.api import build_method
+from mmdistill.engine.teacher import teacher_outputs
+from mmdistill.engine.trainer import DistillationModule, weighted_total
+from mmdistill.masking import Masker
+from mmdistill.models import EncoderConfig, ModelConfig, build_model
+
+LAYERS = {"student_layer": "encoders.b.body.3", "teacher_layer": "encoders.a.body.3"}
+METHODS = {
+    "kd": ("kd", {"temperature": 4.0}),
+    "dkd": ("dkd", {}),
+    "dist": ("dist", {}),
+    "logit_std_kd": ("logit_std_kd", {}),
+    "hint": ("hint", LAYERS),
+    "at (code)": ("at", {**LAYERS, "form": "code"}),
+    "at (paper)": ("at", {**LAYERS, "form": "paper"}),
+    "pkt": ("pkt", LAYERS),
+    "rkd": ("rkd", LAYERS),
+    "sp": ("sp", LAYERS),
+    "crd (K=4096)": ("crd", LAYERS),
+    "crd (K=1024)": ("crd", {**LAYERS, "nce_k": 1024}),
+    "c2kd": ("c2kd", LAYERS),
+    "mfh_general": ("mfh_general", {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20,
+                                    "salience_examples": 512}),
+}
+
+
+def make(label: str, data, masker, batch: int):
+    name, params = METHODS[label]
+    specs, n = data.train.specs(), data.num_classes
+    torch.manual_seed(0)
+    t_enc = EncoderConfig(type="cnn1d", channels=[16, 32], out_dim=64)
+    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=t_enc), specs, n).eval()
+    torch.manual_seed(1)
+    s_enc = EncoderConfig(type="cnn1d", channels=[8, 16], out_dim=32)
+    student = build_model(ModelConfig(modalities=["b"], encoder=s_enc), specs, n)
+    method = build_method(name, params, masker)
+    method.setup(data.train.__getitems__(range(8)), student, teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    train = method.prepare(data.train, teacher, torch.device("cpu"))
+    module = DistillationModule(student, method).train()
+    batches = [train.__getitems__(range(i, i + batch)) for i in range(0, len(train) - batch + 1, batch)]
+    request = method.teacher_request()
+    outs = [teacher_outputs(teacher, b, request, masker) for b in batches]
+    return module, torch.optim.Adam(module.parameters(), lr=1e-3), batches, outs
+
+
+def time_steps(state, steps: int, cursor: int) -> float:
+    module, opt, batches, outs = state
+    weights = module.method.loss_weights()
+    start = time.perf_counter()
+    for i in range(steps):
+        j = (cursor + i) % len(batches)
+        _, losses = module(batches[j], outs[j])
+        total = weighted_total(losses, weights)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--n", type=int, default=4096)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
+    masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
+    states = {label: make(label, data, masker, args.batch) for label in METHODS}
+    for label, state in states.items():
+        time_steps(state, 3, 0)  # warm-up
+    times: dict[str, list[float]] = {label: [] for label in METHODS}
+    for r in range(args.rounds):
+        for label, state in states.items():
+            times[label].append(time_steps(state, args.steps, r * args.steps))
+    kd = statistics.median(times["kd"])
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
+          f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step")
+    print("| method | ms / step | x KD |")
+    print("|---|---|---|")
+    for label in METHODS:
+        med = statistics.median(times[label])
+        print(f"| {label} | {1000 * med:.2f} | {med / kd:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

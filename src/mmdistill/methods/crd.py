@@ -1,0 +1,163 @@
+"""Contrastive representation distillation, CRD (Tian, Krishnan, Isola; ICLR 2020).
+
+Hooked features of a student and a teacher layer are flattened, embedded by learned linear maps and
+L2-normalised: ``v_s = g_s(h_s)``, ``v_t = g_t(h_t)`` (dimension ``feat_dim``). A memory bank holds one
+student and one teacher embedding per training example (N rows each). For example i with K negatives
+j_1..j_K drawn uniformly from the N rows (with replacement), the critic is::
+
+    h(v, m) = exp(<v, m> / nce_t) / Z,     Z = N * mean(exp(<v, m> / nce_t)) on the first batch, then fixed
+
+and the NCE loss of an anchor against bank rows ``m_i`` (its positive) and ``m_{j_k}`` is::
+
+    NCE = -(1/B) sum_i [ log(h_0 / (h_0 + K/N + eps)) + sum_k log((K/N) / (h_k + K/N + eps)) ],   eps = 1e-7
+
+Terms ``crd_s`` (anchor v_s against the teacher bank) and ``crd_t`` (anchor v_t against the student
+bank), both weighted ``beta``, plus ``ce``. After each training step the bank rows of the batch are
+updated with momentum: ``m_i <- normalise(nce_m * m_i + (1 - nce_m) * v_i)``. The bank rows are
+initialised uniform in ``[-a, a]``, ``a = 1/sqrt(feat_dim/3)``, as the authors' code.
+
+State: the banks and the two Z constants are buffers of the method, so they are in every checkpoint
+and a resumed run is bitwise the same. DDP: the batch's (row index, v_s, v_t) are all-gathered and
+every process applies the same update, so the banks stay identical on all ranks (one global bank,
+not one per rank); the first-batch Z is averaged over the ranks. Negatives are drawn with the
+global torch RNG (checkpointed). Defaults follow the paper (feat_dim 128, nce_t 0.07, nce_m 0.5,
+beta 0.8) except ``nce_k`` (paper 16384; 4096 here: CPU-sized). The authors' code can also draw
+negatives from other classes only ("exact" mode); that is not reconstructed.
+
+Tasks: any task (negatives are examples, not classes); the bank needs the dataset's ``index``.
+Before :meth:`prepare` (e.g. the pre-flight check) the current batch serves as the bank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..batch import INDEX, LABEL, Batch
+from ..data.dataset import MultimodalDataset
+from ..registry import METHODS
+from .base import StudentOutputs, TeacherOutputs
+from .layer_pair import LayerPairMethod, LayerPairParams
+
+NCE_EPS = 1e-7
+
+
+def nce_loss(scores: Tensor, n_data: int) -> Tensor:
+    """``scores`` (B, 1 + K): column 0 the positive's ``h``, the rest the negatives'. Noise prob. 1/N."""
+    k = scores.shape[1] - 1
+    noise = k / n_data
+    log_pos = torch.log(scores[:, 0] / (scores[:, 0] + noise + NCE_EPS))
+    log_neg = torch.log(noise / (scores[:, 1:] + noise + NCE_EPS))
+    return -(log_pos.sum() + log_neg.sum()) / scores.shape[0]
+
+
+def critic(anchor: Tensor, bank_rows: Tensor, nce_t: float) -> Tensor:
+    """``exp(<anchor_i, bank_rows_i,k> / nce_t)``: anchor (B, d), bank_rows (B, 1 + K, d) -> (B, 1 + K)."""
+    return torch.exp(torch.bmm(bank_rows, anchor.unsqueeze(2)).squeeze(2) / nce_t)
+
+
+def bank_critic(anchor: Tensor, bank: Tensor, idx: Tensor, nce_t: float) -> Tensor:
+    """:func:`critic` of ``anchor`` against ``bank[idx]`` (idx (B, 1 + K)).
+
+    When the bank is small next to the B x (1 + K) rows asked for, all B x N dot products are one
+    matrix product and the asked ones are picked from it (no (B, 1 + K, d) copy of bank rows)."""
+    if len(bank) <= 4 * idx.shape[1]:  # a copy: the product keeps it for backward, the bank is updated in place
+        return torch.exp((anchor @ bank.T.to(anchor.dtype, copy=True)).gather(1, idx) / nce_t)
+    return critic(anchor, bank[idx].to(anchor.dtype), nce_t)
+
+
+def momentum_update(bank: Tensor, rows: Tensor, v: Tensor, momentum: float) -> None:
+    """``bank[rows] <- normalise(momentum * bank[rows] + (1 - momentum) * v)`` in place."""
+    new = F.normalize(bank[rows] * momentum + v * (1 - momentum), dim=1)
+    bank.index_copy_(0, rows, new)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_gather(x: Tensor) -> Tensor:
+    parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class CRDParams(LayerPairParams):
+    feat_dim: int = Field(128, ge=1, description="embedding dimension")
+    nce_k: int = Field(4096, ge=1, description="negatives per example (paper: 16384)")
+    nce_t: float = Field(0.07, gt=0, description="critic temperature")
+    nce_m: float = Field(0.5, ge=0, lt=1, description="momentum of the memory-bank update")
+    beta: float = Field(0.8, ge=0, description="weight of each contrastive term")
+
+
+@METHODS.register("crd")
+class ContrastiveRD(LayerPairMethod):
+    Params = CRDParams
+
+    def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
+        hs, ht = self.sample_features(sample_batch, student, teacher)
+        d = self.params.feat_dim
+        self.embed_s = nn.Linear(hs[0].numel(), d)
+        self.embed_t = nn.Linear(ht[0].numel(), d)
+        self.register_buffer("bank_s", torch.zeros(0, d))
+        self.register_buffer("bank_t", torch.zeros(0, d))
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+        d, n = self.params.feat_dim, len(train)
+        a = 1.0 / math.sqrt(d / 3)
+        g = torch.Generator().manual_seed(0)  # same banks on every rank; the global RNG is not consumed
+        self.bank_s = (torch.rand(n, d, generator=g) * 2 * a - a).to(device)
+        self.bank_t = (torch.rand(n, d, generator=g) * 2 * a - a).to(device)
+        return train
+
+    def _z(self, name: str, scores: Tensor, n: int) -> Tensor:
+        z = getattr(self, name)
+        if z < 0:
+            value = scores.detach().mean() * n
+            if _distributed():
+                torch.distributed.all_reduce(value)
+                value /= torch.distributed.get_world_size()
+            if not self.training:
+                return value  # a check outside training fixes nothing
+            z.copy_(value)
+        return z
+
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+        assert teacher_out is not None
+        p = self.params
+        hs = student_out.features[p.student_layer]
+        ht = teacher_out.features[p.teacher_layer].to(hs.dtype)
+        v_s = F.normalize(self.embed_s(hs.flatten(1)), dim=1)
+        v_t = F.normalize(self.embed_t(ht.flatten(1)), dim=1)
+        prepared = len(self.bank_s) > 0
+        if prepared:
+            rows, bank_s, bank_t = batch[INDEX].to(v_s.device), self.bank_s, self.bank_t
+        else:
+            rows = torch.arange(len(v_s), device=v_s.device)
+            bank_s, bank_t = v_s.detach(), v_t.detach()
+        n = len(bank_s)
+        idx = torch.cat([rows.unsqueeze(1), torch.randint(n, (len(rows), p.nce_k), device=rows.device)], 1)
+        scores_s = bank_critic(v_s, bank_t, idx, p.nce_t)
+        scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
+        scores_s = scores_s / self._z("z_s", scores_s, n)
+        scores_t = scores_t / self._z("z_t", scores_t, n)
+        out = {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
+               "crd_s": nce_loss(scores_s, n), "crd_t": nce_loss(scores_t, n)}
+        if prepared and self.training:
+            with torch.no_grad():
+                r, vs, vt = rows, v_s.detach().float(), v_t.detach().float()
+                if _distributed():
+                    r, vs, vt = _all_gather(r), _all_gather(vs), _all_gather(vt)
+                momentum_update(self.bank_s, r, vs, p.nce_m)
+                momentum_update(self.bank_t, r, vt, p.nce_m)
+        return out
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": self.params.ce_weight, "crd_s": self.params.beta, "crd_t": self.params.beta}
