@@ -64,7 +64,11 @@ def test_reproduce_table1_builds_data_and_writes_paired_table(tmp_path, capsys):
                  "--temperature", "1", "--out", str(tmp_path / "t1_T1")]) == 0
     again = list(csv.DictReader((tmp_path / "t1_T1" / "results.csv").open()))
     assert [r["test_acc"] for r in again[:2]] == [r["test_acc"] for r in rows[:2]]
-    assert not (tmp_path / "t1_T1" / "runs" / "av_teacher-seed0").exists()
+    assert not (tmp_path / "t1_T1" / "runs" / "av_teacher").exists()
+    # --overwrite replaces a finished run (its data, runs and cache folders are recognised as ours)
+    assert main(["reproduce", "mfh-table1", "--data", str(out / "avmnist"), "--teachers", str(out), "--seeds", "1",
+                 "--train-size", "20", "--teacher-factor", "2", "--epochs", "1", "--val-size", "10", "--test-size", "20",
+                 "--temperature", "1", "--out", str(tmp_path / "t1_T1"), "--overwrite"]) == 0
     # without --data-root and no build it is a clear error
     assert main(["reproduce", "mfh-table1", "--out", str(tmp_path / "t2"), "--seeds", "1"]) == 2
     assert "give --data-root" in capsys.readouterr().err
@@ -108,5 +112,5 @@ def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_
     # same seed and data, only the teacher's kept channels differ: the hook must reach the KD students
     from mmdistill.engine.checkpoint import load_tensors
 
-    weights = {m: load_tensors(tmp_path / "rm" / "runs" / f"{m}-seed0" / "student.safetensors")[0] for m in ("regular", "general")}
+    weights = {m: load_tensors(tmp_path / "rm" / "runs" / m / "seed_0" / "model" / "student.safetensors")[0] for m in ("regular", "general")}
     assert any(not torch.equal(weights["regular"][k], weights["general"][k]) for k in weights["regular"])

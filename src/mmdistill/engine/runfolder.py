@@ -56,12 +56,12 @@ _TRAIN: Layout = {"config.yaml": None, "metrics.json": None, "summary.md": None,
                   "analysis": {"modalities.md": None, "saliency_hist.png": None},
                   "robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
 _STUDY: Layout = {"results.csv": None, "summary.md": None, "*.csv": None, "*.md": None, "*.png": None, **_REPORT,
-                  "runs": {"*": {"seed_*": {"*": _MODEL}}}, "cache": ALL}
+                  "runs": {"*": {"seed_*": {"*": _MODEL}}}, "cache": ALL, "avmnist": ALL}  # avmnist: data built by mfh-table1
 LAYOUTS: dict[str, Layout] = {
     "train": _TRAIN,
     "reproduce": _STUDY,
     "demo": {**_REPORT, "kd-miniature": _TRAIN, "mfh-gamma": _STUDY, "advise": _STUDY, "mfh-removal": _STUDY,
-             "msd": _STUDY},
+             "msd": _STUDY, "avmnist": _STUDY},
     "salience": {"scores.csv": None, "salience.png": None, **_REPORT},
 }
 

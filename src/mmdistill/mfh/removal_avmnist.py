@@ -31,7 +31,7 @@ from ..models.multimodal import build_model
 from ..stats import paired_difference, summarize
 from .removal import kept_channels, removed_channels
 from .salience import channel_salience
-from .table1 import multibench_trainer, reference_model, subsets
+from .table1 import multibench_trainer, reference_model, run_dir, subsets
 
 LAYER = "head.0"  # the head's hidden Linear + ReLU: the teacher's penultimate features (N, 100)
 MODES = ("nokd", "regular", "general", "random", "specific")
@@ -66,7 +66,7 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
         return build_model(reference_model([mod]), specs, splits.num_classes)
 
     teacher = model(teacher_modality, seeds[0])
-    t_res = distill(teacher, None, data[n_teacher], out / "runs" / "teacher", method="supervised",
+    t_res = distill(teacher, None, data[n_teacher], run_dir(out, "teacher", seeds[0]), method="supervised",
                     trainer=multibench_trainer(teacher_epochs), cache=no_cache, seed=seeds[0])
     teacher.eval()
     log(f"  teacher ({teacher_modality}): test {100 * t_res.test['accuracy']:.2f}")
@@ -82,7 +82,7 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
     k = max(1, round(keep * len(fill)))
     for seed in seeds:
         student = model(student_modality, seed)
-        s_res = distill(student, None, data[train_size], out / "runs" / f"nokd-seed{seed}", method="supervised",
+        s_res = distill(student, None, data[train_size], run_dir(out, "nokd", seed), method="supervised",
                         trainer=student_trainer(), cache=no_cache, seed=seed)
         rows.append({"seed": seed, "mode": "nokd", "kept": len(fill), "teacher_acc": float("nan"),
                      "student_acc": 100 * s_res.test["accuracy"]})
@@ -94,7 +94,7 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
             keep_idx = torch.arange(len(fill)) if mode == "regular" else kept_channels(mode, scores, k, seed)
             with removed_channels(teacher, LAYER, keep_idx, fill) if mode != "regular" else contextlib.nullcontext():
                 t_acc = _accuracy(teacher, held["test"])
-                res = distill(model(student_modality, seed), teacher, data[train_size], out / "runs" / f"{mode}-seed{seed}",
+                res = distill(model(student_modality, seed), teacher, data[train_size], run_dir(out, mode, seed),
                               method="kd", method_params={"temperature": temperature, "lam": 0.5},
                               trainer=student_trainer(), cache=no_cache, seed=seed)
             rows.append({"seed": seed, "mode": mode, "kept": len(keep_idx), "teacher_acc": t_acc,

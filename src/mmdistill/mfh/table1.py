@@ -45,6 +45,11 @@ AUDIO_LENET = EncoderConfig(type="lenet", channels=[6, 12, 24, 48, 96, 192])
 ROW_FIELDS = ["seed", "model", "role", "train_rows", "test_acc", "val_acc", "best_epoch", "seconds"]
 
 
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """Where one model of a study is trained: ``out/runs/<name>/seed_<seed>/model`` (the reproduce layout)."""
+    return out / "runs" / name / f"seed_{seed}" / "model"
+
+
 def reference_model(modalities: Sequence[str]) -> ModelConfig:
     """MultiBench's AV-MNIST model on ``modalities``: LeNet encoders, concatenated, MLP head with 100 hidden units."""
     encoders = {"image": IMAGE_LENET, "audio": AUDIO_LENET}
@@ -96,12 +101,12 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
         model = build_model(reference_model(mods), specs, splits.num_classes)
         params = {"temperature": temperature, "lam": lam} if method == "kd" else None
         if role == "teacher" and teachers_from is not None:
-            res = _load_finished(Path(teachers_from) / "runs" / f"{name}-seed{seed}", model)
+            res = _load_finished(run_dir(Path(teachers_from), name, seed), model)
             if res is None:
-                raise ConfigError(f"--teachers {teachers_from}: no finished {name} run at runs/{name}-seed{seed} "
-                                  "(result.json and student.safetensors)")
+                raise ConfigError(f"--teachers {teachers_from}: no finished {name} run at "
+                                  f"{run_dir(Path(teachers_from), name, seed)} (result.json and student.safetensors)")
         else:
-            res = distill(model, teacher, data[n], out / "runs" / f"{name}-seed{seed}", method=method, method_params=params,
+            res = distill(model, teacher, data[n], run_dir(out, name, seed), method=method, method_params=params,
                           trainer=multibench_trainer(ep, accelerator), cache=cache, seed=seed, desc=name)
         row = {"seed": seed, "model": name, "role": role, "train_rows": n, "test_acc": 100 * res.test["accuracy"],
                "val_acc": 100 * res.val["accuracy"], "best_epoch": res.best_epoch, "seconds": time.perf_counter() - start}
