@@ -1,5 +1,6 @@
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +48,14 @@ def test_cli_errors_exit_nonzero_with_message(tiny_config, tmp_path):
     assert proc.returncode == 2
     assert "trainer.epohcs: unknown key; valid keys: epochs" in proc.stderr
     assert not (tmp_path / "x").exists(), "a config error must leave no output behind"
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    """`mmdistill --help` and argparse errors stay fast: no command module imports torch when the parser is built."""
+    code = ("import sys\nfrom mmdistill.cli import main\n"
+            "for argv in (['--help'], ['train'], ['reproduce', '--help'], ['salience', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'lightning_fabric', 'torchmetrics') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

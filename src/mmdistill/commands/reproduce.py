@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from ..errors import ConfigError
 from . import positive_int, seed_int
@@ -155,6 +154,8 @@ def run_target(args: argparse.Namespace) -> int:
 
     if args.first_seed + args.seeds > 2**32:
         raise ConfigError(f"--first-seed {args.first_seed} --seeds {args.seeds}: seeds must stay below 2**32")
+    import torch
+
     torch.set_num_threads(args.threads)
     with owned(args.out, "reproduce", "results.csv", args.overwrite, info={"target": args.target}) as folder:
         summary = TARGETS[args.target].run(args, folder.path)
