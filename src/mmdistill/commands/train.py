@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import load_config
     from ..engine.api import run_config
-    from ..stats import format_summary
+    from ..stats import BOUNDED, few_seeds_caution, format_summary
 
     cfg = load_config(args.config, args.overrides)
     seeds = list(range(args.seeds)) if args.seeds else None
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         s = metrics["summary"]
         for part in ("teacher", "nokd", "student"):
             if f"{part}.accuracy" in s:
-                print(f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'])}", file=sys.stdout)
+                print(f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)}", file=sys.stdout)
+        if few_seeds_caution(len(metrics["seeds"])):
+            print(few_seeds_caution(len(metrics["seeds"])))
         print(f"wrote {args.out / 'metrics.json'}")
     return 0

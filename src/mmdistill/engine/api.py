@@ -327,15 +327,20 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:
 
 
 def summary_markdown(metrics: dict) -> str:
-    lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
-             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], in points.", "",
-             "| model | accuracy | macro-F1 |", "|---|---|---|"]
-    from ..stats import format_summary
+    from ..stats import BOUNDED, few_seeds_caution, format_summary
 
+    lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
+             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], in points; an interval past [0, 100] "
+             "is shown clipped and marked (clipped).", ""]
+    caution = few_seeds_caution(len(metrics["seeds"]))
+    if caution:
+        lines += [caution, ""]
+    lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
     for part in ("teacher", "nokd", "student"):
         if f"{part}.accuracy" in metrics["summary"]:
             s = metrics["summary"]
-            lines.append(f"| {part} | {format_summary(s[f'{part}.accuracy'])} | {format_summary(s[f'{part}.f1_macro'])} |")
+            lines.append(f"| {part} | {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)} | "
+                         f"{format_summary(s[f'{part}.f1_macro'], bounds=BOUNDED)} |")
     if metrics["paired"]:
         p = metrics["paired"]
         lines += ["", f"Paired difference student - nokd (same seeds): accuracy {format_summary(p['student-nokd.accuracy'])}, "

@@ -1,0 +1,37 @@
+"""Small traps a new user met (issue 18): seed statistics with few seeds, the cache's first use,
+``splits_from_arrays`` keeping the user's own split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmdistill.engine.api import summary_markdown
+from mmdistill.stats import BOUNDED, format_summary, summarize
+
+
+def _metrics(accs: list[float]) -> dict:
+    s = summarize(accs)
+    return {"method": "kd", "seeds": list(range(len(accs))), "reporting": "test at best val",
+            "summary": {"student.accuracy": s, "student.f1_macro": s}, "paired": {}}
+
+
+def test_two_seed_interval_is_clipped_to_0_100_and_marked():
+    s = summarize([0.8124, 0.9550])  # the issue's case: 88.37 ± 10.08 [-2.16, 178.91]
+    assert s["ci_high"] > 1.0  # raw t-interval kept as is (metrics.json's meaning is unchanged)
+    shown = format_summary(s, bounds=BOUNDED)
+    assert shown.endswith("[0.00, 100.00] (clipped)"), shown
+    assert format_summary(s).endswith("178.97]")  # unbounded (e.g. a paired difference): unclipped
+    inside = summarize([0.80, 0.81, 0.82])
+    assert "(clipped)" not in format_summary(inside, bounds=BOUNDED)
+
+
+def test_summary_warns_below_three_seeds():
+    two = summary_markdown(_metrics([0.8124, 0.9550]))
+    assert "fewer than 3 seeds are very wide" in two and "(clipped)" in two
+    assert "178" not in two.split("| student |")[1]
+    three = summary_markdown(_metrics([0.80, 0.81, 0.82]))
+    assert "Caution" not in three and "(clipped)" not in three.split("| model |")[1]
+    one = summary_markdown(_metrics([0.8]))
+    assert "Caution" not in one and not math.isnan(summarize([0.8])["mean"])
