@@ -35,3 +35,26 @@ def test_summary_warns_below_three_seeds():
     assert "Caution" not in three and "(clipped)" not in three.split("| model |")[1]
     one = summary_markdown(_metrics([0.8]))
     assert "Caution" not in one and not math.isnan(summarize([0.8])["mean"])
+
+
+def test_first_use_of_the_cache_says_where_and_how_to_change_it(tmp_path, capsys):
+    from mmdistill.engine.teacher import announce_new_cache_dir
+
+    where = tmp_path / "home" / ".cache" / "mmdistill" / "teacher"
+    announce_new_cache_dir(where)
+    err = capsys.readouterr().err
+    assert where.is_dir() and str(where) in err
+    assert "MMDISTILL_CACHE" in err and "cache.dir" in err and "cache.enabled=false" in err
+    announce_new_cache_dir(where)  # only the first time
+    assert capsys.readouterr().err == ""
+
+
+def test_training_announces_a_new_cache_folder(tiny_config, tmp_path):
+    import subprocess
+
+    from conftest import cli, cli_env
+
+    proc = subprocess.run(cli("train", str(tiny_config(epochs=1)), "--out", str(tmp_path / "run"), "--quiet"),
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"caching teacher outputs in {tmp_path / 'cache'}" in proc.stderr, proc.stderr

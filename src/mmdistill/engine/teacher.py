@@ -55,6 +55,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMDISTILL_CACHE", Path.home() / ".cache" / "mmdistill")) / "teacher"
 
 
+def announce_new_cache_dir(cache_dir: Path) -> None:
+    """Create ``cache_dir`` if absent, saying so once on stderr: where, how to move it, how to turn it off."""
+    if cache_dir.is_dir():
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    print(f"mmdistill: caching teacher outputs in {cache_dir} (set cache.dir=PATH or MMDISTILL_CACHE to move it, "
+          "cache.enabled=false to turn it off)", file=sys.stderr)
+
+
 def model_hash(model: nn.Module) -> str:
     """sha256 over the model class and every parameter/buffer (name, dtype, shape, bytes)."""
     h = hashlib.sha256(type(model).__qualname__.encode())
@@ -194,6 +203,7 @@ def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teache
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{key}.safetensors"
     if build:
+        announce_new_cache_dir(cache_dir)
         for stale in sweep_stale_temp_files(cache_dir):
             print(f"mmdistill: removed {stale}, a partial teacher-cache file left by a killed process", file=sys.stderr)
     if path.is_file():
