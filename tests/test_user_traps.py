@@ -58,3 +58,45 @@ def test_training_announces_a_new_cache_folder(tiny_config, tmp_path):
                           env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"caching teacher outputs in {tmp_path / 'cache'}" in proc.stderr, proc.stderr
+
+
+def _pool(n: int = 120):
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    return {"a": rng.normal(size=(n, 4)).astype("float32"), "b": rng.normal(size=(n, 2)).astype("float32")}, labels
+
+
+def test_splits_from_arrays_keeps_the_users_own_split():
+    from mmdistill.data import splits_from_arrays
+
+    x, y = _pool()
+    split = np.array(["train"] * 60 + ["val"] * 30 + ["test"] * 30)
+    s = splits_from_arrays(x, y, 3, seed=0, split=split)
+    assert np.array_equal(s.test.tensors["a"].numpy(), x["a"][90:])
+    assert np.array_equal(s.val.tensors["a"].numpy(), x["a"][60:90])
+    assert len(s.train) == 60
+
+
+def test_splits_from_arrays_carves_val_from_train_only():
+    from mmdistill.data import splits_from_arrays
+
+    x, y = _pool()
+    split = np.array(["train"] * 90 + ["test"] * 30)
+    s = splits_from_arrays(x, y, 3, seed=0, split=split)
+    assert np.array_equal(s.test.tensors["a"].numpy(), x["a"][90:])  # the user's test set, untouched
+    assert len(s.train) + len(s.val) == 90 and len(s.val) > 0
+    train_val = np.concatenate([s.train.tensors["a"].numpy(), s.val.tensors["a"].numpy()])
+    assert sorted(map(tuple, train_val)) == sorted(map(tuple, x["a"][:90]))
+
+
+def test_splits_from_arrays_names_a_bad_split():
+    import pytest
+
+    from mmdistill.data import splits_from_arrays
+    from mmdistill.errors import DataError
+
+    x, y = _pool()
+    with pytest.raises(DataError, match="split has values \\['tset'\\]"):
+        splits_from_arrays(x, y, 3, seed=0, split=np.array(["train"] * 90 + ["tset"] * 30))
+    with pytest.raises(DataError, match="one entry per example"):
+        splits_from_arrays(x, y, 3, seed=0, split=np.array(["train"] * 10))
