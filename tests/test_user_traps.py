@@ -100,3 +100,33 @@ def test_splits_from_arrays_names_a_bad_split():
         splits_from_arrays(x, y, 3, seed=0, split=np.array(["train"] * 90 + ["tset"] * 30))
     with pytest.raises(DataError, match="one entry per example"):
         splits_from_arrays(x, y, 3, seed=0, split=np.array(["train"] * 10))
+
+
+def test_demo_report_says_each_command_once_and_each_is_runnable(tmp_path):
+    import json
+    import shlex
+
+    from mmdistill.cli import build_parser
+    from mmdistill.commands.demo import ADVISE_ONE_PAIR, advise_command
+    from mmdistill.report import write_report
+
+    root = tmp_path / "demo"
+    command = "mmdistill reproduce mfh-gamma --seeds 2 --out mfh-gamma"
+    (root / "mfh-gamma").mkdir(parents=True)
+    (root / "mfh-gamma" / "summary.md").write_text(f"# MFH\n\nCommand: `{command}`\n\nA table.\n")  # as mfh/report.py
+    (root / "plain").mkdir()
+    (root / "plain" / "summary.md").write_text("# Plain\n\nA table.\n")
+    (root / "report.json").write_text(json.dumps([{"title": "MFH", "folder": "mfh-gamma", "command": command},
+                                                  {"title": "Plain", "folder": "plain", "command": "mmdistill evaluate plain"}]))
+    html_path, md_path = write_report(root)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert md.count(f"Command: `{command}`") == 1, md
+    assert page.count("Command:") == 2 and page.count(command) == 1, page  # once per section
+    assert md.count("Command: `mmdistill evaluate plain`") == 1
+
+    advise = advise_command(root / "advise", 2)
+    for cmd in (advise, ADVISE_ONE_PAIR):
+        argv = shlex.split(cmd)
+        assert argv[0] == "mmdistill"
+        build_parser().parse_args(argv[1:])  # argparse exits (SystemExit) on anything not runnable
+    assert advise == "mmdistill demo --seeds 2 --out demo"

@@ -66,7 +66,7 @@ def render_markdown(root: Path, sections: list[Section], title: str) -> str:
         parts += [f"## {s.title}", ""]
         if s.intro:
             parts += [s.intro, ""]
-        if s.command:
+        if s.command and not _states_command(s):
             parts += [f"Command: `{s.command}`", ""]
         for t in s.texts:
             parts += [_demote(t.read_text()), ""]
@@ -75,6 +75,11 @@ def render_markdown(root: Path, sections: list[Section], title: str) -> str:
         if s.csvs:
             parts += ["Raw data: " + ", ".join(f"[{c.name}]({c.relative_to(root).as_posix()})" for c in s.csvs), ""]
     return "\n".join(parts)
+
+
+def _states_command(s: Section) -> bool:
+    """Whether a sub-report already says ``Command: `...``` for this section's command (MFH summaries do)."""
+    return any(f"Command: `{s.command}`" in t.read_text() for t in s.texts)
 
 
 def _demote(text: str) -> str:
@@ -92,7 +97,7 @@ def render_html(root: Path, sections: list[Section], title: str) -> str:
         body.append(f"<section><h2>{html.escape(s.title)}</h2>")
         if s.intro:
             body.append(markdown.markdown(s.intro))
-        if s.command:
+        if s.command and not _states_command(s):
             body.append(f"<p class='cmd'>Command: <code>{html.escape(s.command)}</code></p>")
         referenced = set()
         for t in s.texts:

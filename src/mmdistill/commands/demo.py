@@ -67,12 +67,21 @@ def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
 def _advise(out: Path, seeds: int, quiet: bool) -> dict:
     from .. import demo_advice
 
-    command = f"mmdistill demo --seeds {seeds} (step advise; one pair alone: mmdistill advise --dataset mfeat --teacher pix --student zer)"
+    command = advise_command(out, seeds)
     demo_advice.write(demo_advice.advice_vs_measured(seeds=range(seeds)), out, command)
     return {"title": "Will crossmodal KD help? The advisor before distilling, against the measured gain", "command": command,
             "intro": "For each teacher-modality : student-modality pair the advisor estimates, from the data alone, how much "
                      "decisive information the modalities share (gamma) and the CCH criterion, and predicts the KD gain; "
-                     "then teacher, KD student and no-KD student are trained and the gain measured."}
+                     "then teacher, KD student and no-KD student are trained and the gain measured. This section is made "
+                     f"by the demo; the advice for one pair alone: `{ADVISE_ONE_PAIR}`."}
+
+
+ADVISE_ONE_PAIR = "mmdistill advise --dataset mfeat --teacher pix --student zer"
+
+
+def advise_command(out: Path, seeds: int) -> str:
+    """A runnable command that makes the advise section: the demo itself (the section has no command of its own)."""
+    return f"mmdistill demo --seeds {seeds} --out {out.parent.name}"
 
 
 def _removal(out: Path, seeds: int, quiet: bool) -> dict:
