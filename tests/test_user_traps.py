@@ -116,8 +116,9 @@ def test_demo_report_says_each_command_once_and_each_is_runnable(tmp_path):
     (root / "mfh-gamma" / "summary.md").write_text(f"# MFH\n\nCommand: `{command}`\n\nA table.\n")  # as mfh/report.py
     (root / "plain").mkdir()
     (root / "plain" / "summary.md").write_text("# Plain\n\nA table.\n")
-    (root / "report.json").write_text(json.dumps([{"title": "MFH", "folder": "mfh-gamma", "command": command},
-                                                  {"title": "Plain", "folder": "plain", "command": "mmdistill evaluate plain"}]))
+    sections = [{"title": "MFH", "folder": "mfh-gamma", "command": command},
+                {"title": "Plain", "folder": "plain", "command": "mmdistill evaluate plain"}]
+    (root / "report.json").write_text(json.dumps(sections))
     html_path, md_path = write_report(root)
     md, page = md_path.read_text(), html_path.read_text()
     assert md.count(f"Command: `{command}`") == 1, md

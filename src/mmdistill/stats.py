@@ -52,7 +52,8 @@ def format_summary(s: dict[str, float], scale: float = 100.0, digits: int = 2,
     clipped = bounds is not None and (low < bounds[0] or high > bounds[1])
     if clipped:
         low, high = max(low, bounds[0]), min(high, bounds[1])
-    text = f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    text = (f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} "
+            f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]")
     return text + " (clipped)" if clipped else text
 
 

@@ -286,12 +286,14 @@ def splits_from_arrays(
     no ``"val"`` examples, a validation part is carved (stratified, seeded) from ``"train"`` with
     ``fractions[1] / (fractions[0] + fractions[1])`` of it, and ``"test"`` is never touched.
     """
-    full = MultimodalDataset({k: torch.as_tensor(v) for k, v in modalities.items()}, torch.as_tensor(labels), num_classes, name)
+    columns = {k: torch.as_tensor(v) for k, v in modalities.items()}
+    full = MultimodalDataset(columns, torch.as_tensor(labels), num_classes, name)
     if split is None:
         tr, va, te = stratified_split(full.labels.numpy(), fractions, seed)
     else:
         tr, va, te = _own_split(np.asarray(split), full.labels.numpy(), fractions, seed)
-    splits = DataSplits(full.subset(tr, f"{name}/train"), full.subset(va, f"{name}/val"), full.subset(te, f"{name}/test"), description)
+    parts = [full.subset(rows, f"{name}/{part}") for rows, part in zip((tr, va, te), ("train", "val", "test"))]
+    splits = DataSplits(*parts, description)
     splits.check()
     return splits
 
@@ -299,14 +301,16 @@ def splits_from_arrays(
 def _own_split(split: np.ndarray, labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Row indices of the user's train/val/test parts (val carved from train when absent)."""
     if split.shape != (len(labels),):
-        raise DataError(f"splits_from_arrays: split has shape {split.shape}; expected one entry per example ({len(labels)},)")
+        raise DataError(f"splits_from_arrays: split has shape {split.shape}; "
+                        f"expected one entry per example ({len(labels)},)")
     unknown = sorted(set(split.astype(str).tolist()) - {"train", "val", "test"})
     if unknown:
         raise DataError(f"splits_from_arrays: split has values {unknown[:5]}; expected only 'train', 'val', 'test'")
     split = split.astype(str)
     tr, va, te = (np.flatnonzero(split == part) for part in ("train", "val", "test"))
     if len(tr) == 0 or len(te) == 0:
-        raise DataError(f"splits_from_arrays: split has {len(tr)} 'train' and {len(te)} 'test' examples; both are needed")
+        raise DataError(f"splits_from_arrays: split has {len(tr)} 'train' and {len(te)} 'test' examples; "
+                        "both are needed")
     if len(va) == 0:
         val_share = fractions[1] / (fractions[0] + fractions[1])
         keep, carved = stratified_split(labels[tr], (1 - val_share, val_share), seed)
