@@ -17,10 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from lightning_fabric import Fabric
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -34,6 +33,9 @@ from .checkpoint import load_tensors, load_training_state, save_tensors, save_tr
 from .logging import RunLogger
 from .metrics import evaluate
 from .teacher import check_finite_outputs
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 TeacherSource = Callable[[Batch], TeacherOutputs]
 
