@@ -73,7 +73,8 @@ class SingleCPUProcess:
 
     Importing lightning_fabric costs seconds (torch._dynamo, torchmetrics); such a run takes the plain
     PyTorch step (``trainer._plain_pytorch_step``) and needs only the device, the rank, a no-op barrier and
-    Fabric's seeding, which :meth:`seed_everything` repeats exactly.
+    Fabric's seeding, which :meth:`seed_everything` repeats exactly. Anything else (``setup``, ``backward``,
+    ``autocast``...: a caller that takes Fabric's step anyway) goes to a real single-CPU Fabric, made on first use.
     """
 
     device = torch.device("cpu")
@@ -85,6 +86,15 @@ class SingleCPUProcess:
 
     def launch(self) -> None:
         pass
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_fabric":
+            raise AttributeError(name)
+        if "_fabric" not in self.__dict__:
+            from lightning_fabric import Fabric
+
+            self.__dict__["_fabric"] = Fabric(accelerator="cpu", devices=1, num_nodes=1, precision="32-true")
+        return getattr(self.__dict__["_fabric"], name)
 
     def barrier(self, name: str | None = None) -> None:
         pass
