@@ -49,8 +49,9 @@ def main() -> None:
         rows["import mmdistill.engine.api"].append(timed([py, "-c", "import mmdistill.engine.api"], env)[0])
         with tempfile.TemporaryDirectory() as tmp:
             out = str(Path(tmp) / "run")
-            wall, err, launched = timed([py, "-m", "mmdistill", "train", args.config, "--seeds", "1", "trainer.epochs=1",
-                               "trainer.num_threads=1", "--out", out, "--quiet"], env)
+            command = [py, "-m", "mmdistill", "train", args.config, "--seeds", "1", "trainer.epochs=1",
+                       "trainer.num_threads=1", "--out", out, "--quiet"]
+            wall, err, launched = timed(command, env)
         found = re.search(r"first training step at unix time ([0-9.]+)", err)
         if found is None:
             raise SystemExit(f"no start-up trace line on stderr:\n{err[-2000:]}")
