@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning_fabric import Fabric
 from torch import nn
 
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig, check_resources, dump_config, validate
@@ -34,6 +33,9 @@ from . import runfolder
 from .launch import launch, make_fabric, scoped_determinism
 from .run_checks import check_cache_dir, check_resume
 from .trainer import DistillationModule, eval_batches, fit
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 @dataclass

@@ -17,15 +17,20 @@ import contextlib
 import functools
 import inspect
 import os
+import random
 import sys
 import threading
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING, Union
 
+import numpy as np
 import torch
-from lightning_fabric import Fabric
 
 from ..config import TrainerConfig
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 @contextlib.contextmanager
@@ -63,8 +68,70 @@ def scoped_determinism(fn):
     return wrapper
 
 
-def make_fabric(cfg: TrainerConfig) -> Fabric:
-    """A Fabric for the trainer settings; gloo for DDP on CPU (determinism is set per run: :func:`run_determinism`)."""
+class SingleCPUProcess:
+    """What the training loop uses of a Fabric, for one CPU process at 32-true, without importing Lightning.
+
+    Importing lightning_fabric costs seconds (torch._dynamo, torchmetrics); such a run takes the plain
+    PyTorch step (``trainer._plain_pytorch_step``) and needs only the device, the rank, a no-op barrier and
+    Fabric's seeding, which :meth:`seed_everything` repeats exactly. Anything else (``setup``, ``backward``,
+    ``autocast``...: a caller that takes Fabric's step anyway) goes to a real single-CPU Fabric, made on first use.
+    """
+
+    device = torch.device("cpu")
+    world_size = 1
+    global_rank = 0
+    local_rank = 0
+    node_rank = 0
+    is_global_zero = True
+
+    def launch(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_fabric":
+            raise AttributeError(name)
+        if "_fabric" not in self.__dict__:
+            from lightning_fabric import Fabric
+
+            self.__dict__["_fabric"] = Fabric(accelerator="cpu", devices=1, num_nodes=1, precision="32-true")
+        return getattr(self.__dict__["_fabric"], name)
+
+    def barrier(self, name: str | None = None) -> None:
+        pass
+
+    def to_device(self, obj):
+        return obj.to(self.device)
+
+    @staticmethod
+    def seed_everything(seed: int, workers: bool | None = None, verbose: bool = True) -> int:
+        """``Fabric.seed_everything``: Python, NumPy and torch seeded alike, and the same environment variables."""
+        seed = int(seed)
+        os.environ["PL_GLOBAL_SEED"] = str(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        os.environ["PL_SEED_WORKERS"] = f"{int(True if workers is None else workers)}"
+        return seed
+
+
+def needs_fabric(cfg: TrainerConfig) -> bool:
+    """False for one CPU process at 32-true (no DDP, no mixed precision, no accelerator): Fabric would do nothing."""
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available()
+                                          and not torch.backends.mps.is_available())
+    single = cfg.devices == 1 and cfg.num_nodes == 1 and cfg.strategy == "auto"
+    launched = any(v in os.environ for v in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"))
+    return not (on_cpu and single and cfg.precision == "32-true" and not launched)
+
+
+def make_fabric(cfg: TrainerConfig) -> Union["Fabric", SingleCPUProcess]:
+    """A Fabric for the trainer settings; gloo for DDP on CPU (determinism is set per run: :func:`run_determinism`).
+
+    A :class:`SingleCPUProcess` where Fabric is not needed (:func:`needs_fabric`): Lightning is imported only here.
+    """
+    if not needs_fabric(cfg):
+        return SingleCPUProcess()
+    from lightning_fabric import Fabric
+
     strategy = cfg.strategy
     if strategy == "ddp":
         from lightning_fabric.strategies import DDPStrategy
@@ -74,7 +141,7 @@ def make_fabric(cfg: TrainerConfig) -> Fabric:
     return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy, precision=cfg.precision)
 
 
-def launch(fabric: Fabric) -> None:
+def launch(fabric: Union["Fabric", SingleCPUProcess]) -> None:
     """``fabric.launch()``, then guard worker processes against a dead launcher."""
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a worker started by Fabric's launcher: guard it from the start
         parent = os.getppid()

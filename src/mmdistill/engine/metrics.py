@@ -7,14 +7,16 @@ Under DDP each process sees part of the split; torchmetrics all-gathers its stat
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from torch import nn
 
 from ..batch import LABEL, Batch
+
+if TYPE_CHECKING:
+    import torchmetrics
 
 
 @functools.lru_cache(maxsize=16)
@@ -23,6 +25,8 @@ def _reusable(num_classes: int, device: str) -> torchmetrics.MetricCollection:
 
 
 def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
+    import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up (issue 16)
+
     metrics: dict[str, torchmetrics.Metric] = {
         "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
         "f1_macro": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),

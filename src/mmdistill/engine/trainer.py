@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from lightning_fabric import Fabric
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -32,6 +33,9 @@ from .checkpoint import load_tensors, load_training_state, save_tensors, save_tr
 from .logging import RunLogger
 from .metrics import evaluate
 from .teacher import check_finite_outputs
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 TeacherSource = Callable[[Batch], TeacherOutputs]
 
@@ -184,6 +188,17 @@ def _not_finite(losses: dict[str, Tensor], weights: dict[str, float], total: Ten
     )
 
 
+_TRACED = []
+
+
+def _trace_first_step() -> None:
+    """With ``MMDISTILL_TRACE_STARTUP=1``: print the Unix time of the process's first training step, once
+    (``benchmarks/bench_startup.py`` subtracts its launch time)."""
+    if not _TRACED and os.environ.get("MMDISTILL_TRACE_STARTUP") == "1":
+        _TRACED.append(True)
+        print(f"mmdistill: first training step at unix time {time.time():.3f}", file=sys.stderr, flush=True)
+
+
 def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset, cfg: TrainerConfig,
         seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
         quiet: bool = False, desc: str = "train") -> FitResult:
@@ -245,6 +260,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             if cfg.grad_clip is not None:
                 step_fns.clip(cfg.grad_clip)
             step_fns.optimizer_step()
+            _trace_first_step()
             counts.append(batch_size(batch))
             names = ["loss", *losses]
             terms.append(total.detach())
