@@ -11,7 +11,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
@@ -24,6 +23,8 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
     if n == 1:
         return {"n": 1, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     std = float(x.std(ddof=1))
+    from scipy import stats as sps  # imported when first needed: 0.8 s that `train` need not pay before it starts
+
     half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
@@ -61,5 +62,11 @@ def few_seeds_caution(n: int) -> str | None:
     """A warning line when ``1 < n < 3`` seeds: a 95% t-interval from 2 values is ±12.7 standard errors."""
     if 1 < n < FEW_SEEDS:
         return (f"Caution: {n} seeds; t-intervals with fewer than {FEW_SEEDS} seeds are very wide "
-                f"(t = {float(sps.t.ppf(0.975, n - 1)):.1f} standard errors); run more seeds (--seeds N).")
+                f"(t = {float(_t_quantile(0.975, n - 1)):.1f} standard errors); run more seeds (--seeds N).")
     return None
+
+
+def _t_quantile(q: float, dof: int) -> float:
+    from scipy import stats as sps
+
+    return float(sps.t.ppf(q, dof))

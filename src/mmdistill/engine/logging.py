@@ -36,9 +36,7 @@ class RunLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        self._tb_dir = out_dir / "tensorboard"  # the writer is made at the first log (its import costs ~1 s)
         is_tty = sys.stderr.isatty()
         show = not quiet and is_tty
         self.log_lines = not quiet and not is_tty
@@ -104,6 +102,10 @@ class RunLogger:
         self._log_rest(epoch, values)
 
     def _log_rest(self, epoch: int, values: dict[str, float]) -> None:
+        if self.tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self._tb_dir))
         for k, v in values.items():
             self.tb.add_scalar(k, v, epoch)
         if self.bar is not None:
