@@ -14,8 +14,6 @@ both models. Attention transfer needs spatial maps, which these MLPs do not have
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from .config import CacheConfig, TrainerConfig
 from .data import build_splits
 from .engine.api import distill
 from .errors import ConfigError
-from .io import write_text
+from .io import write_csv, write_text
 from .models import EncoderConfig, ModelConfig, build_model
 from .stats import format_summary, paired_difference, summarize
 
@@ -155,10 +153,6 @@ def run_study(datasets: list[str], seeds: list[int], out: Path, command: str, ep
     for name in datasets:
         rows += run_dataset(name, seeds, out, epochs)
     write_text(out / "summary.md", summary_markdown(rows, command))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "results.csv", buf.getvalue())  # last: its presence marks a finished study
+    write_csv(out / "results.csv", rows)  # last: its presence marks a finished study
     seconds = time.perf_counter() - start
     return f"baselines: {len(rows)} students in {seconds:.0f} s; wrote {out}/results.csv and summary.md"

@@ -8,8 +8,6 @@ accuracy of the best-validation epoch is reported. Differences are paired by see
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 from .config import CacheConfig, TrainerConfig
 from .data import build_splits
 from .engine.api import distill
-from .io import write_text
+from .io import write_csv, write_text
 from .masking import Masker
 from .models import EncoderConfig, ModelConfig, build_model
 from .modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
@@ -111,11 +109,7 @@ def write_study(rows: list[dict], analyses: dict, out: Path, command: str) -> No
             plot_saliency_histogram(analysis, out / f"saliency_{name}.png", title=f"{name}: teacher's instance saliency")
         write_text(out / f"modalities_{name}.md", f"# Modality importance: {name} (seed {rows[0]['seed']})\n\n" + importance_markdown(analysis))
     write_text(out / "summary.md", summary_markdown(rows, command))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "results.csv", buf.getvalue())  # last: its presence marks a finished study
+    write_csv(out / "results.csv", rows)  # last: its presence marks a finished study
 
 
 def run_study(datasets: list[str], seeds: list[int], out: Path, command: str, epochs: int | None = None) -> str:
