@@ -148,7 +148,7 @@ def mmimdb_splits(
     if bad.any():
         row, col = (int(v) for v in np.argwhere(bad)[0])
         raise DataError(
-            f"{path}: {LABEL_KEY!r} must be multi-hot (0 or 1); row {row}, genre {col} is {genres[row, col]!r}"
+            f"{path}: {LABEL_KEY!r} must be multi-hot (0 or 1); row {row}, genre {col} is {genres[row, col].item()!r}"
         )
     genres = genres.astype(np.float32)
     starts = (0, *bounds[:-1])
