@@ -175,6 +175,14 @@ def test_non_finite_features_are_named_at_read(tmp_path):
         train[3]
 
 
+@pytest.mark.parametrize("name", ["label", "index", "text_mask"])
+def test_reserved_modality_names(imdb, name):
+    with pytest.raises(
+        DataError, match=rf"modalities\.{name}: 'label', 'index' and names ending in '_mask' are reserved"
+    ):
+        mmimdb_splits(imdb[0], {name: "features"}, boundaries=BOUNDS)
+
+
 def test_unknown_modality_key(imdb):
     with pytest.raises(DataError, match=r"modalities\.image: unknown MM-IMDB key 'pixels'; valid: features, images"):
         mmimdb_splits(imdb[0], {"image": "pixels"}, boundaries=BOUNDS)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..batch import MASK_SUFFIX, RESERVED
 from ..errors import DataError
 from .item_dataset import SPLITS, Item, ItemDataset, ItemSplits, Transform, split_transforms
 
@@ -134,8 +135,11 @@ def mmimdb_splits(
     for name, key in keys.items():
         if key not in allowed:
             raise DataError(f"modalities.{name}: unknown MM-IMDB key {key!r}; valid: {', '.join(allowed)}")
-        if name == "label":
-            raise DataError("modalities: 'label' is the target's key; name the modality otherwise")
+        if name in RESERVED or name.endswith(MASK_SUFFIX):
+            raise DataError(
+                f"modalities.{name}: {', '.join(map(repr, RESERVED))} and names ending in "
+                f"{MASK_SUFFIX!r} are reserved batch keys; name the modality otherwise"
+            )
     transform = split_transforms(transforms)
     with _open(path) as f:
         n = _check_layout(f, path, set(keys.values()) | {LABEL_KEY})
