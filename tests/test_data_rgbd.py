@@ -214,6 +214,24 @@ def test_scenes_are_seeded_deterministic_and_independent_of_count():
     assert np.array_equal(ring, changes)
 
 
+def test_noise_options_and_bad_parameters():
+    clean = generate_rgbd_scenes(4, size=16, rgb_noise=0.0, depth_noise=0.0)
+    noisy = generate_rgbd_scenes(4, size=16, rgb_noise=0.1, depth_noise=0.2, depth_dropout=0.25)
+    assert np.array_equal(clean["label"], noisy["label"])
+    assert 0.2 < (noisy["depth"] == 0).mean() < 0.3 and not (clean["depth"] == 0).any()
+    diff = noisy["depth"].astype(float) - clean["depth"]
+    assert 150 < diff[noisy["depth"] > 0].std() < 250  # 0.2 m in millimetres
+    assert 15 < (noisy["rgb"].astype(float) - clean["rgb"]).std() < 30  # 0.1 of 255, less what clipping takes
+    for kw, name in [
+        ({"n_scenes": 2}, "n_scenes"),
+        ({"size": 4}, "size"),
+        ({"depth_dropout": 1.0}, "depth_dropout"),
+        ({"rgb_noise": -0.1}, "rgb_noise"),
+    ]:
+        with pytest.raises(DataError, match=name):
+            generate_rgbd_scenes(**{"n_scenes": 4, "size": 16, **kw})
+
+
 def test_near_and_far_boxes_differ_only_in_depth():
     arr = generate_rgbd_scenes(120, size=32, seed=0)
     rgb, depth, label = arr["rgb"].astype(float), arr["depth"] / 1000.0, arr["label"]
