@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from mmdistill.data.rgbd_folder import rgbd_folder_splits
-from mmdistill.data.rgbd_scenes import CLASSES, MARKER, generate_rgbd_scenes, pixel_probe_miou, write_rgbd_scenes
+from mmdistill.data.rgbd_scenes import (
+    CLASSES,
+    MARKER,
+    generate_rgbd_scenes,
+    pixel_probe_miou,
+    rgbd_scene_splits,
+    write_rgbd_scenes,
+)
 from mmdistill.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 from mmdistill.errors import DataError, OutputExistsError
 
@@ -262,6 +269,13 @@ def test_written_scenes_load_with_the_folder_loader(tmp_path):
     np.testing.assert_allclose(item["depth"][0].numpy(), arrays["depth"][9] / 1000.0, rtol=1e-6)
     np.testing.assert_array_equal((item["rgb"] * 255).round().byte().permute(1, 2, 0).numpy(), arrays["rgb"][9])
     assert not list(tmp_path.glob(".scenes.partial-*"))
+    memory = rgbd_scene_splits(n_scenes=10, size=16, seed=1)  # the same items without files
+    assert [len(s) for s in memory] == [6, 2, 2] and memory.test.num_classes == 4 and memory.test.ignore_index == 255
+    assert memory.test.task == "segmentation" and memory.test.modalities == ("rgb", "depth")
+    for split, mem in zip(splits, memory):
+        for i in range(len(split)):
+            a, b = split[i], mem[i]
+            assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in ("rgb", "depth", "label"))
 
 
 def test_writer_never_touches_a_foreign_folder_and_replaces_its_own_only_when_asked(tmp_path):

@@ -15,6 +15,7 @@ Optional noise: Gaussian on RGB (``rgb_noise``, of the 0..1 range) and on depth 
 metres), and ``depth_dropout``, the fraction of pixels with no depth reading (stored 0).
 
 Scene ``i`` depends only on ``(seed, i)``: :func:`generate_rgbd_scenes` returns the arrays;
+:func:`rgbd_scene_splits` serves them from memory;
 :func:`write_rgbd_scenes` writes the layout :mod:`~mmdistill.data.rgbd_folder` reads (depth in
 millimetres, 16-bit), atomically, into a folder it marks with ``rgbd_scenes.json``.
 :func:`pixel_probe_miou` is a cheap check of what each input carries: a per-pixel linear softmax
@@ -33,7 +34,7 @@ import torch
 
 from ..errors import DataError, OutputExistsError
 from ..io import write_json, write_text
-from .item_dataset import SPLITS
+from .item_dataset import SPLITS, Item, ItemDataset, ItemSplits, Transform, split_transforms
 
 MARKER = "rgbd_scenes.json"
 CLASSES = ("background", "near box", "far box", "ball")
@@ -137,6 +138,49 @@ def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int
         raise DataError(f"fractions: expected three shares in (0, 1) summing to 1, got {fractions!r}")
     n_val, n_test = max(1, round(n * fractions[1])), max(1, round(n * fractions[2]))
     return n - n_val - n_test, n_val, n_test
+
+
+class RGBDSceneDataset(ItemDataset):
+    """Scenes held in memory, with the items :class:`~mmdistill.data.rgbd_folder.RGBDSegmentationDataset` gives."""
+
+    task = "segmentation"
+    modalities = ("rgb", "depth")
+    num_classes = len(CLASSES)
+    ignore_index = IGNORE_INDEX
+
+    def __init__(self, arrays: dict[str, np.ndarray], transform: Transform | None = None) -> None:
+        super().__init__(transform)
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays["label"])
+
+    def load(self, index: int) -> Item:
+        return {
+            "rgb": torch.from_numpy(np.ascontiguousarray(self.arrays["rgb"][index].transpose(2, 0, 1))).float() / 255.0,
+            "depth": torch.from_numpy(self.arrays["depth"][index].astype(np.float32) * np.float32(1e-3))[None],
+            "label": torch.from_numpy(self.arrays["label"][index].astype(np.int64)),
+        }
+
+
+def rgbd_scene_splits(
+    n_scenes: int = 300,
+    size: int = 64,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    transforms: dict[str, Transform | None] | None = None,
+    **scene_params,
+) -> ItemSplits:
+    """Train/val/test splits of generated scenes in memory (the same items as written, then read with the folder loader)."""
+    arrays = generate_rgbd_scenes(n_scenes, size, seed, **scene_params)
+    transform = split_transforms(transforms)
+    bounds = np.cumsum((0, *split_sizes(n_scenes, fractions)))
+    return ItemSplits(
+        *(
+            RGBDSceneDataset({k: v[a:b] for k, v in arrays.items()}, transform[s])
+            for s, a, b in zip(SPLITS, bounds[:-1], bounds[1:])
+        )
+    )
 
 
 def write_rgbd_scenes(
