@@ -99,6 +99,8 @@ def test_ravdess_in_a_dataloader_with_two_workers_and_audio_noise(ravdess):
             r"spa_dl\.csv: line 1 is 'clip0\.npy,actor1/face0\.png,0'; expected the header",
         ),
         ("audio,image,label\n", r"spa_dl\.csv: the split is empty"),
+        ("image,audio,label\nclip0.npy,actor1/face0.png,0\n", r"line 1 is 'image,audio,label'; expected the header"),
+        ("audio,image\nclip0.npy,actor1/face0.png\n", r"line 1 is 'audio,image'; expected the header"),
         ("", r"spa_dl\.csv: empty"),
         ("audio,image,label\nclip0.npy,actor1/face0.png\n", r"spa_dl\.csv, line 2: expected 3 fields"),
         ("audio,image,label\nclip0.npy,actor1/face0.png,happy\n", r"line 2: label 'happy' is not an integer"),
@@ -112,6 +114,13 @@ def test_ravdess_bad_csv_names_file_and_line(ravdess, csv_text, message):
     (root / "data_file" / "spa_dl.csv").write_text(csv_text)
     with pytest.raises(DataError, match=message):
         ravdess_splits(root)
+
+
+def test_ravdess_header_names_are_not_required_as_the_columns_are_positional(ravdess):
+    root, _ = ravdess
+    (root / "data_file" / "spa_dl.csv").write_text("aud_path,img_path,emotion\nclip0.npy,actor1/face0.png,3\n")
+    train = ravdess_splits(root).train
+    assert len(train) == 1 and train[0]["label"] == 3
 
 
 def test_ravdess_missing_split_file_and_folder(ravdess):

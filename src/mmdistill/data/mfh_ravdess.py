@@ -12,7 +12,8 @@ scaled to [0, 1] and normalised with ImageNet's channel mean and std, not resize
 integer class ids (8 emotions). Their loader also swaps time columns 0 and 2 of the audio
 features (a leftover of a BGR -> RGB swap); we do not.
 
-Checks: the CSV header, each row's three fields, labels in ``[0, num_classes)`` (file and line
+Checks: the CSV header (three columns read by position, as the MFH code does; a first line of data or
+the three names in another order are refused), each row's three fields, labels in ``[0, num_classes)`` (file and line
 named), every listed file present (when the splits are built); per item the audio shape and
 finiteness, and the image decodes (and has ``image_size`` when given).
 """
@@ -100,7 +101,9 @@ def read_split_csv(path: Path, audio_dir: Path, image_dir: Path, num_classes: in
     if not lines:
         raise DataError(f"{path}: empty; expected a header line {','.join(HEADER)} and one row per example")
     header = tuple(c.strip().lower() for c in lines[0])
-    if header != HEADER:
+    # the MFH code reads columns by position (pandas: line 1 is the header, whatever its names), so other names
+    # pass; a first line of data (it would be dropped) and the expected names in another order are refused
+    if len(header) != 3 or header[2].lstrip("+-").isdigit() or (set(header) == set(HEADER) and header != HEADER):
         raise DataError(f"{path}: line 1 is {','.join(lines[0])!r}; expected the header {','.join(HEADER)}")
     if len(lines) == 1:
         raise DataError(f"{path}: the split is empty (a header and no rows)")
