@@ -44,7 +44,7 @@ SAMPLE_RATE, N_FFT, HOP = 16000, 1024, 512
 
 
 def spectrogram(wave: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
-    """``|STFT(w / (1.1 max|w|))|``, Hann window, centred (reflect padding): (L,) -> (1, n_fft // 2 + 1, 1 + L // hop)."""
+    """``|STFT(w / (1.1 max|w|))|``, Hann window, centred (reflect pad): (L,) -> (1, n_fft // 2 + 1, 1 + L // hop)."""
     peak = wave.abs().max()
     if peak > 0:
         wave = wave / (1.1 * peak)
@@ -149,7 +149,7 @@ def read_label_json(path: Path) -> dict[str, int]:
 
 
 def list_clips(folder: Path, labels: Mapping[str, int]) -> list[tuple[Path, Path, int]]:
-    """(video, audio, label) for each clip in ``folder/video_jpg`` (sorted by name), its audio in ``folder/audio_npy``."""
+    """(video, audio, label) per clip of ``folder/video_jpg`` (sorted by name), its audio in ``folder/audio_npy``."""
     video_dir, audio_dir = folder / "video_jpg", folder / "audio_npy"
     for d in (video_dir, audio_dir):
         if not d.is_dir():

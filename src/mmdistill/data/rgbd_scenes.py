@@ -171,7 +171,7 @@ def rgbd_scene_splits(
     transforms: dict[str, Transform | None] | None = None,
     **scene_params,
 ) -> ItemSplits:
-    """Train/val/test splits of generated scenes in memory (the same items as written, then read with the folder loader)."""
+    """Train/val/test splits of generated scenes in memory: the items the folder loader reads from the written set."""
     arrays = generate_rgbd_scenes(n_scenes, size, seed, **scene_params)
     transform = split_transforms(transforms)
     bounds = np.cumsum((0, *split_sizes(n_scenes, fractions)))
