@@ -3,7 +3,7 @@
     python benchmarks/advisor_validation.py --suite dev     # development suite: fit / tune freely
     python benchmarks/advisor_validation.py --suite test    # held-out suite: evaluate once, at the end
 
-A suite is drawn from the Venn generator (:mod:`mmdistill.mfh.venn`) with its own seed range:
+A suite is drawn from the Venn generator (:mod:`mmdistill.data.venn`) with its own seed range:
 decisive dims s0 0-12, sa 0-10, sb 0-8; extra noise dims 0-20 for the teacher's modality a and
 20-70 for the student's modality b; n_train 50, 100 or 200; 30% of settings with a random rotation
 of each modality's features, 25% with a nonlinear view (a fixed random one-layer tanh network
@@ -34,8 +34,8 @@ from scipy.stats import spearmanr
 
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, train_runs
-from mmdistill.mfh.studies import _official_inits
-from mmdistill.mfh.venn import VennSpec, draw
+from mmdistill.studies.mfh_synthetic import _official_inits
+from mmdistill.data.venn import VennSpec, draw
 
 SUITES = {"dev": (1000, 200), "test": (7000, 40), "test-large": (9000, 120)}  # seed base, number of settings
 SEEDS = 10

@@ -24,7 +24,7 @@ from . import positive_float, positive_int, seed_int
 
 def default_layer(hidden: list[int]) -> str:
     """Input channels for a linear model, else the last hidden ReLU of ``make_mlp``'s Sequential."""
-    from ..mfh.salience import INPUT
+    from ..mfh.algorithm1 import INPUT
 
     return INPUT if not hidden else str(2 * len(hidden) - 1)
 
@@ -42,8 +42,8 @@ def _score(args: argparse.Namespace, folder) -> int:
     from ..io import write_text
     from ..mfh.ensemble import make_mlp
     from ..mfh.pairs import load_pairs
-    from ..mfh.crossmodal_plots import plot_sorted_scores
-    from ..mfh.salience import algorithm1, precision_at
+    from ..studies.mfh_crossmodal_plots import plot_sorted_scores
+    from ..mfh.algorithm1 import algorithm1, precision_at
     import torch
 
     from .data import _params

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..io import write_text
-from .studies import ROW_FIELDS, StudyResult, spearman
+from .mfh_synthetic import ROW_FIELDS, StudyResult, spearman
 
 TITLES = {
     "mfh-gamma": "MFH, vary gamma (paper Fig. 2)",
@@ -74,7 +74,7 @@ def summary_markdown(result: StudyResult, command: str = "") -> str:
 
 def write_study(result: StudyResult, out: Path, command: str = "") -> list[Path]:
     """Write the figure (and plane.csv for the plane), summary.md and, last, results.csv into ``out``."""
-    from .plots import plot_plane, plot_sweep
+    from .mfh_plots import plot_plane, plot_sweep
 
     out = Path(out)
     title = TITLES.get(result.name, result.name)

@@ -3,7 +3,7 @@
 For a teacher and any number of students on the same data:
 
 * population saliency S_m of each of the teacher's modalities and the distribution of the
-  instance saliency s_m(x) (:mod:`mmdistill.saliency`), as a table and a histogram PNG;
+  instance saliency s_m(x) (:mod:`mmdistill.methods.msd_saliency`), as a table and a histogram PNG;
 * every model's accuracy on the full input and on each modality alone (the others removed by
   the masking strategy), in the same harness as missing-modality evaluation.
 """
@@ -16,12 +16,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .data.dataset import DataSplits
-from .evaluation.robustness import missing_modality_table
-from .io import atomic_write
-from .masking import Masker
-from .models.multimodal import model_modalities
-from .saliency import SaliencyKind, instance_saliency
+from ..data.dataset import DataSplits
+from .robustness import missing_modality_table
+from ..io import atomic_write
+from ..masking import Masker
+from ..models.multimodal import model_modalities
+from ..methods.msd_saliency import SaliencyKind, instance_saliency
 
 
 def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], data: DataSplits, masker: Masker,
