@@ -155,7 +155,7 @@ def score(pred: np.ndarray, gain: np.ndarray, n: np.ndarray, interval: tuple | N
 
 
 def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
-    from mmdistill.mfh.advisor import advise
+    from mmdistill.advisor.predict import advise
 
     out = []
     for s in settings:
@@ -168,8 +168,8 @@ def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
 def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) -> tuple[dict, np.ndarray]:
     """Quadratic ridge on the standardised signals (intercept free), the interval constants, and the
     leave-one-out predictions (each setting predicted by a fit on all the others)."""
-    from mmdistill.mfh.advisor import design
-    from mmdistill.mfh.advisor_calibration import FEATURES
+    from mmdistill.advisor.predict import design
+    from mmdistill.advisor.calibration import FEATURES
 
     f = np.array([[p["features"][name] for name in FEATURES] for p in preds])
     mean, sd = f.mean(0), f.std(0) + 1e-12
@@ -192,7 +192,7 @@ def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) ->
 
 
 def write_calibration(calib: dict, lam: float) -> Path:
-    from mmdistill.mfh import advisor_calibration as cal
+    from mmdistill.advisor import calibration as cal
 
     def r(values) -> str:
         import textwrap
@@ -260,7 +260,7 @@ def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> l
         lines.append(f"- {name}: Spearman {sc['spearman']:+.2f}, at n <= 100 {sc['spearman_small']:+.2f}")
     for p, e in zip(preds, extra):
         p["features"] = {**p["features"], "joint_agree": e[0], "joint_t": e[1], "joint_s": e[2]}
-    from mmdistill.mfh import advisor_calibration as cal
+    from mmdistill.advisor import calibration as cal
 
     names = cal.FEATURES
     try:
@@ -308,7 +308,7 @@ def main() -> None:
     ap.add_argument("--suite", choices=sorted(SUITES), default="dev")
     ap.add_argument("--remeasure", action="store_true", help="measure the KD gains again (else read the cache)")
     ap.add_argument("--fit", action="store_true", help="dev suite only: refit the shipped calibration "
-                    "(src/mmdistill/mfh/advisor_calibration.py) and score its leave-one-out predictions")
+                    "(src/mmdistill/advisor/calibration.py) and score its leave-one-out predictions")
     ap.add_argument("--try-joint", action="store_true", help="dev suite only: score the joint-probe (learned "
                     "representation) signals, alone and added to the calibration (not shipped)")
     args = ap.parse_args()
@@ -321,7 +321,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     note = "shipped calibration"
     if args.fit:
-        from mmdistill.mfh.advisor import predict_gain
+        from mmdistill.advisor.predict import predict_gain
 
         calib, loo = fit_calibration(preds, rows)
         write_calibration(calib, LAMBDA)

@@ -32,7 +32,7 @@ import torch
 
 from mmdistill.studies.demo_advice import PAIRS, advice_vs_measured
 from mmdistill.io import write_text
-from mmdistill.mfh.advisor import advise
+from mmdistill.advisor.predict import advise
 from mmdistill.mfh.ensemble import Run, fit_sequential, train_runs
 from mmdistill.studies.mfh_synthetic import _official_inits
 from mmdistill.data.venn import VennSpec, draw

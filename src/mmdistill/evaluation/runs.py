@@ -71,7 +71,7 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
     out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()},
                  "missing_models": missing_models(run_dir, cfg, models)}
     if missing or noise:
-        from ..evaluation.robustness import missing_modality_table, noise_curves, plot_noise_curves
+        from .robustness import missing_modality_table, noise_curves, plot_noise_curves
 
         robust_dir = run_dir / "robustness"
         if missing:

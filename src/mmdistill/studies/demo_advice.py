@@ -1,7 +1,7 @@
 """The demo's "will crossmodal KD help?" step: the advisor's prediction next to the measured KD gain.
 
 For each (dataset, teacher modality : student modality) pair: ``advise`` on the training split
-(no student is distilled; :mod:`mmdistill.mfh.advisor`), then the measured gain of a KD student
+(no student is distilled; :mod:`mmdistill.advisor.predict`), then the measured gain of a KD student
 over the same student trained alone, paired over seeds (the regular-KD and no-KD students of
 :func:`mmdistill.studies.mfh_removal.feature_removal`, which trains them as batched ensembles). The
 advice's cost is set against one full distillation run of the pair by that protocol (a teacher
@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..io import atomic_write, write_text
-from ..mfh.advisor import advise_dataset
+from ..advisor.predict import advise_dataset
 from .mfh_removal import feature_removal
 from ..stats import paired_difference
 

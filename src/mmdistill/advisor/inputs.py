@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .pairs import DEFAULT_MODALITIES, _pca_basis
+from ..mfh.pairs import DEFAULT_MODALITIES, _pca_basis
 
 
 @dataclass
