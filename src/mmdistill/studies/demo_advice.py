@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ..io import atomic_write, write_text
+from ..io import atomic_write, write_csv, write_text
 from ..advisor.predict import advise_dataset
 from .mfh_removal import feature_removal
 from ..stats import paired_difference
@@ -118,13 +118,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def write(rows: list[dict], out: Path, command: str) -> None:
-    import csv
-    import io
-
     plot(rows, out / "advice.png")
     write_text(out / "summary.md", summary_markdown(rows, command))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "results.csv", buf.getvalue())
+    write_csv(out / "results.csv", rows, FIELDS)

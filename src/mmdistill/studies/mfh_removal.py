@@ -241,11 +241,11 @@ def write_removal(result: RemovalResult, out: Path, command: str = "") -> list[P
     """``summary.md``, ``removal.png`` and, last, ``results.csv`` (atomically)."""
     from ..io import write_text
     from .mfh_crossmodal_plots import plot_removal
-    from .mfh_report import csv_text
+    from ..io import csv_text
 
     out = Path(out)
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              plot_removal(summarize_removal(result.rows), out / "removal.png",
                           f"MFH feature removal on {result.dataset} (keep r = {result.protocol['keep']})")]
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

@@ -150,9 +150,9 @@ def _diff(a, b) -> str:
 
 def write_removal_avmnist(result: dict, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``scores.csv`` and, last, ``results.csv`` (atomically)."""
-    from .mfh_report import csv_text
+    from ..io import csv_text
 
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              write_text(out / "scores.csv", "channel,score\n" + "".join(f"{i},{s:.6g}\n" for i, s in enumerate(result["scores"])))]
-    paths.append(write_text(out / "results.csv", csv_text(result["rows"], ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result["rows"], ROW_FIELDS, ".6g")))
     return paths

@@ -179,7 +179,7 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
 def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``table1.png`` and, last, ``results.csv`` (atomically)."""
     from .mfh_plots import _pyplot, _save
-    from .mfh_report import csv_text
+    from ..io import csv_text
 
     paths = [write_text(out / "summary.md", summary_markdown(result, command))]
     plt = _pyplot()
@@ -198,5 +198,5 @@ def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Pat
     ax.set_title("MFH Table 1, AV-MNIST: audio student", fontsize=9)
     fig.tight_layout()
     paths.append(_save(fig, out / "table1.png"))
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

@@ -200,11 +200,11 @@ def write_table2(result: Table2Result, out: Path, command: str = "") -> list[Pat
     """``summary.md``, ``table2.png`` and, last, ``results.csv`` (atomically)."""
     from ..io import write_text
     from .mfh_crossmodal_plots import plot_table2
-    from .mfh_report import csv_text
+    from ..io import csv_text
 
     out = Path(out)
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              plot_table2(summarize_table2(result.rows), out / "table2.png",
                          "MFH Table 2: teachers on all / selected channels of x_a, KD students on x_b")]
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths
