@@ -235,12 +235,15 @@ def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
         raise ConfigError("invalid config: " + "; ".join(" ".join(line.split()) for line in lines) + more) from None
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as strict YAML, see :mod:`mmdistill.strict_yaml`) to a nested dict."""
+def apply_overrides(raw: dict, overrides: list[str], label: str = "override") -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as strict YAML, see :mod:`mmdistill.strict_yaml`) to a nested dict.
+
+    ``label`` names the option in errors (``override`` for config overrides, ``--param`` for dataset parameters).
+    """
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {short(item)}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
-        key, value = item.split("=", 1)
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{label} {short(item)}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
         parts = key.strip().split(".")
         node = raw
         for p in parts[:-1]:
@@ -248,11 +251,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[p] = {}
             node = node[p]
             if not isinstance(node, dict):
-                raise ConfigError(f"override {short(key)}: {short(p)} is not a section")
+                raise ConfigError(f"{label} {short(key)}: {short(p)} is not a section")
         try:
             node[parts[-1]] = strict_yaml.load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {short(key)}: value {short(value)} is not valid YAML "
+        except (yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"{label} {short(key)}: value {short(value)} is not valid YAML "
                               f"({short(str(err).splitlines()[0], 200)})") from None
     return raw
 
