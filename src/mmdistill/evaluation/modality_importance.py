@@ -39,7 +39,7 @@ def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], d
         model_mods = model_modalities(model)
         for r in missing_modality_table(model, data.test, masker):
             if r["present"].count("+") in (0, len(model_mods) - 1):  # each modality alone, and the full input
-                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full", **{k: r[k] for k in ("accuracy", "macro_f1")}})
+                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full", **{k: r[k] for k in ("accuracy", "f1_macro")}})
     out["accuracy"] = rows
     return out
 
@@ -78,5 +78,5 @@ def importance_markdown(result: dict) -> str:
         lines += [f"| {m} | {v['population']:.4f} | {v['median']:.4f} | {v['share_most_salient']:.2f} |" for m, v in result["saliency"].items()]
         lines.append("")
     lines += ["Test accuracy on the full input and on each modality alone:", "", "| model | input | accuracy | macro-F1 |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['input']} | {100 * r['accuracy']:.2f} | {100 * r['macro_f1']:.2f} |" for r in result["accuracy"]]
+    lines += [f"| {r['model']} | {r['input']} | {100 * r['accuracy']:.2f} | {100 * r['f1_macro']:.2f} |" for r in result["accuracy"]]
     return "\n".join(lines) + "\n"
