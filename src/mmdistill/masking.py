@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec, batch_size
+from .batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from .errors import BatchError, ConfigError
 from .registry import MASKERS
 
@@ -126,16 +126,6 @@ class Masker(nn.Module):
 def split_variants(stacked: Tensor, n_views: int) -> Tensor:
     """(V*B, ...) -> (V, B, ...): undo :meth:`Masker.variants` on a model output."""
     return stacked.reshape(n_views, stacked.shape[0] // n_views, *stacked.shape[1:])
-
-
-def ensure_masks(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec]) -> Batch:
-    """Add all-ones attention masks for token modalities that have none."""
-    out = dict(batch)
-    n = batch_size(batch)
-    for s in specs:
-        if s.tokens and s.name + MASK_SUFFIX not in out and s.name in out:
-            out[s.name + MASK_SUFFIX] = torch.ones(n, s.shape[0], dtype=torch.long, device=out[s.name].device)
-    return out
 
 
 def fit_masker(cfg: MaskingConfig, train: MultimodalDataset) -> Masker:
