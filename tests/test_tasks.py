@@ -225,7 +225,7 @@ BAD_TARGETS = [
         "segmentation",
         torch.zeros(2, 4, 4),
         3,
-        r"'label': task 'segmentation' expects an int64 label map \(B, H, W\).*got dtype torch\.float32",
+        r"'label': task 'segmentation' expects an int64 label map \(B, H, W\).*got dtype torch\.float32.*read it as integers",
     ),
     ("segmentation-uint8", "segmentation", torch.zeros(2, 4, 4, dtype=torch.uint8), 3, r"torch\.uint8.*\.long\(\)"),
     (

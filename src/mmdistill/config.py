@@ -159,13 +159,6 @@ class TaskConfig(_Strict):
     def _plain_name(cls, raw: Any) -> Any:
         return {"name": raw} if isinstance(raw, str) else raw
 
-    @model_validator(mode="after")
-    def _known_task(self) -> "TaskConfig":
-        from .tasks import get_task
-
-        get_task(self)  # unknown name (listing the known ones) or bad params: a ConfigError naming task.name / task.params
-        return self
-
 
 class RunConfig(_Strict):
     seed: int = Int(0, ge=0, le=SEED_MAX)
@@ -203,7 +196,7 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _task_fits(self) -> "RunConfig":
-        """The monitors are metrics of the task, and the method carries over to it."""
+        """A known task with valid params, monitors that are its metrics, and a method that carries over to it."""
         from .tasks import get_task
 
         task = get_task(self.task)
