@@ -179,6 +179,39 @@ def test_a_label_map_whose_size_differs_from_the_output_is_named():
         get_task("segmentation").loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 4, 4, dtype=torch.long))
 
 
+# -- every task --------------------------------------------------------------------------------------------------
+G = torch.Generator().manual_seed(5)
+OUTPUTS = {  # (student, teacher, target); segmentation: every example has the same number of valid pixels
+    "classification": (torch.randn(4, 3, generator=G), torch.randn(4, 3, generator=G), torch.tensor([0, 1, 2, 0])),
+    "multilabel": (
+        torch.randn(4, 3, generator=G),
+        torch.randn(4, 3, generator=G),
+        torch.tensor([[1.0, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]]),
+    ),
+    "regression": (torch.randn(4, 2, generator=G), torch.randn(4, 2, generator=G), torch.randn(4, 2, generator=G)),
+    "segmentation": (
+        torch.randn(4, 3, 2, 2, generator=G),
+        torch.randn(4, 3, 2, 2, generator=G),
+        torch.tensor([[[0, 1], [2, 255]]] * 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUTS))
+def test_kd_is_zero_at_the_teacher_and_the_mean_of_its_per_example_form(name):
+    task = get_task(name)
+    s, t, y = OUTPUTS[name]
+    T = 1.0 if name == "regression" else 2.0
+    assert task.kd_loss(t, t, T, y).item() == pytest.approx(0.0, abs=1e-6)
+    assert task.kd_loss(s, t, T, y).item() > 0
+    per = task.kd_per_example(s, t, T, y)
+    assert per.shape == (4,)
+    assert per.mean().item() == pytest.approx(task.kd_loss(s, t, T, y).item(), rel=1e-5)
+    s = s.clone().requires_grad_(True)
+    (task.kd_loss(s, t, T, y) + task.loss(s, y)).backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
 # -- targets of the wrong form ------------------------------------------------------------------------------------
 BAD_TARGETS = [
     (
