@@ -76,7 +76,7 @@ class TrainerConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: Optional[float] = Float(None, gt=0, description="max global gradient norm")
-    monitor: MonitorName = Field("accuracy", description="a metric of the task (docs/tasks.md); auroc: two classes only")
+    monitor: MonitorName = Field("accuracy", description="a metric of the task (docs/tasks.md); auroc: 2 classes only")
     early_stopping: Optional[EarlyStoppingConfig] = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
