@@ -9,11 +9,11 @@ import re
 import pytest
 import torch
 
-from mmdistill.batch import validate_labels
+from mmdistill.tasks import validate_labels
 from mmdistill.config import RunConfig, load_config, validate
 from mmdistill.errors import BatchError, ConfigError, DataError, TargetError
 from mmdistill.methods.kd import kd_loss
-from mmdistill.saliency import saliency_from_logits
+from mmdistill.methods.msd_saliency import saliency_from_logits
 from mmdistill.tasks import TASKS, get_task
 
 LN3 = math.log(3.0)

@@ -96,16 +96,5 @@ def validate_inputs(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec], 
             raise BatchError(f"modality {spec.name!r}: {x.shape[0]} examples, but other modalities have {n}")
 
 
-def validate_labels(batch: Mapping[str, Tensor], num_classes: int, task=None) -> None:
-    """``batch["label"]`` in the form ``task`` expects (a :class:`mmdistill.tasks.Task`, a name, or None for
-    classification: a 1-D integer tensor with values in ``[0, num_classes)``). A bad target is a
-    :class:`~mmdistill.errors.TargetError` naming the key, what was expected and the example (by ``"index"``)."""
-    from .tasks import get_task  # here: the tasks import the methods, which import this module
-
-    if LABEL not in batch:
-        raise BatchError(f"the batch has no {LABEL!r} key")
-    get_task(task).check_target(batch[LABEL], num_classes, batch.get(INDEX))
-
-
 def to_device(batch: Mapping[str, Tensor], device: torch.device | str) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

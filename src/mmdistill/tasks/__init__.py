@@ -8,10 +8,13 @@ costs nothing at start-up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
 from .base import Task
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DEFAULT_TASK = "classification"
 
@@ -62,3 +65,15 @@ def get_task(spec: Task | str | Mapping[str, Any] | None = None) -> Task:
 
 
 __all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task"]
+
+
+def validate_labels(batch: Mapping[str, Tensor], num_classes: int, task=None) -> None:
+    """``batch["label"]`` in the form ``task`` expects (a :class:`mmdistill.tasks.Task`, a name, or None for
+    classification: a 1-D integer tensor with values in ``[0, num_classes)``). A bad target is a
+    :class:`~mmdistill.errors.TargetError` naming the key, what was expected and the example (by ``"index"``)."""
+    from ..batch import INDEX, LABEL
+    from ..errors import BatchError
+
+    if LABEL not in batch:
+        raise BatchError(f"the batch has no {LABEL!r} key")
+    get_task(task).check_target(batch[LABEL], num_classes, batch.get(INDEX))
