@@ -14,6 +14,7 @@ from mmdistill.data.mfh_ravdess import ravdess_splits
 from mmdistill.data.mfh_vggsound import spectrogram, vggsound_splits
 from mmdistill.data.transforms import AdditiveNoise
 from mmdistill.errors import DataError
+from mmdistill.tasks import get_task
 
 torch.set_num_threads(1)
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
@@ -86,6 +87,7 @@ def test_ravdess_in_a_dataloader_with_two_workers_and_audio_noise(ravdess):
     batches = [list(torch.utils.data.DataLoader(splits.train, batch_size=2, num_workers=2, generator=g)) for _ in "ab"]
     assert batches[0][0]["audio"].shape == (2, 1, 40, 256)
     assert torch.equal(torch.cat([b["label"] for b in batches[0]]), torch.tensor([0, 1, 2, 3]))
+    get_task("classification").check_target(batches[0][0]["label"], splits.train.num_classes)  # engine's contract
     noise = batches[0][0]["audio"][0] - splits.train.load(0)["audio"]
     assert 0.4 < noise.std().item() < 0.6
     assert not torch.equal(batches[0][0]["audio"], batches[1][0]["audio"])  # a fresh draw each epoch
@@ -244,6 +246,7 @@ def test_vggsound_in_a_dataloader_with_two_workers(vgg):
     batch = next(iter(torch.utils.data.DataLoader(test, batch_size=3, num_workers=2)))
     assert batch["video"].shape == (3, T, 3, S, S) and batch["audio"].shape == (3, 1, 513, 8)
     assert batch["label"].tolist() == [0, 1, 2]
+    get_task("classification").check_target(batch["label"], test.num_classes)  # the engine's target contract
 
 
 def test_vggsound_bad_layouts(vgg):

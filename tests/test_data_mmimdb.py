@@ -12,6 +12,7 @@ import torch
 from mmdistill.data.mmimdb import mmimdb_splits
 from mmdistill.data.transforms import AdditiveNoise
 from mmdistill.errors import DataError
+from mmdistill.tasks import get_task
 
 h5py = pytest.importorskip("h5py")
 torch.set_num_threads(1)
@@ -94,6 +95,7 @@ def test_dataloader_with_two_workers_matches_direct_reads(imdb):
     loader = torch.utils.data.DataLoader(train, batch_size=4, num_workers=2)
     batches = list(loader)
     assert [b["label"].shape for b in batches] == [(4, 23), (2, 23)]
+    get_task("multilabel").check_target(batches[0]["label"], train.num_classes)  # the engine's target contract
     images = torch.cat([b["image"] for b in batches])
     assert torch.equal(images, torch.stack([train[i]["image"] for i in range(len(train))]))
 

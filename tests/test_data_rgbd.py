@@ -20,6 +20,7 @@ from mmdistill.data.rgbd_scenes import (
 )
 from mmdistill.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 from mmdistill.errors import DataError, OutputExistsError
+from mmdistill.tasks import get_task
 
 torch.set_num_threads(1)
 
@@ -75,6 +76,7 @@ def test_dataloader_with_two_workers(folder):
     batch = next(iter(torch.utils.data.DataLoader(train, batch_size=3, num_workers=2)))
     assert batch["rgb"].shape == (3, 3, 6, 8) and batch["label"].shape == (3, 6, 8)
     np.testing.assert_array_equal(batch["label"].numpy(), arrays["label"][:3])
+    get_task("segmentation").check_target(batch["label"], train.num_classes)  # the engine's target contract
 
 
 def test_seeded_crop_and_flip_move_image_depth_and_label_together(folder):
