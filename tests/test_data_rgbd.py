@@ -122,6 +122,15 @@ def test_dataloader_with_workers_and_seeded_augmentation_is_reproducible(folder)
     assert not all(torch.equal(epoch(1), epoch(s)) for s in (2, 3, 4))
 
 
+def test_palette_label_pngs_give_their_indices(folder):
+    root, arrays = folder
+    pal = Image.fromarray(arrays["label"][0]).convert("P")
+    pal.putpalette([v for i in range(256) for v in (i, 255 - i, 0)])  # colours are not class ids: indices are
+    pal.save(root / "label" / "img0.png")
+    assert Image.open(root / "label" / "img0.png").mode == "P"
+    np.testing.assert_array_equal(rgbd_folder_splits(root, num_classes=4).train[0]["label"].numpy(), arrays["label"][0])
+
+
 def test_label_map_size_mismatch_names_the_file(folder):
     root, _ = folder
     Image.fromarray(np.zeros((6, 7), np.uint8)).save(root / "label" / "img1.png")
