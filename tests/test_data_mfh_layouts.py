@@ -21,6 +21,11 @@ MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
 
 
+def decoded(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
 def imagenet(rgb_hwc: np.ndarray) -> np.ndarray:
     return (rgb_hwc.transpose(2, 0, 1) / 255.0 - MEAN) / STD
 
@@ -64,7 +69,7 @@ def test_ravdess_items_round_trip_with_the_mfh_normalisation(ravdess):
     assert item["audio"].dtype == item["image"].dtype == torch.float32 and item["label"].dtype == torch.int64
     assert item["audio"].shape == (1, 40, 256) and item["image"].shape == (3, 12, 10) and item["label"].shape == ()
     np.testing.assert_allclose(item["audio"][0].numpy(), (written["audio"]["clip5.npy"] + 10.59) / 85.66, rtol=1e-5)
-    face = np.asarray(Image.open(root / "vid_features" / "actor1" / "face5.png"))
+    face = decoded(root / "vid_features" / "actor1" / "face5.png")
     np.testing.assert_allclose(item["image"].numpy(), imagenet(face), rtol=1e-5, atol=1e-6)
     assert item["label"].item() == 5
 
@@ -214,7 +219,7 @@ def test_vggsound_items_round_trip(vgg):
     item = ds[1]  # yt_test1_cat_000001
     assert set(item) == {"video", "audio", "label"} and item["label"].dtype == torch.int64 and item["label"] == 1
     assert item["video"].shape == (T, 3, S, S) and item["audio"].shape == (1, 513, 8)
-    stacked = np.asarray(Image.open(root / "test" / "video_jpg" / "yt_test1_cat_000001.jpg"))
+    stacked = decoded(root / "test" / "video_jpg" / "yt_test1_cat_000001.jpg")
     expected = np.stack([imagenet(f) for f in stacked.reshape(T, S, S, 3)])
     np.testing.assert_allclose(item["video"].numpy(), expected, rtol=1e-5, atol=1e-5)
     ref = reference_magnitude(written["yt_test1_cat_000001"][0])

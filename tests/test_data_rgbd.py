@@ -127,7 +127,8 @@ def test_palette_label_pngs_give_their_indices(folder):
     pal = Image.fromarray(arrays["label"][0]).convert("P")
     pal.putpalette([v for i in range(256) for v in (i, 255 - i, 0)])  # colours are not class ids: indices are
     pal.save(root / "label" / "img0.png")
-    assert Image.open(root / "label" / "img0.png").mode == "P"
+    with Image.open(root / "label" / "img0.png") as img:
+        assert img.mode == "P"
     np.testing.assert_array_equal(rgbd_folder_splits(root, num_classes=4).train[0]["label"].numpy(), arrays["label"][0])
 
 
