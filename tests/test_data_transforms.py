@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmdistill.data.item_dataset import ItemDataset, split_transforms
+from mmdistill.data.file_dataset import FileDataset, split_transforms
 from mmdistill.data.transforms import (
     AdditiveNoise,
     CenterCrop,
@@ -90,7 +90,7 @@ def test_bad_input_is_named():
         AdditiveNoise("audio", -1.0)
 
 
-class Squares(ItemDataset):
+class Squares(FileDataset):
     modalities = ("x",)
 
     def __len__(self) -> int:
@@ -100,7 +100,7 @@ class Squares(ItemDataset):
         return {"x": torch.tensor([float(index)]), "label": torch.tensor(index)}
 
 
-def test_item_dataset_indexing_and_transform():
+def test_file_dataset_indexing_and_transform():
     ds = Squares()
     assert ds[-1]["label"] == 2 and not ds.random
     with pytest.raises(IndexError, match="index 3 out of range for a split of 3 items"):

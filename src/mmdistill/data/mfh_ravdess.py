@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .item_dataset import (
+from .file_dataset import (
     SPLITS,
     Item,
-    ItemDataset,
-    ItemSplits,
+    FileDataset,
+    FileSplits,
     Transform,
     imagenet_normalized,
     member_path,
@@ -48,7 +48,7 @@ AUDIO_SHAPE = (40, 256)
 AUDIO_MEAN, AUDIO_STD = -10.59, 85.66  # the MFH code's normalisation of the audio features
 
 
-class RavdessDataset(ItemDataset):
+class RavdessDataset(FileDataset):
     """One split of the MFH RAVDESS layout (see the module docstring)."""
 
     task = "classification"
@@ -130,7 +130,7 @@ def ravdess_splits(
     audio_std: float = AUDIO_STD,
     image_size: tuple[int, int] | None = None,
     transforms: Mapping[str, Transform | None] | None = None,
-) -> ItemSplits:
+) -> FileSplits:
     """Train/val/test :class:`RavdessDataset` of ``root`` (the MFH code's ``ravdess/data`` folder)."""
     root = Path(root)
     if not root.is_dir():
@@ -152,4 +152,4 @@ def ravdess_splits(
         require_files([r[0] for r in rows], f"{split} split's audio")
         require_files([r[1] for r in rows], f"{split} split's image")
         out.append(RavdessDataset(rows, num_classes, audio_mean, audio_std, image_size, transform[split]))
-    return ItemSplits(*out)
+    return FileSplits(*out)

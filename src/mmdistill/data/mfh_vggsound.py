@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .item_dataset import (
+from .file_dataset import (
     SPLITS,
     Item,
-    ItemDataset,
-    ItemSplits,
+    FileDataset,
+    FileSplits,
     Transform,
     imagenet_normalized,
     read_image,
@@ -72,7 +72,7 @@ def clip_label(name: str, labels: Mapping[str, int], source: str) -> int:
     return labels[fields[-2]]
 
 
-class VGGSoundDataset(ItemDataset):
+class VGGSoundDataset(FileDataset):
     """Clips of one split of the MFH VGGSound layout (see the module docstring)."""
 
     task = "classification"
@@ -178,7 +178,7 @@ def vggsound_splits(
     val_fraction: float = 0.1,
     seed: int = 0,
     transforms: Mapping[str, Transform | None] | None = None,
-) -> ItemSplits:
+) -> FileSplits:
     """Train/val/test :class:`VGGSoundDataset` of ``root`` (``train/``, ``test/``, optional ``val/``).
 
     ``label_json`` defaults to ``root/label.json``. Without ``root/val``, validation is a seeded
@@ -209,7 +209,7 @@ def vggsound_splits(
         val = [train[i] for i in sorted(order[:n_val])]
         train = [train[i] for i in sorted(order[n_val:])]
     c = len(labels)
-    return ItemSplits(
+    return FileSplits(
         *(
             VGGSoundDataset(clips, c, num_frames, frame_size, audio_frames, transform[s])
             for s, clips in zip(SPLITS, (train, val, test))

@@ -28,7 +28,7 @@ import torch
 
 from ..batch import MASK_SUFFIX, RESERVED
 from ..errors import DataError
-from .item_dataset import SPLITS, Item, ItemDataset, ItemSplits, Transform, split_transforms
+from .file_dataset import SPLITS, Item, FileDataset, FileSplits, Transform, split_transforms
 
 FILE_NAME = "multimodal_imdb.hdf5"
 PUBLISHED_ROWS = 25959
@@ -56,7 +56,7 @@ def _open(path: Path):
         raise DataError(f"{path}: not a readable HDF5 file, or truncated ({err})") from err
 
 
-class MMIMDBDataset(ItemDataset):
+class MMIMDBDataset(FileDataset):
     """Rows ``[start, stop)`` of the MM-IMDB file; ``modalities`` maps modality name -> HDF5 key."""
 
     task = "multilabel"
@@ -118,7 +118,7 @@ def mmimdb_splits(
     modalities: Mapping[str, str] | None = None,
     boundaries: tuple[int, int, int] = PUBLISHED_BOUNDARIES,
     transforms: Mapping[str, Transform | None] | None = None,
-) -> ItemSplits:
+) -> FileSplits:
     """Train/val/test :class:`MMIMDBDataset` of ``root`` (the ``.hdf5`` file, or a folder holding it).
 
     ``modalities``: name -> HDF5 key among ``features``, ``vgg_features``, ``images``
@@ -156,7 +156,7 @@ def mmimdb_splits(
         )
     genres = genres.astype(np.float32)
     starts = (0, *bounds[:-1])
-    return ItemSplits(
+    return FileSplits(
         *(MMIMDBDataset(path, a, b, keys, genres[a:b], transform[s]) for s, a, b in zip(SPLITS, starts, bounds))
     )
 

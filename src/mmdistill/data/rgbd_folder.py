@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .item_dataset import (
+from .file_dataset import (
     SPLITS,
     Item,
-    ItemDataset,
-    ItemSplits,
+    FileDataset,
+    FileSplits,
     Transform,
     member_path,
     read_image,
@@ -38,7 +38,7 @@ DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I")
 LABEL_MODES = ("L", "P")
 
 
-class RGBDSegmentationDataset(ItemDataset):
+class RGBDSegmentationDataset(FileDataset):
     """One split of an RGB-D segmentation folder (see the module docstring)."""
 
     task = "segmentation"
@@ -112,7 +112,7 @@ def rgbd_folder_splits(
     ignore_index: int = 255,
     depth_scale: float = 1e-3,
     transforms: Mapping[str, Transform | None] | None = None,
-) -> ItemSplits:
+) -> FileSplits:
     """Train/val/test :class:`RGBDSegmentationDataset` of ``root`` (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
@@ -147,4 +147,4 @@ def rgbd_folder_splits(
         )
         require_files([p for i in range(len(ds)) for p in ds.paths(i).values()], f"{split} split's")
         out.append(ds)
-    return ItemSplits(*out)
+    return FileSplits(*out)

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import DataError, OutputExistsError
 from ..io import write_json, write_text
-from .item_dataset import SPLITS, Item, ItemDataset, ItemSplits, Transform, split_transforms
+from .file_dataset import SPLITS, Item, FileDataset, FileSplits, Transform, split_transforms
 
 MARKER = "rgbd_scenes.json"
 CLASSES = ("background", "near box", "far box", "ball")
@@ -140,7 +140,7 @@ def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int
     return n - n_val - n_test, n_val, n_test
 
 
-class RGBDSceneDataset(ItemDataset):
+class RGBDSceneDataset(FileDataset):
     """Scenes held in memory, with the items :class:`~mmdistill.data.rgbd_folder.RGBDSegmentationDataset` gives."""
 
     task = "segmentation"
@@ -170,12 +170,12 @@ def rgbd_scene_splits(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     transforms: dict[str, Transform | None] | None = None,
     **scene_params,
-) -> ItemSplits:
+) -> FileSplits:
     """Train/val/test splits of generated scenes in memory: the items the folder loader reads from the written set."""
     arrays = generate_rgbd_scenes(n_scenes, size, seed, **scene_params)
     transform = split_transforms(transforms)
     bounds = np.cumsum((0, *split_sizes(n_scenes, fractions)))
-    return ItemSplits(
+    return FileSplits(
         *(
             RGBDSceneDataset({k: v[a:b] for k, v in arrays.items()}, transform[s])
             for s, a, b in zip(SPLITS, bounds[:-1], bounds[1:])

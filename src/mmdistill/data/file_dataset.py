@@ -1,11 +1,12 @@
-"""Map-style datasets whose items are dicts of tensors read from files, and the file readers they share.
+"""Base of the datasets read from files in published layouts (MM-IMDB, RGB-D folders, the MFH layouts), and readers.
 
 The item contract (issue 13): ``ds[i]`` is a ``dict[str, Tensor]`` with one float32 tensor per
 modality and the target under ``"label"`` (classification: int64 scalar; multilabel: float32
 multi-hot (C,); regression: float32 scalar or (D,); segmentation: int64 (H, W), ``ignore_index``
 for unlabelled pixels). The dataset says ``modalities``, ``task``, ``num_classes`` (or
 ``num_outputs``), ``ignore_index`` and ``random`` (its transform draws random numbers, so a
-teacher's outputs cannot be cached). A loader returns :class:`ItemSplits` (train, val, test).
+teacher's outputs cannot be cached). A loader returns :class:`FileSplits` (train, val, test): plain
+map-style datasets, which the engine takes as any user's dataset.
 
 Every reader raises :class:`~mmdistill.errors.DataError` naming the file and what was expected.
 """
@@ -23,21 +24,20 @@ from torch import Tensor
 from ..errors import ConfigError, DataError
 from .transforms import transform_is_random
 
-TASKS = ("classification", "multilabel", "regression", "segmentation")
 SPLITS = ("train", "val", "test")
 Item = dict[str, Tensor]
 Transform = Callable[[Item], Item]
 
 
-class ItemSplits(NamedTuple):
+class FileSplits(NamedTuple):
     """The three splits of a file-backed dataset."""
 
-    train: ItemDataset
-    val: ItemDataset
-    test: ItemDataset
+    train: FileDataset
+    val: FileDataset
+    test: FileDataset
 
 
-class ItemDataset(torch.utils.data.Dataset):
+class FileDataset(torch.utils.data.Dataset):
     """Base of the file-backed datasets: ``__getitem__`` = ``load(i)``, then the split's transform.
 
     Subclasses set ``modalities``, ``task``, ``num_classes`` (``ignore_index`` for segmentation)
