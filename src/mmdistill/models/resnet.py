@@ -29,8 +29,12 @@ class ResNetParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    channels: list[Width] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=16,
-                                  description="width of each stage; every stage after the first halves H and W")
+    channels: list[Width] = Field(
+        default_factory=lambda: [16, 32, 64],
+        min_length=1,
+        max_length=16,
+        description="width of each stage; every stage after the first halves H and W",
+    )
     blocks: int | list[int] = Field(1, description="BasicBlocks per stage: one number for all, or one per stage")
     out_dim: Width = 64
     dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="before the projection")
@@ -55,19 +59,25 @@ def stage_blocks(blocks: int | Sequence[int], stages: int, key: str = "blocks") 
     """Blocks per stage from one number or a list with one entry per stage (each >= 1)."""
     per = [blocks] * stages if isinstance(blocks, int) else list(blocks)
     if len(per) != stages or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 64 for b in per):
-        raise ConfigError(f"{key}: expected one integer in 1..64 or a list of {stages} of them (one per stage), got {blocks!r}")
+        raise ConfigError(
+            f"{key}: expected one integer in 1..64 or a list of {stages} of them (one per stage), got {blocks!r}"
+        )
     return per
 
 
 def image_channels(shape: Sequence[int], who: str) -> tuple[int, bool]:
     """(input channels, whether a channel axis must be added) for a (C, H, W) or (H, W) per-example shape."""
     if len(shape) not in (2, 3) or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise ConfigError(f"{who}: needs (channels, height, width) or (height, width) examples, got shape {tuple(shape)}")
+        raise ConfigError(
+            f"{who}: needs (channels, height, width) or (height, width) examples, got shape {tuple(shape)}"
+        )
     return (1, True) if len(shape) == 2 else (shape[0], False)
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)
+    )
 
 
 class BasicBlock(nn.Module):
@@ -89,7 +99,7 @@ class BasicBlock(nn.Module):
 
 
 def resnet_trunk(in_ch: int, widths: Sequence[int], blocks: Sequence[int]) -> nn.Sequential:
-    """``stem`` then ``layer1`` ... ``layerN``; layer i > 1 starts with a stride-2 block. Kaiming-normal conv weights."""
+    """``stem`` then ``layer1`` ... ``layerN``; layer i > 1 starts with a stride-2 block; Kaiming-normal convs."""
     parts: OrderedDict[str, nn.Module] = OrderedDict(stem=conv_bn_relu(in_ch, widths[0]))
     prev = widths[0]
     for i, (w, n) in enumerate(zip(widths, blocks)):
@@ -105,8 +115,10 @@ def resnet_trunk(in_ch: int, widths: Sequence[int], blocks: Sequence[int]) -> nn
 
 @ENCODERS.register("resnet")
 class ResNetEncoder(nn.Module):
-    """Residual stages -> global average pool -> dropout -> Linear -> ReLU; ``cfg`` has ``channels``, ``out_dim``,
-    ``dropout`` and optionally ``blocks`` (default 1 per stage), as :class:`ResNetParams` or the shared encoder config."""
+    """Residual stages -> global average pool -> dropout -> Linear -> ReLU.
+
+    ``cfg`` has ``channels``, ``out_dim``, ``dropout`` and optionally ``blocks`` (default 1 per stage): a
+    :class:`ResNetParams` or the shared encoder config."""
 
     def __init__(self, shape: tuple[int, ...], cfg: Any) -> None:
         super().__init__()
@@ -114,7 +126,9 @@ class ResNetEncoder(nn.Module):
         widths = list(cfg.channels)
         if not widths:
             raise ConfigError("encoder resnet: channels must list at least one stage width")
-        self.body = resnet_trunk(in_ch, widths, stage_blocks(getattr(cfg, "blocks", 1), len(widths), "encoder resnet blocks"))
+        self.body = resnet_trunk(
+            in_ch, widths, stage_blocks(getattr(cfg, "blocks", 1), len(widths), "encoder resnet blocks")
+        )
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.proj = nn.Linear(widths[-1], cfg.out_dim)
         self.out_dim = int(cfg.out_dim)
@@ -125,8 +139,15 @@ class ResNetEncoder(nn.Module):
         return self.proj(self.dropout(self.body(x).mean((2, 3)))).relu()
 
 
-def resnet_encoder(shape: Sequence[int], widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 1,
-                   out_dim: int = 64, dropout: float = 0.0) -> ResNetEncoder:
+def resnet_encoder(
+    shape: Sequence[int],
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int | Sequence[int] = 1,
+    out_dim: int = 64,
+    dropout: float = 0.0,
+) -> ResNetEncoder:
     """A :class:`ResNetEncoder` for per-example ``shape`` (C, H, W) or (H, W), without a config object."""
-    params = parse_params(ResNetParams, {"channels": widths, "blocks": blocks, "out_dim": out_dim, "dropout": dropout}, "resnet")
+    params = parse_params(
+        ResNetParams, {"channels": widths, "blocks": blocks, "out_dim": out_dim, "dropout": dropout}, "resnet"
+    )
     return ResNetEncoder(tuple(shape), params)

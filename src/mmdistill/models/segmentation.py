@@ -10,8 +10,10 @@ The skip connections and fused multi-scale features follow U-Net (Ronneberger et
 RGB-D encoders (Hazirbas et al., ACCV 2016). One class serves teacher and student: ``modalities=("rgb", "depth")``
 for an RGB-D teacher, ``("rgb",)`` for the RGB student (other batch entries are not read), so MFH's RGB-D -> RGB
 segmentation (NYU Depth V2) is one config line apart. Hook paths: ``encoders.<m>.layer<i>``, ``fuse.<i>``,
-``decoder.up<K>``, ``decoder.out``. From YAML: ``model: {factory: "mmdistill.models.segmentation:build_segmentation_net",
-params: {modalities: [rgb, depth], in_channels: {rgb: 3, depth: 1}, num_classes: 13}}``.
+``decoder.up<K>``, ``decoder.out``. From YAML::
+
+    model: {factory: "mmdistill.models.segmentation:build_segmentation_net",
+            params: {modalities: [rgb, depth], in_channels: {rgb: 3, depth: 1}, num_classes: 13}}
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ class SegmentationParams(BaseModel):
     modalities: list[str] = Field(min_length=1, description="modalities the network reads, each once")
     in_channels: dict[str, Channels] = Field(description="channels of each modality's (C, H, W) input; may list more")
     num_classes: int = Field(strict=True, ge=2, le=65536)
-    widths: list[Width] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=8,
-                                description="encoder stage widths; stage i > 1 halves H and W")
+    widths: list[Width] = Field(
+        default_factory=lambda: [16, 32, 64],
+        min_length=1,
+        max_length=8,
+        description="encoder stage widths; stage i > 1 halves H and W",
+    )
     blocks: int | list[int] = Field(1, description="BasicBlocks per encoder stage")
     fusion: Fusion = "sum"
 
@@ -51,8 +57,10 @@ class SegmentationParams(BaseModel):
     def _names(cls, names: list[str]) -> list[str]:
         for m in names:
             if not m or m in RESERVED or m.endswith(MASK_SUFFIX):
-                raise ValueError(f"{m!r} cannot name a modality ({', '.join(RESERVED)} and names ending in {MASK_SUFFIX!r} "
-                                 "are reserved batch keys)")
+                raise ValueError(
+                    f"{m!r} cannot name a modality ({', '.join(RESERVED)} and names ending in {MASK_SUFFIX!r} "
+                    "are reserved batch keys)"
+                )
         if len(set(names)) != len(names):
             raise ValueError(f"a modality is listed twice: {names}")
         return names
@@ -109,37 +117,56 @@ class SegmentationDecoder(nn.Module):
 class SegmentationNet(nn.Module):
     """Per-modality ResNet encoders -> per-scale fusion -> U-Net decoder; ``forward(batch)`` -> (B, C, H, W) logits."""
 
-    def __init__(self, modalities: Sequence[str], in_channels: Mapping[str, int], num_classes: int,
-                 widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 1, fusion: Fusion = "sum") -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        in_channels: Mapping[str, int],
+        num_classes: int,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks: int | Sequence[int] = 1,
+        fusion: Fusion = "sum",
+    ) -> None:
         super().__init__()
         missing = [m for m in modalities if m not in in_channels]
         if missing:
-            raise ConfigError(f"in_channels: no entry for modality {missing[0]!r}; give the channels of every modality "
-                              f"read ({', '.join(modalities)})")
+            raise ConfigError(
+                f"in_channels: no entry for modality {missing[0]!r}; give the channels of every modality "
+                f"read ({', '.join(modalities)})"
+            )
         per_stage = stage_blocks(blocks, len(widths))
         self.modalities = tuple(modalities)
         self.in_channels = {m: int(in_channels[m]) for m in self.modalities}
         self.num_classes = int(num_classes)
         self.widths = tuple(int(w) for w in widths)
         self.fusion = fusion
-        self.encoders = nn.ModuleDict({m: resnet_trunk(self.in_channels[m], self.widths, per_stage) for m in self.modalities})
+        self.encoders = nn.ModuleDict(
+            {m: resnet_trunk(self.in_channels[m], self.widths, per_stage) for m in self.modalities}
+        )
         self.fuse = nn.ModuleList([FeatureFusion(len(self.modalities), w, fusion) for w in self.widths])
         self.decoder = SegmentationDecoder(self.widths, self.num_classes)
 
     def _input(self, batch: Mapping[str, Tensor], m: str) -> Tensor:
         if not isinstance(batch, Mapping):
-            raise BatchError(f"SegmentationNet: a batch must be a dict of modality name -> tensor, got {type(batch).__name__}")
+            raise BatchError(
+                f"SegmentationNet: a batch must be a dict of modality name -> tensor, got {type(batch).__name__}"
+            )
         if m not in batch:
             present = ", ".join(modality_names(batch)) or "none"
-            raise BatchError(f"SegmentationNet reads modality {m!r}, but the batch has no such key (modalities present: {present})")
+            raise BatchError(
+                f"SegmentationNet reads modality {m!r}, but the batch has no such key (modalities present: {present})"
+            )
         x, c = batch[m], self.in_channels[m]
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise BatchError(f"modality {m!r}: expected a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+            raise BatchError(
+                f"modality {m!r}: expected a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}"
+            )
         if x.dim() == 3 and c == 1:
             x = x.unsqueeze(1)
         if x.dim() != 4 or x.shape[1] != c:
-            raise BatchError(f"modality {m!r}: expected shape (batch, {c}, height, width)"
-                             f"{' or (batch, height, width)' if c == 1 else ''}, got {tuple(x.shape)}")
+            raise BatchError(
+                f"modality {m!r}: expected shape (batch, {c}, height, width)"
+                f"{' or (batch, height, width)' if c == 1 else ''}, got {tuple(x.shape)}"
+            )
         return x
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -147,8 +174,10 @@ class SegmentationNet(nn.Module):
         first = inputs[0]
         for m, x in zip(self.modalities, inputs):
             if x.shape[0] != first.shape[0] or x.shape[-2:] != first.shape[-2:]:
-                raise BatchError(f"modality {m!r}: {x.shape[0]} examples of {tuple(x.shape[-2:])} pixels, but "
-                                 f"{self.modalities[0]!r} has {first.shape[0]} of {tuple(first.shape[-2:])}")
+                raise BatchError(
+                    f"modality {m!r}: {x.shape[0]} examples of {tuple(x.shape[-2:])} pixels, but "
+                    f"{self.modalities[0]!r} has {first.shape[0]} of {tuple(first.shape[-2:])}"
+                )
         per_modality = [self._encode(m, x) for m, x in zip(self.modalities, inputs)]
         fused = [fuse([maps[i] for maps in per_modality]) for i, fuse in enumerate(self.fuse)]
         return self.decoder(fused)
@@ -164,10 +193,25 @@ class SegmentationNet(nn.Module):
         return maps
 
 
-def build_segmentation_net(modalities: Sequence[str], in_channels: Mapping[str, int], num_classes: int,
-                           widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 1,
-                           fusion: Fusion = "sum") -> SegmentationNet:
+def build_segmentation_net(
+    modalities: Sequence[str],
+    in_channels: Mapping[str, int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int | Sequence[int] = 1,
+    fusion: Fusion = "sum",
+) -> SegmentationNet:
     """A :class:`SegmentationNet`, its arguments checked with errors naming the key (a YAML factory's ``params``)."""
-    p = parse_params(SegmentationParams, {"modalities": modalities, "in_channels": in_channels, "num_classes": num_classes,
-                                          "widths": widths, "blocks": blocks, "fusion": fusion}, "model.params")
+    p = parse_params(
+        SegmentationParams,
+        {
+            "modalities": modalities,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "widths": widths,
+            "blocks": blocks,
+            "fusion": fusion,
+        },
+        "model.params",
+    )
     return SegmentationNet(p.modalities, p.in_channels, p.num_classes, p.widths, p.blocks, p.fusion)

@@ -6,9 +6,10 @@
 
 Input: a log-spectrogram (F, T) or (C, F, T) per example (e.g. MFH's RAVDESS (40, 256) features, or a VGGSound STFT).
 The pooling has no fixed size, so the same encoder takes any T (and F). Defaults fit a CPU: widths [16, 32, 64]
-(76,176 parameters for one input channel, out_dim 64). Layers: ``blocks.0`` ... ``blocks.N-1`` (feature maps (B, w_i, F/2^(i+1), T/2^(i+1))),
-``pool`` ((B, w_N)), ``proj``. Registered as encoder ``spec_cnn``; :func:`spectrogram_encoder` builds one without a
-config. An attention mask, if given, is ignored (inputs of one batch share T).
+(76,176 parameters for one input channel, out_dim 64). Layers: ``blocks.0`` ... ``blocks.N-1`` (feature maps
+(B, w_i, F/2^(i+1), T/2^(i+1)), rounded up), ``pool`` ((B, w_N)), ``proj``. Registered as encoder ``spec_cnn``;
+:func:`spectrogram_encoder` builds one without a config. An attention mask, if given, is ignored (inputs of one batch
+share T).
 
 Kong et al., "PANNs: Large-Scale Pretrained Audio Neural Networks for Audio Pattern Recognition", IEEE/ACM TASLP 2020.
 """
@@ -32,8 +33,12 @@ class SpectrogramCNNParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    channels: list[Width] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=16,
-                                  description="width of each conv block; each block halves F and T")
+    channels: list[Width] = Field(
+        default_factory=lambda: [16, 32, 64],
+        min_length=1,
+        max_length=16,
+        description="width of each conv block; each block halves F and T",
+    )
     out_dim: Width = 64
     dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="before the projection")
 
@@ -54,8 +59,10 @@ class SpectrogramCNNEncoder(nn.Module):
     def __init__(self, shape: tuple[int, ...], cfg: Any) -> None:
         super().__init__()
         if len(shape) not in (2, 3) or not all(isinstance(s, int) and s >= 1 for s in shape):
-            raise ConfigError(f"encoder spec_cnn: needs (frequency, time) or (channels, frequency, time) examples, "
-                              f"got shape {tuple(shape)}")
+            raise ConfigError(
+                f"encoder spec_cnn: needs (frequency, time) or (channels, frequency, time) examples, "
+                f"got shape {tuple(shape)}"
+            )
         widths = list(cfg.channels)
         if not widths:
             raise ConfigError("encoder spec_cnn: channels must list at least one block width")
@@ -80,8 +87,11 @@ class SpectrogramCNNEncoder(nn.Module):
         return self.proj(self.dropout(self.pool(self.blocks(x)))).relu()
 
 
-def spectrogram_encoder(shape: Sequence[int], widths: Sequence[int] = (16, 32, 64), out_dim: int = 64,
-                        dropout: float = 0.0) -> SpectrogramCNNEncoder:
+def spectrogram_encoder(
+    shape: Sequence[int], widths: Sequence[int] = (16, 32, 64), out_dim: int = 64, dropout: float = 0.0
+) -> SpectrogramCNNEncoder:
     """A :class:`SpectrogramCNNEncoder` for per-example ``shape`` (F, T) or (C, F, T), without a config object."""
-    params = parse_params(SpectrogramCNNParams, {"channels": widths, "out_dim": out_dim, "dropout": dropout}, "spec_cnn")
+    params = parse_params(
+        SpectrogramCNNParams, {"channels": widths, "out_dim": out_dim, "dropout": dropout}, "spec_cnn"
+    )
     return SpectrogramCNNEncoder(tuple(shape), params)
