@@ -16,7 +16,7 @@ From YAML::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -108,6 +108,7 @@ def build_av_classifier(
     out_dim: int = 64,
     fusion: str = "concat",
     dropout: float = 0.0,
+    **unknown: Any,
 ) -> EncoderFusionClassifier:
     """A ResNet image encoder and/or a spectrogram CNN, fused; arguments checked with errors naming the key."""
     p = parse_params(
@@ -124,8 +125,9 @@ def build_av_classifier(
             "out_dim": out_dim,
             "fusion": fusion,
             "dropout": dropout,
+            **unknown,
         },
-        "model.params",
+        "params",
     )
     encoders: dict[str, nn.Module] = {}
     if p.image_shape is not None:

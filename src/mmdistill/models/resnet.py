@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import ENCODERS
+from ..strict_yaml import short
 from .encoders import Width
 
 
@@ -50,9 +51,11 @@ def parse_params(model: type[BaseModel], raw: Any, key: str) -> Any:
         parts = []
         for e in err.errors()[:5]:
             where = ".".join([key, *map(str, e["loc"])])
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {what}")
-        raise ConfigError("; ".join(parts) + f" (valid keys: {', '.join(model.model_fields)})") from None
+            if e["type"] == "extra_forbidden":
+                parts.append(f"{where}: unknown key; valid keys: {', '.join(model.model_fields)}")
+            else:
+                parts.append(f"{where}: {e['msg'].removeprefix('Value error, ')} (got {short(e.get('input'))})")
+        raise ConfigError("; ".join(parts)) from None
 
 
 def stage_blocks(blocks: int | Sequence[int], stages: int, key: str = "blocks") -> list[int]:

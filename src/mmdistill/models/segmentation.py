@@ -19,7 +19,7 @@ segmentation (NYU Depth V2) is one config line apart. Hook paths: ``encoders.<m>
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +200,7 @@ def build_segmentation_net(
     widths: Sequence[int] = (16, 32, 64),
     blocks: int | Sequence[int] = 1,
     fusion: Fusion = "sum",
+    **unknown: Any,
 ) -> SegmentationNet:
     """A :class:`SegmentationNet`, its arguments checked with errors naming the key (a YAML factory's ``params``)."""
     p = parse_params(
@@ -211,7 +212,8 @@ def build_segmentation_net(
             "widths": widths,
             "blocks": blocks,
             "fusion": fusion,
+            **unknown,
         },
-        "model.params",
+        "params",
     )
     return SegmentationNet(p.modalities, p.in_channels, p.num_classes, p.widths, p.blocks, p.fusion)
