@@ -13,7 +13,7 @@ from mmdistill.models.encoders import EncoderConfig
 from mmdistill.models.hooks import FeatureHooks
 from mmdistill.models.resnet import ResNetEncoder, resnet_encoder
 from mmdistill.models.segmentation import build_segmentation_net
-from mmdistill.models.spectrogram_cnn import SpectrogramCNNEncoder, spectrogram_encoder
+from mmdistill.models.spectrogram_cnn import SpectrogramCNNEncoder, TimeFrequencyPool, spectrogram_encoder
 from mmdistill.registry import ENCODERS
 
 torch.set_num_threads(1)
@@ -21,8 +21,12 @@ torch.set_num_threads(1)
 
 def rgbd(n: int, h: int, w: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"rgb": torch.randn(n, 3, h, w, generator=g), "depth": torch.randn(n, 1, h, w, generator=g),
-            "label": torch.zeros(n, h, w, dtype=torch.long), "index": torch.arange(n)}
+    return {
+        "rgb": torch.randn(n, 3, h, w, generator=g),
+        "depth": torch.randn(n, 1, h, w, generator=g),
+        "label": torch.zeros(n, h, w, dtype=torch.long),
+        "index": torch.arange(n),
+    }
 
 
 class Head(nn.Module):
@@ -61,6 +65,20 @@ def test_spectrogram_cnn_takes_any_length(shape, t):
     assert enc(x).shape == (2, 20)
 
 
+def test_time_frequency_pool_is_mean_over_frequency_then_max_plus_mean_over_time():
+    x = torch.tensor([[[[1.0, 2.0, 6.0], [3.0, 0.0, 2.0]]]])  # (B=1, C=1, F=2, T=3): mean over F = [2, 1, 4]
+    torch.testing.assert_close(TimeFrequencyPool()(x), torch.tensor([[4.0 + 7.0 / 3.0]]))
+
+
+def test_spectrogram_feature_sees_the_last_time_frame():
+    enc = spectrogram_encoder((16, 300), widths=(8, 16)).eval()
+    x = torch.randn(1, 16, 300)
+    y = x.clone()
+    y[..., -1] += 5.0
+    with torch.no_grad():
+        assert not torch.allclose(enc(x), enc(y))
+
+
 @pytest.mark.parametrize("hw", [(16, 16), (17, 23), (9, 5), (1, 7)])
 @pytest.mark.parametrize("fusion", ["sum", "concat"])
 def test_segmentation_logits_at_input_resolution(hw, fusion):
@@ -87,12 +105,34 @@ def models_and_batches():
         ("resnet", Head(resnet_encoder((3, 16, 16), widths=(8, 16), out_dim=16), "image"), img, ce),
         ("spec_cnn", Head(spectrogram_encoder((20, 32), widths=(8, 16), out_dim=16), "audio"), aud, ce),
         ("segmentation", build_segmentation_net(["rgb", "depth"], {"rgb": 3, "depth": 1}, 4, widths=(8, 16)), seg, ce),
-        ("segmentation_concat", build_segmentation_net(["rgb", "depth"], {"rgb": 3, "depth": 1}, 4, widths=(8, 16),
-                                                       fusion="concat"), seg, ce),
-        ("av_classifier", build_av_classifier(4, image_shape=[3, 16, 16], audio_shape=[20, 32], image_widths=[8, 16],
-                                              audio_widths=[8, 16], out_dim=16), {**img, **aud}, ce),
-        ("av_late", build_av_classifier(4, image_shape=[3, 16, 16], audio_shape=[20, 32], image_widths=[8, 16],
-                                        audio_widths=[8, 16], out_dim=16, fusion="late"), {**img, **aud}, ce),
+        (
+            "segmentation_concat",
+            build_segmentation_net(["rgb", "depth"], {"rgb": 3, "depth": 1}, 4, widths=(8, 16), fusion="concat"),
+            seg,
+            ce,
+        ),
+        (
+            "av_classifier",
+            build_av_classifier(
+                4, image_shape=[3, 16, 16], audio_shape=[20, 32], image_widths=[8, 16], audio_widths=[8, 16], out_dim=16
+            ),
+            {**img, **aud},
+            ce,
+        ),
+        (
+            "av_late",
+            build_av_classifier(
+                4,
+                image_shape=[3, 16, 16],
+                audio_shape=[20, 32],
+                image_widths=[8, 16],
+                audio_widths=[8, 16],
+                out_dim=16,
+                fusion="late",
+            ),
+            {**img, **aud},
+            ce,
+        ),
     ]
 
 
@@ -138,12 +178,19 @@ def test_hooks_on_named_layers():
     with FeatureHooks(net, paths) as feats:
         out = net(rgbd(2, 17, 23))
     assert {p: tuple(f.shape) for p, f in feats.items()} == {
-        "encoders.depth.layer3": (2, 16, 5, 6), "fuse.1": (2, 12, 9, 12), "decoder.up1": (2, 12, 9, 12),
-        "decoder.up2": (2, 8, 17, 23), "decoder.out": (2, 5, 17, 23)}
+        "encoders.depth.layer3": (2, 16, 5, 6),
+        "fuse.1": (2, 12, 9, 12),
+        "decoder.up1": (2, 12, 9, 12),
+        "decoder.up2": (2, 8, 17, 23),
+        "decoder.out": (2, 5, 17, 23),
+    }
     assert torch.equal(feats["decoder.out"], out)
     enc = Head(resnet_encoder((3, 32, 32)), "image")
     spec = Head(spectrogram_encoder((40, 256)), "audio")
-    with FeatureHooks(enc, ["enc.body.layer3", "enc.proj"]) as f1, FeatureHooks(spec, ["enc.blocks.1", "enc.pool"]) as f2:
+    with (
+        FeatureHooks(enc, ["enc.body.layer3", "enc.proj"]) as f1,
+        FeatureHooks(spec, ["enc.blocks.1", "enc.pool"]) as f2,
+    ):
         enc({"image": torch.randn(2, 3, 32, 32)})
         spec({"audio": torch.randn(2, 40, 256)})
     assert tuple(f1["enc.body.layer3"].shape) == (2, 64, 8, 8) and tuple(f1["enc.proj"].shape) == (2, 64)
@@ -183,19 +230,22 @@ def test_segmentation_bad_batches_name_the_modality():
         build_av_classifier(3, audio_shape=[8, 8])({"image": torch.randn(1, 8, 8)})
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: build_segmentation_net(["rgb", "depth"], {"rgb": 3}, 3), "in_channels: no entry for modality 'depth'"),
-    (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, fusion="max"), "params.fusion"),
-    (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, widthz=[8]), "params.widthz: unknown key; valid keys"),
-    (lambda: build_segmentation_net(["rgb", "rgb"], {"rgb": 3}, 3), "listed twice"),
-    (lambda: build_segmentation_net(["label"], {"label": 3}, 3), "reserved batch keys"),
-    (lambda: build_segmentation_net(["rgb"], {"rgb": True}, 3), "params.in_channels.rgb"),
-    (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, widths=(8, 16), blocks=[1]), "list of 2"),
-    (lambda: build_av_classifier(3), "image_shape, audio_shape or both"),
-    (lambda: resnet_encoder((3, 4, 4, 4)), r"encoder resnet: needs \(channels, height, width\)"),
-    (lambda: resnet_encoder((3, 8, 8), widths=()), "params.channels|resnet.channels"),
-    (lambda: spectrogram_encoder((100,)), r"encoder spec_cnn: needs \(frequency, time\)"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: build_segmentation_net(["rgb", "depth"], {"rgb": 3}, 3), "in_channels: no entry for modality 'depth'"),
+        (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, fusion="max"), "params.fusion"),
+        (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, widthz=[8]), "params.widthz: unknown key; valid keys"),
+        (lambda: build_segmentation_net(["rgb", "rgb"], {"rgb": 3}, 3), "listed twice"),
+        (lambda: build_segmentation_net(["label"], {"label": 3}, 3), "reserved batch keys"),
+        (lambda: build_segmentation_net(["rgb"], {"rgb": True}, 3), "params.in_channels.rgb"),
+        (lambda: build_segmentation_net(["rgb"], {"rgb": 3}, 3, widths=(8, 16), blocks=[1]), "list of 2"),
+        (lambda: build_av_classifier(3), "image_shape, audio_shape or both"),
+        (lambda: resnet_encoder((3, 4, 4, 4)), r"encoder resnet: needs \(channels, height, width\)"),
+        (lambda: resnet_encoder((3, 8, 8), widths=()), "params.channels|resnet.channels"),
+        (lambda: spectrogram_encoder((100,)), r"encoder spec_cnn: needs \(frequency, time\)"),
+    ],
+)
 def test_bad_settings_raise_config_errors_naming_the_key(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
