@@ -249,3 +249,34 @@ def test_segmentation_bad_batches_name_the_modality():
 def test_bad_settings_raise_config_errors_naming_the_key(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+def test_av_classifiers_train_through_distill_with_a_hint_on_named_layers(tmp_path):
+    from mmdistill.config import CacheConfig, TrainerConfig
+    from mmdistill.data.dataset import DataSplits, MultimodalDataset
+    from mmdistill.engine.api import distill
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, name: str) -> MultimodalDataset:
+        y = torch.arange(n) % 3
+        image = torch.randn(n, 3, 12, 12, generator=g) + y.view(-1, 1, 1, 1)
+        audio = torch.randn(n, 8, 16, generator=g) - y.view(-1, 1, 1)
+        return MultimodalDataset({"image": image, "audio": audio}, y, 3, name)
+
+    data = DataSplits(split(48, "train"), split(12, "val"), split(12, "test"))
+    torch.manual_seed(0)
+    teacher = build_av_classifier(3, image_shape=[3, 12, 12], audio_shape=[8, 16], image_widths=[8], audio_widths=[8])
+    student = build_av_classifier(3, audio_shape=[8, 16], audio_widths=[8, 8], out_dim=16)
+    layers = {"student_layer": "encoders.audio.blocks.1", "teacher_layer": "encoders.image.body.layer1"}
+    result = distill(
+        student,
+        teacher,
+        data,
+        tmp_path / "run",
+        "hint",
+        layers,
+        trainer=TrainerConfig(epochs=2, batch_size=16),
+        cache=CacheConfig(dir=tmp_path / "cache"),
+    )
+    assert 0.0 <= result.test["accuracy"] <= 1.0 and (tmp_path / "run" / "student.safetensors").is_file()
