@@ -280,3 +280,11 @@ def test_av_classifiers_train_through_distill_with_a_hint_on_named_layers(tmp_pa
         cache=CacheConfig(dir=tmp_path / "cache"),
     )
     assert 0.0 <= result.test["accuracy"] <= 1.0 and (tmp_path / "run" / "student.safetensors").is_file()
+
+
+def test_a_hooked_batchnorm_output_is_not_overwritten_by_the_next_relu():
+    net = build_segmentation_net(["rgb"], {"rgb": 3}, 3, widths=(8, 16), fusion="concat")
+    paths = ["encoders.rgb.stem.1", "fuse.0.mix.1", "decoder.up1.conv.0.1"]
+    with FeatureHooks(net, paths) as feats:
+        net(rgbd(2, 8, 8))
+    assert all(bool((feats[p] < 0).any()) for p in paths)  # BatchNorm outputs, before the ReLU

@@ -78,9 +78,7 @@ def image_channels(shape: Sequence[int], who: str) -> tuple[int, bool]:
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
 
 
 class BasicBlock(nn.Module):

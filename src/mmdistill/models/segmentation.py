@@ -81,7 +81,7 @@ class FeatureFusion(nn.Module):
 
 
 def conv1x1_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
 
 
 class UpBlock(nn.Module):
@@ -133,6 +133,8 @@ class SegmentationNet(nn.Module):
                 f"in_channels: no entry for modality {missing[0]!r}; give the channels of every modality "
                 f"read ({', '.join(modalities)})"
             )
+        if not widths:
+            raise ConfigError("widths: list at least one encoder stage width")
         per_stage = stage_blocks(blocks, len(widths))
         self.modalities = tuple(modalities)
         self.in_channels = {m: int(in_channels[m]) for m in self.modalities}
