@@ -80,9 +80,11 @@ def test_spectrogram_feature_sees_the_last_time_frame():
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (17, 23), (9, 5), (1, 7)])
-@pytest.mark.parametrize("fusion", ["sum", "concat"])
-def test_segmentation_logits_at_input_resolution(hw, fusion):
-    net = build_segmentation_net(["rgb", "depth"], {"rgb": 3, "depth": 1}, 5, widths=(8, 12, 16), fusion=fusion)
+@pytest.mark.parametrize("fusion,upsample", [("sum", "nearest"), ("concat", "bilinear")])
+def test_segmentation_logits_at_input_resolution(hw, fusion, upsample):
+    net = build_segmentation_net(
+        ["rgb", "depth"], {"rgb": 3, "depth": 1}, 5, widths=(8, 12, 16), fusion=fusion, upsample=upsample
+    )
     assert net(rgbd(2, *hw)).shape == (2, 5, *hw)
 
 

@@ -3,7 +3,8 @@
     encoders[m]: ResNet trunk (:mod:`.resnet`): stem, layer1 at H x W, layer_i at H / 2^(i-1) (widths w_1 .. w_L)
     fuse.i:      f_i = sum_m e_{m,i}                         (fusion "sum")
                  f_i = ReLU(BN(conv1x1(concat_m e_{m,i})))   (fusion "concat")
-    decoder.upK: d = conv_bn_relu^2(concat(upsample(d, size of f_{L-K}), f_{L-K})), K = 1 .. L-1, from the deepest
+    decoder.upK: d = conv_bn_relu^2(concat(upsample(d, size of f_{L-K}), f_{L-K})), K = 1 .. L-1, from the deepest;
+                 upsampling nearest (default: its backward is deterministic on CUDA, bilinear's is not) or bilinear
     decoder.out: conv1x1(d) -> (B, num_classes, H, W) logits at the input resolution (any H, W, odd included)
 
 The skip connections and fused multi-scale features follow U-Net (Ronneberger et al., MICCAI 2015) and FuseNet's
@@ -32,6 +33,7 @@ from .encoders import Width
 from .resnet import conv_bn_relu, parse_params, resnet_trunk, stage_blocks
 
 Fusion = Literal["sum", "concat"]
+Upsample = Literal["nearest", "bilinear"]
 Channels = Annotated[int, Field(strict=True, ge=1, le=4096)]
 
 
@@ -51,6 +53,7 @@ class SegmentationParams(BaseModel):
     )
     blocks: int | list[int] = Field(1, description="BasicBlocks per encoder stage")
     fusion: Fusion = "sum"
+    upsample: Upsample = Field("nearest", description="nearest: deterministic backward on CUDA; bilinear: not")
 
     @field_validator("modalities")
     @classmethod
@@ -85,26 +88,30 @@ def conv1x1_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class UpBlock(nn.Module):
-    """Upsample (bilinear) to the skip map's size, concatenate the skip, two conv3x3-BN-ReLU."""
+    """Upsample (nearest or bilinear) to the skip map's exact size, concatenate the skip, two conv3x3-BN-ReLU."""
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, mode: Upsample = "nearest") -> None:
         super().__init__()
+        self.mode = mode
         self.conv = nn.Sequential(conv_bn_relu(in_ch + skip_ch, out_ch), conv_bn_relu(out_ch, out_ch))
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        if self.mode == "bilinear":
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        else:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
         return self.conv(torch.cat([x, skip], dim=1))
 
 
 class SegmentationDecoder(nn.Module):
     """``up1`` .. ``up{L-1}`` from the deepest fused map to the full-resolution one, then ``out`` (1x1 conv)."""
 
-    def __init__(self, widths: Sequence[int], num_classes: int) -> None:
+    def __init__(self, widths: Sequence[int], num_classes: int, upsample: Upsample = "nearest") -> None:
         super().__init__()
         self.depth = len(widths)
         for k in range(1, self.depth):
             deep, skip = widths[self.depth - k], widths[self.depth - 1 - k]
-            self.add_module(f"up{k}", UpBlock(deep, skip, skip))
+            self.add_module(f"up{k}", UpBlock(deep, skip, skip, upsample))
         self.out = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, fused: Sequence[Tensor]) -> Tensor:
@@ -125,6 +132,7 @@ class SegmentationNet(nn.Module):
         widths: Sequence[int] = (16, 32, 64),
         blocks: int | Sequence[int] = 1,
         fusion: Fusion = "sum",
+        upsample: Upsample = "nearest",
     ) -> None:
         super().__init__()
         missing = [m for m in modalities if m not in in_channels]
@@ -145,7 +153,7 @@ class SegmentationNet(nn.Module):
             {m: resnet_trunk(self.in_channels[m], self.widths, per_stage) for m in self.modalities}
         )
         self.fuse = nn.ModuleList([FeatureFusion(len(self.modalities), w, fusion) for w in self.widths])
-        self.decoder = SegmentationDecoder(self.widths, self.num_classes)
+        self.decoder = SegmentationDecoder(self.widths, self.num_classes, upsample)
 
     def _input(self, batch: Mapping[str, Tensor], m: str) -> Tensor:
         if not isinstance(batch, Mapping):
@@ -202,6 +210,7 @@ def build_segmentation_net(
     widths: Sequence[int] = (16, 32, 64),
     blocks: int | Sequence[int] = 1,
     fusion: Fusion = "sum",
+    upsample: Upsample = "nearest",
     **unknown: Any,
 ) -> SegmentationNet:
     """A :class:`SegmentationNet`, its arguments checked with errors naming the key (a YAML factory's ``params``)."""
@@ -214,8 +223,9 @@ def build_segmentation_net(
             "widths": widths,
             "blocks": blocks,
             "fusion": fusion,
+            "upsample": upsample,
             **unknown,
         },
         "params",
     )
-    return SegmentationNet(p.modalities, p.in_channels, p.num_classes, p.widths, p.blocks, p.fusion)
+    return SegmentationNet(p.modalities, p.in_channels, p.num_classes, p.widths, p.blocks, p.fusion, p.upsample)
