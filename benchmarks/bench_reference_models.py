@@ -86,6 +86,12 @@ def cases(batch: int, seg_batch: int, seg_hw: tuple[int, int]):
             {**rgbd, "label": seg_label},
         ),
         (
+            "segmentation rgb+depth (sum, bilinear)",
+            f"{seg_batch} x rgb (3, {h}, {w}) + depth (1, {h}, {w})",
+            build_segmentation_net(["rgb", "depth"], ch, 13, upsample="bilinear"),
+            {**rgbd, "label": seg_label},
+        ),
+        (
             "segmentation rgb only",
             f"{seg_batch} x rgb (3, {h}, {w})",
             build_segmentation_net(["rgb"], ch, 13),
