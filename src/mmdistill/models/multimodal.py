@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
 from ..strict_yaml import cut, short
-from .encoders import EncoderConfig, Width, _mlp, build_encoder
+from .encoders import BUILTIN_ENCODERS, EncoderConfig, Width, _mlp, build_encoder
 
 
 class ModelConfig(BaseModel):
@@ -69,7 +69,10 @@ class MultimodalClassifier(nn.Module):
         self.input_specs = [by_name[m] for m in self.modalities]
         self.num_classes = num_classes
         self.fusion = cfg.fusion
-        self.encoders = nn.ModuleDict({m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder)) for m in self.modalities})
+        self.encoders = nn.ModuleDict({
+            m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder),
+                             f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
+            for m in self.modalities})
         dims = [self.encoders[m].out_dim for m in self.modalities]
         if cfg.fusion == "sum" and len(set(dims)) > 1:
             raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
@@ -100,7 +103,10 @@ def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: in
 
 
 def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
-    """The encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W)."""
+    """A built-in encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W).
+    A user's registered encoder is not checked here (its own constructor may check the shape)."""
+    if enc.type not in BUILTIN_ENCODERS:
+        return
     dims = len(spec.shape)
     what = f"modality {spec.name!r} ({'token ids' if spec.tokens else 'floats'}, per-example shape {tuple(spec.shape)})"
     if spec.tokens != (enc.type == "tokens"):
