@@ -72,11 +72,11 @@ class EncoderConfig(BaseModel):
         try:
             return schema.model_validate(params).model_dump(mode="json")
         except ValidationError as err:
-            e = err.errors()[0]
-            where = ".".join(str(p) for p in e["loc"])
-            fields = ", ".join(schema.model_fields)
-            detail = f"unknown key; valid keys: {fields}" if e["type"] == "extra_forbidden" else e["msg"]
-            raise ValueError(f"{where}: {detail} (encoder {name!r})") from None
+            valid = ", ".join(schema.model_fields)
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: "
+                        f"{f'unknown key; valid keys: {valid}' if e['type'] == 'extra_forbidden' else e['msg']}"
+                        for e in err.errors()[:5]]
+            raise ValueError(f"{'; '.join(problems)} (encoder {name!r})") from None
 
     @model_serializer(mode="wrap")
     def _no_empty_params(self, handler: Any) -> dict[str, Any]:

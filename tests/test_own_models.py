@@ -1,0 +1,130 @@
+"""A user's own encoder, masking strategy, method and models, from a module outside the package, used from YAML.
+
+The module (``own_plugins.py``) is copied into tmp_path as ``my_plugins`` and put on PYTHONPATH; the CLI runs
+in a subprocess, so nothing registers it but the config's ``imports`` (or the ``factory`` import path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, cli_env
+from mmdistill.engine.checkpoint import load_tensors
+
+PLUGINS = Path(__file__).resolve().parent / "own_plugins.py"
+
+DATA = "data: {name: toy-two-modality, params: {n: 100, dim_a: 6, dim_b: 6}}"
+TRAINER = "trainer: {epochs: 2, batch_size: 20, num_threads: 1}"
+
+
+@pytest.fixture
+def user_pkg(tmp_path):
+    """(folder with my_plugins.py, environment with it on PYTHONPATH and a usage log)."""
+    pkg = tmp_path / "user"
+    pkg.mkdir()
+    shutil.copy(PLUGINS, pkg / "my_plugins.py")
+    env = cli_env()
+    env["PYTHONPATH"] = f"{pkg}{os.pathsep}{env['PYTHONPATH']}"
+    env["OWN_PLUGINS_LOG"] = str(tmp_path / "used.log")
+    return pkg, env
+
+
+def mmdistill(env, *args, ok=True, timeout=120):
+    proc = subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def used(tmp_path) -> list[str]:
+    log = tmp_path / "used.log"
+    return sorted(set(log.read_text().split("\n")) - {""}) if log.exists() else []
+
+
+def test_registered_encoder_masker_and_method_work_from_yaml(tmp_path, user_pkg):
+    _, env = user_pkg
+    config = tmp_path / "plugins.yaml"
+    config.write_text(f"""\
+imports: [my_plugins]
+{DATA}
+teacher: {{model: {{modalities: [a, b], encoder: {{hidden: [8], out_dim: 8}}}}}}
+student: {{model: {{modalities: [b], encoder: {{type: scaled_linear, out_dim: 8, params: {{scale: 2.0}}}}}}}}
+method: {{name: kd_and_masked_ce}}
+masking: {{strategy: minus_one}}
+{TRAINER}
+cache: {{dir: {tmp_path / "cache"}}}
+""")
+    mmdistill(env, "train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-baseline")
+    assert used(tmp_path) == ["encoder scale=2.0", "masker", "method"]
+    weights = load_tensors(tmp_path / "run" / "seed_0" / "student" / "student.safetensors")[0]
+    assert "encoders.b.scaled_linear.weight" in weights
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "imports:\n- my_plugins" in saved and "scale: 2.0" in saved
+    header = (tmp_path / "run" / "seed_0" / "student" / "metrics.csv").read_text().splitlines()[0]
+    assert "masked_ce" in header
+
+    # the encoder's own params are checked by its Params model, by key
+    bad = mmdistill(env, "train", str(config), "student.model.encoder.params={scale: 0, depth: 3}", "--out",
+                    str(tmp_path / "bad"), ok=False)
+    assert bad.returncode == 2 and "student.model.encoder.params" in bad.stderr and "depth: unknown key" in bad.stderr
+    # without the import, the names are unknown, and the error lists the known ones
+    no_import = mmdistill(env, "train", str(config), "imports=[]", "--out", str(tmp_path / "bad"), ok=False)
+    assert no_import.returncode == 2
+    assert "student.model.encoder.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d" in no_import.stderr
+
+
+OWN_MODELS = f"""\
+imports: [my_plugins]
+seed: 0
+{DATA}
+teacher: {{model: {{factory: "my_plugins:build_teacher", params: {{hidden: 12}}}}}}
+student: {{model: {{name: one_tower, params: {{hidden: 6}}}}}}
+method: {{name: kd, params: {{temperature: 2.0, lam: 0.5}}}}
+{TRAINER}
+"""
+
+
+def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
+    """Issue 18: user classes from YAML through train --seeds 3, a killed run resumed, evaluate, analyze, report."""
+    _, env = user_pkg
+    config = tmp_path / "own.yaml"
+    config.write_text(OWN_MODELS + f"cache: {{dir: {tmp_path / 'cache'}}}\n")
+    run = tmp_path / "run"
+    kill_when = run / "seed_1" / "student" / "checkpoints" / "last.safetensors"
+    killed = mmdistill(dict(env, OWN_PLUGINS_KILL_WHEN=str(kill_when)), "train", str(config), "--seeds", "3",
+                       "--out", str(run), "--quiet", ok=False)
+    assert killed.returncode == -9 and kill_when.exists() and not (run / "metrics.json").exists()
+    finished = run / "seed_0" / "student" / "student.safetensors"
+    before = finished.stat().st_mtime_ns
+
+    mmdistill(env, "train", str(config), "--seeds", "3", "--out", str(run), "--quiet", "--resume")
+    assert finished.stat().st_mtime_ns == before, "--resume retrained a finished part"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1, 2] and set(metrics["summary"]) >= {"teacher.accuracy", "student.accuracy",
+                                                                       "nokd.accuracy"}
+    teacher = load_tensors(run / "seed_2" / "teacher" / "student.safetensors")[0]
+    assert teacher["towers.a.weight"].shape == (12, 6)  # the user's class, with the YAML's params
+
+    out = mmdistill(env, "evaluate", str(run), "--missing", "--noise", "--json")
+    result = json.loads(out.stdout)
+    assert len(result["metrics"]) == 9 and not result["missing_models"]
+    assert (run / "robustness" / "missing.csv").read_text().count("seed_0/teacher") == 3  # {a}, {b}, {a, b}
+    assert (run / "robustness" / "noise.csv").is_file()
+    mmdistill(env, "analyze", "modalities", str(run))
+    assert "| a " in (run / "analysis" / "modalities.md").read_text() or "a" in (run / "analysis" / "modalities.md").read_text()
+    mmdistill(env, "report", str(run))
+    assert (run / "report.html").is_file()
+
+    # the trained teacher's weights as teacher.checkpoint of a new run; a checkpoint of another shape names the keys
+    ckpt = run / "seed_0" / "teacher" / "student.safetensors"
+    mmdistill(env, "train", str(config), f"teacher.checkpoint={ckpt}", "--no-baseline", "trainer.epochs=1",
+              "--out", str(tmp_path / "distilled"), "--quiet")
+    wrong = mmdistill(env, "train", str(config), f"teacher.checkpoint={finished}", "--no-baseline",
+                      "--out", str(tmp_path / "wrong"), ok=False)
+    assert wrong.returncode == 2 and "teacher.checkpoint" in wrong.stderr and "towers.a.weight" in wrong.stderr
