@@ -106,7 +106,7 @@ class OneTower(nn.Module):
     def __init__(self, num_classes, specs, modality="b", hidden=8):
         super().__init__()
         self.modalities = (modality,)
-        dim = math.prod(next(s.shape for s in specs if s.name == modality))
+        dim = math.prod(next((s.shape for s in specs if s.name == modality), (1,)))
         self.body = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, batch):

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import cli, cli_env
 from mmdistill.engine.checkpoint import load_tensors
@@ -117,14 +118,89 @@ def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
     assert (run / "robustness" / "missing.csv").read_text().count("seed_0/teacher") == 3  # {a}, {b}, {a, b}
     assert (run / "robustness" / "noise.csv").is_file()
     mmdistill(env, "analyze", "modalities", str(run))
-    assert "| a " in (run / "analysis" / "modalities.md").read_text() or "a" in (run / "analysis" / "modalities.md").read_text()
+    analysis = (run / "analysis" / "modalities.md").read_text()
+    assert "| a | " in analysis and "| b | " in analysis and "| student | full |" in analysis
     mmdistill(env, "report", str(run))
-    assert (run / "report.html").is_file()
+    assert "Paired difference student - nokd" in (run / "report.md").read_text() and (run / "report.html").is_file()
 
-    # the trained teacher's weights as teacher.checkpoint of a new run; a checkpoint of another shape names the keys
-    ckpt = run / "seed_0" / "teacher" / "student.safetensors"
-    mmdistill(env, "train", str(config), f"teacher.checkpoint={ckpt}", "--no-baseline", "trainer.epochs=1",
-              "--out", str(tmp_path / "distilled"), "--quiet")
-    wrong = mmdistill(env, "train", str(config), f"teacher.checkpoint={finished}", "--no-baseline",
-                      "--out", str(tmp_path / "wrong"), ok=False)
-    assert wrong.returncode == 2 and "teacher.checkpoint" in wrong.stderr and "towers.a.weight" in wrong.stderr
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """my_plugins importable in this process; the registries and sys.modules restored afterwards."""
+    import sys
+
+    from mmdistill.registry import ENCODERS, MASKERS, METHODS, MODELS
+
+    pkg = tmp_path / "inproc"
+    pkg.mkdir()
+    shutil.copy(PLUGINS, pkg / "my_plugins.py")
+    monkeypatch.syspath_prepend(str(pkg))
+    registries = (ENCODERS, MASKERS, METHODS, MODELS)
+    saved = {r: (r.names(), dict(r._entries))[1] for r in registries}  # built-ins loaded first
+    config = tmp_path / "own.yaml"
+    config.write_text(OWN_MODELS + "cache: {enabled: false}\n")
+    yield config
+    for registry, entries in saved.items():
+        registry._entries = entries
+    sys.modules.pop("my_plugins", None)
+
+
+def preflight_of(config, overrides):
+    from mmdistill.config import load_config
+    from mmdistill.data import build_splits
+    from mmdistill.engine.api import preflight
+
+    cfg = load_config(config, overrides)
+    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    preflight(cfg, data)
+    return cfg, data
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["teacher.model.factory=nope_pkg.models:build"],
+     r"^invalid config: teacher\.model\.factory: cannot import module 'nope_pkg\.models' \(No module named 'nope_pkg'\)"),
+    (["teacher.model.factory=my_plugins:build_nothing"],
+     r"teacher\.model\.factory: module 'my_plugins' has no attribute 'build_nothing'"),
+    (["teacher.model.factory=my_plugins:NOT_CALLABLE"], r"teacher\.model\.factory: .*NOT_CALLABLE.* is a int, not a"),
+    (["teacher.model.factory=my_plugins.build_teacher"], r"teacher\.model\.factory: expected 'package\.module:callable'"),
+    (["teacher.model={factory: 'my_plugins:returns_a_dict'}"],
+     r"^teacher\.model\.factory: factory 'my_plugins:returns_a_dict' returned a dict, expected a torch\.nn\.Module"),
+    (["teacher.model={factory: 'my_plugins:no_modalities'}"],
+     r"^teacher\.model: the model from factory 'my_plugins:no_modalities' \(Linear\) must declare the modalities"),
+    (["student.model={factory: 'my_plugins:three_classes'}"],
+     r"^student\.model: the model predicts 3 classes but the dataset has 4"),
+    (["student.model.name=nope"], r"^invalid config: student\.model\.name: unknown model 'nope'; known: one_tower"),
+    (["student.model.params.modality=c"],
+     r"^student\.model: the model from name 'one_tower' reads modality 'c', which the dataset does not have"),
+    (["student.model.params.depth=3"], r"student\.model: params\.depth: unknown parameter of the factory; valid: "
+                                       r"modality, hidden"),
+    (["student.model.params.num_classes=3"], r"student\.model: params\.num_classes: set by mmdistill from the data"),
+    (["student.model.factory=my_plugins:build_teacher"], r"student\.model: give exactly one of factory .* and name"),
+    (["student.model.fusion=sum"], r"student\.model\.fusion: unknown key; valid keys: factory, name, params"),
+    (["imports=[nope_plugins]"], r"^imports\[0\]: cannot import module 'nope_plugins'"),
+])
+def test_bad_own_model_input_is_one_config_error_naming_the_key(in_process, overrides, message):
+    from mmdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        preflight_of(in_process, overrides)
+
+
+def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_process, tmp_path):
+    from mmdistill.engine.api import load_teacher_weights
+    from mmdistill.engine.checkpoint import save_tensors
+    from mmdistill.errors import CheckpointError
+    from mmdistill.models import build_model
+
+    cfg, data = preflight_of(in_process, [])
+    teacher = build_model(cfg.teacher.model, data.train.specs(), data.num_classes, "teacher.model")
+    student = build_model(cfg.student.model, data.train.specs(), data.num_classes, "student.model")
+    save_tensors(tmp_path / "teacher.safetensors", teacher.state_dict(), {})
+    save_tensors(tmp_path / "other.safetensors", student.state_dict(), {})
+    preflight_of(in_process, [f"teacher.checkpoint={tmp_path / 'teacher.safetensors'}"])
+    with pytest.raises(CheckpointError, match=r"teacher\.checkpoint: .* does not fit teacher\.model: missing keys "
+                                              r"\['towers\.a\.weight'.*unexpected keys \['body\.0\.bias', 'body\.0\.weight'"):
+        preflight_of(in_process, [f"teacher.checkpoint={tmp_path / 'other.safetensors'}"])
+    loaded = build_model(cfg.teacher.model, data.train.specs(), data.num_classes, "teacher.model")
+    load_teacher_weights(loaded, tmp_path / "teacher.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), teacher.state_dict().values()))

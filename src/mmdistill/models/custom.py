@@ -26,7 +26,7 @@ from torch import nn
 from ..batch import ModalitySpec, batch_size
 from ..errors import ConfigError
 from ..registry import MODELS
-from ..strict_yaml import short
+from ..strict_yaml import cut, short
 
 DATA_ARGS = ("num_classes", "specs")  # given by the data, never by params
 
@@ -114,7 +114,7 @@ def check_params(fn: Callable[..., Any], params: dict[str, Any]) -> None:
     accepted = [n for n, p in sig.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in DATA_ARGS]
     unknown = [k for k in params if k not in accepted]
     if unknown:
-        raise ValueError(f"params.{short(str(unknown[0]))}: unknown parameter of the factory; valid: "
+        raise ValueError(f"params.{cut(str(unknown[0]), 80)}: unknown parameter of the factory; valid: "
                          f"{', '.join(accepted) or 'none'}")
     missing = [n for n in accepted if sig[n].default is inspect.Parameter.empty and n not in params]
     if missing:
