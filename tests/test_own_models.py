@@ -70,15 +70,6 @@ cache: {{dir: {tmp_path / "cache"}}}
     header = (tmp_path / "run" / "seed_0" / "student" / "metrics.csv").read_text().splitlines()[0]
     assert "masked_ce" in header
 
-    # the encoder's own params are checked by its Params model, by key
-    bad = mmdistill(env, "train", str(config), "student.model.encoder.params={scale: 0, depth: 3}", "--out",
-                    str(tmp_path / "bad"), ok=False)
-    assert bad.returncode == 2 and "student.model.encoder.params" in bad.stderr and "depth: unknown key" in bad.stderr
-    # without the import, the names are unknown, and the error lists the known ones
-    no_import = mmdistill(env, "train", str(config), "imports=[]", "--out", str(tmp_path / "bad"), ok=False)
-    assert no_import.returncode == 2
-    assert "student.model.encoder.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d" in no_import.stderr
-
 
 OWN_MODELS = f"""\
 imports: [my_plugins]
@@ -178,6 +169,14 @@ def preflight_of(config, overrides):
     (["student.model.factory=my_plugins:build_teacher"], r"student\.model: give exactly one of factory .* and name"),
     (["student.model.fusion=sum"], r"student\.model\.fusion: unknown key; valid keys: factory, name, params"),
     (["imports=[nope_plugins]"], r"^imports\[0\]: cannot import module 'nope_plugins'"),
+    (["student.model={modalities: [b], encoder: {type: scaled_linear, params: {scale: 0, depth: 3}}}"],
+     r"student\.model\.encoder\.params: scale: Input should be greater than 0; depth: unknown key; valid keys: scale "
+     r"\(encoder 'scaled_linear'\)"),
+    (["student.model={modalities: [b], encoder: {type: scaled_linear}}", "teacher.model={modalities: [a]}", "imports=[]"],
+     r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, tokens \("),
+    (["masking.strategy=nope"], r"masking\.strategy: unknown masking strategy 'nope'; known: attention, learned, mean, "
+                                r"minus_one, zeros$"),
+    (["method.name=kd_and_masked_ce", "method.params={lam: 2}"], r"method\.params\.lam: Input should be less than"),
 ])
 def test_bad_own_model_input_is_one_config_error_naming_the_key(in_process, overrides, message):
     from mmdistill.errors import ConfigError
