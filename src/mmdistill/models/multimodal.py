@@ -156,6 +156,16 @@ def model_modalities(model: nn.Module) -> tuple[str, ...]:
     return tuple(mods)
 
 
+def declared_modalities(cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
+                        key: str = "model") -> tuple[str, ...]:
+    """The modalities a model config's model reads: the reference model's from its config, a user's model's from
+    the ``modalities`` attribute of one built for the purpose (the global RNG left as it was)."""
+    if isinstance(cfg, ModelConfig):
+        return tuple(cfg.modalities)
+    with torch.random.fork_rng(devices=[]):
+        return model_modalities(build_model(cfg, specs, num_classes, key))
+
+
 def check_model_size(key: str, model_cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec],
                      num_classes: int) -> None:
     """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
