@@ -14,7 +14,8 @@ importing the user's module: from Python, ``import my_pkg.plugins``; from YAML, 
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -47,7 +48,7 @@ class Registry(Generic[T]):
             importlib.import_module(self.builtins)  # a no-op once imported
 
     def get(self, name: str, key: str | None = None) -> T:
-        """The entry ``name``; an unknown name is a ConfigError naming ``key`` (default: the registry's) and the known."""
+        """The entry ``name``; an unknown name is a ConfigError naming ``key`` (default: the registry's key)."""
         self._load_builtins()
         if not isinstance(name, str) or name not in self._entries:
             raise ConfigError(f"{key or self.key}: {self.unknown(name)}")
@@ -56,7 +57,7 @@ class Registry(Generic[T]):
     def unknown(self, name: object) -> str:
         """The message for an unknown name: the name cut short, and the known ones."""
         shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
-        known = ", ".join(self.names()) or "none registered (a module listed under the config's 'imports' registers them)"
+        known = ", ".join(self.names()) or "none registered (modules listed under the config's 'imports' register them)"
         return f"unknown {self.kind} {shown}; known: {known}"
 
     def names(self) -> list[str]:
@@ -81,7 +82,8 @@ def import_modules(modules: Sequence[str], key: str = "imports") -> None:
     A module that cannot be imported, or fails while importing, is a ConfigError naming ``key[i]`` and the module.
     """
     if not isinstance(modules, (list, tuple)):
-        raise ConfigError(f"{key}: expected a list of module names (e.g. [my_pkg.plugins]), got {type(modules).__name__}")
+        raise ConfigError(f"{key}: expected a list of module names (e.g. [my_pkg.plugins]), "
+                          f"got {type(modules).__name__}")
     for i, name in enumerate(modules):
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{key}[{i}]: expected a module name such as my_pkg.plugins, got {name!r:.80}")
@@ -90,6 +92,7 @@ def import_modules(modules: Sequence[str], key: str = "imports") -> None:
         except ModuleNotFoundError as err:
             raise ConfigError(f"{key}[{i}]: cannot import module {name!r:.200} ({err}); is its package installed or on "
                               "PYTHONPATH?") from None
-        except Exception as err:  # the user's module failed while importing: say which and why
+        except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
             first = (str(err).strip().splitlines() or [""])[0][:300]
-            raise ConfigError(f"{key}[{i}]: importing module {name!r:.200} failed: {type(err).__name__}: {first}") from None
+            raise ConfigError(f"{key}[{i}]: importing module {name!r:.200} failed: "
+                              f"{type(err).__name__}: {first}") from None

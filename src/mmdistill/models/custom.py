@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from torch import nn
 
 from ..batch import ModalitySpec, batch_size
@@ -36,26 +44,26 @@ class CustomModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    factory: Optional[str] = Field(None, description='import path "package.module:callable" of a model factory')
-    name: Optional[str] = Field(None, description="a model registered in MODELS by a module under `imports`")
+    factory: str | None = Field(None, description='import path "package.module:callable" of a model factory')
+    name: str | None = Field(None, description="a model registered in MODELS by a module under `imports`")
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
 
     @field_validator("factory")
     @classmethod
-    def _importable(cls, path: Optional[str]) -> Optional[str]:
+    def _importable(cls, path: str | None) -> str | None:
         if path is not None:
             resolve_factory(path)
         return path
 
     @field_validator("name")
     @classmethod
-    def _registered(cls, name: Optional[str]) -> Optional[str]:
+    def _registered(cls, name: str | None) -> str | None:
         if name is not None and name not in MODELS:
             raise ValueError(MODELS.unknown(name))
         return name
 
     @model_validator(mode="after")
-    def _one_source(self) -> "CustomModelConfig":
+    def _one_source(self) -> CustomModelConfig:
         if (self.factory is None) == (self.name is None):
             raise ValueError("give exactly one of factory (an import path such as 'my_pkg.models:build') and name "
                              "(a model registered in MODELS)")
@@ -83,8 +91,9 @@ def resolve_factory(path: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        raise ValueError(f"cannot import module {short(module_name)} ({err}); is it installed or on PYTHONPATH?") from None
-    except Exception as err:  # the user's module failed while importing
+        raise ValueError(f"cannot import module {short(module_name)} ({err}); "
+                         "is it installed or on PYTHONPATH?") from None
+    except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise ValueError(f"importing module {short(module_name)} failed: {type(err).__name__}: {first}") from None
     for part in attr.split("."):
@@ -92,7 +101,8 @@ def resolve_factory(path: str) -> Callable[..., Any]:
             raise ValueError(f"module {short(module_name)} has no attribute {short(attr)}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"{short(path)} is a {type(obj).__name__}, not a function or class that builds a model")
+        what = type(obj).__name__
+        raise ValueError(f"{short(path)} is a {what}, not a function or class that builds a model")  # noqa: TRY004
     return obj
 
 
@@ -121,7 +131,8 @@ def check_params(fn: Callable[..., Any], params: dict[str, Any]) -> None:
         raise ValueError(f"params.{missing[0]}: required parameter of the factory is missing")
 
 
-def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model") -> nn.Module:
+def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
+                 key: str = "model") -> nn.Module:
     """Call the user's factory and check what it returned: an nn.Module declaring modalities the data has."""
     fn = cfg.callable()
     sig = _parameters(fn)
@@ -132,7 +143,7 @@ def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_clas
         model = fn(**kwargs)
     except ConfigError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (the user's code failed: one line naming the key)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise ConfigError(f"{key}: {cfg.source} failed to build the model: {type(err).__name__}: {first}") from None
     if not isinstance(model, nn.Module):
@@ -158,7 +169,7 @@ def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) ->
             out = model.eval()(sample)
     except ConfigError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (the user's code failed: one line naming the key)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise ConfigError(f"{key}: forward(batch) failed on a sample batch of the data: {type(err).__name__}: "
                           f"{first}") from None
