@@ -103,7 +103,7 @@ def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
     teacher = load_tensors(run / "seed_2" / "teacher" / "student.safetensors")[0]
     assert teacher["towers.a.weight"].shape == (12, 6)  # the user's class, with the YAML's params
 
-    out = mmdistill(env, "evaluate", str(run), "--missing", "--noise", "--json")
+    out = mmdistill(env, "evaluate", str(run), "--missing", "--noise", "--levels", "0", "1", "--json")
     result = json.loads(out.stdout)
     assert len(result["metrics"]) == 9 and not result["missing_models"]
     assert (run / "robustness" / "missing.csv").read_text().count("seed_0/teacher") == 3  # {a}, {b}, {a, b}
