@@ -139,7 +139,7 @@ def in_process(tmp_path, monkeypatch):
 def preflight_of(config, overrides):
     from mmdistill.config import load_config
     from mmdistill.data import build_splits
-    from mmdistill.engine.api import preflight
+    from mmdistill.engine.protocol import preflight
 
     cfg = load_config(config, overrides)
     data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
@@ -189,7 +189,7 @@ def test_bad_own_model_input_is_one_config_error_naming_the_key(in_process, over
 
 
 def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_process, tmp_path):
-    from mmdistill.engine.api import load_teacher_weights
+    from mmdistill.engine.assembly import load_teacher_weights
     from mmdistill.engine.checkpoint import save_tensors
     from mmdistill.errors import CheckpointError
     from mmdistill.models import build_model

@@ -23,12 +23,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..batch import INDEX, LABEL, Batch, batch_size, inputs_checked_finite, validate_labels
+from ..batch import INDEX, LABEL, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import Method, TeacherOutputs
+from ..tasks import validate_labels
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
 from .metrics import evaluate

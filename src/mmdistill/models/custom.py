@@ -162,7 +162,9 @@ def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_clas
 
 
 def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) -> None:
-    """The model's logits on a sample batch are ``(batch, num_classes)``; its train/eval mode is kept."""
+    """The model's output on a sample batch has the example axis first and ``num_classes`` columns on axis 1
+    (``(B, C)``; ``(B, C, H, W)`` for segmentation; ``(B,)`` only for one output column); its train/eval mode is
+    kept."""
     training = model.training
     try:
         with torch.no_grad():
@@ -176,9 +178,11 @@ def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) ->
     finally:
         model.train(training)
     n = batch_size(sample)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{key}: forward(batch) must return logits of shape (batch, classes) = ({n}, {num_classes}), "
-                          f"got {shape}")
-    if out.shape[1] != num_classes:
-        raise ConfigError(f"{key}: the model predicts {out.shape[1]} classes but the dataset has {num_classes}")
+        raise ConfigError(f"{key}: forward(batch) must return a tensor of shape (batch, classes, ...) = "
+                          f"({n}, {num_classes}, ...), got {shape}")
+    columns = out.shape[1] if out.ndim > 1 else 1
+    if columns != num_classes:
+        raise ConfigError(f"{key}: the model predicts {columns} classes but the dataset has {num_classes} "
+                          "(the output's columns, axis 1)")
