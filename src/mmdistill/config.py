@@ -134,12 +134,15 @@ class MethodConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+MODEL_HELP = "the reference model's settings, or your own model: {factory: 'pkg.mod:fn' | name: registered, params}"
+
+
 class StudentConfig(_Strict):
-    model: AnyModelConfig = Field(description="the reference model's settings, or {factory: 'pkg.mod:fn' | name, params}")
+    model: AnyModelConfig = Field(description=MODEL_HELP)
 
 
 class TeacherConfig(_Strict):
-    model: AnyModelConfig = Field(description="the reference model's settings, or {factory: 'pkg.mod:fn' | name, params}")
+    model: AnyModelConfig = Field(description=MODEL_HELP)
     checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
 
