@@ -108,7 +108,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     train = algo.prepare(data.train, teacher, fabric.device)
     if teacher is not None:
         request = algo.teacher_request()
-        learned_null = any(masker.strategy[m] == "learned" for v in request.views for m in masker.strategy if m not in v)
+        learned_null = any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v)
         if cache.enabled and learned_null:
             raise ConfigError("cache.enabled: the teacher's modality views use learned null tokens, which change during "
                               "training, so they cannot be cached; set cache.enabled=false or another masking strategy")
