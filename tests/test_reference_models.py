@@ -290,3 +290,19 @@ def test_a_hooked_batchnorm_output_is_not_overwritten_by_the_next_relu():
     with FeatureHooks(net, paths) as feats:
         net(rgbd(2, 8, 8))
     assert all(bool((feats[p] < 0).any()) for p in paths)  # BatchNorm outputs, before the ReLU
+
+
+def test_resnet_and_spec_cnn_from_a_config_with_encoder_params():
+    from mmdistill.batch import ModalitySpec
+    from mmdistill.models import ModelConfig, build_model
+
+    def blocks(params):
+        enc = {"type": "resnet", "channels": [4, 8], **({"params": params} if params else {})}
+        cfg = ModelConfig.model_validate({"modalities": ["image", "audio"], "encoders": {
+            "image": enc, "audio": {"type": "spec_cnn", "channels": [4], "out_dim": 8}}})
+        model = build_model(cfg, [ModalitySpec("image", (3, 16, 16)), ModalitySpec("audio", (20, 30))], 5)
+        out = model({"image": torch.randn(2, 3, 16, 16), "audio": torch.randn(2, 20, 30)})
+        assert out.shape == (2, 5)
+        return sum(1 for name, _ in model.named_modules() if name.endswith("conv1"))
+
+    assert blocks(None) == 2 and blocks({"blocks": 2}) == 4 and blocks({"blocks": [1, 3]}) == 4

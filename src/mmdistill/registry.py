@@ -72,7 +72,7 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method", "method.name", "mmdistill.methods")
 MASKERS: Registry = Registry("masking strategy", "masking.strategy", "mmdistill.masking")
 DATASETS: Registry = Registry("dataset", "data.name", "mmdistill.data")
-ENCODERS: Registry = Registry("encoder", "encoder.type", "mmdistill.models.encoders")
+ENCODERS: Registry = Registry("encoder", "encoder.type", "mmdistill.models")
 MODELS: Registry = Registry("model", "model.name")  # users' models only; the built-in one is the reference classifier
 
 

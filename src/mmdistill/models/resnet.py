@@ -114,15 +114,28 @@ def resnet_trunk(in_ch: int, widths: Sequence[int], blocks: Sequence[int]) -> nn
     return trunk
 
 
+class ResNetStageParams(BaseModel):
+    """``encoder.params`` of the ``resnet`` encoder in a config (the widths come from ``encoder.channels``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocks: int | list[int] = Field(1, description="BasicBlocks per stage: one number for all, or one per stage")
+
+
 @ENCODERS.register("resnet")
 class ResNetEncoder(nn.Module):
     """Residual stages -> global average pool -> dropout -> Linear -> ReLU.
 
     ``cfg`` has ``channels``, ``out_dim``, ``dropout`` and optionally ``blocks`` (default 1 per stage): a
-    :class:`ResNetParams` or the shared encoder config."""
+    :class:`ResNetParams` or the shared encoder config (then ``blocks`` comes from ``params``)."""
 
-    def __init__(self, shape: tuple[int, ...], cfg: Any) -> None:
+    Params = ResNetStageParams
+
+    def __init__(self, shape: tuple[int, ...], cfg: Any, params: ResNetStageParams | None = None) -> None:
         super().__init__()
+        if params is not None:
+            cfg = ResNetParams(channels=list(cfg.channels), blocks=params.blocks, out_dim=cfg.out_dim,
+                               dropout=cfg.dropout)
         in_ch, self.add_channel = image_channels(shape, "encoder resnet")
         widths = list(cfg.channels)
         if not widths:
