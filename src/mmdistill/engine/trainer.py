@@ -28,7 +28,7 @@ from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
-from ..methods.base import Method, TeacherOutputs
+from ..methods.base import Method, TeacherOutputs, term_value, weighted_total
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
 from .metrics import evaluate
@@ -51,11 +51,6 @@ class DistillationModule(nn.Module):
     def forward(self, batch: Batch, teacher_out: TeacherOutputs | None) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.method.forward_student(self.student, batch)
         return out.logits, self.method.losses(batch, out, teacher_out)
-
-
-def weighted_total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """``sum_k w_k * loss_k`` (a term without a weight weighs 1)."""
-    return sum(weights.get(k, 1.0) * v for k, v in losses.items())  # type: ignore[return-value]
 
 
 def make_optimizer(params, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -178,8 +173,9 @@ def _not_finite(losses: dict[str, Tensor], weights: dict[str, float], total: Ten
             check_finite_outputs(teacher_out, split, batch[INDEX])
         except TrainingError as err:
             return TrainingError(f"epoch {epoch}, step {step}: {err}")
-    terms = ", ".join(f"{k}={float(v.detach()):.4g} (weight {weights.get(k, 1.0):.4g})" for k, v in losses.items())
-    bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+    values = {k: term_value(v).detach() for k, v in losses.items()}
+    terms = ", ".join(f"{k}={float(v):.4g} (weight {weights.get(k, 1.0):.4g})" for k, v in values.items())
+    bad = [k for k, v in values.items() if not torch.isfinite(v)]
     what = (f"loss term {', '.join(map(repr, bad))} is not finite" if bad else
             f"the weighted sum of the loss terms is not finite ({float(total.detach()):.4g}) although every term is")
     return TrainingError(
@@ -251,6 +247,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
                 batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
             teacher_out = teacher_source(batch) if teacher_source is not None else None
             with step_fns.autocast(), inputs_checked_finite():
+                module.method.before_step(module.student, batch, teacher_out)
                 _, losses = step_fns.forward(batch, teacher_out)
             total = weighted_total(losses, weights)
             if not torch.isfinite(total):
@@ -264,7 +261,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
             counts.append(batch_size(batch))
             names = ["loss", *losses]
             terms.append(total.detach())
-            terms.extend(v.detach() for v in losses.values())
+            terms.extend(term_value(v).detach() for v in losses.values())
             step += 1
         if scheduler is not None:
             scheduler.step()
