@@ -61,7 +61,7 @@ class StudentOutputs:
     view_logits: Tensor | None = None  # (V, B, C) when a method runs the student on modality views
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning's output conversion rebuilds it
 class PerExample:
     """A loss term given per example with a weight for each: it counts as ``mean_i(weights_i * values_i)``.
 
