@@ -1,6 +1,7 @@
 """Each trainer setting has its observable effect: scheduler, grad_clip, precision, early stopping's min_delta."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -115,7 +116,7 @@ def test_early_stopping_counts_only_improvements_larger_than_min_delta(toy_split
     result, _ = train(toy_splits, tmp_path, ConstantLogits((1.0, 0.0, 0.0, 0.0)), ce, epochs=6, monitor="loss",
                       early_stopping={"patience": 2, "min_delta": min_delta})
     val = [row["val/loss"] for row in result.history]
-    assert all(b < a for a, b in zip(val, val[1:])) and all(a - b < 0.05 for a, b in zip(val, val[1:]))
+    assert all(b < a for a, b in pairwise(val)) and all(a - b < 0.05 for a, b in pairwise(val))
     assert result.epochs_run == epochs_run
     assert result.stopped_early == (epochs_run < 6)
     assert result.best_epoch == (1 if epochs_run < 6 else 6)

@@ -103,10 +103,6 @@ class EpochBatches:
     def __iter__(self):
         return iter(self._indices().split(self.batch_size))
 
-    def __len__(self) -> int:
-        per_process = math.ceil(self.n / self.world)
-        return math.ceil(per_process / self.batch_size)
-
 
 class TrainingBatches:
     """The training batches of this process, epoch by epoch: the one place where training batches are made.
@@ -121,10 +117,8 @@ class TrainingBatches:
         self.dataset, self.device = dataset, device
         self.order = EpochBatches(len(dataset), batch_size, seed, rank, world)
 
-    def __len__(self) -> int:
-        return len(self.order)
-
     def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of epoch ``epoch`` (from 1), on the device."""
         self.order.set_epoch(epoch)
         # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
         # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
