@@ -224,8 +224,9 @@ def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Op
                          clip=lambda max_norm: fabric.clip_gradients(module_f, optimizer_f, max_norm=max_norm))
 
 
-def _not_finite(losses: dict[str, LossTerm], weights: dict[str, float], total: Tensor, teacher_out: TeacherOutputs | None,
-                batch: Batch, split: str, epoch: int, step: int, last_path: Path) -> Exception:
+def _not_finite(losses: dict[str, LossTerm], weights: dict[str, float], total: Tensor,
+                teacher_out: TeacherOutputs | None, batch: Batch, split: str, epoch: int, step: int,
+                last_path: Path) -> Exception:
     """The error for a non-finite total loss: names the teacher if its outputs are the cause, else every term."""
     if teacher_out is not None:
         try:
@@ -254,8 +255,8 @@ def _trace_first_step() -> None:
         print(f"mmdistill: first training step at unix time {time.time():.3f}", file=sys.stderr, flush=True)
 
 
-def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset, cfg: TrainerConfig,
-        seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
+def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset,
+        cfg: TrainerConfig, seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
         quiet: bool = False, desc: str = "train") -> FitResult:
     """Train ``module`` on ``train``; select by ``val``; leave the test-time weights loaded in ``module``.
 
@@ -297,7 +298,7 @@ class _Training:
         ckpt_dir = out_dir / "checkpoints"
         self.last_path, self.best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
         self.logger = RunLogger(out_dir, cfg.epochs, quiet=quiet, enabled=fabric.is_global_zero, desc=desc)
-        if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours only: see io.sweep_stale_temp_files)
+        if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours: io.sweep_stale_temp_files)
             for folder in (out_dir, ckpt_dir):
                 sweep_stale_temp_files(folder)
         self.state = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "stopped_early": False}

@@ -44,7 +44,8 @@ class TeacherRequest:
     """What a method needs from the teacher for each batch."""
 
     features: tuple[str, ...] = ()  # teacher layer paths
-    views: tuple[tuple[str, ...], ...] = ()  # modality sets kept (the rest removed by the masker), e.g. (("a",), ("b",))
+    # modality sets kept (the rest removed by the masker), e.g. (("a",), ("b",))
+    views: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -77,7 +78,7 @@ LossTerm = Tensor | PerExample
 
 
 def term_value(term: LossTerm) -> Tensor:
-    """The scalar a term contributes before its weight ``w_k``: itself, or the weighted mean of a :class:`PerExample`."""
+    """The scalar a term adds before its weight ``w_k``: itself, or the weighted mean of a :class:`PerExample`."""
     if isinstance(term, PerExample):
         return (term.weights * term.values).mean()
     return term
@@ -129,7 +130,8 @@ class Method(nn.Module):
         outside training. MSD's meta step is the example.
         """
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
         """Named, unweighted loss terms of this batch; computes only (no state changes, no communication)."""
         raise NotImplementedError
 

@@ -75,10 +75,12 @@ class ModalitySpecificDistillation(Method):
         self.modalities = tuple(m for m in model_modalities(student) if m in model_modalities(teacher))
         if len(self.modalities) < 2:
             raise ConfigError(
-                f"method 'msd' needs two or more modalities read by both teacher and student; shared: {list(self.modalities)}"
+                "method 'msd' needs two or more modalities read by both teacher and student; "
+                f"shared: {list(self.modalities)}"
             )
         if p.weighting == "learned" and p.heldout_fraction <= 0:
-            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)")
+            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; "
+                              "set it > 0 (e.g. 0.1)")
         self.teacher_modalities = model_modalities(teacher)
         m = len(self.modalities)
         self.register_buffer("population_weights", torch.ones(m))
@@ -139,7 +141,8 @@ class ModalitySpecificDistillation(Method):
             return m * torch.softmax(signals[:, :m] / p.instance_temperature, dim=1)
         return m * torch.softmax(self.weight_net(signals), dim=1)
 
-    def _terms(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs, w: Tensor) -> dict[str, LossTerm]:
+    def _terms(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs,
+               w: Tensor) -> dict[str, LossTerm]:
         """``ce``, ``kd`` and one :class:`PerExample` ``kd/{m}`` per modality, weighted per example by ``w[:, i]``."""
         T = self.params.temperature
         views = self._views()
@@ -150,7 +153,8 @@ class ModalitySpecificDistillation(Method):
             out[f"kd/{m}"] = PerExample(kd_per_example(student_out.view_logits[i], t_view, T), w[:, i])
         return out
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
         assert teacher_out is not None and student_out.view_logits is not None
         return self._terms(batch, student_out, teacher_out, self.weights(batch, teacher_out).detach())
 
