@@ -10,6 +10,7 @@ A method is an ``nn.Module`` (so it can own learnable parts such as a hint proje
    :class:`PerExample` (one value and one weight per example) where a method weights examples;
 4. may update its own state once per training step in :meth:`before_step` (never in :meth:`losses`,
    which only computes: the same call serves training, evaluation, the pre-flight check and tests).
+   Not yet so: ``crd.py`` still updates its memory bank and its Z constants inside ``losses`` (training only).
 
 One function, :func:`weighted_total`, turns terms and weights into the loss that is minimised::
 
