@@ -13,7 +13,7 @@ a predicted gain with an 80% interval and its own cost. The same from the comman
 
 import numpy as np
 
-from mmdistill.mfh.advisor import advise
+from mmdistill.advisor import advise
 
 
 def paired_arrays(shared: int, n: int = 1000, seed: int = 0):

@@ -139,7 +139,6 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     _check_pair(student, teacher, data)
     algo.setup(sample, student, teacher)
     t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
-    algo.eval()  # a check, not a training step (e.g. no MSD meta step, which needs prepare()'s held-out split)
     with torch.no_grad():
         algo.losses(sample, algo.forward_student(student.eval(), sample), t_out)
 

@@ -1,8 +1,10 @@
 """The training loop: ours and short; devices, DDP and precision come from Lightning Fabric.
 
-One step: batch -> teacher outputs (cache lookup or a forward pass) -> student + method
--> named losses -> weights -> sum -> backward. Per epoch: validate, keep the best weights
-(by ``trainer.monitor``), write a resumable checkpoint, maybe stop early.
+One step (:meth:`_Training.train_step`): batch (:class:`TrainingBatches`) -> teacher outputs (cache
+lookup or a forward pass) -> ``method.before_step`` (state updates, e.g. MSD's meta step) -> student +
+``method.losses`` -> :func:`~mmdistill.methods.base.weighted_total` -> backward -> clip -> optimizer step.
+Per epoch (:meth:`_Training.end_epoch`): scheduler step, validate, keep the best weights (by
+``trainer.monitor``), write a resumable checkpoint, maybe stop early.
 
 Resume is bitwise on CPU: the checkpoint holds weights, optimizer, scheduler and RNG state,
 and the shuffling order is a pure function of (seed, epoch) via ``DistributedSampler``.
@@ -15,9 +17,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +31,7 @@ from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
-from ..methods.base import Method, TeacherOutputs
+from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
 from ..tasks import validate_labels
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
@@ -52,11 +55,6 @@ class DistillationModule(nn.Module):
     def forward(self, batch: Batch, teacher_out: TeacherOutputs | None) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.method.forward_student(self.student, batch)
         return out.logits, self.method.losses(batch, out, teacher_out)
-
-
-def weighted_total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """``sum_k w_k * loss_k`` (a term without a weight weighs 1)."""
-    return sum(weights.get(k, 1.0) * v for k, v in losses.items())  # type: ignore[return-value]
 
 
 def make_optimizer(params, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -106,9 +104,65 @@ class EpochBatches:
     def __iter__(self):
         return iter(self._indices().split(self.batch_size))
 
-    def __len__(self) -> int:
-        per_process = math.ceil(self.n / self.world)
-        return math.ceil(per_process / self.batch_size)
+
+class TrainingBatches:
+    """The training batches of this process, epoch by epoch: the one place where training batches are made.
+
+    Epoch e's batches are :class:`EpochBatches`' index sets gathered by the dataset (``__getitems__``)
+    and moved to ``device``. Not ``fabric.setup_dataloaders``: its loader calls ``sampler.set_epoch(<iterations
+    so far>)``, which restarts at 0 on resume; our epoch number keeps the shuffle a pure function of (seed, epoch).
+    """
+
+    def __init__(self, dataset: MultimodalDataset, batch_size: int, seed: int, rank: int, world: int,
+                 device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
+        self.order = EpochBatches(len(dataset), batch_size, seed, rank, world)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of epoch ``epoch`` (from 1), on the device."""
+        self.order.set_epoch(epoch)
+        # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
+        # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
+        torch.empty((), dtype=torch.int64).random_()
+        return self._gathered(iter(self.order))
+
+    def _gathered(self, order: Iterator[Tensor]) -> Iterator[Batch]:
+        on_accelerator = self.device.type != "cpu"
+        for idx in order:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
+            batch = self.dataset.__getitems__(idx)
+            if on_accelerator:
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            yield batch
+
+
+class EpochMeans:
+    """The ``train/*`` values of an epoch: the total and each term's :func:`term_value`, example-weighted means.
+
+    Detached per-step values are kept on the device and summed once at the end of the epoch (no sync per step).
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.values: list[Tensor] = []  # per step: total, then each term
+        self.counts: list[int] = []
+
+    @property
+    def steps(self) -> int:
+        return len(self.counts)
+
+    def add(self, total: Tensor, terms: dict[str, Tensor], examples: int) -> None:
+        """One step's total and term values (detached scalars) over ``examples`` examples."""
+        self.counts.append(examples)
+        self.names = ["loss", *terms]
+        self.values.append(total)
+        self.values.extend(terms.values())
+
+    def result(self) -> dict[str, float]:
+        if not self.counts:
+            return {}
+        per_step = torch.stack(self.values).float().view(len(self.counts), -1)
+        sums = (per_step * torch.tensor(self.counts, dtype=torch.float32)[:, None]).sum(0)
+        return dict(zip(self.names, (sums / max(sum(self.counts), 1)).tolist()))
 
 
 def eval_batches(dataset: MultimodalDataset, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
@@ -171,16 +225,18 @@ def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Op
                          clip=lambda max_norm: fabric.clip_gradients(module_f, optimizer_f, max_norm=max_norm))
 
 
-def _not_finite(losses: dict[str, Tensor], weights: dict[str, float], total: Tensor, teacher_out: TeacherOutputs | None,
-                batch: Batch, split: str, epoch: int, step: int, last_path: Path) -> Exception:
+def _not_finite(losses: dict[str, LossTerm], weights: dict[str, float], total: Tensor,
+                teacher_out: TeacherOutputs | None, batch: Batch, split: str, epoch: int, step: int,
+                last_path: Path) -> Exception:
     """The error for a non-finite total loss: names the teacher if its outputs are the cause, else every term."""
     if teacher_out is not None:
         try:
             check_finite_outputs(teacher_out, split, batch[INDEX])
         except TrainingError as err:
             return TrainingError(f"epoch {epoch}, step {step}: {err}")
-    terms = ", ".join(f"{k}={float(v.detach()):.4g} (weight {weights.get(k, 1.0):.4g})" for k, v in losses.items())
-    bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+    values = {k: term_value(v).detach() for k, v in losses.items()}
+    terms = ", ".join(f"{k}={float(v):.4g} (weight {weights.get(k, 1.0):.4g})" for k, v in values.items())
+    bad = [k for k, v in values.items() if not torch.isfinite(v)]
     what = (f"loss term {', '.join(map(repr, bad))} is not finite" if bad else
             f"the weighted sum of the loss terms is not finite ({float(total.detach()):.4g}) although every term is")
     return TrainingError(
@@ -200,107 +256,136 @@ def _trace_first_step() -> None:
         print(f"mmdistill: first training step at unix time {time.time():.3f}", file=sys.stderr, flush=True)
 
 
-def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset, cfg: TrainerConfig,
-        seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
+def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset,
+        cfg: TrainerConfig, seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
         quiet: bool = False, desc: str = "train") -> FitResult:
     """Train ``module`` on ``train``; select by ``val``; leave the test-time weights loaded in ``module``.
 
     Writes ``out_dir/checkpoints/{last,best}.safetensors``, ``metrics.csv`` and TensorBoard logs (rank 0).
     """
-    world, rank = fabric.world_size, fabric.global_rank
-    if cfg.batch_size % world:
-        raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes ({world})")
-    # Not fabric.setup_dataloaders: its loader calls sampler.set_epoch(<iterations so far>), which
-    # restarts at 0 on resume. Our epoch number keeps the shuffle a pure function of (seed, epoch).
-    batches = EpochBatches(len(train), cfg.batch_size // world, seed, rank, world)
-    validate_labels({LABEL: train.labels}, train.num_classes)
-    optimizer = make_optimizer(module.parameters(), cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    weights = module.method.loss_weights()
-    num_classes = train.num_classes
-    ckpt_dir = out_dir / "checkpoints"
-    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
-    logger = RunLogger(out_dir, cfg.epochs, quiet=quiet, enabled=fabric.is_global_zero, desc=desc)
-    if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours only: see io.sweep_stale_temp_files)
-        for folder in (out_dir, ckpt_dir):
-            sweep_stale_temp_files(folder)
-
-    state = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "stopped_early": False}
-    if resume and last_path.is_file():
-        state = load_training_state(last_path, module, optimizer, scheduler)
-        logger.resume_at(state["epoch"])
-    step_fns = _step_functions(fabric, module, optimizer, cfg)
-    history: list[dict] = []
-    step = 0
-    train_seconds = 0.0
-    on_accelerator = fabric.device.type != "cpu"
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        if state["stopped_early"]:
+    run = _Training(fabric, module, train, val, cfg, seed, out_dir, teacher_source, quiet, desc)
+    run.start(resume)
+    for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+        if run.state["stopped_early"]:
             break
-        batches.set_epoch(epoch)
-        step_fns.forward.train()
-        names: list[str] = []
-        terms: list[Tensor] = []  # per step: total, then each term (detached); summed once per epoch
-        counts: list[int] = []
-        epoch_start = time.perf_counter()
-        # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
-        # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
-        torch.empty((), dtype=torch.int64).random_()
-        for idx in batches:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
-            batch = train.__getitems__(idx)
-            if on_accelerator:
-                batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
-            teacher_out = teacher_source(batch) if teacher_source is not None else None
-            with step_fns.autocast(), inputs_checked_finite():
-                _, losses = step_fns.forward(batch, teacher_out)
-            total = weighted_total(losses, weights)
-            if not torch.isfinite(total):
-                raise _not_finite(losses, weights, total, teacher_out, batch, train.name, epoch, step, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            step_fns.backward(total)
-            if cfg.grad_clip is not None:
-                step_fns.clip(cfg.grad_clip)
-            step_fns.optimizer_step()
-            _trace_first_step()
-            counts.append(batch_size(batch))
-            names = ["loss", *losses]
-            terms.append(total.detach())
-            terms.extend(v.detach() for v in losses.values())
-            step += 1
-        if scheduler is not None:
-            scheduler.step()
-        per_step = torch.stack(terms).float().view(len(counts), -1) if counts else None
-        sums = (per_step * torch.tensor(counts, dtype=torch.float32)[:, None]).sum(0) if per_step is not None else None
-        seen = sum(counts)
-        epoch_seconds = time.perf_counter() - epoch_start
-        train_seconds += epoch_seconds
-        val_metrics = evaluate(module.student, eval_batches(val, cfg.batch_size, rank, world), num_classes, fabric.device)
-        means = (sums / max(seen, 1)).tolist() if sums is not None else []
-        values = {f"train/{k}": v for k, v in zip(names, means)}
+        means, steps, seconds = run.train_epoch(epoch)
+        run.end_epoch(epoch, means, steps, seconds)
+    run.logger.close()
+    return run.finish()
+
+
+class _Training:
+    """The state of one :func:`fit` call, and its parts: one step, one epoch, the end of an epoch, the result.
+
+    The order within a step: teacher outputs -> ``method.before_step`` -> forward + ``method.losses`` ->
+    :func:`weighted_total` -> backward -> gradient clipping -> optimizer step. At the end of an epoch:
+    scheduler step, validation, best weights (``best.safetensors``), early stopping, ``last.safetensors``.
+    """
+
+    def __init__(self, fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset,
+                 cfg: TrainerConfig, seed: int, out_dir: Path, teacher_source: TeacherSource | None, quiet: bool,
+                 desc: str) -> None:
+        world, rank = fabric.world_size, fabric.global_rank
+        if cfg.batch_size % world:
+            raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes "
+                              f"({world})")
+        self.fabric, self.module, self.train, self.val, self.cfg = fabric, module, train, val, cfg
+        self.teacher_source = teacher_source
+        self.batches = TrainingBatches(train, cfg.batch_size // world, seed, rank, world, fabric.device)
+        validate_labels({LABEL: train.labels}, train.num_classes)
+        self.optimizer = make_optimizer(module.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.weights = module.method.loss_weights()
+        ckpt_dir = out_dir / "checkpoints"
+        self.last_path, self.best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
+        self.logger = RunLogger(out_dir, cfg.epochs, quiet=quiet, enabled=fabric.is_global_zero, desc=desc)
+        if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours: io.sweep_stale_temp_files)
+            for folder in (out_dir, ckpt_dir):
+                sweep_stale_temp_files(folder)
+        self.state = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "stopped_early": False}
+        self.history: list[dict] = []
+        self.steps = 0
+        self.train_seconds = 0.0
+
+    def start(self, resume: bool) -> None:
+        """Load ``last.safetensors`` when resuming (weights, optimizer, scheduler, RNG, loop state), then wrap."""
+        if resume and self.last_path.is_file():
+            self.state = load_training_state(self.last_path, self.module, self.optimizer, self.scheduler)
+            self.logger.resume_at(self.state["epoch"])
+        self.step_fns = _step_functions(self.fabric, self.module, self.optimizer, self.cfg)
+
+    def train_step(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimizer step on ``batch``; returns the total and each term's value, detached before the step."""
+        fns, method = self.step_fns, self.module.method
+        teacher_out = self.teacher_source(batch) if self.teacher_source is not None else None
+        with fns.autocast(), inputs_checked_finite():
+            method.before_step(self.module.student, batch, teacher_out)
+            _, losses = fns.forward(batch, teacher_out)
+        total = weighted_total(losses, self.weights)
+        if not torch.isfinite(total):
+            raise _not_finite(losses, self.weights, total, teacher_out, batch, self.train.name, epoch, self.steps,
+                              self.last_path)
+        values = {k: term_value(v).detach() for k, v in losses.items()}  # before the step: a term may view a weight
+        self.optimizer.zero_grad(set_to_none=True)
+        fns.backward(total)
+        if self.cfg.grad_clip is not None:
+            fns.clip(self.cfg.grad_clip)
+        fns.optimizer_step()
+        _trace_first_step()
+        self.steps += 1
+        return total.detach(), values
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], int, float]:
+        """Every step of one epoch, then the scheduler's step; returns the ``train/*`` means, steps and seconds."""
+        self.step_fns.forward.train()
+        means = EpochMeans()
+        start = time.perf_counter()
+        for batch in self.batches.epoch(epoch):
+            total, values = self.train_step(batch, epoch)
+            means.add(total, values, batch_size(batch))
+        if self.scheduler is not None:
+            self.scheduler.step()
+        values = means.result()
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        return values, means.steps, seconds
+
+    def end_epoch(self, epoch: int, train_means: dict[str, float], steps: int, seconds: float) -> None:
+        """Validate; keep the best weights; count epochs without improvement; log; write ``last.safetensors``."""
+        fabric, cfg = self.fabric, self.cfg
+        loader = eval_batches(self.val, cfg.batch_size, fabric.global_rank, fabric.world_size)
+        val_metrics = evaluate(self.module.student, loader, self.train.num_classes, fabric.device)
+        values = {f"train/{k}": v for k, v in train_means.items()}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})
-        values["lr"] = optimizer.param_groups[0]["lr"]
-        monitored = val_metrics[cfg.monitor]
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.select(epoch, val_metrics[cfg.monitor])
+        self.logger.log_epoch(epoch, values)
+        self.history.append({"epoch": epoch, **values, "train_seconds": seconds, "train_steps": steps})
+        if fabric.is_global_zero:
+            save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, self.state)
+        fabric.barrier()
+
+    def select(self, epoch: int, monitored: float) -> None:
+        """Best-weights and early-stopping bookkeeping: an epoch improves if better by more than ``min_delta``."""
+        cfg, state = self.cfg, self.state
         min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
         if _better(monitored, state["best_value"], cfg.monitor, min_delta):
             state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
-            if fabric.is_global_zero:
-                save_tensors(best_path, module.state_dict(), {"epoch": epoch, cfg.monitor: monitored})
+            if self.fabric.is_global_zero:
+                save_tensors(self.best_path, self.module.state_dict(), {"epoch": epoch, cfg.monitor: monitored})
         else:
             state["bad_epochs"] += 1
         if cfg.early_stopping and state["bad_epochs"] >= cfg.early_stopping.patience:
             state["stopped_early"] = True
         state["epoch"] = epoch
-        logger.log_epoch(epoch, values)
-        history.append({"epoch": epoch, **values, "train_seconds": epoch_seconds, "train_steps": len(counts)})
-        if fabric.is_global_zero:
-            save_training_state(last_path, module, optimizer, scheduler, state)
-        fabric.barrier()
-    logger.close()
 
-    if cfg.test_checkpoint == "best" and best_path.is_file():
-        tensors, _ = load_tensors(best_path)
-        module.load_state_dict(tensors)
-    if state["best_value"] is None:
-        state["best_value"] = math.nan
-    return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"], cfg.test_checkpoint,
-                     history, train_seconds, step)
+    def finish(self) -> FitResult:
+        """Load the test-time weights (``trainer.test_checkpoint``) and sum up the run."""
+        state = self.state
+        if self.cfg.test_checkpoint == "best" and self.best_path.is_file():
+            tensors, _ = load_tensors(self.best_path)
+            self.module.load_state_dict(tensors)
+        if state["best_value"] is None:
+            state["best_value"] = math.nan
+        return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"],
+                         self.cfg.test_checkpoint, self.history, self.train_seconds, self.steps)

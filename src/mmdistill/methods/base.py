@@ -6,11 +6,24 @@ A method is an ``nn.Module`` (so it can own learnable parts such as a hint proje
    features, modality-only views) — the trainer serves that from the teacher cache;
 2. runs the student (:meth:`forward_student`, hooks included);
 3. returns a dict of **named, unweighted** loss terms (:meth:`losses`), and the weight of
-   each term (:meth:`loss_weights`). The trainer logs every term and sums ``w[k] * loss[k]``.
+   each term (:meth:`loss_weights`; a term not listed weighs 1). A term is a scalar tensor, or a
+   :class:`PerExample` (one value and one weight per example) where a method weights examples;
+4. may update its own state once per training step in :meth:`before_step` (never in :meth:`losses`,
+   which only computes: the same call serves training, evaluation, the pre-flight check and tests).
+   Not yet so: ``crd.py`` still updates its memory bank and its Z constants inside ``losses`` (training only).
+
+One function, :func:`weighted_total`, turns terms and weights into the loss that is minimised::
+
+    total = sum_k  w_k * value(term_k),   value(t) = t                         for a scalar tensor
+                                          value(t) = mean_i(t.weights_i * t.values_i)   for a PerExample
+
+The trainer and MSD's meta step both call it. The trainer logs ``value(term_k)`` for every term
+(``train/<name>`` in ``metrics.csv``: per-example weights applied, ``w_k`` not) and the total (``train/loss``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -32,7 +45,8 @@ class TeacherRequest:
     """What a method needs from the teacher for each batch."""
 
     features: tuple[str, ...] = ()  # teacher layer paths
-    views: tuple[tuple[str, ...], ...] = ()  # modality sets kept (the rest removed by the masker), e.g. (("a",), ("b",))
+    # modality sets kept (the rest removed by the masker), e.g. (("a",), ("b",))
+    views: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass
@@ -47,6 +61,33 @@ class StudentOutputs:
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
     view_logits: Tensor | None = None  # (V, B, C) when a method runs the student on modality views
+
+
+@dataclass  # not frozen: Lightning's output conversion rebuilds it
+class PerExample:
+    """A loss term given per example with a weight for each: it counts as ``mean_i(weights_i * values_i)``.
+
+    ``values`` is the unweighted term of each example (B,); ``weights`` (B,) is data, computed by the method
+    (MSD's saliency or meta-learned weights). Gradients flow through both as the caller built them.
+    """
+
+    values: Tensor
+    weights: Tensor
+
+
+LossTerm = Tensor | PerExample
+
+
+def term_value(term: LossTerm) -> Tensor:
+    """The scalar a term adds before its weight ``w_k``: itself, or the weighted mean of a :class:`PerExample`."""
+    if isinstance(term, PerExample):
+        return (term.weights * term.values).mean()
+    return term
+
+
+def weighted_total(terms: Mapping[str, LossTerm], weights: Mapping[str, float]) -> Tensor:
+    """``sum_k w_k * value(term_k)``: the loss minimised (a term without a weight weighs 1)."""
+    return sum(weights.get(k, 1.0) * term_value(v) for k, v in terms.items())  # type: ignore[return-value]
 
 
 class Method(nn.Module):
@@ -81,7 +122,18 @@ class Method(nn.Module):
             logits = student(batch)
         return StudentOutputs(logits, dict(feats))
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def before_step(self, student: nn.Module, batch: Batch, teacher_out: TeacherOutputs | None) -> None:
+        """Update the method's own state from this training batch (default: nothing).
+
+        The trainer calls it once per training step, after the teacher's outputs and before the student's
+        forward, with the bare student (never the DDP wrapper); under DDP every process calls it on its own
+        batch, so an update must be made the same on every rank (e.g. by an ``all_reduce``). Not called
+        outside training. MSD's meta step is the example.
+        """
+
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
+        """Named, unweighted loss terms of this batch; computes only (no state changes, no communication)."""
         raise NotImplementedError
 
     def loss_weights(self) -> dict[str, float]:

@@ -3,7 +3,7 @@
     L = (1 - lam) * CE(y, s(x)) + lam * T^2 * KL(p_t(x; T) || p_s(x; T)),   p(x; T) = softmax(logits / T)
 
 KL is averaged over the batch (``batchmean``); the ``T^2`` factor keeps gradient
-magnitudes comparable across temperatures.
+magnitudes comparable across temperatures. The formula: :mod:`mmdistill.kl` (one copy for the library).
 """
 
 from __future__ import annotations
@@ -14,19 +14,11 @@ from torch import Tensor
 
 from ..batch import LABEL, Batch
 from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float
+from ..kl import kd_loss
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 
-
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over the batch.
-
-    Leading dimensions other than the class axis (the last) are all treated as batch.
-    """
-    c = student_logits.shape[-1]
-    log_p_s = F.log_softmax(student_logits.reshape(-1, c) / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.reshape(-1, c) / temperature, dim=-1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+__all__ = ["HintonKD", "KDParams", "kd_loss"]
 
 
 class KDParams(BaseModel):

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ..batch import LABEL, Batch
+from ..kl import kd_loss
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
-from .kd import kd_loss
 
 
 def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:

@@ -38,10 +38,10 @@ from torch import Tensor, nn
 from ..batch import LABEL, Batch
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
+from ..kl import kd_loss
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
-from .kd import kd_loss
 
 MASK_BUFFER = "mfh_keep_mask"
 

@@ -14,8 +14,15 @@ cache. Weighting schemes for the auxiliary terms (saliency ``s_m(x)``: :mod:`mmd
 * ``learned``     w(x) = M * softmax(g_phi([s(x), H(p_t(x))])): a small weight network whose
   parameters phi are meta-learned: one differentiable look-ahead SGD step of the student on
   the weighted loss, theta' = theta - alpha * grad_theta L(theta, phi), then phi takes an SGD
-  step on the student's CE at theta' on a held-out part of the training split. Cost per step:
-  one extra backward with a graph (double backward) and one forward on the held-out batch.
+  step on the student's CE at theta' on a held-out part of the training split. This meta step
+  runs in :meth:`before_step` (the trainer calls it before the step's forward), so the step's
+  loss uses the updated phi, as in Meta-Weight-Net (Shu et al., NeurIPS 2019, Alg. 1). Cost per
+  step: one extra student forward on the batch, one backward with a graph (double backward) and
+  one forward on the held-out batch.
+
+Terms (:meth:`losses`): ``ce``, ``kd`` and ``kd/{m}``, the last a :class:`~.base.PerExample` with
+values ``T^2 * KL`` of each example and weights ``w_m(x)`` (detached); the trainer weighs them in
+:func:`~.base.weighted_total` and logs ``kd/{m}`` as ``mean_x[w_m(x) * T^2 * KL]``.
 
 The paper's full text was not available to us: the loss form, the saliency-based schemes and
 the meta-learning set-up are our reconstruction from its abstract (documented as such).
@@ -35,21 +42,14 @@ from ..batch import LABEL, Batch
 from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float, Int
 from ..data.dataset import MultimodalDataset, stratified_split
 from ..errors import ConfigError
+from ..kl import kd_loss, kd_per_example
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
 from .msd_saliency import instance_saliency, removal_views, saliency_from_logits
-from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
-from .kd import kd_loss
+from .base import LossTerm, Method, PerExample, StudentOutputs, TeacherOutputs, TeacherRequest, weighted_total
 
 WEIGHTINGS = ("uniform", "population", "instance", "learned")
-
-
-def kd_per_example(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``T^2 * KL(p_t || p_s)`` for each example (no batch mean): shape = leading dims."""
-    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * temperature**2
 
 
 class MSDParams(BaseModel):
@@ -75,10 +75,12 @@ class ModalitySpecificDistillation(Method):
         self.modalities = tuple(m for m in model_modalities(student) if m in model_modalities(teacher))
         if len(self.modalities) < 2:
             raise ConfigError(
-                f"method 'msd' needs two or more modalities read by both teacher and student; shared: {list(self.modalities)}"
+                "method 'msd' needs two or more modalities read by both teacher and student; "
+                f"shared: {list(self.modalities)}"
             )
         if p.weighting == "learned" and p.heldout_fraction <= 0:
-            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)")
+            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; "
+                              "set it > 0 (e.g. 0.1)")
         self.teacher_modalities = model_modalities(teacher)
         m = len(self.modalities)
         self.register_buffer("population_weights", torch.ones(m))
@@ -88,7 +90,6 @@ class ModalitySpecificDistillation(Method):
             nn.init.zeros_(self.weight_net[2].bias)
             for q in self.weight_net.parameters():
                 q.requires_grad_(False)  # phi is updated by the meta step, never by the main optimizer
-        self._student = [student]  # not a submodule: the trainer owns the student
         self.heldout: MultimodalDataset | None = None
 
     # -- what the teacher must provide ------------------------------------------------------
@@ -140,37 +141,47 @@ class ModalitySpecificDistillation(Method):
             return m * torch.softmax(signals[:, :m] / p.instance_temperature, dim=1)
         return m * torch.softmax(self.weight_net(signals), dim=1)
 
-    def _terms(self, batch: Batch, logits: Tensor, view_logits: Tensor, teacher_out: TeacherOutputs, w: Tensor) -> dict[str, Tensor]:
+    def _terms(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs,
+               w: Tensor) -> dict[str, LossTerm]:
+        """``ce``, ``kd`` and one :class:`PerExample` ``kd/{m}`` per modality, weighted per example by ``w[:, i]``."""
         T = self.params.temperature
         views = self._views()
-        out = {"ce": F.cross_entropy(logits, batch[LABEL]), "kd": kd_loss(logits, teacher_out.logits, T)}
+        out: dict[str, LossTerm] = {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
+                                    "kd": kd_loss(student_out.logits, teacher_out.logits, T)}
         for i, m in enumerate(self.modalities):
             t_view = teacher_out.view_logits[views.index((m,))]
-            out[f"kd/{m}"] = (w[:, i] * kd_per_example(view_logits[i], t_view, T)).mean()
+            out[f"kd/{m}"] = PerExample(kd_per_example(student_out.view_logits[i], t_view, T), w[:, i])
         return out
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, student_out: StudentOutputs,
+               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
         assert teacher_out is not None and student_out.view_logits is not None
-        if self.params.weighting == "learned" and self.training:
-            self._meta_step(batch, student_out, teacher_out)
-        w = self.weights(batch, teacher_out).detach()
-        return self._terms(batch, student_out.logits, student_out.view_logits, teacher_out, w)
+        return self._terms(batch, student_out, teacher_out, self.weights(batch, teacher_out).detach())
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}
 
-    def _meta_step(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs) -> None:
-        """phi <- phi - meta_lr * d/dphi CE_heldout(theta - inner_lr * grad_theta L(theta, phi))."""
-        student = self._student[0]
+    def before_step(self, student: nn.Module, batch: Batch, teacher_out: TeacherOutputs | None) -> None:
+        """Learned weighting: one meta step of phi on this batch, so that this step's loss uses the updated weights."""
+        if self.params.weighting == "learned":
+            assert teacher_out is not None
+            self.meta_step(student, batch, teacher_out)
+
+    def meta_step(self, student: nn.Module, batch: Batch, teacher_out: TeacherOutputs) -> None:
+        """phi <- phi - meta_lr * d/dphi CE_heldout(theta - inner_lr * grad_theta L(theta, phi)).
+
+        ``L`` is the training loss on ``batch`` (:func:`weighted_total` of :meth:`losses`' terms with weights
+        that keep their graph to phi); the held-out batch is drawn with the global torch RNG. Under DDP the
+        gradient of phi is averaged over the processes, so phi stays the same on every rank.
+        """
         names, params = zip(*[(n, q) for n, q in student.named_parameters() if q.requires_grad])
         phi = list(self.weight_net.parameters())
         for q in phi:
             q.requires_grad_(True)
         try:
-            w = self.weights(batch, teacher_out)
-            terms = self._terms(batch, student_out.logits, student_out.view_logits, teacher_out, w)
-            lw = self.loss_weights()
-            inner = sum(lw.get(k, 1.0) * v for k, v in terms.items())
+            student_out = self.forward_student(student, batch)
+            terms = self._terms(batch, student_out, teacher_out, self.weights(batch, teacher_out))
+            inner = weighted_total(terms, self.loss_weights())
             grads = torch.autograd.grad(inner, params, create_graph=True, allow_unused=True)
             ahead = {n: q - self.params.inner_lr * g if g is not None else q for n, q, g in zip(names, params, grads)}
             held = self._heldout_batch(len(batch[LABEL]), batch[LABEL].device)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..batch import LABEL
 from ..data.dataset import MultimodalDataset
+from ..kl import kd_per_example
 from ..masking import Masker, split_variants
 
 SaliencyKind = Literal["kl", "true_class"]
@@ -33,10 +34,10 @@ def removal_views(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 
 def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, kind: SaliencyKind = "kl") -> Tensor:
     """(M, B) saliencies from the teacher's logits on x (B, C) and on each x^(-m) (M, B, C)."""
+    if kind == "kl":
+        return kd_per_example(removed.float(), full.float())  # KD at T = 1 is KL(p_t(x) || p_t(x^(-m)))
     log_p = F.log_softmax(full.float(), -1)
     log_q = F.log_softmax(removed.float(), -1)
-    if kind == "kl":
-        return (log_p.exp() * (log_p - log_q)).sum(-1)
     if labels is None:
         raise ValueError("true_class saliency needs the labels")
     idx = labels.view(1, -1, 1).expand(removed.shape[0], -1, 1)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..kl import kd_per_example
 
 
 def make_mlp(in_features: int, hidden: Sequence[int] = (), num_classes: int = 2) -> nn.Module:
@@ -249,9 +250,13 @@ def _sgd(weights, biases, x, xt, coef_p, target_term, per, lr, epochs) -> None:
 
 
 def kd_kl_mean(student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
-    """KL(t || softmax(s)) summed over elements and divided by n x k (``KLDivLoss`` 'mean' reduction)."""
-    log_p = torch.log_softmax(student_logits, dim=-1)
-    return (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * log_p).sum() / student_logits.numel()
+    """KL(t || softmax(s)) summed over elements and divided by n x k (``KLDivLoss`` 'mean' reduction).
+
+    The engine's KD at T = 1 (:func:`mmdistill.kl.kd_per_example`) on the teacher's log-probabilities; a
+    probability of exactly 0 is taken as the smallest positive float (its summand is then ~0, not NaN).
+    """
+    teacher_log_probs = teacher_probs.clamp_min(torch.finfo(teacher_probs.dtype).tiny).log()
+    return kd_per_example(student_logits, teacher_log_probs).sum() / student_logits.numel()
 
 
 def fit_sequential(runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000) -> list[nn.Module]:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..methods.kd import kd_loss as hinton_kd_loss
-from ..methods.msd import kd_per_example as hinton_kd_per_example
+from ..kl import kd_loss as hinton_kd_loss
+from ..kl import kd_per_example as hinton_kd_per_example
 from .base import Task, first_bad_row, where
 
 if TYPE_CHECKING:

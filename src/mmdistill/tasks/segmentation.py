@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ..errors import BatchError, ConfigError
-from ..methods.kd import kd_loss as hinton_kd_loss
-from ..methods.msd import kd_per_example as hinton_kd_per_example
+from ..kl import kd_loss as hinton_kd_loss
+from ..kl import kd_per_example as hinton_kd_per_example
 from .base import CLASS_DISTRIBUTION_METHODS, Task, first_bad_row, where
 
 if TYPE_CHECKING:
