@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from mmdistill.kl import kd_loss, kd_per_example
 from mmdistill.mfh.ensemble import kd_kl_mean
-from mmdistill.saliency import saliency_from_logits
+from mmdistill.methods.msd_saliency import saliency_from_logits
 
 
 def test_kd_loss_is_bitwise_torchs_batchmean_kl_div_value_and_gradient():
