@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
-from ..batch import INDEX, LABEL, Batch, batch_size, inputs_checked_finite, validate_labels
+from ..batch import INDEX, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import Method, TeacherOutputs
+from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
 from .metrics import evaluate
@@ -73,47 +73,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainerConfig):
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
     return None
-
-
-def _identity(batch: Batch) -> Batch:
-    return batch
-
-
-class EpochBatches:
-    """Index batches for one process: a seeded shuffle per epoch, split across processes.
-
-    Epoch e's order is ``randperm(n, seed + e)``, padded by wrapping to a multiple of the
-    number of processes; process r takes positions r, r + world, ... (DistributedSampler's
-    scheme), so a 1-process run sees the same examples per step as a DDP run with the same
-    global batch. Yields index tensors, so batches are gathered without Python lists.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> Tensor:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        total = -(-self.n // self.world) * self.world
-        if total > self.n:
-            order = torch.cat([order, order[: total - self.n]])
-        return order[self.rank::self.world]
-
-    def __iter__(self):
-        return iter(self._indices().split(self.batch_size))
-
-    def __len__(self) -> int:
-        per_process = math.ceil(self.n / self.world)
-        return math.ceil(per_process / self.batch_size)
-
-
-def eval_batches(dataset: MultimodalDataset, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
-    """This process's share of a split (rows rank, rank+world, ...), no padding, in order."""
-    rows = list(range(rank, len(dataset), world))
-    return DataLoader(dataset, batch_size=batch_size, sampler=rows, collate_fn=_identity)
 
 
 @dataclass
@@ -211,8 +170,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes ({world})")
     # Not fabric.setup_dataloaders: its loader calls sampler.set_epoch(<iterations so far>), which
     # restarts at 0 on resume. Our epoch number keeps the shuffle a pure function of (seed, epoch).
-    batches = EpochBatches(len(train), cfg.batch_size // world, seed, rank, world)
-    validate_labels({LABEL: train.labels}, train.num_classes)
+    batches = train_batches(train, cfg, seed, rank, world, fabric.device)  # labels of column data checked here
     optimizer = make_optimizer(module.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     weights = module.method.loss_weights()
@@ -232,7 +190,6 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
     history: list[dict] = []
     step = 0
     train_seconds = 0.0
-    on_accelerator = fabric.device.type != "cpu"
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["stopped_early"]:
             break
@@ -245,10 +202,7 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
         # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
         torch.empty((), dtype=torch.int64).random_()
-        for idx in batches:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
-            batch = train.__getitems__(idx)
-            if on_accelerator:
-                batch = {k: v.to(fabric.device, non_blocking=True) for k, v in batch.items()}
+        for batch in batches:  # on fabric.device; inputs checked finite when the dataset was built or batch collated
             teacher_out = teacher_source(batch) if teacher_source is not None else None
             with step_fns.autocast(), inputs_checked_finite():
                 _, losses = step_fns.forward(batch, teacher_out)
@@ -273,7 +227,8 @@ def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, va
         seen = sum(counts)
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
-        val_metrics = evaluate(module.student, eval_batches(val, cfg.batch_size, rank, world), num_classes, fabric.device)
+        val_metrics = evaluate(module.student, eval_batches(val, cfg.batch_size, rank, world, cfg, fabric.device),
+                               num_classes, fabric.device)
         means = (sums / max(seen, 1)).tolist() if sums is not None else []
         values = {f"train/{k}": v for k, v in zip(names, means)}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})
