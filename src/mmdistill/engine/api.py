@@ -101,9 +101,9 @@ def _teacher_mode(cache: CacheConfig, train) -> str:
 @scoped_determinism
 def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | Any = None,
             out_dir: str | Path | None = None, method: str = "kd", method_params: dict | None = None,
-            masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None, seed: int = 0, resume: bool = False,
-            quiet: bool = True, fabric: Fabric | None = None, desc: str = "train", *, train: Dataset | None = None,
-            val: Dataset | None = None, test: Dataset | None = None) -> RunResult:
+            masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None,
+            seed: int = 0, resume: bool = False, quiet: bool = True, fabric: Fabric | None = None, desc: str = "train",
+            *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
     Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
