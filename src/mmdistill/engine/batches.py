@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from ..batch import LABEL, Batch, validate_labels
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
-from ..data.item_dataset import OUTSIDE_TRAINING, ItemDataset, item_seed
+from ..data.item_dataset import OUTSIDE_TRAINING, ItemDataset, item_seed, preserved_rngs
 from ..errors import DataError
 
 
@@ -98,6 +98,9 @@ class _SeededReads(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
         try:
+            if torch.utils.data.get_worker_info() is None:  # the training process: keep its RNG streams (dropout...)
+                with preserved_rngs():
+                    return index, self.dataset.item(index, seed)
             return index, self.dataset.item(index, seed)
         except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
             return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
