@@ -48,11 +48,13 @@ class Net(nn.Module):
         self.modalities = modalities
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(36 * len(modalities), 16), nn.ReLU(), nn.Dropout(0.2),
                                   nn.Linear(16, 3))
-        self.seen: list[tuple[torch.Tensor, bool, bool]] = []
+        self.seen: list[tuple[torch.Tensor, bool, bool]] = []  # (rgb, training, grad enabled) per call
+        self.indices: list[torch.Tensor] = []
 
     def forward(self, batch):
         x = torch.cat([batch[m] for m in self.modalities], 1)
         self.seen.append((batch["rgb"].clone(), self.training, torch.is_grad_enabled()))
+        self.indices.append(batch["index"].clone())
         return self.body(x)
 
 
@@ -63,7 +65,8 @@ def splits(augment=True, **kw):
 def run(tmp_path, name, workers=0, epochs=2, resume=False, **kw):
     data = kw.pop("data", None) or splits()
     student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
-    cfg = TrainerConfig(epochs=epochs, batch_size=16, num_workers=workers, scheduler={"name": "cosine"})
+    cfg = TrainerConfig(epochs=epochs, batch_size=16, num_workers=workers, scheduler={"name": "cosine"},
+                        test_checkpoint="last")  # the last weights: what a resume must reproduce
     result = distill(student, teacher, **data, out_dir=tmp_path / name, trainer=cfg, resume=resume, **kw)
     return result, student, teacher
 
@@ -91,8 +94,11 @@ def test_augmentation_depends_on_seed_epoch_index_not_on_workers(tmp_path):
     _, s2, _ = run(tmp_path, "w2", workers=2)
     a, b = weights(s0), weights(s2)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    train0 = [x for x, training, _ in s0.seen if training]
-    assert not torch.equal(train0[0], train0[3]), "epochs 1 and 2 must draw different augmentations"
+    rows = [(x, i) for (x, training, _), i in zip(s0.seen, s0.indices) if training]
+    epoch1 = {int(i): x for xs, idx in rows[:3] for x, i in zip(xs, idx)}
+    epoch2 = {int(i): x for xs, idx in rows[3:] for x, i in zip(xs, idx)}
+    assert sorted(epoch1) == sorted(epoch2) == list(range(48))
+    assert not any(torch.equal(epoch1[i], epoch2[i]) for i in epoch1), "each epoch draws new augmentations"
 
 
 def test_worker_pipeline_interrupted_after_epoch_1_resumes_bitwise(tmp_path, monkeypatch):
