@@ -98,12 +98,17 @@ class _SeededReads(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
         try:
-            if torch.utils.data.get_worker_info() is None:  # the training process: keep its RNG streams (dropout...)
-                with preserved_rngs():
-                    return index, self.dataset.item(index, seed)
             return index, self.dataset.item(index, seed)
         except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
             return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+        """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
+        (dropout...) are kept as they were, once per batch."""
+        if torch.utils.data.get_worker_info() is not None:
+            return [self[key] for key in keys]
+        with preserved_rngs():
+            return [self[key] for key in keys]
 
 
 class _Collate:
