@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 import mmdistill.engine.trainer as trainer_module
-from mmdistill.config import CacheConfig, DataConfig, TrainerConfig, validate
+from mmdistill.config import CacheConfig, DataConfig, MaskingConfig, TrainerConfig, validate
 from mmdistill.data.item_dataset import ItemSplits, load_data
 from mmdistill.engine.api import distill
 from mmdistill.errors import ConfigError, DataError
@@ -211,3 +211,27 @@ def test_cuda_run_with_workers_pinned_memory_and_non_blocking_copies(tmp_path):
     assert result.epochs_run == 2 and 0 <= result.test["accuracy"] <= 1
     assert all(x.is_cuda for x, training, _ in student.seen if training)
     assert next(student.parameters()).is_cuda
+
+
+class FingerprintedScenes(Scenes):
+    def fingerprint(self) -> str:
+        return f"scenes-{len(self)}-{float(self.x.sum()):.6f}"
+
+
+def test_fixed_item_data_with_a_fingerprint_use_the_teacher_cache(tmp_path):
+    data = {"train": FingerprintedScenes(48, 0), "val": Scenes(24, 1), "test": Scenes(24, 2)}
+    run(tmp_path, "cached", data=data, epochs=1, cache=CacheConfig(enabled=True, dir=tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize("params,masking", [
+    ({"weighting": "population"}, "mean"),
+    ({"weighting": "learned", "heldout_fraction": 0.25}, "zeros"),
+])
+def test_msd_prepare_runs_on_augmented_item_data(tmp_path, params, masking):
+
+    student, teacher = Net(("rgb", "depth"), 1), Net(("rgb", "depth"), 2)
+    cfg = TrainerConfig(epochs=1, batch_size=16)
+    result = distill(student, teacher, **splits(), out_dir=tmp_path / "msd", method="msd", method_params=params,
+                     masking=MaskingConfig(strategy=masking), trainer=cfg)
+    assert result.epochs_run == 1 and 0 <= result.test["accuracy"] <= 1
