@@ -61,8 +61,8 @@ def test_non_finite_inputs_name_item_and_key():
 
 
 @pytest.mark.parametrize("task,label,expected", [
-    ("classification", torch.tensor([0.0, 1.0, 1.0]), r"item 3, key 'label': task 'classification' expects a class "
-                                                       r"index .* shape \(3,\); a multi-hot vector is a multilabel"),
+    ("classification", torch.tensor([0.0, 1.0, 1.0]), (r"item 3, key 'label': task 'classification' expects a class "
+                                                        r"index .* shape \(3,\); a multi-hot vector is a multilabel")),
     ("classification", torch.tensor(1.5), r"item 3, key 'label': task 'classification' expects a class index"),
     ("classification", torch.tensor(4), r"item 3, key 'label': class 4 outside \[0, 3\)"),
     ("multilabel", torch.tensor(2), r"item 3, key 'label': task 'multilabel' expects a float multi-hot vector"),

@@ -9,7 +9,13 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 import mmdistill.engine.trainer as trainer_module
-from mmdistill.config import CacheConfig, DataConfig, MaskingConfig, TrainerConfig, validate
+from mmdistill.config import (
+    CacheConfig,
+    DataConfig,
+    MaskingConfig,
+    TrainerConfig,
+    validate,
+)
 from mmdistill.data.item_dataset import ItemSplits, load_data
 from mmdistill.engine.api import distill
 from mmdistill.errors import ConfigError, DataError
@@ -229,7 +235,6 @@ def test_fixed_item_data_with_a_fingerprint_use_the_teacher_cache(tmp_path):
     ({"weighting": "learned", "heldout_fraction": 0.25}, "zeros"),
 ])
 def test_msd_prepare_runs_on_augmented_item_data(tmp_path, params, masking):
-
     student, teacher = Net(("rgb", "depth"), 1), Net(("rgb", "depth"), 2)
     cfg = TrainerConfig(epochs=1, batch_size=16)
     result = distill(student, teacher, **splits(), out_dir=tmp_path / "msd", method="msd", method_params=params,
