@@ -68,11 +68,11 @@ def splits(augment=True, **kw):
     return {"train": Scenes(48, 0, augment, **kw), "val": Scenes(24, 1), "test": Scenes(24, 2)}
 
 
-def run(tmp_path, name, workers=0, epochs=2, resume=False, **kw):
+def run(tmp_path, name, workers=0, epochs=2, resume=False, loader=None, **kw):
     data = kw.pop("data", None) or splits()
     student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
     cfg = TrainerConfig(epochs=epochs, batch_size=16, num_workers=workers, scheduler={"name": "cosine"},
-                        test_checkpoint="last")  # the last weights: what a resume must reproduce
+                        test_checkpoint="last", **(loader or {}))  # the last weights: what a resume must reproduce
     result = distill(student, teacher, **data, out_dir=tmp_path / name, trainer=cfg, resume=resume, **kw)
     return result, student, teacher
 
@@ -108,7 +108,9 @@ def test_augmentation_depends_on_seed_epoch_index_not_on_workers(tmp_path):
 
 
 def test_worker_pipeline_interrupted_after_epoch_1_resumes_bitwise(tmp_path, monkeypatch):
-    run(tmp_path, "full", workers=2, epochs=3)
+    """Also: persistent workers with prefetch in the uninterrupted run, fresh workers per epoch in the other."""
+    run(tmp_path, "full", workers=2, epochs=3, loader={"persistent_workers": True, "prefetch_factor": 4})
+    assert not multiprocessing.active_children(), "persistent workers must be gone after the run"
     real_save = trainer_module.save_training_state
 
     def save_then_interrupt(*args, **kwargs):
