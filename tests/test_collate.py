@@ -74,3 +74,38 @@ def test_a_target_of_the_wrong_form_for_the_task_is_named(task, label, expected)
             "regression": torch.tensor(0.5)}[task]
     with pytest.raises(DataError, match=expected):
         collate_items([item(good), item(label)], [0, 3], task=task, num_classes=3)
+
+
+def seg_item(label_map, image_hw=(4, 4)):
+    return {"rgb": torch.zeros(3, *image_hw), "label": label_map}
+
+
+def test_a_label_map_whose_size_differs_from_its_image_is_named():
+    with pytest.raises(DataError, match=r"item 4, key 'label': label map \(4, 5\) differs from image 'rgb'"):
+        collate_items([seg_item(torch.zeros(4, 4).long()), seg_item(torch.zeros(4, 5).long())], [0, 4],
+                      task="segmentation", num_classes=3, ignore_index=255)
+
+
+def test_label_map_values_must_be_classes_or_ignore_index():
+    ok = torch.tensor([[0, 2], [255, 1]])
+    batch = collate_items([seg_item(ok, (2, 2))], [0], task="segmentation", num_classes=3, ignore_index=255)
+    assert batch["label"].shape == (1, 2, 2)
+    with pytest.raises(DataError, match=r"item 7, key 'label': label value 3 is neither a class in \[0, 3\)"):
+        collate_items([seg_item(torch.tensor([[0, 3], [1, 1]]), (2, 2))], [7], task="segmentation", num_classes=3,
+                      ignore_index=255)
+
+
+def test_an_ignore_index_that_is_a_real_class_is_refused():
+    from mmdistill.data.item_dataset import ItemDataset
+
+    class Scenes(torch.utils.data.Dataset):
+        task, num_classes, ignore_index = "segmentation", 3, 2
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return seg_item(torch.zeros(4, 4).long())
+
+    with pytest.raises(DataError, match=r"train: ignore_index 2 collides with real class 2 \(classes are 0\.\.2\)"):
+        ItemDataset(Scenes(), "train")

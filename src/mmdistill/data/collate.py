@@ -30,7 +30,15 @@ def _as_tensor(value, index: int, key: str) -> Tensor:
     raise DataError(f"item {index}, key {key!r}: expected a tensor, got {type(value).__name__}")
 
 
-def check_target(y: Tensor, task: str, index: int, num_classes: int | None = None) -> None:
+def check_ignore_index(ignore_index: int | None, num_classes: int | None, where: str) -> None:
+    """Segmentation's ``ignore_index`` must not be a real class (it would silently drop that class's pixels)."""
+    if ignore_index is not None and num_classes is not None and 0 <= ignore_index < num_classes:
+        raise DataError(f"{where}: ignore_index {ignore_index} collides with real class {ignore_index} (classes are "
+                        f"0..{num_classes - 1}); use a value outside them, e.g. 255 or -100")
+
+
+def check_target(y: Tensor, task: str, index: int, num_classes: int | None = None,
+                 ignore_index: int | None = None) -> None:
     """The target's form for ``task`` (see the item contract); a DataError names the item and ``"label"``."""
     where = f"item {index}, key {LABEL!r}"
     got = f"dtype {str(y.dtype).removeprefix('torch.')}, shape {tuple(y.shape)}"
@@ -53,6 +61,11 @@ def check_target(y: Tensor, task: str, index: int, num_classes: int | None = Non
     elif task == "segmentation":
         if y.dim() != 2 or not integer:
             raise DataError(f"{where}: task 'segmentation' expects an int64 label map (H, W), got {got}")
+        if num_classes is not None:
+            bad = ((y < 0) | (y >= num_classes)) & (y != (ignore_index if ignore_index is not None else -1))
+            if bool(bad.any()):
+                raise DataError(f"{where}: label value {int(y[bad][0])} is neither a class in [0, {num_classes}) "
+                                f"nor ignore_index {ignore_index}")
     else:
         raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
@@ -69,7 +82,8 @@ def _pad_tokens(values: list[Tensor], masks: list[Tensor | None]) -> tuple[Tenso
 
 
 def collate_items(items: Sequence, indices: Sequence[int], keys: Sequence[str] | None = None,
-                  task: str = "classification", num_classes: int | None = None) -> Batch:
+                  task: str = "classification", num_classes: int | None = None,
+                  ignore_index: int | None = None) -> Batch:
     """Stack ``items`` (dicts) into a batch with ``"index"`` = ``indices``.
 
     ``keys``: the modalities every item must hold (default: the first item's). Item shapes must agree
@@ -116,8 +130,14 @@ def collate_items(items: Sequence, indices: Sequence[int], keys: Sequence[str] |
         if has_mask:
             batch[k + MASK_SUFFIX] = torch.stack(masks).long()
     labels = [_as_tensor(item[LABEL], i, LABEL) for item, i in zip(items, indices)]
-    for y, i in zip(labels, indices):
-        check_target(y, task, i, num_classes)
+    for item_no, (y, i) in enumerate(zip(labels, indices)):
+        check_target(y, task, i, num_classes, ignore_index)
+        if task == "segmentation":  # a label map is per pixel of the item's images (C, H, W)
+            for k in keys:
+                x = batch[k][item_no]
+                if x.is_floating_point() and x.dim() == 3 and tuple(x.shape[-2:]) != tuple(y.shape):
+                    raise DataError(f"item {i}, key {LABEL!r}: label map {tuple(y.shape)} differs from image {k!r}'s "
+                                    f"size {tuple(x.shape[-2:])}; a segmentation label needs one class per pixel")
         if y.shape != labels[0].shape:
             raise DataError(f"item {i}, key {LABEL!r}: shape {tuple(y.shape)} differs from item {first_i}'s "
                             f"{tuple(labels[0].shape)}")

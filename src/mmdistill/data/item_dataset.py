@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
-from .collate import TASKS, collate_items
+from .collate import TASKS, check_ignore_index, collate_items
 from .dataset import DataSplits, MultimodalDataset
 
 Transform = Callable[[dict], dict]
@@ -119,6 +119,8 @@ class ItemDataset(Dataset):
         if self.num_classes is None and self.task != "regression":
             raise DataError(f"{name}: the dataset has no num_classes attribute; set it (task {self.task!r})")
         self.ignore_index = getattr(dataset, "ignore_index", None)
+        if self.task == "segmentation":
+            check_ignore_index(self.ignore_index, self.num_classes, name)
         self.random = bool(getattr(dataset, "random", False)) or (transform is not None and
                                                                   getattr(transform, "random", True))
         self._specs: list[ModalitySpec] | None = None
@@ -137,7 +139,7 @@ class ItemDataset(Dataset):
         return self.transform(item) if self.transform is not None and isinstance(item, Mapping) else item
 
     def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
-        return collate_items(items, indices, self._keys, self.task, self.num_classes)
+        return collate_items(items, indices, self._keys, self.task, self.num_classes, self.ignore_index)
 
     def __getitems__(self, rows: Sequence[int] | Tensor) -> Batch:
         """The batch of ``rows``, read here; each item seeded as outside training, the global RNGs kept."""
