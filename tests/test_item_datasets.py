@@ -242,3 +242,25 @@ def test_msd_prepare_runs_on_augmented_item_data(tmp_path, params, masking):
     result = distill(student, teacher, **splits(), out_dir=tmp_path / "msd", method="msd", method_params=params,
                      masking=MaskingConfig(strategy=masking), trainer=cfg)
     assert result.epochs_run == 1 and 0 <= result.test["accuracy"] <= 1
+
+
+def test_batch_seeds_change_with_the_epoch_and_the_run_seed():
+    from mmdistill.engine.batches import _SeededBatches
+
+    class FixedOrder:  # the same batches every epoch: only the seed may change
+        epoch = 1
+
+        def __iter__(self):
+            return iter([torch.tensor([3, 1]), torch.tensor([0, 2])])
+
+        def __len__(self):
+            return 2
+
+    order = FixedOrder()
+    first = list(_SeededBatches(order, seed=0))
+    order.epoch = 2
+    second, other_run = list(_SeededBatches(order, seed=0)), list(_SeededBatches(order, seed=1))
+    assert [i for b in first for i, _ in b] == [3, 1, 0, 2]
+    assert len({s for b in first for _, s in b}) == 2, "one seed per batch, different across batches"
+    assert all(a[0][1] != b[0][1] for a, b in zip(first, second)), "a new epoch draws new augmentations"
+    assert all(a[0][1] != b[0][1] for a, b in zip(second, other_run)), "another run seed draws new augmentations"

@@ -4,11 +4,11 @@
   gather by an index tensor, no per-item Python and no DataLoader.
 * Any other map-style dataset (:class:`~mmdistill.data.item_dataset.ItemDataset`) goes through a
   ``DataLoader`` (``trainer.num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``) whose
-  batch sampler yields the same index batches, each index with its item seed.
+  batch sampler yields the same index batches, each with its batch seed.
 
-Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler-style across processes, and an
-item's random augmentation is seeded by (seed, epoch, index): a function of neither the worker that reads it nor
-of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA, batches
+Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler-style across processes, and a
+batch's random augmentation is seeded by (seed, epoch, its first index): a function of neither the worker that
+reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA, batches
 are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
 the user as a :class:`DataError` naming the split, the item index and the original exception.
 """
@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader
 from ..batch import LABEL, Batch, validate_labels
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
-from ..data.item_dataset import OUTSIDE_TRAINING, ItemDataset, item_seed, preserved_rngs
+from ..data.item_dataset import (
+    OUTSIDE_TRAINING,
+    ItemDataset,
+    batch_seed,
+    preserved_rngs,
+    seed_rngs,
+)
 from ..errors import DataError
 
 
@@ -62,7 +68,7 @@ class EpochBatches:
 
 
 class _SeededBatches:
-    """A batch sampler: each index batch of ``order`` as [(index, item seed), ...] for the epoch it is set to."""
+    """A batch sampler: each index batch of ``order`` as [(index, batch seed), ...] for the epoch it is set to."""
 
     def __init__(self, order, seed: int, epoch: int | None = None) -> None:
         self.order, self.seed, self.fixed_epoch = order, seed, epoch
@@ -70,7 +76,9 @@ class _SeededBatches:
     def __iter__(self):
         epoch = self.fixed_epoch if self.fixed_epoch is not None else self.order.epoch
         for idx in self.order:
-            yield [(i, item_seed(self.seed, epoch, i)) for i in idx.tolist()]
+            rows = idx.tolist()
+            s = batch_seed(self.seed, epoch, rows[0])
+            yield [(i, s) for i in rows]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -87,7 +95,7 @@ class _Failure:
 
 
 class _SeededReads(torch.utils.data.Dataset):
-    """``reads[(index, seed)]`` -> (index, item or _Failure): the item read with its RNGs seeded."""
+    """``reads.__getitems__([(index, batch seed), ...])`` -> [(index, item or _Failure), ...], RNGs seeded once."""
 
     def __init__(self, dataset: ItemDataset) -> None:
         self.dataset = dataset
@@ -96,9 +104,9 @@ class _SeededReads(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
+        index, _ = key
         try:
-            return index, self.dataset.item(index, seed)
+            return index, self.dataset.item(index)
         except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
             return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
 
@@ -106,8 +114,10 @@ class _SeededReads(torch.utils.data.Dataset):
         """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
         (dropout...) are kept as they were, once per batch."""
         if torch.utils.data.get_worker_info() is not None:
+            seed_rngs(keys[0][1])
             return [self[key] for key in keys]
         with preserved_rngs():
+            seed_rngs(keys[0][1])
             return [self[key] for key in keys]
 
 
