@@ -3,7 +3,7 @@
     python benchmarks/advisor_validation.py --suite dev     # development suite: fit / tune freely
     python benchmarks/advisor_validation.py --suite test    # held-out suite: evaluate once, at the end
 
-A suite is drawn from the Venn generator (:mod:`mmdistill.mfh.venn`) with its own seed range:
+A suite is drawn from the Venn generator (:mod:`mmdistill.data.venn`) with its own seed range:
 decisive dims s0 0-12, sa 0-10, sb 0-8; extra noise dims 0-20 for the teacher's modality a and
 20-70 for the student's modality b; n_train 50, 100 or 200; 30% of settings with a random rotation
 of each modality's features, 25% with a nonlinear view (a fixed random one-layer tanh network
@@ -34,8 +34,8 @@ from scipy.stats import spearmanr
 
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, train_runs
-from mmdistill.mfh.studies import _official_inits
-from mmdistill.mfh.venn import VennSpec, draw
+from mmdistill.studies.mfh_synthetic import _official_inits
+from mmdistill.data.venn import VennSpec, draw
 
 SUITES = {"dev": (1000, 200), "test": (7000, 40), "test-large": (9000, 120)}  # seed base, number of settings
 SEEDS = 10
@@ -155,7 +155,7 @@ def score(pred: np.ndarray, gain: np.ndarray, n: np.ndarray, interval: tuple | N
 
 
 def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
-    from mmdistill.mfh.advisor import advise
+    from mmdistill.advisor.predict import advise
 
     out = []
     for s in settings:
@@ -168,8 +168,8 @@ def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
 def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) -> tuple[dict, np.ndarray]:
     """Quadratic ridge on the standardised signals (intercept free), the interval constants, and the
     leave-one-out predictions (each setting predicted by a fit on all the others)."""
-    from mmdistill.mfh.advisor import design
-    from mmdistill.mfh.advisor_calibration import FEATURES
+    from mmdistill.advisor.predict import design
+    from mmdistill.advisor.calibration import FEATURES
 
     f = np.array([[p["features"][name] for name in FEATURES] for p in preds])
     mean, sd = f.mean(0), f.std(0) + 1e-12
@@ -192,7 +192,7 @@ def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) ->
 
 
 def write_calibration(calib: dict, lam: float) -> Path:
-    from mmdistill.mfh import advisor_calibration as cal
+    from mmdistill.advisor import calibration as cal
 
     def r(values) -> str:
         import textwrap
@@ -260,7 +260,7 @@ def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> l
         lines.append(f"- {name}: Spearman {sc['spearman']:+.2f}, at n <= 100 {sc['spearman_small']:+.2f}")
     for p, e in zip(preds, extra):
         p["features"] = {**p["features"], "joint_agree": e[0], "joint_t": e[1], "joint_s": e[2]}
-    from mmdistill.mfh import advisor_calibration as cal
+    from mmdistill.advisor import calibration as cal
 
     names = cal.FEATURES
     try:
@@ -308,7 +308,7 @@ def main() -> None:
     ap.add_argument("--suite", choices=sorted(SUITES), default="dev")
     ap.add_argument("--remeasure", action="store_true", help="measure the KD gains again (else read the cache)")
     ap.add_argument("--fit", action="store_true", help="dev suite only: refit the shipped calibration "
-                    "(src/mmdistill/mfh/advisor_calibration.py) and score its leave-one-out predictions")
+                    "(src/mmdistill/advisor/calibration.py) and score its leave-one-out predictions")
     ap.add_argument("--try-joint", action="store_true", help="dev suite only: score the joint-probe (learned "
                     "representation) signals, alone and added to the calibration (not shipped)")
     args = ap.parse_args()
@@ -321,7 +321,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     note = "shipped calibration"
     if args.fit:
-        from mmdistill.mfh.advisor import predict_gain
+        from mmdistill.advisor.predict import predict_gain
 
         calib, loo = fit_calibration(preds, rows)
         write_calibration(calib, LAMBDA)

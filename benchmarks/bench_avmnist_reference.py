@@ -4,7 +4,7 @@
         --train-rows 55000 --epochs 5 [--out results.json]
 
 ``DIR``: a folder made by ``mmdistill data build av-mnist``. Each model is MultiBench's (LeNet
-encoders, concatenation, MLP head with 100 hidden units; :func:`mmdistill.mfh.table1.reference_model`)
+encoders, concatenation, MLP head with 100 hidden units; :func:`mmdistill.studies.mfh_table1.reference_model`)
 trained with MultiBench's optimiser (SGD, lr ``--lr``, weight decay 1e-4, batch 40) on the first
 ``--train-rows`` of a fixed random order of the 55,000 training rows, selected on 1,000 validation
 rows and tested on all 10,000 test rows; mean and 95% CI over seeds.
@@ -24,7 +24,7 @@ import torch
 from mmdistill.data import build_splits
 from mmdistill.data.dataset import DataSplits
 from mmdistill.engine.api import distill
-from mmdistill.mfh.table1 import multibench_trainer, reference_model, subsets
+from mmdistill.studies.mfh_table1 import multibench_trainer, reference_model, subsets
 from mmdistill.models.multimodal import build_model
 from mmdistill.stats import summarize
 

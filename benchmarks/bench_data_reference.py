@@ -77,7 +77,7 @@ def main() -> None:
         for mods in sets:
             model = train_reference(splits, reference_config(args.dataset, mods), seed, epochs=args.epochs)
             m = evaluate_metrics(model, splits.test)
-            rows["+".join(mods)].append((m["accuracy"], m["macro_f1"]))
+            rows["+".join(mods)].append((m["accuracy"], m["f1_macro"]))
     print(f"| {args.dataset} modalities | test accuracy (%) | test macro-F1 (%) |")
     print("|---|---|---|")
     for name, vals in rows.items():

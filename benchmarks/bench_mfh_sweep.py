@@ -6,7 +6,7 @@ Both sides run the same runs of both studies (vary-gamma: 6 settings, vary-alpha
 teacher, no-KD student, KD student per setting and seed; 1000 full-batch epochs each) from the
 same data and the same initial weights, and both times include data generation and evaluation.
 
-* vectorised: :func:`mmdistill.mfh.studies.vary_gamma` and ``vary_alpha`` (two ensembles per study);
+* vectorised: :func:`mmdistill.studies.mfh_synthetic.vary_gamma` and ``vary_alpha`` (two ensembles per study);
 * sequential: a straightforward loop, one ``nn.Linear`` at a time with ``torch.optim.SGD`` and
   autograd (:func:`mmdistill.mfh.ensemble.fit_sequential`), the teacher's soft labels computed
   once per KD student. The paper's own script is slower still: it also recomputes the teacher
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from mmdistill.mfh.ensemble import Run, fit_sequential
-from mmdistill.mfh.studies import _official_inits, vary_alpha, vary_gamma
-from mmdistill.mfh.venn import draw, preset_settings, preset_spec
+from mmdistill.studies.mfh_synthetic import _official_inits, vary_alpha, vary_gamma
+from mmdistill.data.venn import draw, preset_settings, preset_spec
 
 SECTION = "## MFH synthetic sweeps"
 

@@ -3,8 +3,8 @@
     python benchmarks/bench_salience.py [--repeats 7] [--permutations 10] [--threads 1]
 
 Both sides compute the same scores from the same trained networks and the same permutations
-(checked equal to 1e-4): :func:`mmdistill.mfh.salience.channel_salience` (vectorised) and
-:func:`mmdistill.mfh.salience.channel_salience_loop` (one forward pass per channel and permutation,
+(checked equal to 1e-4): :func:`mmdistill.mfh.algorithm1.channel_salience` (vectorised) and
+:func:`mmdistill.mfh.algorithm1.channel_salience_loop` (one forward pass per channel and permutation,
 the official code's shape). Cases:
 
 * ``table2``: the Table 2 setting (modify-gamma, xs2 = 15): linear teacher on x_a (50 input
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from mmdistill.mfh.ensemble import make_mlp
-from mmdistill.mfh.salience import INPUT, channel_salience, channel_salience_loop, train_pair
-from mmdistill.mfh.venn import draw, preset_spec
+from mmdistill.mfh.algorithm1 import INPUT, channel_salience, channel_salience_loop, train_pair
+from mmdistill.data.venn import draw, preset_spec
 
 
 class ConvSkip(nn.Module):

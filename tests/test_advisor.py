@@ -12,11 +12,11 @@ import torch
 
 from mmdistill.cli import main
 from mmdistill.errors import DataError
-from mmdistill.mfh import advisor_calibration as cal
-from mmdistill.mfh.advisor import advise, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form, predict_gain
-from mmdistill.mfh.advisor_pilot import pilot_gain
-from mmdistill.mfh.advisor_probes import label_moments
-from mmdistill.mfh.venn import VennSpec, draw
+from mmdistill.advisor import calibration as cal
+from mmdistill.advisor.predict import advise, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form, predict_gain
+from mmdistill.advisor.pilot import pilot_gain
+from mmdistill.advisor.probes import label_moments
+from mmdistill.data.venn import VennSpec, draw
 from scipy.stats import spearmanr
 
 torch.set_num_threads(1)

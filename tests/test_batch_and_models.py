@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mmdistill.batch import ModalitySpec, validate_inputs, validate_labels
+from mmdistill.batch import ModalitySpec, validate_inputs
+from mmdistill.tasks import validate_labels
 from mmdistill.errors import BatchError, ConfigError
 from mmdistill.models import EncoderConfig, FeatureHooks, ModelConfig, build_model
 

@@ -334,7 +334,7 @@ def test_too_few_examples_for_the_split_name_the_parameter(name, params, pattern
 
 
 def test_long_modality_and_layer_names_are_cut_short(tiny_config, toy_splits):
-    from mmdistill.engine.api import preflight
+    from mmdistill.engine.protocol import preflight
 
     cfg = load_config(tiny_config(), [f"student.model.modalities=[{'m' * 5000}]"])
     with pytest.raises(ConfigError, match=r"student\.model\.modalities: dataset has no modality 'm+\.\.\.") as info:

@@ -15,7 +15,7 @@ from torch import nn
 from mmdistill.cli import main
 from mmdistill.config import load_config
 from mmdistill.data import build_splits
-from mmdistill.engine.api import preflight
+from mmdistill.engine.protocol import preflight
 from mmdistill.errors import ConfigError, DataError
 
 from test_data_loaders import write_avmnist, write_folder

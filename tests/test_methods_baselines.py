@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmdistill.baselines_study import METHODS, chosen, summary_markdown
+from mmdistill.studies.baselines_study import METHODS, chosen, summary_markdown
 
 
 def rows():

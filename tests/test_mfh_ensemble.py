@@ -11,7 +11,7 @@ from torch import nn
 
 from mmdistill.errors import ConfigError
 from mmdistill.mfh.ensemble import Run, fit_sequential, kd_kl_mean, linear_layers, make_mlp, train_runs
-from mmdistill.mfh.venn import draw, preset_spec
+from mmdistill.data.venn import draw, preset_spec
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import torch
 from mmdistill.cli import main
 from mmdistill.errors import ConfigError
 from mmdistill.mfh.ensemble import make_mlp
-from mmdistill.mfh.removal import MODES, ROW_FIELDS, feature_removal, kept_channels, removed_channels, summarize_removal
+from mmdistill.studies.mfh_removal import MODES, ROW_FIELDS, feature_removal, kept_channels, removed_channels, summarize_removal
 
 torch.set_num_threads(1)
 

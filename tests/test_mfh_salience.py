@@ -9,8 +9,8 @@ from torch import nn
 from mmdistill.data import build_splits
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.mfh.ensemble import make_mlp
-from mmdistill.mfh.salience import INPUT, algorithm1, channel_salience, channel_salience_loop, precision_at, train_pair
-from mmdistill.mfh.venn import draw, preset_spec
+from mmdistill.mfh.algorithm1 import INPUT, algorithm1, channel_salience, channel_salience_loop, precision_at, train_pair
+from mmdistill.data.venn import draw, preset_spec
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
 torch.set_num_threads(1)

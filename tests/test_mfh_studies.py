@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmdistill.mfh.studies import spearman, summarize, vary_alpha, vary_gamma, venn_plane
-from mmdistill.mfh.venn import draw, preset_spec
+from mmdistill.studies.mfh_synthetic import spearman, summarize, vary_alpha, vary_gamma, venn_plane
+from mmdistill.data.venn import draw, preset_spec
 
 torch.set_num_threads(1)
 

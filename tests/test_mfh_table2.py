@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmdistill.cli import main
-from mmdistill.mfh.table2 import ROW_FIELDS, SELECTIONS, contrast, summarize_table2, table2
+from mmdistill.studies.mfh_table2 import ROW_FIELDS, SELECTIONS, contrast, summarize_table2, table2
 
 torch.set_num_threads(1)
 

@@ -1,7 +1,7 @@
 import csv
 
 from mmdistill.cli import main
-from mmdistill.msd_study import METHODS
+from mmdistill.studies.msd_study import METHODS
 
 
 def test_reproduce_msd_writes_one_row_per_dataset_seed_method(tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_missing_modality_table_has_one_row_per_subset_with_its_metric():
     assert by["a"]["accuracy"] == 1.0  # a alone is perfect
     b_only = ((data.tensors["b"][:, 0] > 0).long() == data.labels).float().mean().item()
     assert by["b"]["accuracy"] == pytest.approx(b_only)
-    assert 0.0 < by["b"]["macro_f1"] <= 1.0 and by["b"]["n"] == 200
+    assert 0.0 < by["b"]["f1_macro"] <= 1.0 and by["b"]["n"] == 200
 
 
 def test_mean_masking_is_honoured(tmp_path):
@@ -68,10 +68,18 @@ def test_mean_masking_is_honoured(tmp_path):
     assert {r["present"]: r["accuracy"] for r in rows}["b"] == 0.5  # a replaced by +5: always class 1
 
 
-def test_evaluation_leaves_the_model_in_eval_mode_without_gradients():
-    model = SignSum().train()
+def test_evaluation_runs_in_eval_mode_without_gradients_and_restores_the_mode():
+    seen = []
+
+    class Recording(SignSum):
+        def forward(self, batch):
+            seen.append((self.training, torch.is_grad_enabled()))
+            return super().forward(batch)
+
+    model = Recording().train()
     evaluate_metrics(model, dataset())
-    assert not model.training and model.scale.grad is None
+    assert seen and all(mode == (False, False) for mode in seen)
+    assert model.training and model.scale.grad is None
 
 
 def test_noise_curves_cover_every_modality_kind_and_level_and_degrade():

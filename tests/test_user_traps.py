@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from mmdistill.engine.api import summary_markdown
+from mmdistill.engine.protocol import summary_markdown
 from mmdistill.stats import BOUNDED, format_summary, summarize
 
 
@@ -108,7 +108,7 @@ def test_demo_report_says_each_command_once_and_each_is_runnable(tmp_path):
 
     from mmdistill.cli import build_parser
     from mmdistill.commands.demo import ADVISE_ONE_PAIR, advise_command
-    from mmdistill.report import write_report
+    from mmdistill.studies.demo_report import write_report
 
     root = tmp_path / "demo"
     command = "mmdistill reproduce mfh-gamma --seeds 2 --out mfh-gamma"

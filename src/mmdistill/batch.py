@@ -96,18 +96,5 @@ def validate_inputs(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec], 
             raise BatchError(f"modality {spec.name!r}: {x.shape[0]} examples, but other modalities have {n}")
 
 
-def validate_labels(batch: Mapping[str, Tensor], num_classes: int) -> None:
-    """Labels must be a 1-D integer tensor with values in ``[0, num_classes)``."""
-    if LABEL not in batch:
-        raise BatchError(f"the batch has no {LABEL!r} key")
-    y = batch[LABEL]
-    if y.dtype not in (torch.int32, torch.int64) or y.dim() != 1:
-        raise BatchError(f"{LABEL!r}: expected a 1-D integer tensor, got dtype {y.dtype} and shape {tuple(y.shape)}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise BatchError(
-            f"{LABEL!r}: values must lie in [0, {num_classes}), got min {int(y.min())} and max {int(y.max())}"
-        )
-
-
 def to_device(batch: Mapping[str, Tensor], device: torch.device | str) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

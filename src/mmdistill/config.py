@@ -10,6 +10,7 @@ NaN/Inf) and bounded to their meaningful range; YAML is read in the strict diale
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -64,13 +65,18 @@ class EarlyStoppingConfig(_Strict):
     min_delta: float = Float(0.0, ge=0, description="smallest change of trainer.monitor that counts as an improvement")
 
 
+# The metrics of every task (mmdistill.tasks); RunConfig checks that the monitor is one of its task's.
+MonitorName = Literal["accuracy", "f1_macro", "auroc", "loss", "f1_micro", "map", "mae", "pearson", "miou",
+                      "pixel_accuracy"]
+
+
 class TrainerConfig(_Strict):
     epochs: int = Int(20, ge=1, le=MAX_EPOCHS)
     batch_size: int = Int(64, ge=1, le=MAX_BATCH, description="global batch size (split across DDP processes)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: Optional[float] = Float(None, gt=0, description="max global gradient norm")
-    monitor: Literal["accuracy", "f1_macro", "auroc", "loss"] = Field("accuracy", description="auroc: two-class data only")
+    monitor: MonitorName = Field("accuracy", description="a metric of the task (docs/tasks.md); auroc: 2 classes only")
     early_stopping: Optional[EarlyStoppingConfig] = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
@@ -90,7 +96,7 @@ class TrainerConfig(_Strict):
     @model_validator(mode="after")
     def _min_delta_in_monitor_units(self) -> "TrainerConfig":
         es = self.early_stopping
-        if es is not None and self.monitor != "loss" and es.min_delta >= 1:
+        if es is not None and self.monitor not in ("loss", "mae") and es.min_delta >= 1:
             raise ValueError(f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
                              "(a fraction in [0, 1]); use a value below 1")
         return self
@@ -179,6 +185,18 @@ class CacheConfig(_Strict):
     dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
 
 
+class TaskConfig(_Strict):
+    """``task: segmentation`` or ``task: {name: segmentation, params: {ignore_index: 255}}`` (docs/tasks.md)."""
+
+    name: str = "classification"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_name(cls, raw: Any) -> Any:
+        return {"name": raw} if isinstance(raw, str) else raw
+
+
 class RunConfig(_Strict):
     seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -188,6 +206,45 @@ class RunConfig(_Strict):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _monitor_default_of_the_task(cls, raw: Any) -> Any:
+        """A trainer section that names no monitor gets its task's default (mae for regression, ...)."""
+        task = raw.get("task") if isinstance(raw, dict) else None
+        name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
+        if not isinstance(name, str) or name == "classification":
+            return raw
+        from .tasks import TASKS
+
+        if name not in TASKS:
+            return raw  # refused by TaskConfig with the known names
+        raw = dict(raw)
+        monitor = TASKS.get(name).default_monitor
+        if raw.get("trainer") is None:
+            raw["trainer"] = {"monitor": monitor}
+        elif isinstance(raw["trainer"], dict):
+            raw["trainer"] = {"monitor": monitor, **raw["trainer"]}
+        teacher = raw.get("teacher")
+        if isinstance(teacher, dict) and isinstance(teacher.get("trainer"), dict):
+            raw["teacher"] = {**teacher, "trainer": {"monitor": monitor, **teacher["trainer"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "RunConfig":
+        """A known task with valid params, monitors that are its metrics, and a method that carries over to it."""
+        from .tasks import get_task
+
+        task = get_task(self.task)
+        for key, trainer in (("trainer", self.trainer), ("teacher.trainer", self.teacher and self.teacher.trainer)):
+            if trainer is not None and trainer.monitor not in task.monitors:
+                raise ValueError(f"{key}.monitor: {trainer.monitor!r} is not a metric of task {task.name!r}; "
+                                 f"use one of {', '.join(task.monitors)}")
+        problem = task.method_problem(self.method.name, self.method.params)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 def usable_cpus() -> int:
@@ -252,6 +309,12 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     return None
 
 
+def _names_its_key(msg: str, key: str) -> bool:
+    """``msg`` starts with a dotted key inside ``key`` (or any key when the error is about the whole config)."""
+    head = msg.split(": ", 1)[0]
+    return bool(re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", head)) and (not key or head.startswith(key + "."))
+
+
 def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
     """``model.model_validate(raw)`` with errors rewritten as one ConfigError naming each key (values cut to 80 chars)."""
     try:
@@ -265,6 +328,8 @@ def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
                 lines.append(f"{cut(key, 120)}: unknown key; valid keys: {', '.join(valid or [])}")
             elif e["type"] == "missing":
                 lines.append(f"{key}: required key is missing")
+            elif _names_its_key(e["msg"].removeprefix("Value error, "), key):  # a cross-field check names its own key
+                lines.append(e["msg"].removeprefix("Value error, "))
             else:
                 msg = e["msg"].removeprefix("Value error, ")
                 lines.append(f"{key or prefix.rstrip('.') or 'config'}: {msg} (got {short(e.get('input'))})")
@@ -272,12 +337,15 @@ def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
         raise ConfigError("invalid config: " + "; ".join(" ".join(line.split()) for line in lines) + more) from None
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as strict YAML, see :mod:`mmdistill.strict_yaml`) to a nested dict."""
+def apply_overrides(raw: dict, overrides: list[str], label: str = "override") -> dict:
+    """Apply ``a.b.c=value`` overrides (value parsed as strict YAML, see :mod:`mmdistill.strict_yaml`) to a nested dict.
+
+    ``label`` names the option in errors (``override`` for config overrides, ``--param`` for dataset parameters).
+    """
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {short(item)}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
-        key, value = item.split("=", 1)
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{label} {short(item)}: expected KEY=VALUE with a dotted key, e.g. trainer.epochs=3")
         parts = key.strip().split(".")
         node = raw
         for p in parts[:-1]:
@@ -285,11 +353,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[p] = {}
             node = node[p]
             if not isinstance(node, dict):
-                raise ConfigError(f"override {short(key)}: {short(p)} is not a section")
+                raise ConfigError(f"{label} {short(key)}: {short(p)} is not a section")
         try:
             node[parts[-1]] = strict_yaml.load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {short(key)}: value {short(value)} is not valid YAML "
+        except (yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"{label} {short(key)}: value {short(value)} is not valid YAML "
                               f"({short(str(err).splitlines()[0], 200)})") from None
     return raw
 

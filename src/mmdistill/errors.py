@@ -19,6 +19,10 @@ class DataError(MMDistillError, ValueError):
     """A dataset on disk or in memory is malformed."""
 
 
+class TargetError(BatchError, DataError):
+    """A target (``"label"``) does not have the form its task expects (a BatchError and a DataError)."""
+
+
 class CheckpointError(MMDistillError, ValueError):
     """A checkpoint or cache file is corrupt, truncated, or not a safetensors file."""
 

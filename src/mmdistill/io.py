@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 STALE_TEMP_SECONDS = 24 * 3600  # a temp file of another host's process is stale after this long
 _TEMP_RE = re.compile(r"^\..+\.mmdistill-(?P<host>[A-Za-z0-9_]*)-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
@@ -100,13 +100,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> Path:
-    """``rows`` (dicts with the same keys, in order) as a CSV file with a header, written atomically."""
+def csv_text(rows: Sequence[dict], fields: Sequence[str] | None = None, float_format: str | None = None) -> str:
+    """``rows`` as CSV text with a header: columns ``fields`` (default: the first row's keys; other keys are
+    left out), floats written with ``float_format`` (e.g. ``".6g"``) when given, ``\\n`` line ends."""
     import csv
     import io
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(fields or rows[0]), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    return write_text(path, buf.getvalue())
+    for row in rows:
+        writer.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else v)
+                         for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], fields: Sequence[str] | None = None,
+              float_format: str | None = None) -> Path:
+    """:func:`csv_text` of ``rows``, written atomically."""
+    return write_text(path, csv_text(rows, fields, float_format))

@@ -15,14 +15,18 @@ A :class:`Masker` may use a different strategy per modality (``per_modality``).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec, batch_size
+from .batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from .errors import BatchError, ConfigError
 from .registry import MASKERS
+
+if TYPE_CHECKING:
+    from .config import MaskingConfig
+    from .data.dataset import MultimodalDataset
 
 STRATEGIES = ("zeros", "mean", "learned", "attention")
 for _name in STRATEGIES:
@@ -124,11 +128,6 @@ def split_variants(stacked: Tensor, n_views: int) -> Tensor:
     return stacked.reshape(n_views, stacked.shape[0] // n_views, *stacked.shape[1:])
 
 
-def ensure_masks(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec]) -> Batch:
-    """Add all-ones attention masks for token modalities that have none."""
-    out = dict(batch)
-    n = batch_size(batch)
-    for s in specs:
-        if s.tokens and s.name + MASK_SUFFIX not in out and s.name in out:
-            out[s.name + MASK_SUFFIX] = torch.ones(n, s.shape[0], dtype=torch.long, device=out[s.name].device)
-    return out
+def fit_masker(cfg: MaskingConfig, train: MultimodalDataset) -> Masker:
+    """The run's masker (``masking:`` section), fitted on the training split (its per-modality means)."""
+    return Masker(train.specs(), cfg.strategy, cfg.per_modality).fit(train.feature_mean())

@@ -11,7 +11,7 @@ cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share 
 information both modalities hold; the CCH criterion I(T;S) > I(S;Y)) and moment estimates of the
 shared label information, combined into a predicted KD gain with an 80% interval (calibrated on
 synthetic modality-Venn suites; docs/advisor.md). The advice's cost is printed with it.
-From Python: ``mmdistill.mfh.advisor.advise(x_teacher, x_student, y)``.
+From Python: ``mmdistill.advisor.predict.advise(x_teacher, x_student, y)``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
 
 def _inputs(args: argparse.Namespace):
     """(advisor inputs, seed) from --run, --config or --dataset/--teacher/--student."""
-    from ..mfh.advisor_data import load_advisor_inputs, load_run_inputs
+    from ..advisor.inputs import load_advisor_inputs, load_run_inputs
     from .data import _params
 
     given = [f"--{k}" for k in ("dataset", "teacher", "student", "param") if getattr(args, k)]
@@ -55,7 +55,7 @@ def _inputs(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..mfh.advisor import advise
+    from ..advisor.predict import advise
 
     if args.threads < 1:
         raise ConfigError(f"advise --threads: must be a positive integer, got {args.threads}")

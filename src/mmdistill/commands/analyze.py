@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..masking import Masker
-    from ..modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
-    from .evaluate import load_run_models
+    from ..masking import fit_masker
+    from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
+    from ..evaluation.runs import load_run_models
 
     cfg, data, models = load_run_models(args.run_dir)
     seeds = sorted({k.split("/")[0] for k in models})
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if f"{seed}/teacher" not in models:
         raise ConfigError(f"{args.run_dir}/{seed}: no teacher saved; the analysis needs the run's teacher")
     students = {k.split("/")[1]: v for k, v in models.items() if k.startswith(seed + "/") and not k.endswith("/teacher")}
-    masker = Masker(data.train.specs(), cfg.masking.strategy, cfg.masking.per_modality).fit(data.train.feature_mean())
+    masker = fit_masker(cfg.masking, data.train)
     result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency)
     out = args.run_dir / "analysis"
     md = f"# Modality importance ({seed}, method {cfg.method.name})\n\n" + importance_markdown(result)

@@ -30,7 +30,7 @@ def _table1_arguments(parser: argparse.ArgumentParser) -> None:
 def _table1_run(args: argparse.Namespace, out: Path) -> str:
     from ..data import build_splits
     from ..data.avmnist_build import MARKER, build_av_mnist
-    from ..mfh.table1 import table1, write_table1
+    from ..studies.mfh_table1 import table1, write_table1
 
     for name in ("train_size", "teacher_factor", "epochs", "teacher_epochs", "val_size", "test_size"):
         if getattr(args, name) < 1:
@@ -72,7 +72,7 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _removal_run(args: argparse.Namespace, out: Path) -> str:
     from ..data import build_splits
-    from ..mfh.removal_avmnist import removal_avmnist, write_removal_avmnist
+    from ..studies.mfh_removal_avmnist import removal_avmnist, write_removal_avmnist
 
     if args.train_size < 1 or args.epochs < 1 or not 0 < args.keep <= 1:
         raise ConfigError(f"--train-size, --epochs: positive integers, --keep in (0, 1]; got {args.train_size}, {args.epochs}, "

@@ -20,7 +20,7 @@ def _table2_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table2_run(args: argparse.Namespace, out: Path) -> str:
-    from ..mfh.table2 import table2, write_table2
+    from ..studies.mfh_table2 import table2, write_table2
 
     for name in ("epochs", "joint_epochs", "permutations"):
         if getattr(args, name) < 1:
@@ -50,7 +50,7 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _removal_run(args: argparse.Namespace, out: Path) -> str:
-    from ..mfh.removal import feature_removal, write_removal
+    from ..studies.mfh_removal import feature_removal, write_removal
 
     if args.hidden < 1 or args.epochs < 1:
         raise ConfigError(f"--hidden and --epochs: must be positive integers, got {args.hidden} and {args.epochs}")

@@ -12,26 +12,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
 
 from ..errors import ConfigError, OutputExistsError
-from .. import strict_yaml
 from . import positive_int, seed_int
 
 
 def _params(items: list[str] | None) -> dict:
     """``key=value`` pairs; values are read as YAML (``views=[fou,zer]``, ``flat_image=true``)."""
-    params = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param {item!r}: expected key=value")
-        try:
-            params[key] = strict_yaml.load(value)
-        except (yaml.YAMLError, ValueError) as err:
-            raise ConfigError(f"--param {strict_yaml.cut(item)}: the value is not valid YAML "
-                              f"({str(err).splitlines()[0]})") from None
-    return params
+    from ..config import apply_overrides
+
+    return apply_overrides({}, list(items or []), label="--param")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -5,15 +5,15 @@ Steps (each writes a folder under DIR; ``DIR/report.html`` gathers them):
 1. ``kd-miniature``: crossmodal KD in miniature — a teacher on a+b, a student on b, with and
    without KD, 3 seeds (the ``toy-two-modality`` task; :mod:`mmdistill.engine.api`);
 2. ``mfh-gamma``: the modality focusing hypothesis in one figure — KD gain against gamma on
-   the paper's synthetic protocol, 10 seeds (:mod:`mmdistill.mfh.studies`);
+   the paper's synthetic protocol, 10 seeds (:mod:`mmdistill.studies.mfh_synthetic`);
 3. ``advise``: will crossmodal KD help? The advisor's prediction on several mfeat view pairs and
-   the AV-Digits pair, next to the measured KD gain (:mod:`mmdistill.demo_advice`);
-4. ``mfh-removal``: the feature-removal experiment on one mfeat pair (:mod:`mmdistill.mfh.removal`);
+   the AV-Digits pair, next to the measured KD gain (:mod:`mmdistill.studies.demo_advice`);
+4. ``mfh-removal``: the feature-removal experiment on one mfeat pair (:mod:`mmdistill.studies.mfh_removal`);
 5. ``msd``: MSD against KD and no-KD on AV-Digits (image + audio), 3 seeds, with the
-   modality-importance figure (:mod:`mmdistill.msd_study`);
+   modality-importance figure (:mod:`mmdistill.studies.msd_study`);
 6. ``avmnist`` (only with ``--data-root DIR`` holding ``mnist/`` and ``fsdd/recordings/``): the MFH
    paper's Table 1 failure case on AV-MNIST rebuilt from MNIST + FSDD, in miniature (1,000 student
-   rows, 2 epochs; :mod:`mmdistill.mfh.table1`). Without ``--data-root`` the demo uses bundled data only.
+   rows, 2 epochs; :mod:`mmdistill.studies.mfh_table1`). Without ``--data-root`` the demo uses bundled data only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _kd_miniature(out: Path, seeds: int, quiet: bool) -> dict:
     from ..config import load_config
-    from ..engine.api import run_config
+    from ..engine.protocol import run_config
 
     cfg = load_config(str(resources.files("mmdistill") / "configs" / "demo.yaml"))
     run_config(cfg, out, list(range(seeds)), quiet=True)
@@ -53,8 +53,8 @@ def _kd_miniature(out: Path, seeds: int, quiet: bool) -> dict:
 
 
 def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
-    from ..mfh import studies
-    from ..mfh.report import write_study
+    from ..studies import mfh_synthetic as studies
+    from ..studies.mfh_report import write_study
 
     command = "mmdistill reproduce mfh-gamma --seeds 10 --out mfh-gamma"
     write_study(studies.vary_gamma(range(10)), out, command)
@@ -65,7 +65,7 @@ def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
 
 
 def _advise(out: Path, seeds: int, quiet: bool) -> dict:
-    from .. import demo_advice
+    from ..studies import demo_advice
 
     command = advise_command(out, seeds)
     demo_advice.write(demo_advice.advice_vs_measured(seeds=range(seeds)), out, command)
@@ -85,7 +85,7 @@ def advise_command(out: Path, seeds: int) -> str:
 
 
 def _removal(out: Path, seeds: int, quiet: bool) -> dict:
-    from ..mfh.removal import feature_removal, write_removal
+    from ..studies.mfh_removal import feature_removal, write_removal
 
     command = f"mmdistill reproduce mfh-removal --dataset mfeat --pairs pix:zer --seeds {seeds} --out mfh-removal"
     write_removal(feature_removal("mfeat", pairs=["pix:zer"], seeds=range(seeds)), out, command)
@@ -97,7 +97,7 @@ def _removal(out: Path, seeds: int, quiet: bool) -> dict:
 
 
 def _msd(out: Path, seeds: int, quiet: bool) -> dict:
-    from ..msd_study import run_study
+    from ..studies.msd_study import run_study
 
     command = f"mmdistill reproduce msd --dataset av-digits --seeds {seeds} --out msd"
     run_study(["av-digits"], list(range(seeds)), out, command)
@@ -110,7 +110,7 @@ def _msd(out: Path, seeds: int, quiet: bool) -> dict:
 def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     from ..data import build_splits
     from ..data.avmnist_build import MARKER, build_av_mnist
-    from ..mfh.table1 import table1, write_table1
+    from ..studies.mfh_table1 import table1, write_table1
 
     data = out / "avmnist"
     if not (data / MARKER).is_file():
@@ -151,7 +151,7 @@ def _run_steps(out: Path, args: argparse.Namespace) -> Path:
     from tqdm.auto import tqdm
 
     from ..io import write_text
-    from ..report import write_report
+    from ..studies.demo_report import write_report
 
     sections = []
     steps = list(STEPS)

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.runfolder import read_marker
-    from ..report import write_report
+    from ..studies.demo_report import write_report
 
     existing = [n for n in ("report.html", "report.md") if (args.run_dir / n).exists()]
     if existing and read_marker(args.run_dir) is None and not args.overwrite:

@@ -54,8 +54,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _mfh_study(args: argparse.Namespace, out: Path) -> str:
-    from ..mfh import studies
-    from ..mfh.report import write_study
+    from ..studies import mfh_synthetic as studies
+    from ..studies.mfh_report import write_study
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs: must be a positive integer, got {args.epochs}")
@@ -83,7 +83,7 @@ def _msd_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _msd_study(args: argparse.Namespace, out: Path) -> str:
-    from ..msd_study import run_study
+    from ..studies.msd_study import run_study
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = f"mmdistill reproduce msd --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (
@@ -101,7 +101,7 @@ def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _baselines_study(args: argparse.Namespace, out: Path) -> str:
-    from ..baselines_study import run_study
+    from ..studies.baselines_study import run_study
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (

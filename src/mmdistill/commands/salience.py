@@ -15,18 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-
 
 from ..errors import ConfigError
 from . import positive_float, positive_int, seed_int
-
-
-def default_layer(hidden: list[int]) -> str:
-    """Input channels for a linear model, else the last hidden ReLU of ``make_mlp``'s Sequential."""
-    from ..mfh.salience import INPUT
-
-    return INPUT if not hidden else str(2 * len(hidden) - 1)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,54 +30,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace, folder) -> int:
-    from ..io import write_text
-    from ..mfh.ensemble import make_mlp
-    from ..mfh.pairs import load_pairs
-    from ..mfh.crossmodal_plots import plot_sorted_scores
-    from ..mfh.salience import algorithm1, precision_at
     import torch
 
+    from ..io import write_csv
+    from ..mfh.channel_scores import score_pair
+    from ..studies.mfh_crossmodal_plots import plot_sorted_scores
     from .data import _params
 
     params = _params(args.param)
     if args.preset is not None:
         params.update({"preset": args.preset, "setting": args.setting})
     torch.set_num_threads(args.threads)
-    pairs = load_pairs(args.dataset, params, args.teacher, args.student, seed=args.seed)
-    tr = pairs.train
-    torch.manual_seed(args.seed)
-    teacher = make_mlp(tr.xa.shape[1], args.hidden, pairs.num_classes)
-    student = make_mlp(tr.xb.shape[1], args.hidden, pairs.num_classes)
-    layer = args.layer or default_layer(args.hidden)
-    start = time.perf_counter()
-    result = algorithm1(teacher, student, tr.xa, tr.xb, tr.y, layer, variant=args.variant, permutations=args.permutations,
-                        seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    seconds = time.perf_counter() - start
-    order = torch.argsort(result.scores, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
-    truth = set(pairs.shared.tolist()) if pairs.shared is not None else None
-    lines = ["channel,score,raw,rank" + (",shared" if truth is not None else "")]
-    for c in range(len(order)):
-        extra = f",{int(c in truth)}" if truth is not None else ""
-        lines.append(f"{c},{result.scores[c]:.6g},{result.raw[c]:.6g},{int(rank[c]) + 1}{extra}")
-    out = folder.path
-    title = f"{args.dataset}: teacher {pairs.teacher} -> student {pairs.student}, layer {layer} ({args.variant})"
-    plot_sorted_scores(result.scores, out / "salience.png", title, truth)
-    write_text(out / "scores.csv", "\n".join(lines) + "\n")
-    report = {"dataset": args.dataset, "teacher": pairs.teacher, "student": pairs.student, "layer": layer,
-              "variant": args.variant, "channels": len(order), "permutations": args.permutations,
-              "top": order[: min(10, len(order))].tolist(), "seconds_total": round(seconds, 3),
-              "seconds_scoring": round(result.seconds, 4)}
-    if truth is not None:
-        k = len(truth)
-        report["precision_at_shared"] = precision_at(result.top(k), pairs.shared)
+    scored = score_pair(args.dataset, params, args.teacher, args.student, args.hidden, args.layer, args.variant,
+                        args.permutations, args.seed, args.epochs, args.lr, args.batch_size)
+    out, report = folder.path, scored.report
+    plot_sorted_scores(scored.result.scores, out / "salience.png", scored.title, scored.shared)
+    write_csv(out / "scores.csv", scored.rows, float_format=".6g")
     if args.json:
         print(json.dumps(report))
     else:
-        prec = f"; precision of the top {len(truth)} vs the true shared channels {report['precision_at_shared']:.2f}" if truth else ""
-        print(f"{title}: {len(order)} channels scored in {result.seconds:.3f} s (training + scoring {seconds:.2f} s); "
-              f"top {report['top']}{prec}; wrote {out}/scores.csv and salience.png")
+        prec = (f"; precision of the top {len(scored.shared)} vs the true shared channels "
+                f"{report['precision_at_shared']:.2f}" if scored.shared else "")
+        print(f"{scored.title}: {report['channels']} channels scored in {scored.result.seconds:.3f} s (training + "
+              f"scoring {report['seconds_total']:.2f} s); top {report['top']}{prec}; wrote {out}/scores.csv and "
+              "salience.png")
     return 0
 
 

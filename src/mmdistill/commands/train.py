@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         runfolder.check(args.out, "train", "metrics.json", args.overwrite, args.resume)
 
     from ..config import load_config
-    from ..engine.api import run_config
+    from ..engine.protocol import run_config
     from ..stats import BOUNDED, few_seeds_caution, format_summary
 
     cfg = load_config(args.config, args.overrides)

@@ -15,7 +15,7 @@ from ..registry import DATASETS
 from ..strict_yaml import cut, short
 from . import synthetic  # noqa: F401  (registers its builders)
 from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
-from ..mfh import venn  # noqa: F401  (registers the "venn" dataset)
+from . import venn  # noqa: F401  (registers the "venn" dataset)
 from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
 
 __all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_arrays", "stratified_split"]

@@ -32,7 +32,6 @@ and ``overwrite`` is set (nothing that this command did not create is deleted or
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil

@@ -83,7 +83,7 @@ class NpyRows:
         than a system call), so a batch of small rows (a teacher's logits) costs a few calls,
         not one per row; a span reads at most ``SPAN_BYTES`` (bounded memory).
         """
-        rb, fd = self.row_bytes, self._fd
+        rb = self.row_bytes
         gap_rows = max(GAP_BYTES // max(rb, 1), 0)
         cuts = np.flatnonzero(np.diff(uniq) > gap_rows + 1) + 1
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(uniq)]):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..batch import LABEL, Batch, validate_labels
+from ..batch import LABEL, Batch
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..data.item_dataset import (
@@ -34,6 +34,7 @@ from ..data.item_dataset import (
     seed_rngs,
 )
 from ..errors import DataError
+from ..tasks import validate_labels
 
 
 class EpochBatches:

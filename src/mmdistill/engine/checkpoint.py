@@ -208,11 +208,6 @@ def read_verified(path: str | Path, keep: bool = False,
         raise CheckpointError(f"{path}: metadata 'state' is not valid JSON (corrupt file)") from None
 
 
-def verify_file(path: str | Path, chunk_bytes: int = 8 << 20) -> dict:
-    """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return its JSON state."""
-    return read_verified(path, keep=False, chunk_bytes=chunk_bytes)[0]
-
-
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Model weights from ``.safetensors`` (checked), or a ``.pt``/``.pth`` state dict via ``torch.load(weights_only=True)``."""
     path = Path(path)

@@ -1,4 +1,6 @@
-"""Evaluation metrics from torchmetrics: accuracy, macro-F1, and AUROC for binary tasks.
+"""Evaluation metrics from torchmetrics, by task (:mod:`mmdistill.tasks`): classification gives accuracy,
+macro-F1, and AUROC for binary tasks; multilabel f1_micro, f1_macro, map; regression mae, pearson; segmentation
+miou, pixel_accuracy. Every task adds ``loss``, its supervised loss averaged over the split.
 
 Under DDP each process sees part of the split; torchmetrics all-gathers its states in
 ``compute()``, so every process gets the metric over the whole split.
@@ -7,45 +9,40 @@ Under DDP each process sees part of the split; torchmetrics all-gathers its stat
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..batch import LABEL, Batch
+from ..tasks import Task, get_task
 
 if TYPE_CHECKING:
     import torchmetrics
 
 
 @functools.lru_cache(maxsize=16)
-def _reusable(num_classes: int, device: str) -> torchmetrics.MetricCollection:
-    return metric_collection(num_classes).to(device)
+def _reusable(task_key: tuple, num_classes: int, device: str) -> torchmetrics.MetricCollection:
+    name, params = task_key
+    return get_task({"name": name, "params": dict(params)}).metrics(num_classes).to(device)
 
 
 def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
-    import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up (issue 16)
-
-    metrics: dict[str, torchmetrics.Metric] = {
-        "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),
-    }
-    if num_classes == 2:
-        metrics["auroc"] = torchmetrics.classification.BinaryAUROC()
-    return torchmetrics.MetricCollection(metrics)
+    """The classification metrics (accuracy, f1_macro, auroc for two classes)."""
+    return get_task("classification").metrics(num_classes)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Batch], num_classes: int, device: torch.device | str = "cpu",
-             transform: Callable[[Batch], Batch] | None = None) -> dict[str, float]:
-    """Metrics of ``model`` over ``batches`` (plus mean cross-entropy as ``loss``).
+             transform: Callable[[Batch], Batch] | None = None, task: Task | str | Any = None) -> dict[str, float]:
+    """Metrics of ``model`` over ``batches`` for ``task`` (None: classification), plus the mean task loss as ``loss``.
 
     ``transform`` is applied to each batch first (e.g. a masker removing a modality).
     """
+    task = get_task(task)
     was_training = model.training
     model.eval()
-    metrics = _reusable(num_classes, str(torch.device(device)))  # built once per (classes, device), reset per use
+    metrics = _reusable(task.cache_key(), num_classes, str(torch.device(device)))  # reset per use
     metrics.reset()
     loss_sum = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
@@ -53,15 +50,12 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], num_classes: int, devic
         batch = {k: v.to(device) for k, v in batch.items()}
         if transform is not None:
             batch = transform(batch)
-        logits = model(batch).float()
+        output = model(batch).float()
         y = batch[LABEL]
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        count += len(y)
-        probs = logits.softmax(-1)
-        metrics["accuracy"].update(probs, y)
-        metrics["f1_macro"].update(probs, y)
-        if "auroc" in metrics:
-            metrics["auroc"].update(probs[:, 1], y)
+        batch_loss, batch_count = task.loss_sum(output, y)
+        loss_sum += batch_loss
+        count += batch_count
+        task.update_metrics(metrics, output, y)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(count)

@@ -1,9 +1,7 @@
 """Missing-modality and noise-robustness evaluation, the same harness for every model.
 
 A model is any ``nn.Module`` with a ``modalities`` attribute whose ``forward(batch)`` returns
-logits. Metrics (torchmetrics): top-1 accuracy and macro-F1,
-
-    macro-F1 = (1 / C) sum_c 2 P_c R_c / (P_c + R_c).
+logits. Metrics: the engine's (:mod:`mmdistill.engine.metrics`, torchmetrics), with the same names.
 
 * :func:`missing_modality_table`: the metrics for every non-empty subset S of the model's
   modalities, the others removed by the configured :class:`~mmdistill.masking.Masker`
@@ -27,7 +25,6 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from ..batch import LABEL, MASK_SUFFIX, Batch
 from ..errors import ConfigError
@@ -49,15 +46,6 @@ def iter_batches(dataset, batch_size: int = 256) -> Iterator[Batch]:
         yield dataset.__getitems__(list(range(start, min(start + batch_size, n))))
 
 
-def _metrics(logits: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
-    pred = logits.argmax(1)
-    return {
-        "accuracy": float(multiclass_accuracy(pred, labels, num_classes, average="micro")),
-        "macro_f1": float(multiclass_f1_score(pred, labels, num_classes, average="macro")),
-        "n": int(len(labels)),
-    }
-
-
 @torch.no_grad()
 def predict(model: nn.Module, dataset, batch_size: int = 256, transform=None) -> tuple[Tensor, Tensor]:
     """(logits, labels) over ``dataset``; ``transform(batch) -> batch`` is applied before the forward pass."""
@@ -74,9 +62,18 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, transform=None) ->
 
 
 def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform=None) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``model`` on ``dataset`` (in eval mode, without gradients)."""
-    logits, labels = predict(model, dataset, batch_size, transform)
-    return _metrics(logits, labels, getattr(dataset, "num_classes", logits.shape[1]))
+    """The engine's metrics (:func:`mmdistill.engine.metrics.evaluate`: same names, same numbers as training's
+    evaluation) of ``model`` on ``dataset``, in eval mode, plus ``n``, the number of examples."""
+    from ..engine.metrics import evaluate
+
+    num_classes = getattr(dataset, "num_classes", None) or _num_outputs(model, dataset)
+    out = evaluate(model, iter_batches(dataset, batch_size), num_classes, _device(model), transform)
+    return {**out, "n": len(dataset)}
+
+
+def _num_outputs(model: nn.Module, dataset) -> int:
+    with torch.no_grad():
+        return int(model.eval()(next(iter_batches(dataset, 2))).shape[-1])
 
 
 def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -87,7 +84,7 @@ def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size: int = 256) -> list[dict]:
     """One row per non-empty subset of ``model.modalities`` present (the rest removed by ``masker``).
 
-    Row: ``{"present": "a+b", "removed": "c" or "-", "accuracy", "macro_f1", "n"}``.
+    Row: ``{"present": "a+b", "removed": "c" or "-", "accuracy", "f1_macro", "loss", "n"}``.
     """
     mods = model_modalities(model)
     rows = []
@@ -125,7 +122,7 @@ def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequ
                  seed: int = 0, batch_size: int = 256) -> list[dict]:
     """Metrics with one modality corrupted at each level; one row per (modality, kind, level).
 
-    Row: ``{"modality", "kind", "level", "accuracy", "macro_f1", "n"}``. Gaussian noise is
+    Row: ``{"modality", "kind", "level", "accuracy", "f1_macro", "loss", "n"}``. Gaussian noise is
     skipped for token modalities. The noise of (modality, kind, level) is seeded from ``seed``.
     """
     for kind in kinds:
@@ -182,7 +179,7 @@ def format_rows(rows: Sequence[dict], columns: Sequence[str] | None = None) -> s
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
-    fmt = lambda k, v: f"{100 * v:.2f}" if k in ("accuracy", "macro_f1") else (f"{v:g}" if isinstance(v, float) else str(v))
+    fmt = lambda k, v: f"{100 * v:.2f}" if k in ("accuracy", "f1_macro") else (f"{v:g}" if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -1,11 +1,11 @@
 """MFH modality-general KD: distil from a teacher that keeps only its modality-general channels.
 
 Xue, Gao, Ren, Zhao; ICLR 2023, "The Modality Focusing Hypothesis: Towards Understanding Crossmodal
-Knowledge Distillation", Sec. 4.2. Algorithm 1 (:mod:`mmdistill.mfh.salience`) scores each channel c
+Knowledge Distillation", Sec. 4.2. Algorithm 1 (:mod:`mmdistill.mfh.algorithm1`) scores each channel c
 of a teacher layer by how much permuting it across examples moves the teacher's output away from a
 student's on the paired other modality; the top ``r`` share is kept and every other channel is set
 to zero (``fill: zero``, as the brief of the method) or to its mean on the scored examples
-(``fill: mean``, as the study code :mod:`mmdistill.mfh.removal`), by a forward hook on the layer::
+(``fill: mean``, as the study code :mod:`mmdistill.studies.mfh_removal`), by a forward hook on the layer::
 
     h'_c = h_c if c in K else fill_c,        K = top round(r * C) channels by score
     L    = (1 - lam) * CE(y, s(x)) + lam * T^2 * KL(p_t'(x; T) || p_s(x; T))      (Hinton KD from t')
@@ -101,7 +101,7 @@ class ModalityGeneralKD(Method):
         self._handle = None
 
     def compute_scores(self, train: MultimodalDataset, teacher: nn.Module, device: torch.device) -> Tensor:
-        from ..mfh.salience import channel_salience
+        from ..mfh.algorithm1 import channel_salience
 
         p = self.params
         batch = {k: v.to(device) for k, v in train.__getitems__(range(min(p.salience_examples, len(train)))).items()}

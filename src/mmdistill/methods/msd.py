@@ -6,7 +6,7 @@
 
 ``x^(m)`` keeps only modality m (the others removed by the masking strategy). The full input
 and every ``x^(m)`` go through each model in one batched pass; the teacher's come from the
-cache. Weighting schemes for the auxiliary terms (saliency ``s_m(x)``: :mod:`mmdistill.saliency`):
+cache. Weighting schemes for the auxiliary terms (saliency ``s_m(x)``: :mod:`mmdistill.methods.msd_saliency`):
 
 * ``uniform``     w_m = 1
 * ``population``  w_m = S_m / mean_k S_k            (S_m = training-set mean saliency)
@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
-from ..saliency import instance_saliency, removal_views, saliency_from_logits
+from .msd_saliency import instance_saliency, removal_views, saliency_from_logits
 from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
 from .kd import kd_loss
 

@@ -1,7 +1,7 @@
-"""The Modality Focusing Hypothesis (Xue et al., ICLR 2023): the modality Venn diagram
-generator (:mod:`.venn`), a vectorised trainer for sweeps of tiny models (:mod:`.ensemble`)
-and the paper's synthetic studies (:mod:`.studies`)."""
+"""The Modality Focusing Hypothesis as library features: Algorithm 1 (:mod:`.algorithm1`, which teacher
+channels hold modality-general decisive information), a vectorised trainer for sweeps of tiny models
+(:mod:`.ensemble`), paired-modality features (:mod:`.pairs`) and the advisor (:mod:`.advisor`).
 
-from .venn import VennDraw, VennSample, VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
-
-__all__ = ["VennDraw", "VennSample", "VennSpec", "draw", "preset_settings", "preset_spec", "spec_from_ratios"]
+The modality Venn diagram generator is a data source (:mod:`mmdistill.data.venn`); the paper's studies and
+reproductions live in :mod:`mmdistill.studies` and are never imported from here.
+"""

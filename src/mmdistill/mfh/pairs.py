@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
+DEFAULT_PCA = {"av-digits": 64}  # PCA width of the features the MFH removal study and the advisor measure on
 DEFAULT_MODALITIES = {"venn": ("a", "b"), "mfeat": ("pix", "zer"), "av-digits": ("image", "audio")}
 
 

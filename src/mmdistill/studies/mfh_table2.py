@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from ..stats import paired_difference, summarize
-from .ensemble import Run, train_runs
-from .salience import algorithm1, precision_at
-from .studies import _official_inits
-from .venn import draw, preset_settings, preset_spec
+from ..mfh.ensemble import Run, train_runs
+from ..mfh.algorithm1 import algorithm1, precision_at
+from .mfh_synthetic import _official_inits
+from ..data.venn import draw, preset_settings, preset_spec
 
 SELECTIONS = ("regular", "random", "ground-truth", "algorithm1")
 ROW_FIELDS = ["setting", "gamma", "seed", "selection", "teacher_acc", "nokd_acc", "kd_acc", "salience_precision"]
@@ -199,12 +199,12 @@ def summary_markdown(result: Table2Result, command: str = "") -> str:
 def write_table2(result: Table2Result, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``table2.png`` and, last, ``results.csv`` (atomically)."""
     from ..io import write_text
-    from .crossmodal_plots import plot_table2
-    from .report import csv_text
+    from .mfh_crossmodal_plots import plot_table2
+    from ..io import csv_text
 
     out = Path(out)
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              plot_table2(summarize_table2(result.rows), out / "table2.png",
                          "MFH Table 2: teachers on all / selected channels of x_a, KD students on x_b")]
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

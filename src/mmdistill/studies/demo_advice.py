@@ -1,9 +1,9 @@
 """The demo's "will crossmodal KD help?" step: the advisor's prediction next to the measured KD gain.
 
 For each (dataset, teacher modality : student modality) pair: ``advise`` on the training split
-(no student is distilled; :mod:`mmdistill.mfh.advisor`), then the measured gain of a KD student
+(no student is distilled; :mod:`mmdistill.advisor.predict`), then the measured gain of a KD student
 over the same student trained alone, paired over seeds (the regular-KD and no-KD students of
-:func:`mmdistill.mfh.removal.feature_removal`, which trains them as batched ensembles). The
+:func:`mmdistill.studies.mfh_removal.feature_removal`, which trains them as batched ensembles). The
 advice's cost is set against one full distillation run of the pair by that protocol (a teacher
 and a KD student, one-hidden-layer MLPs, 300 full-batch epochs, timed alone: :func:`one_run_seconds`).
 """
@@ -16,10 +16,10 @@ from typing import Sequence
 
 import torch
 
-from .io import atomic_write, write_text
-from .mfh.advisor import advise_dataset
-from .mfh.removal import feature_removal
-from .stats import paired_difference
+from ..io import atomic_write, write_csv, write_text
+from ..advisor.predict import advise_dataset
+from .mfh_removal import feature_removal
+from ..stats import paired_difference
 
 PAIRS = [("mfeat", "pix:zer"), ("mfeat", "kar:fou"), ("mfeat", "fou:kar"), ("mfeat", "zer:mor"), ("mfeat", "fac:pix"),
          ("av-digits", "image:audio"), ("av-digits", "audio:image")]
@@ -31,9 +31,9 @@ FIELDS = ["dataset", "pair", "gamma", "gamma_low", "gamma_high", "cch_margin", "
 def one_run_seconds(dataset: str, pair: str, seed: int = 0, hidden: int = 64, epochs: int = 300, lr: float = 0.3) -> float:
     """Wall-clock seconds of one full distillation run of the pair by the measuring protocol: a teacher, then a KD
     student (``CE + k KL``, T = 1), one-hidden-layer MLPs, full-batch SGD, each trained alone by the batched trainer."""
-    from .mfh.ensemble import Run, make_mlp, train_runs
-    from .mfh.pairs import load_pairs
-    from .mfh.removal import DEFAULT_PCA
+    from ..mfh.ensemble import Run, make_mlp, train_runs
+    from ..mfh.pairs import load_pairs
+    from ..mfh.pairs import DEFAULT_PCA
 
     teacher, student = pair.split(":")
     data = load_pairs(dataset, {}, teacher, student, seed=seed, pca=DEFAULT_PCA.get(dataset))
@@ -118,13 +118,6 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def write(rows: list[dict], out: Path, command: str) -> None:
-    import csv
-    import io
-
     plot(rows, out / "advice.png")
     write_text(out / "summary.md", summary_markdown(rows, command))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out / "results.csv", buf.getvalue())
+    write_csv(out / "results.csv", rows, FIELDS)

@@ -1,6 +1,6 @@
 """Figures of the crossmodal tools: Algorithm 1's sorted scores, Table 2, feature removal (matplotlib, Agg).
 
-Written atomically through :func:`mmdistill.mfh.plots._save`.
+Written atomically through :func:`mmdistill.studies.mfh_plots._save`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .plots import _pyplot, _save
+from .mfh_plots import _pyplot, _save
 
 
 def plot_sorted_scores(scores: torch.Tensor, path: Path, title: str, shared: set | None = None) -> Path:

@@ -32,7 +32,8 @@ import torch
 
 from ..config import CacheConfig, OptimizerConfig, TrainerConfig
 from ..data.dataset import DataSplits
-from ..engine.api import _load_finished, distill
+from ..engine.api import distill
+from ..engine.protocol import _load_finished
 from ..errors import ConfigError
 from ..io import write_text
 from ..models.encoders import EncoderConfig
@@ -177,8 +178,8 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
 
 def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``table1.png`` and, last, ``results.csv`` (atomically)."""
-    from .plots import _pyplot, _save
-    from .report import csv_text
+    from .mfh_plots import _pyplot, _save
+    from ..io import csv_text
 
     paths = [write_text(out / "summary.md", summary_markdown(result, command))]
     plt = _pyplot()
@@ -197,5 +198,5 @@ def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Pat
     ax.set_title("MFH Table 1, AV-MNIST: audio student", fontsize=9)
     fig.tight_layout()
     paths.append(_save(fig, out / "table1.png"))
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

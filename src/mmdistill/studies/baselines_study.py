@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from .config import CacheConfig, TrainerConfig
-from .data import build_splits
-from .engine.api import distill
-from .errors import ConfigError
-from .io import write_csv, write_text
-from .models import EncoderConfig, ModelConfig, build_model
-from .stats import format_summary, paired_difference, summarize
+from ..config import CacheConfig, TrainerConfig
+from ..data import build_splits
+from ..engine.api import distill
+from ..errors import ConfigError
+from ..io import write_csv, write_text
+from ..models import EncoderConfig, ModelConfig, build_model
+from ..stats import format_summary, paired_difference, summarize
 
 T_GRID = (1.0, 2.0, 4.0)
 LAYERS = {"student_layer": "head.0", "teacher_layer": "head.0"}

@@ -2,19 +2,19 @@
 
 Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and labels ``y``:
 
-1. linear probes, cross-fitted (:mod:`.advisor_probes`): the gamma estimate (share of decisive
+1. linear probes, cross-fitted (:mod:`.probes`): the gamma estimate (share of decisive
    information both modalities hold, Xue et al. ICLR 2023), how much of each modality the other
    explains, how well each predicts the label, and the CCH criterion I(T;S) > I(S;Y)
    (Xie et al. 2025) with bootstrap intervals; and U-statistic moment estimates of the label
-   information each modality holds and the two share (:func:`.advisor_probes.label_moments`);
-2. a pilot distillation (:mod:`.advisor_pilot`): K-fold x R cross-fitted teachers, no-KD and KD
+   information each modality holds and the two share (:func:`.probes.label_moments`);
+2. a pilot distillation (:mod:`.pilot`): K-fold x R cross-fitted teachers, no-KD and KD
    students trained as batched ensembles on the training rows, scored on the held-out rows;
 3. the predicted gain (accuracy points), a quadratic ridge on these signals,
 
        gain_hat = b0 + sum_j b_j d_j,   d = standardised signals z_i and their products z_i z_j,
 
    fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit`` and shipped in
-   :mod:`.advisor_calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set
+   :mod:`.calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set
    from that suite's leave-one-out residuals (split-conformal style). Outside the calibration's
    domain (:func:`calibration_domain`: two classes, 40-200 rows) the predicted gain is the pilot's
    own estimate, and the advice says so. docs/advisor.md has the held-out validation.
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from . import advisor_calibration as cal
-from .advisor_pilot import pilot_gain
-from .advisor_probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
-from .advisor_probes import label_moments, linear_probes
+from . import calibration as cal
+from .pilot import pilot_gain
+from .probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
+from .probes import label_moments, linear_probes
 
 PROBE_ROWS = 600  # the linear probes and moment estimates read at most this many rows (the Venn suites have <= 200)
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless
@@ -173,7 +173,7 @@ def _top_components(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
-    """The signals the calibrated combination reads (names as in :data:`.advisor_calibration.FEATURES`)."""
+    """The signals the calibrated combination reads (names as in :data:`.calibration.FEATURES`)."""
     clip = lambda v: float(min(max(v, -1.0), 1.0))  # noqa: E731
     return {
         "teacher_acc": pilot.teacher_accuracy, "student_acc": pilot.student_accuracy, "pilot_gain": pilot.gain_prob,
@@ -214,8 +214,8 @@ def _recommend(gain: float, interval: tuple[float, float]) -> str:
 def advise_dataset(dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0,
                    **kwargs) -> Advice:
     """:func:`advise` on the training split of a registered dataset; ``teacher`` / ``student``: a modality name,
-    "image,audio" or a list (a multimodal side is its modalities' features concatenated; :mod:`.advisor_data`)."""
-    from .advisor_data import load_advisor_inputs
+    "image,audio" or a list (a multimodal side is its modalities' features concatenated; :mod:`.inputs`)."""
+    from .inputs import load_advisor_inputs
 
     inputs = load_advisor_inputs(dataset, params, teacher, student, seed=seed)
     return advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, **kwargs)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Sequence
 
-from ..io import write_text
-from .studies import ROW_FIELDS, StudyResult, spearman
+from ..io import csv_text, write_text
+from .mfh_synthetic import ROW_FIELDS, StudyResult, spearman
 
 TITLES = {
     "mfh-gamma": "MFH, vary gamma (paper Fig. 2)",
@@ -19,15 +16,6 @@ X_KEYS = {"mfh-gamma": "gamma", "mfh-alpha": "alpha"}
 
 PLANE_FIELDS = ["setting", "gamma_target", "alpha_target", "s0", "sa", "sb", "gamma", "alpha", "beta", "seeds",
                 "teacher_mean", "nokd_mean", "kd_mean", "delta_mean", "delta_std"]
-
-
-def csv_text(rows: Sequence[dict], fields: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
 
 
 def summary_markdown(result: StudyResult, command: str = "") -> str:
@@ -74,18 +62,18 @@ def summary_markdown(result: StudyResult, command: str = "") -> str:
 
 def write_study(result: StudyResult, out: Path, command: str = "") -> list[Path]:
     """Write the figure (and plane.csv for the plane), summary.md and, last, results.csv into ``out``."""
-    from .plots import plot_plane, plot_sweep
+    from .mfh_plots import plot_plane, plot_sweep
 
     out = Path(out)
     title = TITLES.get(result.name, result.name)
     written = []
     if result.name == "mfh-plane":
         grid = result.extra["grid"]
-        written.append(write_text(out / "plane.csv", csv_text(grid, PLANE_FIELDS)))
+        written.append(write_text(out / "plane.csv", csv_text(grid, PLANE_FIELDS, ".6g")))
         written.append(plot_plane(grid, out / "plane.png", title, command))
     else:
         written.append(plot_sweep(result.summary(), X_KEYS.get(result.name, "gamma"), out / f"{result.name}.png", title, command))
     written.append(write_text(out / "summary.md", summary_markdown(result, command) + "\n"))
     # last, so that a results.csv marks a finished run
-    written.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    written.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return written

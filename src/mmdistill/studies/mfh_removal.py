@@ -35,14 +35,14 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..models.hooks import find_module
 from ..stats import paired_difference, summarize
-from .ensemble import Run, make_mlp, train_runs
-from .pairs import load_pairs
-from .salience import channel_salience
+from ..mfh.ensemble import Run, make_mlp, train_runs
+from ..mfh.pairs import load_pairs
+from ..mfh.algorithm1 import channel_salience
+from ..mfh.pairs import DEFAULT_PCA
 
 MODES = ("nokd", "regular", "general", "random", "specific")
 ROW_FIELDS = ["pair", "seed", "mode", "kept", "teacher_acc", "student_acc", "nokd_acc"]
 DEFAULT_PAIRS = {"mfeat": ("pix:zer", "kar:fou"), "av-digits": ("image:audio", "audio:image"), "venn": ("a:b",)}
-DEFAULT_PCA = {"av-digits": 64}
 
 
 @contextlib.contextmanager
@@ -240,12 +240,12 @@ def summary_markdown(result: RemovalResult, command: str = "") -> str:
 def write_removal(result: RemovalResult, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``removal.png`` and, last, ``results.csv`` (atomically)."""
     from ..io import write_text
-    from .crossmodal_plots import plot_removal
-    from .report import csv_text
+    from .mfh_crossmodal_plots import plot_removal
+    from ..io import csv_text
 
     out = Path(out)
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              plot_removal(summarize_removal(result.rows), out / "removal.png",
                           f"MFH feature removal on {result.dataset} (keep r = {result.protocol['keep']})")]
-    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .ensemble import Run, make_mlp, train_runs
-from .venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
+from ..mfh.ensemble import Run, make_mlp, train_runs
+from ..data.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
 
 ROW_FIELDS = ["setting", "gamma", "alpha", "beta", "seed", "teacher_acc", "nokd_acc", "kd_acc"]
 

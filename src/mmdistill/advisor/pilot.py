@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .ensemble import Run, make_mlp, train_runs
+from ..mfh.ensemble import Run, make_mlp, train_runs
 
 
 @dataclass

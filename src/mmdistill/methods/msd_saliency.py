@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batch import LABEL
-from .data.dataset import MultimodalDataset
-from .masking import Masker, split_variants
+from ..batch import LABEL
+from ..data.dataset import MultimodalDataset
+from ..masking import Masker, split_variants
 
 SaliencyKind = Literal["kl", "true_class"]
 

@@ -2,7 +2,7 @@
 
 A multimodal teacher (say image + audio) against a unimodal student (audio) is the common crossmodal
 case (MFH Table 1: a better multimodal teacher, a worse student). Each modality is flattened; one
-wider than the dataset's PCA width (:data:`mmdistill.mfh.removal.DEFAULT_PCA`, as the measuring
+wider than the dataset's PCA width (:data:`mmdistill.mfh.pairs.DEFAULT_PCA`, as the measuring
 protocol does) is projected on its training split's top principal components; each is standardised
 with the training split's statistics; a side's modalities are concatenated in the order given.
 :func:`load_run_inputs` takes the teacher side from a trained teacher in a run folder instead (its
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .pairs import DEFAULT_MODALITIES, _pca_basis
+from ..mfh.pairs import DEFAULT_MODALITIES, _pca_basis
 
 
 @dataclass
@@ -47,7 +47,7 @@ def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, 
                         pca: int | None = -1) -> AdvisorInputs:
     """Training-split features of ``teacher`` and ``student`` modalities (a name, "a,b" or a list each)."""
     from ..data import build_splits
-    from .removal import DEFAULT_PCA
+    from ..mfh.pairs import DEFAULT_PCA
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     t_names = _names(teacher, "teacher", default[0], dataset)
@@ -87,9 +87,9 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     (what KD distils), the student's modalities (from the run's config) the student side. First seed's teacher."""
     from pathlib import Path
 
-    from ..commands.evaluate import load_run_models
+    from ..evaluation.runs import load_run_models
     from ..engine.trainer import eval_batches
-    from .removal import DEFAULT_PCA
+    from ..mfh.pairs import DEFAULT_PCA
 
     run_dir = Path(run_dir)
     cfg, data, models = load_run_models(run_dir)

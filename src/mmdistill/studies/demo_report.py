@@ -18,8 +18,8 @@ from pathlib import Path
 
 import markdown
 
-from .errors import ConfigError
-from .io import write_text
+from ..errors import ConfigError
+from ..io import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}

@@ -36,7 +36,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ..data.dataset import DataSplits, MultimodalDataset, NumClasses
+from .dataset import DataSplits, MultimodalDataset, NumClasses
 from ..errors import ConfigError
 from ..registry import DATASETS
 

@@ -3,7 +3,7 @@
 For a teacher and any number of students on the same data:
 
 * population saliency S_m of each of the teacher's modalities and the distribution of the
-  instance saliency s_m(x) (:mod:`mmdistill.saliency`), as a table and a histogram PNG;
+  instance saliency s_m(x) (:mod:`mmdistill.methods.msd_saliency`), as a table and a histogram PNG;
 * every model's accuracy on the full input and on each modality alone (the others removed by
   the masking strategy), in the same harness as missing-modality evaluation.
 """
@@ -16,12 +16,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .data.dataset import DataSplits
-from .evaluation.robustness import missing_modality_table
-from .io import atomic_write
-from .masking import Masker
-from .models.multimodal import model_modalities
-from .saliency import SaliencyKind, instance_saliency
+from ..data.dataset import DataSplits
+from .robustness import missing_modality_table
+from ..io import atomic_write
+from ..masking import Masker
+from ..models.multimodal import model_modalities
+from ..methods.msd_saliency import SaliencyKind, instance_saliency
 
 
 def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], data: DataSplits, masker: Masker,
@@ -39,7 +39,7 @@ def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], d
         model_mods = model_modalities(model)
         for r in missing_modality_table(model, data.test, masker):
             if r["present"].count("+") in (0, len(model_mods) - 1):  # each modality alone, and the full input
-                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full", **{k: r[k] for k in ("accuracy", "macro_f1")}})
+                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full", **{k: r[k] for k in ("accuracy", "f1_macro")}})
     out["accuracy"] = rows
     return out
 
@@ -78,5 +78,5 @@ def importance_markdown(result: dict) -> str:
         lines += [f"| {m} | {v['population']:.4f} | {v['median']:.4f} | {v['share_most_salient']:.2f} |" for m, v in result["saliency"].items()]
         lines.append("")
     lines += ["Test accuracy on the full input and on each modality alone:", "", "| model | input | accuracy | macro-F1 |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['input']} | {100 * r['accuracy']:.2f} | {100 * r['macro_f1']:.2f} |" for r in result["accuracy"]]
+    lines += [f"| {r['model']} | {r['input']} | {100 * r['accuracy']:.2f} | {100 * r['f1_macro']:.2f} |" for r in result["accuracy"]]
     return "\n".join(lines) + "\n"

@@ -29,9 +29,9 @@ from ..engine.api import distill
 from ..io import write_text
 from ..models.multimodal import build_model
 from ..stats import paired_difference, summarize
-from .removal import kept_channels, removed_channels
-from .salience import channel_salience
-from .table1 import multibench_trainer, reference_model, run_dir, subsets
+from .mfh_removal import kept_channels, removed_channels
+from ..mfh.algorithm1 import channel_salience
+from .mfh_table1 import multibench_trainer, reference_model, run_dir, subsets
 
 LAYER = "head.0"  # the head's hidden Linear + ReLU: the teacher's penultimate features (N, 100)
 MODES = ("nokd", "regular", "general", "random", "specific")
@@ -150,9 +150,9 @@ def _diff(a, b) -> str:
 
 def write_removal_avmnist(result: dict, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``scores.csv`` and, last, ``results.csv`` (atomically)."""
-    from .report import csv_text
+    from ..io import csv_text
 
     paths = [write_text(out / "summary.md", summary_markdown(result, command)),
              write_text(out / "scores.csv", "channel,score\n" + "".join(f"{i},{s:.6g}\n" for i, s in enumerate(result["scores"])))]
-    paths.append(write_text(out / "results.csv", csv_text(result["rows"], ROW_FIELDS)))
+    paths.append(write_text(out / "results.csv", csv_text(result["rows"], ROW_FIELDS, ".6g")))
     return paths

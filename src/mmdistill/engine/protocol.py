@@ -1,0 +1,211 @@
+"""The multi-seed protocol: what ``mmdistill train`` runs, and its Python entry point.
+
+    from mmdistill.engine.protocol import run_config
+    metrics = run_config(load_config("run.yaml"), out="runs/kd", seeds=[0, 1, 2])
+
+Per seed it trains (or loads) the teacher, the distilled student and, for comparison, the same student
+without distillation (each one :func:`~mmdistill.engine.api.distill`), then writes ``metrics.json`` with the
+seed statistics and the paired difference student - no-KD, and ``summary.md``. The folder it writes is the one
+every other command reads (:mod:`mmdistill.evaluation.runs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..config import RunConfig, dump_config
+from ..data import DataSplits, build_splits
+from ..errors import CheckpointError, ConfigError
+from ..io import write_json, write_text
+from ..masking import fit_masker
+from ..registry import METHODS
+from ..stats import paired_difference, summarize
+from . import runfolder
+from .api import RunResult, distill, start_fabric
+from .api import _check_pair, build_method
+from .assembly import build_run_model
+from .checkpoint import load_tensors
+from .metrics import evaluate
+from .run_checks import check_cache_dir, check_resume
+from .teacher import default_cache_dir, teacher_outputs
+from .trainer import eval_batches
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+
+def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
+    """The result of a part of the run that already finished (for ``--resume``)."""
+    import json
+
+    result_path = out_dir / "result.json"
+    if not (result_path.is_file() and (out_dir / "student.safetensors").is_file()):
+        return None
+    tensors, _ = load_tensors(out_dir / "student.safetensors")
+    try:
+        model.load_state_dict(tensors)
+        r = json.loads(result_path.read_text())
+        return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"],
+                         r["test_checkpoint"], model)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"--resume: the finished part in {out_dir} does not fit this run or is damaged "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with "
+                              f"--overwrite") from None
+
+
+def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, baseline: bool = True,
+               resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``.
+
+    The output folder is claimed and locked through :mod:`.runfolder` (marker file, lock held for
+    the whole run, foreign files never touched). A bad input found before any model is saved
+    (config, data, checkpoint, a changed config on ``--resume``) leaves no output folder behind; a
+    failure later (e.g. a non-finite loss, Ctrl-C) keeps the checkpoints written so far, to resume.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: give one of them (continue the run, or replace it)")
+    seeds = list(seeds or [cfg.seed])
+    protect = [cfg.teacher.checkpoint] if cfg.teacher is not None and cfg.teacher.checkpoint is not None else []
+    uses_teacher = METHODS.get(cfg.method.name).needs_teacher
+    if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or changed run at once
+        plan = runfolder.check(out, "train", "metrics.json", overwrite, resume, protect)
+        if plan.action == "resume":
+            check_resume(cfg, plan.path, seeds, plan.marker)
+        if uses_teacher and cfg.cache.enabled:
+            check_cache_dir(Path(cfg.cache.dir) if cfg.cache.dir else default_cache_dir())
+    out = runfolder.resolve_out(out)
+    fabric = start_fabric(cfg.trainer)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    if uses_teacher and cfg.teacher is None:
+        raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
+    preflight(cfg, data)
+    folder = None
+    if fabric.is_global_zero:
+        info = {"seeds": seeds, "baseline": baseline}
+        folder = runfolder.claim(out, "train", "metrics.json", overwrite, resume, protect, info)
+    try:
+        if folder is not None:
+            if folder.plan.action == "resume":
+                check_resume(cfg, out, seeds, folder.plan.marker)  # again, under the lock
+                folder.update_marker(seeds=sorted(set(seeds) | set(folder.plan.marker.get("seeds") or [])))
+            if not (out / "config.yaml").is_file():  # never rewritten on resume
+                write_text(out / "config.yaml", dump_config(cfg))
+        fabric.barrier()
+        runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, resume, quiet, fabric) for seed in seeds]
+        metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
+        if folder is not None:
+            write_json(out / "metrics.json", metrics)
+            write_text(out / "summary.md", summary_markdown(metrics))
+    except BaseException:
+        if folder is not None and not any(out.rglob("*.safetensors")):
+            folder.discard()  # nothing worth keeping: remove what this run wrote, and its folder if it made it
+        raise
+    finally:
+        if folder is not None:
+            folder.release()
+    return metrics
+
+
+def preflight(cfg: RunConfig, data: DataSplits) -> None:
+    """Find configuration errors before anything is trained or written: build the models, the masker and the
+    method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    from ..models.multimodal import check_model_size
+
+    specs, n_cls = data.train.specs(), data.num_classes
+    data.check_classes()
+    for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
+        if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
+            raise ConfigError(f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
+                              "classes; use accuracy, f1_macro or loss")
+    check_model_size("student.model", cfg.student.model, specs, n_cls)
+    if cfg.teacher is not None:
+        check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
+    student = build_run_model(cfg, "student", data)
+    teacher = build_run_model(cfg, "teacher", data) if cfg.teacher is not None else None
+    masker = fit_masker(cfg.masking, data.train)
+    algo = build_method(cfg.method.name, cfg.method.params, masker)
+    teacher = teacher if algo.needs_teacher else None
+    _check_pair(student, teacher, data)
+    sample = data.train.__getitems__(range(min(8, len(data.train))))
+    algo.setup(sample, student, teacher)
+    t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
+    algo.eval()  # a check, not a training step (e.g. no MSD meta step, which needs prepare()'s held-out split)
+    with torch.no_grad():
+        algo.losses(sample, algo.forward_student(student.eval(), sample), t_out)
+
+
+def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, resume: bool, quiet: bool,
+              fabric: Fabric) -> dict:
+    """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student."""
+    n_cls = data.num_classes
+    row: dict[str, Any] = {"seed": seed}
+    teacher = None
+    if METHODS.get(cfg.method.name).needs_teacher:
+        fabric.seed_everything(seed, verbose=False)
+        teacher = build_run_model(cfg, "teacher", data)
+        if cfg.teacher.checkpoint is not None:
+            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls)
+        else:
+            done = _load_finished(seed_dir / "teacher", teacher) if resume else None
+            if done is None:
+                done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=cfg.teacher.trainer or cfg.trainer,
+                               seed=seed, resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher")
+            row["teacher"] = done.test
+    parts = [("student", cfg.method.name)]
+    if baseline and cfg.method.name != "supervised":
+        parts.append(("nokd", "supervised"))
+    for part, method in parts:
+        fabric.seed_everything(seed, verbose=False)
+        student = build_run_model(cfg, "student", data)
+        done = _load_finished(seed_dir / part, student) if resume else None
+        if done is None:
+            done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
+                           cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}")
+        row[part] = done.test
+        row[f"{part}_best_epoch"] = done.best_epoch
+    return row
+
+
+def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:
+    summary: dict[str, dict] = {}
+    for part in ("teacher", "student", "nokd"):
+        if all(part in r for r in runs):
+            for metric in runs[0][part]:
+                summary[f"{part}.{metric}"] = summarize([r[part][metric] for r in runs])
+    paired = {}
+    if all("nokd" in r for r in runs):
+        for metric in runs[0]["student"]:
+            paired[f"student-nokd.{metric}"] = paired_difference([r["student"][metric] for r in runs], [r["nokd"][metric] for r in runs])
+    return {
+        "method": method, "seeds": [r["seed"] for r in runs], "test_checkpoint": test_checkpoint,
+        "reporting": f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights",
+        "runs": runs, "summary": summary, "paired": paired,
+    }
+
+
+def summary_markdown(metrics: dict) -> str:
+    from ..stats import BOUNDED, few_seeds_caution, format_summary
+
+    lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
+             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], in points; an interval past [0, 100] "
+             "is shown clipped and marked (clipped).", ""]
+    caution = few_seeds_caution(len(metrics["seeds"]))
+    if caution:
+        lines += [caution, ""]
+    lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
+    for part in ("teacher", "nokd", "student"):
+        if f"{part}.accuracy" in metrics["summary"]:
+            s = metrics["summary"]
+            lines.append(f"| {part} | {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)} | "
+                         f"{format_summary(s[f'{part}.f1_macro'], bounds=BOUNDED)} |")
+    if metrics["paired"]:
+        p = metrics["paired"]
+        lines += ["", f"Paired difference student - nokd (same seeds): accuracy {format_summary(p['student-nokd.accuracy'])}, "
+                  f"macro-F1 {format_summary(p['student-nokd.f1_macro'])}."]
+    return "\n".join(lines) + "\n"

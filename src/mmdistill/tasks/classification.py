@@ -1,0 +1,92 @@
+"""Single-label classification: one class index per example.
+
+output (B, C) logits, target int64 (B,) in [0, C)
+loss      CE(y, s(x))
+KD        T^2 * KL(p_t(x; T) || p_s(x; T)), batchmean      (Hinton et al., 2015; methods/kd.py: kd_loss)
+metrics   accuracy (micro), f1_macro, auroc (two classes only)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..methods.kd import kd_loss as hinton_kd_loss
+from ..methods.msd import kd_per_example as hinton_kd_per_example
+from .base import Task, first_bad_row, where
+
+if TYPE_CHECKING:
+    import torchmetrics
+
+
+def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
+    """accuracy (micro), f1_macro, and auroc for two classes: the names and numbers of every run so far."""
+    import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up (issue 16)
+
+    metrics: dict[str, torchmetrics.Metric] = {
+        "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),
+    }
+    if num_classes == 2:
+        metrics["auroc"] = torchmetrics.classification.BinaryAUROC()
+    return torchmetrics.MetricCollection(metrics)
+
+
+class Classification(Task):
+    name = "classification"
+    monitors: ClassVar[Mapping[str, bool]] = {"accuracy": True, "f1_macro": True, "auroc": True, "loss": False}
+    default_monitor = "accuracy"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output, target)
+
+    def kd_loss(
+        self, student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0, target: Tensor | None = None
+    ) -> Tensor:
+        return hinton_kd_loss(student_out, teacher_out, temperature)
+
+    def kd_per_example(
+        self, student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0, target: Tensor | None = None
+    ) -> Tensor:
+        return hinton_kd_per_example(student_out, teacher_out, temperature)
+
+    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
+        if not isinstance(target, Tensor):
+            raise self.refuse(
+                f"task 'classification' expects an int64 tensor of class indices (B,), got {type(target).__name__}"
+            )
+        if target.dim() == 2 and target.shape[1] == num_classes and target.shape[1] > 1:
+            raise self.refuse(
+                f"task 'classification' expects one class index per example, int64 of shape (B,); got {target.dtype} of shape "
+                f"{tuple(target.shape)}, a multi-hot matrix (one column per class): use task 'multilabel',"
+                " or target.argmax(1) if each row has exactly one 1"
+            )
+        if target.dtype not in (torch.int32, torch.int64) or target.dim() != 1:
+            raise self.refuse(
+                f"task 'classification' expects a 1-D integer tensor of class indices (B,), got dtype {target.dtype} and shape "
+                f"{tuple(target.shape)}"
+            )
+        bad = (target < 0) | (target >= num_classes)
+        if bad.any():
+            row = first_bad_row(bad)
+            raise self.refuse(
+                f"values must lie in [0, {num_classes}), got min {int(target.min())} and max "
+                f"{int(target.max())} (value {int(target[row])} at {where(index, row)})"
+            )
+
+    def metrics(self, num_classes: int) -> torchmetrics.MetricCollection:
+        return classification_metrics(num_classes)
+
+    def update_metrics(self, metrics: torchmetrics.MetricCollection, output: Tensor, target: Tensor) -> None:
+        probs = output.softmax(-1)
+        metrics["accuracy"].update(probs, target)
+        metrics["f1_macro"].update(probs, target)
+        if "auroc" in metrics:
+            metrics["auroc"].update(probs[:, 1], target)
+
+    def loss_sum(self, output: Tensor, target: Tensor) -> tuple[Tensor, int]:
+        return F.cross_entropy(output, target, reduction="sum"), len(target)
