@@ -136,9 +136,15 @@ def test_a_worker_that_raises_names_the_item_and_the_original_error(tmp_path):
 
 
 def test_caching_the_teacher_under_augmentation_is_refused_saying_why(tmp_path):
-    with pytest.raises(ConfigError, match=r"cache.enabled: cannot cache .* the training data are random .* "
-                                          r"a cached teacher output would belong to another input"):
+    refused = (r"cache.enabled: cannot cache .* the training data are random .* "
+               r"a cached teacher output would belong to another input")
+    with pytest.raises(ConfigError, match=refused):  # the dataset says it is random
         run(tmp_path, "cached", cache=CacheConfig(enabled=True, dir=tmp_path / "cache"))
+    fixed = {"train": FingerprintedScenes(48, 0), "val": Scenes(24, 1), "test": Scenes(24, 2)}
+    with pytest.raises(ConfigError, match=refused):  # a train transform on cacheable data
+        run(tmp_path, "cached", data=fixed, transforms={"train": Jitter(0.1)},
+            cache=CacheConfig(enabled=True, dir=tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 def test_column_data_keep_the_cache_and_fixed_item_data_without_fingerprint_run_online(tmp_path, capsys):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -100,19 +100,21 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
             out_dir: str | Path | None = None, method: str = "kd", method_params: dict | None = None,
             masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None,
             seed: int = 0, resume: bool = False, quiet: bool = True, fabric: Fabric | None = None, desc: str = "train",
-            *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None) -> RunResult:
+            *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None,
+            transforms: dict[str, Callable[[dict], dict]] | None = None) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
     Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
     ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of
-    dict items (:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.). With random
-    training data the teacher runs online on each augmented batch instead of from the cache.
+    dict items (:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split
+    name -> callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a
+    transform, or ``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
     Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
     weights used for test) to ``out_dir``. Returns test and validation metrics.
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
-    data = as_splits(data, train, val, test)
+    data = as_splits(data, train, val, test, transforms)
     trainer = trainer or TrainerConfig()
     masking = masking or MaskingConfig()
     cache = cache or CacheConfig()
