@@ -270,3 +270,25 @@ def test_batch_seeds_change_with_the_epoch_and_the_run_seed():
     assert len({s for b in first for _, s in b}) == 2, "one seed per batch, different across batches"
     assert all(a[0][1] != b[0][1] for a, b in zip(first, second)), "a new epoch draws new augmentations"
     assert all(a[0][1] != b[0][1] for a, b in zip(second, other_run)), "another run seed draws new augmentations"
+
+
+class OddShape(Scenes):
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        return {**item, "rgb": item["rgb"][:, :5]} if i == 21 else item
+
+
+def test_a_batch_that_cannot_be_stacked_names_split_item_and_key(tmp_path):
+    with pytest.raises(DataError, match=r"train: item 21, key 'rgb': shape \(1, 5, 6\) differs from item \d+'s "
+                                        r"\(1, 6, 6\)"):
+        run(tmp_path, "odd", data={"train": OddShape(48, 0), "val": Scenes(8, 1), "test": Scenes(8, 2)})
+
+
+def test_column_datasets_keep_the_fast_path(toy_splits):
+    from mmdistill.engine.batches import ColumnBatches, eval_batches, train_batches
+
+    batches = train_batches(toy_splits.train, TrainerConfig(batch_size=32, num_workers=2), seed=0, rank=0, world=1)
+    assert isinstance(batches, ColumnBatches) and isinstance(eval_batches(toy_splits.val, 64), ColumnBatches)
+    batches.set_epoch(1)
+    first = next(iter(batches))
+    assert first["index"].shape == (32,) and torch.equal(first["label"], toy_splits.train.labels[first["index"]])
