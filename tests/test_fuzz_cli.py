@@ -59,6 +59,9 @@ def _unwrap(annotation):
         return _unwrap(args[0])
     if origin is typing.Union and len(args) == 1:
         return _unwrap(args[0])
+    if origin is typing.Union:  # teacher.model / student.model: the reference model's keys (a factory needs a module)
+        models = [a for a in map(_unwrap, args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else annotation
     return annotation
 
 

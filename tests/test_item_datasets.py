@@ -292,3 +292,11 @@ def test_column_datasets_keep_the_fast_path(toy_splits):
     batches.set_epoch(1)
     first = next(iter(batches))
     assert first["index"].shape == (32,) and torch.equal(first["label"], toy_splits.train.labels[first["index"]])
+
+
+def test_the_training_mean_is_read_only_for_mean_masking_and_a_failing_read_is_named(tmp_path):
+    data = splits(fail_at=13)
+    with pytest.raises(DataError, match=r"train: reading item 13 raised ValueError: cannot decode file 13\.png"):
+        run(tmp_path, "mean", data=data, masking=MaskingConfig(strategy="mean"))
+    result, _, _ = run(tmp_path, "zeros", data=splits(augment=False), epochs=1)  # zeros: no pass over the data
+    assert result.epochs_run == 1

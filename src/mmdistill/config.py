@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from . import strict_yaml
 from .errors import ConfigError
 from .strict_yaml import cut, short
-from .models.multimodal import ModelConfig
+from .models.multimodal import MODEL_CONFIG_TAGS, AnyModelConfig
+from .registry import import_modules
 
 
 class _Strict(BaseModel):
@@ -170,12 +171,15 @@ class MethodConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+MODEL_HELP = "the reference model's settings, or your own model: {factory: 'pkg.mod:fn' | name: registered, params}"
+
+
 class StudentConfig(_Strict):
-    model: ModelConfig
+    model: AnyModelConfig = Field(description=MODEL_HELP)
 
 
 class TeacherConfig(_Strict):
-    model: ModelConfig
+    model: AnyModelConfig = Field(description=MODEL_HELP)
     checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
 
@@ -198,6 +202,8 @@ class TaskConfig(_Strict):
 
 
 class RunConfig(_Strict):
+    imports: list[str] = Field(default_factory=list, description="modules imported before the config is resolved "
+                               "(they register your methods, encoders, maskers, models, datasets)")
     seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: Optional[TeacherConfig] = None
@@ -245,6 +251,13 @@ class RunConfig(_Strict):
         if problem:
             raise ValueError(problem)
         return self
+
+    @model_serializer(mode="wrap")
+    def _no_empty_imports(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if not out.get("imports"):
+            out.pop("imports", None)  # a config without plugins reads as it did before `imports` existed
+        return out
 
 
 def usable_cpus() -> int:
@@ -297,6 +310,9 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """Walk ``loc`` through nested pydantic models and list the fields at its parent."""
     current: Any = model
     for part in loc[:-1]:
+        if part in MODEL_CONFIG_TAGS:  # the kind of model config pydantic chose (reference or custom)
+            current = MODEL_CONFIG_TAGS[part]
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
             return None
         ann = current.model_fields[part].annotation
@@ -322,7 +338,7 @@ def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
     except ValidationError as err:
         lines = []
         for e in err.errors()[:10]:
-            key = prefix + ".".join(str(p) for p in e["loc"])
+            key = prefix + ".".join(str(p) for p in e["loc"] if p not in MODEL_CONFIG_TAGS)
             if e["type"] == "extra_forbidden":
                 valid = _valid_keys(model, tuple(e["loc"]))
                 lines.append(f"{cut(key, 120)}: unknown key; valid keys: {', '.join(valid or [])}")
@@ -406,8 +422,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, che
     ``check_machine``: also check the trainer settings against this machine (:func:`check_resources`);
     pass False to read a config written elsewhere without running it (e.g. to evaluate a run).
     """
-    raw: dict = read_config_file(path) if path is not None else {}
-    cfg = validate(RunConfig, apply_overrides(raw, overrides or []))
+    raw: dict = apply_overrides(read_config_file(path) if path is not None else {}, overrides or [])
+    import_modules(raw.get("imports") or [])  # users' plugins register their entries before the config is resolved
+    cfg = validate(RunConfig, raw)
     assert isinstance(cfg, RunConfig)
     if cfg.teacher and cfg.teacher.checkpoint is not None and not cfg.teacher.checkpoint.is_file():
         raise ConfigError(f"teacher.checkpoint: file {short(str(cfg.teacher.checkpoint), 200)} does not exist")

@@ -10,12 +10,13 @@ value of the same shape, so a model's ``forward`` needs no change:
 * ``attention``  token modalities: the attention mask ``m_mask`` <- 0 (ids kept); the model must
                  honour the mask. Float modalities under this strategy fall back to ``zeros``.
 
-A :class:`Masker` may use a different strategy per modality (``per_modality``).
+A :class:`Masker` may use a different strategy per modality (``per_modality``). Each strategy is a
+:class:`NullValue` subclass registered in ``MASKERS``; a user's own one is registered the same way.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,65 +29,158 @@ if TYPE_CHECKING:
     from .config import MaskingConfig
     from .data.dataset import MultimodalDataset
 
+
+class NullValue(nn.Module):
+    """A masking strategy for one modality: what replaces ``x_m`` when the modality is removed.
+
+    Register a subclass with ``@MASKERS.register("name")`` to make ``masking.strategy: name`` work from YAML.
+    ``removes_tokens``/``removes_floats``: which modalities it can remove; ``changes_in_training``: its value is
+    trained with the student (so teacher outputs on masked views cannot be cached). Parameters and buffers it
+    creates in ``__init__`` are part of the masker's state.
+    """
+
+    removes_floats: ClassVar[bool] = True
+    removes_tokens: ClassVar[bool] = False
+    changes_in_training: ClassVar[bool] = False
+
+    def __init__(self, spec: ModalitySpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    @classmethod
+    def for_modality(cls, spec: ModalitySpec) -> "NullValue":
+        """The strategy object for ``spec`` (a subclass may hand another strategy for a kind it does not handle)."""
+        return cls(spec)
+
+    def fit(self, mean: Tensor) -> None:
+        """Called with the modality's training-set mean (:meth:`Masker.fit`); most strategies ignore it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The null value replacing ``x`` (same shape and dtype)."""
+        raise NotImplementedError
+
+
+@MASKERS.register("zeros")
+class ZerosNull(NullValue):
+    """x_m <- 0"""
+
+    removes_tokens = True  # token ids 0, and the attention mask zeroed by the masker
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+@MASKERS.register("mean")
+class MeanNull(NullValue):
+    """x_m <- mean of x_m over the training set (needs :meth:`Masker.fit`)."""
+
+    def __init__(self, spec: ModalitySpec) -> None:
+        super().__init__(spec)
+        self.register_buffer("mean", torch.zeros(spec.shape))
+        self.fitted = False
+
+    def fit(self, mean: Tensor) -> None:
+        self.mean.copy_(mean.to(self.mean))
+        self.fitted = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.fitted:
+            raise ConfigError("masking strategy 'mean' needs the training mean: "
+                              "call Masker.fit(train.feature_mean()) first")
+        return self.mean.to(x.dtype).expand_as(x)
+
+
+@MASKERS.register("learned")
+class LearnedNull(NullValue):
+    """x_m <- a learned null token (a parameter trained with the student; starts at the training mean if fitted)."""
+
+    changes_in_training = True
+
+    def __init__(self, spec: ModalitySpec) -> None:
+        super().__init__(spec)
+        self.token = nn.Parameter(torch.zeros(spec.shape))
+
+    @torch.no_grad()
+    def fit(self, mean: Tensor) -> None:
+        self.token.copy_(mean.to(self.token))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.token.to(x.dtype).expand_as(x)
+
+
+@MASKERS.register("attention")
+class AttentionNull(NullValue):
+    """Token modalities: ids kept, the attention mask ``m_mask`` <- 0 (by the masker); float modalities: zeros."""
+
+    removes_tokens = True
+
+    @classmethod
+    def for_modality(cls, spec: ModalitySpec) -> NullValue:
+        return cls(spec) if spec.tokens else ZerosNull(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x  # ids unchanged; the attention mask does the removal
+
+
 STRATEGIES = ("zeros", "mean", "learned", "attention")
-for _name in STRATEGIES:
-    MASKERS.register(_name)(_name)
+
+
+def strategy_name(null: NullValue) -> str:
+    """The registered name of a strategy object (for the teacher cache key and messages)."""
+    for name in MASKERS.names():
+        if type(null) is MASKERS.get(name):
+            return name
+    return type(null).__qualname__
 
 
 class Masker(nn.Module):
-    """Removes modalities from batches, each by its configured strategy.
+    """Removes modalities from batches, each by its configured strategy (a registered :class:`NullValue`).
 
     ``specs``: the modalities this masker may have to remove; ``strategy``: the default;
     ``per_modality``: overrides by modality name.
     """
 
-    def __init__(self, specs: Sequence[ModalitySpec], strategy: str = "zeros", per_modality: Mapping[str, str] | None = None) -> None:
+    def __init__(self, specs: Sequence[ModalitySpec], strategy: str = "zeros",
+                 per_modality: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.specs = {s.name: s for s in specs}
         per_modality = dict(per_modality or {})
         for m in per_modality:
             if m not in self.specs:
                 raise ConfigError(f"masking.per_modality.{m}: unknown modality; known: {', '.join(self.specs)}")
-        self.strategy = {m: per_modality.get(m, strategy) for m in self.specs}
-        for m, s in self.strategy.items():
-            MASKERS.get(s)  # raises a ConfigError listing the known strategies
-            if s == "attention" and self.specs[m].tokens is False:
-                self.strategy[m] = "zeros"
-        self.null_tokens = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(self.specs[m].shape)) for m, s in self.strategy.items() if s == "learned"}
-        )
-        for m, s in self.strategy.items():
-            if s in ("mean", "learned") and self.specs[m].tokens:
-                raise ConfigError(f"masking: strategy {s!r} cannot remove token modality {m!r}; use 'attention' or 'zeros'")
-            if s == "mean":
-                self.register_buffer(f"mean_{m}", torch.zeros(self.specs[m].shape))
-        self._fitted = False
+        nulls = {}
+        for m, spec in self.specs.items():
+            key = f"masking.per_modality.{m}" if m in per_modality else "masking.strategy"
+            name = per_modality.get(m, strategy)
+            cls = MASKERS.get(name, key)  # raises a ConfigError listing the known strategies
+            if not (isinstance(cls, type) and issubclass(cls, NullValue)):
+                raise ConfigError(f"{key}: masking strategy {name!r} is registered as {cls!r:.80}, "
+                                  "not a NullValue subclass")
+            if spec.tokens and not cls.removes_tokens:
+                raise ConfigError(f"masking: strategy {name!r} cannot remove token modality {m!r}; "
+                                  "use 'attention' or 'zeros'")
+            if not spec.tokens and not cls.removes_floats:
+                raise ConfigError(f"masking: strategy {name!r} cannot remove float modality {m!r}; "
+                                  "use 'zeros' or 'mean'")
+            nulls[m] = cls.for_modality(spec)
+        self.nulls = nn.ModuleDict(nulls)
+        self.strategy = {m: strategy_name(null) for m, null in self.nulls.items()}
+
+    def changes_in_training(self, m: str) -> bool:
+        """Whether modality ``m``'s null value is trained with the student (e.g. 'learned')."""
+        return self.nulls[m].changes_in_training
 
     @torch.no_grad()
     def fit(self, means: Mapping[str, Tensor]) -> "Masker":
-        """Store training-set means (``MultimodalDataset.feature_mean()``) for the ``mean`` strategy.
-
-        Learned null tokens start from the mean too, when one is given.
-        """
-        for m, s in self.strategy.items():
-            if s in ("mean", "learned") and m in means:
-                target = getattr(self, f"mean_{m}") if s == "mean" else self.null_tokens[m]
-                target.copy_(means[m].to(target))
-        self._fitted = True
+        """Hand training-set means (``MultimodalDataset.feature_mean()``) to the strategies (``mean``; ``learned``
+        starts from the mean too)."""
+        for m, null in self.nulls.items():
+            if m in means:
+                null.fit(means[m])
         return self
 
     def null_value(self, batch: Mapping[str, Tensor], m: str) -> Tensor:
-        x = batch[m]
-        s = self.strategy[m]
-        if s == "mean":
-            if not self._fitted:
-                raise ConfigError("masking strategy 'mean' needs the training mean: call Masker.fit(train.feature_mean()) first")
-            return getattr(self, f"mean_{m}").to(x.dtype).expand_as(x)
-        if s == "learned":
-            return self.null_tokens[m].to(x.dtype).expand_as(x)
-        if s == "attention":
-            return x  # ids unchanged; the attention mask does the removal
-        return torch.zeros_like(x)
+        return self.nulls[m](batch[m])
 
     def remove(self, batch: Mapping[str, Tensor], modalities: Sequence[str]) -> Batch:
         """A copy of ``batch`` in which each modality in ``modalities`` is replaced by its null value."""

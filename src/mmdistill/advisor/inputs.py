@@ -88,6 +88,7 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     from pathlib import Path
 
     from ..evaluation.runs import load_run_models
+    from ..models.multimodal import declared_modalities
     from ..engine.trainer import eval_batches
     from ..mfh.pairs import DEFAULT_PCA
 
@@ -101,7 +102,7 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     train = data.train
     with torch.no_grad():
         logits = torch.cat([teacher(batch).float() for batch in eval_batches(train, 256)])
-    s_names = list(cfg.student.model.modalities)
+    s_names = list(declared_modalities(cfg.student.model, train.specs(), data.num_classes, "student.model"))
     width = DEFAULT_PCA.get(cfg.data.name)
     xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in s_names], 1)
     xa = (logits - logits.mean(0)) / logits.std(0).clamp_min(1e-6)

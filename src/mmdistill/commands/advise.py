@@ -26,6 +26,11 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     from ..config import load_config
 
     cfg = load_config(path, check_machine=False)
+    for key, part in (("teacher.model", cfg.teacher), ("student.model", cfg.student)):
+        if part is not None and not hasattr(part.model, "modalities"):
+            raise ConfigError(f"advise --config: {key} is your own model (factory or name), whose modalities the "
+                              "built model declares, not the config; use advise --run DIR on a trained run, or "
+                              "--dataset with --teacher/--student")
     return (cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities),
             list(cfg.student.model.modalities))
 

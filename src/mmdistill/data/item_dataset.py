@@ -143,9 +143,14 @@ class ItemDataset(Dataset):
     def __getitems__(self, rows: Sequence[int] | Tensor) -> Batch:
         """The batch of ``rows``, read here; seeded as outside training, the global RNG streams kept."""
         rows = [int(r) for r in rows]
+        items = []
         with preserved_rngs():
             seed_rngs(batch_seed(0, OUTSIDE_TRAINING, rows[0]))
-            items = [self.item(r) for r in rows]
+            for r in rows:
+                try:
+                    items.append(self.item(r))
+                except Exception as err:  # noqa: BLE001 - any user error, named with its item
+                    raise DataError(f"{self.name}: reading item {r} raised {type(err).__name__}: {err}") from err
         return self.collate(items, rows)
 
     def __getitem__(self, i: int) -> dict:

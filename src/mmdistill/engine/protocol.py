@@ -115,6 +115,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
 def preflight(cfg: RunConfig, data: DataSplits) -> None:
     """Find configuration errors before anything is trained or written: build the models, the masker and the
     method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    from ..models.custom import check_outputs
     from ..models.multimodal import check_model_size
 
     specs, n_cls = data.train.specs(), data.num_classes
@@ -128,11 +129,14 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
         check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
     student = build_run_model(cfg, "student", data)
     teacher = build_run_model(cfg, "teacher", data) if cfg.teacher is not None else None
+    sample = data.train.__getitems__(range(min(8, len(data.train))))
+    for key, model in (("student.model", student), ("teacher.model", teacher)):
+        if model is not None:
+            check_outputs(model, sample, n_cls, key)
     masker = fit_masker(cfg.masking, data.train)
     algo = build_method(cfg.method.name, cfg.method.params, masker)
     teacher = teacher if algo.needs_teacher else None
     _check_pair(student, teacher, data)
-    sample = data.train.__getitems__(range(min(8, len(data.train))))
     algo.setup(sample, student, teacher)
     t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
     algo.eval()  # a check, not a training step (e.g. no MSD meta step, which needs prepare()'s held-out split)

@@ -1,7 +1,12 @@
-"""Reference models and feature hooks."""
+"""Reference models, users' models from a config, and feature hooks."""
 
+from . import resnet, spectrogram_cnn  # noqa: F401  (register the "resnet" and "spec_cnn" encoders)
+from .custom import CustomModelConfig, check_outputs
 from .encoders import EncoderConfig, build_encoder
 from .hooks import FeatureHooks, find_module
-from .multimodal import ModelConfig, MultimodalClassifier, build_model, model_modalities
+from .multimodal import AnyModelConfig, ModelConfig, MultimodalClassifier, build_model, model_modalities
 
-__all__ = ["EncoderConfig", "FeatureHooks", "ModelConfig", "MultimodalClassifier", "build_encoder", "build_model", "find_module", "model_modalities"]
+__all__ = [
+    "AnyModelConfig", "CustomModelConfig", "EncoderConfig", "FeatureHooks", "ModelConfig", "MultimodalClassifier",
+    "build_encoder", "build_model", "check_outputs", "find_module", "model_modalities",
+]

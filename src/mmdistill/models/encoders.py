@@ -9,34 +9,90 @@
   ``channels`` (MultiBench: image [6, 12, 24, 48], audio [6, 12, 24, 48, 96, 192]); the last map
   flattened is the feature (``out_dim`` = last width x remaining H x W; ``out_dim`` in the config is
   not used). Kaiming-uniform conv weights, as MultiBench.
+
+Your own encoder: register a class with ``@ENCODERS.register("name")``, constructed as ``Enc(shape, cfg)``
+(``shape``: the per-example input shape; ``cfg``: this :class:`EncoderConfig`), an ``nn.Module`` with an
+``out_dim`` attribute whose ``forward(x, mask=None)`` returns ``(batch, out_dim)`` features. Settings of its own
+go in a pydantic ``Params`` class attribute: then ``encoder.params`` in YAML is validated by it (unknown keys,
+types and ranges refused by key) and the encoder is constructed as ``Enc(shape, cfg, params)``.
 """
+
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import ENCODERS
 
+BUILTIN_ENCODERS = ("mlp", "cnn1d", "cnn2d", "tokens", "lenet")
 MAX_WIDTH = 65536
 Width = Annotated[int, Field(strict=True, ge=1, le=MAX_WIDTH)]  # a layer width: a positive integer, never a bool
 
 
 class EncoderConfig(BaseModel):
+    """An encoder: ``type`` names a class registered in ``ENCODERS``; the common settings below are read by the
+    built-ins (each uses the ones it needs); ``params`` goes to the registered encoder's own ``Params`` model."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["mlp", "cnn1d", "cnn2d", "tokens", "lenet"] = "mlp"
+    type: str = Field("mlp", description="a registered encoder: mlp, cnn1d, cnn2d, tokens, lenet or your own")
     hidden: list[Width] = Field(default_factory=lambda: [64], max_length=64, description="mlp: hidden widths")
     channels: list[Width] = Field(default_factory=lambda: [16, 32], max_length=64, description="cnn: channels per block")
     kernel_size: int = Field(3, strict=True, ge=1, le=101)
     out_dim: Width = 64
     dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
     vocab_size: int = Field(1000, strict=True, ge=1, le=10_000_000)
+    params: dict[str, Any] = Field(default_factory=dict, description="settings of a registered encoder's Params")
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in ENCODERS:
+            raise ValueError(ENCODERS.unknown(name))
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _own_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("type")
+        if name is None:  # the type was refused already
+            return params
+        schema = encoder_params_model(name)
+        if schema is None:
+            if params:
+                raise ValueError(f"encoder {name!r} takes no params (its settings are the keys hidden, channels, "
+                                 f"kernel_size, out_dim, dropout, vocab_size); got {', '.join(map(str, params))}")
+            return params
+        try:
+            return schema.model_validate(params).model_dump(mode="json")
+        except ValidationError as err:
+            valid = ", ".join(schema.model_fields)
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: "
+                        f"{f'unknown key; valid keys: {valid}' if e['type'] == 'extra_forbidden' else e['msg']}"
+                        for e in err.errors()[:5]]
+            raise ValueError(f"{'; '.join(problems)} (encoder {name!r})") from None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_params(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if not out.get("params"):
+            out.pop("params", None)  # built-in encoders: the same YAML as before params existed
+        return out
+
+
+def encoder_params_model(name: str) -> type[BaseModel] | None:
+    """The ``Params`` model of the registered encoder ``name`` (None: it takes no params)."""
+    schema = getattr(ENCODERS.get(name), "Params", None)
+    if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ConfigError(f"encoder {name!r}: its Params attribute must be a pydantic BaseModel, got {schema!r:.80}")
+    return schema
+
 
 def _mlp(in_dim: int, widths: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -135,5 +191,15 @@ class LeNetEncoder(nn.Module):
         return self.body(x).flatten(1)
 
 
-def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig) -> nn.Module:
-    return ENCODERS.get(cfg.type)(tuple(shape), cfg)
+def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig, key: str = "encoder") -> nn.Module:
+    """The registered encoder ``cfg.type`` for inputs of per-example ``shape``; errors name ``key``."""
+    cls = ENCODERS.get(cfg.type, f"{key}.type")
+    schema = encoder_params_model(cfg.type)
+    enc = cls(tuple(shape), cfg) if schema is None else cls(tuple(shape), cfg, schema.model_validate(cfg.params))
+    if not isinstance(enc, nn.Module):
+        raise ConfigError(f"{key}.type: encoder {cfg.type!r} built a {type(enc).__name__}, not a torch.nn.Module")
+    out_dim = getattr(enc, "out_dim", None)
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+        raise ConfigError(f"{key}.type: encoder {cfg.type!r} must set `out_dim` (a positive int, the width of its "
+                          f"features), got {out_dim!r:.80}")
+    return enc

@@ -7,22 +7,25 @@ Fusion:
 * ``late``    mean_m head_m(enc_m(x_m))        (late logit averaging)
 
 Any ``nn.Module`` with a ``modalities`` attribute whose ``forward(batch)`` returns logits
-can stand in for this class; mmdistill never calls anything else on a model.
+can stand in for this class; mmdistill never calls anything else on a model. From YAML such a model
+is named by import path or registered name (:mod:`.custom`); :func:`build_model` builds either kind,
+and every command that rebuilds a run's models goes through it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 from torch import Tensor, nn
 
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
 from ..strict_yaml import cut, short
-from .encoders import EncoderConfig, Width, _mlp, build_encoder
+from .custom import CustomModelConfig, build_custom
+from .encoders import BUILTIN_ENCODERS, EncoderConfig, Width, _mlp, build_encoder
 
 
 class ModelConfig(BaseModel):
@@ -69,7 +72,10 @@ class MultimodalClassifier(nn.Module):
         self.input_specs = [by_name[m] for m in self.modalities]
         self.num_classes = num_classes
         self.fusion = cfg.fusion
-        self.encoders = nn.ModuleDict({m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder)) for m in self.modalities})
+        self.encoders = nn.ModuleDict({
+            m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder),
+                             f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
+            for m in self.modalities})
         dims = [self.encoders[m].out_dim for m in self.modalities]
         if cfg.fusion == "sum" and len(set(dims)) > 1:
             raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
@@ -94,13 +100,38 @@ class MultimodalClassifier(nn.Module):
         return self.head(torch.cat(list(feats.values()), dim=1))
 
 
-def build_model(cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model") -> MultimodalClassifier:
-    """The reference model; errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
+# Tags of the two kinds of model config; pydantic puts them in error locations, and config.validate drops them.
+REFERENCE_TAG, CUSTOM_TAG = "<reference model>", "<custom model>"
+
+
+def _model_kind(raw: Any) -> str:
+    if isinstance(raw, CustomModelConfig) or (isinstance(raw, dict) and ("factory" in raw or "name" in raw)):
+        return CUSTOM_TAG
+    return REFERENCE_TAG
+
+
+# ``teacher.model`` / ``student.model``: the reference classifier's settings, or {factory | name, params}
+AnyModelConfig = Annotated[
+    Union[Annotated[ModelConfig, Tag(REFERENCE_TAG)], Annotated[CustomModelConfig, Tag(CUSTOM_TAG)]],
+    Discriminator(_model_kind),
+]
+MODEL_CONFIG_TAGS = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}
+
+
+def build_model(cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
+                key: str = "model") -> nn.Module:
+    """The model a config describes: the reference classifier, or the user's model (checked like it: modalities
+    declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
+    if isinstance(cfg, CustomModelConfig):
+        return build_custom(cfg, specs, num_classes, key)
     return MultimodalClassifier(specs, num_classes, cfg, key)
 
 
 def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
-    """The encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W)."""
+    """A built-in encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W).
+    A user's registered encoder is not checked here (its own constructor may check the shape)."""
+    if enc.type not in BUILTIN_ENCODERS:
+        return
     dims = len(spec.shape)
     what = f"modality {spec.name!r} ({'token ids' if spec.tokens else 'floats'}, per-example shape {tuple(spec.shape)})"
     if spec.tokens != (enc.type == "tokens"):
@@ -125,9 +156,23 @@ def model_modalities(model: nn.Module) -> tuple[str, ...]:
     return tuple(mods)
 
 
-def check_model_size(key: str, model_cfg: ModelConfig, specs: Sequence[ModalitySpec], num_classes: int) -> None:
+def declared_modalities(cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
+                        key: str = "model") -> tuple[str, ...]:
+    """The modalities a model config's model reads: the reference model's from its config, a user's model's from
+    the ``modalities`` attribute of one built for the purpose (the global RNG left as it was)."""
+    if isinstance(cfg, ModelConfig):
+        return tuple(cfg.modalities)
+    with torch.random.fork_rng(devices=[]):
+        return model_modalities(build_model(cfg, specs, num_classes, key))
+
+
+def check_model_size(key: str, model_cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec],
+                     num_classes: int) -> None:
     """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
-    the memory available now; counted on the meta device, so nothing is allocated."""
+    the memory available now; counted on the meta device, so nothing is allocated. A user's model is not counted
+    (its factory may not run on the meta device)."""
+    if isinstance(model_cfg, CustomModelConfig):
+        return
     with torch.device("meta"):
         n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
     avail = available_memory()
