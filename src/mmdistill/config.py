@@ -87,6 +87,12 @@ class TrainerConfig(_Strict):
     ddp_timeout_s: float = Float(300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run")
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="16-mixed: GPU only")
     num_threads: Optional[int] = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
+    # DataLoader options: used for item datasets (any torch Dataset); column datasets always take the fast path
+    num_workers: int = Int(0, ge=0, le=1024, description="DataLoader worker processes (0: the training process loads)")
+    pin_memory: Optional[bool] = Bool(None, description="page-locked batches for CUDA copies; null: on when on CUDA")
+    persistent_workers: bool = Bool(False, description="keep the workers between epochs (needs num_workers > 0)")
+    prefetch_factor: Optional[int] = Int(None, ge=1, le=1024, description="batches loaded ahead per worker "
+                                         "(needs num_workers > 0); null: PyTorch's default (2)")
 
     @model_validator(mode="after")
     def _min_delta_in_monitor_units(self) -> "TrainerConfig":
@@ -94,6 +100,17 @@ class TrainerConfig(_Strict):
         if es is not None and self.monitor not in ("loss", "mae") and es.min_delta >= 1:
             raise ValueError(f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
                              "(a fraction in [0, 1]); use a value below 1")
+        return self
+
+    @model_validator(mode="after")
+    def _loader_options_need_workers(self) -> "TrainerConfig":
+        if self.num_workers == 0:
+            if self.prefetch_factor is not None:
+                raise ValueError(f"prefetch_factor {self.prefetch_factor} needs worker processes (num_workers > 0); "
+                                 "remove it or set num_workers")
+            if self.persistent_workers:
+                raise ValueError("persistent_workers: true needs worker processes (num_workers > 0); "
+                                 "remove it or set num_workers")
         return self
 
 
@@ -118,10 +135,30 @@ def _usable_path(value: Optional[Path]) -> Optional[Path]:
 UsablePath = Annotated[Path, AfterValidator(_usable_path)]
 
 
+_IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+class TransformConfig(_Strict):
+    factory: str = Field(..., pattern=_IMPORT_PATH, description="'package.module:name'; called with params, "
+                         "returns the transform (item dict -> item dict)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class DataConfig(_Strict):
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
     split_seed: int = Int(0, ge=0, le=SEED_MAX, description="seed of the train/val/test split (fixed across run seeds)")
+    dataset: Optional[str] = Field(None, pattern=_IMPORT_PATH, description="'package.module:factory' called with "
+                                   "params; returns train/val/test datasets (instead of a registered name)")
+    transforms: dict[Literal["train", "val", "test"], TransformConfig] = Field(
+        default_factory=dict, description="per-split transforms (augmentation on train only)")
+
+    @model_validator(mode="after")
+    def _name_or_dataset(self) -> "DataConfig":
+        if self.dataset is not None and self.name != DataConfig.model_fields["name"].default:
+            raise ValueError(f"give name (a registered dataset) or dataset (a factory), not both; got name "
+                             f"{self.name!r} and dataset {self.dataset!r}")
+        return self
 
 
 class MaskingConfig(_Strict):

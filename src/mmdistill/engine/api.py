@@ -9,18 +9,21 @@ The multi-seed protocol around it (teacher, distilled student and no-KD student 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..config import CacheConfig, MaskingConfig, TrainerConfig, check_resources, validate
 from ..data import DataSplits
+from ..data.item_dataset import ItemDataset, ItemSplits, as_splits
 from ..errors import ConfigError, MachineError
 from ..io import write_json
-from ..masking import Masker, fit_masker
+from ..masking import Masker, NullValue, fit_masker
 from ..methods.base import Method
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
@@ -29,7 +32,8 @@ from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from . import runfolder
 from .launch import launch, make_fabric, scoped_determinism
-from .trainer import DistillationModule, eval_batches, fit
+from .batches import eval_batches
+from .trainer import DistillationModule, fit
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -54,7 +58,7 @@ def build_method(name: str, params: dict[str, Any] | None, masker: Masker) -> Me
     return cls(p, masker)
 
 
-def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits) -> None:
+def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits) -> None:
     specs = {s.name: s for s in data.train.specs()}
     for who, model in (("student", student), ("teacher", teacher)):
         if model is None:
@@ -72,16 +76,54 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits)
             raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
 
 
+def fit_item_masker(cfg: MaskingConfig, train: ItemDataset) -> Masker:
+    """The masker of an item dataset: its training means (one pass over the split) read only for the strategies that
+    use them (a null value whose ``fit`` does something: ``mean``, ``learned``), never for ``zeros`` alone."""
+    masker = Masker(train.specs(), cfg.strategy, cfg.per_modality)
+    means = train.feature_mean()
+    return masker.fit({m: means[m] for m, null in masker.nulls.items()
+                       if type(null).fit is not NullValue.fit and m in means})
+
+
+def _teacher_mode(cache: CacheConfig, train) -> str:
+    """"cache" or "online": online when the training data are random (augmentation: an example's input differs
+    every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
+    An explicit ``cache.enabled=True`` on such data is refused, saying why."""
+    if not cache.enabled:
+        return "online"
+    random, keyless = getattr(train, "random", False), isinstance(train, ItemDataset) and not train.cacheable
+    if not (random or keyless):
+        return "cache"
+    why = ("the training data are random (a transform or dataset.random=True): an example's input changes every "
+           "epoch, so a cached teacher output would belong to another input" if random else
+           "the training dataset has no fingerprint() to key a cache by (a string that changes when the data change)")
+    if "enabled" in cache.model_fields_set:
+        raise ConfigError(f"cache.enabled: cannot cache the teacher's outputs: {why}; set cache.enabled=false (the "
+                          "teacher then runs online on each training batch, in eval mode, without gradients)")
+    print(f"mmdistill: the teacher runs online on each training batch (no cache): {why}", file=sys.stderr)
+    return "online"
+
+
 @scoped_determinism
-def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out_dir: str | Path, method: str = "kd",
-            method_params: dict | None = None, masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None,
-            cache: CacheConfig | None = None, seed: int = 0, resume: bool = False, quiet: bool = True,
-            fabric: Fabric | None = None, desc: str = "train") -> RunResult:
+def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | Any = None,
+            out_dir: str | Path | None = None, method: str = "kd", method_params: dict | None = None,
+            masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None,
+            seed: int = 0, resume: bool = False, quiet: bool = True, fabric: Fabric | None = None, desc: str = "train",
+            *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None,
+            transforms: dict[str, Callable[[dict], dict]] | None = None) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
+    Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
+    ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of
+    dict items (:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split
+    name -> callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a
+    transform, or ``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
     Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
     weights used for test) to ``out_dir``. Returns test and validation metrics.
     """
+    if out_dir is None:
+        raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
+    data = as_splits(data, train, val, test, transforms)
     trainer = trainer or TrainerConfig()
     masking = masking or MaskingConfig()
     cache = cache or CacheConfig()
@@ -90,7 +132,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
         fabric = start_fabric(trainer)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
-    masker = fit_masker(masking, data.train)
+    masker = fit_masker(masking, data.train) if isinstance(data, DataSplits) else fit_item_masker(masking, data.train)
     algo = build_method(method, method_params, masker)
     if algo.needs_teacher and teacher is None:
         raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
@@ -109,10 +151,11 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     if teacher is not None:
         request = algo.teacher_request()
         learned_null = any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v)
-        if cache.enabled and learned_null:
+        online = _teacher_mode(cache, train) == "online"
+        if cache.enabled and not online and learned_null:
             raise ConfigError("cache.enabled: the teacher's modality views use learned null tokens, which change during "
                               "training, so they cannot be cached; set cache.enabled=false or another masking strategy")
-        if cache.enabled:
+        if not online:
             cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
             if fabric.is_global_zero:
                 cached_table(teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device)
@@ -128,8 +171,10 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits, out
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
-    val = evaluate(student, eval_batches(data.val, bs, rank, world), data.num_classes, fabric.device)
-    test = evaluate(student, eval_batches(data.test, bs, rank, world), data.num_classes, fabric.device)
+    val = evaluate(student, eval_batches(data.val, bs, rank, world, trainer, fabric.device), data.num_classes,
+                   fabric.device)
+    test = evaluate(student, eval_batches(data.test, bs, rank, world, trainer, fabric.device), data.num_classes,
+                    fabric.device)
     if fabric.is_global_zero:
         save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
         write_json(out_dir / "result.json", {"test": test, "val": val, "best_epoch": fitted.best_epoch,

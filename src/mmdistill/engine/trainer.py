@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
-from ..batch import INDEX, LABEL, Batch, batch_size, inputs_checked_finite
+from ..batch import INDEX, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
-from ..tasks import validate_labels
+from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .logging import RunLogger
 from .metrics import evaluate
@@ -74,65 +73,24 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainerConfig):
     return None
 
 
-def _identity(batch: Batch) -> Batch:
-    return batch
-
-
-class EpochBatches:
-    """Index batches for one process: a seeded shuffle per epoch, split across processes.
-
-    Epoch e's order is ``randperm(n, seed + e)``, padded by wrapping to a multiple of the
-    number of processes; process r takes positions r, r + world, ... (DistributedSampler's
-    scheme), so a 1-process run sees the same examples per step as a DDP run with the same
-    global batch. Yields index tensors, so batches are gathered without Python lists.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> Tensor:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        total = -(-self.n // self.world) * self.world
-        if total > self.n:
-            order = torch.cat([order, order[: total - self.n]])
-        return order[self.rank::self.world]
-
-    def __iter__(self):
-        return iter(self._indices().split(self.batch_size))
-
-
 class TrainingBatches:
-    """The training batches of this process, epoch by epoch: the one place where training batches are made.
+    """The training batches of this process, epoch by epoch (:func:`.batches.train_batches`: column data gathered by
+    index, any other Dataset through seeded DataLoader workers), on the device.
 
-    Epoch e's batches are :class:`EpochBatches`' index sets gathered by the dataset (``__getitems__``)
-    and moved to ``device``. Not ``fabric.setup_dataloaders``: its loader calls ``sampler.set_epoch(<iterations
-    so far>)``, which restarts at 0 on resume; our epoch number keeps the shuffle a pure function of (seed, epoch).
+    Not ``fabric.setup_dataloaders``: its loader calls ``sampler.set_epoch(<iterations so far>)``, which restarts at
+    0 on resume; our epoch number keeps the shuffle a pure function of (seed, epoch).
     """
 
-    def __init__(self, dataset: MultimodalDataset, batch_size: int, seed: int, rank: int, world: int,
-                 device: torch.device) -> None:
-        self.dataset, self.device = dataset, device
-        self.order = EpochBatches(len(dataset), batch_size, seed, rank, world)
+    def __init__(self, dataset, cfg: TrainerConfig, seed: int, rank: int, world: int, device: torch.device) -> None:
+        self.loader = train_batches(dataset, cfg, seed, rank, world, device)  # labels of column data checked here
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of epoch ``epoch`` (from 1), on the device."""
-        self.order.set_epoch(epoch)
+        self.loader.set_epoch(epoch)
         # A DataLoader drew one int64 from the global RNG per epoch (its base seed); draw it too, so that dropout and
         # every other global-RNG draw see the same stream as before (reproductions and old checkpoints unchanged).
         torch.empty((), dtype=torch.int64).random_()
-        return self._gathered(iter(self.order))
-
-    def _gathered(self, order: Iterator[Tensor]) -> Iterator[Batch]:
-        on_accelerator = self.device.type != "cpu"
-        for idx in order:  # a DataLoader would only add its per-batch bookkeeping: the dataset gathers the batch
-            batch = self.dataset.__getitems__(idx)
-            if on_accelerator:
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            yield batch
+        return iter(self.loader)
 
 
 class EpochMeans:
@@ -163,12 +121,6 @@ class EpochMeans:
         per_step = torch.stack(self.values).float().view(len(self.counts), -1)
         sums = (per_step * torch.tensor(self.counts, dtype=torch.float32)[:, None]).sum(0)
         return dict(zip(self.names, (sums / max(sum(self.counts), 1)).tolist()))
-
-
-def eval_batches(dataset: MultimodalDataset, batch_size: int, rank: int = 0, world: int = 1) -> DataLoader:
-    """This process's share of a split (rows rank, rank+world, ...), no padding, in order."""
-    rows = list(range(rank, len(dataset), world))
-    return DataLoader(dataset, batch_size=batch_size, sampler=rows, collate_fn=_identity)
 
 
 @dataclass
@@ -291,8 +243,7 @@ class _Training:
                               f"({world})")
         self.fabric, self.module, self.train, self.val, self.cfg = fabric, module, train, val, cfg
         self.teacher_source = teacher_source
-        self.batches = TrainingBatches(train, cfg.batch_size // world, seed, rank, world, fabric.device)
-        validate_labels({LABEL: train.labels}, train.num_classes)
+        self.batches = TrainingBatches(train, cfg, seed, rank, world, fabric.device)
         self.optimizer = make_optimizer(module.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.weights = module.method.loss_weights()
@@ -353,7 +304,7 @@ class _Training:
     def end_epoch(self, epoch: int, train_means: dict[str, float], steps: int, seconds: float) -> None:
         """Validate; keep the best weights; count epochs without improvement; log; write ``last.safetensors``."""
         fabric, cfg = self.fabric, self.cfg
-        loader = eval_batches(self.val, cfg.batch_size, fabric.global_rank, fabric.world_size)
+        loader = eval_batches(self.val, cfg.batch_size, fabric.global_rank, fabric.world_size, cfg, fabric.device)
         val_metrics = evaluate(self.module.student, loader, self.train.num_classes, fabric.device)
         values = {f"train/{k}": v for k, v in train_means.items()}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})

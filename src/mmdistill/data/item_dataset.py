@@ -1,0 +1,328 @@
+"""Any map-style ``torch.utils.data.Dataset`` as a split mmdistill can train on.
+
+:class:`ItemDataset` wraps a user's dataset whose ``ds[i]`` is ``dict[str, Tensor]`` (one entry per modality
+and the target under ``"label"``) and gives the engine what it asks of a split: ``specs()``, ``num_classes``,
+``task``, a batch of given rows (``__getitems__``, read in this process), the labels, a training mean for the
+``mean`` masking strategy (computed on first use only) and ``random`` (True when items draw random numbers: the
+dataset says so, or a transform is set), which decides between the teacher cache and the online teacher.
+
+Random numbers are reproducible: the RNGs (torch, numpy, random) are seeded before each batch's items are read, with
+:func:`batch_seed` ``(seed, epoch, the batch's first index)``, so augmentation depends on neither the worker that
+reads a batch nor on a resume (once per batch, not per item: seeding costs about 35 us, as much as decoding a small
+PNG takes a tenth of). Reads in the training process keep its global RNG streams as they were (dropout etc.).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random as _random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, Subset
+
+from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
+from ..errors import ConfigError, DataError
+from .collate import TASKS, check_ignore_index, collate_items
+from .dataset import DataSplits, MultimodalDataset
+
+Transform = Callable[[dict], dict]
+OUTSIDE_TRAINING = 0  # the "epoch" of batch seeds for reads outside the training epochs (checks, prepare, evaluation)
+_MASK64 = (1 << 64) - 1
+
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for the reads of one batch: splitmix64 over (seed, epoch, its first index)."""
+    z = 0
+    for part in (seed, epoch, index):
+        z = (z + part + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z >> 1
+
+
+def seed_rngs(s: int) -> None:
+    """Seed torch's (CPU), numpy's and Python's global RNGs for one batch's reads.
+
+    ``torch.default_generator`` only: ``torch.manual_seed`` would also queue a lazy CUDA seeding that records a
+    stack trace each call (about 0.8 ms, more than decoding a small PNG).
+    """
+    torch.default_generator.manual_seed(s)
+    np.random.seed(s % (1 << 32))
+    _random.seed(s)
+
+
+@contextmanager
+def preserved_rngs():
+    """Restore torch's CPU, numpy's and Python's RNG states on exit (item reads in the training process)."""
+    state = torch.get_rng_state(), np.random.get_state(), _random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state[0])
+        np.random.set_state(state[1])
+        _random.setstate(state[2])
+
+
+class _LazyMeans(Mapping):
+    """``feature_mean()`` of an :class:`ItemDataset`: computed (one pass over the split) when first read."""
+
+    def __init__(self, dataset: ItemDataset) -> None:
+        self._dataset, self._means = dataset, None
+        self._keys = [s.name for s in dataset.specs() if not s.tokens]
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        if self._means is None:
+            ds, sums = self._dataset, {}
+            for start in range(0, len(ds), 256):
+                batch = ds.__getitems__(range(start, min(start + 256, len(ds))))
+                for k in self._keys:
+                    sums[k] = sums.get(k, 0) + batch[k].double().sum(0)
+            self._means = {k: (v / len(ds)).float() for k, v in sums.items()}
+        return self._means[key]
+
+
+class ItemDataset(Dataset):
+    """A user's map-style dataset of dict items, seen as one split (optionally with a per-item ``transform``)."""
+
+    def __init__(self, dataset: Dataset, name: str = "dataset", transform: Transform | None = None,
+                 num_classes: int | None = None, task: str | None = None) -> None:
+        if isinstance(dataset, IterableDataset):
+            raise DataError(f"{name}: an IterableDataset has no per-example index, so it cannot give a seeded order, "
+                            "a rank split or teacher outputs per example; wrap it as a map-style Dataset "
+                            "(__len__ and __getitem__)")
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise DataError(f"{name}: expected a map-style torch Dataset (__len__ and __getitem__), "
+                            f"got {type(dataset).__name__}")
+        if len(dataset) == 0:
+            raise DataError(f"{name}: the split is empty (0 examples)")
+        self.dataset, self.name, self.transform = dataset, name, transform
+        self.task = task or getattr(dataset, "task", "classification")
+        if self.task not in TASKS:
+            raise DataError(f"{name}: task {self.task!r} unknown; expected one of {', '.join(TASKS)}")
+        self.num_classes = num_classes if num_classes is not None else getattr(dataset, "num_classes", None)
+        if self.num_classes is None and self.task != "regression":
+            raise DataError(f"{name}: the dataset has no num_classes attribute; set it (task {self.task!r})")
+        self.ignore_index = getattr(dataset, "ignore_index", None)
+        if self.task == "segmentation":
+            check_ignore_index(self.ignore_index, self.num_classes, name)
+        self.random = bool(getattr(dataset, "random", False)) or (transform is not None and
+                                                                  getattr(transform, "random", True))
+        self._specs: list[ModalitySpec] | None = None
+        self._labels: Tensor | None = None
+        declared = getattr(dataset, "modalities", None)
+        self._keys = list(declared) if declared else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def item(self, index: int) -> dict:
+        """``dataset[index]``, then the transform (the caller seeds the RNGs: :func:`seed_rngs`)."""
+        item = self.dataset[index]
+        return self.transform(item) if self.transform is not None and isinstance(item, Mapping) else item
+
+    def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
+        return collate_items(items, indices, self._keys, self.task, self.num_classes, self.ignore_index)
+
+    def __getitems__(self, rows: Sequence[int] | Tensor) -> Batch:
+        """The batch of ``rows``, read here; seeded as outside training, the global RNG streams kept."""
+        rows = [int(r) for r in rows]
+        items = []
+        with preserved_rngs():
+            seed_rngs(batch_seed(0, OUTSIDE_TRAINING, rows[0]))
+            for r in rows:
+                try:
+                    items.append(self.item(r))
+                except Exception as err:  # noqa: BLE001 - any user error, named with its item
+                    raise DataError(f"{self.name}: reading item {r} raised {type(err).__name__}: {err}") from err
+        return self.collate(items, rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def specs(self) -> list[ModalitySpec]:
+        """Per-example shape and kind of each modality, read off the first item."""
+        if self._specs is None:
+            first = self.__getitems__([0])
+            keys = self._keys or [k for k in first if k not in (LABEL, "index") and not k.endswith(MASK_SUFFIX)]
+            self._keys = keys
+            self._specs = [ModalitySpec(k, tuple(first[k].shape[1:]), tokens=not first[k].is_floating_point())
+                           for k in keys]
+        return self._specs
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [s.name for s in self.specs()]
+
+    @property
+    def labels(self) -> Tensor:
+        """Every target of the split (``dataset.labels`` / ``.targets`` when it has them, else read item by item)."""
+        if self._labels is None:
+            own = getattr(self.dataset, "labels", None)
+            if own is None:
+                own = getattr(self.dataset, "targets", None)
+            if own is not None and len(own) == len(self):
+                self._labels = torch.as_tensor(own)
+            else:
+                self._labels = torch.cat([self.__getitems__(range(s, min(s + 256, len(self))))[LABEL]
+                                          for s in range(0, len(self), 256)])
+        return self._labels
+
+    def feature_mean(self) -> Mapping[str, Tensor]:
+        return _LazyMeans(self)
+
+    def fingerprint(self) -> str:
+        """The dataset's own ``fingerprint()`` (a string that changes when the data change); needed by the cache."""
+        own = getattr(self.dataset, "fingerprint", None)
+        if own is None or self.transform is not None:
+            raise DataError(f"{self.name}: the teacher cache needs dataset.fingerprint() (a string that changes when "
+                            "the data change) and no transform; without it the teacher runs online")
+        return f"{type(self.dataset).__qualname__}:{own()}"
+
+    @property
+    def cacheable(self) -> bool:
+        return not self.random and self.transform is None and hasattr(self.dataset, "fingerprint")
+
+    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> ItemDataset:
+        idx = [int(i) for i in indices]
+        sub = ItemDataset(Subset(self.dataset, idx), name or self.name, self.transform, self.num_classes, self.task)
+        sub._keys, sub.random, sub.ignore_index = self._keys, self.random, self.ignore_index
+        if self._labels is not None:
+            sub._labels = self._labels[idx]
+        return sub
+
+
+AnyDataset = MultimodalDataset | ItemDataset
+
+
+@dataclass
+class ItemSplits:
+    """Train / validation / test splits of which at least one is an :class:`ItemDataset` (as ``DataSplits``)."""
+
+    train: AnyDataset
+    val: AnyDataset
+    test: AnyDataset
+    description: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def split(self, name: str) -> AnyDataset:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; expected train, val or test")
+        return getattr(self, name)
+
+    def describe(self) -> str:
+        mods = ", ".join(f"{s.name}{list(s.shape)}" for s in self.train.specs())
+        sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
+        head = f"{self.description} " if self.description else ""
+        return f"{head}{sizes}; {self.num_classes} classes; modalities: {mods}"
+
+    def check(self) -> None:
+        """Every split has the train split's modalities and per-example shapes (first item of each)."""
+        names = [s.name for s in self.train.specs()]
+        for split in ("val", "test"):
+            other = [s.name for s in self.split(split).specs()]
+            if other != names:
+                raise DataError(f"split {split!r}: modalities {other} differ from train's {names}")
+
+    def check_classes(self) -> None:
+        if getattr(self.train, "task", "classification") == "classification":
+            DataSplits.check_classes(self)  # type: ignore[arg-type]
+
+
+def as_split(dataset, name: str, transform: Transform | None = None) -> AnyDataset:
+    """A split the engine can train on: a :class:`MultimodalDataset` as is (fast path), anything else wrapped."""
+    if isinstance(dataset, MultimodalDataset) and transform is None:
+        return dataset
+    if isinstance(dataset, ItemDataset):
+        if transform is None:
+            return dataset
+        dataset = dataset.dataset
+    return ItemDataset(dataset, name, transform)
+
+
+def as_splits(data=None, train=None, val=None, test=None, transforms: Mapping[str, Transform] | None = None,
+              where: str = "distill") -> DataSplits | ItemSplits:
+    """``data`` (DataSplits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``."""
+    given = {"train": train, "val": val, "test": test}
+    if data is not None:
+        if any(v is not None for v in given.values()):
+            raise ConfigError(f"{where}: give data= (a splits object) or train=, val=, test=, not both")
+        if isinstance(data, DataSplits) and not transforms:
+            return data
+        if isinstance(data, Mapping):
+            given = {k: data.get(k) for k in given}
+        elif isinstance(data, (tuple, list)) and len(data) == 3:
+            given = dict(zip(given, data))
+        else:
+            given = {k: getattr(data, k, None) for k in given}
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"{where}: no {missing[0]!r} split; give train=, val= and test= datasets "
+                          "(or data= with all three)")
+    transforms = dict(transforms or {})
+    unknown = sorted(set(transforms) - set(given))
+    if unknown:
+        raise ConfigError(f"{where}: transforms for unknown split {unknown[0]!r}; expected train, val or test")
+    splits = {k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k))
+              for k, v in given.items()}
+    if all(isinstance(s, MultimodalDataset) for s in splits.values()):
+        return DataSplits(**splits)
+    return ItemSplits(**splits, description=getattr(data, "description", ""))
+
+
+def import_object(path: str, key: str):
+    """``"package.module:name"`` -> the object; a ConfigError names ``key`` when it cannot be imported."""
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"{key}: expected 'package.module:name', got {path!r}")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(f"{key}: cannot import module {module!r} ({err})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{key}: module {module!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{key}: {path!r} is not callable")
+    return obj
+
+
+def load_data(cfg) -> DataSplits | ItemSplits:
+    """The splits a :class:`~mmdistill.config.DataConfig` describes: ``dataset: "pkg.mod:factory"`` called with
+    ``params`` (returning train/val/test) or the registered dataset ``name``; then the per-split ``transforms``."""
+    transforms = {}
+    for split, spec in (cfg.transforms or {}).items():
+        factory = import_object(spec.factory, f"data.transforms.{split}.factory")
+        transforms[split] = factory(**spec.params)
+    if cfg.dataset is not None:
+        factory = import_object(cfg.dataset, "data.dataset")
+        try:
+            made = factory(**cfg.params)
+        except TypeError as err:
+            raise ConfigError(f"data.params: {cfg.dataset} does not take these parameters ({err})") from None
+        return as_splits(made, transforms=transforms, where=f"data.dataset {cfg.dataset}")
+    from . import build_splits
+
+    splits = build_splits(cfg.name, cfg.params, seed=cfg.split_seed)
+    return as_splits(splits, transforms=transforms, where=f"data {cfg.name}") if transforms else splits

@@ -1,0 +1,256 @@
+"""The one place batches are produced, for training and evaluation.
+
+* A :class:`~mmdistill.data.dataset.MultimodalDataset` (column data) takes the fast path: a batch is one
+  gather by an index tensor, no per-item Python and no DataLoader.
+* Any other map-style dataset (:class:`~mmdistill.data.item_dataset.ItemDataset`) goes through a
+  ``DataLoader`` (``trainer.num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``) whose
+  batch sampler yields the same index batches, each with its batch seed.
+
+Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler-style across processes, and a
+batch's random augmentation is seeded by (seed, epoch, its first index): a function of neither the worker that
+reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA, batches
+are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
+the user as a :class:`DataError` naming the split, the item index and the original exception.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..batch import LABEL, Batch
+from ..config import TrainerConfig
+from ..data.dataset import MultimodalDataset
+from ..data.item_dataset import (
+    OUTSIDE_TRAINING,
+    ItemDataset,
+    batch_seed,
+    preserved_rngs,
+    seed_rngs,
+)
+from ..errors import DataError
+from ..tasks import validate_labels
+
+
+class EpochBatches:
+    """Index batches for one process: a seeded shuffle per epoch, split across processes.
+
+    Epoch e's order is ``randperm(n, seed + e)``, padded by wrapping to a multiple of the
+    number of processes; process r takes positions r, r + world, ... (DistributedSampler's
+    scheme), so a 1-process run sees the same examples per step as a DDP run with the same
+    global batch. Yields index tensors, so batches are gathered without Python lists.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        total = -(-self.n // self.world) * self.world
+        if total > self.n:
+            order = torch.cat([order, order[: total - self.n]])
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self._indices().split(self.batch_size))
+
+    def __len__(self) -> int:
+        per_process = math.ceil(self.n / self.world)
+        return math.ceil(per_process / self.batch_size)
+
+
+class _SeededBatches:
+    """A batch sampler: each index batch of ``order`` as [(index, batch seed), ...] for the epoch it is set to."""
+
+    def __init__(self, order, seed: int, epoch: int | None = None) -> None:
+        self.order, self.seed, self.fixed_epoch = order, seed, epoch
+
+    def __iter__(self):
+        epoch = self.fixed_epoch if self.fixed_epoch is not None else self.order.epoch
+        for idx in self.order:
+            rows = idx.tolist()
+            s = batch_seed(self.seed, epoch, rows[0])
+            yield [(i, s) for i in rows]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+@dataclass
+class _Failure:
+    """An exception in a worker, carried back as data so that the main process raises it with its context."""
+
+    index: int | None
+    kind: str
+    message: str
+    trace: str
+
+
+class _SeededReads(torch.utils.data.Dataset):
+    """``reads.__getitems__([(index, batch seed), ...])`` -> [(index, item or _Failure), ...], RNGs seeded once."""
+
+    def __init__(self, dataset: ItemDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, _ = key
+        try:
+            return index, self.dataset.item(index)
+        except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
+            return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+        """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
+        (dropout...) are kept as they were, once per batch."""
+        if torch.utils.data.get_worker_info() is not None:
+            seed_rngs(keys[0][1])
+            return [self[key] for key in keys]
+        with preserved_rngs():
+            seed_rngs(keys[0][1])
+            return [self[key] for key in keys]
+
+
+class _Collate:
+    """Stacks (index, item) pairs with the dataset's collate; a failure is passed on, never raised in the worker."""
+
+    def __init__(self, dataset: ItemDataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, pairs):
+        for _, item in pairs:
+            if isinstance(item, _Failure):
+                return item
+        try:
+            return self.dataset.collate([item for _, item in pairs], [i for i, _ in pairs])
+        except Exception as err:  # noqa: BLE001
+            return _Failure(None, type(err).__name__, str(err), traceback.format_exc())
+
+
+def _raise_failure(f: _Failure, split: str) -> None:
+    if f.index is None and f.kind == "DataError":  # our own collate check: it names the item and key already
+        raise DataError(f"{split}: {f.message}")
+    err = DataError(f"{split}: reading item {f.index} raised {f.kind}: {f.message}" if f.index is not None else
+                    f"{split}: making a batch raised {f.kind}: {f.message}")
+    err.add_note(f.trace)
+    raise err
+
+
+class ItemBatches:
+    """Batches of an :class:`ItemDataset` through a DataLoader (workers, pinning, prefetch per ``TrainerConfig``)."""
+
+    def __init__(self, dataset: ItemDataset, order, cfg: TrainerConfig, seed: int, device: torch.device,
+                 epoch: int | None = None) -> None:
+        self.dataset, self.order, self.device = dataset, order, torch.device(device)
+        on_cuda = self.device.type == "cuda"
+        pin = cfg.pin_memory if cfg.pin_memory is not None else on_cuda
+        workers = cfg.num_workers
+        extra = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
+        self.loader = DataLoader(_SeededReads(dataset), batch_sampler=_SeededBatches(order, seed, epoch),
+                                 collate_fn=_Collate(dataset), num_workers=workers, pin_memory=pin and on_cuda,
+                                 persistent_workers=cfg.persistent_workers and workers > 0,
+                                 generator=torch.Generator().manual_seed(seed), **extra)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        try:
+            for batch in it:
+                if isinstance(batch, _Failure):
+                    _raise_failure(batch, self.dataset.name)
+                yield to_device(batch, self.device)
+        except BaseException:  # a failed item, Ctrl-C, an error in the step: stop the workers now, not at exit
+            self.close(it)
+            raise
+
+    def close(self, it=None) -> None:
+        """Stop the workers of ``it`` and the persistent ones (the run ends or failed)."""
+        for running in (it, getattr(self.loader, "_iterator", None)):
+            if running is not None and hasattr(running, "_shutdown_workers"):
+                running._shutdown_workers()
+        self.loader._iterator = None
+
+
+class ColumnBatches:
+    """Batches of a :class:`MultimodalDataset`: one gather per batch by an index tensor (the fast path)."""
+
+    def __init__(self, dataset: MultimodalDataset, order, device: torch.device) -> None:
+        self.dataset, self.order, self.device = dataset, order, torch.device(device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        on_accelerator = self.device.type != "cpu"
+        for idx in self.order:
+            batch = self.dataset.__getitems__(idx)
+            yield to_device(batch, self.device) if on_accelerator else batch
+
+    def close(self) -> None:
+        pass
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_batches(dataset, cfg: TrainerConfig, seed: int, rank: int, world: int,
+                  device: torch.device | str = "cpu") -> ColumnBatches | ItemBatches:
+    """This process's training batches: call ``set_epoch(e)`` before iterating epoch e."""
+    order = EpochBatches(len(dataset), cfg.batch_size // world, seed, rank, world)
+    if isinstance(dataset, MultimodalDataset):
+        validate_labels({LABEL: dataset.labels}, dataset.num_classes)
+        return ColumnBatches(dataset, order, device)
+    return ItemBatches(dataset, order, cfg, seed, device)
+
+
+class _RowBatches:
+    """Rows rank, rank + world, ... of a split, in order, as index batches (no padding)."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int) -> None:
+        self.rows = torch.arange(rank, n, world)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        return iter(self.rows.split(self.batch_size))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def eval_batches(dataset, batch_size: int, rank: int = 0, world: int = 1, cfg: TrainerConfig | None = None,
+                 device: torch.device | str = "cpu"):
+    """This process's share of a split (rows rank, rank+world, ...), no padding, in order.
+
+    An item dataset's random transform, if any, is seeded as outside training (the same draw every evaluation).
+    """
+    rows = _RowBatches(len(dataset), batch_size, rank, world)
+    if isinstance(dataset, MultimodalDataset):
+        return ColumnBatches(dataset, rows, "cpu")
+    cfg = cfg or TrainerConfig()
+    return ItemBatches(dataset, rows, cfg.model_copy(update={"persistent_workers": False}), 0, device,
+                       epoch=OUTSIDE_TRAINING)
