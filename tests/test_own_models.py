@@ -176,7 +176,7 @@ def preflight_of(config, overrides):
       r"scale \(encoder 'scaled_linear'\)")),
     (["student.model={modalities: [b], encoder: {type: scaled_linear}}", "teacher.model={modalities: [a]}",
       "imports=[]"],
-     r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, tokens \("),
+     r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, resnet, spec_cnn, tokens \("),
     (["masking.strategy=nope"],
      r"masking\.strategy: unknown masking strategy 'nope'; known: attention, learned, mean, minus_one, zeros$"),
     (["method.name=kd_and_masked_ce", "method.params={lam: 2}"], r"method\.params\.lam: Input should be less than"),

@@ -75,9 +75,11 @@ def test_distill_restores_the_callers_determinism_settings(toy_splits, tmp_path,
 
 
 def test_evaluate_reuses_its_metric_objects_and_resets_them(toy_splits, monkeypatch):
+    from mmdistill.tasks.classification import Classification
+
     built = []
-    real = metrics_mod.metric_collection
-    monkeypatch.setattr(metrics_mod, "metric_collection", lambda n: built.append(n) or real(n))
+    real = Classification.metrics
+    monkeypatch.setattr(Classification, "metrics", lambda self, n, *a, **k: built.append(n) or real(self, n, *a, **k))
     metrics_mod._reusable.cache_clear()
     _, student = models(toy_splits)
     n = toy_splits.num_classes

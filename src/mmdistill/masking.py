@@ -223,5 +223,9 @@ def split_variants(stacked: Tensor, n_views: int) -> Tensor:
 
 
 def fit_masker(cfg: MaskingConfig, train: MultimodalDataset) -> Masker:
-    """The run's masker (``masking:`` section), fitted on the training split (its per-modality means)."""
-    return Masker(train.specs(), cfg.strategy, cfg.per_modality).fit(train.feature_mean())
+    """The run's masker (``masking:`` section), fitted on the training split: its per-modality means are read (one
+    pass over an item dataset) only when a strategy uses them (a null value whose ``fit`` does something)."""
+    masker = Masker(train.specs(), cfg.strategy, cfg.per_modality)
+    needed = [m for m, null in masker.nulls.items() if type(null).fit is not NullValue.fit]
+    means = train.feature_mean() if needed else {}
+    return masker.fit({m: means[m] for m in needed if m in means})

@@ -23,7 +23,7 @@ from ..data import DataSplits
 from ..data.item_dataset import ItemDataset, ItemSplits, as_splits
 from ..errors import ConfigError, MachineError
 from ..io import write_json
-from ..masking import Masker, NullValue, fit_masker
+from ..masking import Masker, fit_masker
 from ..methods.base import Method
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
@@ -76,15 +76,6 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits 
             raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
 
 
-def fit_item_masker(cfg: MaskingConfig, train: ItemDataset) -> Masker:
-    """The masker of an item dataset: its training means (one pass over the split) read only for the strategies that
-    use them (a null value whose ``fit`` does something: ``mean``, ``learned``), never for ``zeros`` alone."""
-    masker = Masker(train.specs(), cfg.strategy, cfg.per_modality)
-    means = train.feature_mean()
-    return masker.fit({m: means[m] for m, null in masker.nulls.items()
-                       if type(null).fit is not NullValue.fit and m in means})
-
-
 def _teacher_mode(cache: CacheConfig, train) -> str:
     """"cache" or "online": online when the training data are random (augmentation: an example's input differs
     every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
@@ -132,7 +123,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
         fabric = start_fabric(trainer)
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
-    masker = fit_masker(masking, data.train) if isinstance(data, DataSplits) else fit_item_masker(masking, data.train)
+    masker = fit_masker(masking, data.train)
     algo = build_method(method, method_params, masker)
     if algo.needs_teacher and teacher is None:
         raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")

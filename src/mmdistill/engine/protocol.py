@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..config import RunConfig, dump_config
-from ..data import DataSplits, build_splits
+from ..data import DataSplits
+from ..data.item_dataset import load_data
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
 from ..masking import fit_masker
@@ -81,7 +82,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     fabric = start_fabric(cfg.trainer)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    data = load_data(cfg.data)
     if uses_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
     preflight(cfg, data)

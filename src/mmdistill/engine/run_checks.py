@@ -8,7 +8,12 @@ except the keys in :data:`RESUME_MAY_CHANGE`, which cannot change a result:
 
 * ``cache.dir``: where the teacher-output cache lives; entries are keyed by teacher weights,
   data, request and masking, so another folder gives the same outputs (rebuilt or read);
-* ``trainer.ddp_timeout_s`` / ``teacher.trainer.ddp_timeout_s``: only how long a stuck collective waits.
+* ``trainer.ddp_timeout_s`` / ``teacher.trainer.ddp_timeout_s``: only how long a stuck collective waits;
+* the DataLoader options ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor`` (of
+  ``trainer`` and ``teacher.trainer``): each batch's random draws are seeded by (seed, epoch, batch), so the
+  number of workers cannot change a result.
+
+Keys a newer mmdistill added (absent from an older run's ``config.yaml``) compare at their defaults.
 
 Not allowed, though they look harmless: ``trainer.num_threads`` (the number of threads changes the
 order of floating-point sums, so a resumed run would no longer be bitwise equal to an uninterrupted
@@ -32,7 +37,9 @@ from ..config import RunConfig
 from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
 
-RESUME_MAY_CHANGE = ("cache.dir", "trainer.ddp_timeout_s", "teacher.trainer.ddp_timeout_s")
+_LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")  # batches are seeded per batch
+RESUME_MAY_CHANGE = ("cache.dir", "trainer.ddp_timeout_s", "teacher.trainer.ddp_timeout_s",
+                     *(f"{s}.{k}" for s in ("trainer", "teacher.trainer") for k in _LOADER_KEYS))
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -64,6 +71,10 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
                               f"it was not written by mmdistill or was damaged") from None
         new = json.loads(json.dumps(cfg.model_dump(mode="json")))
         saved = saved if isinstance(saved, dict) else {}
+        try:  # the saved config with today's defaults filled in: a key added since it was written is not a change
+            saved = json.loads(json.dumps(RunConfig.model_validate(saved).model_dump(mode="json")))
+        except Exception:  # noqa: BLE001  not valid today: compare it as written (the diff names what differs)
+            pass
         changes = [c for c in config_changes(saved, new) if c[0] not in RESUME_MAY_CHANGE]
         if changes:
             shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:10])

@@ -16,14 +16,14 @@ PARTS = ("teacher", "nokd", "student")
 def load_run_models(run_dir: Path):
     """(config, data splits, {"seed_0/student": model, ...}) of a run folder."""
     from ..config import load_config
-    from ..data import build_splits
+    from ..data.item_dataset import load_data
     from ..engine.checkpoint import load_tensors
     from ..engine.assembly import build_run_model
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml", check_machine=False)
-    data = build_splits(cfg.data.name, cfg.data.params, seed=cfg.data.split_seed)
+    data = load_data(cfg.data)
     models = {}
     for seed_dir in sorted(run_dir.glob("seed_*")):
         for part in PARTS:
