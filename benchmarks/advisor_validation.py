@@ -85,8 +85,14 @@ def _nonlinear(x_train: torch.Tensor, x_test: torch.Tensor, seed: tuple) -> tupl
 def setting_data(s: Setting, seed: int, n_test: int = 1000) -> dict:
     """Train/test arrays of one seed of a setting (the view applied)."""
     d = draw(s.spec, seed, n_train=s.n, n_test=n_test)
-    data = {"xa": d.train.xa, "xb": d.train.xb, "y": d.train.y,
-            "xa_test": d.test.xa, "xb_test": d.test.xb, "y_test": d.test.y}
+    data = {
+        "xa": d.train.xa,
+        "xb": d.train.xb,
+        "y": d.train.y,
+        "xa_test": d.test.xa,
+        "xb_test": d.test.xb,
+        "y_test": d.test.y,
+    }
     if s.view == "nonlinear":
         index = s.seeds[0]  # one network per setting, the same for all its seeds
         data["xa"], data["xa_test"] = _nonlinear(data["xa"], data["xa_test"], (index, 0))
@@ -112,8 +118,9 @@ def measure(settings: list[Setting]) -> tuple[list[dict], float]:
             runs += [Run(nokd, d["xb"], d["y"]), Run(kd, d["xb"], d["y"], soft_targets=p, ce_weight=1.0, kd_weight=1.0)]
         students = train_runs(runs, lr=0.1, epochs=1000)
         t_acc = teachers.accuracy([d["xa_test"] for _, d, _ in jobs], [d["y_test"] for _, d, _ in jobs])
-        s_acc = students.accuracy([d["xb_test"] for _, d, _ in jobs for _ in (0, 1)],
-                                  [d["y_test"] for _, d, _ in jobs for _ in (0, 1)])
+        s_acc = students.accuracy(
+            [d["xb_test"] for _, d, _ in jobs for _ in (0, 1)], [d["y_test"] for _, d, _ in jobs for _ in (0, 1)]
+        )
         for i, (s, _, _) in enumerate(jobs):
             r = results.setdefault(s.label, {"gains": [], "teacher": [], "nokd": []})
             r["gains"].append(100 * float(s_acc[2 * i + 1] - s_acc[2 * i]))
@@ -123,9 +130,19 @@ def measure(settings: list[Setting]) -> tuple[list[dict], float]:
     for s in settings:
         r = results[s.label]
         g = np.array(r["gains"])
-        rows.append({"label": s.label, "n": s.n, "view": s.view, "gamma": s.spec.gamma, "gain": float(g.mean()),
-                     "gain_se": float(g.std(ddof=1) / np.sqrt(len(g))), "gains": r["gains"],
-                     "teacher": float(np.mean(r["teacher"])), "nokd": float(np.mean(r["nokd"]))})
+        rows.append(
+            {
+                "label": s.label,
+                "n": s.n,
+                "view": s.view,
+                "gamma": s.spec.gamma,
+                "gain": float(g.mean()),
+                "gain_se": float(g.std(ddof=1) / np.sqrt(len(g))),
+                "gains": r["gains"],
+                "teacher": float(np.mean(r["teacher"])),
+                "nokd": float(np.mean(r["nokd"])),
+            }
+        )
     return rows, time.perf_counter() - start
 
 
@@ -146,9 +163,11 @@ def measured(suite: str, remeasure: bool = False) -> tuple[list[Setting], list[d
 
 def score(pred: np.ndarray, gain: np.ndarray, n: np.ndarray, interval: tuple | None = None) -> dict:
     small = n <= 100
-    out = {"spearman": float(spearmanr(pred, gain).statistic),
-           "spearman_small": float(spearmanr(pred[small], gain[small]).statistic),
-           "sign_accuracy": float(np.mean((pred > 0) == (gain > 0)))}
+    out = {
+        "spearman": float(spearmanr(pred, gain).statistic),
+        "spearman_small": float(spearmanr(pred[small], gain[small]).statistic),
+        "sign_accuracy": float(np.mean((pred > 0) == (gain > 0))),
+    }
     if interval is not None:
         out["coverage"] = float(np.mean((interval[0] <= gain) & (gain <= interval[1])))
     return out
@@ -186,8 +205,16 @@ def fit_calibration(preds: list[dict], rows: list[dict], lam: float = LAMBDA) ->
     scale0 = float(resid.mean())
     q80 = float(np.quantile(resid / (scale0 + se), 0.8))
     w = solve(np.ones(len(gain), bool))
-    calib = {"mean": mean.tolist(), "sd": sd.tolist(), "design_mean": dmean.tolist(), "design_sd": dsd.tolist(),
-             "coef": w[1:].tolist(), "intercept": float(w[0]), "scale0": scale0, "q80": q80}
+    calib = {
+        "mean": mean.tolist(),
+        "sd": sd.tolist(),
+        "design_mean": dmean.tolist(),
+        "design_sd": dsd.tolist(),
+        "coef": w[1:].tolist(),
+        "intercept": float(w[0]),
+        "scale0": scale0,
+        "q80": q80,
+    }
     return calib, loo
 
 
@@ -201,7 +228,7 @@ def write_calibration(calib: dict, lam: float) -> Path:
         return "[\n" + textwrap.fill(body, 116, initial_indent="    ", subsequent_indent="    ") + ",\n]"
 
     names = "[\n" + "".join(f"    {name!r},\n" for name in cal.FEATURES) + "]"
-    text = (f'''"""Calibration of the advisor's KD-gain prediction (from ``benchmarks/advisor_validation.py --fit``).
+    text = f'''"""Calibration of the advisor's KD-gain prediction (from ``benchmarks/advisor_validation.py --fit``).
 
 Quadratic ridge (lambda {lam}) on the advisor's standardised signals, fitted on the Venn development
 suite ({SUITES["dev"][1]} settings, seed base {SUITES["dev"][0]}); see :mod:`.advisor`.
@@ -217,7 +244,7 @@ COEF = {r(calib["coef"])}
 INTERCEPT = {calib["intercept"]:.6f}
 SCALE0 = {calib["scale0"]:.6f}
 Q80 = {calib["q80"]:.6f}
-''')
+'''
     path = Path(cal.__file__)
     write_text(path, text)
     return path
@@ -245,9 +272,16 @@ def joint_probe(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, steps: int 
             loss.backward()
             opt.step()
         with torch.no_grad():
-            margin_t[te], margin_s[te] = (lambda z: z[:, 1] - z[:, 0])(t(xa[te])), (lambda z: z[:, 1] - z[:, 0])(s(xb[te]))
+            margin_t[te], margin_s[te] = (
+                (lambda z: z[:, 1] - z[:, 0])(t(xa[te])),
+                (lambda z: z[:, 1] - z[:, 0])(s(xb[te])),
+            )
     agree = float(torch.corrcoef(torch.stack([margin_t, margin_s]))[0, 1])
-    return [agree, float(((margin_t > 0).long() == y).float().mean()), float(((margin_s > 0).long() == y).float().mean())]
+    return [
+        agree,
+        float(((margin_t > 0).long() == y).float().mean()),
+        float(((margin_s > 0).long() == y).float().mean()),
+    ]
 
 
 def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> list[str]:
@@ -255,7 +289,9 @@ def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> l
     gain, n = np.array([r["gain"] for r in rows]), np.array([r["n"] for r in rows])
     extra = np.array([joint_probe(*(setting_data(s, s.seeds[0])[k] for k in ("xa", "xb", "y"))) for s in settings])
     lines = ["", "Learned-representation (joint probe) signals on this suite:", ""]
-    for i, name in enumerate(("held-out agreement of the jointly trained logits", "its teacher accuracy", "its student accuracy")):
+    for i, name in enumerate(
+        ("held-out agreement of the jointly trained logits", "its teacher accuracy", "its student accuracy")
+    ):
         sc = score(extra[:, i], gain, n)
         lines.append(f"- {name}: Spearman {sc['spearman']:+.2f}, at n <= 100 {sc['spearman_small']:+.2f}")
     for p, e in zip(preds, extra):
@@ -269,8 +305,10 @@ def try_joint(settings: list[Setting], rows: list[dict], preds: list[dict]) -> l
     finally:
         cal.FEATURES = names
     sc = score(loo, gain, n)
-    lines.append(f"- the calibration with these 3 signals added, leave-one-out: Spearman {sc['spearman']:+.2f}, "
-                 f"at n <= 100 {sc['spearman_small']:+.2f}, sign accuracy {sc['sign_accuracy']:.2f}")
+    lines.append(
+        f"- the calibration with these 3 signals added, leave-one-out: Spearman {sc['spearman']:+.2f}, "
+        f"at n <= 100 {sc['spearman_small']:+.2f}, sign accuracy {sc['sign_accuracy']:.2f}"
+    )
     return lines
 
 
@@ -278,22 +316,36 @@ def table(rows: list[dict], preds: list[dict]) -> list[str]:
     gain, n = np.array([r["gain"] for r in rows]), np.array([r["n"] for r in rows])
     trivial = float(np.mean(gain <= 0))
     entries = [
-        ("advisor: predicted gain (`advise`)", np.array([p["predicted_gain"] for p in preds]),
-         (np.array([p["predicted_gain_interval"][0] for p in preds]),
-          np.array([p["predicted_gain_interval"][1] for p in preds]))),
+        (
+            "advisor: predicted gain (`advise`)",
+            np.array([p["predicted_gain"] for p in preds]),
+            (
+                np.array([p["predicted_gain_interval"][0] for p in preds]),
+                np.array([p["predicted_gain_interval"][1] for p in preds]),
+            ),
+        ),
         ("advisor: pilot-distillation gain alone", np.array([p["pilot_gain"] for p in preds]), None),
         ("advisor: gamma estimate alone", np.array([p["gamma"] for p in preds]) - 0.5, None),
-        ("naive rule, advisor's cross-validated teacher - student acc.",
-         100 * np.array([p["teacher_accuracy"] - p["student_accuracy"] for p in preds]), None),
+        (
+            "naive rule, advisor's cross-validated teacher - student acc.",
+            100 * np.array([p["teacher_accuracy"] - p["student_accuracy"] for p in preds]),
+            None,
+        ),
         ("oracle: true gamma of the setting", np.array([r["gamma"] for r in rows]) - 0.5, None),
-        ("oracle naive rule: protocol teacher acc. - no-KD acc. (test data)",
-         np.array([r["teacher"] - r["nokd"] for r in rows]), None),
+        (
+            "oracle naive rule: protocol teacher acc. - no-KD acc. (test data)",
+            np.array([r["teacher"] - r["nokd"] for r in rows]),
+            None,
+        ),
     ]
-    lines = [f"Settings: {len(rows)} ({int((n <= 100).sum())} with n <= 100); "
-             f"measured gain > 0 in {int((gain > 0).sum())}; "
-             f"trivial 'KD never helps' sign accuracy {trivial:.2f}.", "",
-             "| predictor | Spearman | Spearman n<=100 | sign accuracy | 80% interval coverage |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Settings: {len(rows)} ({int((n <= 100).sum())} with n <= 100); "
+        f"measured gain > 0 in {int((gain > 0).sum())}; "
+        f"trivial 'KD never helps' sign accuracy {trivial:.2f}.",
+        "",
+        "| predictor | Spearman | Spearman n<=100 | sign accuracy | 80% interval coverage |",
+        "|---|---|---|---|---|",
+    ]
     for name, pred, interval in entries:
         sc = score(pred, gain, n, interval)
         sign = f"{sc['sign_accuracy']:.2f}" if "gamma" not in name else "-"
@@ -307,10 +359,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES), default="dev")
     ap.add_argument("--remeasure", action="store_true", help="measure the KD gains again (else read the cache)")
-    ap.add_argument("--fit", action="store_true", help="dev suite only: refit the shipped calibration "
-                    "(src/mmdistill/advisor/calibration.py) and score its leave-one-out predictions")
-    ap.add_argument("--try-joint", action="store_true", help="dev suite only: score the joint-probe (learned "
-                    "representation) signals, alone and added to the calibration (not shipped)")
+    ap.add_argument(
+        "--fit",
+        action="store_true",
+        help="dev suite only: refit the shipped calibration "
+        "(src/mmdistill/advisor/calibration.py) and score its leave-one-out predictions",
+    )
+    ap.add_argument(
+        "--try-joint",
+        action="store_true",
+        help="dev suite only: score the joint-probe (learned "
+        "representation) signals, alone and added to the calibration (not shipped)",
+    )
     args = ap.parse_args()
     if (args.fit or args.try_joint) and args.suite != "dev":
         raise SystemExit("--fit / --try-joint: only on the development suite")

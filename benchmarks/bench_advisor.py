@@ -67,8 +67,14 @@ def venn_costs() -> list[dict]:
             soft = torch.softmax(t(d.xa), -1).detach()
             fit_sequential([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
 
-        rows.append({"n": n, "advice_s": _median_time(lambda: advise(d.xa, d.xb, d.y)),
-                     "run_batched_s": _median_time(batched), "run_autograd_s": _median_time(autograd)})
+        rows.append(
+            {
+                "n": n,
+                "advice_s": _median_time(lambda: advise(d.xa, d.xb, d.y)),
+                "run_batched_s": _median_time(batched),
+                "run_autograd_s": _median_time(autograd),
+            }
+        )
     return rows
 
 
@@ -87,8 +93,14 @@ def cli_costs() -> list[dict]:
         advise_s = _cpu_seconds(["advise", "--config", str(config)])
         startup = _cpu_seconds(["--help"])
         train_s = _cpu_seconds(["train", str(config), "--out", str(Path(tmp) / "run")])
-    rows.append({"config": "src/mmdistill/configs/demo.yaml (teacher a+b -> student b)", "advise_cpu_s": advise_s,
-                 "train_cpu_s": train_s, "startup_cpu_s": startup})
+    rows.append(
+        {
+            "config": "src/mmdistill/configs/demo.yaml (teacher a+b -> student b)",
+            "advise_cpu_s": advise_s,
+            "train_cpu_s": train_s,
+            "startup_cpu_s": startup,
+        }
+    )
     return rows
 
 
@@ -99,26 +111,35 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true", help="only the Venn and CLI timings")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
-              "venn": venn_costs(), "cli": cli_costs()}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
+        "venn": venn_costs(),
+        "cli": cli_costs(),
+    }
     if not args.skip_real:
         result["real"] = advice_vs_measured(PAIRS, seeds=range(args.seeds))
     write_text(Path(args.out), json.dumps(result, indent=1))
     print("| n_train | advice s | one run, batched trainer s | advice / run | one run, autograd s | advice / run |")
     print("|---|---|---|---|---|---|")
     for r in result["venn"]:
-        print(f"| {r['n']} | {r['advice_s']:.3f} | {r['run_batched_s']:.3f} | "
-              f"{100 * r['advice_s'] / r['run_batched_s']:.0f}% | "
-              f"{r['run_autograd_s']:.3f} | {100 * r['advice_s'] / r['run_autograd_s']:.0f}% |")
+        print(
+            f"| {r['n']} | {r['advice_s']:.3f} | {r['run_batched_s']:.3f} | "
+            f"{100 * r['advice_s'] / r['run_batched_s']:.0f}% | "
+            f"{r['run_autograd_s']:.3f} | {100 * r['advice_s'] / r['run_autograd_s']:.0f}% |"
+        )
     for r in result["cli"]:
-        print(f"\nCLI, {r['config']}: advise {r['advise_cpu_s']:.1f} CPU s, train {r['train_cpu_s']:.1f} CPU s "
-              f"({100 * r['advise_cpu_s'] / r['train_cpu_s']:.1f}%; interpreter start-up and imports "
-              f"{r['startup_cpu_s']:.1f} s of each)")
+        print(
+            f"\nCLI, {r['config']}: advise {r['advise_cpu_s']:.1f} CPU s, train {r['train_cpu_s']:.1f} CPU s "
+            f"({100 * r['advise_cpu_s'] / r['train_cpu_s']:.1f}%; interpreter start-up and imports "
+            f"{r['startup_cpu_s']:.1f} s of each)"
+        )
     for r in result.get("real", []):
-        print(f"{r['dataset']} {r['pair']}: predicted {r['predicted_gain']:+.1f} "
-              f"[{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}], measured {r['measured_gain']:+.2f} "
-              f"[{r['measured_low']:+.2f}, {r['measured_high']:+.2f}], advice {r['advice_seconds']:.2f} s, "
-              f"one run {r['run_seconds']:.2f} s ({100 * r['advice_seconds'] / r['run_seconds']:.0f}%)")
+        print(
+            f"{r['dataset']} {r['pair']}: predicted {r['predicted_gain']:+.1f} "
+            f"[{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}], measured {r['measured_gain']:+.2f} "
+            f"[{r['measured_low']:+.2f}, {r['measured_high']:+.2f}], advice {r['advice_seconds']:.2f} s, "
+            f"one run {r['run_seconds']:.2f} s ({100 * r['advice_seconds'] / r['run_seconds']:.0f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,14 +38,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--train-rows", type=int, default=55000)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (MultiBench: 0.1 audio/fused, 0.01 image)")
+    parser.add_argument(
+        "--lr", type=float, default=0.1, help="SGD learning rate (MultiBench: 0.1 audio/fused, 0.01 image)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="JSON file for the results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     splits = build_splits("avmnist", {"root": args.data})
     order, held = subsets(splits, args.train_rows, 1000, len(splits.test))
-    data = DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:args.train_rows]))), held["val"], held["test"])
+    data = DataSplits(
+        splits.train.subset(torch.from_numpy(np.sort(order[: args.train_rows]))), held["val"], held["test"]
+    )
     results = {}
     for name in args.models:
         accs, start = [], time.perf_counter()
@@ -60,8 +64,11 @@ def main() -> None:
             print(f"{name} seed {seed}: test {accs[-1]:.2f}", flush=True)
         s = summarize(accs)
         results[name] = {"accuracies": accs, **s, "seconds": time.perf_counter() - start}
-        print(f"{name}: {s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] over {args.seeds} seeds, "
-              f"{results[name]['seconds']:.0f} s", flush=True)
+        print(
+            f"{name}: {s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] over {args.seeds} seeds, "
+            f"{results[name]['seconds']:.0f} s",
+            flush=True,
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
 

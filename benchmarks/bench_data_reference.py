@@ -24,7 +24,16 @@ from mmdistill.data import build_splits
 from mmdistill.evaluation.robustness import evaluate_metrics
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
-MFEAT_SETS = [["pix"], ["fou"], ["kar"], ["zer"], ["mor"], ["fac"], ["fou", "zer", "mor"], ["pix", "fou", "kar", "zer", "mor", "fac"]]
+MFEAT_SETS = [
+    ["pix"],
+    ["fou"],
+    ["kar"],
+    ["zer"],
+    ["mor"],
+    ["fac"],
+    ["fou", "zer", "mor"],
+    ["pix", "fou", "kar", "zer", "mor", "fac"],
+]
 AV_SETS = [["image"], ["audio"], ["image", "audio"]]
 
 
@@ -33,11 +42,20 @@ def reference_config(dataset: str, modalities: list[str]) -> ModelConfig:
     encoders = {}
     if dataset == "av-digits" and "audio" in modalities:
         encoders["audio"] = EncoderConfig(type="cnn1d", channels=[64, 64], kernel_size=5, out_dim=64, dropout=0.0)
-    return ModelConfig(modalities=modalities, encoder=EncoderConfig(hidden=[128], out_dim=64), encoders=encoders, dropout=0.2)
+    return ModelConfig(
+        modalities=modalities, encoder=EncoderConfig(hidden=[128], out_dim=64), encoders=encoders, dropout=0.2
+    )
 
 
-def train_reference(splits, cfg: ModelConfig, seed: int, epochs: int = 60, batch_size: int = 64, lr: float = 1e-3,
-                    weight_decay: float = 1e-4) -> torch.nn.Module:
+def train_reference(
+    splits,
+    cfg: ModelConfig,
+    seed: int,
+    epochs: int = 60,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+) -> torch.nn.Module:
     """Adam + cross-entropy; returns the model at the epoch with the best validation accuracy."""
     torch.manual_seed(seed)
     model = build_model(cfg, splits.train.specs(), splits.num_classes)
@@ -82,8 +100,10 @@ def main() -> None:
     print("|---|---|---|")
     for name, vals in rows.items():
         acc, f1 = np.array(vals).T * 100
-        print(f"| {name} | {acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f} | "
-              f"{f1.mean():.2f} ± {f1.std(ddof=1) if len(f1) > 1 else 0:.2f} |")
+        print(
+            f"| {name} | {acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f} | "
+            f"{f1.mean():.2f} ± {f1.std(ddof=1) if len(f1) > 1 else 0:.2f} |"
+        )
     print(f"\n{args.seeds} seeds, {time.time() - t0:.0f} s")
 
 

@@ -31,11 +31,20 @@ def main() -> None:
     for strategy in ("zeros", "mean"):
         masker = Masker(splits.train.specs(), strategy).fit(splits.train.feature_mean())
         print(f"\nmissing modalities, masking '{strategy}':\n")
-        print(format_rows(missing_modality_table(model, splits.test, masker), ["present", "removed", "accuracy", "macro_f1"]))
+        print(
+            format_rows(
+                missing_modality_table(model, splits.test, masker), ["present", "removed", "accuracy", "macro_f1"]
+            )
+        )
     rows = noise_curves(model, splits.test, levels=[0.0, 0.25, 0.5, 1.0, 2.0], kinds=("gaussian",), seed=args.seed)
     rows += noise_curves(model, splits.test, levels=[0.0, 0.1, 0.3, 0.6, 0.9], kinds=("dropout",), seed=args.seed)
     print("\nnoise (one modality corrupted at a time):\n")
-    print(format_rows(sorted(rows, key=lambda r: (r["kind"], r["modality"], r["level"])), ["modality", "kind", "level", "accuracy"]))
+    print(
+        format_rows(
+            sorted(rows, key=lambda r: (r["kind"], r["modality"], r["level"])),
+            ["modality", "kind", "level", "accuracy"],
+        )
+    )
     print("\nwrote", plot_noise_curves(rows, args.out, title="AV-Digits, fused reference model (test, seed 0)"))
 
 

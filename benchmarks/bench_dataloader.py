@@ -84,9 +84,16 @@ class CNN(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         self.modalities = ("image",)
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(), nn.Linear(2 * width, CLASSES))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, CLASSES),
+        )
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.body(batch["image"])
@@ -99,13 +106,15 @@ def models() -> tuple[CNN, CNN]:
     return teacher, CNN(16)
 
 
-def hand_loop(train: ImageFolder, teacher: CNN, student: CNN, workers: int, batch: int,
-              table: torch.Tensor | None) -> tuple[float, int]:
+def hand_loop(
+    train: ImageFolder, teacher: CNN, student: CNN, workers: int, batch: int, table: torch.Tensor | None
+) -> tuple[float, int]:
     """Seconds per step: DataLoader + KD step, the teacher from ``table`` (by index) or run online."""
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
     indexed = IndexedItems(train)
-    loader = DataLoader(indexed, batch_size=batch, shuffle=True, num_workers=workers,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        indexed, batch_size=batch, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
     seconds, steps = 0.0, 0
     for _ in range(EPOCHS):
         start = time.perf_counter()
@@ -138,8 +147,18 @@ class IndexedItems(Dataset):
 
 def mmdistill_run(train, val, teacher, student, workers, batch, out: Path, cache_dir: Path) -> tuple[float, int]:
     cfg = TrainerConfig(epochs=EPOCHS, batch_size=batch, num_workers=workers, optimizer={"name": "adam", "lr": 1e-3})
-    r = distill(student, teacher, train=train, val=val, test=val, out_dir=out, method="kd",
-                method_params={"temperature": TEMP, "lam": LAM}, trainer=cfg, cache=CacheConfig(dir=cache_dir))
+    r = distill(
+        student,
+        teacher,
+        train=train,
+        val=val,
+        test=val,
+        out_dir=out,
+        method="kd",
+        method_params={"temperature": TEMP, "lam": LAM},
+        trainer=cfg,
+        cache=CacheConfig(dir=cache_dir),
+    )
     return r.train_seconds / r.train_steps, r.train_steps
 
 
@@ -165,35 +184,56 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{args.threads} thread(s), {args.workers} workers, {args.images} PNGs 32x32, batch {args.batch}, "
-          f"{EPOCHS} epochs")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{args.threads} thread(s), {args.workers} workers, {args.images} PNGs 32x32, batch {args.batch}, "
+        f"{EPOCHS} epochs"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "png").mkdir()
         rows = write_images(tmp / "png", args.images + 64, seed=0)
         for mode in ("fixed", "online"):
-            train, val = ImageFolder(rows[:args.images], mode == "online"), ImageFolder(rows[args.images:], False)
+            train, val = ImageFolder(rows[: args.images], mode == "online"), ImageFolder(rows[args.images :], False)
             # val (= test here): 64 images, so that mmdistill's per-epoch validation weighs little in its CPU time
             teacher, _ = models()
             table = None
             if mode == "fixed":  # the hand loop's precomputed logits (mmdistill builds its cache in its first run)
                 with torch.no_grad():
-                    table = torch.cat([teacher({"image": torch.stack([train[i]["image"] for i in range(s, min(
-                        s + 256, len(train)))])}) for s in range(0, len(train), 256)])
+                    table = torch.cat(
+                        [
+                            teacher(
+                                {"image": torch.stack([train[i]["image"] for i in range(s, min(s + 256, len(train)))])}
+                            )
+                            for s in range(0, len(train), 256)
+                        ]
+                    )
             hand, ours = [], []
             for rep in range(args.repeats):
                 teacher, student = models()
                 hand.append(timed(hand_loop, train, teacher, student, args.workers, args.batch, table))
                 teacher, student = models()
-                ours.append(timed(mmdistill_run, train, val, teacher, student, args.workers, args.batch,
-                                  tmp / f"{mode}{rep}", tmp / "cache"))
+                ours.append(
+                    timed(
+                        mmdistill_run,
+                        train,
+                        val,
+                        teacher,
+                        student,
+                        args.workers,
+                        args.batch,
+                        tmp / f"{mode}{rep}",
+                        tmp / "cache",
+                    )
+                )
             for k, what in ((0, "wall ms/step"), (1, "CPU ms/step")):
                 h, o = min(x[k] for x in hand), min(x[k] for x in ours)
                 paired = sorted(b[k] / a[k] for a, b in zip(hand, ours))
-                print(f"{mode:6s} {what}: hand loop {1e3 * h:.2f}, mmdistill {1e3 * o:.2f}, ratio of minima "
-                      f"{o / h:.3f}, median of paired ratios {paired[len(paired) // 2]:.3f} (all: hand "
-                      f"{[round(1e3 * x[k], 1) for x in hand]}, mmdistill {[round(1e3 * x[k], 1) for x in ours]})")
+                print(
+                    f"{mode:6s} {what}: hand loop {1e3 * h:.2f}, mmdistill {1e3 * o:.2f}, ratio of minima "
+                    f"{o / h:.3f}, median of paired ratios {paired[len(paired) // 2]:.3f} (all: hand "
+                    f"{[round(1e3 * x[k], 1) for x in hand]}, mmdistill {[round(1e3 * x[k], 1) for x in ours]})"
+                )
 
 
 if __name__ == "__main__":

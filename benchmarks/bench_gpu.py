@@ -33,8 +33,10 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1024)
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print(f"no CUDA device visible to torch {torch.__version__} (torch.cuda.is_available() is False): nothing to "
-              f"measure. Run this on a machine with an NVIDIA GPU and a CUDA build of torch.")
+        print(
+            f"no CUDA device visible to torch {torch.__version__} (torch.cuda.is_available() is False): nothing to "
+            f"measure. Run this on a machine with an NVIDIA GPU and a CUDA build of torch."
+        )
         return 0
     from mmdistill.config import CacheConfig, TrainerConfig
     from mmdistill.data import build_splits
@@ -50,16 +52,25 @@ def main() -> int:
 
     def models():
         torch.manual_seed(0)
-        teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width], out_dim=256)), specs, n_cls)
+        teacher = build_model(
+            ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width], out_dim=256)), specs, n_cls
+        )
         torch.manual_seed(1)
-        student = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width, args.width], out_dim=256)),
-                              specs, n_cls)
+        student = build_model(
+            ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[args.width, args.width], out_dim=256)),
+            specs,
+            n_cls,
+        )
         return teacher.eval(), student
 
     def bare(batch: int) -> tuple[list[float], int]:
         teacher, student = models()
         student = student.to(dev)
-        logits_t = compute_table(teacher, data.train, TeacherRequest(), None, 4096, torch.device("cpu")).tensors["logits"].to(dev)
+        logits_t = (
+            compute_table(teacher, data.train, TeacherRequest(), None, 4096, torch.device("cpu"))
+            .tensors["logits"]
+            .to(dev)
+        )
         xa, xb, y = (data.train.tensors["a"].to(dev), data.train.tensors["b"].to(dev), data.train.labels.to(dev))
         opt = torch.optim.Adam(student.parameters(), lr=1e-3)
         torch.cuda.reset_peak_memory_stats()
@@ -69,10 +80,12 @@ def main() -> int:
             torch.cuda.synchronize()
             start, steps = time.perf_counter(), 0
             for i in range(0, len(y), batch):
-                idx = perm[i:i + batch]
+                idx = perm[i : i + batch]
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     out = student({"a": xa[idx], "b": xb[idx]})
-                loss = (1 - LAM) * F.cross_entropy(out.float(), y[idx]) + LAM * kd_loss(out.float(), logits_t[idx], TEMP)
+                loss = (1 - LAM) * F.cross_entropy(out.float(), y[idx]) + LAM * kd_loss(
+                    out.float(), logits_t[idx], TEMP
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -83,23 +96,35 @@ def main() -> int:
 
     def ours(batch: int, method: str, params: dict, tmp: Path, run: str) -> tuple[list[float], int]:
         teacher, student = models()
-        cfg = TrainerConfig(epochs=EPOCHS, batch_size=batch, accelerator="gpu", precision="bf16-mixed",
-                            optimizer={"name": "adam", "lr": 1e-3})
+        cfg = TrainerConfig(
+            epochs=EPOCHS,
+            batch_size=batch,
+            accelerator="gpu",
+            precision="bf16-mixed",
+            optimizer={"name": "adam", "lr": 1e-3},
+        )
         fitted = []
         real_fit = api.fit
         api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]
         try:
             torch.cuda.reset_peak_memory_stats()
-            api.distill(student, teacher, data, tmp / run, method, params, trainer=cfg, cache=CacheConfig(dir=tmp / "cache"))
+            api.distill(
+                student, teacher, data, tmp / run, method, params, trainer=cfg, cache=CacheConfig(dir=tmp / "cache")
+            )
         finally:
             api.fit = real_fit
         return [h["train_seconds"] / h["train_steps"] for h in fitted[0].history], torch.cuda.max_memory_allocated()
 
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
-          f"toy-two-modality n={args.n} ({len(data.train)} train), student MLP width {args.width} on a+b, bf16-mixed, "
-          f"{EPOCHS} epochs, min over epochs of {args.repeats} repeats after a warm-up")
-    runs = {"bare KD loop": None, "mmdistill kd": ("kd", {"temperature": TEMP, "lam": LAM}),
-            "mmdistill msd (uniform)": ("msd", {"weighting": "uniform"})}
+    print(
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
+        f"toy-two-modality n={args.n} ({len(data.train)} train), student MLP width {args.width} on a+b, bf16-mixed, "
+        f"{EPOCHS} epochs, min over epochs of {args.repeats} repeats after a warm-up"
+    )
+    runs = {
+        "bare KD loop": None,
+        "mmdistill kd": ("kd", {"temperature": TEMP, "lam": LAM}),
+        "mmdistill msd (uniform)": ("msd", {"weighting": "uniform"}),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for batch in args.batch:
@@ -114,8 +139,10 @@ def main() -> int:
             base = min(times["bare KD loop"])
             for name in runs:
                 best = min(times[name])
-                print(f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
-                      f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}")
+                print(
+                    f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
+                    f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}"
+                )
     return 0
 
 

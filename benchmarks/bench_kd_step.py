@@ -45,9 +45,13 @@ BATCH = 128  # set per measurement by main()
 def make_models(data):
     specs, n = data.train.specs(), data.num_classes
     torch.manual_seed(0)
-    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[256], out_dim=128)), specs, n).eval()
+    teacher = build_model(
+        ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[256], out_dim=128)), specs, n
+    ).eval()
     torch.manual_seed(1)
-    student = build_model(ModelConfig(modalities=["b"], encoder=EncoderConfig(hidden=[256, 256], out_dim=128)), specs, n)
+    student = build_model(
+        ModelConfig(modalities=["b"], encoder=EncoderConfig(hidden=[256, 256], out_dim=128)), specs, n
+    )
     return teacher, student
 
 
@@ -62,7 +66,7 @@ def bare_loop(student, data, teacher_logits) -> list[float]:
         start = time.perf_counter()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
         for i in range(0, n, BATCH):
-            idx = perm[i:i + BATCH]
+            idx = perm[i : i + BATCH]
             logits = student({"b": xb[idx]})
             loss = (1 - LAM) * F.cross_entropy(logits, y[idx]) + LAM * kd_loss(logits, teacher_logits[idx], TEMP)
             opt.zero_grad(set_to_none=True)
@@ -73,7 +77,9 @@ def bare_loop(student, data, teacher_logits) -> list[float]:
     return per_epoch
 
 
-def engine(student, teacher, data, workdir: Path, cache_dir: Path, run: str, cache: bool = True) -> tuple[list[float], float, float]:
+def engine(
+    student, teacher, data, workdir: Path, cache_dir: Path, run: str, cache: bool = True
+) -> tuple[list[float], float, float]:
     """(seconds per training step of each epoch as timed by the trainer, whole distill() s/step, run's mean s/step)."""
     cfg = TrainerConfig(epochs=EPOCHS, batch_size=BATCH, optimizer={"name": "adam", "lr": 1e-3})
     fitted = []
@@ -81,8 +87,17 @@ def engine(student, teacher, data, workdir: Path, cache_dir: Path, run: str, cac
     api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]  # to read the per-epoch step times
     try:
         start = time.perf_counter()
-        r = distill(student, teacher, data, workdir / f"run{run}", "kd", {"temperature": TEMP, "lam": LAM}, trainer=cfg,
-                    cache=CacheConfig(dir=cache_dir, enabled=cache), quiet=True)
+        r = distill(
+            student,
+            teacher,
+            data,
+            workdir / f"run{run}",
+            "kd",
+            {"temperature": TEMP, "lam": LAM},
+            trainer=cfg,
+            cache=CacheConfig(dir=cache_dir, enabled=cache),
+            quiet=True,
+        )
         whole = (time.perf_counter() - start) / r.train_steps
     finally:
         api.fit = real_fit
@@ -115,14 +130,21 @@ def measure(args, data, teacher, teacher_logits, tmp: Path) -> None:
     print(f"bare loop   {b * 1e3:.3f} ms/step (per epoch: {', '.join(f'{x * 1e3:.2f}' for x in bare)})")
     print(f"mmdistill   {o * 1e3:.3f} ms/step (per epoch: {', '.join(f'{x * 1e3:.2f}' for x in ours)})")
     if online:
-        print(f"mmdistill, teacher run every step (cache off) {min(online) * 1e3:.3f} ms/step "
-              f"(all: {', '.join(f'{x * 1e3:.3f}' for x in online)})")
-    print(f"mmdistill, whole distill() incl. per-epoch validation, checkpoints, logs, final val+test: {w * 1e3:.3f} ms/step")
+        print(
+            f"mmdistill, teacher run every step (cache off) {min(online) * 1e3:.3f} ms/step "
+            f"(all: {', '.join(f'{x * 1e3:.3f}' for x in online)})"
+        )
+    print(
+        f"mmdistill, whole distill() incl. per-epoch validation, checkpoints, logs, final val+test: {w * 1e3:.3f} "
+        "ms/step"
+    )
     print(f"overhead per step over the bare loop = {(o - b) * 1e3:.3f} ms")
     print(f"ratio mmdistill / bare, training steps = {o / b:.3f}")
     print(f"ratio mmdistill / bare, whole run      = {w / b:.3f}")
-    print(f"min over repeats of each run's mean step: bare {min(bare_runs) * 1e3:.3f} ms, mmdistill "
-          f"{min(ours_runs) * 1e3:.3f} ms, ratio {min(ours_runs) / min(bare_runs):.3f}")
+    print(
+        f"min over repeats of each run's mean step: bare {min(bare_runs) * 1e3:.3f} ms, mmdistill "
+        f"{min(ours_runs) * 1e3:.3f} ms, ratio {min(ours_runs) / min(bare_runs):.3f}"
+    )
 
 
 def lookup_only(args, data, teacher, tmp: Path) -> None:
@@ -142,9 +164,11 @@ def lookup_only(args, data, teacher, tmp: Path) -> None:
         gen = torch.Generator().manual_seed(batch)
         batches = [data.train.__getitems__(torch.randperm(len(data.train), generator=gen)[:batch]) for _ in range(50)]
         timings = {}
-        for name, fn in (("cache hit, in memory", lambda b: held.lookup(b, cpu)),
-                         ("cache hit, file-backed", lambda b: on_disk.lookup(b, cpu)),
-                         ("teacher forward pass", lambda b: teacher_outputs(teacher, b, req, None))):
+        for name, fn in (
+            ("cache hit, in memory", lambda b: held.lookup(b, cpu)),
+            ("cache hit, file-backed", lambda b: on_disk.lookup(b, cpu)),
+            ("teacher forward pass", lambda b: teacher_outputs(teacher, b, req, None)),
+        ):
             best = float("inf")
             for _ in range(args.repeats * 3):
                 start = time.perf_counter()
@@ -163,19 +187,25 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--batch", type=int, nargs="+", default=[128])
     ap.add_argument("--no-cache-too", action="store_true")
-    ap.add_argument("--lookup-only", action="store_true", help="only time the teacher outputs of a batch (cache vs teacher)")
+    ap.add_argument(
+        "--lookup-only", action="store_true", help="only time the teacher outputs of a batch (cache vs teacher)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}, "
-          f"MMDISTILL_CACHE_MEMORY_MB={os.environ.get('MMDISTILL_CACHE_MEMORY_MB', 'unset')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}, "
+        f"MMDISTILL_CACHE_MEMORY_MB={os.environ.get('MMDISTILL_CACHE_MEMORY_MB', 'unset')}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         teacher, _ = make_models(data)
         if args.lookup_only:
             lookup_only(args, data, teacher.eval(), tmp)
             return
-        teacher_logits = compute_table(teacher, data.train, TeacherRequest(), None, 1024, torch.device("cpu")).tensors["logits"]
+        teacher_logits = compute_table(teacher, data.train, TeacherRequest(), None, 1024, torch.device("cpu")).tensors[
+            "logits"
+        ]
         for BATCH in args.batch:
             measure(args, data, teacher, teacher_logits, tmp)
 

@@ -42,8 +42,10 @@ METHODS = {
     "crd (K=4096)": ("crd", LAYERS),
     "crd (K=1024)": ("crd", {**LAYERS, "nce_k": 1024}),
     "c2kd": ("c2kd", LAYERS),
-    "mfh_general": ("mfh_general", {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20,
-                                    "salience_examples": 512}),
+    "mfh_general": (
+        "mfh_general",
+        {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20, "salience_examples": 512},
+    ),
 }
 
 
@@ -102,8 +104,10 @@ def main() -> None:
         for label, state in states.items():
             times[label].append(time_steps(state, args.steps, r * args.steps))
     kd = statistics.median(times["kd"])
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-          f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step"
+    )
     print("| method | ms / step | x KD |")
     print("|---|---|---|")
     for label in METHODS:

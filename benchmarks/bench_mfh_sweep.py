@@ -50,11 +50,17 @@ def sequential_sweep(preset: str, seeds, epochs: int) -> list[tuple[float, float
             fit_sequential([Run(teacher, d.train.xa, d.train.y)], epochs=epochs)
             with torch.no_grad():
                 probs = torch.softmax(teacher(d.train.xa), 1)
-            fit_sequential([Run(nokd, d.train.xb, d.train.y),
-                            Run(kd, d.train.xb, d.train.y, soft_targets=probs, kd_weight=1.0)], epochs=epochs)
+            fit_sequential(
+                [Run(nokd, d.train.xb, d.train.y), Run(kd, d.train.xb, d.train.y, soft_targets=probs, kd_weight=1.0)],
+                epochs=epochs,
+            )
             with torch.no_grad():
-                out.append(tuple((m(x).argmax(1) == d.test.y).float().mean().item()
-                                 for m, x in ((teacher, d.test.xa), (nokd, d.test.xb), (kd, d.test.xb))))
+                out.append(
+                    tuple(
+                        (m(x).argmax(1) == d.test.y).float().mean().item()
+                        for m, x in ((teacher, d.test.xa), (nokd, d.test.xb), (kd, d.test.xb))
+                    )
+                )
     return out
 
 
@@ -111,7 +117,9 @@ def main() -> None:
         ours = [r for r in result.rows if r["seed"] in sub]
         for row, accs in zip(ours, seq[name]):
             worst = max(worst, *(abs(row[k] - a) for k, a in zip(("teacher_acc", "nokd_acc", "kd_acc"), accs)))
-    paper_per_run = paper_loop_seconds_per_run(args.paper_loop_runs, args.epochs) if args.paper_loop_runs else float("nan")
+    paper_per_run = (
+        paper_loop_seconds_per_run(args.paper_loop_runs, args.epochs) if args.paper_loop_runs else float("nan")
+    )
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     scaled = "" if seq_runs == vec_runs else f" (measured {seq_runs} runs in {seq_measured:.1f} s, scaled by run count)"
@@ -122,7 +130,8 @@ def main() -> None:
         f"--seeds {args.seeds} --sequential-seeds {args.sequential_seeds} --threads {args.threads}"
         + (" --record`" if args.record else "`"),
         "",
-        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
+        f"{torch.__version__}, "
         f"`torch.set_num_threads({args.threads})` on both sides; 1-min load average at the end {load:.1f} "
         "(the machine was shared with other jobs).",
         "",
@@ -132,8 +141,10 @@ def main() -> None:
         "",
         "| | wall time | per run |",
         "|---|---|---|",
-        f"| vectorised ensemble (`mmdistill reproduce mfh-gamma` + `mfh-alpha`) | {vec_s:.2f} s | {1e3 * vec_s / vec_runs:.1f} ms |",
-        f"| sequential loop, one `nn.Linear` + `optim.SGD` at a time | {seq_s:.1f} s{scaled} | {1e3 * seq_s / vec_runs:.0f} ms |",
+        f"| vectorised ensemble (`mmdistill reproduce mfh-gamma` + `mfh-alpha`) | {vec_s:.2f} s | "
+        f"{1e3 * vec_s / vec_runs:.1f} ms |",
+        f"| sequential loop, one `nn.Linear` + `optim.SGD` at a time | {seq_s:.1f} s{scaled} | "
+        f"{1e3 * seq_s / vec_runs:.0f} ms |",
         f"| the paper's loop (evaluates every epoch), {args.paper_loop_runs} runs timed | "
         f"{paper_per_run * vec_runs:.1f} s (scaled) | {1e3 * paper_per_run:.0f} ms |",
         "",
@@ -156,7 +167,9 @@ def main() -> None:
         path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
         old = path.read_text() if path.exists() else "# Benchmarks\n\n"
         pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
+        new = (
+            pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
+        )
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(new)
         os.replace(tmp, path)

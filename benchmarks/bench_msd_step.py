@@ -22,8 +22,13 @@ from mmdistill.data import build_splits
 from mmdistill.engine.api import distill
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
-RUNS = [("kd", "kd", {}), ("msd-uniform", "msd", {"weighting": "uniform"}), ("msd-population", "msd", {"weighting": "population"}),
-        ("msd-instance", "msd", {"weighting": "instance"}), ("msd-learned", "msd", {"weighting": "learned", "heldout_fraction": 0.1})]
+RUNS = [
+    ("kd", "kd", {}),
+    ("msd-uniform", "msd", {"weighting": "uniform"}),
+    ("msd-population", "msd", {"weighting": "population"}),
+    ("msd-instance", "msd", {"weighting": "instance"}),
+    ("msd-learned", "msd", {"weighting": "learned", "heldout_fraction": 0.1}),
+]
 
 
 def main() -> None:
@@ -44,13 +49,27 @@ def main() -> None:
         for r in range(args.repeats + 1):  # repeat 0 warms up and builds the caches
             for name, method, params in RUNS:
                 torch.manual_seed(1)
-                student = build_model(ModelConfig(modalities=mods, encoder=EncoderConfig(hidden=[16], out_dim=16)), specs, n)
-                res = distill(student, teacher, data, tmp / f"{name}{r}", method, params, trainer=trainer, cache=CacheConfig(dir=tmp / "c"))
+                student = build_model(
+                    ModelConfig(modalities=mods, encoder=EncoderConfig(hidden=[16], out_dim=16)), specs, n
+                )
+                res = distill(
+                    student,
+                    teacher,
+                    data,
+                    tmp / f"{name}{r}",
+                    method,
+                    params,
+                    trainer=trainer,
+                    cache=CacheConfig(dir=tmp / "c"),
+                )
                 if r:
                     times[name].append(res.train_seconds / res.train_steps)
     kd = min(times["kd"])
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, threads {args.threads}; mfeat fou+zer+mor, batch 64, "
-          f"{len(data.train)} train examples, min of {args.repeats} repeats")
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, threads {args.threads}; mfeat fou+zer+mor, "
+        "batch 64, "
+        f"{len(data.train)} train examples, min of {args.repeats} repeats"
+    )
     for name, _, _ in RUNS:
         print(f"{name:15s} {min(times[name]) * 1e3:7.3f} ms/step   ratio to kd {min(times[name]) / kd:5.2f}")
 

@@ -53,10 +53,28 @@ def cases():
     yield "table2-generic", (t, s, d.train.xa, d.train.xb, INPUT), {"rank_one": False}
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
-    yield "mlp-penultimate", (make_mlp(240, (64,), 10), make_mlp(47, (64,), 10), torch.randn(1200, 240, generator=g),
-                              torch.randn(1200, 47, generator=g), "1"), {}
-    yield "conv-skip", (ConvSkip(), make_mlp(20, (), 10), torch.randn(256, 4, 32, generator=g), torch.randn(256, 20, generator=g),
-                        "conv"), {}
+    yield (
+        "mlp-penultimate",
+        (
+            make_mlp(240, (64,), 10),
+            make_mlp(47, (64,), 10),
+            torch.randn(1200, 240, generator=g),
+            torch.randn(1200, 47, generator=g),
+            "1",
+        ),
+        {},
+    )
+    yield (
+        "conv-skip",
+        (
+            ConvSkip(),
+            make_mlp(20, (), 10),
+            torch.randn(256, 4, 32, generator=g),
+            torch.randn(256, 20, generator=g),
+            "conv",
+        ),
+        {},
+    )
 
 
 def best(fn, repeats):
@@ -75,18 +93,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s), M = {args.permutations}, "
-          f"min of {args.repeats} repeats")
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s), M = {args.permutations}, "
+        f"min of {args.repeats} repeats"
+    )
     print("| case | channels x permutations | examples | per-channel loop (ms) | vectorised (ms) | ratio |")
     print("|---|---|---|---|---|---|")
     for name, (t, s, xa, xb, layer), kw in cases():
         m = args.permutations
         channel_salience(t, s, xa, xb, layer, permutations=m, **kw)  # warm-up
         fast_t, fast = best(lambda: channel_salience(t, s, xa, xb, layer, permutations=m, **kw), args.repeats)
-        loop_t, loop = best(lambda: channel_salience_loop(t, s, xa, xb, layer, permutations=m), max(2, args.repeats // 3))
+        loop_t, loop = best(
+            lambda: channel_salience_loop(t, s, xa, xb, layer, permutations=m), max(2, args.repeats // 3)
+        )
         assert torch.allclose(fast.scores, loop.scores, atol=1e-4), name
         c = fast.scores.shape[0]
-        print(f"| {name} | {c} x {m} | {fast.info['examples']} | {1e3 * loop_t:.2f} | {1e3 * fast_t:.2f} | {loop_t / fast_t:.1f}x |")
+        print(
+            f"| {name} | {c} x {m} | {fast.info['examples']} | {1e3 * loop_t:.2f} | {1e3 * fast_t:.2f} | "
+            f"{loop_t / fast_t:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,17 @@ def epoch_seconds(data, method: str, work: Path, epochs: int, threads: int) -> f
     out = work / f"run-{method}"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        res = distill(student, teacher, data, out, method, METHODS[method], cache=CacheConfig(dir=work / "cache"), quiet=True,
-                      trainer=TrainerConfig(epochs=epochs, batch_size=BATCH, num_threads=threads))
+        res = distill(
+            student,
+            teacher,
+            data,
+            out,
+            method,
+            METHODS[method],
+            cache=CacheConfig(dir=work / "cache"),
+            quiet=True,
+            trainer=TrainerConfig(epochs=epochs, batch_size=BATCH, num_threads=threads),
+        )
     except ConfigError:  # MSD needs two or more modalities
         return None
     return res.train_seconds / res.epochs_run
@@ -78,11 +87,19 @@ def main() -> None:
                 write_folder_dataset(root, rows, modalities=mods, dim=DIM)
             data[key] = build_splits("folder", {"root": str(root)})
         epoch_seconds(data[("size", 1)], "kd", work, 1, args.threads)  # warm-up
-        times = {(m, key): epoch_seconds(data[key], m, work, args.epochs, args.threads) for m in args.methods for key in cells}
+        times = {
+            (m, key): epoch_seconds(data[key], m, work, args.epochs, args.threads)
+            for m in args.methods
+            for key in cells
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, threads {args.threads}; {args.rows} train rows at 1x, "
-          f"{DIM} features per modality, batch {BATCH}, {args.epochs} epochs; seconds per epoch (ratio to the first column)")
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, threads {args.threads}; {args.rows} train "
+        "rows at 1x, "
+        f"{DIM} features per modality, batch {BATCH}, {args.epochs} epochs; seconds per epoch (ratio to the first "
+        "column)"
+    )
     print("\n| method | 1x (2 mod.) | 2x | 4x | 1 modality (1x) | 2 modalities | 4 modalities |")
     print("|---|---|---|---|---|---|---|")
     for m in args.methods:
@@ -90,7 +107,8 @@ def main() -> None:
         mods = [times[(m, ("mods", k))] for k in (1, 2, 4)]
         first = next(t for t in mods if t is not None)
         cols = [f"{t:.2f} ({t / size[0]:.2f})" for t in size] + [
-            "n/a" if t is None else f"{t:.2f} ({t / first:.2f})" for t in mods]
+            "n/a" if t is None else f"{t:.2f} ({t / first:.2f})" for t in mods
+        ]
         print(f"| {m} | " + " | ".join(cols) + " |")
 
 

@@ -42,15 +42,31 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MMDISTILL_TRACE_STARTUP="1")
     py = sys.executable
-    rows: dict[str, list[float]] = {"import torch": [], "import mmdistill.engine.api": [],
-                                    "train: first training step": [], "train: whole command": []}
+    rows: dict[str, list[float]] = {
+        "import torch": [],
+        "import mmdistill.engine.api": [],
+        "train: first training step": [],
+        "train: whole command": [],
+    }
     for _ in range(args.repeats):
         rows["import torch"].append(timed([py, "-c", "import torch"], env)[0])
         rows["import mmdistill.engine.api"].append(timed([py, "-c", "import mmdistill.engine.api"], env)[0])
         with tempfile.TemporaryDirectory() as tmp:
             out = str(Path(tmp) / "run")
-            command = [py, "-m", "mmdistill", "train", args.config, "--seeds", "1", "trainer.epochs=1",
-                       "trainer.num_threads=1", "--out", out, "--quiet"]
+            command = [
+                py,
+                "-m",
+                "mmdistill",
+                "train",
+                args.config,
+                "--seeds",
+                "1",
+                "trainer.epochs=1",
+                "trainer.num_threads=1",
+                "--out",
+                out,
+                "--quiet",
+            ]
             wall, err, launched = timed(command, env)
         found = re.search(r"first training step at unix time ([0-9.]+)", err)
         if found is None:

@@ -23,7 +23,7 @@ def paired_arrays(shared: int, n: int = 1000, seed: int = 0):
     y = (z @ rng.normal(size=20) > 0).astype(int)
     x_teacher = np.concatenate([z[:, :10], rng.normal(size=(n, 15))], axis=1)  # teacher sees dims 0..9
     first = 10 - shared  # the student sees dims first..first+9: `shared` of them overlap the teacher's
-    x_student = np.concatenate([z[:, first:first + 10], rng.normal(size=(n, 40))], axis=1)
+    x_student = np.concatenate([z[:, first : first + 10], rng.normal(size=(n, 40))], axis=1)
     return x_teacher, x_student, y
 
 

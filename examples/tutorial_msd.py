@@ -30,7 +30,9 @@ class ImageAudioNet(nn.Module):
     def __init__(self, width: int, audio_bands: int, num_classes: int = 10) -> None:
         super().__init__()
         self.image = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.audio = nn.Sequential(nn.Conv1d(audio_bands, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.audio = nn.Sequential(
+            nn.Conv1d(audio_bands, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten()
+        )
         self.head = nn.Linear(5 * width, num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -48,8 +50,15 @@ def main() -> None:
     trainer = TrainerConfig(epochs=EPOCHS, batch_size=64, optimizer={"name": "adam", "lr": 3e-3})
 
     t = distill(teacher, None, data, f"{OUT}/teacher", method="supervised", trainer=trainer)
-    msd = distill(student, teacher, data, f"{OUT}/msd", method="msd",
-                  method_params={"temperature": 4.0, "lam": 0.5, "weighting": "instance"}, trainer=trainer)
+    msd = distill(
+        student,
+        teacher,
+        data,
+        f"{OUT}/msd",
+        method="msd",
+        method_params={"temperature": 4.0, "lam": 0.5, "weighting": "instance"},
+        trainer=trainer,
+    )
     print(f"teacher test accuracy {t.test['accuracy']:.3f}; MSD student {msd.test['accuracy']:.3f}")
     print(f"per-epoch loss terms (ce, kd, kd/image, kd/audio) are in {OUT}/msd/metrics.csv")
 

@@ -7,7 +7,8 @@ Training runs on Lightning Fabric, so scaling out changes the config, not the co
 
     # 2 machines x 4 GPUs: run the same command on each machine with Fabric's launcher variables
     MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NODE_RANK=0 \\
-      mmdistill train my.yaml trainer.accelerator=gpu trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp --out runs/x
+      mmdistill train my.yaml trainer.accelerator=gpu trainer.devices=4 trainer.num_nodes=2 \\
+        trainer.strategy=ddp --out runs/x
     # ... and NODE_RANK=1 on the second machine (or launch both with `fabric run` / your cluster's launcher).
 
 What changes: ``trainer.batch_size`` stays the *global* batch (each of N processes gets
@@ -29,8 +30,22 @@ OUT = os.environ.get("MMDISTILL_TUTORIAL_OUT", "runs/tutorial-scale-out")
 
 def main() -> None:
     config = str(resources.files("mmdistill") / "configs" / "demo.yaml")
-    command = [sys.executable, "-m", "mmdistill", "train", config, "trainer.devices=2", "trainer.strategy=ddp",
-               "trainer.accelerator=cpu", "trainer.epochs=3", "trainer.num_threads=1", "--out", OUT, "--overwrite", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmdistill",
+        "train",
+        config,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.epochs=3",
+        "trainer.num_threads=1",
+        "--out",
+        OUT,
+        "--overwrite",
+        "--quiet",
+    ]
     print(" ".join(command))
     subprocess.run(command, check=True)
     print(open(os.path.join(OUT, "summary.md")).read())

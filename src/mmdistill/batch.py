@@ -73,13 +73,16 @@ def validate_inputs(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec], 
     for spec in specs:
         if spec.name not in batch:
             present = ", ".join(modality_names(batch)) or "none"
-            raise BatchError(f"{who} reads modality {spec.name!r}, but the batch has no such key (modalities present: {present})")
+            raise BatchError(
+                f"{who} reads modality {spec.name!r}, but the batch has no such key (modalities present: {present})"
+            )
         x = batch[spec.name]
         if not isinstance(x, Tensor):
             raise BatchError(f"modality {spec.name!r}: expected a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != tuple(spec.shape):
             raise BatchError(
-                f"modality {spec.name!r}: expected shape (batch, {', '.join(map(str, spec.shape))}), got {tuple(x.shape)}"
+                f"modality {spec.name!r}: expected shape (batch, {', '.join(map(str, spec.shape))}), got "
+                f"{tuple(x.shape)}"
             )
         if spec.tokens:
             if x.dtype not in (torch.int32, torch.int64):

@@ -68,8 +68,10 @@ def explain(err: BaseException, where: str | None = None, resume_hint: str | Non
     if isinstance(err, RuntimeError):
         text = str(err)
         if "closed by peer" in text or "remote worker" in text:
-            return DDP_PEER_DIED, (f"another DDP process of this run died, so the run stopped (resume it with "
-                                   f"--resume). Distributed backend said: {text.splitlines()[0][:300]}")
+            return DDP_PEER_DIED, (
+                f"another DDP process of this run died, so the run stopped (resume it with "
+                f"--resume). Distributed backend said: {text.splitlines()[0][:300]}"
+            )
         if "out of memory" in text.lower():
             return ENVIRONMENT, f"out of memory on the accelerator: use a smaller trainer.batch_size or model{hint}"
     return None

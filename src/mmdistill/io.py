@@ -110,12 +110,14 @@ def csv_text(rows: Sequence[dict], fields: Sequence[str] | None = None, float_fo
     writer = csv.DictWriter(buf, fieldnames=list(fields or rows[0]), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (format(v, float_format) if float_format and isinstance(v, float) else v)
-                         for k, v in row.items()})
+        writer.writerow(
+            {k: (format(v, float_format) if float_format and isinstance(v, float) else v) for k, v in row.items()}
+        )
     return buf.getvalue()
 
 
-def write_csv(path: str | Path, rows: Sequence[dict], fields: Sequence[str] | None = None,
-              float_format: str | None = None) -> Path:
+def write_csv(
+    path: str | Path, rows: Sequence[dict], fields: Sequence[str] | None = None, float_format: str | None = None
+) -> Path:
     """:func:`csv_text` of ``rows``, written atomically."""
     return write_text(path, csv_text(rows, fields, float_format))

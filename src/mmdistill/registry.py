@@ -82,17 +82,20 @@ def import_modules(modules: Sequence[str], key: str = "imports") -> None:
     A module that cannot be imported, or fails while importing, is a ConfigError naming ``key[i]`` and the module.
     """
     if not isinstance(modules, (list, tuple)):
-        raise ConfigError(f"{key}: expected a list of module names (e.g. [my_pkg.plugins]), "
-                          f"got {type(modules).__name__}")
+        raise ConfigError(
+            f"{key}: expected a list of module names (e.g. [my_pkg.plugins]), got {type(modules).__name__}"
+        )
     for i, name in enumerate(modules):
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{key}[{i}]: expected a module name such as my_pkg.plugins, got {name!r:.80}")
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
-            raise ConfigError(f"{key}[{i}]: cannot import module {name!r:.200} ({err}); is its package installed or on "
-                              "PYTHONPATH?") from None
+            raise ConfigError(
+                f"{key}[{i}]: cannot import module {name!r:.200} ({err}); is its package installed or on PYTHONPATH?"
+            ) from None
         except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
             first = (str(err).strip().splitlines() or [""])[0][:300]
-            raise ConfigError(f"{key}[{i}]: importing module {name!r:.200} failed: "
-                              f"{type(err).__name__}: {first}") from None
+            raise ConfigError(
+                f"{key}[{i}]: importing module {name!r:.200} failed: {type(err).__name__}: {first}"
+            ) from None

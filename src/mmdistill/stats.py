@@ -40,8 +40,9 @@ FEW_SEEDS = 3  # below this many seeds a t-interval is very wide (t_{0.975,1} = 
 BOUNDED = (0.0, 1.0)  # accuracy, macro-F1, AUROC as fractions: shown as [0, 100] points
 
 
-def format_summary(s: dict[str, float], scale: float = 100.0, digits: int = 2,
-                   bounds: tuple[float, float] | None = None) -> str:
+def format_summary(
+    s: dict[str, float], scale: float = 100.0, digits: int = 2, bounds: tuple[float, float] | None = None
+) -> str:
     """``"mean ± std [ci_low, ci_high]"`` (scaled, e.g. accuracy in points).
 
     With ``bounds`` (e.g. :data:`BOUNDED` for accuracy) the shown interval is clipped to them and
@@ -53,16 +54,20 @@ def format_summary(s: dict[str, float], scale: float = 100.0, digits: int = 2,
     clipped = bounds is not None and (low < bounds[0] or high > bounds[1])
     if clipped:
         low, high = max(low, bounds[0]), min(high, bounds[1])
-    text = (f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} "
-            f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]")
+    text = (
+        f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} "
+        f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    )
     return text + " (clipped)" if clipped else text
 
 
 def few_seeds_caution(n: int) -> str | None:
     """A warning line when ``1 < n < 3`` seeds: a 95% t-interval from 2 values is ±12.7 standard errors."""
     if 1 < n < FEW_SEEDS:
-        return (f"Caution: {n} seeds; t-intervals with fewer than {FEW_SEEDS} seeds are very wide "
-                f"(t = {float(_t_quantile(0.975, n - 1)):.1f} standard errors); run more seeds (--seeds N).")
+        return (
+            f"Caution: {n} seeds; t-intervals with fewer than {FEW_SEEDS} seeds are very wide "
+            f"(t = {float(_t_quantile(0.975, n - 1)):.1f} standard errors); run more seeds (--seeds N)."
+        )
     return None
 
 

@@ -50,9 +50,11 @@ for _tag, _regexp, _first in [
     ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
     (_LEADING_ZERO_TAG, r"^[-+]?0[0-9_]+$", list("-+0")),
     ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", list("-+0123456789")),
-    ("tag:yaml.org,2002:float",
-     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-     list("-+.0123456789")),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
     (_MERGE_TAG, r"^(?:<<)$", ["<"]),
 ]:
     StrictResolver.add_implicit_resolver(_tag, re.compile(_regexp), _first)
@@ -76,14 +78,18 @@ class StrictConstructor(SafeConstructor):
             except TypeError:  # unhashable: SafeConstructor reports it
                 continue
             if first is not None:
-                raise StrictYAMLError(f"line {_line(key_node)}: duplicate key {short(key)} (first at line {first}); "
-                                      "a repeated key would silently replace the first: keep one")
+                raise StrictYAMLError(
+                    f"line {_line(key_node)}: duplicate key {short(key)} (first at line {first}); "
+                    "a repeated key would silently replace the first: keep one"
+                )
             seen[key] = _line(key_node)
         return super().construct_mapping(node, deep=deep)
 
     def construct_leading_zero(self, node: Node) -> Any:
-        raise StrictYAMLError(f"line {_line(node)}: {short(node.value)} has a leading zero, which YAML 1.1 reads as an "
-                              f"octal number; write it without the zero for a number, or quote it for a string")
+        raise StrictYAMLError(
+            f"line {_line(node)}: {short(node.value)} has a leading zero, which YAML 1.1 reads as an "
+            f"octal number; write it without the zero for a number, or quote it for a string"
+        )
 
 
 StrictConstructor.add_constructor(_LEADING_ZERO_TAG, StrictConstructor.construct_leading_zero)
@@ -102,16 +108,43 @@ class StrictLoader(Reader, Scanner, Parser, Composer, StrictConstructor, StrictR
 class StrictDumper(Emitter, Serializer, SafeRepresenter, StrictResolver):
     """Safe dumper whose quoting follows the strict resolver, so dump -> load gives back the same values."""
 
-    def __init__(self, stream: Any, default_style: Any = None, default_flow_style: Any = False, canonical: Any = None,
-                 indent: Any = None, width: Any = None, allow_unicode: Any = None, line_break: Any = None,
-                 encoding: Any = None, explicit_start: Any = None, explicit_end: Any = None, version: Any = None,
-                 tags: Any = None, sort_keys: bool = True) -> None:
-        Emitter.__init__(self, stream, canonical=canonical, indent=indent, width=width, allow_unicode=allow_unicode,
-                         line_break=line_break)
-        Serializer.__init__(self, encoding=encoding, explicit_start=explicit_start, explicit_end=explicit_end,
-                            version=version, tags=tags)
-        SafeRepresenter.__init__(self, default_style=default_style, default_flow_style=default_flow_style,
-                                 sort_keys=sort_keys)
+    def __init__(
+        self,
+        stream: Any,
+        default_style: Any = None,
+        default_flow_style: Any = False,
+        canonical: Any = None,
+        indent: Any = None,
+        width: Any = None,
+        allow_unicode: Any = None,
+        line_break: Any = None,
+        encoding: Any = None,
+        explicit_start: Any = None,
+        explicit_end: Any = None,
+        version: Any = None,
+        tags: Any = None,
+        sort_keys: bool = True,
+    ) -> None:
+        Emitter.__init__(
+            self,
+            stream,
+            canonical=canonical,
+            indent=indent,
+            width=width,
+            allow_unicode=allow_unicode,
+            line_break=line_break,
+        )
+        Serializer.__init__(
+            self,
+            encoding=encoding,
+            explicit_start=explicit_start,
+            explicit_end=explicit_end,
+            version=version,
+            tags=tags,
+        )
+        SafeRepresenter.__init__(
+            self, default_style=default_style, default_flow_style=default_flow_style, sort_keys=sort_keys
+        )
         StrictResolver.__init__(self)
 
 
@@ -150,8 +183,10 @@ def load(text: str) -> Any:
             return None
         n = expanded_size(node)
         if n > MAX_NODES:
-            raise StrictYAMLError(f"the document expands to more than {MAX_NODES} nodes (aliases that repeat aliases?); "
-                                  "write the values out")
+            raise StrictYAMLError(
+                f"the document expands to more than {MAX_NODES} nodes (aliases that repeat aliases?); "
+                "write the values out"
+            )
         return loader.construct_document(node)
     except RecursionError:
         raise StrictYAMLError("nested too deeply") from None

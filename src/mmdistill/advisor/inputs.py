@@ -43,8 +43,9 @@ def _names(value, role: str, default: str | None, dataset: str) -> list[str]:
     return names
 
 
-def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0,
-                        pca: int | None = -1) -> AdvisorInputs:
+def load_advisor_inputs(
+    dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0, pca: int | None = -1
+) -> AdvisorInputs:
     """Training-split features of ``teacher`` and ``student`` modalities (a name, "a,b" or a list each)."""
     from ..data import build_splits
     from ..mfh.pairs import DEFAULT_PCA
@@ -53,9 +54,11 @@ def load_advisor_inputs(dataset: str, params: dict | None = None, teacher=None, 
     t_names = _names(teacher, "teacher", default[0], dataset)
     s_names = _names(student, "student", default[1], dataset)
     if set(t_names) == set(s_names):
-        raise ConfigError(f"advise: teacher and student read the same modalities {t_names}; crossmodal KD needs the "
-                          "teacher "
-                          "to see at least one modality the student does not")
+        raise ConfigError(
+            f"advise: teacher and student read the same modalities {t_names}; crossmodal KD needs the "
+            "teacher "
+            "to see at least one modality the student does not"
+        )
     params = dict(params or {})
     wanted = list(dict.fromkeys(t_names + s_names))
     if dataset == "mfeat" and "views" not in params:
@@ -96,8 +99,9 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     cfg, data, models = load_run_models(run_dir)
     teachers = sorted(k for k in models if k.endswith("/teacher"))
     if not teachers:
-        raise ConfigError(f"{run_dir}: no trained teacher in the run folder "
-                          "(expected seed_*/teacher/student.safetensors)")
+        raise ConfigError(
+            f"{run_dir}: no trained teacher in the run folder (expected seed_*/teacher/student.safetensors)"
+        )
     teacher = models[teachers[0]]
     train = data.train
     with torch.no_grad():
@@ -106,5 +110,6 @@ def load_run_inputs(run_dir) -> AdvisorInputs:
     width = DEFAULT_PCA.get(cfg.data.name)
     xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in s_names], 1)
     xa = (logits - logits.mean(0)) / logits.std(0).clamp_min(1e-6)
-    return AdvisorInputs(cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb,
-                         train.labels.clone())
+    return AdvisorInputs(
+        cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb, train.labels.clone()
+    )

@@ -44,9 +44,20 @@ def _folds(n: int, k: int, gen: torch.Generator) -> list[Tensor]:
     return [perm[i::k] for i in range(k)]
 
 
-def pilot_gain(xa: Tensor, xb: Tensor, y: Tensor, num_classes: int, *, folds: int = 5, repeats: int = 4,
-               epochs: int = 250, lr: float = 0.4, hidden: Sequence[int] = (),
-               kd_weights: tuple[float, float] = (1.0, 1.0), seed: int = 0) -> PilotResult:
+def pilot_gain(
+    xa: Tensor,
+    xb: Tensor,
+    y: Tensor,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    repeats: int = 4,
+    epochs: int = 250,
+    lr: float = 0.4,
+    hidden: Sequence[int] = (),
+    kd_weights: tuple[float, float] = (1.0, 1.0),
+    seed: int = 0,
+) -> PilotResult:
     """Cross-fitted pilot of no-KD vs KD students on (xa, xb, y); see the module docstring."""
     n = y.shape[0]
     folds = max(2, min(folds, n // 4))
@@ -85,8 +96,15 @@ def pilot_gain(xa: Tensor, xb: Tensor, y: Tensor, num_classes: int, *, folds: in
         s_acc[r, held] = c_nokd.numpy()
     per_acc, per_prob = 100 * acc_diff.mean(1), 100 * prob_diff.mean(1)
     se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
-    return PilotResult(float(per_acc.mean()), float(per_prob.mean()), se(per_acc), se(per_prob),
-                       float(t_acc.mean()), float(s_acc.mean()), 3 * len(splits))
+    return PilotResult(
+        float(per_acc.mean()),
+        float(per_prob.mean()),
+        se(per_acc),
+        se(per_prob),
+        float(t_acc.mean()),
+        float(s_acc.mean()),
+        3 * len(splits),
+    )
 
 
 def _logits(trained, r: int, width: int, x: Tensor) -> Tensor:

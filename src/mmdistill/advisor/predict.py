@@ -92,17 +92,31 @@ def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
     counts = torch.bincount(y, minlength=k)
     present = (counts > 0).nonzero().flatten().tolist()
     if len(present) < 2:
-        raise DataError(f"{where}: labels: the training data hold a single class ({present[0]}, "
-                        f"{int(counts.sum())} rows); "
-                        "a KD gain is undefined: give data with at least two classes")
+        raise DataError(
+            f"{where}: labels: the training data hold a single class ({present[0]}, "
+            f"{int(counts.sum())} rows); "
+            "a KD gain is undefined: give data with at least two classes"
+        )
     small = {c: int(counts[c]) for c in present if counts[c] < MIN_PER_CLASS}
     if small:
-        raise DataError(f"{where}: labels: too few rows per class for cross-fitted estimates (needs >= {MIN_PER_CLASS} "
-                        f"in every class that occurs; got {small} as class: rows)")
+        raise DataError(
+            f"{where}: labels: too few rows per class for cross-fitted estimates (needs >= {MIN_PER_CLASS} "
+            f"in every class that occurs; got {small} as class: rows)"
+        )
 
 
-def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap: int = 10, seed: int = 0,
-           max_components: int = 32, kd_weights: tuple[float, float] = (1.0, 1.0), pilot_repeats: int = 4) -> Advice:
+def advise(
+    x_teacher,
+    x_student,
+    y,
+    *,
+    num_classes: int | None = None,
+    bootstrap: int = 10,
+    seed: int = 0,
+    max_components: int = 32,
+    kd_weights: tuple[float, float] = (1.0, 1.0),
+    pilot_repeats: int = 4,
+) -> Advice:
     """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``."""
     start = time.perf_counter()
     xa, xb = _as2d(torch.as_tensor(x_teacher)).double(), _as2d(torch.as_tensor(x_student)).double()
@@ -131,8 +145,18 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
         pa, pb = (_top_components(x[rows], cal.PILOT["max_rows"] // 3) for x in (za, zb))
         py = y[rows]
-    pilot = pilot_gain(pa, pb, py, k, repeats=pilot_repeats, epochs=cal.PILOT["epochs"], lr=cal.PILOT["lr"],
-                       folds=cal.PILOT["folds"], kd_weights=kd_weights, seed=seed)
+    pilot = pilot_gain(
+        pa,
+        pb,
+        py,
+        k,
+        repeats=pilot_repeats,
+        epochs=cal.PILOT["epochs"],
+        lr=cal.PILOT["lr"],
+        folds=cal.PILOT["folds"],
+        kd_weights=kd_weights,
+        seed=seed,
+    )
     probes.update(label_moments(xa, xb, y, k, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     domain = calibration_domain(k, n)
@@ -141,20 +165,32 @@ def advise(x_teacher, x_student, y, *, num_classes: int | None = None, bootstrap
         gain = pilot.gain_prob
     interval = (gain - half, gain + half)
     return Advice(
-        gamma=probes["gamma"], gamma_interval=probes["gamma_interval"],
+        gamma=probes["gamma"],
+        gamma_interval=probes["gamma_interval"],
         r2_teacher_from_student=probes["r2_teacher_from_student"],
-        r2_student_from_teacher=probes["r2_student_from_teacher"], mi_teacher_student=probes["mi_teacher_student"],
-        mi_student_label=probes["mi_student_label"], cch_margin=probes["cch_margin"],
+        r2_student_from_teacher=probes["r2_student_from_teacher"],
+        mi_teacher_student=probes["mi_teacher_student"],
+        mi_student_label=probes["mi_student_label"],
+        cch_margin=probes["cch_margin"],
         cch_margin_interval=probes["cch_margin_interval"],
-        cch_helps_probability=probes["cch_helps_probability"], teacher_accuracy=pilot.teacher_accuracy,
-        student_accuracy=pilot.student_accuracy, pilot_gain=pilot.gain_prob, pilot_gain_se=pilot.gain_prob_se,
-        predicted_gain=gain, predicted_gain_interval=interval, recommendation=_recommend(gain, interval),
-        seconds=time.perf_counter() - start, examples=n, models_trained=pilot.models, features=features, basis=domain,
+        cch_helps_probability=probes["cch_helps_probability"],
+        teacher_accuracy=pilot.teacher_accuracy,
+        student_accuracy=pilot.student_accuracy,
+        pilot_gain=pilot.gain_prob,
+        pilot_gain_se=pilot.gain_prob_se,
+        predicted_gain=gain,
+        predicted_gain_interval=interval,
+        recommendation=_recommend(gain, interval),
+        seconds=time.perf_counter() - start,
+        examples=n,
+        models_trained=pilot.models,
+        features=features,
+        basis=domain,
     )
 
 
 def calibration_domain(k: int, n: int) -> str:
-    """"calibrated" inside the kind of data the calibration was fitted on (two classes, 50-200 training rows);
+    """ "calibrated" inside the kind of data the calibration was fitted on (two classes, 50-200 training rows);
     elsewhere the predicted gain is the pilot distillation's own estimate, with the same interval width rule
     (on the 7 real pairs of docs/advisor.md the Venn-fitted combination extrapolated badly; the pilot did not)."""
     if k == 2 and 40 <= n <= cal.PILOT["max_rows"]:
@@ -176,12 +212,20 @@ def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
     """The signals the calibrated combination reads (names as in :data:`.calibration.FEATURES`)."""
     clip = lambda v: float(min(max(v, -1.0), 1.0))  # noqa: E731
     return {
-        "teacher_acc": pilot.teacher_accuracy, "student_acc": pilot.student_accuracy, "pilot_gain": pilot.gain_prob,
-        "pilot_se": pilot.gain_prob_se, "gamma_hat": probes["gamma"], "r2_b_from_a": clip(probes["r2_b_from_a"]),
-        "r2_a_from_b": clip(probes["r2_a_from_b"]), "r2_y_from_a": clip(probes["r2_y_from_a"]),
-        "r2_y_from_b": clip(probes["r2_y_from_b"]), "log_n": float(np.log(n)), "d_a_per_n": d_a / n,
+        "teacher_acc": pilot.teacher_accuracy,
+        "student_acc": pilot.student_accuracy,
+        "pilot_gain": pilot.gain_prob,
+        "pilot_se": pilot.gain_prob_se,
+        "gamma_hat": probes["gamma"],
+        "r2_b_from_a": clip(probes["r2_b_from_a"]),
+        "r2_a_from_b": clip(probes["r2_a_from_b"]),
+        "r2_y_from_a": clip(probes["r2_y_from_a"]),
+        "r2_y_from_b": clip(probes["r2_y_from_b"]),
+        "log_n": float(np.log(n)),
+        "d_a_per_n": d_a / n,
         "d_b_per_n": d_b / n,
-        "moment_shared": clip(probes["s_0"]), "moment_gamma": float(np.clip(probes["gamma_m"], -2, 2)),
+        "moment_shared": clip(probes["s_0"]),
+        "moment_gamma": float(np.clip(probes["gamma_m"], -2, 2)),
         "moment_beta": float(np.clip(probes["beta_m"], -2, 2)),
     }
 
@@ -196,8 +240,16 @@ def design(features: dict, mean, sd) -> np.ndarray:
 def predict_gain(features: dict, pilot_se: float, calibration: dict | None = None) -> tuple[float, float]:
     """(predicted gain, half-width of its 80% interval) from the shipped (or a given) calibration:
     ``gain = b0 + b . (d - m) / s`` with d = :func:`design` (quadratic ridge), half-width ``q80 (s0 + se_pilot)``."""
-    c = calibration or {"mean": cal.MEAN, "sd": cal.SD, "design_mean": cal.DESIGN_MEAN, "design_sd": cal.DESIGN_SD,
-                        "coef": cal.COEF, "intercept": cal.INTERCEPT, "scale0": cal.SCALE0, "q80": cal.Q80}
+    c = calibration or {
+        "mean": cal.MEAN,
+        "sd": cal.SD,
+        "design_mean": cal.DESIGN_MEAN,
+        "design_sd": cal.DESIGN_SD,
+        "coef": cal.COEF,
+        "intercept": cal.INTERCEPT,
+        "scale0": cal.SCALE0,
+        "q80": cal.Q80,
+    }
     d = (design(features, c["mean"], c["sd"]) - np.asarray(c["design_mean"])) / np.asarray(c["design_sd"])
     return c["intercept"] + float(np.dot(c["coef"], d)), c["q80"] * (c["scale0"] + pilot_se)
 
@@ -211,8 +263,9 @@ def _recommend(gain: float, interval: tuple[float, float]) -> str:
     return f"uncertain: expected gain {gain:+.1f} points, but the 80% interval spans 0 (leaning {lean})"
 
 
-def advise_dataset(dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0,
-                   **kwargs) -> Advice:
+def advise_dataset(
+    dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0, **kwargs
+) -> Advice:
     """:func:`advise` on the training split of a registered dataset; ``teacher`` / ``student``: a modality name,
     "image,audio" or a list (a multimodal side is its modalities' features concatenated; :mod:`.inputs`)."""
     from .inputs import load_advisor_inputs

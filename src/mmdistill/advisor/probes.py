@@ -47,7 +47,7 @@ def gaussian_mi(a: Tensor, b: Tensor, ridge: float = 1e-6) -> float:
     ia = _inv_sqrt(saa + ridge * _scale(saa) * torch.eye(saa.shape[0], dtype=a.dtype))
     ib = _inv_sqrt(sbb + ridge * _scale(sbb) * torch.eye(sbb.shape[0], dtype=a.dtype))
     rho = torch.linalg.svdvals(ia @ sab @ ib).clamp(0.0, 1.0 - 1e-12)
-    return float(-0.5 * torch.log1p(-rho**2).sum())
+    return float(-0.5 * torch.log1p(-(rho**2)).sum())
 
 
 def gaussian_mi_closed_form(cov: np.ndarray, p: int) -> float:
@@ -117,8 +117,9 @@ def gamma_from_r2(r2_ab: float, r2_ba: float) -> float:
     return 1.0 / (1.0 / a + 1.0 / b - 1.0)
 
 
-def linear_probes(xa: Tensor, xb: Tensor, y: Tensor, k: int, *, bootstrap: int = 20, seed: int = 0,
-                  max_components: int = 32) -> dict:
+def linear_probes(
+    xa: Tensor, xb: Tensor, y: Tensor, k: int, *, bootstrap: int = 20, seed: int = 0, max_components: int = 32
+) -> dict:
     """Cross-fitted (2 folds) linear estimates on (xa, xb, y): gamma, the R^2 probes, CCH; bootstrap intervals."""
     n = xa.shape[0]
     onehot = torch.nn.functional.one_hot(y, k).double()
@@ -165,12 +166,19 @@ def linear_probes(xa: Tensor, xb: Tensor, y: Tensor, k: int, *, bootstrap: int =
     boots = np.array([estimate(torch.randint(0, n, (n,), generator=g)) for _ in range(bootstrap)])
     margins = boots[:, 3] - boots[:, 4]
     return {
-        "gamma": full[0], "gamma_interval": _interval(boots[:, 0]), "r2_teacher_from_student": full[1],
-        "r2_student_from_teacher": full[2], "mi_teacher_student": full[3], "mi_student_label": full[4],
-        "cch_margin": full[3] - full[4], "cch_margin_interval": _interval(margins),
+        "gamma": full[0],
+        "gamma_interval": _interval(boots[:, 0]),
+        "r2_teacher_from_student": full[1],
+        "r2_student_from_teacher": full[2],
+        "mi_teacher_student": full[3],
+        "mi_student_label": full[4],
+        "cch_margin": full[3] - full[4],
+        "cch_margin_interval": _interval(margins),
         "cch_helps_probability": float((margins > 0).mean()),
-        "r2_b_from_a": _r2(parts["b_hat"], parts["b"]), "r2_a_from_b": _r2(parts["a_hat"], parts["a"]),
-        "r2_y_from_a": _r2(parts["ya"], parts["y"]), "r2_y_from_b": _r2(parts["yb"], parts["y"]),
+        "r2_b_from_a": _r2(parts["b_hat"], parts["b"]),
+        "r2_a_from_b": _r2(parts["a_hat"], parts["a"]),
+        "r2_y_from_a": _r2(parts["ya"], parts["y"]),
+        "r2_y_from_b": _r2(parts["yb"], parts["y"]),
         "linear_teacher_accuracy": float((parts["t"].argmax(1) == labels).double().mean()),
         "linear_student_accuracy": float((parts["u"].argmax(1) == labels).double().mean()),
     }
@@ -212,5 +220,10 @@ def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 600
     all_eq = (ga.diagonal() * gb.diagonal() * yy.diagonal()).sum()
     s_0 = float((total - i_eq_j - j_eq_k - i_eq_k + 2 * all_eq) / (n * (n - 1) * (n - 2)))
     eps = 1e-3
-    return {"s_a": s_a, "s_b": s_b, "s_0": s_0, "gamma_m": s_0 / max(s_a + s_b - s_0, eps),
-            "beta_m": 1 - s_0 / max(s_b, eps)}
+    return {
+        "s_a": s_a,
+        "s_b": s_b,
+        "s_0": s_0,
+        "gamma_m": s_0 / max(s_a + s_b - s_0, eps),
+        "beta_m": 1 - s_0 / max(s_b, eps),
+    }

@@ -28,11 +28,18 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     cfg = load_config(path, check_machine=False)
     for key, part in (("teacher.model", cfg.teacher), ("student.model", cfg.student)):
         if part is not None and not hasattr(part.model, "modalities"):
-            raise ConfigError(f"advise --config: {key} is your own model (factory or name), whose modalities the "
-                              "built model declares, not the config; use advise --run DIR on a trained run, or "
-                              "--dataset with --teacher/--student")
-    return (cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, list(cfg.teacher.model.modalities),
-            list(cfg.student.model.modalities))
+            raise ConfigError(
+                f"advise --config: {key} is your own model (factory or name), whose modalities the "
+                "built model declares, not the config; use advise --run DIR on a trained run, or "
+                "--dataset with --teacher/--student"
+            )
+    return (
+        cfg.data.name,
+        dict(cfg.data.params),
+        cfg.data.split_seed,
+        list(cfg.teacher.model.modalities),
+        list(cfg.student.model.modalities),
+    )
 
 
 def _inputs(args: argparse.Namespace):
@@ -42,14 +49,17 @@ def _inputs(args: argparse.Namespace):
 
     given = [f"--{k}" for k in ("dataset", "teacher", "student", "param") if getattr(args, k)]
     if args.run and (args.config or given):
-        raise ConfigError("advise --run: takes the data, the trained teacher and the student's modalities from the "
-                          f"run folder; drop {', '.join((['--config'] if args.config else []) + given)}")
+        raise ConfigError(
+            "advise --run: takes the data, the trained teacher and the student's modalities from the "
+            f"run folder; drop {', '.join((['--config'] if args.config else []) + given)}"
+        )
     if args.run:
         return load_run_inputs(args.run), args.seed
     if args.config:
         if given:
-            raise ConfigError(f"advise --config: takes the dataset and modalities from the config; "
-                              f"drop {', '.join(given)}")
+            raise ConfigError(
+                f"advise --config: takes the dataset and modalities from the config; drop {', '.join(given)}"
+            )
         dataset, params, seed, teacher, student = _modalities_from_config(args.config)
         return load_advisor_inputs(dataset, params, teacher, student, seed=seed), seed
     if not args.dataset:
@@ -78,20 +88,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("advise", help="estimate whether crossmodal KD will help, before distilling",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "advise",
+        help="estimate whether crossmodal KD will help, before distilling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="a train config: dataset, teacher and student modalities from it")
-    p.add_argument("--run", help="a run folder of mmdistill train: its trained teacher (first seed) and the "
-                                 "student's modalities")
+    p.add_argument(
+        "--run", help="a run folder of mmdistill train: its trained teacher (first seed) and the student's modalities"
+    )
     p.add_argument("--dataset", help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
-    p.add_argument("--teacher", help="teacher modality, or several separated by commas (default: venn a, mfeat pix, "
-                                     "av-digits image)")
-    p.add_argument("--student", help="student modality, or several separated by commas (default: venn b, mfeat zer, "
-                                     "av-digits audio)")
+    p.add_argument(
+        "--teacher",
+        help="teacher modality, or several separated by commas (default: venn a, mfeat pix, av-digits image)",
+    )
+    p.add_argument(
+        "--student",
+        help="student modality, or several separated by commas (default: venn b, mfeat zer, av-digits audio)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split and estimation seed")
-    p.add_argument("--bootstrap", type=int, default=10,
-                   help="bootstrap resamples for the gamma/CCH intervals (default 10)")
+    p.add_argument(
+        "--bootstrap", type=int, default=10, help="bootstrap resamples for the gamma/CCH intervals (default 10)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run)

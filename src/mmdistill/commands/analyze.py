@@ -12,8 +12,11 @@ from ..io import write_text
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="analyses of a run folder")
     kinds = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
-    m = kinds.add_parser("modalities", help="population/instance saliency per modality and per-modality accuracy",
-                         description="Write DIR/analysis/modalities.md and saliency_hist.png for each seed's teacher and students.")
+    m = kinds.add_parser(
+        "modalities",
+        help="population/instance saliency per modality and per-modality accuracy",
+        description="Write DIR/analysis/modalities.md and saliency_hist.png for each seed's teacher and students.",
+    )
     m.add_argument("run_dir", type=Path)
     m.add_argument("--saliency", choices=["kl", "true_class"], default="kl")
     m.add_argument("--seed-dir", default=None, help="which seed_* folder (default: the first)")
@@ -30,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed_dir or seeds[0]
     if f"{seed}/teacher" not in models:
         raise ConfigError(f"{args.run_dir}/{seed}: no teacher saved; the analysis needs the run's teacher")
-    students = {k.split("/")[1]: v for k, v in models.items() if k.startswith(seed + "/") and not k.endswith("/teacher")}
+    students = {
+        k.split("/")[1]: v for k, v in models.items() if k.startswith(seed + "/") and not k.endswith("/teacher")
+    }
     masker = fit_masker(cfg.masking, data.train)
     result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency)
     out = args.run_dir / "analysis"

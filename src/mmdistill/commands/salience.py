@@ -41,35 +41,63 @@ def _score(args: argparse.Namespace, folder) -> int:
     if args.preset is not None:
         params.update({"preset": args.preset, "setting": args.setting})
     torch.set_num_threads(args.threads)
-    scored = score_pair(args.dataset, params, args.teacher, args.student, args.hidden, args.layer, args.variant,
-                        args.permutations, args.seed, args.epochs, args.lr, args.batch_size)
+    scored = score_pair(
+        args.dataset,
+        params,
+        args.teacher,
+        args.student,
+        args.hidden,
+        args.layer,
+        args.variant,
+        args.permutations,
+        args.seed,
+        args.epochs,
+        args.lr,
+        args.batch_size,
+    )
     out, report = folder.path, scored.report
     plot_sorted_scores(scored.result.scores, out / "salience.png", scored.title, scored.shared)
     write_csv(out / "scores.csv", scored.rows, float_format=".6g")
     if args.json:
         print(json.dumps(report))
     else:
-        prec = (f"; precision of the top {len(scored.shared)} vs the true shared channels "
-                f"{report['precision_at_shared']:.2f}" if scored.shared else "")
-        print(f"{scored.title}: {report['channels']} channels scored in {scored.result.seconds:.3f} s (training + "
-              f"scoring {report['seconds_total']:.2f} s); top {report['top']}{prec}; wrote {out}/scores.csv and "
-              "salience.png")
+        prec = (
+            f"; precision of the top {len(scored.shared)} vs the true shared channels "
+            f"{report['precision_at_shared']:.2f}"
+            if scored.shared
+            else ""
+        )
+        print(
+            f"{scored.title}: {report['channels']} channels scored in {scored.result.seconds:.3f} s (training + "
+            f"scoring {report['seconds_total']:.2f} s); top {report['top']}{prec}; wrote {out}/scores.csv and "
+            "salience.png"
+        )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("salience", help="MFH Algorithm 1: score a teacher layer's channels (CSV + plot)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "salience",
+        help="MFH Algorithm 1: score a teacher layer's channels (CSV + plot)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dataset", required=True, help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
     p.add_argument("--preset", help="venn: official preset (vary-gamma, vary-alpha, modify-gamma)")
     p.add_argument("--setting", type=int, help="venn: the preset's setting (e.g. xs2 for modify-gamma)")
     p.add_argument("--teacher", help="teacher modality / mfeat view (default: venn a, mfeat pix, av-digits image)")
     p.add_argument("--student", help="student modality / mfeat view (default: venn b, mfeat zer, av-digits audio)")
-    p.add_argument("--hidden", type=int, nargs="*", default=[], metavar="H", help="hidden widths of both MLPs (default: linear)")
+    p.add_argument(
+        "--hidden", type=int, nargs="*", default=[], metavar="H", help="hidden widths of both MLPs (default: linear)"
+    )
     p.add_argument("--layer", help="teacher layer to score: a module path of the MLP, or 'input' (default: see above)")
-    p.add_argument("--variant", choices=["joint", "separate"], default="joint",
-                   help="train jointly with CE+CE+MSE (paper) or each network alone")
+    p.add_argument(
+        "--variant",
+        choices=["joint", "separate"],
+        default="joint",
+        help="train jointly with CE+CE+MSE (paper) or each network alone",
+    )
     p.add_argument("--epochs", type=positive_int, default=300, help="training epochs (default 300)")
     p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate, momentum 0.9 (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size (default: full batch)")

@@ -10,8 +10,11 @@ from . import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="distil a teacher into a student from a YAML config",
-                       description="Train (teacher,) distilled student and a no-KD baseline per seed; write DIR/metrics.json.")
+    p = sub.add_parser(
+        "train",
+        help="distil a teacher into a student from a YAML config",
+        description="Train (teacher,) distilled student and a no-KD baseline per seed; write DIR/metrics.json.",
+    )
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.epochs=3 method.params.temperature=2")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -36,13 +39,22 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     seeds = list(range(args.seeds)) if args.seeds else None
-    metrics = run_config(cfg, args.out, seeds, baseline=not args.no_baseline, resume=args.resume,
-                         overwrite=args.overwrite, quiet=args.quiet)
+    metrics = run_config(
+        cfg,
+        args.out,
+        seeds,
+        baseline=not args.no_baseline,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
     if not args.quiet:
         s = metrics["summary"]
         for part in ("teacher", "nokd", "student"):
             if f"{part}.accuracy" in s:
-                print(f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)}", file=sys.stdout)
+                print(
+                    f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)}", file=sys.stdout
+                )
         if few_seeds_caution(len(metrics["seeds"])):
             print(few_seeds_caution(len(metrics["seeds"])))
         print(f"wrote {args.out / 'metrics.json'}")

@@ -180,7 +180,7 @@ class _SplitTeacher:
 
     @property
     def linear_is_output(self) -> bool:
-        """The following Linear's output is the teacher's output (it is the teacher, or its Sequential's last module)."""
+        """The following Linear's output is the teacher's output (it is the teacher or its Sequential's last module)."""
         lin, t = self.linear, self.teacher
         while isinstance(t, nn.Sequential) and len(t) > 0 and t is not lin:
             t = t[-1]
@@ -235,8 +235,10 @@ def _prepare(teacher, student, x_a, x_b, layer, permutations):
     s_out = student(x_b)
     split = _SplitTeacher(teacher, x_a, layer)
     if split.out.shape != s_out.shape:
-        raise ConfigError(f"salience: teacher outputs {tuple(split.out.shape)} but student {tuple(s_out.shape)}; "
-                          "the distance needs outputs of one shape")
+        raise ConfigError(
+            f"salience: teacher outputs {tuple(split.out.shape)} but student {tuple(s_out.shape)}; "
+            "the distance needs outputs of one shape"
+        )
     return n, s_out, split
 
 
@@ -307,12 +309,26 @@ def channel_salience(
     finally:
         teacher.train(modes[0]), student.train(modes[1])
     raw = (total / permutations - base).float()
-    return Salience(layer, _normalise(raw), raw, base, permutations, time.perf_counter() - start,
-                    {"channels": channels, "examples": n, "cheap_suffix": split.cheap, "rank_one": lin is not None})
+    return Salience(
+        layer,
+        _normalise(raw),
+        raw,
+        base,
+        permutations,
+        time.perf_counter() - start,
+        {"channels": channels, "examples": n, "cheap_suffix": split.cheap, "rank_one": lin is not None},
+    )
 
 
 def channel_salience_loop(
-    teacher: nn.Module, student: nn.Module, x_a: Inputs, x_b: Inputs, layer: str = INPUT, *, permutations: int = 10, seed: int = 0
+    teacher: nn.Module,
+    student: nn.Module,
+    x_a: Inputs,
+    x_b: Inputs,
+    layer: str = INPUT,
+    *,
+    permutations: int = 10,
+    seed: int = 0,
 ) -> Salience:
     """The same scores as :func:`channel_salience`, one forward pass per (channel, permutation) as the
     official code loops. The reference for tests and the benchmark, not for use."""
@@ -331,7 +347,15 @@ def channel_salience_loop(
                 hp[:, c] = h[perms[m], c]
                 growth += float(_distance(split.logits(hp).unsqueeze(0), s_out))
             raw[c] = growth / permutations - base
-    return Salience(layer, _normalise(raw), raw, base, permutations, time.perf_counter() - start, {"channels": h.shape[1], "examples": n})
+    return Salience(
+        layer,
+        _normalise(raw),
+        raw,
+        base,
+        permutations,
+        time.perf_counter() - start,
+        {"channels": h.shape[1], "examples": n},
+    )
 
 
 # ---- step 1: training the pair ----------------------------------------------------------------------

@@ -29,9 +29,20 @@ def default_layer(hidden: list[int]) -> str:
     return INPUT if not hidden else str(2 * len(hidden) - 1)
 
 
-def score_pair(dataset: str, params: dict, teacher: str | None, student: str | None, hidden: list[int],
-               layer: str | None = None, variant: str = "joint", permutations: int = 10, seed: int = 0,
-               epochs: int = 300, lr: float = 0.01, batch_size: int | None = None) -> PairScores:
+def score_pair(
+    dataset: str,
+    params: dict,
+    teacher: str | None,
+    student: str | None,
+    hidden: list[int],
+    layer: str | None = None,
+    variant: str = "joint",
+    permutations: int = 10,
+    seed: int = 0,
+    epochs: int = 300,
+    lr: float = 0.01,
+    batch_size: int | None = None,
+) -> PairScores:
     """Score the teacher layer's channels of ``dataset``'s (teacher, student) pair with Algorithm 1."""
     pairs = load_pairs(dataset, params, teacher, student, seed=seed)
     tr = pairs.train
@@ -40,8 +51,20 @@ def score_pair(dataset: str, params: dict, teacher: str | None, student: str | N
     s_model = make_mlp(tr.xb.shape[1], hidden, pairs.num_classes)
     layer = layer or default_layer(hidden)
     start = time.perf_counter()
-    result = algorithm1(t_model, s_model, tr.xa, tr.xb, tr.y, layer, variant=variant, permutations=permutations,
-                        seed=seed, epochs=epochs, lr=lr, batch_size=batch_size)
+    result = algorithm1(
+        t_model,
+        s_model,
+        tr.xa,
+        tr.xb,
+        tr.y,
+        layer,
+        variant=variant,
+        permutations=permutations,
+        seed=seed,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+    )
     seconds = time.perf_counter() - start
     order = torch.argsort(result.scores, descending=True, stable=True)
     rank = torch.empty_like(order)
@@ -53,10 +76,18 @@ def score_pair(dataset: str, params: dict, teacher: str | None, student: str | N
         if shared is not None:
             row["shared"] = int(c in shared)
         rows.append(row)
-    report = {"dataset": dataset, "teacher": pairs.teacher, "student": pairs.student, "layer": layer,
-              "variant": variant, "channels": len(order), "permutations": permutations,
-              "top": order[: min(10, len(order))].tolist(), "seconds_total": round(seconds, 3),
-              "seconds_scoring": round(result.seconds, 4)}
+    report = {
+        "dataset": dataset,
+        "teacher": pairs.teacher,
+        "student": pairs.student,
+        "layer": layer,
+        "variant": variant,
+        "channels": len(order),
+        "permutations": permutations,
+        "top": order[: min(10, len(order))].tolist(),
+        "seconds_total": round(seconds, 3),
+        "seconds_scoring": round(result.seconds, 4),
+    }
     if shared is not None:
         report["precision_at_shared"] = precision_at(result.top(len(shared)), pairs.shared)
     title = f"{dataset}: teacher {pairs.teacher} -> student {pairs.student}, layer {layer} ({variant})"

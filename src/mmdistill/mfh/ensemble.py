@@ -55,7 +55,9 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     others = [m for m in model.modules() if not isinstance(m, (nn.Linear, nn.ReLU, nn.Sequential))]
     if not layers or others:
-        raise ConfigError(f"ensemble: models must be nn.Linear or nn.Sequential of Linear/ReLU; got {type(model).__name__}")
+        raise ConfigError(
+            f"ensemble: models must be nn.Linear or nn.Sequential of Linear/ReLU; got {type(model).__name__}"
+        )
     return layers
 
 
@@ -122,13 +124,16 @@ def _group_size(sizes: Sequence[int]) -> int:
     A group of m runs costs about one input pass plus m thin products; measured on 2 CPU cores
     one input pass (200 x 50) costs about four runs' worth, hence the 4.0 below.
     """
+
     def cost(per: int) -> float:
         return sum(-(-s // per) * (4.0 + per) for s in sizes)
 
     return min(range(max(sizes), 0, -1), key=cost)
 
 
-def train_runs(runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000, group_shared_inputs: bool = True) -> TrainedRuns:
+def train_runs(
+    runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000, group_shared_inputs: bool = True
+) -> TrainedRuns:
     """Full-batch SGD (no momentum, ``epochs`` steps) of every run on its own loss, all at once.
 
     Runs must have the same layer shapes (input widths may differ) and the same number of
@@ -138,13 +143,15 @@ def train_runs(runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000, grou
     if not runs:
         raise ConfigError("ensemble: no runs to train")
     layers = [linear_layers(r.model) for r in runs]
-    shape = [(l.out_features, l.in_features) for l in layers[0][1:]] + [layers[0][0].out_features]
+    shape = [(lin.out_features, lin.in_features) for lin in layers[0][1:]] + [layers[0][0].out_features]
     n = runs[0].y.shape[0]
     for i, (run, ls) in enumerate(zip(runs, layers)):
-        if [(l.out_features, l.in_features) for l in ls[1:]] + [ls[0].out_features] != shape:
+        if [(lin.out_features, lin.in_features) for lin in ls[1:]] + [ls[0].out_features] != shape:
             raise ConfigError(f"ensemble: run {i} has other layer shapes than run 0 (only the input width may differ)")
         if run.y.shape != (n,) or run.x.shape[0] != n:
-            raise ConfigError(f"ensemble: run {i} has {run.x.shape[0]} inputs / {tuple(run.y.shape)} labels; run 0 has {n}")
+            raise ConfigError(
+                f"ensemble: run {i} has {run.x.shape[0]} inputs / {tuple(run.y.shape)} labels; run 0 has {n}"
+            )
         if run.kd_weight and run.soft_targets is None:
             raise ConfigError(f"ensemble: run {i} has kd_weight {run.kd_weight} but no soft_targets")
     width = max(r.x.shape[1] for r in runs)
@@ -169,7 +176,9 @@ def train_runs(runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000, grou
     y = torch.stack([runs[i].y for i in first])  # (G, n)
     onehot = F.one_hot(y, k).to(dtype).transpose(1, 2).repeat_interleave(per, 0)  # (R, k, n)
     zeros_t = torch.zeros(n, k, dtype=dtype)
-    soft = torch.stack([zeros_t if i < 0 or runs[i].soft_targets is None else runs[i].soft_targets.to(dtype) for i in order])
+    soft = torch.stack(
+        [zeros_t if i < 0 or runs[i].soft_targets is None else runs[i].soft_targets.to(dtype) for i in order]
+    )
     w0 = torch.tensor([runs[i].ce_weight if i >= 0 else 0.0 for i in order], dtype=dtype).view(-1, 1, 1)
     w1 = torch.tensor([runs[i].kd_weight if i >= 0 else 0.0 for i in order], dtype=dtype).view(-1, 1, 1)
     # d L / d logits = w0 (p - onehot)/n + w1 (p - t)/(n k) = coef_p * p - target_term

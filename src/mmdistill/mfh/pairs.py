@@ -57,8 +57,15 @@ def _pca_basis(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return mu, v.float()
 
 
-def load_pairs(dataset: str, params: dict | None = None, teacher: str | None = None, student: str | None = None,
-               seed: int = 0, standardize: bool = True, pca: int | None = None) -> PairedSplits:
+def load_pairs(
+    dataset: str,
+    params: dict | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+    seed: int = 0,
+    standardize: bool = True,
+    pca: int | None = None,
+) -> PairedSplits:
     """The splits of ``dataset`` as flattened (and standardised) teacher / student arrays.
 
     ``teacher`` / ``student`` name modalities (mfeat views; default: :data:`DEFAULT_MODALITIES`).
@@ -108,5 +115,14 @@ def load_pairs(dataset: str, params: dict | None = None, teacher: str | None = N
     spec = splits.info.get("spec")
     if dataset == "venn" and spec is not None and not spec.mix and (teacher, student) == ("a", "b"):
         shared = torch.arange(spec.a_offset, spec.a_offset + spec.s0)
-    return PairedSplits(dataset, teacher, student, splits.num_classes, pair(raw["train"]), pair(raw["val"]), pair(raw["test"]),
-                        shared, {"description": splits.description, **{k: v for k, v in splits.info.items() if k != "spec"}})
+    return PairedSplits(
+        dataset,
+        teacher,
+        student,
+        splits.num_classes,
+        pair(raw["train"]),
+        pair(raw["val"]),
+        pair(raw["test"]),
+        shared,
+        {"description": splits.description, **{k: v for k, v in splits.info.items() if k != "spec"}},
+    )

@@ -7,6 +7,15 @@ from .hooks import FeatureHooks, find_module
 from .multimodal import AnyModelConfig, ModelConfig, MultimodalClassifier, build_model, model_modalities
 
 __all__ = [
-    "AnyModelConfig", "CustomModelConfig", "EncoderConfig", "FeatureHooks", "ModelConfig", "MultimodalClassifier",
-    "build_encoder", "build_model", "check_outputs", "find_module", "model_modalities",
+    "AnyModelConfig",
+    "CustomModelConfig",
+    "EncoderConfig",
+    "FeatureHooks",
+    "ModelConfig",
+    "MultimodalClassifier",
+    "build_encoder",
+    "build_model",
+    "check_outputs",
+    "find_module",
+    "model_modalities",
 ]

@@ -65,8 +65,10 @@ class CustomModelConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> CustomModelConfig:
         if (self.factory is None) == (self.name is None):
-            raise ValueError("give exactly one of factory (an import path such as 'my_pkg.models:build') and name "
-                             "(a model registered in MODELS)")
+            raise ValueError(
+                "give exactly one of factory (an import path such as 'my_pkg.models:build') and name "
+                "(a model registered in MODELS)"
+            )
         check_params(self.callable(), self.params)
         return self
 
@@ -91,8 +93,9 @@ def resolve_factory(path: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        raise ValueError(f"cannot import module {short(module_name)} ({err}); "
-                         "is it installed or on PYTHONPATH?") from None
+        raise ValueError(
+            f"cannot import module {short(module_name)} ({err}); is it installed or on PYTHONPATH?"
+        ) from None
     except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise ValueError(f"importing module {short(module_name)} failed: {type(err).__name__}: {first}") from None
@@ -124,15 +127,18 @@ def check_params(fn: Callable[..., Any], params: dict[str, Any]) -> None:
     accepted = [n for n, p in sig.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in DATA_ARGS]
     unknown = [k for k in params if k not in accepted]
     if unknown:
-        raise ValueError(f"params.{cut(str(unknown[0]), 80)}: unknown parameter of the factory; valid: "
-                         f"{', '.join(accepted) or 'none'}")
+        raise ValueError(
+            f"params.{cut(str(unknown[0]), 80)}: unknown parameter of the factory; valid: "
+            f"{', '.join(accepted) or 'none'}"
+        )
     missing = [n for n in accepted if sig[n].default is inspect.Parameter.empty and n not in params]
     if missing:
         raise ValueError(f"params.{missing[0]}: required parameter of the factory is missing")
 
 
-def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
-                 key: str = "model") -> nn.Module:
+def build_custom(
+    cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model"
+) -> nn.Module:
     """Call the user's factory and check what it returned: an nn.Module declaring modalities the data has."""
     fn = cfg.callable()
     sig = _parameters(fn)
@@ -147,17 +153,23 @@ def build_custom(cfg: CustomModelConfig, specs: Sequence[ModalitySpec], num_clas
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise ConfigError(f"{key}: {cfg.source} failed to build the model: {type(err).__name__}: {first}") from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"{key}.{'factory' if cfg.factory else 'name'}: {cfg.source} returned a "
-                          f"{type(model).__name__}, expected a torch.nn.Module")
+        raise ConfigError(
+            f"{key}.{'factory' if cfg.factory else 'name'}: {cfg.source} returned a "
+            f"{type(model).__name__}, expected a torch.nn.Module"
+        )
     mods = getattr(model, "modalities", None)
     if isinstance(mods, str) or not mods or not all(isinstance(m, str) for m in mods):
-        raise ConfigError(f"{key}: the model from {cfg.source} ({type(model).__name__}) must declare the modalities "
-                          f"it reads as a `modalities` attribute (a tuple of names), got {short(mods)}")
+        raise ConfigError(
+            f"{key}: the model from {cfg.source} ({type(model).__name__}) must declare the modalities "
+            f"it reads as a `modalities` attribute (a tuple of names), got {short(mods)}"
+        )
     names = [s.name for s in specs]
     for m in mods:
         if m not in names:
-            raise ConfigError(f"{key}: the model from {cfg.source} reads modality {short(m)}, which the dataset does "
-                              f"not have; available: {', '.join(names)}")
+            raise ConfigError(
+                f"{key}: the model from {cfg.source} reads modality {short(m)}, which the dataset does "
+                f"not have; available: {', '.join(names)}"
+            )
     return model
 
 
@@ -173,16 +185,21 @@ def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) ->
         raise
     except Exception as err:  # noqa: BLE001  (the user's code failed: one line naming the key)
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise ConfigError(f"{key}: forward(batch) failed on a sample batch of the data: {type(err).__name__}: "
-                          f"{first}") from None
+        raise ConfigError(
+            f"{key}: forward(batch) failed on a sample batch of the data: {type(err).__name__}: {first}"
+        ) from None
     finally:
         model.train(training)
     n = batch_size(sample)
     if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{key}: forward(batch) must return a tensor of shape (batch, classes, ...) = "
-                          f"({n}, {num_classes}, ...), got {shape}")
+        raise ConfigError(
+            f"{key}: forward(batch) must return a tensor of shape (batch, classes, ...) = "
+            f"({n}, {num_classes}, ...), got {shape}"
+        )
     columns = out.shape[1] if out.ndim > 1 else 1
     if columns != num_classes:
-        raise ConfigError(f"{key}: the model predicts {columns} classes but the dataset has {num_classes} "
-                          "(the output's columns, axis 1)")
+        raise ConfigError(
+            f"{key}: the model predicts {columns} classes but the dataset has {num_classes} "
+            "(the output's columns, axis 1)"
+        )

@@ -1,7 +1,8 @@
 """Per-modality encoders: one example tensor in, one feature vector out.
 
 * ``mlp``    flattens the example and applies Linear-ReLU blocks.
-* ``cnn1d``  for (C, T) or (T,) inputs such as spectrograms or sensor streams: Conv1d-ReLU-pool blocks, global average pool.
+* ``cnn1d``  for (C, T) or (T,) inputs such as spectrograms or sensor streams: Conv1d-ReLU-pool blocks, global
+  average pool.
 * ``cnn2d``  for (C, H, W) or (H, W) images: Conv2d-ReLU-pool blocks, global average pool.
 * ``tokens`` for integer token ids with an attention mask: embedding, then the mean over unmasked tokens.
 * ``lenet``  MultiBench's AV-MNIST LeNet (``unimodals/common_models.py``) for (C, H, W) or (H, W)
@@ -16,7 +17,6 @@ Your own encoder: register a class with ``@ENCODERS.register("name")``, construc
 go in a pydantic ``Params`` class attribute: then ``encoder.params`` in YAML is validated by it (unknown keys,
 types and ranges refused by key) and the encoder is constructed as ``Enc(shape, cfg, params)``.
 """
-
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ class EncoderConfig(BaseModel):
 
     type: str = Field("mlp", description="a registered encoder: mlp, cnn1d, cnn2d, tokens, lenet or your own")
     hidden: list[Width] = Field(default_factory=lambda: [64], max_length=64, description="mlp: hidden widths")
-    channels: list[Width] = Field(default_factory=lambda: [16, 32], max_length=64, description="cnn: channels per block")
+    channels: list[Width] = Field(
+        default_factory=lambda: [16, 32], max_length=64, description="cnn: channels per block"
+    )
     kernel_size: int = Field(3, strict=True, ge=1, le=101)
     out_dim: Width = 64
     dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
@@ -66,16 +68,20 @@ class EncoderConfig(BaseModel):
         schema = encoder_params_model(name)
         if schema is None:
             if params:
-                raise ValueError(f"encoder {name!r} takes no params (its settings are the keys hidden, channels, "
-                                 f"kernel_size, out_dim, dropout, vocab_size); got {', '.join(map(str, params))}")
+                raise ValueError(
+                    f"encoder {name!r} takes no params (its settings are the keys hidden, channels, "
+                    f"kernel_size, out_dim, dropout, vocab_size); got {', '.join(map(str, params))}"
+                )
             return params
         try:
             return schema.model_validate(params).model_dump(mode="json")
         except ValidationError as err:
             valid = ", ".join(schema.model_fields)
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: "
-                        f"{f'unknown key; valid keys: {valid}' if e['type'] == 'extra_forbidden' else e['msg']}"
-                        for e in err.errors()[:5]]
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc'])}: "
+                f"{f'unknown key; valid keys: {valid}' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in err.errors()[:5]
+            ]
             raise ValueError(f"{'; '.join(problems)} (encoder {name!r})") from None
 
     @model_serializer(mode="wrap")
@@ -126,7 +132,11 @@ class _ConvEncoder(nn.Module):
         pool = nn.MaxPool1d if self.dims == 1 else nn.MaxPool2d
         layers: list[nn.Module] = []
         for ch in cfg.channels:
-            layers += [conv(in_ch, ch, cfg.kernel_size, padding=cfg.kernel_size // 2), nn.ReLU(), pool(2, ceil_mode=True)]
+            layers += [
+                conv(in_ch, ch, cfg.kernel_size, padding=cfg.kernel_size // 2),
+                nn.ReLU(),
+                pool(2, ceil_mode=True),
+            ]
             in_ch = ch
         self.body = nn.Sequential(*layers)
         self.proj = nn.Linear(in_ch, cfg.out_dim)
@@ -175,10 +185,18 @@ class LeNetEncoder(nn.Module):
         layers: list[nn.Module] = []
         for i, ch in enumerate(cfg.channels):
             k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(in_ch, ch, k, padding=k // 2, bias=False), nn.BatchNorm2d(ch), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(in_ch, ch, k, padding=k // 2, bias=False),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             in_ch, h, w = ch, h // 2, w // 2
         if h < 1 or w < 1:
-            raise ConfigError(f"student/teacher encoder lenet: {len(cfg.channels)} blocks halve the input {tuple(shape[-2:])} below 1x1; use fewer channels")
+            raise ConfigError(
+                f"student/teacher encoder lenet: {len(cfg.channels)} blocks halve the input {tuple(shape[-2:])} "
+                "below 1x1; use fewer channels"
+            )
         self.body = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -200,6 +218,8 @@ def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig, key: str = "encode
         raise ConfigError(f"{key}.type: encoder {cfg.type!r} built a {type(enc).__name__}, not a torch.nn.Module")
     out_dim = getattr(enc, "out_dim", None)
     if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
-        raise ConfigError(f"{key}.type: encoder {cfg.type!r} must set `out_dim` (a positive int, the width of its "
-                          f"features), got {out_dim!r:.80}")
+        raise ConfigError(
+            f"{key}.type: encoder {cfg.type!r} must set `out_dim` (a positive int, the width of its "
+            f"features), got {out_dim!r:.80}"
+        )
     return enc

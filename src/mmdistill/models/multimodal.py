@@ -45,8 +45,10 @@ class ModelConfig(BaseModel):
     def _names(cls, names: list[str]) -> list[str]:
         for m in names:
             if m in RESERVED or m.endswith(MASK_SUFFIX) or not m:
-                raise ValueError(f"{short(m)} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
-                                 f"{MASK_SUFFIX!r} are reserved batch keys")
+                raise ValueError(
+                    f"{short(m)} cannot name a modality: {', '.join(map(repr, RESERVED))} and names ending in "
+                    f"{MASK_SUFFIX!r} are reserved batch keys"
+                )
         dup = sorted({m for m in names if names.count(m) > 1})
         if dup:
             raise ValueError(f"modality {dup[0]!r} is listed twice")
@@ -61,21 +63,32 @@ class MultimodalClassifier(nn.Module):
         by_name = {s.name: s for s in specs}
         for m in cfg.modalities:
             if m not in by_name:
-                raise ConfigError(f"{key}.modalities: dataset has no modality {short(m)}; available: {', '.join(by_name)}")
+                raise ConfigError(
+                    f"{key}.modalities: dataset has no modality {short(m)}; available: {', '.join(by_name)}"
+                )
         for m in cfg.encoders:
             if m not in cfg.modalities:
                 raise ConfigError(f"{key}.encoders.{cut(m)}: not one of the model's modalities {cfg.modalities}")
         for m in cfg.modalities:
-            check_encoder_fits(by_name[m], cfg.encoders.get(m, cfg.encoder),
-                               f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
+            check_encoder_fits(
+                by_name[m],
+                cfg.encoders.get(m, cfg.encoder),
+                f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder",
+            )
         self.modalities = tuple(cfg.modalities)
         self.input_specs = [by_name[m] for m in self.modalities]
         self.num_classes = num_classes
         self.fusion = cfg.fusion
-        self.encoders = nn.ModuleDict({
-            m: build_encoder(by_name[m].shape, cfg.encoders.get(m, cfg.encoder),
-                             f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder")
-            for m in self.modalities})
+        self.encoders = nn.ModuleDict(
+            {
+                m: build_encoder(
+                    by_name[m].shape,
+                    cfg.encoders.get(m, cfg.encoder),
+                    f"{key}.encoders.{m}" if m in cfg.encoders else f"{key}.encoder",
+                )
+                for m in self.modalities
+            }
+        )
         dims = [self.encoders[m].out_dim for m in self.modalities]
         if cfg.fusion == "sum" and len(set(dims)) > 1:
             raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
@@ -118,8 +131,9 @@ AnyModelConfig = Annotated[
 MODEL_CONFIG_TAGS = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}
 
 
-def build_model(cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
-                key: str = "model") -> nn.Module:
+def build_model(
+    cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model"
+) -> nn.Module:
     """The model a config describes: the reference classifier, or the user's model (checked like it: modalities
     declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
     if isinstance(cfg, CustomModelConfig):
@@ -138,10 +152,14 @@ def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None
         want = "'tokens'" if spec.tokens else "'mlp', 'cnn1d' or 'cnn2d'"
         raise ConfigError(f"{key}.type: {enc.type!r} does not fit {what}; use {want}")
     if enc.type == "cnn1d" and dims not in (1, 2):
-        raise ConfigError(f"{key}.type: 'cnn1d' needs (channels, time) or (time,) examples, not {what}; use 'mlp' or 'cnn2d'")
+        raise ConfigError(
+            f"{key}.type: 'cnn1d' needs (channels, time) or (time,) examples, not {what}; use 'mlp' or 'cnn2d'"
+        )
     if enc.type == "cnn2d" and dims not in (2, 3):
-        raise ConfigError(f"{key}.type: 'cnn2d' needs (channels, height, width) or (height, width) examples, not {what}; "
-                          "use 'mlp' or 'cnn1d'")
+        raise ConfigError(
+            f"{key}.type: 'cnn2d' needs (channels, height, width) or (height, width) examples, not {what}; "
+            "use 'mlp' or 'cnn1d'"
+        )
     if enc.type == "tokens" and dims != 1:
         raise ConfigError(f"{key}.type: 'tokens' needs (sequence,) token ids, not {what}")
 
@@ -151,13 +169,15 @@ def model_modalities(model: nn.Module) -> tuple[str, ...]:
     mods = getattr(model, "modalities", None)
     if not mods or not all(isinstance(m, str) for m in mods):
         raise ConfigError(
-            f"{type(model).__name__} must declare the modalities it reads as a `modalities` attribute (a tuple of names)"
+            f"{type(model).__name__} must declare the modalities it reads as a `modalities` attribute (a tuple of "
+            "names)"
         )
     return tuple(mods)
 
 
-def declared_modalities(cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int,
-                        key: str = "model") -> tuple[str, ...]:
+def declared_modalities(
+    cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model"
+) -> tuple[str, ...]:
     """The modalities a model config's model reads: the reference model's from its config, a user's model's from
     the ``modalities`` attribute of one built for the purpose (the global RNG left as it was)."""
     if isinstance(cfg, ModelConfig):
@@ -166,8 +186,9 @@ def declared_modalities(cfg: ModelConfig | CustomModelConfig, specs: Sequence[Mo
         return model_modalities(build_model(cfg, specs, num_classes, key))
 
 
-def check_model_size(key: str, model_cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec],
-                     num_classes: int) -> None:
+def check_model_size(
+    key: str, model_cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int
+) -> None:
     """Refuse a model whose training state (weights, gradients, two Adam moments: 16 bytes a parameter) cannot fit in
     the memory available now; counted on the meta device, so nothing is allocated. A user's model is not counted
     (its factory may not run on the meta device)."""
@@ -177,8 +198,10 @@ def check_model_size(key: str, model_cfg: ModelConfig | CustomModelConfig, specs
         n = sum(p.numel() for p in build_model(model_cfg, specs, num_classes, key).parameters())
     avail = available_memory()
     if avail is not None and 16 * n > avail:
-        raise ConfigError(f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "
-                          "of memory is available; use smaller widths (encoder.hidden, out_dim, channels, head_hidden)")
+        raise ConfigError(
+            f"{key}: {n:,} parameters need about {16 * n / 2**30:.1f} GiB to train, but {avail / 2**30:.1f} GiB "
+            "of memory is available; use smaller widths (encoder.hidden, out_dim, channels, head_hidden)"
+        )
 
 
 def available_memory() -> int | None:

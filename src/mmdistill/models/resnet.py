@@ -134,8 +134,9 @@ class ResNetEncoder(nn.Module):
     def __init__(self, shape: tuple[int, ...], cfg: Any, params: ResNetStageParams | None = None) -> None:
         super().__init__()
         if params is not None:
-            cfg = ResNetParams(channels=list(cfg.channels), blocks=params.blocks, out_dim=cfg.out_dim,
-                               dropout=cfg.dropout)
+            cfg = ResNetParams(
+                channels=list(cfg.channels), blocks=params.blocks, out_dim=cfg.out_dim, dropout=cfg.dropout
+            )
         in_ch, self.add_channel = image_channels(shape, "encoder resnet")
         widths = list(cfg.channels)
         if not widths:

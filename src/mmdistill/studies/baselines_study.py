@@ -61,18 +61,30 @@ class Setup:
 
 
 SETUPS = {
-    "mfeat": Setup("mfeat", {"views": ["fou", "zer", "mor"]}, ["fou", "zer", "mor"],
-                   note="UCI mfeat, views fou + zer + mor; teacher MLP 256 per view, student MLP 16 per view"),
-    "av-digits": Setup("av-digits", {}, ["image", "audio"], ["audio"], teacher_hidden=128, student_hidden=32,
-                       note="AV-Digits (bundled), crossmodal: teacher MLP 128 per modality on image + audio, "
-                            "student MLP 32 on audio alone"),
+    "mfeat": Setup(
+        "mfeat",
+        {"views": ["fou", "zer", "mor"]},
+        ["fou", "zer", "mor"],
+        note="UCI mfeat, views fou + zer + mor; teacher MLP 256 per view, student MLP 16 per view",
+    ),
+    "av-digits": Setup(
+        "av-digits",
+        {},
+        ["image", "audio"],
+        ["audio"],
+        teacher_hidden=128,
+        student_hidden=32,
+        note="AV-Digits (bundled), crossmodal: teacher MLP 128 per modality on image + audio, "
+        "student MLP 32 on audio alone",
+    ),
 }
 
 
 def _model(setup: Setup, hidden: int, data, modalities: list[str] | None = None):
     enc = EncoderConfig(type="mlp", hidden=[hidden], out_dim=hidden)
-    return build_model(ModelConfig(modalities=modalities or setup.modalities, encoder=enc), data.train.specs(),
-                       data.num_classes)
+    return build_model(
+        ModelConfig(modalities=modalities or setup.modalities, encoder=enc), data.train.specs(), data.num_classes
+    )
 
 
 def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True) -> list[dict]:
@@ -90,7 +102,7 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
         teacher = _model(setup, setup.teacher_hidden, data)
         t = distill(teacher, None, data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet)
         for label, (method, params, t_name) in METHODS.items():
-            for temp in (T_GRID if t_name else (None,)):
+            for temp in T_GRID if t_name else (None,):
                 torch.manual_seed(seed)
                 student = _model(setup, setup.student_hidden, data, setup.student_modalities)
                 p = dict(params, **({t_name: temp} if t_name else {}))
@@ -99,12 +111,21 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
                 if method == "mfh_general":
                     t_model = copy.deepcopy(teacher)
                 tag = label + (f"_T{temp:g}" if temp else "")
-                r = distill(student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed,
-                            quiet=quiet)
-                rows.append({"dataset": name, "seed": seed, "method": label, "temperature": temp if temp else "",
-                             "val_acc": r.val["accuracy"], "test_acc": r.test["accuracy"],
-                             "teacher_acc": t.test["accuracy"],
-                             "sec_per_step": r.train_seconds / max(r.train_steps, 1)})
+                r = distill(
+                    student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed, quiet=quiet
+                )
+                rows.append(
+                    {
+                        "dataset": name,
+                        "seed": seed,
+                        "method": label,
+                        "temperature": temp if temp else "",
+                        "val_acc": r.val["accuracy"],
+                        "test_acc": r.test["accuracy"],
+                        "teacher_acc": t.test["accuracy"],
+                        "sec_per_step": r.train_seconds / max(r.train_steps, 1),
+                    }
+                )
     return rows
 
 
@@ -120,11 +141,13 @@ def chosen(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
-    lines = [f"# Distillation baselines, same teacher/student and budget\n\nCommand: `{command}`. "
-             f"Test accuracy (points) of the best-validation epoch; temperature chosen from {list(T_GRID)} "
-             "by mean validation accuracy over the seeds; "
-             "mean ± std [95% t-CI] over seeds; differences to KD paired by seed; step time = median over seeds of the "
-             "trainer's seconds per training step, relative to KD.\n"]
+    lines = [
+        f"# Distillation baselines, same teacher/student and budget\n\nCommand: `{command}`. "
+        f"Test accuracy (points) of the best-validation epoch; temperature chosen from {list(T_GRID)} "
+        "by mean validation accuracy over the seeds; "
+        "mean ± std [95% t-CI] over seeds; differences to KD paired by seed; step time = median over seeds of the "
+        "trainer's seconds per training step, relative to KD.\n"
+    ]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == name]
         picked = chosen(sub)
@@ -132,17 +155,24 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         teacher = summarize([r["teacher_acc"] for r in picked["nokd"]])
         kd_acc = [r["test_acc"] for r in picked["kd"]]
         kd_step = statistics.median(r["sec_per_step"] for r in picked["kd"])
-        lines += [f"## {name}: {SETUPS[name].note}", "", f"Seeds {seeds}; teacher {format_summary(teacher)}.", "",
-                  "| method | T | val accuracy | test accuracy | minus KD (paired) | step time / KD |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}: {SETUPS[name].note}",
+            "",
+            f"Seeds {seeds}; teacher {format_summary(teacher)}.",
+            "",
+            "| method | T | val accuracy | test accuracy | minus KD (paired) | step time / KD |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, rs in picked.items():
             acc = [r["test_acc"] for r in rs]
             diff = format_summary(paired_difference(acc, kd_acc)) if label != "kd" else "—"
             step = statistics.median(r["sec_per_step"] for r in rs) / kd_step
             temp = rs[0]["temperature"]
             val = 100 * statistics.mean(r["val_acc"] for r in rs)
-            lines.append(f"| {label} | {temp if temp != '' else '—'} | {val:.2f} | "
-                         f"{format_summary(summarize(acc))} | {diff} | {step:.2f} |")
+            lines.append(
+                f"| {label} | {temp if temp != '' else '—'} | {val:.2f} | "
+                f"{format_summary(summarize(acc))} | {diff} | {step:.2f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -21,14 +21,39 @@ from ..advisor.predict import advise_dataset
 from .mfh_removal import feature_removal
 from ..stats import paired_difference
 
-PAIRS = [("mfeat", "pix:zer"), ("mfeat", "kar:fou"), ("mfeat", "fou:kar"), ("mfeat", "zer:mor"), ("mfeat", "fac:pix"),
-         ("av-digits", "image:audio"), ("av-digits", "audio:image")]
-FIELDS = ["dataset", "pair", "gamma", "gamma_low", "gamma_high", "cch_margin", "predicted_gain", "predicted_low", "predicted_high",
-          "recommendation", "advice_seconds", "measured_gain", "measured_low", "measured_high", "seeds", "distill_seconds",
-          "run_seconds"]
+PAIRS = [
+    ("mfeat", "pix:zer"),
+    ("mfeat", "kar:fou"),
+    ("mfeat", "fou:kar"),
+    ("mfeat", "zer:mor"),
+    ("mfeat", "fac:pix"),
+    ("av-digits", "image:audio"),
+    ("av-digits", "audio:image"),
+]
+FIELDS = [
+    "dataset",
+    "pair",
+    "gamma",
+    "gamma_low",
+    "gamma_high",
+    "cch_margin",
+    "predicted_gain",
+    "predicted_low",
+    "predicted_high",
+    "recommendation",
+    "advice_seconds",
+    "measured_gain",
+    "measured_low",
+    "measured_high",
+    "seeds",
+    "distill_seconds",
+    "run_seconds",
+]
 
 
-def one_run_seconds(dataset: str, pair: str, seed: int = 0, hidden: int = 64, epochs: int = 300, lr: float = 0.3) -> float:
+def one_run_seconds(
+    dataset: str, pair: str, seed: int = 0, hidden: int = 64, epochs: int = 300, lr: float = 0.3
+) -> float:
     """Wall-clock seconds of one full distillation run of the pair by the measuring protocol: a teacher, then a KD
     student (``CE + k KL``, T = 1), one-hidden-layer MLPs, full-batch SGD, each trained alone by the batched trainer."""
     from ..mfh.ensemble import Run, make_mlp, train_runs
@@ -43,12 +68,17 @@ def one_run_seconds(dataset: str, pair: str, seed: int = 0, hidden: int = 64, ep
     start = time.perf_counter()
     trained = train_runs([Run(t_net, data.train.xa, data.train.y)], lr=lr, epochs=epochs)
     soft = torch.softmax(trained.logits([data.train.xa])[0], -1)
-    train_runs([Run(s_net, data.train.xb, data.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k))], lr=lr, epochs=epochs)
+    train_runs(
+        [Run(s_net, data.train.xb, data.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k))],
+        lr=lr,
+        epochs=epochs,
+    )
     return time.perf_counter() - start
 
 
-def advice_vs_measured(pairs: Sequence[tuple[str, str]] = PAIRS, seeds: Sequence[int] = range(3), time_run: bool = True
-                       ) -> list[dict]:
+def advice_vs_measured(
+    pairs: Sequence[tuple[str, str]] = PAIRS, seeds: Sequence[int] = range(3), time_run: bool = True
+) -> list[dict]:
     rows = []
     for dataset, pair in pairs:
         teacher, student = pair.split(":")
@@ -57,40 +87,64 @@ def advice_vs_measured(pairs: Sequence[tuple[str, str]] = PAIRS, seeds: Sequence
         result = feature_removal(dataset, pairs=[pair], seeds=seeds)
         runs = sorted((r for r in result.rows if r["mode"] == "regular"), key=lambda r: r["seed"])
         gain = paired_difference([r["student_acc"] for r in runs], [r["nokd_acc"] for r in runs])
-        rows.append({
-            "dataset": dataset, "pair": pair, "gamma": advice.gamma, "gamma_low": advice.gamma_interval[0],
-            "gamma_high": advice.gamma_interval[1], "cch_margin": advice.cch_margin, "predicted_gain": advice.predicted_gain,
-            "predicted_low": advice.predicted_gain_interval[0], "predicted_high": advice.predicted_gain_interval[1],
-            "recommendation": advice.recommendation.split(":")[0].split(".")[0], "advice_seconds": advice.seconds,
-            "measured_gain": 100 * gain["mean"], "measured_low": 100 * gain["ci_low"], "measured_high": 100 * gain["ci_high"],
-            "seeds": len(runs), "distill_seconds": time.perf_counter() - start,
-            "run_seconds": one_run_seconds(dataset, pair) if time_run else float("nan"),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "pair": pair,
+                "gamma": advice.gamma,
+                "gamma_low": advice.gamma_interval[0],
+                "gamma_high": advice.gamma_interval[1],
+                "cch_margin": advice.cch_margin,
+                "predicted_gain": advice.predicted_gain,
+                "predicted_low": advice.predicted_gain_interval[0],
+                "predicted_high": advice.predicted_gain_interval[1],
+                "recommendation": advice.recommendation.split(":")[0].split(".")[0],
+                "advice_seconds": advice.seconds,
+                "measured_gain": 100 * gain["mean"],
+                "measured_low": 100 * gain["ci_low"],
+                "measured_high": 100 * gain["ci_high"],
+                "seeds": len(runs),
+                "distill_seconds": time.perf_counter() - start,
+                "run_seconds": one_run_seconds(dataset, pair) if time_run else float("nan"),
+            }
+        )
     return rows
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
     from scipy.stats import spearmanr
 
-    lines = ["# Will crossmodal KD help? The advisor against the measured gain", "",
-             f"Command: `{command}`. Advice: estimated gamma (share of decisive information both modalities hold) with a "
-             "bootstrap interval, the CCH margin I(T;S) - I(S;Y) in nats, and the predicted KD gain (points) with its 80% "
-             "interval (calibrated on synthetic Venn suites; see docs/advisor.md). Measured: KD student - no-KD student, "
-             f"mean [95% t-CI] over {rows[0]['seeds']} seeds (MLP students, the mfh-removal protocol's regular KD). "
-             "Cost: the advice against one full distillation run of the pair (teacher + KD student, same protocol).", "",
-             "| dataset | teacher:student | gamma | CCH margin | predicted gain [80%] | measured gain [95% CI] | advice s | "
-             "one run s | advice / run |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Will crossmodal KD help? The advisor against the measured gain",
+        "",
+        f"Command: `{command}`. Advice: estimated gamma (share of decisive information both modalities hold) with a "
+        "bootstrap interval, the CCH margin I(T;S) - I(S;Y) in nats, and the predicted KD gain (points) with its 80% "
+        "interval (calibrated on synthetic Venn suites; see docs/advisor.md). Measured: KD student - no-KD student, "
+        f"mean [95% t-CI] over {rows[0]['seeds']} seeds (MLP students, the mfh-removal protocol's regular KD). "
+        "Cost: the advice against one full distillation run of the pair (teacher + KD student, same protocol).",
+        "",
+        "| dataset | teacher:student | gamma | CCH margin | predicted gain [80%] | measured gain [95% CI] | advice s | "
+        "one run s | advice / run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['pair']} | {r['gamma']:.2f} [{r['gamma_low']:.2f}, {r['gamma_high']:.2f}] | "
-                     f"{r['cch_margin']:+.3f} | {r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}] | "
-                     f"{r['measured_gain']:+.2f} [{r['measured_low']:+.2f}, {r['measured_high']:+.2f}] | "
-                     f"{r['advice_seconds']:.2f} | {r['run_seconds']:.2f} | {100 * r['advice_seconds'] / r['run_seconds']:.0f}% |")
+        lines.append(
+            f"| {r['dataset']} | {r['pair']} | {r['gamma']:.2f} [{r['gamma_low']:.2f}, {r['gamma_high']:.2f}] | "
+            f"{r['cch_margin']:+.3f} | {r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, "
+            f"{r['predicted_high']:+.1f}] | "
+            f"{r['measured_gain']:+.2f} [{r['measured_low']:+.2f}, {r['measured_high']:+.2f}] | "
+            f"{r['advice_seconds']:.2f} | {r['run_seconds']:.2f} | "
+            f"{100 * r['advice_seconds'] / r['run_seconds']:.0f}% |"
+        )
     rho = spearmanr([r["predicted_gain"] for r in rows], [r["measured_gain"] for r in rows]).statistic
     signs = sum((r["predicted_gain"] > 0) == (r["measured_gain"] > 0) for r in rows)
     inside = sum(r["predicted_low"] <= r["measured_gain"] <= r["predicted_high"] for r in rows)
-    lines += ["", f"Over these {len(rows)} pairs: Spearman(predicted, measured) = {rho:+.2f}; the sign agrees on {signs} of "
-              f"{len(rows)}; the measured gain is inside the 80% interval for {inside} of {len(rows)}. Few pairs, and a "
-              "calibration fitted on synthetic data: read this as an illustration; the validation is in docs/advisor.md."]
+    lines += [
+        "",
+        f"Over these {len(rows)} pairs: Spearman(predicted, measured) = {rho:+.2f}; the sign agrees on {signs} of "
+        f"{len(rows)}; the measured gain is inside the 80% interval for {inside} of {len(rows)}. Few pairs, and a "
+        "calibration fitted on synthetic data: read this as an illustration; the validation is in docs/advisor.md.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -102,10 +156,20 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in rows:
-        ax.errorbar(r["predicted_gain"], r["measured_gain"], yerr=[[r["measured_gain"] - r["measured_low"]], [r["measured_high"] - r["measured_gain"]]],
-                    fmt="o", capsize=3)
-        ax.annotate(f"{r['dataset']} {r['pair']}", (r["predicted_gain"], r["measured_gain"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+        ax.errorbar(
+            r["predicted_gain"],
+            r["measured_gain"],
+            yerr=[[r["measured_gain"] - r["measured_low"]], [r["measured_high"] - r["measured_gain"]]],
+            fmt="o",
+            capsize=3,
+        )
+        ax.annotate(
+            f"{r['dataset']} {r['pair']}",
+            (r["predicted_gain"], r["measured_gain"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("predicted KD gain (points, advisor)")

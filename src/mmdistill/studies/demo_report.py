@@ -22,7 +22,8 @@ from ..errors import ConfigError
 from ..io import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 code{background:#f5f5f5;padding:0 .2em}section{border-top:2px solid #ddd;margin-top:2em}.cmd{color:#555}"""
 
@@ -53,7 +54,9 @@ def collect_sections(root: Path) -> list[Section]:
     index = root / "report.json"
     if index.is_file():
         entries = json.loads(index.read_text())
-        return [_fill(Section(e["title"], root / e["folder"], e.get("command", ""), e.get("intro", ""))) for e in entries]
+        return [
+            _fill(Section(e["title"], root / e["folder"], e.get("command", ""), e.get("intro", ""))) for e in entries
+        ]
     folders = sorted({p.parent for p in root.rglob("summary.md")})
     if not folders:
         raise ConfigError(f"report: {root} holds no summary.md (not a run or sweep folder)")
@@ -108,12 +111,21 @@ def render_html(root: Path, sections: list[Section], title: str) -> str:
             body.append(markdown.markdown(text, extensions=["tables"]))
         for f in s.figures:
             if f.resolve() not in referenced:
-                body.append(f"<figure><img alt='{html.escape(f.stem)}' src='{_data_uri(f)}'><figcaption>{html.escape(f.name)}</figcaption></figure>")
+                body.append(
+                    f"<figure><img alt='{html.escape(f.stem)}' "
+                    f"src='{_data_uri(f)}'><figcaption>{html.escape(f.name)}</figcaption></figure>"
+                )
         if s.csvs:
-            body.append("<p>Raw data (next to this page): " + ", ".join(html.escape(str(c.relative_to(root))) for c in s.csvs) + "</p>")
+            body.append(
+                "<p>Raw data (next to this page): "
+                + ", ".join(html.escape(str(c.relative_to(root))) for c in s.csvs)
+                + "</p>"
+            )
         body.append("</section>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def write_report(root: str | Path, title: str = "mmdistill report") -> tuple[Path, Path]:

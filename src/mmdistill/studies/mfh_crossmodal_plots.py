@@ -25,8 +25,13 @@ def plot_sorted_scores(scores: torch.Tensor, path: Path, title: str, shared: set
     if shared is not None:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color="tab:red", label="truly shared channel"), Patch(color="tab:blue", label="other channel")],
-                  fontsize=8)
+        ax.legend(
+            handles=[
+                Patch(color="tab:red", label="truly shared channel"),
+                Patch(color="tab:blue", label="other channel"),
+            ],
+            fontsize=8,
+        )
     ax.set_xlabel("channels, sorted by score")
     ax.set_ylabel("Algorithm 1 score (min-max)")
     ax.set_title(title, fontsize=9)

@@ -129,10 +129,13 @@ def feature_removal(
             data = load_pairs(dataset, {}, a, b, seed=seed, pca=pca)
             torch.manual_seed(seed)
             nets = [make_mlp(data.train.xa.shape[1], (hidden,), data.num_classes)] + [
-                make_mlp(data.train.xb.shape[1], (hidden,), data.num_classes) for _ in MODES]
+                make_mlp(data.train.xb.shape[1], (hidden,), data.num_classes) for _ in MODES
+            ]
             jobs.append((name, seed, data, nets))
     # stage 1: every teacher and every no-KD student as one ensemble (same shapes but the input width)
-    stage1 = [r for _, _, d, nets in jobs for r in (Run(nets[0], d.train.xa, d.train.y), Run(nets[1], d.train.xb, d.train.y))]
+    stage1 = [
+        r for _, _, d, nets in jobs for r in (Run(nets[0], d.train.xa, d.train.y), Run(nets[1], d.train.xb, d.train.y))
+    ]
     sizes = {len(r.y) for r in stage1}
     if len(sizes) > 1:  # splits of different sizes per seed: one ensemble per job
         trained1 = [train_runs(stage1[2 * j : 2 * j + 2], lr=lr, epochs=epochs) for j in range(len(jobs))]
@@ -153,24 +156,43 @@ def feature_removal(
             values = h.mean(0) if fill == "mean" else torch.zeros(hidden)
             n_keep = max(1, int(round(keep * hidden)))
             row = {"pair": name, "seed": seed}
-            meta.append({**row, "mode": "nokd", "kept": "", "teacher_acc": "",
-                         "student_acc": float((nokd(d.test.xb).argmax(1) == d.test.y).float().mean())})
+            meta.append(
+                {
+                    **row,
+                    "mode": "nokd",
+                    "kept": "",
+                    "teacher_acc": "",
+                    "student_acc": float((nokd(d.test.xb).argmax(1) == d.test.y).float().mean()),
+                }
+            )
             for i, mode in enumerate(MODES[1:]):
                 kept = torch.arange(hidden) if mode == "regular" else kept_channels(mode, sal.scores, n_keep, seed)
                 with removed_channels(teacher, "1", kept, values):
                     soft = torch.softmax(teacher(d.train.xa), dim=-1)
                     t_acc = float((teacher(d.test.xa).argmax(1) == d.test.y).float().mean())
-                stage2.append(Run(nets[2 + i], d.train.xb, d.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k)))
-                meta.append({**row, "mode": mode, "kept": len(kept), "teacher_acc": t_acc, "_test": (d.test.xb, d.test.y)})
+                stage2.append(
+                    Run(nets[2 + i], d.train.xb, d.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k))
+                )
+                meta.append(
+                    {**row, "mode": mode, "kept": len(kept), "teacher_acc": t_acc, "_test": (d.test.xb, d.test.y)}
+                )
     # stage 2: every KD student as one ensemble
-    students = [train_runs(stage2[4 * j : 4 * j + 4], lr=lr, epochs=epochs) for j in range(len(jobs))] if len(sizes) > 1 \
+    students = (
+        [train_runs(stage2[4 * j : 4 * j + 4], lr=lr, epochs=epochs) for j in range(len(jobs))]
+        if len(sizes) > 1
         else [train_runs(stage2, lr=lr, epochs=epochs)]
+    )
     tests = [m.pop("_test") for m in meta if "_test" in m]
     if len(students) == 1:
         acc = students[0].accuracy([t[0] for t in tests], [t[1] for t in tests]).tolist()
     else:
-        acc = [a for j, s in enumerate(students) for a in s.accuracy([t[0] for t in tests[4 * j : 4 * j + 4]],
-                                                                     [t[1] for t in tests[4 * j : 4 * j + 4]]).tolist()]
+        acc = [
+            a
+            for j, s in enumerate(students)
+            for a in s.accuracy(
+                [t[0] for t in tests[4 * j : 4 * j + 4]], [t[1] for t in tests[4 * j : 4 * j + 4]]
+            ).tolist()
+        ]
     rows, it = [], iter(acc)
     for m in meta:
         if m["mode"] == "nokd":
@@ -179,10 +201,24 @@ def feature_removal(
             m["student_acc"] = next(it)
         m["nokd_acc"] = nokd_acc
         rows.append(m)
-    protocol = {"pairs": pairs, "seeds": list(seeds), "keep": keep, "fill": fill, "hidden": hidden, "epochs": epochs, "lr": lr,
-                "permutations": permutations, "pca": pca}
-    return RemovalResult(dataset, rows, time.perf_counter() - start, protocol,
-                         {"models": len(stage1) + len(stage2), "salience_scoring_s": salience_s})
+    protocol = {
+        "pairs": pairs,
+        "seeds": list(seeds),
+        "keep": keep,
+        "fill": fill,
+        "hidden": hidden,
+        "epochs": epochs,
+        "lr": lr,
+        "permutations": permutations,
+        "pca": pca,
+    }
+    return RemovalResult(
+        dataset,
+        rows,
+        time.perf_counter() - start,
+        protocol,
+        {"models": len(stage1) + len(stage2), "salience_scoring_s": salience_s},
+    )
 
 
 def summarize_removal(rows: Sequence[dict]) -> list[dict]:
@@ -190,20 +226,29 @@ def summarize_removal(rows: Sequence[dict]) -> list[dict]:
     paired over seeds with 95% CIs."""
     out = []
     for pair in dict.fromkeys(r["pair"] for r in rows):
-        by_mode = {m: sorted((r for r in rows if r["pair"] == pair and r["mode"] == m), key=lambda r: r["seed"]) for m in MODES}
+        by_mode = {
+            m: sorted((r for r in rows if r["pair"] == pair and r["mode"] == m), key=lambda r: r["seed"]) for m in MODES
+        }
         for mode in MODES[1:]:
             rs = by_mode[mode]
             gain = paired_difference([r["student_acc"] for r in rs], [r["nokd_acc"] for r in rs])
             vs_reg = paired_difference([r["student_acc"] for r in rs], [r["student_acc"] for r in by_mode["regular"]])
-            out.append({
-                "pair": pair, "mode": mode, "seeds": len(rs), "kept": rs[0]["kept"],
-                "teacher_mean": 100 * summarize([r["teacher_acc"] for r in rs])["mean"],
-                "student_mean": 100 * summarize([r["student_acc"] for r in rs])["mean"],
-                "nokd_mean": 100 * summarize([r["nokd_acc"] for r in rs])["mean"],
-                "gain_mean": 100 * gain["mean"], "gain_half": 100 * (gain["ci_high"] - gain["mean"]),
-                "vs_regular_mean": 100 * vs_reg["mean"],
-                "vs_regular_lo": 100 * vs_reg["ci_low"], "vs_regular_hi": 100 * vs_reg["ci_high"],
-            })
+            out.append(
+                {
+                    "pair": pair,
+                    "mode": mode,
+                    "seeds": len(rs),
+                    "kept": rs[0]["kept"],
+                    "teacher_mean": 100 * summarize([r["teacher_acc"] for r in rs])["mean"],
+                    "student_mean": 100 * summarize([r["student_acc"] for r in rs])["mean"],
+                    "nokd_mean": 100 * summarize([r["nokd_acc"] for r in rs])["mean"],
+                    "gain_mean": 100 * gain["mean"],
+                    "gain_half": 100 * (gain["ci_high"] - gain["mean"]),
+                    "vs_regular_mean": 100 * vs_reg["mean"],
+                    "vs_regular_lo": 100 * vs_reg["ci_low"],
+                    "vs_regular_hi": 100 * vs_reg["ci_high"],
+                }
+            )
     return out
 
 
@@ -212,10 +257,14 @@ def summary_markdown(result: RemovalResult, command: str = "") -> str:
     lines = [f"# MFH feature removal on {result.dataset}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
+    pca = p["pca"]
+    pca_text = f"; inputs wider than {pca} values projected on {pca} principal components" if pca else ""
     lines += [
-        f"Teacher and student: MLP (one hidden layer of {p['hidden']}), full-batch SGD lr {p['lr']}, {p['epochs']} epochs"
-        f"{'; inputs wider than ' + str(p['pca']) + ' values projected on ' + str(p['pca']) + ' principal components' if p['pca'] else ''}; "
-        f"Algorithm 1 (separate variant, M = {p['permutations']}) on the teacher's {p['hidden']} hidden channels; keep r = {p['keep']}, "
+        f"Teacher and student: MLP (one hidden layer of {p['hidden']}), full-batch SGD lr {p['lr']}, "
+        f"{p['epochs']} epochs"
+        f"{pca_text}; "
+        f"Algorithm 1 (separate variant, M = {p['permutations']}) on the teacher's {p['hidden']} hidden channels; "
+        f"keep r = {p['keep']}, "
         f"the rest set to their training {p['fill']}; KD = CE + KL (T = 1). Seeds {p['seeds']} (split and init). "
         f"{result.timings['models']} models in {result.seconds:.1f} s.",
         "",
@@ -226,10 +275,22 @@ def summary_markdown(result: RemovalResult, command: str = "") -> str:
     ]
     summary = summarize_removal(result.rows)
     for r in summary:
-        vs = "" if r["mode"] == "regular" else f"{r['vs_regular_mean']:+.2f} [{r['vs_regular_lo']:+.2f}, {r['vs_regular_hi']:+.2f}]"
-        lines.append(f"| {r['pair']} | {r['mode']} | {r['teacher_mean']:.2f} | {r['student_mean']:.2f} | "
-                     f"{r['gain_mean']:+.2f} ± {r['gain_half']:.2f} | {vs} |")
-    lines += ["", "No-KD student: " + ", ".join(f"{r['pair']} {r['nokd_mean']:.2f}" for r in summary if r["mode"] == "regular") + ".", ""]
+        vs = (
+            ""
+            if r["mode"] == "regular"
+            else f"{r['vs_regular_mean']:+.2f} [{r['vs_regular_lo']:+.2f}, {r['vs_regular_hi']:+.2f}]"
+        )
+        lines.append(
+            f"| {r['pair']} | {r['mode']} | {r['teacher_mean']:.2f} | {r['student_mean']:.2f} | "
+            f"{r['gain_mean']:+.2f} ± {r['gain_half']:.2f} | {vs} |"
+        )
+    lines += [
+        "",
+        "No-KD student: "
+        + ", ".join(f"{r['pair']} {r['nokd_mean']:.2f}" for r in summary if r["mode"] == "regular")
+        + ".",
+        "",
+    ]
     for pair in dict.fromkeys(r["pair"] for r in summary):
         s = {r["mode"]: r["student_mean"] for r in summary if r["pair"] == pair}
         order = sorted(("general", "random", "specific"), key=lambda m: -s[m])
@@ -244,8 +305,13 @@ def write_removal(result: RemovalResult, out: Path, command: str = "") -> list[P
     from ..io import csv_text
 
     out = Path(out)
-    paths = [write_text(out / "summary.md", summary_markdown(result, command)),
-             plot_removal(summarize_removal(result.rows), out / "removal.png",
-                          f"MFH feature removal on {result.dataset} (keep r = {result.protocol['keep']})")]
+    paths = [
+        write_text(out / "summary.md", summary_markdown(result, command)),
+        plot_removal(
+            summarize_removal(result.rows),
+            out / "removal.png",
+            f"MFH feature removal on {result.dataset} (keep r = {result.protocol['keep']})",
+        ),
+    ]
     paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

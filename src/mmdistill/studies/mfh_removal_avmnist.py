@@ -43,17 +43,33 @@ def _batch(dataset, modality: str, rows: int) -> dict:
     return {modality: b[modality]}
 
 
-def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher_modality: str = "audio",
-                    student_modality: str = "image", train_size: int = 2000, teacher_factor: int = 3, epochs: int = 3,
-                    teacher_epochs: int = 3, val_size: int = 500, test_size: int = 2000, keep: float = 0.25,
-                    permutations: int = 10, score_rows: int = 1000, temperature: float = 4.0, student_lr: float = 0.1,
-                    log=print) -> dict:
+def removal_avmnist(
+    splits: DataSplits,
+    out: Path,
+    seeds: Sequence[int],
+    teacher_modality: str = "audio",
+    student_modality: str = "image",
+    train_size: int = 2000,
+    teacher_factor: int = 3,
+    epochs: int = 3,
+    teacher_epochs: int = 3,
+    val_size: int = 500,
+    test_size: int = 2000,
+    keep: float = 0.25,
+    permutations: int = 10,
+    score_rows: int = 1000,
+    temperature: float = 4.0,
+    student_lr: float = 0.1,
+    log=print,
+) -> dict:
     """Rows (seed, mode, kept, teacher_acc, student_acc), the scores and the protocol."""
     t0 = time.perf_counter()
     order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
     n_teacher = min(len(order), train_size * teacher_factor)
-    data = {n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"])
-            for n in (train_size, n_teacher)}
+    data = {
+        n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"])
+        for n in (train_size, n_teacher)
+    }
     specs, no_cache = splits.train.specs(), CacheConfig(enabled=False)
 
     def student_trainer():
@@ -66,8 +82,16 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
         return build_model(reference_model([mod]), specs, splits.num_classes)
 
     teacher = model(teacher_modality, seeds[0])
-    t_res = distill(teacher, None, data[n_teacher], run_dir(out, "teacher", seeds[0]), method="supervised",
-                    trainer=multibench_trainer(teacher_epochs), cache=no_cache, seed=seeds[0])
+    t_res = distill(
+        teacher,
+        None,
+        data[n_teacher],
+        run_dir(out, "teacher", seeds[0]),
+        method="supervised",
+        trainer=multibench_trainer(teacher_epochs),
+        cache=no_cache,
+        seed=seeds[0],
+    )
     teacher.eval()
     log(f"  teacher ({teacher_modality}): test {100 * t_res.test['accuracy']:.2f}")
     train = data[train_size].train
@@ -82,29 +106,78 @@ def removal_avmnist(splits: DataSplits, out: Path, seeds: Sequence[int], teacher
     k = max(1, round(keep * len(fill)))
     for seed in seeds:
         student = model(student_modality, seed)
-        s_res = distill(student, None, data[train_size], run_dir(out, "nokd", seed), method="supervised",
-                        trainer=student_trainer(), cache=no_cache, seed=seed)
-        rows.append({"seed": seed, "mode": "nokd", "kept": len(fill), "teacher_acc": float("nan"),
-                     "student_acc": 100 * s_res.test["accuracy"]})
+        s_res = distill(
+            student,
+            None,
+            data[train_size],
+            run_dir(out, "nokd", seed),
+            method="supervised",
+            trainer=student_trainer(),
+            cache=no_cache,
+            seed=seed,
+        )
+        rows.append(
+            {
+                "seed": seed,
+                "mode": "nokd",
+                "kept": len(fill),
+                "teacher_acc": float("nan"),
+                "student_acc": 100 * s_res.test["accuracy"],
+            }
+        )
         if scores is None:  # Algorithm 1 once, with the first seed's no-KD student
-            sal = channel_salience(teacher, student, _batch(train, teacher_modality, score_rows),
-                                   _batch(train, student_modality, score_rows), LAYER, permutations=permutations, seed=seeds[0])
+            sal = channel_salience(
+                teacher,
+                student,
+                _batch(train, teacher_modality, score_rows),
+                _batch(train, student_modality, score_rows),
+                LAYER,
+                permutations=permutations,
+                seed=seeds[0],
+            )
             scores = sal.scores
         for mode in MODES[1:]:
             keep_idx = torch.arange(len(fill)) if mode == "regular" else kept_channels(mode, scores, k, seed)
             with removed_channels(teacher, LAYER, keep_idx, fill) if mode != "regular" else contextlib.nullcontext():
                 t_acc = _accuracy(teacher, held["test"])
-                res = distill(model(student_modality, seed), teacher, data[train_size], run_dir(out, mode, seed),
-                              method="kd", method_params={"temperature": temperature, "lam": 0.5},
-                              trainer=student_trainer(), cache=no_cache, seed=seed)
-            rows.append({"seed": seed, "mode": mode, "kept": len(keep_idx), "teacher_acc": t_acc,
-                         "student_acc": 100 * res.test["accuracy"]})
+                res = distill(
+                    model(student_modality, seed),
+                    teacher,
+                    data[train_size],
+                    run_dir(out, mode, seed),
+                    method="kd",
+                    method_params={"temperature": temperature, "lam": 0.5},
+                    trainer=student_trainer(),
+                    cache=no_cache,
+                    seed=seed,
+                )
+            rows.append(
+                {
+                    "seed": seed,
+                    "mode": mode,
+                    "kept": len(keep_idx),
+                    "teacher_acc": t_acc,
+                    "student_acc": 100 * res.test["accuracy"],
+                }
+            )
             log(f"  seed {seed} {mode}: teacher {t_acc:.2f}, student {rows[-1]['student_acc']:.2f}")
-    protocol = {"teacher": teacher_modality, "student": student_modality, "train_size": train_size, "teacher_rows": n_teacher,
-                "epochs": epochs, "teacher_epochs": teacher_epochs, "keep": keep, "kept": k, "channels": len(fill),
-                "permutations": permutations, "score_rows": score_rows, "temperature": temperature, "seeds": list(seeds),
-                "student_lr": student_lr,
-                "test_size": len(held["test"])}
+    protocol = {
+        "teacher": teacher_modality,
+        "student": student_modality,
+        "train_size": train_size,
+        "teacher_rows": n_teacher,
+        "epochs": epochs,
+        "teacher_epochs": teacher_epochs,
+        "keep": keep,
+        "kept": k,
+        "channels": len(fill),
+        "permutations": permutations,
+        "score_rows": score_rows,
+        "temperature": temperature,
+        "seeds": list(seeds),
+        "student_lr": student_lr,
+        "test_size": len(held["test"]),
+    }
     return {"rows": rows, "scores": scores.tolist(), "protocol": protocol, "seconds": time.perf_counter() - t0}
 
 
@@ -125,13 +198,17 @@ def summary_markdown(result: dict, command: str = "") -> str:
     lines = [f"# MFH feature removal on AV-MNIST (MNIST + FSDD): {p['teacher']} teacher -> {p['student']} student", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"Seeds {seeds}; students {p['train_size']} rows x {p['epochs']} epochs; teacher {p['teacher_rows']} rows x "
-              f"{p['teacher_epochs']} epochs (once); Algorithm 1 on the teacher's {p['channels']} penultimate channels "
-              f"(layer {LAYER}, M = {p['permutations']}, {p['score_rows']} training rows); keep {p['kept']} "
-              f"(r = {p['keep']}), the rest set to their training mean; KD T = {p['temperature']}, lam = 0.5; student SGD lr "
-              f"{p['student_lr']}; test "
-              f"{p['test_size']} rows; {result['seconds']:.0f} s. Accuracy %, mean [95% CI]; differences paired by seed.", "",
-              "| mode | teacher acc. | student acc. | student - no KD | student - regular KD |", "|---|---|---|---|---|"]
+    lines += [
+        f"Seeds {seeds}; students {p['train_size']} rows x {p['epochs']} epochs; teacher {p['teacher_rows']} rows x "
+        f"{p['teacher_epochs']} epochs (once); Algorithm 1 on the teacher's {p['channels']} penultimate channels "
+        f"(layer {LAYER}, M = {p['permutations']}, {p['score_rows']} training rows); keep {p['kept']} "
+        f"(r = {p['keep']}), the rest set to their training mean; KD T = {p['temperature']}, lam = 0.5; student SGD lr "
+        f"{p['student_lr']}; test "
+        f"{p['test_size']} rows; {result['seconds']:.0f} s. Accuracy %, mean [95% CI]; differences paired by seed.",
+        "",
+        "| mode | teacher acc. | student acc. | student - no KD | student - regular KD |",
+        "|---|---|---|---|---|",
+    ]
     for m in MODES:
         s = summarize(acc[m])
         cell = f"{s['mean']:.2f}" + ("" if s["n"] < 2 else f" [{s['ci_low']:.2f}, {s['ci_high']:.2f}]")
@@ -152,7 +229,11 @@ def write_removal_avmnist(result: dict, out: Path, command: str = "") -> list[Pa
     """``summary.md``, ``scores.csv`` and, last, ``results.csv`` (atomically)."""
     from ..io import csv_text
 
-    paths = [write_text(out / "summary.md", summary_markdown(result, command)),
-             write_text(out / "scores.csv", "channel,score\n" + "".join(f"{i},{s:.6g}\n" for i, s in enumerate(result["scores"])))]
+    paths = [
+        write_text(out / "summary.md", summary_markdown(result, command)),
+        write_text(
+            out / "scores.csv", "channel,score\n" + "".join(f"{i},{s:.6g}\n" for i, s in enumerate(result["scores"]))
+        ),
+    ]
     paths.append(write_text(out / "results.csv", csv_text(result["rows"], ROW_FIELDS, ".6g")))
     return paths

@@ -14,21 +14,39 @@ TITLES = {
 }
 X_KEYS = {"mfh-gamma": "gamma", "mfh-alpha": "alpha"}
 
-PLANE_FIELDS = ["setting", "gamma_target", "alpha_target", "s0", "sa", "sb", "gamma", "alpha", "beta", "seeds",
-                "teacher_mean", "nokd_mean", "kd_mean", "delta_mean", "delta_std"]
+PLANE_FIELDS = [
+    "setting",
+    "gamma_target",
+    "alpha_target",
+    "s0",
+    "sa",
+    "sb",
+    "gamma",
+    "alpha",
+    "beta",
+    "seeds",
+    "teacher_mean",
+    "nokd_mean",
+    "kd_mean",
+    "delta_mean",
+    "delta_std",
+]
 
 
 def summary_markdown(result: StudyResult, command: str = "") -> str:
     """Means and population std over seeds (accuracy points), and delta = KD - no-KD."""
     p = result.protocol
     seeds = p.get("seeds", [])
-    seed_text = f"{seeds[0]}..{seeds[-1]}" if seeds and list(seeds) == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)
+    seed_text = (
+        f"{seeds[0]}..{seeds[-1]}" if seeds and list(seeds) == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)
+    )
     lines = [f"# {TITLES.get(result.name, result.name)}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     model = "linear" if not p.get("hidden") else f"MLP {p['hidden']}"
     lines += [
-        f"Seeds {seed_text} ({len(seeds)}); n_train {p.get('n_train')}, n_test {p.get('n_test')} (test drawn with seed+1); "
+        f"Seeds {seed_text} ({len(seeds)}); n_train {p.get('n_train')}, n_test {p.get('n_test')} (test drawn with "
+        "seed+1); "
         f"{model} models; full-batch SGD lr {p.get('lr')}, {p.get('epochs')} epochs; "
         f"KD = {p['kd_weights'][0]:g} CE + {p['kd_weights'][1]:g} KL(t || s), T = 1. "
         f"{result.runs} models trained as two batched ensembles in {result.seconds:.2f} s.",
@@ -54,7 +72,8 @@ def summary_markdown(result: StudyResult, command: str = "") -> str:
         worst = max(abs(s["delta_mean"]) for s in summary)
         lines += [
             f"Teacher gain from alpha {first['alpha']:.2f} to {last['alpha']:.2f}: "
-            f"{last['teacher_mean'] - first['teacher_mean']:+.2f} points; largest |KD - no-KD| of a setting mean: {worst:.2f} points.",
+            f"{last['teacher_mean'] - first['teacher_mean']:+.2f} points; largest |KD - no-KD| of a setting mean: "
+            f"{worst:.2f} points.",
             "",
         ]
     return "\n".join(lines)
@@ -72,7 +91,9 @@ def write_study(result: StudyResult, out: Path, command: str = "") -> list[Path]
         written.append(write_text(out / "plane.csv", csv_text(grid, PLANE_FIELDS, ".6g")))
         written.append(plot_plane(grid, out / "plane.png", title, command))
     else:
-        written.append(plot_sweep(result.summary(), X_KEYS.get(result.name, "gamma"), out / f"{result.name}.png", title, command))
+        written.append(
+            plot_sweep(result.summary(), X_KEYS.get(result.name, "gamma"), out / f"{result.name}.png", title, command)
+        )
     written.append(write_text(out / "summary.md", summary_markdown(result, command) + "\n"))
     # last, so that a results.csv marks a finished run
     written.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))

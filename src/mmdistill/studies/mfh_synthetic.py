@@ -62,7 +62,9 @@ def crossmodal_kd_sweep(
         for label, spec in cells:
             data = draw(spec, seed, n_train=n_train, n_test=n_test)
             torch_seed = seed + 1 if spec.test_stream == "seed+1" else seed
-            teacher, kd, nokd = _official_inits(torch_seed, (spec.dim_a, spec.dim_b, spec.dim_b), hidden, spec.num_classes)
+            teacher, kd, nokd = _official_inits(
+                torch_seed, (spec.dim_a, spec.dim_b, spec.dim_b), hidden, spec.num_classes
+            )
             jobs.append((label, spec, seed, data, teacher, kd, nokd))
     cell_index = {label: i for i, (label, _) in enumerate(cells)}
     jobs.sort(key=lambda j: (cell_index[j[0]], list(seeds).index(j[2])))
@@ -72,19 +74,36 @@ def crossmodal_kd_sweep(
     students = []
     for (_, _, _, d, _, kd, nokd), p in zip(jobs, probs):
         students.append(Run(nokd, d.train.xb, d.train.y))
-        students.append(Run(kd, d.train.xb, d.train.y, soft_targets=p, ce_weight=kd_weights[0], kd_weight=kd_weights[1]))
+        students.append(
+            Run(kd, d.train.xb, d.train.y, soft_targets=p, ce_weight=kd_weights[0], kd_weight=kd_weights[1])
+        )
     trained = train_runs(students, lr=lr, epochs=epochs)
 
     teacher_acc = teachers.accuracy([j[3].test.xa for j in jobs], [j[3].test.y for j in jobs])
-    student_acc = trained.accuracy([j[3].test.xb for j in jobs for _ in (0, 1)], [j[3].test.y for j in jobs for _ in (0, 1)])
+    student_acc = trained.accuracy(
+        [j[3].test.xb for j in jobs for _ in (0, 1)], [j[3].test.y for j in jobs for _ in (0, 1)]
+    )
     rows = []
     for i, (label, spec, seed, *_rest) in enumerate(jobs):
-        rows.append({
-            "setting": label, **spec.ratios(), "seed": seed,
-            "teacher_acc": float(teacher_acc[i]), "nokd_acc": float(student_acc[2 * i]), "kd_acc": float(student_acc[2 * i + 1]),
-        })
-    protocol = {"n_train": n_train, "n_test": n_test, "epochs": epochs, "lr": lr, "kd_weights": list(kd_weights),
-                "hidden": list(hidden), "seeds": list(seeds)}
+        rows.append(
+            {
+                "setting": label,
+                **spec.ratios(),
+                "seed": seed,
+                "teacher_acc": float(teacher_acc[i]),
+                "nokd_acc": float(student_acc[2 * i]),
+                "kd_acc": float(student_acc[2 * i + 1]),
+            }
+        )
+    protocol = {
+        "n_train": n_train,
+        "n_test": n_test,
+        "epochs": epochs,
+        "lr": lr,
+        "kd_weights": list(kd_weights),
+        "hidden": list(hidden),
+        "seeds": list(seeds),
+    }
     return StudyResult("sweep", rows, time.perf_counter() - start, 3 * len(jobs), protocol)
 
 
@@ -143,12 +162,16 @@ def venn_plane(
             spec = spec_from_ratios(g, a, decisive=decisive, dim_a=dim_a, dim_b=dim_b)
             label = f"g{g:.2f}/a{a:.2f}"
             cells.append((label, spec))
-            grid.append({"setting": label, "gamma_target": g, "alpha_target": a, "s0": spec.s0, "sa": spec.sa, "sb": spec.sb})
+            grid.append(
+                {"setting": label, "gamma_target": g, "alpha_target": a, "s0": spec.s0, "sa": spec.sa, "sb": spec.sb}
+            )
     result = crossmodal_kd_sweep(cells, list(seeds), **kwargs)
     result.name = "mfh-plane"
     result.protocol.update({"decisive": decisive, "dim_a": dim_a, "dim_b": dim_b})
     by_setting = {s["setting"]: s for s in summarize(result.rows)}
-    result.extra["grid"] = [{**cell, **{k: v for k, v in by_setting[cell["setting"]].items() if k != "setting"}} for cell in grid]
+    result.extra["grid"] = [
+        {**cell, **{k: v for k, v in by_setting[cell["setting"]].items() if k != "setting"}} for cell in grid
+    ]
     return result
 
 
@@ -168,7 +191,13 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     out = []
     for setting in order:
         rs = groups[setting]
-        entry = {"setting": setting, "gamma": rs[0]["gamma"], "alpha": rs[0]["alpha"], "beta": rs[0]["beta"], "seeds": len(rs)}
+        entry = {
+            "setting": setting,
+            "gamma": rs[0]["gamma"],
+            "alpha": rs[0]["alpha"],
+            "beta": rs[0]["beta"],
+            "seeds": len(rs),
+        }
         for key in ("teacher", "nokd", "kd"):
             v = 100.0 * np.array([r[f"{key}_acc"] for r in rs])
             entry[f"{key}_mean"], entry[f"{key}_std"] = float(v.mean()), float(v.std())

@@ -54,16 +54,24 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 def reference_model(modalities: Sequence[str]) -> ModelConfig:
     """MultiBench's AV-MNIST model on ``modalities``: LeNet encoders, concatenated, MLP head with 100 hidden units."""
     encoders = {"image": IMAGE_LENET, "audio": AUDIO_LENET}
-    return ModelConfig(modalities=list(modalities), encoders={m: encoders[m] for m in modalities}, fusion="concat",
-                       head_hidden=[100])
+    return ModelConfig(
+        modalities=list(modalities), encoders={m: encoders[m] for m in modalities}, fusion="concat", head_hidden=[100]
+    )
 
 
 def multibench_trainer(epochs: int, accelerator: str = "cpu") -> TrainerConfig:
-    return TrainerConfig(epochs=epochs, batch_size=40, optimizer=OptimizerConfig(name="sgd", lr=0.1, weight_decay=1e-4, momentum=0.0),
-                         test_checkpoint="best", accelerator=accelerator)
+    return TrainerConfig(
+        epochs=epochs,
+        batch_size=40,
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, weight_decay=1e-4, momentum=0.0),
+        test_checkpoint="best",
+        accelerator=accelerator,
+    )
 
 
-def subsets(splits: DataSplits, train_rows: int, val_rows: int, test_rows: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+def subsets(
+    splits: DataSplits, train_rows: int, val_rows: int, test_rows: int, seed: int = 0
+) -> tuple[np.ndarray, dict]:
     """A fixed random order of the training rows (the first ``n`` are any run's ``n`` rows) and val/test subsets."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(splits.train))
@@ -79,9 +87,22 @@ class Table1Result:
     summary: dict = field(default_factory=dict)
 
 
-def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int = 2000, teacher_factor: int = 3,
-           epochs: int = 3, teacher_epochs: int = 3, val_size: int = 500, test_size: int = 2000, temperature: float = 4.0,
-           lam: float = 0.5, accelerator: str = "cpu", teachers_from: Path | None = None, log=print) -> Table1Result:
+def table1(
+    splits: DataSplits,
+    out: Path,
+    seeds: Sequence[int],
+    train_size: int = 2000,
+    teacher_factor: int = 3,
+    epochs: int = 3,
+    teacher_epochs: int = 3,
+    val_size: int = 500,
+    test_size: int = 2000,
+    temperature: float = 4.0,
+    lam: float = 0.5,
+    accelerator: str = "cpu",
+    teachers_from: Path | None = None,
+    log=print,
+) -> Table1Result:
     """Train the two teachers once, then per seed the no-KD and the two distilled audio students.
 
     ``teachers_from``: the output folder of an earlier run whose two teachers are loaded instead of
@@ -90,13 +111,22 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
     t0 = time.perf_counter()
     order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
     n_teacher = min(len(order), train_size * teacher_factor)
-    data = {n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"],
-                          description=f"avmnist, {n} training rows") for n in (train_size, n_teacher)}
+    data = {
+        n: DataSplits(
+            splits.train.subset(torch.from_numpy(np.sort(order[:n]))),
+            held["val"],
+            held["test"],
+            description=f"avmnist, {n} training rows",
+        )
+        for n in (train_size, n_teacher)
+    }
     specs = splits.train.specs()
     cache = CacheConfig(enabled=True, dir=out / "cache")
     rows: list[dict] = []
 
-    def run(name: str, role: str, mods: Sequence[str], n: int, seed: int, ep: int, teacher=None, method="supervised") -> torch.nn.Module:
+    def run(
+        name: str, role: str, mods: Sequence[str], n: int, seed: int, ep: int, teacher=None, method="supervised"
+    ) -> torch.nn.Module:
         start = time.perf_counter()
         torch.manual_seed(seed)
         model = build_model(reference_model(mods), specs, splits.num_classes)
@@ -104,16 +134,38 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
         if role == "teacher" and teachers_from is not None:
             res = _load_finished(run_dir(Path(teachers_from), name, seed), model)
             if res is None:
-                raise ConfigError(f"--teachers {teachers_from}: no finished {name} run at "
-                                  f"{run_dir(Path(teachers_from), name, seed)} (result.json and student.safetensors)")
+                raise ConfigError(
+                    f"--teachers {teachers_from}: no finished {name} run at "
+                    f"{run_dir(Path(teachers_from), name, seed)} (result.json and student.safetensors)"
+                )
         else:
-            res = distill(model, teacher, data[n], run_dir(out, name, seed), method=method, method_params=params,
-                          trainer=multibench_trainer(ep, accelerator), cache=cache, seed=seed, desc=name)
-        row = {"seed": seed, "model": name, "role": role, "train_rows": n, "test_acc": 100 * res.test["accuracy"],
-               "val_acc": 100 * res.val["accuracy"], "best_epoch": res.best_epoch, "seconds": time.perf_counter() - start}
+            res = distill(
+                model,
+                teacher,
+                data[n],
+                run_dir(out, name, seed),
+                method=method,
+                method_params=params,
+                trainer=multibench_trainer(ep, accelerator),
+                cache=cache,
+                seed=seed,
+                desc=name,
+            )
+        row = {
+            "seed": seed,
+            "model": name,
+            "role": role,
+            "train_rows": n,
+            "test_acc": 100 * res.test["accuracy"],
+            "val_acc": 100 * res.val["accuracy"],
+            "best_epoch": res.best_epoch,
+            "seconds": time.perf_counter() - start,
+        }
         rows.append(row)
-        log(f"  {name} seed {seed}: test {row['test_acc']:.2f} (val {row['val_acc']:.2f}, best epoch {res.best_epoch}) "
-            f"in {row['seconds']:.0f} s")
+        log(
+            f"  {name} seed {seed}: test {row['test_acc']:.2f} (val {row['val_acc']:.2f}, best epoch {res.best_epoch}) "
+            f"in {row['seconds']:.0f} s"
+        )
         return res.student
 
     t_seed = seeds[0]
@@ -123,9 +175,19 @@ def table1(splits: DataSplits, out: Path, seeds: Sequence[int], train_size: int 
         run("nokd", "student", ["audio"], train_size, seed, epochs)
         run("kd_audio", "student", ["audio"], train_size, seed, epochs, audio_teacher, "kd")
         run("kd_av", "student", ["audio"], train_size, seed, epochs, av_teacher, "kd")
-    protocol = {"train_size": train_size, "teacher_rows": n_teacher, "epochs": epochs, "teacher_epochs": teacher_epochs,
-                "val_size": len(held["val"]), "test_size": len(held["test"]), "temperature": temperature, "lam": lam,
-                "seeds": list(seeds), "accelerator": accelerator, "teachers_from": str(teachers_from) if teachers_from else None}
+    protocol = {
+        "train_size": train_size,
+        "teacher_rows": n_teacher,
+        "epochs": epochs,
+        "teacher_epochs": teacher_epochs,
+        "val_size": len(held["val"]),
+        "test_size": len(held["test"]),
+        "temperature": temperature,
+        "lam": lam,
+        "seeds": list(seeds),
+        "accelerator": accelerator,
+        "teachers_from": str(teachers_from) if teachers_from else None,
+    }
     result = Table1Result(rows, protocol, time.perf_counter() - t0)
     result.summary = summarize_table1(rows)
     return result
@@ -154,25 +216,38 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     pr = result.protocol
-    lines += [f"Seeds {pr['seeds']}; student {pr['train_size']} training rows x {pr['epochs']} epochs; teachers "
-              f"{pr['teacher_rows']} rows x {pr['teacher_epochs']} epochs (trained once, seed {pr['seeds'][0]}"
-              f"{'; loaded from ' + pr['teachers_from'] if pr['teachers_from'] else ''}); "
-              f"val {pr['val_size']}, test {pr['test_size']} rows; KD T = {pr['temperature']}, lam = {pr['lam']}; "
-              f"{result.seconds:.0f} s in all. Accuracy in %, mean [95% CI over seeds].", "",
-              "| | teacher | student (ours) | paper teacher | paper student |", "|---|---|---|---|---|",
-              f"| no KD | - | {_ci(m['nokd'])} | - | {PAPER['nokd']:.2f} |",
-              f"| audio teacher | {_ci(m['audio_teacher'])} | {_ci(m['kd_audio'])} | "
-              f"{PAPER['audio_teacher']:.2f} | {PAPER['kd_audio']:.2f} |",
-              f"| image+audio teacher | {_ci(m['av_teacher'])} | {_ci(m['kd_av'])} | {PAPER['av_teacher']:.2f} | {PAPER['kd_av']:.2f} |",
-              "", "Paired differences (points, mean [95% CI]):", ""]
+    lines += [
+        f"Seeds {pr['seeds']}; student {pr['train_size']} training rows x {pr['epochs']} epochs; teachers "
+        f"{pr['teacher_rows']} rows x {pr['teacher_epochs']} epochs (trained once, seed {pr['seeds'][0]}"
+        f"{'; loaded from ' + pr['teachers_from'] if pr['teachers_from'] else ''}); "
+        f"val {pr['val_size']}, test {pr['test_size']} rows; KD T = {pr['temperature']}, lam = {pr['lam']}; "
+        f"{result.seconds:.0f} s in all. Accuracy in %, mean [95% CI over seeds].",
+        "",
+        "| | teacher | student (ours) | paper teacher | paper student |",
+        "|---|---|---|---|---|",
+        f"| no KD | - | {_ci(m['nokd'])} | - | {PAPER['nokd']:.2f} |",
+        f"| audio teacher | {_ci(m['audio_teacher'])} | {_ci(m['kd_audio'])} | "
+        f"{PAPER['audio_teacher']:.2f} | {PAPER['kd_audio']:.2f} |",
+        f"| image+audio teacher | {_ci(m['av_teacher'])} | {_ci(m['kd_av'])} | {PAPER['av_teacher']:.2f} | "
+        f"{PAPER['kd_av']:.2f} |",
+        "",
+        "Paired differences (points, mean [95% CI]):",
+        "",
+    ]
     lines += [f"- {k}: {s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]" for k, s in p.items()]
     better_teacher = m["av_teacher"]["mean"] > m["audio_teacher"]["mean"]
     d = p["kd_av - kd_audio"]
-    verdict = ("not better (CI includes 0 or is below)" if d["ci_high"] >= 0 >= d["ci_low"] or d["ci_high"] < 0
-               else "better (CI above 0)")
-    lines += ["", f"Reading: the image+audio teacher is {'more' if better_teacher else 'less'} accurate than the audio teacher; "
-              f"its student is {verdict} than the audio teacher's student. The paper's failure case needs both: "
-              "a more accurate multimodal teacher whose student is no better."]
+    verdict = (
+        "not better (CI includes 0 or is below)"
+        if d["ci_high"] >= 0 >= d["ci_low"] or d["ci_high"] < 0
+        else "better (CI above 0)"
+    )
+    lines += [
+        "",
+        f"Reading: the image+audio teacher is {'more' if better_teacher else 'less'} accurate than the audio teacher; "
+        f"its student is {verdict} than the audio teacher's student. The paper's failure case needs both: "
+        "a more accurate multimodal teacher whose student is no better.",
+    ]
     return "\n".join(lines) + "\n"
 
 

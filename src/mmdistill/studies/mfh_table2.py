@@ -79,16 +79,26 @@ def table2(
             d = draw(spec, seed, n_train=n_train, n_test=n_test, n_extra=(n_train,))
             # Algorithm 1: a jointly trained linear pair on the first sample, scored on it
             jt, js = _official_inits(seed + 1000, (50, 50), (), 2)
-            sal = algorithm1(jt, js, d.train.xa, d.train.xb, d.train.y, variant="joint", epochs=joint_epochs,
-                             permutations=permutations, seed=seed)
+            sal = algorithm1(
+                jt,
+                js,
+                d.train.xa,
+                d.train.xb,
+                d.train.y,
+                variant="joint",
+                epochs=joint_epochs,
+                permutations=permutations,
+                seed=seed,
+            )
             salience_seconds += sal.seconds
             sels = {name: _selection(name, xs2, sal, seed) for name in SELECTIONS}
             dims = [len(sels[s]) for s in SELECTIONS]
             models = _official_inits(seed, (*dims, 50, *([50] * len(SELECTIONS))), (), 2)
             jobs.append((xs2, spec, seed, d, sels, models))
     # every teacher at once
-    teacher_runs = [Run(m[i], d.train.xa[:, sels[s]], d.train.y)
-                    for _, _, _, d, sels, m in jobs for i, s in enumerate(SELECTIONS)]
+    teacher_runs = [
+        Run(m[i], d.train.xa[:, sels[s]], d.train.y) for _, _, _, d, sels, m in jobs for i, s in enumerate(SELECTIONS)
+    ]
     teachers = train_runs(teacher_runs, lr=lr, epochs=epochs)
     fresh_x = [d.extra[0].xa[:, sels[s]] for _, _, _, d, sels, _ in jobs for s in SELECTIONS]
     test_x = [d.test.xa[:, sels[s]] for _, _, _, d, sels, _ in jobs for s in SELECTIONS]
@@ -101,24 +111,48 @@ def table2(
         fresh = d.extra[0]
         student_runs.append(Run(m[k], fresh.xb, fresh.y))
         for i in range(k):
-            student_runs.append(Run(m[k + 1 + i], fresh.xb, fresh.y, soft_targets=soft[j * k + i], ce_weight=1.0, kd_weight=1.0))
+            student_runs.append(
+                Run(m[k + 1 + i], fresh.xb, fresh.y, soft_targets=soft[j * k + i], ce_weight=1.0, kd_weight=1.0)
+            )
     students = train_runs(student_runs, lr=lr, epochs=epochs)
-    student_acc = students.accuracy([j[3].test.xb for j in jobs for _ in range(k + 1)],
-                                    [j[3].test.y for j in jobs for _ in range(k + 1)])
+    student_acc = students.accuracy(
+        [j[3].test.xb for j in jobs for _ in range(k + 1)], [j[3].test.y for j in jobs for _ in range(k + 1)]
+    )
     rows = []
     for j, (xs2, spec, seed, d, sels, _) in enumerate(jobs):
         truth = torch.arange(xs2)
         for i, s in enumerate(SELECTIONS):
-            rows.append({
-                "setting": f"xs2={xs2}", "gamma": spec.gamma, "seed": seed, "selection": s,
-                "teacher_acc": float(teacher_acc[j * k + i]), "nokd_acc": float(student_acc[j * (k + 1)]),
-                "kd_acc": float(student_acc[j * (k + 1) + 1 + i]),
-                "salience_precision": "" if s == "regular" else precision_at(sels[s], truth),
-            })
-    protocol = {"settings": list(settings), "seeds": list(seeds), "n_train": n_train, "n_test": n_test, "epochs": epochs,
-                "lr": lr, "joint_epochs": joint_epochs, "joint_lr": 0.01, "joint_momentum": 0.9, "permutations": permutations}
+            rows.append(
+                {
+                    "setting": f"xs2={xs2}",
+                    "gamma": spec.gamma,
+                    "seed": seed,
+                    "selection": s,
+                    "teacher_acc": float(teacher_acc[j * k + i]),
+                    "nokd_acc": float(student_acc[j * (k + 1)]),
+                    "kd_acc": float(student_acc[j * (k + 1) + 1 + i]),
+                    "salience_precision": "" if s == "regular" else precision_at(sels[s], truth),
+                }
+            )
+    protocol = {
+        "settings": list(settings),
+        "seeds": list(seeds),
+        "n_train": n_train,
+        "n_test": n_test,
+        "epochs": epochs,
+        "lr": lr,
+        "joint_epochs": joint_epochs,
+        "joint_lr": 0.01,
+        "joint_momentum": 0.9,
+        "permutations": permutations,
+    }
     seconds = time.perf_counter() - start
-    return Table2Result(rows, seconds, protocol, {"salience_scoring_s": salience_seconds, "models": len(teacher_runs) + len(student_runs)})
+    return Table2Result(
+        rows,
+        seconds,
+        protocol,
+        {"salience_scoring_s": salience_seconds, "models": len(teacher_runs) + len(student_runs)},
+    )
 
 
 def summarize_table2(rows: Sequence[dict]) -> list[dict]:
@@ -130,20 +164,26 @@ def summarize_table2(rows: Sequence[dict]) -> list[dict]:
         rs = [r for r in rows if r["setting"] == setting and r["selection"] == sel]
         gain = paired_difference([r["kd_acc"] for r in rs], [r["nokd_acc"] for r in rs])
         prec = [r["salience_precision"] for r in rs if r["salience_precision"] != ""]
-        out.append({
-            "setting": setting, "selection": sel, "gamma": rs[0]["gamma"], "seeds": len(rs),
-            "teacher_mean": 100 * summarize([r["teacher_acc"] for r in rs])["mean"],
-            "nokd_mean": 100 * summarize([r["nokd_acc"] for r in rs])["mean"],
-            "kd_mean": 100 * summarize([r["kd_acc"] for r in rs])["mean"],
-            "gain_mean": 100 * gain["mean"],
-            "gain_half": 100 * (gain["ci_high"] - gain["mean"]) if len(rs) > 1 else float("nan"),
-            "precision_mean": float(np.mean(prec)) if prec else float("nan"),
-        })
+        out.append(
+            {
+                "setting": setting,
+                "selection": sel,
+                "gamma": rs[0]["gamma"],
+                "seeds": len(rs),
+                "teacher_mean": 100 * summarize([r["teacher_acc"] for r in rs])["mean"],
+                "nokd_mean": 100 * summarize([r["nokd_acc"] for r in rs])["mean"],
+                "kd_mean": 100 * summarize([r["kd_acc"] for r in rs])["mean"],
+                "gain_mean": 100 * gain["mean"],
+                "gain_half": 100 * (gain["ci_high"] - gain["mean"]) if len(rs) > 1 else float("nan"),
+                "precision_mean": float(np.mean(prec)) if prec else float("nan"),
+            }
+        )
     return out
 
 
 def contrast(rows: Sequence[dict], selection: str, against: str = "regular") -> dict:
     """Paired over every (setting, seed): ``selection`` minus ``against``, teacher and KD student (points)."""
+
     def by(sel):
         return {(r["setting"], r["seed"]): r for r in rows if r["selection"] == sel}
 
@@ -151,14 +191,18 @@ def contrast(rows: Sequence[dict], selection: str, against: str = "regular") -> 
     keys = sorted(a)
     teacher = paired_difference([a[k]["teacher_acc"] for k in keys], [b[k]["teacher_acc"] for k in keys])
     student = paired_difference([a[k]["kd_acc"] for k in keys], [b[k]["kd_acc"] for k in keys])
-    return {"teacher": {k: 100 * v if k != "n" else v for k, v in teacher.items()},
-            "student": {k: 100 * v if k != "n" else v for k, v in student.items()}}
+    return {
+        "teacher": {k: 100 * v if k != "n" else v for k, v in teacher.items()},
+        "student": {k: 100 * v if k != "n" else v for k, v in student.items()},
+    }
 
 
 # ---- outputs -------------------------------------------------------------------------------------
 
-PAPER = "paper (Table 2): the modality-general teacher is about 16 points less accurate than the regular one, " \
-        "yet its KD student gains about 2 points more"
+PAPER = (
+    "paper (Table 2): the modality-general teacher is about 16 points less accurate than the regular one, "
+    "yet its KD student gains about 2 points more"
+)
 
 
 def summary_markdown(result: Table2Result, command: str = "") -> str:
@@ -168,11 +212,13 @@ def summary_markdown(result: Table2Result, command: str = "") -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        f"modify-gamma data, xs1 = 10, xs2 in {p['settings']}; seeds {p['seeds'][0]}..{p['seeds'][-1]} ({len(p['seeds'])}); "
+        f"modify-gamma data, xs1 = 10, xs2 in {p['settings']}; seeds {p['seeds'][0]}..{p['seeds'][-1]} "
+        f"({len(p['seeds'])}); "
         f"n_train {p['n_train']} (plus a fresh {p['n_train']} for the KD stage), n_test {p['n_test']}; linear models, "
         f"full-batch SGD lr {p['lr']}, {p['epochs']} epochs; Algorithm 1: joint CE+CE+MSE, SGD lr {p['joint_lr']} "
         f"momentum {p['joint_momentum']}, {p['joint_epochs']} epochs, M = {p['permutations']} permutations. "
-        f"{result.timings['models']} models in {result.seconds:.1f} s (Algorithm 1 scoring {result.timings['salience_scoring_s']:.2f} s).",
+        f"{result.timings['models']} models in {result.seconds:.1f} s (Algorithm 1 scoring "
+        f"{result.timings['salience_scoring_s']:.2f} s).",
         "",
         "Accuracy in points (mean over seeds); gain = KD student - no-KD student, paired, with the 95% CI half-width.",
         "",
@@ -181,18 +227,34 @@ def summary_markdown(result: Table2Result, command: str = "") -> str:
     ]
     for r in summary:
         prec = "" if np.isnan(r["precision_mean"]) else f"{r['precision_mean']:.3f}"
-        lines.append(f"| {r['setting'][4:]} | {r['gamma']:.3f} | {r['selection']} | {r['teacher_mean']:.2f} | {r['nokd_mean']:.2f} | "
-                     f"{r['kd_mean']:.2f} | {r['gain_mean']:+.2f} ± {r['gain_half']:.2f} | {prec} |")
-    lines += ["", "Against the regular teacher, paired over every (xs2, seed) (points, mean [95% CI]):", "",
-              "| selection | teacher − regular teacher | its KD student − regular KD student |", "|---|---|---|"]
+        lines.append(
+            f"| {r['setting'][4:]} | {r['gamma']:.3f} | {r['selection']} | {r['teacher_mean']:.2f} | "
+            f"{r['nokd_mean']:.2f} | "
+            f"{r['kd_mean']:.2f} | {r['gain_mean']:+.2f} ± {r['gain_half']:.2f} | {prec} |"
+        )
+    lines += [
+        "",
+        "Against the regular teacher, paired over every (xs2, seed) (points, mean [95% CI]):",
+        "",
+        "| selection | teacher − regular teacher | its KD student − regular KD student |",
+        "|---|---|---|",
+    ]
     for sel in SELECTIONS[1:]:
         c = contrast(result.rows, sel)
         t, st = c["teacher"], c["student"]
-        lines.append(f"| {sel} | {t['mean']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] | "
-                     f"{st['mean']:+.2f} [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}] |")
+        lines.append(
+            f"| {sel} | {t['mean']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] | "
+            f"{st['mean']:+.2f} [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}] |"
+        )
     alg = [r["salience_precision"] for r in result.rows if r["selection"] == "algorithm1"]
-    lines += ["", f"Algorithm 1 precision (share of its picks that are truly shared): mean {np.mean(alg):.3f}, "
-              f"min {np.min(alg):.3f} over {len(alg)} (setting, seed) pairs.", "", PAPER + ".", ""]
+    lines += [
+        "",
+        f"Algorithm 1 precision (share of its picks that are truly shared): mean {np.mean(alg):.3f}, "
+        f"min {np.min(alg):.3f} over {len(alg)} (setting, seed) pairs.",
+        "",
+        PAPER + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -203,8 +265,13 @@ def write_table2(result: Table2Result, out: Path, command: str = "") -> list[Pat
     from ..io import csv_text
 
     out = Path(out)
-    paths = [write_text(out / "summary.md", summary_markdown(result, command)),
-             plot_table2(summarize_table2(result.rows), out / "table2.png",
-                         "MFH Table 2: teachers on all / selected channels of x_a, KD students on x_b")]
+    paths = [
+        write_text(out / "summary.md", summary_markdown(result, command)),
+        plot_table2(
+            summarize_table2(result.rows),
+            out / "table2.png",
+            "MFH Table 2: teachers on all / selected channels of x_a, KD students on x_b",
+        ),
+    ]
     paths.append(write_text(out / "results.csv", csv_text(result.rows, ROW_FIELDS, ".6g")))
     return paths

@@ -1,4 +1,5 @@
-"""``mmdistill reproduce msd``: MSD against KD and no-KD, a large multimodal teacher -> a small student on the same modalities.
+"""``mmdistill reproduce msd``: MSD against KD and no-KD, a large multimodal teacher -> a small student on the same
+modalities.
 
 Per dataset and seed: one teacher (trained once), then the same small student trained six
 ways on the same seed: ``nokd``, ``kd`` and ``msd-{uniform,population,instance,learned}``.
@@ -39,11 +40,19 @@ class StudySetup:
 
 
 SETUPS = {
-    "mfeat": StudySetup("mfeat", {"views": ["fou", "zer", "mor"]}, ["fou", "zer", "mor"],
-                        note="UCI mfeat, three of its weaker views (Fourier, Zernike, morphological)"),
+    "mfeat": StudySetup(
+        "mfeat",
+        {"views": ["fou", "zer", "mor"]},
+        ["fou", "zer", "mor"],
+        note="UCI mfeat, three of its weaker views (Fourier, Zernike, morphological)",
+    ),
     "av-digits": StudySetup("av-digits", {}, ["image", "audio"], note="AV-Digits, image + audio"),
-    "venn": StudySetup("venn", {"s0": 4, "sa": 16, "sb": 2, "num_classes": 4, "n_train": 1500, "n_val": 500, "n_test": 2000},
-                       ["a", "b"], note="modality Venn diagram, a far more salient than b (s0=4, sa=16, sb=2), 4 classes"),
+    "venn": StudySetup(
+        "venn",
+        {"s0": 4, "sa": 16, "sb": 2, "num_classes": 4, "n_train": 1500, "n_val": 500, "n_test": 2000},
+        ["a", "b"],
+        note="modality Venn diagram, a far more salient than b (s0=4, sa=16, sb=2), 4 classes",
+    ),
 }
 
 
@@ -52,7 +61,9 @@ def _model(setup: StudySetup, hidden: int, data):
     return build_model(ModelConfig(modalities=setup.modalities, encoder=enc), data.train.specs(), data.num_classes)
 
 
-def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True) -> tuple[list[dict], dict]:
+def run_dataset(
+    name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True
+) -> tuple[list[dict], dict]:
     """Rows ``{dataset, seed, method, student_acc, student_f1, teacher_acc}`` and the seed-0 modality analysis."""
     setup = SETUPS[name]
     data = build_splits(setup.data, setup.params, seed=0)
@@ -71,30 +82,75 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
             if method == "nokd":
                 r = distill(student, None, data, work / method, "supervised", trainer=trainer, seed=seed, quiet=quiet)
             elif method == "kd":
-                r = distill(student, teacher, data, work / method, "kd", setup.kd, trainer=trainer, cache=cache, seed=seed, quiet=quiet)
+                r = distill(
+                    student,
+                    teacher,
+                    data,
+                    work / method,
+                    "kd",
+                    setup.kd,
+                    trainer=trainer,
+                    cache=cache,
+                    seed=seed,
+                    quiet=quiet,
+                )
             else:
-                params = {**setup.kd, "weighting": method.split("-")[1], "heldout_fraction": 0.1 if method.endswith("learned") else 0.0}
-                r = distill(student, teacher, data, work / method, "msd", params, trainer=trainer, cache=cache, seed=seed, quiet=quiet)
+                params = {
+                    **setup.kd,
+                    "weighting": method.split("-")[1],
+                    "heldout_fraction": 0.1 if method.endswith("learned") else 0.0,
+                }
+                r = distill(
+                    student,
+                    teacher,
+                    data,
+                    work / method,
+                    "msd",
+                    params,
+                    trainer=trainer,
+                    cache=cache,
+                    seed=seed,
+                    quiet=quiet,
+                )
             students[method] = student
-            rows.append({"dataset": name, "seed": seed, "method": method, "student_acc": r.test["accuracy"],
-                         "student_f1": r.test["f1_macro"], "teacher_acc": t.test["accuracy"], "train_seconds": r.train_seconds,
-                         "train_steps": r.train_steps})
+            rows.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "method": method,
+                    "student_acc": r.test["accuracy"],
+                    "student_f1": r.test["f1_macro"],
+                    "teacher_acc": t.test["accuracy"],
+                    "train_seconds": r.train_seconds,
+                    "train_steps": r.train_steps,
+                }
+            )
         if seed == seeds[0]:
             masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
-            analysis = modality_importance(teacher, {m: students[m] for m in ("nokd", "kd", "msd-instance")}, data, masker)
+            analysis = modality_importance(
+                teacher, {m: students[m] for m in ("nokd", "kd", "msd-instance")}, data, masker
+            )
     return rows, analysis
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
-    lines = [f"# MSD vs KD vs no-KD\n\nCommand: `{command}`. Test accuracy (points) of the best-validation epoch; "
-             "mean ± std [95% t-CI] over seeds; differences paired by seed.\n"]
+    lines = [
+        f"# MSD vs KD vs no-KD\n\nCommand: `{command}`. Test accuracy (points) of the best-validation epoch; "
+        "mean ± std [95% t-CI] over seeds; differences paired by seed.\n"
+    ]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == name]
         seeds = sorted({r["seed"] for r in sub})
         acc = {m: [r["student_acc"] for r in sorted(sub, key=lambda r: r["seed"]) if r["method"] == m] for m in METHODS}
         teacher = summarize([r["teacher_acc"] for r in sub if r["method"] == "nokd"])
-        lines += [f"## {name}: {SETUPS[name].note}", "", f"Seeds {seeds}; teacher {format_summary(teacher)}.", "",
-                  "| method | student accuracy | minus KD (paired) | minus no-KD (paired) |", "|---|---|---|---|"]
+        lines += [
+            f"## {name}: {SETUPS[name].note}",
+            "",
+            f"Seeds {seeds}; teacher {format_summary(teacher)}.",
+            "",
+            "| method | student accuracy | minus KD (paired) | minus no-KD (paired) |",
+            "|---|---|---|---|",
+        ]
         for m in METHODS:
             vs_kd = format_summary(paired_difference(acc[m], acc["kd"])) if m != "kd" else "—"
             vs_nokd = format_summary(paired_difference(acc[m], acc["nokd"])) if m != "nokd" else "—"
@@ -106,8 +162,13 @@ def summary_markdown(rows: list[dict], command: str) -> str:
 def write_study(rows: list[dict], analyses: dict, out: Path, command: str) -> None:
     for name, analysis in analyses.items():
         if "instance" in analysis:
-            plot_saliency_histogram(analysis, out / f"saliency_{name}.png", title=f"{name}: teacher's instance saliency")
-        write_text(out / f"modalities_{name}.md", f"# Modality importance: {name} (seed {rows[0]['seed']})\n\n" + importance_markdown(analysis))
+            plot_saliency_histogram(
+                analysis, out / f"saliency_{name}.png", title=f"{name}: teacher's instance saliency"
+            )
+        write_text(
+            out / f"modalities_{name}.md",
+            f"# Modality importance: {name} (seed {rows[0]['seed']})\n\n" + importance_markdown(analysis),
+        )
     write_text(out / "summary.md", summary_markdown(rows, command))
     write_csv(out / "results.csv", rows)  # last: its presence marks a finished study
 
