@@ -478,6 +478,9 @@ def test_regression_kd_from_the_cli_and_evaluate_missing_report_mae_and_pearson(
     assert teacher_rows["a+b"]["mae"] < teacher_rows["a"]["mae"]  # removing b hurts a teacher that needs it
     with open(out / "robustness" / "missing.csv", newline="") as f:
         assert {"mae", "pearson"} <= set(next(csv.DictReader(f)))
+    proc = subprocess.run(cli("analyze", "modalities", str(out)), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| model | input | MAE | Pearson r |" in (out / "analysis" / "modalities.md").read_text()
 
 
 def test_multilabel_and_segmentation_kd_from_the_cli(tw, tmp_path):

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run_dir}/{seed}: no teacher saved; the analysis needs the run's teacher")
     students = {k.split("/")[1]: v for k, v in models.items() if k.startswith(seed + "/") and not k.endswith("/teacher")}
     masker = fit_masker(cfg.masking, data.train)
-    result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency)
+    result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency, task=cfg.task)
     out = args.run_dir / "analysis"
     md = f"# Modality importance ({seed}, method {cfg.method.name})\n\n" + importance_markdown(result)
     if "instance" in result:
