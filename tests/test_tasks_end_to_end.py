@@ -319,6 +319,26 @@ def test_segmentation_kd_from_python_leaves_ignored_pixels_out_of_losses_and_met
     assert result.test["miou"] == pytest.approx(float(torch.stack([i for i in ious if not i.isnan()]).mean()), rel=1e-5)
 
 
+def test_segmentation_feature_hint_at_a_decoder_layer(tw, tmp_path):
+    """FitNets on (B, C, H, W) decoder features through the hooks; its supervised term is the per-pixel CE."""
+    task = {"name": "segmentation", "params": {"ignore_index": 99}}
+    data = tw.segmentation(n=30)
+    specs = data.train.specs()
+    torch.manual_seed(0)
+    teacher, student = tw.PixelNet(specs, 3), tw.PixelNet(specs, 3, modalities=("rgb",))
+    start = copy.deepcopy(student)
+    params = {"student_layer": "body", "teacher_layer": "body", "beta": 0.5}
+    result = distill(
+        student, teacher, data, tmp_path / "hint", "hint", params, trainer=one_step_trainer(len(data.train)), task=task
+    )
+    assert {"miou", "pixel_accuracy"} <= set(result.test)
+    batch, first = full_batch(data.train), epoch_rows(tmp_path / "hint")[0]
+    valid = batch["label"] != 99
+    with torch.no_grad():
+        ce = F.cross_entropy(start(batch).movedim(1, -1)[valid], batch["label"][valid])
+    assert float(first["train/ce"]) == pytest.approx(float(ce), rel=1e-5) and float(first["train/hint"]) > 0
+
+
 @pytest.mark.parametrize("task", ["segmentation", "regression"])
 def test_the_teacher_cache_holds_segmentation_maps_and_regression_outputs(tw, tmp_path, task):
     """The cache stores (N, C, H, W) / (N, D) teacher outputs; a run from the cache trains like one online."""
@@ -443,7 +463,10 @@ def train_cli(tmp_path: Path, name: str, **fields) -> tuple[Path, dict]:
         cli("train", str(cfg), "--out", str(out)), env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    first = {"regression": "mae", "multilabel": "f1_micro", "segmentation": "miou"}[metrics["task"]]
+    assert f"student  test {first} " in proc.stdout  # the task's first metric, printed after the run
+    return out, metrics
 
 
 def test_regression_kd_from_the_cli_and_evaluate_missing_report_mae_and_pearson(tw, tmp_path):
