@@ -112,7 +112,8 @@ class RunLogger:
         for k, v in values.items():
             self.tb.add_scalar(k, v, epoch)
         if self.bar is not None:
-            shown = {k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}" for k, v in values.items() if k.startswith(("train/", *SHOWN))}
+            shown = {k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}" for k, v in values.items()
+                     if k.startswith(("train/", *SHOWN))}
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(1)
         if self.log_lines:
