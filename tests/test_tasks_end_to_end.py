@@ -399,6 +399,12 @@ def test_model_outputs_that_do_not_fit_the_task_are_refused_before_training(tw, 
             "kd",
             task=task,
         )
+    with pytest.raises(
+        ConfigError,
+        match=r"task.params.ignore_index: 255, but split 'seg/train' marks unlabelled "
+        r"pixels with 99; set task.params.ignore_index: 99",
+    ):
+        distill(tw.PixelNet(specs, 3), None, data, tmp_path / "d", "supervised", task="segmentation")
     reg = tw.regression(n=20)
     with pytest.raises(ConfigError, match="models predict 2 outputs but the dataset has 1"):
         distill(tw.Tower(reg.train.specs(), 2), None, reg, tmp_path / "b", "supervised", task="regression")
