@@ -541,3 +541,31 @@ def test_multilabel_and_segmentation_kd_from_the_cli(tw, tmp_path):
     )
     assert {"teacher.miou", "student.miou", "nokd.pixel_accuracy"} <= set(seg["summary"])
     assert "| model | mIoU | pixel accuracy |" in (out / "summary.md").read_text()
+
+
+def test_a_multilabel_kd_run_resumes_bit_for_bit(tw, tmp_path):
+    """Interrupted after 2 of 4 epochs and resumed: the same weights and test metrics as the straight run."""
+    data = tw.multilabel(n=120)
+    specs = data.train.specs()
+    torch.manual_seed(0)
+    teacher = tw.Tower(specs, 4)
+    results = {}
+    for name, legs in (("straight", [4]), ("resumed", [2, 4])):
+        for epochs in legs:
+            torch.manual_seed(1)
+            trainer = TrainerConfig(epochs=epochs, batch_size=16, num_threads=1, monitor="map")
+            results[name] = distill(
+                tw.Tower(specs, 4, modalities=("b",)),
+                teacher,
+                data,
+                tmp_path / name,
+                "kd",
+                trainer=trainer,
+                task="multilabel",
+                resume=epochs != legs[0],
+            )
+    straight, resumed = results["straight"], results["resumed"]
+    assert resumed.test == straight.test and resumed.best_epoch == straight.best_epoch
+    assert resumed.train_steps == straight.train_steps // 2  # the second leg ran epochs 3 and 4 only
+    for k, v in straight.student.state_dict().items():
+        assert torch.equal(v, resumed.student.state_dict()[k]), k
