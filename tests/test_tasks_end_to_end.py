@@ -242,6 +242,15 @@ def test_regression_kd_from_python_regresses_to_the_teacher_and_keeps_the_epoch_
     maes = [float(r["val/mae"]) for r in rows]
     assert maes.index(min(maes)) != maes.index(max(maes))
     assert result.best_epoch == maes.index(min(maes)) + 1  # mae: lower is better
+    from mmdistill.evaluation.robustness import noise_curves
+
+    curves = noise_curves(teacher, data.test, [0.0, 2.0], kinds=("gaussian",))  # with the dataset's task
+    clean, noisy = (r for r in curves if r["modality"] == "a")
+    assert {"mae", "pearson", "loss"} <= set(clean) and "accuracy" not in clean
+    test = full_batch(data.test)
+    with torch.no_grad():
+        mae = (teacher(test)[:, 0] - test["label"]).abs().mean()
+    assert clean["mae"] == pytest.approx(float(mae), rel=1e-5) and noisy["mae"] > clean["mae"]
 
 
 @pytest.mark.parametrize(
