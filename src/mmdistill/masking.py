@@ -213,7 +213,7 @@ class Masker(nn.Module):
         stacked = {k: torch.cat([v[k] for v in views]) for k in keys}
         for k in (LABEL, INDEX):
             if k in batch:
-                stacked[k] = batch[k].repeat(len(views))
+                stacked[k] = batch[k].repeat(len(views), *(1,) * (batch[k].dim() - 1))  # (B, ...) targets too
         return stacked
 
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         k.split("/")[1]: v for k, v in models.items() if k.startswith(seed + "/") and not k.endswith("/teacher")
     }
     masker = fit_masker(cfg.masking, data.train)
-    result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency)
+    result = modality_importance(models[f"{seed}/teacher"], students, data, masker, args.saliency, task=cfg.task)
     out = args.run_dir / "analysis"
     md = f"# Modality importance ({seed}, method {cfg.method.name})\n\n" + importance_markdown(result)
     if "instance" in result:

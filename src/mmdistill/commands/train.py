@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import load_config
     from ..engine.protocol import run_config
-    from ..stats import BOUNDED, few_seeds_caution, format_summary
+    from ..engine.protocol import SUMMARY_COLUMNS
+    from ..stats import few_seeds_caution, format_summary
 
     cfg = load_config(args.config, args.overrides)
     seeds = list(range(args.seeds)) if args.seeds else None
@@ -50,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         s = metrics["summary"]
-        for part in ("teacher", "nokd", "student"):
-            if f"{part}.accuracy" in s:
-                print(
-                    f"{part:8s} test accuracy {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)}", file=sys.stdout
-                )
+        key, _, scale, digits, bounds = SUMMARY_COLUMNS.get(metrics.get("task"), SUMMARY_COLUMNS["classification"])[0]
+        for part in ("teacher", "nokd", "student"):  # the task's first metric (classification: accuracy)
+            if f"{part}.{key}" in s:
+                print(f"{part:8s} test {key} {format_summary(s[f'{part}.{key}'], scale, digits, bounds)}",
+                      file=sys.stdout)
         if few_seeds_caution(len(metrics["seeds"])):
             print(few_seeds_caution(len(metrics["seeds"])))
         print(f"wrote {args.out / 'metrics.json'}")

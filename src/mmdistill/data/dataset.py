@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
+from ..tasks import DEFAULT_TASK, Task, get_task
 from .ondisk import DiskArray
 
 Column = Tensor | DiskArray
@@ -58,21 +59,47 @@ class MultimodalDataset(torch.utils.data.Dataset):
     """Aligned modality columns and labels of one split.
 
     ``modalities``: name -> tensor of shape (N, ...), or a :class:`DiskArray` of N rows;
-    ``labels``: (N,) integers in [0, num_classes). Attention masks of token modalities travel
+    ``labels``: (N,) integers in [0, num_classes) for ``task`` classification (the default); for the other tasks
+    (:mod:`mmdistill.tasks`, a name or a Task) the task's target form: float multi-hot (N, C) for multilabel, float
+    (N,) or (N, D) for regression (``num_classes`` = D), an int64 label map (N, H, W) for segmentation (classes
+    or the task's ``ignore_index``), checked by ``task.check_target``. Attention masks of token modalities travel
     as extra columns named ``f"{m}_mask"``. Floating columns are checked for NaN/Inf once,
     here (on-disk ones in chunks, unless the loader already did), so the trainer need not.
     """
 
-    def __init__(self, modalities: Mapping[str, Column], labels: Tensor, num_classes: int, name: str = "dataset") -> None:
+    def __init__(self, modalities: Mapping[str, Column], labels: Tensor, num_classes: int, name: str = "dataset",
+                 task: Task | str | None = None) -> None:
         self.name = name
+        self._task = get_task(task)
+        self.task = self._task.name
+        self.ignore_index = getattr(self._task, "ignore_index", None)  # segmentation's unlabelled pixels
         self.labels = torch.as_tensor(labels)
+        if self.task != DEFAULT_TASK:
+            self._init_columns(modalities, len(self.labels))
+            self.labels = self.labels.float() if self.labels.is_floating_point() else self.labels.long()
+            try:
+                self._task.check_target(self.labels, num_classes)
+            except DataError as err:
+                raise DataError(f"{name}: {err}") from None
+            self.num_classes = int(num_classes)
+            return
         if self.labels.dim() != 1:
             raise DataError(f"{name}: labels must be 1-D, got shape {tuple(self.labels.shape)}")
         if self.labels.is_floating_point():
             if not torch.equal(self.labels, self.labels.round()):
                 raise DataError(f"{name}: labels must be integers, got non-integer values")
         self.labels = self.labels.long()
-        n = len(self.labels)
+        self._init_columns(modalities, len(self.labels))
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= num_classes:
+            raise DataError(
+                f"{name}: labels must lie in [0, {num_classes}), got min {int(self.labels.min())}, "
+                f"max {int(self.labels.max())}"
+            )
+        self.num_classes = int(num_classes)
+
+    def _init_columns(self, modalities: Mapping[str, Column], n: int) -> None:
+        """Check and keep the modality columns (N rows each, float ones finite)."""
+        name = self.name
         if n == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         if not modalities:
@@ -97,11 +124,6 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 if not torch.isfinite(x).all():
                     raise DataError(f"{name}: modality {key!r} holds {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
             self._columns[key] = x
-        if int(self.labels.min()) < 0 or int(self.labels.max()) >= num_classes:
-            raise DataError(
-                f"{name}: labels must lie in [0, {num_classes}), got min {int(self.labels.min())}, max {int(self.labels.max())}"
-            )
-        self.num_classes = int(num_classes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,7 +165,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """Rows ``indices`` as a new dataset (in-memory columns copied, on-disk ones as row views)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         cols = {k: v.subset(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}
-        return MultimodalDataset(cols, self.labels[idx], self.num_classes, name or self.name)
+        return MultimodalDataset(cols, self.labels[idx], self.num_classes, name or self.name, self._task)
 
     def select(self, modalities: Sequence[str]) -> MultimodalDataset:
         """The same examples with only ``modalities`` (and their attention masks)."""
@@ -151,7 +173,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         if missing:
             raise DataError(f"{self.name}: no modality {missing[0]!r}; available: {', '.join(self.modality_names)}")
         keep = {k: v for k, v in self._columns.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
-        return MultimodalDataset(keep, self.labels, self.num_classes, self.name)
+        return MultimodalDataset(keep, self.labels, self.num_classes, self.name, self._task)
 
     def fingerprint(self) -> str:
         """sha256 over modality names, dtypes, shapes and bytes, and the labels: equal data, equal fingerprint.
@@ -211,13 +233,18 @@ class DataSplits:
         return f"{head}{sizes}; {self.num_classes} classes; modalities: {mods}"
 
     def check(self) -> None:
-        """Every split has the same modalities and shapes; no class appears in val/test only."""
+        """Every split has the same modalities and shapes; no class appears in val/test only (classification)."""
         train_specs = self.train.specs()
+        if any(getattr(self.split(s), "task", DEFAULT_TASK) != self.train.task for s in ("val", "test")):
+            raise DataError(f"splits: train holds task {self.train.task!r} targets, val {self.val.task!r}, test "
+                            f"{self.test.task!r}; every split must hold the same task's")
         train_classes = set(self.train.labels.unique().tolist())
         for name in ("val", "test"):
             split = self.split(name)
             if split.specs() != train_specs:
                 raise DataError(f"split {name!r}: modalities/shapes {split.specs()} differ from train's {train_specs}")
+            if self.train.task != DEFAULT_TASK:
+                continue
             extra = set(split.labels.unique().tolist()) - train_classes
             if extra:
                 raise DataError(f"split {name!r}: class(es) {sorted(extra)} appear in {name} but not in train")
@@ -226,6 +253,8 @@ class DataSplits:
     def check_classes(self) -> None:
         """Degenerate labels, found before training: fewer than 2 training examples or classes, or a class count
         (``num_classes``) far above the labels that occur (one mistyped label 100000 makes 100001 classes)."""
+        if getattr(self.train, "task", DEFAULT_TASK) != DEFAULT_TASK:
+            return
         y, name, k = self.train.labels, self.train.name, self.num_classes
         if len(y) < 2:
             raise DataError(f"{name}: {len(y)} training example; training needs at least 2 (and 2 classes)")
@@ -278,20 +307,23 @@ def splits_from_arrays(
     name: str = "dataset",
     description: str = "",
     split: Sequence[str] | np.ndarray | None = None,
+    task: Task | str | None = None,
 ) -> DataSplits:
     """Train/val/test splits of one aligned pool of examples held in memory.
 
     Without ``split``: stratified, seeded splits of the given ``fractions``. With ``split`` (one of
     ``"train"``, ``"val"``, ``"test"`` per example) the user's own split is kept as is; if it has
     no ``"val"`` examples, a validation part is carved (stratified, seeded) from ``"train"`` with
-    ``fractions[1] / (fractions[0] + fractions[1])`` of it, and ``"test"`` is never touched.
+    ``fractions[1] / (fractions[0] + fractions[1])`` of it, and ``"test"`` is never touched. ``task``: see
+    :class:`MultimodalDataset`; outside classification the splits are seeded but not stratified.
     """
     columns = {k: torch.as_tensor(v) for k, v in modalities.items()}
-    full = MultimodalDataset(columns, torch.as_tensor(labels), num_classes, name)
+    full = MultimodalDataset(columns, torch.as_tensor(labels), num_classes, name, task)
+    strata = full.labels.numpy() if full.task == DEFAULT_TASK else np.zeros(len(full), dtype=np.int64)
     if split is None:
-        tr, va, te = stratified_split(full.labels.numpy(), fractions, seed)
+        tr, va, te = stratified_split(strata, fractions, seed)
     else:
-        tr, va, te = _own_split(np.asarray(split), full.labels.numpy(), fractions, seed)
+        tr, va, te = _own_split(np.asarray(split), strata, fractions, seed)
     parts = [full.subset(rows, f"{name}/{part}") for rows, part in zip((tr, va, te), ("train", "val", "test"))]
     splits = DataSplits(*parts, description)
     splits.check()

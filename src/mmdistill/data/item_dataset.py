@@ -249,20 +249,23 @@ class ItemSplits:
             DataSplits.check_classes(self)  # type: ignore[arg-type]
 
 
-def as_split(dataset, name: str, transform: Transform | None = None) -> AnyDataset:
-    """A split the engine can train on: a :class:`MultimodalDataset` as is (fast path), anything else wrapped."""
+def as_split(dataset, name: str, transform: Transform | None = None, task: str | None = None) -> AnyDataset:
+    """A split the engine can train on: a :class:`MultimodalDataset` as is (fast path), anything else wrapped.
+
+    ``task``: the task of a wrapped dataset that declares none (no ``dataset.task``)."""
     if isinstance(dataset, MultimodalDataset) and transform is None:
         return dataset
     if isinstance(dataset, ItemDataset):
         if transform is None:
             return dataset
         dataset = dataset.dataset
-    return ItemDataset(dataset, name, transform)
+    return ItemDataset(dataset, name, transform, task=None if getattr(dataset, "task", None) else task)
 
 
 def as_splits(data=None, train=None, val=None, test=None, transforms: Mapping[str, Transform] | None = None,
-              where: str = "distill") -> DataSplits | ItemSplits:
-    """``data`` (DataSplits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``."""
+              where: str = "distill", task: str | None = None) -> DataSplits | ItemSplits:
+    """``data`` (DataSplits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``;
+    ``task``: the task of wrapped datasets that declare none."""
     given = {"train": train, "val": val, "test": test}
     if data is not None:
         if any(v is not None for v in given.values()):
@@ -283,8 +286,8 @@ def as_splits(data=None, train=None, val=None, test=None, transforms: Mapping[st
     unknown = sorted(set(transforms) - set(given))
     if unknown:
         raise ConfigError(f"{where}: transforms for unknown split {unknown[0]!r}; expected train, val or test")
-    splits = {k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k))
-              for k, v in given.items()}
+    splits = {k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k),
+                          task) for k, v in given.items()}
     if all(isinstance(s, MultimodalDataset) for s in splits.values()):
         return DataSplits(**splits)
     return ItemSplits(**splits, description=getattr(data, "description", ""))

@@ -27,6 +27,8 @@ from ..masking import Masker, fit_masker
 from ..methods.base import Method
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
+from ..batch import LABEL
+from ..tasks import DEFAULT_TASK, Task, get_task
 from .checkpoint import save_tensors
 from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
@@ -52,13 +54,54 @@ class RunResult:
     train_steps: int = 0
 
 
-def build_method(name: str, params: dict[str, Any] | None, masker: Masker) -> Method:
+def build_method(name: str, params: dict[str, Any] | None, masker: Masker, task: Task | str | Any = None) -> Method:
+    """The method ``name`` with ``params`` for ``task`` (None: classification); a method or a parameter that does not
+    carry over to the task is refused by name (``Task.check_method``), before the parameters are validated."""
     cls = METHODS.get(name)
+    task = get_task(task)
+    task.check_method(name, params)
     p = validate(cls.Params, dict(params or {}), prefix="method.params.")
-    return cls(p, masker)
+    algo = cls(p, masker)
+    algo.task = task  # set here, not passed: a user's method may define __init__(params, masker)
+    return algo
 
 
-def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits) -> None:
+def run_task(task: Task | str | Any, data: DataSplits | ItemSplits) -> Task:
+    """The run's task: ``task`` (a name, ``{"name", "params"}``, a TaskConfig or a Task) or, when None, the one the
+    data declare (``dataset.task``; classification when they declare none). Every split must hold that task's targets.
+
+    Completes what the data leave open: a segmentation item dataset without its own ``ignore_index`` takes the
+    task's; a regression dataset without ``num_classes`` gets its number of target columns.
+    """
+    task = get_task(task if task is not None else getattr(data.train, "task", None))
+    for split in (data.train, data.val, data.test):
+        own = getattr(split, "task", None) or DEFAULT_TASK
+        if own != task.name:
+            raise ConfigError(f"task: the run's task is {task.name!r} but split {split.name!r} holds {own!r} targets "
+                              f"(its dataset's task); set task: {own}, or give data of task {task.name!r}")
+        if task.name == "segmentation":
+            mine = getattr(split, "ignore_index", None)
+            if mine is None and isinstance(split, ItemDataset):
+                split.ignore_index = task.ignore_index
+            elif mine is not None and mine != task.ignore_index:
+                raise ConfigError(f"task.params.ignore_index: {task.ignore_index}, but split {split.name!r} marks "
+                                  f"unlabelled pixels with {mine}; set task.params.ignore_index: {mine}")
+        if task.name == "regression" and getattr(split, "num_classes", None) is None:
+            y = split.__getitems__([0])[LABEL]
+            split.num_classes = 1 if y.dim() == 1 else int(y.shape[1])
+    return task
+
+
+def _columns(out: torch.Tensor) -> int:
+    return out.shape[1] if out.dim() > 1 else 1
+
+
+def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits,
+                task: Task | None = None) -> None:
+    """The models read modalities the data have; their outputs agree with each other and with the task: the
+    number of columns (classes, labels, regression outputs), and (B, C, H, W) at the label map's size for
+    segmentation."""
+    task = get_task(task)
     specs = {s.name: s for s in data.train.specs()}
     for who, model in (("student", student), ("teacher", teacher)):
         if model is None:
@@ -66,14 +109,25 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits 
         for m in model_modalities(model):
             if m not in specs:
                 raise ConfigError(f"{who} reads modality {m!r}, which the dataset does not have; available: {', '.join(specs)}")
-    if teacher is not None:
-        sample = data.train.__getitems__(range(min(2, len(data.train))))
-        with torch.no_grad():
-            c_t, c_s = teacher.eval()(sample).shape[-1], student.eval()(sample).shape[-1]
-        if c_t != c_s:
-            raise ConfigError(f"teacher predicts {c_t} classes but the student predicts {c_s}; they must agree")
-        if c_s != data.num_classes:
-            raise ConfigError(f"models predict {c_s} classes but the dataset has {data.num_classes}")
+    if teacher is None and task.name == DEFAULT_TASK:
+        return
+    sample = data.train.__getitems__(range(min(2, len(data.train))))
+    with torch.no_grad():
+        outs = {"student": student.eval()(sample)}
+        if teacher is not None:
+            outs["teacher"] = teacher.eval()(sample)
+    what = {"multilabel": "labels", "regression": "outputs"}.get(task.name, "classes")
+    if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
+        raise ConfigError(f"teacher predicts {_columns(outs['teacher'])} {what} but the student predicts "
+                          f"{_columns(outs['student'])}; they must agree")
+    if _columns(outs["student"]) != data.num_classes:
+        raise ConfigError(f"models predict {_columns(outs['student'])} {what} but the dataset has {data.num_classes}")
+    if task.name == "segmentation":
+        size = tuple(sample[LABEL].shape[1:])
+        for who, out in outs.items():
+            if out.dim() != 4 or tuple(out.shape[2:]) != size:
+                raise ConfigError(f"{who}.model: task 'segmentation' needs logits (B, C, H, W) at the label map's "
+                                  f"size (H, W) = {size}; the model outputs {tuple(out.shape)}")
 
 
 def _teacher_mode(cache: CacheConfig, train) -> str:
@@ -101,7 +155,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
             masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None,
             seed: int = 0, resume: bool = False, quiet: bool = True, fabric: Fabric | None = None, desc: str = "train",
             *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None,
-            transforms: dict[str, Callable[[dict], dict]] | None = None) -> RunResult:
+            transforms: dict[str, Callable[[dict], dict]] | None = None, task: Task | str | Any = None) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
     Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
@@ -109,13 +163,20 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
     dict items (:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split
     name -> callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a
     transform, or ``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
+    ``task``: the prediction task (:mod:`mmdistill.tasks`: a name such as ``"multilabel"``, ``{"name", "params"}``
+    or a Task); None: the data's own (``dataset.task``), else classification. It gives the losses, the KD form and
+    the metrics; ``trainer.monitor``, when the trainer config does not set it, is the task's default.
     Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
     weights used for test) to ``out_dir``. Returns test and validation metrics.
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
-    data = as_splits(data, train, val, test, transforms)
+    data = as_splits(data, train, val, test, transforms, task=get_task(task).name if task is not None else None)
+    task = run_task(task, data)
     trainer = trainer or TrainerConfig()
+    if "monitor" not in trainer.model_fields_set:
+        trainer = trainer.model_copy(update={"monitor": task.default_monitor})
+    task.check_monitor(trainer.monitor)
     masking = masking or MaskingConfig()
     cache = cache or CacheConfig()
     out_dir = Path(out_dir)
@@ -124,11 +185,11 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
     if trainer.num_threads:
         torch.set_num_threads(trainer.num_threads)
     masker = fit_masker(masking, data.train)
-    algo = build_method(method, method_params, masker)
+    algo = build_method(method, method_params, masker, task)
     if algo.needs_teacher and teacher is None:
         raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
     teacher = teacher if algo.needs_teacher else None
-    _check_pair(student, teacher, data)
+    _check_pair(student, teacher, data, task)
     sample = data.train.__getitems__(range(min(8, len(data.train))))
     algo.setup(sample, student, teacher)
     module = DistillationModule(student, algo)
@@ -163,9 +224,9 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
     val = evaluate(student, eval_batches(data.val, bs, rank, world, trainer, fabric.device), data.num_classes,
-                   fabric.device)
+                   fabric.device, task=task)
     test = evaluate(student, eval_batches(data.test, bs, rank, world, trainer, fabric.device), data.num_classes,
-                    fabric.device)
+                    fabric.device, task=task)
     if fabric.is_global_zero:
         save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
         write_json(out_dir / "result.json", {"test": test, "val": val, "best_epoch": fitted.best_epoch,

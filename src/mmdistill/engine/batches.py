@@ -216,11 +216,14 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def train_batches(dataset, cfg: TrainerConfig, seed: int, rank: int, world: int,
-                  device: torch.device | str = "cpu") -> ColumnBatches | ItemBatches:
-    """This process's training batches: call ``set_epoch(e)`` before iterating epoch e."""
+                  device: torch.device | str = "cpu", task=None) -> ColumnBatches | ItemBatches:
+    """This process's training batches: call ``set_epoch(e)`` before iterating epoch e.
+
+    Column data's labels are checked once here, in ``task``'s form (:mod:`mmdistill.tasks`; None: the dataset's task);
+    an item dataset's are checked per batch by its collate."""
     order = EpochBatches(len(dataset), cfg.batch_size // world, seed, rank, world)
     if isinstance(dataset, MultimodalDataset):
-        validate_labels({LABEL: dataset.labels}, dataset.num_classes)
+        validate_labels({LABEL: dataset.labels}, dataset.num_classes, task if task is not None else dataset._task)
         return ColumnBatches(dataset, order, device)
     return ItemBatches(dataset, order, cfg, seed, device)
 

@@ -22,6 +22,9 @@ from tqdm.auto import tqdm
 
 from ..io import write_text
 
+SHOWN = ("val/accuracy", "val/f1_micro", "val/mae", "val/miou")  # the progress bar's validation metric, per task
+IN_POINTS = ("accuracy", "f1_macro", "auroc", "f1_micro", "map", "miou", "pixel_accuracy")  # fractions shown x 100
+
 
 class RunLogger:
     def __init__(self, out_dir: Path, total_epochs: int, quiet: bool = False, enabled: bool = True, desc: str = "train") -> None:
@@ -109,7 +112,8 @@ class RunLogger:
         for k, v in values.items():
             self.tb.add_scalar(k, v, epoch)
         if self.bar is not None:
-            shown = {k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}" for k, v in values.items() if k.startswith(("train/", "val/accuracy"))}
+            shown = {k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}" for k, v in values.items()
+                     if k.startswith(("train/", *SHOWN))}
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(1)
         if self.log_lines:
@@ -125,7 +129,7 @@ class RunLogger:
         for k, v in values.items():
             if k.startswith("val/"):
                 name = k.split("/", 1)[1]
-                shown = f"{100 * v:.2f}" if name in ("accuracy", "f1_macro", "auroc") else f"{v:.4g}"  # in points
+                shown = f"{100 * v:.2f}" if name in IN_POINTS else f"{v:.4g}"
                 parts.append(f"val {name} {shown}")
         print(" ".join(parts) + f" ({seconds:.1f} s)", file=sys.stderr, flush=True)
 

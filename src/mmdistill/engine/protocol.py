@@ -25,9 +25,10 @@ from ..io import write_json, write_text
 from ..masking import fit_masker
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
+from ..tasks import DEFAULT_TASK, get_task
 from . import runfolder
 from .api import RunResult, distill, start_fabric
-from .api import _check_pair, build_method
+from .api import _check_pair, build_method, run_task
 from .assembly import build_run_model
 from .checkpoint import load_tensors
 from .metrics import evaluate
@@ -83,6 +84,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     data = load_data(cfg.data)
+    run_task(cfg.task, data)  # the data hold the config's task's targets (and take its ignore_index)
     if uses_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
     preflight(cfg, data)
@@ -99,7 +101,7 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
                 write_text(out / "config.yaml", dump_config(cfg))
         fabric.barrier()
         runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, resume, quiet, fabric) for seed in seeds]
-        metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint)
+        metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint, cfg.task.name)
         if folder is not None:
             write_json(out / "metrics.json", metrics)
             write_text(out / "summary.md", summary_markdown(metrics))
@@ -119,9 +121,12 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     from ..models.custom import check_outputs
     from ..models.multimodal import check_model_size
 
+    task = run_task(cfg.task, data)
     specs, n_cls = data.train.specs(), data.num_classes
     data.check_classes()
     for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
+        if trainer is not None:
+            task.check_monitor(trainer.monitor, f"{key}.monitor")
         if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
             raise ConfigError(f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
                               "classes; use accuracy, f1_macro or loss")
@@ -135,9 +140,9 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
         if model is not None:
             check_outputs(model, sample, n_cls, key)
     masker = fit_masker(cfg.masking, data.train)
-    algo = build_method(cfg.method.name, cfg.method.params, masker)
+    algo = build_method(cfg.method.name, cfg.method.params, masker, task)
     teacher = teacher if algo.needs_teacher else None
-    _check_pair(student, teacher, data)
+    _check_pair(student, teacher, data, task)
     algo.setup(sample, student, teacher)
     t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
     with torch.no_grad():
@@ -154,12 +159,13 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         fabric.seed_everything(seed, verbose=False)
         teacher = build_run_model(cfg, "teacher", data)
         if cfg.teacher.checkpoint is not None:
-            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls)
+            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls, task=get_task(cfg.task))
         else:
             done = _load_finished(seed_dir / "teacher", teacher) if resume else None
             if done is None:
                 done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=cfg.teacher.trainer or cfg.trainer,
-                               seed=seed, resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher")
+                               seed=seed, resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher",
+                               task=cfg.task)
             row["teacher"] = done.test
     parts = [("student", cfg.method.name)]
     if baseline and cfg.method.name != "supervised":
@@ -170,13 +176,14 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         done = _load_finished(seed_dir / part, student) if resume else None
         if done is None:
             done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
-                           cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}")
+                           cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}",
+                           task=cfg.task)
         row[part] = done.test
         row[f"{part}_best_epoch"] = done.best_epoch
     return row
 
 
-def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:
+def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: str = DEFAULT_TASK) -> dict:
     summary: dict[str, dict] = {}
     for part in ("teacher", "student", "nokd"):
         if all(part in r for r in runs):
@@ -187,29 +194,49 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str) -> dict:
         for metric in runs[0]["student"]:
             paired[f"student-nokd.{metric}"] = paired_difference([r["student"][metric] for r in runs], [r["nokd"][metric] for r in runs])
     return {
-        "method": method, "seeds": [r["seed"] for r in runs], "test_checkpoint": test_checkpoint,
+        "method": method, "task": task, "seeds": [r["seed"] for r in runs], "test_checkpoint": test_checkpoint,
         "reporting": f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights",
         "runs": runs, "summary": summary, "paired": paired,
     }
 
 
-def summary_markdown(metrics: dict) -> str:
-    from ..stats import BOUNDED, few_seeds_caution, format_summary
+# The metrics summary.md shows per task: (key in metrics.json, column title, scale, digits, bounds of the value)
+_POINTS, _PEARSON = (100.0, 2, (0.0, 1.0)), (1.0, 3, (-1.0, 1.0))
+SUMMARY_COLUMNS = {
+    "classification": (("accuracy", "accuracy", *_POINTS), ("f1_macro", "macro-F1", *_POINTS)),
+    "multilabel": (("f1_micro", "micro-F1", *_POINTS), ("f1_macro", "macro-F1", *_POINTS), ("map", "mAP", *_POINTS)),
+    "regression": (("mae", "MAE", 1.0, 4, None), ("pearson", "Pearson r", *_PEARSON)),
+    "segmentation": (("miou", "mIoU", *_POINTS), ("pixel_accuracy", "pixel accuracy", *_POINTS)),
+}
+_UNITS = {
+    "regression": "MAE in the target's units, Pearson r as is; an interval past [-1, 1] is shown clipped and marked "
+                  "(clipped)",
+}
 
+
+def summary_markdown(metrics: dict) -> str:
+    """summary.md: the task's metrics (:data:`SUMMARY_COLUMNS`) of each part over the seeds, and the paired
+    difference student - no-KD."""
+    from ..stats import few_seeds_caution, format_summary
+
+    task = metrics.get("task", DEFAULT_TASK)
+    columns = SUMMARY_COLUMNS.get(task, SUMMARY_COLUMNS[DEFAULT_TASK])
+    units = _UNITS.get(task, "in points; an interval past [0, 100] is shown clipped and marked (clipped)")
     lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
-             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], in points; an interval past [0, 100] "
-             "is shown clipped and marked (clipped).", ""]
+             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], {units}.", ""]
     caution = few_seeds_caution(len(metrics["seeds"]))
     if caution:
         lines += [caution, ""]
-    lines += ["| model | accuracy | macro-F1 |", "|---|---|---|"]
+    lines += ["| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    s = metrics["summary"]
     for part in ("teacher", "nokd", "student"):
-        if f"{part}.accuracy" in metrics["summary"]:
-            s = metrics["summary"]
-            lines.append(f"| {part} | {format_summary(s[f'{part}.accuracy'], bounds=BOUNDED)} | "
-                         f"{format_summary(s[f'{part}.f1_macro'], bounds=BOUNDED)} |")
+        if f"{part}.{columns[0][0]}" in s:
+            cells = [format_summary(s[f"{part}.{key}"], scale, digits, bounds)
+                     for key, _, scale, digits, bounds in columns]
+            lines.append(f"| {part} | " + " | ".join(cells) + " |")
     if metrics["paired"]:
         p = metrics["paired"]
-        lines += ["", f"Paired difference student - nokd (same seeds): accuracy {format_summary(p['student-nokd.accuracy'])}, "
-                  f"macro-F1 {format_summary(p['student-nokd.f1_macro'])}."]
+        diffs = [f"{title} {format_summary(p[f'student-nokd.{key}'], scale, digits)}"
+                 for key, title, scale, digits, _ in columns]
+        lines += ["", f"Paired difference student - nokd (same seeds): {', '.join(diffs)}."]
     return "\n".join(lines) + "\n"

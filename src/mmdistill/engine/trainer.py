@@ -36,6 +36,7 @@ from .checkpoint import load_tensors, load_training_state, save_tensors, save_tr
 from .logging import RunLogger
 from .metrics import evaluate
 from .teacher import check_finite_outputs
+from ..tasks import Task
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -81,8 +82,9 @@ class TrainingBatches:
     0 on resume; our epoch number keeps the shuffle a pure function of (seed, epoch).
     """
 
-    def __init__(self, dataset, cfg: TrainerConfig, seed: int, rank: int, world: int, device: torch.device) -> None:
-        self.loader = train_batches(dataset, cfg, seed, rank, world, device)  # labels of column data checked here
+    def __init__(self, dataset, cfg: TrainerConfig, seed: int, rank: int, world: int, device: torch.device,
+                 task: Task | None = None) -> None:
+        self.loader = train_batches(dataset, cfg, seed, rank, world, device, task)  # column data's labels checked here
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of epoch ``epoch`` (from 1), on the device."""
@@ -135,10 +137,12 @@ class FitResult:
     train_steps: int = 0
 
 
-def _better(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
-    if best is None:
+def _better(value: float, best: float | None, higher_is_better: bool, min_delta: float) -> bool:
+    """Whether ``value`` of the monitored metric improves on ``best`` by more than ``min_delta``; a NaN (e.g. the
+    Pearson r of a constant prediction) never improves, and any number improves on a NaN."""
+    if best is None or (math.isnan(best) and not math.isnan(value)):
         return True
-    return value < best - min_delta if monitor == "loss" else value > best + min_delta
+    return value > best + min_delta if higher_is_better else value < best - min_delta
 
 
 @dataclass
@@ -243,7 +247,9 @@ class _Training:
                               f"({world})")
         self.fabric, self.module, self.train, self.val, self.cfg = fabric, module, train, val, cfg
         self.teacher_source = teacher_source
-        self.batches = TrainingBatches(train, cfg, seed, rank, world, fabric.device)
+        self.task = module.method.task
+        self.task.check_monitor(cfg.monitor)
+        self.batches = TrainingBatches(train, cfg, seed, rank, world, fabric.device, self.task)
         self.optimizer = make_optimizer(module.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.weights = module.method.loss_weights()
@@ -305,7 +311,7 @@ class _Training:
         """Validate; keep the best weights; count epochs without improvement; log; write ``last.safetensors``."""
         fabric, cfg = self.fabric, self.cfg
         loader = eval_batches(self.val, cfg.batch_size, fabric.global_rank, fabric.world_size, cfg, fabric.device)
-        val_metrics = evaluate(self.module.student, loader, self.train.num_classes, fabric.device)
+        val_metrics = evaluate(self.module.student, loader, self.train.num_classes, fabric.device, task=self.task)
         values = {f"train/{k}": v for k, v in train_means.items()}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})
         values["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -320,7 +326,7 @@ class _Training:
         """Best-weights and early-stopping bookkeeping: an epoch improves if better by more than ``min_delta``."""
         cfg, state = self.cfg, self.state
         min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
-        if _better(monitored, state["best_value"], cfg.monitor, min_delta):
+        if _better(monitored, state["best_value"], self.task.higher_is_better(cfg.monitor), min_delta):
             state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
             if self.fabric.is_global_zero:
                 save_tensors(self.best_path, self.module.state_dict(), {"epoch": epoch, cfg.monitor: monitored})

@@ -5,7 +5,8 @@ For a teacher and any number of students on the same data:
 * population saliency S_m of each of the teacher's modalities and the distribution of the
   instance saliency s_m(x) (:mod:`mmdistill.methods.msd_saliency`), as a table and a histogram PNG;
 * every model's accuracy on the full input and on each modality alone (the others removed by
-  the masking strategy), in the same harness as missing-modality evaluation.
+  the masking strategy), in the same harness as missing-modality evaluation; for another task
+  (:mod:`mmdistill.tasks`) its metrics (``summary.md``'s columns) and its ``kl`` saliency (``task.saliency``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from ..data.dataset import DataSplits
-from .robustness import missing_modality_table
+from ..errors import ConfigError
+from .robustness import dataset_task, missing_modality_table
 from ..io import atomic_write
 from ..masking import Masker
 from ..models.multimodal import model_modalities
@@ -25,21 +27,29 @@ from ..methods.msd_saliency import SaliencyKind, instance_saliency
 
 
 def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], data: DataSplits, masker: Masker,
-                        kind: SaliencyKind = "kl") -> dict:
-    """``{"saliency": {m: {...}}, "instance": (N, M) tensor, "accuracy": [rows]}`` on train (saliency) and test (accuracy)."""
+                        kind: SaliencyKind = "kl", task=None) -> dict:
+    """``{"saliency": {m: {...}}, "instance": (N, M) tensor, "accuracy": [rows]}`` on train (saliency) and test
+    (the rows: the task's metrics; ``task`` None: the data's own)."""
+    from ..engine.protocol import SUMMARY_COLUMNS
+
+    task = dataset_task(data.train, task)
+    if kind == "true_class" and task.name != "classification":
+        raise ConfigError(f"--saliency: 'true_class' needs one true class per example, which task {task.name!r} "
+                          "does not have; use kl")
     mods = list(model_modalities(teacher))
-    out: dict = {"modalities": mods, "saliency_kind": kind}
+    out: dict = {"modalities": mods, "saliency_kind": kind, "task": task.name}
     if len(mods) >= 2:
-        s = instance_saliency(teacher, data.train, masker, mods, kind)
+        s = instance_saliency(teacher, data.train, masker, mods, kind, task=task)
         out["instance"] = s
         out["saliency"] = {m: {"population": float(s[:, i].mean()), "median": float(s[:, i].median()),
                                "share_most_salient": float((s.argmax(1) == i).float().mean())} for i, m in enumerate(mods)}
     rows = []
     for name, model in {"teacher": teacher, **students}.items():
         model_mods = model_modalities(model)
-        for r in missing_modality_table(model, data.test, masker):
+        for r in missing_modality_table(model, data.test, masker, task=task):
             if r["present"].count("+") in (0, len(model_mods) - 1):  # each modality alone, and the full input
-                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full", **{k: r[k] for k in ("accuracy", "f1_macro")}})
+                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full",
+                             **{c[0]: r[c[0]] for c in SUMMARY_COLUMNS[task.name]}})
     out["accuracy"] = rows
     return out
 
@@ -77,6 +87,13 @@ def importance_markdown(result: dict) -> str:
                   "| modality | population S_m | median s_m(x) | share of examples where most salient |", "|---|---|---|---|"]
         lines += [f"| {m} | {v['population']:.4f} | {v['median']:.4f} | {v['share_most_salient']:.2f} |" for m, v in result["saliency"].items()]
         lines.append("")
-    lines += ["Test accuracy on the full input and on each modality alone:", "", "| model | input | accuracy | macro-F1 |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['input']} | {100 * r['accuracy']:.2f} | {100 * r['f1_macro']:.2f} |" for r in result["accuracy"]]
+    from ..engine.protocol import SUMMARY_COLUMNS
+
+    columns = SUMMARY_COLUMNS[result.get("task", "classification")]
+    what = "accuracy" if result.get("task", "classification") == "classification" else "metrics"
+    lines += [f"Test {what} on the full input and on each modality alone:", "",
+              "| model | input | " + " | ".join(c[1] for c in columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for r in result["accuracy"]:
+        cells = [f"{scale * r[key]:.{digits}f}" for key, _, scale, digits, _ in columns]
+        lines.append(f"| {r['model']} | {r['input']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,9 @@
 """Missing-modality and noise-robustness evaluation, the same harness for every model.
 
 A model is any ``nn.Module`` with a ``modalities`` attribute whose ``forward(batch)`` returns
-logits. Metrics: the engine's (:mod:`mmdistill.engine.metrics`, torchmetrics), with the same names.
+logits. Metrics: the engine's (:mod:`mmdistill.engine.metrics`, torchmetrics), with the same names, for the
+task (:mod:`mmdistill.tasks`; by default the dataset's own: accuracy and macro-F1 for classification, micro/macro-F1
+and mAP for multilabel, MAE and Pearson r for regression, mIoU and pixel accuracy for segmentation).
 
 * :func:`missing_modality_table`: the metrics for every non-empty subset S of the model's
   modalities, the others removed by the configured :class:`~mmdistill.masking.Masker`
@@ -30,8 +32,10 @@ from ..batch import LABEL, MASK_SUFFIX, Batch
 from ..errors import ConfigError
 from ..masking import Masker
 from ..models import model_modalities
+from ..tasks import Task, get_task
 
 NOISE_KINDS = ("gaussian", "dropout")
+PERCENT_METRICS = ("accuracy", "f1_macro", "f1_micro", "map", "miou", "pixel_accuracy")
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -61,19 +65,35 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, transform=None) ->
     return torch.cat(outs), torch.cat(labels)
 
 
-def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform=None) -> dict[str, float]:
+def dataset_task(dataset, task=None) -> Task:
+    """``task`` (a name, spec or Task), else the dataset's own (``dataset.task``, with its ``ignore_index``)."""
+    if task is not None:
+        return get_task(task)
+    own = getattr(dataset, "_task", None)
+    if isinstance(own, Task):
+        return own
+    name, ignore = getattr(dataset, "task", None), getattr(dataset, "ignore_index", None)
+    if name == "segmentation" and ignore is not None:
+        return get_task({"name": name, "params": {"ignore_index": ignore}})
+    return get_task(name)
+
+
+def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform=None, task=None) -> dict[str, float]:
     """The engine's metrics (:func:`mmdistill.engine.metrics.evaluate`: same names, same numbers as training's
-    evaluation) of ``model`` on ``dataset``, in eval mode, plus ``n``, the number of examples."""
+    evaluation) of ``model`` on ``dataset`` for ``task`` (:func:`dataset_task`), in eval mode, plus ``n``, the
+    number of examples."""
     from ..engine.metrics import evaluate
 
     num_classes = getattr(dataset, "num_classes", None) or _num_outputs(model, dataset)
-    out = evaluate(model, iter_batches(dataset, batch_size), num_classes, _device(model), transform)
+    out = evaluate(model, iter_batches(dataset, batch_size), num_classes, _device(model), transform,
+                   task=dataset_task(dataset, task))
     return {**out, "n": len(dataset)}
 
 
 def _num_outputs(model: nn.Module, dataset) -> int:
     with torch.no_grad():
-        return int(model.eval()(next(iter_batches(dataset, 2))).shape[-1])
+        out = model.eval()(next(iter_batches(dataset, 2)))
+    return int(out.shape[1]) if out.dim() > 1 else 1
 
 
 def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -81,16 +101,19 @@ def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for r in range(len(modalities), 0, -1) for s in itertools.combinations(modalities, r)]
 
 
-def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size: int = 256) -> list[dict]:
+def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size: int = 256,
+                           task=None) -> list[dict]:
     """One row per non-empty subset of ``model.modalities`` present (the rest removed by ``masker``).
 
-    Row: ``{"present": "a+b", "removed": "c" or "-", "accuracy", "f1_macro", "loss", "n"}``.
+    Row: ``{"present": "a+b", "removed": "c" or "-", <the task's metrics>, "loss", "n"}`` (classification:
+    accuracy, f1_macro; ``task``: see :func:`evaluate_metrics`).
     """
     mods = model_modalities(model)
     rows = []
     for subset in modality_subsets(mods):
         removed = [m for m in mods if m not in subset]
-        metrics = evaluate_metrics(model, dataset, batch_size, transform=lambda b, r=removed: masker.remove(b, r))
+        metrics = evaluate_metrics(model, dataset, batch_size, transform=lambda b, r=removed: masker.remove(b, r),
+                                   task=task)
         rows.append({"present": "+".join(subset), "removed": "+".join(removed) or "-", **metrics})
     return rows
 
@@ -119,10 +142,10 @@ def corrupt(batch: Batch, modality: str, kind: str, level: float, generator: tor
 
 
 def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequence[str] = NOISE_KINDS,
-                 seed: int = 0, batch_size: int = 256) -> list[dict]:
+                 seed: int = 0, batch_size: int = 256, task=None) -> list[dict]:
     """Metrics with one modality corrupted at each level; one row per (modality, kind, level).
 
-    Row: ``{"modality", "kind", "level", "accuracy", "f1_macro", "loss", "n"}``. Gaussian noise is
+    Row: ``{"modality", "kind", "level", <the task's metrics>, "loss", "n"}``. Gaussian noise is
     skipped for token modalities. The noise of (modality, kind, level) is seeded from ``seed``.
     """
     for kind in kinds:
@@ -141,6 +164,7 @@ def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequ
                 metrics = evaluate_metrics(
                     model, dataset, batch_size,
                     transform=lambda b, m=m, kind=kind, level=level, g=g: corrupt(b, m, kind, float(level), g, sigma),
+                    task=task,
                 )
                 rows.append({"modality": m, "kind": kind, "level": float(level), **metrics})
     return rows
@@ -175,11 +199,11 @@ def plot_noise_curves(rows: Sequence[dict], path: str | Path, metric: str = "acc
 
 
 def format_rows(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of result rows (floats as percentages for accuracy and macro-F1)."""
+    """A Markdown table of result rows (floats as percentages for the metrics in [0, 1]: accuracy, F1, mAP, mIoU)."""
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
-    fmt = lambda k, v: f"{100 * v:.2f}" if k in ("accuracy", "f1_macro") else (f"{v:g}" if isinstance(v, float) else str(v))
+    fmt = lambda k, v: f"{100 * v:.2f}" if k in PERCENT_METRICS else (f"{v:g}" if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -22,8 +22,11 @@ def load_run_models(run_dir: Path):
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    from ..engine.api import run_task
+
     cfg = load_config(run_dir / "config.yaml", check_machine=False)
     data = load_data(cfg.data)
+    run_task(cfg.task, data)  # the data take the run's task's settings (e.g. ignore_index), as in training
     models = {}
     for seed_dir in sorted(run_dir.glob("seed_*")):
         for part in PARTS:
@@ -62,13 +65,16 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
     from ..engine.metrics import evaluate
     from ..engine.trainer import eval_batches
     from ..masking import fit_masker
+    from ..tasks import get_task
 
     if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
         raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
                           f"of the feature std), got {list(levels)}")
     cfg, data, models = load_run_models(run_dir)
     dataset = data.split(split)
-    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes) for k, m in models.items()},
+    task = get_task(cfg.task)
+    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes, task=task)
+                             for k, m in models.items()},
                  "missing_models": missing_models(run_dir, cfg, models)}
     if missing or noise:
         from .robustness import missing_modality_table, noise_curves, plot_noise_curves
@@ -76,13 +82,14 @@ def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, nois
         robust_dir = run_dir / "robustness"
         if missing:
             masker = fit_masker(cfg.masking, data.train)
-            rows = [{"model": k, **r} for k, m in models.items() for r in missing_modality_table(m, dataset, masker)]
+            rows = [{"model": k, **r} for k, m in models.items()
+                    for r in missing_modality_table(m, dataset, masker, task=task)]
             write_csv(robust_dir / "missing.csv", rows)
             out["missing"] = rows
         if noise:
             rows = []
             for k, m in models.items():
-                curves = noise_curves(m, dataset, list(levels))
+                curves = noise_curves(m, dataset, list(levels), task=task)
                 plot_noise_curves(curves, robust_dir / f"noise_{k.replace('/', '_')}.png", title=k)
                 rows += [{"model": k, **r} for r in curves]
             write_csv(robust_dir / "noise.csv", rows)

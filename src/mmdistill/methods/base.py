@@ -11,6 +11,9 @@ A method is an ``nn.Module`` (so it can own learnable parts such as a hint proje
 4. may update its own state once per training step in :meth:`before_step` (never in :meth:`losses`,
    which only computes: the same call serves training, evaluation, the pre-flight check and tests).
    Not yet so: ``crd.py`` still updates its memory bank and its Z constants inside ``losses`` (training only).
+5. computes its supervised and KD terms with ``self.task`` (:mod:`mmdistill.tasks`: ``loss``, ``kd_loss``,
+   ``kd_per_example``, ``saliency``), so the same method serves every task it carries over to
+   (``Task.check_method`` refuses the others; :func:`mmdistill.engine.api.build_method` sets the task).
 
 One function, :func:`weighted_total`, turns terms and weights into the loss that is minimised::
 
@@ -31,9 +34,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from ..batch import Batch
+from ..batch import LABEL, Batch
 from ..data.dataset import MultimodalDataset
 from ..models.hooks import FeatureHooks
+from ..tasks import Task, get_task
 
 
 class NoParams(BaseModel):
@@ -96,10 +100,20 @@ class Method(nn.Module):
     Params: ClassVar[type[BaseModel]] = NoParams
     needs_teacher: ClassVar[bool] = True
 
-    def __init__(self, params: BaseModel, masker: nn.Module | None = None) -> None:
+    def __init__(self, params: BaseModel, masker: nn.Module | None = None, task: Task | str | None = None) -> None:
         super().__init__()
         self.params = params
         self.masker = masker
+        self.task = get_task(task)  # build_method sets the run's task; the default is classification
+
+    def supervised_loss(self, batch: Batch, student_out: StudentOutputs) -> Tensor:
+        """The task's supervised term on the full input (classification: ``F.cross_entropy``, as before tasks)."""
+        return self.task.loss(student_out.logits, batch[LABEL])
+
+    def kd_temperature(self, temperature: float) -> float:
+        """``temperature`` for a task that softens probabilities; 1 for regression (no temperature there: its
+        ``method.params.temperature`` is refused, and the default is not used)."""
+        return temperature if self.task.uses_temperature else 1.0
 
     def teacher_request(self) -> TeacherRequest:
         return TeacherRequest()

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..batch import INDEX, LABEL, Batch
+from ..batch import INDEX, Batch
 from ..data.dataset import MultimodalDataset
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs
@@ -148,7 +148,7 @@ class ContrastiveRD(LayerPairMethod):
         scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
         scores_s = scores_s / self._z("z_s", scores_s, n)
         scores_t = scores_t / self._z("z_t", scores_t, n)
-        out = {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
+        out = {"ce": self.supervised_loss(batch, student_out),
                "crd_s": nce_loss(scores_s, n), "crd_t": nce_loss(scores_t, n)}
         if prepared and self.training:
             with torch.no_grad():

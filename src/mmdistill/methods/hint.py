@@ -1,6 +1,6 @@
 """Feature hint KD (FitNets; Romero et al., ICLR 2015).
 
-    L = CE(y, s(x)) + beta * MSE(r(h_s(x)), h_t(x))
+    L = CE(y, s(x)) + beta * MSE(r(h_s(x)), h_t(x))        (CE: the task's loss, :mod:`mmdistill.tasks`)
 
 ``h_s`` / ``h_t`` are the outputs of a student / teacher layer taken by forward hook
 (dotted module path) and ``r`` is a learned regressor: a linear map over the channel axis
@@ -95,7 +95,7 @@ class FeatureHint(Method):
         if pred.shape != target.shape:
             raise ConfigError(f"method.params.student_layer: hint features {tuple(pred.shape)} of {self.params.student_layer!r} do "
                               f"not match {tuple(target.shape)} of teacher_layer {self.params.teacher_layer!r}")
-        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "hint": F.mse_loss(pred, target)}
+        return {"ce": self.supervised_loss(batch, student_out), "hint": F.mse_loss(pred, target)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0, "hint": self.params.beta}

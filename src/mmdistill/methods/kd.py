@@ -4,11 +4,13 @@
 
 KL is averaged over the batch (``batchmean``); the ``T^2`` factor keeps gradient
 magnitudes comparable across temperatures. The formula: :mod:`mmdistill.kl` (one copy for the library).
+Other tasks (:mod:`mmdistill.tasks`): CE and the KD term are the task's ``loss`` and ``kd_loss`` (multilabel:
+per-label binary KL at T; segmentation: per-pixel KL over the valid pixels; regression: a distance to the
+teacher's output, without temperature, so ``temperature`` is refused there).
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
@@ -33,9 +35,10 @@ class HintonKD(Method):
 
     def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
+        T = self.kd_temperature(self.params.temperature)
         return {
-            "ce": F.cross_entropy(student_out.logits, batch[LABEL]),
-            "kd": kd_loss(student_out.logits, teacher_out.logits, self.params.temperature),
+            "ce": self.supervised_loss(batch, student_out),
+            "kd": self.task.kd_loss(student_out.logits, teacher_out.logits, T, batch[LABEL]),
         }
 
     def loss_weights(self) -> dict[str, float]:

@@ -2,18 +2,17 @@
 
 Both are dotted module paths read by forward hooks (:class:`~mmdistill.models.hooks.FeatureHooks`),
 as in :mod:`.hint`; the teacher's comes from the teacher cache. A subclass implements
-:meth:`LayerPairMethod.feature_terms` on the two hooked tensors; CE on the labels is added with
-weight ``ce_weight``.
+:meth:`LayerPairMethod.feature_terms` on the two hooked tensors; the task's supervised loss (classification:
+CE) on the labels is added with weight ``ce_weight``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from ..batch import LABEL, Batch
+from ..batch import Batch
 from ..errors import ConfigError
 from ..models.hooks import FeatureHooks
 from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
@@ -67,4 +66,4 @@ class LayerPairMethod(Method):
         assert teacher_out is not None
         hs = student_out.features[self.params.student_layer]
         ht = teacher_out.features[self.params.teacher_layer].to(hs.dtype)
-        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), **self.feature_terms(hs, ht)}
+        return {"ce": self.supervised_loss(batch, student_out), **self.feature_terms(hs, ht)}

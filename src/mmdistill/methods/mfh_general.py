@@ -31,14 +31,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
-from ..kl import kd_loss
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
@@ -111,7 +109,7 @@ class ModalityGeneralKD(Method):
             opt = torch.optim.SGD(student.parameters(), lr=p.salience_lr, momentum=0.9)
             student.train()
             for _ in range(p.salience_epochs):
-                loss = F.cross_entropy(student(batch), batch[LABEL])
+                loss = self.task.loss(student(batch), batch[LABEL])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -158,8 +156,9 @@ class ModalityGeneralKD(Method):
     def losses(self, batch: Batch, student_out: StudentOutputs,
                teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
         assert teacher_out is not None
-        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
-                "kd": kd_loss(student_out.logits, teacher_out.logits, self.params.temperature)}
+        T = self.kd_temperature(self.params.temperature)
+        return {"ce": self.supervised_loss(batch, student_out),
+                "kd": self.task.kd_loss(student_out.logits, teacher_out.logits, T, batch[LABEL])}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}

@@ -24,6 +24,11 @@ Terms (:meth:`losses`): ``ce``, ``kd`` and ``kd/{m}``, the last a :class:`~.base
 values ``T^2 * KL`` of each example and weights ``w_m(x)`` (detached); the trainer weighs them in
 :func:`~.base.weighted_total` and logs ``kd/{m}`` as ``mean_x[w_m(x) * T^2 * KL]``.
 
+Other tasks (:mod:`mmdistill.tasks`): CE, the KD term and its per-example form are the task's ``loss``,
+``kd_loss`` and ``kd_per_example`` (segmentation: over each example's valid pixels; regression: no temperature),
+the ``kl`` saliency is ``task.saliency``; ``learned`` weighting and ``true_class`` saliency are classification's
+only (refused by ``Task.check_method``).
+
 The paper's full text was not available to us: the loss form, the saliency-based schemes and
 the meta-learning set-up are our reconstruction from its abstract (documented as such).
 """
@@ -42,7 +47,6 @@ from ..batch import LABEL, Batch
 from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float, Int
 from ..data.dataset import MultimodalDataset, stratified_split
 from ..errors import ConfigError
-from ..kl import kd_loss, kd_per_example
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
@@ -104,7 +108,8 @@ class ModalitySpecificDistillation(Method):
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
         p = self.params
         if p.weighting == "population":
-            s = instance_saliency(teacher, train, self.masker, self.modalities, p.saliency, device=device)
+            s = instance_saliency(teacher, train, self.masker, self.modalities, p.saliency, device=device,
+                                  task=self.task)
             pop = s.mean(0).clamp(min=1e-8)
             self.population_weights.copy_(pop / pop.mean())
         if p.weighting == "learned":
@@ -124,7 +129,7 @@ class ModalitySpecificDistillation(Method):
         """(B, M + 1): saliency of each modality and the teacher's entropy, per example."""
         views = self._views()
         removed = torch.stack([teacher_out.view_logits[views.index(v)] for v in removal_views(self.modalities)])
-        s = saliency_from_logits(teacher_out.logits, removed, batch[LABEL], self.params.saliency).T
+        s = saliency_from_logits(teacher_out.logits, removed, batch[LABEL], self.params.saliency, self.task).T
         log_p = F.log_softmax(teacher_out.logits.float(), -1)
         entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True)
         return torch.cat([s, entropy], 1)
@@ -144,13 +149,13 @@ class ModalitySpecificDistillation(Method):
     def _terms(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs,
                w: Tensor) -> dict[str, LossTerm]:
         """``ce``, ``kd`` and one :class:`PerExample` ``kd/{m}`` per modality, weighted per example by ``w[:, i]``."""
-        T = self.params.temperature
+        T, task, y = self.kd_temperature(self.params.temperature), self.task, batch[LABEL]
         views = self._views()
-        out: dict[str, LossTerm] = {"ce": F.cross_entropy(student_out.logits, batch[LABEL]),
-                                    "kd": kd_loss(student_out.logits, teacher_out.logits, T)}
+        out: dict[str, LossTerm] = {"ce": self.supervised_loss(batch, student_out),
+                                    "kd": task.kd_loss(student_out.logits, teacher_out.logits, T, y)}
         for i, m in enumerate(self.modalities):
             t_view = teacher_out.view_logits[views.index((m,))]
-            out[f"kd/{m}"] = PerExample(kd_per_example(student_out.view_logits[i], t_view, T), w[:, i])
+            out[f"kd/{m}"] = PerExample(task.kd_per_example(student_out.view_logits[i], t_view, T, y), w[:, i])
         return out
 
     def losses(self, batch: Batch, student_out: StudentOutputs,
@@ -185,7 +190,7 @@ class ModalitySpecificDistillation(Method):
             grads = torch.autograd.grad(inner, params, create_graph=True, allow_unused=True)
             ahead = {n: q - self.params.inner_lr * g if g is not None else q for n, q, g in zip(names, params, grads)}
             held = self._heldout_batch(len(batch[LABEL]), batch[LABEL].device)
-            held_loss = F.cross_entropy(functional_call(student, ahead, (held,)), held[LABEL])
+            held_loss = self.task.loss(functional_call(student, ahead, (held,)), held[LABEL])
             phi_grads = torch.autograd.grad(held_loss, phi, allow_unused=True)
         finally:
             for q in phi:

@@ -8,7 +8,9 @@ the change of the teacher's prediction when m is removed (by the masking strateg
 
 and the population saliency is its mean over the training set, ``S_m = mean_x s_m(x)``.
 ``x^(-m)`` keeps every modality of the teacher except m. (The paper's full text was not
-available to us; these two forms follow its abstract and the design brief.)
+available to us; these two forms follow its abstract and the design brief.) Other tasks (docs/tasks.md): ``kl``
+is ``task.saliency`` (multilabel: mean over labels of the binary KL; regression: the distance between the two
+outputs; segmentation: the mean over the example's valid pixels); ``true_class`` is classification's only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..batch import LABEL
 from ..data.dataset import MultimodalDataset
 from ..kl import kd_per_example
 from ..masking import Masker, split_variants
+from ..tasks import Task
 
 SaliencyKind = Literal["kl", "true_class"]
 
@@ -32,8 +35,14 @@ def removal_views(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [tuple(o for o in modalities if o != m) for m in modalities]
 
 
-def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, kind: SaliencyKind = "kl") -> Tensor:
-    """(M, B) saliencies from the teacher's logits on x (B, C) and on each x^(-m) (M, B, C)."""
+def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, kind: SaliencyKind = "kl",
+                         task: Task | None = None) -> Tensor:
+    """(M, B) saliencies from the teacher's outputs on x (B, ...) and on each x^(-m) (M, B, ...).
+
+    ``task`` (:mod:`mmdistill.tasks`; None: classification) gives the ``kl`` form of other tasks:
+    ``task.saliency(full, removed_m, labels)``, the per-example KD at T = 1 from x^(-m)'s output towards x's."""
+    if kind == "kl" and task is not None and task.name != "classification":
+        return torch.stack([task.saliency(full.float(), r.float(), labels) for r in removed])
     if kind == "kl":
         return kd_per_example(removed.float(), full.float())  # KD at T = 1 is KL(p_t(x) || p_t(x^(-m)))
     log_p = F.log_softmax(full.float(), -1)
@@ -46,7 +55,8 @@ def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, k
 
 @torch.no_grad()
 def instance_saliency(teacher: nn.Module, dataset: MultimodalDataset, masker: Masker, modalities: Sequence[str],
-                      kind: SaliencyKind = "kl", batch_size: int = 512, device: torch.device | str = "cpu") -> Tensor:
+                      kind: SaliencyKind = "kl", batch_size: int = 512, device: torch.device | str = "cpu",
+                      task: Task | None = None) -> Tensor:
     """(N, M) saliency of each modality for every example of ``dataset`` (teacher in eval mode)."""
     teacher.eval()
     views = removal_views(modalities)
@@ -54,5 +64,5 @@ def instance_saliency(teacher: nn.Module, dataset: MultimodalDataset, masker: Ma
     for start in range(0, len(dataset), batch_size):
         batch = {k: v.to(device) for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()}
         logits = split_variants(teacher(masker.variants(batch, views)), 1 + len(views))
-        out.append(saliency_from_logits(logits[0], logits[1:], batch[LABEL], kind).T.cpu())
+        out.append(saliency_from_logits(logits[0], logits[1:], batch[LABEL], kind, task).T.cpu())
     return torch.cat(out)

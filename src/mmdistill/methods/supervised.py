@@ -1,11 +1,10 @@
-"""Plain supervised training, no teacher: ``L = CE(y, s(x))``."""
+"""Plain supervised training, no teacher: ``L = loss_task(y, s(x))`` (classification: ``CE(y, s(x))``)."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..batch import LABEL, Batch
+from ..batch import Batch
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 
@@ -15,4 +14,4 @@ class Supervised(Method):
     needs_teacher = False
 
     def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
-        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL])}
+        return {"ce": self.supervised_loss(batch, student_out)}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The checks CI runs, in order, after scripts/setup.sh: lint (ruff, line length 120), format, the import-layer
+# contracts of docs/architecture.md (import-linter), then the whole test suite. Any failure stops with its exit code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/lint-imports
+.venv/bin/python -m pytest -q "$@"
