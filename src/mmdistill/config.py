@@ -62,13 +62,16 @@ class SchedulerConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int = Int(10, ge=1, le=MAX_EPOCHS, description="epochs without improvement of trainer.monitor before stopping")
+    patience: int = Int(
+        10, ge=1, le=MAX_EPOCHS, description="epochs without improvement of trainer.monitor before stopping"
+    )
     min_delta: float = Float(0.0, ge=0, description="smallest change of trainer.monitor that counts as an improvement")
 
 
 # The metrics of every task (mmdistill.tasks); RunConfig checks that the monitor is one of its task's.
-MonitorName = Literal["accuracy", "f1_macro", "auroc", "loss", "f1_micro", "map", "mae", "pearson", "miou",
-                      "pixel_accuracy"]
+MonitorName = Literal[
+    "accuracy", "f1_macro", "auroc", "loss", "f1_micro", "map", "mae", "pearson", "miou", "pixel_accuracy"
+]
 
 
 class TrainerConfig(_Strict):
@@ -84,33 +87,44 @@ class TrainerConfig(_Strict):
     devices: int = Int(1, ge=1, le=4096, description="processes per node; at most the CPUs (cpu) or visible GPUs")
     num_nodes: int = Int(1, ge=1, le=4096)
     strategy: Literal["auto", "ddp"] = "auto"
-    ddp_timeout_s: float = Float(300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run")
+    ddp_timeout_s: float = Float(
+        300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run"
+    )
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="16-mixed: GPU only")
     num_threads: Optional[int] = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
     # DataLoader options: used for item datasets (any torch Dataset); column datasets always take the fast path
     num_workers: int = Int(0, ge=0, le=1024, description="DataLoader worker processes (0: the training process loads)")
     pin_memory: Optional[bool] = Bool(None, description="page-locked batches for CUDA copies; null: on when on CUDA")
     persistent_workers: bool = Bool(False, description="keep the workers between epochs (needs num_workers > 0)")
-    prefetch_factor: Optional[int] = Int(None, ge=1, le=1024, description="batches loaded ahead per worker "
-                                         "(needs num_workers > 0); null: PyTorch's default (2)")
+    prefetch_factor: Optional[int] = Int(
+        None,
+        ge=1,
+        le=1024,
+        description="batches loaded ahead per worker (needs num_workers > 0); null: PyTorch's default (2)",
+    )
 
     @model_validator(mode="after")
     def _min_delta_in_monitor_units(self) -> "TrainerConfig":
         es = self.early_stopping
         if es is not None and self.monitor not in ("loss", "mae") and es.min_delta >= 1:
-            raise ValueError(f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
-                             "(a fraction in [0, 1]); use a value below 1")
+            raise ValueError(
+                f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
+                "(a fraction in [0, 1]); use a value below 1"
+            )
         return self
 
     @model_validator(mode="after")
     def _loader_options_need_workers(self) -> "TrainerConfig":
         if self.num_workers == 0:
             if self.prefetch_factor is not None:
-                raise ValueError(f"prefetch_factor {self.prefetch_factor} needs worker processes (num_workers > 0); "
-                                 "remove it or set num_workers")
+                raise ValueError(
+                    f"prefetch_factor {self.prefetch_factor} needs worker processes (num_workers > 0); "
+                    "remove it or set num_workers"
+                )
             if self.persistent_workers:
-                raise ValueError("persistent_workers: true needs worker processes (num_workers > 0); "
-                                 "remove it or set num_workers")
+                raise ValueError(
+                    "persistent_workers: true needs worker processes (num_workers > 0); remove it or set num_workers"
+                )
         return self
 
 
@@ -128,7 +142,9 @@ def _usable_path(value: Optional[Path]) -> Optional[Path]:
         raise ValueError(f"path is {len(os.fsencode(text))} bytes long; the OS allows {PATH_MAX}")
     long = [part for part in value.parts if len(os.fsencode(part)) > NAME_MAX]
     if long:
-        raise ValueError(f"path part {cut(long[0], 40)!r} is {len(os.fsencode(long[0]))} bytes long; the OS allows {NAME_MAX}")
+        raise ValueError(
+            f"path part {cut(long[0], 40)!r} is {len(os.fsencode(long[0]))} bytes long; the OS allows {NAME_MAX}"
+        )
     return value
 
 
@@ -139,8 +155,11 @@ _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
 class TransformConfig(_Strict):
-    factory: str = Field(..., pattern=_IMPORT_PATH, description="'package.module:name'; called with params, "
-                         "returns the transform (item dict -> item dict)")
+    factory: str = Field(
+        ...,
+        pattern=_IMPORT_PATH,
+        description="'package.module:name'; called with params, returns the transform (item dict -> item dict)",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -148,16 +167,23 @@ class DataConfig(_Strict):
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
     split_seed: int = Int(0, ge=0, le=SEED_MAX, description="seed of the train/val/test split (fixed across run seeds)")
-    dataset: Optional[str] = Field(None, pattern=_IMPORT_PATH, description="'package.module:factory' called with "
-                                   "params; returns train/val/test datasets (instead of a registered name)")
+    dataset: Optional[str] = Field(
+        None,
+        pattern=_IMPORT_PATH,
+        description="'package.module:factory' called with "
+        "params; returns train/val/test datasets (instead of a registered name)",
+    )
     transforms: dict[Literal["train", "val", "test"], TransformConfig] = Field(
-        default_factory=dict, description="per-split transforms (augmentation on train only)")
+        default_factory=dict, description="per-split transforms (augmentation on train only)"
+    )
 
     @model_validator(mode="after")
     def _name_or_dataset(self) -> "DataConfig":
         if self.dataset is not None and self.name != DataConfig.model_fields["name"].default:
-            raise ValueError(f"give name (a registered dataset) or dataset (a factory), not both; got name "
-                             f"{self.name!r} and dataset {self.dataset!r}")
+            raise ValueError(
+                f"give name (a registered dataset) or dataset (a factory), not both; got name "
+                f"{self.name!r} and dataset {self.dataset!r}"
+            )
         return self
 
 
@@ -202,8 +228,11 @@ class TaskConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    imports: list[str] = Field(default_factory=list, description="modules imported before the config is resolved "
-                               "(they register your methods, encoders, maskers, models, datasets)")
+    imports: list[str] = Field(
+        default_factory=list,
+        description="modules imported before the config is resolved "
+        "(they register your methods, encoders, maskers, models, datasets)",
+    )
     seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: Optional[TeacherConfig] = None
@@ -245,8 +274,10 @@ class RunConfig(_Strict):
         task = get_task(self.task)
         for key, trainer in (("trainer", self.trainer), ("teacher.trainer", self.teacher and self.teacher.trainer)):
             if trainer is not None and trainer.monitor not in task.monitors:
-                raise ValueError(f"{key}.monitor: {trainer.monitor!r} is not a metric of task {task.name!r}; "
-                                 f"use one of {', '.join(task.monitors)}")
+                raise ValueError(
+                    f"{key}.monitor: {trainer.monitor!r} is not a metric of task {task.name!r}; "
+                    f"use one of {', '.join(task.monitors)}"
+                )
         problem = task.method_problem(self.method.name, self.method.params)
         if problem:
             raise ValueError(problem)
@@ -280,8 +311,10 @@ def check_resources(trainer: TrainerConfig, key: str = "trainer") -> None:
     acc = trainer.accelerator
     gpus = visible_gpus() if acc in ("gpu", "cuda", "auto") else 0
     if acc in ("gpu", "cuda") and gpus == 0:
-        raise ConfigError(f"{key}.accelerator: {acc!r} needs a GPU, but none is visible (torch.cuda.is_available() is "
-                          "False); use trainer.accelerator=cpu")
+        raise ConfigError(
+            f"{key}.accelerator: {acc!r} needs a GPU, but none is visible (torch.cuda.is_available() is "
+            "False); use trainer.accelerator=cpu"
+        )
     if acc == "mps":
         import torch
 
@@ -291,19 +324,29 @@ def check_resources(trainer: TrainerConfig, key: str = "trainer") -> None:
         if trainer.devices > gpus:
             raise ConfigError(f"{key}.devices: {trainer.devices} processes, but {gpus} GPU(s) are visible")
     elif acc != "mps" and trainer.devices > cpus:
-        raise ConfigError(f"{key}.devices: {trainer.devices} processes on CPU, but this process may use {cpus} CPU(s); "
-                          f"use at most {cpus}")
+        raise ConfigError(
+            f"{key}.devices: {trainer.devices} processes on CPU, but this process may use {cpus} CPU(s); "
+            f"use at most {cpus}"
+        )
     on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and gpus > 0)
     if trainer.precision == "16-mixed" and not on_gpu:
-        raise ConfigError(f"{key}.precision: '16-mixed' (fp16 AMP) needs a GPU; on {acc!r} use 'bf16-mixed' or '32-true'")
+        raise ConfigError(
+            f"{key}.precision: '16-mixed' (fp16 AMP) needs a GPU; on {acc!r} use 'bf16-mixed' or '32-true'"
+        )
     if trainer.num_threads is not None and trainer.num_threads > 4 * cpus:
         raise ConfigError(f"{key}.num_threads: {trainer.num_threads} threads for {cpus} CPU(s); use at most {4 * cpus}")
-    if trainer.num_nodes > 1 and not any(v in os.environ for v in ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
-        raise ConfigError(f"{key}.num_nodes: {trainer.num_nodes} nodes need a multi-node launcher (torchrun or SLURM, "
-                          "which set MASTER_ADDR); none was found")
+    if trainer.num_nodes > 1 and not any(
+        v in os.environ for v in ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
+    ):
+        raise ConfigError(
+            f"{key}.num_nodes: {trainer.num_nodes} nodes need a multi-node launcher (torchrun or SLURM, "
+            "which set MASTER_ADDR); none was found"
+        )
     world = trainer.devices * trainer.num_nodes
     if trainer.batch_size % world:
-        raise ConfigError(f"{key}.batch_size: {trainer.batch_size} must be divisible by the number of processes ({world})")
+        raise ConfigError(
+            f"{key}.batch_size: {trainer.batch_size} must be divisible by the number of processes ({world})"
+        )
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -332,7 +375,7 @@ def _names_its_key(msg: str, key: str) -> bool:
 
 
 def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
-    """``model.model_validate(raw)`` with errors rewritten as one ConfigError naming each key (values cut to 80 chars)."""
+    """``model.model_validate(raw)``, errors rewritten as one ConfigError naming each key (values cut to 80 chars)."""
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -373,8 +416,9 @@ def apply_overrides(raw: dict, overrides: list[str], label: str = "override") ->
         try:
             node[parts[-1]] = strict_yaml.load(value)
         except (yaml.YAMLError, ValueError) as err:
-            raise ConfigError(f"{label} {short(key)}: value {short(value)} is not valid YAML "
-                              f"({short(str(err).splitlines()[0], 200)})") from None
+            raise ConfigError(
+                f"{label} {short(key)}: value {short(value)} is not valid YAML ({short(str(err).splitlines()[0], 200)})"
+            ) from None
     return raw
 
 
@@ -382,7 +426,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The mapping in a YAML config file; a missing, unreadable, non-UTF-8, empty or non-mapping file is a ConfigError."""
+    """The mapping in a YAML config file; a missing, unreadable, non-UTF-8, empty or non-mapping file: ConfigError."""
     p = Path(path)
     where = f"config file {short(str(p), 200)}"
     if p.is_dir():
@@ -392,7 +436,9 @@ def read_config_file(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"{where} is not a regular file; expected a YAML file")
     if p.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where} is {p.stat().st_size} bytes; a config is a small YAML file (at most {MAX_CONFIG_BYTES})")
+        raise ConfigError(
+            f"{where} is {p.stat().st_size} bytes; a config is a small YAML file (at most {MAX_CONFIG_BYTES})"
+        )
     data = p.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ConfigError(f"{where} is UTF-16 (or UTF-32) encoded; save it as UTF-8")
@@ -401,8 +447,9 @@ def read_config_file(path: str | Path) -> dict:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{where} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
-                          "expected a UTF-8 YAML file") from None
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); expected a UTF-8 YAML file"
+        ) from None
     try:
         raw = strict_yaml.load(text)
     except yaml.YAMLError as err:
@@ -411,8 +458,10 @@ def read_config_file(path: str | Path) -> dict:
     if raw is None:
         raise ConfigError(f"{where} is empty; expected a YAML mapping (at least a 'student' section)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level (keys such as 'student', 'trainer'), "
-                          f"got a {type(raw).__name__}")
+        raise ConfigError(
+            f"{where}: expected a mapping at the top level (keys such as 'student', 'trainer'), "
+            f"got a {type(raw).__name__}"
+        )
     return raw
 
 

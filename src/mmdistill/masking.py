@@ -85,8 +85,9 @@ class MeanNull(NullValue):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.fitted:
-            raise ConfigError("masking strategy 'mean' needs the training mean: "
-                              "call Masker.fit(train.feature_mean()) first")
+            raise ConfigError(
+                "masking strategy 'mean' needs the training mean: call Masker.fit(train.feature_mean()) first"
+            )
         return self.mean.to(x.dtype).expand_as(x)
 
 
@@ -140,8 +141,9 @@ class Masker(nn.Module):
     ``per_modality``: overrides by modality name.
     """
 
-    def __init__(self, specs: Sequence[ModalitySpec], strategy: str = "zeros",
-                 per_modality: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, specs: Sequence[ModalitySpec], strategy: str = "zeros", per_modality: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.specs = {s.name: s for s in specs}
         per_modality = dict(per_modality or {})
@@ -154,14 +156,17 @@ class Masker(nn.Module):
             name = per_modality.get(m, strategy)
             cls = MASKERS.get(name, key)  # raises a ConfigError listing the known strategies
             if not (isinstance(cls, type) and issubclass(cls, NullValue)):
-                raise ConfigError(f"{key}: masking strategy {name!r} is registered as {cls!r:.80}, "
-                                  "not a NullValue subclass")
+                raise ConfigError(
+                    f"{key}: masking strategy {name!r} is registered as {cls!r:.80}, not a NullValue subclass"
+                )
             if spec.tokens and not cls.removes_tokens:
-                raise ConfigError(f"masking: strategy {name!r} cannot remove token modality {m!r}; "
-                                  "use 'attention' or 'zeros'")
+                raise ConfigError(
+                    f"masking: strategy {name!r} cannot remove token modality {m!r}; use 'attention' or 'zeros'"
+                )
             if not spec.tokens and not cls.removes_floats:
-                raise ConfigError(f"masking: strategy {name!r} cannot remove float modality {m!r}; "
-                                  "use 'zeros' or 'mean'")
+                raise ConfigError(
+                    f"masking: strategy {name!r} cannot remove float modality {m!r}; use 'zeros' or 'mean'"
+                )
             nulls[m] = cls.for_modality(spec)
         self.nulls = nn.ModuleDict(nulls)
         self.strategy = {m: strategy_name(null) for m, null in self.nulls.items()}

@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
         key, _, scale, digits, bounds = SUMMARY_COLUMNS.get(metrics.get("task"), SUMMARY_COLUMNS["classification"])[0]
         for part in ("teacher", "nokd", "student"):  # the task's first metric (classification: accuracy)
             if f"{part}.{key}" in s:
-                print(f"{part:8s} test {key} {format_summary(s[f'{part}.{key}'], scale, digits, bounds)}",
-                      file=sys.stdout)
+                print(
+                    f"{part:8s} test {key} {format_summary(s[f'{part}.{key}'], scale, digits, bounds)}", file=sys.stdout
+                )
         if few_seeds_caution(len(metrics["seeds"])):
             print(few_seeds_caution(len(metrics["seeds"])))
         print(f"wrote {args.out / 'metrics.json'}")

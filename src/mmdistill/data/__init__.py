@@ -32,7 +32,10 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     accepted = [p for p in inspect.signature(builder).parameters if p != "seed"]
     unknown = sorted(set(params) - set(accepted), key=str)
     if unknown:
-        raise ConfigError(f"data.params.{cut(str(unknown[0]), 80)}: unknown parameter of dataset {name!r}; valid: {', '.join(accepted)}")
+        raise ConfigError(
+            f"data.params.{cut(str(unknown[0]), 80)}: unknown parameter of dataset {name!r}; valid: "
+            f"{', '.join(accepted)}"
+        )
     hints = typing.get_type_hints(builder, include_extras=True)
     for key, value in params.items():
         _check_scalar(name, key, value, hints.get(key))
@@ -42,12 +45,14 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     except ConfigError as err:  # a builder's own check, e.g. "venn.s0: ...": name the config key
         text = str(err)
         if text.startswith(f"{name}."):
-            raise ConfigError(f"data.params.{text[len(name) + 1:]}") from None
+            raise ConfigError(f"data.params.{text[len(name) + 1 :]}") from None
         raise
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"data.params.{key}: {first['msg']} (got {short(first.get('input'))}) for dataset {name!r}") from None
+        raise ConfigError(
+            f"data.params.{key}: {first['msg']} (got {short(first.get('input'))}) for dataset {name!r}"
+        ) from None
 
 
 def _kinds(annotation) -> set[type]:
@@ -71,9 +76,13 @@ def _check_scalar(dataset: str, key: str, value, annotation) -> None:
         return
     numeric = kinds & {int, float}
     if isinstance(value, bool) and bool not in kinds:
-        raise ConfigError(f"data.params.{key}: expected {'a number' if numeric else 'no boolean'}, got {value!r} "
-                          f"for dataset {dataset!r}")
+        raise ConfigError(
+            f"data.params.{key}: expected {'a number' if numeric else 'no boolean'}, got {value!r} "
+            f"for dataset {dataset!r}"
+        )
     if isinstance(value, str) and numeric and not kinds & {str, Path}:
-        raise ConfigError(f"data.params.{key}: expected a number, got the string {short(value)} for dataset {dataset!r}")
+        raise ConfigError(
+            f"data.params.{key}: expected a number, got the string {short(value)} for dataset {dataset!r}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"data.params.{key}: expected a finite number, got {value!r} for dataset {dataset!r}")

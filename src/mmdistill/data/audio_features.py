@@ -29,7 +29,9 @@ def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """(n_mels, n_fft // 2 + 1) triangular filters with centres equally spaced in mel, peak 1."""
     fmax = sample_rate / 2 if fmax is None else fmax
     freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
@@ -41,11 +43,24 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 
 
 def log_mel_spectrogram(
-    x: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 512, n_mels: int = 32, fmin: float = 50.0, fmax: float = 8000.0
+    x: np.ndarray,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop: int = 512,
+    n_mels: int = 32,
+    fmin: float = 50.0,
+    fmax: float = 8000.0,
 ) -> np.ndarray:
     """(n_mels, frames) log-mel power in dB of a mono signal (Hann window, ``hop`` samples between frames)."""
-    _, _, z = stft(np.asarray(x, dtype=np.float64), fs=sample_rate, window="hann", nperseg=n_fft,
-                   noverlap=n_fft - hop, boundary=None, padded=False)
+    _, _, z = stft(
+        np.asarray(x, dtype=np.float64),
+        fs=sample_rate,
+        window="hann",
+        nperseg=n_fft,
+        noverlap=n_fft - hop,
+        boundary=None,
+        padded=False,
+    )
     power = np.abs(z) ** 2
     mel = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) @ power
     return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
@@ -58,22 +73,23 @@ def trim_silence(x: np.ndarray, threshold_db: float = -40.0, frame: int = 256) -
         return x
     rms = np.sqrt((x[: n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(1)) + 1e-12
     loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
-    return x[loud[0] * frame: (loud[-1] + 1) * frame]
+    return x[loud[0] * frame : (loud[-1] + 1) * frame]
 
 
 def place_in_window(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """``x`` at a random offset in a zero signal of ``length`` samples (cropped at the centre if longer)."""
     if len(x) >= length:
         start = (len(x) - length) // 2
-        return x[start: start + length].copy()
+        return x[start : start + length].copy()
     out = np.zeros(length, dtype=x.dtype)
     offset = int(rng.integers(0, length - len(x) + 1))
-    out[offset: offset + len(x)] = x
+    out[offset : offset + len(x)] = x
     return out
 
 
-def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator, signal_power: float | None = None,
-              color: str = "white") -> np.ndarray:
+def add_noise(
+    x: np.ndarray, snr_db: float, rng: np.random.Generator, signal_power: float | None = None, color: str = "white"
+) -> np.ndarray:
     """``x`` plus Gaussian noise whose power is ``snr_db`` below ``signal_power`` (default: the power of ``x``).
 
     ``color="pink"`` shapes the noise spectrum as 1/f (by a 1/sqrt(f) amplitude filter in the

@@ -52,7 +52,7 @@ def load_features(path: str | Path = BUNDLED) -> dict[str, np.ndarray]:
 
 
 def remove_top_energy(images: np.ndarray, train_rows: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
-    """Project out the leading principal components holding ``fraction`` of the training variance; returns (images, k)."""
+    """Project out the leading principal components holding ``fraction`` of the training variance -> (images, k)."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"image_energy_removed must lie in [0, 1), got {fraction}")
     x = images.astype(np.float64)
@@ -65,7 +65,9 @@ def remove_top_energy(images: np.ndarray, train_rows: np.ndarray, fraction: floa
     return x - (x - mu) @ v.T @ v, k
 
 
-def pair_within_class(labels: np.ndarray, pool_labels: np.ndarray, pool_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def pair_within_class(
+    labels: np.ndarray, pool_labels: np.ndarray, pool_rows: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """For each label, a row of ``pool_rows`` with the same label: each pool row used once before any repeats."""
     out = np.empty(len(labels), dtype=np.int64)
     for c in np.unique(labels):
@@ -115,11 +117,17 @@ def av_digits(
     def split(rows: np.ndarray, arows: np.ndarray, name: str) -> MultimodalDataset:
         img = ((images[rows] - img_mean) / img_std).astype(np.float32).reshape(len(rows), *shape)
         aud = ((audio[arows] - a_mean[0]) / a_std[0]).astype(np.float32)
-        return MultimodalDataset({"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)},
-                                 torch.from_numpy(y[rows]), 10, f"av-digits/{name}")
+        return MultimodalDataset(
+            {"image": torch.from_numpy(img), "audio": torch.from_numpy(aud)},
+            torch.from_numpy(y[rows]),
+            10,
+            f"av-digits/{name}",
+        )
 
     splits = DataSplits(
-        split(tr, a_tr, "train"), split(va, a_va, "val"), split(te, a_te, "test"),
+        split(tr, a_tr, "train"),
+        split(va, a_va, "val"),
+        split(te, a_te, "test"),
         description=f"av-digits (sklearn 8x8 digits, top {k} PCs removed [{image_energy_removed:.0%} energy]; "
         f"espeak-ng digit words, {len(meta['speakers'])} speakers, test speakers unseen):",
         info={"image_pcs_removed": k, "audio_rows": {"train": a_tr, "val": a_va, "test": a_te}, "meta": meta},

@@ -30,7 +30,22 @@ from .audio_features import add_noise, log_mel_spectrogram, place_in_window, tri
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-us-nyc")
-TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m6", "f1", "f2", "f4", "klatt", "klatt3", "croak", "whisper", "Andy", "Annie")
+TRAIN_VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m6",
+    "f1",
+    "f2",
+    "f4",
+    "klatt",
+    "klatt3",
+    "croak",
+    "whisper",
+    "Andy",
+    "Annie",
+)
 HELDOUT_VARIANTS = ("m7", "f3", "f5", "klatt2", "Denis", "belinda")
 
 # speak_lib.h constants
@@ -64,10 +79,20 @@ class Espeak:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.data_dir = data_dir
-        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir.encode() if data_dir else None, 0)
+        self.sample_rate = self.lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir.encode() if data_dir else None, 0
+        )
         if self.sample_rate <= 0:
             raise DataError(f"espeak_Initialize failed (returned {self.sample_rate}) with data folder {data_dir!r}")
         self._chunks: list[np.ndarray] = []
@@ -150,9 +175,20 @@ def build_av_digits(
 
     digits = load_digits()
     meta = {
-        "name": "av-digits", "sample_rate": sr, "window_s": window_s, "n_fft": n_fft, "hop": n_fft // 2, "n_mels": n_mels,
-        "frames": frames, "fmin": 50.0, "fmax": 8000.0, "snrs_db": list(snrs_db), "seed": seed, "words": list(WORDS),
-        "speakers": [f"{v}+{var}" for v, var in speakers], "heldout_variants": list(heldout_variants),
+        "name": "av-digits",
+        "sample_rate": sr,
+        "window_s": window_s,
+        "n_fft": n_fft,
+        "hop": n_fft // 2,
+        "n_mels": n_mels,
+        "frames": frames,
+        "fmin": 50.0,
+        "fmax": 8000.0,
+        "snrs_db": list(snrs_db),
+        "seed": seed,
+        "words": list(WORDS),
+        "speakers": [f"{v}+{var}" for v, var in speakers],
+        "heldout_variants": list(heldout_variants),
         "image_source": "sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, 8x8, 0..16)",
         "audio_source": "espeak-ng (GPL-3.0), build-time only",
     }

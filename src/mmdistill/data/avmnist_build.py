@@ -45,8 +45,10 @@ from ..errors import DataError, OutputExistsError
 from ..io import write_json
 from .av_digits import pair_within_class
 
-MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # magic numbers: ubyte data, 3 dims / 1 dim
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 RATE, SAMPLES, NPERSEG, HOP, SIDE = 8000, 6438, 222, 56, 112  # 222 + 111 * 56 = 6438 samples -> 112 frames
@@ -70,10 +72,10 @@ def read_idx(path: Path, magic: int, tail: tuple[int, ...]) -> np.ndarray:
     got = int.from_bytes(raw[:4], "big")
     if got != magic:
         raise DataError(f"{path}: IDX magic number 0x{got:08x}, expected 0x{magic:08x} (ubyte, {ndim} dims)")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if shape[1:] != tail:
         raise DataError(f"{path}: IDX shape {shape}, expected (N, {', '.join(map(str, tail))})")
-    body = raw[4 + 4 * ndim:]
+    body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)):
         raise DataError(f"{path}: {len(body)} data bytes, but the header's shape {shape} needs {int(np.prod(shape))}")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
@@ -152,7 +154,7 @@ def fit_energy_removal(train: np.ndarray, fraction: float, chunk: int = 10000) -
     mu = train.mean(0, dtype=np.float64)
     cov = np.zeros((train.shape[1],) * 2)
     for a in range(0, len(train), chunk):
-        c = train[a:a + chunk] - mu
+        c = train[a : a + chunk] - mu
         cov += c.T @ c
     vals, vecs = np.linalg.eigh(cov)
     vals, vecs = vals[::-1], vecs[:, ::-1]
@@ -168,10 +170,10 @@ def spectrograms(waves: list[np.ndarray], noise_std: np.ndarray, rng: np.random.
     for i, w in enumerate(waves):
         if len(w) >= SAMPLES:
             a = (len(w) - SAMPLES) // 2
-            x[i] = w[a:a + SAMPLES]
+            x[i] = w[a : a + SAMPLES]
         else:
             a = (SAMPLES - len(w)) // 2
-            x[i, a:a + len(w)] = w
+            x[i, a : a + len(w)] = w
     x += rng.standard_normal(x.shape, dtype=np.float32) * noise_std[:, None].astype(np.float32)
     _, _, z = stft(x, fs=RATE, window="hann", nperseg=NPERSEG, noverlap=NPERSEG - HOP, boundary=None, padded=False)
     assert z.shape[1:] == (SIDE, SIDE), z.shape
@@ -184,14 +186,26 @@ def _out_folder(out: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise OutputExistsError(f"--out {out}: folder is not empty and was not made by `mmdistill data build av-mnist`; "
-                                    "choose a new or empty folder")
+            raise OutputExistsError(
+                f"--out {out}: folder is not empty and was not made by `mmdistill data build av-mnist`; "
+                "choose a new or empty folder"
+            )
         if not overwrite:
-            raise OutputExistsError(f"--out {out}: holds a finished AV-MNIST build ({MARKER}); pass --overwrite to rebuild")
+            raise OutputExistsError(
+                f"--out {out}: holds a finished AV-MNIST build ({MARKER}); pass --overwrite to rebuild"
+            )
 
 
-def build_av_mnist(mnist: str | Path, fsdd: str | Path, out: str | Path, seed: int = 0, snr_db: float | None = -6.0,
-                   energy_removed: float = 0.75, limit: int | None = None, overwrite: bool = False) -> dict:
+def build_av_mnist(
+    mnist: str | Path,
+    fsdd: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    snr_db: float | None = -6.0,
+    energy_removed: float = 0.75,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Write AV-MNIST into ``out`` (see the module docstring); returns what ``build.json`` records.
 
     ``limit``: keep only the first ``limit`` training and ``limit // 6`` test images (quick builds and tests);
@@ -204,14 +218,19 @@ def build_av_mnist(mnist: str | Path, fsdd: str | Path, out: str | Path, seed: i
     if limit is not None:
         if limit < 10:
             raise DataError(f"--limit must be at least 10, got {limit}")
-        images = {"train": tuple(a[:limit] for a in images["train"]), "test": tuple(a[:max(10, limit // 6)] for a in images["test"])}
+        images = {
+            "train": tuple(a[:limit] for a in images["train"]),
+            "test": tuple(a[: max(10, limit // 6)] for a in images["test"]),
+        }
     mu, v, k = fit_energy_removal(images["train"][0].astype(np.float32), energy_removed)
     mu, v = mu.astype(np.float32), v.astype(np.float32)
     degrade = {s: images[s][0] - ((images[s][0] - mu) @ v) @ v.T for s in images}  # float32: 188 MB for train
     lo, hi = float(degrade["train"].min()), float(degrade["train"].max())
     waves = sounds["train"][0]
-    ref = max(float(spectrograms(waves[a:a + CHUNK], np.zeros(len(waves[a:a + CHUNK])), np.random.default_rng(0)).max())
-              for a in range(0, len(waves), CHUNK))
+    ref = max(
+        float(spectrograms(waves[a : a + CHUNK], np.zeros(len(waves[a : a + CHUNK])), np.random.default_rng(0)).max())
+        for a in range(0, len(waves), CHUNK)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -219,8 +238,16 @@ def build_av_mnist(mnist: str | Path, fsdd: str | Path, out: str | Path, seed: i
     except BaseException:
         shutil.rmtree(tmp)  # made above by this call
         raise
-    meta.update({"mnist": str(mnist), "fsdd": str(fsdd), "energy_removed": energy_removed, "pca_components_removed": k,
-                 "limit": limit, "seconds": round(time.perf_counter() - t0, 1)})
+    meta.update(
+        {
+            "mnist": str(mnist),
+            "fsdd": str(fsdd),
+            "energy_removed": energy_removed,
+            "pca_components_removed": k,
+            "limit": limit,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
     write_json(tmp / MARKER, meta)
     umask = os.umask(0)
     os.umask(umask)
@@ -235,8 +262,16 @@ def build_av_mnist(mnist: str | Path, fsdd: str | Path, out: str | Path, seed: i
     return meta
 
 
-def _write(tmp: Path, images: dict, sounds: dict, degrade: dict, image_range: tuple[float, float], ref: float, seed: int,
-           snr_db: float | None) -> dict:
+def _write(
+    tmp: Path,
+    images: dict,
+    sounds: dict,
+    degrade: dict,
+    image_range: tuple[float, float],
+    ref: float,
+    seed: int,
+    snr_db: float | None,
+) -> dict:
     """The arrays of both splits into ``tmp``; returns the build record (without the caller's fields)."""
     lo, hi = image_range
     (tmp / "image").mkdir()
@@ -250,17 +285,35 @@ def _write(tmp: Path, images: dict, sounds: dict, degrade: dict, image_range: tu
         waves, digits, _ = sounds[split]
         rng = np.random.default_rng([seed, i])
         pair = pair_within_class(y, digits, np.arange(len(digits)), rng)
-        with open(tmp / "audio" / f"{split}_data.npy", "wb") as f:  # header, then rows in chunks: RSS stays at one chunk
-            np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": False, "shape": (len(y), SIDE, SIDE)})
+        with open(
+            tmp / "audio" / f"{split}_data.npy", "wb"
+        ) as f:  # header, then rows in chunks: RSS stays at one chunk
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f2", "fortran_order": False, "shape": (len(y), SIDE, SIDE)}
+            )
             for a in range(0, len(y), CHUNK):
-                rows = pair[a:a + CHUNK]
+                rows = pair[a : a + CHUNK]
                 w = [waves[r] for r in rows]
                 power = np.array([np.mean(np.square(x)) for x in w])
                 std = np.zeros(len(w)) if snr_db is None else np.sqrt(power / 10 ** (snr_db / 10))
                 db = spectrograms(w, std, rng)
-                f.write(((np.clip(db, ref - DB_RANGE, ref) - (ref - DB_RANGE)) * (255.0 / DB_RANGE)).astype("<f2").tobytes())
+                f.write(
+                    ((np.clip(db, ref - DB_RANGE, ref) - (ref - DB_RANGE)) * (255.0 / DB_RANGE)).astype("<f2").tobytes()
+                )
         np.save(tmp / "audio" / f"{split}_pairing.npy", pair)
         counts[split] = {"images": len(y), "recordings": len(waves), "recordings_used": int(len(np.unique(pair)))}
-    return {"dataset": "av-mnist (MNIST + FSDD)", "seed": seed, "snr_db": snr_db, "image_range_train": [lo, hi],
-            "spectrogram": {"rate": RATE, "samples": SAMPLES, "nperseg": NPERSEG, "hop": HOP, "db_range": DB_RANGE, "ref_db": ref},
-            "counts": counts}
+    return {
+        "dataset": "av-mnist (MNIST + FSDD)",
+        "seed": seed,
+        "snr_db": snr_db,
+        "image_range_train": [lo, hi],
+        "spectrogram": {
+            "rate": RATE,
+            "samples": SAMPLES,
+            "nperseg": NPERSEG,
+            "hop": HOP,
+            "db_range": DB_RANGE,
+            "ref_db": ref,
+        },
+        "counts": counts,
+    }

@@ -67,8 +67,14 @@ class MultimodalDataset(torch.utils.data.Dataset):
     here (on-disk ones in chunks, unless the loader already did), so the trainer need not.
     """
 
-    def __init__(self, modalities: Mapping[str, Column], labels: Tensor, num_classes: int, name: str = "dataset",
-                 task: Task | str | None = None) -> None:
+    def __init__(
+        self,
+        modalities: Mapping[str, Column],
+        labels: Tensor,
+        num_classes: int,
+        name: str = "dataset",
+        task: Task | str | None = None,
+    ) -> None:
         self.name = name
         self._task = get_task(task)
         self.task = self._task.name
@@ -107,8 +113,10 @@ class MultimodalDataset(torch.utils.data.Dataset):
         self._columns: dict[str, Column] = {}
         for key, x in modalities.items():
             if key in RESERVED:
-                raise DataError(f"{name}: a modality may not be named {key!r}: {', '.join(map(repr, RESERVED))} are reserved "
-                                "batch keys (the labels and the row index); rename it")
+                raise DataError(
+                    f"{name}: a modality may not be named {key!r}: {', '.join(map(repr, RESERVED))} are reserved "
+                    "batch keys (the labels and the row index); rename it"
+                )
             if not isinstance(x, DiskArray):
                 x = torch.as_tensor(x)
             if x.shape[0] != n:
@@ -122,7 +130,9 @@ class MultimodalDataset(torch.utils.data.Dataset):
             elif x.is_floating_point():
                 x = x.float()
                 if not torch.isfinite(x).all():
-                    raise DataError(f"{name}: modality {key!r} holds {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
+                    raise DataError(
+                        f"{name}: modality {key!r} holds {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)"
+                    )
             self._columns[key] = x
 
     def __len__(self) -> int:
@@ -193,7 +203,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return h.hexdigest()
 
     def feature_mean(self) -> dict[str, Tensor]:
-        """Per-modality mean example (used by the ``mean`` masking strategy); on-disk columns summed in float64 chunks."""
+        """Per-modality mean example (for the ``mean`` masking strategy); on-disk columns summed in float64 chunks."""
         means = {}
         for k in self.modality_names:
             col = self._columns[k]
@@ -236,8 +246,10 @@ class DataSplits:
         """Every split has the same modalities and shapes; no class appears in val/test only (classification)."""
         train_specs = self.train.specs()
         if any(getattr(self.split(s), "task", DEFAULT_TASK) != self.train.task for s in ("val", "test")):
-            raise DataError(f"splits: train holds task {self.train.task!r} targets, val {self.val.task!r}, test "
-                            f"{self.test.task!r}; every split must hold the same task's")
+            raise DataError(
+                f"splits: train holds task {self.train.task!r} targets, val {self.val.task!r}, test "
+                f"{self.test.task!r}; every split must hold the same task's"
+            )
         train_classes = set(self.train.labels.unique().tolist())
         for name in ("val", "test"):
             split = self.split(name)
@@ -249,7 +261,6 @@ class DataSplits:
             if extra:
                 raise DataError(f"split {name!r}: class(es) {sorted(extra)} appear in {name} but not in train")
 
-
     def check_classes(self) -> None:
         """Degenerate labels, found before training: fewer than 2 training examples or classes, or a class count
         (``num_classes``) far above the labels that occur (one mistyped label 100000 makes 100001 classes)."""
@@ -260,12 +271,16 @@ class DataSplits:
             raise DataError(f"{name}: {len(y)} training example; training needs at least 2 (and 2 classes)")
         present = torch.unique(y)
         if len(present) < 2:
-            raise DataError(f"{name}: every training example has label {int(present[0])}: a single class, nothing to learn; "
-                            "a classifier needs examples of at least 2 classes")
+            raise DataError(
+                f"{name}: every training example has label {int(present[0])}: a single class, nothing to learn; "
+                "a classifier needs examples of at least 2 classes"
+            )
         if k > 2 * len(present):
             row = int(torch.argmax(y))
-            raise DataError(f"{name}: {k} classes (num_classes), but only {len(present)} distinct labels occur in train "
-                            f"(largest label {int(y[row])}, row {row}); labels must be 0..K-1: is a label mistyped?")
+            raise DataError(
+                f"{name}: {k} classes (num_classes), but only {len(present)} distinct labels occur in train "
+                f"(largest label {int(y[row])}, row {row}); labels must be 0..K-1: is a label mistyped?"
+            )
 
 
 def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -294,8 +309,10 @@ def require_nonempty(parts: Sequence[np.ndarray], key: str, what: str) -> None:
     """A ConfigError naming the parameter ``key`` when a train/val/test part of a split came out empty."""
     empty = [name for name, rows in zip(("train", "val", "test"), parts) if len(rows) == 0]
     if empty:
-        raise ConfigError(f"{key}: {what} leaves the {empty[0]} split empty (sizes "
-                          f"{', '.join(str(len(r)) for r in parts)}); use more examples or larger shares")
+        raise ConfigError(
+            f"{key}: {what} leaves the {empty[0]} split empty (sizes "
+            f"{', '.join(str(len(r)) for r in parts)}); use more examples or larger shares"
+        )
 
 
 def splits_from_arrays(
@@ -333,16 +350,18 @@ def splits_from_arrays(
 def _own_split(split: np.ndarray, labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """Row indices of the user's train/val/test parts (val carved from train when absent)."""
     if split.shape != (len(labels),):
-        raise DataError(f"splits_from_arrays: split has shape {split.shape}; "
-                        f"expected one entry per example ({len(labels)},)")
+        raise DataError(
+            f"splits_from_arrays: split has shape {split.shape}; expected one entry per example ({len(labels)},)"
+        )
     unknown = sorted(set(split.astype(str).tolist()) - {"train", "val", "test"})
     if unknown:
         raise DataError(f"splits_from_arrays: split has values {unknown[:5]}; expected only 'train', 'val', 'test'")
     split = split.astype(str)
     tr, va, te = (np.flatnonzero(split == part) for part in ("train", "val", "test"))
     if len(tr) == 0 or len(te) == 0:
-        raise DataError(f"splits_from_arrays: split has {len(tr)} 'train' and {len(te)} 'test' examples; "
-                        "both are needed")
+        raise DataError(
+            f"splits_from_arrays: split has {len(tr)} 'train' and {len(te)} 'test' examples; both are needed"
+        )
     if len(va) == 0:
         val_share = fractions[1] / (fractions[0] + fractions[1])
         keep, carved = stratified_split(labels[tr], (1 - val_share, val_share), seed)

@@ -101,15 +101,24 @@ class _LazyMeans(Mapping):
 class ItemDataset(Dataset):
     """A user's map-style dataset of dict items, seen as one split (optionally with a per-item ``transform``)."""
 
-    def __init__(self, dataset: Dataset, name: str = "dataset", transform: Transform | None = None,
-                 num_classes: int | None = None, task: str | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        name: str = "dataset",
+        transform: Transform | None = None,
+        num_classes: int | None = None,
+        task: str | None = None,
+    ) -> None:
         if isinstance(dataset, IterableDataset):
-            raise DataError(f"{name}: an IterableDataset has no per-example index, so it cannot give a seeded order, "
-                            "a rank split or teacher outputs per example; wrap it as a map-style Dataset "
-                            "(__len__ and __getitem__)")
+            raise DataError(
+                f"{name}: an IterableDataset has no per-example index, so it cannot give a seeded order, "
+                "a rank split or teacher outputs per example; wrap it as a map-style Dataset "
+                "(__len__ and __getitem__)"
+            )
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-            raise DataError(f"{name}: expected a map-style torch Dataset (__len__ and __getitem__), "
-                            f"got {type(dataset).__name__}")
+            raise DataError(
+                f"{name}: expected a map-style torch Dataset (__len__ and __getitem__), got {type(dataset).__name__}"
+            )
         if len(dataset) == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         self.dataset, self.name, self.transform = dataset, name, transform
@@ -122,8 +131,9 @@ class ItemDataset(Dataset):
         self.ignore_index = getattr(dataset, "ignore_index", None)
         if self.task == "segmentation":
             check_ignore_index(self.ignore_index, self.num_classes, name)
-        self.random = bool(getattr(dataset, "random", False)) or (transform is not None and
-                                                                  getattr(transform, "random", True))
+        self.random = bool(getattr(dataset, "random", False)) or (
+            transform is not None and getattr(transform, "random", True)
+        )
         self._specs: list[ModalitySpec] | None = None
         self._labels: Tensor | None = None
         declared = getattr(dataset, "modalities", None)
@@ -162,8 +172,9 @@ class ItemDataset(Dataset):
             first = self.__getitems__([0])
             keys = self._keys or [k for k in first if k not in (LABEL, "index") and not k.endswith(MASK_SUFFIX)]
             self._keys = keys
-            self._specs = [ModalitySpec(k, tuple(first[k].shape[1:]), tokens=not first[k].is_floating_point())
-                           for k in keys]
+            self._specs = [
+                ModalitySpec(k, tuple(first[k].shape[1:]), tokens=not first[k].is_floating_point()) for k in keys
+            ]
         return self._specs
 
     @property
@@ -180,8 +191,9 @@ class ItemDataset(Dataset):
             if own is not None and len(own) == len(self):
                 self._labels = torch.as_tensor(own)
             else:
-                self._labels = torch.cat([self.__getitems__(range(s, min(s + 256, len(self))))[LABEL]
-                                          for s in range(0, len(self), 256)])
+                self._labels = torch.cat(
+                    [self.__getitems__(range(s, min(s + 256, len(self))))[LABEL] for s in range(0, len(self), 256)]
+                )
         return self._labels
 
     def feature_mean(self) -> Mapping[str, Tensor]:
@@ -191,8 +203,10 @@ class ItemDataset(Dataset):
         """The dataset's own ``fingerprint()`` (a string that changes when the data change); needed by the cache."""
         own = getattr(self.dataset, "fingerprint", None)
         if own is None or self.transform is not None:
-            raise DataError(f"{self.name}: the teacher cache needs dataset.fingerprint() (a string that changes when "
-                            "the data change) and no transform; without it the teacher runs online")
+            raise DataError(
+                f"{self.name}: the teacher cache needs dataset.fingerprint() (a string that changes when "
+                "the data change) and no transform; without it the teacher runs online"
+            )
         return f"{type(self.dataset).__qualname__}:{own()}"
 
     @property
@@ -262,8 +276,15 @@ def as_split(dataset, name: str, transform: Transform | None = None, task: str |
     return ItemDataset(dataset, name, transform, task=None if getattr(dataset, "task", None) else task)
 
 
-def as_splits(data=None, train=None, val=None, test=None, transforms: Mapping[str, Transform] | None = None,
-              where: str = "distill", task: str | None = None) -> DataSplits | ItemSplits:
+def as_splits(
+    data=None,
+    train=None,
+    val=None,
+    test=None,
+    transforms: Mapping[str, Transform] | None = None,
+    where: str = "distill",
+    task: str | None = None,
+) -> DataSplits | ItemSplits:
     """``data`` (DataSplits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``;
     ``task``: the task of wrapped datasets that declare none."""
     given = {"train": train, "val": val, "test": test}
@@ -280,14 +301,17 @@ def as_splits(data=None, train=None, val=None, test=None, transforms: Mapping[st
             given = {k: getattr(data, k, None) for k in given}
     missing = [k for k, v in given.items() if v is None]
     if missing:
-        raise ConfigError(f"{where}: no {missing[0]!r} split; give train=, val= and test= datasets "
-                          "(or data= with all three)")
+        raise ConfigError(
+            f"{where}: no {missing[0]!r} split; give train=, val= and test= datasets (or data= with all three)"
+        )
     transforms = dict(transforms or {})
     unknown = sorted(set(transforms) - set(given))
     if unknown:
         raise ConfigError(f"{where}: transforms for unknown split {unknown[0]!r}; expected train, val or test")
-    splits = {k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k),
-                          task) for k, v in given.items()}
+    splits = {
+        k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k), task)
+        for k, v in given.items()
+    }
     if all(isinstance(s, MultimodalDataset) for s in splits.values()):
         return DataSplits(**splits)
     return ItemSplits(**splits, description=getattr(data, "description", ""))

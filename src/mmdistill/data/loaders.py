@@ -82,7 +82,9 @@ def load_array(path: str | Path, key: str | None = None) -> tuple[np.ndarray, st
         raise DataError(f"{source}: not a readable numpy file, or truncated ({err})") from err
     except DataError:
         raise
-    except Exception as err:  # a garbled header fails inside numpy's parser (SyntaxError, TokenError, ...): still the file's fault
+    except (
+        Exception
+    ) as err:  # a garbled header fails inside numpy's parser (SyntaxError, TokenError, ...): still the file's fault
         raise DataError(f"{source}: not a readable numpy file ({type(err).__name__}: {err})") from err
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{source}: expected a numeric array, got dtype {arr.dtype} and shape {arr.shape}")
@@ -99,7 +101,9 @@ def check_labels(y: np.ndarray, source: str, n: int | None = None) -> np.ndarray
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{source}: labels must be integers, got {float(y[i]):g} at row {i} (shape {y.shape}, dtype {y.dtype})")
+            raise DataError(
+                f"{source}: labels must be integers, got {float(y[i]):g} at row {i} (shape {y.shape}, dtype {y.dtype})"
+            )
     if n is not None and len(y) != n:
         raise DataError(f"{source}: {len(y)} labels (shape {y.shape}), but the modalities have {n} examples")
     if y.min() < 0:
@@ -107,16 +111,19 @@ def check_labels(y: np.ndarray, source: str, n: int | None = None) -> np.ndarray
     return np.array(y, dtype=np.int64)
 
 
-def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: bool = False,
-                   on_disk: bool = False) -> np.ndarray | DiskArray:
+def check_modality(
+    x: np.ndarray, source: str, name: str, n: int | None, token: bool = False, on_disk: bool = False
+) -> np.ndarray | DiskArray:
     """A modality: non-empty, ``n`` examples, finite; floats as float32, tokens as int64.
 
     In memory (a copy) by default; with ``on_disk`` a C-ordered ``.npy`` array (memory-mapped by
     :func:`load_array`) stays on disk as a :class:`DiskArray`, scanned for NaN/Inf in bounded chunks.
     """
     if name in RESERVED:
-        raise DataError(f"{source}: a modality may not be named {name!r}: {', '.join(map(repr, RESERVED))} are reserved "
-                        "batch keys (the labels file is labels.npy); rename the file")
+        raise DataError(
+            f"{source}: a modality may not be named {name!r}: {', '.join(map(repr, RESERVED))} are reserved "
+            "batch keys (the labels file is labels.npy); rename the file"
+        )
     if x.ndim == 0 or x.shape[0] == 0:
         raise DataError(f"{source}: modality {name!r} is empty (shape {x.shape})")
     if n is not None and x.shape[0] != n:
@@ -127,7 +134,9 @@ def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: 
         col = DiskArray.of(x, tokens=token)
         bad, row = col.first_nonfinite()
         if bad:
-            raise DataError(f"{source}: modality {name!r} (shape {x.shape}) holds {bad} NaN/Inf value(s), first in row {row}")
+            raise DataError(
+                f"{source}: modality {name!r} (shape {x.shape}) holds {bad} NaN/Inf value(s), first in row {row}"
+            )
         col.checked_finite = True
         return col
     if token:
@@ -136,7 +145,9 @@ def check_modality(x: np.ndarray, source: str, name: str, n: int | None, token: 
     bad = ~np.isfinite(x)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{source}: modality {name!r} (shape {x.shape}) holds {int(bad.sum())} NaN/Inf value(s), first in row {row}")
+        raise DataError(
+            f"{source}: modality {name!r} (shape {x.shape}) holds {int(bad.sum())} NaN/Inf value(s), first in row {row}"
+        )
     return x
 
 
@@ -156,22 +167,35 @@ def check_splits(parts: dict[str, dict], sources: dict[str, dict[str, str]]) -> 
             if name not in train:
                 raise DataError(f"{sources[split][name]}: modality {name!r} is in split {split!r} but not in train")
             if x.shape[1:] != train[name].shape[1:]:
-                raise DataError(f"{sources[split][name]}: per-example shape {x.shape[1:]} differs from train's {train[name].shape[1:]}")
+                raise DataError(
+                    f"{sources[split][name]}: per-example shape {x.shape[1:]} differs from train's "
+                    f"{train[name].shape[1:]}"
+                )
         for name in train:
             if name not in parts[split]:
-                raise DataError(f"split {split!r}: modality {name!r} missing (expected {name}.npy beside {sources[split]['labels']})")
+                raise DataError(
+                    f"split {split!r}: modality {name!r} missing (expected {name}.npy beside "
+                    f"{sources[split]['labels']})"
+                )
         extra = sorted(set(np.unique(parts[split]["labels"]).tolist()) - train_classes)
         if extra:
             raise DataError(f"{sources[split]['labels']}: class(es) {extra} appear in split {split!r} but not in train")
 
 
-def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, description: str,
-               sources: dict[str, dict[str, str]] | None = None) -> DataSplits:
+def _to_splits(
+    parts: dict[str, dict],
+    num_classes: int | None,
+    name: str,
+    description: str,
+    sources: dict[str, dict[str, str]] | None = None,
+) -> DataSplits:
     declared = num_classes is not None
     k = num_classes if declared else int(max(p["labels"].max() for p in parts.values())) + 1
     if not declared and k < 2:
         where = sources["train"]["labels"] if sources else f"{name}/train"
-        raise DataError(f"{where}: every label is 0: a single class, nothing to learn; a classifier needs at least 2 classes")
+        raise DataError(
+            f"{where}: every label is 0: a single class, nothing to learn; a classifier needs at least 2 classes"
+        )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise DataError(f"{name}: num_classes must be an integer >= 2, got {short(k)}")
     if not declared:  # K = max label + 1: every class 0..K-1 must then have examples, or one typo makes K huge
@@ -182,15 +206,24 @@ def _to_splits(parts: dict[str, dict], num_classes: int | None, name: str, descr
             row = int(np.argmax(y))
             missing = sorted(set(range(k)) - set(present.tolist()))
             where = sources[split]["labels"] if sources else f"{name}/{split}"
-            raise DataError(f"{where}: labels must be 0..K-1 with every class present; label {int(y[row])} (row {row}) makes "
-                            f"{k} classes, but only {len(present)} distinct labels appear (no example of class(es) "
-                            f"{short(missing, 60)}); fix the labels, or declare num_classes if some classes have no example")
+            raise DataError(
+                f"{where}: labels must be 0..K-1 with every class present; label {int(y[row])} (row {row}) makes "
+                f"{k} classes, but only {len(present)} distinct labels appear (no example of class(es) "
+                f"{short(missing, 60)}); fix the labels, or declare num_classes if some classes have no example"
+            )
     for split, p in parts.items():
         if int(p["labels"].max()) >= k:
             where = sources[split]["labels"] if sources else f"{name}/{split}"
             raise DataError(f"{where}: labels must lie in [0, {k}) (num_classes {k}), got max {int(p['labels'].max())}")
-    data = {s: MultimodalDataset({m: x if isinstance(x, DiskArray) else torch.from_numpy(x) for m, x in p.items() if m != "labels"},
-                                 torch.from_numpy(p["labels"]), k, f"{name}/{s}") for s, p in parts.items()}
+    data = {
+        s: MultimodalDataset(
+            {m: x if isinstance(x, DiskArray) else torch.from_numpy(x) for m, x in p.items() if m != "labels"},
+            torch.from_numpy(p["labels"]),
+            k,
+            f"{name}/{s}",
+        )
+        for s, p in parts.items()
+    }
     splits = DataSplits(data["train"], data["val"], data["test"], description=description)
     splits.check()
     return splits
@@ -211,12 +244,16 @@ def avmnist(seed: int = 0, root: str = "", val_fraction: Fraction = 5000 / 60000
         for m, side in (("image", 28), ("audio", 112)):
             x, src = load_array(base / m / f"{split}_data.npy")
             if x.shape[1:] not in ((side * side,), (side, side)):
-                raise DataError(f"{src}: expected MultiBench's AV-MNIST {m} layout (N, {side * side}) or (N, {side}, {side}), "
-                                f"got shape {x.shape}")
+                raise DataError(
+                    f"{src}: expected MultiBench's AV-MNIST {m} layout (N, {side * side}) or (N, {side}, {side}), "
+                    f"got shape {x.shape}"
+                )
             scale = 1 / 255.0 if normalize else None
             if isinstance(x, np.memmap) and x.flags.c_contiguous:  # stays on disk: AV-MNIST's audio is 3 GB as float32
                 x = check_modality(x, src, m, len(y), on_disk=True)
-                parts[split][m] = DiskArray(x.file, tokens=False, checked_finite=True, row_shape=(1, side, side), scale=scale)
+                parts[split][m] = DiskArray(
+                    x.file, tokens=False, checked_finite=True, row_shape=(1, side, side), scale=scale
+                )
             else:
                 x = check_modality(x, src, m, len(y)).reshape(len(y), 1, side, side)
                 parts[split][m] = x * np.float32(scale) if normalize else x
@@ -296,19 +333,27 @@ def folder(
             parts[split], sources[split] = _unpaired(arrays, srcs, tokens, anchor, np.random.default_rng([seed, i]))
     if "val" not in parts:
         if not 0 < val_fraction < 1:
-            raise DataError(f"{sources['train']['labels']}: no val split on disk, and val_fraction {val_fraction} is not in (0, 1)")
+            raise DataError(
+                f"{sources['train']['labels']}: no val split on disk, and val_fraction {val_fraction} is not in (0, 1)"
+            )
         tr, va = stratified_split(parts["train"]["labels"], [1 - val_fraction, val_fraction], seed)
         if not len(tr) or not len(va):
             raise DataError(
                 f"{sources['train']['labels']}: carving val_fraction {val_fraction} of {len(parts['train']['labels'])} "
-                f"training rows leaves {len(tr)} for train and {len(va)} for val; add a val split or change val_fraction"
+                f"training rows leaves {len(tr)} for train and {len(va)} for val; add a val split or change "
+                "val_fraction"
             )
         full = parts["train"]
         parts["train"], parts["val"] = ({k: take_rows(v, r) for k, v in full.items()} for r in (tr, va))
         sources["val"] = sources["train"]
     check_splits(parts, sources)
-    return _to_splits({s: parts[s] for s in SPLITS}, num_classes, "folder", f"folder ({root}{'' if paired else ', unpaired'}):",
-                      sources)
+    return _to_splits(
+        {s: parts[s] for s in SPLITS},
+        num_classes,
+        "folder",
+        f"folder ({root}{'' if paired else ', unpaired'}):",
+        sources,
+    )
 
 
 def _paired(arrays: dict, srcs: dict, tokens: set, base: Path, split: str) -> tuple[dict, dict]:
@@ -347,6 +392,8 @@ def _unpaired(arrays: dict, srcs: dict, tokens: set, anchor: str | None, rng: np
         if m != anchor:
             missing = sorted(set(np.unique(y).tolist()) - set(np.unique(labels[m]).tolist()))
             if missing:
-                raise DataError(f"{srcs[f'labels_{m}']}: class(es) {missing} of {anchor!r} have no {m!r} example to pair with")
+                raise DataError(
+                    f"{srcs[f'labels_{m}']}: class(es) {missing} of {anchor!r} have no {m!r} example to pair with"
+                )
             out[m] = take_rows(mods[m], pair_within_class(y, labels[m], np.arange(len(labels[m])), rng))
     return out, out_src

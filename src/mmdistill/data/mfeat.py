@@ -77,7 +77,9 @@ def load_bundle(path: str | Path = BUNDLED) -> dict[str, np.ndarray]:
         if key not in arrays:
             raise DataError(f"{path}: key {key!r} missing")
         if dim is not None and arrays[key].shape != (len(arrays["label"]), dim):
-            raise DataError(f"{path}: key {key!r} has shape {arrays[key].shape}, expected ({len(arrays['label'])}, {dim})")
+            raise DataError(
+                f"{path}: key {key!r} has shape {arrays[key].shape}, expected ({len(arrays['label'])}, {dim})"
+            )
     return arrays
 
 
@@ -92,8 +94,11 @@ def mfeat(
     views = [views] if isinstance(views, str) else list(views)
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
-        raise ConfigError(f"data.params.views: unknown view {unknown[0]!r}; known: {', '.join(VIEWS)}" if unknown
-                          else f"data.params.views: give at least one of {', '.join(VIEWS)}")
+        raise ConfigError(
+            f"data.params.views: unknown view {unknown[0]!r}; known: {', '.join(VIEWS)}"
+            if unknown
+            else f"data.params.views: give at least one of {', '.join(VIEWS)}"
+        )
     arrays = load_bundle()
     y = arrays["label"]
     rows = stratified_split(y, list(fractions), seed)
@@ -106,8 +111,12 @@ def mfeat(
             x = (x - mean) / np.maximum(std, 1e-6)
         data[v] = torch.from_numpy(x.astype(np.float32))
     labels = torch.from_numpy(y)
-    parts = [MultimodalDataset({v: data[v][r] for v in views}, labels[r], 10, f"mfeat/{name}")
-             for r, name in zip(rows, ("train", "val", "test"))]
-    splits = DataSplits(*parts, description=f"mfeat (UCI Multiple Features, handwritten digits, views {'+'.join(views)}):")
+    parts = [
+        MultimodalDataset({v: data[v][r] for v in views}, labels[r], 10, f"mfeat/{name}")
+        for r, name in zip(rows, ("train", "val", "test"))
+    ]
+    splits = DataSplits(
+        *parts, description=f"mfeat (UCI Multiple Features, handwritten digits, views {'+'.join(views)}):"
+    )
     splits.check()
     return splits

@@ -56,7 +56,9 @@ class NpyRows:
         while done < len(buf):
             got = os.preadv(self._fd, [buf[done:]], pos + done)
             if got <= 0:
-                raise DataError(f"{self.path}: file ended at byte {pos + done}; it is shorter than its header says (truncated?)")
+                raise DataError(
+                    f"{self.path}: file ended at byte {pos + done}; it is shorter than its header says (truncated?)"
+                )
             done += got
 
     def rows(self, idx: np.ndarray | slice) -> np.ndarray:
@@ -90,16 +92,16 @@ class NpyRows:
             first, last = int(uniq[a]), int(uniq[b - 1])
             span = (last - first + 1) * rb
             if span == (b - a) * rb:  # consecutive rows: straight into the batch
-                self._read_into(raw[a * rb:b * rb], first)
+                self._read_into(raw[a * rb : b * rb], first)
             elif span <= SPAN_BYTES:
                 scratch = np.empty(span, np.uint8)
                 self._read_into(memoryview(scratch), first)
                 rows = scratch.reshape(-1, rb)[uniq[a:b] - first]
-                raw[a * rb:b * rb] = rows.reshape(-1).data
+                raw[a * rb : b * rb] = rows.reshape(-1).data
             else:  # too far apart to read in one go: one call per run of consecutive rows
                 starts = np.flatnonzero(np.diff(uniq[a:b], prepend=-2) != 1) + a
                 for s, e in zip(starts.tolist(), [*starts[1:].tolist(), b]):
-                    self._read_into(raw[s * rb:e * rb], int(uniq[s]))
+                    self._read_into(raw[s * rb : e * rb], int(uniq[s]))
 
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("path", "offset", "shape", "dtype")}
@@ -124,8 +126,15 @@ class DiskArray:
     ``materialize`` so that no whole-array copy happens by accident.
     """
 
-    def __init__(self, file: NpyRows, rows: np.ndarray | None = None, tokens: bool = False, checked_finite: bool = False,
-                 row_shape: tuple[int, ...] | None = None, scale: float | None = None) -> None:
+    def __init__(
+        self,
+        file: NpyRows,
+        rows: np.ndarray | None = None,
+        tokens: bool = False,
+        checked_finite: bool = False,
+        row_shape: tuple[int, ...] | None = None,
+        scale: float | None = None,
+    ) -> None:
         self.file, self.tokens, self.checked_finite = file, tokens, checked_finite
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n = file.shape[0] if self.rows is None else len(self.rows)
@@ -138,8 +147,13 @@ class DiskArray:
         self._np_dtype = np.int64 if tokens else np.float32
 
     @classmethod
-    def of(cls, memmap: np.memmap, tokens: bool = False, row_shape: tuple[int, ...] | None = None,
-           scale: float | None = None) -> DiskArray:
+    def of(
+        cls,
+        memmap: np.memmap,
+        tokens: bool = False,
+        row_shape: tuple[int, ...] | None = None,
+        scale: float | None = None,
+    ) -> DiskArray:
         return cls(NpyRows.of(memmap), tokens=tokens, row_shape=row_shape, scale=scale)
 
     def __len__(self) -> int:
@@ -170,8 +184,14 @@ class DiskArray:
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} rows")
-        return DiskArray(self.file, idx if self.rows is None else self.rows[idx], self.tokens, self.checked_finite,
-                         self.row_shape, self.scale)
+        return DiskArray(
+            self.file,
+            idx if self.rows is None else self.rows[idx],
+            self.tokens,
+            self.checked_finite,
+            self.row_shape,
+            self.scale,
+        )
 
     def chunks(self, max_bytes: int | None = None) -> Iterator[tuple[int, Tensor]]:
         """(first row, rows as a tensor) over the whole view, about ``max_bytes`` at a time."""

@@ -32,8 +32,10 @@ def toy_two_modality(
 ) -> DataSplits:
     """``n`` examples; the data are fixed by ``data_seed``, the split by ``seed``."""
     if n < 5 * num_classes:  # the 60/20/20 split per class needs about 5 examples of each class
-        raise ConfigError(f"data.params.n: {n} examples for {num_classes} classes leave a split without examples; "
-                          f"use n >= {5 * num_classes} (5 per class)")
+        raise ConfigError(
+            f"data.params.n: {n} examples for {num_classes} classes leave a split without examples; "
+            f"use n >= {5 * num_classes} (5 per class)"
+        )
     g = torch.Generator().manual_seed(data_seed)
     means = torch.randn(num_classes, latent_dim, generator=g) * 1.5
     y = torch.arange(n) % num_classes
@@ -43,6 +45,10 @@ def toy_two_modality(
     xa = z @ map_a + noise_a * torch.randn(n, dim_a, generator=g)
     xb = z @ map_b + noise_b * torch.randn(n, dim_b, generator=g)
     return splits_from_arrays(
-        {"a": xa, "b": xb}, y, num_classes, seed=data_seed, name="toy-two-modality",
+        {"a": xa, "b": xb},
+        y,
+        num_classes,
+        seed=data_seed,
+        name="toy-two-modality",
         description="toy-two-modality (synthetic Gaussian, a: clean, b: noisy):",
     )

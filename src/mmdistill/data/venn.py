@@ -110,7 +110,8 @@ def _validate(s: VennSpec) -> None:
         )
     if s.s0 + s.sb > s.dim_b:
         raise ConfigError(
-            f"venn: more decisive channels than modality b has (needs s0 + sb <= dim_b, got {s.s0} + {s.sb} > {s.dim_b})"
+            f"venn: more decisive channels than modality b has (needs s0 + sb <= dim_b, got {s.s0} + {s.sb} > "
+            f"{s.dim_b})"
         )
     if not isinstance(s.num_classes, (int, np.integer)) or s.num_classes < 2:
         raise ConfigError(f"venn.num_classes: must be an integer >= 2, got {s.num_classes!r}")
@@ -140,7 +141,9 @@ def spec_from_ratios(gamma: float, alpha: float, decisive: int = 20, **kwargs) -
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"venn.alpha: must lie in [0, 1], got {alpha!r}")
     if gamma > 1.0 - alpha + 1e-9:
-        raise ConfigError(f"venn: needs gamma <= 1 - alpha (shared dims cannot exceed a's), got gamma={gamma}, alpha={alpha}")
+        raise ConfigError(
+            f"venn: needs gamma <= 1 - alpha (shared dims cannot exceed a's), got gamma={gamma}, alpha={alpha}"
+        )
     if decisive < 1:
         raise ConfigError(f"venn.decisive: must be a positive integer (> 0), got {decisive!r}")
     s0 = int(round(gamma * decisive))
@@ -175,7 +178,9 @@ def _modify_gamma(xs2: int) -> VennSpec:
     xs2 = int(xs2)
     if not 1 <= xs2 <= 40:
         raise ConfigError(f"venn preset modify-gamma: setting (shared dims xs2) must lie in 1..40, got {xs2!r}")
-    return VennSpec(s0=xs2, sa=10, sb=0, dim_a=50, dim_b=50, hyperplane="ones", noise_order="ab", test_stream="continue")
+    return VennSpec(
+        s0=xs2, sa=10, sb=0, dim_a=50, dim_b=50, hyperplane="ones", noise_order="ab", test_stream="continue"
+    )
 
 
 PRESETS = {
@@ -265,7 +270,9 @@ def _sample_shapes(spec: VennSpec, n: int) -> tuple[tuple[int, int], ...]:
     return ((n, spec.latent_dim), *((n, spec.dim_a if m == "a" else spec.dim_b) for m in spec.noise_order))
 
 
-def _sample(spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState, mixing, blocks=None) -> VennSample:
+def _sample(
+    spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState, mixing, blocks=None
+) -> VennSample:
     """One sample; ``blocks`` are its pre-drawn normals (else they are drawn from ``rng``)."""
     if blocks is None:
         blocks = [rng.randn(*shape) for shape in _sample_shapes(spec, n)]
@@ -378,7 +385,9 @@ def venn(
 
     r = spec.ratios()
     splits = DataSplits(
-        split(d.train, "train"), split(d.extra[0], "val"), split(d.test, "test"),
+        split(d.train, "train"),
+        split(d.extra[0], "val"),
+        split(d.test, "test"),
         description=f"{name} (gamma={r['gamma']:.2f}, alpha={r['alpha']:.2f}, beta={r['beta']:.2f}):",
         info={"spec": spec, **r},
     )

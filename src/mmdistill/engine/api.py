@@ -77,15 +77,19 @@ def run_task(task: Task | str | Any, data: DataSplits | ItemSplits) -> Task:
     for split in (data.train, data.val, data.test):
         own = getattr(split, "task", None) or DEFAULT_TASK
         if own != task.name:
-            raise ConfigError(f"task: the run's task is {task.name!r} but split {split.name!r} holds {own!r} targets "
-                              f"(its dataset's task); set task: {own}, or give data of task {task.name!r}")
+            raise ConfigError(
+                f"task: the run's task is {task.name!r} but split {split.name!r} holds {own!r} targets "
+                f"(its dataset's task); set task: {own}, or give data of task {task.name!r}"
+            )
         if task.name == "segmentation":
             mine = getattr(split, "ignore_index", None)
             if mine is None and isinstance(split, ItemDataset):
                 split.ignore_index = task.ignore_index
             elif mine is not None and mine != task.ignore_index:
-                raise ConfigError(f"task.params.ignore_index: {task.ignore_index}, but split {split.name!r} marks "
-                                  f"unlabelled pixels with {mine}; set task.params.ignore_index: {mine}")
+                raise ConfigError(
+                    f"task.params.ignore_index: {task.ignore_index}, but split {split.name!r} marks "
+                    f"unlabelled pixels with {mine}; set task.params.ignore_index: {mine}"
+                )
         if task.name == "regression" and getattr(split, "num_classes", None) is None:
             y = split.__getitems__([0])[LABEL]
             split.num_classes = 1 if y.dim() == 1 else int(y.shape[1])
@@ -96,8 +100,9 @@ def _columns(out: torch.Tensor) -> int:
     return out.shape[1] if out.dim() > 1 else 1
 
 
-def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits,
-                task: Task | None = None) -> None:
+def _check_pair(
+    student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits, task: Task | None = None
+) -> None:
     """The models read modalities the data have; their outputs agree with each other and with the task: the
     number of columns (classes, labels, regression outputs), and (B, C, H, W) at the label map's size for
     segmentation."""
@@ -108,7 +113,9 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits 
             continue
         for m in model_modalities(model):
             if m not in specs:
-                raise ConfigError(f"{who} reads modality {m!r}, which the dataset does not have; available: {', '.join(specs)}")
+                raise ConfigError(
+                    f"{who} reads modality {m!r}, which the dataset does not have; available: {', '.join(specs)}"
+                )
     if teacher is None and task.name == DEFAULT_TASK:
         return
     sample = data.train.__getitems__(range(min(2, len(data.train))))
@@ -118,20 +125,24 @@ def _check_pair(student: nn.Module, teacher: nn.Module | None, data: DataSplits 
             outs["teacher"] = teacher.eval()(sample)
     what = {"multilabel": "labels", "regression": "outputs"}.get(task.name, "classes")
     if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
-        raise ConfigError(f"teacher predicts {_columns(outs['teacher'])} {what} but the student predicts "
-                          f"{_columns(outs['student'])}; they must agree")
+        raise ConfigError(
+            f"teacher predicts {_columns(outs['teacher'])} {what} but the student predicts "
+            f"{_columns(outs['student'])}; they must agree"
+        )
     if _columns(outs["student"]) != data.num_classes:
         raise ConfigError(f"models predict {_columns(outs['student'])} {what} but the dataset has {data.num_classes}")
     if task.name == "segmentation":
         size = tuple(sample[LABEL].shape[1:])
         for who, out in outs.items():
             if out.dim() != 4 or tuple(out.shape[2:]) != size:
-                raise ConfigError(f"{who}.model: task 'segmentation' needs logits (B, C, H, W) at the label map's "
-                                  f"size (H, W) = {size}; the model outputs {tuple(out.shape)}")
+                raise ConfigError(
+                    f"{who}.model: task 'segmentation' needs logits (B, C, H, W) at the label map's "
+                    f"size (H, W) = {size}; the model outputs {tuple(out.shape)}"
+                )
 
 
 def _teacher_mode(cache: CacheConfig, train) -> str:
-    """"cache" or "online": online when the training data are random (augmentation: an example's input differs
+    """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
     every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
     An explicit ``cache.enabled=True`` on such data is refused, saying why."""
     if not cache.enabled:
@@ -139,23 +150,44 @@ def _teacher_mode(cache: CacheConfig, train) -> str:
     random, keyless = getattr(train, "random", False), isinstance(train, ItemDataset) and not train.cacheable
     if not (random or keyless):
         return "cache"
-    why = ("the training data are random (a transform or dataset.random=True): an example's input changes every "
-           "epoch, so a cached teacher output would belong to another input" if random else
-           "the training dataset has no fingerprint() to key a cache by (a string that changes when the data change)")
+    why = (
+        "the training data are random (a transform or dataset.random=True): an example's input changes every "
+        "epoch, so a cached teacher output would belong to another input"
+        if random
+        else "the training dataset has no fingerprint() to key a cache by (a string that changes when the data change)"
+    )
     if "enabled" in cache.model_fields_set:
-        raise ConfigError(f"cache.enabled: cannot cache the teacher's outputs: {why}; set cache.enabled=false (the "
-                          "teacher then runs online on each training batch, in eval mode, without gradients)")
+        raise ConfigError(
+            f"cache.enabled: cannot cache the teacher's outputs: {why}; set cache.enabled=false (the "
+            "teacher then runs online on each training batch, in eval mode, without gradients)"
+        )
     print(f"mmdistill: the teacher runs online on each training batch (no cache): {why}", file=sys.stderr)
     return "online"
 
 
 @scoped_determinism
-def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | Any = None,
-            out_dir: str | Path | None = None, method: str = "kd", method_params: dict | None = None,
-            masking: MaskingConfig | None = None, trainer: TrainerConfig | None = None, cache: CacheConfig | None = None,
-            seed: int = 0, resume: bool = False, quiet: bool = True, fabric: Fabric | None = None, desc: str = "train",
-            *, train: Dataset | None = None, val: Dataset | None = None, test: Dataset | None = None,
-            transforms: dict[str, Callable[[dict], dict]] | None = None, task: Task | str | Any = None) -> RunResult:
+def distill(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: DataSplits | Any = None,
+    out_dir: str | Path | None = None,
+    method: str = "kd",
+    method_params: dict | None = None,
+    masking: MaskingConfig | None = None,
+    trainer: TrainerConfig | None = None,
+    cache: CacheConfig | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    quiet: bool = True,
+    fabric: Fabric | None = None,
+    desc: str = "train",
+    *,
+    train: Dataset | None = None,
+    val: Dataset | None = None,
+    test: Dataset | None = None,
+    transforms: dict[str, Callable[[dict], dict]] | None = None,
+    task: Task | str | Any = None,
+) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
     Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
@@ -205,14 +237,18 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
         learned_null = any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v)
         online = _teacher_mode(cache, train) == "online"
         if cache.enabled and not online and learned_null:
-            raise ConfigError("cache.enabled: the teacher's modality views use learned null tokens, which change during "
-                              "training, so they cannot be cached; set cache.enabled=false or another masking strategy")
+            raise ConfigError(
+                "cache.enabled: the teacher's modality views use learned null tokens, which change during "
+                "training, so they cannot be cached; set cache.enabled=false or another masking strategy"
+            )
         if not online:
             cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
             if fabric.is_global_zero:
                 cached_table(teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device)
             fabric.barrier()
-            table, _ = cached_table(teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device, build=False)
+            table, _ = cached_table(
+                teacher, train, request, masker, cache_dir, trainer.batch_size * 4, fabric.device, build=False
+            )
             source = lambda batch: table.lookup(batch, fabric.device)  # noqa: E731
         else:
             source = lambda batch: teacher_outputs(teacher, batch, request, masker)  # noqa: E731
@@ -223,34 +259,65 @@ def distill(student: nn.Module, teacher: nn.Module | None, data: DataSplits | An
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
-    val = evaluate(student, eval_batches(data.val, bs, rank, world, trainer, fabric.device), data.num_classes,
-                   fabric.device, task=task)
-    test = evaluate(student, eval_batches(data.test, bs, rank, world, trainer, fabric.device), data.num_classes,
-                    fabric.device, task=task)
+    val = evaluate(
+        student,
+        eval_batches(data.val, bs, rank, world, trainer, fabric.device),
+        data.num_classes,
+        fabric.device,
+        task=task,
+    )
+    test = evaluate(
+        student,
+        eval_batches(data.test, bs, rank, world, trainer, fabric.device),
+        data.num_classes,
+        fabric.device,
+        task=task,
+    )
     if fabric.is_global_zero:
         save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
-        write_json(out_dir / "result.json", {"test": test, "val": val, "best_epoch": fitted.best_epoch,
-                                             "epochs_run": fitted.epochs_run, "stopped_early": fitted.stopped_early,
-                                             "test_checkpoint": fitted.test_checkpoint, "seed": seed, "method": method})
+        write_json(
+            out_dir / "result.json",
+            {
+                "test": test,
+                "val": val,
+                "best_epoch": fitted.best_epoch,
+                "epochs_run": fitted.epochs_run,
+                "stopped_early": fitted.stopped_early,
+                "test_checkpoint": fitted.test_checkpoint,
+                "seed": seed,
+                "method": method,
+            },
+        )
     fabric.barrier()
-    return RunResult(test, val, fitted.best_epoch, fitted.epochs_run, fitted.stopped_early, fitted.test_checkpoint, student,
-                     fitted.train_seconds, fitted.train_steps)
+    return RunResult(
+        test,
+        val,
+        fitted.best_epoch,
+        fitted.epochs_run,
+        fitted.stopped_early,
+        fitted.test_checkpoint,
+        student,
+        fitted.train_seconds,
+        fitted.train_steps,
+    )
 
 
 def start_fabric(trainer: TrainerConfig) -> Fabric:
     """``make_fabric`` + ``launch``, with set-up failures as one message (no GPU, a strategy that cannot start)."""
     if trainer.strategy == "ddp_spawn":
-        raise ConfigError("trainer.strategy: 'ddp_spawn' cannot run mmdistill's training loop (Fabric needs a launch "
-                          "function); use trainer.strategy=ddp, which starts the worker processes itself")
+        raise ConfigError(
+            "trainer.strategy: 'ddp_spawn' cannot run mmdistill's training loop (Fabric needs a launch "
+            "function); use trainer.strategy=ddp, which starts the worker processes itself"
+        )
     check_resources(trainer)  # the Python API gets the same machine checks as a config file (devices, threads, GPU)
     try:
         fabric = make_fabric(trainer)
         launch(fabric)
     except (RuntimeError, ValueError, TypeError, ImportError) as err:  # MisconfigurationException is a ValueError
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise MachineError(f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
-                           f"trainer.strategy={trainer.strategy}: this machine cannot start the run ({first}); "
-                           f"use trainer.accelerator=cpu or settings this machine has") from None
+        raise MachineError(
+            f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
+            f"trainer.strategy={trainer.strategy}: this machine cannot start the run ({first}); "
+            f"use trainer.accelerator=cpu or settings this machine has"
+        ) from None
     return fabric
-
-

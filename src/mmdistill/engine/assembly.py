@@ -16,8 +16,9 @@ from ..models.multimodal import build_model
 from .checkpoint import load_weights
 
 
-def build_run_model(cfg: RunConfig, role: Literal["teacher", "student"], data: DataSplits,
-                    load_checkpoint: bool = True) -> nn.Module:
+def build_run_model(
+    cfg: RunConfig, role: Literal["teacher", "student"], data: DataSplits, load_checkpoint: bool = True
+) -> nn.Module:
     """The ``teacher`` or ``student`` model of ``cfg`` for ``data`` (fresh weights; the teacher with
     ``teacher.checkpoint`` loaded when the config names one and ``load_checkpoint``); errors name the config key."""
     section = getattr(cfg, role)
@@ -33,7 +34,9 @@ def load_teacher_weights(teacher: nn.Module, path: Path) -> None:
     try:
         result = teacher.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(f"teacher.checkpoint: {path} does not fit teacher.model: {str(err).splitlines()[-1].strip()}") from None
+        raise CheckpointError(
+            f"teacher.checkpoint: {path} does not fit teacher.model: {str(err).splitlines()[-1].strip()}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"teacher.checkpoint: {path} does not fit teacher.model: missing keys {result.missing_keys[:5]}, "

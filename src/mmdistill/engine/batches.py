@@ -8,8 +8,8 @@
 
 Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler-style across processes, and a
 batch's random augmentation is seeded by (seed, epoch, its first index): a function of neither the worker that
-reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA, batches
-are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
+reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA,
+batches are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
 the user as a :class:`DataError` naming the split, the item index and the original exception.
 """
 
@@ -58,7 +58,7 @@ class EpochBatches:
         total = -(-self.n // self.world) * self.world
         if total > self.n:
             order = torch.cat([order, order[: total - self.n]])
-        return order[self.rank::self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self):
         return iter(self._indices().split(self.batch_size))
@@ -141,8 +141,11 @@ class _Collate:
 def _raise_failure(f: _Failure, split: str) -> None:
     if f.index is None and f.kind == "DataError":  # our own collate check: it names the item and key already
         raise DataError(f"{split}: {f.message}")
-    err = DataError(f"{split}: reading item {f.index} raised {f.kind}: {f.message}" if f.index is not None else
-                    f"{split}: making a batch raised {f.kind}: {f.message}")
+    err = DataError(
+        f"{split}: reading item {f.index} raised {f.kind}: {f.message}"
+        if f.index is not None
+        else f"{split}: making a batch raised {f.kind}: {f.message}"
+    )
     err.add_note(f.trace)
     raise err
 
@@ -150,17 +153,24 @@ def _raise_failure(f: _Failure, split: str) -> None:
 class ItemBatches:
     """Batches of an :class:`ItemDataset` through a DataLoader (workers, pinning, prefetch per ``TrainerConfig``)."""
 
-    def __init__(self, dataset: ItemDataset, order, cfg: TrainerConfig, seed: int, device: torch.device,
-                 epoch: int | None = None) -> None:
+    def __init__(
+        self, dataset: ItemDataset, order, cfg: TrainerConfig, seed: int, device: torch.device, epoch: int | None = None
+    ) -> None:
         self.dataset, self.order, self.device = dataset, order, torch.device(device)
         on_cuda = self.device.type == "cuda"
         pin = cfg.pin_memory if cfg.pin_memory is not None else on_cuda
         workers = cfg.num_workers
         extra = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
-        self.loader = DataLoader(_SeededReads(dataset), batch_sampler=_SeededBatches(order, seed, epoch),
-                                 collate_fn=_Collate(dataset), num_workers=workers, pin_memory=pin and on_cuda,
-                                 persistent_workers=cfg.persistent_workers and workers > 0,
-                                 generator=torch.Generator().manual_seed(seed), **extra)
+        self.loader = DataLoader(
+            _SeededReads(dataset),
+            batch_sampler=_SeededBatches(order, seed, epoch),
+            collate_fn=_Collate(dataset),
+            num_workers=workers,
+            pin_memory=pin and on_cuda,
+            persistent_workers=cfg.persistent_workers and workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+            **extra,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
@@ -215,8 +225,9 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_batches(dataset, cfg: TrainerConfig, seed: int, rank: int, world: int,
-                  device: torch.device | str = "cpu", task=None) -> ColumnBatches | ItemBatches:
+def train_batches(
+    dataset, cfg: TrainerConfig, seed: int, rank: int, world: int, device: torch.device | str = "cpu", task=None
+) -> ColumnBatches | ItemBatches:
     """This process's training batches: call ``set_epoch(e)`` before iterating epoch e.
 
     Column data's labels are checked once here, in ``task``'s form (:mod:`mmdistill.tasks`; None: the dataset's task);
@@ -245,8 +256,14 @@ class _RowBatches:
         pass
 
 
-def eval_batches(dataset, batch_size: int, rank: int = 0, world: int = 1, cfg: TrainerConfig | None = None,
-                 device: torch.device | str = "cpu"):
+def eval_batches(
+    dataset,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+    cfg: TrainerConfig | None = None,
+    device: torch.device | str = "cpu",
+):
     """This process's share of a split (rows rank, rank+world, ...), no padding, in order.
 
     An item dataset's random transform, if any, is seeded as outside training (the same draw every evaluation).
@@ -255,5 +272,6 @@ def eval_batches(dataset, batch_size: int, rank: int = 0, world: int = 1, cfg: T
     if isinstance(dataset, MultimodalDataset):
         return ColumnBatches(dataset, rows, "cpu")
     cfg = cfg or TrainerConfig()
-    return ItemBatches(dataset, rows, cfg.model_copy(update={"persistent_workers": False}), 0, device,
-                       epoch=OUTSIDE_TRAINING)
+    return ItemBatches(
+        dataset, rows, cfg.model_copy(update={"persistent_workers": False}), 0, device, epoch=OUTSIDE_TRAINING
+    )

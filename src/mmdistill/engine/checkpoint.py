@@ -31,9 +31,18 @@ from ..io import atomic_write
 
 FORMAT = "mmdistill-v1"
 
-_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-                torch.bool: "BOOL"}
+_DTYPE_NAMES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def tensors_checksum(tensors: dict[str, Tensor]) -> str:
@@ -167,13 +176,16 @@ def tensor_layout(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[
     for name, info in header.items():
         begin, end = (8 + n + int(o) for o in info["data_offsets"])
         if end > size or info["dtype"] not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} runs past the end of the file or has an unknown dtype (truncated?)")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} runs past the end of the file or has an unknown dtype (truncated?)"
+            )
         layout[name] = (_SAFETENSORS_DTYPES[info["dtype"]], tuple(info["shape"]), begin, end)
     return layout, meta
 
 
-def read_verified(path: str | Path, keep: bool = False,
-                  chunk_bytes: int = 8 << 20) -> tuple[dict, dict[str, Tensor] | None]:
+def read_verified(
+    path: str | Path, keep: bool = False, chunk_bytes: int = 8 << 20
+) -> tuple[dict, dict[str, Tensor] | None]:
     """Check a file's sha256 (as :func:`tensors_checksum`) reading it in chunks; return (JSON state, tensors).
 
     With ``keep`` the tensors are read into memory on the way (one pass over the file, no second
@@ -191,10 +203,10 @@ def read_verified(path: str | Path, keep: bool = False,
                 arr = np.empty(end - begin, np.uint8)
                 view, done = memoryview(arr), 0
                 while done < len(arr):
-                    got = f.readinto(view[done:done + chunk_bytes])
+                    got = f.readinto(view[done : done + chunk_bytes])
                     if not got:
                         raise CheckpointError(f"{path}: file ends inside tensor {name!r} (truncated?)")
-                    h.update(view[done:done + got])
+                    h.update(view[done : done + got])
                     done += got
                 arrays[name] = torch.from_numpy(arr).view(dtype).reshape(shape)
             else:
@@ -209,7 +221,8 @@ def read_verified(path: str | Path, keep: bool = False,
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
-    """Model weights from ``.safetensors`` (checked), or a ``.pt``/``.pth`` state dict via ``torch.load(weights_only=True)``."""
+    """Model weights from ``.safetensors`` (checked), or a ``.pt``/``.pth`` state dict via
+    ``torch.load(weights_only=True)``."""
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".bin"):
         if not path.is_file():
@@ -246,7 +259,9 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def save_training_state(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict) -> Path:
+def save_training_state(
+    path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict
+) -> Path:
     """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, loop state."""
     tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
@@ -258,9 +273,11 @@ def save_training_state(path: str | Path, module: torch.nn.Module, optimizer: to
     return save_tensors(path, tensors, full)
 
 
-def load_training_state(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict:
+def load_training_state(
+    path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict:
     tensors, state = load_tensors(path)
-    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state.pop("optimizer")))
     sched = state.pop("scheduler")
     if scheduler is not None and sched is not None:

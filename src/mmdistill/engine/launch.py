@@ -43,8 +43,11 @@ def run_determinism(cfg: TrainerConfig):
     """
     import torch.utils.deterministic as deterministic
 
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              deterministic.fill_uninitialized_memory)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        deterministic.fill_uninitialized_memory,
+    )
     if cfg.accelerator == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
         deterministic.fill_uninitialized_memory = False
@@ -116,8 +119,9 @@ class SingleCPUProcess:
 
 def needs_fabric(cfg: TrainerConfig) -> bool:
     """False for one CPU process at 32-true (no DDP, no mixed precision, no accelerator): Fabric would do nothing."""
-    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available()
-                                          and not torch.backends.mps.is_available())
+    on_cpu = cfg.accelerator == "cpu" or (
+        cfg.accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
     single = cfg.devices == 1 and cfg.num_nodes == 1 and cfg.strategy == "auto"
     launched = any(v in os.environ for v in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"))
     return not (on_cpu and single and cfg.precision == "32-true" and not launched)
@@ -138,7 +142,13 @@ def make_fabric(cfg: TrainerConfig) -> Union["Fabric", SingleCPUProcess]:
 
         backend = "gloo" if cfg.accelerator == "cpu" else None
         strategy = DDPStrategy(process_group_backend=backend, timeout=timedelta(seconds=cfg.ddp_timeout_s))
-    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy, precision=cfg.precision)
+    return Fabric(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=cfg.precision,
+    )
 
 
 def launch(fabric: Union["Fabric", SingleCPUProcess]) -> None:
@@ -154,6 +164,10 @@ def _orphan_watchdog(parent: int, rank: str, every: float = 1.0) -> None:
     while True:
         time.sleep(every)
         if os.getppid() != parent:
-            print(f"mmdistill: rank {rank}: the launching process (pid {parent}) has died; stopping this worker. "
-                  f"Resume the run with --resume.", file=sys.stderr, flush=True)
+            print(
+                f"mmdistill: rank {rank}: the launching process (pid {parent}) has died; stopping this worker. "
+                f"Resume the run with --resume.",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(3)

@@ -27,7 +27,9 @@ IN_POINTS = ("accuracy", "f1_macro", "auroc", "f1_micro", "map", "miou", "pixel_
 
 
 class RunLogger:
-    def __init__(self, out_dir: Path, total_epochs: int, quiet: bool = False, enabled: bool = True, desc: str = "train") -> None:
+    def __init__(
+        self, out_dir: Path, total_epochs: int, quiet: bool = False, enabled: bool = True, desc: str = "train"
+    ) -> None:
         self.enabled = enabled
         self.csv_path = out_dir / "metrics.csv"
         self.tb = None
@@ -112,8 +114,11 @@ class RunLogger:
         for k, v in values.items():
             self.tb.add_scalar(k, v, epoch)
         if self.bar is not None:
-            shown = {k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}" for k, v in values.items()
-                     if k.startswith(("train/", *SHOWN))}
+            shown = {
+                k.split("/", 1)[1] if k.startswith("train/") else k: f"{v:.3g}"
+                for k, v in values.items()
+                if k.startswith(("train/", *SHOWN))
+            }
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(1)
         if self.log_lines:

@@ -33,8 +33,14 @@ def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch], num_classes: int, device: torch.device | str = "cpu",
-             transform: Callable[[Batch], Batch] | None = None, task: Task | str | Any = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    transform: Callable[[Batch], Batch] | None = None,
+    task: Task | str | Any = None,
+) -> dict[str, float]:
     """Metrics of ``model`` over ``batches`` for ``task`` (None: classification), plus the mean task loss as ``loss``.
 
     ``transform`` is applied to each batch first (e.g. a masker removing a modality).

@@ -51,16 +51,26 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
     try:
         model.load_state_dict(tensors)
         r = json.loads(result_path.read_text())
-        return RunResult(r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"],
-                         r["test_checkpoint"], model)
+        return RunResult(
+            r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"], r["test_checkpoint"], model
+        )
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"--resume: the finished part in {out_dir} does not fit this run or is damaged "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with "
-                              f"--overwrite") from None
+        raise CheckpointError(
+            f"--resume: the finished part in {out_dir} does not fit this run or is damaged "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); replace the run with "
+            f"--overwrite"
+        ) from None
 
 
-def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, baseline: bool = True,
-               resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+def run_config(
+    cfg: RunConfig,
+    out: str | Path,
+    seeds: list[int] | None = None,
+    baseline: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict:
     """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``.
 
     The output folder is claimed and locked through :mod:`.runfolder` (marker file, lock held for
@@ -86,7 +96,10 @@ def run_config(cfg: RunConfig, out: str | Path, seeds: list[int] | None = None, 
     data = load_data(cfg.data)
     run_task(cfg.task, data)  # the data hold the config's task's targets (and take its ignore_index)
     if uses_teacher and cfg.teacher is None:
-        raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none to train one)")
+        raise ConfigError(
+            f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none "
+            "to train one)"
+        )
     preflight(cfg, data)
     folder = None
     if fabric.is_global_zero:
@@ -128,8 +141,10 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
         if trainer is not None:
             task.check_monitor(trainer.monitor, f"{key}.monitor")
         if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
-            raise ConfigError(f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
-                              "classes; use accuracy, f1_macro or loss")
+            raise ConfigError(
+                f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
+                "classes; use accuracy, f1_macro or loss"
+            )
     check_model_size("student.model", cfg.student.model, specs, n_cls)
     if cfg.teacher is not None:
         check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
@@ -149,8 +164,16 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
         algo.losses(sample, algo.forward_student(student.eval(), sample), t_out)
 
 
-def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, resume: bool, quiet: bool,
-              fabric: Fabric) -> dict:
+def _run_seed(
+    cfg: RunConfig,
+    data: DataSplits,
+    seed_dir: Path,
+    seed: int,
+    baseline: bool,
+    resume: bool,
+    quiet: bool,
+    fabric: Fabric,
+) -> dict:
     """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student."""
     n_cls = data.num_classes
     row: dict[str, Any] = {"seed": seed}
@@ -163,9 +186,20 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         else:
             done = _load_finished(seed_dir / "teacher", teacher) if resume else None
             if done is None:
-                done = distill(teacher, None, data, seed_dir / "teacher", "supervised", trainer=cfg.teacher.trainer or cfg.trainer,
-                               seed=seed, resume=resume, quiet=quiet, fabric=fabric, desc=f"seed {seed} teacher",
-                               task=cfg.task)
+                done = distill(
+                    teacher,
+                    None,
+                    data,
+                    seed_dir / "teacher",
+                    "supervised",
+                    trainer=cfg.teacher.trainer or cfg.trainer,
+                    seed=seed,
+                    resume=resume,
+                    quiet=quiet,
+                    fabric=fabric,
+                    desc=f"seed {seed} teacher",
+                    task=cfg.task,
+                )
             row["teacher"] = done.test
     parts = [("student", cfg.method.name)]
     if baseline and cfg.method.name != "supervised":
@@ -175,9 +209,23 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         student = build_run_model(cfg, "student", data)
         done = _load_finished(seed_dir / part, student) if resume else None
         if done is None:
-            done = distill(student, teacher, data, seed_dir / part, method, cfg.method.params if part == "student" else None,
-                           cfg.masking, cfg.trainer, cfg.cache, seed, resume, quiet, fabric, desc=f"seed {seed} {part}",
-                           task=cfg.task)
+            done = distill(
+                student,
+                teacher,
+                data,
+                seed_dir / part,
+                method,
+                cfg.method.params if part == "student" else None,
+                cfg.masking,
+                cfg.trainer,
+                cfg.cache,
+                seed,
+                resume,
+                quiet,
+                fabric,
+                desc=f"seed {seed} {part}",
+                task=cfg.task,
+            )
         row[part] = done.test
         row[f"{part}_best_epoch"] = done.best_epoch
     return row
@@ -192,11 +240,18 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: st
     paired = {}
     if all("nokd" in r for r in runs):
         for metric in runs[0]["student"]:
-            paired[f"student-nokd.{metric}"] = paired_difference([r["student"][metric] for r in runs], [r["nokd"][metric] for r in runs])
+            paired[f"student-nokd.{metric}"] = paired_difference(
+                [r["student"][metric] for r in runs], [r["nokd"][metric] for r in runs]
+            )
     return {
-        "method": method, "task": task, "seeds": [r["seed"] for r in runs], "test_checkpoint": test_checkpoint,
+        "method": method,
+        "task": task,
+        "seeds": [r["seed"] for r in runs],
+        "test_checkpoint": test_checkpoint,
         "reporting": f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights",
-        "runs": runs, "summary": summary, "paired": paired,
+        "runs": runs,
+        "summary": summary,
+        "paired": paired,
     }
 
 
@@ -210,7 +265,7 @@ SUMMARY_COLUMNS = {
 }
 _UNITS = {
     "regression": "MAE in the target's units, Pearson r as is; an interval past [-1, 1] is shown clipped and marked "
-                  "(clipped)",
+    "(clipped)",
 }
 
 
@@ -222,8 +277,12 @@ def summary_markdown(metrics: dict) -> str:
     task = metrics.get("task", DEFAULT_TASK)
     columns = SUMMARY_COLUMNS.get(task, SUMMARY_COLUMNS[DEFAULT_TASK])
     units = _UNITS.get(task, "in points; an interval past [0, 100] is shown clipped and marked (clipped)")
-    lines = [f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}", "",
-             f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], {units}.", ""]
+    lines = [
+        f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}",
+        "",
+        f"Reporting: {metrics['reporting']}. Mean ± std [95% t-CI], {units}.",
+        "",
+    ]
     caution = few_seeds_caution(len(metrics["seeds"]))
     if caution:
         lines += [caution, ""]
@@ -231,12 +290,15 @@ def summary_markdown(metrics: dict) -> str:
     s = metrics["summary"]
     for part in ("teacher", "nokd", "student"):
         if f"{part}.{columns[0][0]}" in s:
-            cells = [format_summary(s[f"{part}.{key}"], scale, digits, bounds)
-                     for key, _, scale, digits, bounds in columns]
+            cells = [
+                format_summary(s[f"{part}.{key}"], scale, digits, bounds) for key, _, scale, digits, bounds in columns
+            ]
             lines.append(f"| {part} | " + " | ".join(cells) + " |")
     if metrics["paired"]:
         p = metrics["paired"]
-        diffs = [f"{title} {format_summary(p[f'student-nokd.{key}'], scale, digits)}"
-                 for key, title, scale, digits, _ in columns]
+        diffs = [
+            f"{title} {format_summary(p[f'student-nokd.{key}'], scale, digits)}"
+            for key, title, scale, digits, _ in columns
+        ]
         lines += ["", f"Paired difference student - nokd (same seeds): {', '.join(diffs)}."]
     return "\n".join(lines) + "\n"

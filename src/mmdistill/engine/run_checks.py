@@ -38,8 +38,12 @@ from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
 
 _LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")  # batches are seeded per batch
-RESUME_MAY_CHANGE = ("cache.dir", "trainer.ddp_timeout_s", "teacher.trainer.ddp_timeout_s",
-                     *(f"{s}.{k}" for s in ("trainer", "teacher.trainer") for k in _LOADER_KEYS))
+RESUME_MAY_CHANGE = (
+    "cache.dir",
+    "trainer.ddp_timeout_s",
+    "teacher.trainer.ddp_timeout_s",
+    *(f"{s}.{k}" for s in ("trainer", "teacher.trainer") for k in _LOADER_KEYS),
+)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,8 +60,11 @@ def config_changes(saved: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(dotted key, old, new) for every key that differs; a missing key shows as ``<absent>``."""
     old_flat, new_flat = flatten(saved), flatten(new)
     absent = "<absent>"
-    return [(k, old_flat.get(k, absent), new_flat.get(k, absent)) for k in sorted(old_flat.keys() | new_flat.keys())
-            if old_flat.get(k, absent) != new_flat.get(k, absent)]
+    return [
+        (k, old_flat.get(k, absent), new_flat.get(k, absent))
+        for k in sorted(old_flat.keys() | new_flat.keys())
+        if old_flat.get(k, absent) != new_flat.get(k, absent)
+    ]
 
 
 def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | None) -> None:
@@ -67,8 +74,10 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
         try:
             saved = strict_yaml.load(saved_path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ConfigError(f"--resume: {saved_path} is not readable YAML ({str(err).splitlines()[0]}); "
-                              f"it was not written by mmdistill or was damaged") from None
+            raise ConfigError(
+                f"--resume: {saved_path} is not readable YAML ({str(err).splitlines()[0]}); "
+                f"it was not written by mmdistill or was damaged"
+            ) from None
         new = json.loads(json.dumps(cfg.model_dump(mode="json")))
         saved = saved if isinstance(saved, dict) else {}
         try:  # the saved config with today's defaults filled in: a key added since it was written is not a change
@@ -79,15 +88,19 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
         if changes:
             shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:10])
             more = f" (and {len(changes) - 10} more)" if len(changes) > 10 else ""
-            raise ConfigError(f"--resume: the config differs from the run's {saved_path}: {shown}{more}. A resumed run "
-                              f"must keep its settings (only {', '.join(RESUME_MAY_CHANGE)} may change); start a new "
-                              f"run with another --out, or pass --overwrite instead of --resume to replace this one")
+            raise ConfigError(
+                f"--resume: the config differs from the run's {saved_path}: {shown}{more}. A resumed run "
+                f"must keep its settings (only {', '.join(RESUME_MAY_CHANGE)} may change); start a new "
+                f"run with another --out, or pass --overwrite instead of --resume to replace this one"
+            )
     started = set((marker or {}).get("seeds") or [])
     started |= {int(p.name[5:]) for p in out.glob("seed_*") if p.name[5:].isdigit()}
     dropped = sorted(started - set(seeds))
     if dropped:
-        raise ConfigError(f"--seeds: the run in {out} has started seed(s) {dropped}; resume with --seeds covering them "
-                          f"(seeds 0..N-1 with N > {max(dropped)}); adding seeds is allowed, dropping them is not")
+        raise ConfigError(
+            f"--seeds: the run in {out} has started seed(s) {dropped}; resume with --seeds covering them "
+            f"(seeds 0..N-1 with N > {max(dropped)}); adding seeds is allowed, dropping them is not"
+        )
     finished = out / "metrics.json"
     if finished.is_file():
         try:
@@ -95,8 +108,10 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
         except (OSError, ValueError, AttributeError):
             done = set()
         if set(seeds) <= done:
-            raise OutputExistsError(f"{out} already holds a finished run (metrics.json) with seeds {sorted(done)}; "
-                                    f"pass --overwrite to replace it, or --resume with more --seeds to add seeds")
+            raise OutputExistsError(
+                f"{out} already holds a finished run (metrics.json) with seeds {sorted(done)}; "
+                f"pass --overwrite to replace it, or --resume with more --seeds to add seeds"
+            )
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -112,11 +127,14 @@ def check_cache_dir(path: Path) -> None:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"cache.dir: {probe} is a file, not a folder; set cache.dir to a folder "
-                          f"(or cache.enabled=false)")
+        raise ConfigError(
+            f"cache.dir: {probe} is a file, not a folder; set cache.dir to a folder (or cache.enabled=false)"
+        )
     try:
         with tempfile.TemporaryFile(dir=probe, prefix=".mmdistill-probe-"):
             pass
     except OSError as err:
-        raise MachineError(f"cache.dir: cannot write in {probe} ({err.strerror}); make it writable, set cache.dir to "
-                           f"a writable folder, or set cache.enabled=false") from None
+        raise MachineError(
+            f"cache.dir: cannot write in {probe} ({err.strerror}); make it writable, set cache.dir to "
+            f"a writable folder, or set cache.enabled=false"
+        ) from None

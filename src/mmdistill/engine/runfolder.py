@@ -47,21 +47,47 @@ ANYWHERE = (MARKER, LOCK, ".*.tmp")  # ours in any folder of a run: marker, lock
 Layout = dict[str, Union[None, "Layout"]]  # name pattern -> None (a file) or the layout of a sub-folder
 ALL: Layout = {"*": None}  # a folder whose whole content mmdistill writes (a teacher cache inside the run folder)
 
-_MODEL: Layout = {"checkpoints": {"last.safetensors": None, "best.safetensors": None}, "metrics.csv": None,
-                  "metrics.csv.*": None, "tensorboard": {"events.out.tfevents.*": None}, "student.safetensors": None,
-                  "result.json": None}
+_MODEL: Layout = {
+    "checkpoints": {"last.safetensors": None, "best.safetensors": None},
+    "metrics.csv": None,
+    "metrics.csv.*": None,
+    "tensorboard": {"events.out.tfevents.*": None},
+    "student.safetensors": None,
+    "result.json": None,
+}
 _REPORT: Layout = {"report.html": None, "report.md": None, "report.json": None}
-_TRAIN: Layout = {"config.yaml": None, "metrics.json": None, "summary.md": None, **_REPORT,
-                  "seed_*": {"teacher": _MODEL, "student": _MODEL, "nokd": _MODEL},
-                  "analysis": {"modalities.md": None, "saliency_hist.png": None},
-                  "robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
-_STUDY: Layout = {"results.csv": None, "summary.md": None, "*.csv": None, "*.md": None, "*.png": None, **_REPORT,
-                  "runs": {"*": {"seed_*": {"*": _MODEL}}}, "cache": ALL, "avmnist": ALL}  # avmnist: data built by mfh-table1
+_TRAIN: Layout = {
+    "config.yaml": None,
+    "metrics.json": None,
+    "summary.md": None,
+    **_REPORT,
+    "seed_*": {"teacher": _MODEL, "student": _MODEL, "nokd": _MODEL},
+    "analysis": {"modalities.md": None, "saliency_hist.png": None},
+    "robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None},
+}
+_STUDY: Layout = {
+    "results.csv": None,
+    "summary.md": None,
+    "*.csv": None,
+    "*.md": None,
+    "*.png": None,
+    **_REPORT,
+    "runs": {"*": {"seed_*": {"*": _MODEL}}},
+    "cache": ALL,
+    "avmnist": ALL,
+}  # avmnist: data built by mfh-table1
 LAYOUTS: dict[str, Layout] = {
     "train": _TRAIN,
     "reproduce": _STUDY,
-    "demo": {**_REPORT, "kd-miniature": _TRAIN, "mfh-gamma": _STUDY, "advise": _STUDY, "mfh-removal": _STUDY,
-             "msd": _STUDY, "avmnist": _STUDY},
+    "demo": {
+        **_REPORT,
+        "kd-miniature": _TRAIN,
+        "mfh-gamma": _STUDY,
+        "advise": _STUDY,
+        "mfh-removal": _STUDY,
+        "msd": _STUDY,
+        "avmnist": _STUDY,
+    },
     "salience": {"scores.csv": None, "salience.png": None, **_REPORT},
 }
 
@@ -133,8 +159,10 @@ def resolve_out(out: str | Path, option: str = "--out") -> Path:
     except RuntimeError:  # a symlink loop (Python < 3.13)
         raise OutputExistsError(f"{option} {out}: a symbolic link loop; give a real folder") from None
     if out.is_symlink() and not resolved.exists():
-        raise OutputExistsError(f"{option} {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
-                                f"create the target folder or give another {option}")
+        raise OutputExistsError(
+            f"{option} {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            f"create the target folder or give another {option}"
+        )
     if resolved.exists() and not resolved.is_dir():
         raise OutputExistsError(f"{option} {out} exists and is not a folder")
     return resolved
@@ -182,8 +210,16 @@ class Plan:
     doomed: list[Path] = field(default_factory=list)
 
 
-def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, resume: bool = False,
-          protect: Iterable[Path] = (), option: str = "--out", locked_by_us: bool = False) -> Plan:
+def check(
+    out: str | Path,
+    kind: str,
+    finished: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    protect: Iterable[Path] = (),
+    option: str = "--out",
+    locked_by_us: bool = False,
+) -> Plan:
     """Decide what claiming ``out`` for command ``kind`` would do, or raise; reads only, writes nothing."""
     path = resolve_out(out, option)
     if not path.exists() or not any(e.name != LOCK for e in path.iterdir()):
@@ -192,15 +228,20 @@ def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
     if marker is None:
         entries = sorted(e.name for e in path.iterdir())
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise OutputExistsError(f"{option} {out} is a non-empty folder that is not an mmdistill run (it holds "
-                                f"{shown}); mmdistill never writes into or deletes such a folder: "
-                                f"choose a new or empty folder")
+        raise OutputExistsError(
+            f"{option} {out} is a non-empty folder that is not an mmdistill run (it holds "
+            f"{shown}); mmdistill never writes into or deletes such a folder: "
+            f"choose a new or empty folder"
+        )
     if marker.get("command") != kind:
-        raise OutputExistsError(f"{option} {out} holds an mmdistill '{marker.get('command')}' run, not a '{kind}' run; "
-                                f"choose another folder")
+        raise OutputExistsError(
+            f"{option} {out} holds an mmdistill '{marker.get('command')}' run, not a '{kind}' run; "
+            f"choose another folder"
+        )
     if not locked_by_us and _is_locked(path):
-        raise OutputBusyError(f"a run is in progress in {path} (pid {_holder(path)}); "
-                              f"wait for it to end or choose another {option}")
+        raise OutputBusyError(
+            f"a run is in progress in {path} (pid {_holder(path)}); wait for it to end or choose another {option}"
+        )
     done = (path / finished).is_file()
     if resume and not overwrite:
         return Plan(path, "resume", marker)
@@ -216,13 +257,17 @@ def check(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
         raise OutputExistsError(f"an interrupted run is here: {path} ({finished} is missing); {how}")
     ours, foreign = classify(path, LAYOUTS[kind])
     if foreign:
-        raise OutputExistsError(f"{option} {out}: --overwrite replaces only mmdistill's own outputs, and this folder "
-                                f"also holds {_names(foreign, path)}; move those away or choose another folder")
+        raise OutputExistsError(
+            f"{option} {out}: --overwrite replaces only mmdistill's own outputs, and this folder "
+            f"also holds {_names(foreign, path)}; move those away or choose another folder"
+        )
     for p in protect:
         p = Path(p).resolve()
         if p == path or path in p.parents:
-            raise OutputExistsError(f"{p} lies inside {option} {out}, which --overwrite would replace; "
-                                    f"copy it out of the folder first or choose another {option}")
+            raise OutputExistsError(
+                f"{p} lies inside {option} {out}, which --overwrite would replace; "
+                f"copy it out of the folder first or choose another {option}"
+            )
     return Plan(path, "replace", marker, ours)
 
 
@@ -241,10 +286,14 @@ class RunFolder:
         except OSError as err:
             os.close(fd)
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise MachineError(f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
-                                   f"system does not support locks: choose a folder on a local disk") from None
-            raise OutputBusyError(f"a run is in progress in {self.path} (pid {_holder(self.path)}); "
-                                  f"wait for it to end or choose another folder") from None
+                raise MachineError(
+                    f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
+                    f"system does not support locks: choose a folder on a local disk"
+                ) from None
+            raise OutputBusyError(
+                f"a run is in progress in {self.path} (pid {_holder(self.path)}); "
+                f"wait for it to end or choose another folder"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -254,8 +303,17 @@ class RunFolder:
 
         old = self.plan.marker if self.plan.action == "resume" else None
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        marker = dict(old) if old else {"mmdistill": "run folder", "run_id": uuid.uuid4().hex, "version": _version(),
-                                        "command": self.kind, "created": created}
+        marker = (
+            dict(old)
+            if old
+            else {
+                "mmdistill": "run folder",
+                "run_id": uuid.uuid4().hex,
+                "version": _version(),
+                "command": self.kind,
+                "created": created,
+            }
+        )
         marker.update(self._info)
         if marker != old:
             write_json(self.path / MARKER, marker)
@@ -299,8 +357,16 @@ def _remove(paths: list[Path]) -> None:
             p.unlink(missing_ok=True)
 
 
-def claim(out: str | Path, kind: str, finished: str, overwrite: bool = False, resume: bool = False,
-          protect: Iterable[Path] = (), info: dict | None = None, option: str = "--out") -> RunFolder:
+def claim(
+    out: str | Path,
+    kind: str,
+    finished: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    protect: Iterable[Path] = (),
+    info: dict | None = None,
+    option: str = "--out",
+) -> RunFolder:
     """Claim ``out`` for command ``kind`` (see the module docstring); the checks are repeated under the lock."""
     protect = list(protect)
     plan = check(out, kind, finished, overwrite, resume, protect, option)
@@ -336,9 +402,16 @@ def claim(out: str | Path, kind: str, finished: str, overwrite: bool = False, re
 
 
 @contextmanager
-def owned(out: str | Path, kind: str, finished: str, overwrite: bool = False, resume: bool = False,
-          protect: Iterable[Path] = (), info: dict | None = None,
-          keep: Callable[[Path], bool] = lambda path: False) -> Iterator[RunFolder]:
+def owned(
+    out: str | Path,
+    kind: str,
+    finished: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    protect: Iterable[Path] = (),
+    info: dict | None = None,
+    keep: Callable[[Path], bool] = lambda path: False,
+) -> Iterator[RunFolder]:
     """``with owned(args.out, "salience", "scores.csv", args.overwrite) as folder:`` write into ``folder.path``.
 
     On any error or Ctrl-C, what this claim wrote is removed unless ``keep(folder.path)`` says it is
@@ -370,12 +443,22 @@ def guard_model_folder(out_dir: str | Path) -> Path:
         return path
     if path.is_dir() and any(path.iterdir()):
         foreign = classify(path, {})[1]
-        raise OutputExistsError(f"out_dir {out_dir} is a non-empty folder that mmdistill did not create (it holds "
-                                f"{_names(foreign, path)}); mmdistill never writes into or deletes such a "
-                                f"folder: choose a new or empty folder")
+        raise OutputExistsError(
+            f"out_dir {out_dir} is a non-empty folder that mmdistill did not create (it holds "
+            f"{_names(foreign, path)}); mmdistill never writes into or deletes such a "
+            f"folder: choose a new or empty folder"
+        )
     path.mkdir(parents=True, exist_ok=True)
     from ..io import write_json
 
-    write_json(path / MARKER, {"mmdistill": "run folder", "run_id": uuid.uuid4().hex, "version": _version(),
-                               "command": "distill", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(
+        path / MARKER,
+        {
+            "mmdistill": "run folder",
+            "run_id": uuid.uuid4().hex,
+            "version": _version(),
+            "command": "distill",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return path

@@ -60,8 +60,11 @@ def announce_new_cache_dir(cache_dir: Path) -> None:
     if cache_dir.is_dir():
         return
     cache_dir.mkdir(parents=True, exist_ok=True)
-    print(f"mmdistill: caching teacher outputs in {cache_dir} (set cache.dir=PATH or MMDISTILL_CACHE to move it, "
-          "cache.enabled=false to turn it off)", file=sys.stderr)
+    print(
+        f"mmdistill: caching teacher outputs in {cache_dir} (set cache.dir=PATH or MMDISTILL_CACHE to move it, "
+        "cache.enabled=false to turn it off)",
+        file=sys.stderr,
+    )
 
 
 def model_hash(model: nn.Module) -> str:
@@ -113,8 +116,12 @@ class TeacherTable:
         state, arrays = read_verified(path, keep=size <= budget)
         if arrays is not None:
             return cls(arrays), state
-        return cls({name: NpyRows(str(path), begin, shape, torch.empty((), dtype=dtype).numpy().dtype)
-                    for name, (dtype, shape, begin, _end) in layout.items()}), state
+        return cls(
+            {
+                name: NpyRows(str(path), begin, shape, torch.empty((), dtype=dtype).numpy().dtype)
+                for name, (dtype, shape, begin, _end) in layout.items()
+            }
+        ), state
 
     def _rows(self, name: str, idx: Tensor) -> Tensor:
         col = self.columns[name]
@@ -123,22 +130,32 @@ class TeacherTable:
     @property
     def tensors(self) -> dict[str, Tensor]:
         """Every column in memory (tests and small data)."""
-        return {k: v if isinstance(v, Tensor) else torch.from_numpy(v.rows(slice(None))) for k, v in self.columns.items()}
+        return {
+            k: v if isinstance(v, Tensor) else torch.from_numpy(v.rows(slice(None))) for k, v in self.columns.items()
+        }
 
     def lookup(self, batch: Batch, device: torch.device) -> TeacherOutputs:
         idx = batch[INDEX].cpu()
-        feats = {k[len("feature."):]: self._rows(k, idx).to(device) for k in self.columns if k.startswith("feature.")}
+        feats = {k[len("feature.") :]: self._rows(k, idx).to(device) for k in self.columns if k.startswith("feature.")}
         views = self._rows("view_logits", idx).transpose(0, 1).to(device) if "view_logits" in self.columns else None
         return TeacherOutputs(self._rows("logits", idx).to(device), feats, views)
 
 
-def cache_description(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest,
-                      masker: Masker | None) -> dict:
+def cache_description(
+    teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None
+) -> dict:
     """What a cache file's key hashes; stored in the file and compared on open."""
     masking = masker.strategy if (masker is not None and request.views) else None
-    return {"format": 3, "mmdistill": __version__, "teacher": model_hash(teacher), "data": dataset.fingerprint(),
-            "features": list(request.features), "views": [list(v) for v in request.views], "masking": masking,
-            "mask_state": _masker_hash(masker) if masking else None}
+    return {
+        "format": 3,
+        "mmdistill": __version__,
+        "teacher": model_hash(teacher),
+        "data": dataset.fingerprint(),
+        "features": list(request.features),
+        "views": [list(v) for v in request.views],
+        "masking": masking,
+        "mask_state": _masker_hash(masker) if masking else None,
+    }
 
 
 def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
@@ -150,7 +167,9 @@ def _key_of(desc: dict) -> str:
 
 
 def _masker_hash(masker: Masker) -> str:
-    return hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in masker.state_dict().values())).hexdigest()
+    return hashlib.sha256(
+        b"".join(v.detach().cpu().numpy().tobytes() for v in masker.state_dict().values())
+    ).hexdigest()
 
 
 def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None:
@@ -165,12 +184,19 @@ def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None
             raise TrainingError(
                 f"the teacher's {name} are not finite (NaN/Inf) on split {split!r}, first at example {first} "
                 f"(row 'index'); the teacher (its checkpoint, or its weights after training) is broken, not "
-                f"the student. Check or retrain the teacher.")
+                f"the student. Check or retrain the teacher."
+            )
 
 
 @torch.no_grad()
-def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
-                  batch_size: int, device: torch.device) -> TeacherTable:
+def compute_table(
+    teacher: nn.Module,
+    dataset: MultimodalDataset,
+    request: TeacherRequest,
+    masker: Masker | None,
+    batch_size: int,
+    device: torch.device,
+) -> TeacherTable:
     """Teacher outputs for the whole split, in row order (filled into preallocated columns; checked finite)."""
     teacher.eval()
     columns: dict[str, Tensor] = {}
@@ -186,12 +212,20 @@ def compute_table(teacher: nn.Module, dataset: MultimodalDataset, request: Teach
         for k, v in parts.items():
             if k not in columns:
                 columns[k] = torch.empty((n, *v.shape[1:]), dtype=torch.float32)
-            columns[k][rows.start:rows.stop] = v.float().cpu()
+            columns[k][rows.start : rows.stop] = v.float().cpu()
     return TeacherTable(columns)
 
 
-def cached_table(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None,
-                 cache_dir: Path, batch_size: int, device: torch.device, build: bool = True) -> tuple[TeacherTable, bool]:
+def cached_table(
+    teacher: nn.Module,
+    dataset: MultimodalDataset,
+    request: TeacherRequest,
+    masker: Masker | None,
+    cache_dir: Path,
+    batch_size: int,
+    device: torch.device,
+    build: bool = True,
+) -> tuple[TeacherTable, bool]:
     """Load the split's table from ``cache_dir`` or compute and store it. Returns (table, was_hit).
 
     ``build=False`` (non-zero DDP ranks) only loads; rank 0 builds first behind a barrier. A
@@ -232,6 +266,8 @@ def _key_problem(state: dict, key: str, desc: dict) -> str | None:
     if state["cache_key"] != key or state.get("cache_description") != desc:
         stored = state.get("cache_description") or {}
         diff = sorted(k for k in set(stored) | set(desc) if stored.get(k) != desc.get(k))
-        return (f"the file was built for key {state['cache_key']!r}, not this run's {key!r} "
-                f"(differs in: {', '.join(diff) or 'the key'}); it was copied or renamed")
+        return (
+            f"the file was built for key {state['cache_key']!r}, not this run's {key!r} "
+            f"(differs in: {', '.join(diff) or 'the key'}); it was copied or renamed"
+        )
     return None

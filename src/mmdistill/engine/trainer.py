@@ -82,8 +82,16 @@ class TrainingBatches:
     0 on resume; our epoch number keeps the shuffle a pure function of (seed, epoch).
     """
 
-    def __init__(self, dataset, cfg: TrainerConfig, seed: int, rank: int, world: int, device: torch.device,
-                 task: Task | None = None) -> None:
+    def __init__(
+        self,
+        dataset,
+        cfg: TrainerConfig,
+        seed: int,
+        rank: int,
+        world: int,
+        device: torch.device,
+        task: Task | None = None,
+    ) -> None:
         self.loader = train_batches(dataset, cfg, seed, rank, world, device, task)  # column data's labels checked here
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -160,8 +168,9 @@ def _plain_pytorch_step(fabric: Fabric, cfg: TrainerConfig) -> bool:
     return fabric.world_size == 1 and fabric.device.type == "cpu" and cfg.precision == "32-true"
 
 
-def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    cfg: TrainerConfig) -> StepFunctions:
+def _step_functions(
+    fabric: Fabric, module: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainerConfig
+) -> StepFunctions:
     """One process on CPU in full precision: call the module, ``backward`` and ``step`` directly.
 
     Fabric's module wrapper, backward and optimizer step then only convert float32 to float32
@@ -171,19 +180,36 @@ def _step_functions(fabric: Fabric, module: nn.Module, optimizer: torch.optim.Op
     if _plain_pytorch_step(fabric, cfg):
         params = [p for g in optimizer.param_groups for p in g["params"]]
         return StepFunctions(
-            forward=module, backward=Tensor.backward, optimizer_step=optimizer.step, autocast=contextlib.nullcontext,
-            clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, norm_type=2.0,
-                                                                 error_if_nonfinite=True))
+            forward=module,
+            backward=Tensor.backward,
+            optimizer_step=optimizer.step,
+            autocast=contextlib.nullcontext,
+            clip=lambda max_norm: torch.nn.utils.clip_grad_norm_(
+                params, max_norm=max_norm, norm_type=2.0, error_if_nonfinite=True
+            ),
+        )
     # After loading: Fabric's optimizer wrapper copies the optimizer's attributes at setup time.
     module_f, optimizer_f = fabric.setup(module, optimizer)
-    return StepFunctions(forward=module_f, backward=fabric.backward, optimizer_step=optimizer_f.step,
-                         autocast=fabric.autocast,
-                         clip=lambda max_norm: fabric.clip_gradients(module_f, optimizer_f, max_norm=max_norm))
+    return StepFunctions(
+        forward=module_f,
+        backward=fabric.backward,
+        optimizer_step=optimizer_f.step,
+        autocast=fabric.autocast,
+        clip=lambda max_norm: fabric.clip_gradients(module_f, optimizer_f, max_norm=max_norm),
+    )
 
 
-def _not_finite(losses: dict[str, LossTerm], weights: dict[str, float], total: Tensor,
-                teacher_out: TeacherOutputs | None, batch: Batch, split: str, epoch: int, step: int,
-                last_path: Path) -> Exception:
+def _not_finite(
+    losses: dict[str, LossTerm],
+    weights: dict[str, float],
+    total: Tensor,
+    teacher_out: TeacherOutputs | None,
+    batch: Batch,
+    split: str,
+    epoch: int,
+    step: int,
+    last_path: Path,
+) -> Exception:
     """The error for a non-finite total loss: names the teacher if its outputs are the cause, else every term."""
     if teacher_out is not None:
         try:
@@ -193,8 +219,11 @@ def _not_finite(losses: dict[str, LossTerm], weights: dict[str, float], total: T
     values = {k: term_value(v).detach() for k, v in losses.items()}
     terms = ", ".join(f"{k}={float(v):.4g} (weight {weights.get(k, 1.0):.4g})" for k, v in values.items())
     bad = [k for k, v in values.items() if not torch.isfinite(v)]
-    what = (f"loss term {', '.join(map(repr, bad))} is not finite" if bad else
-            f"the weighted sum of the loss terms is not finite ({float(total.detach()):.4g}) although every term is")
+    what = (
+        f"loss term {', '.join(map(repr, bad))} is not finite"
+        if bad
+        else f"the weighted sum of the loss terms is not finite ({float(total.detach()):.4g}) although every term is"
+    )
     return TrainingError(
         f"epoch {epoch}, step {step}: {what}; terms: {terms or 'none'}; "
         f"the last good checkpoint is {last_path if last_path.is_file() else 'none (failed in the first epoch)'}"
@@ -212,9 +241,19 @@ def _trace_first_step() -> None:
         print(f"mmdistill: first training step at unix time {time.time():.3f}", file=sys.stderr, flush=True)
 
 
-def fit(fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset,
-        cfg: TrainerConfig, seed: int, out_dir: Path, teacher_source: TeacherSource | None = None, resume: bool = False,
-        quiet: bool = False, desc: str = "train") -> FitResult:
+def fit(
+    fabric: Fabric,
+    module: DistillationModule,
+    train: MultimodalDataset,
+    val: MultimodalDataset,
+    cfg: TrainerConfig,
+    seed: int,
+    out_dir: Path,
+    teacher_source: TeacherSource | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    desc: str = "train",
+) -> FitResult:
     """Train ``module`` on ``train``; select by ``val``; leave the test-time weights loaded in ``module``.
 
     Writes ``out_dir/checkpoints/{last,best}.safetensors``, ``metrics.csv`` and TensorBoard logs (rank 0).
@@ -238,13 +277,24 @@ class _Training:
     scheduler step, validation, best weights (``best.safetensors``), early stopping, ``last.safetensors``.
     """
 
-    def __init__(self, fabric: Fabric, module: DistillationModule, train: MultimodalDataset, val: MultimodalDataset,
-                 cfg: TrainerConfig, seed: int, out_dir: Path, teacher_source: TeacherSource | None, quiet: bool,
-                 desc: str) -> None:
+    def __init__(
+        self,
+        fabric: Fabric,
+        module: DistillationModule,
+        train: MultimodalDataset,
+        val: MultimodalDataset,
+        cfg: TrainerConfig,
+        seed: int,
+        out_dir: Path,
+        teacher_source: TeacherSource | None,
+        quiet: bool,
+        desc: str,
+    ) -> None:
         world, rank = fabric.world_size, fabric.global_rank
         if cfg.batch_size % world:
-            raise ConfigError(f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes "
-                              f"({world})")
+            raise ConfigError(
+                f"trainer.batch_size: {cfg.batch_size} must be divisible by the number of processes ({world})"
+            )
         self.fabric, self.module, self.train, self.val, self.cfg = fabric, module, train, val, cfg
         self.teacher_source = teacher_source
         self.task = module.method.task
@@ -280,8 +330,9 @@ class _Training:
             _, losses = fns.forward(batch, teacher_out)
         total = weighted_total(losses, self.weights)
         if not torch.isfinite(total):
-            raise _not_finite(losses, self.weights, total, teacher_out, batch, self.train.name, epoch, self.steps,
-                              self.last_path)
+            raise _not_finite(
+                losses, self.weights, total, teacher_out, batch, self.train.name, epoch, self.steps, self.last_path
+            )
         values = {k: term_value(v).detach() for k, v in losses.items()}  # before the step: a term may view a weight
         self.optimizer.zero_grad(set_to_none=True)
         fns.backward(total)
@@ -344,5 +395,13 @@ class _Training:
             self.module.load_state_dict(tensors)
         if state["best_value"] is None:
             state["best_value"] = math.nan
-        return FitResult(state["epoch"], state["best_epoch"], state["best_value"], state["stopped_early"],
-                         self.cfg.test_checkpoint, self.history, self.train_seconds, self.steps)
+        return FitResult(
+            state["epoch"],
+            state["best_epoch"],
+            state["best_value"],
+            state["stopped_early"],
+            self.cfg.test_checkpoint,
+            self.history,
+            self.train_seconds,
+            self.steps,
+        )

@@ -26,35 +26,55 @@ from ..models.multimodal import model_modalities
 from ..methods.msd_saliency import SaliencyKind, instance_saliency
 
 
-def modality_importance(teacher: nn.Module, students: Mapping[str, nn.Module], data: DataSplits, masker: Masker,
-                        kind: SaliencyKind = "kl", task=None) -> dict:
+def modality_importance(
+    teacher: nn.Module,
+    students: Mapping[str, nn.Module],
+    data: DataSplits,
+    masker: Masker,
+    kind: SaliencyKind = "kl",
+    task=None,
+) -> dict:
     """``{"saliency": {m: {...}}, "instance": (N, M) tensor, "accuracy": [rows]}`` on train (saliency) and test
     (the rows: the task's metrics; ``task`` None: the data's own)."""
     from ..engine.protocol import SUMMARY_COLUMNS
 
     task = dataset_task(data.train, task)
     if kind == "true_class" and task.name != "classification":
-        raise ConfigError(f"--saliency: 'true_class' needs one true class per example, which task {task.name!r} "
-                          "does not have; use kl")
+        raise ConfigError(
+            f"--saliency: 'true_class' needs one true class per example, which task {task.name!r} does not have; use kl"
+        )
     mods = list(model_modalities(teacher))
     out: dict = {"modalities": mods, "saliency_kind": kind, "task": task.name}
     if len(mods) >= 2:
         s = instance_saliency(teacher, data.train, masker, mods, kind, task=task)
         out["instance"] = s
-        out["saliency"] = {m: {"population": float(s[:, i].mean()), "median": float(s[:, i].median()),
-                               "share_most_salient": float((s.argmax(1) == i).float().mean())} for i, m in enumerate(mods)}
+        out["saliency"] = {
+            m: {
+                "population": float(s[:, i].mean()),
+                "median": float(s[:, i].median()),
+                "share_most_salient": float((s.argmax(1) == i).float().mean()),
+            }
+            for i, m in enumerate(mods)
+        }
     rows = []
     for name, model in {"teacher": teacher, **students}.items():
         model_mods = model_modalities(model)
         for r in missing_modality_table(model, data.test, masker, task=task):
             if r["present"].count("+") in (0, len(model_mods) - 1):  # each modality alone, and the full input
-                rows.append({"model": name, "input": r["present"] if r["removed"] != "-" else "full",
-                             **{c[0]: r[c[0]] for c in SUMMARY_COLUMNS[task.name]}})
+                rows.append(
+                    {
+                        "model": name,
+                        "input": r["present"] if r["removed"] != "-" else "full",
+                        **{c[0]: r[c[0]] for c in SUMMARY_COLUMNS[task.name]},
+                    }
+                )
     out["accuracy"] = rows
     return out
 
 
-def plot_saliency_histogram(result: dict, path: str | Path, title: str = "instance saliency of each modality (teacher)") -> Path:
+def plot_saliency_histogram(
+    result: dict, path: str | Path, title: str = "instance saliency of each modality (teacher)"
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,16 +103,27 @@ def plot_saliency_histogram(result: dict, path: str | Path, title: str = "instan
 def importance_markdown(result: dict) -> str:
     lines = []
     if "saliency" in result:
-        lines += [f"Teacher saliency ({result['saliency_kind']}, training split):", "",
-                  "| modality | population S_m | median s_m(x) | share of examples where most salient |", "|---|---|---|---|"]
-        lines += [f"| {m} | {v['population']:.4f} | {v['median']:.4f} | {v['share_most_salient']:.2f} |" for m, v in result["saliency"].items()]
+        lines += [
+            f"Teacher saliency ({result['saliency_kind']}, training split):",
+            "",
+            "| modality | population S_m | median s_m(x) | share of examples where most salient |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {m} | {v['population']:.4f} | {v['median']:.4f} | {v['share_most_salient']:.2f} |"
+            for m, v in result["saliency"].items()
+        ]
         lines.append("")
     from ..engine.protocol import SUMMARY_COLUMNS
 
     columns = SUMMARY_COLUMNS[result.get("task", "classification")]
     what = "accuracy" if result.get("task", "classification") == "classification" else "metrics"
-    lines += [f"Test {what} on the full input and on each modality alone:", "",
-              "| model | input | " + " | ".join(c[1] for c in columns) + " |", "|---|---|" + "---|" * len(columns)]
+    lines += [
+        f"Test {what} on the full input and on each modality alone:",
+        "",
+        "| model | input | " + " | ".join(c[1] for c in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
     for r in result["accuracy"]:
         cells = [f"{scale * r[key]:.{digits}f}" for key, _, scale, digits, _ in columns]
         lines.append(f"| {r['model']} | {r['input']} | " + " | ".join(cells) + " |")

@@ -85,8 +85,14 @@ def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform
     from ..engine.metrics import evaluate
 
     num_classes = getattr(dataset, "num_classes", None) or _num_outputs(model, dataset)
-    out = evaluate(model, iter_batches(dataset, batch_size), num_classes, _device(model), transform,
-                   task=dataset_task(dataset, task))
+    out = evaluate(
+        model,
+        iter_batches(dataset, batch_size),
+        num_classes,
+        _device(model),
+        transform,
+        task=dataset_task(dataset, task),
+    )
     return {**out, "n": len(dataset)}
 
 
@@ -101,8 +107,7 @@ def modality_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for r in range(len(modalities), 0, -1) for s in itertools.combinations(modalities, r)]
 
 
-def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size: int = 256,
-                           task=None) -> list[dict]:
+def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size: int = 256, task=None) -> list[dict]:
     """One row per non-empty subset of ``model.modalities`` present (the rest removed by ``masker``).
 
     Row: ``{"present": "a+b", "removed": "c" or "-", <the task's metrics>, "loss", "n"}`` (classification:
@@ -112,14 +117,16 @@ def missing_modality_table(model: nn.Module, dataset, masker: Masker, batch_size
     rows = []
     for subset in modality_subsets(mods):
         removed = [m for m in mods if m not in subset]
-        metrics = evaluate_metrics(model, dataset, batch_size, transform=lambda b, r=removed: masker.remove(b, r),
-                                   task=task)
+        metrics = evaluate_metrics(
+            model, dataset, batch_size, transform=lambda b, r=removed: masker.remove(b, r), task=task
+        )
         rows.append({"present": "+".join(subset), "removed": "+".join(removed) or "-", **metrics})
     return rows
 
 
-def corrupt(batch: Batch, modality: str, kind: str, level: float, generator: torch.Generator,
-            sigma: Tensor | None = None) -> Batch:
+def corrupt(
+    batch: Batch, modality: str, kind: str, level: float, generator: torch.Generator, sigma: Tensor | None = None
+) -> Batch:
     """A copy of ``batch`` with ``modality`` corrupted by ``kind`` noise at ``level`` (see the module docstring)."""
     out = dict(batch)
     x = batch[modality]
@@ -141,8 +148,15 @@ def corrupt(batch: Batch, modality: str, kind: str, level: float, generator: tor
     return out
 
 
-def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequence[str] = NOISE_KINDS,
-                 seed: int = 0, batch_size: int = 256, task=None) -> list[dict]:
+def noise_curves(
+    model: nn.Module,
+    dataset,
+    levels: Sequence[float],
+    kinds: Sequence[str] = NOISE_KINDS,
+    seed: int = 0,
+    batch_size: int = 256,
+    task=None,
+) -> list[dict]:
     """Metrics with one modality corrupted at each level; one row per (modality, kind, level).
 
     Row: ``{"modality", "kind", "level", <the task's metrics>, "loss", "n"}``. Gaussian noise is
@@ -162,7 +176,9 @@ def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequ
             for l_i, level in enumerate(levels):
                 g = torch.Generator().manual_seed(seed * 1_000_003 + m_i * 10_007 + k_i * 101 + l_i)
                 metrics = evaluate_metrics(
-                    model, dataset, batch_size,
+                    model,
+                    dataset,
+                    batch_size,
                     transform=lambda b, m=m, kind=kind, level=level, g=g: corrupt(b, m, kind, float(level), g, sigma),
                     task=task,
                 )
@@ -170,7 +186,9 @@ def noise_curves(model: nn.Module, dataset, levels: Sequence[float], kinds: Sequ
     return rows
 
 
-def plot_noise_curves(rows: Sequence[dict], path: str | Path, metric: str = "accuracy", title: str | None = None) -> Path:
+def plot_noise_curves(
+    rows: Sequence[dict], path: str | Path, metric: str = "accuracy", title: str | None = None
+) -> Path:
     """PNG of ``metric`` against noise level: one panel per noise kind, one line per modality."""
     import matplotlib
 
@@ -203,11 +221,24 @@ def format_rows(rows: Sequence[dict], columns: Sequence[str] | None = None) -> s
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
-    fmt = lambda k, v: f"{100 * v:.2f}" if k in PERCENT_METRICS else (f"{v:g}" if isinstance(v, float) else str(v))
+
+    def fmt(k, v):
+        return f"{100 * v:.2f}" if k in PERCENT_METRICS else (f"{v:g}" if isinstance(v, float) else str(v))
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
-__all__ = ["NOISE_KINDS", "corrupt", "evaluate_metrics", "format_rows", "iter_batches", "missing_modality_table",
-           "modality_subsets", "noise_curves", "plot_noise_curves", "predict"]
+__all__ = [
+    "NOISE_KINDS",
+    "corrupt",
+    "evaluate_metrics",
+    "format_rows",
+    "iter_batches",
+    "missing_modality_table",
+    "modality_subsets",
+    "noise_curves",
+    "plot_noise_curves",
+    "predict",
+]

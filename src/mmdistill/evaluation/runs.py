@@ -60,30 +60,41 @@ def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
     return [f"seed_{s}/{p}" for s in sorted(seeds) for p in parts if f"seed_{s}/{p}" not in models]
 
 
-def evaluate_run(run_dir: Path, split: str = "test", missing: bool = False, noise: bool = False,
-                 levels: tuple[float, ...] = (0.0, 0.5, 1.0)) -> dict:
+def evaluate_run(
+    run_dir: Path,
+    split: str = "test",
+    missing: bool = False,
+    noise: bool = False,
+    levels: tuple[float, ...] = (0.0, 0.5, 1.0),
+) -> dict:
     from ..engine.metrics import evaluate
     from ..engine.trainer import eval_batches
     from ..masking import fit_masker
     from ..tasks import get_task
 
     if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
-        raise ConfigError(f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
-                          f"of the feature std), got {list(levels)}")
+        raise ConfigError(
+            f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
+            f"of the feature std), got {list(levels)}"
+        )
     cfg, data, models = load_run_models(run_dir)
     dataset = data.split(split)
     task = get_task(cfg.task)
-    out: dict = {"metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes, task=task)
-                             for k, m in models.items()},
-                 "missing_models": missing_models(run_dir, cfg, models)}
+    out: dict = {
+        "metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes, task=task) for k, m in models.items()},
+        "missing_models": missing_models(run_dir, cfg, models),
+    }
     if missing or noise:
         from .robustness import missing_modality_table, noise_curves, plot_noise_curves
 
         robust_dir = run_dir / "robustness"
         if missing:
             masker = fit_masker(cfg.masking, data.train)
-            rows = [{"model": k, **r} for k, m in models.items()
-                    for r in missing_modality_table(m, dataset, masker, task=task)]
+            rows = [
+                {"model": k, **r}
+                for k, m in models.items()
+                for r in missing_modality_table(m, dataset, masker, task=task)
+            ]
             write_csv(robust_dir / "missing.csv", rows)
             out["missing"] = rows
         if noise:

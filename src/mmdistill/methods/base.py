@@ -145,8 +145,9 @@ class Method(nn.Module):
         outside training. MSD's meta step is the example.
         """
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, LossTerm]:
         """Named, unweighted loss terms of this batch; computes only (no state changes, no communication)."""
         raise NotImplementedError
 

@@ -94,8 +94,9 @@ class C2KD(LayerPairMethod):
         self.proxy_s = _proxy(hs.shape[1], num_classes)
         self.proxy_t = _proxy(ht.shape[1], num_classes)
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         p, y, s = self.params, batch[LABEL], student_out.logits
         hs = student_out.features[p.student_layer]
@@ -114,5 +115,11 @@ class C2KD(LayerPairMethod):
 
     def loss_weights(self) -> dict[str, float]:
         p = self.params
-        return {"ce": p.ce_weight, "proxy_s": p.self_weight, "output_s": p.self_weight, "proxy_t": p.self_weight,
-                "ofsd_s": p.kd_weight, "ofsd_t": p.kd_weight}
+        return {
+            "ce": p.ce_weight,
+            "proxy_s": p.self_weight,
+            "output_s": p.self_weight,
+            "proxy_t": p.self_weight,
+            "ofsd_s": p.kd_weight,
+            "ofsd_t": p.kd_weight,
+        }

@@ -128,8 +128,9 @@ class ContrastiveRD(LayerPairMethod):
             z.copy_(value)
         return z
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         p = self.params
         hs = student_out.features[p.student_layer]
@@ -148,8 +149,11 @@ class ContrastiveRD(LayerPairMethod):
         scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
         scores_s = scores_s / self._z("z_s", scores_s, n)
         scores_t = scores_t / self._z("z_t", scores_t, n)
-        out = {"ce": self.supervised_loss(batch, student_out),
-               "crd_s": nce_loss(scores_s, n), "crd_t": nce_loss(scores_t, n)}
+        out = {
+            "ce": self.supervised_loss(batch, student_out),
+            "crd_s": nce_loss(scores_s, n),
+            "crd_t": nce_loss(scores_t, n),
+        }
         if prepared and self.training:
             with torch.no_grad():
                 r, vs, vt = rows, v_s.detach().float(), v_t.detach().float()

@@ -53,8 +53,9 @@ class DISTParams(BaseModel):
 class DIST(Method):
     Params = DISTParams
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         inter, intra = dist_terms(student_out.logits, teacher_out.logits, self.params.tau)
         return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "inter": inter, "intra": intra}

@@ -28,8 +28,9 @@ from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 
 
-def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor,
-              temperature: float) -> tuple[Tensor, Tensor]:
+def dkd_terms(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
     """``(TCKD, NCKD)`` each ``T^2 * KL``, summed over classes, averaged over the batch."""
     T = temperature
     gt = F.one_hot(target, student_logits.shape[-1]).bool()
@@ -66,8 +67,9 @@ class DecoupledKD(Method):
         w = self.params.warmup_steps
         return 1.0 if w == 0 else min(float(self.steps) / w, 1.0)
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         if self.training:
             self.steps += 1

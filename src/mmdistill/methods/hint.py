@@ -58,43 +58,64 @@ class FeatureHint(Method):
             teacher(sample_batch)
         if self.params.student_layer not in fs or self.params.teacher_layer not in ft:
             missing = "student_layer" if self.params.student_layer not in fs else "teacher_layer"
-            raise ConfigError(f"method.params.{missing}: layer {getattr(self.params, missing)!r} is not run by the model's forward")
+            raise ConfigError(
+                f"method.params.{missing}: layer {getattr(self.params, missing)!r} is not run by the model's forward"
+            )
         hs, ht = fs[self.params.student_layer], ft[self.params.teacher_layer]
         for name, h in (("student_layer", hs), ("teacher_layer", ht)):
             layer = getattr(self.params, name)
             if h.dim() < 2:
-                raise ConfigError(f"method.params.{name}: layer {layer!r} output must be (batch, channels, ...), "
-                                  f"got shape {tuple(h.shape)}")
+                raise ConfigError(
+                    f"method.params.{name}: layer {layer!r} output must be (batch, channels, ...), "
+                    f"got shape {tuple(h.shape)}"
+                )
             if not h.is_floating_point():
-                raise ConfigError(f"method.params.{name}: layer {layer!r} outputs dtype {h.dtype}; a hint needs float features")
+                raise ConfigError(
+                    f"method.params.{name}: layer {layer!r} outputs dtype {h.dtype}; a hint needs float features"
+                )
             if h.shape[0] != len(sample_batch[LABEL]):
-                raise ConfigError(f"method.params.{name}: layer {layer!r} output has {h.shape[0]} rows for a batch of "
-                                  f"{len(sample_batch[LABEL])}; hook a layer whose first axis is the batch")
+                raise ConfigError(
+                    f"method.params.{name}: layer {layer!r} output has {h.shape[0]} rows for a batch of "
+                    f"{len(sample_batch[LABEL])}; hook a layer whose first axis is the batch"
+                )
             if not torch.isfinite(h).all():
-                raise ConfigError(f"method.params.{name}: layer {layer!r} outputs NaN/Inf on the first training examples")
+                raise ConfigError(
+                    f"method.params.{name}: layer {layer!r} outputs NaN/Inf on the first training examples"
+                )
         self.pool = hs.shape[2:] != ht.shape[2:]
         self.projector = nn.Linear(hs.shape[1], ht.shape[1])
         pred, target = self._align(hs, ht)
         if pred.shape != target.shape:  # e.g. (B, T, C) sequences whose axis 1 is not channels
-            raise ConfigError(f"method.params.student_layer: features of {self.params.student_layer!r} {tuple(hs.shape)} cannot "
-                              f"be mapped onto those of teacher_layer {self.params.teacher_layer!r} {tuple(ht.shape)} "
-                              "(a hint needs (batch, channels, *spatial) on both sides)")
+            raise ConfigError(
+                f"method.params.student_layer: features of {self.params.student_layer!r} {tuple(hs.shape)} cannot "
+                f"be mapped onto those of teacher_layer {self.params.teacher_layer!r} {tuple(ht.shape)} "
+                "(a hint needs (batch, channels, *spatial) on both sides)"
+            )
 
     def _align(self, hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
         if self.pool:
             return self.projector(_pool(hs)), _pool(ht)
         return self.projector(_channels_last(hs)), _channels_last(ht)
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
-        hs, ht = student_out.features.get(self.params.student_layer), teacher_out.features.get(self.params.teacher_layer)
+        hs, ht = (
+            student_out.features.get(self.params.student_layer),
+            teacher_out.features.get(self.params.teacher_layer),
+        )
         for name, h in (("student_layer", hs), ("teacher_layer", ht)):
             if h is None:
-                raise ConfigError(f"method.params.{name}: no features from layer {getattr(self.params, name)!r} in this batch")
+                raise ConfigError(
+                    f"method.params.{name}: no features from layer {getattr(self.params, name)!r} in this batch"
+                )
         pred, target = self._align(hs, ht)
         if pred.shape != target.shape:
-            raise ConfigError(f"method.params.student_layer: hint features {tuple(pred.shape)} of {self.params.student_layer!r} do "
-                              f"not match {tuple(target.shape)} of teacher_layer {self.params.teacher_layer!r}")
+            raise ConfigError(
+                f"method.params.student_layer: hint features {tuple(pred.shape)} of {self.params.student_layer!r} do "
+                f"not match {tuple(target.shape)} of teacher_layer {self.params.teacher_layer!r}"
+            )
         return {"ce": self.supervised_loss(batch, student_out), "hint": F.mse_loss(pred, target)}
 
     def loss_weights(self) -> dict[str, float]:

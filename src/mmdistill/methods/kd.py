@@ -33,7 +33,9 @@ class KDParams(BaseModel):
 class HintonKD(Method):
     Params = KDParams
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         T = self.kd_temperature(self.params.temperature)
         return {

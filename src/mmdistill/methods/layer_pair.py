@@ -36,8 +36,9 @@ class LayerPairMethod(Method):
         return (self.params.student_layer,)
 
     @torch.no_grad()
-    def sample_features(self, sample_batch: Batch, student: nn.Module,
-                        teacher: nn.Module | None) -> tuple[Tensor, Tensor]:
+    def sample_features(
+        self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None
+    ) -> tuple[Tensor, Tensor]:
         """The two layers' outputs on a sample batch, checked to be (batch, channels, ...) with >= ``min_dims`` axes."""
         assert teacher is not None
         with FeatureHooks(student, [self.params.student_layer]) as fs:
@@ -61,8 +62,9 @@ class LayerPairMethod(Method):
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         hs = student_out.features[self.params.student_layer]
         ht = teacher_out.features[self.params.teacher_layer].to(hs.dtype)

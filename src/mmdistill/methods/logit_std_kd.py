@@ -39,8 +39,9 @@ class LogitStdKDParams(BaseModel):
 class LogitStandardizedKD(Method):
     Params = LogitStdKDParams
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         p = self.params
         s, t = standardize(student_out.logits, p.eps), standardize(teacher_out.logits, p.eps)

@@ -89,8 +89,10 @@ class ModalityGeneralKD(Method):
             teacher(sample_batch)
         h = ft.get(layer)
         if h is None or h.dim() < 2:
-            raise ConfigError(f"method.params.teacher_layer: {layer!r} must output (batch, channels, ...), "
-                              f"got {None if h is None else tuple(h.shape)}")
+            raise ConfigError(
+                f"method.params.teacher_layer: {layer!r} must output (batch, channels, ...), "
+                f"got {None if h is None else tuple(h.shape)}"
+            )
         self.channels = h.shape[1]
         self.file_scores = read_scores(self.params.scores_csv, self.channels) if self.params.scores_csv else None
         self.register_buffer("scores", torch.zeros(self.channels))
@@ -113,8 +115,9 @@ class ModalityGeneralKD(Method):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        result = channel_salience(teacher, student, batch, batch, p.teacher_layer, permutations=p.permutations,
-                                  seed=p.seed)
+        result = channel_salience(
+            teacher, student, batch, batch, p.teacher_layer, permutations=p.permutations, seed=p.seed
+        )
         return result.scores
 
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
@@ -153,12 +156,15 @@ class ModalityGeneralKD(Method):
         if MASK_BUFFER in module._buffers:
             del module._buffers[MASK_BUFFER]
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         assert teacher_out is not None
         T = self.kd_temperature(self.params.temperature)
-        return {"ce": self.supervised_loss(batch, student_out),
-                "kd": self.task.kd_loss(student_out.logits, teacher_out.logits, T, batch[LABEL])}
+        return {
+            "ce": self.supervised_loss(batch, student_out),
+            "kd": self.task.kd_loss(student_out.logits, teacher_out.logits, T, batch[LABEL]),
+        }
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}

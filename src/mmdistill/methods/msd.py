@@ -83,8 +83,9 @@ class ModalitySpecificDistillation(Method):
                 f"shared: {list(self.modalities)}"
             )
         if p.weighting == "learned" and p.heldout_fraction <= 0:
-            raise ConfigError("method.params.heldout_fraction: weighting 'learned' needs a held-out split; "
-                              "set it > 0 (e.g. 0.1)")
+            raise ConfigError(
+                "method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)"
+            )
         self.teacher_modalities = model_modalities(teacher)
         m = len(self.modalities)
         self.register_buffer("population_weights", torch.ones(m))
@@ -108,8 +109,9 @@ class ModalitySpecificDistillation(Method):
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
         p = self.params
         if p.weighting == "population":
-            s = instance_saliency(teacher, train, self.masker, self.modalities, p.saliency, device=device,
-                                  task=self.task)
+            s = instance_saliency(
+                teacher, train, self.masker, self.modalities, p.saliency, device=device, task=self.task
+            )
             pop = s.mean(0).clamp(min=1e-8)
             self.population_weights.copy_(pop / pop.mean())
         if p.weighting == "learned":
@@ -146,20 +148,24 @@ class ModalitySpecificDistillation(Method):
             return m * torch.softmax(signals[:, :m] / p.instance_temperature, dim=1)
         return m * torch.softmax(self.weight_net(signals), dim=1)
 
-    def _terms(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs,
-               w: Tensor) -> dict[str, LossTerm]:
+    def _terms(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs, w: Tensor
+    ) -> dict[str, LossTerm]:
         """``ce``, ``kd`` and one :class:`PerExample` ``kd/{m}`` per modality, weighted per example by ``w[:, i]``."""
         T, task, y = self.kd_temperature(self.params.temperature), self.task, batch[LABEL]
         views = self._views()
-        out: dict[str, LossTerm] = {"ce": self.supervised_loss(batch, student_out),
-                                    "kd": task.kd_loss(student_out.logits, teacher_out.logits, T, y)}
+        out: dict[str, LossTerm] = {
+            "ce": self.supervised_loss(batch, student_out),
+            "kd": task.kd_loss(student_out.logits, teacher_out.logits, T, y),
+        }
         for i, m in enumerate(self.modalities):
             t_view = teacher_out.view_logits[views.index((m,))]
             out[f"kd/{m}"] = PerExample(task.kd_per_example(student_out.view_logits[i], t_view, T, y), w[:, i])
         return out
 
-    def losses(self, batch: Batch, student_out: StudentOutputs,
-               teacher_out: TeacherOutputs | None) -> dict[str, LossTerm]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, LossTerm]:
         assert teacher_out is not None and student_out.view_logits is not None
         return self._terms(batch, student_out, teacher_out, self.weights(batch, teacher_out).detach())
 

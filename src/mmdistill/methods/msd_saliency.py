@@ -35,8 +35,9 @@ def removal_views(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [tuple(o for o in modalities if o != m) for m in modalities]
 
 
-def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, kind: SaliencyKind = "kl",
-                         task: Task | None = None) -> Tensor:
+def saliency_from_logits(
+    full: Tensor, removed: Tensor, labels: Tensor | None, kind: SaliencyKind = "kl", task: Task | None = None
+) -> Tensor:
     """(M, B) saliencies from the teacher's outputs on x (B, ...) and on each x^(-m) (M, B, ...).
 
     ``task`` (:mod:`mmdistill.tasks`; None: classification) gives the ``kl`` form of other tasks:
@@ -54,15 +55,25 @@ def saliency_from_logits(full: Tensor, removed: Tensor, labels: Tensor | None, k
 
 
 @torch.no_grad()
-def instance_saliency(teacher: nn.Module, dataset: MultimodalDataset, masker: Masker, modalities: Sequence[str],
-                      kind: SaliencyKind = "kl", batch_size: int = 512, device: torch.device | str = "cpu",
-                      task: Task | None = None) -> Tensor:
+def instance_saliency(
+    teacher: nn.Module,
+    dataset: MultimodalDataset,
+    masker: Masker,
+    modalities: Sequence[str],
+    kind: SaliencyKind = "kl",
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    task: Task | None = None,
+) -> Tensor:
     """(N, M) saliency of each modality for every example of ``dataset`` (teacher in eval mode)."""
     teacher.eval()
     views = removal_views(modalities)
     out = []
     for start in range(0, len(dataset), batch_size):
-        batch = {k: v.to(device) for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()}
+        batch = {
+            k: v.to(device)
+            for k, v in dataset.__getitems__(range(start, min(start + batch_size, len(dataset)))).items()
+        }
         logits = split_variants(teacher(masker.variants(batch, views)), 1 + len(views))
         out.append(saliency_from_logits(logits[0], logits[1:], batch[LABEL], kind, task).T.cpu())
     return torch.cat(out)

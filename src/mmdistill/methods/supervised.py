@@ -13,5 +13,7 @@ from .base import Method, StudentOutputs, TeacherOutputs
 class Supervised(Method):
     needs_teacher = False
 
-    def losses(self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None) -> dict[str, Tensor]:
+    def losses(
+        self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
+    ) -> dict[str, Tensor]:
         return {"ce": self.supervised_loss(batch, student_out)}

@@ -100,7 +100,8 @@ class Task:
     def saliency(self, full: Tensor, removed: Tensor, target: Tensor | None = None) -> Tensor:
         """(B,) MSD's ``kl`` saliency of one modality: ``kd_per_example(removed -> full)`` at T = 1.
 
-        For classification this is ``KL(p_t(x) || p_t(x^(-m)))`` of :func:`mmdistill.methods.msd_saliency.saliency_from_logits`.
+        For classification this is ``KL(p_t(x) || p_t(x^(-m)))`` of
+        :func:`mmdistill.methods.msd_saliency.saliency_from_logits`.
         """
         return self.kd_per_example(removed, full, 1.0, target)
 

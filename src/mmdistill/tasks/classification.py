@@ -61,13 +61,15 @@ class Classification(Task):
             )
         if target.dim() == 2 and target.shape[1] == num_classes and target.shape[1] > 1:
             raise self.refuse(
-                f"task 'classification' expects one class index per example, int64 of shape (B,); got {target.dtype} of shape "
+                "task 'classification' expects one class index per example, int64 of shape (B,); got "
+                f"{target.dtype} of shape "
                 f"{tuple(target.shape)}, a multi-hot matrix (one column per class): use task 'multilabel',"
                 " or target.argmax(1) if each row has exactly one 1"
             )
         if target.dtype not in (torch.int32, torch.int64) or target.dim() != 1:
             raise self.refuse(
-                f"task 'classification' expects a 1-D integer tensor of class indices (B,), got dtype {target.dtype} and shape "
+                "task 'classification' expects a 1-D integer tensor of class indices (B,), got dtype "
+                f"{target.dtype} and shape "
                 f"{tuple(target.shape)}"
             )
         bad = (target < 0) | (target >= num_classes)
