@@ -68,8 +68,10 @@ class KDAndMaskedCE(HintonKD):
 
     def losses(self, batch, student_out, teacher_out):
         used("method")
-        return {**super().losses(batch, student_out, teacher_out),
-                "masked_ce": F.cross_entropy(self._masked_logits, batch[LABEL])}
+        return {
+            **super().losses(batch, student_out, teacher_out),
+            "masked_ce": F.cross_entropy(self._masked_logits, batch[LABEL]),
+        }
 
     def loss_weights(self):
         return {**super().loss_weights(), "masked_ce": 0.1}

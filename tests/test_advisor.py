@@ -153,8 +153,19 @@ def test_advise_command_on_single_class_data_exits_2_naming_the_labels(tmp_path,
         np.save(tmp_path / split / "a.npy", rng.standard_normal((n, 6)).astype("float32"))
         np.save(tmp_path / split / "b.npy", rng.standard_normal((n, 4)).astype("float32"))
         np.save(tmp_path / split / "labels.npy", np.zeros(n, dtype="int64"))
-    argv = ["advise", "--dataset", "folder", "--param", f"root={tmp_path}", "--param", "num_classes=2",
-            "--teacher", "a", "--student", "b"]
+    argv = [
+        "advise",
+        "--dataset",
+        "folder",
+        "--param",
+        f"root={tmp_path}",
+        "--param",
+        "num_classes=2",
+        "--teacher",
+        "a",
+        "--student",
+        "b",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "single class" in err and "Traceback" not in err

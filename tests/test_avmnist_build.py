@@ -33,7 +33,7 @@ def write_mnist(root: Path, n_train: int = 130, n_test: int = 20) -> None:
         y = np.arange(n) % 10
         x = rng.integers(0, 60, (n, 28, 28))
         for i, c in enumerate(y):  # a class-dependent bright bar, so the images carry the label
-            x[i, 2 + 2 * c:4 + 2 * c, 4:24] = 250
+            x[i, 2 + 2 * c : 4 + 2 * c, 4:24] = 250
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", x, IDX_IMAGES)
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", y, IDX_LABELS)
 
@@ -92,7 +92,10 @@ def test_pairing_stays_within_digit_and_split(raw):
 def test_energy_removal_projects_out_the_top_components(raw):
     out = raw / "avmnist"
     meta = build_av_mnist(raw / "mnist", raw / "fsdd", out, snr_db=None, energy_removed=0.75)
-    raw_x = np.frombuffer(gzip.open(raw / "mnist" / "train-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(130, 784) / 1.0
+    raw_x = (
+        np.frombuffer(gzip.open(raw / "mnist" / "train-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(130, 784)
+        / 1.0
+    )
     centred = raw_x - raw_x.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     k = meta["pca_components_removed"]
@@ -136,17 +139,52 @@ def test_output_folder_not_ours_is_refused_and_kept(raw):
 
 
 def test_cli_builds_and_reports_errors(raw, capsys):
-    assert main(["data", "build", "av-mnist", "--mnist", str(raw / "mnist"), "--fsdd", str(raw / "fsdd"),
-                 "--out", str(raw / "cli"), "--seed", "1", "--snr-db", "none"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "av-mnist",
+                "--mnist",
+                str(raw / "mnist"),
+                "--fsdd",
+                str(raw / "fsdd"),
+                "--out",
+                str(raw / "cli"),
+                "--seed",
+                "1",
+                "--snr-db",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert "train 130 / test 20" in capsys.readouterr().out
-    assert main(["data", "build", "av-mnist", "--mnist", str(raw / "nope"), "--fsdd", str(raw / "fsdd"), "--out", str(raw / "c2")]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "av-mnist",
+                "--mnist",
+                str(raw / "nope"),
+                "--fsdd",
+                str(raw / "fsdd"),
+                "--out",
+                str(raw / "c2"),
+            ]
+        )
+        == 2
+    )
     assert "nope: not a folder" in capsys.readouterr().err
     assert main(["data", "build", "av-mnist", "--fsdd", str(raw / "fsdd"), "--out", str(raw / "c2")]) == 2
     assert "needs --mnist DIR" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (SHARED / "mnist").is_dir() or not (SHARED / "fsdd" / "recordings").is_dir(),
-                    reason=f"real MNIST/FSDD not found under {SHARED} (../shared/data beside the repository)")
+@pytest.mark.skipif(
+    not (SHARED / "mnist").is_dir() or not (SHARED / "fsdd" / "recordings").is_dir(),
+    reason=f"real MNIST/FSDD not found under {SHARED} (../shared/data beside the repository)",
+)
 def test_real_mnist_and_fsdd_small_build(tmp_path):
     out = tmp_path / "avmnist"
     meta = build_av_mnist(SHARED / "mnist", SHARED / "fsdd" / "recordings", out, limit=120)

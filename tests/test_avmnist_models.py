@@ -23,7 +23,10 @@ CONFIGS = resources.files("mmdistill") / "configs"
 def test_lenet_matches_multibench_feature_sizes():
     image = build_encoder((1, 28, 28), EncoderConfig(type="lenet", channels=[6, 12, 24, 48]))
     audio = build_encoder((112, 112), EncoderConfig(type="lenet", channels=[6, 12, 24, 48, 96, 192]))
-    assert (image.out_dim, audio.out_dim) == (48, 192)  # MultiBench: MLP(channels * 8) and MLP(channels * 32), channels = 6
+    assert (image.out_dim, audio.out_dim) == (
+        48,
+        192,
+    )  # MultiBench: MLP(channels * 8) and MLP(channels * 32), channels = 6
     assert image(torch.randn(3, 1, 28, 28)).shape == (3, 48)
     assert audio(torch.randn(2, 112, 112)).shape == (2, 192)
     convs = [m for m in audio.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -47,28 +50,111 @@ def test_reproduce_table1_builds_data_and_writes_paired_table(tmp_path, capsys):
     write_mnist(tmp_path / "raw" / "mnist", n_train=80, n_test=20)
     write_fsdd(tmp_path / "raw" / "fsdd" / "recordings")
     out = tmp_path / "t1"
-    assert main(["reproduce", "mfh-table1", "--data-root", str(tmp_path / "raw"), "--seeds", "2", "--train-size", "20",
-                 "--teacher-factor", "2", "--epochs", "1", "--teacher-epochs", "1", "--val-size", "10", "--test-size", "20",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "mfh-table1",
+                "--data-root",
+                str(tmp_path / "raw"),
+                "--seeds",
+                "2",
+                "--train-size",
+                "20",
+                "--teacher-factor",
+                "2",
+                "--epochs",
+                "1",
+                "--teacher-epochs",
+                "1",
+                "--val-size",
+                "10",
+                "--test-size",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "avmnist" / "build.json").is_file() and (out / "table1.png").is_file()
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [(r["model"], r["seed"], r["train_rows"]) for r in rows] == [
-        ("audio_teacher", "0", "40"), ("av_teacher", "0", "40"),
-        ("nokd", "0", "20"), ("kd_audio", "0", "20"), ("kd_av", "0", "20"),
-        ("nokd", "1", "20"), ("kd_audio", "1", "20"), ("kd_av", "1", "20")]
+        ("audio_teacher", "0", "40"),
+        ("av_teacher", "0", "40"),
+        ("nokd", "0", "20"),
+        ("kd_audio", "0", "20"),
+        ("kd_av", "0", "20"),
+        ("nokd", "1", "20"),
+        ("kd_audio", "1", "20"),
+        ("kd_av", "1", "20"),
+    ]
     summary = (out / "summary.md").read_text()
     assert "| no KD | - |" in summary and "68.36" in summary and "91.61" in summary and "kd_av - kd_audio" in summary
     # a controlled variation loads the same teachers (their recorded accuracy comes along) and trains only students
-    assert main(["reproduce", "mfh-table1", "--data", str(out / "avmnist"), "--teachers", str(out), "--seeds", "1",
-                 "--train-size", "20", "--teacher-factor", "2", "--epochs", "1", "--val-size", "10", "--test-size", "20",
-                 "--temperature", "1", "--out", str(tmp_path / "t1_T1")]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "mfh-table1",
+                "--data",
+                str(out / "avmnist"),
+                "--teachers",
+                str(out),
+                "--seeds",
+                "1",
+                "--train-size",
+                "20",
+                "--teacher-factor",
+                "2",
+                "--epochs",
+                "1",
+                "--val-size",
+                "10",
+                "--test-size",
+                "20",
+                "--temperature",
+                "1",
+                "--out",
+                str(tmp_path / "t1_T1"),
+            ]
+        )
+        == 0
+    )
     again = list(csv.DictReader((tmp_path / "t1_T1" / "results.csv").open()))
     assert [r["test_acc"] for r in again[:2]] == [r["test_acc"] for r in rows[:2]]
     assert not (tmp_path / "t1_T1" / "runs" / "av_teacher").exists()
     # --overwrite replaces a finished run (its data, runs and cache folders are recognised as ours)
-    assert main(["reproduce", "mfh-table1", "--data", str(out / "avmnist"), "--teachers", str(out), "--seeds", "1",
-                 "--train-size", "20", "--teacher-factor", "2", "--epochs", "1", "--val-size", "10", "--test-size", "20",
-                 "--temperature", "1", "--out", str(tmp_path / "t1_T1"), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "mfh-table1",
+                "--data",
+                str(out / "avmnist"),
+                "--teachers",
+                str(out),
+                "--seeds",
+                "1",
+                "--train-size",
+                "20",
+                "--teacher-factor",
+                "2",
+                "--epochs",
+                "1",
+                "--val-size",
+                "10",
+                "--test-size",
+                "20",
+                "--temperature",
+                "1",
+                "--out",
+                str(tmp_path / "t1_T1"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     # without --data-root and no build it is a clear error
     assert main(["reproduce", "mfh-table1", "--out", str(tmp_path / "t2"), "--seeds", "1"]) == 2
     assert "give --data-root" in capsys.readouterr().err
@@ -91,26 +177,52 @@ def test_demo_avmnist_section_builds_data_and_writes_table(tmp_path):
 def demo_args(tmp_path):
     import argparse
 
-    return argparse.Namespace(out=tmp_path / "demo", seeds=1, overwrite=False, quiet=True, data_root=tmp_path / "nothing")
+    return argparse.Namespace(
+        out=tmp_path / "demo", seeds=1, overwrite=False, quiet=True, data_root=tmp_path / "nothing"
+    )
 
 
 def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_path):
-    from mmdistill.data import build_splits
     from mmdistill.data.avmnist_build import build_av_mnist
 
     write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
     write_fsdd(tmp_path / "fsdd")
     build_av_mnist(tmp_path / "mnist", tmp_path / "fsdd", tmp_path / "data", snr_db=None)
-    assert main(["reproduce", "mfh-removal-avmnist", "--data", str(tmp_path / "data"), "--seeds", "1", "--train-size", "20",
-                 "--epochs", "1", "--out", str(tmp_path / "rm")]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "mfh-removal-avmnist",
+                "--data",
+                str(tmp_path / "data"),
+                "--seeds",
+                "1",
+                "--train-size",
+                "20",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "rm"),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader((tmp_path / "rm" / "results.csv").open()))
-    assert [(r["mode"], r["kept"]) for r in rows] == [("nokd", "100"), ("regular", "100"), ("general", "25"),
-                                                      ("random", "25"), ("specific", "25")]
+    assert [(r["mode"], r["kept"]) for r in rows] == [
+        ("nokd", "100"),
+        ("regular", "100"),
+        ("general", "25"),
+        ("random", "25"),
+        ("specific", "25"),
+    ]
     scores = [float(line.split(",")[1]) for line in (tmp_path / "rm" / "scores.csv").read_text().splitlines()[1:]]
     assert len(scores) == 100 and min(scores) == 0.0 and max(scores) == 1.0
     assert "general > random > specific" in (tmp_path / "rm" / "summary.md").read_text()
     # same seed and data, only the teacher's kept channels differ: the hook must reach the KD students
     from mmdistill.engine.checkpoint import load_tensors
 
-    weights = {m: load_tensors(tmp_path / "rm" / "runs" / m / "seed_0" / "model" / "student.safetensors")[0] for m in ("regular", "general")}
+    weights = {
+        m: load_tensors(tmp_path / "rm" / "runs" / m / "seed_0" / "model" / "student.safetensors")[0]
+        for m in ("regular", "general")
+    }
     assert any(not torch.equal(weights["regular"][k], weights["general"][k]) for k in weights["regular"])

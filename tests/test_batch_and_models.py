@@ -11,17 +11,25 @@ SPECS = [ModalitySpec("img", (1, 8, 8)), ModalitySpec("aud", (4, 20)), ModalityS
 
 def make_batch(n=5):
     return {
-        "img": torch.randn(n, 1, 8, 8), "aud": torch.randn(n, 4, 20),
-        "txt": torch.randint(0, 50, (n, 6)), "txt_mask": torch.ones(n, 6, dtype=torch.long),
-        "label": torch.randint(0, 3, (n,)), "index": torch.arange(n),
+        "img": torch.randn(n, 1, 8, 8),
+        "aud": torch.randn(n, 4, 20),
+        "txt": torch.randint(0, 50, (n, 6)),
+        "txt_mask": torch.ones(n, 6, dtype=torch.long),
+        "label": torch.randint(0, 3, (n,)),
+        "index": torch.arange(n),
     }
 
 
 def model(fusion="concat", mods=("img", "aud", "txt")):
     cfg = ModelConfig(
-        modalities=list(mods), fusion=fusion, encoder=EncoderConfig(type="mlp", out_dim=8),
-        encoders={"img": EncoderConfig(type="cnn2d", channels=[4], out_dim=8), "aud": EncoderConfig(type="cnn1d", channels=[4], out_dim=8),
-                  "txt": EncoderConfig(type="tokens", vocab_size=50, out_dim=8)},
+        modalities=list(mods),
+        fusion=fusion,
+        encoder=EncoderConfig(type="mlp", out_dim=8),
+        encoders={
+            "img": EncoderConfig(type="cnn2d", channels=[4], out_dim=8),
+            "aud": EncoderConfig(type="cnn1d", channels=[4], out_dim=8),
+            "txt": EncoderConfig(type="tokens", vocab_size=50, out_dim=8),
+        },
     )
     cfg.encoders = {k: v for k, v in cfg.encoders.items() if k in mods}
     return build_model(cfg, SPECS, 3)

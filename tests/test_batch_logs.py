@@ -13,8 +13,13 @@ LINE = re.compile(r"^seed 0 (teacher|student|no_kd|\w+): epoch (\d+)/3 loss [\d.
 def _train(tiny_config, tmp_path, *extra: str) -> str:
     log = tmp_path / "log.txt"
     with open(log, "w") as f:  # stderr redirected to a file, as under nohup or a scheduler
-        proc = subprocess.run(cli("train", str(tiny_config(epochs=3)), "--out", str(tmp_path / "run"), *extra),
-                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=f, timeout=300)
+        proc = subprocess.run(
+            cli("train", str(tiny_config(epochs=3)), "--out", str(tmp_path / "run"), *extra),
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            timeout=300,
+        )
     assert proc.returncode == 0, log.read_text()
     return log.read_text()
 

@@ -37,14 +37,25 @@ def test_train_then_evaluate(tiny_config, tmp_path, capsys):
     teacher_rows = {r["present"]: r for r in robust["missing"] if r["model"] == "seed_0/teacher"}
     assert set(teacher_rows) == {"a+b", "a", "b"}
     assert teacher_rows["a+b"]["accuracy"] == pytest.approx(evaluated["seed_0/teacher"]["accuracy"], abs=1e-6)
-    dropped = [r for r in robust["noise"] if r["model"] == "seed_0/student" and r["kind"] == "dropout" and r["level"] == 1.0]
-    assert dropped[0]["accuracy"] == pytest.approx(0.25, abs=0.05), "b zeroed out: a constant prediction on 4 balanced classes"
-    assert (out / "robustness" / "missing.csv").is_file() and (out / "robustness" / "noise_seed_0_student.png").is_file()
+    dropped = [
+        r for r in robust["noise"] if r["model"] == "seed_0/student" and r["kind"] == "dropout" and r["level"] == 1.0
+    ]
+    assert dropped[0]["accuracy"] == pytest.approx(0.25, abs=0.05), (
+        "b zeroed out: a constant prediction on 4 balanced classes"
+    )
+    assert (out / "robustness" / "missing.csv").is_file() and (
+        out / "robustness" / "noise_seed_0_student.png"
+    ).is_file()
 
 
 def test_cli_errors_exit_nonzero_with_message(tiny_config, tmp_path):
-    proc = subprocess.run(cli("train", str(tiny_config()), "trainer.epohcs=2", "--out", str(tmp_path / "x")),
-                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        cli("train", str(tiny_config()), "trainer.epohcs=2", "--out", str(tmp_path / "x")),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "trainer.epohcs: unknown key; valid keys: epochs" in proc.stderr
     assert not (tmp_path / "x").exists(), "a config error must leave no output behind"
@@ -52,10 +63,12 @@ def test_cli_errors_exit_nonzero_with_message(tiny_config, tmp_path):
 
 def test_help_and_argument_errors_do_not_import_torch():
     """`mmdistill --help` and argparse errors stay fast: no command module imports torch when the parser is built."""
-    code = ("import sys\nfrom mmdistill.cli import main\n"
-            "for argv in (['--help'], ['train'], ['reproduce', '--help'], ['salience', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = sorted(m for m in ('torch', 'numpy', 'lightning_fabric', 'torchmetrics') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\nfrom mmdistill.cli import main\n"
+        "for argv in (['--help'], ['train'], ['reproduce', '--help'], ['salience', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'lightning_fabric', 'torchmetrics') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -19,16 +19,20 @@ def test_items_are_stacked_with_their_index():
 
 
 def test_token_sequences_are_padded_and_masked():
-    items = [{"text": torch.tensor([5, 6, 7]), "label": torch.tensor(0)},
-             {"text": torch.tensor([8]), "label": torch.tensor(1)}]
+    items = [
+        {"text": torch.tensor([5, 6, 7]), "label": torch.tensor(0)},
+        {"text": torch.tensor([8]), "label": torch.tensor(1)},
+    ]
     batch = collate_items(items, [0, 1])
     assert batch["text"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["text_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_an_items_own_mask_is_padded_too():
-    items = [{"text": torch.tensor([5, 6]), "text_mask": torch.tensor([1, 0]), "label": torch.tensor(0)},
-             {"text": torch.tensor([8, 9, 4]), "text_mask": torch.tensor([1, 1, 1]), "label": torch.tensor(1)}]
+    items = [
+        {"text": torch.tensor([5, 6]), "text_mask": torch.tensor([1, 0]), "label": torch.tensor(0)},
+        {"text": torch.tensor([8, 9, 4]), "text_mask": torch.tensor([1, 1, 1]), "label": torch.tensor(1)},
+    ]
     batch = collate_items(items, [0, 1])
     assert batch["text_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
 
@@ -60,18 +64,31 @@ def test_non_finite_inputs_name_item_and_key():
         collate_items([item(), item(image=bad)], [0, 6])
 
 
-@pytest.mark.parametrize("task,label,expected", [
-    ("classification", torch.tensor([0.0, 1.0, 1.0]), (r"item 3, key 'label': task 'classification' expects a class "
-                                                        r"index .* shape \(3,\); a multi-hot vector is a multilabel")),
-    ("classification", torch.tensor(1.5), r"item 3, key 'label': task 'classification' expects a class index"),
-    ("classification", torch.tensor(4), r"item 3, key 'label': class 4 outside \[0, 3\)"),
-    ("multilabel", torch.tensor(2), r"item 3, key 'label': task 'multilabel' expects a float multi-hot vector"),
-    ("segmentation", torch.zeros(4, 4), r"item 3, key 'label': task 'segmentation' expects an int64 label map"),
-    ("regression", torch.tensor(2), r"item 3, key 'label': task 'regression' expects a float"),
-])
+@pytest.mark.parametrize(
+    "task,label,expected",
+    [
+        (
+            "classification",
+            torch.tensor([0.0, 1.0, 1.0]),
+            (
+                r"item 3, key 'label': task 'classification' expects a class "
+                r"index .* shape \(3,\); a multi-hot vector is a multilabel"
+            ),
+        ),
+        ("classification", torch.tensor(1.5), r"item 3, key 'label': task 'classification' expects a class index"),
+        ("classification", torch.tensor(4), r"item 3, key 'label': class 4 outside \[0, 3\)"),
+        ("multilabel", torch.tensor(2), r"item 3, key 'label': task 'multilabel' expects a float multi-hot vector"),
+        ("segmentation", torch.zeros(4, 4), r"item 3, key 'label': task 'segmentation' expects an int64 label map"),
+        ("regression", torch.tensor(2), r"item 3, key 'label': task 'regression' expects a float"),
+    ],
+)
 def test_a_target_of_the_wrong_form_for_the_task_is_named(task, label, expected):
-    good = {"classification": torch.tensor(0), "multilabel": torch.zeros(3), "segmentation": torch.zeros(4, 4).long(),
-            "regression": torch.tensor(0.5)}[task]
+    good = {
+        "classification": torch.tensor(0),
+        "multilabel": torch.zeros(3),
+        "segmentation": torch.zeros(4, 4).long(),
+        "regression": torch.tensor(0.5),
+    }[task]
     with pytest.raises(DataError, match=expected):
         collate_items([item(good), item(label)], [0, 3], task=task, num_classes=3)
 
@@ -82,8 +99,13 @@ def seg_item(label_map, image_hw=(4, 4)):
 
 def test_a_label_map_whose_size_differs_from_its_image_is_named():
     with pytest.raises(DataError, match=r"item 4, key 'label': label map \(4, 5\) differs from image 'rgb'"):
-        collate_items([seg_item(torch.zeros(4, 4).long()), seg_item(torch.zeros(4, 5).long())], [0, 4],
-                      task="segmentation", num_classes=3, ignore_index=255)
+        collate_items(
+            [seg_item(torch.zeros(4, 4).long()), seg_item(torch.zeros(4, 5).long())],
+            [0, 4],
+            task="segmentation",
+            num_classes=3,
+            ignore_index=255,
+        )
 
 
 def test_label_map_values_must_be_classes_or_ignore_index():
@@ -91,8 +113,13 @@ def test_label_map_values_must_be_classes_or_ignore_index():
     batch = collate_items([seg_item(ok, (2, 2))], [0], task="segmentation", num_classes=3, ignore_index=255)
     assert batch["label"].shape == (1, 2, 2)
     with pytest.raises(DataError, match=r"item 7, key 'label': label value 3 is neither a class in \[0, 3\)"):
-        collate_items([seg_item(torch.tensor([[0, 3], [1, 1]]), (2, 2))], [7], task="segmentation", num_classes=3,
-                      ignore_index=255)
+        collate_items(
+            [seg_item(torch.tensor([[0, 3], [1, 1]]), (2, 2))],
+            [7],
+            task="segmentation",
+            num_classes=3,
+            ignore_index=255,
+        )
 
 
 def test_an_ignore_index_that_is_a_real_class_is_refused():

@@ -7,7 +7,9 @@ from mmdistill.masking import Masker
 
 
 def test_overrides_apply_and_resolve(tiny_config):
-    cfg = load_config(tiny_config(), ["trainer.epochs=7", "method.params.temperature=1.5", "trainer.optimizer.name=sgd"])
+    cfg = load_config(
+        tiny_config(), ["trainer.epochs=7", "method.params.temperature=1.5", "trainer.optimizer.name=sgd"]
+    )
     assert cfg.trainer.epochs == 7 and cfg.method.params["temperature"] == 1.5 and cfg.trainer.optimizer.name == "sgd"
 
 
@@ -38,7 +40,9 @@ def test_unknown_method_param_lists_valid(toy_splits):
 
 
 def test_unknown_method_lists_known(toy_splits):
-    with pytest.raises(ConfigError, match="unknown method .vid.; known: at, c2kd, crd, dist, dkd, hint, kd, .*, supervised"):
+    with pytest.raises(
+        ConfigError, match="unknown method .vid.; known: at, c2kd, crd, dist, dkd, hint, kd, .*, supervised"
+    ):
         build_method("vid", {}, Masker(toy_splits.train.specs()))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
@@ -11,8 +10,6 @@ import pytest
 from mmdistill import strict_yaml
 from mmdistill.config import RunConfig, dump_config, load_config, usable_cpus, visible_gpus
 from mmdistill.errors import ConfigError
-
-from conftest import cli, cli_env
 
 
 def _fails(path, overrides, pattern):
@@ -22,6 +19,7 @@ def _fails(path, overrides, pattern):
 
 
 # -- defect 7: strict YAML -----------------------------------------------------------------------
+
 
 def test_duplicate_key_in_a_nested_mapping_is_named_with_its_line(tmp_path):
     p = tmp_path / "dup.yaml"
@@ -38,8 +36,10 @@ def test_a_second_top_level_section_is_refused(tmp_path):
 
 def test_merge_keys_are_not_duplicates(tmp_path):
     p = tmp_path / "merge.yaml"
-    p.write_text("student: {model: {modalities: [b]}}\ntrainer: &t {epochs: 2, batch_size: 8}\n"
-                 "teacher: {model: {modalities: [a, b]}, trainer: {<<: *t, epochs: 3}}\n")
+    p.write_text(
+        "student: {model: {modalities: [b]}}\ntrainer: &t {epochs: 2, batch_size: 8}\n"
+        "teacher: {model: {modalities: [a, b]}, trainer: {<<: *t, epochs: 3}}\n"
+    )
     cfg = load_config(p)
     assert cfg.teacher.trainer.epochs == 3 and cfg.teacher.trainer.batch_size == 8
 
@@ -62,9 +62,20 @@ def test_yaml_12_scalars(tiny_config):
     assert strict_yaml.load("a: [1:30, 0x1f, 2024-01-01, on]") == {"a": ["1:30", "0x1f", "2024-01-01", "on"]}
 
 
-@pytest.mark.parametrize("key", ["trainer.epochs", "trainer.batch_size", "seed", "data.split_seed", "trainer.optimizer.lr",
-                                 "trainer.early_stopping.patience", "student.model.encoder.out_dim",
-                                 "student.model.encoder.dropout", "trainer.grad_clip"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "trainer.epochs",
+        "trainer.batch_size",
+        "seed",
+        "data.split_seed",
+        "trainer.optimizer.lr",
+        "trainer.early_stopping.patience",
+        "student.model.encoder.out_dim",
+        "student.model.encoder.dropout",
+        "trainer.grad_clip",
+    ],
+)
 @pytest.mark.parametrize("value", ["true", "false", "'3'"])
 def test_no_bool_or_string_where_a_number_is_meant(tiny_config, key, value):
     _fails(tiny_config(), [f"{key}={value}"], re.escape(key) + r": Input should be a valid (integer|number)")
@@ -74,36 +85,39 @@ def test_cache_enabled_takes_a_boolean_only(tiny_config):
     _fails(tiny_config(), ["cache.enabled=1"], r"cache\.enabled: Input should be a valid boolean")
 
 
-@pytest.mark.parametrize("override, key", [
-    ("trainer.epochs=0", "trainer.epochs"),
-    ("trainer.epochs=10000000", "trainer.epochs"),
-    ("trainer.batch_size=0", "trainer.batch_size"),
-    ("trainer.optimizer.lr=0", "trainer.optimizer.lr"),
-    ("trainer.optimizer.lr=1e300", "trainer.optimizer.lr"),
-    ("trainer.optimizer.lr=.inf", "trainer.optimizer.lr"),
-    ("trainer.optimizer.lr=.nan", "trainer.optimizer.lr"),
-    ("trainer.optimizer.weight_decay=-1", "trainer.optimizer.weight_decay"),
-    ("trainer.optimizer.momentum=1", "trainer.optimizer.momentum"),
-    ("trainer.scheduler.gamma=2", "trainer.scheduler.gamma"),
-    ("trainer.scheduler.step_size=0", "trainer.scheduler.step_size"),
-    ("trainer.grad_clip=0", "trainer.grad_clip"),
-    ("trainer.grad_clip=.nan", "trainer.grad_clip"),
-    ("trainer.early_stopping.min_delta=.nan", "trainer.early_stopping.min_delta"),
-    ("trainer.early_stopping.min_delta=-0.1", "trainer.early_stopping.min_delta"),
-    ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
-    ("trainer.ddp_timeout_s=1e300", "trainer.ddp_timeout_s"),
-    ("trainer.num_threads=0", "trainer.num_threads"),
-    ("trainer.num_nodes=0", "trainer.num_nodes"),
-    ("seed=-1", "seed"),
-    ("seed=18446744073709551616", "seed"),
-    ("data.split_seed=-1", "data.split_seed"),
-    ("student.model.dropout=1", "student.model.dropout"),
-    ("student.model.encoder.dropout=-0.5", "student.model.encoder.dropout"),
-    ("student.model.encoder.out_dim=0", "student.model.encoder.out_dim"),
-    ("student.model.encoder.hidden=[0]", "student.model.encoder.hidden.0"),
-    ("student.model.encoder.kernel_size=0", "student.model.encoder.kernel_size"),
-    ("student.model.modalities=[]", "student.model.modalities"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("trainer.epochs=10000000", "trainer.epochs"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("trainer.optimizer.lr=0", "trainer.optimizer.lr"),
+        ("trainer.optimizer.lr=1e300", "trainer.optimizer.lr"),
+        ("trainer.optimizer.lr=.inf", "trainer.optimizer.lr"),
+        ("trainer.optimizer.lr=.nan", "trainer.optimizer.lr"),
+        ("trainer.optimizer.weight_decay=-1", "trainer.optimizer.weight_decay"),
+        ("trainer.optimizer.momentum=1", "trainer.optimizer.momentum"),
+        ("trainer.scheduler.gamma=2", "trainer.scheduler.gamma"),
+        ("trainer.scheduler.step_size=0", "trainer.scheduler.step_size"),
+        ("trainer.grad_clip=0", "trainer.grad_clip"),
+        ("trainer.grad_clip=.nan", "trainer.grad_clip"),
+        ("trainer.early_stopping.min_delta=.nan", "trainer.early_stopping.min_delta"),
+        ("trainer.early_stopping.min_delta=-0.1", "trainer.early_stopping.min_delta"),
+        ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
+        ("trainer.ddp_timeout_s=1e300", "trainer.ddp_timeout_s"),
+        ("trainer.num_threads=0", "trainer.num_threads"),
+        ("trainer.num_nodes=0", "trainer.num_nodes"),
+        ("seed=-1", "seed"),
+        ("seed=18446744073709551616", "seed"),
+        ("data.split_seed=-1", "data.split_seed"),
+        ("student.model.dropout=1", "student.model.dropout"),
+        ("student.model.encoder.dropout=-0.5", "student.model.encoder.dropout"),
+        ("student.model.encoder.out_dim=0", "student.model.encoder.out_dim"),
+        ("student.model.encoder.hidden=[0]", "student.model.encoder.hidden.0"),
+        ("student.model.encoder.kernel_size=0", "student.model.encoder.kernel_size"),
+        ("student.model.modalities=[]", "student.model.modalities"),
+    ],
+)
 def test_every_number_is_bounded_to_its_meaningful_range(tiny_config, override, key):
     _fails(tiny_config(), [override], re.escape(key) + ":")
 
@@ -113,13 +127,16 @@ def test_min_delta_of_one_or_more_cannot_be_met_by_accuracy(tiny_config):
     assert load_config(tiny_config(), ["trainer.early_stopping.min_delta=1.5", "trainer.monitor=loss"])
 
 
-@pytest.mark.parametrize("params, pattern", [
-    ({"lam": True}, r"method\.params\.lam: Input should be a valid number"),
-    ({"temperature": 1e-30}, r"method\.params\.temperature: Input should be greater than or equal to 0\.05"),
-    ({"temperature": 1e300}, r"method\.params\.temperature: Input should be less than or equal to 100"),
-    ({"temperature": float("nan")}, r"method\.params\.temperature: Input should be a finite number"),
-    ({"lam": 1.5}, r"method\.params\.lam"),
-])
+@pytest.mark.parametrize(
+    "params, pattern",
+    [
+        ({"lam": True}, r"method\.params\.lam: Input should be a valid number"),
+        ({"temperature": 1e-30}, r"method\.params\.temperature: Input should be greater than or equal to 0\.05"),
+        ({"temperature": 1e300}, r"method\.params\.temperature: Input should be less than or equal to 100"),
+        ({"temperature": float("nan")}, r"method\.params\.temperature: Input should be a finite number"),
+        ({"lam": 1.5}, r"method\.params\.lam"),
+    ],
+)
 def test_kd_params_are_strict_and_bounded(toy_splits, params, pattern):
     from mmdistill.engine.api import build_method
     from mmdistill.masking import Masker
@@ -128,14 +145,17 @@ def test_kd_params_are_strict_and_bounded(toy_splits, params, pattern):
         build_method("kd", params, Masker(toy_splits.train.specs()))
 
 
-@pytest.mark.parametrize("method, params, key", [
-    ("msd", {"instance_temperature": 0}, "instance_temperature"),
-    ("msd", {"heldout_fraction": 0.95}, "heldout_fraction"),
-    ("msd", {"inner_lr": float("inf")}, "inner_lr"),
-    ("msd", {"weight_hidden": True}, "weight_hidden"),
-    ("hint", {"student_layer": "head", "teacher_layer": "head", "beta": 1e300}, "beta"),
-    ("hint", {"student_layer": "", "teacher_layer": "head"}, "student_layer"),
-])
+@pytest.mark.parametrize(
+    "method, params, key",
+    [
+        ("msd", {"instance_temperature": 0}, "instance_temperature"),
+        ("msd", {"heldout_fraction": 0.95}, "heldout_fraction"),
+        ("msd", {"inner_lr": float("inf")}, "inner_lr"),
+        ("msd", {"weight_hidden": True}, "weight_hidden"),
+        ("hint", {"student_layer": "head", "teacher_layer": "head", "beta": 1e300}, "beta"),
+        ("hint", {"student_layer": "", "teacher_layer": "head"}, "student_layer"),
+    ],
+)
 def test_msd_and_hint_params_are_strict_and_bounded(toy_splits, method, params, key):
     from mmdistill.engine.api import build_method
     from mmdistill.masking import Masker
@@ -144,10 +164,17 @@ def test_msd_and_hint_params_are_strict_and_bounded(toy_splits, method, params, 
         build_method(method, params, Masker(toy_splits.train.specs()))
 
 
-@pytest.mark.parametrize("params, key", [
-    ({"n": True}, "n"), ({"n": "40"}, "n"), ({"n": 0}, "n"), ({"noise_a": float("nan")}, "noise_a"),
-    ({"num_classes": 1}, "num_classes"), ({"data_seed": -1}, "data_seed"),
-])
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({"n": True}, "n"),
+        ({"n": "40"}, "n"),
+        ({"n": 0}, "n"),
+        ({"noise_a": float("nan")}, "noise_a"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"data_seed": -1}, "data_seed"),
+    ],
+)
 def test_dataset_params_are_strict_and_bounded(params, key):
     from mmdistill.data import build_splits
 
@@ -166,7 +193,11 @@ def test_split_fractions_are_shares(tmp_path):
 
 @pytest.mark.parametrize("name", ["index", "label", "b_mask"])
 def test_reserved_batch_keys_cannot_name_a_modality(tiny_config, name):
-    _fails(tiny_config(), [f"student.model.modalities=[{name}]"], rf"student\.model\.modalities: .*{name!r} cannot name a modality")
+    _fails(
+        tiny_config(),
+        [f"student.model.modalities=[{name}]"],
+        rf"student\.model\.modalities: .*{name!r} cannot name a modality",
+    )
 
 
 def test_dump_and_load_give_back_the_same_values(tiny_config):
@@ -177,8 +208,13 @@ def test_dump_and_load_give_back_the_same_values(tiny_config):
 
 # -- defect 6: machine limits, bounded messages -------------------------------------------------
 
+
 def test_devices_beyond_the_cpus_are_refused(tiny_config):
-    _fails(tiny_config(), [f"trainer.devices={usable_cpus() + 1}"], rf"trainer\.devices: {usable_cpus() + 1} processes on CPU")
+    _fails(
+        tiny_config(),
+        [f"trainer.devices={usable_cpus() + 1}"],
+        rf"trainer\.devices: {usable_cpus() + 1} processes on CPU",
+    )
     _fails(tiny_config(), ["trainer.devices=1000"], r"trainer\.devices")
 
 
@@ -244,15 +280,22 @@ def test_a_small_alias_expansion_in_a_wrongly_typed_field_gives_a_short_message(
 
 # -- config files --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, pattern", [
-    (b"\x00\x01\x02\x89PNG\x00\xff", r"holds NUL bytes, so it is not a text file"),
-    (b"student: {model: {modalities: [b]}}\n\xff\xfe trainer", r"is not UTF-8 text \(byte 0xff at offset 36\)"),
-    ("student: {model: {modalities: [b]}}\n".encode("utf-16"), r"is UTF-16 \(or UTF-32\) encoded; save it as UTF-8"),
-    (b"", r"is empty; expected a YAML mapping"),
-    (b"# only a comment\n", r"is empty; expected a YAML mapping"),
-    (b"- student\n- trainer\n", r"expected a mapping at the top level .*got a list"),
-    (b"just a string\n", r"expected a mapping at the top level .*got a str"),
-])
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"\x00\x01\x02\x89PNG\x00\xff", r"holds NUL bytes, so it is not a text file"),
+        (b"student: {model: {modalities: [b]}}\n\xff\xfe trainer", r"is not UTF-8 text \(byte 0xff at offset 36\)"),
+        (
+            "student: {model: {modalities: [b]}}\n".encode("utf-16"),
+            r"is UTF-16 \(or UTF-32\) encoded; save it as UTF-8",
+        ),
+        (b"", r"is empty; expected a YAML mapping"),
+        (b"# only a comment\n", r"is empty; expected a YAML mapping"),
+        (b"- student\n- trainer\n", r"expected a mapping at the top level .*got a list"),
+        (b"just a string\n", r"expected a mapping at the top level .*got a str"),
+    ],
+)
 def test_config_files_that_are_not_yaml_mappings(tmp_path, content, pattern):
     p = tmp_path / "bad.yaml"
     p.write_bytes(content)
@@ -270,12 +313,18 @@ def test_utf8_with_bom_is_read(tmp_path):
     assert load_config(p).student.model.modalities == ["b"]
 
 
-@pytest.mark.parametrize("content, pattern", [
-    (b"\x00\x01binary", "not a text file"),
-    ("student: {model: {modalities: [b]}}\n".encode("utf-16"), "UTF-16"),
-    (b"trainer: {epochs: 2}\ntrainer: {epochs: 3}\nstudent: {model: {modalities: [b]}}\n", "duplicate key 'trainer'"),
-    (None, "is a folder; expected a YAML file"),
-])
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"\x00\x01binary", "not a text file"),
+        ("student: {model: {modalities: [b]}}\n".encode("utf-16"), "UTF-16"),
+        (
+            b"trainer: {epochs: 2}\ntrainer: {epochs: 3}\nstudent: {model: {modalities: [b]}}\n",
+            "duplicate key 'trainer'",
+        ),
+        (None, "is a folder; expected a YAML file"),
+    ],
+)
 def test_cli_bad_config_files_exit_2_with_one_line_and_no_folder(tmp_path, capsys, content, pattern):
     from mmdistill.cli import main
 
@@ -292,10 +341,13 @@ def test_cli_bad_config_files_exit_2_with_one_line_and_no_folder(tmp_path, capsy
     assert not out.exists()
 
 
-@pytest.mark.parametrize("override, pattern", [
-    ("cache.dir=" + "x" * 300, r"cache\.dir: path part 'x+\.\.\.' is 300 bytes long; the OS allows 255"),
-    ("teacher.checkpoint=" + "/a" * 3000, r"teacher\.checkpoint: path is 6000 bytes long"),
-])
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("cache.dir=" + "x" * 300, r"cache\.dir: path part 'x+\.\.\.' is 300 bytes long; the OS allows 255"),
+        ("teacher.checkpoint=" + "/a" * 3000, r"teacher\.checkpoint: path is 6000 bytes long"),
+    ],
+)
 def test_paths_the_os_cannot_open_are_refused_by_key(tiny_config, override, pattern):
     # found by the CLI fuzz: cache.dir of 3,000 characters ended in "OSError: File name too long"
     _fails(tiny_config(), [override], pattern)
@@ -323,10 +375,13 @@ def test_a_huge_shared_value_from_python_is_quoted_without_rendering_it():
     assert time.perf_counter() - start < 5 and len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("name, params, pattern", [
-    ("toy-two-modality", {"n": 1}, r"data\.params\.n: 1 examples for 4 classes leave a split without examples"),
-    ("mfeat", {"fractions": [0.998, 0.001, 0.001]}, r"data\.params\.fractions: .* leaves the val split empty"),
-])
+@pytest.mark.parametrize(
+    "name, params, pattern",
+    [
+        ("toy-two-modality", {"n": 1}, r"data\.params\.n: 1 examples for 4 classes leave a split without examples"),
+        ("mfeat", {"fractions": [0.998, 0.001, 0.001]}, r"data\.params\.fractions: .* leaves the val split empty"),
+    ],
+)
 def test_too_few_examples_for_the_split_name_the_parameter(name, params, pattern):
     # found by the CLI fuzz: data.params.n=1 gave "toy-two-modality/val: the split is empty", naming no key
     from mmdistill.data import build_splits
@@ -345,8 +400,11 @@ def test_long_modality_and_layer_names_are_cut_short(tiny_config, toy_splits):
 
 
 def test_precision_64_true_is_not_offered(tiny_config):
-    # found by the CLI fuzz: 64-true trained in float64 but evaluated float32 inputs: "mat1 and mat2 must have the same dtype"
-    _fails(tiny_config(), ["trainer.precision=64-true"], r"trainer\.precision: Input should be '32-true', 'bf16-mixed' or")
+    # found by the CLI fuzz: 64-true trained in float64 but evaluated float32 inputs:
+    # "mat1 and mat2 must have the same dtype"
+    _fails(
+        tiny_config(), ["trainer.precision=64-true"], r"trainer\.precision: Input should be '32-true', 'bf16-mixed' or"
+    )
 
 
 @pytest.mark.skipif(visible_gpus() > 0, reason="a GPU is visible")
@@ -354,11 +412,14 @@ def test_fp16_on_cpu_is_refused_not_silently_replaced_by_bf16(tiny_config):
     _fails(tiny_config(), ["trainer.precision=16-mixed"], r"trainer\.precision: '16-mixed' \(fp16 AMP\) needs a GPU")
 
 
-@pytest.mark.parametrize("params, pattern", [
-    ({"n_train": 10**9}, r"data\.params\.n_train: Input should be less than or equal to 1000000"),
-    ({"hidden": True}, r"data\.params\.hidden: expected a number, got True"),
-    ({"dim_a": 0}, r"data\.params\.dim_a: must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "params, pattern",
+    [
+        ({"n_train": 10**9}, r"data\.params\.n_train: Input should be less than or equal to 1000000"),
+        ({"hidden": True}, r"data\.params\.hidden: expected a number, got True"),
+        ({"dim_a": 0}, r"data\.params\.dim_a: must be a positive integer"),
+    ],
+)
 def test_venn_params_are_bounded_and_named_as_config_keys(params, pattern):
     from mmdistill.data import build_splits
 

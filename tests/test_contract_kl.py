@@ -16,7 +16,9 @@ def test_kd_loss_is_bitwise_torchs_batchmean_kl_div_value_and_gradient():
     log_p_s, log_p_t = F.log_softmax(s / 4.0, -1), F.log_softmax(t / 4.0, -1)
     torch_form = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * 16.0
     (g_torch,) = torch.autograd.grad(torch_form, s)
-    assert torch.equal(ours, torch_form) and torch.equal(g_ours, g_torch), "figures computed with F.kl_div must not move"
+    assert torch.equal(ours, torch_form) and torch.equal(g_ours, g_torch), (
+        "figures computed with F.kl_div must not move"
+    )
 
 
 def test_batchmean_is_the_mean_of_the_per_example_form_over_every_leading_dim():

@@ -74,8 +74,17 @@ def heldout_loss_after_lookahead(method, student, batch, t_out, held) -> float:
 
 def test_msd_meta_step_lowers_the_heldout_loss_and_leaves_the_student_alone(toy_splits):
     teacher, student, masker = pair(toy_splits)
-    method = msd_method(toy_splits, teacher, student, masker, weighting="learned", heldout_fraction=0.25, meta_lr=10.0,
-                        inner_lr=1.0, temperature=2.0)
+    method = msd_method(
+        toy_splits,
+        teacher,
+        student,
+        masker,
+        weighting="learned",
+        heldout_fraction=0.25,
+        meta_lr=10.0,
+        inner_lr=1.0,
+        temperature=2.0,
+    )
     train = method.prepare(toy_splits.train, teacher, torch.device("cpu"))
     held = method.heldout.__getitems__(range(len(method.heldout)))
     method._heldout_batch = lambda size, device: held  # the whole held-out part: a deterministic meta step

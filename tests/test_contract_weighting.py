@@ -43,10 +43,22 @@ class FixedTerms(Method):
 
 
 def one_sgd_step(splits, tmp_path, student, method):
-    cfg = TrainerConfig(epochs=1, batch_size=len(splits.train), optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.0},
-                        test_checkpoint="last")
-    return fit(make_fabric(cfg), DistillationModule(student, method), splits.train, splits.val, cfg, seed=0,
-               out_dir=tmp_path, quiet=True)
+    cfg = TrainerConfig(
+        epochs=1,
+        batch_size=len(splits.train),
+        optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.0},
+        test_checkpoint="last",
+    )
+    return fit(
+        make_fabric(cfg),
+        DistillationModule(student, method),
+        splits.train,
+        splits.val,
+        cfg,
+        seed=0,
+        out_dir=tmp_path,
+        quiet=True,
+    )
 
 
 def example_weights(batch):
@@ -84,8 +96,16 @@ def test_before_step_gets_the_bare_student_once_per_step_before_the_losses(toy_s
     student = ConstantLogits([0.0, 0.0, 0.0, 0.0])
     method = FixedTerms(lambda batch, logits: {"a": logits.mean()})
     cfg = TrainerConfig(epochs=2, batch_size=80, optimizer={"name": "sgd", "lr": 0.1})
-    fit(make_fabric(cfg), DistillationModule(student, method), toy_splits.train, toy_splits.val, cfg, seed=0,
-        out_dir=tmp_path, quiet=True)
+    fit(
+        make_fabric(cfg),
+        DistillationModule(student, method),
+        toy_splits.train,
+        toy_splits.val,
+        cfg,
+        seed=0,
+        out_dir=tmp_path,
+        quiet=True,
+    )
     steps = 2 * 3  # 240 examples, batches of 80
     assert [name for name, _ in method.calls] == ["before_step", "losses"] * steps
     assert all(s is student for name, s in method.calls if name == "before_step")

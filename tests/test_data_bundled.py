@@ -18,7 +18,13 @@ torch.set_num_threads(1)
 def test_mfeat_has_the_six_uci_views_and_2000_digits():
     s = build_splits("mfeat", {}, seed=0)
     assert {sp.name: sp.shape for sp in s.train.specs()} == {
-        "pix": (240,), "fou": (76,), "kar": (64,), "zer": (47,), "mor": (6,), "fac": (216,)}
+        "pix": (240,),
+        "fou": (76,),
+        "kar": (64,),
+        "zer": (47,),
+        "mor": (6,),
+        "fac": (216,),
+    }
     assert len(s.train) + len(s.val) + len(s.test) == 2000
     assert torch.bincount(s.test.labels).tolist() == [40] * 10  # stratified
 
@@ -118,8 +124,14 @@ def test_av_digits_build_runs_with_the_engine_when_installed(tmp_path):
     pytest.importorskip("sklearn")
     from mmdistill.data.av_digits_build import build_av_digits
 
-    meta = build_av_digits(tmp_path / "f.npz", per_digit_train=2, per_digit_test=1, voices=("en-us",),
-                           train_variants=("m1",), heldout_variants=("f3",))
+    meta = build_av_digits(
+        tmp_path / "f.npz",
+        per_digit_train=2,
+        per_digit_test=1,
+        voices=("en-us",),
+        train_variants=("m1",),
+        heldout_variants=("f3",),
+    )
     f = load_features(tmp_path / "f.npz")
     assert f["audio"].shape == (30, meta["n_mels"], meta["frames"])
     assert f["audio_heldout"].sum() == 10 and np.isfinite(f["audio"].astype(np.float32)).all()

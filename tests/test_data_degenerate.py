@@ -46,6 +46,7 @@ def set_labels(root: Path, split: str, labels) -> None:
 
 # -- degenerate labels ----------------------------------------------------------------------------
 
+
 def test_single_class_data_is_refused_before_anything_is_written(tmp_path, capsys):
     root = tmp_path / "d"
     write_folder(root, classes=1)
@@ -80,8 +81,11 @@ def test_a_mistyped_label_is_named_with_file_and_row(tmp_path):
     labels = np.arange(30) % 3
     labels[17] = 100000
     set_labels(root, "train", labels)
-    with pytest.raises(DataError, match=r"train/labels\.npy: labels must be 0\.\.K-1 .*label 100000 \(row 17\) makes "
-                                        r"100001 classes, but only 4 distinct labels appear"):
+    with pytest.raises(
+        DataError,
+        match=r"train/labels\.npy: labels must be 0\.\.K-1 .*label 100000 \(row 17\) makes "
+        r"100001 classes, but only 4 distinct labels appear",
+    ):
         build_splits("folder", {"root": str(root)})
 
 
@@ -104,10 +108,13 @@ def test_declared_num_classes_far_above_the_labels_is_refused_in_preflight(tmp_p
     assert not out.exists()
 
 
-@pytest.mark.parametrize("labels, pattern", [
-    (lambda n: np.arange(n) % 3 - 1, r"train/labels\.npy: labels must be >= 0, got -1"),
-    (lambda n: (np.arange(n) % 3) + 0.5, r"train/labels\.npy: labels must be integers, got 0\.5 at row 0"),
-])
+@pytest.mark.parametrize(
+    "labels, pattern",
+    [
+        (lambda n: np.arange(n) % 3 - 1, r"train/labels\.npy: labels must be >= 0, got -1"),
+        (lambda n: (np.arange(n) % 3) + 0.5, r"train/labels\.npy: labels must be integers, got 0\.5 at row 0"),
+    ],
+)
 def test_negative_or_fractional_labels_name_the_file(tmp_path, labels, pattern):
     root = tmp_path / "d"
     write_folder(root)
@@ -117,6 +124,7 @@ def test_negative_or_fractional_labels_name_the_file(tmp_path, labels, pattern):
 
 
 # -- reserved names, AV-MNIST layout -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["index", "label"])
 def test_a_modality_file_named_like_a_reserved_batch_key_is_refused(tmp_path, name):
@@ -135,21 +143,28 @@ def test_in_memory_datasets_refuse_reserved_names_too():
         MultimodalDataset({"index": torch.zeros(4, 2)}, torch.tensor([0, 1, 0, 1]), 2)
 
 
-@pytest.mark.parametrize("modality, shape, expected", [
-    ("image", (24, 785), r"\(N, 784\) or \(N, 28, 28\)"),
-    ("image", (24, 3, 28, 28), r"\(N, 784\) or \(N, 28, 28\)"),
-    ("audio", (24, 20, 20), r"\(N, 12544\) or \(N, 112, 112\)"),
-    ("audio", (24, 112), r"\(N, 12544\) or \(N, 112, 112\)"),
-])
+@pytest.mark.parametrize(
+    "modality, shape, expected",
+    [
+        ("image", (24, 785), r"\(N, 784\) or \(N, 28, 28\)"),
+        ("image", (24, 3, 28, 28), r"\(N, 784\) or \(N, 28, 28\)"),
+        ("audio", (24, 20, 20), r"\(N, 12544\) or \(N, 112, 112\)"),
+        ("audio", (24, 112), r"\(N, 12544\) or \(N, 112, 112\)"),
+    ],
+)
 def test_avmnist_refuses_shapes_that_are_not_multibench_layout(tmp_path, modality, shape, expected):
     write_avmnist(tmp_path)
     np.save(tmp_path / modality / "train_data.npy", np.zeros(shape, np.float32))
-    with pytest.raises(DataError, match=rf"{modality}/train_data\.npy: expected MultiBench's AV-MNIST {modality} layout "
-                                        rf"{expected}, got shape {re.escape(str(shape))}"):
+    with pytest.raises(
+        DataError,
+        match=rf"{modality}/train_data\.npy: expected MultiBench's AV-MNIST {modality} layout "
+        rf"{expected}, got shape {re.escape(str(shape))}",
+    ):
         build_splits("avmnist", {"root": str(tmp_path)})
 
 
 # -- preflight: auroc, model size, hint features -------------------------------------------------
+
 
 def test_auroc_on_multiclass_data_is_refused_by_name(tiny_config, capsys, tmp_path):
     out = tmp_path / "out"
@@ -204,10 +219,16 @@ class _Tagged(nn.Module):
         return self.head(h)
 
 
-@pytest.mark.parametrize("layer, pattern", [
-    ("ids", r"method\.params\.student_layer: layer 'ids' outputs dtype torch\.int64; a hint needs float features"),
-    ("flat", r"method\.params\.student_layer: layer 'flat' output must be \(batch, channels, \.\.\.\), got shape \(8,\)"),
-])
+@pytest.mark.parametrize(
+    "layer, pattern",
+    [
+        ("ids", r"method\.params\.student_layer: layer 'ids' outputs dtype torch\.int64; a hint needs float features"),
+        (
+            "flat",
+            r"method\.params\.student_layer: layer 'flat' output must be \(batch, channels, \.\.\.\), got shape \(8,\)",
+        ),
+    ],
+)
 def test_hint_checks_its_feature_layers_by_name(toy_splits, layer, pattern):
     from mmdistill.engine.api import build_method
     from mmdistill.masking import Masker
@@ -220,6 +241,8 @@ def test_hint_checks_its_feature_layers_by_name(toy_splits, layer, pattern):
 def test_hint_beta_that_would_overflow_the_total_is_refused(tiny_config):
     # beta = 1e300 made the weighted total inf with every term finite: "loss term  is not finite ()"
     with pytest.raises(ConfigError, match=r"method\.params\.beta: Input should be less than or equal to 1000"):
-        cfg = load_config(tiny_config(epochs=1), ["method.name=hint", "method.params={student_layer: head, "
-                                                  "teacher_layer: head, beta: 1e300}"])
+        cfg = load_config(
+            tiny_config(epochs=1),
+            ["method.name=hint", "method.params={student_layer: head, teacher_layer: head, beta: 1e300}"],
+        )
         preflight(cfg, build_splits(cfg.data.name, cfg.data.params))

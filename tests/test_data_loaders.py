@@ -79,8 +79,11 @@ def test_folder_without_val_carves_a_seeded_stratified_validation_split(tmp_path
 
 def test_folder_as_single_npz_file(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {f"{s}/{k}": v for s in ("train", "test") for k, v in
-              (("x", rng.normal(size=(12, 3))), ("labels", np.arange(12) % 2))}
+    arrays = {
+        f"{s}/{k}": v
+        for s in ("train", "test")
+        for k, v in (("x", rng.normal(size=(12, 3))), ("labels", np.arange(12) % 2))
+    }
     np.savez(tmp_path / "d.npz", **arrays)
     (tmp_path / "d.json").write_text(json.dumps({"num_classes": 2}))
     splits = build_splits("folder", {"root": str(tmp_path / "d.npz"), "val_fraction": 0.25})
@@ -115,7 +118,9 @@ def test_missing_modality_file_in_a_split_is_named(tmp_path):
 def test_mismatched_example_counts_name_file_and_shape(tmp_path):
     write_folder(tmp_path)
     np.save(tmp_path / "train" / "b.npy", np.zeros((29, 2, 3)))
-    with pytest.raises(DataError, match=r"train/b\.npy: modality 'b' has 29 examples \(shape \(29, 2, 3\)\), but labels have 30"):
+    with pytest.raises(
+        DataError, match=r"train/b\.npy: modality 'b' has 29 examples \(shape \(29, 2, 3\)\), but labels have 30"
+    ):
         build_splits("folder", {"root": str(tmp_path)})
 
 
@@ -139,7 +144,9 @@ def test_nan_values_are_rejected_with_file_and_shape(tmp_path):
     a[3, 1] = np.nan
     a[5, 0] = np.inf
     np.save(tmp_path / "test" / "a.npy", a)
-    with pytest.raises(DataError, match=r"test/a\.npy: modality 'a' \(shape \(10, 4\)\) holds 2 NaN/Inf value\(s\), first in row 3"):
+    with pytest.raises(
+        DataError, match=r"test/a\.npy: modality 'a' \(shape \(10, 4\)\) holds 2 NaN/Inf value\(s\), first in row 3"
+    ):
         build_splits("folder", {"root": str(tmp_path)})
 
 

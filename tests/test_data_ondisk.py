@@ -106,7 +106,9 @@ def test_nan_in_a_later_chunk_is_found_with_its_row(tmp_path, monkeypatch):
     a[33, 2] = np.nan
     np.save(tmp_path / "train" / "a.npy", a)
     monkeypatch.setattr(ondisk, "CHUNK_BYTES", 80)
-    with pytest.raises(DataError, match=r"train/a\.npy: modality 'a' \(shape \(40, 5\)\) holds 1 NaN/Inf value\(s\), first in row 33"):
+    with pytest.raises(
+        DataError, match=r"train/a\.npy: modality 'a' \(shape \(40, 5\)\) holds 1 NaN/Inf value\(s\), first in row 33"
+    ):
         build_splits("folder", {"root": str(tmp_path)})
 
 

@@ -46,8 +46,16 @@ CASES = [  # (id, extra CLI args after `train ok.yaml`, expected message pattern
     ("negative-lr", ["trainer.optimizer.lr=-1"], r"trainer\.optimizer\.lr: .*greater than 0"),
     ("unknown-enum", ["trainer.precision=fp8"], r"trainer\.precision: .*'32-true'"),
     ("override-without-equals", ["trainer.epochs"], r"expected KEY=VALUE"),
-    ("unknown-method", ["method.name=vid"], r"unknown method 'vid'; known: at, c2kd, crd, dist, dkd, hint, kd, .*, supervised"),
-    ("unknown-method-param", ["method.params.temp=3"], r"method\.params\.temp: unknown key; valid keys: temperature, lam"),
+    (
+        "unknown-method",
+        ["method.name=vid"],
+        r"unknown method 'vid'; known: at, c2kd, crd, dist, dkd, hint, kd, .*, supervised",
+    ),
+    (
+        "unknown-method-param",
+        ["method.params.temp=3"],
+        r"method\.params\.temp: unknown key; valid keys: temperature, lam",
+    ),
     ("kd-lam-out-of-range", ["method.params.lam=2"], r"method\.params\.lam: .*less than or equal to 1"),
     ("unknown-masking", ["masking.strategy=blur"], r"unknown masking strategy 'blur'"),
     ("masking-unknown-modality", ["masking.per_modality={c: zeros}"], r"masking\.per_modality\.c: unknown modality"),
@@ -55,19 +63,50 @@ CASES = [  # (id, extra CLI args after `train ok.yaml`, expected message pattern
     ("unknown-dataset-param", ["data.params.size=3"], r"data\.params\.size: unknown parameter"),
     ("unknown-modality", ["student.model.modalities=[depth]"], r"no modality 'depth'; available: a, b"),
     ("unknown-encoder", ["student.model.encoder.type=gru"], r"student\.model\.encoder\.type"),
-    ("sum-fusion-mismatch", ["teacher.model.fusion=sum", "teacher.model.encoders={a: {out_dim: 4}}"], r"fusion 'sum' needs equal encoder out_dim"),
-    ("missing-teacher-ckpt", ["teacher.checkpoint={tmp}/none.safetensors"], r"teacher\.checkpoint: file .* does not exist"),
+    (
+        "sum-fusion-mismatch",
+        ["teacher.model.fusion=sum", "teacher.model.encoders={a: {out_dim: 4}}"],
+        r"fusion 'sum' needs equal encoder out_dim",
+    ),
+    (
+        "missing-teacher-ckpt",
+        ["teacher.checkpoint={tmp}/none.safetensors"],
+        r"teacher\.checkpoint: file .* does not exist",
+    ),
     ("pickle-teacher-ckpt", ["teacher.checkpoint={tmp}/evil.safetensors"], r"pickle\b.* never unpickles"),
-    ("corrupt-teacher-ckpt", ["teacher.checkpoint={tmp}/bad.safetensors"], r"corrupt or truncated|not a safetensors file"),
-    ("wrong-teacher-ckpt", ["teacher.checkpoint={tmp}/wrong.safetensors"], r"teacher\.checkpoint: .*(missing|unexpected)"),
+    (
+        "corrupt-teacher-ckpt",
+        ["teacher.checkpoint={tmp}/bad.safetensors"],
+        r"corrupt or truncated|not a safetensors file",
+    ),
+    (
+        "wrong-teacher-ckpt",
+        ["teacher.checkpoint={tmp}/wrong.safetensors"],
+        r"teacher\.checkpoint: .*(missing|unexpected)",
+    ),
     ("no-teacher", ["teacher=null"], r"method 'kd' needs a teacher"),
-    ("hint-bad-layer", ["method.name=hint", "method.params={student_layer: nope, teacher_layer: head}"], r"layer 'nope' not found.*encoders"),
+    (
+        "hint-bad-layer",
+        ["method.name=hint", "method.params={student_layer: nope, teacher_layer: head}"],
+        r"layer 'nope' not found.*encoders",
+    ),
     ("hint-missing-param", ["method.name=hint"], r"method\.params\.student_layer: required key is missing"),
     ("msd-one-modality", ["method.name=msd"], r"needs two or more modalities"),
-    ("msd-unknown-weighting", ["method.name=msd", "method.params.weighting=magic"], r"method\.params\.weighting: .*'uniform'"),
-    ("msd-learned-no-heldout", ["method.name=msd", "method.params.weighting=learned", "student.model.modalities=[a,b]"],
-     r"heldout_fraction: weighting 'learned' needs a held-out split"),
-    ("teacher-ckpt-wrong-shapes", ["teacher.checkpoint={tmp}/shapes.safetensors"], r"teacher\.checkpoint: .*size mismatch"),
+    (
+        "msd-unknown-weighting",
+        ["method.name=msd", "method.params.weighting=magic"],
+        r"method\.params\.weighting: .*'uniform'",
+    ),
+    (
+        "msd-learned-no-heldout",
+        ["method.name=msd", "method.params.weighting=learned", "student.model.modalities=[a,b]"],
+        r"heldout_fraction: weighting 'learned' needs a held-out split",
+    ),
+    (
+        "teacher-ckpt-wrong-shapes",
+        ["teacher.checkpoint={tmp}/shapes.safetensors"],
+        r"teacher\.checkpoint: .*size mismatch",
+    ),
 ]
 
 
@@ -75,7 +114,14 @@ CASES = [  # (id, extra CLI args after `train ok.yaml`, expected message pattern
 def test_bad_train_input_is_named_and_leaves_nothing(tmp_path, capsys, case, extra, pattern):
     files(tmp_path)
     out = tmp_path / "out"
-    args = ["train", str(tmp_path / "ok.yaml"), *[e.replace("{tmp}", str(tmp_path)) for e in extra], "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        str(tmp_path / "ok.yaml"),
+        *[e.replace("{tmp}", str(tmp_path)) for e in extra],
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert re.search(pattern, err, re.S), err
@@ -90,7 +136,11 @@ OTHER = [  # (id, argv with {tmp}, pattern)
     ("evaluate-not-a-run", ["evaluate", "{tmp}/empty"], r"not a run folder \(no config\.yaml\)"),
     ("analyze-not-a-run", ["analyze", "modalities", "{tmp}/empty"], r"not a run folder"),
     ("report-nothing", ["report", "{tmp}/empty"], r"holds no summary\.md"),
-    ("reproduce-zero-seeds", ["reproduce", "mfh-gamma", "--seeds", "0", "--out", "{tmp}/out"], r"--seeds: must be a positive integer"),
+    (
+        "reproduce-zero-seeds",
+        ["reproduce", "mfh-gamma", "--seeds", "0", "--out", "{tmp}/out"],
+        r"--seeds: must be a positive integer",
+    ),
     ("data-unknown", ["data", "describe", "imagenet"], r"unknown dataset 'imagenet'"),
     ("advise-unknown-modality", ["advise", "--dataset", "mfeat", "--teacher", "pix", "--student", "depth"], r"depth"),
 ]

@@ -38,8 +38,13 @@ def alive(pid: int) -> bool:
 def test_a_dead_ddp_process_stops_the_run_within_a_bounded_time(tmp_path, victim):
     config = tmp_path / "ddp.yaml"
     config.write_text(LONG_DDP)
-    launcher = subprocess.Popen(cli("train", str(config), "--out", str(tmp_path / "run"), "--quiet"), env=cli_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        cli("train", str(config), "--out", str(tmp_path / "run"), "--quiet"),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         marker = tmp_path / "run" / "seed_0" / "student" / "metrics.csv"
         deadline = time.time() + 180
@@ -52,7 +57,9 @@ def test_a_dead_ddp_process_stops_the_run_within_a_bounded_time(tmp_path, victim
         start = time.time()
         while alive(survivor) and time.time() - start < 60:
             time.sleep(0.2)
-        assert not alive(survivor), f"the surviving {'launcher' if victim == 'worker' else 'worker'} still runs after 60 s"
+        assert not alive(survivor), (
+            f"the surviving {'launcher' if victim == 'worker' else 'worker'} still runs after 60 s"
+        )
         if victim == "worker":
             assert launcher.wait(5) != 0
             err = launcher.stderr.read()
@@ -123,7 +130,9 @@ def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_
 
     trainer = TrainerConfig(epochs=2, batch_size=32)
     t, clean = models()
-    distill(clean, t, toy_splits, tmp_path / "clean", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache-clean"))
+    distill(
+        clean, t, toy_splits, tmp_path / "clean", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache-clean")
+    )
 
     real_save = checkpoint.save_file
 
@@ -135,7 +144,9 @@ def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_
     monkeypatch.setattr(checkpoint, "save_file", dying_save)
     t, killed = models()
     with pytest.raises(KeyboardInterrupt):
-        distill(killed, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache"))
+        distill(
+            killed, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache")
+        )
     assert not list((tmp_path / "cache").glob("*.safetensors")), "no half-written cache file under the final name"
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     t, again = models()
@@ -155,7 +166,8 @@ data = build_splits("toy-two-modality", {"n": int(sys.argv[2]), "dim_a": 256, "d
 torch.manual_seed(0)
 teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[512, 512], out_dim=256)),
                       data.train.specs(), data.num_classes)
-table, hit = cached_table(teacher, data.train, TeacherRequest(features=("encoders.a",)), None, sys.argv[1], 64, torch.device("cpu"))
+request = TeacherRequest(features=("encoders.a",))
+table, hit = cached_table(teacher, data.train, request, None, sys.argv[1], 64, torch.device("cpu"))
 print("done", "hit" if hit else "built", float(table.tensors["logits"].sum()))
 """
 
@@ -168,17 +180,28 @@ def test_sigkill_while_building_the_teacher_cache_leaves_no_cache_and_the_rebuil
     script = tmp_path / "build.py"
     script.write_text(BUILD_CACHE)
     cache = tmp_path / "cache"
-    victim = subprocess.Popen([sys.executable, str(script), str(cache), "60000"], env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, str(script), str(cache), "60000"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert victim.stdout.readline().strip() == "start"
     time.sleep(0.3)  # inside the build (it takes seconds)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     for final in cache.glob("*.safetensors") if cache.exists() else []:
         load_tensors(final)  # whatever carries the final name is complete (checksum verified), never half a file
-    rebuilt = subprocess.run([sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True)
-    clean = subprocess.run([sys.executable, str(script), str(tmp_path / "clean"), "60000"], env=cli_env(), capture_output=True, text=True)
-    again = subprocess.run([sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True)
+    rebuilt = subprocess.run(
+        [sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True
+    )
+    clean = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "clean"), "60000"], env=cli_env(), capture_output=True, text=True
+    )
+    again = subprocess.run(
+        [sys.executable, str(script), str(cache), "60000"], env=cli_env(), capture_output=True, text=True
+    )
     assert rebuilt.returncode == 0 and clean.returncode == 0 and again.returncode == 0, rebuilt.stderr[-2000:]
     last = [p.stdout.strip().splitlines()[-1].split() for p in (rebuilt, clean, again)]  # "done hit|built <sum>"
     assert last[2][1] == "hit" and last[0][1] == "built"

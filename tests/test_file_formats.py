@@ -24,7 +24,9 @@ def test_the_reported_file_whose_header_length_ends_in_0x80_loads(tmp_path):
 
     p = tmp_path / "c.safetensors"
     w = {"w": torch.zeros(178)}  # as the safetensors library wrote it for save_tensors at the time of the report:
-    library_save_file(w, str(p), metadata={"format": FORMAT, "sha256": tensors_checksum(w), "state": json.dumps({"k": "v" * 178})})
+    library_save_file(
+        w, str(p), metadata={"format": FORMAT, "sha256": tensors_checksum(w), "state": json.dumps({"k": "v" * 178})}
+    )
     assert p.read_bytes()[:1] == b"\x80"
     assert torch.equal(load_weights(p)["w"], torch.zeros(178))
     save_tensors(p, {"w": torch.zeros(178)}, {"k": "v" * 178})
@@ -126,10 +128,22 @@ def test_identical_runs_give_identical_files(toy_splits, tmp_path):
 
     for run in ("r1", "r2"):
         teacher, student = models(toy_splits)
-        distill(student, teacher, toy_splits, tmp_path / run, "kd", trainer=TrainerConfig(epochs=2, batch_size=32),
-                cache=CacheConfig(dir=tmp_path / f"cache-{run}"))
-    for name in ("student.safetensors", "checkpoints/last.safetensors", "checkpoints/best.safetensors", "metrics.csv",
-                 "result.json"):
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / run,
+            "kd",
+            trainer=TrainerConfig(epochs=2, batch_size=32),
+            cache=CacheConfig(dir=tmp_path / f"cache-{run}"),
+        )
+    for name in (
+        "student.safetensors",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+        "metrics.csv",
+        "result.json",
+    ):
         assert _sha(tmp_path / "r1" / name) == _sha(tmp_path / "r2" / name), name
     (c1,), (c2,) = (tmp_path / "cache-r1").glob("*.safetensors"), (tmp_path / "cache-r2").glob("*.safetensors")
     assert c1.name == c2.name and _sha(c1) == _sha(c2)

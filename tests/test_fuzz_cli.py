@@ -89,12 +89,71 @@ KEYS = all_keys()
 
 # YAML texts a user might type by mistake: wrong types, YAML 1.1 traps, non-finite, huge, tags, aliases, unicode
 SPECIAL = [
-    "true", "false", "True", "yes", "no", "on", "null", "~", "''", "'3'", "010", "0o10", "0x1f", "1:30", "1_000",
-    ".nan", ".inf", "-.inf", "1e300", "-1e300", "1e-30", "1e-3", "-1", "0", "1", "2", "3.5", "-0.0", "2**64",
-    "18446744073709551616", "-9223372036854775809", "[]", "{}", "[1, 2]", "[a, b]", "[index]", "[label]", "[a, a]",
-    "{a: 1}", "[[1]]", "&x [1, *x]", "*undefined", "!!python/object/apply:os.system [echo]", "!!binary aGk=",
-    "!!float 1", "!!str 3", "'\u2603'", "\u00e9t\u00e9", "\U0001d518nicode", "\u202eevil", "{{", "- a", "a: b",
-    "|", ">", "%YAML 1.1", "---", "...", "x" * 3000, "[" * 300, "a\nb", "  ", "#comment", "@x", "`x`",
+    "true",
+    "false",
+    "True",
+    "yes",
+    "no",
+    "on",
+    "null",
+    "~",
+    "''",
+    "'3'",
+    "010",
+    "0o10",
+    "0x1f",
+    "1:30",
+    "1_000",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "1e300",
+    "-1e300",
+    "1e-30",
+    "1e-3",
+    "-1",
+    "0",
+    "1",
+    "2",
+    "3.5",
+    "-0.0",
+    "2**64",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "[]",
+    "{}",
+    "[1, 2]",
+    "[a, b]",
+    "[index]",
+    "[label]",
+    "[a, a]",
+    "{a: 1}",
+    "[[1]]",
+    "&x [1, *x]",
+    "*undefined",
+    "!!python/object/apply:os.system [echo]",
+    "!!binary aGk=",
+    "!!float 1",
+    "!!str 3",
+    "'\u2603'",
+    "\u00e9t\u00e9",
+    "\U0001d518nicode",
+    "\u202eevil",
+    "{{",
+    "- a",
+    "a: b",
+    "|",
+    ">",
+    "%YAML 1.1",
+    "---",
+    "...",
+    "x" * 3000,
+    "[" * 300,
+    "a\nb",
+    "  ",
+    "#comment",
+    "@x",
+    "`x`",
 ]
 NUMBER_TEXT = st.one_of(
     st.integers(-(2**70), 2**70).map(str),
@@ -105,8 +164,18 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=16)
 
 
 NAMES = {"method.name": METHODS, "data.name": DATASETS, "masking.strategy": MASKERS}
-MAPPINGS = ["{b: {type: cnn1d}}", "{a: {out_dim: 3}}", "{zz: {}}", "{b: zeros}", "{a: learned}", "{b: mean}",
-            "{student_layer: head, teacher_layer: head}", "{weighting: learned}", "{n: 20}", "{temperature: 1e-30}"]
+MAPPINGS = [
+    "{b: {type: cnn1d}}",
+    "{a: {out_dim: 3}}",
+    "{zz: {}}",
+    "{b: zeros}",
+    "{a: learned}",
+    "{b: mean}",
+    "{student_layer: head, teacher_layer: head}",
+    "{weighting: learned}",
+    "{n: 20}",
+    "{temperature: 1e-30}",
+]
 
 
 def values_for(key: str, annotation) -> st.SearchStrategy[str]:
@@ -122,8 +191,11 @@ def values_for(key: str, annotation) -> st.SearchStrategy[str]:
     if annotation in (int, float) or origin is typing.Literal:
         options.append(NUMBER_TEXT)
     if origin in (list, tuple):
-        options.append(st.lists(st.one_of(st.integers(-3, 70000), st.sampled_from(["a", "b", "x", "true"])), max_size=3)
-                       .map(lambda xs: "[" + ", ".join(map(str, xs)) + "]"))
+        options.append(
+            st.lists(st.one_of(st.integers(-3, 70000), st.sampled_from(["a", "b", "x", "true"])), max_size=3).map(
+                lambda xs: "[" + ", ".join(map(str, xs)) + "]"
+            )
+        )
     if annotation is bool:
         options.append(st.sampled_from(["true", "false", "1", "0"]))
     return st.one_of(options)
@@ -139,9 +211,23 @@ def overrides(draw) -> list[tuple[str, str]]:
 
 
 # Upper bounds on values that would be valid but make a run slow, wide or long; such cases are discarded
-COSTLY = {"epochs": 1, "n": 200, "dim_a": 64, "dim_b": 64, "latent_dim": 64, "hidden": 256, "out_dim": 256, "channels": 64,
-          "head_hidden": 256, "kernel_size": 9, "vocab_size": 10_000, "num_threads": 2, "n_train": 200, "n_val": 200,
-          "n_test": 200}
+COSTLY = {
+    "epochs": 1,
+    "n": 200,
+    "dim_a": 64,
+    "dim_b": 64,
+    "latent_dim": 64,
+    "hidden": 256,
+    "out_dim": 256,
+    "channels": 64,
+    "head_hidden": 256,
+    "kernel_size": 9,
+    "vocab_size": 10_000,
+    "num_threads": 2,
+    "n_train": 200,
+    "n_val": 200,
+    "n_test": 200,
+}
 
 
 def _too_costly(key: str, value: str) -> bool:
@@ -166,7 +252,9 @@ def _too_costly(key: str, value: str) -> bool:
 def _names_key(key: str, message: str) -> bool:
     """The message names the key, or a section of it, or the last parts of it."""
     parts = key.split(".")
-    candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [".".join(parts[i:]) for i in range(1, len(parts))]
+    candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [
+        ".".join(parts[i:]) for i in range(1, len(parts))
+    ]
     return any(re.search(rf"(^|[\s'\"(]){re.escape(c)}($|[\s:'\".,)=])", message) for c in candidates)
 
 
@@ -181,9 +269,12 @@ def base(tmp_path_factory) -> Path:
     return path
 
 
-@settings(max_examples=int(os.environ.get("MMDISTILL_FUZZ_EXAMPLES", 60)), deadline=None,
-          derandomize=not os.environ.get("MMDISTILL_FUZZ_EXAMPLES"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=int(os.environ.get("MMDISTILL_FUZZ_EXAMPLES", 60)),
+    deadline=None,
+    derandomize=not os.environ.get("MMDISTILL_FUZZ_EXAMPLES"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(items=overrides())
 # what earlier random runs of this fuzz found (each was a traceback or a message naming no key), kept as fixed cases
 @example(items=[("teacher.model.encoder.type", "cnn2d")])
@@ -209,7 +300,9 @@ def test_cli_exits_0_or_2_with_one_line_naming_the_key(base, items):
     STATS["exit 2"] += 1
     assert code == 2, f"{argv}: exit {code}: {text}"
     lines = text.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mmdistill train: error:"), f"{argv}: expected one error line, got {text!r}"
+    assert len(lines) == 1 and lines[0].startswith("mmdistill train: error:"), (
+        f"{argv}: expected one error line, got {text!r}"
+    )
     assert len(lines[0]) < 1500, f"{argv}: error message of {len(lines[0])} characters"
     assert any(_names_key(k, lines[0]) for k, _ in items), f"{argv}: {lines[0]!r} names none of the keys"
     assert not out.exists(), f"{argv}: exit 2 left {out}"
@@ -257,9 +350,12 @@ def config_files(draw) -> bytes:
     return data
 
 
-@settings(max_examples=int(os.environ.get("MMDISTILL_FUZZ_EXAMPLES", 30)), deadline=None,
-          derandomize=not os.environ.get("MMDISTILL_FUZZ_EXAMPLES"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("MMDISTILL_FUZZ_EXAMPLES", 30)),
+    deadline=None,
+    derandomize=not os.environ.get("MMDISTILL_FUZZ_EXAMPLES"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(content=config_files())
 def test_edited_config_files_exit_0_or_2_with_one_line(base, content):
     STATS["files"] += 1
@@ -279,7 +375,9 @@ def test_edited_config_files_exit_0_or_2_with_one_line(base, content):
 
 def test_fuzz_report():
     """Prints how many cases the fuzz ran (run with -s to see it); runs after the fuzz in file order."""
-    print(f"\nCLI fuzz: {STATS['cases']} generated override cases ({STATS['exit 0']} exit 0, {STATS['exit 2']} exit 2), "
-          f"{STATS['files']} edited config files")
+    print(
+        f"\nCLI fuzz: {STATS['cases']} generated override cases ({STATS['exit 0']} exit 0, {STATS['exit 2']} exit 2), "
+        f"{STATS['files']} edited config files"
+    )
     if STATS["cases"]:
         assert STATS["exit 0"] + STATS["exit 2"] == STATS["cases"]

@@ -52,8 +52,9 @@ class Net(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.modalities = modalities
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(36 * len(modalities), 16), nn.ReLU(), nn.Dropout(0.2),
-                                  nn.Linear(16, 3))
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(36 * len(modalities), 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3)
+        )
         self.seen: list[tuple[torch.Tensor, bool, bool]] = []  # (rgb, training, grad enabled) per call
         self.indices: list[torch.Tensor] = []
 
@@ -71,8 +72,14 @@ def splits(augment=True, **kw):
 def run(tmp_path, name, workers=0, epochs=2, resume=False, loader=None, **kw):
     data = kw.pop("data", None) or splits()
     student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
-    cfg = TrainerConfig(epochs=epochs, batch_size=16, num_workers=workers, scheduler={"name": "cosine"},
-                        test_checkpoint="last", **(loader or {}))  # the last weights: what a resume must reproduce
+    cfg = TrainerConfig(
+        epochs=epochs,
+        batch_size=16,
+        num_workers=workers,
+        scheduler={"name": "cosine"},
+        test_checkpoint="last",
+        **(loader or {}),
+    )  # the last weights: what a resume must reproduce
     result = distill(student, teacher, **data, out_dir=tmp_path / name, trainer=cfg, resume=resume, **kw)
     return result, student, teacher
 
@@ -86,7 +93,7 @@ def test_custom_dataset_with_augmentation_and_two_workers_trains_with_the_online
     assert "teacher runs online" in capsys.readouterr().err
     assert set(result.test) >= {"accuracy", "f1_macro", "loss"} and result.epochs_run == 2
     train_steps = [s for s in student.seen if s[1]]
-    online = teacher.seen[-len(train_steps):]  # the teacher's calls during training, one per step
+    online = teacher.seen[-len(train_steps) :]  # the teacher's calls during training, one per step
     assert len(train_steps) == 2 * 3
     for (x_s, _, _), (x_t, t_training, t_grad) in zip(train_steps, online):
         assert torch.equal(x_s, x_t), "the teacher must see the same augmented batch as the student"
@@ -136,14 +143,21 @@ def test_a_worker_that_raises_names_the_item_and_the_original_error(tmp_path):
 
 
 def test_caching_the_teacher_under_augmentation_is_refused_saying_why(tmp_path):
-    refused = (r"cache.enabled: cannot cache .* the training data are random .* "
-               r"a cached teacher output would belong to another input")
+    refused = (
+        r"cache.enabled: cannot cache .* the training data are random .* "
+        r"a cached teacher output would belong to another input"
+    )
     with pytest.raises(ConfigError, match=refused):  # the dataset says it is random
         run(tmp_path, "cached", cache=CacheConfig(enabled=True, dir=tmp_path / "cache"))
     fixed = {"train": FingerprintedScenes(48, 0), "val": Scenes(24, 1), "test": Scenes(24, 2)}
     with pytest.raises(ConfigError, match=refused):  # a train transform on cacheable data
-        run(tmp_path, "cached", data=fixed, transforms={"train": Jitter(0.1)},
-            cache=CacheConfig(enabled=True, dir=tmp_path / "cache"))
+        run(
+            tmp_path,
+            "cached",
+            data=fixed,
+            transforms={"train": Jitter(0.1)},
+            cache=CacheConfig(enabled=True, dir=tmp_path / "cache"),
+        )
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
@@ -169,12 +183,15 @@ def test_data_and_split_keywords_cannot_be_mixed(tmp_path, toy_splits):
         distill(Net(("rgb",)), None, None, tmp_path / "x", method="supervised", train=Scenes(8, 0), val=Scenes(8, 1))
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ({"prefetch_factor": 4}, r"prefetch_factor 4 needs worker processes"),
-    ({"persistent_workers": True}, r"persistent_workers: true needs worker processes"),
-    ({"num_workers": -1}, r"trainer.num_workers"),
-    ({"pin_memory": "yes"}, r"trainer.pin_memory"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ({"prefetch_factor": 4}, r"prefetch_factor 4 needs worker processes"),
+        ({"persistent_workers": True}, r"persistent_workers: true needs worker processes"),
+        ({"num_workers": -1}, r"trainer.num_workers"),
+        ({"pin_memory": "yes"}, r"trainer.pin_memory"),
+    ],
+)
 def test_loader_options_are_checked(raw, expected):
     with pytest.raises(ConfigError, match=expected):
         validate(TrainerConfig, raw, prefix="trainer.")
@@ -194,9 +211,14 @@ class Jitter:
 
 
 def test_yaml_dataset_factory_with_a_train_transform():
-    cfg = validate(DataConfig, {"dataset": "test_item_datasets:make_splits", "params": {"n_train": 20},
-                                "transforms": {"train": {"factory": "test_item_datasets:Jitter",
-                                                         "params": {"scale": 0.5}}}})
+    cfg = validate(
+        DataConfig,
+        {
+            "dataset": "test_item_datasets:make_splits",
+            "params": {"n_train": 20},
+            "transforms": {"train": {"factory": "test_item_datasets:Jitter", "params": {"scale": 0.5}}},
+        },
+    )
     data = load_data(cfg)
     assert isinstance(data, ItemSplits) and len(data.train) == 20
     assert data.train.random and not data.val.random, "a train transform makes the training data random"
@@ -204,12 +226,15 @@ def test_yaml_dataset_factory_with_a_train_transform():
     assert torch.equal(a["rgb"], b["rgb"]) and not torch.equal(a["rgb"], data.val.dataset[3]["rgb"])
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ({"dataset": "no_such_module_xyz:f"}, r"data.dataset: cannot import module 'no_such_module_xyz'"),
-    ({"dataset": "test_item_datasets:nothing"}, r"data.dataset: module 'test_item_datasets' has no 'nothing'"),
-    ({"dataset": "not a path"}, r"data.dataset: String should match pattern"),
-    ({"dataset": "test_item_datasets:make_splits", "name": "mfeat"}, r"give name .* or dataset .*, not both"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ({"dataset": "no_such_module_xyz:f"}, r"data.dataset: cannot import module 'no_such_module_xyz'"),
+        ({"dataset": "test_item_datasets:nothing"}, r"data.dataset: module 'test_item_datasets' has no 'nothing'"),
+        ({"dataset": "not a path"}, r"data.dataset: String should match pattern"),
+        ({"dataset": "test_item_datasets:make_splits", "name": "mfeat"}, r"give name .* or dataset .*, not both"),
+    ],
+)
 def test_yaml_dataset_errors_name_the_key(raw, expected):
     with pytest.raises(ConfigError, match=expected):
         load_data(validate(DataConfig, raw, prefix="data."))
@@ -219,8 +244,15 @@ def test_yaml_dataset_errors_name_the_key(raw, expected):
 def test_cuda_run_with_workers_pinned_memory_and_non_blocking_copies(tmp_path):
     data = splits()
     student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
-    cfg = TrainerConfig(epochs=2, batch_size=16, num_workers=2, accelerator="cuda", pin_memory=True,
-                        persistent_workers=True, prefetch_factor=2)
+    cfg = TrainerConfig(
+        epochs=2,
+        batch_size=16,
+        num_workers=2,
+        accelerator="cuda",
+        pin_memory=True,
+        persistent_workers=True,
+        prefetch_factor=2,
+    )
     result = distill(student, teacher, **data, out_dir=tmp_path / "cuda", trainer=cfg)
     assert result.epochs_run == 2 and 0 <= result.test["accuracy"] <= 1
     assert all(x.is_cuda for x, training, _ in student.seen if training)
@@ -238,15 +270,26 @@ def test_fixed_item_data_with_a_fingerprint_use_the_teacher_cache(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
 
 
-@pytest.mark.parametrize("params,masking", [
-    ({"weighting": "population"}, "mean"),
-    ({"weighting": "learned", "heldout_fraction": 0.25}, "zeros"),
-])
+@pytest.mark.parametrize(
+    "params,masking",
+    [
+        ({"weighting": "population"}, "mean"),
+        ({"weighting": "learned", "heldout_fraction": 0.25}, "zeros"),
+    ],
+)
 def test_msd_prepare_runs_on_augmented_item_data(tmp_path, params, masking):
     student, teacher = Net(("rgb", "depth"), 1), Net(("rgb", "depth"), 2)
     cfg = TrainerConfig(epochs=1, batch_size=16)
-    result = distill(student, teacher, **splits(), out_dir=tmp_path / "msd", method="msd", method_params=params,
-                     masking=MaskingConfig(strategy=masking), trainer=cfg)
+    result = distill(
+        student,
+        teacher,
+        **splits(),
+        out_dir=tmp_path / "msd",
+        method="msd",
+        method_params=params,
+        masking=MaskingConfig(strategy=masking),
+        trainer=cfg,
+    )
     assert result.epochs_run == 1 and 0 <= result.test["accuracy"] <= 1
 
 
@@ -279,8 +322,11 @@ class OddShape(Scenes):
 
 
 def test_a_batch_that_cannot_be_stacked_names_split_item_and_key(tmp_path):
-    with pytest.raises(DataError, match=r"train: item 21, key 'rgb': shape \(1, 5, 6\) differs from item \d+'s "
-                                        r"\(1, 6, 6\)"):
+    with pytest.raises(
+        DataError,
+        match=r"train: item 21, key 'rgb': shape \(1, 5, 6\) differs from item \d+'s "
+        r"\(1, 6, 6\)",
+    ):
         run(tmp_path, "odd", data={"train": OddShape(48, 0), "val": Scenes(8, 1), "test": Scenes(8, 2)})
 
 

@@ -30,7 +30,9 @@ def test_kd_loss_matches_precomputed_and_formula(temp, expected):
 def test_kd_loss_is_zero_when_student_equals_teacher_and_batchmean():
     assert kd_loss(T, T, 3.0).item() == pytest.approx(0.0, abs=1e-7)
     doubled = kd_loss(torch.cat([S, S]), torch.cat([T, T]), 2.0)
-    assert doubled.item() == pytest.approx(kd_loss(S, T, 2.0).item(), rel=1e-6), "batchmean: duplicating the batch keeps the value"
+    assert doubled.item() == pytest.approx(kd_loss(S, T, 2.0).item(), rel=1e-6), (
+        "batchmean: duplicating the batch keeps the value"
+    )
 
 
 def test_summarize_t_interval():

@@ -9,8 +9,14 @@ SPECS = [ModalitySpec("a", (3,)), ModalitySpec("b", (2,)), ModalitySpec("t", (4,
 
 
 def batch():
-    return {"a": torch.ones(2, 3), "b": torch.full((2, 2), 2.0), "t": torch.tensor([[5, 6, 7, 0]] * 2),
-            "t_mask": torch.tensor([[1, 1, 1, 0]] * 2), "label": torch.tensor([0, 1]), "index": torch.tensor([7, 9])}
+    return {
+        "a": torch.ones(2, 3),
+        "b": torch.full((2, 2), 2.0),
+        "t": torch.tensor([[5, 6, 7, 0]] * 2),
+        "t_mask": torch.tensor([[1, 1, 1, 0]] * 2),
+        "label": torch.tensor([0, 1]),
+        "index": torch.tensor([7, 9]),
+    }
 
 
 def test_zeros_removes_only_the_named_modality():

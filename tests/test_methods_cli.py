@@ -16,22 +16,28 @@ import pytest
 from mmdistill.cli import main
 
 MLP_LAYERS = "student_layer: encoders.b.body.2, teacher_layer: encoders.a.body.2"
-CNN = ["student.model.encoder={type: cnn1d, channels: [4], out_dim: 8}",
-       "teacher.model.encoder={type: cnn1d, channels: [6], out_dim: 16}"]
+CNN = [
+    "student.model.encoder={type: cnn1d, channels: [4], out_dim: 8}",
+    "teacher.model.encoder={type: cnn1d, channels: [6], out_dim: 16}",
+]
 
 CASES = {
     "dkd": (["method.params={temperature: 2.0, warmup_steps: 3}"], ["ce", "tckd", "nckd"]),
     "dist": (["method.params={tau: 2.0}"], ["ce", "inter", "intra"]),
     "logit_std_kd": (["method.params={temperature: 2.0}"], ["ce", "kd"]),
-    "at": (CNN + ["method.params={student_layer: encoders.b.body.0, teacher_layer: encoders.a.body.0, form: paper}"],
-           ["ce", "at"]),
+    "at": (
+        CNN + ["method.params={student_layer: encoders.b.body.0, teacher_layer: encoders.a.body.0, form: paper}"],
+        ["ce", "at"],
+    ),
     "pkt": ([f"method.params={{{MLP_LAYERS}}}"], ["ce", "pkt"]),
     "rkd": ([f"method.params={{{MLP_LAYERS}}}"], ["ce", "rkd_distance", "rkd_angle"]),
     "sp": ([f"method.params={{{MLP_LAYERS}}}"], ["ce", "sp"]),
     "crd": ([f"method.params={{{MLP_LAYERS}, nce_k: 64, feat_dim: 8}}"], ["ce", "crd_s", "crd_t"]),
     "c2kd": ([f"method.params={{{MLP_LAYERS}}}"], ["ce", "proxy_s", "output_s", "proxy_t", "ofsd_s", "ofsd_t"]),
-    "mfh_general": (["method.params={teacher_layer: encoders.a.body.3, keep_ratio: 0.5, salience_epochs: 20}"],
-                    ["ce", "kd"]),
+    "mfh_general": (
+        ["method.params={teacher_layer: encoders.a.body.3, keep_ratio: 0.5, salience_epochs: 20}"],
+        ["ce", "kd"],
+    ),
 }
 
 

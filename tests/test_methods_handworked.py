@@ -105,8 +105,9 @@ def test_crd_method_composes_the_formula_and_keeps_its_state():
     batch = {LABEL: torch.tensor([1]), INDEX: torch.tensor([2])}
     bank_s0, bank_t0 = method.bank_s.clone(), method.bank_t.clone()
     torch.manual_seed(5)
-    out = method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": v_s}),
-                        TeacherOutputs(torch.zeros(1, 2), {"t": v_t}))
+    out = method.losses(
+        batch, StudentOutputs(torch.zeros(1, 2), {"s": v_s}), TeacherOutputs(torch.zeros(1, 2), {"t": v_t})
+    )
     torch.manual_seed(5)
     idx = torch.cat([torch.tensor([[2]]), torch.randint(6, (1, 3))], 1)  # the same negatives: row 2 first
     h_s = critic(torch.tensor([[0.6, 0.8]]), bank_t0[idx], 0.5)
@@ -129,8 +130,11 @@ def test_crd_eval_mode_changes_no_state():
     method = _crd().eval()
     before = {k: v.clone() for k, v in method.state_dict().items()}
     batch = {LABEL: torch.tensor([1]), INDEX: torch.tensor([2])}
-    method.losses(batch, StudentOutputs(torch.zeros(1, 2), {"s": torch.ones(1, 2)}),
-                  TeacherOutputs(torch.zeros(1, 2), {"t": torch.ones(1, 2)}))
+    method.losses(
+        batch,
+        StudentOutputs(torch.zeros(1, 2), {"s": torch.ones(1, 2)}),
+        TeacherOutputs(torch.zeros(1, 2), {"t": torch.ones(1, 2)}),
+    )
     for k, v in method.state_dict().items():
         torch.testing.assert_close(v, before[k])
 
@@ -163,8 +167,11 @@ def test_c2kd_selects_agreeing_examples_and_distils_both_ways():
     pi_s = torch.tensor([[7.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
     # example 0: tau_b([5, .69, 0], [7, 0, 0]) = (1 + 1 + 0) / sqrt(3 * 2) > 0 -> selected; example 1: tau = -1 -> not
     s_logits = torch.zeros(2, 3)
-    out = method.losses({LABEL: torch.tensor([0, 0])}, StudentOutputs(s_logits, {"s": pi_s}),
-                        TeacherOutputs(torch.zeros(2, 3), {"t": pi_t}))
+    out = method.losses(
+        {LABEL: torch.tensor([0, 0])},
+        StudentOutputs(s_logits, {"s": pi_s}),
+        TeacherOutputs(torch.zeros(2, 3), {"t": pi_t}),
+    )
     close(out["ofsd_s"], NT_KL / 2)  # (KL_0 + 0) / B
     # reverse direction, example 0: KL([1/3]*3 || [1/4, 1/2, 1/4]) = 1/3 (ln(4/3) + ln(2/3) + ln(4/3))
     close(out["ofsd_t"], (LN(4 / 3) + LN(2 / 3) + LN(4 / 3)) / 3 / 2)

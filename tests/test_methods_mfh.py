@@ -35,8 +35,11 @@ def write_scores(path, scores):
 def test_csv_scores_keep_the_top_channels_and_zero_the_rest(pair, tmp_path):
     data, teacher, student, masker = pair
     scores = [0.1, 0.9, 0.3, 1.0, 0.0, 0.8, 0.2, 0.4]  # top half: channels 3, 1, 5, 7
-    method = build_method("mfh_general", {"teacher_layer": LAYER, "keep_ratio": 0.5,
-                                          "scores_csv": write_scores(tmp_path / "s.csv", scores)}, masker)
+    method = build_method(
+        "mfh_general",
+        {"teacher_layer": LAYER, "keep_ratio": 0.5, "scores_csv": write_scores(tmp_path / "s.csv", scores)},
+        masker,
+    )
     sample = data.train.__getitems__(range(16))
     method.setup(sample, student, teacher)
     with FeatureHooks(teacher, [LAYER]) as f:
@@ -60,8 +63,13 @@ def test_csv_scores_keep_the_top_channels_and_zero_the_rest(pair, tmp_path):
 
 def test_scores_computed_in_prepare_are_deterministic_and_leave_the_rng_alone(pair):
     data, teacher, student, masker = pair
-    params = {"teacher_layer": LAYER, "keep_ratio": 0.25, "salience_epochs": 30, "salience_examples": 200,
-              "fill": "mean"}
+    params = {
+        "teacher_layer": LAYER,
+        "keep_ratio": 0.25,
+        "salience_epochs": 30,
+        "salience_examples": 200,
+        "fill": "mean",
+    }
     method = build_method("mfh_general", params, masker)
     method.setup(data.train.__getitems__(range(8)), student, teacher)
     rng = torch.get_rng_state()
@@ -81,12 +89,15 @@ def test_scores_computed_in_prepare_are_deterministic_and_leave_the_rng_alone(pa
     assert torch.allclose(f[LAYER][:, dropped], method._fill[dropped].expand(200, -1))
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "does not exist"),
-    ("a,b\n1,2\n", "needs the columns channel and score"),
-    ("channel,score\n0,0.5\n1,x\n", "not a number"),
-    ("channel,score\n0,0.5\n1,0.2\n", "the teacher layer has 8"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("a,b\n1,2\n", "needs the columns channel and score"),
+        ("channel,score\n0,0.5\n1,x\n", "not a number"),
+        ("channel,score\n0,0.5\n1,0.2\n", "the teacher layer has 8"),
+    ],
+)
 def test_bad_scores_csv_is_a_config_error_naming_the_field(pair, tmp_path, content, message):
     data, teacher, student, masker = pair
     path = tmp_path / "s.csv"

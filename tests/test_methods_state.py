@@ -18,21 +18,24 @@ from mmdistill.models.multimodal import ModelConfig, build_model
 LAYERS = {"student_layer": "encoders.b.body.1", "teacher_layer": "encoders.a.body.1"}
 
 
-@pytest.mark.parametrize(("name", "params", "field"), [
-    ("dkd", {"temperature": 0}, "temperature"),
-    ("dkd", {"warmup_steps": -1}, "warmup_steps"),
-    ("dist", {"tau": -1.0}, "tau"),
-    ("logit_std_kd", {"lam": 1.5}, "lam"),
-    ("at", {**LAYERS, "form": "both"}, "form"),
-    ("pkt", {"teacher_layer": "x"}, "student_layer"),
-    ("rkd", {**LAYERS, "dist_factor": -1}, "dist_factor"),
-    ("sp", {**LAYERS, "gamma": -3}, "gamma"),
-    ("crd", {**LAYERS, "nce_m": 1.0}, "nce_m"),
-    ("crd", {**LAYERS, "nce_t": 0}, "nce_t"),
-    ("c2kd", {**LAYERS, "krc_threshold": 1.0}, "krc_threshold"),
-    ("mfh_general", {"teacher_layer": "x", "keep_ratio": 0}, "keep_ratio"),
-    ("mfh_general", {"teacher_layer": "x", "tempreature": 2}, "tempreature"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("dkd", {"temperature": 0}, "temperature"),
+        ("dkd", {"warmup_steps": -1}, "warmup_steps"),
+        ("dist", {"tau": -1.0}, "tau"),
+        ("logit_std_kd", {"lam": 1.5}, "lam"),
+        ("at", {**LAYERS, "form": "both"}, "form"),
+        ("pkt", {"teacher_layer": "x"}, "student_layer"),
+        ("rkd", {**LAYERS, "dist_factor": -1}, "dist_factor"),
+        ("sp", {**LAYERS, "gamma": -3}, "gamma"),
+        ("crd", {**LAYERS, "nce_m": 1.0}, "nce_m"),
+        ("crd", {**LAYERS, "nce_t": 0}, "nce_t"),
+        ("c2kd", {**LAYERS, "krc_threshold": 1.0}, "krc_threshold"),
+        ("mfh_general", {"teacher_layer": "x", "keep_ratio": 0}, "keep_ratio"),
+        ("mfh_general", {"teacher_layer": "x", "tempreature": 2}, "tempreature"),
+    ],
+)
 def test_bad_parameters_are_config_errors_naming_the_field(toy_splits, name, params, field):
     masker = Masker(toy_splits.train.specs(), "zeros")
     with pytest.raises(ConfigError, match=f"method.params.{field}"):
@@ -63,8 +66,17 @@ def test_crd_resume_is_bitwise_equal_to_an_uninterrupted_run(toy_splits, tmp_pat
         torch.manual_seed(1)
         _, student = _models(toy_splits)
         trainer = TrainerConfig(epochs=epochs, batch_size=50, num_threads=1)
-        distill(student, teacher, toy_splits, out, "crd", params, trainer=trainer, resume=resume,
-                cache=CacheConfig(dir=tmp_path / "cache"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            out,
+            "crd",
+            params,
+            trainer=trainer,
+            resume=resume,
+            cache=CacheConfig(dir=tmp_path / "cache"),
+        )
         return load_tensors(out / "checkpoints" / "last.safetensors")[0]
 
     full = run(tmp_path / "full", 2)
@@ -108,11 +120,13 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     torch.manual_seed(100 + rank)  # each rank its own batch
     rows = torch.tensor([[0, 1], [2, 3]][rank])
     hs, ht = torch.randn(2, 5), torch.randn(2, 5)
-    method.losses({LABEL: torch.tensor([0, 1]), INDEX: rows}, StudentOutputs(torch.zeros(2, 2), {"s": hs}),
-                  TeacherOutputs(torch.zeros(2, 2), {"t": ht}))
+    method.losses(
+        {LABEL: torch.tensor([0, 1]), INDEX: rows},
+        StudentOutputs(torch.zeros(2, 2), {"s": hs}),
+        TeacherOutputs(torch.zeros(2, 2), {"t": ht}),
+    )
     v_s = torch.nn.functional.normalize(method.embed_s(hs), dim=1)
-    torch.save({"bank_s": method.bank_s, "z_s": method.z_s, "rows": rows, "v_s": v_s},
-               f"{out}/rank{rank}.pt")
+    torch.save({"bank_s": method.bank_s, "z_s": method.z_s, "rows": rows, "v_s": v_s}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 

@@ -49,7 +49,9 @@ def test_a_finished_run_is_not_overwritten_without_the_flag(tmp_path, capsys):
 
 def test_mfh_plane_writes_the_grid_csv_and_heatmap(tmp_path):
     out = tmp_path / "plane"
-    assert main(["reproduce", "mfh-plane", "--seeds", "1", "--epochs", "20", "--decisive", "20", "--out", str(out)]) == 0
+    assert (
+        main(["reproduce", "mfh-plane", "--seeds", "1", "--epochs", "20", "--decisive", "20", "--out", str(out)]) == 0
+    )
     fields, grid = _rows(out / "plane.csv")
     assert {"gamma_target", "alpha_target", "delta_mean", "delta_std", "s0", "sa", "sb"} <= set(fields)
     assert len(grid) == 55  # gamma 0.1..1.0 x alpha 0.0..0.9 with gamma <= 1 - alpha

@@ -10,7 +10,14 @@ import torch
 from mmdistill.cli import main
 from mmdistill.errors import ConfigError
 from mmdistill.mfh.ensemble import make_mlp
-from mmdistill.studies.mfh_removal import MODES, ROW_FIELDS, feature_removal, kept_channels, removed_channels, summarize_removal
+from mmdistill.studies.mfh_removal import (
+    MODES,
+    ROW_FIELDS,
+    feature_removal,
+    kept_channels,
+    removed_channels,
+    summarize_removal,
+)
 
 torch.set_num_threads(1)
 
@@ -67,11 +74,31 @@ def test_bad_settings_are_refused():
 
 def test_reproduce_mfh_removal_on_mfeat_writes_results_summary_and_figure(tmp_path):
     out = tmp_path / "rm"
-    code = main(["reproduce", "mfh-removal", "--dataset", "mfeat", "--pairs", "fou:mor", "--seeds", "2", "--hidden", "8",
-                 "--epochs", "20", "--out", str(out)])
+    code = main(
+        [
+            "reproduce",
+            "mfh-removal",
+            "--dataset",
+            "mfeat",
+            "--pairs",
+            "fou:mor",
+            "--seeds",
+            "2",
+            "--hidden",
+            "8",
+            "--epochs",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert list(rows[0]) == ROW_FIELDS and len(rows) == 2 * len(MODES)
     text = (out / "summary.md").read_text()
-    assert "--pairs fou:mor" in text and "| fou:mor | general |" in text and "paper expects general > random > specific" in text
+    assert (
+        "--pairs fou:mor" in text
+        and "| fou:mor | general |" in text
+        and "paper expects general > random > specific" in text
+    )
     assert (out / "removal.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,14 @@ from torch import nn
 from mmdistill.data import build_splits
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.mfh.ensemble import make_mlp
-from mmdistill.mfh.algorithm1 import INPUT, algorithm1, channel_salience, channel_salience_loop, precision_at, train_pair
+from mmdistill.mfh.algorithm1 import (
+    INPUT,
+    algorithm1,
+    channel_salience,
+    channel_salience_loop,
+    precision_at,
+    train_pair,
+)
 from mmdistill.data.venn import draw, preset_spec
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
@@ -77,7 +84,10 @@ def test_dict_batches_of_a_multimodal_classifier_by_module_path():
     layer = next(n for n in names if n.startswith("encoders.a") and isinstance(dict(t.named_modules())[n], nn.ReLU))
     fast = channel_salience(t, s, xa, xb, layer, permutations=2)
     _assert_same_scores(fast, channel_salience_loop(t, s, xa, xb, layer, permutations=2))
-    _assert_same_scores(channel_salience(t, s, xa, xb, INPUT, permutations=2), channel_salience_loop(t, s, xa, xb, INPUT, permutations=2))
+    _assert_same_scores(
+        channel_salience(t, s, xa, xb, INPUT, permutations=2),
+        channel_salience_loop(t, s, xa, xb, INPUT, permutations=2),
+    )
 
 
 def test_scores_are_min_max_normalised_and_raw_scores_are_distance_growth():

@@ -14,8 +14,22 @@ torch.set_num_threads(1)
 
 def test_salience_command_writes_scores_and_a_plot_and_finds_the_shared_channels(tmp_path, capsys):
     out = tmp_path / "sal"
-    code = main(["salience", "--dataset", "venn", "--preset", "modify-gamma", "--setting", "5", "--epochs", "150",
-                 "--json", "--out", str(out)])
+    code = main(
+        [
+            "salience",
+            "--dataset",
+            "venn",
+            "--preset",
+            "modify-gamma",
+            "--setting",
+            "5",
+            "--epochs",
+            "150",
+            "--json",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["channels"] == 50 and report["layer"] == "input" and report["precision_at_shared"] >= 0.8
@@ -29,8 +43,25 @@ def test_salience_command_writes_scores_and_a_plot_and_finds_the_shared_channels
 
 
 def test_salience_command_on_mfeat_penultimate_features(tmp_path, capsys):
-    code = main(["salience", "--dataset", "mfeat", "--teacher", "fou", "--student", "mor", "--hidden", "8",
-                 "--epochs", "5", "--permutations", "2", "--out", str(tmp_path)])
+    code = main(
+        [
+            "salience",
+            "--dataset",
+            "mfeat",
+            "--teacher",
+            "fou",
+            "--student",
+            "mor",
+            "--hidden",
+            "8",
+            "--epochs",
+            "5",
+            "--permutations",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     assert "teacher fou -> student mor, layer 1" in capsys.readouterr().out
     assert len(list(csv.DictReader(open(tmp_path / "scores.csv")))) == 8

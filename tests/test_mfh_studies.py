@@ -76,7 +76,10 @@ def test_a_run_of_the_sweep_equals_the_official_script_run_alone(gamma_study):
     kd = _official_train(d.train.xb, d.train.y, 1000, teacher=teacher, x_teacher=d.train.xa)
     nokd = _official_train(d.train.xb, d.train.y, 1000)
     with torch.no_grad():
-        acc = [(m(x).argmax(1) == d.test.y).float().mean().item() for m, x in ((teacher, d.test.xa), (nokd, d.test.xb), (kd, d.test.xb))]
+        acc = [
+            (m(x).argmax(1) == d.test.y).float().mean().item()
+            for m, x in ((teacher, d.test.xa), (nokd, d.test.xb), (kd, d.test.xb))
+        ]
     row = next(r for r in gamma_study.rows if r["seed"] == seed and r["setting"] == f"o={overlap}")
     assert [row["teacher_acc"], row["nokd_acc"], row["kd_acc"]] == pytest.approx(acc, abs=0.0015)
 
@@ -92,7 +95,16 @@ def test_venn_plane_covers_the_feasible_triangle_only():
 
 def test_summary_uses_population_std_in_points():
     rows = [
-        {"setting": "x", "gamma": 0.5, "alpha": 0.5, "beta": 0.5, "seed": s, "teacher_acc": t, "nokd_acc": 0.6, "kd_acc": k}
+        {
+            "setting": "x",
+            "gamma": 0.5,
+            "alpha": 0.5,
+            "beta": 0.5,
+            "seed": s,
+            "teacher_acc": t,
+            "nokd_acc": 0.6,
+            "kd_acc": k,
+        }
         for s, t, k in ((0, 0.7, 0.61), (1, 0.8, 0.65))
     ]
     (entry,) = summarize(rows)

@@ -22,7 +22,8 @@ def test_one_row_per_setting_seed_and_selection_with_shared_no_kd_student(small)
     rows = small.rows
     assert len(rows) == 2 * 2 * len(SELECTIONS)
     assert {(r["setting"], r["seed"], r["selection"]) for r in rows} == {
-        (f"xs2={x}", s, sel) for x in (5, 20) for s in (0, 1) for sel in SELECTIONS}
+        (f"xs2={x}", s, sel) for x in (5, 20) for s in (0, 1) for sel in SELECTIONS
+    }
     for key in {(r["setting"], r["seed"]) for r in rows}:
         nokd = {r["nokd_acc"] for r in rows if (r["setting"], r["seed"]) == key}
         assert len(nokd) == 1  # one no-KD student per (setting, seed)
@@ -48,7 +49,10 @@ def test_a_modality_general_teacher_is_less_accurate_than_the_regular_one(small)
 
 def test_reproduce_mfh_table2_writes_results_summary_and_figure(tmp_path, capsys):
     out = tmp_path / "t2"
-    assert main(["reproduce", "mfh-table2", "--seeds", "1", "--epochs", "50", "--joint-epochs", "50", "--out", str(out)]) == 0
+    assert (
+        main(["reproduce", "mfh-table2", "--seeds", "1", "--epochs", "50", "--joint-epochs", "50", "--out", str(out)])
+        == 0
+    )
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert list(rows[0]) == ROW_FIELDS and len(rows) == 6 * len(SELECTIONS)
     text = (out / "summary.md").read_text()

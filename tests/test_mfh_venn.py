@@ -174,7 +174,9 @@ def test_venn_is_a_registered_dataset_with_modalities_a_and_b():
     assert [s.shape for s in splits.train.specs()] == [(25,), (50,)]
     assert (len(splits.train), len(splits.val), len(splits.test)) == (200, 200, 1000)
     official = draw(preset_spec("vary-gamma", 4), 3)
-    assert torch.equal(splits.train.tensors["b"], official.train.xb) and torch.equal(splits.test.labels, official.test.y)
+    assert torch.equal(splits.train.tensors["b"], official.train.xb) and torch.equal(
+        splits.test.labels, official.test.y
+    )
     assert splits.info["gamma"] == pytest.approx(4 / 16)
     custom = build_splits("venn", {"s0": 2, "sa": 3, "sb": 1, "dim_a": 8, "dim_b": 6, "num_classes": 3}, seed=0)
     assert custom.num_classes == 3 and custom.info["beta"] == pytest.approx(1 / 3)

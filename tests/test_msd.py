@@ -18,8 +18,12 @@ TRAINER = TrainerConfig(epochs=3, batch_size=32)
 def pair(splits, teacher_mods=("a", "b"), student_mods=("a", "b")):
     specs, n = splits.train.specs(), splits.num_classes
     torch.manual_seed(0)
-    teacher = build_model(ModelConfig(modalities=list(teacher_mods), encoder=EncoderConfig(hidden=[32], out_dim=16)), specs, n)
-    student = build_model(ModelConfig(modalities=list(student_mods), encoder=EncoderConfig(hidden=[8], out_dim=8)), specs, n)
+    teacher = build_model(
+        ModelConfig(modalities=list(teacher_mods), encoder=EncoderConfig(hidden=[32], out_dim=16)), specs, n
+    )
+    student = build_model(
+        ModelConfig(modalities=list(student_mods), encoder=EncoderConfig(hidden=[8], out_dim=8)), specs, n
+    )
     return teacher, student
 
 
@@ -88,8 +92,16 @@ def test_instance_weights_sum_to_the_number_of_modalities(toy_splits):
 
 def test_learned_weights_are_meta_learned_not_trained_by_the_main_optimizer(toy_splits, tmp_path):
     teacher, student = pair(toy_splits)
-    r = distill(student, teacher, toy_splits, tmp_path / "l", "msd", {"weighting": "learned", "heldout_fraction": 0.2, "meta_lr": 0.5},
-                trainer=TRAINER, cache=CacheConfig(dir=tmp_path / "c"))
+    r = distill(
+        student,
+        teacher,
+        toy_splits,
+        tmp_path / "l",
+        "msd",
+        {"weighting": "learned", "heldout_fraction": 0.2, "meta_lr": 0.5},
+        trainer=TRAINER,
+        cache=CacheConfig(dir=tmp_path / "c"),
+    )
     from mmdistill.engine.checkpoint import load_tensors
 
     weights, _ = load_tensors(tmp_path / "l" / "checkpoints" / "last.safetensors")
@@ -103,8 +115,16 @@ def test_msd_with_cache_equals_without(toy_splits, tmp_path):
     finals = []
     for enabled in (True, False):
         teacher, student = pair(toy_splits)
-        distill(student, teacher, toy_splits, tmp_path / str(enabled), "msd", {"weighting": "instance"}, trainer=TRAINER,
-                cache=CacheConfig(enabled=enabled, dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / str(enabled),
+            "msd",
+            {"weighting": "instance"},
+            trainer=TRAINER,
+            cache=CacheConfig(enabled=enabled, dir=tmp_path / "c"),
+        )
         finals.append(student.state_dict())
     for k in finals[0]:
         torch.testing.assert_close(finals[0][k], finals[1][k], rtol=1e-5, atol=1e-6)
@@ -117,7 +137,9 @@ def test_msd_needs_two_modalities(toy_splits, tmp_path):
 
 
 def test_unknown_weighting_is_named(toy_splits):
-    with pytest.raises(ConfigError, match=r"method\.params\.weighting: .*'uniform', 'population', 'instance' or 'learned'"):
+    with pytest.raises(
+        ConfigError, match=r"method\.params\.weighting: .*'uniform', 'population', 'instance' or 'learned'"
+    ):
         build_method("msd", {"weighting": "saliency"}, Masker(toy_splits.train.specs()))
 
 
@@ -130,8 +152,16 @@ def test_learned_without_heldout_split_is_an_error(toy_splits, tmp_path):
 def test_learned_null_tokens_cannot_be_cached(toy_splits, tmp_path):
     teacher, student = pair(toy_splits)
     with pytest.raises(ConfigError, match="learned null tokens"):
-        distill(student, teacher, toy_splits, tmp_path / "x", "msd", trainer=TRAINER, masking=MaskingConfig(strategy="learned"),
-                cache=CacheConfig(dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / "x",
+            "msd",
+            trainer=TRAINER,
+            masking=MaskingConfig(strategy="learned"),
+            cache=CacheConfig(dir=tmp_path / "c"),
+        )
 
 
 def test_every_weighting_runs_from_a_config_through_the_cli(tiny_config, tmp_path):
@@ -141,6 +171,19 @@ def test_every_weighting_runs_from_a_config_through_the_cli(tiny_config, tmp_pat
     cfg.write_text(cfg.read_text().replace("modalities: [b]", "modalities: [a, b]"))
     for weighting in ("uniform", "population", "instance", "learned"):
         out = tmp_path / weighting
-        assert main(["train", str(cfg), "method.name=msd", f"method.params={{weighting: {weighting}, heldout_fraction: 0.1}}",
-                     "--no-baseline", "--quiet", "--out", str(out)]) == 0, weighting
+        assert (
+            main(
+                [
+                    "train",
+                    str(cfg),
+                    "method.name=msd",
+                    f"method.params={{weighting: {weighting}, heldout_fraction: 0.1}}",
+                    "--no-baseline",
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        ), weighting
         assert (out / "seed_0" / "student" / "student.safetensors").is_file()

@@ -21,8 +21,14 @@ class VisionLanguageClassifier(nn.Module):
 
     def __init__(self, hidden: int, num_classes: int = 3) -> None:
         super().__init__()
-        cfg = transformers.BertConfig(vocab_size=40, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=2 * hidden, max_position_embeddings=16)
+        cfg = transformers.BertConfig(
+            vocab_size=40,
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=16,
+        )
         self.text = transformers.BertModel(cfg)
         self.image = nn.Sequential(nn.Linear(8, hidden), nn.ReLU())
         self.head = nn.Linear(2 * hidden, num_classes)
@@ -62,8 +68,17 @@ def test_msd_trains_a_bert_vision_language_student(tmp_path):
     trainer = TrainerConfig(epochs=2, batch_size=32)
     distill(teacher, None, splits, tmp_path / "t", "supervised", trainer=trainer)
     masking = MaskingConfig(strategy="zeros", per_modality={"text": "attention"})
-    r = distill(student, teacher, splits, tmp_path / "s", "msd", {"weighting": "instance"}, masking=masking, trainer=trainer,
-                cache=CacheConfig(dir=tmp_path / "cache"))
+    r = distill(
+        student,
+        teacher,
+        splits,
+        tmp_path / "s",
+        "msd",
+        {"weighting": "instance"},
+        masking=masking,
+        trainer=trainer,
+        cache=CacheConfig(dir=tmp_path / "cache"),
+    )
     header = (tmp_path / "s" / "metrics.csv").read_text().splitlines()[0]
     assert "train/kd/image" in header and "train/kd/text" in header
     rows = (tmp_path / "s" / "metrics.csv").read_text().splitlines()[1:]

@@ -19,7 +19,7 @@ def test_no_unsafe_deserialisation_in_the_package():
         text = path.read_text()
         for pattern, what in FORBIDDEN:
             for m in pattern.finditer(text):
-                offences.append(f"{path.relative_to(SRC)}:{text[:m.start()].count(chr(10)) + 1}: {what}")
+                offences.append(f"{path.relative_to(SRC)}:{text[: m.start()].count(chr(10)) + 1}: {what}")
         for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
             if "weights_only=True" not in m.group(1):
                 offences.append(f"{path.relative_to(SRC)}: torch.load without weights_only=True")

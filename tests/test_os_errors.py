@@ -28,8 +28,9 @@ def tmpfs(tmp_path):
         point.mkdir()
         opts = f"size={size_kb}k" + (",ro" if read_only else "")
         try:
-            proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)], capture_output=True, text=True
+            )
         except OSError as err:  # no mount command
             pytest.skip(f"cannot mount a tmpfs here: {err}")
         if proc.returncode != 0:
@@ -81,8 +82,9 @@ def test_a_file_or_read_only_cache_dir_is_named_before_anything_is_written(tiny_
     assert not (tmp_path / "out").exists()
 
 
-def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(tiny_config, tmp_path, tmpfs, capsys,
-                                                                          monkeypatch):
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
+    tiny_config, tmp_path, tmpfs, capsys, monkeypatch
+):
     config = tiny_config(epochs=3)
     try:
         disk = tmpfs(1024)
@@ -109,8 +111,13 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(tiny_co
 
 def test_ctrl_c_is_one_line_exit_130_and_leaves_a_resumable_run(tiny_config, tmp_path):
     config, run = tiny_config(epochs=2000), tmp_path / "run"
-    proc = subprocess.Popen(cli("train", str(config), "--out", str(run), "--quiet"), env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli("train", str(config), "--out", str(run), "--quiet"),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (run / "seed_0" / "teacher" / "checkpoints" / "last.safetensors").exists() and time.time() < deadline:
@@ -150,18 +157,31 @@ class SafetensorError(Exception):  # the name safetensors' Rust extension gives 
     pass
 
 
-@pytest.mark.parametrize("err,code,text", [
-    (OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.safetensors"), 1,
-     "/runs/x/last.safetensors: no space left"),
-    (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 1, "/runs/x: permission denied"),
-    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro"), 1, "/mnt/ro: read-only file system"),
-    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/a/file/x"), 1, "a file is in the way"),
-    (OSError(errno.ENOSPC, "No space left on device"), 1,
-     "free some space or choose a folder on another disk (while writing to --out r); resume"),
-    (SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), 1, "no space left"),
-    (KeyboardInterrupt(), 130, "interrupted; resume"),
-    (MemoryError(), 1, "out of memory"),
-])
+@pytest.mark.parametrize(
+    "err,code,text",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/runs/x/last.safetensors"),
+            1,
+            "/runs/x/last.safetensors: no space left",
+        ),
+        (PermissionError(errno.EACCES, "Permission denied", "/runs/x"), 1, "/runs/x: permission denied"),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/ro"), 1, "/mnt/ro: read-only file system"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/a/file/x"), 1, "a file is in the way"),
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            1,
+            "free some space or choose a folder on another disk (while writing to --out r); resume",
+        ),
+        (
+            SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+            1,
+            "no space left",
+        ),
+        (KeyboardInterrupt(), 130, "interrupted; resume"),
+        (MemoryError(), 1, "out of memory"),
+    ],
+)
 def test_explain_gives_one_line_and_the_exit_code(err, code, text):
     got = explain(err, "writing to --out r", "resume")
     assert got is not None and got[0] == code and text in got[1] and "\n" not in got[1], got

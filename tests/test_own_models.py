@@ -89,8 +89,17 @@ def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
     config.write_text(OWN_MODELS + f"cache: {{dir: {tmp_path / 'cache'}}}\n")
     run = tmp_path / "run"
     kill_when = run / "seed_1" / "student" / "checkpoints" / "last.safetensors"
-    killed = mmdistill(dict(env, OWN_PLUGINS_KILL_WHEN=str(kill_when)), "train", str(config), "--seeds", "3",
-                       "--out", str(run), "--quiet", ok=False)
+    killed = mmdistill(
+        dict(env, OWN_PLUGINS_KILL_WHEN=str(kill_when)),
+        "train",
+        str(config),
+        "--seeds",
+        "3",
+        "--out",
+        str(run),
+        "--quiet",
+        ok=False,
+    )
     assert killed.returncode == -9 and kill_when.exists() and not (run / "metrics.json").exists()
     finished = run / "seed_0" / "student" / "student.safetensors"
     before = finished.stat().st_mtime_ns
@@ -98,8 +107,11 @@ def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
     mmdistill(env, "train", str(config), "--seeds", "3", "--out", str(run), "--quiet", "--resume")
     assert finished.stat().st_mtime_ns == before, "--resume retrained a finished part"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["seeds"] == [0, 1, 2] and set(metrics["summary"]) >= {"teacher.accuracy", "student.accuracy",
-                                                                       "nokd.accuracy"}
+    assert metrics["seeds"] == [0, 1, 2] and set(metrics["summary"]) >= {
+        "teacher.accuracy",
+        "student.accuracy",
+        "nokd.accuracy",
+    }
     teacher = load_tensors(run / "seed_2" / "teacher" / "student.safetensors")[0]
     assert teacher["towers.a.weight"].shape == (12, 6)  # the user's class, with the YAML's params
 
@@ -147,40 +159,85 @@ def preflight_of(config, overrides):
     return cfg, data
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["teacher.model.factory=nope_pkg.models:build"],
-     (r"^invalid config: teacher\.model\.factory: cannot import module 'nope_pkg\.models' "
-      r"\(No module named 'nope_pkg'\)")),
-    (["teacher.model.factory=my_plugins:build_nothing"],
-     r"teacher\.model\.factory: module 'my_plugins' has no attribute 'build_nothing'"),
-    (["teacher.model.factory=my_plugins:NOT_CALLABLE"], r"teacher\.model\.factory: .*NOT_CALLABLE.* is a int, not a"),
-    (["teacher.model.factory=my_plugins.build_teacher"],
-     r"teacher\.model\.factory: expected 'package\.module:callable'"),
-    (["teacher.model={factory: 'my_plugins:returns_a_dict'}"],
-     r"^teacher\.model\.factory: factory 'my_plugins:returns_a_dict' returned a dict, expected a torch\.nn\.Module"),
-    (["teacher.model={factory: 'my_plugins:no_modalities'}"],
-     r"^teacher\.model: the model from factory 'my_plugins:no_modalities' \(Linear\) must declare the modalities"),
-    (["student.model={factory: 'my_plugins:three_classes'}"],
-     r"^student\.model: the model predicts 3 classes but the dataset has 4"),
-    (["student.model.name=nope"], r"^invalid config: student\.model\.name: unknown model 'nope'; known: one_tower"),
-    (["student.model.params.modality=c"],
-     r"^student\.model: the model from name 'one_tower' reads modality 'c', which the dataset does not have"),
-    (["student.model.params.depth=3"],
-     r"student\.model: params\.depth: unknown parameter of the factory; valid: modality, hidden"),
-    (["student.model.params.num_classes=3"], r"student\.model: params\.num_classes: set by mmdistill from the data"),
-    (["student.model.factory=my_plugins:build_teacher"], r"student\.model: give exactly one of factory .* and name"),
-    (["student.model.fusion=sum"], r"student\.model\.fusion: unknown key; valid keys: factory, name, params"),
-    (["imports=[nope_plugins]"], r"^imports\[0\]: cannot import module 'nope_plugins'"),
-    (["student.model={modalities: [b], encoder: {type: scaled_linear, params: {scale: 0, depth: 3}}}"],
-     (r"student\.model\.encoder\.params: scale: Input should be greater than 0; depth: unknown key; valid keys: "
-      r"scale \(encoder 'scaled_linear'\)")),
-    (["student.model={modalities: [b], encoder: {type: scaled_linear}}", "teacher.model={modalities: [a]}",
-      "imports=[]"],
-     r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, resnet, spec_cnn, tokens \("),
-    (["masking.strategy=nope"],
-     r"masking\.strategy: unknown masking strategy 'nope'; known: attention, learned, mean, minus_one, zeros$"),
-    (["method.name=kd_and_masked_ce", "method.params={lam: 2}"], r"method\.params\.lam: Input should be less than"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["teacher.model.factory=nope_pkg.models:build"],
+            (
+                r"^invalid config: teacher\.model\.factory: cannot import module 'nope_pkg\.models' "
+                r"\(No module named 'nope_pkg'\)"
+            ),
+        ),
+        (
+            ["teacher.model.factory=my_plugins:build_nothing"],
+            r"teacher\.model\.factory: module 'my_plugins' has no attribute 'build_nothing'",
+        ),
+        (
+            ["teacher.model.factory=my_plugins:NOT_CALLABLE"],
+            r"teacher\.model\.factory: .*NOT_CALLABLE.* is a int, not a",
+        ),
+        (
+            ["teacher.model.factory=my_plugins.build_teacher"],
+            r"teacher\.model\.factory: expected 'package\.module:callable'",
+        ),
+        (
+            ["teacher.model={factory: 'my_plugins:returns_a_dict'}"],
+            r"^teacher\.model\.factory: factory 'my_plugins:returns_a_dict' returned a dict, expected a "
+            r"torch\.nn\.Module",
+        ),
+        (
+            ["teacher.model={factory: 'my_plugins:no_modalities'}"],
+            r"^teacher\.model: the model from factory 'my_plugins:no_modalities' \(Linear\) must declare the "
+            r"modalities",
+        ),
+        (
+            ["student.model={factory: 'my_plugins:three_classes'}"],
+            r"^student\.model: the model predicts 3 classes but the dataset has 4",
+        ),
+        (["student.model.name=nope"], r"^invalid config: student\.model\.name: unknown model 'nope'; known: one_tower"),
+        (
+            ["student.model.params.modality=c"],
+            r"^student\.model: the model from name 'one_tower' reads modality 'c', which the dataset does not have",
+        ),
+        (
+            ["student.model.params.depth=3"],
+            r"student\.model: params\.depth: unknown parameter of the factory; valid: modality, hidden",
+        ),
+        (
+            ["student.model.params.num_classes=3"],
+            r"student\.model: params\.num_classes: set by mmdistill from the data",
+        ),
+        (
+            ["student.model.factory=my_plugins:build_teacher"],
+            r"student\.model: give exactly one of factory .* and name",
+        ),
+        (["student.model.fusion=sum"], r"student\.model\.fusion: unknown key; valid keys: factory, name, params"),
+        (["imports=[nope_plugins]"], r"^imports\[0\]: cannot import module 'nope_plugins'"),
+        (
+            ["student.model={modalities: [b], encoder: {type: scaled_linear, params: {scale: 0, depth: 3}}}"],
+            (
+                r"student\.model\.encoder\.params: scale: Input should be greater than 0; depth: unknown key; "
+                r"valid keys: "
+                r"scale \(encoder 'scaled_linear'\)"
+            ),
+        ),
+        (
+            [
+                "student.model={modalities: [b], encoder: {type: scaled_linear}}",
+                "teacher.model={modalities: [a]}",
+                "imports=[]",
+            ],
+            r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, "
+            r"resnet, spec_cnn, tokens \(",
+        ),
+        (
+            ["masking.strategy=nope"],
+            r"masking\.strategy: unknown masking strategy 'nope'; known: attention, learned, mean, minus_one, zeros$",
+        ),
+        (["method.name=kd_and_masked_ce", "method.params={lam: 2}"], r"method\.params\.lam: Input should be less than"),
+    ],
+)
 def test_bad_own_model_input_is_one_config_error_naming_the_key(in_process, overrides, message):
     from mmdistill.errors import ConfigError
 
@@ -200,8 +257,10 @@ def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_proce
     save_tensors(tmp_path / "teacher.safetensors", teacher.state_dict(), {})
     save_tensors(tmp_path / "other.safetensors", student.state_dict(), {})
     preflight_of(in_process, [f"teacher.checkpoint={tmp_path / 'teacher.safetensors'}"])
-    pattern = (r"teacher\.checkpoint: .* does not fit teacher\.model: missing keys \['towers\.a\.weight'.*"
-               r"unexpected keys \['body\.0\.bias', 'body\.0\.weight'")
+    pattern = (
+        r"teacher\.checkpoint: .* does not fit teacher\.model: missing keys \['towers\.a\.weight'.*"
+        r"unexpected keys \['body\.0\.bias', 'body\.0\.weight'"
+    )
     with pytest.raises(CheckpointError, match=pattern):
         preflight_of(in_process, [f"teacher.checkpoint={tmp_path / 'other.safetensors'}"])
     loaded = build_model(cfg.teacher.model, data.train.specs(), data.num_classes, "teacher.model")

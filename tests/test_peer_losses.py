@@ -34,10 +34,15 @@ from mmdistill.methods.similarity import sp_loss
 from mmdistill.engine.trainer import weighted_total
 
 # next to the repo (CI, /work/main); MMDISTILL_PEER_FIXTURES points elsewhere (e.g. from a git worktree)
-FIXTURES = Path(os.environ.get("MMDISTILL_PEER_FIXTURES",
-                               Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer_losses"))
-pytestmark = pytest.mark.skipif(not (FIXTURES / "expected.json").is_file(),
-                                reason=f"peer fixtures not found at {FIXTURES} (they come with the shared data)")
+FIXTURES = Path(
+    os.environ.get(
+        "MMDISTILL_PEER_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "peer_losses"
+    )
+)
+pytestmark = pytest.mark.skipif(
+    not (FIXTURES / "expected.json").is_file(),
+    reason=f"peer fixtures not found at {FIXTURES} (they come with the shared data)",
+)
 CASES = ["a", "b"]
 TOL = dict(rtol=1e-10, atol=1e-12)  # float64 inputs: equal up to float rounding
 

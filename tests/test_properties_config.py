@@ -21,14 +21,46 @@ trainer: {epochs: 2, batch_size: 8}
 """
 
 KNOWN_KEYS = [
-    "seed", "data", "data.name", "data.params", "data.params.n", "data.split_seed", "teacher", "teacher.checkpoint",
-    "teacher.model", "teacher.model.modalities", "teacher.model.encoder.hidden", "teacher.model.encoder.type",
-    "teacher.model.fusion", "student", "student.model", "student.model.encoder.out_dim", "student.model.encoder.dropout",
-    "method", "method.name", "method.params", "method.params.temperature", "masking.strategy", "masking.per_modality",
-    "trainer", "trainer.epochs", "trainer.batch_size", "trainer.optimizer.lr", "trainer.optimizer.name",
-    "trainer.scheduler.name", "trainer.grad_clip", "trainer.monitor", "trainer.early_stopping",
-    "trainer.early_stopping.patience", "trainer.precision", "trainer.devices", "trainer.strategy", "trainer.num_threads",
-    "cache", "cache.enabled", "cache.dir",
+    "seed",
+    "data",
+    "data.name",
+    "data.params",
+    "data.params.n",
+    "data.split_seed",
+    "teacher",
+    "teacher.checkpoint",
+    "teacher.model",
+    "teacher.model.modalities",
+    "teacher.model.encoder.hidden",
+    "teacher.model.encoder.type",
+    "teacher.model.fusion",
+    "student",
+    "student.model",
+    "student.model.encoder.out_dim",
+    "student.model.encoder.dropout",
+    "method",
+    "method.name",
+    "method.params",
+    "method.params.temperature",
+    "masking.strategy",
+    "masking.per_modality",
+    "trainer",
+    "trainer.epochs",
+    "trainer.batch_size",
+    "trainer.optimizer.lr",
+    "trainer.optimizer.name",
+    "trainer.scheduler.name",
+    "trainer.grad_clip",
+    "trainer.monitor",
+    "trainer.early_stopping",
+    "trainer.early_stopping.patience",
+    "trainer.precision",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_threads",
+    "cache",
+    "cache.enabled",
+    "cache.dir",
 ]
 WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=8)
 KEYS = st.one_of(
@@ -38,11 +70,38 @@ KEYS = st.one_of(
 )
 # YAML texts of every shape a user might type: numbers, bools, nulls, strings, lists, maps
 VALUES = st.one_of(
-    st.sampled_from(["1", "0", "-3", "2.5", "1e-3", "true", "no", "null", "~", "''", "adam", "cosine", "[a, b]",
-                     "[]", "{}", "{x: 1}", "[1, [2]]", ".nan", ".inf", "'3'", "64", "bf16-mixed", "/tmp/x"]),
-    st.integers(-10**12, 10**12).map(str),
+    st.sampled_from(
+        [
+            "1",
+            "0",
+            "-3",
+            "2.5",
+            "1e-3",
+            "true",
+            "no",
+            "null",
+            "~",
+            "''",
+            "adam",
+            "cosine",
+            "[a, b]",
+            "[]",
+            "{}",
+            "{x: 1}",
+            "[1, [2]]",
+            ".nan",
+            ".inf",
+            "'3'",
+            "64",
+            "bf16-mixed",
+            "/tmp/x",
+        ]
+    ),
+    st.integers(-(10**12), 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ .,:[]{}'\"!&*#|>%@`", max_size=12),  # often not YAML at all
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_ .,:[]{}'\"!&*#|>%@`", max_size=12
+    ),  # often not YAML at all
 )
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -23,19 +23,46 @@ from mmdistill.data.dataset import DataSplits
 from mmdistill.errors import ConfigError, DataError
 
 DTYPES = ["float32", "float64", "float16", "int8", "int32", "uint8", "bool", "complex64", "<U3"]
-CORRUPTIONS = ["truncate", "garble_header", "garble_data", "delete", "nan", "inf", "rows", "labels_float",
-               "labels_negative", "labels_2d", "labels_big", "object", "text", "empty_file", "bad_json", "fortran"]
+CORRUPTIONS = [
+    "truncate",
+    "garble_header",
+    "garble_data",
+    "delete",
+    "nan",
+    "inf",
+    "rows",
+    "labels_float",
+    "labels_negative",
+    "labels_2d",
+    "labels_big",
+    "object",
+    "text",
+    "empty_file",
+    "bad_json",
+    "fortran",
+]
 
 
 @st.composite
 def folder_specs(draw):
     k = draw(st.integers(1, 3))
-    mods = {f"m{i}": (draw(st.lists(st.integers(1, 3), max_size=2).map(tuple)), draw(st.sampled_from(DTYPES[:7])))
-            for i in range(k)}
+    mods = {
+        f"m{i}": (draw(st.lists(st.integers(1, 3), max_size=2).map(tuple)), draw(st.sampled_from(DTYPES[:7])))
+        for i in range(k)
+    }
     splits = ["train", "test"] + (["val"] if draw(st.booleans()) else [])
     sizes = {s: draw(st.integers(2, 24)) for s in splits}
-    corruptions = draw(st.lists(st.tuples(st.sampled_from(CORRUPTIONS), st.sampled_from(splits),
-                                          st.sampled_from([*mods, "labels"]), st.integers(0, 10**6)), max_size=2))
+    corruptions = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(CORRUPTIONS),
+                st.sampled_from(splits),
+                st.sampled_from([*mods, "labels"]),
+                st.integers(0, 10**6),
+            ),
+            max_size=2,
+        )
+    )
     meta = draw(st.sampled_from([None, {}, {"num_classes": 3}, {"num_classes": 2}, {"tokens": ["m0"]}]))
     return mods, sizes, corruptions, meta, draw(st.floats(0.1, 0.6))
 
@@ -67,7 +94,7 @@ def _corrupt(root: Path, kind: str, split: str, name: str, r: int) -> Path:
         path.write_bytes(data[: r % max(len(data), 1)])
     elif kind == "garble_header":
         i = r % min(len(data), 128)
-        path.write_bytes(data[:i] + bytes([(data[i] + 1 + r % 255) % 256]) + data[i + 1:])
+        path.write_bytes(data[:i] + bytes([(data[i] + 1 + r % 255) % 256]) + data[i + 1 :])
     elif kind == "garble_data":
         path.write_bytes(data[:-8] + bytes(255 - b for b in data[-8:]))
     elif kind == "delete":

@@ -20,17 +20,28 @@ from mmdistill.data.venn import spec_from_ratios
 
 SMALL = st.integers(-2, 12)
 ODD = st.sampled_from(["3", 2.5, None, [1], float("nan"), -1.5])  # what a YAML typo gives
-PARAMS = st.fixed_dictionaries({
-    "n_train": st.integers(-1, 24), "n_val": st.integers(-1, 24), "n_test": st.integers(-1, 24),
-}, optional={
-    "s0": st.one_of(SMALL, ODD), "sa": st.one_of(SMALL, ODD), "sb": st.one_of(SMALL, ODD),
-    "hidden": st.one_of(st.integers(-1, 4), ODD), "dim_a": st.one_of(st.integers(-1, 30), ODD),
-    "dim_b": st.one_of(st.integers(-1, 30), ODD), "a_offset": st.one_of(st.integers(-1, 5), ODD),
-    "num_classes": st.one_of(st.integers(0, 4), ODD), "hyperplane": st.sampled_from(["gaussian", "ones", "planar", 3]),
-    "label_noise": st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))), "mix": st.booleans(),
-    "preset": st.sampled_from(["vary-gamma", "vary-alpha", "modify-gamma", "nope", None]),
-    "setting": st.one_of(st.integers(-1, 45), st.none()),
-})
+PARAMS = st.fixed_dictionaries(
+    {
+        "n_train": st.integers(-1, 24),
+        "n_val": st.integers(-1, 24),
+        "n_test": st.integers(-1, 24),
+    },
+    optional={
+        "s0": st.one_of(SMALL, ODD),
+        "sa": st.one_of(SMALL, ODD),
+        "sb": st.one_of(SMALL, ODD),
+        "hidden": st.one_of(st.integers(-1, 4), ODD),
+        "dim_a": st.one_of(st.integers(-1, 30), ODD),
+        "dim_b": st.one_of(st.integers(-1, 30), ODD),
+        "a_offset": st.one_of(st.integers(-1, 5), ODD),
+        "num_classes": st.one_of(st.integers(0, 4), ODD),
+        "hyperplane": st.sampled_from(["gaussian", "ones", "planar", 3]),
+        "label_noise": st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))),
+        "mix": st.booleans(),
+        "preset": st.sampled_from(["vary-gamma", "vary-alpha", "modify-gamma", "nope", None]),
+        "setting": st.one_of(st.integers(-1, 45), st.none()),
+    },
+)
 FAST = settings(max_examples=120, deadline=None)
 
 
@@ -50,7 +61,11 @@ def test_venn_parameters_give_a_consistent_dataset_or_a_config_error(params, see
     for key in ("s0", "sa", "sb", "dim_a", "dim_b", "num_classes"):
         if params.get(key) is not None:  # None means "the preset's / the default value"; "3" is read as 3
             assert getattr(spec, key) == int(params[key])
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (params["n_train"], params["n_val"], params["n_test"])
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (
+        params["n_train"],
+        params["n_val"],
+        params["n_test"],
+    )
     for part in (splits.train, splits.val, splits.test):
         assert part.tensors["a"].shape[1:] == (spec.dim_a,) and part.tensors["b"].shape[1:] == (spec.dim_b,)
         assert 0 <= int(part.labels.min()) and int(part.labels.max()) < spec.num_classes
@@ -70,10 +85,19 @@ def test_spec_from_ratios_lands_near_the_target_or_raises_config_error(gamma, al
         assert 0.0 <= getattr(spec, name) <= 1.0
 
 
-@pytest.mark.parametrize("params", [
-    {"n_train": "3"}, {"n_train": 2.5}, {"n_val": None}, {"n_test": [1]}, {"label_noise": "0.1"},
-    {"preset": "vary-gamma", "setting": float("nan")}, {"preset": "vary-gamma", "setting": [1]},
-], ids=str)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_train": "3"},
+        {"n_train": 2.5},
+        {"n_val": None},
+        {"n_test": [1]},
+        {"label_noise": "0.1"},
+        {"preset": "vary-gamma", "setting": float("nan")},
+        {"preset": "vary-gamma", "setting": [1]},
+    ],
+    ids=str,
+)
 def test_wrongly_typed_venn_parameters_are_config_errors(params):
     try:
         build_splits("venn", {"n_train": 20, "n_val": 20, "n_test": 20, **params})

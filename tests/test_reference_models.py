@@ -298,8 +298,12 @@ def test_resnet_and_spec_cnn_from_a_config_with_encoder_params():
 
     def blocks(params):
         enc = {"type": "resnet", "channels": [4, 8], **({"params": params} if params else {})}
-        cfg = ModelConfig.model_validate({"modalities": ["image", "audio"], "encoders": {
-            "image": enc, "audio": {"type": "spec_cnn", "channels": [4], "out_dim": 8}}})
+        cfg = ModelConfig.model_validate(
+            {
+                "modalities": ["image", "audio"],
+                "encoders": {"image": enc, "audio": {"type": "spec_cnn", "channels": [4], "out_dim": 8}},
+            }
+        )
         model = build_model(cfg, [ModalitySpec("image", (3, 16, 16)), ModalitySpec("audio", (20, 30))], 5)
         out = model({"image": torch.randn(2, 3, 16, 16), "audio": torch.randn(2, 20, 30)})
         assert out.shape == (2, 5)

@@ -27,8 +27,12 @@ def test_sigkill_then_resume_is_bitwise_equal(tiny_config, tmp_path, kill_when):
     config = tiny_config(epochs=6, dropout=0.2)
     run_cli("train", str(config), "--out", str(tmp_path / "full"), "--quiet")
 
-    victim = subprocess.Popen(cli("train", str(config), "--out", str(tmp_path / "killed"), "--quiet"), env=cli_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        cli("train", str(config), "--out", str(tmp_path / "killed"), "--quiet"),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = tmp_path / "killed" / "seed_0" / kill_when
     deadline = time.time() + 200
     while not marker.exists() and victim.poll() is None and time.time() < deadline:
@@ -54,7 +58,9 @@ def test_ddp_two_processes_match_one(tiny_config, tmp_path):
     """
     config = tiny_config(epochs=3, dropout=0.0)
     run_cli("train", str(config), "--out", str(tmp_path / "one"), "--quiet")
-    run_cli("train", str(config), "trainer.devices=2", "trainer.strategy=ddp", "--out", str(tmp_path / "two"), "--quiet")
+    run_cli(
+        "train", str(config), "trainer.devices=2", "trainer.strategy=ddp", "--out", str(tmp_path / "two"), "--quiet"
+    )
     for part in ("teacher", "student", "nokd"):
         a, b = final_weights(tmp_path / "one", part), final_weights(tmp_path / "two", part)
         for k in a:
@@ -70,11 +76,25 @@ def test_ddp_parity_for_feature_and_modality_methods(tiny_config, tmp_path, meth
     """Hint KD (hooked features, learned projector) and MSD (stacked modality views, cached teacher views)
     under 2-process DDP equal the 1-process run, same tolerance as above."""
     config = tiny_config(epochs=2, dropout=0.0)
-    extra = {"hint": ["method.name=hint", "method.params={student_layer: encoders.b.body.2, teacher_layer: encoders.a.body.2}"],
-             "msd": ["method.name=msd", "method.params={weighting: instance}", "student.model.modalities=[a,b]"]}[method]
+    extra = {
+        "hint": [
+            "method.name=hint",
+            "method.params={student_layer: encoders.b.body.2, teacher_layer: encoders.a.body.2}",
+        ],
+        "msd": ["method.name=msd", "method.params={weighting: instance}", "student.model.modalities=[a,b]"],
+    }[method]
     run_cli("train", str(config), *extra, "--no-baseline", "--out", str(tmp_path / "one"), "--quiet")
-    run_cli("train", str(config), *extra, "--no-baseline", "trainer.devices=2", "trainer.strategy=ddp",
-            "--out", str(tmp_path / "two"), "--quiet")
+    run_cli(
+        "train",
+        str(config),
+        *extra,
+        "--no-baseline",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "--out",
+        str(tmp_path / "two"),
+        "--quiet",
+    )
     a, b = final_weights(tmp_path / "one", "student"), final_weights(tmp_path / "two", "student")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=f"{method}: {k}")

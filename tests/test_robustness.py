@@ -10,7 +10,13 @@ from mmdistill.batch import ModalitySpec
 from mmdistill.data import MultimodalDataset
 from mmdistill.errors import ConfigError
 from mmdistill.evaluation import (
-    corrupt, evaluate_metrics, format_rows, missing_modality_table, modality_subsets, noise_curves, plot_noise_curves,
+    corrupt,
+    evaluate_metrics,
+    format_rows,
+    missing_modality_table,
+    modality_subsets,
+    noise_curves,
+    plot_noise_curves,
 )
 from mmdistill.masking import Masker
 
@@ -46,7 +52,15 @@ def masker() -> Masker:
 
 
 def test_subsets_are_all_non_empty_combinations_largest_first():
-    assert modality_subsets(("a", "b", "c")) == [("a", "b", "c"), ("a", "b"), ("a", "c"), ("b", "c"), ("a",), ("b",), ("c",)]
+    assert modality_subsets(("a", "b", "c")) == [
+        ("a", "b", "c"),
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+        ("a",),
+        ("b",),
+        ("c",),
+    ]
 
 
 def test_missing_modality_table_has_one_row_per_subset_with_its_metric():
@@ -63,7 +77,9 @@ def test_missing_modality_table_has_one_row_per_subset_with_its_metric():
 
 def test_mean_masking_is_honoured(tmp_path):
     data = dataset()
-    m = Masker([ModalitySpec("a", (2,)), ModalitySpec("b", (2,))], strategy="mean").fit({"a": torch.tensor([5.0, 0.0]), "b": torch.zeros(2)})
+    m = Masker([ModalitySpec("a", (2,)), ModalitySpec("b", (2,))], strategy="mean").fit(
+        {"a": torch.tensor([5.0, 0.0]), "b": torch.zeros(2)}
+    )
     rows = missing_modality_table(SignSum(), data, m)
     assert {r["present"]: r["accuracy"] for r in rows}["b"] == 0.5  # a replaced by +5: always class 1
 
@@ -86,13 +102,17 @@ def test_noise_curves_cover_every_modality_kind_and_level_and_degrade():
     rows = noise_curves(SignSum(), dataset(), levels=[0.0, 0.5, 4.0], seed=0)
     assert len(rows) == 2 * 2 * 3
     acc = {(r["modality"], r["kind"], r["level"]): r["accuracy"] for r in rows}
-    assert acc[("a", "gaussian", 0.0)] == acc[("a", "dropout", 0.0)] == evaluate_metrics(SignSum(), dataset())["accuracy"]
+    assert (
+        acc[("a", "gaussian", 0.0)] == acc[("a", "dropout", 0.0)] == evaluate_metrics(SignSum(), dataset())["accuracy"]
+    )
     assert acc[("a", "gaussian", 4.0)] < acc[("a", "gaussian", 0.0)]
     assert acc[("a", "dropout", 4.0)] < acc[("a", "dropout", 0.0)]  # p >= 1: every element dropped
 
 
 def test_noise_curves_are_reproducible_for_a_seed_and_change_with_it():
-    run = lambda seed: [r["accuracy"] for r in noise_curves(SignSum(), dataset(), [1.0], seed=seed)]
+    def run(seed):
+        return [r["accuracy"] for r in noise_curves(SignSum(), dataset(), [1.0], seed=seed)]
+
     assert run(3) == run(3)
     assert run(3) != run(4)
 
@@ -121,4 +141,6 @@ def test_plot_writes_a_png_and_rows_format_as_markdown(tmp_path):
     path = plot_noise_curves(rows, tmp_path / "curves" / "noise.png", title="toy")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = format_rows(rows, ["modality", "kind", "level", "accuracy"])
-    assert table.splitlines()[0] == "| modality | kind | level | accuracy |" and len(table.splitlines()) == 2 + len(rows)
+    assert table.splitlines()[0] == "| modality | kind | level | accuracy |" and len(table.splitlines()) == 2 + len(
+        rows
+    )

@@ -38,7 +38,11 @@ def test_metrics_csv_is_appended_not_rewritten_and_resume_drops_rows_atomically(
     again.log_epoch(3, {"train/loss": 0.8, "val/accuracy": 0.7})
     again.close()
     rows = _rows(tmp_path / "metrics.csv")
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2] == {"epoch": "3", "train/loss": "0.8", "val/accuracy": "0.7"}
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2] == {
+        "epoch": "3",
+        "train/loss": "0.8",
+        "val/accuracy": "0.7",
+    }
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -58,7 +62,9 @@ def test_distill_restores_the_callers_determinism_settings(toy_splits, tmp_path,
     real_fit = trainer_mod.fit
 
     def spy(*args, **kwargs):
-        seen.append((torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()))
+        seen.append(
+            (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        )
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr("mmdistill.engine.api.fit", spy)
@@ -83,7 +89,9 @@ def test_evaluate_reuses_its_metric_objects_and_resets_them(toy_splits, monkeypa
     metrics_mod._reusable.cache_clear()
     _, student = models(toy_splits)
     n = toy_splits.num_classes
-    first = [evaluate(student, eval_batches(split, 64), n) for split in (toy_splits.val, toy_splits.test, toy_splits.val)]
+    first = [
+        evaluate(student, eval_batches(split, 64), n) for split in (toy_splits.val, toy_splits.test, toy_splits.val)
+    ]
     assert built == [n], "one set of metric objects for every evaluation with the same classes and device"
     metrics_mod._reusable.cache_clear()
     fresh = [evaluate(student, eval_batches(split, 64), n) for split in (toy_splits.val, toy_splits.test)]
@@ -96,7 +104,15 @@ def test_the_plain_pytorch_step_gives_the_weights_of_fabrics_step(toy_splits, tm
     for plain in (True, False):
         monkeypatch.setattr(trainer_mod, "_plain_pytorch_step", lambda fabric, cfg, plain=plain: plain)
         teacher, student = models(toy_splits)
-        distill(student, teacher, toy_splits, tmp_path / str(plain), "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / str(plain),
+            "kd",
+            trainer=trainer,
+            cache=CacheConfig(dir=tmp_path / "c"),
+        )
         finals.append(student.state_dict())
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
     assert (tmp_path / "True" / "metrics.csv").read_text() == (tmp_path / "False" / "metrics.csv").read_text()

@@ -142,15 +142,24 @@ def test_resume_may_add_seeds_but_not_drop_them(tiny_config, tmp_path, capsys):
 
 def test_two_processes_on_one_folder_the_second_is_refused_and_a_killed_run_is_kept(tiny_config, tmp_path):
     config, run = tiny_config(epochs=2000), tmp_path / "run"  # killed long before the end
-    first = subprocess.Popen(cli("train", str(config), "--out", str(run), "--quiet", "--no-baseline"), env=cli_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        cli("train", str(config), "--out", str(run), "--quiet", "--no-baseline"),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not (run / "seed_0" / "teacher" / "checkpoints" / "last.safetensors").exists() and time.time() < deadline:
             assert first.poll() is None, "the first run ended early"
             time.sleep(0.05)
-        second = subprocess.run(cli("train", str(config), "--out", str(run), "--quiet", "--resume"), env=cli_env(),
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            cli("train", str(config), "--out", str(run), "--quiet", "--resume"),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 1, second.stderr
         assert f"a run is in progress in {run} (pid {first.pid})" in second.stderr
         assert "Traceback" not in second.stderr and first.poll() is None
@@ -158,16 +167,25 @@ def test_two_processes_on_one_folder_the_second_is_refused_and_a_killed_run_is_k
         first.send_signal(signal.SIGKILL)
         first.wait()
     kept = snapshot(run)
-    third = subprocess.run(cli("train", str(config), "--out", str(run), "--quiet"), env=cli_env(),
-                           capture_output=True, text=True, timeout=120)
+    third = subprocess.run(
+        cli("train", str(config), "--out", str(run), "--quiet"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert third.returncode == 2 and "an interrupted run is here: " in third.stderr and "--resume" in third.stderr
     assert snapshot(run) == kept, "restarting without --resume must not delete the interrupted run's checkpoints"
 
 
 def test_bad_seeds_are_errors_naming_the_option_and_options_are_never_abbreviated(tiny_config, tmp_path, capsys):
     config = tiny_config(epochs=1)
-    for argv in (["train", str(config), "--seeds", "0"], ["train", str(config), "--seeds", "-1"],
-                 ["demo", "--seeds", "0"], ["reproduce", "mfh-gamma", "--seeds", "0"]):
+    for argv in (
+        ["train", str(config), "--seeds", "0"],
+        ["train", str(config), "--seeds", "-1"],
+        ["demo", "--seeds", "0"],
+        ["reproduce", "mfh-gamma", "--seeds", "0"],
+    ):
         assert main([*argv, "--out", str(tmp_path / "out")]) == 2
         assert "--seeds: must be a positive integer" in capsys.readouterr().err
     assert main(["train", str(config), "--seed", "3", "--out", str(tmp_path / "out")]) == 2
@@ -193,8 +211,21 @@ def test_every_out_command_refuses_a_foreign_folder_and_marks_its_own(tmp_path, 
         assert "not an mmdistill run" in capsys.readouterr().err
         assert snapshot(proj) == before
     out = tmp_path / "sal"
-    args = ["salience", "--dataset", "venn", "--preset", "modify-gamma", "--setting", "15", "--epochs", "5",
-            "--permutations", "1", "--out", str(out)]
+    args = [
+        "salience",
+        "--dataset",
+        "venn",
+        "--preset",
+        "modify-gamma",
+        "--setting",
+        "15",
+        "--epochs",
+        "5",
+        "--permutations",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0 and read_marker(out)["command"] == "salience"
     assert main(args) == 2 and "finished run" in capsys.readouterr().err
     assert main(["reproduce", "mfh-gamma", "--seeds", "1", "--out", str(out)]) == 2
@@ -244,15 +275,18 @@ def test_evaluate_on_a_half_finished_run_names_the_missing_models(tiny_config, t
     assert os.path.isdir(run)
 
 
-@pytest.mark.parametrize("argv,option", [
-    (["reproduce", "mfh-gamma", "--first-seed", "-1"], "--first-seed"),
-    (["reproduce", "mfh-gamma", "--seeds", "2", "--first-seed", str(2**32 - 1)], "--first-seed"),
-    (["reproduce", "mfh-removal", "--dataset", "venn", "--keep", "0"], "--keep"),
-    (["reproduce", "mfh-removal", "--dataset", "venn", "--lr", "nan"], "--lr"),
-    (["salience", "--dataset", "venn", "--lr", "-1"], "--lr"),
-    (["salience", "--dataset", "venn", "--permutations", "0"], "--permutations"),
-    (["salience", "--dataset", "venn", "--seed", str(2**64)], "--seed"),
-])
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["reproduce", "mfh-gamma", "--first-seed", "-1"], "--first-seed"),
+        (["reproduce", "mfh-gamma", "--seeds", "2", "--first-seed", str(2**32 - 1)], "--first-seed"),
+        (["reproduce", "mfh-removal", "--dataset", "venn", "--keep", "0"], "--keep"),
+        (["reproduce", "mfh-removal", "--dataset", "venn", "--lr", "nan"], "--lr"),
+        (["salience", "--dataset", "venn", "--lr", "-1"], "--lr"),
+        (["salience", "--dataset", "venn", "--permutations", "0"], "--permutations"),
+        (["salience", "--dataset", "venn", "--seed", str(2**64)], "--seed"),
+    ],
+)
 def test_bad_option_values_are_named_before_anything_runs(tmp_path, capsys, argv, option):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -279,7 +313,9 @@ def test_python_distill_never_writes_into_a_foreign_folder(tmp_path, toy_splits)
     with pytest.raises(OutputExistsError, match="thesis.tex"):
         distill(student(), None, toy_splits, mine, method="supervised", trainer=trainer)
     assert (mine / "metrics.csv").read_text() == "my own spreadsheet\n" and sorted(p.name for p in mine.iterdir()) == [
-        "metrics.csv", "thesis.tex"]
+        "metrics.csv",
+        "thesis.tex",
+    ]
     ours = tmp_path / "runs" / "teacher"
     distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)
     assert (ours / ".mmdistill-run.json").is_file() and (ours / "student.safetensors").is_file()

@@ -20,9 +20,11 @@ from mmdistill.engine.launch import SingleCPUProcess, make_fabric, needs_fabric
 
 
 def test_importing_the_engine_api_imports_neither_lightning_nor_torchmetrics():
-    code = ("import sys\nimport mmdistill.engine.api\n"
-            "heavy = sorted(m for m in ('lightning_fabric', 'torchmetrics', 'torch._dynamo') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\nimport mmdistill.engine.api\n"
+        "heavy = sorted(m for m in ('lightning_fabric', 'torchmetrics', 'torch._dynamo') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -30,8 +32,13 @@ def test_importing_the_engine_api_imports_neither_lightning_nor_torchmetrics():
 def test_a_single_cpu_train_run_reaches_its_first_step_without_lightning(tiny_config, tmp_path):
     """lightning_fabric is never imported, torchmetrics only after the (traced) first step."""
     env = dict(cli_env(), MMDISTILL_TRACE_STARTUP="1", PYTHONVERBOSE="1")
-    proc = subprocess.run(cli("train", str(tiny_config(epochs=1)), "--seeds", "1", "--out", str(tmp_path / "r"),
-                              "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli("train", str(tiny_config(epochs=1)), "--seeds", "1", "--out", str(tmp_path / "r"), "--quiet"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stderr.splitlines()
     first_step = [i for i, line in enumerate(lines) if "first training step at unix time" in line]
@@ -41,14 +48,17 @@ def test_a_single_cpu_train_run_reaches_its_first_step_without_lightning(tiny_co
     assert torchmetrics and torchmetrics[0] > first_step[0], "torchmetrics is imported by the first evaluation only"
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ({}, False),
-    ({"devices": 2, "strategy": "ddp"}, True),
-    ({"devices": 2}, True),
-    ({"precision": "bf16-mixed"}, True),
-    ({"strategy": "ddp"}, True),
-    ({"num_nodes": 2}, True),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({}, False),
+        ({"devices": 2, "strategy": "ddp"}, True),
+        ({"devices": 2}, True),
+        ({"precision": "bf16-mixed"}, True),
+        ({"strategy": "ddp"}, True),
+        ({"num_nodes": 2}, True),
+    ],
+)
 def test_fabric_only_where_the_run_needs_it(overrides, expected, monkeypatch):
     for var in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS"):
         monkeypatch.delenv(var, raising=False)

@@ -227,7 +227,8 @@ BAD_TARGETS = [
         "multilabel",
         torch.tensor([0, 2]),
         3,
-        r"'label': task 'multilabel' expects a float multi-hot tensor \(B, 3\).*class indices: use task 'classification'",
+        r"'label': task 'multilabel' expects a float multi-hot tensor \(B, 3\).*class indices: use task "
+        r"'classification'",
     ),
     ("multilabel-int-multi-hot", "multilabel", torch.tensor([[1, 0, 1]]), 3, r"got dtype torch\.int64.*\.float\(\)"),
     ("multilabel-wrong-width", "multilabel", torch.zeros(2, 4), 3, r"\(B, 3\), one column per label; .*\(2, 4\)"),
@@ -258,7 +259,8 @@ BAD_TARGETS = [
         "segmentation",
         torch.zeros(2, 4, 4),
         3,
-        r"'label': task 'segmentation' expects an int64 label map \(B, H, W\).*got dtype torch\.float32.*read it as integers",
+        r"'label': task 'segmentation' expects an int64 label map \(B, H, W\).*got dtype torch\.float32.*read it "
+        r"as integers",
     ),
     ("segmentation-uint8", "segmentation", torch.zeros(2, 4, 4, dtype=torch.uint8), 3, r"torch\.uint8.*\.long\(\)"),
     (
@@ -352,7 +354,8 @@ CONFIG_ERRORS = [
     (
         "monitor-of-another-task",
         "trainer: {monitor: miou}\n",
-        r"trainer\.monitor: 'miou' is not a metric of task 'classification'; use one of accuracy, f1_macro, auroc, loss",
+        r"trainer\.monitor: 'miou' is not a metric of task 'classification'; use one of accuracy, f1_macro, "
+        r"auroc, loss",
     ),
     (
         "teacher-monitor",

@@ -96,12 +96,18 @@ def test_a_writer_killed_by_sigkill_leaves_a_temp_file_that_the_next_open_sweeps
     from conftest import cli_env
 
     cache = tmp_path / "cache"
-    victim = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(cache / "k.safetensors")], env=cli_env(),
-                              stdout=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(cache / "k.safetensors")],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert victim.stdout.readline().strip() == "writing"
     victim.kill()
     victim.wait()
-    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")], "the kill left its temp file (the defect's setting)"
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")], (
+        "the kill left its temp file (the defect's setting)"
+    )
     cached_table(models(toy_splits)[0], toy_splits.train, TeacherRequest(), None, cache, *ARGS)
     assert not [p.name for p in cache.iterdir() if p.name.endswith(".tmp")]
 
@@ -121,16 +127,28 @@ class NaNAt(nn.Module):
 
 def test_a_teacher_with_nan_outputs_is_named_when_the_cache_is_built(toy_splits, tmp_path):
     teacher = NaNAt(models(toy_splits)[0], {150, 40})
-    with pytest.raises(TrainingError, match=r"teacher's logits are not finite .*split '[^']*train', first at example 40 "):
+    with pytest.raises(
+        TrainingError, match=r"teacher's logits are not finite .*split '[^']*train', first at example 40 "
+    ):
         cached_table(teacher, toy_splits.train, TeacherRequest(), None, tmp_path, *ARGS)
     assert not list(tmp_path.glob("*.safetensors"))
 
 
 def test_a_teacher_with_nan_outputs_is_named_when_run_every_step(toy_splits, tmp_path):
     teacher, student = models(toy_splits)
-    with pytest.raises(TrainingError, match=r"epoch 1, step 0: the teacher's logits are not finite .*split '[^']*train', first at example \d+ "):
-        distill(student, NaNAt(teacher, set(range(len(toy_splits.train)))), toy_splits, tmp_path / "r", "kd",
-                trainer=TrainerConfig(epochs=1, batch_size=32), cache=CacheConfig(enabled=False))
+    with pytest.raises(
+        TrainingError,
+        match=r"epoch 1, step 0: the teacher's logits are not finite .*split '[^']*train', first at example \d+ ",
+    ):
+        distill(
+            student,
+            NaNAt(teacher, set(range(len(toy_splits.train)))),
+            toy_splits,
+            tmp_path / "r",
+            "kd",
+            trainer=TrainerConfig(epochs=1, batch_size=32),
+            cache=CacheConfig(enabled=False),
+        )
 
 
 def test_a_non_finite_weighted_sum_of_finite_terms_names_every_term(toy_splits, tmp_path, monkeypatch):
@@ -140,16 +158,26 @@ def test_a_non_finite_weighted_sum_of_finite_terms_names_every_term(toy_splits, 
     monkeypatch.setattr(HintonKD, "loss_weights", lambda self: {"kd": float("inf")})
     teacher, student = models(toy_splits)
     with pytest.raises(TrainingError) as err:
-        distill(student, teacher, toy_splits, tmp_path / "r", "kd", trainer=TrainerConfig(epochs=1, batch_size=32),
-                cache=CacheConfig(dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / "r",
+            "kd",
+            trainer=TrainerConfig(epochs=1, batch_size=32),
+            cache=CacheConfig(dir=tmp_path / "c"),
+        )
     msg = str(err.value)
     assert msg.startswith("epoch 1, step 0: the weighted sum of the loss terms is not finite (inf)")
     assert "kd=" in msg and "weight inf" in msg and "ce=" in msg
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=st.integers(1, 3000), cols=st.sampled_from([1, 4, 700, 5000]),
-       picks=st.lists(st.integers(0, 10 ** 6), min_size=1, max_size=80))
+@given(
+    rows=st.integers(1, 3000),
+    cols=st.sampled_from([1, 4, 700, 5000]),
+    picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=80),
+)
 def test_file_backed_rows_are_the_rows_asked_for(tmp_path_factory, rows, cols, picks):
     import numpy as np
 
@@ -189,6 +217,13 @@ def test_a_resumed_run_sweeps_the_temp_files_of_its_killed_writer(toy_splits, tm
     left.write_bytes(b"\0" * 100)
     mine.write_bytes(b"keep")
     _, student = models(toy_splits)
-    distill(student, None, toy_splits, tmp_path / "run", "supervised", trainer=TrainerConfig(epochs=2, batch_size=64),
-            resume=True)
+    distill(
+        student,
+        None,
+        toy_splits,
+        tmp_path / "run",
+        "supervised",
+        trainer=TrainerConfig(epochs=2, batch_size=64),
+        resume=True,
+    )
     assert not left.exists() and mine.read_bytes() == b"keep"

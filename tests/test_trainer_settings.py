@@ -55,8 +55,16 @@ def train(splits, tmp_path, student, fn, **trainer):
     cfg = TrainerConfig(**{"batch_size": len(splits.train), "optimizer": SGD, "test_checkpoint": "last", **trainer})
     method = OneTerm(fn)
     fabric = make_fabric(cfg)
-    result = fit(fabric, DistillationModule(student, method), splits.train, splits.train, cfg, seed=0,
-                 out_dir=tmp_path, quiet=True)  # validated on its training split: the val loss is the loss minimised
+    result = fit(
+        fabric,
+        DistillationModule(student, method),
+        splits.train,
+        splits.train,
+        cfg,
+        seed=0,
+        out_dir=tmp_path,
+        quiet=True,
+    )  # validated on its training split: the val loss is the loss minimised
     return result, method
 
 
@@ -64,12 +72,15 @@ def sum_of_mean_logits(batch, logits):
     return logits.mean(0).sum()
 
 
-@pytest.mark.parametrize("scheduler, lrs", [
-    ({"name": "step", "step_size": 1, "gamma": 0.5}, [0.1, 0.05, 0.025]),
-    ({"name": "step", "step_size": 2, "gamma": 0.5}, [0.1, 0.1, 0.05]),
-    ({"name": "cosine"}, [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]),
-    ({"name": "none"}, [0.1, 0.1, 0.1]),
-])
+@pytest.mark.parametrize(
+    "scheduler, lrs",
+    [
+        ({"name": "step", "step_size": 1, "gamma": 0.5}, [0.1, 0.05, 0.025]),
+        ({"name": "step", "step_size": 2, "gamma": 0.5}, [0.1, 0.1, 0.05]),
+        ({"name": "cosine"}, [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]),
+        ({"name": "none"}, [0.1, 0.1, 0.1]),
+    ],
+)
 def test_the_scheduler_sets_the_lr_of_each_epoch(toy_splits, tmp_path, scheduler, lrs):
     student = ConstantLogits()
     result, _ = train(toy_splits, tmp_path, student, sum_of_mean_logits, epochs=3, scheduler=scheduler)
@@ -85,8 +96,16 @@ def test_grad_clip_bounds_the_global_gradient_norm(toy_splits, tmp_path, precisi
         return 1000.0 * logits.mean(0).sum()  # gradient norm 1000 * sqrt(4)
 
     clipped, free = ConstantLogits(), ConstantLogits()
-    train(toy_splits, tmp_path / "c", clipped, steep, epochs=1, grad_clip=0.5, precision=precision,
-          optimizer={**SGD, "lr": 1.0})
+    train(
+        toy_splits,
+        tmp_path / "c",
+        clipped,
+        steep,
+        epochs=1,
+        grad_clip=0.5,
+        precision=precision,
+        optimizer={**SGD, "lr": 1.0},
+    )
     train(toy_splits, tmp_path / "f", free, steep, epochs=1, precision=precision, optimizer={**SGD, "lr": 1.0})
     assert clipped.b.detach().norm().item() == pytest.approx(0.5, rel=1e-4)
     assert free.b.detach().norm().item() == pytest.approx(2000.0, rel=1e-4)
@@ -113,8 +132,15 @@ def test_early_stopping_counts_only_improvements_larger_than_min_delta(toy_split
 
     # full-batch gradient descent on the validation split's own loss (balanced classes): it falls every epoch,
     # by 1e-3 to 1e-2
-    result, _ = train(toy_splits, tmp_path, ConstantLogits((1.0, 0.0, 0.0, 0.0)), ce, epochs=6, monitor="loss",
-                      early_stopping={"patience": 2, "min_delta": min_delta})
+    result, _ = train(
+        toy_splits,
+        tmp_path,
+        ConstantLogits((1.0, 0.0, 0.0, 0.0)),
+        ce,
+        epochs=6,
+        monitor="loss",
+        early_stopping={"patience": 2, "min_delta": min_delta},
+    )
     val = [row["val/loss"] for row in result.history]
     assert all(b < a for a, b in pairwise(val)) and all(a - b < 0.05 for a, b in pairwise(val))
     assert result.epochs_run == epochs_run

@@ -30,14 +30,31 @@ def test_same_seed_same_weights(toy_splits, tmp_path):
     finals = []
     for run in range(2):
         teacher, student = models(toy_splits)
-        distill(student, teacher, toy_splits, tmp_path / f"r{run}", "kd", trainer=TRAINER, cache=CacheConfig(dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / f"r{run}",
+            "kd",
+            trainer=TRAINER,
+            cache=CacheConfig(dir=tmp_path / "c"),
+        )
         finals.append(student.state_dict())
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
 
 
 def test_kd_changes_training_and_logs_named_terms(toy_splits, tmp_path):
     teacher, student = models(toy_splits)
-    distill(student, teacher, toy_splits, tmp_path / "kd", "kd", {"lam": 0.9}, trainer=TRAINER, cache=CacheConfig(dir=tmp_path / "c"))
+    distill(
+        student,
+        teacher,
+        toy_splits,
+        tmp_path / "kd",
+        "kd",
+        {"lam": 0.9},
+        trainer=TRAINER,
+        cache=CacheConfig(dir=tmp_path / "c"),
+    )
     header = (tmp_path / "kd" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/ce", "train/kd", "train/loss", "val/accuracy", "val/f1_macro"} <= set(header)
     assert list((tmp_path / "kd" / "tensorboard").glob("events.out.tfevents.*"))
@@ -50,7 +67,15 @@ def test_cache_does_not_change_results(toy_splits, tmp_path):
     results = {}
     for enabled in (True, False):
         teacher, student = models(toy_splits)
-        distill(student, teacher, toy_splits, tmp_path / str(enabled), "kd", trainer=TRAINER, cache=CacheConfig(enabled=enabled, dir=tmp_path / "c"))
+        distill(
+            student,
+            teacher,
+            toy_splits,
+            tmp_path / str(enabled),
+            "kd",
+            trainer=TRAINER,
+            cache=CacheConfig(enabled=enabled, dir=tmp_path / "c"),
+        )
         results[enabled] = student.state_dict()
     for k in results[True]:
         torch.testing.assert_close(results[True][k], results[False][k], rtol=1e-5, atol=1e-6)
@@ -70,7 +95,9 @@ def test_cache_hits_and_invalidates(toy_splits, tmp_path, monkeypatch, budget_mb
     on_disk = not isinstance(t2.columns["logits"], torch.Tensor)
     assert on_disk == (budget_mb == "0"), "a table over the memory budget is read row by row from the file, else held"
     batch = toy_splits.train.__getitems__([5, 0, 5, 17])
-    torch.testing.assert_close(t2.lookup(batch, torch.device("cpu")).logits, t1.tensors["logits"][[5, 0, 5, 17]], rtol=0, atol=0)
+    torch.testing.assert_close(
+        t2.lookup(batch, torch.device("cpu")).logits, t1.tensors["logits"][[5, 0, 5, 17]], rtol=0, atol=0
+    )
     with torch.no_grad():
         teacher.head[1].bias.add_(1.0)
     _, hit = cached_table(teacher, toy_splits.train, req, None, *args)
@@ -95,9 +122,16 @@ def test_corrupt_cache_is_rebuilt(toy_splits, tmp_path):
 
 def test_hint_method_trains_projector(toy_splits, tmp_path):
     teacher, student = models(toy_splits)
-    r = distill(student, teacher, toy_splits, tmp_path / "h", "hint",
-                {"student_layer": "encoders.b.body.2", "teacher_layer": "encoders.a.body.2", "beta": 0.5},
-                trainer=TRAINER, cache=CacheConfig(dir=tmp_path / "c"))
+    r = distill(
+        student,
+        teacher,
+        toy_splits,
+        tmp_path / "h",
+        "hint",
+        {"student_layer": "encoders.b.body.2", "teacher_layer": "encoders.a.body.2", "beta": 0.5},
+        trainer=TRAINER,
+        cache=CacheConfig(dir=tmp_path / "c"),
+    )
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "h" / "metrics.csv")))
@@ -125,7 +159,9 @@ class NanStudent(nn.Module):
 def test_nan_loss_stops_naming_step_and_term_and_keeps_last_checkpoint(toy_splits, tmp_path):
     teacher, _ = models(toy_splits)
     with pytest.raises(TrainingError, match=r"epoch 2, step \d+: loss term 'ce', 'kd' is not finite.*last.safetensors"):
-        distill(NanStudent(), teacher, toy_splits, tmp_path / "n", "kd", trainer=TRAINER, cache=CacheConfig(enabled=False))
+        distill(
+            NanStudent(), teacher, toy_splits, tmp_path / "n", "kd", trainer=TRAINER, cache=CacheConfig(enabled=False)
+        )
     _, state = load_tensors(tmp_path / "n" / "checkpoints" / "last.safetensors")
     assert state["epoch"] == 1
 
@@ -154,7 +190,9 @@ def test_finished_output_is_refused_without_overwrite(tiny_config, tmp_path):
 
 def test_early_stopping_and_last_checkpoint_choice(toy_splits, tmp_path):
     _, student = models(toy_splits)
-    cfg = TrainerConfig(epochs=30, batch_size=32, optimizer={"lr": 1e-12}, early_stopping={"patience": 2}, test_checkpoint="last")
+    cfg = TrainerConfig(
+        epochs=30, batch_size=32, optimizer={"lr": 1e-12}, early_stopping={"patience": 2}, test_checkpoint="last"
+    )
     r = distill(student, None, toy_splits, tmp_path / "e", "supervised", trainer=cfg)
     assert r.stopped_early and r.epochs_run == 3 and r.best_epoch == 1 and r.test_checkpoint == "last"
 
@@ -162,7 +200,9 @@ def test_early_stopping_and_last_checkpoint_choice(toy_splits, tmp_path):
 def test_bf16_mixed_precision_runs_on_cpu(toy_splits, tmp_path):
     teacher, student = models(toy_splits)
     cfg = TrainerConfig(epochs=1, batch_size=32, precision="bf16-mixed")
-    r = distill(student, teacher, toy_splits, tmp_path / "bf16", "kd", trainer=cfg, cache=CacheConfig(dir=tmp_path / "c"))
+    r = distill(
+        student, teacher, toy_splits, tmp_path / "bf16", "kd", trainer=cfg, cache=CacheConfig(dir=tmp_path / "c")
+    )
     assert 0.0 <= r.test["accuracy"] <= 1.0 and student.head[1].weight.dtype == torch.float32
 
 

@@ -29,8 +29,15 @@ def test_tutorial_own_models_runs(tmp_path):
     commands = [line for block in runs for line in block.strip().splitlines()]
     assert len(commands) == 4 and all(c.startswith("mmdistill ") for c in commands)
     for command in commands:
-        proc = subprocess.run(cli(*shlex.split(command)[1:]), env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, check=False)
+        proc = subprocess.run(
+            cli(*shlex.split(command)[1:]),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode == 0, f"{command}: {proc.stderr[-3000:]}"
     metrics = json.loads((tmp_path / "runs" / "own" / "metrics.json").read_text())
     assert metrics["seeds"] == [0, 1, 2] and "student-nokd.accuracy" in metrics["paired"]

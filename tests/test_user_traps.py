@@ -13,8 +13,13 @@ from mmdistill.stats import BOUNDED, format_summary, summarize
 
 def _metrics(accs: list[float]) -> dict:
     s = summarize(accs)
-    return {"method": "kd", "seeds": list(range(len(accs))), "reporting": "test at best val",
-            "summary": {"student.accuracy": s, "student.f1_macro": s}, "paired": {}}
+    return {
+        "method": "kd",
+        "seeds": list(range(len(accs))),
+        "reporting": "test at best val",
+        "summary": {"student.accuracy": s, "student.f1_macro": s},
+        "paired": {},
+    }
 
 
 def test_two_seed_interval_is_clipped_to_0_100_and_marked():
@@ -54,8 +59,13 @@ def test_training_announces_a_new_cache_folder(tiny_config, tmp_path):
 
     from conftest import cli, cli_env
 
-    proc = subprocess.run(cli("train", str(tiny_config(epochs=1)), "--out", str(tmp_path / "run"), "--quiet"),
-                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cli("train", str(tiny_config(epochs=1)), "--out", str(tmp_path / "run"), "--quiet"),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"caching teacher outputs in {tmp_path / 'cache'}" in proc.stderr, proc.stderr
 
@@ -116,8 +126,10 @@ def test_demo_report_says_each_command_once_and_each_is_runnable(tmp_path):
     (root / "mfh-gamma" / "summary.md").write_text(f"# MFH\n\nCommand: `{command}`\n\nA table.\n")  # as mfh/report.py
     (root / "plain").mkdir()
     (root / "plain" / "summary.md").write_text("# Plain\n\nA table.\n")
-    sections = [{"title": "MFH", "folder": "mfh-gamma", "command": command},
-                {"title": "Plain", "folder": "plain", "command": "mmdistill evaluate plain"}]
+    sections = [
+        {"title": "MFH", "folder": "mfh-gamma", "command": command},
+        {"title": "Plain", "folder": "plain", "command": "mmdistill evaluate plain"},
+    ]
     (root / "report.json").write_text(json.dumps(sections))
     html_path, md_path = write_report(root)
     md, page = md_path.read_text(), html_path.read_text()
