@@ -100,6 +100,13 @@ def _columns(out: torch.Tensor) -> int:
     return out.shape[1] if out.dim() > 1 else 1
 
 
+def _on_device_of(model: nn.Module, batch: dict) -> dict:
+    """``batch`` on the device of ``model``'s first parameter or buffer (CPU for a model with neither)."""
+    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    device = first.device if first is not None else torch.device("cpu")
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def _check_pair(
     student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits, task: Task | None = None
 ) -> None:
@@ -119,10 +126,10 @@ def _check_pair(
     if teacher is None and task.name == DEFAULT_TASK:
         return
     sample = data.train.__getitems__(range(min(2, len(data.train))))
-    with torch.no_grad():
-        outs = {"student": student.eval()(sample)}
+    with torch.no_grad():  # each model where it is (a teacher trained earlier in this process may be on the GPU)
+        outs = {"student": student.eval()(_on_device_of(student, sample))}
         if teacher is not None:
-            outs["teacher"] = teacher.eval()(sample)
+            outs["teacher"] = teacher.eval()(_on_device_of(teacher, sample))
     what = {"multilabel": "labels", "regression": "outputs"}.get(task.name, "classes")
     if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
         raise ConfigError(

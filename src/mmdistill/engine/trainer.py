@@ -129,7 +129,8 @@ class EpochMeans:
         if not self.counts:
             return {}
         per_step = torch.stack(self.values).float().view(len(self.counts), -1)
-        sums = (per_step * torch.tensor(self.counts, dtype=torch.float32)[:, None]).sum(0)
+        counts = torch.tensor(self.counts, dtype=torch.float32, device=per_step.device)
+        sums = (per_step * counts[:, None]).sum(0)
         return dict(zip(self.names, (sums / max(sum(self.counts), 1)).tolist()))
 
 
