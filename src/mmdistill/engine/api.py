@@ -34,7 +34,7 @@ from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from . import runfolder
 from .launch import launch, make_fabric, scoped_determinism
-from .batches import eval_batches
+from .batches import eval_batches, to_device
 from .trainer import DistillationModule, fit
 
 if TYPE_CHECKING:
@@ -229,7 +229,12 @@ def distill(
         raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
     teacher = teacher if algo.needs_teacher else None
     _check_pair(student, teacher, data, task)
-    sample = data.train.__getitems__(range(min(8, len(data.train))))
+    # The models, the method (its masker) and the sample on the run's device before setup() and prepare() run
+    # them: a teacher trained earlier in this process may already be on the GPU.
+    for part in (student, teacher, algo):
+        if part is not None:
+            part.to(fabric.device)
+    sample = to_device(data.train.__getitems__(range(min(8, len(data.train)))), fabric.device)
     algo.setup(sample, student, teacher)
     module = DistillationModule(student, algo)
 
