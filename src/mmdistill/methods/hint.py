@@ -83,7 +83,7 @@ class FeatureHint(Method):
                     f"method.params.{name}: layer {layer!r} outputs NaN/Inf on the first training examples"
                 )
         self.pool = hs.shape[2:] != ht.shape[2:]
-        self.projector = nn.Linear(hs.shape[1], ht.shape[1])
+        self.projector = nn.Linear(hs.shape[1], ht.shape[1]).to(hs.device)  # initialised as on the CPU
         pred, target = self._align(hs, ht)
         if pred.shape != target.shape:  # e.g. (B, T, C) sequences whose axis 1 is not channels
             raise ConfigError(

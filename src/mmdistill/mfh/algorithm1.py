@@ -305,7 +305,7 @@ def channel_salience(
                     hp[torch.arange(b), :, c] = shuffled[m, :, c]
                     out = split.logits(hp.view(b * n, *h.shape[1:]))
                     dist = _distance(out.view(b, n, -1), s_out.reshape(n, -1))
-                total.index_add_(0, c, dist.double())
+                total.index_add_(0, c.cpu(), dist.double().cpu())  # the sum stays on the CPU, in float64
     finally:
         teacher.train(modes[0]), student.train(modes[1])
     raw = (total / permutations - base).float()
