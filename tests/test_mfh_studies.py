@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmdistill.studies.mfh_synthetic import spearman, summarize, vary_alpha, vary_gamma, venn_plane
+from mmdistill.stats import spearman
+from mmdistill.studies.mfh_synthetic import summarize, vary_alpha, vary_gamma, venn_plane
 from mmdistill.data.venn import draw, preset_spec
 
 torch.set_num_threads(1)

@@ -23,10 +23,30 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
     if n == 1:
         return {"n": 1, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     std = float(x.std(ddof=1))
-    from scipy import stats as sps  # imported when first needed: 0.8 s that `train` need not pay before it starts
+    from scipy.special import stdtrit  # Student-t quantile (what scipy.stats.t.ppf calls; 0.2 s to import, not 0.8)
 
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n of ``values``, ties given the mean of the ranks they span (scipy's ``rankdata``, "average")."""
+    x = np.asarray(values, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True])  # each run of equal values
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat((starts[:-1] + starts[1:] + 1) / 2, np.diff(starts))
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the average ranks (NaN if either is constant)."""
+    if len(xs) != len(ys):
+        raise ValueError(f"spearman: {len(xs)} values vs {len(ys)}")
+    rx, ry = average_ranks(xs) - (len(xs) + 1) / 2, average_ranks(ys) - (len(ys) + 1) / 2
+    denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / denominator if denominator > 0 else math.nan
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, float]:

@@ -19,7 +19,7 @@ import torch
 from ..io import atomic_write, write_csv, write_text
 from ..advisor.predict import advise_dataset
 from .mfh_removal import feature_removal
-from ..stats import paired_difference
+from ..stats import paired_difference, spearman
 
 PAIRS = [
     ("mfeat", "pix:zer"),
@@ -112,8 +112,6 @@ def advice_vs_measured(
 
 
 def summary_markdown(rows: list[dict], command: str) -> str:
-    from scipy.stats import spearmanr
-
     lines = [
         "# Will crossmodal KD help? The advisor against the measured gain",
         "",
@@ -136,7 +134,7 @@ def summary_markdown(rows: list[dict], command: str) -> str:
             f"{r['advice_seconds']:.2f} | {r['run_seconds']:.2f} | "
             f"{100 * r['advice_seconds'] / r['run_seconds']:.0f}% |"
         )
-    rho = spearmanr([r["predicted_gain"] for r in rows], [r["measured_gain"] for r in rows]).statistic
+    rho = spearman([r["predicted_gain"] for r in rows], [r["measured_gain"] for r in rows])
     signs = sum((r["predicted_gain"] > 0) == (r["measured_gain"] > 0) for r in rows)
     inside = sum(r["predicted_low"] <= r["measured_gain"] <= r["predicted_high"] for r in rows)
     lines += [

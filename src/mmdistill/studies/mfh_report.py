@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import csv_text, write_text
-from .mfh_synthetic import ROW_FIELDS, StudyResult, spearman
+from ..stats import spearman
+from .mfh_synthetic import ROW_FIELDS, StudyResult
 
 TITLES = {
     "mfh-gamma": "MFH, vary gamma (paper Fig. 2)",

@@ -205,10 +205,3 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
         entry["delta_mean"], entry["delta_std"] = float(delta.mean()), float(delta.std())
         out.append(entry)
     return out
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(xs, ys).statistic)
