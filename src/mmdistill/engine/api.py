@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import CacheConfig, MaskingConfig, TrainerConfig, check_resources, validate
-from ..data import DataSplits
+from ..data import DataSplits, MultimodalDataset
 from ..data.item_dataset import ItemDataset, ItemSplits, as_splits
 from ..errors import ConfigError, MachineError
 from ..io import write_json
@@ -148,6 +148,20 @@ def _check_pair(
                 )
 
 
+def _read_columns(train, student: nn.Module, online_teacher: nn.Module | None):
+    """Column data holding only what a training step reads: the student's modalities, and the teacher's when it runs
+    online (a cached teacher is looked up by row index). A crossmodal student then never gathers the teacher's
+    modality (e.g. the images, for an audio student) batch after batch. Other datasets are returned as they are."""
+    if not isinstance(train, MultimodalDataset):
+        return train
+    needed = set(model_modalities(student))
+    if online_teacher is not None:
+        needed |= set(model_modalities(online_teacher))
+    if needed.issuperset(train.modality_names):
+        return train
+    return train.select([m for m in train.modality_names if m in needed])
+
+
 def _teacher_mode(cache: CacheConfig, train) -> str:
     """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
     every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
@@ -268,6 +282,8 @@ def distill(
     if fabric.is_global_zero:  # after every check, before the first write: never into files mmdistill did not create
         runfolder.guard_model_folder(out_dir)
     fabric.barrier()
+    online_teacher = teacher if teacher is not None and online else None
+    train = _read_columns(train, student, online_teacher)
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
