@@ -266,3 +266,62 @@ def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_proce
     loaded = build_model(cfg.teacher.model, data.train.specs(), data.num_classes, "teacher.model")
     load_teacher_weights(loaded, tmp_path / "teacher.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), teacher.state_dict().values()))
+
+
+def test_distill_from_python_writes_a_folder_that_evaluate_and_analyze_read(in_process, user_pkg, tmp_path):
+    """Issue 18: a distill() call with the user's own models (factory and registered name, built by
+    mmdistill.models.build_model) leaves a folder that the CLI reads like a one-seed train run."""
+    import importlib
+
+    from mmdistill.config import CacheConfig, TrainerConfig
+    from mmdistill.data import build_splits
+    from mmdistill.engine.api import distill
+    from mmdistill.models import build_model
+    from mmdistill.models.custom import CustomModelConfig
+
+    _, env = user_pkg
+    importlib.import_module("my_plugins")
+    torch.set_num_threads(1)
+    data = build_splits("toy-two-modality", {"n": 100, "dim_a": 6, "dim_b": 6})
+    specs, n = data.train.specs(), data.num_classes
+    teacher = build_model(CustomModelConfig(factory="my_plugins:build_teacher", params={"hidden": 12}), specs, n)
+    student = build_model(CustomModelConfig(name="one_tower", params={"hidden": 6}), specs, n)
+    trainer = TrainerConfig(epochs=2, batch_size=20, num_threads=1)
+    distill(teacher, None, data, tmp_path / "teacher", "supervised", trainer=trainer)
+    kd = tmp_path / "kd"
+    cache = CacheConfig(dir=tmp_path / "cache")
+    result = distill(student, teacher, data, kd, "kd", {"temperature": 2.0, "lam": 0.5}, trainer=trainer, cache=cache)
+    saved = (kd / "config.yaml").read_text()
+    assert "my_plugins:build_teacher" in saved and "name: one_tower" in saved and "- my_plugins" in saved
+
+    report = json.loads(mmdistill(env, "evaluate", str(kd), "--missing", "--json").stdout)
+    assert report["metrics"]["seed_0/student"]["accuracy"] == pytest.approx(result.test["accuracy"])
+    assert "seed_0/teacher" in report["metrics"] and report["missing"] and report["missing_models"] == []
+    mmdistill(env, "analyze", "modalities", str(kd))
+    assert "student" in (kd / "analysis" / "modalities.md").read_text()
+
+
+def test_a_distill_folder_of_a_model_built_in_python_is_refused_with_the_reason(tmp_path, user_pkg):
+    from mmdistill.config import TrainerConfig
+    from mmdistill.data import build_splits
+    from mmdistill.engine.api import distill
+
+    _, env = user_pkg
+    torch.set_num_threads(1)
+    data = build_splits("toy-two-modality", {"n": 100, "dim_a": 6, "dim_b": 6})
+
+    class Plain(torch.nn.Module):
+        modalities = ("b",)
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(6, data.num_classes)
+
+        def forward(self, batch):
+            return self.linear(batch["b"])
+
+    distill(Plain(), None, data, tmp_path / "plain", "supervised", trainer=TrainerConfig(epochs=1, batch_size=20))
+    assert not (tmp_path / "plain" / "config.yaml").exists()
+    proc = mmdistill(env, "evaluate", str(tmp_path / "plain"), ok=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "the student is a Plain built in Python" in proc.stderr and "build_model" in proc.stderr

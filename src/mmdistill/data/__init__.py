@@ -23,6 +23,16 @@ from .item_dataset import ItemSplits
 __all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_arrays", "stratified_split"]
 
 
+def _record_origin(splits, data_config: dict) -> None:
+    """Note on ``splits`` the data config that builds them again (what ``distill()`` writes into its config.yaml);
+    splits that take no attribute (a NamedTuple) stay unnoted, and such a distill() folder says it cannot be
+    rebuilt."""
+    try:
+        splits.mmdistill_data = data_config
+    except AttributeError:
+        pass
+
+
 def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits | ItemSplits:
     """Build the registered dataset ``name`` with ``params``; an unknown or mistyped parameter is a ConfigError.
 
@@ -41,7 +51,9 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
         _check_scalar(name, key, value, hints.get(key))
     try:  # the builder's annotations are the parameters' types and ranges: check them before the builder runs
         checked = pydantic.validate_call(builder, validate_return=False)
-        return checked(seed=seed, **params)
+        splits = checked(seed=seed, **params)
+        _record_origin(splits, {"name": name, "params": params, "split_seed": seed})
+        return splits
     except ConfigError as err:  # a builder's own check, e.g. "venn.s0: ...": name the config key
         text = str(err)
         if text.startswith(f"{name}."):

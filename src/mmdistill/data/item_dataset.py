@@ -348,8 +348,13 @@ def load_data(cfg) -> DataSplits | ItemSplits:
             made = factory(**cfg.params)
         except TypeError as err:
             raise ConfigError(f"data.params: {cfg.dataset} does not take these parameters ({err})") from None
-        return as_splits(made, transforms=transforms, where=f"data.dataset {cfg.dataset}")
-    from . import build_splits
+        splits = as_splits(made, transforms=transforms, where=f"data.dataset {cfg.dataset}")
+    else:
+        from . import build_splits
 
-    splits = build_splits(cfg.name, cfg.params, seed=cfg.split_seed)
-    return as_splits(splits, transforms=transforms, where=f"data {cfg.name}") if transforms else splits
+        splits = build_splits(cfg.name, cfg.params, seed=cfg.split_seed)
+        splits = as_splits(splits, transforms=transforms, where=f"data {cfg.name}") if transforms else splits
+    from . import _record_origin
+
+    _record_origin(splits, cfg.model_dump(mode="json"))
+    return splits

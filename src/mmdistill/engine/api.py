@@ -10,6 +10,7 @@ The multi-seed protocol around it (teacher, distilled student and no-KD student 
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,6 +35,7 @@ from .metrics import evaluate
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from . import runfolder
 from .launch import launch, make_fabric, scoped_determinism
+from .run_record import describe_run, write_record
 from .batches import eval_batches, to_device
 from .trainer import DistillationModule, fit
 
@@ -224,6 +226,7 @@ def distill(
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
+    data_origin = getattr(data, "mmdistill_data", None)  # the data's config, if mmdistill built them (run_record)
     data = as_splits(data, train, val, test, transforms, task=get_task(task).name if task is not None else None)
     task = run_task(task, data)
     trainer = trainer or TrainerConfig()
@@ -282,6 +285,7 @@ def distill(
     if fabric.is_global_zero:  # after every check, before the first write: never into files mmdistill did not create
         runfolder.guard_model_folder(out_dir)
     fabric.barrier()
+    own_folder = (runfolder.read_marker(out_dir) or {}).get("command") == "distill"  # not a part of a train run
     online_teacher = teacher if teacher is not None and online else None
     train = _read_columns(train, student, online_teacher)
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
@@ -303,9 +307,26 @@ def distill(
     )
     if fabric.is_global_zero:
         save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
+        record = None
+        if own_folder:  # a user's distill() folder: make it one the commands read (engine/run_record.py)
+            record = describe_run(
+                student,
+                teacher,
+                SimpleNamespace(mmdistill_data=data_origin) if data_origin is not None else None,
+                method,
+                method_params,
+                masking=masking,
+                trainer=trainer,
+                cache=cache,
+                task={"name": task.name, "params": task.params.model_dump(mode="json")},
+                seed=seed,
+            )
+            if not isinstance(record, str):
+                write_record(out_dir, record, teacher)
         write_json(
             out_dir / "result.json",
             {
+                **({"not_a_run_folder": record} if isinstance(record, str) else {}),
                 "test": test,
                 "val": val,
                 "best_epoch": fitted.best_epoch,

@@ -20,6 +20,8 @@ def load_run_models(run_dir: Path):
     from ..engine.checkpoint import load_tensors
     from ..engine.assembly import build_run_model
 
+    if (run_dir / "student.safetensors").is_file():
+        return _load_distill_folder(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
     from ..engine.api import run_task
@@ -41,6 +43,48 @@ def load_run_models(run_dir: Path):
     return cfg, data, models
 
 
+def _load_distill_folder(run_dir: Path):
+    """A ``distill()`` folder (engine/run_record.py) as a one-seed run: ``seed_<s>/student``, ``seed_<s>/teacher``
+    (when it had a teacher)."""
+    import json
+
+    from ..config import load_config
+    from ..data.item_dataset import load_data
+    from ..engine.api import run_task
+    from ..engine.assembly import build_run_model
+    from ..engine.checkpoint import load_tensors
+    from ..engine.run_record import CONFIG, TEACHER_WEIGHTS
+
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        result = {}
+    if not (run_dir / CONFIG).is_file():
+        why = result.get("not_a_run_folder", "it has no config.yaml (written by an older mmdistill, or not finished)")
+        raise ConfigError(
+            f"{run_dir}: a distill() folder that mmdistill cannot read back: {why}. Build the models with "
+            "mmdistill.models.build_model (a built-in model config or CustomModelConfig(factory='pkg.mod:fn', "
+            "params=...)) and the data with mmdistill.data.build_splits or load_data, or run the whole protocol "
+            "with mmdistill.engine.protocol.run_config (docs/tutorial_own_models.md)"
+        )
+    cfg = load_config(run_dir / CONFIG, check_machine=False)
+    data = load_data(cfg.data)
+    run_task(cfg.task, data)
+    seed = f"seed_{int(result.get('seed', cfg.seed))}"
+    models = {}
+    parts = (
+        [("student", "student.safetensors"), ("teacher", TEACHER_WEIGHTS)]
+        if cfg.teacher
+        else [("student", "student.safetensors")]
+    )
+    for part, file in parts:
+        if (run_dir / file).is_file():
+            model = build_run_model(cfg, part, data, load_checkpoint=False)
+            model.load_state_dict(load_tensors(run_dir / file)[0])
+            models[f"{seed}/{part}"] = model.eval()
+    return cfg, data, models
+
+
 def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
     """The models a run of ``cfg`` in ``run_dir`` should have saved but has not (unfinished), e.g. ``seed_1/nokd``.
 
@@ -51,6 +95,8 @@ def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
     from ..registry import METHODS
 
     marker = read_marker(run_dir) or {}
+    if marker.get("command") == "distill":  # one distill() call: its student (and teacher) or nothing
+        return []
     seeds = set(marker.get("seeds") or []) | {int(p.name[5:]) for p in run_dir.glob("seed_*") if p.name[5:].isdigit()}
     parts = ["student"]
     if METHODS.get(cfg.method.name).needs_teacher and cfg.teacher is not None and cfg.teacher.checkpoint is None:

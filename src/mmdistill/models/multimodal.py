@@ -136,9 +136,10 @@ def build_model(
 ) -> nn.Module:
     """The model a config describes: the reference classifier, or the user's model (checked like it: modalities
     declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
-    if isinstance(cfg, CustomModelConfig):
-        return build_custom(cfg, specs, num_classes, key)
-    return MultimodalClassifier(specs, num_classes, cfg, key)
+    model = build_custom(cfg, specs, num_classes, key) if isinstance(cfg, CustomModelConfig) else None
+    model = model if model is not None else MultimodalClassifier(specs, num_classes, cfg, key)
+    model.mmdistill_config = cfg  # how to build it again: what distill() records for evaluate/analyze (engine.api)
+    return model
 
 
 def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
