@@ -325,3 +325,14 @@ def test_a_distill_folder_of_a_model_built_in_python_is_refused_with_the_reason(
     proc = mmdistill(env, "evaluate", str(tmp_path / "plain"), ok=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "the student is a Plain built in Python" in proc.stderr and "build_model" in proc.stderr
+
+
+def test_advise_config_reads_the_modalities_an_own_model_declares(tmp_path, user_pkg):
+    """Issue 18: advise --config with a factory teacher (reads every modality) and a registered student."""
+    _, env = user_pkg
+    config = tmp_path / "own.yaml"
+    config.write_text(OWN_MODELS + f"cache: {{dir: {tmp_path / 'cache'}}}\n")
+    proc = mmdistill(env, "advise", "--config", str(config), "--json", "--bootstrap", "5", timeout=300)
+    advice = json.loads(proc.stdout)
+    assert (advice["teacher"], advice["student"]) == ("a+b", "b"), advice
+    assert "predicted_gain" in json.dumps(advice)

@@ -23,23 +23,34 @@ from ..errors import ConfigError
 
 
 def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
+    """(dataset, params, split seed, teacher modalities, student modalities) of a train config. A user's own model
+    (``{factory: ...}`` or ``{name: ...}``) declares its modalities on the built model: it is built once for that,
+    from the config's data (the global RNG left as it was)."""
     from ..config import load_config
+    from ..models.multimodal import declared_modalities
 
     cfg = load_config(path, check_machine=False)
-    for key, part in (("teacher.model", cfg.teacher), ("student.model", cfg.student)):
-        if part is not None and not hasattr(part.model, "modalities"):
-            raise ConfigError(
-                f"advise --config: {key} is your own model (factory or name), whose modalities the "
-                "built model declares, not the config; use advise --run DIR on a trained run, or "
-                "--dataset with --teacher/--student"
-            )
-    return (
-        cfg.data.name,
-        dict(cfg.data.params),
-        cfg.data.split_seed,
-        list(cfg.teacher.model.modalities),
-        list(cfg.student.model.modalities),
-    )
+    if cfg.teacher is None:
+        raise ConfigError("advise --config: the config has no teacher; advise compares a teacher with a student")
+    if cfg.data.dataset is not None:
+        raise ConfigError(
+            f"advise --config: data.dataset {cfg.data.dataset!r} is a user's dataset factory; advise reads registered "
+            "datasets (data.name) only: train the teacher and use advise --run DIR"
+        )
+    mods = {}
+    own = [role for role in ("teacher", "student") if not hasattr(getattr(cfg, role).model, "modalities")]
+    data = None
+    if own:
+        from ..data.item_dataset import load_data
+
+        data = load_data(cfg.data)
+    for role in ("teacher", "student"):
+        model = getattr(cfg, role).model
+        if role in own:
+            mods[role] = list(declared_modalities(model, data.train.specs(), data.num_classes, f"{role}.model"))
+        else:
+            mods[role] = list(model.modalities)
+    return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, mods["teacher"], mods["student"]
 
 
 def _inputs(args: argparse.Namespace):
