@@ -226,3 +226,25 @@ def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_
         for m in ("regular", "general")
     }
     assert any(not torch.equal(weights["regular"][k], weights["general"][k]) for k in weights["regular"])
+
+
+def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tmp_path, capsys):
+    """Issue 14: `reproduce msd --dataset avmnist --data DIR` trains the LeNet teacher and the six students."""
+    from mmdistill.data.avmnist_build import build_av_mnist
+
+    torch.set_num_threads(1)
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    write_fsdd(tmp_path / "fsdd")
+    build_av_mnist(tmp_path / "mnist", tmp_path / "fsdd", tmp_path / "data", snr_db=None)
+    out = tmp_path / "msd"
+    argv = ["reproduce", "msd", "--dataset", "avmnist", "--data", str(tmp_path / "data"), "--seeds", "1"]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(r["method"] for r in rows) == sorted(
+        ["nokd", "kd", "msd-uniform", "msd-population", "msd-instance", "msd-learned"]
+    )
+    assert {r["dataset"] for r in rows} == {"avmnist"} and "avmnist" in (out / "summary.md").read_text()
+    weights = (out / "runs" / "avmnist" / "seed_0" / "teacher" / "student.safetensors").read_bytes()
+    assert b"encoders.audio" in weights and b"encoders.image" in weights  # the LeNet late fusion
+    assert main(["reproduce", "msd", "--dataset", "avmnist", "--seeds", "1", "--out", str(tmp_path / "no")]) == 2
+    assert "give --data DIR" in capsys.readouterr().err

@@ -92,12 +92,13 @@ def _msd_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         nargs="+",
         default=["mfeat", "av-digits", "venn"],
-        choices=["mfeat", "av-digits", "venn"],
-        help="datasets (default: all three)",
+        choices=["mfeat", "av-digits", "venn", "avmnist"],
+        help="datasets (default: mfeat av-digits venn; avmnist needs --data)",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 30)"
     )
+    parser.add_argument("--data", help="avmnist: a finished `mmdistill data build av-mnist` folder")
 
 
 def _msd_study(args: argparse.Namespace, out: Path) -> str:
@@ -107,9 +108,15 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
     command = (
         f"mmdistill reproduce msd --dataset {' '.join(args.dataset)} --seeds {args.seeds}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
+        + (f" --data {args.data}" if args.data else "")
         + f" --out {args.out}"
     )
-    return run_study(args.dataset, seeds, out, command, args.epochs)
+    if "avmnist" in args.dataset and not args.data:
+        raise ConfigError(
+            "reproduce msd --dataset avmnist: give --data DIR, a `mmdistill data build av-mnist` folder (MNIST and "
+            "FSDD are not bundled)"
+        )
+    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data)
 
 
 # ---- distillation baselines (issue 15) ------------------------------------------------------------
