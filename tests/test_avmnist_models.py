@@ -238,7 +238,7 @@ def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tm
     build_av_mnist(tmp_path / "mnist", tmp_path / "fsdd", tmp_path / "data", snr_db=None)
     out = tmp_path / "msd"
     argv = ["reproduce", "msd", "--dataset", "avmnist", "--data", str(tmp_path / "data"), "--seeds", "1"]
-    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    assert main([*argv, "--epochs", "1", "--lr", "0.05", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted(r["method"] for r in rows) == sorted(
         ["nokd", "kd", "msd-uniform", "msd-population", "msd-instance", "msd-learned"]
@@ -246,5 +246,7 @@ def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tm
     assert {r["dataset"] for r in rows} == {"avmnist"} and "avmnist" in (out / "summary.md").read_text()
     weights = (out / "runs" / "avmnist" / "seed_0" / "teacher" / "student.safetensors").read_bytes()
     assert b"encoders.audio" in weights and b"encoders.image" in weights  # the LeNet late fusion
+    log = list(csv.DictReader((out / "runs" / "avmnist" / "seed_0" / "msd-uniform" / "metrics.csv").open()))
+    assert [float(r["lr"]) for r in log] == [0.05]  # --lr reaches every model (default: MultiBench's 0.1)
     assert main(["reproduce", "msd", "--dataset", "avmnist", "--seeds", "1", "--out", str(tmp_path / "no")]) == 2
     assert "give --data DIR" in capsys.readouterr().err

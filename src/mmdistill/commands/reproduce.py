@@ -99,6 +99,9 @@ def _msd_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 30)"
     )
     parser.add_argument("--data", help="avmnist: a finished `mmdistill data build av-mnist` folder")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate of every model (default: the dataset's setting)"
+    )
 
 
 def _msd_study(args: argparse.Namespace, out: Path) -> str:
@@ -109,6 +112,7 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
         f"mmdistill reproduce msd --dataset {' '.join(args.dataset)} --seeds {args.seeds}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
         + (f" --data {args.data}" if args.data else "")
+        + (f" --lr {args.lr}" if args.lr is not None else "")
         + f" --out {args.out}"
     )
     if "avmnist" in args.dataset and not args.data:
@@ -116,7 +120,9 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
             "reproduce msd --dataset avmnist: give --data DIR, a `mmdistill data build av-mnist` folder (MNIST and "
             "FSDD are not bundled)"
         )
-    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data)
+    if args.lr is not None and not 0 < args.lr <= 10:
+        raise ConfigError(f"reproduce msd --lr: must lie in (0, 10], got {args.lr}")
+    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data, lr=args.lr)
 
 
 # ---- distillation baselines (issue 15) ------------------------------------------------------------

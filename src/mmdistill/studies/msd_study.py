@@ -133,7 +133,13 @@ def _study_data(setup: StudySetup, data_dir: str | None):
 
 
 def run_dataset(
-    name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True, data_dir: str | None = None
+    name: str,
+    seeds: list[int],
+    out: Path,
+    epochs: int | None = None,
+    quiet: bool = True,
+    data_dir: str | None = None,
+    lr: float | None = None,
 ) -> tuple[list[dict], dict]:
     """Rows ``{dataset, seed, method, student_acc, student_f1, teacher_acc}`` and the seed-0 modality analysis."""
     setup = SETUPS[name]
@@ -144,6 +150,8 @@ def run_dataset(
         trainer = multibench_trainer(epochs or setup.epochs)
     else:
         trainer = TrainerConfig(epochs=epochs or setup.epochs, batch_size=64, optimizer={"name": "adam", "lr": 3e-3})
+    if lr is not None:  # a controlled variation: the same study at another learning rate
+        trainer = trainer.model_copy(update={"optimizer": trainer.optimizer.model_copy(update={"lr": lr})})
     cache = CacheConfig(dir=out / "cache")
     rows, analysis = [], {}
     for seed in seeds:
@@ -252,12 +260,12 @@ def write_study(rows: list[dict], analyses: dict, out: Path, command: str) -> No
 
 
 def run_study(
-    datasets: list[str], seeds: list[int], out: Path, command: str, epochs: int | None = None, data_dir=None
+    datasets: list[str], seeds: list[int], out: Path, command: str, epochs: int | None = None, data_dir=None, lr=None
 ) -> str:
     start = time.perf_counter()
     rows, analyses = [], {}
     for name in datasets:
-        r, a = run_dataset(name, seeds, out, epochs, data_dir=data_dir)
+        r, a = run_dataset(name, seeds, out, epochs, data_dir=data_dir, lr=lr)
         rows += r
         analyses[name] = a
     write_study(rows, analyses, out, command)
