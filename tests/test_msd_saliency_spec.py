@@ -79,3 +79,25 @@ def test_other_tasks_take_their_own_saliency_per_view():
 def test_removal_views_keep_every_modality_but_one():
     assert removal_views(["image", "audio", "text"]) == [("audio", "text"), ("image", "text"), ("image", "audio")]
     assert removal_views(["a"]) == [()]
+
+
+def test_true_class_saliency_with_more_views_than_examples():
+    """M = 3 removal views of B = 2 examples: the label index follows the example axis, not the view axis."""
+    removed = torch.cat([REMOVED, torch.tensor([[[L6, L3, 0.0], [0.0, 0.0, 0.0]]])])  # view 3
+    got = saliency_from_logits(FULL, removed, LABELS, "true_class")
+    expected = [[1 / 2 - 1 / 3, 0.3 - 1 / 4], [1 / 2 - 1 / 4, 0.0], [1 / 2 - 0.6, 0.3 - 1 / 3]]
+    assert got.shape == (3, 2)
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6), got
+
+
+def test_segmentation_saliency_counts_only_the_labelled_pixels():
+    """One example, two pixels: pixel 0 labelled, pixel 1 ignore_index. Only pixel 0's KL counts."""
+    task = get_task({"name": "segmentation", "params": {"ignore_index": 255}})
+    full = torch.tensor(
+        [[[[L2, 0.0]], [[0.0, 0.0]]]]
+    )  # (B=1, C=2, H=1, W=2): pixel 0 p = (2/3, 1/3), pixel 1 (1/2, 1/2)
+    removed = torch.tensor([[[[[0.0, L3]], [[0.0, 0.0]]]]])  # (M=1, ...): pixel 0 (1/2, 1/2), pixel 1 (3/4, 1/4)
+    labels = torch.tensor([[[0, 255]]])
+    got = saliency_from_logits(full, removed, labels, "kl", task)
+    assert got.shape == (1, 1)
+    assert got.item() == pytest.approx(kl((2 / 3, 1 / 3), (1 / 2, 1 / 2)), abs=1e-6)
