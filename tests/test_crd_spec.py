@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from mmdistill.batch import INDEX, LABEL
+from mmdistill.batch import LABEL
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs, term_value, weighted_total
 from mmdistill.methods.crd import ContrastiveRD, bank_critic, critic, momentum_update, nce_loss
 
