@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from mmdistill.batch import LABEL
+from mmdistill.batch import INDEX, LABEL
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs, term_value, weighted_total
 from mmdistill.methods.crd import ContrastiveRD, bank_critic, critic, momentum_update, nce_loss
 
@@ -115,3 +115,35 @@ def test_total_weighs_ce_by_ce_weight_and_each_contrastive_term_by_beta():
     torch.testing.assert_close(term_value(out["ce"]), ce)
     expected = 0.25 * ce + 0.5 * (term_value(out["crd_s"]) + term_value(out["crd_t"]))
     torch.testing.assert_close(weighted_total(out, method.loss_weights()), expected)
+
+
+def test_setup_takes_a_one_example_sample_batch():
+    method = ContrastiveRD(ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2))
+    method.sample_features = lambda batch, s, t: (torch.zeros(1, 2, 3), torch.zeros(1, 5))
+    method.setup({}, nn.Identity(), nn.Identity())
+    assert method.embed_s.in_features == 6 and method.embed_t.in_features == 5
+
+
+def test_each_embedding_is_normalised_on_its_own_row():
+    p = ContrastiveRD.Params(student_layer="s", teacher_layer="t", feat_dim=2, nce_k=3, nce_t=0.5, nce_m=0.25)
+    method = ContrastiveRD(p)
+    method.embed_s, method.embed_t = nn.Identity(), nn.Identity()
+    for name in ("bank_s", "bank_t"):
+        method.register_buffer(name, torch.zeros(0, 2))
+    method.register_buffer("z_s", torch.tensor(-1.0))
+    method.register_buffer("z_t", torch.tensor(-1.0))
+    method.prepare(Rows(6), None, torch.device("cpu"))
+    method.eval()
+    bank_s, bank_t = method.bank_s.clone(), method.bank_t.clone()
+    v_s, v_t = torch.tensor([[3.0, 4.0], [0.0, 0.5]]), torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    batch = {LABEL: torch.tensor([1, 0]), INDEX: torch.tensor([2, 4])}
+    torch.manual_seed(5)
+    out = method.losses(
+        batch, StudentOutputs(torch.zeros(2, 2), {"s": v_s}), TeacherOutputs(torch.zeros(2, 2), {"t": v_t})
+    )
+    torch.manual_seed(5)
+    idx = torch.cat([torch.tensor([[2], [4]]), torch.randint(6, (2, 3))], 1)
+    unit_s, unit_t = torch.tensor([[0.6, 0.8], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    h_s, h_t = critic(unit_s, bank_t[idx], 0.5), critic(unit_t, bank_s[idx], 0.5)
+    torch.testing.assert_close(term_value(out["crd_s"]), nce_loss(h_s / (h_s.mean() * 6), 6))
+    torch.testing.assert_close(term_value(out["crd_t"]), nce_loss(h_t / (h_t.mean() * 6), 6))
