@@ -1,103 +1,123 @@
-"""MSD's modality saliency (methods/msd_saliency.py) against values worked out by hand.
-
-    kl:          s_m(x) = KL(p_t(x) || p_t(x^(-m)))
-    true_class:  s_m(x) = p_t(y | x) - p_t(y | x^(-m))
-
-Two examples, three classes, two removal views (M = 2). Logits are chosen so that the softmaxes are exact:
-[0, 0, 0] -> (1/3, 1/3, 1/3); [ln 2, 0, 0] -> (1/2, 1/4, 1/4); [ln 6, ln 3, ln 1] -> (6/10, 3/10, 1/10).
-"""
-
-from __future__ import annotations
+"""MSD's modality saliency (methods/msd_saliency.py) against hand-worked values of its two formulas."""
 
 import math
 
 import pytest
 import torch
 
-from mmdistill.methods.msd_saliency import removal_views, saliency_from_logits
+from mmdistill.masking import Masker
+from mmdistill.methods.msd_saliency import instance_saliency, removal_views, saliency_from_logits
+from mmdistill.models import EncoderConfig, ModelConfig, build_model
 from mmdistill.tasks import get_task
 
 torch.set_num_threads(1)
-
-L2, L3, L6 = math.log(2), math.log(3), math.log(6)
-FULL = torch.tensor([[L2, 0.0, 0.0], [L6, L3, 0.0]])  # p(x1) = (1/2, 1/4, 1/4); p(x2) = (.6, .3, .1)
-REMOVED = torch.tensor(
-    [
-        [[0.0, 0.0, 0.0], [L2, 0.0, 0.0]],  # view 1: p = (1/3, 1/3, 1/3) and (1/2, 1/4, 1/4)
-        [[0.0, L2, 0.0], [L6, L3, 0.0]],  # view 2: p = (1/4, 1/2, 1/4) and (.6, .3, .1) (unchanged)
-    ]
-)
-LABELS = torch.tensor([0, 1])
+LN3 = math.log(3.0)
 
 
-def kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+def kl_rows(full, removed):
+    """KL(p || q) per row, written out: sum_c p_c (log p_c - log q_c)."""
+    p, q = full.softmax(-1), removed.softmax(-1)
+    return (p * (p.log() - q.log())).sum(-1)
 
 
-def test_kl_saliency_is_the_kl_from_the_full_prediction_to_each_removal_view():
-    got = saliency_from_logits(FULL, REMOVED, LABELS, "kl")
-    p1, p2 = (1 / 2, 1 / 4, 1 / 4), (0.6, 0.3, 0.1)
-    expected = [
-        [kl(p1, (1 / 3, 1 / 3, 1 / 3)), kl(p2, (1 / 2, 1 / 4, 1 / 4))],
-        [kl(p1, (1 / 4, 1 / 2, 1 / 4)), 0.0],  # removing modality 2 leaves example 2's prediction unchanged
-    ]
-    assert got.shape == (2, 2)
-    assert torch.allclose(got, torch.tensor(expected), atol=1e-6), (got, expected)
-    # the labels play no part in the KL form
-    assert torch.equal(got, saliency_from_logits(FULL, REMOVED, None, "kl"))
+def test_removal_views_drop_exactly_one_modality_each_in_order():
+    assert removal_views(["a", "b", "c"]) == [("b", "c"), ("a", "c"), ("a", "b")]
+    assert removal_views(["x"]) == [()]
 
 
 def test_true_class_saliency_is_the_drop_of_the_true_class_probability():
-    got = saliency_from_logits(FULL, REMOVED, LABELS, "true_class")
-    # example 1 (y = 0): p(0|x) = 1/2; example 2 (y = 1): p(1|x) = 0.3
-    expected = [[1 / 2 - 1 / 3, 0.3 - 1 / 4], [1 / 2 - 1 / 4, 0.3 - 0.3]]
-    assert got.shape == (2, 2)
-    assert torch.allclose(got, torch.tensor(expected), atol=1e-6), (got, expected)
-    # a removal that raises the true class's probability has negative saliency
-    assert saliency_from_logits(FULL, REMOVED, torch.tensor([1, 1]), "true_class")[1, 0] == pytest.approx(-1 / 4)
+    # example 0: p_t(x) = (1/4, 3/4), label 1; example 1: p_t(x) = (3/4, 1/4), label 0
+    full = torch.tensor([[0.0, LN3], [LN3, 0.0]])
+    removed = torch.tensor(
+        [
+            [[0.0, 0.0], [0.0, 0.0]],  # without modality 0: (1/2, 1/2) for both
+            [[LN3, 0.0], [0.0, LN3]],  # without modality 1: (3/4, 1/4) then (1/4, 3/4)
+        ]
+    )
+    s = saliency_from_logits(full, removed, torch.tensor([1, 0]), "true_class")
+    expected = torch.tensor([[0.75 - 0.5, 0.75 - 0.5], [0.75 - 0.25, 0.75 - 0.25]])
+    assert s.shape == (2, 2)
+    torch.testing.assert_close(s, expected)
 
 
-def test_true_class_saliency_needs_the_labels():
-    with pytest.raises(ValueError, match="true_class saliency needs the labels"):
-        saliency_from_logits(FULL, REMOVED, None, "true_class")
+def test_true_class_saliency_can_be_negative_when_removing_a_modality_helps():
+    full = torch.tensor([[0.0, 0.0]])  # p(y=1) = 1/2
+    removed = torch.tensor([[[0.0, LN3]]])  # without it, p(y=1) = 3/4
+    torch.testing.assert_close(
+        saliency_from_logits(full, removed, torch.tensor([1]), "true_class"), torch.tensor([[-0.25]])
+    )
 
 
-def test_the_default_form_is_kl_and_classification_uses_it_too():
-    assert torch.equal(saliency_from_logits(FULL, REMOVED, LABELS), saliency_from_logits(FULL, REMOVED, LABELS, "kl"))
-    classification = saliency_from_logits(FULL, REMOVED, LABELS, "kl", get_task("classification"))
-    assert torch.equal(classification, saliency_from_logits(FULL, REMOVED, LABELS, "kl"))
+def test_true_class_saliency_refuses_missing_labels_naming_them():
+    with pytest.raises(ValueError, match="labels"):
+        saliency_from_logits(torch.zeros(2, 3), torch.zeros(1, 2, 3), None, "true_class")
 
 
-def test_other_tasks_take_their_own_saliency_per_view():
-    regression = get_task("regression")
-    full, removed = torch.tensor([[1.0], [2.0]]), torch.tensor([[[1.0], [0.0]], [[3.0], [2.0]]])
-    got = saliency_from_logits(full, removed, torch.zeros(2, 1), "kl", regression)
-    expected = torch.stack([regression.saliency(full, r, torch.zeros(2, 1)) for r in removed])
-    assert torch.equal(got, expected) and got[0, 0] == 0 and got[0, 1] > 0 and got[1, 1] == 0
+def test_kl_saliency_is_the_kl_from_the_full_prediction_to_the_removed_one():
+    torch.manual_seed(0)
+    full, removed = torch.randn(5, 4), torch.randn(3, 5, 4)
+    expected = torch.stack([kl_rows(full, r) for r in removed])
+    for task in (None, get_task("classification")):
+        s = saliency_from_logits(full, removed, None, "kl", task)
+        assert s.shape == (3, 5)
+        torch.testing.assert_close(s, expected, rtol=1e-5, atol=1e-6)
+    assert (saliency_from_logits(full, full.expand(2, 5, 4), None, "kl") < 1e-6).all(), "nothing removed: 0"
 
 
-def test_removal_views_keep_every_modality_but_one():
-    assert removal_views(["image", "audio", "text"]) == [("audio", "text"), ("image", "text"), ("image", "audio")]
-    assert removal_views(["a"]) == [()]
+def test_saliency_of_low_precision_outputs_is_computed_in_float32():
+    torch.manual_seed(1)
+    full, removed = torch.randn(4, 3).bfloat16(), torch.randn(2, 4, 3).bfloat16()
+    labels = torch.tensor([0, 1, 2, 0])
+    for kind in ("kl", "true_class"):
+        s = saliency_from_logits(full, removed, labels, kind)
+        assert s.dtype == torch.float32, kind
+        torch.testing.assert_close(s, saliency_from_logits(full.float(), removed.float(), labels, kind))
+    reg = saliency_from_logits(full[:, :1], removed[:, :, :1], None, "kl", get_task("regression"))
+    assert reg.dtype == torch.float32
 
 
-def test_true_class_saliency_with_more_views_than_examples():
-    """M = 3 removal views of B = 2 examples: the label index follows the example axis, not the view axis."""
-    removed = torch.cat([REMOVED, torch.tensor([[[L6, L3, 0.0], [0.0, 0.0, 0.0]]])])  # view 3
-    got = saliency_from_logits(FULL, removed, LABELS, "true_class")
-    expected = [[1 / 2 - 1 / 3, 0.3 - 1 / 4], [1 / 2 - 1 / 4, 0.0], [1 / 2 - 0.6, 0.3 - 1 / 3]]
-    assert got.shape == (3, 2)
-    assert torch.allclose(got, torch.tensor(expected), atol=1e-6), got
+def test_kl_saliency_of_another_task_is_its_per_example_distance():
+    full = torch.tensor([[1.0], [2.0], [0.0]])
+    removed = torch.tensor([[[3.0], [2.0], [0.5]], [[1.0], [-1.0], [0.0]]])
+    s = saliency_from_logits(full, removed, None, "kl", get_task("regression"))  # mse by default
+    torch.testing.assert_close(s, torch.tensor([[4.0, 0.0, 0.25], [0.0, 9.0, 0.0]]))
 
 
-def test_segmentation_saliency_counts_only_the_labelled_pixels():
-    """One example, two pixels: pixel 0 labelled, pixel 1 ignore_index. Only pixel 0's KL counts."""
-    task = get_task({"name": "segmentation", "params": {"ignore_index": 255}})
-    full = torch.tensor(
-        [[[[L2, 0.0]], [[0.0, 0.0]]]]
-    )  # (B=1, C=2, H=1, W=2): pixel 0 p = (2/3, 1/3), pixel 1 (1/2, 1/2)
-    removed = torch.tensor([[[[[0.0, L3]], [[0.0, 0.0]]]]])  # (M=1, ...): pixel 0 (1/2, 1/2), pixel 1 (3/4, 1/4)
-    labels = torch.tensor([[[0, 255]]])
-    got = saliency_from_logits(full, removed, labels, "kl", task)
-    assert got.shape == (1, 1)
-    assert got.item() == pytest.approx(kl((2 / 3, 1 / 3), (1 / 2, 1 / 2)), abs=1e-6)
+def test_instance_saliency_covers_every_example_over_batches_in_eval_mode(toy_splits):
+    specs, n = toy_splits.train.specs(), toy_splits.num_classes
+    torch.manual_seed(0)
+    teacher = build_model(
+        ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[16], out_dim=8)), specs, n
+    ).train()
+    masker = Masker(specs, "zeros").fit(toy_splits.train.feature_mean())
+    data = toy_splits.val
+    s = instance_saliency(teacher, data, masker, ["a", "b"], "kl", batch_size=7)
+    assert not teacher.training, "the saliency is the eval-mode teacher's"
+    assert s.shape == (len(data), 2) and len(data) % 7 != 0, "the last, shorter batch is kept"
+    batch = data.__getitems__(range(len(data)))
+    with torch.no_grad():
+        full = teacher(batch)
+        without_a, without_b = teacher(masker.keep_only(batch, "b")), teacher(masker.keep_only(batch, "a"))
+    torch.testing.assert_close(s, torch.stack([kl_rows(full, without_a), kl_rows(full, without_b)], 1))
+    t = instance_saliency(teacher, data, masker, ["a", "b"], "true_class", batch_size=len(data) + 5)
+    y = batch["label"]
+    p, pa, pb = (o.softmax(-1).gather(-1, y.view(-1, 1)).squeeze(-1) for o in (full, without_a, without_b))
+    torch.testing.assert_close(t, torch.stack([p - pa, p - pb], 1))
+
+
+def test_the_default_saliency_is_the_kl_form():
+    torch.manual_seed(2)
+    full, removed = torch.randn(3, 4), torch.randn(2, 3, 4)
+    torch.testing.assert_close(
+        saliency_from_logits(full, removed, None), saliency_from_logits(full, removed, None, "kl")
+    )
+
+
+def test_segmentation_saliency_averages_over_the_valid_pixels_only():
+    # one example, 2 classes, 1 x 2 pixels: pixel 0 valid with KL = k, pixel 1 ignored (255) with a large KL
+    full = torch.tensor([[[[0.0, 0.0]], [[LN3, 5.0]]]])  # (B=1, C=2, H=1, W=2): p(pixel 0) = (1/4, 3/4)
+    removed = torch.tensor([[[[[0.0, 5.0]], [[0.0, 0.0]]]]])  # (M=1, ...): q(pixel 0) = (1/2, 1/2)
+    labels = torch.tensor([[[1, 255]]])
+    k = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    s = saliency_from_logits(full, removed, labels, "kl", get_task("segmentation"))
+    torch.testing.assert_close(s, torch.tensor([[k]]))

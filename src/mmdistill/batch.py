@@ -97,4 +97,3 @@ def validate_inputs(batch: Mapping[str, Tensor], specs: Sequence[ModalitySpec], 
             n = x.shape[0]
         elif x.shape[0] != n:
             raise BatchError(f"modality {spec.name!r}: {x.shape[0]} examples, but other modalities have {n}")
-
