@@ -196,3 +196,16 @@ def test_outside_the_calibrations_domain_the_advice_is_the_pilots_own_estimate()
     assert a.predicted_gain == a.pilot_gain and low < a.predicted_gain < high
     d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=100).train
     assert advise(d.xa, d.xb, d.y, bootstrap=2).basis == "calibrated"
+
+
+def test_advisor_inputs_max_rows_reads_a_seeded_subset_of_the_training_rows(capsys):
+    from mmdistill.advisor.inputs import load_advisor_inputs
+
+    full = load_advisor_inputs("venn", {"n_train": 300}, seed=0)
+    few = load_advisor_inputs("venn", {"n_train": 300}, seed=0, max_rows=50)
+    again = load_advisor_inputs("venn", {"n_train": 300}, seed=0, max_rows=50)
+    assert len(full.y) == 300 and few.xa.shape[0] == few.xb.shape[0] == len(few.y) == 50
+    assert torch.equal(few.xa, again.xa) and torch.equal(few.y, again.y)
+    assert len(load_advisor_inputs("venn", {"n_train": 300}, seed=0, max_rows=1000).y) == 300
+    assert main(["advise", "--dataset", "venn", "--param", "n_train=300", "--max-rows", "0"]) == 2
+    assert "--max-rows" in capsys.readouterr().err

@@ -35,7 +35,17 @@ def test_lenet_matches_multibench_feature_sizes():
         build_encoder((1, 28, 28), EncoderConfig(type="lenet", channels=[6, 12, 24, 48, 96]))
 
 
-@pytest.mark.parametrize("name", ["avmnist_late_fusion", "avmnist_image", "avmnist_audio", "avmnist_kd_av_teacher"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "avmnist_late_fusion",
+        "avmnist_image",
+        "avmnist_audio",
+        "avmnist_kd_av_teacher",
+        "avmnist_kd_image_to_audio",
+        "avmnist_kd_audio_to_image",
+    ],
+)
 def test_avmnist_configs_build_models(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     specs = [ModalitySpec("image", (1, 28, 28)), ModalitySpec("audio", (1, 112, 112))]

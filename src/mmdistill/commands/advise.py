@@ -72,10 +72,13 @@ def _inputs(args: argparse.Namespace):
                 f"advise --config: takes the dataset and modalities from the config; drop {', '.join(given)}"
             )
         dataset, params, seed, teacher, student = _modalities_from_config(args.config)
-        return load_advisor_inputs(dataset, params, teacher, student, seed=seed), seed
+        return load_advisor_inputs(dataset, params, teacher, student, seed=seed, max_rows=args.max_rows), seed
     if not args.dataset:
         raise ConfigError("advise: give --dataset (with --teacher/--student), --config or --run")
-    return load_advisor_inputs(args.dataset, _params(args.param), args.teacher, args.student, seed=args.seed), args.seed
+    inputs = load_advisor_inputs(
+        args.dataset, _params(args.param), args.teacher, args.student, seed=args.seed, max_rows=args.max_rows
+    )
+    return inputs, args.seed
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,6 +125,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="split and estimation seed")
     p.add_argument(
         "--bootstrap", type=int, default=10, help="bootstrap resamples for the gamma/CCH intervals (default 10)"
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=None,
+        help="read at most this many training rows, a seeded random subset (--dataset/--config; default all): "
+        "for large data such as AV-MNIST, whose audio is 12,544 floats a row",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-DEFAULT_PCA = {"av-digits": 64}  # PCA width of the features the MFH removal study and the advisor measure on
+# PCA width of the features the MFH removal study and the advisor measure on
+DEFAULT_PCA = {"av-digits": 64, "avmnist": 64}
 DEFAULT_MODALITIES = {"venn": ("a", "b"), "mfeat": ("pix", "zer"), "av-digits": ("image", "audio")}
 
 
