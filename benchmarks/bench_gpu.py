@@ -51,7 +51,6 @@ def main() -> int:
         return 0
     from mmdistill.config import CacheConfig, TrainerConfig
     from mmdistill.data import build_splits
-    from mmdistill.engine import api
     from mmdistill.engine.teacher import compute_table
     from mmdistill.methods.base import TeacherRequest
     from mmdistill.methods.kd import kd_loss
@@ -114,17 +113,9 @@ def main() -> int:
             precision="bf16-mixed",
             optimizer={"name": "adam", "lr": 1e-3},
         )
-        fitted = []
-        real_fit = api.fit
-        api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]
-        try:
-            torch.cuda.reset_peak_memory_stats()
-            api.distill(
-                student, teacher, data, tmp / run, method, params, trainer=cfg, cache=CacheConfig(dir=tmp / "cache")
-            )
-        finally:
-            api.fit = real_fit
-        return [h["train_seconds"] / h["train_steps"] for h in fitted[0].history], torch.cuda.max_memory_allocated()
+        return timed_distill(
+            student, teacher, data, tmp / run, method, params, trainer=cfg, cache=CacheConfig(dir=tmp / "cache")
+        )
 
     print(
         f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
@@ -147,15 +138,36 @@ def main() -> int:
                     if r:
                         times[name] += t
                         peak[name] = max(peak.get(name, 0), mem)
-            base = min(times["bare KD loop"])
-            for name in runs:
-                best = min(times[name])
-                print(
-                    f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
-                    f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}"
-                )
+            print_rows(batch, times, peak, "bare KD loop")
         segmentation(args, tmp)
     return 0
+
+
+def timed_distill(*args, **kwargs) -> tuple[list[float], int]:
+    """``distill(*args, **kwargs)``: seconds per training step of each epoch (the trainer's own timing) and the peak
+    GPU memory allocated during the call."""
+    from mmdistill.engine import api
+
+    fitted = []
+    real_fit = api.fit
+    api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]
+    try:
+        torch.cuda.reset_peak_memory_stats()
+        api.distill(*args, **kwargs)
+    finally:
+        api.fit = real_fit
+    return [h["train_seconds"] / h["train_steps"] for h in fitted[0].history], torch.cuda.max_memory_allocated()
+
+
+def print_rows(batch: int, times: dict[str, list[float]], peak: dict[str, int], bare: str) -> None:
+    """One line per run: its best ms/step, samples/s, peak GPU memory and ratio to the bare loop ``bare``."""
+    base = min(times[bare])
+    for name in times:
+        best = min(times[name])
+        print(
+            f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
+            f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}"
+        )
 
 
 def stack_items(items: list[dict]) -> dict:
@@ -167,7 +179,6 @@ def segmentation(args: argparse.Namespace, tmp: Path) -> None:
     """Per-pixel KD, RGB+depth teacher -> RGB student, teacher online; bare loop against ``distill``."""
     from mmdistill.config import CacheConfig, TrainerConfig
     from mmdistill.data.rgbd_scenes import rgbd_scene_splits
-    from mmdistill.engine import api
     from mmdistill.models.segmentation import build_segmentation_net
     from mmdistill.tasks import get_task
 
@@ -228,25 +239,17 @@ def segmentation(args: argparse.Namespace, tmp: Path) -> None:
             num_workers=args.workers,
             optimizer={"name": "adam", "lr": 1e-3},
         )
-        fitted = []
-        real_fit = api.fit
-        api.fit = lambda *a, **k: fitted.append(real_fit(*a, **k)) or fitted[-1]
-        try:
-            torch.cuda.reset_peak_memory_stats()
-            api.distill(
-                student,
-                teacher,
-                splits,
-                tmp / run,
-                "kd",
-                {"temperature": TEMP, "lam": LAM},
-                trainer=cfg,
-                cache=CacheConfig(enabled=False),
-                task=task,
-            )
-        finally:
-            api.fit = real_fit
-        return [h["train_seconds"] / h["train_steps"] for h in fitted[0].history], torch.cuda.max_memory_allocated()
+        return timed_distill(
+            student,
+            teacher,
+            splits,
+            tmp / run,
+            "kd",
+            {"temperature": TEMP, "lam": LAM},
+            trainer=cfg,
+            cache=CacheConfig(enabled=False),
+            task=task,
+        )
 
     print(
         f"segmentation: rgbd-scenes {args.seg_scenes} scenes of {args.seg_size}x{args.seg_size} "
@@ -260,13 +263,7 @@ def segmentation(args: argparse.Namespace, tmp: Path) -> None:
             if r:
                 times[name] += t
                 peak[name] = max(peak.get(name, 0), mem)
-    base = min(times["bare seg KD loop"])
-    for name in times:
-        best = min(times[name])
-        print(
-            f"batch {batch:5d}  {name:24s} {best * 1e3:8.3f} ms/step  {batch / best:10.0f} samples/s  "
-            f"peak GPU memory {peak[name] / 2**20:8.1f} MiB  ratio to bare {best / base:5.2f}"
-        )
+    print_rows(batch, times, peak, "bare seg KD loop")
 
 
 if __name__ == "__main__":

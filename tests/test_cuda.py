@@ -19,7 +19,7 @@ import torch
 
 from conftest import cli, cli_env
 from test_methods_cli import CASES
-from test_task_runs_cli import SEG_CONFIG
+from test_task_runs_cli import SEG_CONFIG, SEG_SMALL
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible)")
 
@@ -78,15 +78,7 @@ def test_a_gpu_run_folder_is_evaluated_and_analyzed(tiny_config, tmp_path):
 
 
 def test_segmentation_kd_trains_on_the_gpu(tmp_path):
-    small = [
-        "data.params.n_scenes=24",
-        "data.params.size=16",
-        "trainer.epochs=2",
-        "trainer.batch_size=8",
-        "teacher.model.params.widths=[8,16]",
-        "student.model.params.widths=[8,16]",
-    ]
-    run_cli("train", str(SEG_CONFIG), *small, *GPU, "--seeds", "1", "--out", "seg", cwd=tmp_path)
+    run_cli("train", str(SEG_CONFIG), *SEG_SMALL, *GPU, "--seeds", "1", "--out", "seg", cwd=tmp_path)
     run = json.loads((tmp_path / "seg" / "metrics.json").read_text())["runs"][0]
     for part in ("teacher", "nokd", "student"):
         assert 0.0 <= run[part]["miou"] <= 1.0, (part, run[part])

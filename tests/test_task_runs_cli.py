@@ -29,16 +29,18 @@ def train(*args: str, cwd: Path) -> dict:
     return json.loads((cwd / out / "metrics.json").read_text())
 
 
+SEG_SMALL = [  # the shipped segmentation config shrunk for the suite
+    "data.params.n_scenes=24",
+    "data.params.size=16",
+    "trainer.epochs=2",
+    "trainer.batch_size=8",
+    "teacher.model.params.widths=[8,16]",
+    "student.model.params.widths=[8,16]",
+]
+
+
 def test_rgbd_segmentation_kd_from_the_cli_scores_teacher_nokd_and_kd_by_miou(tmp_path):
-    small = [
-        "data.params.n_scenes=24",
-        "data.params.size=16",
-        "trainer.epochs=2",
-        "trainer.batch_size=8",
-        "teacher.model.params.widths=[8,16]",
-        "student.model.params.widths=[8,16]",
-    ]
-    metrics = train(str(SEG_CONFIG), *small, "--seeds", "1", "--out", "runs/seg", cwd=tmp_path)
+    metrics = train(str(SEG_CONFIG), *SEG_SMALL, "--seeds", "1", "--out", "runs/seg", cwd=tmp_path)
     run = metrics["runs"][0]
     for part in PARTS:
         for key in ("miou", "pixel_accuracy"):

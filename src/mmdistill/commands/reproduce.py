@@ -115,11 +115,6 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
         + (f" --lr {args.lr}" if args.lr is not None else "")
         + f" --out {args.out}"
     )
-    if "avmnist" in args.dataset and not args.data:
-        raise ConfigError(
-            "reproduce msd --dataset avmnist: give --data DIR, a `mmdistill data build av-mnist` folder (MNIST and "
-            "FSDD are not bundled)"
-        )
     if args.lr is not None and not 0 < args.lr <= 10:
         raise ConfigError(f"reproduce msd --lr: must lie in (0, 10], got {args.lr}")
     return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data, lr=args.lr)

@@ -10,7 +10,6 @@ The multi-seed protocol around it (teacher, distilled student and no-KD student 
 from __future__ import annotations
 
 import sys
-from types import SimpleNamespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -102,15 +101,12 @@ def _columns(out: torch.Tensor) -> int:
     return out.shape[1] if out.dim() > 1 else 1
 
 
-def _on_device_of(model: nn.Module, batch: dict) -> dict:
-    """``batch`` on the device of ``model``'s first parameter or buffer (CPU for a model with neither)."""
-    first = next(iter([*model.parameters(), *model.buffers()]), None)
-    device = first.device if first is not None else torch.device("cpu")
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def _check_pair(
-    student: nn.Module, teacher: nn.Module | None, data: DataSplits | ItemSplits, task: Task | None = None
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: DataSplits | ItemSplits,
+    task: Task | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> None:
     """The models read modalities the data have; their outputs agree with each other and with the task: the
     number of columns (classes, labels, regression outputs), and (B, C, H, W) at the label map's size for
@@ -128,10 +124,11 @@ def _check_pair(
     if teacher is None and task.name == DEFAULT_TASK:
         return
     sample = data.train.__getitems__(range(min(2, len(data.train))))
-    with torch.no_grad():  # each model where it is (a teacher trained earlier in this process may be on the GPU)
-        outs = {"student": student.eval()(_on_device_of(student, sample))}
+    sample = to_device(sample, torch.device(device))  # ``device``: where the models are
+    with torch.no_grad():
+        outs = {"student": student.eval()(sample)}
         if teacher is not None:
-            outs["teacher"] = teacher.eval()(_on_device_of(teacher, sample))
+            outs["teacher"] = teacher.eval()(sample)
     what = {"multilabel": "labels", "regression": "outputs"}.get(task.name, "classes")
     if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
         raise ConfigError(
@@ -245,19 +242,19 @@ def distill(
     if algo.needs_teacher and teacher is None:
         raise ConfigError(f"method {method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
     teacher = teacher if algo.needs_teacher else None
-    _check_pair(student, teacher, data, task)
-    # The models, the method (its masker) and the sample on the run's device before setup() and prepare() run
-    # them: a teacher trained earlier in this process may already be on the GPU.
+    # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
+    # a teacher trained earlier in this process may already be on the GPU.
     for part in (student, teacher, algo):
         if part is not None:
             part.to(fabric.device)
+    _check_pair(student, teacher, data, task, fabric.device)
     sample = to_device(data.train.__getitems__(range(min(8, len(data.train)))), fabric.device)
     algo.setup(sample, student, teacher)
     module = DistillationModule(student, algo)
 
     source = None
     if teacher is not None:
-        teacher = fabric.to_device(teacher.eval())
+        teacher.eval()  # already on the run's device
         for p in teacher.parameters():
             p.requires_grad_(False)
     train = algo.prepare(data.train, teacher, fabric.device)
@@ -291,19 +288,15 @@ def distill(
     fitted = fit(fabric, module, train, data.val, trainer, seed, out_dir, source, resume=resume, quiet=quiet, desc=desc)
     world, rank = fabric.world_size, fabric.global_rank
     bs = trainer.batch_size
-    val = evaluate(
-        student,
-        eval_batches(data.val, bs, rank, world, trainer, fabric.device),
-        data.num_classes,
-        fabric.device,
-        task=task,
-    )
-    test = evaluate(
-        student,
-        eval_batches(data.test, bs, rank, world, trainer, fabric.device),
-        data.num_classes,
-        fabric.device,
-        task=task,
+    val, test = (
+        evaluate(
+            student,
+            eval_batches(split, bs, rank, world, trainer, fabric.device),
+            data.num_classes,
+            fabric.device,
+            task=task,
+        )
+        for split in (data.val, data.test)
     )
     if fabric.is_global_zero:
         save_tensors(out_dir / "student.safetensors", student.state_dict(), {"checkpoint": fitted.test_checkpoint})
@@ -312,7 +305,7 @@ def distill(
             record = describe_run(
                 student,
                 teacher,
-                SimpleNamespace(mmdistill_data=data_origin) if data_origin is not None else None,
+                data_origin,
                 method,
                 method_params,
                 masking=masking,

@@ -48,11 +48,16 @@ def _model_config(model: nn.Module | None, role: str) -> tuple[dict | None, str 
 
 
 def describe_run(
-    student: nn.Module, teacher: nn.Module | None, data, method: str, method_params: dict | None, **settings
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data_cfg: dict | None,
+    method: str,
+    method_params: dict | None,
+    **settings,
 ) -> RunConfig | str:
-    """The RunConfig of a ``distill()`` call, or the reason there is none. ``settings``: masking, trainer, cache
-    (their config objects), task (its name and params) and seed."""
-    data_cfg = getattr(data, "mmdistill_data", None)
+    """The RunConfig of a ``distill()`` call, or the reason there is none. ``data_cfg``: the data's
+    ``mmdistill_data`` note (None: not built by mmdistill). ``settings``: masking, trainer, cache (their config
+    objects), task (its name and params) and seed."""
     if data_cfg is None:
         return (
             "the data were not built by mmdistill.data.build_splits or load_data (e.g. datasets passed as "

@@ -14,52 +14,53 @@ PARTS = ("teacher", "nokd", "student")
 
 
 def load_run_models(run_dir: Path):
-    """(config, data splits, {"seed_0/student": model, ...}) of a run folder."""
+    """(config, data splits, {"seed_0/student": model, ...}) of a run folder, or of a ``distill()`` folder
+    (engine/run_record.py) read as a one-seed run: ``seed_<s>/student`` and, when it had one, ``seed_<s>/teacher``."""
     from ..config import load_config
     from ..data.item_dataset import load_data
-    from ..engine.checkpoint import load_tensors
+    from ..engine.api import run_task
     from ..engine.assembly import build_run_model
+    from ..engine.checkpoint import load_tensors
 
-    if (run_dir / "student.safetensors").is_file():
-        return _load_distill_folder(run_dir)
+    distill_seed = _distill_folder_seed(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    from ..engine.api import run_task
-
     cfg = load_config(run_dir / "config.yaml", check_machine=False)
     data = load_data(cfg.data)
     run_task(cfg.task, data)  # the data take the run's task's settings (e.g. ignore_index), as in training
+    if distill_seed is None:
+        files = {f"{d.name}/{p}": d / p / "student.safetensors" for d in sorted(run_dir.glob("seed_*")) for p in PARTS}
+    else:
+        from ..engine.run_record import TEACHER_WEIGHTS
+
+        files = {
+            f"{distill_seed}/teacher": run_dir / TEACHER_WEIGHTS,
+            f"{distill_seed}/student": run_dir / "student.safetensors",
+        }
     models = {}
-    for seed_dir in sorted(run_dir.glob("seed_*")):
-        for part in PARTS:
-            weights = seed_dir / part / "student.safetensors"
-            if not weights.is_file():
-                continue
-            model = build_run_model(cfg, "teacher" if part == "teacher" else "student", data, load_checkpoint=False)
+    for key, weights in files.items():
+        if weights.is_file():
+            role = "teacher" if key.endswith("/teacher") else "student"
+            model = build_run_model(cfg, role, data, load_checkpoint=False)
             model.load_state_dict(load_tensors(weights)[0])
-            models[f"{seed_dir.name}/{part}"] = model.eval()
+            models[key] = model.eval()
     if not models:
         raise ConfigError(f"{run_dir}: no saved model found (expected seed_*/<part>/student.safetensors)")
     return cfg, data, models
 
 
-def _load_distill_folder(run_dir: Path):
-    """A ``distill()`` folder (engine/run_record.py) as a one-seed run: ``seed_<s>/student``, ``seed_<s>/teacher``
-    (when it had a teacher)."""
+def _distill_folder_seed(run_dir: Path) -> str | None:
+    """``seed_<s>`` of a ``distill()`` folder (``student.safetensors`` at the top), None for any other folder; a
+    distill() folder without ``config.yaml`` is refused with the reason ``distill()`` recorded."""
     import json
 
-    from ..config import load_config
-    from ..data.item_dataset import load_data
-    from ..engine.api import run_task
-    from ..engine.assembly import build_run_model
-    from ..engine.checkpoint import load_tensors
-    from ..engine.run_record import CONFIG, TEACHER_WEIGHTS
-
+    if not (run_dir / "student.safetensors").is_file():
+        return None
     try:
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, ValueError):
         result = {}
-    if not (run_dir / CONFIG).is_file():
+    if not (run_dir / "config.yaml").is_file():
         why = result.get("not_a_run_folder", "it has no config.yaml (written by an older mmdistill, or not finished)")
         raise ConfigError(
             f"{run_dir}: a distill() folder that mmdistill cannot read back: {why}. Build the models with "
@@ -67,22 +68,7 @@ def _load_distill_folder(run_dir: Path):
             "params=...)) and the data with mmdistill.data.build_splits or load_data, or run the whole protocol "
             "with mmdistill.engine.protocol.run_config (docs/tutorial_own_models.md)"
         )
-    cfg = load_config(run_dir / CONFIG, check_machine=False)
-    data = load_data(cfg.data)
-    run_task(cfg.task, data)
-    seed = f"seed_{int(result.get('seed', cfg.seed))}"
-    models = {}
-    parts = (
-        [("student", "student.safetensors"), ("teacher", TEACHER_WEIGHTS)]
-        if cfg.teacher
-        else [("student", "student.safetensors")]
-    )
-    for part, file in parts:
-        if (run_dir / file).is_file():
-            model = build_run_model(cfg, part, data, load_checkpoint=False)
-            model.load_state_dict(load_tensors(run_dir / file)[0])
-            models[f"{seed}/{part}"] = model.eval()
-    return cfg, data, models
+    return f"seed_{int(result.get('seed', 0))}"
 
 
 def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:

@@ -136,8 +136,10 @@ def build_model(
 ) -> nn.Module:
     """The model a config describes: the reference classifier, or the user's model (checked like it: modalities
     declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
-    model = build_custom(cfg, specs, num_classes, key) if isinstance(cfg, CustomModelConfig) else None
-    model = model if model is not None else MultimodalClassifier(specs, num_classes, cfg, key)
+    if isinstance(cfg, CustomModelConfig):
+        model = build_custom(cfg, specs, num_classes, key)
+    else:
+        model = MultimodalClassifier(specs, num_classes, cfg, key)
     model.mmdistill_config = cfg  # how to build it again: what distill() records for evaluate/analyze (engine.api)
     return model
 

@@ -79,9 +79,10 @@ SETUPS = {
 }
 
 
-def _model(setup: StudySetup, hidden: int, data):
+def _model(setup: StudySetup, teacher: bool, data):
     if setup.lenet:
-        return _lenet_model(hidden == setup.teacher_hidden, data)
+        return _lenet_model(teacher, data)
+    hidden = setup.teacher_hidden if teacher else setup.student_hidden
     enc = EncoderConfig(type="mlp", hidden=[hidden], out_dim=hidden)
     return build_model(ModelConfig(modalities=setup.modalities, encoder=enc), data.train.specs(), data.num_classes)
 
@@ -157,14 +158,14 @@ def run_dataset(
     for seed in seeds:
         work = out / "runs" / name / f"seed_{seed}"
         torch.manual_seed(seed)
-        teacher = _model(setup, setup.teacher_hidden, data)
+        teacher = _model(setup, True, data)
         t = distill(
             teacher, None, teacher_data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet
         )
         students = {}
         for method in METHODS:
             torch.manual_seed(seed)
-            student = _model(setup, setup.student_hidden, data)
+            student = _model(setup, False, data)
             if method == "nokd":
                 r = distill(student, None, data, work / method, "supervised", trainer=trainer, seed=seed, quiet=quiet)
             elif method == "kd":
