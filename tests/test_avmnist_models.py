@@ -260,3 +260,44 @@ def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tm
     assert [float(r["lr"]) for r in log] == [0.05]  # --lr reaches every model (default: MultiBench's 0.1)
     assert main(["reproduce", "msd", "--dataset", "avmnist", "--seeds", "1", "--out", str(tmp_path / "no")]) == 2
     assert "give --data DIR" in capsys.readouterr().err
+
+
+def test_baselines_study_runs_on_avmnist_with_the_table1_pair_and_attention_transfer(tmp_path, capsys):
+    """Issue 15: `reproduce baselines --dataset avmnist --data DIR`: every method plus AT on the audio LeNets."""
+    from mmdistill.data.avmnist_build import build_av_mnist
+    from mmdistill.studies.baselines_study import METHODS
+
+    torch.set_num_threads(1)
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    write_fsdd(tmp_path / "fsdd")
+    build_av_mnist(tmp_path / "mnist", tmp_path / "fsdd", tmp_path / "data", snr_db=None)
+    out = tmp_path / "bl"
+    argv = ["reproduce", "baselines", "--dataset", "avmnist", "--data", str(tmp_path / "data"), "--seeds", "1"]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["method"] for r in rows} == set(METHODS) | {"at"}
+    run = out / "runs" / "avmnist" / "seed_0"
+    teacher = (run / "teacher" / "student.safetensors").read_bytes()
+    assert b"encoders.audio" in teacher and b"encoders.image" in teacher  # MultiBench's late fusion
+    student = (run / "at" / "student.safetensors").read_bytes()
+    assert b"encoders.audio" in student and b"encoders.image" not in student  # the audio student
+    # MFH modality-general KD reads Algorithm 1's scores of the teacher's head.0 (100 channels) from one file a seed
+    scores = list(csv.DictReader((run / "salience.csv").open()))
+    assert [int(r["channel"]) for r in scores] == list(range(100))
+    assert len({r["score"] for r in scores}) > 50
+    summary = (out / "summary.md").read_text()
+    assert "| at | — |" in summary and "MFH Table 1 pair" in summary
+    assert main(["reproduce", "baselines", "--dataset", "avmnist", "--seeds", "1", "--out", str(tmp_path / "no")]) == 2
+    assert "give --data DIR" in capsys.readouterr().err
+    no = [
+        "reproduce",
+        "baselines",
+        "--dataset",
+        "mfeat",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "n"),
+    ]
+    assert main(no) == 2
+    assert "only read for --dataset avmnist" in capsys.readouterr().err

@@ -125,10 +125,18 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
 
 def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", nargs="+", default=["mfeat"], choices=["mfeat", "av-digits"], help="datasets (default: mfeat)"
+        "--dataset",
+        nargs="+",
+        default=["mfeat"],
+        choices=["mfeat", "av-digits", "avmnist"],
+        help="datasets (default: mfeat; avmnist needs --data)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20)"
+        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20; avmnist 3)"
+    )
+    parser.add_argument("--data", help="avmnist: a finished `mmdistill data build av-mnist` folder")
+    parser.add_argument(
+        "--accelerator", choices=["cpu", "gpu"], default="cpu", help="device of every run (default cpu)"
     )
 
 
@@ -139,9 +147,13 @@ def _baselines_study(args: argparse.Namespace, out: Path) -> str:
     command = (
         f"mmdistill reproduce baselines --dataset {' '.join(args.dataset)} --seeds {args.seeds}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
+        + (f" --data {args.data}" if args.data else "")
+        + (" --accelerator gpu" if args.accelerator == "gpu" else "")
         + f" --out {args.out}"
     )
-    return run_study(args.dataset, seeds, out, command, args.epochs)
+    if args.data and "avmnist" not in args.dataset:
+        raise ConfigError("reproduce baselines --data: only read for --dataset avmnist; the others are bundled")
+    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data, accelerator=args.accelerator)
 
 
 TARGETS: dict[str, Target] = {

@@ -7,8 +7,17 @@ Methods with a temperature are run at each T of a small grid (:data:`T_GRID`); t
 best mean *validation* accuracy over the seeds is chosen and the *test* accuracy of the
 best-validation epoch at that T is reported. Differences to KD are paired by seed (95% t-CI).
 Step time: the trainer's training seconds per step, median over seeds, relative to KD's.
+MFH modality-general KD reads its channel scores from a file (``scores_csv``) written once per seed:
+Algorithm 1 on the teacher's ``head.0`` against that seed's no-KD student (the student trained alone by CE,
+the algorithm's "separately pretrained" student), on the first :data:`SALIENCE_ROWS` training rows.
 Feature methods read the fused features (``head.0``, the input of the classification layer) of
-both models. Attention transfer needs spatial maps, which these MLPs do not have: not run.
+both models. Attention transfer needs spatial maps, which the MLPs of mfeat and AV-Digits do not have: it
+runs on AV-MNIST only, between the audio LeNets of teacher and student.
+
+AV-MNIST (``--data``, a built folder) is the MFH Table 1 pair (:mod:`.mfh_table1`): MultiBench's image + audio
+late fusion teacher -> audio LeNet student, MultiBench's optimiser (SGD 0.1, batch 40), the teacher on 6,000 and
+the student on 2,000 rows (the first rows of one fixed order), 500 validation and 2,000 test rows, 3 epochs; a
+teacher per seed.
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ from ..errors import ConfigError
 from ..io import write_csv, write_text
 from ..models import EncoderConfig, ModelConfig, build_model
 from ..stats import format_summary, paired_difference, summarize
+from .mfh_table1 import avmnist_splits, multibench_trainer, reference_model
 
 T_GRID = (1.0, 2.0, 4.0)
+SALIENCE_ROWS = 1000
 LAYERS = {"student_layer": "head.0", "teacher_layer": "head.0"}
+AUDIO_MAPS = "encoders.audio.body.11"  # the audio LeNet's third block: (B, 24, 14, 14) maps in teacher and student
 # method label -> (registered name, fixed params, name of its temperature parameter or None)
 METHODS: dict[str, tuple[str, dict, str | None]] = {
     "nokd": ("supervised", {}, None),
@@ -57,7 +69,8 @@ class Setup:
     student_hidden: int = 16
     epochs: int = 20
     note: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # more methods, as in METHODS (AT where the models have spatial maps)
+    lenet_rows: tuple[int, int] | None = None  # AV-MNIST: MFH Table 1's LeNet pair on (student, teacher) rows
 
 
 SETUPS = {
@@ -77,34 +90,89 @@ SETUPS = {
         note="AV-Digits (bundled), crossmodal: teacher MLP 128 per modality on image + audio, "
         "student MLP 32 on audio alone",
     ),
+    "avmnist": Setup(
+        "avmnist",
+        {},
+        ["image", "audio"],
+        ["audio"],
+        epochs=3,
+        lenet_rows=(2000, 6000),
+        extra={"at": ("at", {"student_layer": AUDIO_MAPS, "teacher_layer": AUDIO_MAPS}, None)},
+        note="AV-MNIST rebuilt from MNIST + FSDD (`--data`), crossmodal, the MFH Table 1 pair: MultiBench's LeNet late "
+        "fusion on image + audio (6,000 rows) -> audio LeNet (2,000 rows), SGD 0.1, 3 epochs",
+    ),
 }
 
 
-def _model(setup: Setup, hidden: int, data, modalities: list[str] | None = None):
+def _model(setup: Setup, teacher: bool, data):
+    modalities = setup.modalities if teacher else setup.student_modalities or setup.modalities
+    if setup.lenet_rows:
+        return build_model(reference_model(modalities), data.train.specs(), data.num_classes)
+    hidden = setup.teacher_hidden if teacher else setup.student_hidden
     enc = EncoderConfig(type="mlp", hidden=[hidden], out_dim=hidden)
-    return build_model(
-        ModelConfig(modalities=modalities or setup.modalities, encoder=enc), data.train.specs(), data.num_classes
-    )
+    return build_model(ModelConfig(modalities=modalities, encoder=enc), data.train.specs(), data.num_classes)
 
 
-def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = None, quiet: bool = True) -> list[dict]:
+def _salience_csv(teacher: torch.nn.Module, student: torch.nn.Module, data, path: Path) -> Path:
+    """Algorithm 1's scores of the teacher's ``head.0`` channels, in ``mmdistill salience``'s scores.csv form."""
+    from ..mfh.algorithm1 import channel_salience
+
+    layer = METHODS["mfh_general"][1]["teacher_layer"]
+    teacher, student = copy.deepcopy(teacher).cpu(), copy.deepcopy(student).cpu()
+    batch = data.train.__getitems__(range(min(SALIENCE_ROWS, len(data.train))))
+    scores = channel_salience(teacher, student, batch, batch, layer, permutations=10, seed=0).scores
+    return write_csv(path, [{"channel": c, "score": float(v)} for c, v in enumerate(scores)])
+
+
+def _study_data(name: str, setup: Setup, data_dir: str | None):
+    """(student data, teacher data): every row for both, or AV-MNIST's fixed row subsets."""
+    if setup.lenet_rows:
+        return avmnist_splits("reproduce baselines", data_dir, setup.lenet_rows)
+    if data_dir is not None:
+        raise ConfigError(f"--data: only for --dataset avmnist; {name} is bundled")
+    data = build_splits(setup.data, setup.params, seed=0)
+    return data, data
+
+
+def run_dataset(
+    name: str,
+    seeds: list[int],
+    out: Path,
+    epochs: int | None = None,
+    quiet: bool = True,
+    data_dir: str | None = None,
+    accelerator: str = "cpu",
+) -> list[dict]:
     """One row per (seed, method, temperature): validation and test accuracy, seconds per training step."""
     if name not in SETUPS:
         raise ConfigError(f"--dataset: baselines are set up for {', '.join(SETUPS)}; got {name!r}")
     setup = SETUPS[name]
-    data = build_splits(setup.data, setup.params, seed=0)
-    trainer = TrainerConfig(epochs=epochs or setup.epochs, batch_size=64, optimizer={"name": "adam", "lr": 3e-3})
+    data, teacher_data = _study_data(name, setup, data_dir)
+    if setup.lenet_rows:
+        trainer = multibench_trainer(epochs or setup.epochs, accelerator)
+    else:
+        trainer = TrainerConfig(
+            epochs=epochs or setup.epochs,
+            batch_size=64,
+            optimizer={"name": "adam", "lr": 3e-3},
+            accelerator=accelerator,
+        )
     cache = CacheConfig(dir=out / "cache")
     rows = []
     for seed in seeds:
         work = out / "runs" / name / f"seed_{seed}"
         torch.manual_seed(seed)
-        teacher = _model(setup, setup.teacher_hidden, data)
-        t = distill(teacher, None, data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet)
-        for label, (method, params, t_name) in METHODS.items():
+        teacher = _model(setup, True, teacher_data)
+        t = distill(
+            teacher, None, teacher_data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet
+        )
+        nokd = None
+        for label, (method, params, t_name) in {**METHODS, **setup.extra}.items():
+            if method == "mfh_general":
+                params = dict(params, scores_csv=str(_salience_csv(teacher, nokd, data, work / "salience.csv")))
             for temp in T_GRID if t_name else (None,):
                 torch.manual_seed(seed)
-                student = _model(setup, setup.student_hidden, data, setup.student_modalities)
+                student = _model(setup, False, data)
                 p = dict(params, **({t_name: temp} if t_name else {}))
                 # MFH modifies its teacher (a hook on the layer): give it a copy
                 t_model = None if method == "supervised" else teacher
@@ -114,6 +182,8 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
                 r = distill(
                     student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed, quiet=quiet
                 )
+                if label == "nokd":
+                    nokd = r.student
                 rows.append(
                     {
                         "dataset": name,
@@ -132,7 +202,7 @@ def run_dataset(name: str, seeds: list[int], out: Path, epochs: int | None = Non
 def chosen(rows: list[dict]) -> dict[str, list[dict]]:
     """Per method, the rows (one per seed, by seed) at the temperature with the best mean validation accuracy."""
     picked = {}
-    for label in METHODS:
+    for label in dict.fromkeys(r["method"] for r in rows):
         sub = [r for r in rows if r["method"] == label]
         temps = list(dict.fromkeys(r["temperature"] for r in sub))
         best = max(temps, key=lambda t: statistics.mean(r["val_acc"] for r in sub if r["temperature"] == t))
@@ -177,11 +247,21 @@ def summary_markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def run_study(datasets: list[str], seeds: list[int], out: Path, command: str, epochs: int | None = None) -> str:
+def run_study(
+    datasets: list[str],
+    seeds: list[int],
+    out: Path,
+    command: str,
+    epochs: int | None = None,
+    data_dir: str | None = None,
+    accelerator: str = "cpu",
+) -> str:
     start = time.perf_counter()
     rows = []
     for name in datasets:
-        rows += run_dataset(name, seeds, out, epochs)
+        rows += run_dataset(
+            name, seeds, out, epochs, data_dir=data_dir if name == "avmnist" else None, accelerator=accelerator
+        )
     write_text(out / "summary.md", summary_markdown(rows, command))
     write_csv(out / "results.csv", rows)  # last: its presence marks a finished study
     seconds = time.perf_counter() - start

@@ -79,6 +79,46 @@ def subsets(
     return order, {s: splits.split(s).subset(torch.from_numpy(r)) for s, r in pick.items()}
 
 
+def row_subsets(splits: DataSplits, sizes: Sequence[int], val_rows: int = 500, test_rows: int = 2000) -> list:
+    """``[splits with the first n training rows of one fixed order for n in sizes]``: the smaller are subsets.
+
+    Every entry shares the same fixed validation and test subsets; an ``n`` above the training rows gets them all.
+    """
+    order, held = subsets(splits, max(sizes), val_rows, test_rows)
+    return [
+        DataSplits(
+            splits.train.subset(torch.from_numpy(np.sort(order[:n]))),
+            held["val"],
+            held["test"],
+            description=f"avmnist, {min(n, len(order))} training rows",
+        )
+        for n in sizes
+    ]
+
+
+def avmnist_splits(command: str, data_dir: str | Path | None, rows: Sequence[int]) -> list:
+    """:func:`row_subsets` of a built AV-MNIST folder (``--data``) for each size in ``rows``."""
+    if data_dir is None:
+        raise ConfigError(
+            f"{command} --dataset avmnist: give --data DIR, a `mmdistill data build av-mnist` folder (built from "
+            "MNIST and FSDD, which are not bundled)"
+        )
+    from ..data import build_splits
+
+    return row_subsets(build_splits("avmnist", {"root": str(data_dir)}, seed=0), rows)
+
+
+def half_width_model(modalities: Sequence[str]) -> ModelConfig:
+    """:func:`reference_model` at half the channel widths and half the head (a smaller same-design student)."""
+    encoders = {
+        "image": EncoderConfig(type="lenet", channels=[3, 6, 12, 24]),
+        "audio": EncoderConfig(type="lenet", channels=[3, 6, 12, 24, 48, 96]),
+    }
+    return ModelConfig(
+        modalities=list(modalities), encoders={m: encoders[m] for m in modalities}, fusion="concat", head_hidden=[50]
+    )
+
+
 @dataclass
 class Table1Result:
     rows: list[dict]
@@ -109,17 +149,9 @@ def table1(
     trained (a controlled variation: same teachers, other KD settings).
     """
     t0 = time.perf_counter()
-    order, held = subsets(splits, train_size * teacher_factor, val_size, test_size)
-    n_teacher = min(len(order), train_size * teacher_factor)
-    data = {
-        n: DataSplits(
-            splits.train.subset(torch.from_numpy(np.sort(order[:n]))),
-            held["val"],
-            held["test"],
-            description=f"avmnist, {n} training rows",
-        )
-        for n in (train_size, n_teacher)
-    }
+    student_data, teacher_data = row_subsets(splits, (train_size, train_size * teacher_factor), val_size, test_size)
+    data = {train_size: student_data, len(teacher_data.train): teacher_data}
+    n_teacher = len(teacher_data.train)
     specs = splits.train.specs()
     cache = CacheConfig(enabled=True, dir=out / "cache")
     rows: list[dict] = []
@@ -180,8 +212,8 @@ def table1(
         "teacher_rows": n_teacher,
         "epochs": epochs,
         "teacher_epochs": teacher_epochs,
-        "val_size": len(held["val"]),
-        "test_size": len(held["test"]),
+        "val_size": len(student_data.val),
+        "test_size": len(student_data.test),
         "temperature": temperature,
         "lam": lam,
         "seeds": list(seeds),

@@ -13,12 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import CacheConfig, TrainerConfig
 from ..data import build_splits
-from ..errors import ConfigError
 from ..engine.api import distill
 from ..io import write_csv, write_text
 from ..masking import Masker
@@ -89,48 +87,21 @@ def _model(setup: StudySetup, teacher: bool, data):
 
 def _lenet_model(teacher: bool, data):
     """MultiBench's AV-MNIST late fusion (teacher), or the same at half the channel widths (student)."""
-    from .mfh_table1 import reference_model
+    from .mfh_table1 import half_width_model, reference_model
 
-    if teacher:
-        return build_model(reference_model(["image", "audio"]), data.train.specs(), data.num_classes)
-    half = ModelConfig(
-        modalities=["image", "audio"],
-        encoders={
-            "image": EncoderConfig(type="lenet", channels=[3, 6, 12, 24]),
-            "audio": EncoderConfig(type="lenet", channels=[3, 6, 12, 24, 48, 96]),
-        },
-        fusion="concat",
-        head_hidden=[50],
-    )
-    return build_model(half, data.train.specs(), data.num_classes)
+    config = (reference_model if teacher else half_width_model)(["image", "audio"])
+    return build_model(config, data.train.specs(), data.num_classes)
 
 
 def _study_data(setup: StudySetup, data_dir: str | None):
-    """(teacher data, student data): every row for both, or AV-MNIST's fixed subsets (mfh_table1.subsets)."""
+    """(teacher data, student data): every row for both, or AV-MNIST's fixed subsets (mfh_table1.row_subsets)."""
     if not setup.lenet:
         data = build_splits(setup.data, setup.params, seed=0)
         return data, data
-    if data_dir is None:
-        raise ConfigError(
-            "reproduce msd --dataset avmnist: give --data DIR, a `mmdistill data build av-mnist` folder (built from "
-            "MNIST and FSDD, which are not bundled)"
-        )
-    from ..data.dataset import DataSplits
-    from .mfh_table1 import subsets
+    from .mfh_table1 import avmnist_splits
 
-    full = build_splits("avmnist", {"root": str(data_dir)}, seed=0)
-    student_rows, teacher_rows = setup.rows
-    order, held = subsets(full, teacher_rows, 500, 2000)
-    made = [
-        DataSplits(
-            full.train.subset(torch.from_numpy(np.sort(order[:n]))),
-            held["val"],
-            held["test"],
-            description=f"avmnist, {n} training rows",
-        )
-        for n in (min(teacher_rows, len(order)), min(student_rows, len(order)))
-    ]
-    return made[0], made[1]
+    student, teacher = avmnist_splits("reproduce msd", data_dir, setup.rows)
+    return teacher, student
 
 
 def run_dataset(
