@@ -170,7 +170,8 @@ class ModalitySpecificDistillation(Method):
         return self._terms(batch, student_out, teacher_out, self.weights(batch, teacher_out).detach())
 
     def loss_weights(self) -> dict[str, float]:
-        return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}
+        """``1 - lam``, ``lam`` and 1 for each ``kd/{m}`` (its weights are per example, in the term); after setup."""
+        return {"ce": 1.0 - self.params.lam, "kd": self.params.lam, **{f"kd/{m}": 1.0 for m in self.modalities}}
 
     def before_step(self, student: nn.Module, batch: Batch, teacher_out: TeacherOutputs | None) -> None:
         """Learned weighting: one meta step of phi on this batch, so that this step's loss uses the updated weights."""

@@ -17,3 +17,6 @@ class Supervised(Method):
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
     ) -> dict[str, Tensor]:
         return {"ce": self.supervised_loss(batch, student_out)}
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"ce": 1.0}
