@@ -33,6 +33,7 @@ WEIGHT_OF = {
     "kd": {"ce": "1-lam", "kd": "lam"},
     "logit_std_kd": {"ce": "1-lam", "kd": "lam"},
     "mfh_general": {"ce": "1-lam", "kd": "lam"},
+    "msd": {"ce": "1-lam", "kd": "lam"},
     "dkd": {"ce": "ce_weight", "tckd": "alpha", "nckd": "beta"},
     "dist": {"ce": "ce_weight", "inter": "beta", "intra": "gamma"},
     "hint": {"hint": "beta"},
@@ -84,8 +85,12 @@ def test_each_weight_follows_its_parameter(name, toy_splits):
             continue
         values[param] = 0.25 if param == "lam" else 2.0 + k
     method = build_method(name, {**PARAMS.get(name, {}), **values}, None)
+    if name == "msd":
+        method.modalities = ("a", "b")  # what setup finds in a two-modality pair
     weights = method.loss_weights()
     for term, param in WEIGHT_OF[name].items():
         want = 1 - values["lam"] if param == "1-lam" else values[param]
         assert param == "1-lam" or param in fields
         assert weights[term] == pytest.approx(want), f"{name}: weight of {term} should be {param}"
+    if name == "msd":  # the auxiliary terms carry their weights per example; their own weight is 1
+        assert weights["kd/a"] == weights["kd/b"] == 1.0
