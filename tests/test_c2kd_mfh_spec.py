@@ -15,7 +15,8 @@ from torch import nn
 from mmdistill.batch import LABEL
 from mmdistill.engine.api import build_method
 from mmdistill.errors import ConfigError
-from mmdistill.methods.c2kd import kl_per_example, non_target_kl
+from mmdistill.methods.base import StudentOutputs, TeacherOutputs
+from mmdistill.methods.c2kd import C2KD, _pool, kl_per_example, non_target_kl, selection_mask
 from mmdistill.methods.mfh_general import MASK_BUFFER, read_scores
 from mmdistill.mfh.algorithm1 import channel_salience
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
@@ -48,6 +49,66 @@ def test_non_target_kl_zeroes_the_label_logit_and_defaults_to_t_one():
     p = torch.tensor([1.0, 2.0, 1.0]) / 4
     want = float((p * (p / torch.full((3,), 1 / 3)).log()).sum())
     assert non_target_kl(target, logits, torch.tensor([0])).item() == pytest.approx(want, abs=1e-6)
+
+
+def test_non_target_kl_passes_its_temperature_on():
+    target, logits, y = torch.tensor([[9.0, 2 * LN(2), 0.0]]), torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0])
+    want = kl_per_example(target * torch.tensor([0.0, 1, 1]), logits * torch.tensor([0.0, 1, 1]), 2.0)
+    assert non_target_kl(target, logits, y, 2.0).item() == pytest.approx(want.item(), abs=1e-6)
+    assert non_target_kl(target, logits, y, 2.0).item() != pytest.approx(non_target_kl(target, logits, y).item())
+
+
+def test_selection_keeps_rows_strictly_above_the_threshold_and_never_all_tie_rows():
+    proxy_t = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    proxy_s = torch.tensor([[2.0, 4.0, 1.0, 3.0], [1.0, 2.0, 3.0, 5.0], [3.0, 1.0, 2.0, 0.0]])
+    # row 0: tau = (3 concordant - 3 discordant) / 6 = 0, exactly the threshold: not selected; row 1: tau = 1;
+    # row 2: the teacher proxy is all ties, tau undefined: never selected, even at the lowest threshold
+    assert selection_mask(proxy_t, proxy_s, 0.0).tolist() == [0.0, 1.0, 0.0]
+    assert selection_mask(proxy_t, proxy_s, -0.5).tolist() == [1.0, 1.0, 0.0]
+
+
+def test_c2kd_proxies_pool_feature_maps_and_have_the_documented_layers():
+    h = torch.randn(2, 3, 4, 5)
+    assert torch.allclose(_pool(h), h.mean((2, 3))) and torch.equal(_pool(h[:, :, 0, 0]), h[:, :, 0, 0])
+    assert torch.allclose(_pool(h[:, :, 0]), h[:, :, 0].mean(-1))
+
+
+def test_c2kd_terms_at_t_two_with_a_bfloat16_teacher(toy_splits):
+    torch.manual_seed(0)
+    method = C2KD(C2KD.Params(student_layer="s", teacher_layer="t", temperature=2.0))
+    method.proxy_s = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LeakyReLU(0.1), torch.nn.Linear(4, 3))
+    method.proxy_t = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.LeakyReLU(0.1), torch.nn.Linear(6, 3))
+    hs, ht = torch.randn(5, 4), torch.randn(5, 6).bfloat16()
+    s, t, y = torch.randn(5, 3), (3 * torch.randn(5, 3)).bfloat16(), torch.tensor([0, 1, 2, 0, 1])
+    got = method.losses({LABEL: y}, StudentOutputs(s, {"s": hs}), TeacherOutputs(t, {"t": ht}))
+    pi_s, pi_t = method.proxy_s(hs), method.proxy_t(ht.float())
+    m = selection_mask(pi_t, pi_s, 0.0)
+    want = {
+        "proxy_s": kl_per_example(s, pi_s, 2.0).mean(),
+        "output_s": kl_per_example(pi_s, s, 2.0).mean(),
+        "proxy_t": kl_per_example(t.float(), pi_t, 2.0).mean(),
+        "ofsd_s": (m * non_target_kl(pi_t, pi_s, y, 2.0)).mean(),
+        "ofsd_t": (m * non_target_kl(pi_s, pi_t, y, 2.0)).mean(),
+    }
+    for name, value in want.items():
+        assert got[name].dtype == torch.float32
+        assert got[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-7), name
+
+
+def test_c2kd_setup_builds_two_layer_proxies_with_a_leaky_relu_of_0_1(toy_splits):
+    teacher, _ = models(toy_splits)
+    student = build_model(
+        ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[8], out_dim=8)),
+        toy_splits.train.specs(),
+        toy_splits.num_classes,
+    )
+    layers = {"student_layer": "encoders.a.body.0", "teacher_layer": "encoders.a.body.0"}
+    method = build_method("c2kd", layers, None)
+    method.setup(toy_splits.train.__getitems__(range(4)), student, teacher)
+    kinds = [type(m).__name__ for m in method.proxy_s]
+    assert kinds == ["Linear", "LeakyReLU", "Linear"] and method.proxy_s[1].negative_slope == 0.1
+    assert method.proxy_s[0].in_features == method.proxy_s[0].out_features == 8
+    assert method.proxy_t[0].in_features == 32 and method.proxy_t[2].out_features == toy_splits.num_classes
 
 
 # ---- MFH modality-general KD --------------------------------------------------------------------------------

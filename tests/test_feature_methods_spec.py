@@ -78,6 +78,19 @@ def test_hint_pools_maps_of_different_sizes_and_maps_channels_per_position_other
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize(("s_shape", "t_shape"), [((2, 3), (2, 5, 4, 4)), ((2, 3, 4), (2, 5, 8))])
+def test_hint_pools_whichever_side_has_spatial_axes(s_shape, t_shape):
+    torch.manual_seed(5)
+    hs, ht = torch.randn(*s_shape), torch.randn(*t_shape)
+    method = hint_for(hs, ht)
+
+    def pooled(h):
+        return h if h.dim() == 2 else h.flatten(2).mean(-1)
+
+    got = method.losses(*outputs(hs, ht, 2))["hint"]
+    assert got.item() == pytest.approx(F.mse_loss(method.projector(pooled(hs)), pooled(ht)).item(), rel=1e-6)
+
+
 def test_hint_names_the_layer_whose_features_are_missing_or_do_not_fit():
     hs, ht = torch.randn(2, 3), torch.randn(2, 5)
     method = hint_for(hs, ht)

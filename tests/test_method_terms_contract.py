@@ -34,6 +34,7 @@ WEIGHT_OF = {
     "logit_std_kd": {"ce": "1-lam", "kd": "lam"},
     "mfh_general": {"ce": "1-lam", "kd": "lam"},
     "msd": {"ce": "1-lam", "kd": "lam"},
+    "supervised": {"ce": "one"},
     "dkd": {"ce": "ce_weight", "tckd": "alpha", "nckd": "beta"},
     "dist": {"ce": "ce_weight", "inter": "beta", "intra": "gamma"},
     "hint": {"hint": "beta"},
@@ -81,7 +82,7 @@ def test_each_weight_follows_its_parameter(name, toy_splits):
     fields = METHODS.get(name).Params.model_fields
     values = {}
     for k, (term, param) in enumerate(WEIGHT_OF[name].items()):
-        if param == "1-lam":
+        if param in ("1-lam", "one"):
             continue
         values[param] = 0.25 if param == "lam" else 2.0 + k
     method = build_method(name, {**PARAMS.get(name, {}), **values}, None)
@@ -89,8 +90,8 @@ def test_each_weight_follows_its_parameter(name, toy_splits):
         method.modalities = ("a", "b")  # what setup finds in a two-modality pair
     weights = method.loss_weights()
     for term, param in WEIGHT_OF[name].items():
-        want = 1 - values["lam"] if param == "1-lam" else values[param]
-        assert param == "1-lam" or param in fields
+        want = {"1-lam": 1 - values.get("lam", 0.0), "one": 1.0}.get(param, values.get(param))
+        assert param in ("1-lam", "one") or param in fields
         assert weights[term] == pytest.approx(want), f"{name}: weight of {term} should be {param}"
     if name == "msd":  # the auxiliary terms carry their weights per example; their own weight is 1
         assert weights["kd/a"] == weights["kd/b"] == 1.0
