@@ -126,3 +126,33 @@ def test_msd_instance_temperature_scales_the_log_weight_ratio(toy_splits):
         # w = 2 * softmax(s / tau): log(w_a / w_b) = (s_a - s_b) / tau
         torch.testing.assert_close(torch.log(w[:, 0] / w[:, 1]), (s_a - s_b) / tau, rtol=1e-4, atol=1e-5)
     assert (s_a - s_b).abs().max() > 0.02, "the saliencies must differ for tau to show"
+
+
+def test_msd_meta_step_is_one_sgd_step_of_phi_on_the_lookahead_heldout_loss(toy_splits):
+    """phi' = phi - meta_lr * d/dphi CE_held(theta - inner_lr * grad_theta L(theta, phi)), gradient by autograd."""
+    teacher, student, masker = pair(toy_splits)
+    method = msd_method(
+        toy_splits, teacher, student, masker, weighting="learned", heldout_fraction=0.25, meta_lr=10.0, inner_lr=1.0
+    )
+    train = method.prepare(toy_splits.train, teacher, torch.device("cpu"))
+    held = method.heldout.__getitems__(range(len(method.heldout)))
+    method._heldout_batch = lambda size, device: held
+    batch = train.__getitems__(range(48))
+    t_out = teacher_outputs(teacher.eval(), batch, method.teacher_request(), masker)
+    phi = list(method.weight_net.parameters())
+    for q in phi:
+        q.requires_grad_(True)
+    params = dict(student.named_parameters())
+    terms = method._terms(batch, method.forward_student(student, batch), t_out, method.weights(batch, t_out))
+    grads = torch.autograd.grad(weighted_total(terms, method.loss_weights()), list(params.values()), create_graph=True)
+    ahead = {n: q - 1.0 * g for (n, q), g in zip(params.items(), grads)}
+    held_loss = F.cross_entropy(functional_call(student, ahead, (held,)), held[LABEL])
+    want = [(q - 10.0 * g).detach() for q, g in zip(phi, torch.autograd.grad(held_loss, phi))]
+    for q in phi:
+        q.requires_grad_(False)
+    phi0 = [q.clone() for q in phi]
+    method.train()
+    method.before_step(student, batch, t_out)
+    for got, expected in zip(method.weight_net.parameters(), want):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert sum(float((g - q).abs().sum()) for g, q in zip(want, phi0)) > 1e-4, "phi must move for the test to show"
