@@ -186,8 +186,8 @@ def test_not_finite_names_the_bad_term_its_weight_and_the_last_checkpoint(tmp_pa
     msg = str(err)
     assert isinstance(err, TrainingError)
     assert msg.startswith("epoch 3, step 7: loss term 'kd' is not finite;")
-    assert "ce=1.25 (weight 1)" in msg and "kd=nan (weight 0.5)" in msg
-    assert "none (failed in the first epoch)" in msg
+    assert "; terms: ce=1.25 (weight 1), kd=nan (weight 0.5); " in msg
+    assert msg.endswith("the last good checkpoint is none (failed in the first epoch)")
     last.write_bytes(b"x")
     msg = str(tr._not_finite(losses, {}, torch.tensor(math.nan), None, _batch(), "train", 3, 7, last))
     assert msg.endswith(f"the last good checkpoint is {last}")
@@ -205,6 +205,7 @@ def test_not_finite_blames_a_non_finite_teacher_before_the_terms(tmp_path):
     losses = {"kd": torch.tensor(math.nan)}
     msg = str(tr._not_finite(losses, {}, torch.tensor(math.nan), teacher, _batch(), "mydata", 2, 5, tmp_path / "x"))
     assert msg.startswith("epoch 2, step 5: ") and "teacher" in msg and "loss term" not in msg
+    assert "on split 'mydata'" in msg
     teacher = TeacherOutputs(logits=torch.zeros(2, 2))  # a finite teacher: the terms are blamed
     msg = str(tr._not_finite(losses, {}, torch.tensor(math.nan), teacher, _batch(), "mydata", 2, 5, tmp_path / "x"))
     assert msg.startswith("epoch 2, step 5: loss term 'kd' is not finite")
@@ -351,3 +352,16 @@ def test_the_epochs_shuffle_depends_on_the_epoch_and_not_on_the_global_rng(toy_s
     e2 = torch.cat([b[INDEX] for b in batches.epoch(2)])
     assert torch.equal(e1, e1_again) and not torch.equal(e1, e2)
     assert sorted(e1.tolist()) == sorted(e2.tolist()) == list(range(len(toy_splits.train)))
+
+
+def test_fit_defaults_start_afresh_and_log_a_train_line_per_epoch(toy_splits, tmp_path, capsys):
+    """Without ``resume`` an existing checkpoint is not continued; without ``quiet`` (stderr not a terminal) each
+    epoch prints one line headed by ``desc``, which defaults to ``train``."""
+    cfg = cfg_of(epochs=2)
+    for _ in range(2):
+        torch.manual_seed(0)
+        module = DistillationModule(LinearOnA(), CE())
+        result = fit(make_fabric(cfg), module, toy_splits.train, toy_splits.val, cfg, seed=0, out_dir=tmp_path)
+        assert [h["epoch"] for h in result.history] == [1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("train: epoch 1/2 loss ") for line in lines) == 2

@@ -394,8 +394,6 @@ class _Training:
         if self.cfg.test_checkpoint == "best" and self.best_path.is_file():
             tensors, _ = load_tensors(self.best_path)
             self.module.load_state_dict(tensors)
-        if state["best_value"] is None:
-            state["best_value"] = math.nan
         return FitResult(
             state["epoch"],
             state["best_epoch"],
