@@ -365,3 +365,164 @@ def test_fit_defaults_start_afresh_and_log_a_train_line_per_epoch(toy_splits, tm
         assert [h["epoch"] for h in result.history] == [1, 2]
     lines = capsys.readouterr().err.splitlines()
     assert sum(line.startswith("train: epoch 1/2 loss ") for line in lines) == 2
+
+
+# ----- what the first mutation run of the trainer showed untested ---------------------------------------------------
+
+
+def test_epoch_means_of_a_single_example_are_its_values():
+    m = EpochMeans()
+    m.add(torch.tensor(3.0), {"ce": torch.tensor(5.0)}, examples=1)
+    assert m.result() == {"loss": 3.0, "ce": 5.0}
+
+
+def _ranked_fabric(rank: int, world: int) -> SimpleNamespace:
+    return SimpleNamespace(world_size=world, global_rank=rank, device=torch.device("cpu"), is_global_zero=rank == 0)
+
+
+def test_each_process_trains_on_its_own_share_and_only_rank_zero_logs(toy_splits, tmp_path):
+    cfg = cfg_of(batch_size=50)
+    shares = []
+    for rank in (0, 1):
+        run = tr._Training(_ranked_fabric(rank, 2), DistillationModule(LinearOnA(), CE()), toy_splits.train,
+                           toy_splits.val, cfg, 0, tmp_path / f"r{rank}", None, True, "train")  # fmt: skip
+        batches = list(run.batches.epoch(1))
+        assert len(batches[0][INDEX]) == 25, "the global batch is split over the processes"
+        shares.append(set(torch.cat([b[INDEX] for b in batches]).tolist()))
+        assert run.logger.enabled is (rank == 0)
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == set(range(len(toy_splits.train)))
+
+
+def test_quiet_prints_nothing(toy_splits, tmp_path, capsys):
+    run_fit(toy_splits, tmp_path, epochs=2)  # run_fit passes quiet=True
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "cosine"}, {"name": "step", "step_size": 3, "gamma": 0.1}])
+def test_resume_restores_the_schedulers_position(toy_splits, tmp_path, scheduler):
+    """Two of four epochs, then ``--resume``: the learning rates and weights of an uninterrupted run (the scheduler's
+    state is saved with each checkpoint and loaded on resume; a fresh cosine or step schedule would differ)."""
+    kw = {"test_checkpoint": "last", "scheduler": scheduler}
+    full, full_module = run_fit(toy_splits, tmp_path / "full", epochs=4, **kw)
+    cut, cfg = tmp_path / "cut", cfg_of(epochs=4, **kw)
+    torch.manual_seed(0)
+    module = DistillationModule(LinearOnA(), CE())
+    run = tr._Training(make_fabric(cfg), module, toy_splits.train, toy_splits.val, cfg, 0, cut, None, True, "train")
+    run.start(False)
+    for epoch in (1, 2):  # the first two epochs of fit(), then the process "dies"
+        run.end_epoch(epoch, *run.train_epoch(epoch))
+    run.logger.close()
+    resumed, module = run_fit(toy_splits, cut, epochs=4, resume=True, **kw)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history[2:]]
+    for k, v in full_module.state_dict().items():
+        assert torch.equal(module.state_dict()[k], v), k
+
+
+class TeacherTerm(Method):
+    """``ce`` and a ``kd`` term that adds the teacher's logits (so a NaN teacher makes it NaN), weighted ``w``."""
+
+    def __init__(self, w: float = 1.0) -> None:
+        super().__init__(NoParams())
+        self.w = w
+
+    def loss_weights(self):
+        return {"ce": 1.0, "kd": self.w}
+
+    def losses(self, batch, student_out, teacher_out):
+        return {
+            "ce": nn.functional.cross_entropy(student_out.logits, batch[LABEL]),
+            "kd": (student_out.logits - teacher_out.logits).square().mean() + 1e30,
+        }
+
+
+def _fit_with_teacher(splits, out, teacher_logits, w=1.0):
+    cfg = cfg_of(epochs=1)
+    torch.manual_seed(0)
+    module = DistillationModule(LinearOnA(), TeacherTerm(w))
+    source = lambda batch: TeacherOutputs(logits=teacher_logits.expand(len(batch[LABEL]), -1))  # noqa: E731
+    return fit(make_fabric(cfg), module, splits.train, splits.val, cfg, 0, out, teacher_source=source, quiet=True)
+
+
+def test_a_nan_teacher_in_training_is_named_with_the_split(toy_splits, tmp_path):
+    with pytest.raises(TrainingError) as err:
+        _fit_with_teacher(toy_splits, tmp_path, torch.tensor([0.0, math.nan, 0.0, 0.0]))
+    msg = str(err.value)
+    assert msg.startswith("epoch 1, step 0: the teacher's logits are not finite")
+    assert f"on split {toy_splits.train.name!r}" in msg
+
+
+def test_a_weighted_sum_that_overflows_in_training_is_reported_as_such(toy_splits, tmp_path):
+    with pytest.raises(TrainingError, match=r"the weighted sum of the loss terms is not finite \(inf\) although"):
+        _fit_with_teacher(toy_splits, tmp_path, torch.zeros(4), w=1e9)  # kd ~1e30 x 1e9 overflows float32
+
+
+class FirstStepOnly(LinearOnA):
+    """A parameter ``extra`` that takes part in the first training forward pass only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = nn.Parameter(torch.zeros(4))
+        self.training_calls = 0
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        if self.training:
+            self.training_calls += 1
+            if self.training_calls == 1:
+                out = out + self.extra
+        return out
+
+
+def test_gradients_are_reset_to_none_so_an_unused_parameter_is_not_stepped(toy_splits, tmp_path):
+    """Adam skips a parameter whose ``grad`` is None; a zeroed grad would move it again by Adam's momentum."""
+    student = FirstStepOnly()
+    cfg = cfg_of(epochs=1, batch_size=50, optimizer={"name": "adam", "lr": 0.1})
+    torch.manual_seed(0)
+    module = DistillationModule(student, CE())
+    after_first: list = []
+    orig = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        out = orig(self, *a, **k)
+        if not after_first:
+            after_first.append(student.extra.detach().clone())
+        return out
+
+    torch.optim.Adam.step = step
+    try:
+        fit(make_fabric(cfg), module, toy_splits.train, toy_splits.val, cfg, 0, tmp_path, quiet=True)
+    finally:
+        torch.optim.Adam.step = orig
+    assert student.training_calls > 2 and not torch.equal(after_first[0], torch.zeros(4))
+    assert torch.equal(student.extra.detach(), after_first[0])
+
+
+def test_train_seconds_are_the_time_spent_in_the_epochs_steps(toy_splits, tmp_path):
+    import time
+
+    start = time.perf_counter()
+    result, _ = run_fit(toy_splits, tmp_path, epochs=2)
+    wall = time.perf_counter() - start
+    assert 0 < result.train_seconds <= wall
+    assert all(0 < h["train_seconds"] <= wall for h in result.history)
+
+
+def test_an_improvement_resets_the_count_of_bad_epochs(toy_splits, tmp_path):
+    cfg = cfg_of(epochs=9, early_stopping={"patience": 2})
+    run = tr._Training(
+        _ranked_fabric(1, 2),
+        DistillationModule(LinearOnA(), CE()),
+        toy_splits.train,
+        toy_splits.val,
+        cfg,
+        0,
+        tmp_path,
+        None,
+        True,
+        "train",
+    )  # fmt: skip (rank 1: writes nothing)
+    for epoch, acc in enumerate([0.5, 0.4, 0.6, 0.5], start=1):  # bad, better, bad: never two bad in a row
+        run.select(epoch, acc)
+    assert run.state == {"epoch": 4, "best_value": 0.6, "best_epoch": 3, "bad_epochs": 1, "stopped_early": False}
+    run.select(5, 0.6)  # equal is not better: the second bad epoch in a row
+    assert run.state["stopped_early"] and run.state["bad_epochs"] == 2
