@@ -121,3 +121,28 @@ def test_segmentation_saliency_averages_over_the_valid_pixels_only():
     k = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
     s = saliency_from_logits(full, removed, labels, "kl", get_task("segmentation"))
     torch.testing.assert_close(s, torch.tensor([[k]]))
+
+
+def test_large_inputs_are_scored_in_fewer_rows_per_pass_with_the_same_result(toy_splits, monkeypatch):
+    """Rows per teacher pass shrink so that rows x variants x input values stays under MAX_PASS_ELEMENTS (AV-MNIST's
+    spectrograms); small feature vectors keep the given batch size; the scores do not depend on it."""
+    from mmdistill.methods import msd_saliency
+
+    data = toy_splits.val
+    per_row = sum(v[0].numel() for k, v in data.__getitems__(range(1)).items() if v.is_floating_point())
+    assert msd_saliency.rows_per_pass(data, 3, 512) == 512
+    monkeypatch.setattr(msd_saliency, "MAX_PASS_ELEMENTS", 3 * per_row * 5 + 1)
+    assert msd_saliency.rows_per_pass(data, 3, 512) == 5 and msd_saliency.rows_per_pass(data, 3, 4) == 4
+    monkeypatch.setattr(msd_saliency, "MAX_PASS_ELEMENTS", 1)
+    assert msd_saliency.rows_per_pass(data, 3, 512) == 1
+    specs = toy_splits.train.specs()
+    torch.manual_seed(0)
+    teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[16], out_dim=8)), specs, 4)
+    masker = Masker(specs, "zeros").fit(toy_splits.train.feature_mean())
+    calls = []
+    forward = teacher.forward
+    monkeypatch.setattr(teacher, "forward", lambda b: calls.append(len(b["label"])) or forward(b))
+    one_row = instance_saliency(teacher, data, masker, ["a", "b"], "kl")
+    assert set(calls) == {3}, "one row (three variants) per pass"
+    monkeypatch.setattr(msd_saliency, "MAX_PASS_ELEMENTS", 1 << 22)
+    torch.testing.assert_close(one_row, instance_saliency(teacher, data, masker, ["a", "b"], "kl"))

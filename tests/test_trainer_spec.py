@@ -365,6 +365,8 @@ def test_fit_defaults_start_afresh_and_log_a_train_line_per_epoch(toy_splits, tm
         assert [h["epoch"] for h in result.history] == [1, 2]
     lines = capsys.readouterr().err.splitlines()
     assert sum(line.startswith("train: epoch 1/2 loss ") for line in lines) == 2
+    fit(make_fabric(cfg), module, toy_splits.train, toy_splits.val, cfg, 0, tmp_path / "t", desc="seed 3 teacher")
+    assert capsys.readouterr().err.startswith("seed 3 teacher: epoch 1/2 loss ")
 
 
 # ----- what the first mutation run of the trainer showed untested ---------------------------------------------------

@@ -54,6 +54,18 @@ def saliency_from_logits(
     return log_p.exp().gather(-1, labels.view(-1, 1)).squeeze(-1) - log_q.exp().gather(-1, idx).squeeze(-1)
 
 
+MAX_PASS_ELEMENTS = 1 << 22  # input values in one teacher pass (rows x variants): bounds a conv teacher's activations
+
+
+def rows_per_pass(dataset: MultimodalDataset, variants: int, batch_size: int) -> int:
+    """``batch_size``, or fewer rows where ``variants`` copies of a row's float inputs would exceed
+    :data:`MAX_PASS_ELEMENTS` (AV-MNIST's 112x112 spectrograms: 104 rows of 3 variants, about 0.3 GB of activations
+    in the first LeNet block instead of 1.5 GB at 512 rows); small feature vectors keep ``batch_size``."""
+    first = dataset.__getitems__(range(min(1, len(dataset))))
+    per_row = sum(v[0].numel() for v in first.values() if v.is_floating_point() and len(v))
+    return max(1, min(batch_size, MAX_PASS_ELEMENTS // max(1, variants * per_row)))
+
+
 @torch.no_grad()
 def instance_saliency(
     teacher: nn.Module,
@@ -65,10 +77,12 @@ def instance_saliency(
     device: torch.device | str = "cpu",
     task: Task | None = None,
 ) -> Tensor:
-    """(N, M) saliency of each modality for every example of ``dataset`` (teacher in eval mode)."""
+    """(N, M) saliency of each modality for every example of ``dataset`` (teacher in eval mode), ``batch_size`` rows
+    per pass or fewer for large inputs (:func:`rows_per_pass`)."""
     teacher.eval()
     views = removal_views(modalities)
     out = []
+    batch_size = rows_per_pass(dataset, 1 + len(views), batch_size)
     for start in range(0, len(dataset), batch_size):
         batch = {
             k: v.to(device)
