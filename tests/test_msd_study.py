@@ -27,3 +27,23 @@ def test_analyze_modalities_on_a_run(tmp_path, tiny_config, capsys):
     md = (tmp_path / "run" / "analysis" / "modalities.md").read_text()
     assert "population S_m" in md and "| student | a |" in md and "| nokd | full |" in md
     assert (tmp_path / "run" / "analysis" / "saliency_hist.png").stat().st_size > 1000
+
+
+def test_reproduce_msd_trains_the_teachers_with_the_given_modality_dropout(tmp_path, monkeypatch):
+    from mmdistill.studies import msd_study
+
+    seen = []
+    real = msd_study.distill
+
+    def spy(model, teacher, data, out, method, params=None, **kw):
+        if out.name == "teacher":
+            seen.append((method, params))
+        return real(model, teacher, data, out, method, params, **kw)
+
+    monkeypatch.setattr(msd_study, "distill", spy)
+    argv = ["reproduce", "msd", "--dataset", "venn", "--seeds", "1", "--epochs", "1"]
+    assert main([*argv, "--teacher-modality-dropout", "0.5", "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert seen == [("supervised", {"modality_dropout": 0.5}), ("supervised", None)]
+    assert "--teacher-modality-dropout 0.5" in (tmp_path / "a" / "summary.md").read_text()
+    assert main([*argv, "--teacher-modality-dropout", "1", "--out", str(tmp_path / "c")]) == 2

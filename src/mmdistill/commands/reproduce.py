@@ -102,6 +102,13 @@ def _msd_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=float, default=None, help="learning rate of every model (default: the dataset's setting)"
     )
+    parser.add_argument(
+        "--teacher-modality-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="train the teachers with modality dropout P (supervised's modality_dropout; default 0: none)",
+    )
 
 
 def _msd_study(args: argparse.Namespace, out: Path) -> str:
@@ -113,11 +120,25 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
         + (f" --epochs {args.epochs}" if args.epochs else "")
         + (f" --data {args.data}" if args.data else "")
         + (f" --lr {args.lr}" if args.lr is not None else "")
+        + (f" --teacher-modality-dropout {args.teacher_modality_dropout}" if args.teacher_modality_dropout else "")
         + f" --out {args.out}"
     )
     if args.lr is not None and not 0 < args.lr <= 10:
         raise ConfigError(f"reproduce msd --lr: must lie in (0, 10], got {args.lr}")
-    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data, lr=args.lr)
+    if not 0 <= args.teacher_modality_dropout < 1:
+        raise ConfigError(
+            f"reproduce msd --teacher-modality-dropout: must lie in [0, 1), got {args.teacher_modality_dropout}"
+        )
+    return run_study(
+        args.dataset,
+        seeds,
+        out,
+        command,
+        args.epochs,
+        data_dir=args.data,
+        lr=args.lr,
+        teacher_dropout=args.teacher_modality_dropout,
+    )
 
 
 # ---- distillation baselines (issue 15) ------------------------------------------------------------

@@ -1,17 +1,44 @@
-"""Plain supervised training, no teacher: ``L = loss_task(y, s(x))`` (classification: ``CE(y, s(x))``)."""
+"""Plain supervised training, no teacher: ``L = loss_task(y, s(x))`` (classification: ``CE(y, s(x))``).
+
+``modality_dropout: p`` (default 0) trains on incomplete inputs as well: in each training batch every example, with
+probability p, keeps one modality drawn uniformly and has the others removed by the run's masker (``masking:``),
+the "ModDrop" recipe (Neverova et al., 2016, "ModDrop: adaptive multi-modal gesture recognition"). A teacher
+trained this way can predict from each modality alone, which is what MSD's modality-only terms distil.
+Evaluation always sees the full input.
+"""
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
 
-from ..batch import Batch
+from ..batch import INDEX, LABEL, Batch
+from ..config import Float
+from ..errors import ConfigError
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 
 
+class SupervisedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    modality_dropout: float = Float(
+        0.0, ge=0, lt=1, description="probability that a training example keeps only one modality, in [0, 1)"
+    )
+
+
 @METHODS.register("supervised")
 class Supervised(Method):
+    Params = SupervisedParams
     needs_teacher = False
+
+    def forward_student(self, student: nn.Module, batch: Batch) -> StudentOutputs:
+        p = self.params.modality_dropout
+        if p > 0:  # forward_student runs in training steps only: evaluation calls the model itself
+            if self.masker is None:
+                raise ConfigError("method.params.modality_dropout: needs the run's masker (build_method passes it)")
+            batch = drop_modalities(batch, self.masker, p)
+        return super().forward_student(student, batch)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
@@ -20,3 +47,27 @@ class Supervised(Method):
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0}
+
+
+def drop_modalities(batch: Batch, masker, p: float) -> Batch:
+    """``batch`` in which each example, with probability ``p``, keeps only one of the masker's modalities in the
+    batch (drawn uniformly; global RNG, so seeded runs repeat); the others get the masker's null value."""
+    mods = [m for m in masker.specs if m in batch]
+    if len(mods) < 2:
+        return batch
+    n = len(batch[LABEL])
+    device = batch[LABEL].device
+    dropped = torch.rand(n, device=device) < p
+    kept = torch.randint(len(mods), (n,), device=device)
+    out = dict(batch)
+    for i, m in enumerate(mods):
+        rows = dropped & (kept == i)
+        if not rows.any():
+            continue
+        only = masker.keep_only(batch, m)
+        for key, value in only.items():
+            if key in (LABEL, INDEX) or value is batch.get(key):
+                continue
+            select = rows.view(-1, *([1] * (value.dim() - 1)))
+            out[key] = torch.where(select, value, out[key])
+    return out

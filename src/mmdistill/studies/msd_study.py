@@ -112,8 +112,12 @@ def run_dataset(
     quiet: bool = True,
     data_dir: str | None = None,
     lr: float | None = None,
+    teacher_dropout: float = 0.0,
 ) -> tuple[list[dict], dict]:
-    """Rows ``{dataset, seed, method, student_acc, student_f1, teacher_acc}`` and the seed-0 modality analysis."""
+    """Rows ``{dataset, seed, method, student_acc, student_f1, teacher_acc}`` and the seed-0 modality analysis.
+
+    ``teacher_dropout``: the teachers are trained with ``supervised``'s ``modality_dropout`` (a controlled variation:
+    a teacher that can predict from each modality alone gives MSD's modality-only terms useful targets)."""
     setup = SETUPS[name]
     teacher_data, data = _study_data(setup, data_dir)
     if setup.lenet:
@@ -131,7 +135,15 @@ def run_dataset(
         torch.manual_seed(seed)
         teacher = _model(setup, True, data)
         t = distill(
-            teacher, None, teacher_data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet
+            teacher,
+            None,
+            teacher_data,
+            work / "teacher",
+            "supervised",
+            {"modality_dropout": teacher_dropout} if teacher_dropout else None,
+            trainer=trainer,
+            seed=seed,
+            quiet=quiet,
         )
         students = {}
         for method in METHODS:
@@ -232,12 +244,19 @@ def write_study(rows: list[dict], analyses: dict, out: Path, command: str) -> No
 
 
 def run_study(
-    datasets: list[str], seeds: list[int], out: Path, command: str, epochs: int | None = None, data_dir=None, lr=None
+    datasets: list[str],
+    seeds: list[int],
+    out: Path,
+    command: str,
+    epochs: int | None = None,
+    data_dir=None,
+    lr=None,
+    teacher_dropout: float = 0.0,
 ) -> str:
     start = time.perf_counter()
     rows, analyses = [], {}
     for name in datasets:
-        r, a = run_dataset(name, seeds, out, epochs, data_dir=data_dir, lr=lr)
+        r, a = run_dataset(name, seeds, out, epochs, data_dir=data_dir, lr=lr, teacher_dropout=teacher_dropout)
         rows += r
         analyses[name] = a
     write_study(rows, analyses, out, command)

@@ -1,0 +1,70 @@
+"""``supervised``'s ``modality_dropout``: training examples keep one modality with probability p (ModDrop)."""
+
+import pytest
+import torch
+from torch import nn
+
+from mmdistill.batch import INDEX, LABEL
+from mmdistill.config import TrainerConfig
+from mmdistill.engine.api import distill
+from mmdistill.errors import ConfigError
+from mmdistill.masking import Masker
+from mmdistill.methods.supervised import drop_modalities
+
+torch.set_num_threads(1)
+
+
+def test_each_dropped_example_keeps_exactly_one_modality_and_the_rest_are_untouched(toy_splits):
+    batch = toy_splits.train.__getitems__(range(200))
+    masker = Masker(toy_splits.train.specs(), "zeros")
+    torch.manual_seed(0)
+    out = drop_modalities(batch, masker, 0.5)
+    a_gone = (out["a"] == 0).all(1)
+    b_gone = (out["b"] == 0).all(1)
+    assert not (a_gone & b_gone).any(), "never both removed"
+    dropped = a_gone | b_gone
+    assert 70 < int(dropped.sum()) < 130, "about half of the examples"
+    assert 20 < int(a_gone.sum()) and 20 < int(b_gone.sum()), "either modality is kept"
+    for m in ("a", "b"):
+        kept = ~(out[m] == 0).all(1)
+        assert torch.equal(out[m][kept], batch[m][kept]), "a kept modality is the input itself"
+    assert out[LABEL] is batch[LABEL] and out[INDEX] is batch[INDEX]
+    torch.manual_seed(0)
+    again = drop_modalities(batch, masker, 0.5)
+    assert all(torch.equal(again[k], out[k]) for k in out), "seeded: the same draw"
+    mean_masker = Masker(toy_splits.train.specs(), "mean").fit(toy_splits.train.feature_mean())
+    torch.manual_seed(0)
+    by_mean = drop_modalities(batch, mean_masker, 0.5)
+    assert torch.allclose(by_mean["a"][a_gone], toy_splits.train.feature_mean()["a"].expand(int(a_gone.sum()), -1))
+
+
+class Recorder(nn.Module):
+    """A linear student on both modalities that records, per forward pass, the rows with a modality all zeros."""
+
+    modalities = ("a", "b")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(32, 4)
+        self.seen: list[tuple[bool, int]] = []
+
+    def forward(self, batch):
+        zero = ((batch["a"] == 0).all(1) | (batch["b"] == 0).all(1)).sum()
+        self.seen.append((self.training, int(zero)))
+        return self.lin(torch.cat([batch["a"], batch["b"]], 1))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.6])
+def test_distill_drops_modalities_in_training_only(toy_splits, tmp_path, p):
+    student = Recorder()
+    cfg = TrainerConfig(epochs=2, batch_size=100)
+    distill(student, None, toy_splits, tmp_path, "supervised", {"modality_dropout": p}, trainer=cfg, quiet=True)
+    train = [z for training, z in student.seen if training]
+    evals = [z for training, z in student.seen if not training]
+    assert evals and all(z == 0 for z in evals), "evaluation sees the full input"
+    assert (sum(train) > 0.4 * 100 * len(train)) if p else sum(train) == 0
+
+
+def test_modality_dropout_must_be_a_probability_below_one(toy_splits, tmp_path):
+    with pytest.raises(ConfigError, match="modality_dropout"):
+        distill(Recorder(), None, toy_splits, tmp_path, "supervised", {"modality_dropout": 1.0}, quiet=True)
