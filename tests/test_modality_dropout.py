@@ -68,3 +68,41 @@ def test_distill_drops_modalities_in_training_only(toy_splits, tmp_path, p):
 def test_modality_dropout_must_be_a_probability_below_one(toy_splits, tmp_path):
     with pytest.raises(ConfigError, match="modality_dropout"):
         distill(Recorder(), None, toy_splits, tmp_path, "supervised", {"modality_dropout": 1.0}, quiet=True)
+
+
+def test_a_dropped_example_keeps_the_modality_drawn_for_it_of_three():
+    """The draws are ``rand(n) < p`` (dropped) then ``randint(M, (n,))`` (which modality stays), in that order;
+    small batches, so that some modality has no dropped example in some draws."""
+    from mmdistill.batch import ModalitySpec
+
+    mods = ("a", "b", "c")
+    masker = Masker([ModalitySpec(m, (2,)) for m in mods], "zeros")
+    for seed in range(30):
+        g = torch.Generator().manual_seed(100 + seed)
+        batch = {m: torch.rand(5, 2, generator=g) + 1 for m in mods}  # never zero
+        batch[LABEL], batch[INDEX] = torch.zeros(5, dtype=torch.long), torch.arange(5)
+        torch.manual_seed(seed)
+        dropped, kept = torch.rand(5) < 0.5, torch.randint(3, (5,))
+        torch.manual_seed(seed)
+        out = drop_modalities(batch, masker, 0.5)
+        for row in range(5):
+            for i, m in enumerate(mods):
+                expect_kept = not dropped[row] or kept[row] == i
+                assert torch.equal(out[m][row], batch[m][row] if expect_kept else torch.zeros(2)), (seed, row, m)
+
+
+def test_no_dropout_leaves_the_batch_and_the_global_rng_alone(toy_splits):
+    from mmdistill.methods.supervised import Supervised, SupervisedParams
+
+    masker = Masker(toy_splits.train.specs(), "zeros")
+    method = Supervised(SupervisedParams(), masker)
+    student = Recorder()
+    batch = toy_splits.train.__getitems__(range(8))
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    method.forward_student(student, batch)
+    assert torch.equal(torch.rand(4), expected), "no random draw at p = 0"
+    assert student.seen == [(True, 0)], "the full batch"
+    with pytest.raises(ConfigError, match=r"^method\.params\.modality_dropout: needs the run's masker"):
+        Supervised(SupervisedParams(modality_dropout=0.3), None).forward_student(student, batch)
