@@ -187,3 +187,34 @@ def test_every_weighting_runs_from_a_config_through_the_cli(tiny_config, tmp_pat
             == 0
         ), weighting
         assert (out / "seed_0" / "student" / "student.safetensors").is_file()
+
+
+def test_three_modalities_instance_weights_use_the_removal_views_and_terms_the_modality_only_views():
+    """With three modalities the removal views x^(-m) ({b,c}, {a,c}, {a,b}) differ from the modality-only views; the
+    instance weights come from KL(p(x) || p(x^(-m))) and each kd/m term from the teacher on x^(m) alone."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from mmdistill.methods.base import StudentOutputs, TeacherOutputs
+    from mmdistill.methods.msd import ModalitySpecificDistillation, MSDParams
+
+    method = ModalitySpecificDistillation(MSDParams(weighting="instance", instance_temperature=0.5, temperature=2.0))
+    three = SimpleNamespace(modalities=("a", "b", "c"))
+    method.setup({}, three, three)
+    views = method.teacher_request().views
+    assert views == (("a",), ("b",), ("c",), ("b", "c"), ("a", "c"), ("a", "b"))
+    torch.manual_seed(0)
+    b, c = 5, 4
+    full, view_logits = torch.randn(b, c), torch.randn(len(views), b, c)
+    teacher = TeacherOutputs(full, view_logits=view_logits)
+    batch = {"label": torch.randint(c, (b,))}
+    kl = lambda p, q: (F.softmax(p, -1) * (F.log_softmax(p, -1) - F.log_softmax(q, -1))).sum(-1)  # noqa: E731
+    s = torch.stack([kl(full, view_logits[3 + i]) for i in range(3)], 1)
+    torch.testing.assert_close(method.weights(batch, teacher), 3 * torch.softmax(s / 0.5, 1))
+    student = StudentOutputs(torch.randn(b, c), view_logits=torch.randn(3, b, c))
+    terms = method.losses(batch, student, teacher)
+    for i, m in enumerate("abc"):
+        t, st = F.softmax(view_logits[i] / 2, -1), F.log_softmax(student.view_logits[i] / 2, -1)
+        expect = 4 * (t * (t.log() - st)).sum(-1)
+        torch.testing.assert_close(terms[f"kd/{m}"].values, expect)
