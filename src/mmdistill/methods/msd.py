@@ -86,7 +86,6 @@ class ModalitySpecificDistillation(Method):
             raise ConfigError(
                 "method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)"
             )
-        self.teacher_modalities = model_modalities(teacher)
         m = len(self.modalities)
         self.register_buffer("population_weights", torch.ones(m))
         if p.weighting == "learned":
