@@ -301,3 +301,19 @@ def test_baselines_study_runs_on_avmnist_with_the_table1_pair_and_attention_tran
     ]
     assert main(no) == 2
     assert "only read for --dataset avmnist" in capsys.readouterr().err
+
+
+def test_table1_summary_of_one_seed_claims_no_interval():
+    """One seed has no confidence interval: the summary says so instead of printing NaN bounds or a verdict."""
+    from mmdistill.studies.mfh_table1 import Table1Result, summarize_table1, summary_markdown
+
+    accs = {"audio_teacher": 77.0, "av_teacher": 90.0, "nokd": 50.0, "kd_audio": 56.0, "kd_av": 60.0}
+    rows = [{"model": m, "seed": 0, "test_acc": a} for m, a in accs.items()]
+    protocol = {
+        "seeds": [0], "train_size": 2000, "epochs": 3, "teacher_rows": 6000, "teacher_epochs": 3,
+        "teachers_from": None, "val_size": 500, "test_size": 2000, "temperature": 4.0, "lam": 0.5,
+    }  # fmt: skip
+    text = summary_markdown(Table1Result(rows, protocol, 1.0, summarize_table1(rows)), "cmd")
+    assert "nan" not in text.lower() and "CI above 0" not in text
+    assert "- kd_av - kd_audio: +4.00 (one seed: no interval)" in text
+    assert "its student is +4.00 points from the audio teacher's student on one seed (no interval, no verdict)" in text

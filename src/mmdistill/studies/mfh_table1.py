@@ -22,6 +22,8 @@ no-KD student, and the image+audio-teacher student minus the audio-teacher stude
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,18 +268,23 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
         "Paired differences (points, mean [95% CI]):",
         "",
     ]
-    lines += [f"- {k}: {s['mean']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]" for k, s in p.items()]
+    lines += [
+        f"- {k}: {s['mean']:+.2f}"
+        + (" (one seed: no interval)" if math.isnan(s["ci_low"]) else f" [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]")
+        for k, s in p.items()
+    ]
     better_teacher = m["av_teacher"]["mean"] > m["audio_teacher"]["mean"]
     d = p["kd_av - kd_audio"]
-    verdict = (
-        "not better (CI includes 0 or is below)"
-        if d["ci_high"] >= 0 >= d["ci_low"] or d["ci_high"] < 0
-        else "better (CI above 0)"
-    )
+    if math.isnan(d["ci_low"]) or math.isnan(d["ci_high"]):  # one seed: no interval, no verdict
+        verdict = f"{d['mean']:+.2f} points from the audio teacher's student on one seed (no interval, no verdict)"
+    elif d["ci_high"] >= 0 >= d["ci_low"] or d["ci_high"] < 0:
+        verdict = "not better (CI includes 0 or is below) than the audio teacher's student"
+    else:
+        verdict = "better (CI above 0) than the audio teacher's student"
     lines += [
         "",
         f"Reading: the image+audio teacher is {'more' if better_teacher else 'less'} accurate than the audio teacher; "
-        f"its student is {verdict} than the audio teacher's student. The paper's failure case needs both: "
+        f"its student is {verdict}. The paper's failure case needs both: "
         "a more accurate multimodal teacher whose student is no better.",
     ]
     return "\n".join(lines) + "\n"
