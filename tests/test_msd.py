@@ -204,6 +204,10 @@ def test_three_modalities_instance_weights_use_the_removal_views_and_terms_the_m
     method.setup({}, three, three)
     views = method.teacher_request().views
     assert views == (("a",), ("b",), ("c",), ("b", "c"), ("a", "c"), ("a", "b"))
+    for weighting, expect in (("learned", views), ("uniform", views[:3]), ("population", views[:3])):
+        other = ModalitySpecificDistillation(MSDParams(weighting=weighting, heldout_fraction=0.1))
+        other.setup({}, three, three)
+        assert other.teacher_request().views == expect, weighting  # removal views only where the weights read them
     torch.manual_seed(0)
     b, c = 5, 4
     full, view_logits = torch.randn(b, c), torch.randn(len(views), b, c)
