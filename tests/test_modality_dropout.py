@@ -106,3 +106,17 @@ def test_no_dropout_leaves_the_batch_and_the_global_rng_alone(toy_splits):
     assert student.seen == [(True, 0)], "the full batch"
     with pytest.raises(ConfigError, match=r"^method\.params\.modality_dropout: needs the run's masker"):
         Supervised(SupervisedParams(modality_dropout=0.3), None).forward_student(student, batch)
+
+
+def test_a_dropped_token_modality_gets_a_zero_attention_mask_even_without_one_in_the_batch():
+    from mmdistill.batch import MASK_SUFFIX, ModalitySpec
+
+    masker = Masker([ModalitySpec("a", (2,)), ModalitySpec("t", (3,), tokens=True)], "zeros")
+    batch = {"a": torch.ones(64, 2), "t": torch.full((64, 3), 7), LABEL: torch.zeros(64, dtype=torch.long)}
+    torch.manual_seed(0)
+    out = drop_modalities(batch, masker, 0.5)
+    t_gone = out["t" + MASK_SUFFIX].sum(1) == 0
+    a_gone = (out["a"] == 0).all(1)
+    assert 5 < int(t_gone.sum()) < 60 and 5 < int(a_gone.sum()) < 60 and not (t_gone & a_gone).any()
+    assert (out["t" + MASK_SUFFIX][~t_gone] == 1).all(), "a kept token modality attends every token"
+    assert (out["t"][~t_gone] == 7).all()

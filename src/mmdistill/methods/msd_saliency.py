@@ -15,6 +15,8 @@ outputs; segmentation: the mean over the example's valid pixels); ``true_class``
 
 from __future__ import annotations
 
+import math
+
 from typing import Literal, Sequence
 
 import torch
@@ -61,8 +63,7 @@ def rows_per_pass(dataset: MultimodalDataset, variants: int, batch_size: int) ->
     """``batch_size``, or fewer rows where ``variants`` copies of a row's float inputs would exceed
     :data:`MAX_PASS_ELEMENTS` (AV-MNIST's 112x112 spectrograms: 104 rows of 3 variants, about 0.3 GB of activations
     in the first LeNet block instead of 1.5 GB at 512 rows); small feature vectors keep ``batch_size``."""
-    first = dataset.__getitems__(range(min(1, len(dataset))))
-    per_row = sum(v[0].numel() for v in first.values() if v.is_floating_point() and len(v))
+    per_row = sum(math.prod(spec.shape) for spec in dataset.specs() if not spec.tokens)
     return max(1, min(batch_size, MAX_PASS_ELEMENTS // max(1, variants * per_row)))
 
 

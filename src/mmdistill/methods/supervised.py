@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from ..batch import INDEX, LABEL, Batch
+from ..batch import LABEL, Batch
 from ..config import Float
 from ..errors import ConfigError
 from ..registry import METHODS
@@ -61,13 +61,14 @@ def drop_modalities(batch: Batch, masker, p: float) -> Batch:
     kept = torch.randint(len(mods), (n,), device=device)
     out = dict(batch)
     for i, m in enumerate(mods):
-        rows = dropped & (kept == i)
+        rows = dropped & (kept != i)  # the examples that lose modality m
         if not rows.any():
             continue
-        only = masker.keep_only(batch, m)
-        for key, value in only.items():
-            if key in (LABEL, INDEX) or value is batch.get(key):
+        for key, value in masker.remove(batch, [m]).items():  # m itself, and its attention mask for tokens
+            base = batch.get(key)
+            if value is base:
                 continue
-            select = rows.view(-1, *([1] * (value.dim() - 1)))
-            out[key] = torch.where(select, value, out[key])
+            if base is None:  # a token modality without a mask: every token is attended
+                base = torch.ones_like(value)
+            out[key] = torch.where(rows.view(-1, *([1] * (value.dim() - 1))), value, base)
     return out

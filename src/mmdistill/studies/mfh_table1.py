@@ -23,7 +23,6 @@ no-KD student, and the image+audio-teacher student minus the audio-teacher stude
 from __future__ import annotations
 
 import math
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
