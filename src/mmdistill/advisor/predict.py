@@ -9,15 +9,15 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
    information each modality holds and the two share (:func:`.probes.label_moments`);
 2. a pilot distillation (:mod:`.pilot`): K-fold x R cross-fitted teachers, no-KD and KD
    students trained as batched ensembles on the training rows, scored on the held-out rows;
-3. the predicted gain (accuracy points), a quadratic ridge on these signals,
+3. the predicted gain (accuracy points), a kernel ridge regression on these signals (:mod:`.calibration`),
 
-       gain_hat = b0 + sum_j b_j d_j,   d = standardised signals z_i and their products z_i z_j,
+       gain_hat = b + sum_i alpha_i exp(-g ||z - z_i||^2),   z = standardised signals,
 
-   fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit`` and shipped in
-   :mod:`.calibration`; its 80% interval is ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set
-   from that suite's leave-one-out residuals (split-conformal style). Outside the calibration's
-   domain (:func:`calibration_domain`: two classes, 40-200 rows) the predicted gain is the pilot's
-   own estimate, and the advice says so. docs/advisor.md has the held-out validation.
+   fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``; its 80% interval is
+   ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set from that suite's cross-validated residuals (split-conformal
+   style). Outside the calibration's domain (:func:`calibration_domain`: two classes, 40-200 rows) the
+   predicted gain is the pilot's own estimate, and the advice says so. docs/advisor.md has the held-out
+   validation.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..errors import ConfigError, DataError
 from . import calibration as cal
 from .pilot import pilot_gain
 from .probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
-from .probes import label_moments, linear_probes
+from .probes import covariance_moments, label_moments, linear_probes
 
 PROBE_ROWS = 600  # the linear probes and moment estimates read at most this many rows (the Venn suites have <= 200)
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless
@@ -158,6 +158,7 @@ def advise(
         seed=seed,
     )
     probes.update(label_moments(xa, xb, y, k, max_rows=PROBE_ROWS, seed=seed))
+    probes.update(covariance_moments(xa, xb, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     domain = calibration_domain(k, n)
     gain, half = predict_gain(features, pilot.gain_prob_se)
@@ -227,31 +228,19 @@ def signal_features(probes: dict, pilot, n: int, d_a: int, d_b: int) -> dict:
         "moment_shared": clip(probes["s_0"]),
         "moment_gamma": float(np.clip(probes["gamma_m"], -2, 2)),
         "moment_beta": float(np.clip(probes["beta_m"], -2, 2)),
+        "shared_rank": probes["shared_rank"],
+        "redundancy_b": probes["redundancy_b"],
     }
-
-
-def design(features: dict, mean, sd) -> np.ndarray:
-    """The calibration's inputs: standardised signals z (clipped to +-4) and their products z_i z_j (i <= j)."""
-    z = np.clip([(features[name] - mean[i]) / sd[i] for i, name in enumerate(cal.FEATURES)], -4.0, 4.0)
-    i, j = np.triu_indices(len(z))
-    return np.concatenate([z, z[i] * z[j]])
 
 
 def predict_gain(features: dict, pilot_se: float, calibration: dict | None = None) -> tuple[float, float]:
     """(predicted gain, half-width of its 80% interval) from the shipped (or a given) calibration:
-    ``gain = b0 + b . (d - m) / s`` with d = :func:`design` (quadratic ridge), half-width ``q80 (s0 + se_pilot)``."""
-    c = calibration or {
-        "mean": cal.MEAN,
-        "sd": cal.SD,
-        "design_mean": cal.DESIGN_MEAN,
-        "design_sd": cal.DESIGN_SD,
-        "coef": cal.COEF,
-        "intercept": cal.INTERCEPT,
-        "scale0": cal.SCALE0,
-        "q80": cal.Q80,
-    }
-    d = (design(features, c["mean"], c["sd"]) - np.asarray(c["design_mean"])) / np.asarray(c["design_sd"])
-    return c["intercept"] + float(np.dot(c["coef"], d)), c["q80"] * (c["scale0"] + pilot_se)
+    ``gain = b + sum_i alpha_i exp(-g ||z - z_i||^2)`` (:mod:`.calibration`), half-width ``q80 (s0 + se_pilot)``."""
+    c = calibration or cal.load()
+    f = np.array([features[name] for name in c["features"]], dtype=float)
+    z = np.clip((f - np.asarray(c["mean"])) / np.asarray(c["sd"]), -4.0, 4.0)
+    k = np.exp(-c["gamma"] * ((np.asarray(c["centers"]) - z) ** 2).sum(1))
+    return c["intercept"] + float(k @ np.asarray(c["alpha"])), c["q80"] * (c["scale0"] + pilot_se)
 
 
 def _recommend(gain: float, interval: tuple[float, float]) -> str:

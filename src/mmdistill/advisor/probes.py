@@ -227,3 +227,27 @@ def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 600
         "gamma_m": s_0 / max(s_a + s_b - s_0, eps),
         "beta_m": 1 - s_0 / max(s_b, eps),
     }
+
+
+def covariance_moments(xa: Tensor, xb: Tensor, max_rows: int = 600, seed: int = 0) -> dict:
+    """Unbiased U-statistics of the modalities' second moments (standardised columns, distinct rows i != j):
+
+        shared_rank  = ||C_ab||_F^2 = mean_{i != j} (x_a,i . x_a,j)(x_b,i . x_b,j)     C_ab = E[x_a x_b^T]
+        redundancy_b = ||C_bb||_F^2 / d_b                                             (likewise redundancy_a)
+
+    ``shared_rank`` counts the dimensions the two modalities share: on the Venn data C_ab has s0 singular
+    values 1 and no others, so it is s0 exactly, mixed or not (rotation invariant); ``redundancy`` is 1 for
+    uncorrelated columns and grows with their correlation (d_eff = d / redundancy is the participation ratio).
+    """
+    n = xa.shape[0]
+    if n > max_rows:
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
+        xa, xb, n = xa[rows], xb[rows], max_rows
+    xa, xb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (_as2d(xa).double(), _as2d(xb).double()))
+    ga, gb = xa @ xa.T, xb @ xb.T
+    off = lambda g: float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))  # noqa: E731
+    return {
+        "shared_rank": off(ga * gb),
+        "redundancy_a": off(ga * ga) / xa.shape[1],
+        "redundancy_b": off(gb * gb) / xb.shape[1],
+    }
