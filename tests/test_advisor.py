@@ -13,7 +13,14 @@ import torch
 from mmdistill.cli import main
 from mmdistill.errors import DataError
 from mmdistill.advisor import calibration as cal
-from mmdistill.advisor.predict import advise, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form, predict_gain
+from mmdistill.advisor.predict import (
+    advise,
+    gamma_from_r2,
+    gaussian_mi,
+    gaussian_mi_closed_form,
+    pilot_interval,
+    predict_gain,
+)
 from mmdistill.advisor.pilot import pilot_gain
 from mmdistill.advisor.probes import covariance_moments, label_moments
 from mmdistill.data.venn import VennSpec, draw
@@ -154,6 +161,17 @@ def test_shipped_calibration_reproduces_its_dev_suite_fit():
     halves = [predict_gain(a["features"], a["pilot_gain_se"])[1] for a in advice]
     inside = np.mean([abs(f - g) <= h for f, g, h in zip(fitted, gains, halves)])
     assert 0.75 <= inside <= 0.98 and len(cal.FEATURES) == len(cal.load()["mean"]) == len(cal.load()["centers"][0])
+
+
+def test_shipped_pilot_interval_covers_its_multiclass_dev_suite():
+    """Outside the calibrated domain the interval is the pilot's estimate +- q80 (s0 + se), fitted on the stored
+    multi-class dev suite: about 80% of that suite's measured gains fall inside (a stale or hand-edited block fails)."""
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
+    advice = json.loads((results / "dev-multiclass_advice.json").read_text())
+    rows = {r["label"]: r for r in json.loads((results / "dev-multiclass_measured.json").read_text())["rows"]}
+    inside = [abs(rows[a["label"]]["gain"] - a["pilot_gain"]) <= pilot_interval(a["pilot_gain_se"]) for a in advice]
+    assert len(inside) >= 190 and 0.77 <= np.mean(inside) <= 0.83
+    assert pilot_interval(0.5) - pilot_interval(0.0) == pytest.approx(0.5 * cal.load()["outside"]["q80"])
 
 
 def test_advise_refuses_single_class_and_nearly_empty_classes():

@@ -16,8 +16,9 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
    fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``; its 80% interval is
    ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set from that suite's cross-validated residuals (split-conformal
    style). Outside the calibration's domain (:func:`calibration_domain`: two classes, 40-200 rows) the
-   predicted gain is the pilot's own estimate, and the advice says so. docs/advisor.md has the held-out
-   validation.
+   predicted gain is the pilot's own estimate, and the advice says so; its interval half-width,
+   :func:`pilot_interval`, is set from the pilot's residuals on a multi-class Venn development suite.
+   docs/advisor.md has the held-out validation.
 """
 
 from __future__ import annotations
@@ -162,8 +163,8 @@ def advise(
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     domain = calibration_domain(k, n)
     gain, half = predict_gain(features, pilot.gain_prob_se)
-    if domain != "calibrated":  # outside the suites the calibration was fitted on: the pilot's own measurement
-        gain = pilot.gain_prob
+    if domain != "calibrated":  # outside the suites the calibration was fitted on: the pilot's own measurement,
+        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # its interval from multi-class suites
     interval = (gain - half, gain + half)
     return Advice(
         gamma=probes["gamma"],
@@ -241,6 +242,13 @@ def predict_gain(features: dict, pilot_se: float, calibration: dict | None = Non
     z = np.clip((f - np.asarray(c["mean"])) / np.asarray(c["sd"]), -4.0, 4.0)
     k = np.exp(-c["gamma"] * ((np.asarray(c["centers"]) - z) ** 2).sum(1))
     return c["intercept"] + float(k @ np.asarray(c["alpha"])), c["q80"] * (c["scale0"] + pilot_se)
+
+
+def pilot_interval(pilot_se: float, calibration: dict | None = None) -> float:
+    """Half-width of the 80% interval around the pilot's own estimate (outside the calibration's domain):
+    ``q80 (s0 + se_pilot)``, (q80, s0) from the pilot's residuals on the multi-class Venn development suite."""
+    c = (calibration or cal.load())["outside"]
+    return c["q80"] * (c["scale0"] + pilot_se)
 
 
 def _recommend(gain: float, interval: tuple[float, float]) -> str:
