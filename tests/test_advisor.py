@@ -129,6 +129,39 @@ def test_shared_rank_reads_a_bounded_random_subsample():
     assert covariance_moments(x, x, max_rows=300) != covariance_moments(x, x, max_rows=300, seed=1)
 
 
+def test_covariance_moments_equal_the_brute_force_u_statistics():
+    """Exactly mean over i != j of (x_a,i . x_a,j)(x_b,i . x_b,j) on columns standardised one by one (offsets and
+    scales that differ per column), and a bounded subsample that depends on the seed only."""
+    g = torch.Generator().manual_seed(3)
+    xa = torch.randn(7, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2]) + torch.tensor(
+        [4.0, -2, 9]
+    )
+    xb = torch.randn(7, 2, generator=g, dtype=torch.float64) * torch.tensor([3.0, 0.5]) + torch.tensor([-6.0, 1])
+    za, zb = ((x - x.mean(0)) / x.std(0) for x in (xa, xb))
+    pairs = [(i, j) for i in range(7) for j in range(7) if i != j]
+    brute = lambda u, v: sum(float((u[i] @ u[j]) * (v[i] @ v[j])) for i, j in pairs) / len(pairs)  # noqa: E731
+    m = covariance_moments(xa, xb)
+    assert m["shared_rank"] == pytest.approx(brute(za, zb), rel=1e-12)
+    assert m["redundancy_a"] == pytest.approx(brute(za, za) / 3, rel=1e-12)
+    assert m["redundancy_b"] == pytest.approx(brute(zb, zb) / 2, rel=1e-12)
+    x = torch.randn(900, 4, generator=g)
+    assert covariance_moments(x, x, max_rows=300, seed=5) == covariance_moments(x, x, max_rows=300, seed=5)
+
+
+def test_a_far_out_signal_cannot_push_the_prediction_past_the_calibrations_range():
+    """Standardised signals are clipped to +-4 before the kernel: beyond that, the prediction no longer moves."""
+    base = {name: float(cal.load()["mean"][i]) for i, name in enumerate(cal.FEATURES)}
+    sd = cal.load()["sd"]
+    for i, name in enumerate(cal.FEATURES):
+        for sign in (-1, 1):
+            edge, far = dict(base), dict(base)
+            edge[name] = base[name] + sign * 4 * sd[i]
+            far[name] = base[name] + sign * 40 * sd[i]
+            nearer = dict(base, **{name: base[name] + sign * 3.5 * sd[i]})
+            assert predict_gain(far, 0.0)[0] == pytest.approx(predict_gain(edge, 0.0)[0], abs=1e-9)
+            assert predict_gain(nearer, 0.0)[0] != pytest.approx(predict_gain(edge, 0.0)[0], abs=1e-9)
+
+
 def test_pilot_distillation_sees_kd_help_a_shared_diagram_more_than_a_student_specific_one():
     shared = draw(VennSpec(s0=10, sa=0, sb=0, dim_a=15, dim_b=40), 1, n_train=100).train
     private = draw(VennSpec(s0=1, sa=0, sb=9, dim_a=15, dim_b=40), 1, n_train=100).train
