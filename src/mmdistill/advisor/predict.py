@@ -162,9 +162,10 @@ def advise(
     probes.update(covariance_moments(xa, xb, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
     domain = calibration_domain(k, n)
-    gain, half = predict_gain(features, pilot.gain_prob_se)
-    if domain != "calibrated":  # outside the suites the calibration was fitted on: the pilot's own measurement,
-        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # its interval from multi-class suites
+    if domain == "calibrated":
+        gain, half = predict_gain(features, pilot.gain_prob_se)
+    else:  # outside the suites the calibration was fitted on: the pilot's own measurement, its interval from
+        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # the multi-class suite's residuals
     interval = (gain - half, gain + half)
     return Advice(
         gamma=probes["gamma"],

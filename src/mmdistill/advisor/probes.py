@@ -201,16 +201,13 @@ def label_moments(xa: Tensor, xb: Tensor, y: Tensor, k: int, max_rows: int = 600
     so S_a, S_b and S_0 are (2/pi) times the delta-weighted shares of s0 + sa, s0 + sb and s0 (rotation
     invariant), and gamma_m = S_0 / (S_a + S_b - S_0), beta_m = 1 - S_0 / S_b (DESIGN.md 2).
     """
+    rows = _subsample(y.shape[0], max_rows, seed)
+    xa, xb, y = xa[rows], xb[rows], y[rows]
     n = y.shape[0]
-    if n > max_rows:
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
-        xa, xb, y, n = xa[rows], xb[rows], y[rows], max_rows
-    xa, xb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa.double(), xb.double()))
     labels = torch.nn.functional.one_hot(y, k).double()
     yy = (labels - labels.mean(0)) @ (labels - labels.mean(0)).T  # y_i . y_k
-    ga, gb = xa @ xa.T, xb @ xb.T
-    off = lambda g: float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))  # noqa: E731
-    s_a, s_b = off(ga * yy), off(gb * yy)
+    ga, gb = _standardised_gram(xa), _standardised_gram(xb)
+    s_a, s_b = _off_diagonal_mean(ga * yy), _off_diagonal_mean(gb * yy)
     # sum over distinct (i, j, k) of (x_a,i . x_a,j)(x_b,j . x_b,k)(y_i . y_k), by inclusion-exclusion
     m = yy @ gb.T
     total = (ga * m).sum()
@@ -239,15 +236,31 @@ def covariance_moments(xa: Tensor, xb: Tensor, max_rows: int = 600, seed: int = 
     values 1 and no others, so it is s0 exactly, mixed or not (rotation invariant); ``redundancy`` is 1 for
     uncorrelated columns and grows with their correlation (d_eff = d / redundancy is the participation ratio).
     """
-    n = xa.shape[0]
-    if n > max_rows:
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
-        xa, xb, n = xa[rows], xb[rows], max_rows
-    xa, xb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (_as2d(xa).double(), _as2d(xb).double()))
-    ga, gb = xa @ xa.T, xb @ xb.T
-    off = lambda g: float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))  # noqa: E731
+    rows = _subsample(xa.shape[0], max_rows, seed)
+    xa, xb = _as2d(xa)[rows], _as2d(xb)[rows]
+    ga, gb = _standardised_gram(xa), _standardised_gram(xb)
     return {
-        "shared_rank": off(ga * gb),
-        "redundancy_a": off(ga * ga) / xa.shape[1],
-        "redundancy_b": off(gb * gb) / xb.shape[1],
+        "shared_rank": _off_diagonal_mean(ga * gb),
+        "redundancy_a": _off_diagonal_mean(ga * ga) / xa.shape[1],
+        "redundancy_b": _off_diagonal_mean(gb * gb) / xb.shape[1],
     }
+
+
+def _subsample(n: int, max_rows: int, seed: int) -> Tensor:
+    """All row indices, or ``max_rows`` of them drawn at random (seeded) when there are more."""
+    if n <= max_rows:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
+
+
+def _standardised_gram(x: Tensor) -> Tensor:
+    """``Z Z^T`` of the columns standardised one by one (float64): entry (i, j) is x_i . x_j."""
+    z = x.double()
+    z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+    return z @ z.T
+
+
+def _off_diagonal_mean(g: Tensor) -> float:
+    """Mean of ``g[i, j]`` over i != j (the U-statistic of a pairwise kernel)."""
+    n = g.shape[0]
+    return float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))
