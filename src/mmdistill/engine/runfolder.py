@@ -11,9 +11,10 @@ claims it: run id, mmdistill version, command, creation time). The rules, for ev
   (continue it) or ``--overwrite`` (replace it) — a restart never deletes checkpoints silently;
 * ``--overwrite`` removes only the entries that the command's :data:`LAYOUTS` recognise as its
   outputs, and refuses (naming them) if anything else is mixed in; symbolic links inside are foreign;
-* a run in progress: ``fcntl.flock`` on ``.mmdistill-lock`` is held for the whole run, so a
-  second process is refused with "a run is in progress in DIR (pid N)"; the OS drops the lock
-  when the process dies, which leaves an interrupted (resumable) run;
+* a run in progress: a POSIX record lock (``fcntl.lockf``) on ``.mmdistill-lock`` is held for the
+  whole run, so a second process (or a second claim in the same process) is refused with "a run is
+  in progress in DIR (pid N)"; forked children (DataLoader workers) do not inherit it, and the OS
+  drops it the moment the process dies, which leaves an interrupted (resumable) run;
 * a resumed folder loses its stale temp files (``.NAME.*.tmp`` of a write killed half-way);
 * ``protect``: files (e.g. ``teacher.checkpoint``) that must survive: replacing a folder that
   holds one is refused;
@@ -174,25 +175,50 @@ def launching_process() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
-def _holder(folder: Path) -> str:
+# The run lock is a POSIX record lock (``fcntl.lockf``) on ``.mmdistill-lock``: the kernel ties it to the process
+# that took it, so a forked child (a DataLoader worker) never holds it, and it is gone the instant its owner dies.
+# (``flock`` is shared with forked children through the open file: an orphaned worker kept a killed run "in progress".)
+# Its one trap: closing *any* descriptor of the file drops the process's lock, so this process never opens a lock
+# file it holds (``_HELD``); holding it also does not keep out this same process, so ``_HELD`` refuses that too.
+_HELD: dict[tuple[int, int], int] = {}  # (device, inode) of a lock file this process holds -> its descriptor
+
+
+def _held_here(lock: Path) -> bool:
     try:
-        return (folder / LOCK).read_text().strip() or "unknown"
+        st = lock.stat()
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _HELD
+
+
+def _holder(folder: Path) -> str:
+    lock = folder / LOCK
+    if _held_here(lock):
+        return str(os.getpid())
+    try:
+        return lock.read_text().strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def _busy(err: OSError) -> bool:
+    return err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 
 def _is_locked(folder: Path) -> bool:
     lock = folder / LOCK
     if not lock.is_file():
         return False
+    if _held_here(lock):
+        return True
     try:
         fd = os.open(lock, os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a read lock: refused while a run holds the write lock
     except OSError as err:
-        if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        if _busy(err):
             return True
         raise
     finally:
@@ -277,15 +303,21 @@ class RunFolder:
     def __init__(self, plan: Plan, kind: str, info: dict, created: list[Path]) -> None:
         self.path, self.kind, self.plan, self.created = plan.path, kind, plan, created
         self._fd: int | None = None
+        self._key = (0, 0)
         self._info = info
 
     def _lock(self) -> None:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        if _held_here(self.path / LOCK):
+            raise OutputBusyError(
+                f"a run is in progress in {self.path} (pid {os.getpid()}, this process); "
+                f"wait for it to end or choose another folder"
+            )
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            if not _busy(err):
                 raise MachineError(
                     f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
                     f"system does not support locks: choose a folder on a local disk"
@@ -296,7 +328,9 @@ class RunFolder:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        st = os.fstat(fd)
+        self._fd, self._key = fd, (st.st_dev, st.st_ino)
+        _HELD[self._key] = fd
 
     def _write_marker(self) -> None:
         from ..io import write_json
@@ -340,8 +374,8 @@ class RunFolder:
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            _HELD.pop(self._key, None)
+            os.close(self._fd)  # closing the descriptor drops the lock
             self._fd = None
 
 
