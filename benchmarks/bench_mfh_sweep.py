@@ -176,7 +176,7 @@ def main() -> None:
         f"({paper_per_run * vec_runs / vec_s:.0f}x over the paper's loop). Largest accuracy difference between "
         f"the two on the runs both trained: {worst:.4f} (float rounding; the same data and initial weights).",
         "",
-        f"**End to end from the CLI: {seq_s / cli_s:.0f}x** over the sequential loop (issue 16's target: 50x). "
+        f"**End to end from the CLI: {seq_s / cli_s:.0f}x** over the sequential loop (the target was 50x). "
         f"The two processes spend {torch_s:.1f} s importing torch alone, so 50x (at most {seq_s / 50:.1f} s for "
         "both) is out of reach for two separate commands on this machine whatever mmdistill does; the rest is "
         "mmdistill's imports, matplotlib (about 0.7 s to import and 0.4 s to save each figure) and the reports.",
