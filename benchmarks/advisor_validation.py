@@ -39,8 +39,8 @@ from mmdistill.studies.mfh_synthetic import _official_inits
 from mmdistill.data.venn import VennSpec, draw
 
 # name: (seed base, number of settings, views). "mixed": 30% rotated, 25% nonlinear, the rest plain; "issue":
-# 30% rotated, the rest plain (the family of issue 17's own held-out suite). The first 200 settings of "dev" are
-# the 200-setting dev suite of the first calibration (the same seeds, so the same draws).
+# 30% rotated, the rest plain (the family of the 40-setting held-out suite the targets were set on). The first 200
+# settings of "dev" are the 200-setting dev suite of the first calibration (the same seeds, so the same draws).
 SUITES = {
     "dev": (1000, 1000, "mixed"),
     "test": (7000, 40, "mixed"),
@@ -495,9 +495,9 @@ def _placeholder_calibration() -> dict:
 
 
 def draws_of_40(rows: list[dict], preds: list[dict], draws: int = 2000) -> list[str]:
-    """Issue 17's held-out suite has 40 settings: the advisor's Spearman over random 40-setting subsets of this
-    suite, and how often it meets both targets (>= 0.6 overall, >= 0.5 at n <= 100)."""
-    if len(rows) <= 40 or not any(r["n"] <= 100 for r in rows):  # the targets are for issue 17's two-class suites
+    """The targets were set on a 40-setting held-out suite: the advisor's Spearman over random 40-setting subsets of
+    this suite, and how often it meets both targets (>= 0.6 overall, >= 0.5 at n <= 100)."""
+    if len(rows) <= 40 or not any(r["n"] <= 100 for r in rows):  # the targets are for two-class suites
         return []
     gain, n = np.array([r["gain"] for r in rows]), np.array([r["n"] for r in rows])
     pred = np.array([p["predicted_gain"] for p in preds])

@@ -1,4 +1,4 @@
-"""Start-up time of the command line (issue 16): imports and the wall time to the first training step.
+"""Start-up time of the command line: imports and the wall time to the first training step.
 
 Measures, each ``--repeats`` times (median), one thread:
 

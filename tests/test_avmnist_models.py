@@ -239,7 +239,7 @@ def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_
 
 
 def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tmp_path, capsys):
-    """Issue 14: `reproduce msd --dataset avmnist --data DIR` trains the LeNet teacher and the six students."""
+    """`reproduce msd --dataset avmnist --data DIR` trains the LeNet teacher and the six students."""
     from mmdistill.data.avmnist_build import build_av_mnist
 
     torch.set_num_threads(1)
@@ -263,7 +263,7 @@ def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tm
 
 
 def test_baselines_study_runs_on_avmnist_with_the_table1_pair_and_attention_transfer(tmp_path, capsys):
-    """Issue 15: `reproduce baselines --dataset avmnist --data DIR`: every method plus AT on the audio LeNets."""
+    """`reproduce baselines --dataset avmnist --data DIR`: every method plus AT on the audio LeNets."""
     from mmdistill.data.avmnist_build import build_av_mnist
     from mmdistill.studies.baselines_study import METHODS
 

@@ -1,4 +1,4 @@
-"""Batch-job logs: with stderr not a terminal, training prints one progress line per epoch (issue 18)."""
+"""Batch-job logs: with stderr not a terminal, training prints one progress line per epoch."""
 
 from __future__ import annotations
 

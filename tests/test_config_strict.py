@@ -1,4 +1,4 @@
-"""Issue 11, defects 6 and 7 and config files: strict YAML, strict bounded types, machine limits, bounded messages."""
+"""Config files: strict YAML, strict bounded types, machine limits, bounded messages."""
 
 from __future__ import annotations
 

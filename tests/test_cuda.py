@@ -2,7 +2,7 @@
 with ``trainer.accelerator=gpu``, and ``evaluate`` / ``analyze`` work on the GPU run folder.
 
 The CPU suite cannot see device mix-ups (a CPU tensor meeting a CUDA one inside a loss, a metric or the epoch
-means); these runs can. The first GPU session found one (``EpochMeans.result`` built its counts on the CPU). Run on
+means); these runs can (e.g. epoch means whose counts are built on the CPU). Run on
 a machine with a GPU: ``python -m pytest -q tests/test_cuda.py`` (about a minute on an H100).
 """
 

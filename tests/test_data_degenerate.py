@@ -1,4 +1,4 @@
-"""Issue 11, defect 9 and smaller items: degenerate labels found before training, reserved modality names,
+"""Degenerate labels found before training, reserved modality names,
 MultiBench's AV-MNIST layout checked exactly, hint features checked, auroc and model size checked in preflight."""
 
 from __future__ import annotations

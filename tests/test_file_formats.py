@@ -17,7 +17,7 @@ from mmdistill.errors import CheckpointError
 
 
 def test_the_reported_file_whose_header_length_ends_in_0x80_loads(tmp_path):
-    """Issue 11, defect 2, verbatim: this file was refused as 'a pickle'."""
+    """A reported file, verbatim: it was refused as 'a pickle'."""
     import json
 
     from mmdistill.engine.checkpoint import FORMAT, tensors_checksum

@@ -1,4 +1,4 @@
-"""CLI fuzz: overrides generated from the config schema never end in a traceback (issue 11).
+"""CLI fuzz: overrides generated from the config schema never end in a traceback.
 
 Hypothesis walks the pydantic models of :mod:`mmdistill.config` (and the ``kd`` method's
 ``Params`` and the toy dataset builder's signature) to list every dotted key with its type,

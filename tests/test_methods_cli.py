@@ -1,5 +1,5 @@
-"""End to end: ``mmdistill train`` (in process, as ``mmdistill.cli.main``) runs every method of issue 15
-on the tiny config (1 epoch, no baseline).
+"""End to end: ``mmdistill train`` (in process, as ``mmdistill.cli.main``) runs each of the methods below
+(dkd, dist, logit_std_kd, at, pkt, rkd, sp, crd, c2kd, mfh_general) on the tiny config (1 epoch, no no-KD student).
 
 Each run must finish and log every named term of the method, finite, in the student's metrics.csv.
 AT needs spatial maps: its run swaps the MLP

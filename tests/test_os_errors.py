@@ -1,4 +1,4 @@
-"""Ordinary OS conditions end in one line and an exit code, never a raw traceback (failures.py; issue 11, defect 10):
+"""Ordinary OS conditions end in one line and an exit code, never a raw traceback (failures.py):
 read-only output or cache folder, a file as cache.dir, a full disk, Ctrl-C, no GPU, a strategy that cannot start.
 Exit codes: 2 bad input, 1 the environment, 130 interrupted. An error before work starts leaves no folder."""
 

@@ -83,7 +83,7 @@ method: {{name: kd, params: {{temperature: 2.0, lam: 0.5}}}}
 
 
 def test_own_teacher_and_student_through_every_command(tmp_path, user_pkg):
-    """Issue 18: user classes from YAML through train --seeds 3, a killed run resumed, evaluate, analyze, report."""
+    """User classes from YAML through train --seeds 3, a killed run resumed, evaluate, analyze, report."""
     _, env = user_pkg
     config = tmp_path / "own.yaml"
     config.write_text(OWN_MODELS + f"cache: {{dir: {tmp_path / 'cache'}}}\n")
@@ -269,7 +269,7 @@ def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_proce
 
 
 def test_distill_from_python_writes_a_folder_that_evaluate_and_analyze_read(in_process, user_pkg, tmp_path):
-    """Issue 18: a distill() call with the user's own models (factory and registered name, built by
+    """A distill() call with the user's own models (factory and registered name, built by
     mmdistill.models.build_model) leaves a folder that the CLI reads like a one-seed train run."""
     import importlib
 
@@ -328,7 +328,7 @@ def test_a_distill_folder_of_a_model_built_in_python_is_refused_with_the_reason(
 
 
 def test_advise_config_reads_the_modalities_an_own_model_declares(tmp_path, user_pkg):
-    """Issue 18: advise --config with a factory teacher (reads every modality) and a registered student."""
+    """advise --config with a factory teacher (reads every modality) and a registered student."""
     _, env = user_pkg
     config = tmp_path / "own.yaml"
     config.write_text(OWN_MODELS + f"cache: {{dir: {tmp_path / 'cache'}}}\n")

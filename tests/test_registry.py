@@ -1,4 +1,4 @@
-"""Registries load only their own built-ins (issue 12): a look-up imports the one module that fills the registry."""
+"""Registries load only their own built-ins: a look-up imports the one module that fills the registry."""
 
 from __future__ import annotations
 

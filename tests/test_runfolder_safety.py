@@ -1,6 +1,6 @@
 """Output folders (engine/runfolder.py): mmdistill never deletes or writes into what it did not create,
 one run at a time per folder (an OS lock), an interrupted run is never replaced silently, and ``--resume``
-refuses a changed config. Issue 11, defects 1, 3, 5 and 8."""
+refuses a changed config."""
 
 import argparse
 import json
@@ -18,7 +18,7 @@ from mmdistill.engine.runfolder import LOCK, MARKER, read_marker
 
 
 def project(root: Path) -> Path:
-    """A user's project folder that happens to hold a ``config.yaml`` (issue 11, defect 1)."""
+    """A user's project folder that happens to hold a ``config.yaml``."""
     (root / "src").mkdir(parents=True)
     (root / "src" / "thesis.tex").write_text("years of work")
     (root / "config.yaml").write_text("name: app\n")

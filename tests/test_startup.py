@@ -1,4 +1,4 @@
-"""Start-up (issue 16): the single-CPU-process train path does not import Lightning Fabric.
+"""Start-up: the single-CPU-process train path does not import Lightning Fabric.
 
 Timings live in benchmarks/bench_startup.py and docs/benchmarks.md; these tests check what makes them.
 """

@@ -1,4 +1,4 @@
-"""End to end from the CLI on data the tests make (issue 13, "Must show"), small enough for the default suite:
+"""End to end from the CLI on data the tests make, small enough for the default suite:
 
 * RGB+depth teacher -> RGB student segmentation KD on procedural RGB-D scenes, with the shipped config
   (configs/rgbd_scenes_seg.yaml, shrunk by overrides): teacher, no-KD and KD students scored by mIoU;

@@ -1,4 +1,4 @@
-"""Tasks (issue 13, item 3): each loss and KD form against hand-worked values or an independent formula, the
+"""Tasks: each loss and KD form against hand-worked values or an independent formula, the
 per-example forms, ignored pixels, the target checks, and the ``task:`` key of the config."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every task end to end through the engine (issue 13, item 3): from Python ``distill()`` and from ``mmdistill train``.
+"""Every task end to end through the engine: from Python ``distill()`` and from ``mmdistill train``.
 
 The data and models live in one small module the tests write to ``tmp_path`` (``data.dataset: "tw_tasks:<factory>"``
 in YAML); each test checks what its task changes: the supervised and KD terms at the first step (one full-batch

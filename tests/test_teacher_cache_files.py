@@ -43,7 +43,7 @@ def test_a_cache_file_copied_under_another_key_is_rebuilt_not_used(toy_splits, t
 
 
 def test_a_copied_cache_file_does_not_change_the_student(toy_splits, tmp_path):
-    """Issue 11 defect 4 end to end: the student must come out as without the foreign file."""
+    """End to end: the student must come out as without the foreign file."""
     trainer = TrainerConfig(epochs=1, batch_size=32)
     results = {}
     for name, seed in (("a", 0), ("b", 1), ("b-clean", 1)):
@@ -191,7 +191,7 @@ def test_file_backed_rows_are_the_rows_asked_for(tmp_path_factory, rows, cols, p
 
 
 def test_a_batch_of_cached_logits_costs_a_few_reads_not_one_per_row(toy_splits, tmp_path, monkeypatch):
-    """Issue 16: a file-backed cache hit made ~60 system calls per 64-row batch (one per row)."""
+    """A file-backed cache hit once made ~60 system calls per 64-row batch (one per row)."""
     monkeypatch.setenv("MMDISTILL_CACHE_MEMORY_MB", "0")
     teacher, _ = models(toy_splits)
     cached_table(teacher, toy_splits.train, TeacherRequest(), None, tmp_path, *ARGS)

@@ -1,4 +1,4 @@
-"""Small traps a new user met (issue 18): seed statistics with few seeds, the cache's first use,
+"""Small traps a new user met: seed statistics with few seeds, the cache's first use,
 ``splits_from_arrays`` keeping the user's own split."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pilot distillation: a small, cross-fitted KD-vs-no-KD experiment on the training sample itself.
 
-The advisor's most direct estimate of the KD gain (issue 17). The training rows are split into K
+The advisor's most direct estimate of the KD gain. The training rows are split into K
 folds, R times over; for each split and fold a teacher is trained on the other folds' x_a, and a
 no-KD and a KD student on the same folds' x_b (KD = ``w0 CE + w1 KL(t || s)``, T = 1, the paper's
 loss, :mod:`.ensemble`); both students are scored on the held-out fold. Everything is one batched

@@ -1,4 +1,4 @@
-"""Will crossmodal KD help? A prediction of the KD gain made before any student is distilled (issue 17).
+"""Will crossmodal KD help? A prediction of the KD gain made before any student is distilled.
 
 Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and labels ``y``:
 

@@ -141,7 +141,7 @@ def _msd_study(args: argparse.Namespace, out: Path) -> str:
     )
 
 
-# ---- distillation baselines (issue 15) ------------------------------------------------------------
+# ---- distillation baselines -----------------------------------------------------------------------
 
 
 def _baselines_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Base of the datasets read from files in published layouts (MM-IMDB, RGB-D folders, the MFH layouts), and readers.
 
-The item contract (issue 13): ``ds[i]`` is a ``dict[str, Tensor]`` with one float32 tensor per
+The item contract: ``ds[i]`` is a ``dict[str, Tensor]`` with one float32 tensor per
 modality and the target under ``"label"`` (classification: int64 scalar; multilabel: float32
 multi-hot (C,); regression: float32 scalar or (D,); segmentation: int64 (H, W), ``ignore_index``
 for unlabelled pixels). The dataset says ``modalities``, ``task``, ``num_classes`` (or

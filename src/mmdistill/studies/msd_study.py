@@ -41,7 +41,7 @@ class StudySetup:
     rows: tuple[int, int] = (0, 0)  # (student, teacher) training rows of a fixed random order; 0: every row
 
 
-# AV-MNIST (issue 14): the teacher is MultiBench's late fusion (image LeNet [6..48] + audio LeNet [6..192], MLP 100),
+# AV-MNIST: the teacher is MultiBench's late fusion (image LeNet [6..48] + audio LeNet [6..192], MLP 100),
 # trained on 3x the student's rows (a superset); the student the same design at half the channel widths (MLP 50).
 # MultiBench's optimiser (SGD lr 0.1, wd 1e-4, batch 40), 3 epochs, 500 validation and 2,000 test rows: the
 # budget of `reproduce mfh-table1`, so that five seeds fit a CPU.

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
     """accuracy (micro), f1_macro, and auroc for two classes: the names and numbers of every run so far."""
-    import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up (issue 16)
+    import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up
 
     metrics: dict[str, torchmetrics.Metric] = {
         "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
