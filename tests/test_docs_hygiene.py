@@ -1,10 +1,15 @@
-"""The docs and the code speak for themselves: no internal issue or session numbers ("issue 12", "session 5")
-in docs, code, comments or tests. A citation of another project's issue (a line that also names a repository or
-a URL, e.g. "github.com/jperezrua/mfas issues 13 and 17") is allowed."""
+"""Docs hygiene.
+
+* The docs and the code speak for themselves: no internal issue or session numbers ("issue 12", "session 5") in
+  docs, code, comments or tests. A citation of another project's issue (a line that also names a repository or a
+  URL, e.g. "github.com/jperezrua/mfas issues 13 and 17") is allowed.
+* Every relative link in README.md and docs/*.md points to an existing file, and its #anchor to a heading there.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +83,105 @@ def test_an_internal_reference_is_found(line):
 )
 def test_a_citation_of_another_project_or_an_ordinary_word_is_not_flagged(line):
     assert internal_references(line) == []
+
+
+# -- links between the docs --------------------------------------------------------------------------------------
+
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def outside_code(text: str) -> str:
+    """``text`` without fenced code blocks and inline code spans (a link shown as code is not a link)."""
+    kept, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+            continue
+        kept.append("" if fenced else re.sub(r"`[^`]*`", "", line))
+    return "\n".join(kept)
+
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: inline code and link syntax dropped, lower case, punctuation removed
+    (letters, digits, ``_`` and ``-`` kept), each space a hyphen."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"[`*]", "", text).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every anchor of a markdown file (a repeated heading gets -1, -2, ... as on GitHub)."""
+    seen: dict[str, int] = {}
+    found = set()
+    for line in markdown_headings(path.read_text(encoding="utf-8")):
+        slug = heading_anchor(line.lstrip("#"))
+        n = seen.get(slug, 0)
+        found.add(slug if n == 0 else f"{slug}-{n}")
+        seen[slug] = n + 1
+    return found
+
+
+def markdown_headings(text: str) -> list[str]:
+    """The ATX headings (``## ...``) of a markdown text, outside fenced code."""
+    headings, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            headings.append(line)
+    return headings
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of a markdown file whose file (or, in a markdown file, heading) does not exist."""
+    problems = []
+    for target in LINK.findall(outside_code(path.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            problems.append(f"{target}: no file {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked}")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            problems.append(f"{target}: no heading with anchor #{anchor} in {linked.relative_to(ROOT)}")
+    return problems
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_points_to_an_existing_file_and_heading(doc):
+    assert not broken_links(doc), f"{doc.relative_to(ROOT)}: broken links:\n" + "\n".join(broken_links(doc))
+
+
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        ("mfeat — UCI Multiple Features (real, 6 views)", "mfeat--uci-multiple-features-real-6-views"),
+        (
+            "Reference models for raw inputs: parameters and forward+backward time",
+            "reference-models-for-raw-inputs-parameters-and-forwardbackward-time",
+        ),
+        ("`resnet` — a small ResNet (He et al., CVPR 2016)", "resnet--a-small-resnet-he-et-al-cvpr-2016"),
+        ("How to add ...", "how-to-add-"),
+    ],
+)
+def test_heading_anchors_follow_github(heading, anchor):
+    assert heading_anchor(heading) == anchor
+
+
+def test_a_missing_file_or_heading_is_reported_and_code_is_not_read_as_links(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    (tmp_path / "other.md").write_text("# Title\n\n## A section\n\n## A section\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "[ok](other.md) [ok](other.md#a-section) [ok](other.md#a-section-1) [ok](#here) [web](https://x.org/y.md)\n"
+        "# Here\n"
+        "[gone](missing.md) [bad anchor](other.md#no-such-section) ![figure](figures/none.png)\n"
+        "```\n[in a code block](not-a-link.md)\n```\n"
+        "`[inline code](not-a-link-either.md)`\n"
+    )
+    problems = broken_links(doc)
+    assert [p.split(":")[0] for p in problems] == ["missing.md", "other.md#no-such-section", "figures/none.png"]
