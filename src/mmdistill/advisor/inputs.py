@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..mfh.pairs import DEFAULT_MODALITIES, _pca_basis
+from ..mfh.pairs import DEFAULT_MODALITIES, DEFAULT_PCA, _pca_basis
 
 
 @dataclass
@@ -29,6 +29,7 @@ class AdvisorInputs:
     xa: Tensor
     xb: Tensor
     y: Tensor
+    representation: str = ""
 
 
 def _names(value, role: str, default: str | None, dataset: str) -> list[str]:
@@ -60,7 +61,6 @@ def load_advisor_inputs(
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"advise --max-rows: must be a positive integer, got {max_rows}")
     from ..data import build_splits
-    from ..mfh.pairs import DEFAULT_PCA
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     t_names = _names(teacher, "teacher", default[0], dataset)
@@ -100,31 +100,134 @@ def _features(x: Tensor, n: int, width: int | None) -> Tensor:
     return (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
 
 
-def load_run_inputs(run_dir) -> AdvisorInputs:
-    """A trained teacher from a ``mmdistill train`` folder: its logits on the training split are the teacher side
-    (what KD distils), the student's modalities (from the run's config) the student side. First seed's teacher."""
+def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | None = None, seed: int = 0):
+    """A trained teacher from a run folder (``mmdistill train``, or a ``distill()`` folder): its logits on the
+    training split are the teacher side (what KD distils), the student's modalities (from the run's config) the
+    student side. First seed's teacher. ``data_source``: ``pkg.mod:factory`` for a folder whose data were given in
+    Python (``--data``). Column data: every training row (``max_rows``: a seeded subset). Item data (a torch
+    Dataset): at most ``max_rows`` (default :data:`ITEM_ROWS`) seeded training rows, read in batches;
+    :func:`item_features` says which representation the student side takes."""
     from pathlib import Path
 
     from ..evaluation.runs import load_run_models
     from ..models.multimodal import declared_modalities
-    from ..engine.trainer import eval_batches
-    from ..mfh.pairs import DEFAULT_PCA
 
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"advise --max-rows: must be a positive integer, got {max_rows}")
     run_dir = Path(run_dir)
-    cfg, data, models = load_run_models(run_dir)
+    cfg, data, models = load_run_models(run_dir, data_source)
     teachers = sorted(k for k in models if k.endswith("/teacher"))
     if not teachers:
         raise ConfigError(
             f"{run_dir}: no trained teacher in the run folder (expected seed_*/teacher/student.safetensors)"
         )
-    teacher = models[teachers[0]]
+    teacher_key = teachers[0]
     train = data.train
-    with torch.no_grad():
-        logits = torch.cat([teacher(batch).float() for batch in eval_batches(train, 256)])
+    columns = hasattr(train, "tensors")
+    limit = max_rows if max_rows is not None or columns else ITEM_ROWS
+    if limit is not None and len(train) > limit:
+        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:limit]
+        train = train.subset(rows.sort().values)
     s_names = list(declared_modalities(cfg.student.model, train.specs(), data.num_classes, "student.model"))
-    width = DEFAULT_PCA.get(cfg.data.name)
-    xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in s_names], 1)
-    xa = (logits - logits.mean(0)) / logits.std(0).clamp_min(1e-6)
-    return AdvisorInputs(
-        cfg.data.name, [f"{teachers[0]} logits"], s_names, data.num_classes, xa, xb, train.labels.clone()
-    )
+    if columns:
+        xa, labels = _logits(models[teacher_key], train), train.labels.clone()
+        xb, student_side = _column_features(train, s_names, DEFAULT_PCA.get(cfg.data.name))
+    else:
+        no_kd = models.get(teacher_key.replace("/teacher", "/nokd"))
+        xa, labels, xb, student_side = item_features(train, models[teacher_key], no_kd, s_names, seed)
+    xa = (xa - xa.mean(0)) / xa.std(0).clamp_min(1e-6)
+    name = cfg.data.name if cfg.data.dataset is None else cfg.data.dataset
+    inputs = AdvisorInputs(name, [f"{teacher_key} logits"], s_names, data.num_classes, xa, xb, labels)
+    inputs.representation = f"teacher side: {teacher_key}'s logits; student side: {student_side}"
+    return inputs
+
+
+ITEM_ROWS = 1000  # item data: training rows read for the advice (its probes read at most 600, its pilot 200)
+FLAT_MAX = 4096  # an item modality up to this many values a row is used flattened; a wider one is represented
+PROJECTED = 64  # by a trained student's logits or a random projection; flattened rows wider than this are
+PCA_FIT_ROWS = 500  # projected on their top principal components, fitted on at most this many rows
+
+
+def _logits(model, split) -> Tensor:
+    from ..engine.trainer import eval_batches
+
+    with torch.no_grad():
+        return torch.cat([model(batch).float() for batch in eval_batches(split, 256)])
+
+
+def _column_features(train, names: list[str], width: int | None) -> tuple[Tensor, str]:
+    """Column data: each modality flattened, projected on ``width`` principal components if wider, standardised."""
+    xb = torch.cat([_features(train.tensors[m], len(train.labels), width) for m in names], 1)
+    projected = width is not None and any(train.tensors[m][0].numel() > width for m in names)
+    how = f"flattened, projected on {width} principal components" if projected else "flattened"
+    return xb, f"{', '.join(names)} {how}"
+
+
+def item_features(train, teacher, no_kd, names: list[str], seed: int = 0) -> tuple[Tensor, Tensor, Tensor, str]:
+    """(teacher logits, labels, student-side features, what they are) of an item dataset, in one pass of batches.
+
+    The student side: each modality flattened when every row has the same float shape of at most
+    :data:`FLAT_MAX` values (projected on its top :data:`PROJECTED` principal components when wider than that).
+    Otherwise (token ids, rows of different lengths, wider inputs such as images) the run's no-KD student's
+    logits stand for the student's modalities (what a student trained on them alone reads from them); without a
+    no-KD student, a wide float modality is a seeded random Gaussian projection to :data:`PROJECTED` values."""
+    from ..batch import MASK_SUFFIX
+    from ..engine.trainer import eval_batches
+
+    logits, labels, student_logits = [], [], []
+    flat: dict[str, list[Tensor]] = {m: [] for m in names}
+    projections: dict[str, Tensor] = {}
+    fixed = {m: True for m in names}
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for batch in eval_batches(train, 256):
+            logits.append(teacher(batch).float())
+            labels.append(batch["label"])
+            if no_kd is not None:
+                student_logits.append(no_kd(batch).float())
+            for m in names:
+                x = batch[m]
+                first = flat[m][0] if flat[m] else None
+                if x.is_floating_point() and f"{m}{MASK_SUFFIX}" not in batch:
+                    row = x.reshape(len(x), -1).float()
+                    if first is not None and first.shape[1] != row.shape[1]:
+                        fixed[m] = False
+                    elif row.shape[1] > FLAT_MAX:
+                        if m not in projections:
+                            projections[m] = torch.randn(row.shape[1], PROJECTED, generator=generator)
+                        flat[m].append(row @ projections[m] / row.shape[1] ** 0.5)
+                    else:
+                        flat[m].append(row)
+                else:
+                    fixed[m] = False
+    labels_all = torch.cat(labels)
+    wide = [m for m in names if m in projections]
+    if no_kd is not None and (wide or not all(fixed.values())):
+        z = torch.cat(student_logits)
+        return torch.cat(logits), labels_all, _standardised(z), "the no-KD student's logits"
+    if not all(fixed.values()):
+        bad = next(m for m in names if not fixed[m])
+        raise ConfigError(
+            f"advise --run: the student's modality {bad!r} holds token ids or rows of different lengths, and the "
+            "run has no no-KD student whose logits could stand for it (it was trained with --no-baseline, or is a "
+            "distill() folder); train the run with its no-KD baseline, or advise on fixed-length features from "
+            "Python (mmdistill.advisor.predict.advise)"
+        )
+    parts, how = [], []
+    for m in names:
+        x = torch.cat(flat[m])
+        if m in projections:
+            how.append(f"{m} as a random projection to {PROJECTED} values")
+        elif x.shape[1] > PROJECTED:
+            fit = torch.randperm(len(x), generator=generator)[:PCA_FIT_ROWS]
+            mu, basis = _pca_basis(x[fit], PROJECTED)
+            x = (x - mu) @ basis
+            how.append(f"{m} flattened, projected on {PROJECTED} principal components")
+        else:
+            how.append(f"{m} flattened")
+        parts.append(_standardised(x))
+    return torch.cat(logits), labels_all, torch.cat(parts, 1), "; ".join(how)
+
+
+def _standardised(x: Tensor) -> Tensor:
+    return (x - x.mean(0)) / x.std(0).clamp_min(1e-6)

@@ -5,6 +5,7 @@
     mmdistill advise --dataset venn --param s0=10 --param sa=5 --param sb=5 --json
     mmdistill advise --config run.yaml          (the teacher's and the student's modalities from a train config)
     mmdistill advise --run runs/my-run          (a trained teacher: its training-split logits vs the student)
+    mmdistill advise --run out --data my_pkg.data:splits    (a distill() folder whose datasets were given in Python)
 
 From the training split alone, before any student is distilled: a pilot distillation (small
 cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share of decisive
@@ -64,8 +65,10 @@ def _inputs(args: argparse.Namespace):
             "advise --run: takes the data, the trained teacher and the student's modalities from the "
             f"run folder; drop {', '.join((['--config'] if args.config else []) + given)}"
         )
+    if args.data and not args.run:
+        raise ConfigError("advise --data: gives the data of a run folder (with --run DIR); drop --data")
     if args.run:
-        return load_run_inputs(args.run), args.seed
+        return load_run_inputs(args.run, args.data, args.max_rows, args.seed), args.seed
     if args.config:
         if given:
             raise ConfigError(
@@ -95,9 +98,12 @@ def _run(args: argparse.Namespace) -> int:
     advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
-        print(json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **advice.to_dict()}))
+        described = {"representation": inputs.representation} if inputs.representation else {}
+        print(json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **described, **advice.to_dict()}))
     else:
         print(f"{inputs.dataset}: teacher {t} -> student {s}: {advice.text()}")
+        if inputs.representation:
+            print(f"  probes read: {inputs.representation}")
     return 0
 
 
@@ -110,7 +116,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="a train config: dataset, teacher and student modalities from it")
     p.add_argument(
-        "--run", help="a run folder of mmdistill train: its trained teacher (first seed) and the student's modalities"
+        "--run",
+        help="a run folder (mmdistill train, or a distill() folder): its trained teacher (first seed) and the "
+        "student's modalities",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PKG.MOD:FACTORY",
+        help="with --run: the run's data, a function returning train/val/test datasets (as data.dataset in YAML); "
+        "needed for a distill() folder whose datasets were given in Python",
     )
     p.add_argument("--dataset", help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
@@ -130,8 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-rows",
         type=int,
         default=None,
-        help="read at most this many training rows, a seeded random subset (--dataset/--config; default all): "
-        "for large data such as AV-MNIST, whose audio is 12,544 floats a row",
+        help="read at most this many training rows, a seeded random subset (default: all rows of column data, "
+        "1,000 of a torch Dataset's items): for large data such as AV-MNIST, whose audio is 12,544 floats a row",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

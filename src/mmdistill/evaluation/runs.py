@@ -13,20 +13,25 @@ from ..io import write_csv
 PARTS = ("teacher", "nokd", "student")
 
 
-def load_run_models(run_dir: Path):
+def load_run_models(run_dir: Path, data_source: str | None = None):
     """(config, data splits, {"seed_0/student": model, ...}) of a run folder, or of a ``distill()`` folder
-    (engine/run_record.py) read as a one-seed run: ``seed_<s>/student`` and, when it had one, ``seed_<s>/teacher``."""
-    from ..config import load_config
+    (engine/run_record.py) read as a one-seed run: ``seed_<s>/student`` and, when it had one, ``seed_<s>/teacher``.
+
+    ``data_source``: ``"pkg.mod:factory"`` (the ``--data`` option), the data to use instead of the recorded ones;
+    needed for a ``distill()`` folder whose datasets were given in Python (:mod:`mmdistill.data.python_data`)."""
     from ..data.item_dataset import load_data
     from ..engine.api import run_task
-    from ..engine.assembly import build_run_model
-    from ..engine.checkpoint import load_tensors
 
+    run_dir = Path(run_dir)
     distill_seed = _distill_folder_seed(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml", check_machine=False)
-    data = load_data(cfg.data)
+    cfg = _run_config(run_dir, data_source)
+    if data_source is None:
+        data = load_data(cfg.data)
+    else:
+        try:
+            data = load_data(cfg.data)
+        except ConfigError as err:
+            raise ConfigError(f"--data {data_source}: {err}") from None
     run_task(cfg.task, data)  # the data take the run's task's settings (e.g. ignore_index), as in training
     if distill_seed is None:
         files = {f"{d.name}/{p}": d / p / "student.safetensors" for d in sorted(run_dir.glob("seed_*")) for p in PARTS}
@@ -37,16 +42,42 @@ def load_run_models(run_dir: Path):
             f"{distill_seed}/teacher": run_dir / TEACHER_WEIGHTS,
             f"{distill_seed}/student": run_dir / "student.safetensors",
         }
-    models = {}
-    for key, weights in files.items():
-        if weights.is_file():
-            role = "teacher" if key.endswith("/teacher") else "student"
-            model = build_run_model(cfg, role, data, load_checkpoint=False)
-            model.load_state_dict(load_tensors(weights)[0])
-            models[key] = model.eval()
+    models = {key: _saved_model(cfg, key, weights, data) for key, weights in files.items() if weights.is_file()}
     if not models:
         raise ConfigError(f"{run_dir}: no saved model found (expected seed_*/<part>/student.safetensors)")
     return cfg, data, models
+
+
+def _run_config(run_dir: Path, data_source: str | None):
+    """The run's config, its data section replaced by ``{dataset: data_source}`` when one is given."""
+    from ..config import DataConfig, load_config, validate
+    from ..data.python_data import SOURCE, WHAT_TO_PASS
+
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml", check_machine=False)
+    if data_source is not None:
+        return cfg.model_copy(update={"data": validate(DataConfig, {"dataset": data_source}, prefix="--data: ")})
+    if cfg.data.dataset == SOURCE:
+        raise ConfigError(f"{run_dir}: the run's datasets were given to distill() in Python; {WHAT_TO_PASS}")
+    return cfg
+
+
+def _saved_model(cfg, key: str, weights: Path, data):
+    """The model saved as ``weights`` (``key``: ``seed_<s>/<part>``), built from the run's config and data."""
+    from ..engine.assembly import build_run_model
+    from ..engine.checkpoint import load_tensors
+    from ..errors import CheckpointError
+
+    model = build_run_model(cfg, "teacher" if key.endswith("/teacher") else "student", data, load_checkpoint=False)
+    try:
+        model.load_state_dict(load_tensors(weights)[0])
+    except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+        raise CheckpointError(
+            f"{weights}: the saved weights do not fit the model that config.yaml and the data describe "
+            f"({str(err).splitlines()[0][:200]}); the folder's files do not belong together, or the data differ"
+        ) from None
+    return model.eval()
 
 
 def _distill_folder_seed(run_dir: Path) -> str | None:
