@@ -17,7 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="build a self-contained HTML report from a run or sweep folder",
-        description="Collect every summary.md, figure and CSV under DIR (or DIR/report.json's sections).",
+        description=(
+            "Collect every Markdown summary, figure and CSV under DIR (or DIR/report.json's sections): a run's "
+            "summary.md, what 'evaluate --missing --noise' and 'analyze modalities' wrote into it, and the result "
+            "of a distill() folder."
+        ),
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--title", default="mmdistill report")

@@ -1,15 +1,19 @@
 """Reports: one self-contained HTML page (and a Markdown twin) from a run or sweep folder.
 
 A folder's sections come from ``report.json`` when it exists (written by ``mmdistill demo``:
-an ordered list of ``{"title", "folder", "command", "intro"}``), otherwise from every
-sub-folder (the folder itself included) that holds a ``summary.md``. A section shows its
-Markdown files (``summary.md`` first), its PNG figures and the names of its CSV files; in the
-HTML every figure is embedded as a data URI, so the page needs nothing else.
+an ordered list of ``{"title", "folder", "command", "intro"}``), otherwise from every folder
+(the folder itself included) that holds something to read: a Markdown file (``summary.md``,
+``analysis/modalities.md``), a PNG figure (``robustness/noise_*.png``), or the ``result.json``
+of a ``distill()`` folder (shown as a table of its metrics). A section shows its Markdown files
+(``summary.md`` first), its figures, and its CSV files: as tables where the section has no
+Markdown of its own (``robustness/missing.csv``), else by name. In the HTML every figure is
+embedded as a data URI, so the page needs nothing else.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import re
@@ -18,8 +22,11 @@ from pathlib import Path
 
 import markdown
 
+from ..engine.runfolder import read_marker
 from ..errors import ConfigError
 from ..io import write_text
+
+TABLE_ROWS = 200  # a CSV shown as a table shows at most this many rows
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
@@ -47,6 +54,15 @@ def _fill(section: Section) -> Section:
     return section
 
 
+def _is_distill_folder(folder: Path) -> bool:
+    return (folder / "result.json").is_file() and (read_marker(folder) or {}).get("command") == "distill"
+
+
+def _has_content(folder: Path) -> bool:
+    shown = [p for p in folder.glob("*.md") if p.name != "report.md"] + list(folder.glob("*.png"))
+    return bool(shown) or _is_distill_folder(folder)
+
+
 def collect_sections(root: Path) -> list[Section]:
     root = Path(root)
     if not root.is_dir():
@@ -57,10 +73,59 @@ def collect_sections(root: Path) -> list[Section]:
         return [
             _fill(Section(e["title"], root / e["folder"], e.get("command", ""), e.get("intro", ""))) for e in entries
         ]
-    folders = sorted({p.parent for p in root.rglob("summary.md")})
+    candidates = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
+    folders = [f for f in candidates if _has_content(f)]
     if not folders:
-        raise ConfigError(f"report: {root} holds no summary.md (not a run or sweep folder)")
+        raise ConfigError(
+            f"report: {root} holds no summary.md, figure or distill() result (not a run or sweep folder); give "
+            f"a folder written by mmdistill train, demo, reproduce or salience, or the out_dir of a finished "
+            f"distill(...) call"
+        )
     return [_fill(Section(str(f.relative_to(root)) if f != root else root.name, f)) for f in folders]
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
+def csv_markdown(path: Path) -> str:
+    """A CSV file as a Markdown table (its first :data:`TABLE_ROWS` rows), under its file name."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return f"`{path.name}`: empty"
+    header, body = rows[0], rows[1:]
+    cut = f" (the first {TABLE_ROWS} of {len(body)} rows)" if len(body) > TABLE_ROWS else ""
+    return f"`{path.name}`{cut}:\n\n" + _markdown_table(header, body[:TABLE_ROWS])
+
+
+def result_markdown(folder: Path) -> str:
+    """The ``result.json`` of a ``distill()`` folder as a short summary: method, seed, epochs, metrics."""
+    result = json.loads((folder / "result.json").read_text())
+    val, test = result.get("val") or {}, result.get("test") or {}
+    names = list(dict.fromkeys([*test, *val]))
+    rows = [[n, _number(val.get(n)), _number(test.get(n))] for n in names]
+    facts = [f"method `{result.get('method', '?')}`", f"seed {result.get('seed', '?')}"]
+    if result.get("epochs_run") is not None:
+        facts.append(f"best epoch {result.get('best_epoch')} of {result['epochs_run']}")
+    return "### distill() result\n\n" + ", ".join(facts) + "\n\n" + _markdown_table(["metric", "val", "test"], rows)
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _section_texts(s: Section) -> list[str]:
+    """The Markdown a section shows: its files, else a distill() folder's result; CSV tables where no file speaks."""
+    texts = [_demote(t.read_text()) for t in s.texts]
+    if not texts and _is_distill_folder(s.folder):
+        texts.append(result_markdown(s.folder))
+    if not s.texts:
+        texts += [csv_markdown(c) for c in s.csvs]
+    return texts
 
 
 def render_markdown(root: Path, sections: list[Section], title: str) -> str:
@@ -71,8 +136,8 @@ def render_markdown(root: Path, sections: list[Section], title: str) -> str:
             parts += [s.intro, ""]
         if s.command and not _states_command(s):
             parts += [f"Command: `{s.command}`", ""]
-        for t in s.texts:
-            parts += [_demote(t.read_text()), ""]
+        for text in _section_texts(s):
+            parts += [text, ""]
         for f in s.figures:
             parts += [f"![{f.stem}]({f.relative_to(root).as_posix()})", ""]
         if s.csvs:
@@ -103,8 +168,7 @@ def render_html(root: Path, sections: list[Section], title: str) -> str:
         if s.command and not _states_command(s):
             body.append(f"<p class='cmd'>Command: <code>{html.escape(s.command)}</code></p>")
         referenced = set()
-        for t in s.texts:
-            text = _demote(t.read_text())
+        for text in _section_texts(s):
             for name in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text):
                 referenced.add((s.folder / name).resolve())
                 text = text.replace(f"({name})", f"({_data_uri(s.folder / name)})")
