@@ -381,7 +381,7 @@ CONFIG_ERRORS = [
     (
         "msd-true-class",
         "task: multilabel\nmethod: {name: msd, params: {saliency: true_class}}\n",
-        r"method\.params\.saliency: 'true_class' needs one true class per example",
+        r"method\.params\.saliency: 'true_class' does not carry over to task 'multilabel': it needs one true class",
     ),
 ]
 

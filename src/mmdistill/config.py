@@ -21,7 +21,7 @@ from . import strict_yaml
 from .errors import ConfigError
 from .strict_yaml import cut, short
 from .models.multimodal import MODEL_CONFIG_TAGS, AnyModelConfig
-from .registry import import_modules
+from .registry import METHODS, import_modules
 
 
 class _Strict(BaseModel):
@@ -196,6 +196,14 @@ class MethodConfig(_Strict):
     name: str = "kd"
     params: dict[str, Any] = Field(default_factory=dict)
 
+    def check_for(self, task: Any) -> None:
+        """The method is registered, carries over to ``task`` and its params are valid (``Method.checked_params``:
+        a ValueError naming the key, for the run config's own error)."""
+        try:
+            METHODS.get(self.name).checked_params(self.name, self.params, task)
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("invalid config: ")) from None
+
 
 MODEL_HELP = "the reference model's settings, or your own model: {factory: 'pkg.mod:fn' | name: registered, params}"
 
@@ -278,9 +286,7 @@ class RunConfig(_Strict):
                     f"{key}.monitor: {trainer.monitor!r} is not a metric of task {task.name!r}; "
                     f"use one of {', '.join(task.monitors)}"
                 )
-        problem = task.method_problem(self.method.name, self.method.params)
-        if problem:
-            raise ValueError(problem)
+        self.method.check_for(task)
         return self
 
     @model_serializer(mode="wrap")

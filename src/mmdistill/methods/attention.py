@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..registry import METHODS
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Weight
 
 
 def attention_map(h: Tensor, p: int = 2) -> Tensor:
@@ -56,7 +57,7 @@ def at_loss(hs: Tensor, ht: Tensor, form: str = "code") -> Tensor:
 
 class ATParams(LayerPairParams):
     form: Literal["paper", "code"] = Field("code", description="paper: Eq. 2 (L2 norm); code: authors' code (mean sq.)")
-    beta: float = Field(1000.0, ge=0, description="the AT term weighs beta / 2")
+    beta: Weight = Field(1000.0, description="the AT term weighs beta / 2")
 
 
 @METHODS.register("at")

@@ -12,8 +12,9 @@ A method is an ``nn.Module`` (so it can own learnable parts such as a hint proje
    which only computes: the same call serves training, evaluation, the pre-flight check and tests).
    Not yet so: ``crd.py`` still updates its memory bank and its Z constants inside ``losses`` (training only).
 5. computes its supervised and KD terms with ``self.task`` (:mod:`mmdistill.tasks`: ``loss``, ``kd_loss``,
-   ``kd_per_example``, ``saliency``), so the same method serves every task it carries over to
-   (``Task.check_method`` refuses the others; :func:`mmdistill.engine.api.build_method` sets the task).
+   ``kd_per_example``, ``saliency``), so the same method serves every task that gives what it needs: a method
+   declares that in ``task_needs`` (:class:`~.params.TaskNeed`, e.g. one class distribution per example), and
+   :meth:`Method.checked_params` refuses the other tasks and validates ``Params`` when the config is loaded.
 
 One function, :func:`weighted_total`, turns terms and weights into the loss that is minimised::
 
@@ -28,20 +29,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
+from ..config import validate
 from ..data.dataset import MultimodalDataset
+from ..errors import ConfigError
 from ..models.hooks import FeatureHooks
 from ..tasks import Task, get_task
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from .params import NoParams, TaskNeed
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,38 @@ def weighted_total(terms: Mapping[str, LossTerm], weights: Mapping[str, float]) 
 
 
 class Method(nn.Module):
-    """Base class; subclasses set ``Params`` (a pydantic model of their config) and implement :meth:`losses`."""
+    """Base class; subclasses set ``Params`` (a :class:`~.params.MethodParams` of their config), say what they need
+    from a task (``task_needs``; nothing: every task) and implement :meth:`losses`."""
 
     Params: ClassVar[type[BaseModel]] = NoParams
     needs_teacher: ClassVar[bool] = True
+    task_needs: ClassVar[tuple[TaskNeed, ...]] = ()
+
+    @classmethod
+    def task_problem(cls, name: str, task: Task, params: Mapping[str, Any]) -> str | None:
+        """Why method ``name`` with these (raw) ``params`` cannot run on ``task`` (a message starting with the config
+        key), or None: the first of its :attr:`task_needs` that applies and that the task does not give."""
+        for need in cls.task_needs:
+            if not need.applies(dict(params)) or task.gives_to_methods(need.gives):
+                continue
+            what = f"it needs {need.gives}, which task {task.name!r} does not give: {need.why}"
+            if need.param is None:
+                return f"method.name: {name!r} does not carry over to task {task.name!r}: {what}"
+            if need.value is None:
+                return f"method.params.{need.param}: refused for task {task.name!r}: {need.why}; remove it"
+            return f"method.params.{need.param}: {need.value!r} does not carry over to task {task.name!r}: {what}"
+        return None
+
+    @classmethod
+    def checked_params(cls, name: str, params: Mapping[str, Any] | None, task: Task | str | Any = None) -> BaseModel:
+        """The one check of a method for a run: the method and its parameters carry over to ``task``
+        (:meth:`task_problem`), then ``params`` validated by ``Params``. Bad input is a ConfigError naming the key
+        (``method.name``, ``method.params.<field>``); the config loader and the run assembly both call it."""
+        task = get_task(task)
+        problem = cls.task_problem(name, task, params or {})
+        if problem:
+            raise ConfigError(problem)
+        return validate(cls.Params, dict(params or {}), prefix="method.params.")
 
     def __init__(self, params: BaseModel, masker: nn.Module | None = None, task: Task | str | None = None) -> None:
         super().__init__()

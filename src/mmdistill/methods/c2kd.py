@@ -40,6 +40,7 @@ from ..batch import LABEL, Batch
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Number, Temperature, Weight, needs_class_distribution
 
 
 def kl_per_example(target_logits: Tensor, logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -77,15 +78,16 @@ def _pool(h: Tensor) -> Tensor:
 
 
 class C2KDParams(LayerPairParams):
-    temperature: float = Field(1.0, gt=0, description="softmax temperature of every KL (the code: 1)")
-    krc_threshold: float = Field(0.0, ge=-1, lt=1, description="select examples whose proxies' Kendall tau is above")
-    self_weight: float = Field(1.0, ge=0, description="weight of proxy_s, output_s and proxy_t")
-    kd_weight: float = Field(1.0, ge=0, description="weight of the crossmodal terms ofsd_s and ofsd_t")
+    temperature: Temperature = Field(1.0, description="softmax temperature of every KL (the code: 1)")
+    krc_threshold: Number = Field(0.0, ge=-1, lt=1, description="select examples whose proxies' Kendall tau is above")
+    self_weight: Weight = Field(1.0, description="weight of proxy_s, output_s and proxy_t")
+    kd_weight: Weight = Field(1.0, description="weight of the crossmodal terms ofsd_s and ofsd_t")
 
 
 @METHODS.register("c2kd")
 class C2KD(LayerPairMethod):
     Params = C2KDParams
+    task_needs = (needs_class_distribution("its proxies and Kendall-tau selection read one class vector per example"),)
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         hs, ht = self.sample_features(sample_batch, student, teacher)

@@ -31,6 +31,7 @@ Before :meth:`prepare` (e.g. the pre-flight check) the current batch serves as t
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from ..data.dataset import MultimodalDataset
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Count, Number, Weight
 
 NCE_EPS = 1e-7
 
@@ -86,12 +88,24 @@ def _all_gather(x: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
+def negatives_note(nce_k: int, rows: int) -> str | None:
+    """A note when the K negatives per example are as many as the N rows of the bank or more: drawn with
+    replacement, each row then comes back about K / N times for every example (the paper: 16384 of ~50000 rows)."""
+    if nce_k < rows:
+        return None
+    return (
+        f"mmdistill: note: method.params.nce_k: {nce_k} negatives per example from {rows} training rows, so each row "
+        f"is drawn about {nce_k / rows:.1f} times per example (with replacement); set nce_k below {rows} "
+        f"(e.g. {max(1, rows // 4)}) for distinct negatives"
+    )
+
+
 class CRDParams(LayerPairParams):
-    feat_dim: int = Field(128, ge=1, description="embedding dimension")
-    nce_k: int = Field(4096, ge=1, description="negatives per example (paper: 16384)")
-    nce_t: float = Field(0.07, gt=0, description="critic temperature")
-    nce_m: float = Field(0.5, ge=0, lt=1, description="momentum of the memory-bank update")
-    beta: float = Field(0.8, ge=0, description="weight of each contrastive term")
+    feat_dim: Count = Field(128, ge=1, le=65536, description="embedding dimension")
+    nce_k: Count = Field(4096, ge=1, le=1 << 20, description="negatives per example (paper: 16384)")
+    nce_t: Number = Field(0.07, gt=0, le=100, description="critic temperature (on cosine similarities)")
+    nce_m: Number = Field(0.5, ge=0, lt=1, description="momentum of the memory-bank update")
+    beta: Weight = Field(0.8, description="weight of each contrastive term")
 
 
 @METHODS.register("crd")
@@ -110,6 +124,9 @@ class ContrastiveRD(LayerPairMethod):
 
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
         d, n = self.params.feat_dim, len(train)
+        note = negatives_note(self.params.nce_k, n)
+        if note and not (_distributed() and torch.distributed.get_rank() != 0):
+            print(note, file=sys.stderr, flush=True)
         a = 1.0 / math.sqrt(d / 3)
         g = torch.Generator().manual_seed(0)  # same banks on every rank; the global RNG is not consumed
         self.bank_s = (torch.rand(n, d, generator=g) * 2 * a - a).to(device)

@@ -18,12 +18,13 @@ carry over (per-class sigmoids have no joint distribution to correlate).
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from ..batch import LABEL, Batch
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import MethodParams, Temperature, Weight, needs_class_distribution
 
 
 def pearson_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -41,17 +42,17 @@ def dist_terms(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> tu
     return inter, intra
 
 
-class DISTParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tau: float = Field(1.0, gt=0, description="temperature")
-    beta: float = Field(1.0, ge=0, description="weight of the inter-class relation term")
-    gamma: float = Field(1.0, ge=0, description="weight of the intra-class relation term")
-    ce_weight: float = Field(1.0, ge=0, description="weight of CE")
+class DISTParams(MethodParams):
+    tau: Temperature = Field(1.0, description="temperature")
+    beta: Weight = Field(1.0, description="weight of the inter-class relation term")
+    gamma: Weight = Field(1.0, description="weight of the intra-class relation term")
+    ce_weight: Weight = Field(1.0, description="weight of CE")
 
 
 @METHODS.register("dist")
 class DIST(Method):
     Params = DISTParams
+    task_needs = (needs_class_distribution("its Pearson terms compare class vectors across the batch"),)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import Tensor
 
 from ..batch import LABEL, Batch
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import Count, MethodParams, Temperature, Weight, needs_class_distribution
 
 
 def dkd_terms(
@@ -46,18 +47,20 @@ def dkd_terms(
     return tckd, nckd
 
 
-class DKDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(1.0, ge=0, description="weight of TCKD")
-    beta: float = Field(8.0, ge=0, description="weight of NCKD (mdistiller: 8 on CIFAR-100, 0.5 on ImageNet)")
-    ce_weight: float = Field(1.0, ge=0, description="weight of CE")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up of the KD terms over this many steps (0: none)")
+class DKDParams(MethodParams):
+    temperature: Temperature = 4.0
+    alpha: Weight = Field(1.0, description="weight of TCKD")
+    beta: Weight = Field(8.0, description="weight of NCKD (mdistiller: 8 on CIFAR-100, 0.5 on ImageNet)")
+    ce_weight: Weight = Field(1.0, description="weight of CE")
+    warmup_steps: Count = Field(
+        0, ge=0, le=1 << 40, description="linear warm-up of the KD terms over this many steps (0: none)"
+    )
 
 
 @METHODS.register("dkd")
 class DecoupledKD(Method):
     Params = DKDParams
+    task_needs = (needs_class_distribution("it splits each example's class distribution at its one target class"),)
 
     def __init__(self, params: BaseModel, masker=None) -> None:
         super().__init__(params, masker)

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
-from ..config import Float
 from ..errors import ConfigError
 from ..models.hooks import FeatureHooks
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
+from .params import MethodParams, Number
 
 
-class HintParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HintParams(MethodParams):
     student_layer: str = Field(min_length=1, description="dotted module path in the student")
     teacher_layer: str = Field(min_length=1, description="dotted module path in the teacher")
-    beta: float = Float(1.0, ge=0, le=1000, description="weight of the hint term, in [0, 1000]")
+    beta: Number = Field(1.0, ge=0, le=1000, description="weight of the hint term, in [0, 1000]")
 
 
 def _channels_last(h: Tensor) -> Tensor:

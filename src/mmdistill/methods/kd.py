@@ -11,27 +11,27 @@ teacher's output, without temperature, so ``temperature`` is refused there).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from torch import Tensor
 
 from ..batch import LABEL, Batch
-from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float
 from ..kl import kd_loss
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import Fraction, MethodParams, Temperature, temperature_param
 
 __all__ = ["HintonKD", "KDParams", "kd_loss"]
 
 
-class KDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = Float(4.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="T, in [0.05, 100]")
-    lam: float = Float(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
+class KDParams(MethodParams):
+    temperature: Temperature = Field(4.0, description="T, in [0.05, 100]")
+    lam: Fraction = Field(0.5, description="weight of the KD term; CE gets 1 - lam")
 
 
 @METHODS.register("kd")
 class HintonKD(Method):
     Params = KDParams
+    task_needs = (temperature_param(),)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None

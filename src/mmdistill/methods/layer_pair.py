@@ -9,20 +9,20 @@ CE) on the labels is added with weight ``ce_weight``.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import Batch
 from ..errors import ConfigError
 from ..models.hooks import FeatureHooks
 from .base import Method, StudentOutputs, TeacherOutputs, TeacherRequest
+from .params import MethodParams, Weight
 
 
-class LayerPairParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LayerPairParams(MethodParams):
     student_layer: str = Field(description="dotted module path of the student layer, e.g. encoders.b.body.2")
     teacher_layer: str = Field(description="dotted module path of the teacher layer, e.g. encoders.a.body.2")
-    ce_weight: float = Field(1.0, ge=0, description="weight of CE")
+    ce_weight: Weight = Field(1.0, description="weight of CE")
 
 
 class LayerPairMethod(Method):

@@ -15,29 +15,30 @@ Tasks: classification (single-label); not defined for a single-logit output (std
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from ..batch import LABEL, Batch
 from ..kl import kd_loss
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import Fraction, MethodParams, Number, Temperature, needs_class_distribution
 
 
 def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
     return (logits - logits.mean(-1, keepdim=True)) / (logits.std(-1, keepdim=True) + eps)
 
 
-class LogitStdKDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(2.0, gt=0, description="base temperature after standardisation (paper: 2 on CIFAR-100)")
-    lam: float = Field(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
-    eps: float = Field(1e-7, gt=0)
+class LogitStdKDParams(MethodParams):
+    temperature: Temperature = Field(2.0, description="base temperature after standardisation (paper: 2 on CIFAR-100)")
+    lam: Fraction = Field(0.5, description="weight of the KD term; CE gets 1 - lam")
+    eps: Number = Field(1e-7, gt=0, le=1)
 
 
 @METHODS.register("logit_std_kd")
 class LogitStandardizedKD(Method):
     Params = LogitStdKDParams
+    task_needs = (needs_class_distribution("it standardises one logit vector per example"),)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
@@ -40,23 +40,27 @@ from ..errors import ConfigError
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import Count, Fraction, MethodParams, Number, Temperature, temperature_param
+
+MAX_STEPS = 1_000_000
 
 MASK_BUFFER = "mfh_keep_mask"
 
 
-class MFHGeneralParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MFHGeneralParams(MethodParams):
     teacher_layer: str = Field(description="dotted module path of the teacher layer whose channels are scored")
-    keep_ratio: float = Field(0.5, gt=0, le=1, description="share r of the channels kept (top-scored)")
+    keep_ratio: Number = Field(0.5, gt=0, le=1, description="share r of the channels kept (top-scored)")
     scores_csv: str | None = Field(None, description="scores.csv from `mmdistill salience`; none: compute in prepare()")
     fill: Literal["zero", "mean"] = "zero"
-    temperature: float = Field(4.0, gt=0)
-    lam: float = Field(0.5, ge=0, le=1, description="weight of the KD term; CE gets 1 - lam")
-    salience_epochs: int = Field(200, ge=1, description="CE steps of the student copy for Algorithm 1")
-    salience_lr: float = Field(0.01, gt=0)
-    salience_examples: int = Field(2000, ge=2, description="training examples used to score (the first ones)")
-    permutations: int = Field(10, ge=1, description="Algorithm 1's permutations per channel")
-    seed: int = Field(0, description="permutation seed")
+    temperature: Temperature = 4.0
+    lam: Fraction = Field(0.5, description="weight of the KD term; CE gets 1 - lam")
+    salience_epochs: Count = Field(200, ge=1, le=MAX_STEPS, description="CE steps of the student copy for Algorithm 1")
+    salience_lr: Number = Field(0.01, gt=0, le=10)
+    salience_examples: Count = Field(
+        2000, ge=2, le=1 << 40, description="training examples used to score (the first ones)"
+    )
+    permutations: Count = Field(10, ge=1, le=MAX_STEPS, description="Algorithm 1's permutations per channel")
+    seed: Count = Field(0, ge=0, le=2**32 - 1, description="permutation seed")
 
 
 def read_scores(path: str, channels: int) -> Tensor:
@@ -81,6 +85,7 @@ def read_scores(path: str, channels: int) -> Tensor:
 @METHODS.register("mfh_general")
 class ModalityGeneralKD(Method):
     Params = MFHGeneralParams
+    task_needs = (temperature_param(),)
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         assert teacher is not None

@@ -27,7 +27,7 @@ values ``T^2 * KL`` of each example and weights ``w_m(x)`` (detached); the train
 Other tasks (:mod:`mmdistill.tasks`): CE, the KD term and its per-example form are the task's ``loss``,
 ``kd_loss`` and ``kd_per_example`` (segmentation: over each example's valid pixels; regression: no temperature),
 the ``kl`` saliency is ``task.saliency``; ``learned`` weighting and ``true_class`` saliency are classification's
-only (refused by ``Task.check_method``).
+only (``task_needs``: refused when the config is loaded).
 
 The paper's full text was not available to us: the loss form, the saliency-based schemes and
 the meta-learning set-up are our reconstruction from its abstract (documented as such).
@@ -39,39 +39,53 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..batch import LABEL, Batch
-from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE, Float, Int
 from ..data.dataset import MultimodalDataset, stratified_split
 from ..errors import ConfigError
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
 from .msd_saliency import instance_saliency, removal_views, saliency_from_logits
+from .params import CLASS_DISTRIBUTION, TRUE_CLASS, Count, Fraction, MethodParams, Number, TaskNeed, Temperature
+from .params import temperature_param
 from .base import LossTerm, Method, PerExample, StudentOutputs, TeacherOutputs, TeacherRequest, weighted_total
 
 WEIGHTINGS = ("uniform", "population", "instance", "learned")
 
 
-class MSDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float = Float(4.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="T, in [0.05, 100]")
-    lam: float = Float(0.5, ge=0, le=1, description="weight of the full-input KD term; CE gets 1 - lam")
+class MSDParams(MethodParams):
+    temperature: Temperature = Field(4.0, description="T, in [0.05, 100]")
+    lam: Fraction = Field(0.5, description="weight of the full-input KD term; CE gets 1 - lam")
     weighting: Literal["uniform", "population", "instance", "learned"] = "uniform"
     saliency: Literal["kl", "true_class"] = "kl"
-    instance_temperature: float = Float(1.0, ge=1e-3, le=1e3, description="tau of the instance softmax, in [1e-3, 1e3]")
-    heldout_fraction: float = Float(0.0, ge=0, le=0.9, description="learned: share of train held out for the meta step")
-    inner_lr: float = Float(0.1, gt=0, le=10, description="learned: look-ahead step size alpha")
-    meta_lr: float = Float(0.05, gt=0, le=10, description="learned: SGD step size of phi")
-    weight_hidden: int = Int(16, ge=1, le=4096, description="learned: hidden width of the weight network")
+    instance_temperature: Number = Field(
+        1.0, ge=1e-3, le=1e3, description="tau of the instance softmax, in [1e-3, 1e3]"
+    )
+    heldout_fraction: Number = Field(
+        0.0, ge=0, le=0.9, description="learned: share of train held out for the meta step"
+    )
+    inner_lr: Number = Field(0.1, gt=0, le=10, description="learned: look-ahead step size alpha")
+    meta_lr: Number = Field(0.05, gt=0, le=10, description="learned: SGD step size of phi")
+    weight_hidden: Count = Field(16, ge=1, le=4096, description="learned: hidden width of the weight network")
 
 
 @METHODS.register("msd")
 class ModalitySpecificDistillation(Method):
     Params = MSDParams
+    task_needs = (
+        TaskNeed(
+            CLASS_DISTRIBUTION,
+            "its weight net reads the teacher's entropy; use uniform, population or instance",
+            param="weighting",
+            value="learned",
+        ),
+        TaskNeed(TRUE_CLASS, "use 'kl'", param="saliency", value="true_class"),
+        temperature_param(),
+    )
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         assert teacher is not None

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..registry import METHODS
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Weight
 
 
 def _conditional(f: Tensor, eps: float) -> Tensor:
@@ -33,7 +34,7 @@ def pkt_loss(hs: Tensor, ht: Tensor, eps: float = 1e-7) -> Tensor:
 
 
 class PKTParams(LayerPairParams):
-    beta: float = Field(30000.0, ge=0, description="weight of the PKT term (torchdistill / CRD benchmark: 30000)")
+    beta: Weight = Field(30000.0, description="weight of the PKT term (torchdistill / CRD benchmark: 30000)")
 
 
 @METHODS.register("pkt")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..registry import METHODS
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Weight
 
 
 def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
@@ -58,8 +59,8 @@ def rkd_terms(hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class RKDParams(LayerPairParams):
-    dist_factor: float = Field(25.0, ge=0, description="weight of the distance term")
-    angle_factor: float = Field(50.0, ge=0, description="weight of the angle term")
+    dist_factor: Weight = Field(25.0, description="weight of the distance term")
+    angle_factor: Weight = Field(50.0, description="weight of the angle term")
 
 
 @METHODS.register("rkd")

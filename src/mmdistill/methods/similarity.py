@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..registry import METHODS
 from .layer_pair import LayerPairMethod, LayerPairParams
+from .params import Weight
 
 
 def batch_similarity(h: Tensor, p: int = 2) -> Tensor:
@@ -31,7 +32,7 @@ def sp_loss(hs: Tensor, ht: Tensor, p: int = 2) -> Tensor:
 
 
 class SPParams(LayerPairParams):
-    gamma: float = Field(3000.0, ge=0, description="weight of the SP term")
+    gamma: Weight = Field(3000.0, description="weight of the SP term")
 
 
 @METHODS.register("sp")

@@ -10,19 +10,18 @@ Evaluation always sees the full input.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
-from ..config import Float
 from ..errors import ConfigError
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
+from .params import MethodParams, Number
 
 
-class SupervisedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    modality_dropout: float = Float(
+class SupervisedParams(MethodParams):
+    modality_dropout: Number = Field(
         0.0, ge=0, lt=1, description="probability that a training example keeps only one modality, in [0, 1)"
     )
 

@@ -12,7 +12,9 @@ A :class:`Task` holds the task's parameters (a pydantic ``Params`` model, ``task
 * ``metrics(num_classes)``: a torchmetrics ``MetricCollection`` with stable names; ``update_metrics`` feeds it one
   batch; ``loss_sum(output, target)`` gives (sum, count) for the evaluation's mean ``loss``;
 * ``monitors``: the metrics ``trainer.monitor`` may name, each with ``True`` if higher is better;
-* ``refused_methods``: method name -> why it does not carry over to this task (:meth:`check_method`).
+* ``gives``: what the task's outputs give a method (:data:`CLASS_DISTRIBUTION`, :data:`TRUE_CLASS`; with
+  ``uses_temperature`` also :data:`SOFTENED_OUTPUTS`); a method declares what it needs
+  (:mod:`mmdistill.methods.params`), so no task lists methods.
 
 ``num_classes`` is the number of output columns: classes (classification, segmentation), labels (multilabel),
 regression outputs D (1 for a (B,) target).
@@ -27,13 +29,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor
 
 from ..errors import ConfigError, TargetError
+from ..registry import METHODS
 
 if TYPE_CHECKING:
     import torchmetrics
 
 LABEL_KEY = "label"
-FEATURE_METHODS = ("hint", "at", "pkt", "rkd", "sp", "crd")  # read hooked features only: carry over to every task
-CLASS_DISTRIBUTION_METHODS = ("dkd", "dist", "logit_std_kd", "c2kd")  # need one softmax over classes per example
+# What a task's outputs may give a method (``Task.gives``; a method's ``task_needs`` names what it needs).
+CLASS_DISTRIBUTION = "one class distribution per example"  # one softmax over classes per example
+TRUE_CLASS = "one true class per example"
+SOFTENED_OUTPUTS = "outputs softened by a temperature"  # softmax(z / T) or sigmoid(z / T): Task.uses_temperature
 
 
 class NoTaskParams(BaseModel):
@@ -60,8 +65,7 @@ class Task:
     monitors: ClassVar[Mapping[str, bool]] = {"loss": False}  # metric -> higher is better
     default_monitor: ClassVar[str] = "loss"
     uses_temperature: ClassVar[bool] = True
-    refused_methods: ClassVar[Mapping[str, str]] = {}  # method name -> why it does not carry over
-    refused_method_params: ClassVar[Mapping[str, str]] = {}  # method.params key -> why it is refused for this task
+    gives: ClassVar[frozenset[str]] = frozenset()  # CLASS_DISTRIBUTION, TRUE_CLASS (SOFTENED_OUTPUTS: uses_temperature)
 
     def __init__(self, params: BaseModel | Mapping[str, Any] | None = None) -> None:
         if params is None or isinstance(params, Mapping):
@@ -124,31 +128,14 @@ class Task:
         return self.loss(output, target) * len(target), len(target)
 
     # -- what carries over ---------------------------------------------------------------------------------
-    def method_problem(self, method: str, params: Mapping[str, Any]) -> str | None:
-        """Why ``method`` with ``params`` cannot run on this task (a message starting with the config key), or None."""
-        if method == "msd" and self.name != "classification":
-            if params.get("weighting") == "learned":
-                return (
-                    f"method.params.weighting: 'learned' does not carry over to task {self.name!r} (its weight net "
-                    "reads the entropy of one class distribution per example); use uniform, population or instance"
-                )
-            if params.get("saliency") == "true_class":
-                return (
-                    f"method.params.saliency: 'true_class' needs one true class per example, which task "
-                    f"{self.name!r} does not have; use 'kl'"
-                )
-        if method in self.refused_methods:
-            return f"method.name: {method!r} does not carry over to task {self.name!r}: {self.refused_methods[method]}"
-        for key, why in self.refused_method_params.items():
-            name, _, field = key.partition(".")
-            if name == method and field in params:
-                return f"method.params.{field}: refused for task {self.name!r}: {why}; remove it"
-        return None
+    def gives_to_methods(self, need: str) -> bool:
+        """Whether the task's outputs give what a method needs (one of the names above)."""
+        return need in self.gives or (need == SOFTENED_OUTPUTS and self.uses_temperature)
 
     def check_method(self, method: str, params: Mapping[str, Any] | None = None) -> None:
-        problem = self.method_problem(method, params or {})
-        if problem:
-            raise ConfigError(problem)
+        """ConfigError naming the key when method ``method`` with ``params`` cannot run on this task, or a parameter
+        is invalid: the method's own check (``Method.checked_params``), asked from the task's side."""
+        METHODS.get(method).checked_params(method, params, self)
 
     def check_monitor(self, monitor: str, key: str = "trainer.monitor") -> None:
         if monitor not in self.monitors:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import Task, first_bad_row, where
+from .base import CLASS_DISTRIBUTION, TRUE_CLASS, Task, first_bad_row, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -40,6 +40,7 @@ class Classification(Task):
     name = "classification"
     monitors: ClassVar[Mapping[str, bool]] = {"accuracy": True, "f1_macro": True, "auroc": True, "loss": False}
     default_monitor = "accuracy"
+    gives = frozenset({CLASS_DISTRIBUTION, TRUE_CLASS})
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target)

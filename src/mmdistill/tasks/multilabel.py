@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import CLASS_DISTRIBUTION_METHODS, Task, first_bad_row, where
+from .base import Task, first_bad_row, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -65,10 +65,6 @@ class Multilabel(Task):
     name = "multilabel"
     monitors: ClassVar[Mapping[str, bool]] = {"f1_micro": True, "f1_macro": True, "map": True, "loss": False}
     default_monitor = "f1_micro"
-    refused_methods: ClassVar[Mapping[str, str]] = {
-        m: "it needs one softmax distribution over classes per example; multi-label outputs are per-label sigmoids"
-        for m in CLASS_DISTRIBUTION_METHODS
-    }
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))

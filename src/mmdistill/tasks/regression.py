@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from ..errors import BatchError, ConfigError
-from .base import CLASS_DISTRIBUTION_METHODS, Task, first_bad_row, where
+from .base import Task, first_bad_row, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -64,12 +64,6 @@ class Regression(Task):
     monitors: ClassVar[Mapping[str, bool]] = {"mae": False, "pearson": True, "loss": False}
     default_monitor = "mae"
     uses_temperature = False
-    refused_methods: ClassVar[Mapping[str, str]] = {
-        m: "it needs class distributions; regression outputs are real numbers" for m in CLASS_DISTRIBUTION_METHODS
-    }
-    refused_method_params: ClassVar[Mapping[str, str]] = {
-        f"{m}.temperature": NO_TEMPERATURE for m in ("kd", "msd", "mfh_general")
-    }
 
     def _distance(self, a: Tensor, b: Tensor, reduction: str = "mean") -> Tensor:
         fn = F.mse_loss if self.params.loss == "mse" else F.l1_loss

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import BatchError, ConfigError
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import CLASS_DISTRIBUTION_METHODS, Task, first_bad_row, where
+from .base import Task, first_bad_row, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -61,13 +61,6 @@ class Segmentation(Task):
     Params = SegmentationParams
     monitors: ClassVar[Mapping[str, bool]] = {"miou": True, "pixel_accuracy": True, "loss": False}
     default_monitor = "miou"
-    refused_methods: ClassVar[Mapping[str, str]] = {
-        "dkd": "it needs one target class per example; a label map has one per pixel",
-        "c2kd": "its proxies and Kendall-tau selection work on one class vector per example, not per pixel",
-        "dist": "its inter-/intra-class Pearson terms are defined over a batch of class vectors, not per pixel",
-        "logit_std_kd": "it standardises one logit vector per example; no per-pixel form is implemented",
-    }
-    assert set(refused_methods) == set(CLASS_DISTRIBUTION_METHODS)
 
     @property
     def ignore_index(self) -> int:
