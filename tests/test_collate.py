@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmdistill.data.collate import collate_items
-from mmdistill.errors import DataError
+from mmdistill.errors import DataError, TargetError
 
 
 def item(label=0, image=None, **extra):
@@ -71,15 +71,17 @@ def test_non_finite_inputs_name_item_and_key():
             "classification",
             torch.tensor([0.0, 1.0, 1.0]),
             (
-                r"item 3, key 'label': task 'classification' expects a class "
-                r"index .* shape \(3,\); a multi-hot vector is a multilabel"
+                r"item 3, key 'label' \(the item's target as a batch of one\): task 'classification' expects one "
+                r"class index per example.* a multi-hot matrix .* use task 'multilabel'"
             ),
         ),
-        ("classification", torch.tensor(1.5), r"item 3, key 'label': task 'classification' expects a class index"),
-        ("classification", torch.tensor(4), r"item 3, key 'label': class 4 outside \[0, 3\)"),
-        ("multilabel", torch.tensor(2), r"item 3, key 'label': task 'multilabel' expects a float multi-hot vector"),
-        ("segmentation", torch.zeros(4, 4), r"item 3, key 'label': task 'segmentation' expects an int64 label map"),
-        ("regression", torch.tensor(2), r"item 3, key 'label': task 'regression' expects a float"),
+        ("classification", torch.tensor(1.5), r"item 3, key 'label' .*: task 'classification' expects a 1-D integer"),
+        ("classification", torch.tensor(4), r"'label': values must lie in \[0, 3\).*value 4 at example index 3"),
+        ("multilabel", torch.tensor(2), r"item 3, key 'label' .*: task 'multilabel' expects a float multi-hot tensor"),
+        ("multilabel", torch.tensor([0.0, 0.5, 1.0]), r"expects multi-hot values 0 or 1; got 0\.5 .*example index 3"),
+        ("segmentation", torch.zeros(4, 4), r"item 3, key 'label' .*: task 'segmentation' expects an int64 label map"),
+        ("segmentation", torch.full((4, 4), 7), r"expects classes in \[0, 3\) or ignore_index 255; got 7 at example"),
+        ("regression", torch.tensor(2), r"item 3, key 'label' .*: task 'regression' expects a float"),
     ],
 )
 def test_a_target_of_the_wrong_form_for_the_task_is_named(task, label, expected):
@@ -89,8 +91,8 @@ def test_a_target_of_the_wrong_form_for_the_task_is_named(task, label, expected)
         "segmentation": torch.zeros(4, 4).long(),
         "regression": torch.tensor(0.5),
     }[task]
-    with pytest.raises(DataError, match=expected):
-        collate_items([item(good), item(label)], [0, 3], task=task, num_classes=3)
+    with pytest.raises(TargetError, match=expected):
+        collate_items([item(good), item(label)], [0, 3], task=task, num_classes=1 if task == "regression" else 3)
 
 
 def seg_item(label_map, image_hw=(4, 4)):
@@ -98,27 +100,25 @@ def seg_item(label_map, image_hw=(4, 4)):
 
 
 def test_a_label_map_whose_size_differs_from_its_image_is_named():
-    with pytest.raises(DataError, match=r"item 4, key 'label': label map \(4, 5\) differs from image 'rgb'"):
+    with pytest.raises(DataError, match=r"item 4, key 'label' .*: label map \(4, 5\) differs from image 'rgb'"):
         collate_items(
             [seg_item(torch.zeros(4, 4).long()), seg_item(torch.zeros(4, 5).long())],
             [0, 4],
             task="segmentation",
             num_classes=3,
-            ignore_index=255,
         )
 
 
 def test_label_map_values_must_be_classes_or_ignore_index():
     ok = torch.tensor([[0, 2], [255, 1]])
-    batch = collate_items([seg_item(ok, (2, 2))], [0], task="segmentation", num_classes=3, ignore_index=255)
+    batch = collate_items([seg_item(ok, (2, 2))], [0], task="segmentation", num_classes=3)
     assert batch["label"].shape == (1, 2, 2)
-    with pytest.raises(DataError, match=r"item 7, key 'label': label value 3 is neither a class in \[0, 3\)"):
+    with pytest.raises(DataError, match=r"expects classes in \[0, 3\) or ignore_index -1; got 3 at example index 7"):
         collate_items(
             [seg_item(torch.tensor([[0, 3], [1, 1]]), (2, 2))],
             [7],
-            task="segmentation",
+            task={"name": "segmentation", "params": {"ignore_index": -1}},
             num_classes=3,
-            ignore_index=255,
         )
 
 

@@ -10,22 +10,23 @@ NaN/Inf) and bounded to their meaningful range; YAML is read in the strict diale
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_serializer, model_validator
 
 from . import strict_yaml
 from .errors import ConfigError
 from .strict_yaml import cut, short
-from .models.multimodal import MODEL_CONFIG_TAGS, AnyModelConfig
+from .models.multimodal import AnyModelConfig
 from .registry import METHODS, import_modules
+from .tasks import DEFAULT_MONITOR, DEFAULT_TASK
+from .schema import SEED_MAX, ConfigModel, parse
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(ConfigModel):
+    """A run-config section: unknown keys refused; built from Python, a bad value is a ConfigError naming its key."""
 
 
 # Numbers and switches are strict: no bool as a number (``epochs: true``), no numeric string, no NaN/Inf.
@@ -41,7 +42,6 @@ def Bool(default: Any = ..., **kw: Any) -> Any:
     return Field(default, strict=True, **kw)
 
 
-SEED_MAX = 2**32 - 1  # numpy's and torch's (Lightning's seed_everything) seed range
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1 << 24
 MIN_TEMPERATURE = 0.05  # below it softmax(z / T) is one-hot in float32 for any logit gap > 5: no soft targets left
@@ -49,6 +49,7 @@ MAX_TEMPERATURE = 100.0  # beyond it KD is logit matching already; larger T only
 
 
 class OptimizerConfig(_Strict):
+    config_key: ClassVar[str] = "trainer.optimizer"
     name: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Float(1e-3, gt=0, le=10, description="learning rate, in (0, 10]")
     weight_decay: float = Float(0.0, ge=0, le=1)
@@ -56,31 +57,34 @@ class OptimizerConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
+    config_key: ClassVar[str] = "trainer.scheduler"
     name: Literal["none", "cosine", "step"] = "none"
     step_size: int = Int(10, ge=1, le=MAX_EPOCHS, description="step: epochs between decays")
     gamma: float = Float(0.1, gt=0, le=1, description="step: decay factor, in (0, 1]")
 
 
 class EarlyStoppingConfig(_Strict):
+    config_key: ClassVar[str] = "trainer.early_stopping"
     patience: int = Int(
         10, ge=1, le=MAX_EPOCHS, description="epochs without improvement of trainer.monitor before stopping"
     )
     min_delta: float = Float(0.0, ge=0, description="smallest change of trainer.monitor that counts as an improvement")
 
 
-# The metrics of every task (mmdistill.tasks); RunConfig checks that the monitor is one of its task's.
-MonitorName = Literal[
-    "accuracy", "f1_macro", "auroc", "loss", "f1_micro", "map", "mae", "pearson", "miou", "pixel_accuracy"
-]
+# A metric of the run's task (mmdistill.tasks: Task.monitors); RunConfig and distill() check it against the task.
+MonitorName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
 
 
 class TrainerConfig(_Strict):
+    config_key: ClassVar[str] = "trainer"
     epochs: int = Int(20, ge=1, le=MAX_EPOCHS)
     batch_size: int = Int(64, ge=1, le=MAX_BATCH, description="global batch size (split across DDP processes)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: Optional[float] = Float(None, gt=0, description="max global gradient norm")
-    monitor: MonitorName = Field("accuracy", description="a metric of the task (docs/tasks.md); auroc: 2 classes only")
+    monitor: MonitorName = Field(
+        DEFAULT_MONITOR, description="a metric of the task (docs/tasks.md); default: the task's; auroc: 2 classes only"
+    )
     early_stopping: Optional[EarlyStoppingConfig] = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
@@ -102,16 +106,6 @@ class TrainerConfig(_Strict):
         le=1024,
         description="batches loaded ahead per worker (needs num_workers > 0); null: PyTorch's default (2)",
     )
-
-    @model_validator(mode="after")
-    def _min_delta_in_monitor_units(self) -> "TrainerConfig":
-        es = self.early_stopping
-        if es is not None and self.monitor not in ("loss", "mae") and es.min_delta >= 1:
-            raise ValueError(
-                f"early_stopping.min_delta {es.min_delta} >= 1 can never be met by {self.monitor!r} "
-                "(a fraction in [0, 1]); use a value below 1"
-            )
-        return self
 
     @model_validator(mode="after")
     def _loader_options_need_workers(self) -> "TrainerConfig":
@@ -155,6 +149,7 @@ _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
 class TransformConfig(_Strict):
+    config_key: ClassVar[str] = "transform"
     factory: str = Field(
         ...,
         pattern=_IMPORT_PATH,
@@ -164,6 +159,7 @@ class TransformConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    config_key: ClassVar[str] = "data"
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
     split_seed: int = Int(0, ge=0, le=SEED_MAX, description="seed of the train/val/test split (fixed across run seeds)")
@@ -188,11 +184,13 @@ class DataConfig(_Strict):
 
 
 class MaskingConfig(_Strict):
+    config_key: ClassVar[str] = "masking"
     strategy: str = "zeros"
     per_modality: dict[str, str] = Field(default_factory=dict)
 
 
 class MethodConfig(_Strict):
+    config_key: ClassVar[str] = "method"
     name: str = "kd"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -209,16 +207,19 @@ MODEL_HELP = "the reference model's settings, or your own model: {factory: 'pkg.
 
 
 class StudentConfig(_Strict):
+    config_key: ClassVar[str] = "student"
     model: AnyModelConfig = Field(description=MODEL_HELP)
 
 
 class TeacherConfig(_Strict):
+    config_key: ClassVar[str] = "teacher"
     model: AnyModelConfig = Field(description=MODEL_HELP)
     checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
 
 
 class CacheConfig(_Strict):
+    config_key: ClassVar[str] = "cache"
     enabled: bool = Bool(True)
     dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
 
@@ -226,7 +227,9 @@ class CacheConfig(_Strict):
 class TaskConfig(_Strict):
     """``task: segmentation`` or ``task: {name: segmentation, params: {ignore_index: 255}}`` (docs/tasks.md)."""
 
-    name: str = "classification"
+    config_key: ClassVar[str] = "task"
+
+    name: str = DEFAULT_TASK
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -257,7 +260,7 @@ class RunConfig(_Strict):
         """A trainer section that names no monitor gets its task's default (mae for regression, ...)."""
         task = raw.get("task") if isinstance(raw, dict) else None
         name = task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
-        if not isinstance(name, str) or name == "classification":
+        if not isinstance(name, str) or name == DEFAULT_TASK:
             return raw
         from .tasks import TASKS
 
@@ -281,11 +284,10 @@ class RunConfig(_Strict):
 
         task = get_task(self.task)
         for key, trainer in (("trainer", self.trainer), ("teacher.trainer", self.teacher and self.teacher.trainer)):
-            if trainer is not None and trainer.monitor not in task.monitors:
-                raise ValueError(
-                    f"{key}.monitor: {trainer.monitor!r} is not a metric of task {task.name!r}; "
-                    f"use one of {', '.join(task.monitors)}"
-                )
+            if trainer is not None:
+                problem = task.trainer_problem(trainer, key)
+                if problem:
+                    raise ValueError(problem)
         self.method.check_for(task)
         return self
 
@@ -355,51 +357,9 @@ def check_resources(trainer: TrainerConfig, key: str = "trainer") -> None:
         )
 
 
-def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Walk ``loc`` through nested pydantic models and list the fields at its parent."""
-    current: Any = model
-    for part in loc[:-1]:
-        if part in MODEL_CONFIG_TAGS:  # the kind of model config pydantic chose (reference or custom)
-            current = MODEL_CONFIG_TAGS[part]
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return None
-        ann = current.model_fields[part].annotation
-        for arg in getattr(ann, "__args__", ()) or ():  # Optional[X] -> X
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                ann = arg
-        current = ann
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return None
-
-
-def _names_its_key(msg: str, key: str) -> bool:
-    """``msg`` starts with a dotted key inside ``key`` (or any key when the error is about the whole config)."""
-    head = msg.split(": ", 1)[0]
-    return bool(re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", head)) and (not key or head.startswith(key + "."))
-
-
 def validate(model: type[BaseModel], raw: Any, prefix: str = "") -> BaseModel:
     """``model.model_validate(raw)``, errors rewritten as one ConfigError naming each key (values cut to 80 chars)."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors()[:10]:
-            key = prefix + ".".join(str(p) for p in e["loc"] if p not in MODEL_CONFIG_TAGS)
-            if e["type"] == "extra_forbidden":
-                valid = _valid_keys(model, tuple(e["loc"]))
-                lines.append(f"{cut(key, 120)}: unknown key; valid keys: {', '.join(valid or [])}")
-            elif e["type"] == "missing":
-                lines.append(f"{key}: required key is missing")
-            elif _names_its_key(e["msg"].removeprefix("Value error, "), key):  # a cross-field check names its own key
-                lines.append(e["msg"].removeprefix("Value error, "))
-            else:
-                msg = e["msg"].removeprefix("Value error, ")
-                lines.append(f"{key or prefix.rstrip('.') or 'config'}: {msg} (got {short(e.get('input'))})")
-        more = f"; and {len(err.errors()) - 10} more" if len(err.errors()) > 10 else ""
-        raise ConfigError("invalid config: " + "; ".join(" ".join(line.split()) for line in lines) + more) from None
+    return parse(model, raw, prefix, head="invalid config: ")
 
 
 def apply_overrides(raw: dict, overrides: list[str], label: str = "override") -> dict:

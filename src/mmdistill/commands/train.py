@@ -27,16 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import runfolder
+    from ..engine import run_outputs, runfolder  # noqa: F401  (run_outputs declares the train folder's layout)
 
     # At once, before the slow imports: a foreign, busy, finished or interrupted --out (run_config checks it again).
     if runfolder.launching_process() and not (args.resume and args.overwrite):
         runfolder.check(args.out, "train", "metrics.json", args.overwrite, args.resume)
 
     from ..config import load_config
-    from ..engine.protocol import run_config
-    from ..engine.protocol import SUMMARY_COLUMNS
+    from ..engine.protocol import run_config, summary_columns
     from ..stats import few_seeds_caution, format_summary
+    from ..tasks import get_task
 
     cfg = load_config(args.config, args.overrides)
     seeds = list(range(args.seeds)) if args.seeds else None
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         s = metrics["summary"]
-        key, _, scale, digits, bounds = SUMMARY_COLUMNS.get(metrics.get("task"), SUMMARY_COLUMNS["classification"])[0]
-        for part in ("teacher", "nokd", "student"):  # the task's first metric (classification: accuracy)
+        key, _, scale, digits, bounds = summary_columns(get_task(cfg.task), metrics)[0]
+        for part in ("teacher", "nokd", "student"):  # the task's first summary column (classification: accuracy)
             if f"{part}.{key}" in s:
                 print(
                     f"{part:8s} test {key} {format_summary(s[f'{part}.{key}'], scale, digits, bounds)}", file=sys.stdout

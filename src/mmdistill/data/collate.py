@@ -5,7 +5,9 @@ An item is ``dict[str, Tensor]``: one entry per modality (float tensors; token i
 ``"index"`` (each example's position in its split). Token sequences of different lengths are right-padded
 with 0 to the longest in the batch and their mask (1 = real token) padded with 0, or built when the item has
 none. Every error names the item's index and the key at fault. Float inputs are checked finite here, in the
-worker that loads the batch, so the training step need not scan them again.
+worker that loads the batch, so the training step need not scan them again. The targets are checked by the task
+(:meth:`mmdistill.tasks.Task.check_target`, the check column data pass too): once on the stacked batch, or item by
+item when the items' targets differ in shape or dtype (to name the item at fault).
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import torch
 from torch import Tensor
 
 from ..batch import INDEX, LABEL, MASK_SUFFIX, Batch
-from ..errors import DataError
-
-TASKS = ("classification", "multilabel", "regression", "segmentation")
+from ..errors import DataError, TargetError
+from ..tasks import Task, get_task
 
 
 def _as_tensor(value, index: int, key: str) -> Tensor:
@@ -28,53 +29,6 @@ def _as_tensor(value, index: int, key: str) -> Tensor:
     if isinstance(value, (int, float, np.generic)) or (isinstance(value, np.ndarray) and value.dtype != object):
         return torch.as_tensor(value)
     raise DataError(f"item {index}, key {key!r}: expected a tensor, got {type(value).__name__}")
-
-
-def check_ignore_index(ignore_index: int | None, num_classes: int | None, where: str) -> None:
-    """Segmentation's ``ignore_index`` must not be a real class (it would silently drop that class's pixels)."""
-    if ignore_index is not None and num_classes is not None and 0 <= ignore_index < num_classes:
-        raise DataError(
-            f"{where}: ignore_index {ignore_index} collides with real class {ignore_index} (classes are "
-            f"0..{num_classes - 1}); use a value outside them, e.g. 255 or -100"
-        )
-
-
-def check_target(
-    y: Tensor, task: str, index: int, num_classes: int | None = None, ignore_index: int | None = None
-) -> None:
-    """The target's form for ``task`` (see the item contract); a DataError names the item and ``"label"``."""
-    where = f"item {index}, key {LABEL!r}"
-    got = f"dtype {str(y.dtype).removeprefix('torch.')}, shape {tuple(y.shape)}"
-    integer = not y.is_floating_point() and y.dtype != torch.bool
-    if task == "classification":
-        if y.dim() != 0 or not integer:
-            hint = "; a multi-hot vector is a multilabel target (task: multilabel)" if y.dim() == 1 else ""
-            raise DataError(f"{where}: task 'classification' expects a class index (an int64 scalar), got {got}{hint}")
-        if num_classes is not None and not 0 <= int(y) < num_classes:
-            raise DataError(f"{where}: class {int(y)} outside [0, {num_classes})")
-    elif task == "multilabel":
-        if y.dim() != 1 or not y.is_floating_point():
-            raise DataError(
-                f"{where}: task 'multilabel' expects a float multi-hot vector (C,), got {got}"
-                + ("; a class index is a classification target" if y.dim() == 0 else "")
-            )
-        if num_classes is not None and len(y) != num_classes:
-            raise DataError(f"{where}: multi-hot vector of {len(y)} labels, expected {num_classes}")
-    elif task == "regression":
-        if not y.is_floating_point() or y.dim() > 1:
-            raise DataError(f"{where}: task 'regression' expects a float scalar (or a float vector), got {got}")
-    elif task == "segmentation":
-        if y.dim() != 2 or not integer:
-            raise DataError(f"{where}: task 'segmentation' expects an int64 label map (H, W), got {got}")
-        if num_classes is not None:
-            bad = ((y < 0) | (y >= num_classes)) & (y != (ignore_index if ignore_index is not None else -1))
-            if bool(bad.any()):
-                raise DataError(
-                    f"{where}: label value {int(y[bad][0])} is neither a class in [0, {num_classes}) "
-                    f"nor ignore_index {ignore_index}"
-                )
-    else:
-        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
 def _pad_tokens(values: list[Tensor], masks: list[Tensor | None]) -> tuple[Tensor, Tensor]:
@@ -92,14 +46,14 @@ def collate_items(
     items: Sequence,
     indices: Sequence[int],
     keys: Sequence[str] | None = None,
-    task: str = "classification",
+    task: Task | str | Mapping | None = None,
     num_classes: int | None = None,
-    ignore_index: int | None = None,
 ) -> Batch:
     """Stack ``items`` (dicts) into a batch with ``"index"`` = ``indices``.
 
     ``keys``: the modalities every item must hold (default: the first item's). Item shapes must agree
-    for stacking, except 1-D integer token sequences, which are padded with their masks.
+    for stacking, except 1-D integer token sequences, which are padded with their masks. ``task``: whose targets
+    the items hold (:func:`mmdistill.tasks.get_task`; None: classification), checked against ``num_classes``.
     """
     for item, i in zip(items, indices):
         if not isinstance(item, Mapping):
@@ -146,23 +100,35 @@ def collate_items(
         batch[k] = x
         if has_mask:
             batch[k + MASK_SUFFIX] = torch.stack(masks).long()
-    labels = [_as_tensor(item[LABEL], i, LABEL) for item, i in zip(items, indices)]
-    for item_no, (y, i) in enumerate(zip(labels, indices)):
-        check_target(y, task, i, num_classes, ignore_index)
-        if task == "segmentation":  # a label map is per pixel of the item's images (C, H, W)
-            for k in keys:
-                x = batch[k][item_no]
-                if x.is_floating_point() and x.dim() == 3 and tuple(x.shape[-2:]) != tuple(y.shape):
-                    raise DataError(
-                        f"item {i}, key {LABEL!r}: label map {tuple(y.shape)} differs from image {k!r}'s "
-                        f"size {tuple(x.shape[-2:])}; a segmentation label needs one class per pixel"
-                    )
-        if y.shape != labels[0].shape:
-            raise DataError(
-                f"item {i}, key {LABEL!r}: shape {tuple(y.shape)} differs from item {first_i}'s "
-                f"{tuple(labels[0].shape)}"
-            )
-    y = torch.stack(labels)
-    batch[LABEL] = y.float() if y.is_floating_point() else y.long()
+    labels = [_as_label(_as_tensor(item[LABEL], i, LABEL)) for item, i in zip(items, indices)]
+    batch[LABEL] = _checked_targets(get_task(task), labels, indices, batch, num_classes)
     batch[INDEX] = torch.as_tensor(list(indices), dtype=torch.long)
     return batch
+
+
+def _as_label(y: Tensor) -> Tensor:
+    """Integer targets as int64, floating ones as float32 (the forms the tasks' checks and losses read)."""
+    if y.is_floating_point():
+        return y.float()
+    return y if y.dtype == torch.bool else y.long()
+
+
+def _checked_targets(task: Task, labels: list[Tensor], indices: Sequence[int], inputs: Batch, num_classes) -> Tensor:
+    """The stacked targets, checked by ``task``: on the whole batch when the items agree in shape and dtype (errors
+    name the example), else item by item, so the item at fault is named."""
+    first = labels[0]
+    if all(y.shape == first.shape and y.dtype == first.dtype for y in labels):
+        y, index = torch.stack(labels), torch.as_tensor(list(indices), dtype=torch.long)
+        task.check_target(y, num_classes, index)
+        task.check_target_fits(y, inputs, index)
+        return y
+    for row, (y, i) in enumerate(zip(labels, indices)):
+        try:
+            task.check_item_target(y, num_classes, i)
+            task.check_target_fits(y[None], {k: v[row : row + 1] for k, v in inputs.items()}, torch.tensor([i]))
+        except TargetError as err:
+            why = str(err).removeprefix(f"{LABEL!r}: ")
+            raise TargetError(f"item {i}, key {LABEL!r} (the item's target as a batch of one): {why}") from None
+    row = next(r for r, y in enumerate(labels) if y.shape != first.shape or y.dtype != first.dtype)
+    y, kind = labels[row], lambda t: f"{str(t.dtype).removeprefix('torch.')} of shape {tuple(t.shape)}"
+    raise DataError(f"item {indices[row]}, key {LABEL!r}: {kind(y)} differs from item {indices[0]}'s {kind(first)}")

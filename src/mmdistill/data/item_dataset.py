@@ -14,7 +14,6 @@ PNG takes a tenth of). Reads in the training process keep its global RNG streams
 
 from __future__ import annotations
 
-import importlib
 import random as _random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,9 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
-from .collate import TASKS, check_ignore_index, collate_items
+from ..usercode import call, import_path
+from ..tasks import DEFAULT_TASK, TASKS
+from .collate import collate_items
 from .dataset import DataSplits, MultimodalDataset
 
 Transform = Callable[[dict], dict]
@@ -122,15 +123,13 @@ class ItemDataset(Dataset):
         if len(dataset) == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         self.dataset, self.name, self.transform = dataset, name, transform
-        self.task = task or getattr(dataset, "task", "classification")
+        self.task = task or getattr(dataset, "task", DEFAULT_TASK)
         if self.task not in TASKS:
-            raise DataError(f"{name}: task {self.task!r} unknown; expected one of {', '.join(TASKS)}")
+            raise DataError(f"{name}: task {self.task!r} unknown; expected one of {', '.join(TASKS.names())}")
         self.num_classes = num_classes if num_classes is not None else getattr(dataset, "num_classes", None)
-        if self.num_classes is None and self.task != "regression":
-            raise DataError(f"{name}: the dataset has no num_classes attribute; set it (task {self.task!r})")
         self.ignore_index = getattr(dataset, "ignore_index", None)
-        if self.task == "segmentation":
-            check_ignore_index(self.ignore_index, self.num_classes, name)
+        self._task_type = TASKS.get(self.task)  # the class, so a worker process unpickling it imports its module
+        self._task_type.check_declared(self, name)
         self.random = bool(getattr(dataset, "random", False)) or (
             transform is not None and getattr(transform, "random", True)
         )
@@ -148,7 +147,7 @@ class ItemDataset(Dataset):
         return self.transform(item) if self.transform is not None and isinstance(item, Mapping) else item
 
     def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
-        return collate_items(items, indices, self._keys, self.task, self.num_classes, self.ignore_index)
+        return collate_items(items, indices, self._keys, self._task_type.of_split(self), self.num_classes)
 
     def __getitems__(self, rows: Sequence[int] | Tensor) -> Batch:
         """The batch of ``rows``, read here; seeded as outside training, the global RNG streams kept."""
@@ -259,7 +258,7 @@ class ItemSplits:
                 raise DataError(f"split {split!r}: modalities {other} differ from train's {names}")
 
     def check_classes(self) -> None:
-        if getattr(self.train, "task", "classification") == "classification":
+        if getattr(self.train, "task", DEFAULT_TASK) == DEFAULT_TASK:
             DataSplits.check_classes(self)  # type: ignore[arg-type]
 
 
@@ -317,37 +316,28 @@ def as_splits(
     return ItemSplits(**splits, description=getattr(data, "description", ""))
 
 
-def import_object(path: str, key: str):
-    """``"package.module:name"`` -> the object; a ConfigError names ``key`` when it cannot be imported."""
-    module, sep, attr = path.partition(":")
-    if not sep or not module or not attr:
-        raise ConfigError(f"{key}: expected 'package.module:name', got {path!r}")
-    try:
-        obj = importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError(f"{key}: cannot import module {module!r} ({err})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{key}: module {module!r} has no {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{key}: {path!r} is not callable")
-    return obj
-
-
 def load_data(cfg) -> DataSplits | ItemSplits:
     """The splits a :class:`~mmdistill.config.DataConfig` describes: ``dataset: "pkg.mod:factory"`` called with
-    ``params`` (returning train/val/test) or the registered dataset ``name``; then the per-split ``transforms``."""
+    ``params`` (returning train/val/test) or the registered dataset ``name``; then the per-split ``transforms``.
+    Whatever a user's factory raises or returns instead of datasets is a ConfigError naming its key
+    (:mod:`mmdistill.usercode`)."""
+    if not all(hasattr(cfg, k) for k in ("name", "params", "split_seed", "dataset", "transforms", "model_dump")):
+        raise ConfigError(
+            f"data: expected a mmdistill.config.DataConfig (e.g. DataConfig(name='mfeat')), got {type(cfg).__name__}"
+        )
     transforms = {}
     for split, spec in (cfg.transforms or {}).items():
-        factory = import_object(spec.factory, f"data.transforms.{split}.factory")
-        transforms[split] = factory(**spec.params)
+        key = f"data.transforms.{split}.factory"
+        factory = import_path(spec.factory, key, "a function or class that makes the transform")
+        transforms[split] = call(factory, key, f"transform factory {spec.factory!r}", **spec.params)
+        if not callable(transforms[split]):
+            raise ConfigError(
+                f"{key}: {spec.factory!r} returned a {type(transforms[split]).__name__}, expected a callable "
+                "transform (item dict -> item dict)"
+            )
     if cfg.dataset is not None:
-        factory = import_object(cfg.dataset, "data.dataset")
-        try:
-            made = factory(**cfg.params)
-        except TypeError as err:
-            raise ConfigError(f"data.params: {cfg.dataset} does not take these parameters ({err})") from None
+        factory = import_path(cfg.dataset, "data.dataset", "a function or class that makes the datasets")
+        made = call(factory, "data.dataset", f"dataset factory {cfg.dataset!r}", **cfg.params)
         splits = as_splits(made, transforms=transforms, where=f"data.dataset {cfg.dataset}")
     else:
         from . import build_splits

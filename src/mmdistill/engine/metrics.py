@@ -1,6 +1,6 @@
-"""Evaluation metrics from torchmetrics, by task (:mod:`mmdistill.tasks`): classification gives accuracy,
-macro-F1, and AUROC for binary tasks; multilabel f1_micro, f1_macro, map; regression mae, pearson; segmentation
-miou, pixel_accuracy. Every task adds ``loss``, its supervised loss averaged over the split.
+"""Evaluation metrics from torchmetrics, by task (:mod:`mmdistill.tasks`: ``Task.metrics``; each task declares them
+in ``Task.metric_specs``). Every task adds ``loss``, its supervised loss averaged over the split. The values are
+fractions, as the trainer monitors them; ``Task.for_people`` gives them as people read them (percent metrics x 100).
 
 Under DDP each process sees part of the split; torchmetrics all-gathers its states in
 ``compute()``, so every process gets the metric over the whole split.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..batch import LABEL, Batch
-from ..tasks import Task, get_task
+from ..tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -29,7 +29,7 @@ def _reusable(task_key: tuple, num_classes: int, device: str) -> torchmetrics.Me
 
 def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
     """The classification metrics (accuracy, f1_macro, auroc for two classes)."""
-    return get_task("classification").metrics(num_classes)
+    return get_task(DEFAULT_TASK).metrics(num_classes)
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@
     metrics = run_config(load_config("run.yaml"), out="runs/kd", seeds=[0, 1, 2])
 
 Per seed it trains (or loads) the teacher, the distilled student and, for comparison, the same student
-without distillation (each one :func:`~mmdistill.engine.api.distill`), then writes ``metrics.json`` with the
+without distillation (each one run of :mod:`~mmdistill.engine.assembly`), then writes ``metrics.json`` with the
 seed statistics and the paired difference student - no-KD, and ``summary.md``. The folder it writes is the one
 every other command reads (:mod:`mmdistill.evaluation.runs`).
 """
@@ -12,7 +12,7 @@ every other command reads (:mod:`mmdistill.evaluation.runs`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,22 +22,19 @@ from ..data import DataSplits
 from ..data.item_dataset import load_data
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
-from ..masking import fit_masker
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
 from ..tasks import DEFAULT_TASK, get_task
+from . import run_outputs  # noqa: F401  (declares what a train run writes to the run-folder code)
 from . import runfolder
-from .api import RunResult, distill, start_fabric
-from .api import _check_pair, build_method, run_task
-from .assembly import build_run_model
+from .assembly import RunResult, build_run, build_run_model, part_spec, run_trainer, train_run
+from .launch import SingleCPUProcess
+from .parts import run_task, start_fabric
 from .checkpoint import load_tensors
 from .metrics import evaluate
 from .run_checks import check_cache_dir, check_resume
-from .teacher import default_cache_dir, teacher_outputs
+from .teacher import default_cache_dir
 from .trainer import eval_batches
-
-if TYPE_CHECKING:
-    from lightning_fabric import Fabric
 
 
 def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
@@ -113,7 +110,8 @@ def run_config(
             if not (out / "config.yaml").is_file():  # never rewritten on resume
                 write_text(out / "config.yaml", dump_config(cfg))
         fabric.barrier()
-        runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, resume, quiet, fabric) for seed in seeds]
+        options = {"fabric": fabric, "resume": resume, "quiet": quiet}
+        runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, **options) for seed in seeds]
         metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint, cfg.task.name)
         if folder is not None:
             write_json(out / "metrics.json", metrics)
@@ -129,103 +127,55 @@ def run_config(
 
 
 def preflight(cfg: RunConfig, data: DataSplits) -> None:
-    """Find configuration errors before anything is trained or written: build the models, the masker and the
-    method, load the teacher checkpoint, and run the method's set-up and one loss on a few examples."""
+    """Find configuration errors before anything is trained or written: the trainer settings, the models' sizes and
+    outputs, the teacher checkpoint, and the run of the distilled student assembled on the CPU (:func:`build_run`:
+    masker, method, the models against the data and the task, the method's set-up) with one loss on a few examples."""
     from ..models.custom import check_outputs
     from ..models.multimodal import check_model_size
 
     task = run_task(cfg.task, data)
     specs, n_cls = data.train.specs(), data.num_classes
     data.check_classes()
-    for key, trainer in (("trainer", cfg.trainer), ("teacher.trainer", cfg.teacher.trainer if cfg.teacher else None)):
-        if trainer is not None:
-            task.check_monitor(trainer.monitor, f"{key}.monitor")
-        if trainer is not None and trainer.monitor == "auroc" and n_cls != 2:
-            raise ConfigError(
-                f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {n_cls} "
-                "classes; use accuracy, f1_macro or loss"
-            )
+    run_trainer(cfg.trainer, task, n_cls, "trainer")
+    if cfg.teacher is not None and cfg.teacher.trainer is not None:
+        run_trainer(cfg.teacher.trainer, task, n_cls, "teacher.trainer")
     check_model_size("student.model", cfg.student.model, specs, n_cls)
     if cfg.teacher is not None:
         check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
-    student = build_run_model(cfg, "student", data)
     teacher = build_run_model(cfg, "teacher", data) if cfg.teacher is not None else None
+    spec = part_spec(cfg, "student", data, cfg.seed, Path("."), teacher)
     sample = data.train.__getitems__(range(min(8, len(data.train))))
-    for key, model in (("student.model", student), ("teacher.model", teacher)):
+    for key, model in (("student.model", spec.student), ("teacher.model", teacher)):
         if model is not None:
             check_outputs(model, sample, n_cls, key)
-    masker = fit_masker(cfg.masking, data.train)
-    algo = build_method(cfg.method.name, cfg.method.params, masker, task)
-    teacher = teacher if algo.needs_teacher else None
-    _check_pair(student, teacher, data, task)
-    algo.setup(sample, student, teacher)
-    t_out = teacher_outputs(teacher.eval(), sample, algo.teacher_request(), masker) if teacher is not None else None
-    with torch.no_grad():
-        algo.losses(sample, algo.forward_student(student.eval(), sample), t_out)
+    build_run(spec, SingleCPUProcess()).check_one_loss()
 
 
-def _run_seed(
-    cfg: RunConfig,
-    data: DataSplits,
-    seed_dir: Path,
-    seed: int,
-    baseline: bool,
-    resume: bool,
-    quiet: bool,
-    fabric: Fabric,
-) -> dict:
-    """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student."""
-    n_cls = data.num_classes
+def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, **options) -> dict:
+    """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student.
+    ``options``: ``fabric``, ``resume``, ``quiet`` (:func:`~mmdistill.engine.assembly.train_run`)."""
+    fabric, resume = options["fabric"], options["resume"]
     row: dict[str, Any] = {"seed": seed}
     teacher = None
     if METHODS.get(cfg.method.name).needs_teacher:
         fabric.seed_everything(seed, verbose=False)
-        teacher = build_run_model(cfg, "teacher", data)
         if cfg.teacher.checkpoint is not None:
-            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), n_cls, task=get_task(cfg.task))
+            teacher = build_run_model(cfg, "teacher", data)
+            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=get_task(cfg.task))
         else:
+            spec = part_spec(cfg, "teacher", data, seed, seed_dir / "teacher")
+            teacher = spec.student
             done = _load_finished(seed_dir / "teacher", teacher) if resume else None
-            if done is None:
-                done = distill(
-                    teacher,
-                    None,
-                    data,
-                    seed_dir / "teacher",
-                    "supervised",
-                    trainer=cfg.teacher.trainer or cfg.trainer,
-                    seed=seed,
-                    resume=resume,
-                    quiet=quiet,
-                    fabric=fabric,
-                    desc=f"seed {seed} teacher",
-                    task=cfg.task,
-                )
-            row["teacher"] = done.test
-    parts = [("student", cfg.method.name)]
+            row["teacher"] = (done or train_run(spec, desc=f"seed {seed} teacher", **options)).test
+    parts = ["student"]
     if baseline and cfg.method.name != "supervised":
-        parts.append(("nokd", "supervised"))
-    for part, method in parts:
+        parts.append("nokd")
+    for part in parts:
         fabric.seed_everything(seed, verbose=False)
-        student = build_run_model(cfg, "student", data)
-        done = _load_finished(seed_dir / part, student) if resume else None
+        spec = part_spec(cfg, part, data, seed, seed_dir / part, teacher)
+        done = _load_finished(seed_dir / part, spec.student) if resume else None
         if done is None:
-            done = distill(
-                student,
-                teacher,
-                data,
-                seed_dir / part,
-                method,
-                cfg.method.params if part == "student" else None,
-                cfg.masking,
-                cfg.trainer,
-                cfg.cache,
-                seed,
-                resume,
-                quiet,
-                fabric,
-                desc=f"seed {seed} {part}",
-                task=cfg.task,
-            )
+            done = train_run(spec, desc=f"seed {seed} {part}", **options)
         row[part] = done.test
         row[f"{part}_best_epoch"] = done.best_epoch
     return row
@@ -255,28 +205,14 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: st
     }
 
 
-# The metrics summary.md shows per task: (key in metrics.json, column title, scale, digits, bounds of the value)
-_POINTS, _PEARSON = (100.0, 2, (0.0, 1.0)), (1.0, 3, (-1.0, 1.0))
-SUMMARY_COLUMNS = {
-    "classification": (("accuracy", "accuracy", *_POINTS), ("f1_macro", "macro-F1", *_POINTS)),
-    "multilabel": (("f1_micro", "micro-F1", *_POINTS), ("f1_macro", "macro-F1", *_POINTS), ("map", "mAP", *_POINTS)),
-    "regression": (("mae", "MAE", 1.0, 4, None), ("pearson", "Pearson r", *_PEARSON)),
-    "segmentation": (("miou", "mIoU", *_POINTS), ("pixel_accuracy", "pixel accuracy", *_POINTS)),
-}
-_UNITS = {
-    "regression": "MAE in the target's units, Pearson r as is; an interval past [-1, 1] is shown clipped and marked "
-    "(clipped)",
-}
-
-
 def summary_markdown(metrics: dict) -> str:
-    """summary.md: the task's metrics (:data:`SUMMARY_COLUMNS`) of each part over the seeds, and the paired
-    difference student - no-KD."""
+    """summary.md: the task's summary columns (``Task.summary_columns``) of each part over the seeds, and the
+    paired difference student - no-KD."""
     from ..stats import few_seeds_caution, format_summary
 
-    task = metrics.get("task", DEFAULT_TASK)
-    columns = SUMMARY_COLUMNS.get(task, SUMMARY_COLUMNS[DEFAULT_TASK])
-    units = _UNITS.get(task, "in points; an interval past [0, 100] is shown clipped and marked (clipped)")
+    task = get_task(metrics.get("task", DEFAULT_TASK))
+    columns = summary_columns(task, metrics)
+    units = task.units_note()
     lines = [
         f"# {metrics['method']}: test metrics over seeds {metrics['seeds']}",
         "",
@@ -302,3 +238,16 @@ def summary_markdown(metrics: dict) -> str:
         ]
         lines += ["", f"Paired difference student - nokd (same seeds): {', '.join(diffs)}."]
     return "\n".join(lines) + "\n"
+
+
+def summary_columns(task, metrics: dict) -> list[tuple[str, str, float, int, tuple[float, float] | None]]:
+    """(key, title, scale, digits, bounds in stored units) of ``task``'s summary columns for ``metrics`` (a
+    metrics.json: percent metrics stored in percent, or as fractions by an older mmdistill: then scaled x 100)."""
+    from ..tasks import stored_in_percent
+
+    columns = []
+    for key, spec in task.summary_columns():
+        scale = 100.0 if spec.percent and not stored_in_percent(metrics) else 1.0
+        bounds = None if spec.bounds is None else (spec.bounds[0] / scale, spec.bounds[1] / scale)
+        columns.append((key, spec.title, scale, spec.digits, bounds))
+    return columns

@@ -19,6 +19,8 @@ from torch import nn
 
 from ..data.dataset import DataSplits
 from ..errors import ConfigError
+from ..tasks import DEFAULT_TASK, get_task
+from ..tasks.base import TRUE_CLASS
 from .robustness import dataset_task, missing_modality_table
 from ..io import atomic_write
 from ..masking import Masker
@@ -36,10 +38,8 @@ def modality_importance(
 ) -> dict:
     """``{"saliency": {m: {...}}, "instance": (N, M) tensor, "accuracy": [rows]}`` on train (saliency) and test
     (the rows: the task's metrics; ``task`` None: the data's own)."""
-    from ..engine.protocol import SUMMARY_COLUMNS
-
     task = dataset_task(data.train, task)
-    if kind == "true_class" and task.name != "classification":
+    if kind == "true_class" and not task.gives_to_methods(TRUE_CLASS):
         raise ConfigError(
             f"--saliency: 'true_class' needs one true class per example, which task {task.name!r} does not have; use kl"
         )
@@ -65,7 +65,7 @@ def modality_importance(
                     {
                         "model": name,
                         "input": r["present"] if r["removed"] != "-" else "full",
-                        **{c[0]: r[c[0]] for c in SUMMARY_COLUMNS[task.name]},
+                        **{key: r[key] for key, _ in task.summary_columns()},
                     }
                 )
     out["accuracy"] = rows
@@ -114,17 +114,16 @@ def importance_markdown(result: dict) -> str:
             for m, v in result["saliency"].items()
         ]
         lines.append("")
-    from ..engine.protocol import SUMMARY_COLUMNS
-
-    columns = SUMMARY_COLUMNS[result.get("task", "classification")]
-    what = "accuracy" if result.get("task", "classification") == "classification" else "metrics"
+    task = get_task(result.get("task", DEFAULT_TASK))
+    columns = task.summary_columns()
+    what = "accuracy" if task.name == DEFAULT_TASK else "metrics"
     lines += [
         f"Test {what} on the full input and on each modality alone:",
         "",
-        "| model | input | " + " | ".join(c[1] for c in columns) + " |",
+        "| model | input | " + " | ".join(spec.title for _, spec in columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
-    for r in result["accuracy"]:
-        cells = [f"{scale * r[key]:.{digits}f}" for key, _, scale, digits, _ in columns]
+    for r in result["accuracy"]:  # the rows hold the metrics as people read them (percent metrics in percent)
+        cells = [f"{r[key]:.{spec.digits}f}" for key, spec in columns]
         lines.append(f"| {r['model']} | {r['input']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

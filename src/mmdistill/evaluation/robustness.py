@@ -32,7 +32,7 @@ from ..batch import LABEL, MASK_SUFFIX, Batch
 from ..errors import ConfigError
 from ..masking import Masker
 from ..models import model_modalities
-from ..tasks import Task, get_task
+from ..tasks import DEFAULT_TASK, TASKS, Task, get_task
 
 NOISE_KINDS = ("gaussian", "dropout")
 PERCENT_METRICS = ("accuracy", "f1_macro", "f1_micro", "map", "miou", "pixel_accuracy")
@@ -66,16 +66,14 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, transform=None) ->
 
 
 def dataset_task(dataset, task=None) -> Task:
-    """``task`` (a name, spec or Task), else the dataset's own (``dataset.task``, with its ``ignore_index``)."""
+    """``task`` (a name, spec or Task), else the dataset's own (``dataset.task``, with the params it carries, such as
+    its ``ignore_index``)."""
     if task is not None:
         return get_task(task)
     own = getattr(dataset, "_task", None)
     if isinstance(own, Task):
         return own
-    name, ignore = getattr(dataset, "task", None), getattr(dataset, "ignore_index", None)
-    if name == "segmentation" and ignore is not None:
-        return get_task({"name": name, "params": {"ignore_index": ignore}})
-    return get_task(name)
+    return TASKS.get(getattr(dataset, "task", None) or DEFAULT_TASK).of_split(dataset)
 
 
 def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform=None, task=None) -> dict[str, float]:

@@ -11,15 +11,30 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..registry import Registry
-from .base import Task
+from .base import MetricSpec, Task
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 DEFAULT_TASK = "classification"
+DEFAULT_MONITOR = "accuracy"  # the default task's default_monitor (a config default, known without importing it)
 
 
 class _TaskRegistry(Registry):
+    def register(self, name: str):
+        """``@TASKS.register("name")`` on a :class:`Task` subclass; its ``name`` is set to the registered one."""
+        add = super().register(name)
+
+        def add_task(cls):
+            if not (isinstance(cls, type) and issubclass(cls, Task)):
+                raise TypeError(f"task {name!r}: register a subclass of mmdistill.tasks.Task, got {cls!r}")
+            if cls.__dict__.get("name", name) != name:
+                raise ValueError(f"task {name!r}: the class says name = {cls.__dict__['name']!r}; use one name")
+            cls.name = name
+            return add(cls)
+
+        return add_task
+
     def get(self, name: str) -> Any:
         _import_tasks()
         return super().get(name)
@@ -36,9 +51,14 @@ class _TaskRegistry(Registry):
 TASKS: Registry = _TaskRegistry("task", "task.name")
 
 
+_BUILTINS_LOADED = []
+
+
 def _import_tasks() -> None:
-    if TASKS._entries:
+    """Register the built-in tasks (once; a user's task registered before still finds them next to it)."""
+    if _BUILTINS_LOADED:
         return
+    _BUILTINS_LOADED.append(True)
     from .classification import Classification
     from .multilabel import Multilabel
     from .regression import Regression
@@ -64,7 +84,16 @@ def get_task(spec: Task | str | Mapping[str, Any] | None = None) -> Task:
     return TASKS.get(spec.get("name", DEFAULT_TASK))(spec.get("params") or {})
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task"]
+UNITS_KEY, PERCENT = "units", "percent"  # result.json / metrics.json: percent metrics stored in percent
+
+
+def stored_in_percent(doc: Mapping[str, Any]) -> bool:
+    """Whether a stored result (result.json, metrics.json) holds its percent metrics in percent (this mmdistill) or
+    as fractions (written before the unit rule; readers scale them)."""
+    return doc.get(UNITS_KEY) == PERCENT
+
+
+__all__ = ["DEFAULT_TASK", "PERCENT", "TASKS", "UNITS_KEY", "MetricSpec", "Task", "get_task", "stored_in_percent"]
 
 
 def validate_labels(batch: Mapping[str, Tensor], num_classes: int, task=None) -> None:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import CLASS_DISTRIBUTION, TRUE_CLASS, Task, first_bad_row, where
+from .base import CLASS_DISTRIBUTION, TRUE_CLASS, MetricSpec, Task, first_bad_row, percent, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -38,7 +38,11 @@ def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
 
 class Classification(Task):
     name = "classification"
-    monitors: ClassVar[Mapping[str, bool]] = {"accuracy": True, "f1_macro": True, "auroc": True, "loss": False}
+    metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
+        "accuracy": percent("accuracy"),
+        "f1_macro": percent("macro-F1"),
+        "auroc": percent("AUROC", summary=False),  # two classes only
+    }
     default_monitor = "accuracy"
     gives = frozenset({CLASS_DISTRIBUTION, TRUE_CLASS})
 
@@ -55,7 +59,7 @@ class Classification(Task):
     ) -> Tensor:
         return hinton_kd_per_example(student_out, teacher_out, temperature)
 
-    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
+    def check_target(self, target: Any, num_classes: int | None, index: Tensor | None = None) -> None:
         if not isinstance(target, Tensor):
             raise self.refuse(
                 f"task 'classification' expects an int64 tensor of class indices (B,), got {type(target).__name__}"
@@ -73,6 +77,8 @@ class Classification(Task):
                 f"{target.dtype} and shape "
                 f"{tuple(target.shape)}"
             )
+        if num_classes is None:  # an item dataset's collate before the run's class count is known
+            return
         bad = (target < 0) | (target >= num_classes)
         if bad.any():
             row = first_bad_row(bad)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import Task, first_bad_row, where
+from .base import MetricSpec, Task, first_bad_row, percent, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -63,8 +63,13 @@ def mean_ap_over_present_labels(num_labels: int) -> torchmetrics.Metric:
 
 class Multilabel(Task):
     name = "multilabel"
-    monitors: ClassVar[Mapping[str, bool]] = {"f1_micro": True, "f1_macro": True, "map": True, "loss": False}
+    metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
+        "f1_micro": percent("micro-F1"),
+        "f1_macro": percent("macro-F1"),
+        "map": percent("mAP"),
+    }
     default_monitor = "f1_micro"
+    output_columns = "labels"
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
@@ -80,7 +85,7 @@ class Multilabel(Task):
         per_label = hinton_kd_per_example(two_class_logits(student_out), two_class_logits(teacher_out), temperature)
         return per_label.mean(-1)
 
-    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
+    def check_target(self, target: Any, num_classes: int | None, index: Tensor | None = None) -> None:
         if not isinstance(target, Tensor):
             raise self.refuse(
                 f"task 'multilabel' expects a float multi-hot tensor (B, {num_classes}), got {type(target).__name__}"
@@ -91,6 +96,8 @@ class Multilabel(Task):
                 f"column per label; got {target.dtype} of shape {tuple(target.shape)}, class indices: "
                 "use task 'classification', or F.one_hot(y, num_classes).float() for one label each"
             )
+        if num_classes is None and target.dim() == 2:
+            num_classes = target.shape[1]
         if target.dim() != 2 or target.shape[1] != num_classes:
             raise self.refuse(
                 f"task 'multilabel' expects a float multi-hot tensor (B, {num_classes}), one column per "

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from ..errors import BatchError, ConfigError
-from .base import Task, first_bad_row, where
+from .base import MetricSpec, Task, first_bad_row, where
 
 if TYPE_CHECKING:
     import torchmetrics
@@ -61,8 +61,16 @@ def pearson_over_outputs(num_outputs: int) -> torchmetrics.Metric:
 class Regression(Task):
     name = "regression"
     Params = RegressionParams
-    monitors: ClassVar[Mapping[str, bool]] = {"mae": False, "pearson": True, "loss": False}
+    metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
+        "mae": MetricSpec("MAE", higher_is_better=False, digits=4),
+        "pearson": MetricSpec("Pearson r", digits=3, bounds=(-1.0, 1.0)),
+    }
     default_monitor = "mae"
+    summary_note = (
+        "MAE in the target's units, Pearson r as is; an interval past [-1, 1] is shown clipped and marked (clipped)"
+    )
+    num_classes_from_targets = True  # the number of target columns
+    output_columns = "outputs"
     uses_temperature = False
 
     def _distance(self, a: Tensor, b: Tensor, reduction: str = "mean") -> Tensor:
@@ -94,7 +102,9 @@ class Regression(Task):
                 f"method.params.temperature: {temperature} refused for task 'regression': {NO_TEMPERATURE}"
             )
 
-    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
+    def check_target(self, target: Any, num_classes: int | None, index: Tensor | None = None) -> None:
+        if num_classes is None and isinstance(target, Tensor) and target.dim() in (1, 2):
+            num_classes = 1 if target.dim() == 1 else target.shape[1]  # not known yet: the target's own columns
         shape = "(B,)" if num_classes == 1 else f"(B, {num_classes})"
         if not isinstance(target, Tensor):
             raise self.refuse(f"task 'regression' expects a float tensor {shape}, got {type(target).__name__}")

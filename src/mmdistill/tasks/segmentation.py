@@ -21,13 +21,24 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from ..errors import BatchError, ConfigError
+from ..errors import BatchError, ConfigError, DataError, TargetError
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
-from .base import Task, first_bad_row, where
+from .base import MetricSpec, Task, first_bad_row, percent, where
 
 if TYPE_CHECKING:
     import torchmetrics
+
+
+def held_targets(split: Any) -> Tensor | None:
+    """The split's targets when it holds them in memory (column data; an item dataset whose dataset gives ``labels``
+    or ``targets``), else None: reading an item dataset's targets would read every item once more."""
+    own = vars(split).get("labels")
+    if own is None:
+        inner = getattr(split, "dataset", None)
+        own = getattr(inner, "labels", None) if inner is not None else None
+        own = own if own is not None else getattr(inner, "targets", None)
+    return torch.as_tensor(own) if own is not None and len(own) == len(split) else None
 
 
 class SegmentationParams(BaseModel):
@@ -59,12 +70,74 @@ def mean_iou(num_classes: int, ignore_index: int) -> torchmetrics.Metric:
 class Segmentation(Task):
     name = "segmentation"
     Params = SegmentationParams
-    monitors: ClassVar[Mapping[str, bool]] = {"miou": True, "pixel_accuracy": True, "loss": False}
+    metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
+        "miou": percent("mIoU"),
+        "pixel_accuracy": percent("pixel accuracy"),
+    }
     default_monitor = "miou"
 
     @property
     def ignore_index(self) -> int:
         return self.params.ignore_index
+
+    # -- what the data declare and what the run completes --------------------------------------------------
+    @classmethod
+    def check_declared(cls, split: Any, where: str) -> None:
+        """``num_classes``, and an ``ignore_index`` that is not a real class (it would drop that class's pixels)."""
+        super().check_declared(split, where)
+        ignore, n = getattr(split, "ignore_index", None), split.num_classes
+        if ignore is not None and 0 <= ignore < n:
+            raise DataError(
+                f"{where}: ignore_index {ignore} collides with real class {ignore} (classes are "
+                f"0..{n - 1}); use a value outside them, e.g. 255 or -100"
+            )
+
+    @classmethod
+    def split_params(cls, split: Any) -> dict[str, Any]:
+        ignore = getattr(split, "ignore_index", None)
+        return {} if ignore is None else {"ignore_index": ignore}
+
+    def complete_split(self, split: Any, training: bool = False) -> None:
+        """A split without its own ``ignore_index`` takes the task's; one that marks unlabelled pixels otherwise is
+        refused. A training split whose every pixel is ``ignore_index`` is refused (it would train on nothing, at
+        loss 0): checked on the targets the split holds in memory (column data; an item dataset with ``labels``)."""
+        own = getattr(split, "ignore_index", None)
+        if own is None:
+            split.ignore_index = self.ignore_index
+        elif own != self.ignore_index:
+            raise ConfigError(
+                f"task.params.ignore_index: {self.ignore_index}, but split {split.name!r} marks "
+                f"unlabelled pixels with {own}; set task.params.ignore_index: {own}"
+            )
+        held = held_targets(split) if training else None
+        if held is not None and held.numel() and not bool((held != self.ignore_index).any()):
+            raise self.nothing_to_learn(split.name)
+
+    def nothing_to_learn(self, split_name: str) -> TargetError:
+        return TargetError(
+            f"split {split_name!r}: every pixel of every label map is ignore_index {self.ignore_index}, so "
+            "training would learn nothing (loss 0) and the mIoU would be meaningless; label some pixels, or check "
+            "task.params.ignore_index and how the label images are read"
+        )
+
+    def check_target_fits(self, target: Tensor, inputs: Mapping[str, Tensor], index: Tensor | None = None) -> None:
+        """A label map per pixel of each image modality (float (B, C, H, W) inputs)."""
+        for key, x in inputs.items():
+            if x.is_floating_point() and x.dim() == 4 and tuple(x.shape[-2:]) != tuple(target.shape[-2:]):
+                raise self.refuse(
+                    f"label map {tuple(target.shape[-2:])} differs from image {key!r}'s size "
+                    f"{tuple(x.shape[-2:])} at {where(index, 0)}; a segmentation label needs one class per pixel"
+                )
+
+    def check_outputs(self, outputs: Mapping[str, Tensor], target: Tensor) -> None:
+        """Logits (B, C, H, W) at the label map's size."""
+        size = tuple(target.shape[1:])
+        for who, out in outputs.items():
+            if out.dim() != 4 or tuple(out.shape[2:]) != size:
+                raise ConfigError(
+                    f"{who}.model: task 'segmentation' needs logits (B, C, H, W) at the label map's "
+                    f"size (H, W) = {size}; the model outputs {tuple(out.shape)}"
+                )
 
     def check_classes(self, num_classes: int) -> None:
         """``ignore_index`` must not be one of the real classes 0 .. num_classes - 1."""
@@ -108,8 +181,9 @@ class Segmentation(Task):
         per_pixel = hinton_kd_per_example(pixels_last(student_out), pixels_last(teacher_out), temperature).flatten(1)
         return (per_pixel * valid).sum(1) / valid.sum(1).clamp(min=1)
 
-    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
-        self.check_classes(num_classes)
+    def check_target(self, target: Any, num_classes: int | None, index: Tensor | None = None) -> None:
+        if num_classes is not None:
+            self.check_classes(num_classes)
         ii = self.ignore_index
         if not isinstance(target, Tensor):
             raise self.refuse(f"task 'segmentation' expects an int64 label map (B, H, W), got {type(target).__name__}")
@@ -126,6 +200,8 @@ class Segmentation(Task):
             )
         if target.dim() != 3:
             raise self.refuse(f"task 'segmentation' expects a label map (B, H, W), got shape {tuple(target.shape)}")
+        if num_classes is None:
+            return
         bad = ((target < 0) | (target >= num_classes)) & (target != ii)
         if bad.any():
             row = first_bad_row(bad)
