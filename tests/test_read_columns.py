@@ -1,4 +1,4 @@
-"""Training batches of column data hold only what a step reads (``engine.api._read_columns``): the student's
+"""Training batches of column data hold only what a step reads (``engine.parts._read_columns``): the student's
 modalities, plus the teacher's when the teacher runs online. A cached teacher is looked up by row index, so a
 crossmodal student (reads ``b``) never gathers the teacher's modality (``a``)."""
 

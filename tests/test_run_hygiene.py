@@ -67,7 +67,7 @@ def test_distill_restores_the_callers_determinism_settings(toy_splits, tmp_path,
         )
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr("mmdistill.engine.api.fit", spy)
+    monkeypatch.setattr("mmdistill.engine.assembly.fit", spy)
     old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     try:

@@ -1,19 +1,272 @@
-"""Building a run's parts from its config, in one place: used by the protocol (``train``), its preflight, and
-everything that reloads a run folder (``evaluate``, ``analyze``, ``report``, the advisor).
+"""The run assembly: the one place that turns a run's configuration into its parts, and trains them.
+
+    spec = RunSpec(student, teacher, data, "runs/kd", method="kd", trainer=TrainerConfig(epochs=5))
+    result = train_run(spec)                    # = build_run(spec).fit(), under the run's determinism settings
+
+A :class:`RunSpec` says what one run is: the models, the data splits, the method and its parameters, masking,
+trainer, cache, task and seed. :func:`build_run` makes its parts (task, trainer settings, masker, method, devices)
+and checks that they fit together before anything trains; :meth:`Run.fit` trains, evaluates and writes the run's
+folder. Every route goes through here: :func:`mmdistill.engine.api.distill` (a spec from Python objects), the
+``train`` protocol (:func:`part_spec`: a spec per part of a seed from a :class:`~mmdistill.config.RunConfig`), its
+:func:`~mmdistill.engine.protocol.preflight` (:meth:`Run.check_one_loss`) and the studies (through ``distill``).
+Everything that reloads a run folder (``evaluate``, ``analyze``, ``report``, the advisor) builds its models with
+:func:`build_run_model`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..batch import Batch
+from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data import DataSplits
-from ..errors import CheckpointError
+from ..data.item_dataset import ItemSplits
+from ..errors import CheckpointError, ConfigError
+from ..io import write_json
+from ..masking import Masker, fit_masker
+from ..methods.base import Method
 from ..models.multimodal import build_model
-from .checkpoint import load_weights
+from ..tasks import Task
+from . import runfolder
+from .batches import eval_batches, to_device
+from .checkpoint import load_weights, save_tensors
+from .launch import run_determinism
+from .metrics import evaluate
+from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
+from .run_record import describe_run, write_record
+from .teacher import cached_table, default_cache_dir, teacher_outputs
+from .trainer import DistillationModule, FitResult, TeacherSource, fit
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+
+@dataclass
+class RunResult:
+    test: dict[str, float]
+    val: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    test_checkpoint: str
+    student: nn.Module
+    train_seconds: float = 0.0
+    train_steps: int = 0
+
+
+@dataclass
+class RunSpec:
+    """What one training run is made of. ``data``: splits (:func:`mmdistill.data.item_dataset.as_splits`);
+    ``task``: a name, ``{"name", "params"}``, a TaskConfig or a Task (None: the data's own); ``origin``: the data's
+    config when mmdistill built them (recorded in a ``distill()`` folder, :mod:`.run_record`)."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    data: DataSplits | ItemSplits
+    out_dir: Path
+    method: str = "kd"
+    method_params: dict | None = None
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    task: Any = None
+    seed: int = 0
+    origin: dict | None = None
+
+
+def run_trainer(trainer: TrainerConfig | None, task: Task, num_classes: int, key: str = "trainer") -> TrainerConfig:
+    """The trainer settings a run uses: ``monitor``, when the settings leave it unset, is the task's default
+    (``task.default_monitor``); a monitor the task lacks (``task.check_monitor``), or ``auroc`` on data that are not
+    two-class, is refused naming ``key``."""
+    trainer = trainer or TrainerConfig()
+    if "monitor" not in trainer.model_fields_set:
+        trainer = trainer.model_copy(update={"monitor": task.default_monitor})
+    task.check_trainer(trainer, key)  # its monitor, and an early_stopping.min_delta the monitor can meet
+    if trainer.monitor == "auroc" and num_classes != 2:
+        raise ConfigError(
+            f"{key}.monitor: 'auroc' is computed for two-class data only, and this dataset has {num_classes} "
+            "classes; use accuracy, f1_macro or loss"
+        )
+    return trainer
+
+
+@dataclass
+class Run:
+    """A run's parts, built and checked by :func:`build_run`; :meth:`fit` trains them."""
+
+    spec: RunSpec
+    fabric: Any  # a Fabric, or launch.SingleCPUProcess
+    task: Task
+    trainer: TrainerConfig
+    masker: Masker
+    method: Method
+    teacher: nn.Module | None  # None when the method needs none
+    module: DistillationModule
+    sample: Batch  # a few training examples on the run's device
+
+    def check_one_loss(self) -> None:
+        """One loss on the sample, without gradients: the method's terms can be computed for these models."""
+        algo, teacher = self.method, self.teacher
+        t_out = None if teacher is None else teacher_outputs(teacher, self.sample, algo.teacher_request(), self.masker)
+        with torch.no_grad():
+            algo.losses(self.sample, algo.forward_student(self.spec.student.eval(), self.sample), t_out)
+
+    def fit(self, resume: bool = False, quiet: bool = False, desc: str = "train") -> RunResult:
+        """Train the student (from the teacher's cached or online outputs), select by validation, evaluate on
+        validation and test, and write ``student.safetensors`` and ``result.json`` into ``spec.out_dir``."""
+        spec, fabric, data = self.spec, self.fabric, self.spec.data
+        train = self.method.prepare(data.train, self.teacher, fabric.device)
+        source, online = self._teacher_source(train)
+        out_dir = Path(spec.out_dir)
+        if fabric.is_global_zero:  # after every check, before the first write: never into others' files
+            runfolder.guard_model_folder(out_dir)
+        fabric.barrier()
+        own_folder = (runfolder.read_marker(out_dir) or {}).get("command") == "distill"  # not a part of a train run
+        train = _read_columns(train, spec.student, self.teacher if online else None)
+        trainer, seed = self.trainer, spec.seed
+        fitted = fit(fabric, self.module, train, data.val, trainer, seed, out_dir, source, resume, quiet, desc)
+        val, test = (self._evaluate(split) for split in (data.val, data.test))
+        if fabric.is_global_zero:
+            self._write_results(out_dir, fitted, val, test, own_folder)
+        fabric.barrier()
+        return RunResult(
+            test,
+            val,
+            fitted.best_epoch,
+            fitted.epochs_run,
+            fitted.stopped_early,
+            fitted.test_checkpoint,
+            spec.student,
+            fitted.train_seconds,
+            fitted.train_steps,
+        )
+
+    def _teacher_source(self, train) -> tuple[TeacherSource | None, bool]:
+        """(the teacher's outputs for a training batch, whether the teacher runs online); (None, False) without a
+        teacher. Cached: rank 0 builds the cache behind a barrier, every rank reads it."""
+        teacher, masker, fabric, cache = self.teacher, self.masker, self.fabric, self.spec.cache
+        if teacher is None:
+            return None, False
+        request = self.method.teacher_request()
+        learned_null = any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v)
+        online = _teacher_mode(cache, train) == "online"
+        if cache.enabled and not online and learned_null:
+            raise ConfigError(
+                "cache.enabled: the teacher's modality views use learned null tokens, which change during "
+                "training, so they cannot be cached; set cache.enabled=false or another masking strategy"
+            )
+        if online:
+            return lambda batch: teacher_outputs(teacher, batch, request, masker), True
+        cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
+        rows_per_pass = self.trainer.batch_size * 4
+        if fabric.is_global_zero:
+            cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device)
+        fabric.barrier()
+        table, _ = cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, build=False)
+        return lambda batch: table.lookup(batch, fabric.device), False
+
+    def _evaluate(self, split) -> dict[str, float]:
+        fabric, trainer = self.fabric, self.trainer
+        batches = eval_batches(split, trainer.batch_size, fabric.global_rank, fabric.world_size, trainer, fabric.device)
+        return evaluate(self.spec.student, batches, self.spec.data.num_classes, fabric.device, task=self.task)
+
+    def _write_results(self, out_dir: Path, fitted: FitResult, val: dict, test: dict, own_folder: bool) -> None:
+        """``student.safetensors`` and ``result.json``; in a user's own ``distill()`` folder also the record that
+        makes it readable by the commands (:mod:`.run_record`), or in ``result.json`` the reason there is none."""
+        spec = self.spec
+        save_tensors(out_dir / "student.safetensors", spec.student.state_dict(), {"checkpoint": fitted.test_checkpoint})
+        record = None
+        if own_folder:
+            record = describe_run(
+                spec.student,
+                self.teacher,
+                spec.origin,
+                spec.method,
+                spec.method_params,
+                masking=spec.masking,
+                trainer=self.trainer,
+                cache=spec.cache,
+                task={"name": self.task.name, "params": self.task.params.model_dump(mode="json")},
+                seed=spec.seed,
+            )
+            if not isinstance(record, str):
+                write_record(out_dir, record, self.teacher)
+        write_json(
+            out_dir / "result.json",
+            {
+                **({"not_a_run_folder": record} if isinstance(record, str) else {}),
+                "test": test,
+                "val": val,
+                "best_epoch": fitted.best_epoch,
+                "epochs_run": fitted.epochs_run,
+                "stopped_early": fitted.stopped_early,
+                "test_checkpoint": fitted.test_checkpoint,
+                "seed": spec.seed,
+                "method": spec.method,
+            },
+        )
+
+
+def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
+    """The parts of ``spec``'s run, checked to fit before anything trains: the task (held by every split), the
+    trainer settings (:func:`run_trainer`), the devices (``fabric``; None: started from the trainer settings), the
+    masker, the method (with a teacher when it needs one), the models' modalities and outputs against the data and
+    the task, and the method's set-up on a few examples. Writes nothing."""
+    data = spec.data
+    task = run_task(spec.task, data)
+    trainer = run_trainer(spec.trainer, task, data.num_classes)
+    if fabric is None:
+        fabric = start_fabric(trainer)
+    if trainer.num_threads:
+        torch.set_num_threads(trainer.num_threads)
+    masker = fit_masker(spec.masking, data.train)
+    algo = build_method(spec.method, spec.method_params, masker, task)
+    if algo.needs_teacher and spec.teacher is None:
+        raise ConfigError(f"method {spec.method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
+    teacher = spec.teacher if algo.needs_teacher else None
+    # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
+    # a teacher trained earlier in this process may already be on the GPU.
+    for part in (spec.student, teacher, algo):
+        if part is not None:
+            part.to(fabric.device)
+    _check_pair(spec.student, teacher, data, task, fabric.device)
+    sample = to_device(data.train.__getitems__(range(min(8, len(data.train)))), fabric.device)
+    algo.setup(sample, spec.student, teacher)
+    module = DistillationModule(spec.student, algo)
+    if teacher is not None:
+        teacher.eval()  # already on the run's device
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    return Run(spec, fabric, task, trainer, masker, algo, teacher, module, sample)
+
+
+def train_run(
+    spec: RunSpec, fabric: Fabric | None = None, resume: bool = False, quiet: bool = False, desc: str = "train"
+) -> RunResult:
+    """``build_run(spec, fabric).fit(...)`` with deterministic kernels on CPU, the caller's settings restored after
+    (:func:`~mmdistill.engine.launch.run_determinism`)."""
+    with run_determinism(spec.trainer or TrainerConfig()):
+        return build_run(spec, fabric).fit(resume=resume, quiet=quiet, desc=desc)
+
+
+def part_spec(
+    cfg: RunConfig, part: str, data: DataSplits, seed: int, out_dir: Path, teacher: nn.Module | None = None
+) -> RunSpec:
+    """The run of one part of a ``train`` seed, its model freshly built from ``cfg``: ``"teacher"`` (supervised,
+    with ``teacher.trainer`` or the run's trainer), ``"student"`` (the config's method, distilling from ``teacher``)
+    or ``"nokd"`` (the student trained without distillation, with the student's settings)."""
+    if part == "teacher":
+        model = build_run_model(cfg, "teacher", data)
+        trainer = cfg.teacher.trainer or cfg.trainer
+        return RunSpec(model, None, data, out_dir, "supervised", trainer=trainer, task=cfg.task, seed=seed)
+    method, params = (cfg.method.name, cfg.method.params) if part == "student" else ("supervised", None)
+    model = build_run_model(cfg, "student", data)
+    return RunSpec(model, teacher, data, out_dir, method, params, cfg.masking, cfg.trainer, cfg.cache, cfg.task, seed)
 
 
 def build_run_model(

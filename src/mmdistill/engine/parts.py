@@ -1,0 +1,162 @@
+"""The parts of one run and the checks that they fit together, before anything trains.
+
+:func:`build_method` (a method for a task), :func:`run_task` (the run's task, checked against every split's targets),
+:func:`_check_pair` (student and teacher read modalities the data have; their outputs agree with each other and the
+task), :func:`_teacher_mode` (the teacher from a cache or online), :func:`_read_columns` (column data holding only what
+a step reads) and :func:`start_fabric` (the devices and processes). :mod:`.assembly` puts them together.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..batch import LABEL
+from ..config import CacheConfig, TrainerConfig, check_resources, validate
+from ..data import DataSplits, MultimodalDataset
+from ..data.item_dataset import ItemDataset, ItemSplits
+from ..errors import ConfigError, MachineError
+from ..masking import Masker
+from ..methods.base import Method
+from ..models.multimodal import model_modalities
+from ..registry import METHODS
+from ..tasks import DEFAULT_TASK, Task, get_task
+from .batches import to_device
+from .launch import launch, make_fabric
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
+
+
+def build_method(name: str, params: dict[str, Any] | None, masker: Masker, task: Task | str | Any = None) -> Method:
+    """The method ``name`` with ``params`` for ``task`` (None: classification); a method or a parameter that does not
+    carry over to the task is refused by name (``Task.check_method``), before the parameters are validated."""
+    cls = METHODS.get(name)
+    task = get_task(task)
+    task.check_method(name, params)
+    p = validate(cls.Params, dict(params or {}), prefix="method.params.")
+    algo = cls(p, masker)
+    algo.task = task  # set here, not passed: a user's method may define __init__(params, masker)
+    return algo
+
+
+def run_task(task: Task | str | Any, data: DataSplits | ItemSplits) -> Task:
+    """The run's task: ``task`` (a name, ``{"name", "params"}``, a TaskConfig or a Task) or, when None, the one the
+    data declare (``dataset.task``; classification when they declare none). Every split must hold that task's targets.
+
+    The task completes what each split leaves open and refuses one that disagrees with it (``Task.complete_split``:
+    e.g. segmentation's ``ignore_index``, regression's number of target columns).
+    """
+    task = get_task(task if task is not None else getattr(data.train, "task", None))
+    for split in (data.train, data.val, data.test):
+        own = getattr(split, "task", None) or DEFAULT_TASK
+        if own != task.name:
+            raise ConfigError(
+                f"task: the run's task is {task.name!r} but split {split.name!r} holds {own!r} targets "
+                f"(its dataset's task); set task: {own}, or give data of task {task.name!r}"
+            )
+        task.complete_split(split, training=split is data.train)
+    return task
+
+
+def _columns(out: torch.Tensor) -> int:
+    return out.shape[1] if out.dim() > 1 else 1
+
+
+def _check_pair(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: DataSplits | ItemSplits,
+    task: Task | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> None:
+    """The models read modalities the data have; their outputs agree with each other and with the task: the
+    number of columns (classes, labels, regression outputs), and the task's own form (``Task.check_outputs``, e.g.
+    (B, C, H, W) at the label map's size for segmentation)."""
+    task = get_task(task)
+    specs = {s.name: s for s in data.train.specs()}
+    for who, model in (("student", student), ("teacher", teacher)):
+        if model is None:
+            continue
+        for m in model_modalities(model):
+            if m not in specs:
+                raise ConfigError(
+                    f"{who} reads modality {m!r}, which the dataset does not have; available: {', '.join(specs)}"
+                )
+    sample = data.train.__getitems__(range(min(2, len(data.train))))
+    sample = to_device(sample, torch.device(device))  # ``device``: where the models are
+    with torch.no_grad():
+        outs = {"student": student.eval()(sample)}
+        if teacher is not None:
+            outs["teacher"] = teacher.eval()(sample)
+    what = task.output_columns
+    if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
+        raise ConfigError(
+            f"teacher predicts {_columns(outs['teacher'])} {what} but the student predicts "
+            f"{_columns(outs['student'])}; they must agree"
+        )
+    if _columns(outs["student"]) != data.num_classes:
+        raise ConfigError(f"models predict {_columns(outs['student'])} {what} but the dataset has {data.num_classes}")
+    task.check_outputs(outs, sample[LABEL])
+
+
+def _read_columns(train, student: nn.Module, online_teacher: nn.Module | None):
+    """Column data holding only what a training step reads: the student's modalities, and the teacher's when it runs
+    online (a cached teacher is looked up by row index). A crossmodal student then never gathers the teacher's
+    modality (e.g. the images, for an audio student) batch after batch. Other datasets are returned as they are."""
+    if not isinstance(train, MultimodalDataset):
+        return train
+    needed = set(model_modalities(student))
+    if online_teacher is not None:
+        needed |= set(model_modalities(online_teacher))
+    if needed.issuperset(train.modality_names):
+        return train
+    return train.select([m for m in train.modality_names if m in needed])
+
+
+def _teacher_mode(cache: CacheConfig, train) -> str:
+    """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
+    every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
+    An explicit ``cache.enabled=True`` on such data is refused, saying why."""
+    if not cache.enabled:
+        return "online"
+    random, keyless = getattr(train, "random", False), isinstance(train, ItemDataset) and not train.cacheable
+    if not (random or keyless):
+        return "cache"
+    why = (
+        "the training data are random (a transform or dataset.random=True): an example's input changes every "
+        "epoch, so a cached teacher output would belong to another input"
+        if random
+        else "the training dataset has no fingerprint() to key a cache by (a string that changes when the data change)"
+    )
+    if "enabled" in cache.model_fields_set:
+        raise ConfigError(
+            f"cache.enabled: cannot cache the teacher's outputs: {why}; set cache.enabled=false (the "
+            "teacher then runs online on each training batch, in eval mode, without gradients)"
+        )
+    print(f"mmdistill: the teacher runs online on each training batch (no cache): {why}", file=sys.stderr)
+    return "online"
+
+
+def start_fabric(trainer: TrainerConfig) -> Fabric:
+    """``make_fabric`` + ``launch``, with set-up failures as one message (no GPU, a strategy that cannot start)."""
+    if trainer.strategy == "ddp_spawn":
+        raise ConfigError(
+            "trainer.strategy: 'ddp_spawn' cannot run mmdistill's training loop (Fabric needs a launch "
+            "function); use trainer.strategy=ddp, which starts the worker processes itself"
+        )
+    check_resources(trainer)  # the Python API gets the same machine checks as a config file (devices, threads, GPU)
+    try:
+        fabric = make_fabric(trainer)
+        launch(fabric)
+    except (RuntimeError, ValueError, TypeError, ImportError) as err:  # MisconfigurationException is a ValueError
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise MachineError(
+            f"trainer.accelerator={trainer.accelerator}, trainer.devices={trainer.devices}, "
+            f"trainer.strategy={trainer.strategy}: this machine cannot start the run ({first}); "
+            f"use trainer.accelerator=cpu or settings this machine has"
+        ) from None
+    return fabric
