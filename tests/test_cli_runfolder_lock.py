@@ -14,11 +14,14 @@ from conftest import cli_env
 from mmdistill.engine import runfolder
 from mmdistill.errors import OutputBusyError
 
+runfolder.register_layout("lock-test", {"scores.csv": None})
+
 # Claims DIR, forks a child that lives on (as a DataLoader worker would), prints both pids, then waits.
 CLAIM_AND_FORK = """
 import os, sys, time
 from mmdistill.engine import runfolder
-folder = runfolder.claim(sys.argv[1], "salience", "scores.csv")
+runfolder.register_layout("lock-test", {"scores.csv": None})
+folder = runfolder.claim(sys.argv[1], "lock-test", "scores.csv")
 child = os.fork()
 if child == 0:
     time.sleep(60)
@@ -44,12 +47,12 @@ def test_a_killed_runs_forked_child_does_not_keep_the_folder_locked(tmp_path):
     parent, child = map(int, owner.stdout.readline().split())
     try:
         with pytest.raises(OutputBusyError, match=rf"a run is in progress in .*\(pid {parent}\)"):
-            runfolder.claim(out, "salience", "scores.csv")
+            runfolder.claim(out, "lock-test", "scores.csv")
         owner.send_signal(signal.SIGKILL)
         owner.wait()
         assert _alive(child), "the forked child must outlive its parent for this test to mean anything"
         started = time.monotonic()
-        folder = runfolder.claim(out, "salience", "scores.csv")  # at once: the dead owner's lock is gone
+        folder = runfolder.claim(out, "lock-test", "scores.csv")  # at once: the dead owner's lock is gone
         assert time.monotonic() - started < 1.0
         folder.release()
     finally:
@@ -63,13 +66,13 @@ def test_a_killed_runs_forked_child_does_not_keep_the_folder_locked(tmp_path):
 
 def test_the_lock_refuses_a_second_claim_in_the_same_process_and_probing_it_keeps_it(tmp_path):
     out = tmp_path / "run"
-    folder = runfolder.claim(out, "salience", "scores.csv")
+    folder = runfolder.claim(out, "lock-test", "scores.csv")
     try:
         with pytest.raises(OutputBusyError, match=rf"pid {os.getpid()}"):
-            runfolder.claim(out, "salience", "scores.csv")
+            runfolder.claim(out, "lock-test", "scores.csv")
         with pytest.raises(OutputBusyError):
-            runfolder.check(out, "salience", "scores.csv")
-        claim_it = f"from mmdistill.engine import runfolder; runfolder.claim({str(out)!r}, 'salience', 'x')"
+            runfolder.check(out, "lock-test", "scores.csv")
+        claim_it = f"from mmdistill.engine import runfolder; runfolder.claim({str(out)!r}, 'lock-test', 'x')"
         probe = subprocess.run(  # after the in-process probes another process is still kept out
             [sys.executable, "-c", claim_it],
             env=cli_env(),
@@ -80,4 +83,4 @@ def test_the_lock_refuses_a_second_claim_in_the_same_process_and_probing_it_keep
         assert probe.returncode != 0 and "a run is in progress" in probe.stderr
     finally:
         folder.release()
-    runfolder.claim(Path(out), "salience", "scores.csv").release()
+    runfolder.claim(Path(out), "lock-test", "scores.csv").release()

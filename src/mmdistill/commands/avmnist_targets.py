@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..engine.runfolder import ALL
 from ..errors import ConfigError
+from ..studies.outputs import TRAINED
 
 
 def _table1_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,11 +156,13 @@ def targets(target_class) -> dict:
             "MFH paper Table 1, AV-MNIST (MNIST + FSDD): audio student, audio vs image+audio teacher",
             _table1_run,
             _table1_arguments,
+            {**TRAINED, "avmnist": ALL},  # the AV-MNIST arrays it builds from MNIST + FSDD
         ),
         "mfh-removal-avmnist": target_class(
             "MFH feature removal on AV-MNIST: Algorithm 1 on a LeNet teacher's penultimate "
             "channels, keep top / random / bottom",
             _removal_run,
             _removal_arguments,
+            TRAINED,
         ),
     }

@@ -24,7 +24,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from ..engine.runfolder import ALL, RunOf, register_layout
 from ..errors import ConfigError
+from ..studies.outputs import TABLES, TRAINED
 from . import positive_int
 
 
@@ -165,13 +167,17 @@ def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     }
 
 
-STEPS = [
-    ("kd-miniature", _kd_miniature),
-    ("mfh-gamma", _mfh_gamma),
-    ("advise", _advise),
-    ("mfh-removal", _removal),
-    ("msd", _msd),
+STEPS = [  # (folder, function, what it writes there)
+    ("kd-miniature", _kd_miniature, RunOf("train")),
+    ("mfh-gamma", _mfh_gamma, TABLES),
+    ("advise", _advise, TABLES),
+    ("mfh-removal", _removal, TABLES),
+    ("msd", _msd, TRAINED),
 ]
+AVMNIST_OUTPUTS = {**TRAINED, "avmnist": ALL}  # with --data-root: the study and the AV-MNIST arrays it builds
+register_layout(
+    "demo", {"report.json": None, **{name: outputs for name, _, outputs in STEPS}, "avmnist": AVMNIST_OUTPUTS}
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,7 +204,7 @@ def _run_steps(out: Path, args: argparse.Namespace) -> Path:
     from ..studies.demo_report import write_report
 
     sections = []
-    steps = list(STEPS)
+    steps = [(name, step) for name, step, _ in STEPS]
     if args.data_root is not None:
         steps.append(("avmnist", lambda out, seeds, quiet: _avmnist(out, seeds, quiet, args.data_root)))
     bar = tqdm(steps, desc="demo", unit="step", disable=args.quiet)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..engine.runfolder import EVERY_RUN, register_layout
 from ..errors import OutputExistsError
+
+register_layout(EVERY_RUN, {"report.html": None, "report.md": None})  # a report may be written into any run folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:

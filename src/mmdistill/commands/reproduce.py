@@ -3,19 +3,22 @@
 Every target shares ``--seeds``, ``--first-seed``, ``--out``, ``--overwrite`` and ``--threads``; a
 target adds its own options through ``add_arguments``. A target is one entry of :data:`TARGETS`:
 its help line, a function ``run(args, out) -> str`` that writes into ``out`` (atomically, with
-``results.csv`` last) and returns a one-line summary, and optionally ``add_arguments(parser)``.
-Adding a target is one function and one dict entry.
+``results.csv`` last) and returns a one-line summary, optionally ``add_arguments(parser)``, and the
+layout of what it writes (``outputs``: :mod:`mmdistill.studies.outputs`; ``--overwrite`` replaces only
+that). Adding a target is one function and one dict entry.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 
+from ..engine.runfolder import Layout, register_layout
 from ..errors import ConfigError
+from ..studies.outputs import TABLES, TRAINED
 from . import positive_int, seed_int
 
 
@@ -24,6 +27,7 @@ class Target:
     help: str
     run: Callable[[argparse.Namespace, Path], str]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    outputs: Layout = field(default_factory=lambda: TABLES)
 
 
 # ---- MFH synthetic studies (Xue et al., ICLR 2023) ----------------------------------------------
@@ -188,12 +192,16 @@ TARGETS: dict[str, Target] = {
         "beyond MFH: KD gain over the whole (gamma, alpha) Venn plane, heatmap + CSV", _mfh_study, _plane_arguments
     ),
     "msd": Target(
-        "MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student", _msd_study, _msd_arguments
+        "MSD paper: MSD (4 weightings) vs KD vs no-KD, large -> small multimodal student",
+        _msd_study,
+        _msd_arguments,
+        TRAINED,
     ),
     "baselines": Target(
         "every distillation method on one teacher/student pair, same budget, T tuned on validation",
         _baselines_study,
         _baselines_arguments,
+        TRAINED,
     ),
 }
 
@@ -203,6 +211,8 @@ TARGETS.update(_crossmodal_targets(Target))
 from .avmnist_targets import targets as _avmnist_targets  # noqa: E402  (MFH Table 1 on AV-MNIST)
 
 TARGETS.update(_avmnist_targets(Target))
+for _target in TARGETS.values():
+    register_layout("reproduce", _target.outputs)
 
 
 # ---- the command ---------------------------------------------------------------------------------

@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..engine.runfolder import register_layout
 from ..errors import ConfigError
 from . import positive_float, positive_int, seed_int
+
+register_layout("salience", {"scores.csv": None, "salience.png": None})
 
 
 def _run(args: argparse.Namespace) -> int:

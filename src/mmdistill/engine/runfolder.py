@@ -9,8 +9,9 @@ claims it: run id, mmdistill version, command, creation time). The rules, for ev
 * a finished run (its ``finished`` file exists): refused unless ``--overwrite``;
 * an interrupted run (marker, some outputs, no ``finished`` file): refused unless ``--resume``
   (continue it) or ``--overwrite`` (replace it) — a restart never deletes checkpoints silently;
-* ``--overwrite`` removes only the entries that the command's :data:`LAYOUTS` recognise as its
-  outputs, and refuses (naming them) if anything else is mixed in; symbolic links inside are foreign;
+* ``--overwrite`` removes only the entries that the command's layout recognises as its outputs, and
+  refuses (naming them) if anything else is mixed in; symbolic links inside are foreign. Each command
+  declares its own layout (:func:`register_layout`): this module knows no command's file names;
 * a run in progress: a POSIX record lock (``fcntl.lockf``) on ``.mmdistill-lock`` is held for the
   whole run, so a second process (or a second claim in the same process) is refused with "a run is
   in progress in DIR (pid N)"; forked children (DataLoader workers) do not inherit it, and the OS
@@ -45,52 +46,54 @@ MARKER = ".mmdistill-run.json"
 LOCK = ".mmdistill-lock"
 ANYWHERE = (MARKER, LOCK, ".*.tmp")  # ours in any folder of a run: marker, lock, atomic-write temp files
 
-Layout = dict[str, Union[None, "Layout"]]  # name pattern -> None (a file) or the layout of a sub-folder
-ALL: Layout = {"*": None}  # a folder whose whole content mmdistill writes (a teacher cache inside the run folder)
 
-_MODEL: Layout = {
-    "checkpoints": {"last.safetensors": None, "best.safetensors": None},
-    "metrics.csv": None,
-    "metrics.csv.*": None,
-    "tensorboard": {"events.out.tfevents.*": None},
-    "student.safetensors": None,
-    "result.json": None,
-}
-_REPORT: Layout = {"report.html": None, "report.md": None, "report.json": None}
-_TRAIN: Layout = {
-    "config.yaml": None,
-    "metrics.json": None,
-    "summary.md": None,
-    **_REPORT,
-    "seed_*": {"teacher": _MODEL, "student": _MODEL, "nokd": _MODEL},
-    "analysis": {"modalities.md": None, "saliency_hist.png": None},
-    "robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None},
-}
-_STUDY: Layout = {
-    "results.csv": None,
-    "summary.md": None,
-    "*.csv": None,
-    "*.md": None,
-    "*.png": None,
-    **_REPORT,
-    "runs": {"*": {"seed_*": {"*": _MODEL}}},
-    "cache": ALL,
-    "avmnist": ALL,
-}  # avmnist: data built by mfh-table1
-LAYOUTS: dict[str, Layout] = {
-    "train": _TRAIN,
-    "reproduce": _STUDY,
-    "demo": {
-        **_REPORT,
-        "kd-miniature": _TRAIN,
-        "mfh-gamma": _STUDY,
-        "advise": _STUDY,
-        "mfh-removal": _STUDY,
-        "msd": _STUDY,
-        "avmnist": _STUDY,
-    },
-    "salience": {"scores.csv": None, "salience.png": None, **_REPORT},
-}
+class RunOf(str):
+    """A layout entry for a sub-folder that is a whole run folder of another kind: ``{"part_*": RunOf("train")}``."""
+
+
+class Prepared:
+    """A layout entry for a file written when a run starts, before any work (its resolved config): a folder
+    holding only such files has nothing to lose."""
+
+
+PREPARED = Prepared()
+
+Layout = dict[str, Union[None, Prepared, RunOf, "Layout"]]  # pattern -> None (a file), PREPARED, RunOf or a folder
+ALL: Layout = {"*": None}  # a folder whose whole content mmdistill writes (a teacher cache inside the run folder)
+EVERY_RUN = "*"  # the kind whose layout every run folder shares (a report written into any of them)
+
+LAYOUTS: dict[str, Layout] = {}  # kind of run -> what it writes; filled by the commands (register_layout)
+RESUMABLE: set[str] = set()  # kinds whose interrupted runs continue with --resume
+
+
+def register_layout(kind: str, layout: Layout, resumable: bool = False) -> None:
+    """Declare what a command writes into its ``--out`` folder of ``kind`` (the names ``--overwrite`` may remove).
+
+    Each command or study declares its own outputs; a command that writes into another's folder (an evaluation
+    added to a ``train`` run) adds its part under that kind, and ``kind`` :data:`EVERY_RUN` adds to every run
+    folder. ``resumable``: an interrupted run of this kind continues with ``--resume``.
+    """
+    _merge(LAYOUTS.setdefault(kind, {}), layout)
+    if resumable:
+        RESUMABLE.add(kind)
+
+
+def _merge(into: Layout, layout: Layout) -> None:
+    for pattern, sub in layout.items():
+        known = into.get(pattern)
+        if isinstance(known, dict) and isinstance(sub, dict) and known is not ALL and sub is not ALL:
+            merged = dict(known)  # never change a layout object that another declaration may share
+            _merge(merged, sub)
+            into[pattern] = merged
+        else:
+            into[pattern] = sub
+
+
+def layout_of(kind: str) -> Layout:
+    """The registered layout of a ``kind`` run folder, with what every run folder may hold."""
+    if kind not in LAYOUTS:
+        raise LookupError(f"no output layout is registered for a '{kind}' run folder (runfolder.register_layout)")
+    return {**LAYOUTS.get(EVERY_RUN, {}), **LAYOUTS[kind]}
 
 
 def _version() -> str:
@@ -99,7 +102,7 @@ def _version() -> str:
     return __version__
 
 
-def _matches(name: str, layout: Layout) -> tuple[bool, Layout | None]:
+def _matches(name: str, layout: Layout) -> tuple[bool, Layout | Prepared | RunOf | None]:
     for pattern in ANYWHERE:
         if fnmatch.fnmatchcase(name, pattern):
             return True, None
@@ -109,12 +112,20 @@ def _matches(name: str, layout: Layout) -> tuple[bool, Layout | None]:
     return False, None
 
 
+def _any_match(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def classify(folder: Path, layout: Layout) -> tuple[list[Path], list[Path]]:
     """(ours, foreign) entries under ``folder``; ``ours`` lists files before their folders (deletion order)."""
     ours: list[Path] = []
     foreign: list[Path] = []
     for entry in sorted(folder.iterdir()):
         known, sub = _matches(entry.name, layout)
+        if isinstance(sub, RunOf):
+            sub = layout_of(sub)
+        elif sub is PREPARED:
+            sub = None
         if not known or entry.is_symlink():  # mmdistill never makes links: a link is someone else's
             foreign.append(entry)
         elif entry.is_dir():
@@ -274,14 +285,15 @@ def check(
     if not overwrite:
         if done:
             raise OutputExistsError(f"{path} already holds a finished run ({finished}); pass --overwrite to replace it")
-        work = [e for e in path.iterdir() if e.name not in (MARKER, LOCK, "config.yaml")]
+        prepared = {p for p, sub in layout_of(kind).items() if sub is PREPARED}
+        work = [e for e in path.iterdir() if e.name not in (MARKER, LOCK) and not _any_match(e.name, prepared)]
         if not work:  # claimed, then stopped before any work: nothing to lose
-            return Plan(path, "replace", marker, classify(path, LAYOUTS[kind])[0])
+            return Plan(path, "replace", marker, classify(path, layout_of(kind))[0])
         how = "use --overwrite to replace it"
-        if kind == "train":
+        if kind in RESUMABLE:
             how = "use --resume to continue it or --overwrite to replace it"
         raise OutputExistsError(f"an interrupted run is here: {path} ({finished} is missing); {how}")
-    ours, foreign = classify(path, LAYOUTS[kind])
+    ours, foreign = classify(path, layout_of(kind))
     if foreign:
         raise OutputExistsError(
             f"{option} {out}: --overwrite replaces only mmdistill's own outputs, and this folder "
@@ -365,7 +377,7 @@ class RunFolder:
             return
         self.release()
         try:
-            ours, _ = classify(self.path, LAYOUTS[self.kind])
+            ours, _ = classify(self.path, layout_of(self.kind))
             _remove(ours)  # includes the marker and the lock file
             for folder in self.created:  # deepest first; only if empty (never anything else)
                 folder.rmdir()
@@ -416,7 +428,7 @@ def claim(
         folder.plan = plan = check(plan.path, kind, finished, overwrite, resume, protect, option, locked_by_us=True)
         _remove([p for p in plan.doomed if p != plan.path / LOCK])  # the lock file stays: we hold it
         if plan.action == "resume":  # under the lock no one else writes here: a temp file is a killed write's leftover
-            ours = classify(plan.path, LAYOUTS[kind])[0]
+            ours = classify(plan.path, layout_of(kind))[0]
             _remove([p for p in ours if fnmatch.fnmatchcase(p.name, ".*.tmp") and p.is_file()])
         folder._write_marker()
     except BaseException:
