@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.runfolder import register_layout
 from ..errors import ConfigError
 from ..io import write_text
-
-OUTPUTS = {"analysis": {"modalities.md": None, "saliency_hist.png": None}}
-register_layout("train", OUTPUTS)  # what the analysis adds to a train run's folder (--overwrite may replace it)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("run_dir", type=Path)
     m.add_argument("--saliency", choices=["kl", "true_class"], default="kl")
     m.add_argument("--seed-dir", default=None, help="which seed_* folder (default: the first)")
+    m.add_argument(
+        "--data",
+        metavar="PKG.MOD:FACTORY",
+        help="the run's data, a function returning train/val/test datasets (as data.dataset in YAML); needed "
+        "for a distill() folder whose datasets were given in Python",
+    )
     m.set_defaults(func=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
     from ..evaluation.runs import load_run_models
 
-    cfg, data, models = load_run_models(args.run_dir)
+    cfg, data, models = load_run_models(args.run_dir, args.data)
     seeds = sorted({k.split("/")[0] for k in models})
     seed = args.seed_dir or seeds[0]
     if f"{seed}/teacher" not in models:

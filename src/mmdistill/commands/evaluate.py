@@ -16,11 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.runfolder import register_layout
 from . import unit_interval
-
-OUTPUTS = {"robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
-register_layout("train", OUTPUTS)  # what evaluate adds to a train run's folder (--overwrite may replace it)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--data",
+        metavar="PKG.MOD:FACTORY",
+        help="the run's data, a function returning train/val/test datasets (as data.dataset in YAML); needed "
+        "for a distill() folder whose datasets were given in Python",
+    )
     p.set_defaults(func=run)
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation.runs import evaluate_run
 
-    results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels))
+    results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels), args.data)
     if results["missing_models"]:
         print(
             f"mmdistill evaluate: warning: the run in {args.run_dir} is not finished: no saved model for "

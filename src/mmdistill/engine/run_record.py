@@ -8,9 +8,11 @@ config as ``mmdistill_config``), the data's config (``build_splits`` / ``load_da
 folder reads like a one-seed ``mmdistill train`` folder: ``evaluate``, ``evaluate --missing --noise``, ``analyze
 modalities`` and ``advise --run`` work on it (:func:`mmdistill.evaluation.runs.load_run_models`).
 
-A model or data that mmdistill did not build (a module made in Python, datasets passed as ``train=``/``val=``/
-``test=``) cannot be described: then nothing is guessed, ``result.json`` says why under ``"not_a_run_folder"``, and
-the commands refuse the folder with that reason and what to do instead.
+Datasets passed as ``train=``/``val=``/``test=`` cannot be built again from a config: the record names them
+:data:`mmdistill.data.python_data.SOURCE`, and the commands ask for the data's source (``--data pkg.mod:factory``).
+A model that mmdistill did not build (a module made in Python) cannot be described: then nothing is guessed,
+``result.json`` says why under ``"not_a_run_folder"``, and the commands refuse the folder with that reason and what
+to do instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from ..config import RunConfig, dump_config
+from ..data.python_data import SOURCE as DATA_GIVEN_IN_PYTHON
 from ..errors import ConfigError
 from ..io import write_text
 from .checkpoint import save_tensors
@@ -56,13 +59,10 @@ def describe_run(
     **settings,
 ) -> RunConfig | str:
     """The RunConfig of a ``distill()`` call, or the reason there is none. ``data_cfg``: the data's
-    ``mmdistill_data`` note (None: not built by mmdistill). ``settings``: masking, trainer, cache (their config
-    objects), task (its name and params) and seed."""
-    if data_cfg is None:
-        return (
-            "the data were not built by mmdistill.data.build_splits or load_data (e.g. datasets passed as "
-            "train=/val=/test=), so no config can build them again"
-        )
+    ``mmdistill_data`` note (None: not built by mmdistill, recorded as given in Python). ``settings``: masking,
+    trainer, cache (their config objects), task (its name and params) and seed."""
+    if data_cfg is None:  # datasets given in Python: the commands that read the folder ask for their source
+        data_cfg = {"dataset": DATA_GIVEN_IN_PYTHON}
     student_cfg, why, imports = _model_config(student, "student")
     if why:
         return why

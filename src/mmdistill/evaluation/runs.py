@@ -129,7 +129,10 @@ def evaluate_run(
     missing: bool = False,
     noise: bool = False,
     levels: tuple[float, ...] = (0.0, 0.5, 1.0),
+    data_source: str | None = None,
 ) -> dict:
+    """Metrics of every saved model on ``split``; with ``missing`` / ``noise`` the robustness tables too (written
+    under ``run_dir/robustness``). ``data_source``: as for :func:`load_run_models`."""
     from ..engine.metrics import evaluate
     from ..engine.trainer import eval_batches
     from ..masking import fit_masker
@@ -140,7 +143,7 @@ def evaluate_run(
             f"--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units "
             f"of the feature std), got {list(levels)}"
         )
-    cfg, data, models = load_run_models(run_dir)
+    cfg, data, models = load_run_models(run_dir, data_source)
     dataset = data.split(split)
     task = get_task(cfg.task)
     out: dict = {
