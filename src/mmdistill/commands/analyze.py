@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..engine.runfolder import register_layout
 from ..errors import ConfigError
 from ..io import write_text
+
+OUTPUTS = {"analysis": {"modalities.md": None, "saliency_hist.png": None}}
+register_layout("train", OUTPUTS)  # what the analysis adds to a train run's folder (--overwrite may replace it)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
