@@ -16,7 +16,7 @@ A :class:`Masker` may use a different strategy per modality (``per_modality``). 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +73,8 @@ class ZerosNull(NullValue):
 @MASKERS.register("mean")
 class MeanNull(NullValue):
     """x_m <- mean of x_m over the training set (needs :meth:`Masker.fit`)."""
+
+    mean: Tensor  # a buffer (declared for the type checker: nn.Module types its attributes as Tensor | Module)
 
     def __init__(self, spec: ModalitySpec) -> None:
         super().__init__(spec)
@@ -150,7 +152,7 @@ class Masker(nn.Module):
         for m in per_modality:
             if m not in self.specs:
                 raise ConfigError(f"masking.per_modality.{m}: unknown modality; known: {', '.join(self.specs)}")
-        nulls = {}
+        nulls: dict[str, NullValue] = {}
         for m, spec in self.specs.items():
             key = f"masking.per_modality.{m}" if m in per_modality else "masking.strategy"
             name = per_modality.get(m, strategy)
@@ -169,19 +171,23 @@ class Masker(nn.Module):
                 )
             nulls[m] = cls.for_modality(spec)
         self.nulls = nn.ModuleDict(nulls)
-        self.strategy = {m: strategy_name(null) for m, null in self.nulls.items()}
+        self.strategy = {m: strategy_name(null) for m, null in nulls.items()}
+
+    def null(self, m: str) -> NullValue:
+        """Modality ``m``'s strategy object."""
+        return cast(NullValue, self.nulls[m])  # nn.ModuleDict types its values as Module; Masker puts NullValues
 
     def changes_in_training(self, m: str) -> bool:
         """Whether modality ``m``'s null value is trained with the student (e.g. 'learned')."""
-        return self.nulls[m].changes_in_training
+        return self.null(m).changes_in_training
 
     @torch.no_grad()
     def fit(self, means: Mapping[str, Tensor]) -> "Masker":
         """Hand training-set means (``MultimodalDataset.feature_mean()``) to the strategies (``mean``; ``learned``
         starts from the mean too)."""
-        for m, null in self.nulls.items():
+        for m in self.nulls:
             if m in means:
-                null.fit(means[m])
+                self.null(m).fit(means[m])
         return self
 
     def null_value(self, batch: Mapping[str, Tensor], m: str) -> Tensor:
@@ -213,12 +219,12 @@ class Masker(nn.Module):
         For one batched forward pass over ``1 + len(views)`` inputs; split the outputs
         with :func:`split_variants`.
         """
-        views = [dict(batch)] + [self.keep_only(batch, v) for v in views]
+        copies = [dict(batch)] + [self.keep_only(batch, v) for v in views]
         keys = [k for k in batch if k not in (LABEL, INDEX)]
-        stacked = {k: torch.cat([v[k] for v in views]) for k in keys}
+        stacked = {k: torch.cat([c[k] for c in copies]) for k in keys}
         for k in (LABEL, INDEX):
             if k in batch:
-                stacked[k] = batch[k].repeat(len(views), *(1,) * (batch[k].dim() - 1))  # (B, ...) targets too
+                stacked[k] = batch[k].repeat(len(copies), *(1,) * (batch[k].dim() - 1))  # (B, ...) targets too
         return stacked
 
 
@@ -231,6 +237,6 @@ def fit_masker(cfg: MaskingConfig, train: MultimodalDataset) -> Masker:
     """The run's masker (``masking:`` section), fitted on the training split: its per-modality means are read (one
     pass over an item dataset) only when a strategy uses them (a null value whose ``fit`` does something)."""
     masker = Masker(train.specs(), cfg.strategy, cfg.per_modality)
-    needed = [m for m, null in masker.nulls.items() if type(null).fit is not NullValue.fit]
+    needed = [m for m in masker.nulls if type(masker.null(m)).fit is not NullValue.fit]
     means = train.feature_mean() if needed else {}
     return masker.fit({m: means[m] for m in needed if m in means})

@@ -71,9 +71,9 @@ def format_summary(
     if math.isnan(s["std"]):
         return f"{s['mean'] * scale:.{digits}f}"
     low, high = s["ci_low"], s["ci_high"]
-    clipped = bounds is not None and (low < bounds[0] or high > bounds[1])
-    if clipped:
-        low, high = max(low, bounds[0]), min(high, bounds[1])
+    clipped = False
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        clipped, low, high = True, max(low, bounds[0]), min(high, bounds[1])
     text = (
         f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f} "
         f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"

@@ -67,7 +67,7 @@ def _line(node: Node) -> int:
 class StrictConstructor(SafeConstructor):
     """Safe constructor that refuses duplicate keys and leading-zero integers."""
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:

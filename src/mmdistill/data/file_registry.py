@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
+from .card import dataset_card
 from .dataset import Fraction, NumClasses, SplitFractions
 from .item_dataset import ItemSplits, as_splits
 
@@ -54,6 +55,12 @@ def _item_splits(splits, description: str) -> ItemSplits:
 
 
 @DATASETS.register("rgbd-scenes")
+@dataset_card(
+    modalities="rgb (3, 64, 64), depth (1, 64, 64)",
+    rows="300 scenes (n_scenes), split 60/20/20",
+    task="segmentation, 4 classes",
+    source="procedural scenes generated from the seed, or the set mmdistill data build rgbd-scenes wrote (root)",
+)
 def rgbd_scenes(
     seed: int = 0,
     root: Optional[str] = None,
@@ -100,6 +107,12 @@ def rgbd_scenes(
 
 
 @DATASETS.register("rgbd-folder")
+@dataset_card(
+    modalities="rgb (3, H, W), depth (1, H, W) PNG images",
+    rows="as listed in root/train.txt, val.txt, test.txt",
+    task="segmentation (num_classes)",
+    source="your RGB-D folder (root; the layout NYU Depth V2 is redistributed in)",
+)
 def rgbd_folder(
     seed: int = 0,
     root: str = "",
@@ -117,6 +130,12 @@ def rgbd_folder(
 
 
 @DATASETS.register("mm-imdb")
+@dataset_card(
+    modalities="text (300), poster (4096 VGG features or 3x256x160 pixels)",
+    rows="25,959 movies: 15,552 train / 2,608 val / 7,799 test",
+    task="multilabel, 23 genres",
+    source="MultiBench's multimodal_imdb.hdf5 (root)",
+)
 def mm_imdb(
     seed: int = 0,
     root: str = "",
@@ -134,6 +153,12 @@ def mm_imdb(
 
 
 @DATASETS.register("mfh-ravdess")
+@dataset_card(
+    modalities="audio (1, 40, 256), image (3, H, W)",
+    rows="as listed in root/data_file/spa_*.csv",
+    task="classification, 8 emotions",
+    source="RAVDESS in the MFH code's layout (root)",
+)
 def mfh_ravdess(
     seed: int = 0,
     root: str = "",
@@ -152,6 +177,12 @@ def mfh_ravdess(
 
 
 @DATASETS.register("mfh-vggsound")
+@dataset_card(
+    modalities="audio STFT (1, 513, T), frames (num_frames, 3, 256, 256)",
+    rows="the clips under root/train, root/test (and root/val)",
+    task="classification (classes of label.json)",
+    source="VGGSound in the MFH code's layout (root)",
+)
 def mfh_vggsound(
     seed: int = 0,
     root: str = "",

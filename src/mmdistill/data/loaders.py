@@ -54,6 +54,7 @@ import torch
 from ..batch import RESERVED
 from ..errors import DataError
 from ..registry import DATASETS
+from .card import dataset_card
 from ..strict_yaml import short
 from .av_digits import pair_within_class
 from .dataset import DataSplits, Fraction, MultimodalDataset, NumClasses, stratified_split
@@ -230,6 +231,12 @@ def _to_splits(
 
 
 @DATASETS.register("avmnist")
+@dataset_card(
+    modalities="image (1, 28, 28), audio (1, 112, 112)",
+    rows="60,000 train (last 5,000 validation) / 10,000 test",
+    task="classification, 10 digits",
+    source="MultiBench's AV-MNIST arrays under root (or mmdistill data build av-mnist)",
+)
 def avmnist(seed: int = 0, root: str = "", val_fraction: Fraction = 5000 / 60000, normalize: bool = True) -> DataSplits:
     """MultiBench's AV-MNIST arrays under ``root`` (see the module docstring for the layout)."""
     base = Path(root)
@@ -300,6 +307,12 @@ def _read_meta(root: Path) -> dict:
 
 
 @DATASETS.register("folder")
+@dataset_card(
+    modalities="one .npy file per modality",
+    rows="rows as in the files",
+    task="classification (labels.npy)",
+    source="your folder or .npz file (root)",
+)
 def folder(
     seed: int = 0,
     root: str = "",

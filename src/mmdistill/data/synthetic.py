@@ -15,10 +15,17 @@ from pydantic import Field
 
 from ..errors import ConfigError
 from ..registry import DATASETS
+from .card import dataset_card
 from .dataset import DataSplits, Seed, splits_from_arrays
 
 
 @DATASETS.register("toy-two-modality")
+@dataset_card(
+    modalities="a[16] (clean), b[16] (noisy) vectors",
+    rows="1,200 rows (n), split 60/20/20",
+    task="classification, 4 classes",
+    source="a seeded Gaussian mixture generated in memory",
+)
 def toy_two_modality(
     seed: int = 0,
     n: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 1200,

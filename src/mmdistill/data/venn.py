@@ -39,6 +39,7 @@ from pydantic import Field
 from .dataset import DataSplits, MultimodalDataset, NumClasses
 from ..errors import ConfigError
 from ..registry import DATASETS
+from .card import dataset_card
 
 HYPERPLANE_POOL = 500  # the official code draws a 500-dim hyperplane and uses its first coordinates
 
@@ -342,6 +343,12 @@ Rows = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
 @DATASETS.register("venn")
+@dataset_card(
+    modalities="a, b vectors (widths set by the preset or s0, sa, sb)",
+    rows="per preset (200 train / 200 val / 1,000 test by default)",
+    task="classification, 2 classes (num_classes)",
+    source="the MFH modality Venn diagram generator (Xue et al., ICLR 2023), in memory",
+)
 def venn(
     seed: int = 0,
     preset: str | None = None,
