@@ -38,8 +38,23 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def version_line() -> str:
+    """``mmdistill 0.1.0 (torch 2.x, Python 3.x)``: read from the installed metadata, without importing torch."""
+    from importlib import metadata
+    import platform
+
+    from . import __version__
+
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"mmdistill {__version__} (torch {torch}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mmdistill", description="Multimodal and crossmodal knowledge distillation.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

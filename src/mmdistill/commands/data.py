@@ -26,9 +26,14 @@ def _params(items: list[str] | None) -> dict:
 
 
 def _list(args: argparse.Namespace) -> int:
+    """One line per registered dataset: name, modalities, rows, task and where the data come from (its card)."""
+    from ..data.card import card_line
     from ..registry import DATASETS
 
-    print("\n".join(DATASETS.names()))
+    names = DATASETS.names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:{width}s}  {card_line(DATASETS.get(name))}")
     return 0
 
 
@@ -139,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="list, describe and build datasets", description=__doc__)
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
-    p = sub.add_parser("list", help="the registered dataset names")
+    p = sub.add_parser("list", help="the registered datasets: modalities, rows, task and source, one line each")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("describe", help="one-line description: sizes, classes, modalities")
