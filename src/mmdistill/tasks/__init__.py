@@ -8,7 +8,7 @@ costs nothing at start-up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..registry import Registry
 from .base import MetricSpec, Task
@@ -35,15 +35,15 @@ class _TaskRegistry(Registry):
 
         return add_task
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, key: str | None = None) -> Any:
         _import_tasks()
-        return super().get(name)
+        return super().get(name, key)
 
     def names(self) -> list[str]:
         _import_tasks()
         return super().names()
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
         _import_tasks()
         return super().__contains__(name)
 
@@ -51,7 +51,7 @@ class _TaskRegistry(Registry):
 TASKS: Registry = _TaskRegistry("task", "task.name")
 
 
-_BUILTINS_LOADED = []
+_BUILTINS_LOADED: list[bool] = []
 
 
 def _import_tasks() -> None:
@@ -68,7 +68,17 @@ def _import_tasks() -> None:
         TASKS.register(cls.name)(cls)
 
 
-def get_task(spec: Task | str | Mapping[str, Any] | None = None) -> Task:
+class NamedParams(Protocol):
+    """A ``TaskConfig`` as this layer sees it (the config module sits above the tasks)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+def get_task(spec: Task | str | Mapping[str, Any] | NamedParams | None = None) -> Task:
     """A task from its name, ``{"name": ..., "params": {...}}``, a ``TaskConfig``, or a task (returned as is).
 
     None is classification (every run before tasks existed).

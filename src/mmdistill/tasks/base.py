@@ -155,7 +155,7 @@ class Task:
         return self.kd_per_example(removed, full, 1.0, target)
 
     # -- targets -----------------------------------------------------------------------------------------------
-    def check_target(self, target: Any, num_classes: int, index: Tensor | None = None) -> None:
+    def check_target(self, target: Any, num_classes: int | None, index: Tensor | None = None) -> None:
         raise NotImplementedError
 
     def refuse(self, what: str) -> TargetError:

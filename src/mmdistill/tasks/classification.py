@@ -27,7 +27,7 @@ def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
     """accuracy (micro), f1_macro, and auroc for two classes: the names and numbers of every run so far."""
     import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up
 
-    metrics: dict[str, torchmetrics.Metric] = {
+    metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {
         "accuracy": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
         "f1_macro": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),
     }

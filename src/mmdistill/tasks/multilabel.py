@@ -41,6 +41,8 @@ def mean_ap_over_present_labels(num_labels: int) -> torchmetrics.Metric:
     import torchmetrics
 
     class PresentLabelsMAP(torchmetrics.classification.MultilabelAveragePrecision):
+        positives: Tensor  # a metric state (add_state)
+
         def __init__(self) -> None:
             super().__init__(num_labels, average="none")
             self.add_state("positives", torch.zeros(num_labels), dist_reduce_fx="sum")
@@ -49,7 +51,7 @@ def mean_ap_over_present_labels(num_labels: int) -> torchmetrics.Metric:
             super().update(preds, target)
             self.positives += target.sum(0)
 
-        def compute(self) -> Tensor:
+        def compute(self) -> Tensor:  # type: ignore[override]  # as torchmetrics' own: the curve base gives a tuple
             import warnings
 
             with warnings.catch_warnings():  # "no positive samples" for the labels left out below

@@ -61,6 +61,7 @@ def pearson_over_outputs(num_outputs: int) -> torchmetrics.Metric:
 class Regression(Task):
     name = "regression"
     Params = RegressionParams
+    params: RegressionParams
     metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
         "mae": MetricSpec("MAE", higher_is_better=False, digits=4),
         "pearson": MetricSpec("Pearson r", digits=3, bounds=(-1.0, 1.0)),

@@ -70,6 +70,7 @@ def mean_iou(num_classes: int, ignore_index: int) -> torchmetrics.Metric:
 class Segmentation(Task):
     name = "segmentation"
     Params = SegmentationParams
+    params: SegmentationParams
     metric_specs: ClassVar[Mapping[str, MetricSpec]] = {
         "miou": percent("mIoU"),
         "pixel_accuracy": percent("pixel accuracy"),
