@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
+from .usercode import import_module
 
 T = TypeVar("T")
 
@@ -79,7 +80,8 @@ MODELS: Registry = Registry("model", "model.name")  # users' models only; the bu
 def import_modules(modules: Sequence[str], key: str = "imports") -> None:
     """Import each module (e.g. a user's plugins that register methods, encoders, maskers, models, datasets).
 
-    A module that cannot be imported, or fails while importing, is a ConfigError naming ``key[i]`` and the module.
+    A module that cannot be imported, or fails while importing (anything it raises, a syntax error, ``sys.exit``), is
+    a ConfigError naming ``key[i]``, the module and the original error (:func:`mmdistill.usercode.import_module`).
     """
     if not isinstance(modules, (list, tuple)):
         raise ConfigError(
@@ -88,14 +90,4 @@ def import_modules(modules: Sequence[str], key: str = "imports") -> None:
     for i, name in enumerate(modules):
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{key}[{i}]: expected a module name such as my_pkg.plugins, got {name!r:.80}")
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            raise ConfigError(
-                f"{key}[{i}]: cannot import module {name!r:.200} ({err}); is its package installed or on PYTHONPATH?"
-            ) from None
-        except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
-            first = (str(err).strip().splitlines() or [""])[0][:300]
-            raise ConfigError(
-                f"{key}[{i}]: importing module {name!r:.200} failed: {type(err).__name__}: {first}"
-            ) from None
+        import_module(name, f"{key}[{i}]")

@@ -12,6 +12,7 @@ import pydantic
 
 from ..errors import ConfigError
 from ..registry import DATASETS
+from ..schema import SEED_MAX, checked_int, checked_mapping
 from ..strict_yaml import cut, short
 from . import synthetic  # noqa: F401  (registers its builders)
 from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
@@ -38,7 +39,8 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
 
     Column datasets give :class:`DataSplits`; the file-backed ones (:mod:`.file_registry`) :class:`ItemSplits`."""
     builder = DATASETS.get(name)
-    params = dict(params or {})
+    params = checked_mapping(params, "data.params")
+    seed = checked_int(seed, "data.split_seed", ge=0, le=SEED_MAX)
     accepted = [p for p in inspect.signature(builder).parameters if p != "seed"]
     unknown = sorted(set(params) - set(accepted), key=str)
     if unknown:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
+from ..schema import SEED_MAX, checked_int
 from ..tasks import DEFAULT_TASK, Task, get_task
 from .ondisk import DiskArray
 
@@ -334,8 +335,8 @@ def splits_from_arrays(
     ``fractions[1] / (fractions[0] + fractions[1])`` of it, and ``"test"`` is never touched. ``task``: see
     :class:`MultimodalDataset`; outside classification the splits are seeded but not stratified.
     """
-    columns = {k: torch.as_tensor(v) for k, v in modalities.items()}
-    full = MultimodalDataset(columns, torch.as_tensor(labels), num_classes, name, task)
+    columns, labels = _checked_arrays(modalities, labels, num_classes, seed, fractions)
+    full = MultimodalDataset(columns, labels, num_classes, name, task)
     strata = full.labels.numpy() if full.task == DEFAULT_TASK else np.zeros(len(full), dtype=np.int64)
     if split is None:
         tr, va, te = stratified_split(strata, fractions, seed)
@@ -345,6 +346,40 @@ def splits_from_arrays(
     splits = DataSplits(*parts, description)
     splits.check()
     return splits
+
+
+def _as_tensor(value, key: str) -> Tensor:
+    """A numeric array as a tensor; an object, string or ragged array is a DataError naming ``key``."""
+    try:
+        out = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{key}: expected a numeric array, got {type(value).__name__} ({str(err)[:200]})") from None
+    if out.dtype == torch.bool or out.is_complex():
+        raise DataError(f"{key}: expected a numeric array, got dtype {out.dtype}")
+    return out
+
+
+def _checked_arrays(modalities, labels, num_classes, seed, fractions) -> tuple[dict[str, Tensor], Tensor]:
+    """splits_from_arrays' arguments checked, each error naming the argument: numeric arrays, an integer class count
+    and seed, three finite non-negative fractions summing to 1."""
+    if not isinstance(modalities, Mapping) or not modalities:
+        raise ConfigError(
+            f"modalities: expected a dict of modality name -> array, got {type(modalities).__name__}"
+            + (" (empty)" if isinstance(modalities, Mapping) else "")
+        )
+    for k in modalities:
+        if not isinstance(k, str) or not k:
+            raise ConfigError(f"modalities: a modality name must be a non-empty string, got {k!r:.80}")
+    columns = {k: _as_tensor(v, f"modalities[{k!r}]") for k, v in modalities.items()}
+    labels = _as_tensor(labels, "labels")
+    checked_int(num_classes, "num_classes", ge=1, le=1 << 24)
+    checked_int(seed, "seed", ge=0, le=SEED_MAX)
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or len(fractions) != 3:
+        raise ConfigError(f"fractions: expected three shares (train, val, test), got {fractions!r:.80}")
+    for f in fractions:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise ConfigError(f"fractions: each share must be a number in [0, 1], got {fractions!r:.80}")
+    return columns, labels
 
 
 def _own_split(split: np.ndarray, labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

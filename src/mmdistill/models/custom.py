@@ -15,15 +15,12 @@ modalities declared and known to the data (:func:`build_custom`), the number of 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_serializer,
@@ -34,15 +31,17 @@ from torch import nn
 from ..batch import ModalitySpec, batch_size
 from ..errors import ConfigError
 from ..registry import MODELS
+from ..schema import ConfigModel
+from ..usercode import call, import_path
 from ..strict_yaml import cut, short
 
 DATA_ARGS = ("num_classes", "specs")  # given by the data, never by params
 
 
-class CustomModelConfig(BaseModel):
+class CustomModelConfig(ConfigModel):
     """A user's model: exactly one of ``factory`` (``"module.path:callable"``) and ``name`` (registered in MODELS)."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model"
 
     factory: str | None = Field(None, description='import path "package.module:callable" of a model factory')
     name: str | None = Field(None, description="a model registered in MODELS by a module under `imports`")
@@ -86,27 +85,9 @@ class CustomModelConfig(BaseModel):
 
 
 def resolve_factory(path: str) -> Callable[..., Any]:
-    """``"package.module:attr.attr"`` -> the callable; ValueError (the config key is added by pydantic) if not."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected 'package.module:callable' (a module path, a colon, a name), got {short(path)}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ValueError(
-            f"cannot import module {short(module_name)} ({err}); is it installed or on PYTHONPATH?"
-        ) from None
-    except Exception as err:  # noqa: BLE001  (the user's module failed while importing: say which and why)
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise ValueError(f"importing module {short(module_name)} failed: {type(err).__name__}: {first}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"module {short(module_name)} has no attribute {short(attr)}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        what = type(obj).__name__
-        raise ValueError(f"{short(path)} is a {what}, not a function or class that builds a model")  # noqa: TRY004
-    return obj
+    """``"package.module:attr.attr"`` -> the callable; a ConfigError (a ValueError: the config key is added by
+    pydantic) if not."""
+    return import_path(path, "", "a function or class that builds a model")
 
 
 def _parameters(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
@@ -145,13 +126,7 @@ def build_custom(
     kwargs = dict(cfg.params)
     data_args = {"num_classes": num_classes, "specs": list(specs)}
     kwargs.update({k: v for k, v in data_args.items() if k in sig})
-    try:
-        model = fn(**kwargs)
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001  (the user's code failed: one line naming the key)
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise ConfigError(f"{key}: {cfg.source} failed to build the model: {type(err).__name__}: {first}") from None
+    model = call(fn, key, cfg.source, **kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"{key}.{'factory' if cfg.factory else 'name'}: {cfg.source} returned a "
@@ -180,14 +155,7 @@ def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) ->
     training = model.training
     try:
         with torch.no_grad():
-            out = model.eval()(sample)
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001  (the user's code failed: one line naming the key)
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise ConfigError(
-            f"{key}: forward(batch) failed on a sample batch of the data: {type(err).__name__}: {first}"
-        ) from None
+            out = call(model.eval(), key, "forward(batch) on a sample batch of the data", sample)
     finally:
         model.train(training)
     n = batch_size(sample)

@@ -21,25 +21,26 @@ types and ranges refused by key) and the encoder is constructed as ``Enc(shape, 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_serializer
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import ENCODERS
+from ..schema import ConfigModel
 
 BUILTIN_ENCODERS = ("mlp", "cnn1d", "cnn2d", "tokens", "lenet")
 MAX_WIDTH = 65536
 Width = Annotated[int, Field(strict=True, ge=1, le=MAX_WIDTH)]  # a layer width: a positive integer, never a bool
 
 
-class EncoderConfig(BaseModel):
+class EncoderConfig(ConfigModel):
     """An encoder: ``type`` names a class registered in ``ENCODERS``; the common settings below are read by the
     built-ins (each uses the ones it needs); ``params`` goes to the registered encoder's own ``Params`` model."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model.encoder"
 
     type: str = Field("mlp", description="a registered encoder: mlp, cnn1d, cnn2d, tokens, lenet or your own")
     hidden: list[Width] = Field(default_factory=lambda: [64], max_length=64, description="mlp: hidden widths")

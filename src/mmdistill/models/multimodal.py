@@ -15,23 +15,24 @@ and every command that rebuilds a run's models goes through it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 from torch import Tensor, nn
 
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
+from ..schema import TAGGED_MODELS, ConfigModel, checked_int, parse
 from ..strict_yaml import cut, short
 from .custom import CustomModelConfig, build_custom
 from .encoders import BUILTIN_ENCODERS, EncoderConfig, Width, _mlp, build_encoder
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(ConfigModel):
     """A reference model: which modalities it reads and how it encodes and fuses them."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "model"
 
     modalities: list[str] = Field(min_length=1, description="modality names, each once; not a reserved batch key")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="default encoder for every modality")
@@ -113,6 +114,8 @@ class MultimodalClassifier(nn.Module):
         return self.head(torch.cat(list(feats.values()), dim=1))
 
 
+MAX_CLASSES = 1 << 24  # classes, labels or output columns a model may predict
+
 # Tags of the two kinds of model config; pydantic puts them in error locations, and config.validate drops them.
 REFERENCE_TAG, CUSTOM_TAG = "<reference model>", "<custom model>"
 
@@ -129,19 +132,45 @@ AnyModelConfig = Annotated[
     Discriminator(_model_kind),
 ]
 MODEL_CONFIG_TAGS = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}
+TAGGED_MODELS.update(MODEL_CONFIG_TAGS)
 
 
 def build_model(
     cfg: ModelConfig | CustomModelConfig, specs: Sequence[ModalitySpec], num_classes: int, key: str = "model"
 ) -> nn.Module:
     """The model a config describes: the reference classifier, or the user's model (checked like it: modalities
-    declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault."""
+    declared and known to the data); errors name ``key`` (e.g. ``student.model``) as the config key at fault.
+    ``cfg`` may also be a dict of either config's keys."""
+    cfg, specs = _model_arguments(cfg, specs, num_classes, key)
     if isinstance(cfg, CustomModelConfig):
         model = build_custom(cfg, specs, num_classes, key)
     else:
         model = MultimodalClassifier(specs, num_classes, cfg, key)
     model.mmdistill_config = cfg  # how to build it again: what distill() records for evaluate/analyze (engine.api)
     return model
+
+
+def _model_arguments(
+    cfg: Any, specs: Any, num_classes: Any, key: str
+) -> tuple[ModelConfig | CustomModelConfig, list[ModalitySpec]]:
+    """build_model's arguments checked: a model config (or a dict of its keys), ModalitySpecs, a class count."""
+    if isinstance(cfg, dict):
+        kind = MODEL_CONFIG_TAGS[_model_kind(cfg)]
+        cfg = parse(kind, cfg, f"{key}.")
+    if not isinstance(cfg, (ModelConfig, CustomModelConfig)):
+        raise ConfigError(
+            f"{key}: expected a ModelConfig or CustomModelConfig (or a dict of its keys), got {type(cfg).__name__}"
+        )
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
+        raise ConfigError(
+            f"specs: expected a list of ModalitySpec (e.g. data.train.specs()), got {type(specs).__name__}"
+        )
+    bad = [s for s in specs if not isinstance(s, ModalitySpec)]
+    if bad or not specs:
+        got = f"a {type(bad[0]).__name__} among them" if bad else "an empty list"
+        raise ConfigError(f"specs: expected a list of ModalitySpec (e.g. data.train.specs()), got {got}")
+    checked_int(num_classes, "num_classes", ge=1, le=MAX_CLASSES)
+    return cfg, list(specs)
 
 
 def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None:
