@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Mapping, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -194,7 +194,10 @@ class _SplitTeacher:
         if at_linear and target is self.teacher:
             return sub
         if target is None:  # the input itself
-            return self.teacher(sub if self.key is None else {**_repeat(self.x_a, copies), self.key: sub})
+            if self.key is None:
+                return self.teacher(sub)
+            repeated = cast(Mapping[str, Tensor], _repeat(self.x_a, copies))  # a key is set for dict inputs only
+            return self.teacher({**repeated, self.key: sub})
         # the module's own computation is skipped: its forward returns ``sub`` (restored below)
         target.forward = lambda *args, **kwargs: sub
         try:

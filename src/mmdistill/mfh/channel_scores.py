@@ -88,7 +88,7 @@ def score_pair(
         "seconds_total": round(seconds, 3),
         "seconds_scoring": round(result.seconds, 4),
     }
-    if shared is not None:
+    if shared is not None and pairs.shared is not None:
         report["precision_at_shared"] = precision_at(result.top(len(shared)), pairs.shared)
     title = f"{dataset}: teacher {pairs.teacher} -> student {pairs.student}, layer {layer} ({variant})"
     return PairScores(result, rows, report, title, shared)

@@ -152,8 +152,7 @@ def train_runs(
             raise ConfigError(
                 f"ensemble: run {i} has {run.x.shape[0]} inputs / {tuple(run.y.shape)} labels; run 0 has {n}"
             )
-        if run.kd_weight and run.soft_targets is None:
-            raise ConfigError(f"ensemble: run {i} has kd_weight {run.kd_weight} but no soft_targets")
+        _kd_targets(i, run)
     width = max(r.x.shape[1] for r in runs)
     k = layers[0][-1].out_features
     dtype = runs[0].x.dtype if runs[0].x.is_floating_point() else torch.float32
@@ -176,9 +175,7 @@ def train_runs(
     y = torch.stack([runs[i].y for i in first])  # (G, n)
     onehot = F.one_hot(y, k).to(dtype).transpose(1, 2).repeat_interleave(per, 0)  # (R, k, n)
     zeros_t = torch.zeros(n, k, dtype=dtype)
-    soft = torch.stack(
-        [zeros_t if i < 0 or runs[i].soft_targets is None else runs[i].soft_targets.to(dtype) for i in order]
-    )
+    soft = torch.stack([zeros_t if i < 0 or (t := runs[i].soft_targets) is None else t.to(dtype) for i in order])
     w0 = torch.tensor([runs[i].ce_weight if i >= 0 else 0.0 for i in order], dtype=dtype).view(-1, 1, 1)
     w1 = torch.tensor([runs[i].kd_weight if i >= 0 else 0.0 for i in order], dtype=dtype).view(-1, 1, 1)
     # d L / d logits = w0 (p - onehot)/n + w1 (p - t)/(n k) = coef_p * p - target_term
@@ -268,16 +265,26 @@ def kd_kl_mean(student_logits: Tensor, teacher_probs: Tensor) -> Tensor:
     return kd_per_example(student_logits, teacher_log_probs).sum() / student_logits.numel()
 
 
+def _kd_targets(i: int, run: Run) -> Tensor | None:
+    """Run ``i``'s soft targets when it has a KD term, None without one; a KD weight without them is refused."""
+    if not run.kd_weight:
+        return None
+    if run.soft_targets is None:
+        raise ConfigError(f"ensemble: run {i} has kd_weight {run.kd_weight} but no soft_targets")
+    return run.soft_targets
+
+
 def fit_sequential(runs: Sequence[Run], *, lr: float = 0.1, epochs: int = 1000) -> list[nn.Module]:
     """Train each run's module alone, in place, with ``torch.optim.SGD`` and autograd."""
-    for run in runs:
+    for i, run in enumerate(runs):
+        soft = _kd_targets(i, run)
         model = run.model
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         for _ in range(epochs):
             out = model(run.x)
             loss = run.ce_weight * F.cross_entropy(out, run.y)
-            if run.kd_weight:
-                loss = loss + run.kd_weight * kd_kl_mean(out, run.soft_targets)
+            if soft is not None:
+                loss = loss + run.kd_weight * kd_kl_mean(out, soft)
             loss.backward()
             opt.step()
             opt.zero_grad()

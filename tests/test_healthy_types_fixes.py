@@ -1,0 +1,21 @@
+"""Behaviour the type checker pointed at: each test names the case it pins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmdistill.errors import ConfigError
+from mmdistill.mfh.ensemble import Run, fit_sequential, make_mlp, train_runs
+
+
+def _kd_run_without_targets() -> Run:
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    return Run(make_mlp(3, ()), x, y, soft_targets=None, ce_weight=1.0, kd_weight=1.0)
+
+
+@pytest.mark.parametrize("train", [fit_sequential, train_runs], ids=["alone", "batched"])
+def test_a_kd_weight_without_soft_targets_is_refused_by_both_trainers(train):
+    with pytest.raises(ConfigError, match="run 0 has kd_weight 1.0 but no soft_targets"):
+        train([_kd_run_without_targets()], epochs=1)
