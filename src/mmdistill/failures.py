@@ -4,7 +4,8 @@ Exit codes: 0 success; 2 bad input (every :class:`~mmdistill.errors.MMDistillErr
 :class:`~mmdistill.errors.MachineError`, and argparse's usage errors); 1 the environment (an
 ``OSError`` such as a read-only folder or a full disk, no GPU, a DDP strategy that cannot start,
 another run holding the folder, out of memory); 3 another DDP process of the run died; 130
-interrupted (Ctrl-C). Anything else is a bug and keeps its traceback. With the environment
+interrupted (Ctrl-C). A torchvision that does not fit torch (met when torchmetrics imports it) is
+the environment too, with what to do. Anything else is a bug and keeps its traceback. With the environment
 variable ``MMDISTILL_DEBUG=1`` every exception is re-raised with its traceback (for developers).
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import MachineError, MMDistillError
 
@@ -31,6 +35,50 @@ _OS_ADVICE = {
     errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
     errno.ELOOP: "too many levels of symbolic links: give a real path",
 }
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def broken_torchvision(err: BaseException) -> MachineError | None:
+    """A MachineError saying what to do when ``err`` came from importing a torchvision built for another torch.
+
+    torchmetrics imports torchvision when it is installed; a torchvision compiled against another torch fails
+    while registering its operators ("operator torchvision::nms does not exist", an undefined symbol, a partly
+    initialised module). Told by the message or by a traceback frame inside torchvision; None otherwise.
+    """
+    if not isinstance(err, (ImportError, RuntimeError, AttributeError, OSError)):
+        return None
+    text = str(err)
+    frames = traceback.extract_tb(err.__traceback__)
+    said = re.search(r"torchvision::|module 'torchvision|torchvision[/\\]_C", text)
+    if not said and not any(f"{os.sep}torchvision{os.sep}" in f.filename for f in frames):
+        return None
+    torch = _version("torch")
+    return MachineError(
+        f"the installed torchvision {_version('torchvision')} does not fit torch {torch} (importing it failed: "
+        f"{text.splitlines()[0][:200] if text else type(err).__name__}); mmdistill does not need torchvision: "
+        f"uninstall it (pip uninstall torchvision) or install the torchvision build made for torch {torch}"
+    )
+
+
+@contextmanager
+def dependencies_checked() -> Iterator[None]:
+    """Turn a broken torchvision met while importing a dependency (torchmetrics) into :func:`broken_torchvision`'s
+    MachineError; any other error passes unchanged."""
+    try:
+        yield
+    except (ImportError, RuntimeError, AttributeError, OSError) as err:
+        known = broken_torchvision(err)
+        if known is None:
+            raise
+        raise known from err
 
 
 def debugging() -> bool:
@@ -58,6 +106,9 @@ def explain(err: BaseException, where: str | None = None, resume_hint: str | Non
         return ENVIRONMENT, str(err)
     if isinstance(err, MMDistillError):
         return BAD_INPUT, str(err)
+    torchvision = broken_torchvision(err)
+    if torchvision is not None:
+        return ENVIRONMENT, str(torchvision)
     if type(err).__name__ == "SafetensorError" and "os error" in str(err):  # safetensors' Rust I/O errors
         found = re.search(r"os error (\d+)", str(err))
         err = OSError(int(found.group(1)), os.strerror(int(found.group(1)))) if found else err

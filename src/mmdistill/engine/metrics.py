@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..batch import LABEL, Batch
+from ..failures import dependencies_checked
 from ..tasks import DEFAULT_TASK, Task, get_task
 
 if TYPE_CHECKING:
@@ -24,12 +25,15 @@ if TYPE_CHECKING:
 @functools.lru_cache(maxsize=16)
 def _reusable(task_key: tuple, num_classes: int, device: str) -> torchmetrics.MetricCollection:
     name, params = task_key
-    return get_task({"name": name, "params": dict(params)}).metrics(num_classes).to(device)
+    with dependencies_checked():  # the first torchmetrics import: a torchvision built for another torch is named
+        metrics = get_task({"name": name, "params": dict(params)}).metrics(num_classes)
+    return metrics.to(device)
 
 
 def metric_collection(num_classes: int) -> torchmetrics.MetricCollection:
     """The classification metrics (accuracy, f1_macro, auroc for two classes)."""
-    return get_task(DEFAULT_TASK).metrics(num_classes)
+    with dependencies_checked():
+        return get_task(DEFAULT_TASK).metrics(num_classes)
 
 
 @torch.no_grad()
