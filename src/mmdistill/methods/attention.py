@@ -43,7 +43,7 @@ def _match_spatial(q_t: Tensor, size: tuple[int, ...]) -> Tensor:
     if q_t.shape[1:] == size:
         return q_t
     pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(size)]
-    return pool(q_t.unsqueeze(1), size).squeeze(1)
+    return pool(q_t.unsqueeze(1), size).squeeze(1)  # type: ignore[arg-type]  # the 1-D pool takes a 1-tuple too
 
 
 def at_loss(hs: Tensor, ht: Tensor, form: str = "code") -> Tensor:
@@ -63,6 +63,7 @@ class ATParams(LayerPairParams):
 @METHODS.register("at")
 class AttentionTransfer(LayerPairMethod):
     Params = ATParams
+    params: ATParams
     min_dims = 3
 
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:

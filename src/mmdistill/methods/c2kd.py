@@ -87,6 +87,7 @@ class C2KDParams(LayerPairParams):
 @METHODS.register("c2kd")
 class C2KD(LayerPairMethod):
     Params = C2KDParams
+    params: C2KDParams
     task_needs = (needs_class_distribution("its proxies and Kendall-tau selection read one class vector per example"),)
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:

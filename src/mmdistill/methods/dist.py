@@ -52,6 +52,7 @@ class DISTParams(MethodParams):
 @METHODS.register("dist")
 class DIST(Method):
     Params = DISTParams
+    params: DISTParams
     task_needs = (needs_class_distribution("its Pearson terms compare class vectors across the batch"),)
 
     def losses(

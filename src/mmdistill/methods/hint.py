@@ -41,6 +41,7 @@ def _pool(h: Tensor) -> Tensor:
 @METHODS.register("hint")
 class FeatureHint(Method):
     Params = HintParams
+    params: HintParams
 
     def teacher_request(self) -> TeacherRequest:
         return TeacherRequest(features=(self.params.teacher_layer,))
@@ -104,11 +105,11 @@ class FeatureHint(Method):
             student_out.features.get(self.params.student_layer),
             teacher_out.features.get(self.params.teacher_layer),
         )
-        for name, h in (("student_layer", hs), ("teacher_layer", ht)):
-            if h is None:
-                raise ConfigError(
-                    f"method.params.{name}: no features from layer {getattr(self.params, name)!r} in this batch"
-                )
+        if hs is None or ht is None:
+            name = "student_layer" if hs is None else "teacher_layer"
+            raise ConfigError(
+                f"method.params.{name}: no features from layer {getattr(self.params, name)!r} in this batch"
+            )
         pred, target = self._align(hs, ht)
         if pred.shape != target.shape:
             raise ConfigError(

@@ -31,6 +31,7 @@ class KDParams(MethodParams):
 @METHODS.register("kd")
 class HintonKD(Method):
     Params = KDParams
+    params: KDParams
     task_needs = (temperature_param(),)
 
     def losses(

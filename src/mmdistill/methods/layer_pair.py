@@ -27,6 +27,7 @@ class LayerPairParams(MethodParams):
 
 class LayerPairMethod(Method):
     Params = LayerPairParams
+    params: LayerPairParams
     min_dims = 2  # the layer outputs must have at least this many axes, (B, C, ...)
 
     def teacher_request(self) -> TeacherRequest:
@@ -45,16 +46,21 @@ class LayerPairMethod(Method):
             student(sample_batch)
         with FeatureHooks(teacher, [self.params.teacher_layer]) as ft:
             teacher(sample_batch)
-        hs, ht = fs.get(self.params.student_layer), ft.get(self.params.teacher_layer)
-        for name, h in (("student_layer", hs), ("teacher_layer", ht)):
-            if h is None:
-                path = getattr(self.params, name)
-                raise ConfigError(f"method.params.{name}: layer {path!r} is not used by the forward pass")
-            if h.dim() < self.min_dims:
-                spatial = self.min_dims > 2
-                want = "(batch, channels, *spatial) with a spatial axis" if spatial else "(batch, channels, ...)"
-                raise ConfigError(f"method.params.{name}: layer output must be {want}, got shape {tuple(h.shape)}")
-        return hs, ht
+        return (
+            self._checked_features("student_layer", fs.get(self.params.student_layer)),
+            self._checked_features("teacher_layer", ft.get(self.params.teacher_layer)),
+        )
+
+    def _checked_features(self, name: str, h: Tensor | None) -> Tensor:
+        """The output of layer ``method.params.<name>``, refused when missing or with too few axes."""
+        if h is None:
+            path = getattr(self.params, name)
+            raise ConfigError(f"method.params.{name}: layer {path!r} is not used by the forward pass")
+        if h.dim() < self.min_dims:
+            spatial = self.min_dims > 2
+            want = "(batch, channels, *spatial) with a spatial axis" if spatial else "(batch, channels, ...)"
+            raise ConfigError(f"method.params.{name}: layer output must be {want}, got shape {tuple(h.shape)}")
+        return h
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         self.sample_features(sample_batch, student, teacher)

@@ -38,6 +38,7 @@ class LogitStdKDParams(MethodParams):
 @METHODS.register("logit_std_kd")
 class LogitStandardizedKD(Method):
     Params = LogitStdKDParams
+    params: LogitStdKDParams
     task_needs = (needs_class_distribution("it standardises one logit vector per example"),)
 
     def losses(

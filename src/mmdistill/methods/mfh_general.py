@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from ..batch import LABEL, Batch
 from ..data.dataset import MultimodalDataset
@@ -85,7 +86,10 @@ def read_scores(path: str, channels: int) -> Tensor:
 @METHODS.register("mfh_general")
 class ModalityGeneralKD(Method):
     Params = MFHGeneralParams
+    params: MFHGeneralParams
     task_needs = (temperature_param(),)
+    scores: Tensor  # buffers made in setup (declared for the type checker: nn.Module types them Tensor | Module)
+    keep_mask: Tensor
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         assert teacher is not None
@@ -103,7 +107,7 @@ class ModalityGeneralKD(Method):
         self.register_buffer("scores", torch.zeros(self.channels))
         self.register_buffer("keep_mask", torch.zeros(self.channels, dtype=torch.bool))
         self._student = [student]  # not a submodule: the trainer owns the student
-        self._handle = None
+        self._handle: RemovableHandle | None = None
 
     def compute_scores(self, train: MultimodalDataset, teacher: nn.Module, device: torch.device) -> Tensor:
         from ..mfh.algorithm1 import channel_salience
@@ -154,8 +158,9 @@ class ModalityGeneralKD(Method):
 
     def restore_teacher(self, teacher: nn.Module) -> None:
         """Remove the hook and the mask buffer that :meth:`prepare` put on the teacher."""
-        if getattr(self, "_handle", None) is not None:
-            self._handle.remove()
+        handle = getattr(self, "_handle", None)  # None before setup
+        if handle is not None:
+            handle.remove()
             self._handle = None
         module = find_module(teacher, self.params.teacher_layer)
         if MASK_BUFFER in module._buffers:

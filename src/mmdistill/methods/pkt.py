@@ -40,6 +40,7 @@ class PKTParams(LayerPairParams):
 @METHODS.register("pkt")
 class ProbabilisticKT(LayerPairMethod):
     Params = PKTParams
+    params: PKTParams
 
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:
         return {"pkt": pkt_loss(hs, ht)}

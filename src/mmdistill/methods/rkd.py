@@ -66,6 +66,7 @@ class RKDParams(LayerPairParams):
 @METHODS.register("rkd")
 class RelationalKD(LayerPairMethod):
     Params = RKDParams
+    params: RKDParams
 
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:
         d, a = rkd_terms(hs, ht)

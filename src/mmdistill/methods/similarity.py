@@ -38,6 +38,7 @@ class SPParams(LayerPairParams):
 @METHODS.register("sp")
 class SimilarityPreservingKD(LayerPairMethod):
     Params = SPParams
+    params: SPParams
 
     def feature_terms(self, hs: Tensor, ht: Tensor) -> dict[str, Tensor]:
         return {"sp": sp_loss(hs, ht)}

@@ -29,6 +29,7 @@ class SupervisedParams(MethodParams):
 @METHODS.register("supervised")
 class Supervised(Method):
     Params = SupervisedParams
+    params: SupervisedParams
     needs_teacher = False
 
     def forward_student(self, student: nn.Module, batch: Batch) -> StudentOutputs:
