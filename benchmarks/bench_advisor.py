@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,30 +50,31 @@ def _median_time(fn, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def _teacher_then_kd_batched(spec: VennSpec, d) -> None:
+    t, kd, _ = _official_inits(1, (spec.dim_a, spec.dim_b, spec.dim_b), (), 2)
+    trained = train_runs([Run(t, d.xa, d.y)], lr=0.1, epochs=1000)
+    soft = torch.softmax(trained.logits([d.xa])[0], -1)
+    train_runs([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
+
+
+def _teacher_then_kd_autograd(spec: VennSpec, d) -> None:
+    t, kd, _ = _official_inits(1, (spec.dim_a, spec.dim_b, spec.dim_b), (), 2)
+    fit_sequential([Run(t, d.xa, d.y)], lr=0.1, epochs=1000)
+    soft = torch.softmax(t(d.xa), -1).detach()
+    fit_sequential([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
+
+
 def venn_costs() -> list[dict]:
     rows = []
     for n in (50, 100, 200):
         spec = VennSpec(s0=6, sa=4, sb=4, dim_a=20, dim_b=60)
         d = draw(spec, 0, n_train=n).train
-
-        def batched():
-            t, kd, _ = _official_inits(1, (spec.dim_a, spec.dim_b, spec.dim_b), (), 2)
-            trained = train_runs([Run(t, d.xa, d.y)], lr=0.1, epochs=1000)
-            soft = torch.softmax(trained.logits([d.xa])[0], -1)
-            train_runs([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
-
-        def autograd():
-            t, kd, _ = _official_inits(1, (spec.dim_a, spec.dim_b, spec.dim_b), (), 2)
-            fit_sequential([Run(t, d.xa, d.y)], lr=0.1, epochs=1000)
-            soft = torch.softmax(t(d.xa), -1).detach()
-            fit_sequential([Run(kd, d.xb, d.y, soft, 1.0, 1.0)], lr=0.1, epochs=1000)
-
         rows.append(
             {
                 "n": n,
-                "advice_s": _median_time(lambda: advise(d.xa, d.xb, d.y)),
-                "run_batched_s": _median_time(batched),
-                "run_autograd_s": _median_time(autograd),
+                "advice_s": _median_time(partial(advise, d.xa, d.xb, d.y)),
+                "run_batched_s": _median_time(partial(_teacher_then_kd_batched, spec, d)),
+                "run_autograd_s": _median_time(partial(_teacher_then_kd_autograd, spec, d)),
             }
         )
     return rows

@@ -85,7 +85,7 @@ def main() -> int:
         opt = torch.optim.Adam(student.parameters(), lr=1e-3)
         torch.cuda.reset_peak_memory_stats()
         per_epoch = []
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             perm = torch.randperm(len(y), device=dev)
             torch.cuda.synchronize()
             start, steps = time.perf_counter(), 0
@@ -209,7 +209,7 @@ def segmentation(args: argparse.Namespace, tmp: Path) -> None:
         opt = torch.optim.Adam(student.parameters(), lr=1e-3)
         torch.cuda.reset_peak_memory_stats()
         per_epoch = []
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             torch.cuda.synchronize()
             start, steps = time.perf_counter(), 0
             for b in loader:

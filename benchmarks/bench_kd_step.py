@@ -215,7 +215,8 @@ def main() -> None:
         teacher_logits = compute_table(teacher, data.train, TeacherRequest(), None, 1024, torch.device("cpu")).tensors[
             "logits"
         ]
-        for BATCH in args.batch:
+        for size in args.batch:
+            BATCH = size  # the module-level batch size that measure() and its helpers read
             measure(args, data, teacher, teacher_logits, tmp)
 
 

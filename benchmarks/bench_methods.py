@@ -97,7 +97,7 @@ def main() -> None:
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
     masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
     states = {label: make(label, data, masker, args.batch) for label in METHODS}
-    for label, state in states.items():
+    for state in states.values():
         time_steps(state, 3, 0)  # warm-up
     times: dict[str, list[float]] = {label: [] for label in METHODS}
     for r in range(args.rounds):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from functools import partial
 
 import torch
 from torch import nn
@@ -102,9 +103,9 @@ def main() -> None:
     for name, (t, s, xa, xb, layer), kw in cases():
         m = args.permutations
         channel_salience(t, s, xa, xb, layer, permutations=m, **kw)  # warm-up
-        fast_t, fast = best(lambda: channel_salience(t, s, xa, xb, layer, permutations=m, **kw), args.repeats)
+        fast_t, fast = best(partial(channel_salience, t, s, xa, xb, layer, permutations=m, **kw), args.repeats)
         loop_t, loop = best(
-            lambda: channel_salience_loop(t, s, xa, xb, layer, permutations=m), max(2, args.repeats // 3)
+            partial(channel_salience_loop, t, s, xa, xb, layer, permutations=m), max(2, args.repeats // 3)
         )
         assert torch.allclose(fast.scores, loop.scores, atol=1e-4), name
         c = fast.scores.shape[0]

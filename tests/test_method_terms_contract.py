@@ -81,7 +81,7 @@ def test_each_weight_follows_its_parameter(name, toy_splits):
     """Set every weight parameter to its own distinct value and read it back by term name."""
     fields = METHODS.get(name).Params.model_fields
     values = {}
-    for k, (term, param) in enumerate(WEIGHT_OF[name].items()):
+    for k, param in enumerate(WEIGHT_OF[name].values()):
         if param in ("1-lam", "one"):
             continue
         values[param] = 0.25 if param == "lam" else 2.0 + k

@@ -119,7 +119,7 @@ def table2(
         [j[3].test.xb for j in jobs for _ in range(k + 1)], [j[3].test.y for j in jobs for _ in range(k + 1)]
     )
     rows = []
-    for j, (xs2, spec, seed, d, sels, _) in enumerate(jobs):
+    for j, (xs2, spec, seed, _data, sels, _) in enumerate(jobs):
         truth = torch.arange(xs2)
         for i, s in enumerate(SELECTIONS):
             rows.append(
