@@ -53,9 +53,11 @@ def test_dkd_method_weights_and_warmup():
     close(out["nckd"], NCKD_T1 / 4)
     close(out["ce"], LN(3))  # CE of uniform logits over 3 classes
     assert method.loss_weights() == {"ce": 1.0, "tckd": 1.0, "nckd": 8.0}
-    for _ in range(5):
+    for step in range(1, 6):  # the trainer hands the method each step taken
+        method.after_step(step, epoch=1)
         out = method.losses(batch, StudentOutputs(S_LOGITS), TeacherOutputs(T_LOGITS))
     close(out["tckd"], TCKD_T1)  # warmed up: factor 1
+    method.after_step(6, epoch=1)
     assert int(method.state_dict()["steps"]) == 6  # the step counter is state: a resumed run continues the ramp
 
 
@@ -104,12 +106,14 @@ def test_crd_method_composes_the_formula_and_keeps_its_state():
     v_s, v_t = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 2.0]])  # normalised: [.6, .8], [0, 1]
     batch = {LABEL: torch.tensor([1]), INDEX: torch.tensor([2])}
     bank_s0, bank_t0 = method.bank_s.clone(), method.bank_t.clone()
-    torch.manual_seed(5)
+    method.generator("cpu").manual_seed(5)  # the method's own random stream, never the global RNG
     out = method.losses(
         batch, StudentOutputs(torch.zeros(1, 2), {"s": v_s}), TeacherOutputs(torch.zeros(1, 2), {"t": v_t})
     )
-    torch.manual_seed(5)
-    idx = torch.cat([torch.tensor([[2]]), torch.randint(6, (1, 3))], 1)  # the same negatives: row 2 first
+    assert torch.equal(method.bank_s, bank_s0) and float(method.z_s) < 0, "losses only computes"
+    method.after_step(1, epoch=1)  # the trainer, after the optimizer step: the bank update and Z
+    negatives = torch.randint(6, (1, 3), generator=torch.Generator().manual_seed(5))
+    idx = torch.cat([torch.tensor([[2]]), negatives], 1)  # the same negatives: row 2 first
     h_s = critic(torch.tensor([[0.6, 0.8]]), bank_t0[idx], 0.5)
     h_t = critic(torch.tensor([[0.0, 1.0]]), bank_s0[idx], 0.5)
     z_s, z_t = h_s.mean() * 6, h_t.mean() * 6  # Z fixed from the first batch

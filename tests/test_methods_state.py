@@ -125,6 +125,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         StudentOutputs(torch.zeros(2, 2), {"s": hs}),
         TeacherOutputs(torch.zeros(2, 2), {"t": ht}),
     )
+    method.after_step(1, epoch=1)  # every rank, after the optimizer step: the all-gathered bank update
     v_s = torch.nn.functional.normalize(method.embed_s(hs), dim=1)
     torch.save({"bank_s": method.bank_s, "z_s": method.z_s, "rows": rows, "v_s": v_s}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()

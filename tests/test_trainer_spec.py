@@ -525,6 +525,7 @@ def test_an_improvement_resets_the_count_of_bad_epochs(toy_splits, tmp_path):
     )  # fmt: skip (rank 1: writes nothing)
     for epoch, acc in enumerate([0.5, 0.4, 0.6, 0.5], start=1):  # bad, better, bad: never two bad in a row
         run.select(epoch, acc)
-    assert run.state == {"epoch": 4, "best_value": 0.6, "best_epoch": 3, "bad_epochs": 1, "stopped_early": False}
+    expected = {"epoch": 4, "step": 0, "best_value": 0.6, "best_epoch": 3, "bad_epochs": 1, "stopped_early": False}
+    assert run.state == expected
     run.select(5, 0.6)  # equal is not better: the second bad epoch in a row
     assert run.state["stopped_early"] and run.state["bad_epochs"] == 2

@@ -1,9 +1,9 @@
 """Checkpoints in safetensors, with a checksum, written atomically; nothing is ever unpickled.
 
 A training checkpoint is one ``.safetensors`` file holding the trainable module's weights
-(``module.*``), the optimizer's tensors (``optim.*``) and the RNG state (``rng.*``); every
-non-tensor piece of state (epoch, best metric, scheduler, optimizer hyper-parameters) is
-JSON in the file's metadata. ``metadata["sha256"]`` covers every tensor's name, dtype,
+(``module.*``), the optimizer's tensors (``optim.*``) and the RNG states (``rng.*``: the global one and
+the method's own generators); every non-tensor piece of state (epoch, step, best metric, scheduler,
+optimizer hyper-parameters) is JSON in the file's metadata. ``metadata["sha256"]`` covers every tensor's name, dtype,
 shape and bytes, so a flipped or truncated byte is detected before anything is used.
 
 Files are written by :func:`save_file` here (the safetensors layout, written by hand): the
@@ -30,6 +30,7 @@ from ..errors import CheckpointError
 from ..io import atomic_write
 
 FORMAT = "mmdistill-v1"
+METHOD_RNG = "rng.method."  # the method's generator states in a training checkpoint, by device: rng.method.cpu
 
 _DTYPE_NAMES = {
     torch.float64: "F64",
@@ -260,12 +261,19 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], rest: dict) -> dict:
 
 
 def save_training_state(
-    path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict
+    path: str | Path,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict,
+    generators: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, loop state."""
+    """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG (the global one and the method's
+    ``generators``, by device), loop state."""
     tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
     opt_tensors, opt_rest = _flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
+    tensors.update({f"{METHOD_RNG}{device}": g for device, g in (generators or {}).items()})
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -275,8 +283,10 @@ def save_training_state(
 
 def load_training_state(
     path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> dict:
+) -> tuple[dict, dict[str, Tensor]]:
+    """Load what :func:`save_training_state` wrote; returns the loop state and the method's generator states."""
     tensors, state = load_tensors(path)
+    generators = {k[len(METHOD_RNG) :]: v for k, v in tensors.items() if k.startswith(METHOD_RNG)}
     module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state.pop("optimizer")))
     sched = state.pop("scheduler")
@@ -285,4 +295,4 @@ def load_training_state(
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return state
+    return state, generators

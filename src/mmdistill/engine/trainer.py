@@ -2,12 +2,14 @@
 
 One step (:meth:`_Training.train_step`): batch (:class:`TrainingBatches`) -> teacher outputs (cache
 lookup or a forward pass) -> ``method.before_step`` (state updates, e.g. MSD's meta step) -> student +
-``method.losses`` -> :func:`~mmdistill.methods.base.weighted_total` -> backward -> clip -> optimizer step.
+``method.losses`` -> :func:`~mmdistill.methods.base.weighted_total` -> backward -> clip -> optimizer step
+-> ``method.after_step(step, epoch)`` (CRD's bank, DKD's warm-up count).
 Per epoch (:meth:`_Training.end_epoch`): scheduler step, validate, keep the best weights (by
 ``trainer.monitor``), write a resumable checkpoint, maybe stop early.
 
-Resume is bitwise on CPU: the checkpoint holds weights, optimizer, scheduler and RNG state,
-and the shuffling order is a pure function of (seed, epoch) via ``DistributedSampler``.
+Resume is bitwise on CPU: the checkpoint holds weights, optimizer, scheduler, the global RNG state, the
+method's own generators (seeded from the run's seed: a method never draws from the global RNG) and the
+step count, and the shuffling order is a pure function of (seed, epoch) via ``DistributedSampler``.
 """
 
 from __future__ import annotations
@@ -146,6 +148,14 @@ class FitResult:
     train_steps: int = 0
 
 
+METHOD_SEED_OFFSET = 0x4D455448  # the method's random stream starts apart from the global one of the same seed
+
+
+def method_seed(seed: int) -> int:
+    """The seed of the method's own generators (:meth:`~mmdistill.methods.base.Method.generator`) in a run."""
+    return (seed + METHOD_SEED_OFFSET) % 2**63
+
+
 def _better(value: float, best: float | None, higher_is_better: bool, min_delta: float) -> bool:
     """Whether ``value`` of the monitored metric improves on ``best`` by more than ``min_delta``; a NaN (e.g. the
     Pearson r of a constant prediction) never improves, and any number improves on a NaN."""
@@ -274,7 +284,8 @@ class _Training:
     """The state of one :func:`fit` call, and its parts: one step, one epoch, the end of an epoch, the result.
 
     The order within a step: teacher outputs -> ``method.before_step`` -> forward + ``method.losses`` ->
-    :func:`weighted_total` -> backward -> gradient clipping -> optimizer step. At the end of an epoch:
+    :func:`weighted_total` -> backward -> gradient clipping -> optimizer step -> ``method.after_step``. At the end
+    of an epoch:
     scheduler step, validation, best weights (``best.safetensors``), early stopping, ``last.safetensors``.
     """
 
@@ -310,7 +321,15 @@ class _Training:
         if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours: io.sweep_stale_temp_files)
             for folder in (out_dir, ckpt_dir):
                 sweep_stale_temp_files(folder)
-        self.state = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "stopped_early": False}
+        self.state = {
+            "epoch": 0,
+            "step": 0,
+            "best_value": None,
+            "best_epoch": 0,
+            "bad_epochs": 0,
+            "stopped_early": False,
+        }
+        module.method.seed_generators(method_seed(seed))
         self.history: list[dict] = []
         self.steps = 0
         self.train_seconds = 0.0
@@ -318,7 +337,9 @@ class _Training:
     def start(self, resume: bool) -> None:
         """Load ``last.safetensors`` when resuming (weights, optimizer, scheduler, RNG, loop state), then wrap."""
         if resume and self.last_path.is_file():
-            self.state = load_training_state(self.last_path, self.module, self.optimizer, self.scheduler)
+            state, generators = load_training_state(self.last_path, self.module, self.optimizer, self.scheduler)
+            self.state = {"step": 0, **state}
+            self.module.method.load_generator_states(generators)
             self.logger.resume_at(self.state["epoch"])
         self.step_fns = _step_functions(self.fabric, self.module, self.optimizer, self.cfg)
 
@@ -340,6 +361,8 @@ class _Training:
         if self.cfg.grad_clip is not None:
             fns.clip(self.cfg.grad_clip)
         fns.optimizer_step()
+        self.state["step"] += 1
+        method.after_step(self.state["step"], epoch)
         _trace_first_step()
         self.steps += 1
         return total.detach(), values
@@ -371,7 +394,8 @@ class _Training:
         self.logger.log_epoch(epoch, values)
         self.history.append({"epoch": epoch, **values, "train_seconds": seconds, "train_steps": steps})
         if fabric.is_global_zero:
-            save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, self.state)
+            generators = self.module.method.generator_states()
+            save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, self.state, generators)
         fabric.barrier()
 
     def select(self, epoch: int, monitored: float) -> None:

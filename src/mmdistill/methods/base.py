@@ -8,9 +8,11 @@ A method is an ``nn.Module`` (so it can own learnable parts such as a hint proje
 3. returns a dict of **named, unweighted** loss terms (:meth:`losses`), and the weight of
    each term (:meth:`loss_weights`; a term not listed weighs 1). A term is a scalar tensor, or a
    :class:`PerExample` (one value and one weight per example) where a method weights examples;
-4. may update its own state once per training step in :meth:`before_step` (never in :meth:`losses`,
-   which only computes: the same call serves training, evaluation, the pre-flight check and tests).
-   Not yet so: ``crd.py`` still updates its memory bank and its Z constants inside ``losses`` (training only).
+4. may update its own state once per training step in :meth:`before_step` (before the step's forward, e.g. MSD's
+   meta step) or :meth:`after_step` (after the optimizer step, given the step and epoch: CRD's memory bank, DKD's
+   warm-up count), never in :meth:`losses`, which only computes: the same call serves training, evaluation, the
+   pre-flight check and tests. Random numbers come from :meth:`generator` (the run seeds it and checkpoints its
+   state), never from the global RNG;
 5. computes its supervised and KD terms with ``self.task`` (:mod:`mmdistill.tasks`: ``loss``, ``kd_loss``,
    ``kd_per_example``, ``saliency``), so the same method serves every task that gives what it needs: a method
    declares that in ``task_needs`` (:class:`~.params.TaskNeed`, e.g. one class distribution per example), and
@@ -178,6 +180,45 @@ class Method(nn.Module):
     ) -> dict[str, LossTerm]:
         """Named, unweighted loss terms of this batch; computes only (no state changes, no communication)."""
         raise NotImplementedError
+
+    def after_step(self, step: int, epoch: int) -> None:
+        """Apply this training step's change of the method's own state (default: nothing).
+
+        The trainer calls it once per training step, after the optimizer step, with ``step`` the optimizer steps of
+        the run so far (1 for the first; a resumed run continues the count) and ``epoch`` (from 1). CRD updates its
+        memory bank here, DKD its warm-up count. Under DDP every process calls it (a collective is allowed here).
+        """
+
+    # -- the method's own random numbers ---------------------------------------------------------------------
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The method's random stream on ``device``: a method never draws from the global RNG.
+
+        The trainer seeds it from the run's seed (:meth:`seed_generators`) and keeps its state in every checkpoint
+        (:meth:`generator_states`), so a resumed run draws the same numbers; outside a run it starts from seed 0.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = str(device)
+        generators: dict[str, torch.Generator] = self.__dict__.setdefault("_generators", {})
+        if key not in generators:
+            seed = self.__dict__.get("_generator_seed", 0)
+            generators[key] = torch.Generator(device=key).manual_seed(seed + len(generators))
+        return generators[key]
+
+    def seed_generators(self, seed: int) -> None:
+        """Start every random stream of the method afresh from ``seed`` (the trainer: from the run's seed)."""
+        self.__dict__["_generator_seed"] = seed
+        self.__dict__["_generators"] = {}
+
+    def generator_states(self) -> dict[str, Tensor]:
+        """The state of each random stream drawn from so far, by device (``cpu``, ``cuda:0``)."""
+        return {key: g.get_state() for key, g in self.__dict__.get("_generators", {}).items()}
+
+    def load_generator_states(self, states: Mapping[str, Tensor]) -> None:
+        """Continue the random streams from saved states (:meth:`generator_states`)."""
+        for key in sorted(states):
+            self.generator(key).set_state(states[key])
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each named term in the total loss (terms not listed weigh 1)."""

@@ -19,9 +19,11 @@ initialised uniform in ``[-a, a]``, ``a = 1/sqrt(feat_dim/3)``, as the authors' 
 State: the banks and the two Z constants are buffers of the method, so they are in every checkpoint
 and a resumed run is bitwise the same. DDP: the batch's (row index, v_s, v_t) are all-gathered and
 every process applies the same update, so the banks stay identical on all ranks (one global bank,
-not one per rank); the first-batch Z is averaged over the ranks. Negatives are drawn with the
-global torch RNG (checkpointed). Defaults follow the paper (feat_dim 128, nce_t 0.07, nce_m 0.5,
-beta 0.8) except ``nce_k`` (paper 16384; 4096 here: CPU-sized). The authors' code can also draw
+not one per rank); the first-batch Z is averaged over the ranks. Negatives are drawn from the
+method's own generator (:meth:`~.base.Method.generator`: seeded from the run's seed, checkpointed).
+``losses`` changes no state (in training it records the step's update); :meth:`ContrastiveRD.after_step`
+applies the bank update and the first step's Z. Defaults follow the paper (feat_dim 128, nce_t 0.07,
+nce_m 0.5, beta 0.8) except ``nce_k`` (paper 16384; 4096 here: CPU-sized). The authors' code can also draw
 negatives from other classes only ("exact" mode); that is not reconstructed.
 
 Tasks: any task (negatives are examples, not classes); the bank needs the dataset's ``index``.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -108,9 +111,22 @@ class CRDParams(LayerPairParams):
     beta: Weight = Field(0.8, description="weight of each contrastive term")
 
 
+@dataclass
+class BankUpdate:
+    """What a training step changes in CRD's state: the batch's bank rows and embeddings, and Z on the first step."""
+
+    rows: Tensor
+    v_s: Tensor
+    v_t: Tensor
+    z_s: Tensor
+    z_t: Tensor
+    bank_rows: bool  # the rows are bank rows (after prepare), else the batch served as the bank
+
+
 @METHODS.register("crd")
 class ContrastiveRD(LayerPairMethod):
     Params = CRDParams
+    step_update: BankUpdate | None = None
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         hs, ht = self.sample_features(sample_batch, student, teacher)
@@ -133,17 +149,15 @@ class ContrastiveRD(LayerPairMethod):
         self.bank_t = (torch.rand(n, d, generator=g) * 2 * a - a).to(device)
         return train
 
-    def _z(self, name: str, scores: Tensor, n: int) -> Tensor:
-        z = getattr(self, name)
-        if z < 0:
-            value = scores.detach().mean() * n
-            if _distributed():
-                torch.distributed.all_reduce(value)
-                value /= torch.distributed.get_world_size()
-            if not self.training:
-                return value  # a check outside training fixes nothing
-            z.copy_(value)
-        return z
+    def _z(self, z: Tensor, scores: Tensor, n: int) -> Tensor:
+        """The stored Z, or (before the first training step has fixed it) this batch's ``N * mean(h)``."""
+        if z >= 0:
+            return z
+        value = scores.detach().mean() * n
+        if _distributed():
+            torch.distributed.all_reduce(value)
+            value /= torch.distributed.get_world_size()
+        return value
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
@@ -161,24 +175,35 @@ class ContrastiveRD(LayerPairMethod):
             rows = torch.arange(len(v_s), device=v_s.device)
             bank_s, bank_t = v_s.detach(), v_t.detach()
         n = len(bank_s)
-        idx = torch.cat([rows.unsqueeze(1), torch.randint(n, (len(rows), p.nce_k), device=rows.device)], 1)
+        negatives = torch.randint(n, (len(rows), p.nce_k), device=rows.device, generator=self.generator(rows.device))
+        idx = torch.cat([rows.unsqueeze(1), negatives], 1)
         scores_s = bank_critic(v_s, bank_t, idx, p.nce_t)
         scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
-        scores_s = scores_s / self._z("z_s", scores_s, n)
-        scores_t = scores_t / self._z("z_t", scores_t, n)
-        out = {
+        z_s, z_t = self._z(self.z_s, scores_s, n), self._z(self.z_t, scores_t, n)
+        if self.training:  # applied by after_step, once the step is taken
+            self.step_update = BankUpdate(rows, v_s.detach().float(), v_t.detach().float(), z_s, z_t, prepared)
+        return {
             "ce": self.supervised_loss(batch, student_out),
-            "crd_s": nce_loss(scores_s, n),
-            "crd_t": nce_loss(scores_t, n),
+            "crd_s": nce_loss(scores_s / z_s, n),
+            "crd_t": nce_loss(scores_t / z_t, n),
         }
-        if prepared and self.training:
-            with torch.no_grad():
-                r, vs, vt = rows, v_s.detach().float(), v_t.detach().float()
+
+    def after_step(self, step: int, epoch: int) -> None:
+        """The momentum update of the batch's bank rows (all processes' rows under DDP) and, after the first step,
+        the fixed Z constants."""
+        update, self.step_update = self.step_update, None
+        if update is None:
+            return
+        with torch.no_grad():
+            if update.bank_rows:
+                r, vs, vt = update.rows, update.v_s, update.v_t
                 if _distributed():
                     r, vs, vt = _all_gather(r), _all_gather(vs), _all_gather(vt)
-                momentum_update(self.bank_s, r, vs, p.nce_m)
-                momentum_update(self.bank_t, r, vt, p.nce_m)
-        return out
+                momentum_update(self.bank_s, r, vs, self.params.nce_m)
+                momentum_update(self.bank_t, r, vt, self.params.nce_m)
+            if self.z_s < 0:
+                self.z_s.copy_(update.z_s)
+                self.z_t.copy_(update.z_t)
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": self.params.ce_weight, "crd_s": self.params.beta, "crd_t": self.params.beta}

@@ -8,10 +8,11 @@ the non-target classes only (all at temperature T)::
     L    = CE(y, s(x)) + w(step) * (alpha * TCKD + beta * NCKD),   w(step) = min(step / warmup_steps, 1)
 
 KL is summed over classes and averaged over the batch, as in the authors' code (mdistiller, which
-also implements the optional linear warm-up, there in epochs; here in optimizer steps, counted in a
-buffer so a resumed run continues the ramp). Terms: ``ce``, ``tckd``, ``nckd`` with weights
-``ce_weight``, ``alpha``, ``beta``. Because the trainer reads :meth:`loss_weights` once per run, the
-warm-up factor ``w(step)`` is multiplied into ``tckd`` and ``nckd`` themselves (1 once warmed up).
+also implements the optional linear warm-up, there in epochs; here in optimizer steps: the trainer hands
+:meth:`DecoupledKD.after_step` the step, kept in a buffer so a resumed run continues the ramp). Terms:
+``ce``, ``tckd``, ``nckd`` with weights ``ce_weight``, ``alpha``, ``beta``. Because the trainer reads
+:meth:`loss_weights` once per run, the warm-up factor ``w(step)`` is multiplied into ``tckd`` and ``nckd``
+themselves (1 once warmed up).
 
 Tasks: single-label classification only (the target class must be one label per example).
 """
@@ -67,15 +68,19 @@ class DecoupledKD(Method):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def warmup_factor(self) -> float:
+        """``w(step) = min(step / warmup_steps, 1)`` of the step being trained (in training: the steps done so far
+        plus this one), else of the last step done."""
         w = self.params.warmup_steps
-        return 1.0 if w == 0 else min(float(self.steps) / w, 1.0)
+        step = float(self.steps) + (1 if self.training else 0)
+        return 1.0 if w == 0 else min(step / w, 1.0)
+
+    def after_step(self, step: int, epoch: int) -> None:
+        self.steps.fill_(step)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
     ) -> dict[str, Tensor]:
         assert teacher_out is not None
-        if self.training:
-            self.steps += 1
         tckd, nckd = dkd_terms(student_out.logits, teacher_out.logits, batch[LABEL], self.params.temperature)
         w = self.warmup_factor()
         return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "tckd": w * tckd, "nckd": w * nckd}

@@ -226,5 +226,5 @@ class ModalitySpecificDistillation(Method):
 
     def _heldout_batch(self, size: int, device: torch.device) -> Batch:
         assert self.heldout is not None
-        idx = torch.randint(len(self.heldout), (min(size, len(self.heldout)),))
+        idx = torch.randint(len(self.heldout), (min(size, len(self.heldout)),), generator=self.generator("cpu"))
         return {k: v.to(device) for k, v in self.heldout.__getitems__(idx).items()}
