@@ -25,25 +25,24 @@ Output, the folder :func:`mmdistill.data.loaders.avmnist` (and MultiBench's ``ge
   images only with test recordings), each recording used once before any repeats, seeded.
 
 The output folder is written as ``.<name>.partial-XXXX`` beside it and renamed into place when
-complete; an existing folder is refused unless it is empty, or a finished build of this command
-and ``overwrite`` is set (nothing that this command did not create is deleted or overwritten).
+complete, under a lock that refuses a second build into the same folder; an existing folder is
+refused unless it is empty, or a finished build of this command and ``overwrite`` is set, and a
+file put into it during the build is never deleted (:mod:`mmdistill.data.build_output`).
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, OutputExistsError
+from ..errors import DataError
 from ..io import write_json
 from .av_digits import pair_within_class
+from .build_output import BuiltFolder, build_folder
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -180,20 +179,12 @@ def spectrograms(waves: list[np.ndarray], noise_std: np.ndarray, rng: np.random.
     return (10.0 * np.log10(np.abs(z) ** 2 + 1e-10)).astype(np.float32)
 
 
-def _out_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder this command did not create (or a finished build without ``overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise OutputExistsError(
-                f"--out {out}: folder is not empty and was not made by `mmdistill data build av-mnist`; "
-                "choose a new or empty folder"
-            )
-        if not overwrite:
-            raise OutputExistsError(
-                f"--out {out}: holds a finished AV-MNIST build ({MARKER}); pass --overwrite to rebuild"
-            )
+BUILT = BuiltFolder(
+    MARKER,
+    outputs=("image", "audio", "train_labels.npy", "test_labels.npy"),
+    made_by="`mmdistill data build av-mnist`",
+    finished=f"a finished AV-MNIST build ({MARKER}); pass --overwrite to rebuild",
+)
 
 
 def build_av_mnist(
@@ -212,54 +203,40 @@ def build_av_mnist(
     ``snr_db`` ``None``: no noise.
     """
     t0 = time.perf_counter()
-    out = Path(out)
-    _out_folder(out, overwrite)
-    images, sounds = read_mnist(mnist), read_fsdd(fsdd)
-    if limit is not None:
-        if limit < 10:
-            raise DataError(f"--limit must be at least 10, got {limit}")
-        images = {
-            "train": tuple(a[:limit] for a in images["train"]),
-            "test": tuple(a[: max(10, limit // 6)] for a in images["test"]),
-        }
-    mu, v, k = fit_energy_removal(images["train"][0].astype(np.float32), energy_removed)
-    mu, v = mu.astype(np.float32), v.astype(np.float32)
-    degrade = {s: images[s][0] - ((images[s][0] - mu) @ v) @ v.T for s in images}  # float32: 188 MB for train
-    lo, hi = float(degrade["train"].min()), float(degrade["train"].max())
-    waves = sounds["train"][0]
-    ref = max(
+    with build_folder(out, BUILT, overwrite, label=f"--out {out}") as staging:
+        images, sounds = read_mnist(mnist), read_fsdd(fsdd)
+        if limit is not None:
+            if limit < 10:
+                raise DataError(f"--limit must be at least 10, got {limit}")
+            images = {
+                "train": tuple(a[:limit] for a in images["train"]),
+                "test": tuple(a[: max(10, limit // 6)] for a in images["test"]),
+            }
+        mu, v, k = fit_energy_removal(images["train"][0].astype(np.float32), energy_removed)
+        mu, v = mu.astype(np.float32), v.astype(np.float32)
+        degrade = {s: images[s][0] - ((images[s][0] - mu) @ v) @ v.T for s in images}  # float32: 188 MB for train
+        lo, hi = float(degrade["train"].min()), float(degrade["train"].max())
+        meta = _write(staging, images, sounds, degrade, (lo, hi), _reference_db(sounds["train"][0]), seed, snr_db)
+        meta.update(
+            {
+                "mnist": str(mnist),
+                "fsdd": str(fsdd),
+                "energy_removed": energy_removed,
+                "pca_components_removed": k,
+                "limit": limit,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        write_json(staging / MARKER, meta)
+    return meta
+
+
+def _reference_db(waves: list[np.ndarray]) -> float:
+    """The largest log power over the clean training recordings (the top of the spectrograms' 80 dB range)."""
+    return max(
         float(spectrograms(waves[a : a + CHUNK], np.zeros(len(waves[a : a + CHUNK])), np.random.default_rng(0)).max())
         for a in range(0, len(waves), CHUNK)
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        meta = _write(tmp, images, sounds, degrade, (lo, hi), ref, seed, snr_db)
-    except BaseException:
-        shutil.rmtree(tmp)  # made above by this call
-        raise
-    meta.update(
-        {
-            "mnist": str(mnist),
-            "fsdd": str(fsdd),
-            "energy_removed": energy_removed,
-            "pca_components_removed": k,
-            "limit": limit,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-    )
-    write_json(tmp / MARKER, meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; give the usual permissions
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(old / "build")  # an empty folder, or a finished build of ours (checked above)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-    return meta
 
 
 def _write(

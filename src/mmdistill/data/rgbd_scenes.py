@@ -24,19 +24,23 @@ probe fitted on training pixels and scored (mIoU) on test pixels.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataError, OutputExistsError
+from ..errors import DataError
 from ..io import write_json, write_text
+from .build_output import BuiltFolder, build_folder
 from .file_dataset import SPLITS, Item, FileDataset, FileSplits, Transform, split_transforms
 
 MARKER = "rgbd_scenes.json"
+BUILT = BuiltFolder(
+    MARKER,
+    outputs=("rgb", "depth", "label", *(f"{split}.txt" for split in SPLITS)),
+    made_by="write_rgbd_scenes",
+    finished=f"RGB-D scenes already ({MARKER}); pass overwrite=True to replace them",
+)
 CLASSES = ("background", "near box", "far box", "ball")
 IGNORE_INDEX = 255
 NEAR_M, FAR_M, BALL_M, WALL_M = (1.0, 2.0), (2.6, 3.6), (1.0, 3.6), (4.0, 6.0)
@@ -194,39 +198,26 @@ def write_rgbd_scenes(
 ) -> dict:
     """Write scenes into ``out`` in the :mod:`~mmdistill.data.rgbd_folder` layout; returns what the marker records.
 
-    Written as ``.<name>.partial-XXXX`` beside ``out`` and renamed into place when complete. A
-    non-empty ``out`` that this function did not make (no ``rgbd_scenes.json``) is refused and
-    left untouched; a previous set of ours is replaced only with ``overwrite``.
+    Written as ``.<name>.partial-XXXX`` beside ``out`` and renamed into place when complete, under a lock that
+    refuses a second build into the same folder (:mod:`mmdistill.data.build_output`). A non-empty ``out`` that
+    this function did not make (no ``rgbd_scenes.json``) is refused and left untouched; a previous set of ours is
+    replaced only with ``overwrite``; a file put into ``out`` during the build is never deleted.
     """
     from PIL import Image
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise OutputExistsError(
-                f"{out}: folder is not empty and was not made by write_rgbd_scenes; choose a new or empty folder"
-            )
-        if not overwrite:
-            raise OutputExistsError(
-                f"{out}: holds RGB-D scenes already ({MARKER}); pass overwrite=True to replace them"
-            )
-    arrays = generate_rgbd_scenes(n_scenes, size, seed, **scene_params)
-    sizes = split_sizes(n_scenes, fractions)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with build_folder(out, BUILT, overwrite) as staging:
+        arrays = generate_rgbd_scenes(n_scenes, size, seed, **scene_params)
+        sizes = split_sizes(n_scenes, fractions)
         for folder in ("rgb", "depth", "label"):
-            (tmp / folder).mkdir()
+            (staging / folder).mkdir()
         stems = [f"scene_{i:05d}" for i in range(n_scenes)]
         for i, stem in enumerate(stems):
-            Image.fromarray(arrays["rgb"][i]).save(tmp / "rgb" / f"{stem}.png")
-            Image.fromarray(arrays["depth"][i]).save(tmp / "depth" / f"{stem}.png")  # uint16 -> mode "I;16"
-            Image.fromarray(arrays["label"][i]).save(tmp / "label" / f"{stem}.png")
+            Image.fromarray(arrays["rgb"][i]).save(staging / "rgb" / f"{stem}.png")
+            Image.fromarray(arrays["depth"][i]).save(staging / "depth" / f"{stem}.png")  # uint16 -> mode "I;16"
+            Image.fromarray(arrays["label"][i]).save(staging / "label" / f"{stem}.png")
         start = 0
         for split, k in zip(SPLITS, sizes):
-            write_text(tmp / f"{split}.txt", "".join(f"{s}\n" for s in stems[start : start + k]))
+            write_text(staging / f"{split}.txt", "".join(f"{s}\n" for s in stems[start : start + k]))
             start += k
         meta = {
             "generator": "mmdistill.data.rgbd_scenes",
@@ -240,20 +231,7 @@ def write_rgbd_scenes(
             "depth_unit": "millimetre",
             **scene_params,
         }
-        write_json(tmp / MARKER, meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
-    except BaseException:
-        shutil.rmtree(tmp)  # made above by this call
-        raise
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(old / "scenes")  # an empty folder or a set of ours (checked above)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
+        write_json(staging / MARKER, meta)
     return meta
 
 
