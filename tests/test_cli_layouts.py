@@ -67,3 +67,17 @@ def test_an_analysis_added_to_a_train_run_is_part_of_its_layout():
     train = runfolder.layout_of("train")
     assert {"robustness", "analysis", "report.html", "seed_*", "config.yaml"} <= set(train)
     assert "results.csv" in runfolder.layout_of("reproduce") and "kd-miniature" in runfolder.layout_of("demo")
+
+
+def test_the_engine_declares_what_train_and_distill_write_without_the_cli():
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    probe = (
+        "from mmdistill.engine import runfolder as r; "
+        "print(r.finished_file('train'), r.finished_file('distill'), 'student.safetensors' in r.layout_of('distill'))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["metrics.json", "result.json", "True"], out.stderr

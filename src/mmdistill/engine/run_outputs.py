@@ -4,6 +4,8 @@ A model folder (``seed_N/teacher`` of a ``train`` run, a study's ``runs/.../seed
 :func:`.api.distill` and the trainer write: checkpoints, the metrics log, TensorBoard events, the weights used for
 test and ``result.json``. A ``train`` folder (:mod:`.protocol`) holds its resolved ``config.yaml`` (written before any
 work), one model folder per seed and model, and the summary over seeds; an interrupted one continues with ``--resume``.
+A ``distill(out_dir=...)`` folder of its own is one model folder, with the config and teacher weights that let the
+commands read it (:mod:`.run_record`).
 """
 
 from __future__ import annotations
@@ -24,4 +26,6 @@ TRAIN_OUTPUTS: Layout = {
     "summary.md": None,
     "seed_*": {"teacher": MODEL_OUTPUTS, "student": MODEL_OUTPUTS, "nokd": MODEL_OUTPUTS},
 }
-register_layout("train", TRAIN_OUTPUTS, resumable=True)
+DISTILL_OUTPUTS: Layout = {**MODEL_OUTPUTS, "config.yaml": None, "teacher.safetensors": None}  # run_record.py
+register_layout("train", TRAIN_OUTPUTS, resumable=True, finished="metrics.json")
+register_layout("distill", DISTILL_OUTPUTS, resumable=True, finished="result.json")

@@ -64,18 +64,30 @@ EVERY_RUN = "*"  # the kind whose layout every run folder shares (a report writt
 
 LAYOUTS: dict[str, Layout] = {}  # kind of run -> what it writes; filled by the commands (register_layout)
 RESUMABLE: set[str] = set()  # kinds whose interrupted runs continue with --resume
+FINISHED: dict[str, str] = {}  # kind -> the file whose presence says a run of that kind finished
 
 
-def register_layout(kind: str, layout: Layout, resumable: bool = False) -> None:
+def register_layout(kind: str, layout: Layout, resumable: bool = False, finished: str | None = None) -> None:
     """Declare what a command writes into its ``--out`` folder of ``kind`` (the names ``--overwrite`` may remove).
 
     Each command or study declares its own outputs; a command that writes into another's folder (an evaluation
     added to a ``train`` run) adds its part under that kind, and ``kind`` :data:`EVERY_RUN` adds to every run
-    folder. ``resumable``: an interrupted run of this kind continues with ``--resume``.
+    folder. ``resumable``: an interrupted run of this kind continues with ``--resume``; ``finished``: the file that
+    a finished run of this kind holds (:func:`finished_file`).
     """
     _merge(LAYOUTS.setdefault(kind, {}), layout)
     if resumable:
         RESUMABLE.add(kind)
+    if finished is not None:
+        FINISHED[kind] = finished
+
+
+def finished_file(kind: str) -> str:
+    """The file whose presence says a ``kind`` run finished (declared with :func:`register_layout`)."""
+    layout_of(kind)  # a kind nobody registered is a bug, named
+    if kind not in FINISHED:
+        raise LookupError(f"no finished file is registered for a '{kind}' run folder (runfolder.register_layout)")
+    return FINISHED[kind]
 
 
 def _merge(into: Layout, layout: Layout) -> None:
