@@ -48,7 +48,8 @@ def main() -> None:
     ]
     print(" ".join(command))
     subprocess.run(command, check=True)
-    print(open(os.path.join(OUT, "summary.md")).read())
+    with open(os.path.join(OUT, "summary.md")) as summary:
+        print(summary.read())
 
 
 if __name__ == "__main__":

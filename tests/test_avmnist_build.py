@@ -92,10 +92,8 @@ def test_pairing_stays_within_digit_and_split(raw):
 def test_energy_removal_projects_out_the_top_components(raw):
     out = raw / "avmnist"
     meta = build_av_mnist(raw / "mnist", raw / "fsdd", out, snr_db=None, energy_removed=0.75)
-    raw_x = (
-        np.frombuffer(gzip.open(raw / "mnist" / "train-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(130, 784)
-        / 1.0
-    )
+    with gzip.open(raw / "mnist" / "train-images-idx3-ubyte.gz") as images:
+        raw_x = np.frombuffer(images.read()[16:], np.uint8).reshape(130, 784) / 1.0
     centred = raw_x - raw_x.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     k = meta["pca_components_removed"]

@@ -1,6 +1,7 @@
 """The run lock of an output folder (engine/runfolder.py): held by the process that claimed the folder only,
 never by the children it forks (DataLoader workers), and free the moment its owner dies."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,10 +58,8 @@ def test_a_killed_runs_forked_child_does_not_keep_the_folder_locked(tmp_path):
         folder.release()
     finally:
         for pid in (parent, child):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         owner.wait()
 
 

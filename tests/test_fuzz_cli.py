@@ -244,9 +244,8 @@ def _too_costly(key: str, value: str) -> bool:
         return True  # would start DDP worker processes from inside pytest
     if leaf == "strategy" and parsed == "ddp":
         return True  # would start a process group inside pytest
-    if leaf == "accelerator" and parsed in ("gpu", "cuda", "auto", "mps") and visible_gpus():
-        return True  # CPU-only test
-    return False
+    # CPU-only test
+    return leaf == "accelerator" and parsed in ("gpu", "cuda", "auto", "mps") and visible_gpus() > 0
 
 
 def _names_key(key: str, message: str) -> bool:

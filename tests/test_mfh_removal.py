@@ -93,7 +93,8 @@ def test_reproduce_mfh_removal_on_mfeat_writes_results_summary_and_figure(tmp_pa
         ]
     )
     assert code == 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert list(rows[0]) == ROW_FIELDS and len(rows) == 2 * len(MODES)
     text = (out / "summary.md").read_text()
     assert (

@@ -33,7 +33,8 @@ def test_salience_command_writes_scores_and_a_plot_and_finds_the_shared_channels
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["channels"] == 50 and report["layer"] == "input" and report["precision_at_shared"] >= 0.8
-    rows = list(csv.DictReader(open(out / "scores.csv")))
+    with open(out / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [r["channel"] for r in rows] == [str(c) for c in range(50)]
     assert sum(int(r["shared"]) for r in rows) == 5
     scores = [float(r["score"]) for r in rows]
@@ -64,7 +65,8 @@ def test_salience_command_on_mfeat_penultimate_features(tmp_path, capsys):
     )
     assert code == 0
     assert "teacher fou -> student mor, layer 1" in capsys.readouterr().out
-    assert len(list(csv.DictReader(open(tmp_path / "scores.csv")))) == 8
+    with open(tmp_path / "scores.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
 
 
 def test_salience_command_errors_name_the_layers_and_the_modalities(tmp_path, capsys):

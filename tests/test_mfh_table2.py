@@ -53,7 +53,8 @@ def test_reproduce_mfh_table2_writes_results_summary_and_figure(tmp_path, capsys
         main(["reproduce", "mfh-table2", "--seeds", "1", "--epochs", "50", "--joint-epochs", "50", "--out", str(out)])
         == 0
     )
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert list(rows[0]) == ROW_FIELDS and len(rows) == 6 * len(SELECTIONS)
     text = (out / "summary.md").read_text()
     assert "--joint-epochs 50" in text and "Algorithm 1 precision" in text and "| algorithm1 |" in text

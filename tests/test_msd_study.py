@@ -7,7 +7,8 @@ from mmdistill.studies.msd_study import METHODS
 def test_reproduce_msd_writes_one_row_per_dataset_seed_method(tmp_path, capsys):
     out = tmp_path / "msd"
     assert main(["reproduce", "msd", "--dataset", "venn", "--seeds", "2", "--epochs", "2", "--out", str(out)]) == 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert {(r["seed"], r["method"]) for r in rows} == {(str(s), m) for s in (0, 1) for m in METHODS}
     assert {"dataset", "seed", "method", "student_acc"} <= set(rows[0])
     assert all(0.0 <= float(r["student_acc"]) <= 1.0 for r in rows)
