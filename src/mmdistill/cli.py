@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .engine.runfolder import read_marker
-from .failures import debugging, explain
+from .failures import debugging, explain, user_exit
 
 COMMAND_MODULES = [
     "mmdistill.commands.train",
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 return int(stop.code or 0)
     try:
         return int(args.func(args) or 0)
+    except SystemExit as stop:  # the commands return their code: this one came from the user's code
+        if debugging():
+            raise
+        code, message = user_exit(stop)
+        print(f"mmdistill {args.command}: error: {message}", file=sys.stderr)
+        return code
     except (Exception, KeyboardInterrupt) as err:  # one place: failures.explain (MMDISTILL_DEBUG=1 keeps the traceback)
         out = getattr(args, "out", None)
         where = f"writing to --out {out}" if out is not None else None

@@ -81,6 +81,18 @@ def dependencies_checked() -> Iterator[None]:
         raise known from err
 
 
+def user_exit(stop: SystemExit) -> tuple[int, str]:
+    """(exit code, one line) for a ``SystemExit`` that escaped a command: mmdistill's commands return their exit
+    code, so it came from the user's code (a dataset plugin, a factory, a transform calling ``sys.exit``), and the
+    command did not finish, whatever the code it carried."""
+    from .usercode import describe
+
+    return BAD_INPUT, (
+        f"the user's code raised {describe(stop)}, a sys.exit inside a plugin or factory, so the command stopped "
+        "before it finished: remove that exit (MMDISTILL_DEBUG=1 shows the traceback)"
+    )
+
+
 def debugging() -> bool:
     return os.environ.get("MMDISTILL_DEBUG", "") not in ("", "0")
 
