@@ -162,7 +162,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
             for k in self.modality_names
         ]
 
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
+    def __getitems__(self, indices: Sequence[int] | Tensor | np.ndarray) -> Batch:
         idx = torch.as_tensor(indices, dtype=torch.long)
         batch = {k: v.take(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}
         batch[LABEL] = self.labels[idx]
@@ -172,7 +172,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Batch:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
-    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> MultimodalDataset:
+    def subset(self, indices: Sequence[int] | Tensor | np.ndarray, name: str | None = None) -> MultimodalDataset:
         """Rows ``indices`` as a new dataset (in-memory columns copied, on-disk ones as row views)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         cols = {k: v.subset(idx.numpy()) if isinstance(v, DiskArray) else v[idx] for k, v in self._columns.items()}

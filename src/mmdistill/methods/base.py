@@ -41,6 +41,7 @@ from ..batch import LABEL, Batch
 from ..config import validate
 from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError
+from ..masking import Masker
 from ..models.hooks import FeatureHooks
 from ..tasks import Task, get_task
 from .params import NoParams, TaskNeed
@@ -130,7 +131,7 @@ class Method(nn.Module):
             raise ConfigError(problem)
         return validate(cls.Params, dict(params or {}), prefix="method.params.")
 
-    def __init__(self, params: BaseModel, masker: nn.Module | None = None, task: Task | str | None = None) -> None:
+    def __init__(self, params: BaseModel, masker: Masker | None = None, task: Task | str | None = None) -> None:
         super().__init__()
         self.params = params
         self.masker = masker
@@ -177,7 +178,7 @@ class Method(nn.Module):
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
-    ) -> dict[str, LossTerm]:
+    ) -> Mapping[str, LossTerm]:
         """Named, unweighted loss terms of this batch; computes only (no state changes, no communication)."""
         raise NotImplementedError
 

@@ -126,7 +126,12 @@ class BankUpdate:
 @METHODS.register("crd")
 class ContrastiveRD(LayerPairMethod):
     Params = CRDParams
+    params: CRDParams
     step_update: BankUpdate | None = None
+    bank_s: Tensor  # buffers made in setup (declared for the type checker: nn.Module types them Tensor | Module)
+    bank_t: Tensor
+    z_s: Tensor
+    z_t: Tensor
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         hs, ht = self.sample_features(sample_batch, student, teacher)

@@ -61,10 +61,12 @@ class DKDParams(MethodParams):
 @METHODS.register("dkd")
 class DecoupledKD(Method):
     Params = DKDParams
+    params: DKDParams
     task_needs = (needs_class_distribution("it splits each example's class distribution at its one target class"),)
 
     def __init__(self, params: BaseModel, masker=None) -> None:
         super().__init__(params, masker)
+        self.steps: Tensor
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def warmup_factor(self) -> float:

@@ -76,6 +76,7 @@ class MSDParams(MethodParams):
 @METHODS.register("msd")
 class ModalitySpecificDistillation(Method):
     Params = MSDParams
+    params: MSDParams
     task_needs = (
         TaskNeed(
             CLASS_DISTRIBUTION,
@@ -101,11 +102,13 @@ class ModalitySpecificDistillation(Method):
                 "method.params.heldout_fraction: weighting 'learned' needs a held-out split; set it > 0 (e.g. 0.1)"
             )
         m = len(self.modalities)
+        self.population_weights: Tensor
         self.register_buffer("population_weights", torch.ones(m))
         if p.weighting == "learned":
-            self.weight_net = nn.Sequential(nn.Linear(m + 1, p.weight_hidden), nn.Tanh(), nn.Linear(p.weight_hidden, m))
-            nn.init.zeros_(self.weight_net[2].weight)  # start at uniform weights
-            nn.init.zeros_(self.weight_net[2].bias)
+            first, last = nn.Linear(m + 1, p.weight_hidden), nn.Linear(p.weight_hidden, m)
+            nn.init.zeros_(last.weight)  # start at uniform weights
+            nn.init.zeros_(last.bias)
+            self.weight_net = nn.Sequential(first, nn.Tanh(), last)
             for q in self.weight_net.parameters():
                 q.requires_grad_(False)  # phi is updated by the meta step, never by the main optimizer
         self.heldout: MultimodalDataset | None = None
@@ -122,6 +125,7 @@ class ModalitySpecificDistillation(Method):
     def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
         p = self.params
         if p.weighting == "population":
+            assert teacher is not None and self.masker is not None
             s = instance_saliency(
                 teacher, train, self.masker, self.modalities, p.saliency, device=device, task=self.task
             )
@@ -135,6 +139,7 @@ class ModalitySpecificDistillation(Method):
 
     # -- student: full input and every modality-only view in one pass -------------------------
     def forward_student(self, student: nn.Module, batch: Batch) -> StudentOutputs:
+        assert self.masker is not None
         stacked = self.masker.variants(batch, [(m,) for m in self.modalities])
         views = split_variants(student(stacked), 1 + len(self.modalities))
         return StudentOutputs(views[0], {}, views[1:])
@@ -142,8 +147,9 @@ class ModalitySpecificDistillation(Method):
     # -- weights -------------------------------------------------------------------------------
     def _signals(self, batch: Batch, teacher_out: TeacherOutputs) -> Tensor:
         """(B, M + 1): saliency of each modality and the teacher's entropy, per example."""
-        views = self._views()
-        removed = torch.stack([teacher_out.view_logits[views.index(v)] for v in removal_views(self.modalities)])
+        views, view_logits = self._views(), teacher_out.view_logits
+        assert view_logits is not None
+        removed = torch.stack([view_logits[views.index(v)] for v in removal_views(self.modalities)])
         s = saliency_from_logits(teacher_out.logits, removed, batch[LABEL], self.params.saliency, self.task).T
         log_p = F.log_softmax(teacher_out.logits.float(), -1)
         entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True)
@@ -171,9 +177,11 @@ class ModalitySpecificDistillation(Method):
             "ce": self.supervised_loss(batch, student_out),
             "kd": task.kd_loss(student_out.logits, teacher_out.logits, T, y),
         }
+        t_views, s_views = teacher_out.view_logits, student_out.view_logits
+        assert t_views is not None and s_views is not None
         for i, m in enumerate(self.modalities):
-            t_view = teacher_out.view_logits[views.index((m,))]
-            out[f"kd/{m}"] = PerExample(task.kd_per_example(student_out.view_logits[i], t_view, T, y), w[:, i])
+            t_view = t_views[views.index((m,))]
+            out[f"kd/{m}"] = PerExample(task.kd_per_example(s_views[i], t_view, T, y), w[:, i])
         return out
 
     def losses(
@@ -222,7 +230,7 @@ class ModalitySpecificDistillation(Method):
                 if torch.distributed.is_available() and torch.distributed.is_initialized():
                     torch.distributed.all_reduce(g)
                     g /= torch.distributed.get_world_size()
-                q -= self.params.meta_lr * g
+                q.sub_(self.params.meta_lr * g)
 
     def _heldout_batch(self, size: int, device: torch.device) -> Batch:
         assert self.heldout is not None
