@@ -34,7 +34,7 @@ from ..models.multimodal import build_model
 from ..tasks import Task
 from . import runfolder
 from .batches import eval_batches, to_device
-from .checkpoint import load_weights, save_tensors
+from .checkpoint import load_weights, refuse_cast, save_tensors
 from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
@@ -284,6 +284,7 @@ def build_run_model(
 def load_teacher_weights(teacher: nn.Module, path: Path) -> None:
     """``teacher.checkpoint`` into the teacher model; a mismatch names the keys."""
     weights = load_weights(path)
+    refuse_cast(weights, teacher, path, "teacher.checkpoint")
     try:
         result = teacher.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches

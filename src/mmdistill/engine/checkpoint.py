@@ -238,6 +238,19 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     return load_tensors(path)[0]
 
 
+def refuse_cast(weights: dict[str, Tensor], model: torch.nn.Module, path: str | Path, key: str) -> None:
+    """Refuse weights that ``load_state_dict`` would cast without a word: an integer or boolean tensor (a quantised
+    checkpoint, e.g. int8) for a floating-point parameter or buffer of the model. ``key`` names the config key."""
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    for name, tensor in weights.items():
+        target = own.get(name)
+        if target is not None and target.is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{key}: {path} holds {name!r} as {tensor.dtype} where the model has {target.dtype} (a quantised "
+                "checkpoint?); mmdistill does not cast weights: save the floating-point weights"
+            )
+
+
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, Tensor], dict]:
     tensors: dict[str, Tensor] = {}
     rest: dict = {"param_groups": sd["param_groups"], "state": {}}

@@ -178,7 +178,21 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
             done = train_run(spec, desc=f"seed {seed} {part}", **options)
         row[part] = done.test
         row[f"{part}_best_epoch"] = done.best_epoch
+        row[f"{part}_test_checkpoint"] = done.test_checkpoint
     return row
+
+
+def reporting(runs: list[dict], test_checkpoint: str) -> str:
+    """Which weights the test metrics come from, naming each part whose trainer fell back to other weights (no
+    epoch with a finite monitored metric: the last weights)."""
+    said = f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights"
+    other = [
+        f"seed {r['seed']} {key.removesuffix('_test_checkpoint')}: {used}"
+        for r in runs
+        for key, used in r.items()
+        if key.endswith("_test_checkpoint") and used != test_checkpoint
+    ]
+    return said + (f", except {'; '.join(other)}" if other else "")
 
 
 def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: str = DEFAULT_TASK) -> dict:
@@ -198,7 +212,7 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: st
         "task": task,
         "seeds": [r["seed"] for r in runs],
         "test_checkpoint": test_checkpoint,
-        "reporting": f"test metrics of the {'best-validation' if test_checkpoint == 'best' else 'last'}-epoch weights",
+        "reporting": reporting(runs, test_checkpoint),
         "runs": runs,
         "summary": summary,
         "paired": paired,

@@ -15,6 +15,7 @@ step count, and the shuffling order is a pure function of (seed, epoch) via ``Di
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from ..batch import INDEX, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, DataError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
 from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
@@ -158,10 +159,47 @@ def method_seed(seed: int) -> int:
 
 def _better(value: float, best: float | None, higher_is_better: bool, min_delta: float) -> bool:
     """Whether ``value`` of the monitored metric improves on ``best`` by more than ``min_delta``; a NaN (e.g. the
-    Pearson r of a constant prediction) never improves, and any number improves on a NaN."""
-    if best is None or (math.isnan(best) and not math.isnan(value)):
+    Pearson r of a constant prediction) never improves, not even on no best at all, and any number improves on a
+    NaN or on no best."""
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
         return True
     return value > best + min_delta if higher_is_better else value < best - min_delta
+
+
+def data_fingerprint(split) -> str | None:
+    """A string that changes when a split's data change: the dataset's own ``fingerprint()`` (column data: a sha256
+    of every value), else a sha256 of its length and of its first, middle and last items; None for items drawn at
+    random (nothing stable to compare)."""
+    if getattr(split, "random", False):
+        return None
+    if getattr(split, "cacheable", True):
+        try:
+            return split.fingerprint()
+        except (AttributeError, DataError):
+            pass
+    read = getattr(split, "__getitems__", None)
+    if read is None:
+        return None
+    n = len(split)
+    h = hashlib.sha256(f"{type(split).__qualname__}|{n}|".encode())
+    for key, value in sorted(read(sorted({0, n // 2, n - 1})).items() if n else ()):
+        t = value.detach().cpu().contiguous() if isinstance(value, Tensor) else torch.as_tensor(value)
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "items:" + h.hexdigest()
+
+
+def check_same_data(saved: dict, now: dict, checkpoint: Path) -> None:
+    """Refuse a resume whose training or validation data differ from those the checkpoint was trained on."""
+    for split, old in saved.items():
+        new = now.get(split)
+        if old is not None and new is not None and old != new:
+            raise DataError(
+                f"--resume: the {split} data differ from those the run trained on until {checkpoint} (fingerprint "
+                f"{old[:16]}... then, {new[:16]}... now): the data files or the dataset factory's code changed, and "
+                "resuming would train on two datasets; start a new run (another --out, or --overwrite)"
+            )
 
 
 @dataclass
@@ -330,6 +368,7 @@ class _Training:
             "stopped_early": False,
         }
         module.method.seed_generators(method_seed(seed))
+        self.data_fingerprints = {"train": data_fingerprint(train), "val": data_fingerprint(val)}
         self.history: list[dict] = []
         self.steps = 0
         self.train_seconds = 0.0
@@ -338,8 +377,10 @@ class _Training:
         """Load ``last.safetensors`` when resuming (weights, optimizer, scheduler, RNG, loop state), then wrap."""
         if resume and self.last_path.is_file():
             state, generators = load_training_state(self.last_path, self.module, self.optimizer, self.scheduler)
+            check_same_data(state.pop("data", {}), self.data_fingerprints, self.last_path)
             self.state = {"step": 0, **state}
             self.module.method.load_generator_states(generators)
+        if resume:  # rows past the checkpoint (all of them without one) came from a run killed before saving them
             self.logger.resume_at(self.state["epoch"])
         self.step_fns = _step_functions(self.fabric, self.module, self.optimizer, self.cfg)
 
@@ -395,7 +436,8 @@ class _Training:
         self.history.append({"epoch": epoch, **values, "train_seconds": seconds, "train_steps": steps})
         if fabric.is_global_zero:
             generators = self.module.method.generator_states()
-            save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, self.state, generators)
+            state = dict(self.state, data=self.data_fingerprints)
+            save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, state, generators)
         fabric.barrier()
 
     def select(self, epoch: int, monitored: float) -> None:
@@ -413,17 +455,24 @@ class _Training:
         state["epoch"] = epoch
 
     def finish(self) -> FitResult:
-        """Load the test-time weights (``trainer.test_checkpoint``) and sum up the run."""
-        state = self.state
-        if self.cfg.test_checkpoint == "best" and self.best_path.is_file():
+        """Load the test-time weights (``trainer.test_checkpoint``) and sum up the run.
+
+        When no epoch had a finite monitored metric there is no best epoch: the last weights are used and
+        ``test_checkpoint`` says so (it reaches ``result.json`` and summary.md), with a note on stderr."""
+        state, used = self.state, self.cfg.test_checkpoint
+        if used == "best" and state["best_epoch"] > 0 and self.best_path.is_file():
             tensors, _ = load_tensors(self.best_path)
             self.module.load_state_dict(tensors)
+        elif used == "best":
+            used = f"last (no epoch had a finite val/{self.cfg.monitor}, so none is best)"
+            if self.fabric.is_global_zero:
+                print(f"mmdistill: note: {self.logger.desc}: test metrics of the {used}", file=sys.stderr, flush=True)
         return FitResult(
             state["epoch"],
             state["best_epoch"],
             state["best_value"],
             state["stopped_early"],
-            self.cfg.test_checkpoint,
+            used,
             self.history,
             self.train_seconds,
             self.steps,
