@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -26,7 +27,18 @@ FEATURES = [
     "shared_rank",
     "redundancy_b",
 ]
-PILOT = {"epochs": 100, "lr": 1.0, "folds": 5, "max_rows": 200}
+
+
+class PilotSettings(TypedDict):
+    """The pilot run's settings (the calibration suites were measured with them)."""
+
+    epochs: int
+    lr: float
+    folds: int
+    max_rows: int
+
+
+PILOT: PilotSettings = {"epochs": 100, "lr": 1.0, "folds": 5, "max_rows": 200}
 PATH = Path(__file__).with_name("calibration.json")
 
 

@@ -126,7 +126,7 @@ def linear_probes(
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     folds = [perm[: n // 2], perm[n // 2 :]]
-    held = {key: [] for key in ("t", "t_hat", "u", "u_hat", "s", "y", "a", "a_hat", "b", "b_hat", "ya", "yb")}
+    held: dict[str, list[Tensor]] = {key: [] for key in ("t", "t_hat", "u", "u_hat", "s", "y", "a", "a_hat", "b", "b_hat", "ya", "yb")}
     for f in (0, 1):
         tr, te = folds[f], folds[1 - f]
         a_tr, a_te = _standardise(xa[tr], xa[te])
@@ -137,11 +137,16 @@ def linear_probes(
         t_tr, u_tr = _apply(wt, a_tr), _apply(wu, b_tr)
         w_ab = _ridge(b_tr, t_tr, lam_b)  # teacher's output from the student's modality
         w_ba = _ridge(a_tr, u_tr, lam_a)  # the student-side model's output from the teacher's modality
-        held["t"].append(_apply(wt, a_te)), held["t_hat"].append(_apply(w_ab, b_te))
-        held["u"].append(_apply(wu, b_te)), held["u_hat"].append(_apply(w_ba, a_te))
-        held["a"].append(a_te), held["a_hat"].append(_apply(_ridge(b_tr, a_tr, lam_b), b_te))
-        held["b"].append(b_te), held["b_hat"].append(_apply(_ridge(a_tr, b_tr, lam_a), a_te))
-        held["ya"].append(held["t"][-1]), held["yb"].append(held["u"][-1])
+        held["t"].append(_apply(wt, a_te))
+        held["t_hat"].append(_apply(w_ab, b_te))
+        held["u"].append(_apply(wu, b_te))
+        held["u_hat"].append(_apply(w_ba, a_te))
+        held["a"].append(a_te)
+        held["a_hat"].append(_apply(_ridge(b_tr, a_tr, lam_b), b_te))
+        held["b"].append(b_te)
+        held["b_hat"].append(_apply(_ridge(a_tr, b_tr, lam_a), a_te))
+        held["ya"].append(held["t"][-1])
+        held["yb"].append(held["u"][-1])
         held["s"].append(_pca(b_tr, b_te, min(max_components, b_tr.shape[1], max(1, len(tr) // 8))))
         held["y"].append(onehot[te])
         # split-half reliability of each fitted output on the held-out rows (Spearman-Brown corrected below)
