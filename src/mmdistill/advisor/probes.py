@@ -126,7 +126,8 @@ def linear_probes(
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     folds = [perm[: n // 2], perm[n // 2 :]]
-    held: dict[str, list[Tensor]] = {key: [] for key in ("t", "t_hat", "u", "u_hat", "s", "y", "a", "a_hat", "b", "b_hat", "ya", "yb")}
+    keys = ("t", "t_hat", "u", "u_hat", "s", "y", "a", "a_hat", "b", "b_hat", "ya", "yb")
+    held: dict[str, list[Tensor]] = {key: [] for key in keys}
     for f in (0, 1):
         tr, te = folds[f], folds[1 - f]
         a_tr, a_te = _standardise(xa[tr], xa[te])
