@@ -296,7 +296,7 @@ def test_bad_option_values_are_named_before_anything_runs(tmp_path, capsys, argv
 
 def test_python_distill_never_writes_into_a_foreign_folder(tmp_path, toy_splits):
     """distill(out_dir=...) from Python: a folder with someone else's files is refused, nothing touched; its own
-    folder (marked at creation) may be written again."""
+    folder (marked at creation) may be replaced on request (overwrite=True)."""
     from mmdistill.config import TrainerConfig
     from mmdistill.engine.api import distill
     from mmdistill.errors import OutputExistsError
@@ -319,7 +319,7 @@ def test_python_distill_never_writes_into_a_foreign_folder(tmp_path, toy_splits)
     ours = tmp_path / "runs" / "teacher"
     distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)
     assert (ours / ".mmdistill-run.json").is_file() and (ours / "student.safetensors").is_file()
-    distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer)  # its own folder: written again
+    distill(student(), None, toy_splits, ours, method="supervised", trainer=trainer, overwrite=True)  # replaced
 
 
 def test_python_distill_checks_the_machine_before_making_a_folder(tmp_path, toy_splits):

@@ -43,7 +43,7 @@ def distill(
     cache: CacheConfig | None = None,
     seed: int = 0,
     resume: bool = False,
-    quiet: bool = True,
+    quiet: bool = False,
     fabric: Fabric | None = None,
     desc: str = "train",
     *,
@@ -52,6 +52,7 @@ def distill(
     test: Dataset | None = None,
     transforms: dict[str, Callable[[dict], dict]] | None = None,
     task: Task | str | Any = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
 
@@ -64,7 +65,10 @@ def distill(
     or a Task); None: the data's own (``dataset.task``), else classification. It gives the losses, the KD form and
     the metrics; ``trainer.monitor``, when the trainer config does not set it, is the task's default.
     Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
-    weights used for test) to ``out_dir``. Returns test and validation metrics.
+    weights used for test) to ``out_dir``. Returns test and validation metrics. A run already in ``out_dir`` is
+    refused (OutputExistsError) unless ``resume=True`` (continue it) or ``overwrite=True`` (replace it; only a
+    folder an earlier ``distill()`` made, holding nothing else). Progress goes to stderr (a bar on a terminal, one
+    line per epoch otherwise); ``quiet=True`` silences it.
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
@@ -74,4 +78,4 @@ def distill(
         student, teacher, data, Path(out_dir), method, method_params, masking or MaskingConfig(),
         trainer or TrainerConfig(), cache or CacheConfig(), task, seed, origin,
     )  # fmt: skip
-    return train_run(spec, fabric, resume=resume, quiet=quiet, desc=desc)
+    return train_run(spec, fabric, resume=resume, quiet=quiet, desc=desc, overwrite=overwrite)

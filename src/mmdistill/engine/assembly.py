@@ -26,7 +26,7 @@ from ..batch import Batch
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data import DataSplits
 from ..data.item_dataset import ItemSplits
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, OutputExistsError
 from ..io import write_json
 from ..masking import Masker, fit_masker
 from ..methods.base import Method
@@ -34,16 +34,20 @@ from ..models.multimodal import build_model
 from ..tasks import Task
 from . import runfolder
 from .batches import eval_batches, to_device
-from .checkpoint import load_weights, refuse_cast, save_tensors
+from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
-from .run_record import describe_run, write_record
+from .run_outputs import MODEL_OUTPUTS
+from .run_record import CONFIG, TEACHER_WEIGHTS, describe_run, write_record
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
+
+# What a distill() folder holds, the files overwrite=True may remove (runfolder.guard_model_folder)
+runfolder.register_layout("distill", {**MODEL_OUTPUTS, CONFIG: None, TEACHER_WEIGHTS: None})
 
 
 @dataclass
@@ -116,15 +120,18 @@ class Run:
         with torch.no_grad():
             algo.losses(self.sample, algo.forward_student(self.spec.student.eval(), self.sample), t_out)
 
-    def fit(self, resume: bool = False, quiet: bool = False, desc: str = "train") -> RunResult:
+    def fit(self, resume: bool = False, quiet: bool = False, desc: str = "train", overwrite: bool = False) -> RunResult:
         """Train the student (from the teacher's cached or online outputs), select by validation, evaluate on
-        validation and test, and write ``student.safetensors`` and ``result.json`` into ``spec.out_dir``."""
+        validation and test, and write ``student.safetensors`` and ``result.json`` into ``spec.out_dir``.
+        ``resume``: continue the run there; ``overwrite``: replace a ``distill`` run there (else it is refused)."""
         spec, fabric, data = self.spec, self.fabric, self.spec.data
+        out_dir = Path(spec.out_dir)
+        if fabric.is_global_zero:  # before any work
+            self._check_out_dir(out_dir, resume, overwrite)
         train = self.method.prepare(data.train, self.teacher, fabric.device)
         source, online = self._teacher_source(train)
-        out_dir = Path(spec.out_dir)
         if fabric.is_global_zero:  # after every check, before the first write: never into others' files
-            runfolder.guard_model_folder(out_dir)
+            runfolder.guard_model_folder(out_dir, resume, overwrite)
         fabric.barrier()
         own_folder = (runfolder.read_marker(out_dir) or {}).get("command") == "distill"  # not a part of a train run
         train = _read_columns(train, spec.student, self.teacher if online else None)
@@ -145,6 +152,21 @@ class Run:
             fitted.train_seconds,
             fitted.train_steps,
         )
+
+    def _check_out_dir(self, out_dir: Path, resume: bool, overwrite: bool) -> None:
+        """Refuse, writing nothing: a folder that is not this run's to write (:func:`.runfolder.guard_model_folder`),
+        and the folder whose ``student.safetensors`` holds this run's teacher (where the teacher was trained)."""
+        if resume and overwrite:
+            raise ConfigError(
+                "distill: resume=True and overwrite=True: give one of them (continue the run, or replace it)"
+            )
+        runfolder.guard_model_folder(out_dir, resume, overwrite, check_only=True)
+        weights = out_dir / "student.safetensors"
+        if self.teacher is not None and weights.is_file() and _same_weights(self.teacher, weights):
+            raise OutputExistsError(
+                f"{weights} holds the weights of this run's teacher (out_dir is the folder it was trained in), "
+                f"which distill() into out_dir {out_dir} would replace; choose another out_dir"
+            )
 
     def _teacher_source(self, train) -> tuple[TeacherSource | None, bool]:
         """(the teacher's outputs for a training batch, whether the teacher runs online); (None, False) without a
@@ -212,6 +234,16 @@ class Run:
         )
 
 
+def _same_weights(model: nn.Module, path: Path) -> bool:
+    """Whether the safetensors file at ``path`` holds exactly ``model``'s parameters and buffers."""
+    try:
+        saved, _ = load_tensors(path)
+    except CheckpointError:
+        return False
+    mine = model.state_dict()
+    return saved.keys() == mine.keys() and all(torch.equal(saved[k], mine[k].detach().cpu()) for k in mine)
+
+
 def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     """The parts of ``spec``'s run, checked to fit before anything trains: the task (held by every split), the
     trainer settings (:func:`run_trainer`), the devices (``fabric``; None: started from the trainer settings), the
@@ -245,13 +277,12 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     return Run(spec, fabric, task, trainer, masker, algo, teacher, module, sample)
 
 
-def train_run(
-    spec: RunSpec, fabric: Fabric | None = None, resume: bool = False, quiet: bool = False, desc: str = "train"
-) -> RunResult:
-    """``build_run(spec, fabric).fit(...)`` with deterministic kernels on CPU, the caller's settings restored after
+def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -> RunResult:
+    """``build_run(spec, fabric).fit(**fit_options)`` (``resume``, ``quiet``, ``desc``, ``overwrite``) with
+    deterministic kernels on CPU, the caller's settings restored after
     (:func:`~mmdistill.engine.launch.run_determinism`)."""
     with run_determinism(spec.trainer or TrainerConfig()):
-        return build_run(spec, fabric).fit(resume=resume, quiet=quiet, desc=desc)
+        return build_run(spec, fabric).fit(**fit_options)
 
 
 def part_spec(

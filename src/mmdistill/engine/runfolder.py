@@ -486,18 +486,38 @@ def owned(
         folder.release()
 
 
-def guard_model_folder(out_dir: str | Path) -> Path:
-    """The Python API's rule for ``distill(out_dir=...)``: write only into a folder that mmdistill owns.
+def guard_model_folder(
+    out_dir: str | Path, resume: bool = False, overwrite: bool = False, check_only: bool = False
+) -> Path:
+    """The Python API's rule for ``distill(out_dir=...)``: write only into a folder that mmdistill owns, and never
+    replace a run silently.
 
-    ``out_dir`` may be missing or empty (it is created and marked as a ``distill`` folder), a folder an earlier
-    ``distill`` marked (its outputs are replaced, as before), or inside a claimed run folder (a marker in a
-    parent: the command that claimed it owns the layout). Any other non-empty folder is someone else's:
-    refused by name, nothing touched.
+    ``out_dir`` may be missing or empty (it is created and marked as a ``distill`` folder), inside a run folder that
+    this process claimed and holds (a part of a ``train`` run or a study: the command that claimed it owns the
+    layout), or an earlier ``distill`` folder: a finished one (``result.json``) or an interrupted one is refused
+    unless ``resume`` (continue it) or ``overwrite`` (its outputs removed first; refused when anything else is mixed
+    in). Refused by name, nothing touched: another command's run folder (its root, or a folder inside it that no run
+    of this process holds) and any other non-empty folder. ``check_only``: the refusals only; nothing is written.
     """
     path = resolve_out(out_dir, "out_dir")
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"out_dir {out_dir} exists and is not a folder")
-    if any(read_marker(p) is not None for p in [path, *path.parents]):
+    marker = read_marker(path)
+    owner = next((p for p in path.parents if read_marker(p) is not None), None)
+    if marker is None and owner is not None:
+        if _held_here(owner / LOCK):
+            return path
+        raise OutputExistsError(
+            f"out_dir {out_dir} lies inside {owner}, an mmdistill '{read_marker(owner).get('command')}' run folder "
+            "that no run of this process holds; distill() does not write into another run: choose a folder outside it"
+        )
+    if marker is not None and marker.get("command") != "distill":
+        raise OutputExistsError(
+            f"out_dir {out_dir} holds an mmdistill '{marker.get('command')}' run; distill() would write over its "
+            "files: choose a new or empty folder"
+        )
+    if marker is not None:
+        _distill_again(path, out_dir, resume, overwrite, check_only)
         return path
     if path.is_dir() and any(path.iterdir()):
         foreign = classify(path, {})[1]
@@ -506,6 +526,8 @@ def guard_model_folder(out_dir: str | Path) -> Path:
             f"{_names(foreign, path)}); mmdistill never writes into or deletes such a "
             f"folder: choose a new or empty folder"
         )
+    if check_only:
+        return path
     path.mkdir(parents=True, exist_ok=True)
     from ..io import write_json
 
@@ -520,3 +542,26 @@ def guard_model_folder(out_dir: str | Path) -> Path:
         },
     )
     return path
+
+
+def _distill_again(path: Path, out_dir: str | Path, resume: bool, overwrite: bool, check_only: bool) -> None:
+    """An earlier ``distill`` folder: continued (``resume``), emptied of its outputs (``overwrite``), else refused."""
+    if overwrite:
+        ours, foreign = classify(path, layout_of("distill"))
+        if foreign:
+            raise OutputExistsError(
+                f"out_dir {out_dir}: overwrite=True replaces only mmdistill's own outputs, and this folder also "
+                f"holds {_names(foreign, path)}; move those away or choose another folder"
+            )
+        if not check_only:
+            _remove([p for p in ours if p != path / MARKER])
+    elif not resume and (path / "result.json").is_file():
+        raise OutputExistsError(
+            f"out_dir {out_dir} already holds a finished distill() run (result.json); pass resume=True to keep it "
+            "(nothing is retrained), overwrite=True to replace it, or choose another folder"
+        )
+    elif not resume and any(e.name not in (MARKER, LOCK) for e in path.iterdir()):
+        raise OutputExistsError(
+            f"an interrupted distill() run is here: {path} (result.json is missing); pass resume=True to continue "
+            "it or overwrite=True to replace it"
+        )
