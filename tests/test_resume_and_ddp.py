@@ -58,9 +58,8 @@ def test_ddp_two_processes_match_one(tiny_config, tmp_path):
     """
     config = tiny_config(epochs=3, dropout=0.0)
     run_cli("train", str(config), "--out", str(tmp_path / "one"), "--quiet")
-    run_cli(
-        "train", str(config), "trainer.devices=2", "trainer.strategy=ddp", "--out", str(tmp_path / "two"), "--quiet"
-    )
+    two = run_cli("train", str(config), "trainer.devices=2", "trainer.strategy=ddp", "--out", str(tmp_path / "two"))
+    assert two.stdout.count("wrote ") == 1 and two.stdout.count("test accuracy") == 3, "rank 0 prints the summary"
     for part in ("teacher", "student", "nokd"):
         a, b = final_weights(tmp_path / "one", part), final_weights(tmp_path / "two", part)
         for k in a:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
-    if not args.quiet:
+    if not args.quiet and runfolder.launching_process():  # once, not per DDP process
         s = metrics["summary"]
         key, _, scale, digits, bounds = summary_columns(get_task(cfg.task), metrics)[0]
         for part in ("teacher", "nokd", "student"):  # the task's first summary column (classification: accuracy)

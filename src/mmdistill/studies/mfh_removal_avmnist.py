@@ -90,6 +90,7 @@ def removal_avmnist(
         method="supervised",
         trainer=multibench_trainer(teacher_epochs),
         cache=no_cache,
+        quiet=True,  # the study logs its own lines
         seed=seeds[0],
     )
     teacher.eval()
@@ -114,6 +115,7 @@ def removal_avmnist(
             method="supervised",
             trainer=student_trainer(),
             cache=no_cache,
+            quiet=True,  # the study logs its own lines
             seed=seed,
         )
         rows.append(
@@ -149,6 +151,7 @@ def removal_avmnist(
                     method_params={"temperature": temperature, "lam": 0.5},
                     trainer=student_trainer(),
                     cache=no_cache,
+                    quiet=True,  # the study logs its own lines
                     seed=seed,
                 )
             rows.append(

@@ -183,6 +183,7 @@ def table1(
                 cache=cache,
                 seed=seed,
                 desc=name,
+                quiet=True,  # the study logs its own lines
             )
         row = {
             "seed": seed,
