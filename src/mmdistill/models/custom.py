@@ -76,7 +76,10 @@ class CustomModelConfig(ConfigModel):
         return {k: v for k, v in handler(self).items() if v is not None}
 
     def callable(self) -> Callable[..., Any]:
-        return resolve_factory(self.factory) if self.factory is not None else MODELS.get(self.name)
+        if self.factory is not None:
+            return resolve_factory(self.factory)
+        assert self.name is not None  # the validator requires one of factory and name
+        return MODELS.get(self.name)
 
     @property
     def source(self) -> str:
