@@ -106,7 +106,7 @@ def _corrupt(root: Path, kind: str, split: str, name: str, r: int) -> Path:
     else:
         try:
             x = np.load(path)
-        except Exception:  # already corrupted by an earlier one (a garbled header: SyntaxError, TokenError, ...)
+        except Exception:  # noqa: BLE001  already corrupted by an earlier one (a garbled header: SyntaxError, ...)
             return path
         if kind in ("nan", "inf") and x.size and x.dtype.kind == "f":
             x.flat[r % x.size] = np.nan if kind == "nan" else -np.inf
