@@ -106,6 +106,13 @@ class TrainerConfig(_Strict):
         le=1024,
         description="batches loaded ahead per worker (needs num_workers > 0); null: PyTorch's default (2)",
     )
+    worker_timeout_s: float = Float(
+        600.0,
+        gt=0,
+        le=7 * 86400,
+        description="DataLoader workers: no batch for this long stops the run, naming the split and the items being "
+        "read (a read that never returns); used when num_workers > 0",
+    )
 
     @model_validator(mode="after")
     def _loader_options_need_workers(self) -> "TrainerConfig":

@@ -49,8 +49,8 @@ def _is_library(filename: str) -> bool:
 
 def where_raised(err: BaseException) -> str:
     """``file.py:12`` of the deepest frame of the user's code in ``err``'s traceback ('' when there is none)."""
-    if isinstance(err, SyntaxError) and err.filename:
-        return f"{Path(err.filename).name}:{err.lineno}"
+    if isinstance(err, SyntaxError):  # its message names the file and line already
+        return ""
     frames = traceback.extract_tb(err.__traceback__)
     for frame in reversed(frames):
         if not _is_library(frame.filename):
@@ -72,7 +72,8 @@ def failed(
     """The error to raise for ``err`` raised by the user's code: ``message: Type: text (at file:line); advice``.
 
     Raise it ``from kept(err)``: the original exception stays the cause only when debugging."""
-    return error(f"{message}: {describe(err)}{'; ' + advice if advice else ''}")
+    joiner = " " if message.endswith(" raised") else ": "
+    return error(f"{message}{joiner}{describe(err)}{'; ' + advice if advice else ''}")
 
 
 def kept(err: BaseException) -> BaseException | None:

@@ -99,6 +99,11 @@ class _LazyMeans(Mapping):
         return self._means[key]
 
 
+def _declared(dataset, attribute: str, name: str):
+    """What the user's dataset declares as ``attribute`` (None when it does not); a property that raises is named."""
+    return call(getattr, name, f"dataset.{attribute}", dataset, attribute, None)
+
+
 class ItemDataset(Dataset):
     """A user's map-style dataset of dict items, seen as one split (optionally with a per-item ``transform``)."""
 
@@ -120,22 +125,29 @@ class ItemDataset(Dataset):
             raise DataError(
                 f"{name}: expected a map-style torch Dataset (__len__ and __getitem__), got {type(dataset).__name__}"
             )
-        if len(dataset) == 0:
+        size = call(len, name, "len(dataset)", dataset)
+        if size == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         self.dataset, self.name, self.transform = dataset, name, transform
-        self.task = task or getattr(dataset, "task", DEFAULT_TASK)
+        self.task = task or _declared(dataset, "task", name) or DEFAULT_TASK
         if self.task not in TASKS:
-            raise DataError(f"{name}: task {self.task!r} unknown; expected one of {', '.join(TASKS.names())}")
-        self.num_classes = num_classes if num_classes is not None else getattr(dataset, "num_classes", None)
-        self.ignore_index = getattr(dataset, "ignore_index", None)
+            raise DataError(f"{name}: task {self.task!r:.80} unknown; expected one of {', '.join(TASKS.names())}")
+        self.num_classes = num_classes if num_classes is not None else _declared(dataset, "num_classes", name)
+        self.ignore_index = _declared(dataset, "ignore_index", name)
         self._task_type = TASKS.get(self.task)  # the class, so a worker process unpickling it imports its module
         self._task_type.check_declared(self, name)
-        self.random = bool(getattr(dataset, "random", False)) or (
-            transform is not None and getattr(transform, "random", True)
+        self.random = bool(_declared(dataset, "random", name)) or (
+            transform is not None and call(getattr, name, "transform.random", transform, "random", True)
         )
         self._specs: list[ModalitySpec] | None = None
         self._labels: Tensor | None = None
-        declared = getattr(dataset, "modalities", None)
+        declared = _declared(dataset, "modalities", name)
+        if declared is not None and (
+            isinstance(declared, str)
+            or not isinstance(declared, Sequence)
+            or not all(isinstance(m, str) for m in declared)
+        ):
+            raise DataError(f"{name}: dataset.modalities must be a tuple of modality names, got {declared!r:.80}")
         self._keys = list(declared) if declared else None
 
     def __len__(self) -> int:
@@ -336,9 +348,7 @@ def load_data(cfg) -> DataSplits | ItemSplits:
                 "transform (item dict -> item dict)"
             )
     if cfg.dataset is not None:
-        factory = import_path(cfg.dataset, "data.dataset", "a function or class that makes the datasets")
-        made = call(factory, "data.dataset", f"dataset factory {cfg.dataset!r}", **cfg.params)
-        splits = as_splits(made, transforms=transforms, where=f"data.dataset {cfg.dataset}")
+        splits = _made_splits(cfg.dataset, cfg.params, transforms)
     else:
         from . import build_splits
 
@@ -348,3 +358,24 @@ def load_data(cfg) -> DataSplits | ItemSplits:
 
     _record_origin(splits, cfg.model_dump(mode="json"))
     return splits
+
+
+def _made_splits(path: str, params: dict, transforms: Mapping[str, Transform]) -> DataSplits | ItemSplits:
+    """The splits the user's dataset factory ``path`` makes; whatever goes wrong is an error naming data.dataset."""
+    factory = import_path(path, "data.dataset", "a function or class that makes the datasets")
+    made = call(factory, "data.dataset", f"dataset factory {path!r}", **params)
+    if (
+        made is None
+        or isinstance(made, (str, bytes, int, float))
+        or (isinstance(made, (tuple, list)) and len(made) != 3)
+    ):
+        raise ConfigError(
+            f"data.dataset: dataset factory {path!r} returned a {type(made).__name__}; expected train, val and "
+            "test datasets (a dict with those keys, a 3-tuple, or an object with those attributes)"
+        )
+    try:
+        return as_splits(made, transforms=transforms, where=f"data.dataset {path}")
+    except (ConfigError, DataError) as err:
+        if str(err).startswith("data."):
+            raise
+        raise type(err)(f"data.dataset: {path!r}: {err}") from None

@@ -10,7 +10,9 @@ Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler
 batch's random augmentation is seeded by (seed, epoch, its first index): a function of neither the worker that
 reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA,
 batches are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
-the user as a :class:`DataError` naming the split, the item index and the original exception.
+the user as a :class:`DataError` naming the split, the item index and the original exception; a worker that exits,
+is killed (a segfault) or yields no batch for ``trainer.worker_timeout_s`` seconds, as a DataError naming the split
+and the items the workers were reading.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..data.item_dataset import (
     seed_rngs,
 )
 from ..errors import DataError
+from ..usercode import kept
 from ..tasks import validate_labels
 
 
@@ -96,20 +99,30 @@ class _Failure:
 
 
 class _SeededReads(torch.utils.data.Dataset):
-    """``reads.__getitems__([(index, batch seed), ...])`` -> [(index, item or _Failure), ...], RNGs seeded once."""
+    """``reads.__getitems__([(index, batch seed), ...])`` -> [(index, item or _Failure), ...], RNGs seeded once.
 
-    def __init__(self, dataset: ItemDataset) -> None:
-        self.dataset = dataset
+    ``reading``: a tensor in shared memory, one slot per worker, holding the item the worker is reading (-1: none),
+    so that a worker that blocks or dies can be named with its item."""
+
+    def __init__(self, dataset: ItemDataset, reading: torch.Tensor | None = None) -> None:
+        self.dataset, self.reading = dataset, reading
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
         index, _ = key
+        worker = torch.utils.data.get_worker_info()
+        slot = worker.id if worker is not None and self.reading is not None else None
+        if slot is not None:
+            self.reading[slot] = index
         try:
             return index, self.dataset.item(index)
         except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
             return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
+        finally:
+            if slot is not None:
+                self.reading[slot] = -1
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list:
         """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
@@ -161,14 +174,17 @@ class ItemBatches:
         pin = cfg.pin_memory if cfg.pin_memory is not None else on_cuda
         workers = cfg.num_workers
         extra = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
+        self.timeout = cfg.worker_timeout_s if workers else 0
+        self.reading = torch.full((workers,), -1, dtype=torch.int64).share_memory_() if workers else None
         self.loader = DataLoader(
-            _SeededReads(dataset),
+            _SeededReads(dataset, self.reading),
             batch_sampler=_SeededBatches(order, seed, epoch),
             collate_fn=_Collate(dataset),
             num_workers=workers,
             pin_memory=pin and on_cuda,
             persistent_workers=cfg.persistent_workers and workers > 0,
             generator=torch.Generator().manual_seed(seed),
+            timeout=self.timeout,
             **extra,
         )
 
@@ -185,13 +201,45 @@ class ItemBatches:
                 if isinstance(batch, _Failure):
                     _raise_failure(batch, self.dataset.name)
                 yield to_device(batch, self.device)
+        except RuntimeError as err:  # a worker that blocked past the timeout, exited or was killed
+            problem = self._worker_problem(err)
+            self.close(it, stop_now=problem is not None)
+            if problem is None:
+                raise
+            raise problem from kept(err)
         except BaseException:  # a failed item, Ctrl-C, an error in the step: stop the workers now, not at exit
             self.close(it)
             raise
 
-    def close(self, it=None) -> None:
-        """Stop the workers of ``it`` and the persistent ones (the run ends or failed)."""
+    def _worker_problem(self, err: RuntimeError) -> DataError | None:
+        """The DataError for a DataLoader's report of a blocked or dead worker (None for another RuntimeError),
+        naming the split and the items the workers were reading."""
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        rows = sorted(int(i) for i in self.reading.tolist() if i >= 0) if self.reading is not None else []
+        reading = f" while reading item(s) {', '.join(map(str, rows[:10]))}" if rows else ""
+        split = self.dataset.name
+        if text.startswith("DataLoader timed out"):
+            return DataError(
+                f"{split}: no batch came from the DataLoader workers in {self.timeout:g} s "
+                f"(trainer.worker_timeout_s){reading}: a read that never returns (a lock, a network file system, "
+                "input()); fix the dataset's __getitem__, or raise trainer.worker_timeout_s for slow reads"
+            )
+        if text.startswith("DataLoader worker") and ("exited unexpectedly" in text or "killed by signal" in text):
+            how = "was killed by signal" + text.split("killed by signal", 1)[1] if "signal" in text else "exited"
+            return DataError(
+                f"{split}: a DataLoader worker {how.rstrip('. ')}{reading} (a crash in native code, os._exit or "
+                "running out of memory); run with trainer.num_workers=0 to see the error in this process"
+            )
+        return None
+
+    def close(self, it=None, stop_now: bool = False) -> None:
+        """Stop the workers of ``it`` and the persistent ones (the run ends or failed); ``stop_now``: terminate them
+        first (a blocked worker would hold the shutdown for seconds)."""
         for running in (it, getattr(self.loader, "_iterator", None)):
+            if stop_now and running is not None:
+                for worker in getattr(running, "_workers", []):
+                    if worker.is_alive():
+                        worker.terminate()
             if running is not None and hasattr(running, "_shutdown_workers"):
                 running._shutdown_workers()
         self.loader._iterator = None

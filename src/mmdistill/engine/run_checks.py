@@ -9,9 +9,9 @@ except the keys in :data:`RESUME_MAY_CHANGE`, which cannot change a result:
 * ``cache.dir``: where the teacher-output cache lives; entries are keyed by teacher weights,
   data, request and masking, so another folder gives the same outputs (rebuilt or read);
 * ``trainer.ddp_timeout_s`` / ``teacher.trainer.ddp_timeout_s``: only how long a stuck collective waits;
-* the DataLoader options ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor`` (of
-  ``trainer`` and ``teacher.trainer``): each batch's random draws are seeded by (seed, epoch, batch), so the
-  number of workers cannot change a result.
+* the DataLoader options ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``,
+  ``worker_timeout_s`` (of ``trainer`` and ``teacher.trainer``): each batch's random draws are seeded by (seed,
+  epoch, batch), so the number of workers cannot change a result.
 
 Keys a newer mmdistill added (absent from an older run's ``config.yaml``) compare at their defaults.
 
@@ -37,7 +37,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
 
-_LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")  # batches are seeded per batch
+_LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "worker_timeout_s")
 RESUME_MAY_CHANGE = (
     "cache.dir",
     "trainer.ddp_timeout_s",
