@@ -8,6 +8,7 @@ import torch
 
 from mmdistill.batch import INDEX, LABEL
 from mmdistill.config import CacheConfig, TrainerConfig
+from mmdistill.data import build_splits
 from mmdistill.engine.api import distill
 from mmdistill.engine.checkpoint import load_tensors
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs
@@ -39,22 +40,21 @@ def _run(data, out, epochs, tmp_path, resume=False):
     enc = {"hidden": [8], "out_dim": 6}
     teacher = build_model(ModelConfig(modalities=["a"], encoder=enc), data.train.specs(), data.num_classes)
     student = build_model(ModelConfig(modalities=["b"], encoder=enc), data.train.specs(), data.num_classes)
-    trainer = TrainerConfig(epochs=epochs, batch_size=100, num_threads=1)
+    trainer = TrainerConfig(epochs=epochs, batch_size=16, num_threads=1)
     cache = CacheConfig(dir=tmp_path / "cache")
     distill(student, teacher, data, out, "test_records_steps", {}, trainer=trainer, resume=resume, cache=cache)
 
 
-def test_the_trainer_hands_the_method_each_step_and_epoch_and_resume_continues_both(
-    toy_splits, tmp_path, recording_method
-):
-    _run(toy_splits, tmp_path / "full", 2, tmp_path)
+def test_the_trainer_hands_the_method_each_step_and_epoch_and_resume_continues_both(tmp_path, recording_method):
+    data = build_splits("toy-two-modality", {"n": 80})
+    _run(data, tmp_path / "full", 2, tmp_path)
     full = list(CALLS)
     per_epoch = len(full) // 2
     assert per_epoch >= 2, full
     assert [(s, e) for s, e, _ in full] == [(s, 1 + (s - 1) // per_epoch) for s in range(1, 2 * per_epoch + 1)]
     CALLS.clear()
-    _run(toy_splits, tmp_path / "split", 1, tmp_path)
-    _run(toy_splits, tmp_path / "split", 2, tmp_path, resume=True)
+    _run(data, tmp_path / "split", 1, tmp_path)
+    _run(data, tmp_path / "split", 2, tmp_path, resume=True)
     assert CALLS == full, "a resumed run continues the step count and the method's random stream"
     last, _ = load_tensors(tmp_path / "full" / "checkpoints" / "last.safetensors")
     assert "rng.method.cpu" in last, "the method's generator state is in the checkpoint"
