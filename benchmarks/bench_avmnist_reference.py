@@ -60,7 +60,7 @@ def main() -> None:
                 trainer = multibench_trainer(args.epochs)
                 trainer.optimizer.lr = args.lr
                 res = distill(model, None, data, tmp, method="supervised", trainer=trainer, seed=seed)
-            accs.append(100 * res.test["accuracy"])
+            accs.append(res.test["accuracy"])  # in percent
             print(f"{name} seed {seed}: test {accs[-1]:.2f}", flush=True)
         s = summarize(accs)
         results[name] = {"accuracies": accs, **s, "seconds": time.perf_counter() - start}

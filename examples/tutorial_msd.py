@@ -59,7 +59,7 @@ def main() -> None:
         method_params={"temperature": 4.0, "lam": 0.5, "weighting": "instance"},
         trainer=trainer,
     )
-    print(f"teacher test accuracy {t.test['accuracy']:.3f}; MSD student {msd.test['accuracy']:.3f}")
+    print(f"teacher test accuracy {t.test['accuracy']:.2f}%; MSD student {msd.test['accuracy']:.2f}%")
     print(f"per-epoch loss terms (ce, kd, kd/image, kd/audio) are in {OUT}/msd/metrics.csv")
 
 

@@ -47,7 +47,7 @@ def main() -> None:
     trainer = TrainerConfig(epochs=10, batch_size=64)
     distill(teacher, None, data, OUT / "teacher", "supervised", trainer=trainer)
     r = distill(student, teacher, data, OUT / "student", "kd", {"temperature": 2.0, "lam": 0.5}, trainer=trainer)
-    print(f"gyro-only student distilled from an accel+gyro teacher: test accuracy {r.test['accuracy']:.3f}")
+    print(f"gyro-only student distilled from an accel+gyro teacher: test accuracy {r.test['accuracy']:.2f}%")
 
 
 if __name__ == "__main__":

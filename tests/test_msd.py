@@ -108,7 +108,7 @@ def test_learned_weights_are_meta_learned_not_trained_by_the_main_optimizer(toy_
     last_layer = weights["module.method.weight_net.2.weight"]
     assert last_layer.abs().sum() > 0, "phi starts at zero; the meta step must have moved it"
     assert not any(k.startswith("optim.") and "weight_net" in k for k in weights)
-    assert 0 <= r.test["accuracy"] <= 1
+    assert 0 <= r.test["accuracy"] <= 100  # percent
 
 
 def test_msd_with_cache_equals_without(toy_splits, tmp_path):

@@ -69,10 +69,10 @@ def test_missing_modality_table_has_one_row_per_subset_with_its_metric():
     by = {r["present"]: r for r in rows}
     assert list(by) == ["a+b", "a", "b"]
     assert by["a+b"]["removed"] == "-" and by["a"]["removed"] == "b"
-    assert by["a"]["accuracy"] == 1.0  # a alone is perfect
+    assert by["a"]["accuracy"] == 100.0  # a alone is perfect (percent)
     b_only = ((data.tensors["b"][:, 0] > 0).long() == data.labels).float().mean().item()
-    assert by["b"]["accuracy"] == pytest.approx(b_only)
-    assert 0.0 < by["b"]["f1_macro"] <= 1.0 and by["b"]["n"] == 200
+    assert by["b"]["accuracy"] == pytest.approx(100 * b_only)
+    assert 0.0 < by["b"]["f1_macro"] <= 100.0 and by["b"]["n"] == 200
 
 
 def test_mean_masking_is_honoured(tmp_path):
@@ -81,7 +81,7 @@ def test_mean_masking_is_honoured(tmp_path):
         {"a": torch.tensor([5.0, 0.0]), "b": torch.zeros(2)}
     )
     rows = missing_modality_table(SignSum(), data, m)
-    assert {r["present"]: r["accuracy"] for r in rows}["b"] == 0.5  # a replaced by +5: always class 1
+    assert {r["present"]: r["accuracy"] for r in rows}["b"] == 50.0  # a replaced by +5: always class 1
 
 
 def test_evaluation_runs_in_eval_mode_without_gradients_and_restores_the_mode():

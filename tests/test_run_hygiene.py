@@ -41,7 +41,7 @@ def test_metrics_csv_is_appended_not_rewritten_and_resume_drops_rows_atomically(
     assert [r["epoch"] for r in rows] == ["1", "2", "3"] and rows[2] == {
         "epoch": "3",
         "train/loss": "0.8",
-        "val/accuracy": "0.7",
+        "val/accuracy": "70",  # logged in percent
     }
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -44,7 +44,7 @@ def test_rgbd_segmentation_kd_from_the_cli_scores_teacher_nokd_and_kd_by_miou(tm
     run = metrics["runs"][0]
     for part in PARTS:
         for key in ("miou", "pixel_accuracy"):
-            assert 0.0 <= run[part][key] <= 1.0, (part, key, run[part])
+            assert 0.0 <= run[part][key] <= 100.0, (part, key, run[part])  # percent
     assert "student-nokd.miou" in metrics["paired"]
     config = (tmp_path / "runs" / "seg" / "config.yaml").read_text()
     assert "name: segmentation" in config and "rgbd-scenes" in config
@@ -86,7 +86,7 @@ def test_multilabel_kd_on_an_mmimdb_layout_file_from_the_cli(tmp_path):
     run = metrics["runs"][0]
     for part in PARTS:
         for key in ("f1_micro", "f1_macro", "map"):
-            assert 0.0 <= run[part][key] <= 1.0, (part, key, run[part])
+            assert 0.0 <= run[part][key] <= 100.0, (part, key, run[part])  # percent
     assert "student-nokd.f1_micro" in metrics["paired"]
 
 

@@ -164,7 +164,7 @@ def test_multilabel_kd_from_python_uses_the_per_label_binary_kl_and_reports_f1_a
         task="multilabel",
     )
     assert set(result.test) == {"f1_micro", "f1_macro", "map", "loss"}
-    assert all(0.0 <= result.test[k] <= 1.0 for k in ("f1_micro", "f1_macro", "map"))
+    assert all(0.0 <= result.test[k] <= 100.0 for k in ("f1_micro", "f1_macro", "map"))  # percent
     first = epoch_rows(tmp_path / "kd")[0]
     batch = full_batch(data.train)
     with torch.no_grad():
@@ -320,12 +320,12 @@ def test_segmentation_kd_from_python_leaves_ignored_pixels_out_of_losses_and_met
     with torch.no_grad():
         pred = result.student.eval()(test).argmax(1)
     keep = test["label"] != 99
-    assert result.test["pixel_accuracy"] == pytest.approx(float((pred[keep] == test["label"][keep]).float().mean()))
+    assert result.test["pixel_accuracy"] == pytest.approx(100 * float((pred[keep] == test["label"][keep]).float().mean()))
     ious = [
         ((pred[keep] == c) & (test["label"][keep] == c)).sum() / ((pred[keep] == c) | (test["label"][keep] == c)).sum()
         for c in range(3)
     ]
-    assert result.test["miou"] == pytest.approx(float(torch.stack([i for i in ious if not i.isnan()]).mean()), rel=1e-5)
+    assert result.test["miou"] == pytest.approx(100 * float(torch.stack([i for i in ious if not i.isnan()]).mean()), rel=1e-5)
 
 
 def test_segmentation_feature_hint_at_a_decoder_layer(tw, tmp_path):

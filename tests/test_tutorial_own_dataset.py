@@ -20,5 +20,5 @@ def test_the_tutorial_code_runs(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(TUTORIAL), "exec"), namespace)  # noqa: S102 - the tutorial is our own doc
     assert namespace["augmented_train"].random
-    assert 0.0 <= namespace["student_run"].test["accuracy"] <= 1.0
+    assert 0.0 <= namespace["student_run"].test["accuracy"] <= 100.0
     assert namespace["student_run"].epochs_run == 3

@@ -3,7 +3,8 @@
 Every saved model (teacher, no-KD student, distilled student, per seed) goes through the same
 harness, so they can be compared side by side:
 
-* default: test metrics of each model;
+* default: test metrics of each model (the task's percent metrics in percent, e.g. accuracy 57.33; loss, MAE
+  and Pearson r as they are; the same in ``--json`` and the CSVs);
 * ``--missing``: metrics for every non-empty subset of each model's modalities, the others
   removed by the run's masking strategy (``DIR/robustness/missing.csv``);
 * ``--noise``: metrics against per-modality Gaussian / dropout noise level
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..evaluation.runs import evaluate_run
+    from ..tasks import get_task
 
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels), args.data)
     if results["missing_models"]:
@@ -65,11 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
+    task = get_task(results["task"])
+
+    def shown(k: str, v) -> str:  # percent metrics are in percent already (the task's digits); others as they are
+        return f"{v:.{task.metric_spec(k).digits}f}" if isinstance(v, float) else str(v)
+
     for key, m in results["metrics"].items():
-        print(f"{key:24s} " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        print(f"{key:24s} " + "  ".join(f"{k} {shown(k, v)}" for k, v in m.items()))
     for table in ("missing", "noise"):
         if table in results:
             print(f"\n{table}: wrote {args.run_dir / 'robustness' / (table + '.csv')}")
             for r in results[table][:12]:
-                print("  " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+                print("  " + "  ".join(f"{k}={shown(k, v)}" for k, v in r.items()))
     return 0

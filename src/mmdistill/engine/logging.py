@@ -5,7 +5,8 @@ written, never the history); rows past a resumed checkpoint are dropped by an at
 
 On a terminal progress is a tqdm bar; when stderr is not a terminal (nohup, a cluster scheduler,
 ``2> log.txt``) it is one line per epoch instead, e.g.
-``seed 0 student: epoch 3/15 loss 0.412 val accuracy 81.20 (1.3 s)``. ``quiet`` silences both.
+``seed 0 student: epoch 3/15 loss 0.412 val accuracy 81.20 (1.3 s)``. ``quiet`` silences both. Percent metrics are
+logged in percent everywhere (the CSV, TensorBoard, the bar and the line).
 Only rank 0 logs (under DDP the other ranks are constructed with ``enabled=False``).
 """
 
@@ -23,7 +24,13 @@ from tqdm.auto import tqdm
 from ..io import write_text
 
 SHOWN = ("val/accuracy", "val/f1_micro", "val/mae", "val/miou")  # the progress bar's validation metric, per task
-IN_POINTS = ("accuracy", "f1_macro", "auroc", "f1_micro", "map", "miou", "pixel_accuracy")  # fractions shown x 100
+
+
+def percent_metrics() -> frozenset[str]:
+    """The metrics a registered task marks as percent (``MetricSpec.percent``): logged x 100."""
+    from ..tasks import TASKS
+
+    return frozenset(k for name in TASKS.names() for k, spec in TASKS.get(name).metric_specs.items() if spec.percent)
 
 
 class RunLogger:
@@ -86,9 +93,12 @@ class RunLogger:
         write_text(self.csv_path, buf.getvalue())
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
-        """Append this epoch's row (fsynced); the file is rewritten atomically only when columns change."""
+        """Append this epoch's row (fsynced); the file is rewritten atomically only when columns change. Every log
+        (the row, TensorBoard, the bar, the line) gives the tasks' percent metrics in percent (0.5733 -> 57.33)."""
         if not self.enabled:
             return
+        percent = percent_metrics()
+        values = {k: 100.0 * v if k.startswith("val/") and k[4:] in percent else v for k, v in values.items()}
         row = {"epoch": epoch, **{k: f"{v:.6g}" for k, v in values.items()}}
         if self.csv_path.is_file() and self._ends_complete():
             with open(self.csv_path) as f:
@@ -134,7 +144,7 @@ class RunLogger:
         for k, v in values.items():
             if k.startswith("val/"):
                 name = k.split("/", 1)[1]
-                shown = f"{100 * v:.2f}" if name in IN_POINTS else f"{v:.4g}"
+                shown = f"{v:.2f}" if name in percent_metrics() else f"{v:.4g}"
                 parts.append(f"val {name} {shown}")
         print(" ".join(parts) + f" ({seconds:.1f} s)", file=sys.stderr, flush=True)
 

@@ -24,7 +24,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
-from ..tasks import DEFAULT_TASK, get_task
+from ..tasks import DEFAULT_TASK, PERCENT, UNITS_KEY, get_task, stored_in_percent
 from . import run_outputs  # noqa: F401  (declares what a train run writes to the run-folder code)
 from . import runfolder
 from .assembly import RunResult, build_run, build_run_model, part_spec, run_trainer, train_run
@@ -37,8 +37,9 @@ from .teacher import default_cache_dir
 from .trainer import eval_batches
 
 
-def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
-    """The result of a part of the run that already finished (for ``--resume``)."""
+def _load_finished(out_dir: Path, model: nn.Module, task=None) -> RunResult | None:
+    """The result of a part of the run that already finished (for ``--resume``); ``task``'s percent metrics in
+    percent, also from a ``result.json`` that an older mmdistill wrote in fractions."""
     import json
 
     result_path = out_dir / "result.json"
@@ -48,6 +49,8 @@ def _load_finished(out_dir: Path, model: nn.Module) -> RunResult | None:
     try:
         model.load_state_dict(tensors)
         r = json.loads(result_path.read_text())
+        if not stored_in_percent(r):
+            r["test"], r["val"] = (get_task(task).for_people(r[k]) for k in ("test", "val"))
         return RunResult(
             r["test"], r["val"], r["best_epoch"], r["epochs_run"], r["stopped_early"], r["test_checkpoint"], model
         )
@@ -161,11 +164,13 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         fabric.seed_everything(seed, verbose=False)
         if cfg.teacher.checkpoint is not None:
             teacher = build_run_model(cfg, "teacher", data)
-            row["teacher"] = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=get_task(cfg.task))
+            task = get_task(cfg.task)
+            fractions = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=task)
+            row["teacher"] = task.for_people(fractions)
         else:
             spec = part_spec(cfg, "teacher", data, seed, seed_dir / "teacher")
             teacher = spec.student
-            done = _load_finished(seed_dir / "teacher", teacher) if resume else None
+            done = _load_finished(seed_dir / "teacher", teacher, cfg.task) if resume else None
             row["teacher"] = (done or train_run(spec, desc=f"seed {seed} teacher", **options)).test
     parts = ["student"]
     if baseline and cfg.method.name != "supervised":
@@ -173,7 +178,7 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
     for part in parts:
         fabric.seed_everything(seed, verbose=False)
         spec = part_spec(cfg, part, data, seed, seed_dir / part, teacher)
-        done = _load_finished(seed_dir / part, spec.student) if resume else None
+        done = _load_finished(seed_dir / part, spec.student, cfg.task) if resume else None
         if done is None:
             done = train_run(spec, desc=f"seed {seed} {part}", **options)
         row[part] = done.test
@@ -210,6 +215,7 @@ def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: st
     return {
         "method": method,
         "task": task,
+        UNITS_KEY: PERCENT,  # the task's percent metrics in percent (summary_columns reads older files too)
         "seeds": [r["seed"] for r in runs],
         "test_checkpoint": test_checkpoint,
         "reporting": reporting(runs, test_checkpoint),

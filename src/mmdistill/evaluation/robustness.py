@@ -35,7 +35,6 @@ from ..models import model_modalities
 from ..tasks import DEFAULT_TASK, TASKS, Task, get_task
 
 NOISE_KINDS = ("gaussian", "dropout")
-PERCENT_METRICS = ("accuracy", "f1_macro", "f1_micro", "map", "miou", "pixel_accuracy")
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -78,20 +77,14 @@ def dataset_task(dataset, task=None) -> Task:
 
 def evaluate_metrics(model: nn.Module, dataset, batch_size: int = 256, transform=None, task=None) -> dict[str, float]:
     """The engine's metrics (:func:`mmdistill.engine.metrics.evaluate`: same names, same numbers as training's
-    evaluation) of ``model`` on ``dataset`` for ``task`` (:func:`dataset_task`), in eval mode, plus ``n``, the
-    number of examples."""
+    evaluation) of ``model`` on ``dataset`` for ``task`` (:func:`dataset_task`), in eval mode, as people read them
+    (``Task.for_people``: percent metrics in percent), plus ``n``, the number of examples."""
     from ..engine.metrics import evaluate
 
     num_classes = getattr(dataset, "num_classes", None) or _num_outputs(model, dataset)
-    out = evaluate(
-        model,
-        iter_batches(dataset, batch_size),
-        num_classes,
-        _device(model),
-        transform,
-        task=dataset_task(dataset, task),
-    )
-    return {**out, "n": len(dataset)}
+    task = dataset_task(dataset, task)
+    out = evaluate(model, iter_batches(dataset, batch_size), num_classes, _device(model), transform, task=task)
+    return {**task.for_people(out), "n": len(dataset)}
 
 
 def _num_outputs(model: nn.Module, dataset) -> int:
@@ -214,14 +207,18 @@ def plot_noise_curves(
     return path
 
 
-def format_rows(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of result rows (floats as percentages for the metrics in [0, 1]: accuracy, F1, mAP, mIoU)."""
+def format_rows(rows: Sequence[dict], columns: Sequence[str] | None = None, task=None) -> str:
+    """A Markdown table of result rows (as :func:`evaluate_metrics` gives them: percent metrics already in percent),
+    each metric of ``task`` (default: classification) with its digits."""
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
+    task = get_task(task)
 
     def fmt(k, v):
-        return f"{100 * v:.2f}" if k in PERCENT_METRICS else (f"{v:g}" if isinstance(v, float) else str(v))
+        if k in task.metric_specs and isinstance(v, float):
+            return f"{v:.{task.metric_spec(k).digits}f}"
+        return f"{v:g}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(k, r[k]) for k in columns) + " |" for r in rows]

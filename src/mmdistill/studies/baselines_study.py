@@ -190,9 +190,9 @@ def run_dataset(
                         "seed": seed,
                         "method": label,
                         "temperature": temp if temp else "",
-                        "val_acc": r.val["accuracy"],
-                        "test_acc": r.test["accuracy"],
-                        "teacher_acc": t.test["accuracy"],
+                        "val_acc": r.val["accuracy"] / 100,  # RunResult gives percent; the study keeps fractions
+                        "test_acc": r.test["accuracy"] / 100,
+                        "teacher_acc": t.test["accuracy"] / 100,
                         "sec_per_step": r.train_seconds / max(r.train_steps, 1),
                     }
                 )

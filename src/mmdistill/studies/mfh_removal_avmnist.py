@@ -94,7 +94,7 @@ def removal_avmnist(
         seed=seeds[0],
     )
     teacher.eval()
-    log(f"  teacher ({teacher_modality}): test {100 * t_res.test['accuracy']:.2f}")
+    log(f"  teacher ({teacher_modality}): test {t_res.test['accuracy']:.2f}")  # RunResult: in percent
     train = data[train_size].train
     with torch.no_grad():  # training mean of each penultimate channel: the fill value of removed channels
         feats = []
@@ -124,7 +124,7 @@ def removal_avmnist(
                 "mode": "nokd",
                 "kept": len(fill),
                 "teacher_acc": float("nan"),
-                "student_acc": 100 * s_res.test["accuracy"],
+                "student_acc": s_res.test["accuracy"],
             }
         )
         if scores is None:  # Algorithm 1 once, with the first seed's no-KD student
@@ -160,7 +160,7 @@ def removal_avmnist(
                     "mode": mode,
                     "kept": len(keep_idx),
                     "teacher_acc": t_acc,
-                    "student_acc": 100 * res.test["accuracy"],
+                    "student_acc": res.test["accuracy"],
                 }
             )
             log(f"  seed {seed} {mode}: teacher {t_acc:.2f}, student {rows[-1]['student_acc']:.2f}")

@@ -190,8 +190,8 @@ def table1(
             "model": name,
             "role": role,
             "train_rows": n,
-            "test_acc": 100 * res.test["accuracy"],
-            "val_acc": 100 * res.val["accuracy"],
+            "test_acc": res.test["accuracy"],  # RunResult: accuracy in percent
+            "val_acc": res.val["accuracy"],
             "best_epoch": res.best_epoch,
             "seconds": time.perf_counter() - start,
         }

@@ -188,9 +188,9 @@ def run_dataset(
                     "dataset": name,
                     "seed": seed,
                     "method": method,
-                    "student_acc": r.test["accuracy"],
-                    "student_f1": r.test["f1_macro"],
-                    "teacher_acc": t.test["accuracy"],
+                    "student_acc": r.test["accuracy"] / 100,  # RunResult gives percent; the study keeps fractions
+                    "student_f1": r.test["f1_macro"] / 100,
+                    "teacher_acc": t.test["accuracy"] / 100,
                     "train_seconds": r.train_seconds,
                     "train_steps": r.train_steps,
                 }
