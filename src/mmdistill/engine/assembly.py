@@ -15,21 +15,24 @@ Everything that reloads a run folder (``evaluate``, ``analyze``, ``report``, the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..batch import Batch
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data import DataSplits
 from ..data.item_dataset import ItemSplits
-from ..errors import CheckpointError, ConfigError, OutputExistsError
+from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
 from ..io import write_json
 from ..masking import Masker, fit_masker
-from ..methods.base import Method
+from ..methods.base import Method, TeacherRequest
 from ..models.multimodal import build_model
 from ..tasks import Task
 from . import runfolder
@@ -38,6 +41,7 @@ from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
+from .run_checks import check_cache_settings, check_eval_rows
 from .run_outputs import MODEL_OUTPUTS
 from .run_record import CONFIG, TEACHER_WEIGHTS, describe_run, write_record
 from .teacher import cached_table, default_cache_dir, teacher_outputs
@@ -175,21 +179,15 @@ class Run:
         if teacher is None:
             return None, False
         request = self.method.teacher_request()
-        learned_null = any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v)
-        online = _teacher_mode(cache, train) == "online"
-        if cache.enabled and not online and learned_null:
-            raise ConfigError(
-                "cache.enabled: the teacher's modality views use learned null tokens, which change during "
-                "training, so they cannot be cached; set cache.enabled=false or another masking strategy"
-            )
-        if online:
+        if _teacher_mode(cache, train) == "online":  # refusals: _check_teacher_cache, in build_run
             return lambda batch: teacher_outputs(teacher, batch, request, masker), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
         rows_per_pass = self.trainer.batch_size * 4
-        if fabric.is_global_zero:
-            cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device)
-        fabric.barrier()
-        table, _ = cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, build=False)
+        with _named_as_the_cache(cache_dir):
+            if fabric.is_global_zero:
+                cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device)
+            fabric.barrier()
+            table, _ = cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, False)
         return lambda batch: table.lookup(batch, fabric.device), False
 
     def _evaluate(self, split) -> dict[str, float]:
@@ -244,11 +242,65 @@ def _same_weights(model: nn.Module, path: Path) -> bool:
     return saved.keys() == mine.keys() and all(torch.equal(saved[k], mine[k].detach().cpu()) for k in mine)
 
 
+@contextmanager
+def _named_as_the_cache(cache_dir: Path) -> Iterator[None]:
+    """An OS error while the teacher cache is written or read is reported as the cache's (``cache.dir``), never as
+    the run's output folder's: a full cache disk is not a full output disk."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        if isinstance(err, OSError) and err.filename is not None and cache_dir not in Path(err.filename).parents:
+            raise  # another file's error (the data's, say): named by its path already
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:200]
+        raise MachineError(
+            f"cache.dir: cannot write the teacher cache in {cache_dir} ({why}); free space there, set cache.dir "
+            "to a folder on another disk, or set cache.enabled=false"
+        ) from err
+
+
+def _check_models(student: nn.Module, teacher: nn.Module | None) -> None:
+    """The student has parameters to train, and none of them is the (frozen) teacher's."""
+    if teacher is student:
+        raise ConfigError(
+            "teacher and student are the same module; give the student a model of its own (build it again, or "
+            "copy.deepcopy(teacher) to start from the teacher's weights)"
+        )
+    shared = (
+        {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()} if teacher is not None else set()
+    )
+    if shared:
+        raise ConfigError(
+            f"teacher and student share {len(shared)} parameter tensor(s), which the frozen teacher would keep from "
+            "training; give the student modules of its own (copy.deepcopy the shared parts)"
+        )
+    if not any(p.requires_grad for p in student.parameters()):
+        raise ConfigError(
+            f"student: the {type(student).__name__} has no trainable parameters (none, or all with "
+            "requires_grad=False), so training cannot change it; give a model with parameters to train"
+        )
+
+
+def _check_teacher_cache(cache: CacheConfig, train, request: TeacherRequest, masker: Masker) -> None:
+    """Before any training, whatever would refuse the teacher's cache once the teacher has trained: an explicit
+    ``cache.enabled`` on data it cannot key, learned null tokens in the teacher's views, and the cache's own needs
+    (:func:`~mmdistill.engine.run_checks.check_cache_settings`)."""
+    if _teacher_mode(cache, train, quiet=True) == "online":
+        return
+    if any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v):
+        raise ConfigError(
+            "cache.enabled: the teacher's modality views use learned null tokens, which change during "
+            "training, so they cannot be cached; set cache.enabled=false or another masking strategy"
+        )
+    check_cache_settings(cache, train)
+
+
 def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     """The parts of ``spec``'s run, checked to fit before anything trains: the task (held by every split), the
     trainer settings (:func:`run_trainer`), the devices (``fabric``; None: started from the trainer settings), the
     masker, the method (with a teacher when it needs one), the models' modalities and outputs against the data and
-    the task, and the method's set-up on a few examples. Writes nothing."""
+    the task, and the method's set-up on a few examples; what would otherwise be refused only after a model trained
+    (:func:`_check_models`, the teacher cache's settings, unreadable or non-finite validation and test items). Writes
+    nothing."""
     data = spec.data
     task = run_task(spec.task, data)
     trainer = run_trainer(spec.trainer, task, data.num_classes)
@@ -261,6 +313,8 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     if algo.needs_teacher and spec.teacher is None:
         raise ConfigError(f"method {spec.method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
     teacher = spec.teacher if algo.needs_teacher else None
+    _check_models(spec.student, teacher)
+    check_eval_rows(data)
     # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
     # a teacher trained earlier in this process may already be on the GPU.
     for part in (spec.student, teacher, algo):
@@ -271,6 +325,7 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     algo.setup(sample, spec.student, teacher)
     module = DistillationModule(spec.student, algo)
     if teacher is not None:
+        _check_teacher_cache(spec.cache, data.train, algo.teacher_request(), masker)
         teacher.eval()  # already on the run's device
         for p in teacher.parameters():
             p.requires_grad_(False)

@@ -117,10 +117,10 @@ def _read_columns(train, student: nn.Module, online_teacher: nn.Module | None):
     return train.select([m for m in train.modality_names if m in needed])
 
 
-def _teacher_mode(cache: CacheConfig, train) -> str:
+def _teacher_mode(cache: CacheConfig, train, quiet: bool = False) -> str:
     """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
     every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
-    An explicit ``cache.enabled=True`` on such data is refused, saying why."""
+    An explicit ``cache.enabled=True`` on such data is refused, saying why; else a note says so (``quiet``: none)."""
     if not cache.enabled:
         return "online"
     random, keyless = getattr(train, "random", False), isinstance(train, ItemDataset) and not train.cacheable
@@ -137,7 +137,8 @@ def _teacher_mode(cache: CacheConfig, train) -> str:
             f"cache.enabled: cannot cache the teacher's outputs: {why}; set cache.enabled=false (the "
             "teacher then runs online on each training batch, in eval mode, without gradients)"
         )
-    print(f"mmdistill: the teacher runs online on each training batch (no cache): {why}", file=sys.stderr)
+    if not quiet:
+        print(f"mmdistill: the teacher runs online on each training batch (no cache): {why}", file=sys.stderr)
     return "online"
 
 

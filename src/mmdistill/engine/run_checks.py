@@ -1,4 +1,4 @@
-"""Checks ``run_config`` makes before it claims a folder: is a ``--resume`` compatible, is ``cache.dir`` usable.
+"""Checks made before a run claims a folder or trains: is a ``--resume`` compatible, is the teacher cache usable.
 
 Resuming with a different configuration would mix settings inside one run (a teacher trained for
 40 epochs, a student for 12; a changed ``data.split_seed`` even leaks test examples into training)
@@ -27,17 +27,22 @@ run, whose ``metrics.json`` is then replaced by the larger one), never drop one 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import RunConfig
+from ..config import CacheConfig, RunConfig
+from ..data.item_dataset import ItemDataset
 from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
+from ..usercode import call
 
 _LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "worker_timeout_s")
+_CACHE_FILE = re.compile(r"[0-9a-f]{32}\.safetensors")  # a teacher-cache file: its key, then .safetensors
 RESUME_MAY_CHANGE = (
     "cache.dir",
     "trainer.ddp_timeout_s",
@@ -120,7 +125,9 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def check_cache_dir(path: Path) -> None:
-    """``cache.dir`` must be a folder (or creatable as one) where this process can write; nothing is left behind."""
+    """``cache.dir`` must be a folder (or creatable as one) where this process can write, without anything that is
+    not a cache file under a cache file's name (``KEY.safetensors``, which a write would have to replace); nothing
+    is left behind."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -138,3 +145,47 @@ def check_cache_dir(path: Path) -> None:
             f"cache.dir: cannot write in {probe} ({err.strerror}); make it writable, set cache.dir to "
             f"a writable folder, or set cache.enabled=false"
         ) from None
+    in_the_way = [e for e in (path.iterdir() if path.is_dir() else ()) if _CACHE_FILE.fullmatch(e.name)]
+    in_the_way = [e for e in in_the_way if e.is_symlink() or not e.is_file()]
+    if in_the_way:
+        raise ConfigError(
+            f"cache.dir: {in_the_way[0]} is not a teacher-cache file but has a cache file's name (KEY.safetensors), "
+            "and mmdistill never replaces what it did not write: move it away, or set cache.dir to another folder"
+        )
+
+
+def check_cache_settings(cache: CacheConfig, train: Any) -> None:
+    """Before any training, what the teacher cache of ``train`` (a training split) will need, when it is used (on,
+    and the data neither random nor without a fingerprint): a usable ``cache.dir`` (:func:`check_cache_dir`), a
+    valid ``MMDISTILL_CACHE_MEMORY_MB``, and a ``fingerprint()`` that gives a string (the cache's key for the data)."""
+    if not cache.enabled or getattr(train, "random", False) or not getattr(train, "cacheable", True):
+        return
+    from .teacher import default_cache_dir, memory_budget_bytes
+
+    memory_budget_bytes()
+    check_cache_dir(Path(cache.dir) if cache.dir else default_cache_dir())
+    own = getattr(getattr(train, "dataset", None), "fingerprint", None)  # an item dataset's, from the user's code
+    if not callable(own):  # column data: mmdistill's own hash of the values
+        return
+    value = call(own, "data", f"{type(train.dataset).__name__}.fingerprint()")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"data: the training dataset's fingerprint() returned {_short(value)}, not a string; it must return a "
+            "string that changes when the data change (the teacher cache's key for them). Fix it, or remove "
+            "fingerprint() (the teacher then runs online) or set cache.enabled=false"
+        )
+
+
+_ROWS_READ: weakref.WeakSet = weakref.WeakSet()  # item splits already read through (once per dataset object)
+
+
+def check_eval_rows(data: Any) -> None:
+    """Read the validation and test items of item data once before any training, so that an item that cannot be
+    read or holds NaN/Inf (the collate names it) is refused before a model trains, not after. Column data are
+    checked when they are built. Reads keep the global random streams (``ItemDataset.__getitems__``)."""
+    for split in (data.val, data.test):
+        if not isinstance(split, ItemDataset) or split in _ROWS_READ:
+            continue
+        for start in range(0, len(split), 256):
+            split.__getitems__(range(start, min(start + 256, len(split))))
+        _ROWS_READ.add(split)
