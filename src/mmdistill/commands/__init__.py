@@ -1,58 +1,62 @@
-"""The sub-commands of ``mmdistill`` (one module each) and the argparse value types they share."""
+"""The sub-commands of ``mmdistill`` (one module each) and the argparse value types they share.
+
+Every numeric option is read by :func:`integer` or :func:`number`, so every one has a lower and an upper bound and a
+value outside them is one line naming the option (``--epochs: must be a positive integer up to 1000000, got 0``)
+before anything runs. The named types below are the common cases.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+from typing import Callable
+
+MAX_COUNT = 1_000_000  # epochs, steps, permutations, rows: more would run for days
+MAX_SEEDS = 10_000
+MAX_WIDTH = 65_536  # hidden widths, feature dimensions
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1, so ``--seeds 0`` is an error naming the option (not one silent seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high] (``3.0`` and ``1e3`` are refused: an integer is meant)."""
+
+    def read(text: str) -> int:
+        wanted = f"a positive integer up to {high}" if low == 1 else f"an integer in [{low}, {high}]"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    read.bounds = (low, high)  # type: ignore[attr-defined]  # what the option accepts, for --help readers and tests
+    return read
 
 
-def unit_interval(text: str) -> float:
-    """argparse type: a finite number in [0, 1] (a noise level: dropout probability, Gaussian std in feature stds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
-    return value
+def number(low: float, high: float, above: bool = False, below: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high]; ``above``: greater than ``low``; ``below``: less than ``high``."""
+    shown = f"{'(' if above else '['}{low:g}, {high:g}{')' if below else ']'}"
+
+    def read(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {shown}, got {text!r}") from None
+        inside = (value > low if above else value >= low) and (value < high if below else value <= high)
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"must be a number in {shown}, got {text}")
+        return value
+
+    read.bounds, read.open = (low, high), (above, below)  # type: ignore[attr-defined]
+    return read
 
 
-def seed_int(text: str) -> int:
-    """argparse type: a seed in [0, 2**32 - 1] (what torch and numpy accept)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be a seed in [0, 2**32 - 1], got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in (0, 1] (a fraction kept)."""
-    value = unit_interval(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be a number in (0, 1], got 0")
-    return value
+positive_int = integer(1, MAX_COUNT)  # steps, epochs, rows, permutations
+seeds_count = integer(1, MAX_SEEDS)  # --seeds: how many seeds
+seed_int = integer(0, 2**32 - 1)  # a seed, as torch and numpy take it
+width = integer(1, MAX_WIDTH)  # a hidden width
+unit_interval = number(0.0, 1.0)  # a noise level: dropout probability, Gaussian std in feature stds
+fraction = number(0.0, 1.0, above=True)  # a fraction kept
+positive_float = number(0.0, 100.0, above=True)  # a learning rate
+threads = integer(1, 4 * (os.cpu_count() or 1))  # torch threads: beyond four per CPU only slows the run

@@ -21,6 +21,7 @@ import argparse
 import json
 
 from ..errors import ConfigError
+from . import integer, positive_int, seed_int, threads
 
 
 def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
@@ -136,17 +137,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--student",
         help="student modality, or several separated by commas (default: venn b, mfeat zer, av-digits audio)",
     )
-    p.add_argument("--seed", type=int, default=0, help="split and estimation seed")
+    p.add_argument("--seed", type=seed_int, default=0, help="split and estimation seed")
     p.add_argument(
-        "--bootstrap", type=int, default=10, help="bootstrap resamples for the gamma/CCH intervals (default 10)"
+        "--bootstrap",
+        type=integer(1, 10_000),
+        default=10,
+        help="bootstrap resamples for the gamma/CCH intervals (default 10)",
     )
     p.add_argument(
         "--max-rows",
-        type=int,
+        type=positive_int,
         default=None,
         help="read at most this many training rows, a seeded random subset (default: all rows of column data, "
         "1,000 of a torch Dataset's items): for large data such as AV-MNIST, whose audio is 12,544 floats a row",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=threads, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..engine.runfolder import ALL
 from ..errors import ConfigError
 from ..studies.outputs import TRAINED
+from . import fraction, integer, number, positive_float, positive_int
 
 
 def _table1_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,20 +20,25 @@ def _table1_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="a finished `mmdistill data build av-mnist` folder (default: OUT/avmnist, built if absent)"
     )
-    parser.add_argument("--train-size", type=int, default=2000, help="student training rows (default 2000 of 55,000)")
     parser.add_argument(
-        "--teacher-factor", type=int, default=3, help="teachers train on this many times the rows (default 3)"
+        "--train-size", type=positive_int, default=2000, help="student training rows (default 2000 of 55,000)"
     )
     parser.add_argument(
-        "--epochs", type=int, default=3, help="student epochs (default 3; MultiBench: 20-30 on all rows)"
+        "--teacher-factor",
+        type=integer(1, 1000),
+        default=3,
+        help="teachers train on this many times the rows (default 3)",
     )
-    parser.add_argument("--teacher-epochs", type=int, default=3, help="teacher epochs (default 3)")
     parser.add_argument(
-        "--val-size", type=int, default=500, help="validation rows used for model selection (default 500)"
+        "--epochs", type=positive_int, default=3, help="student epochs (default 3; MultiBench: 20-30 on all rows)"
     )
-    parser.add_argument("--test-size", type=int, default=2000, help="test rows (default 2000 of 10,000)")
-    parser.add_argument("--temperature", type=float, default=4.0, help="KD temperature (default 4)")
-    parser.add_argument("--lam", type=float, default=0.5, help="KD weight; CE gets 1 - lam (default 0.5)")
+    parser.add_argument("--teacher-epochs", type=positive_int, default=3, help="teacher epochs (default 3)")
+    parser.add_argument(
+        "--val-size", type=positive_int, default=500, help="validation rows used for model selection (default 500)"
+    )
+    parser.add_argument("--test-size", type=positive_int, default=2000, help="test rows (default 2000 of 10,000)")
+    parser.add_argument("--temperature", type=number(0.05, 100.0), default=4.0, help="KD temperature (default 4)")
+    parser.add_argument("--lam", type=number(0.0, 1.0), default=0.5, help="KD weight; CE gets 1 - lam (default 0.5)")
     parser.add_argument(
         "--teachers", help="output folder of an earlier mfh-table1 run: load its two teachers instead of training"
     )
@@ -105,13 +111,13 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher", choices=["audio", "image"], default="audio", help="teacher modality (default audio)"
     )
-    parser.add_argument("--train-size", type=int, default=2000, help="student training rows (default 2000)")
-    parser.add_argument("--epochs", type=int, default=3, help="student and teacher epochs (default 3)")
+    parser.add_argument("--train-size", type=positive_int, default=2000, help="student training rows (default 2000)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="student and teacher epochs (default 3)")
     parser.add_argument(
-        "--keep", type=float, default=0.25, help="fraction of the teacher's channels kept (default 0.25)"
+        "--keep", type=fraction, default=0.25, help="fraction of the teacher's channels kept (default 0.25)"
     )
     parser.add_argument(
-        "--student-lr", type=float, default=0.1, help="students' SGD learning rate (MultiBench image: 0.01)"
+        "--student-lr", type=positive_float, default=0.1, help="students' SGD learning rate (MultiBench image: 0.01)"
     )
 
 

@@ -10,18 +10,18 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import fraction, positive_float
+from . import fraction, integer, positive_float, positive_int, width
 
 
 def _table2_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--epochs", type=int, default=1000, help="full-batch SGD steps per teacher/student (paper: 1000)"
+        "--epochs", type=positive_int, default=1000, help="full-batch SGD steps per teacher/student (paper: 1000)"
     )
     parser.add_argument(
-        "--joint-epochs", type=int, default=500, help="steps of Algorithm 1's joint training (default 500)"
+        "--joint-epochs", type=positive_int, default=500, help="steps of Algorithm 1's joint training (default 500)"
     )
     parser.add_argument(
-        "--permutations", type=int, default=10, help="Algorithm 1 permutations per channel (default 10)"
+        "--permutations", type=positive_int, default=10, help="Algorithm 1 permutations per channel (default 10)"
     )
 
 
@@ -59,12 +59,14 @@ def _removal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fill", choices=["mean", "zero"], default="mean", help="value of the removed channels (default mean)"
     )
-    parser.add_argument("--hidden", type=int, default=64, help="hidden width of teacher and student MLPs (default 64)")
-    parser.add_argument("--epochs", type=int, default=300, help="full-batch SGD steps per model (default 300)")
+    parser.add_argument(
+        "--hidden", type=width, default=64, help="hidden width of teacher and student MLPs (default 64)"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=300, help="full-batch SGD steps per model (default 300)")
     parser.add_argument("--lr", type=positive_float, default=0.3, help="full-batch SGD learning rate (default 0.3)")
     parser.add_argument(
         "--pca",
-        type=int,
+        type=integer(-1, 65_536),
         default=-1,
         help=(
             "project inputs wider than this on their principal components (default: 64 for av-digits, else off; 0: off)"

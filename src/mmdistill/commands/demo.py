@@ -27,7 +27,7 @@ from pathlib import Path
 from ..engine.runfolder import ALL, RunOf, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
-from . import positive_int
+from . import seeds_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
         "--seeds",
-        type=positive_int,
+        type=seeds_count,
         default=3,
         help="seeds of the trained-model steps (default 3; the MFH sweep uses 10)",
     )

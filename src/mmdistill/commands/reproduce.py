@@ -19,7 +19,7 @@ from typing import Callable
 from ..engine.runfolder import Layout, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
-from . import positive_int, seed_int
+from . import integer, number, positive_float, positive_int, seed_int, seeds_count, threads, width
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,12 @@ class Target:
 
 
 def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=1000, help="full-batch SGD steps per model (paper: 1000)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=1000, help="full-batch SGD steps per model (paper: 1000)"
+    )
     parser.add_argument(
         "--hidden",
-        type=int,
+        type=width,
         nargs="*",
         default=[],
         metavar="H",
@@ -48,7 +50,10 @@ def _mfh_arguments(parser: argparse.ArgumentParser) -> None:
 def _plane_arguments(parser: argparse.ArgumentParser) -> None:
     _mfh_arguments(parser)
     parser.add_argument(
-        "--decisive", type=positive_int, default=40, help="decisive latent dims s0 + sa + sb of every cell (default 40)"
+        "--decisive",
+        type=integer(1, 10_000),
+        default=40,
+        help="decisive latent dims s0 + sa + sb of every cell (default 40)",
     )
 
 
@@ -100,15 +105,15 @@ def _msd_arguments(parser: argparse.ArgumentParser) -> None:
         help="datasets (default: mfeat av-digits venn; avmnist needs --data)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 30)"
+        "--epochs", type=positive_int, default=None, help="epochs per model (default: the dataset's setting, 30)"
     )
     parser.add_argument("--data", help="avmnist: a finished `mmdistill data build av-mnist` folder")
     parser.add_argument(
-        "--lr", type=float, default=None, help="learning rate of every model (default: the dataset's setting)"
+        "--lr", type=positive_float, default=None, help="learning rate of every model (default: the dataset's setting)"
     )
     parser.add_argument(
         "--teacher-modality-dropout",
-        type=float,
+        type=number(0.0, 1.0, below=True),
         default=0.0,
         metavar="P",
         help="train the teachers with modality dropout P (supervised's modality_dropout; default 0: none)",
@@ -157,7 +162,10 @@ def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
         help="datasets (default: mfeat; avmnist needs --data)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="epochs per model (default: the dataset's setting, 20; avmnist 3)"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs per model (default: the dataset's setting, 20; avmnist 3)",
     )
     parser.add_argument("--data", help="avmnist: a finished `mmdistill data build av-mnist` folder")
     parser.add_argument(
@@ -225,13 +233,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name, target in TARGETS.items():
         sub = targets.add_parser(name, help=target.help, description=target.help)
-        sub.add_argument("--seeds", type=positive_int, default=10, help="number of seeds (default 10)")
+        sub.add_argument("--seeds", type=seeds_count, default=10, help="number of seeds (default 10)")
         sub.add_argument("--first-seed", type=seed_int, default=0, help="seeds run from here (default 0)")
         sub.add_argument("--out", required=True, help="output folder")
         sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
         sub.add_argument(
             "--threads",
-            type=positive_int,
+            type=threads,
             default=1,
             help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)",
         )

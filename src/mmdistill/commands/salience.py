@@ -18,7 +18,7 @@ import json
 
 from ..engine.runfolder import register_layout
 from ..errors import ConfigError
-from . import positive_float, positive_int, seed_int
+from . import integer, positive_float, positive_int, seed_int, threads, width
 
 register_layout("salience", {"scores.csv": None, "salience.png": None})
 
@@ -88,11 +88,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="registered dataset (venn, mfeat, av-digits, ...)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="dataset parameter (repeatable, YAML value)")
     p.add_argument("--preset", help="venn: official preset (vary-gamma, vary-alpha, modify-gamma)")
-    p.add_argument("--setting", type=int, help="venn: the preset's setting (e.g. xs2 for modify-gamma)")
+    p.add_argument("--setting", type=integer(0, 10_000), help="venn: the preset's setting (e.g. xs2 for modify-gamma)")
     p.add_argument("--teacher", help="teacher modality / mfeat view (default: venn a, mfeat pix, av-digits image)")
     p.add_argument("--student", help="student modality / mfeat view (default: venn b, mfeat zer, av-digits audio)")
     p.add_argument(
-        "--hidden", type=int, nargs="*", default=[], metavar="H", help="hidden widths of both MLPs (default: linear)"
+        "--hidden", type=width, nargs="*", default=[], metavar="H", help="hidden widths of both MLPs (default: linear)"
     )
     p.add_argument("--layer", help="teacher layer to score: a module path of the MLP, or 'input' (default: see above)")
     p.add_argument(
@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size (default: full batch)")
     p.add_argument("--permutations", type=positive_int, default=10, help="permutations per channel M (default 10)")
     p.add_argument("--seed", type=seed_int, default=0, help="data split, init and permutation seed")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=threads, default=1, help="torch threads (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of a sentence")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished salience run in --out")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import positive_int
+from . import seeds_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.epochs=3 method.params.temperature=2")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seeds", type=positive_int, default=None, help="run seeds 0..N-1 (default: the config's seed)")
+    p.add_argument("--seeds", type=seeds_count, default=None, help="run seeds 0..N-1 (default: the config's seed)")
     p.add_argument("--no-baseline", action="store_true", help="skip the no-KD student")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in DIR")
