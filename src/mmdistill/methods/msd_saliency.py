@@ -28,6 +28,7 @@ from ..data.dataset import MultimodalDataset
 from ..kl import kd_per_example
 from ..masking import Masker, split_variants
 from ..tasks import Task
+from ..tasks.base import CLASS_DISTRIBUTION
 
 SaliencyKind = Literal["kl", "true_class"]
 
@@ -44,7 +45,7 @@ def saliency_from_logits(
 
     ``task`` (:mod:`mmdistill.tasks`; None: classification) gives the ``kl`` form of other tasks:
     ``task.saliency(full, removed_m, labels)``, the per-example KD at T = 1 from x^(-m)'s output towards x's."""
-    if kind == "kl" and task is not None and task.name != "classification":
+    if kind == "kl" and task is not None and not task.gives_to_methods(CLASS_DISTRIBUTION):  # no one softmax per row
         return torch.stack([task.saliency(full.float(), r.float(), labels) for r in removed])
     if kind == "kl":
         return kd_per_example(removed.float(), full.float())  # KD at T = 1 is KL(p_t(x) || p_t(x^(-m)))
