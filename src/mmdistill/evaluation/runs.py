@@ -83,23 +83,39 @@ def _saved_model(cfg, key: str, weights: Path, data):
 def _distill_folder_seed(run_dir: Path) -> str | None:
     """``seed_<s>`` of a ``distill()`` folder (``student.safetensors`` at the top), None for any other folder; a
     distill() folder without ``config.yaml`` is refused with the reason ``distill()`` recorded."""
-    import json
-
     if not (run_dir / "student.safetensors").is_file():
         return None
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        result = {}
+    result = _distill_result(run_dir / "result.json")
     if not (run_dir / "config.yaml").is_file():
-        why = result.get("not_a_run_folder", "it has no config.yaml (written by an older mmdistill, or not finished)")
+        why = result.get("not_a_run_folder") or "it has no config.yaml (written by an older mmdistill, or not finished)"
         raise ConfigError(
             f"{run_dir}: a distill() folder that mmdistill cannot read back: {why}. Build the models with "
             "mmdistill.models.build_model (a built-in model config or CustomModelConfig(factory='pkg.mod:fn', "
             "params=...)) and the data with mmdistill.data.build_splits or load_data, or run the whole protocol "
             "with mmdistill.engine.protocol.run_config (docs/tutorial_own_models.md)"
         )
-    return f"seed_{int(result.get('seed', 0))}"
+    return f"seed_{result.get('seed', 0)}"
+
+
+def _distill_result(path: Path) -> dict:
+    """A ``distill()`` folder's ``result.json`` ({} when there is none); a damaged one is a ConfigError naming it."""
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        result = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON
+        raise ConfigError(
+            f"{path}: not a readable result file of distill() ({str(err)[:120]}); it is damaged"
+        ) from None
+    seed = result.get("seed", 0) if isinstance(result, dict) else None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(
+            f"{path}: expected distill()'s result, a JSON object whose 'seed' is a non-negative integer; the file "
+            "is damaged"
+        )
+    return result
 
 
 def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:

@@ -69,7 +69,7 @@ def collect_sections(root: Path) -> list[Section]:
         raise ConfigError(f"report: {root} is not a folder")
     index = root / "report.json"
     if index.is_file():
-        entries = json.loads(index.read_text())
+        entries = _report_index(index)
         return [
             _fill(Section(e["title"], root / e["folder"], e.get("command", ""), e.get("intro", ""))) for e in entries
         ]
@@ -82,6 +82,54 @@ def collect_sections(root: Path) -> list[Section]:
             f"distill(...) call"
         )
     return [_fill(Section(str(f.relative_to(root)) if f != root else root.name, f)) for f in folders]
+
+
+def _text(path: Path) -> str:
+    """A Markdown file's text; one that is not UTF-8 text is a ConfigError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"report: {path} is not UTF-8 text ({err.reason} at byte {err.start}); the file is damaged"
+        ) from None
+
+
+def _json(path: Path, what: str):
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ConfigError(f"report: {path} is not valid JSON ({str(err)[:100]}); expected {what}") from None
+
+
+def _report_index(path: Path) -> list[dict]:
+    """The sections a ``report.json`` lists: a JSON list of objects with string ``title`` and ``folder`` (and
+    optionally ``command``, ``intro``)."""
+    what = 'a list of {"title": ..., "folder": ..., "command": ..., "intro": ...} with string values'
+    entries = _json(path, what)
+    ok = isinstance(entries, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("title"), str)
+        and isinstance(e.get("folder"), str)
+        and all(isinstance(e.get(k, ""), str) for k in ("command", "intro"))
+        for e in entries
+    )
+    if not ok:
+        raise ConfigError(f"report: {path} does not list the report's sections; expected {what}")
+    return entries
+
+
+def _distill_result(path: Path) -> dict:
+    """A ``distill()`` folder's ``result.json``: an object whose ``val`` and ``test`` map metric names to numbers."""
+    what = 'an object with "val" and "test": {metric: number}'
+    result = _json(path, what)
+    ok = isinstance(result, dict) and all(
+        isinstance(result.get(split) or {}, dict)
+        and all(isinstance(v, (int, float, type(None))) for v in (result.get(split) or {}).values())
+        for split in ("val", "test")
+    )
+    if not ok:
+        raise ConfigError(f"report: {path} is not distill()'s result; expected {what}")
+    return result
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -104,7 +152,7 @@ def csv_markdown(path: Path) -> str:
 
 def result_markdown(folder: Path) -> str:
     """The ``result.json`` of a ``distill()`` folder as a short summary: method, seed, epochs, metrics."""
-    result = json.loads((folder / "result.json").read_text())
+    result = _distill_result(folder / "result.json")
     val, test = result.get("val") or {}, result.get("test") or {}
     names = list(dict.fromkeys([*test, *val]))
     rows = [[n, _number(val.get(n)), _number(test.get(n))] for n in names]
@@ -120,7 +168,7 @@ def _number(value) -> str:
 
 def _section_texts(s: Section) -> list[str]:
     """The Markdown a section shows: its files, else a distill() folder's result; CSV tables where no file speaks."""
-    texts = [_demote(t.read_text()) for t in s.texts]
+    texts = [_demote(_text(t)) for t in s.texts]
     if not texts and _is_distill_folder(s.folder):
         texts.append(result_markdown(s.folder))
     if not s.texts:
@@ -147,7 +195,7 @@ def render_markdown(root: Path, sections: list[Section], title: str) -> str:
 
 def _states_command(s: Section) -> bool:
     """Whether a sub-report already says ``Command: `...``` for this section's command (MFH summaries do)."""
-    return any(f"Command: `{s.command}`" in t.read_text() for t in s.texts)
+    return any(f"Command: `{s.command}`" in _text(t) for t in s.texts)
 
 
 def _demote(text: str) -> str:
