@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -198,24 +197,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_steps(out: Path, args: argparse.Namespace) -> Path:
-    from tqdm.auto import tqdm
-
     from ..io import write_text
     from ..studies.demo_report import write_report
+    from .progress import steps
 
     sections = []
-    steps = [(name, step) for name, step, _ in STEPS]
+    todo = [(name, step) for name, step, _ in STEPS]
     if args.data_root is not None:
-        steps.append(("avmnist", lambda out, seeds, quiet: _avmnist(out, seeds, quiet, args.data_root)))
-    bar = tqdm(steps, desc="demo", unit="step", disable=args.quiet)
-    for name, step in bar:
-        bar.set_postfix_str(name)
-        start = time.perf_counter()
+        todo.append(("avmnist", lambda out, seeds, quiet: _avmnist(out, seeds, quiet, args.data_root)))
+    for name, step in steps(todo, "demo", args.quiet):  # a bar on a terminal, one line per step in a batch job
         section = step(out / name, args.seeds, args.quiet)
         section["folder"] = name
         sections.append(section)
-        if not args.quiet:
-            tqdm.write(f"  {name}: done in {time.perf_counter() - start:.0f} s")
     write_text(out / "report.json", json.dumps(sections, indent=2))
     html_path, _ = write_report(out, "mmdistill demo")
     return html_path

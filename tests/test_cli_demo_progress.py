@@ -1,0 +1,33 @@
+"""``demo`` in a batch job (stderr not a terminal): one progress line per step, no bar redraws; ``--quiet``: none."""
+
+from mmdistill.cli import main
+from mmdistill.commands import demo
+
+
+def _fake_steps(monkeypatch):
+    def step(title):
+        def run(out, seeds, quiet):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.md").write_text(f"# {title}\n")
+            return {"title": title, "command": "", "intro": ""}
+
+        return run
+
+    fake = [(name, step(name), None) for name in ("first", "second", "third")]
+    monkeypatch.setattr(demo, "STEPS", fake)
+
+
+def test_demo_writes_one_line_per_step_and_no_redraws_when_stderr_is_a_file(tmp_path, capsys, monkeypatch):
+    _fake_steps(monkeypatch)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "1"]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, as in `2> log.txt`
+    assert "\r" not in err and "\x1b[" not in err, "no progress-bar redraws in a log file"
+    lines = err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["demo 1/3 first", "demo 2/3 second", "demo 3/3 third"]
+    assert all(line.endswith(" s") and "done in" in line for line in lines)
+
+
+def test_demo_quiet_writes_no_progress(tmp_path, capsys, monkeypatch):
+    _fake_steps(monkeypatch)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
