@@ -31,3 +31,24 @@ def test_demo_quiet_writes_no_progress(tmp_path, capsys, monkeypatch):
     _fake_steps(monkeypatch)
     assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "1", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_reproduce_prints_one_line_per_part_a_study_announces(tmp_path, capsys, monkeypatch):
+    from mmdistill.commands import reproduce
+    from mmdistill.studies.progress import announce
+
+    def study(args, out):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            announce(f"toy seed {seed}: teacher and 2 students trained")
+        (out / "results.csv").write_text("x\n1\n")
+        return "toy: done"
+
+    target = reproduce.TARGETS["mfh-gamma"]
+    monkeypatch.setitem(reproduce.TARGETS, "mfh-gamma", reproduce.Target(target.help, study, target.add_arguments))
+    assert main(["reproduce", "mfh-gamma", "--seeds", "2", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit(" (", 1)[0] for line in lines] == [
+        "reproduce mfh-gamma: toy seed 0: teacher and 2 students trained",
+        "reproduce mfh-gamma: toy seed 1: teacher and 2 students trained",
+    ]
+    assert all(line.endswith(" s)") for line in lines)

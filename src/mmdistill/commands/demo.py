@@ -199,14 +199,16 @@ def run(args: argparse.Namespace) -> int:
 def _run_steps(out: Path, args: argparse.Namespace) -> Path:
     from ..io import write_text
     from ..studies.demo_report import write_report
-    from .progress import steps
+    from ..studies.progress import listening
+    from .progress import part_lines, steps
 
     sections = []
     todo = [(name, step) for name, step, _ in STEPS]
     if args.data_root is not None:
         todo.append(("avmnist", lambda out, seeds, quiet: _avmnist(out, seeds, quiet, args.data_root)))
     for name, step in steps(todo, "demo", args.quiet):  # a bar on a terminal, one line per step in a batch job
-        section = step(out / name, args.seeds, args.quiet)
+        with listening(part_lines(f"demo {name}") if not args.quiet else lambda part: None):
+            section = step(out / name, args.seeds, args.quiet)
         section["folder"] = name
         sections.append(section)
     write_text(out / "report.json", json.dumps(sections, indent=2))

@@ -260,7 +260,11 @@ def run_target(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from ..studies.progress import listening
+    from .progress import part_lines
+
     with owned(args.out, "reproduce", "results.csv", args.overwrite, info={"target": args.target}) as folder:
-        summary = TARGETS[args.target].run(args, folder.path)
+        with listening(part_lines(f"reproduce {args.target}")):  # one stderr line per seed of a long study
+            summary = TARGETS[args.target].run(args, folder.path)
     print(summary)
     return 0

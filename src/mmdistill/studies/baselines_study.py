@@ -38,6 +38,7 @@ from ..io import write_csv, write_text
 from ..models import EncoderConfig, ModelConfig, build_model
 from ..stats import format_summary, paired_difference, summarize
 from .mfh_table1 import avmnist_splits, multibench_trainer, reference_model
+from .progress import announce
 
 T_GRID = (1.0, 2.0, 4.0)
 SALIENCE_ROWS = 1000
@@ -196,6 +197,7 @@ def run_dataset(
                         "sec_per_step": r.train_seconds / max(r.train_steps, 1),
                     }
                 )
+        announce(f"{name} seed {seed}: teacher and {len({row['method'] for row in rows})} students trained")
     return rows
 
 

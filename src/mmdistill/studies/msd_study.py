@@ -23,6 +23,7 @@ from ..masking import Masker
 from ..models import EncoderConfig, ModelConfig, build_model
 from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
 from ..stats import format_summary, paired_difference, summarize
+from .progress import announce
 
 METHODS = ["nokd", "kd", "msd-uniform", "msd-population", "msd-instance", "msd-learned"]
 
@@ -195,6 +196,7 @@ def run_dataset(
                     "train_steps": r.train_steps,
                 }
             )
+        announce(f"{name} seed {seed}: teacher and {len(students)} students trained")
         if seed == seeds[0]:
             masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
             analysis = modality_importance(
