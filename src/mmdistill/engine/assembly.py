@@ -34,7 +34,7 @@ from ..io import write_json
 from ..masking import Masker, fit_masker
 from ..methods.base import Method, TeacherRequest
 from ..models.multimodal import build_model
-from ..tasks import Task
+from ..tasks import PERCENT, UNITS_KEY, Task
 from . import runfolder
 from .batches import eval_batches, to_device
 from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
@@ -193,7 +193,8 @@ class Run:
     def _evaluate(self, split) -> dict[str, float]:
         fabric, trainer = self.fabric, self.trainer
         batches = eval_batches(split, trainer.batch_size, fabric.global_rank, fabric.world_size, trainer, fabric.device)
-        return evaluate(self.spec.student, batches, self.spec.data.num_classes, fabric.device, task=self.task)
+        fractions = evaluate(self.spec.student, batches, self.spec.data.num_classes, fabric.device, task=self.task)
+        return self.task.for_people(fractions)  # RunResult and result.json: percent metrics in percent
 
     def _write_results(self, out_dir: Path, fitted: FitResult, val: dict, test: dict, own_folder: bool) -> None:
         """``student.safetensors`` and ``result.json``; in a user's own ``distill()`` folder also the record that
@@ -228,6 +229,8 @@ class Run:
                 "test_checkpoint": fitted.test_checkpoint,
                 "seed": spec.seed,
                 "method": spec.method,
+                "task": self.task.name,
+                UNITS_KEY: PERCENT,
             },
         )
 

@@ -152,7 +152,7 @@ def evaluate_run(
     from ..engine.metrics import evaluate
     from ..engine.trainer import eval_batches
     from ..masking import fit_masker
-    from ..tasks import get_task
+    from ..tasks import PERCENT, UNITS_KEY, get_task
 
     if noise and not all(0.0 <= float(v) <= 1.0 for v in levels):  # NaN fails too
         raise ConfigError(
@@ -162,9 +162,14 @@ def evaluate_run(
     cfg, data, models = load_run_models(run_dir, data_source)
     dataset = data.split(split)
     task = get_task(cfg.task)
-    out: dict = {
-        "metrics": {k: evaluate(m, eval_batches(dataset, 256), data.num_classes, task=task) for k, m in models.items()},
+    out: dict = {  # the task's percent metrics in percent, here and in the robustness tables
+        "metrics": {
+            k: task.for_people(evaluate(m, eval_batches(dataset, 256), data.num_classes, task=task))
+            for k, m in models.items()
+        },
         "missing_models": missing_models(run_dir, cfg, models),
+        "task": task.name,
+        UNITS_KEY: PERCENT,
     }
     if missing or noise:
         from .robustness import missing_modality_table, noise_curves, plot_noise_curves
