@@ -105,6 +105,16 @@ def _study_data(setup: StudySetup, data_dir: str | None):
     return teacher, student
 
 
+def _student_method(method: str, kd: dict) -> tuple[str, dict | None]:
+    """The ``distill()`` method and params of the study's student ``method`` (``nokd``, ``kd``, ``msd-WEIGHTING``)."""
+    if method == "nokd":
+        return "supervised", None
+    if method == "kd":
+        return "kd", kd
+    weighting = method.split("-")[1]
+    return "msd", {**kd, "weighting": weighting, "heldout_fraction": 0.1 if method.endswith("learned") else 0.0}
+
+
 def run_dataset(
     name: str,
     seeds: list[int],
@@ -150,39 +160,19 @@ def run_dataset(
         for method in METHODS:
             torch.manual_seed(seed)
             student = _model(setup, False, data)
-            if method == "nokd":
-                r = distill(student, None, data, work / method, "supervised", trainer=trainer, seed=seed, quiet=quiet)
-            elif method == "kd":
-                r = distill(
-                    student,
-                    teacher,
-                    data,
-                    work / method,
-                    "kd",
-                    setup.kd,
-                    trainer=trainer,
-                    cache=cache,
-                    seed=seed,
-                    quiet=quiet,
-                )
-            else:
-                params = {
-                    **setup.kd,
-                    "weighting": method.split("-")[1],
-                    "heldout_fraction": 0.1 if method.endswith("learned") else 0.0,
-                }
-                r = distill(
-                    student,
-                    teacher,
-                    data,
-                    work / method,
-                    "msd",
-                    params,
-                    trainer=trainer,
-                    cache=cache,
-                    seed=seed,
-                    quiet=quiet,
-                )
+            how, params = _student_method(method, setup.kd)
+            r = distill(
+                student,
+                None if how == "supervised" else teacher,
+                data,
+                work / method,
+                how,
+                params,
+                trainer=trainer,
+                cache=cache,
+                seed=seed,
+                quiet=quiet,
+            )
             students[method] = student
             rows.append(
                 {
