@@ -86,3 +86,16 @@ def test_every_percent_metric_of_a_task_is_bounded_and_the_rest_are_as_is():
         assert {k for k, s in task.metric_specs.items() if not s.percent} == as_is, name
         shown = task.for_people({**dict.fromkeys(task.metric_specs, 0.25), "loss": 0.25})
         assert shown == {**{k: 25.0 for k in percent}, **{k: 0.25 for k in as_is}, "loss": 0.25}
+
+
+def test_min_delta_is_in_the_monitors_own_units_and_refused_past_its_range(toy_splits, tmp_path):
+    from mmdistill.errors import ConfigError
+
+    trainer = TrainerConfig(epochs=1, early_stopping={"patience": 2, "min_delta": 1.5})  # accuracy: a fraction
+    with pytest.raises(ConfigError, match=r"trainer: early_stopping.min_delta 1.5 >= 1 can never be met by 'accuracy'"):
+        distill(student_for(toy_splits), None, toy_splits, tmp_path / "run", "supervised", trainer=trainer)
+    assert not (tmp_path / "run").exists()
+    regression = get_task("regression")
+    wide = TrainerConfig(monitor="pearson", early_stopping={"patience": 2, "min_delta": 2.5})
+    assert "can never be met by 'pearson'" in regression.trainer_problem(wide)
+    assert regression.trainer_problem(wide.model_copy(update={"monitor": "mae"})) is None  # MAE is unbounded
