@@ -171,7 +171,11 @@ def build_av_digits(
                 level = float(rng.choice(snrs_db))
                 wav = add_noise(wav, level, rng, signal_power=power, color=str(rng.choice(["white", "pink"])))
                 feats.append(log_mel_spectrogram(wav, sr, n_fft=n_fft, hop=n_fft // 2, n_mels=n_mels))
-                labels.append(digit), spk.append(s), snr.append(level), pitch.append(p), rate.append(r)
+                labels.append(digit)
+                spk.append(s)
+                snr.append(level)
+                pitch.append(p)
+                rate.append(r)
 
     digits = load_digits()
     meta = {

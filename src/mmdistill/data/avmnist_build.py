@@ -208,10 +208,8 @@ def build_av_mnist(
         if limit is not None:
             if limit < 10:
                 raise DataError(f"--limit must be at least 10, got {limit}")
-            images = {
-                "train": tuple(a[:limit] for a in images["train"]),
-                "test": tuple(a[: max(10, limit // 6)] for a in images["test"]),
-            }
+            (x_train, y_train), (x_test, y_test), n_test = images["train"], images["test"], max(10, limit // 6)
+            images = {"train": (x_train[:limit], y_train[:limit]), "test": (x_test[:n_test], y_test[:n_test])}
         mu, v, k = fit_energy_removal(images["train"][0].astype(np.float32), energy_removed)
         mu, v = mu.astype(np.float32), v.astype(np.float32)
         degrade = {s: images[s][0] - ((images[s][0] - mu) @ v) @ v.T for s in images}  # float32: 188 MB for train

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +63,10 @@ class FileDataset(torch.utils.data.Dataset):
 
     def load(self, index: int) -> Item:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # each subclass defines it (declared here for the type checker only)
+
+        def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Item:
         n = len(self)

@@ -192,4 +192,4 @@ def _check_boundaries(boundaries, n: int, path: Path) -> tuple[int, int, int]:
         )
     if not 0 < b[0] < b[1] < b[2] <= n:
         raise DataError(f"boundaries: expected 0 < train end < val end < test end <= {n} (rows in {path}), got {b}")
-    return b  # type: ignore[return-value]
+    return b

@@ -84,7 +84,7 @@ def plot_saliency_histogram(
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     log = result["saliency_kind"] == "kl"  # KL saliencies span decades: bins on a log axis
     values = s.clamp(min=1e-5) if log else s
-    bins = torch.logspace(-5, float(values.max().log10().ceil()), 50).numpy() if log else 40
+    bins = torch.logspace(-5, float(values.max().log10().ceil()), 50).tolist() if log else 40
     for i, m in enumerate(result["modalities"]):
         ax.hist(values[:, i].numpy(), bins=bins, alpha=0.6, label=f"{m} (S={result['saliency'][m]['population']:.3f})")
     if log:
