@@ -72,6 +72,7 @@ def test_advise_run_on_a_dataset_factory_folder_says_what_its_probes_read(tmp_pa
     assert out["teacher"] == "seed_0/teacher logits" and out["student"] == student
     assert out["representation"] == f"teacher side: seed_0/teacher's logits; student side: {representation}"
     assert out["examples"] == 90 and out["features"]["d_b_per_n"] == min(144 if student == "wide" else 12, 64) / 90
+    assert out["inputs_seconds"] >= 0
 
 
 def test_advise_run_on_wide_items_reads_the_no_kd_students_logits(tmp_path, capsys, monkeypatch):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from ..errors import ConfigError
 from . import integer, positive_int, seed_int, threads
@@ -95,14 +96,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise ConfigError(f"advise --bootstrap: must be a positive integer, got {args.bootstrap}")
     torch.set_num_threads(args.threads)
+    start = time.perf_counter()
     inputs, seed = _inputs(args)
+    read = {"inputs_seconds": round(time.perf_counter() - start, 2)}  # reading the data and the models, features
     advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
         described = {"representation": inputs.representation} if inputs.representation else {}
-        print(json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **described, **advice.to_dict()}))
+        print(
+            json.dumps({"dataset": inputs.dataset, "teacher": t, "student": s, **described, **read, **advice.to_dict()})
+        )
     else:
         print(f"{inputs.dataset}: teacher {t} -> student {s}: {advice.text()}")
+        print(f"  inputs: {read['inputs_seconds']:.2f} s to read the data and make the feature rows")
         if inputs.representation:
             print(f"  probes read: {inputs.representation}")
     return 0
