@@ -494,7 +494,7 @@ def guard_model_folder(
 
     ``out_dir`` may be missing or empty (it is created and marked as a ``distill`` folder), inside a run folder that
     this process claimed and holds (a part of a ``train`` run or a study: the command that claimed it owns the
-    layout), or an earlier ``distill`` folder: a finished one (``result.json``) or an interrupted one is refused
+    layout), or an earlier ``distill`` folder: a finished one (its finished file) or an interrupted one is refused
     unless ``resume`` (continue it) or ``overwrite`` (its outputs removed first; refused when anything else is mixed
     in). Refused by name, nothing touched: another command's run folder (its root, or a folder inside it that no run
     of this process holds) and any other non-empty folder. ``check_only``: the refusals only; nothing is written.
@@ -555,13 +555,13 @@ def _distill_again(path: Path, out_dir: str | Path, resume: bool, overwrite: boo
             )
         if not check_only:
             _remove([p for p in ours if p != path / MARKER])
-    elif not resume and (path / "result.json").is_file():
+    elif not resume and (path / finished_file("distill")).is_file():
         raise OutputExistsError(
-            f"out_dir {out_dir} already holds a finished distill() run (result.json); pass resume=True to keep it "
-            "(nothing is retrained), overwrite=True to replace it, or choose another folder"
+            f"out_dir {out_dir} already holds a finished distill() run ({finished_file('distill')}); pass "
+            "resume=True to keep it (nothing is retrained), overwrite=True to replace it, or choose another folder"
         )
     elif not resume and any(e.name not in (MARKER, LOCK) for e in path.iterdir()):
         raise OutputExistsError(
-            f"an interrupted distill() run is here: {path} (result.json is missing); pass resume=True to continue "
-            "it or overwrite=True to replace it"
+            f"an interrupted distill() run is here: {path} ({finished_file('distill')} is missing); pass "
+            "resume=True to continue it or overwrite=True to replace it"
         )
