@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
-from ..usercode import call, import_path
+from ..usercode import USER_ERRORS, call, failed, import_path, kept
 from ..tasks import DEFAULT_TASK, TASKS
 from .collate import collate_items
 from .dataset import DataSplits, MultimodalDataset
@@ -156,7 +156,15 @@ class ItemDataset(Dataset):
     def item(self, index: int) -> dict:
         """``dataset[index]``, then the transform (the caller seeds the RNGs: :func:`seed_rngs`)."""
         item = self.dataset[index]
-        return self.transform(item) if self.transform is not None and isinstance(item, Mapping) else item
+        if self.transform is None or not isinstance(item, Mapping):
+            return item
+        out = self.transform(item)
+        if not isinstance(out, Mapping):
+            raise DataError(
+                f"item {index}: the {self.name} transform returned a {type(out).__name__}, expected the item's dict "
+                "(modality name -> tensor, plus 'label')"
+            )
+        return out
 
     def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
         return collate_items(items, indices, self._keys, self._task_type.of_split(self), self.num_classes)
@@ -170,8 +178,10 @@ class ItemDataset(Dataset):
             for r in rows:
                 try:
                     items.append(self.item(r))
-                except Exception as err:  # noqa: BLE001 - any user error, named with its item
-                    raise DataError(f"{self.name}: reading item {r} raised {type(err).__name__}: {err}") from err
+                except DataError as err:  # mmdistill's own check of what the user's code returned
+                    raise DataError(f"{self.name}: {err}") from None
+                except USER_ERRORS as err:  # any user error, named with its item
+                    raise failed(err, f"{self.name}: reading item {r} raised", DataError) from kept(err)
         return self.collate(items, rows)
 
     def __getitem__(self, i: int) -> dict:

@@ -22,6 +22,7 @@ from ..data import DataSplits
 from ..data.item_dataset import as_splits
 from ..errors import ConfigError
 from ..tasks import Task, get_task
+from .arguments import distill_arguments
 from .assembly import RunResult, RunSpec, train_run
 from .parts import build_method, run_task, start_fabric
 
@@ -72,10 +73,17 @@ def distill(
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")
-    origin = getattr(data, "mmdistill_data", None)  # the data's config, if mmdistill built them (run_record)
-    data = as_splits(data, train, val, test, transforms, task=get_task(task).name if task is not None else None)
-    spec = RunSpec(
-        student, teacher, data, Path(out_dir), method, method_params, masking or MaskingConfig(),
-        trainer or TrainerConfig(), cache or CacheConfig(), task, seed, origin,
+    # each wrong type or bad value is named (engine/arguments.py); config dicts are validated
+    a = distill_arguments(
+        student=student, teacher=teacher, out_dir=out_dir, method=method, method_params=method_params,
+        masking=masking, trainer=trainer, cache=cache, seed=seed, resume=resume, quiet=quiet, overwrite=overwrite,
+        transforms=transforms, task=task,
     )  # fmt: skip
-    return train_run(spec, fabric, resume=resume, quiet=quiet, desc=desc, overwrite=overwrite)
+    origin = getattr(data, "mmdistill_data", None)  # the data's config, if mmdistill built them (run_record)
+    own_task = get_task(a["task"]).name if task is not None else None
+    data = as_splits(data, train, val, test, a["transforms"], task=own_task)
+    spec = RunSpec(
+        a["student"], a["teacher"], data, a["out_dir"], method, a["method_params"], a["masking"], a["trainer"],
+        a["cache"], a["task"], a["seed"], origin,
+    )  # fmt: skip
+    return train_run(spec, fabric, resume=a["resume"], quiet=a["quiet"], desc=desc, overwrite=a["overwrite"])

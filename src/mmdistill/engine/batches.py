@@ -36,7 +36,7 @@ from ..data.item_dataset import (
     seed_rngs,
 )
 from ..errors import DataError
-from ..usercode import kept
+from ..usercode import USER_ERRORS, describe, kept
 from ..tasks import validate_labels
 
 
@@ -118,8 +118,8 @@ class _SeededReads(torch.utils.data.Dataset):
             self.reading[slot] = index
         try:
             return index, self.dataset.item(index)
-        except Exception as err:  # noqa: BLE001 - any user error: carried to the main process with its index
-            return index, _Failure(index, type(err).__name__, str(err), traceback.format_exc())
+        except USER_ERRORS as err:  # any user error (sys.exit too): carried to the main process with its index
+            return index, _Failure(index, type(err).__name__, describe(err), traceback.format_exc())
         finally:
             if slot is not None:
                 self.reading[slot] = -1
@@ -152,10 +152,10 @@ class _Collate:
 
 
 def _raise_failure(f: _Failure, split: str) -> None:
-    if f.index is None and f.kind == "DataError":  # our own collate check: it names the item and key already
-        raise DataError(f"{split}: {f.message}")
+    if f.kind == "DataError":  # our own check (collate, the transform's result): it names the item already
+        raise DataError(f"{split}: {f.message.removeprefix('DataError: ')}")
     err = DataError(
-        f"{split}: reading item {f.index} raised {f.kind}: {f.message}"
+        f"{split}: reading item {f.index} raised {f.message}"
         if f.index is not None
         else f"{split}: making a batch raised {f.kind}: {f.message}"
     )

@@ -21,6 +21,7 @@ from ..data.item_dataset import ItemDataset, ItemSplits
 from ..errors import ConfigError, MachineError
 from ..masking import Masker
 from ..methods.base import Method
+from ..models.custom import model_output
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
 from ..tasks import DEFAULT_TASK, Task, get_task
@@ -89,9 +90,9 @@ def _check_pair(
     sample = data.train.__getitems__(range(min(2, len(data.train))))
     sample = to_device(sample, torch.device(device))  # ``device``: where the models are
     with torch.no_grad():
-        outs = {"student": student.eval()(sample)}
+        outs = {"student": model_output(student.eval(), sample, "student")}  # a forward that fails is named
         if teacher is not None:
-            outs["teacher"] = teacher.eval()(sample)
+            outs["teacher"] = model_output(teacher.eval(), sample, "teacher")
     what = task.output_columns
     if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
         raise ConfigError(

@@ -151,10 +151,9 @@ def build_custom(
     return model
 
 
-def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) -> None:
-    """The model's output on a sample batch has the example axis first and ``num_classes`` columns on axis 1
-    (``(B, C)``; ``(B, C, H, W)`` for segmentation; ``(B,)`` only for one output column); its train/eval mode is
-    kept."""
+def model_output(model: nn.Module, sample: dict, key: str) -> torch.Tensor:
+    """The model's output on a sample batch (eval mode, no gradients; its train/eval mode kept): a tensor with the
+    example axis first. A forward that raises, or returns something else, is a ConfigError naming ``key``."""
     training = model.training
     try:
         with torch.no_grad():
@@ -165,9 +164,17 @@ def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) ->
     if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(
-            f"{key}: forward(batch) must return a tensor of shape (batch, classes, ...) = "
-            f"({n}, {num_classes}, ...), got {shape}"
+            f"{key}: forward(batch) must return a tensor of shape (batch, outputs, ...) with the batch's {n} "
+            f"examples first, got {shape}"
         )
+    return out
+
+
+def check_outputs(model: nn.Module, sample: dict, num_classes: int, key: str) -> None:
+    """The model's output on a sample batch has the example axis first and ``num_classes`` columns on axis 1
+    (``(B, C)``; ``(B, C, H, W)`` for segmentation; ``(B,)`` only for one output column); its train/eval mode is
+    kept."""
+    out = model_output(model, sample, key)
     columns = out.shape[1] if out.ndim > 1 else 1
     if columns != num_classes:
         raise ConfigError(
