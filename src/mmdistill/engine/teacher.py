@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -100,7 +101,7 @@ class TeacherTable:
     stored (N, V, C) and handed out (V, B, C).
     """
 
-    def __init__(self, columns: dict[str, Tensor | NpyRows]) -> None:
+    def __init__(self, columns: Mapping[str, Tensor | NpyRows]) -> None:
         self.columns = columns
 
     @classmethod
@@ -154,7 +155,7 @@ def cache_description(
         "features": list(request.features),
         "views": [list(v) for v in request.views],
         "masking": masking,
-        "mask_state": _masker_hash(masker) if masking else None,
+        "mask_state": _masker_hash(masker) if masker is not None and masking else None,
     }
 
 
@@ -246,7 +247,7 @@ def cached_table(
             problem = _key_problem(state, key, desc)
         except CheckpointError as err:
             table, problem = None, str(err)
-        if problem is None:
+        if problem is None and table is not None:
             return table, True
         if not build:
             raise CheckpointError(f"teacher cache {path}: {problem}")
@@ -255,7 +256,7 @@ def cached_table(
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
     table = compute_table(teacher, dataset, request, masker, batch_size, device)
-    save_tensors(path, table.columns, {"rows": len(dataset), "cache_key": key, "cache_description": desc})
+    save_tensors(path, table.tensors, {"rows": len(dataset), "cache_key": key, "cache_description": desc})
     return table, False
 
 
