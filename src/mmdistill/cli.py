@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "mmdistill.commands.report",
     "mmdistill.commands.salience",
     "mmdistill.commands.advise",
+    "mmdistill.commands.sweep",
 ]
 
 

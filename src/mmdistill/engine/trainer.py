@@ -36,6 +36,7 @@ from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
 from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
+from .epoch_listeners import EpochReport, report_epoch
 from .logging import RunLogger
 from .metrics import evaluate
 from .teacher import check_finite_outputs
@@ -353,6 +354,7 @@ class _Training:
         self.optimizer = make_optimizer(module.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.weights = module.method.loss_weights()
+        self.out_dir = out_dir
         ckpt_dir = out_dir / "checkpoints"
         self.last_path, self.best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
         self.logger = RunLogger(out_dir, cfg.epochs, quiet=quiet, enabled=fabric.is_global_zero, desc=desc)
@@ -439,6 +441,8 @@ class _Training:
             state = dict(self.state, data=self.data_fingerprints)
             save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, state, generators)
         fabric.barrier()
+        if fabric.is_global_zero:  # after the checkpoint: a listener that stops the run leaves it resumable
+            report_epoch(EpochReport(self.out_dir, self.logger.desc, epoch, values, seconds, steps))
 
     def select(self, epoch: int, monitored: float) -> None:
         """Best-weights and early-stopping bookkeeping: an epoch improves if better by more than ``min_delta``."""

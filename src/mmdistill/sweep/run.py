@@ -1,0 +1,229 @@
+"""``run_sweep``: a sweep file run into a sweep folder, from the teachers to the final table.
+
+    from mmdistill.sweep import run_sweep
+    result = run_sweep("sweep.yaml", "sweeps/kd-vs-dkd", workers=2)
+
+In order: the file is checked (:func:`.spec.load_sweep`) and, on ``resume``, compared with the one the folder was
+started with; the folder is claimed (kind ``sweep``: marker, lock); the teacher of every seed is trained once; the
+trials run (grid, random or optuna) on the tune seeds, each selected by its validation metric only; per method the
+best setting and the defaults run on the final seeds, with the no-KD and KD references; then ``final.csv``,
+``trials.csv`` and ``summary.md``. A failed trial is recorded and the sweep goes on; a resumed sweep runs only the
+jobs without a finished record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from ..engine import runfolder
+from ..errors import ConfigError, TrainingError
+from ..io import write_json
+from . import plan as plans
+from .executors import make_executor, run_jobs
+from .spec import SweepSpec, load_sweep
+from .table import final_rows, write_tables
+from .worker import read_record
+
+SOURCE = "sweep.json"  # the sweep file as started (the base config resolved): a resumed sweep must match it
+LAYOUT: runfolder.Layout = {
+    SOURCE: runfolder.PREPARED,
+    "teachers": {"seed_*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
+    "trials": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
+    "final": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
+    "cache": runfolder.ALL,
+    "mlruns": runfolder.ALL,
+    "tensorboard": runfolder.ALL,
+    "study.db": None,
+    "study.db-*": None,
+    "trials.csv": None,
+    "final.csv": None,
+    "summary.md": None,
+}
+runfolder.register_layout("sweep", LAYOUT, resumable=True, finished="summary.md")
+
+
+def run_sweep(
+    sweep_file: str | Path,
+    out: str | Path,
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Run the sweep of ``sweep_file`` into ``out``; returns ``{"final": rows of final.csv, "trials": records}``.
+
+    ``workers``: jobs in parallel (local processes, at most the CPUs; or Ray tasks); ``executor``: ``local`` or
+    ``ray`` (``ray_address``: a cluster; none: a local Ray started for the sweep). Everything the file and the
+    options can get wrong is refused before any run starts."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: give one of them (continue the sweep, or replace it)")
+    spec = load_sweep(sweep_file)
+    checked = runfolder.check(out, "sweep", "summary.md", overwrite, resume)
+    if checked.action == "resume":
+        check_same_sweep(spec, checked.path)
+    _check_extras(spec)
+    plans.needs_teachers(spec)  # a distilling sweep without a teacher section: refused now
+    runner = make_executor(executor, workers, ray_address)
+    try:
+        folder = runfolder.claim(out, "sweep", "summary.md", overwrite, resume, info={"workers": workers})
+    except BaseException:
+        runner.close()
+        raise
+    try:
+        if not (folder.path / SOURCE).is_file():
+            write_json(folder.path / SOURCE, spec.source)
+        return _run(spec, folder.path, runner, quiet)
+    except BaseException:
+        if not any(folder.path.rglob("*.safetensors")):
+            folder.discard()
+        raise
+    finally:
+        runner.close()
+        folder.release()
+
+
+def check_same_sweep(spec: SweepSpec, out: Path) -> None:
+    """A resumed sweep keeps its file: any changed key is refused, listed as ``key: old -> new``."""
+    from ..engine.run_checks import config_changes
+
+    try:
+        saved = json.loads((out / SOURCE).read_text())
+    except (OSError, ValueError):
+        return  # claimed, then stopped before the file was recorded: nothing ran
+    changes = config_changes(saved, json.loads(json.dumps(spec.source)))
+    if changes:
+        shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:10])
+        more = f" (and {len(changes) - 10} more)" if len(changes) > 10 else ""
+        raise ConfigError(
+            f"--resume: the sweep file differs from the sweep in {out}: {shown}{more}; a resumed sweep keeps its "
+            "file (start a new sweep with another --out, or pass --overwrite to replace this one)"
+        )
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_extras(spec: SweepSpec) -> None:
+    for needed, module, extra in (
+        (spec.kind == "optuna", "optuna", "sweep"),
+        ("mlflow" in spec.logging, "mlflow", "mlflow"),
+    ):
+        if needed:
+            try:
+                __import__(module)
+            except ImportError:
+                raise ConfigError(
+                    f"{'search.kind: optuna' if module == 'optuna' else 'logging.mlflow'} needs {module}, which is "
+                    f"not installed: pip install 'mmdistill[{extra}]'"
+                ) from None
+
+
+def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
+    progress = Progress(spec, quiet)
+    teachers = plans.teacher_jobs(spec, out)
+    progress.phase("teachers", teachers)
+    run_jobs(_feed(plans.unfinished(teachers)), runner, progress.finished)
+    failed = [r for r in (read_record(Path(j["folder"])) for j in teachers) if r and r["status"] != "done"]
+    if failed:
+        raise TrainingError(f"the teacher of {failed[0]['name']} failed ({failed[0].get('error')}); nothing else ran")
+    if spec.kind == "optuna":
+        from .optuna_search import OptunaSearch
+
+        search = OptunaSearch(spec, out)
+        progress.phase("trials", range(search.total))
+        run_jobs(
+            search.next_job,
+            runner,
+            lambda job, record, running: (search.tell(job, record), progress.finished(job, record, running)),
+        )
+    else:
+        trials = plans.static_trials(spec, out)
+        if spec.trials is not None and spec.kind == "grid" and len(trials) > spec.trials * len(spec.methods):
+            progress.note(
+                f"search.trials: {spec.trials} per method, but the grid has more settings; the whole grid runs"
+            )
+        progress.phase("trials", trials)
+        run_jobs(_feed(plans.unfinished(trials)), runner, progress.finished)
+    records = plans.trial_records(out)
+    best = plans.best_trials(spec, records)
+    finals, holder = plans.final_jobs(spec, out, best)
+    progress.phase("final runs", finals)
+    run_jobs(_feed(plans.unfinished(finals)), runner, progress.finished)
+    final_records = {
+        j["name"]: read_record(Path(j["folder"])) or {"status": "failed", "error": "no record"} for j in finals
+    }
+    rows = final_rows(spec, final_records, holder, best)
+    notes = _notes(spec, out, teachers, holder)
+    write_tables(spec, out, rows, records, notes)
+    if spec.logging.get("tensorboard"):
+        from .tracking import write_hparams
+
+        write_hparams(out / "tensorboard", spec, records)
+    if not quiet:
+        print(f"mmdistill sweep: wrote {out / 'summary.md'} and {out / 'final.csv'}", file=sys.stderr)
+    return {"final": rows, "trials": records, "teachers_trained": len(teachers)}
+
+
+def _notes(spec: SweepSpec, out: Path, teachers: list, holder: dict) -> list[str]:
+    kd = "KD tuned (a method of this sweep)" if "kd" in spec.methods else "KD at its defaults"
+    nokd = "tuned" if "supervised" in spec.methods else "at the base config's settings"
+    taught = (
+        f"{len(teachers)} teachers trained, one per seed, shared by every run of that seed (teachers/)"
+        if teachers
+        else "the teacher: the base config's teacher.checkpoint, or none needed"
+    )
+    return [
+        f"References: no-KD = the student trained without distillation ({nokd}); KD = {kd}.",
+        taught + "; each trial and final run is a `mmdistill train` folder (trials/, final/).",
+        "ms/step: training time per optimizer step of the final runs (no validation, no I/O).",
+    ]
+
+
+def _feed(jobs):
+    iterator = iter(jobs)
+    return lambda: next(iterator, None)
+
+
+class Progress:
+    """One line per finished job on stderr: its result, the counts (done, running, failed) and the best so far."""
+
+    def __init__(self, spec: SweepSpec, quiet: bool) -> None:
+        self.spec, self.quiet = spec, quiet
+        self.best: tuple[float, str] | None = None
+        self.start = time.perf_counter()
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"mmdistill sweep: {text}", file=sys.stderr, flush=True)
+
+    def phase(self, name: str, jobs) -> None:
+        self.name, self.total = name, len(jobs)
+        self.counts = {"done": 0, "pruned": 0, "failed": 0}
+        if self.total:
+            self.note(f"{name}: {self.total} to run")
+
+    def finished(self, job: dict, record: dict, running: int) -> None:
+        status = record["status"]
+        self.counts[status] = self.counts.get(status, 0) + 1
+        value = plans.mean_val(record)
+        if self.name == "trials" and status == "done" and not math.isnan(value):
+            if self.best is None or plans._better(value, self.best[0], self.spec.higher_is_better):
+                self.best = (value, job["name"])
+        what = f"val {self.spec.metric} {value:.2f}" if status == "done" else status
+        if status == "failed":
+            what += f": {record.get('error', '')}"
+        ended = sum(self.counts.values())
+        best = f"; best {self.best[1]} ({self.best[0]:.2f})" if self.best and self.name == "trials" else ""
+        self.note(
+            f"{self.name} {ended}/{self.total}: {job['name']} {what} ({record.get('wall_s', 0):.1f} s); "
+            f"{self.counts['done']} done, {running} running, {self.counts['failed']} failed{best} "
+            f"[{time.perf_counter() - self.start:.0f} s]"
+        )
