@@ -56,7 +56,10 @@ def tensors_checksum(tensors: dict[str, Tensor]) -> str:
 
 
 def _raw_bytes(t: Tensor) -> memoryview:
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    if not t.numel():
+        return memoryview(b"")
+    # numpy's stubs give arrays the buffer protocol from Python 3.12 on only (PEP 688); every numpy array has it
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
 
 
 def save_file(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -202,7 +205,7 @@ def read_verified(
             f.seek(begin)
             if arrays is not None:
                 arr = np.empty(end - begin, np.uint8)
-                view, done = memoryview(arr), 0
+                view, done = memoryview(arr), 0  # type: ignore[arg-type]  # as in _raw_bytes
                 while done < len(arr):
                     got = f.readinto(view[done : done + chunk_bytes])
                     if not got:

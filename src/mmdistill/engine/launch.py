@@ -31,6 +31,7 @@ from ..config import TrainerConfig
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
+    from lightning_fabric.strategies import Strategy
 
 
 @contextlib.contextmanager
@@ -43,19 +44,20 @@ def run_determinism(cfg: TrainerConfig):
     """
     import torch.utils.deterministic as deterministic
 
+    # fill_uninitialized_memory is set on the module at run time; torch's stubs leave it out (the ignores below)
     before = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
-        deterministic.fill_uninitialized_memory,
+        deterministic.fill_uninitialized_memory,  # type: ignore[attr-defined]
     )
     if cfg.accelerator == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-        deterministic.fill_uninitialized_memory = False
+        deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        deterministic.fill_uninitialized_memory = before[2]
+        deterministic.fill_uninitialized_memory = before[2]  # type: ignore[attr-defined]
 
 
 def scoped_determinism(fn):
@@ -136,7 +138,7 @@ def make_fabric(cfg: TrainerConfig) -> Union["Fabric", SingleCPUProcess]:
         return SingleCPUProcess()
     from lightning_fabric import Fabric
 
-    strategy = cfg.strategy
+    strategy: str | Strategy = cfg.strategy
     if strategy == "ddp":
         from lightning_fabric.strategies import DDPStrategy
 

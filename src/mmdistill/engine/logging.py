@@ -18,10 +18,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from ..io import write_text
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 SHOWN = ("val/accuracy", "val/f1_micro", "val/mae", "val/miou")  # the progress bar's validation metric, per task
 
@@ -39,7 +43,7 @@ class RunLogger:
     ) -> None:
         self.enabled = enabled
         self.csv_path = out_dir / "metrics.csv"
-        self.tb = None
+        self.tb: SummaryWriter | None = None
         self.bar = None
         self.desc = desc
         self.total_epochs = total_epochs
