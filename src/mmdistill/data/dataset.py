@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, cast
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """name -> tensor of every column; the dict itself when all are in memory (assignable)."""
         if any(isinstance(c, DiskArray) for c in self._columns.values()):
             return MaterializedColumns(self._columns)
-        return self._columns
+        return cast(dict[str, Tensor], self._columns)  # all in memory (checked above)
 
     @property
     def on_disk(self) -> bool:
@@ -197,7 +197,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
             h.update(f"{key}|{col.dtype}|{tuple(col.shape)}|".encode())
             if isinstance(col, DiskArray):
                 for _, x in col.chunks():
-                    h.update(x.numpy())  # the buffer itself: same bytes as tobytes(), no second copy
+                    h.update(x.numpy())  # type: ignore[arg-type]  # the buffer itself (numpy's stubs: PEP 688 from 3.12)
             else:
                 h.update(col.contiguous().numpy().tobytes())
         h.update(self.labels.numpy().tobytes())
@@ -343,7 +343,8 @@ def splits_from_arrays(
     else:
         tr, va, te = _own_split(np.asarray(split), strata, fractions, seed)
     parts = [full.subset(rows, f"{name}/{part}") for rows, part in zip((tr, va, te), ("train", "val", "test"))]
-    splits = DataSplits(*parts, description)
+    train, val, test = parts
+    splits = DataSplits(train, val, test, description)
     splits.check()
     return splits
 

@@ -32,6 +32,12 @@ GAP_BYTES = 16 << 10  # rows closer than this in the file are fetched by one rea
 SPAN_BYTES = 4 << 20  # the most one such read fetches
 
 
+def _byte_view(a: np.ndarray) -> memoryview:
+    """The bytes of C-ordered array ``a``, writable in place."""
+    # numpy's stubs give arrays the buffer protocol from Python 3.12 on only (PEP 688); every numpy array has it
+    return memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
 class NpyRows:
     """Row reader of one C-ordered ``.npy`` file, shared by every view of it.
 
@@ -49,6 +55,8 @@ class NpyRows:
         """The file behind a C-ordered ``np.load(..., mmap_mode="r")`` array."""
         if not memmap.flags.c_contiguous:
             raise ValueError("only C-ordered .npy files can be read row by row")
+        if memmap.filename is None:
+            raise ValueError("only arrays mapped from a .npy file can be read row by row")
         return cls(memmap.filename, memmap.offset, memmap.shape, memmap.dtype)
 
     def _read_into(self, buf: memoryview, first_row: int) -> None:
@@ -67,13 +75,13 @@ class NpyRows:
             start, stop, _ = idx.indices(self.shape[0])
             out = np.empty((max(stop - start, 0), *self.shape[1:]), self.dtype)
             if out.size:
-                self._read_into(memoryview(out.reshape(-1).view(np.uint8)), start)
+                self._read_into(_byte_view(out), start)
             return out
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         uniq, inverse = np.unique(idx, return_inverse=True)
         buf = np.empty((len(uniq), *self.shape[1:]), self.dtype)
         if buf.size:
-            self._gather_sorted(uniq, memoryview(buf.reshape(-1).view(np.uint8)))
+            self._gather_sorted(uniq, _byte_view(buf))
         if len(uniq) == len(idx) and (len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())):
             return buf  # already in the asked order
         return buf[inverse.reshape(-1)]
@@ -95,7 +103,7 @@ class NpyRows:
                 self._read_into(raw[a * rb : b * rb], first)
             elif span <= SPAN_BYTES:
                 scratch = np.empty(span, np.uint8)
-                self._read_into(memoryview(scratch), first)
+                self._read_into(_byte_view(scratch), first)
                 rows = scratch.reshape(-1, rb)[uniq[a:b] - first]
                 raw[a * rb : b * rb] = rows.reshape(-1).data
             else:  # too far apart to read in one go: one call per run of consecutive rows
@@ -107,7 +115,7 @@ class NpyRows:
         return {k: getattr(self, k) for k in ("path", "offset", "shape", "dtype")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        type(self).__init__(self, **state)
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -169,7 +177,7 @@ class DiskArray:
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, which the NaN/Inf scan reports
             x = np.ascontiguousarray(x, dtype=self._np_dtype).reshape(len(x), *self.row_shape)
             if self.scale is not None:
-                x *= np.float32(self.scale)
+                np.multiply(x, np.float32(self.scale), out=x)
             return torch.from_numpy(x)
 
     def take(self, idx: np.ndarray | Tensor) -> Tensor:
