@@ -5,8 +5,8 @@ writes into a staging folder ``.NAME.partial-XXXX`` beside ``out`` (``with build
 
 * ``out`` must be missing, empty, or (with ``overwrite``) an earlier build of the same builder (its marker file);
   anything else is refused before any work;
-* a lock (a POSIX record lock on ``.NAME.mmdistill-build-lock`` beside ``out``, held from the check to the install
-  and removed after) makes a second build into the same folder fail at once with
+* a lock (:mod:`mmdistill.locks` on ``.NAME.mmdistill-build-lock`` beside ``out``, held from the check to the
+  install and removed after) makes a second build into the same folder fail at once with
   :class:`~mmdistill.errors.OutputBusyError` naming the first one's process;
 * the finished staging folder is renamed onto ``out``, which the OS does only while ``out`` is empty: the earlier
   build's own entries (``outputs``) are moved aside first and removed after; if anything else is in ``out`` by then
@@ -17,7 +17,6 @@ writes into a staging folder ``.NAME.partial-XXXX`` beside ``out`` (``with build
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import tempfile
@@ -26,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MachineError, OutputBusyError, OutputExistsError
+from .. import locks
+from ..errors import OutputBusyError, OutputExistsError
 
 
 @dataclass(frozen=True)
@@ -42,35 +42,15 @@ class BuiltFolder:
 
 @contextmanager
 def _build_lock(out: Path, label: str) -> Iterator[None]:
-    """Hold the lock beside ``out`` (see the module docstring); a busy one is an OutputBusyError at once."""
-    lock = out.parent / f".{out.name}.mmdistill-build-lock"
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise MachineError(f"{lock}: cannot take a lock ({err.strerror}); build on a local disk") from None
-            raise OutputBusyError(
-                f"{label}: another data build is writing there (pid {holder}); wait for it to end or choose "
-                "another folder"
-            ) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file the last holder already removed
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    """Hold the lock beside ``out`` (:func:`mmdistill.locks.temporary`); a busy one is an OutputBusyError at once."""
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        lock.unlink(missing_ok=True)  # while held: the next builder opens a new file
-        os.close(fd)
+        with locks.temporary(out.parent / f".{out.name}.mmdistill-build-lock"):
+            yield
+    except locks.Busy as busy:
+        raise OutputBusyError(
+            f"{label}: another data build is writing there (pid {busy.holder}); wait for it to end or choose "
+            "another folder"
+        ) from None
 
 
 def _check_out(out: Path, spec: BuiltFolder, overwrite: bool, label: str) -> None:

@@ -12,7 +12,7 @@ claims it: run id, mmdistill version, command, creation time). The rules, for ev
 * ``--overwrite`` removes only the entries that the command's layout recognises as its outputs, and
   refuses (naming them) if anything else is mixed in; symbolic links inside are foreign. Each command
   declares its own layout (:func:`register_layout`): this module knows no command's file names;
-* a run in progress: a POSIX record lock (``fcntl.lockf``) on ``.mmdistill-lock`` is held for the
+* a run in progress: a POSIX record lock (:mod:`mmdistill.locks`) on ``.mmdistill-lock`` is held for the
   whole run, so a second process (or a second claim in the same process) is refused with "a run is
   in progress in DIR (pid N)"; forked children (DataLoader workers) do not inherit it, and the OS
   drops it the moment the process dies, which leaves an interrupted (resumable) run;
@@ -29,7 +29,6 @@ this claim wrote (and the folders it created), so no partial folder is left.
 from __future__ import annotations
 
 import errno
-import fcntl
 import fnmatch
 import json
 import os
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Union
 
+from .. import locks
 from ..errors import MachineError, OutputBusyError, OutputExistsError
 
 MARKER = ".mmdistill-run.json"
@@ -198,55 +198,12 @@ def launching_process() -> bool:
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
-# The run lock is a POSIX record lock (``fcntl.lockf``) on ``.mmdistill-lock``: the kernel ties it to the process
-# that took it, so a forked child (a DataLoader worker) never holds it, and it is gone the instant its owner dies.
-# (``flock`` is shared with forked children through the open file: an orphaned worker kept a killed run "in progress".)
-# Its one trap: closing *any* descriptor of the file drops the process's lock, so this process never opens a lock
-# file it holds (``_HELD``); holding it also does not keep out this same process, so ``_HELD`` refuses that too.
-_HELD: dict[tuple[int, int], int] = {}  # (device, inode) of a lock file this process holds -> its descriptor
-
-
-def _held_here(lock: Path) -> bool:
-    try:
-        st = lock.stat()
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) in _HELD
-
-
 def _holder(folder: Path) -> str:
-    lock = folder / LOCK
-    if _held_here(lock):
-        return str(os.getpid())
-    try:
-        return lock.read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _busy(err: OSError) -> bool:
-    return err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+    return locks.holder(folder / LOCK)
 
 
 def _is_locked(folder: Path) -> bool:
-    lock = folder / LOCK
-    if not lock.is_file():
-        return False
-    if _held_here(lock):
-        return True
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a read lock: refused while a run holds the write lock
-    except OSError as err:
-        if _busy(err):
-            return True
-        raise
-    finally:
-        os.close(fd)  # closing drops the probe's lock
-    return False
+    return locks.is_locked(folder / LOCK)
 
 
 @dataclass
@@ -327,34 +284,25 @@ class RunFolder:
     def __init__(self, plan: Plan, kind: str, info: dict, created: list[Path]) -> None:
         self.path, self.kind, self.plan, self.created = plan.path, kind, plan, created
         self._fd: int | None = None
-        self._key = (0, 0)
         self._info = info
 
     def _lock(self) -> None:
-        if _held_here(self.path / LOCK):
-            raise OutputBusyError(
-                f"a run is in progress in {self.path} (pid {os.getpid()}, this process); "
-                f"wait for it to end or choose another folder"
-            )
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the folder's run lock (:mod:`mmdistill.locks`: never inherited by forked workers, free when the
+        holder dies); held by another process or by this one: OutputBusyError naming its pid."""
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if not _busy(err):
-                raise MachineError(
-                    f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
-                    f"system does not support locks: choose a folder on a local disk"
-                ) from None
+            self._fd = locks.acquire(self.path / LOCK)
+        except locks.Busy as busy:
+            who = f"{busy.holder}, this process" if busy.holder == str(os.getpid()) else busy.holder
             raise OutputBusyError(
-                f"a run is in progress in {self.path} (pid {_holder(self.path)}); "
-                f"wait for it to end or choose another folder"
+                f"a run is in progress in {self.path} (pid {who}); wait for it to end or choose another folder"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        st = os.fstat(fd)
-        self._fd, self._key = fd, (st.st_dev, st.st_ino)
-        _HELD[self._key] = fd
+        except OSError as err:
+            if err.filename is not None:  # the lock file could not be made: the OS error names it
+                raise
+            raise MachineError(
+                f"{self.path / LOCK}: cannot lock the output folder ({err.strerror}); its file "
+                f"system does not support locks: choose a folder on a local disk"
+            ) from None
 
     def _write_marker(self) -> None:
         from ..io import write_json
@@ -398,8 +346,7 @@ class RunFolder:
 
     def release(self) -> None:
         if self._fd is not None:
-            _HELD.pop(self._key, None)
-            os.close(self._fd)  # closing the descriptor drops the lock
+            locks.release(self._fd)
             self._fd = None
 
 
@@ -505,7 +452,7 @@ def guard_model_folder(
     marker = read_marker(path)
     owner = next((p for p in path.parents if read_marker(p) is not None), None)
     if marker is None and owner is not None:
-        if _held_here(owner / LOCK):
+        if locks.held_here(owner / LOCK):
             return path
         raise OutputExistsError(
             f"out_dir {out_dir} lies inside {owner}, an mmdistill '{read_marker(owner).get('command')}' run folder "
