@@ -15,6 +15,9 @@ from .spec import Range, SweepSpec
 from .worker import read_record
 
 STARTUP_TRIALS = 4  # trials per study sampled at random before TPE, and finished before the pruner prunes any
+# Median pruning: a trial stops when, at an epoch after the first, its validation metric is worse than the median of
+# the earlier trials at that epoch. The workers build the same pruner (a study's pruner is not stored in its file).
+PRUNER = {"name": "MedianPruner", "params": {"n_startup_trials": STARTUP_TRIALS, "n_warmup_steps": 1}}
 
 
 class OptunaSearch:
@@ -38,7 +41,7 @@ class OptunaSearch:
             sampler=optuna.samplers.TPESampler(
                 seed=self.spec.search_seed * 1000 + index, n_startup_trials=STARTUP_TRIALS
             ),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=1),
+            pruner=getattr(optuna.pruners, PRUNER["name"])(**PRUNER["params"]),
             load_if_exists=True,
         )
 
@@ -81,7 +84,7 @@ class OptunaSearch:
 
     def _job(self, method: str, params: dict, number: int, trial_id: int) -> dict:
         job = trial_job(self.spec, self.out, method, dict(params), number)
-        job["optuna"] = {"storage": self.storage, "study": method, "trial_id": trial_id}
+        job["optuna"] = {"storage": self.storage, "study": method, "trial_id": trial_id, "pruner": PRUNER}
         return job
 
     def tell(self, job: dict, record: dict) -> None:

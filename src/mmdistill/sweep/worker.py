@@ -58,6 +58,10 @@ def run_job(job: dict) -> dict:
 
     folder = Path(job["folder"])
     start = time.perf_counter()
+    if job.get("threads"):  # a Ray task: its share of the node's cores
+        import torch
+
+        torch.set_num_threads(job["threads"])
     tally: dict[str, Any] = {"seconds": 0.0, "steps": 0, "curve": []}
     record: dict[str, Any] = {"name": job["name"], "method": job["method"], "params": job["params"]}
     try:
@@ -134,7 +138,8 @@ def _optuna_trial(info: dict):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+    pruner = getattr(optuna.pruners, info["pruner"]["name"])(**info["pruner"]["params"])  # not kept in the study
+    study = optuna.load_study(study_name=info["study"], storage=info["storage"], pruner=pruner)
     return optuna.trial.Trial(study, info["trial_id"])
 
 
