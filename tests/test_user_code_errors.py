@@ -214,7 +214,8 @@ def test_a_worker_that_dies_names_the_split_and_the_item_it_was_reading(tmp_path
     net = module.Net(None, 3)
     data = {"train": module.Items(24, 0), "val": module.Items(12, 1), "test": module.Items(12, 2)}
     trainer = TrainerConfig(epochs=1, batch_size=8, num_workers=2)
-    with pytest.raises(DataError, match=r"train: a DataLoader worker .* while reading item\(s\) .*\b5\b") as err:
+    ended = {"exits": "exited with code 1", "segfaults": r"was killed by signal SIGSEGV \(Segmentation fault\)"}[how]
+    with pytest.raises(DataError, match=rf"^train: a DataLoader worker {ended} while reading item\(s\) 5\b") as err:
         distill(net, None, **data, out_dir=tmp_path / "out", method="supervised", trainer=trainer)
     assert "\n" not in str(err.value) and isinstance(net, nn.Module)
     assert not multiprocessing.active_children(), "the other workers are stopped"
@@ -248,3 +249,76 @@ def test_the_worker_timeout_is_a_bounded_trainer_setting_that_a_resume_may_chang
         with pytest.raises(ConfigError, match=r"^trainer\.worker_timeout_s: "):
             TrainerConfig(worker_timeout_s=bad)
     assert "trainer.worker_timeout_s" in RESUME_MAY_CHANGE
+
+
+def test_a_worker_segfault_from_the_cli_is_one_line_naming_split_and_item(tmp_path):
+    crash = f"os.kill(os.getpid(), signal.SIGSEGV) if {IN_A_WORKER} else None\n        "
+    module = user_module(tmp_path, getitem=crash + "return {'a': self.x[i], 'label': self.y[i]}")
+    (tmp_path / "run.yaml").write_text(
+        config_yaml(module).replace("num_threads: 1}", "num_threads: 1, num_workers: 2}").replace("transforms", "#")
+    )
+    env = cli_env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    proc = subprocess.run(
+        cli("train", "run.yaml", "--out", "out"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("mmdistill: ")]  # notes
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert re.match(
+        r"mmdistill train: error: train: a DataLoader worker was killed by signal SIGSEGV \(Segmentation fault\) "
+        r"while reading item\(s\) 5\b",
+        lines[0],
+    ), lines[0]
+
+
+class _Declared:
+    """A dataset whose declared attributes (properties) raise."""
+
+    num_classes = 3
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import torch
+
+        return {"a": torch.zeros(2), "label": torch.tensor(i % 3)}
+
+    def fingerprint(self):
+        raise PermissionError("cannot stat /data/index.csv")
+
+    @property
+    def labels(self):
+        raise RuntimeError("labels are computed lazily and failed")
+
+
+def test_a_dataset_whose_declared_attributes_raise_is_named():
+    from mmdistill.data.item_dataset import ItemDataset
+
+    split = ItemDataset(_Declared(), "train")
+    with pytest.raises(ConfigError, match=r"^train: dataset\.fingerprint\(\) raised PermissionError: cannot stat"):
+        split.fingerprint()
+    with pytest.raises(ConfigError, match=r"^train: dataset\.labels raised RuntimeError: labels are computed"):
+        split.labels  # noqa: B018
+
+
+def test_a_registered_encoder_that_raises_is_named_by_its_key():
+    from torch import nn
+
+    from mmdistill.models.encoders import EncoderConfig, build_encoder
+    from mmdistill.registry import ENCODERS
+
+    class Fails(nn.Module):
+        def __init__(self, shape, cfg):
+            raise ValueError(f"shape {shape} is not square")
+
+    ENCODERS.register("fails_to_build")(Fails)
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"^student\.model\.encoder\.type: encoder 'fails_to_build' raised "
+            r"ValueError: shape \(4,\) is not square \(at test_user_code_errors\.py:\d+\)",
+        ):
+            build_encoder((4,), EncoderConfig(type="fails_to_build"), "student.model.encoder")
+    finally:
+        ENCODERS._entries.pop("fails_to_build")

@@ -206,11 +206,11 @@ class ItemDataset(Dataset):
     def labels(self) -> Tensor:
         """Every target of the split (``dataset.labels`` / ``.targets`` when it has them, else read item by item)."""
         if self._labels is None:
-            own = getattr(self.dataset, "labels", None)
+            own = _declared(self.dataset, "labels", self.name)
             if own is None:
-                own = getattr(self.dataset, "targets", None)
-            if own is not None and len(own) == len(self):
-                self._labels = torch.as_tensor(own)
+                own = _declared(self.dataset, "targets", self.name)
+            if own is not None and call(len, self.name, "len(dataset.labels)", own) == len(self):
+                self._labels = call(torch.as_tensor, self.name, "dataset.labels as a tensor", own)
             else:
                 self._labels = torch.cat(
                     [self.__getitems__(range(s, min(s + 256, len(self))))[LABEL] for s in range(0, len(self), 256)]
@@ -228,7 +228,7 @@ class ItemDataset(Dataset):
                 f"{self.name}: the teacher cache needs dataset.fingerprint() (a string that changes when "
                 "the data change) and no transform; without it the teacher runs online"
             )
-        return f"{type(self.dataset).__qualname__}:{own()}"
+        return f"{type(self.dataset).__qualname__}:{call(own, self.name, 'dataset.fingerprint()')}"
 
     @property
     def cacheable(self) -> bool:

@@ -18,6 +18,7 @@ and the items the workers were reading.
 from __future__ import annotations
 
 import math
+import signal
 import traceback
 from dataclasses import dataclass
 
@@ -163,6 +164,27 @@ def _raise_failure(f: _Failure, split: str) -> None:
     raise err
 
 
+def _plain_crash_signals(worker_id: int) -> None:
+    """In a worker: a crash signal (a segfault in native code) ends the worker without PyTorch's own message on
+    stderr; the training process reports it in one line naming the split and the item (:class:`ItemBatches`)."""
+    for crash in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE):
+        signal.signal(crash, signal.SIG_DFL)
+
+
+def _how_it_ended(it) -> str:
+    """How the first worker of ``it`` that ended did: killed by which signal, or exited with which code."""
+    for worker in getattr(it, "_workers", []):
+        code = worker.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"was killed by signal {signal.Signals(-code).name} ({signal.strsignal(-code)})"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        if code:
+            return f"exited with code {code}"
+    return "exited"
+
+
 class ItemBatches:
     """Batches of an :class:`ItemDataset` through a DataLoader (workers, pinning, prefetch per ``TrainerConfig``)."""
 
@@ -185,6 +207,7 @@ class ItemBatches:
             persistent_workers=cfg.persistent_workers and workers > 0,
             generator=torch.Generator().manual_seed(seed),
             timeout=self.timeout,
+            worker_init_fn=_plain_crash_signals if workers else None,
             **extra,
         )
 
@@ -202,7 +225,7 @@ class ItemBatches:
                     _raise_failure(batch, self.dataset.name)
                 yield to_device(batch, self.device)
         except RuntimeError as err:  # a worker that blocked past the timeout, exited or was killed
-            problem = self._worker_problem(err)
+            problem = self._worker_problem(err, it)
             self.close(it, stop_now=problem is not None)
             if problem is None:
                 raise
@@ -211,7 +234,7 @@ class ItemBatches:
             self.close(it)
             raise
 
-    def _worker_problem(self, err: RuntimeError) -> DataError | None:
+    def _worker_problem(self, err: RuntimeError, it) -> DataError | None:
         """The DataError for a DataLoader's report of a blocked or dead worker (None for another RuntimeError),
         naming the split and the items the workers were reading."""
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -225,9 +248,8 @@ class ItemBatches:
                 "input()); fix the dataset's __getitem__, or raise trainer.worker_timeout_s for slow reads"
             )
         if text.startswith("DataLoader worker") and ("exited unexpectedly" in text or "killed by signal" in text):
-            how = "was killed by signal" + text.split("killed by signal", 1)[1] if "signal" in text else "exited"
             return DataError(
-                f"{split}: a DataLoader worker {how.rstrip('. ')}{reading} (a crash in native code, os._exit or "
+                f"{split}: a DataLoader worker {_how_it_ended(it)}{reading} (a crash in native code, os._exit or "
                 "running out of memory); run with trainer.num_workers=0 to see the error in this process"
             )
         return None

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import ENCODERS
 from ..schema import ConfigModel
+from ..usercode import call
 
 BUILTIN_ENCODERS = ("mlp", "cnn1d", "cnn2d", "tokens", "lenet")
 MAX_WIDTH = 65536
@@ -214,7 +215,8 @@ def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig, key: str = "encode
     """The registered encoder ``cfg.type`` for inputs of per-example ``shape``; errors name ``key``."""
     cls = ENCODERS.get(cfg.type, f"{key}.type")
     schema = encoder_params_model(cfg.type)
-    enc = cls(tuple(shape), cfg) if schema is None else cls(tuple(shape), cfg, schema.model_validate(cfg.params))
+    args = (tuple(shape), cfg) if schema is None else (tuple(shape), cfg, schema.model_validate(cfg.params))
+    enc = call(cls, f"{key}.type", f"encoder {cfg.type!r}", *args)  # a user's encoder that raises is named
     if not isinstance(enc, nn.Module):
         raise ConfigError(f"{key}.type: encoder {cfg.type!r} built a {type(enc).__name__}, not a torch.nn.Module")
     out_dim = getattr(enc, "out_dim", None)
