@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Literal, overload
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,18 @@ def check_labels(y: np.ndarray, source: str, n: int | None = None) -> np.ndarray
     if y.min() < 0:
         raise DataError(f"{source}: labels must be >= 0, got {int(y.min())}")
     return np.array(y, dtype=np.int64)
+
+
+@overload
+def check_modality(
+    x: np.ndarray, source: str, name: str, n: int | None, token: bool = False, on_disk: Literal[False] = False
+) -> np.ndarray: ...
+
+
+@overload
+def check_modality(
+    x: np.ndarray, source: str, name: str, n: int | None, token: bool = False, on_disk: bool = False
+) -> np.ndarray | DiskArray: ...
 
 
 def check_modality(
@@ -191,7 +204,7 @@ def _to_splits(
     sources: dict[str, dict[str, str]] | None = None,
 ) -> DataSplits:
     declared = num_classes is not None
-    k = num_classes if declared else int(max(p["labels"].max() for p in parts.values())) + 1
+    k = num_classes if num_classes is not None else int(max(p["labels"].max() for p in parts.values())) + 1
     if not declared and k < 2:
         where = sources["train"]["labels"] if sources else f"{name}/train"
         raise DataError(
@@ -257,9 +270,10 @@ def avmnist(seed: int = 0, root: str = "", val_fraction: Fraction = 5000 / 60000
                 )
             scale = 1 / 255.0 if normalize else None
             if isinstance(x, np.memmap) and x.flags.c_contiguous:  # stays on disk: AV-MNIST's audio is 3 GB as float32
-                x = check_modality(x, src, m, len(y), on_disk=True)
+                col = check_modality(x, src, m, len(y), on_disk=True)
+                assert isinstance(col, DiskArray)  # a C-ordered memory-mapped .npy stays on disk
                 parts[split][m] = DiskArray(
-                    x.file, tokens=False, checked_finite=True, row_shape=(1, side, side), scale=scale
+                    col.file, tokens=False, checked_finite=True, row_shape=(1, side, side), scale=scale
                 )
             else:
                 x = check_modality(x, src, m, len(y)).reshape(len(y), 1, side, side)
@@ -329,7 +343,7 @@ def folder(
     meta = _read_meta(base)
     paired = meta.get("paired", True) if paired is None else paired
     num_classes = num_classes or meta.get("num_classes")
-    tokens = set(tokens if tokens is not None else meta.get("tokens", []))
+    token_names = set(tokens if tokens is not None else meta.get("tokens", []))
     anchor = anchor or meta.get("anchor")
     parts: dict[str, dict] = {}
     sources: dict[str, dict[str, str]] = {}
@@ -341,9 +355,10 @@ def folder(
             raise DataError(f"{base}: split {split!r} missing (expected {base / split}/<modality>.npy and labels.npy)")
         arrays, srcs = found
         if paired:
-            parts[split], sources[split] = _paired(arrays, srcs, tokens, base, split)
+            parts[split], sources[split] = _paired(arrays, srcs, token_names, base, split)
         else:
-            parts[split], sources[split] = _unpaired(arrays, srcs, tokens, anchor, np.random.default_rng([seed, i]))
+            rng = np.random.default_rng([seed, i])
+            parts[split], sources[split] = _unpaired(arrays, srcs, token_names, anchor, rng)
     if "val" not in parts:
         if not 0 < val_fraction < 1:
             raise DataError(
@@ -374,7 +389,7 @@ def _paired(arrays: dict, srcs: dict, tokens: set, base: Path, split: str) -> tu
         where = f"{base}['{split}/labels']" if base.suffix == ".npz" else f"{base / split / 'labels.npy'}"
         raise DataError(f"{where}: labels file missing for split {split!r}")
     y = check_labels(np.asarray(arrays["labels"]), srcs["labels"])
-    out = {"labels": y}
+    out: dict[str, np.ndarray | DiskArray] = {"labels": y}
     for name, x in arrays.items():
         if name != "labels":
             token = name in tokens or name.removesuffix("_mask") in tokens

@@ -57,6 +57,7 @@ def mfeat_arrays_from_csv(folder: str | Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: labels differ from those of the other views")
         labels = y
         arrays[view] = table[:, :-1].astype(np.float32)
+    assert labels is not None  # VIEWS is not empty
     arrays["label"] = labels
     return arrays
 
@@ -64,7 +65,7 @@ def mfeat_arrays_from_csv(folder: str | Path) -> dict[str, np.ndarray]:
 def write_bundle(arrays: dict[str, np.ndarray], out: str | Path = BUNDLED) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **arrays)
+    np.savez_compressed(out, **arrays)  # type: ignore[arg-type]  # names of arrays, not its allow_pickle flag
     return out
 
 
@@ -122,8 +123,9 @@ def mfeat(
         MultimodalDataset({v: data[v][r] for v in views}, labels[r], 10, f"mfeat/{name}")
         for r, name in zip(rows, ("train", "val", "test"))
     ]
+    train, val, test = parts
     splits = DataSplits(
-        *parts, description=f"mfeat (UCI Multiple Features, handwritten digits, views {'+'.join(views)}):"
+        train, val, test, description=f"mfeat (UCI Multiple Features, handwritten digits, views {'+'.join(views)}):"
     )
     splits.check()
     return splits

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -236,7 +236,7 @@ def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _normals(seed: int, shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.ndarray, ...], tuple]:
+def _normals(seed: int, shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.ndarray, ...], Any]:
     """``RandomState(seed).randn(*shape)`` for each shape in turn, and the stream's state after them.
 
     Memoised: the settings of a sweep draw the very same numbers for one seed (only where the
@@ -252,8 +252,9 @@ def _normals(seed: int, shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[np.n
 class _Resumed:
     """The stream after the memoised draws, rebuilt only if something draws from it."""
 
-    def __init__(self, state: tuple) -> None:
-        self._state, self._rng = state, None
+    def __init__(self, state: Any) -> None:
+        self._state = state  # RandomState.get_state()
+        self._rng: np.random.RandomState | None = None
 
     def __getattr__(self, name: str):
         if self._rng is None:
@@ -262,7 +263,7 @@ class _Resumed:
         return getattr(self._rng, name)
 
 
-def _resume(state: tuple) -> _Resumed:
+def _resume(state: Any) -> _Resumed:
     return _Resumed(state)
 
 
@@ -272,7 +273,7 @@ def _sample_shapes(spec: VennSpec, n: int) -> tuple[tuple[int, int], ...]:
 
 
 def _sample(
-    spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState, mixing, blocks=None
+    spec: VennSpec, hyperplane: np.ndarray, n: int, rng: np.random.RandomState | _Resumed, mixing, blocks=None
 ) -> VennSample:
     """One sample; ``blocks`` are its pre-drawn normals (else they are drawn from ``rng``)."""
     if blocks is None:
