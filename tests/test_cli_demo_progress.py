@@ -52,3 +52,24 @@ def test_reproduce_prints_one_line_per_part_a_study_announces(tmp_path, capsys, 
         "reproduce mfh-gamma: toy seed 1: teacher and 2 students trained",
     ]
     assert all(line.endswith(" s)") for line in lines)
+
+
+def test_data_build_av_mnist_prints_one_line_per_finished_part(tmp_path, capsys):
+    import json
+
+    from test_avmnist_build import write_fsdd, write_mnist
+
+    write_mnist(tmp_path / "mnist")
+    write_fsdd(tmp_path / "fsdd")
+    argv = ["--mnist", str(tmp_path / "mnist"), "--fsdd", str(tmp_path / "fsdd"), "--out", str(tmp_path / "av")]
+    assert main(["data", "build", "av-mnist", *argv, "--snr-db", "none"]) == 0
+    lines = [line.rsplit(" (", 1)[0] for line in capsys.readouterr().err.splitlines()]
+    meta = json.loads((tmp_path / "av" / "build.json").read_text())
+    counts, recordings = meta["counts"], len(list((tmp_path / "fsdd").glob("*.wav")))
+    images = counts["train"]["images"] + counts["test"]["images"]
+    assert lines == [
+        f"data build av-mnist: read {images} MNIST images and {recordings} FSDD recordings; "
+        f"{meta['pca_components_removed']} principal components to remove",
+        f"data build av-mnist: train split: {counts['train']['images']} image+audio pairs written",
+        f"data build av-mnist: test split: {counts['test']['images']} image+audio pairs written",
+    ]

@@ -125,6 +125,7 @@ def _build(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
     elif args.name == "av-mnist":
         from ..data.avmnist_build import build_av_mnist
+        from .progress import part_lines
 
         if not (args.mnist and args.fsdd and args.out):
             raise ConfigError("mmdistill data build av-mnist needs --mnist DIR, --fsdd DIR and --out DIR")
@@ -137,6 +138,7 @@ def _build(args: argparse.Namespace) -> int:
             energy_removed=args.energy_removed,
             limit=args.limit,
             overwrite=args.overwrite,
+            log=part_lines("data build av-mnist"),  # one stderr line per finished part: a full build takes minutes
         )
         c = meta["counts"]
         print(

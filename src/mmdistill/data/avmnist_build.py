@@ -35,6 +35,7 @@ from __future__ import annotations
 import gzip
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +197,12 @@ def build_av_mnist(
     energy_removed: float = 0.75,
     limit: int | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] = lambda part: None,
 ) -> dict:
     """Write AV-MNIST into ``out`` (see the module docstring); returns what ``build.json`` records.
 
     ``limit``: keep only the first ``limit`` training and ``limit // 6`` test images (quick builds and tests);
-    ``snr_db`` ``None``: no noise.
+    ``snr_db`` ``None``: no noise; ``log`` hears each finished part (the inputs read, each split written).
     """
     t0 = time.perf_counter()
     with build_folder(out, BUILT, overwrite, label=f"--out {out}") as staging:
@@ -214,7 +216,9 @@ def build_av_mnist(
         mu, v = mu.astype(np.float32), v.astype(np.float32)
         degrade = {s: images[s][0] - ((images[s][0] - mu) @ v) @ v.T for s in images}  # float32: 188 MB for train
         lo, hi = float(degrade["train"].min()), float(degrade["train"].max())
-        meta = _write(staging, images, sounds, degrade, (lo, hi), _reference_db(sounds["train"][0]), seed, snr_db)
+        n_images, n_sounds = (sum(len(parts[s][0]) for s in parts) for parts in (images, sounds))
+        log(f"read {n_images} MNIST images and {n_sounds} FSDD recordings; {k} principal components to remove")
+        meta = _write(staging, images, sounds, degrade, (lo, hi), _reference_db(sounds["train"][0]), seed, snr_db, log)
         meta.update(
             {
                 "mnist": str(mnist),
@@ -246,6 +250,7 @@ def _write(
     ref: float,
     seed: int,
     snr_db: float | None,
+    log: Callable[[str], None],
 ) -> dict:
     """The arrays of both splits into ``tmp``; returns the build record (without the caller's fields)."""
     lo, hi = image_range
@@ -277,6 +282,7 @@ def _write(
                 )
         np.save(tmp / "audio" / f"{split}_pairing.npy", pair)
         counts[split] = {"images": len(y), "recordings": len(waves), "recordings_used": int(len(np.unique(pair)))}
+        log(f"{split} split: {len(y)} image+audio pairs written")
     return {
         "dataset": "av-mnist (MNIST + FSDD)",
         "seed": seed,
