@@ -46,7 +46,13 @@ def part_lines(desc: str) -> Callable[[str], None]:
 
     def line(part: str) -> None:
         now = time.perf_counter()
-        print(f"{desc}: {part} ({now - last[0]:.0f} s)", file=sys.stderr, flush=True)
+        text = f"{desc}: {part} ({now - last[0]:.0f} s)"
+        if sys.stderr.isatty():  # above a progress bar that may be on screen, not through it
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
         last[0] = now
 
     return line

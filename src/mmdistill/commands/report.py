@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="build a self-contained HTML report from a run or sweep folder",
         description=(
-            "Collect every Markdown summary, figure and CSV under DIR (or DIR/report.json's sections): a run's "
-            "summary.md, what 'evaluate --missing --noise' and 'analyze modalities' wrote into it, and the result "
-            "of a distill() folder."
+            "Collect every Markdown summary and figure under DIR, with the CSV files beside them (or "
+            "DIR/report.json's sections): a run's summary.md, what 'evaluate --missing --noise' and 'analyze "
+            "modalities' wrote into it (their CSVs as tables), and the result of a distill() folder."
         ),
     )
     p.add_argument("run_dir", type=Path)
