@@ -9,6 +9,7 @@ time and steps, or the error) is written when it ends, so a resumed sweep knows 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -77,6 +78,7 @@ def run_job(job: dict) -> dict:
     record.update(
         seconds=tally["seconds"], steps=tally["steps"], curve=tally["curve"], wall_s=time.perf_counter() - start
     )
+    record["worker"] = f"{socket.gethostname()}:{os.getpid()}"  # where it ran (a Ray node, a local worker)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / RECORD, record)
     return record
