@@ -72,6 +72,7 @@ def test_a_good_file_gives_each_method_its_own_grid(tmp_path):
         ({"methods": ["kd", "dkdd"]}, ["methods", "dkd"]),
         ({"select": {"metric": "miou"}}, ["select.metric", "accuracy"]),
         ({"search": {"kind": "random"}}, ["search.trials"]),
+        ({"logging": {"mlflow": {"tracking_url": "x"}}}, ["logging.mlflow.tracking_url", "tracking_uri"]),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(tmp_path, changes, names):

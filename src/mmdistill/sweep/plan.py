@@ -71,11 +71,18 @@ def _job(spec: SweepSpec, name: str, folder: Path, method: str, params: dict, co
 
 
 def _mlflow(spec: SweepSpec, folder: Path) -> dict | None:
+    return mlflow_settings(spec, folder.parents[1])
+
+
+def mlflow_settings(spec: SweepSpec, out: Path) -> dict | None:
+    """Where the runs are logged: ``logging.mlflow.tracking_uri`` or ``mlflow.db`` in the sweep folder ``out``."""
     settings = spec.logging.get("mlflow")
     if settings is None:
         return None
-    uri = (settings or {}).get("tracking_uri") or (folder.parents[1] / "mlruns").resolve().as_uri()
-    return {"tracking_uri": uri, "experiment": (settings or {}).get("experiment", "mmdistill-sweep")}
+    settings = settings or {}
+    uri = settings.get("tracking_uri") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    artifacts = (out / "mlartifacts").resolve().as_uri()
+    return {"tracking_uri": uri, "experiment": settings.get("experiment", "mmdistill-sweep"), "artifacts": artifacts}
 
 
 def run_configs(spec: SweepSpec, out: Path, method: str, setting: dict, seeds: list[int]) -> dict[int, dict]:

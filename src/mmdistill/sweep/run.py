@@ -35,7 +35,8 @@ LAYOUT: runfolder.Layout = {
     "trials": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
     "final": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
     "cache": runfolder.ALL,
-    "mlruns": runfolder.ALL,
+    "mlflow.db": None,
+    "mlartifacts": runfolder.ALL,
     "tensorboard": runfolder.ALL,
     "study.db": None,
     "study.db-*": None,
@@ -128,6 +129,11 @@ def _check_extras(spec: SweepSpec) -> None:
 
 def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
     progress = Progress(spec, quiet)
+    tracking = plans.mlflow_settings(spec, out)
+    if tracking is not None:
+        from .tracking import prepare_mlflow
+
+        prepare_mlflow(tracking)
     teachers = plans.teacher_jobs(spec, out)
     progress.phase("teachers", teachers)
     run_jobs(_feed(plans.unfinished(teachers)), runner, progress.finished)

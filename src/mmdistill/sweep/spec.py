@@ -9,7 +9,7 @@
     search: {kind: grid, trials: 40, seed: 0}                    # grid | random | optuna; trials per method
     seeds: {tune: 1, final: 5}                                   # counts (tune 0.., final after) or lists
     select: {metric: accuracy, split: val}
-    logging: {mlflow: {tracking_uri: mlruns}, tensorboard: true}
+    logging: {mlflow: {tracking_uri: 'sqlite:///mlflow.db'}, tensorboard: true}   # both optional
 
 Every key is checked: an unknown one is named with the nearest valid keys; every value of the space is put into the
 base config and validated as a run config (so a temperature out of range is refused before any run).
@@ -118,6 +118,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     metric, higher = _select(raw.get("select", {}), base)
     logging = _mapping(raw.get("logging", {}), "logging")
     _unknown(logging, ("mlflow", "tensorboard"), "logging.")
+    if logging.get("mlflow") is not None:
+        _unknown(_mapping(logging["mlflow"], "logging.mlflow"), ("tracking_uri", "experiment"), "logging.mlflow.")
+    if not isinstance(logging.get("tensorboard", False), bool):
+        raise ConfigError(f"logging.tensorboard: true or false, got {logging['tensorboard']!r}")
     spec = SweepSpec(
         base, methods, space, kind, trials, _integer(search.get("seed", 0), "search.seed"), tune, final, metric, higher
     )

@@ -2,9 +2,10 @@
 
 ``logging: {mlflow: {tracking_uri: URI, experiment: NAME}}`` in a sweep file records, for every trial and final run,
 its config (as flat ``key.sub`` parameters), its epochs (``train/*``, ``val/*``, ``lr`` per step = epoch) and its
-final validation and test metrics; the default store is ``mlruns/`` in the sweep folder (``mlflow ui
---backend-store-uri DIR/mlruns``). ``logging: {tensorboard: true}`` writes one hparams entry per finished trial
-into ``DIR/tensorboard`` (``tensorboard --logdir DIR/tensorboard``, HPARAMS tab).
+final validation and test metrics. The default store is the SQLite file ``mlflow.db`` in the sweep folder
+(``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db``): MLflow no longer takes new runs into a plain-file store.
+``logging: {tensorboard: true}`` writes one hparams entry per finished trial into ``DIR/tensorboard``
+(``tensorboard --logdir DIR/tensorboard``, HPARAMS tab).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def mlflow_run(job: dict, cfg, run_dir: Path) -> Iterator[None]:
 
     settings = job["mlflow"]
     mlflow.set_tracking_uri(settings["tracking_uri"])
-    mlflow.set_experiment(settings["experiment"])
+    mlflow.set_experiment(settings["experiment"])  # made by prepare_mlflow, before any worker started
     seed = run_dir.name.removeprefix("s")
     with mlflow.start_run(run_name=f"{job['name']}/seed {seed}"):
         params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(cfg.model_dump(mode="json")).items()}
@@ -51,6 +52,15 @@ def mlflow_run(job: dict, cfg, run_dir: Path) -> Iterator[None]:
         result = json.loads((run_dir / f"seed_{seed}" / "student" / "result.json").read_text())
         final = {f"final/{split}/{k}": float(v) for split in ("val", "test") for k, v in result[split].items()}
         mlflow.log_metrics({k: v for k, v in final.items() if math.isfinite(v)})
+
+
+def prepare_mlflow(settings: dict) -> None:
+    """The experiment, created once by the sweep (with its artifact folder) before the workers log into it."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings["tracking_uri"])
+    if client.get_experiment_by_name(settings["experiment"]) is None:
+        client.create_experiment(settings["experiment"], artifact_location=settings["artifacts"])
 
 
 def write_hparams(folder: Path, spec, records: list[dict]) -> None:
