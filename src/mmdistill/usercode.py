@@ -14,9 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 import reprlib
-import sysconfig
-import traceback
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,19 +37,27 @@ def short(value: Any, limit: int = 80) -> str:
     return cut(reprlib.repr(value), limit)
 
 
-_PACKAGE = str(Path(__file__).resolve().parent)
-_LIBRARY = {str(Path(p).resolve()) for p in (sysconfig.get_path("stdlib"), sysconfig.get_path("purelib")) if p}
+@lru_cache(maxsize=1)
+def _library_folders() -> tuple[str, ...]:
+    """mmdistill's own folder, the standard library's and the installed packages' (read when first needed: an
+    error is being described, so start-up does not pay for it)."""
+    import sysconfig
+
+    paths = (sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"))
+    return (str(Path(__file__).resolve().parent), *(str(Path(p).resolve()) for p in paths if p))
 
 
 def _is_library(filename: str) -> bool:
     path = os.path.abspath(filename)
-    return path.startswith(_PACKAGE) or any(path.startswith(lib) for lib in _LIBRARY) or filename.startswith("<")
+    return filename.startswith("<") or any(path.startswith(folder) for folder in _library_folders())
 
 
 def where_raised(err: BaseException) -> str:
     """``file.py:12`` of the deepest frame of the user's code in ``err``'s traceback ('' when there is none)."""
     if isinstance(err, SyntaxError):  # its message names the file and line already
         return ""
+    import traceback
+
     frames = traceback.extract_tb(err.__traceback__)
     for frame in reversed(frames):
         if not _is_library(frame.filename):
