@@ -7,6 +7,21 @@
 (:mod:`mmdistill.engine.assembly`), which builds, checks and trains it. The multi-seed protocol around it (teacher,
 distilled student and no-KD student per seed, statistics; what ``mmdistill train`` runs) is
 :mod:`mmdistill.engine.protocol`.
+
+Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
+``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of dict items
+(:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split name ->
+callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a transform, or
+``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
+
+``task``: the prediction task (:mod:`mmdistill.tasks`: a registered task's name, ``{"name", "params"}`` or a Task);
+None: the data's own (``dataset.task``), else classification. It gives the losses, the KD form and the metrics;
+``trainer.monitor``, when the trainer config does not set it, is the task's default.
+
+Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the weights used for test) to
+``out_dir``. A run already there is refused (OutputExistsError) unless ``resume=True`` (continue it) or
+``overwrite=True`` (replace it; only a folder an earlier ``distill()`` made, holding nothing else). Progress goes to
+stderr (a bar on a terminal, one line per epoch otherwise); ``quiet=True`` silences it.
 """
 
 from __future__ import annotations
@@ -55,21 +70,10 @@ def distill(
     task: Task | str | Any = None,
     overwrite: bool = False,
 ) -> RunResult:
-    """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one).
-
-    Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
-    ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of
-    dict items (:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split
-    name -> callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a
-    transform, or ``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
-    ``task``: the prediction task (:mod:`mmdistill.tasks`: a registered task's name, ``{"name", "params"}``
-    or a Task); None: the data's own (``dataset.task``), else classification. It gives the losses, the KD form and
-    the metrics; ``trainer.monitor``, when the trainer config does not set it, is the task's default.
-    Writes checkpoints, ``metrics.csv``, TensorBoard logs and ``student.safetensors`` (the
-    weights used for test) to ``out_dir``. Returns test and validation metrics. A run already in ``out_dir`` is
-    refused (OutputExistsError) unless ``resume=True`` (continue it) or ``overwrite=True`` (replace it; only a
-    folder an earlier ``distill()`` made, holding nothing else). Progress goes to stderr (a bar on a terminal, one
-    line per epoch otherwise); ``quiet=True`` silences it.
+    """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one) on ``data``
+    (or ``train=, val=, test=``) for ``task``; write the run into ``out_dir`` and return its validation and test
+    metrics. A run already in ``out_dir`` is refused unless ``resume=True`` or ``overwrite=True``; progress goes to
+    stderr unless ``quiet=True``. The arguments in full: this module's docstring.
     """
     if out_dir is None:
         raise ConfigError("distill: out_dir is required (the folder for checkpoints, metrics and the student)")

@@ -88,9 +88,10 @@ class RunSpec:
 
 
 def run_trainer(trainer: TrainerConfig | None, task: Task, num_classes: int, key: str = "trainer") -> TrainerConfig:
-    """The trainer settings a run uses: ``monitor``, when the settings leave it unset, is the task's default
-    (``task.default_monitor``); a monitor the task lacks (``task.check_monitor``), or ``auroc`` on data that are not
-    two-class, is refused naming ``key``."""
+    """The trainer settings a run uses, the one place a run's monitor is set and checked: ``monitor``, when the
+    settings leave it unset, is the task's default (``task.default_monitor``); settings the task refuses
+    (``task.check_trainer``: a monitor it lacks, a ``min_delta`` the monitor cannot meet), or ``auroc`` on data that
+    are not two-class, are refused naming ``key``."""
     trainer = trainer or TrainerConfig()
     if "monitor" not in trainer.model_fields_set:
         trainer = trainer.model_copy(update={"monitor": task.default_monitor})
