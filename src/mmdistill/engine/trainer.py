@@ -20,10 +20,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,7 @@ class DistillationModule(nn.Module):
         self.student = student
         self.method = method
 
-    def forward(self, batch: Batch, teacher_out: TeacherOutputs | None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, batch: Batch, teacher_out: TeacherOutputs | None) -> tuple[Tensor, Mapping[str, LossTerm]]:
         out = self.method.forward_student(self.student, batch)
         return out.logits, self.method.losses(batch, out, teacher_out)
 
@@ -142,7 +142,7 @@ class EpochMeans:
 class FitResult:
     epochs_run: int
     best_epoch: int
-    best_value: float
+    best_value: float | None  # None when no epoch had a finite monitored metric
     stopped_early: bool
     test_checkpoint: str
     history: list[dict] = field(default_factory=list)
@@ -203,11 +203,22 @@ def check_same_data(saved: dict, now: dict, checkpoint: Path) -> None:
             )
 
 
+class LoopState(TypedDict):
+    """Where the training loop stands; saved in ``last.safetensors`` and read back on resume."""
+
+    epoch: int
+    step: int
+    best_value: float | None
+    best_epoch: int
+    bad_epochs: int
+    stopped_early: bool
+
+
 @dataclass
 class StepFunctions:
     """What one training step calls: Fabric's wrappers, or plain PyTorch where they would do nothing."""
 
-    forward: Callable
+    forward: nn.Module  # the module, or Fabric's wrapper of it
     backward: Callable[[Tensor], None]
     clip: Callable[[float], object]
     optimizer_step: Callable[[], object]
@@ -280,7 +291,7 @@ def _not_finite(
     )
 
 
-_TRACED = []
+_TRACED: list[bool] = []
 
 
 def _trace_first_step() -> None:
@@ -361,7 +372,7 @@ class _Training:
         if fabric.is_global_zero:  # partial files of a killed run's atomic writes (ours: io.sweep_stale_temp_files)
             for folder in (out_dir, ckpt_dir):
                 sweep_stale_temp_files(folder)
-        self.state = {
+        self.state: LoopState = {
             "epoch": 0,
             "step": 0,
             "best_value": None,
@@ -380,7 +391,7 @@ class _Training:
         if resume and self.last_path.is_file():
             state, generators = load_training_state(self.last_path, self.module, self.optimizer, self.scheduler)
             check_same_data(state.pop("data", {}), self.data_fingerprints, self.last_path)
-            self.state = {"step": 0, **state}
+            self.state = cast(LoopState, {"step": 0, **state})  # as saved by end_epoch
             self.module.method.load_generator_states(generators)
         if resume:  # rows past the checkpoint (all of them without one) came from a run killed before saving them
             self.logger.resume_at(self.state["epoch"])
@@ -420,10 +431,10 @@ class _Training:
             means.add(total, values, batch_size(batch))
         if self.scheduler is not None:
             self.scheduler.step()
-        values = means.result()
+        train_means = means.result()
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
-        return values, means.steps, seconds
+        return train_means, means.steps, seconds
 
     def end_epoch(self, epoch: int, train_means: dict[str, float], steps: int, seconds: float) -> None:
         """Validate; keep the best weights; count epochs without improvement; log; write ``last.safetensors``."""
@@ -449,7 +460,7 @@ class _Training:
         cfg, state = self.cfg, self.state
         min_delta = cfg.early_stopping.min_delta if cfg.early_stopping else 0.0
         if _better(monitored, state["best_value"], self.task.higher_is_better(cfg.monitor), min_delta):
-            state.update(best_value=monitored, best_epoch=epoch, bad_epochs=0)
+            state.update({"best_value": monitored, "best_epoch": epoch, "bad_epochs": 0})
             if self.fabric.is_global_zero:
                 save_tensors(self.best_path, self.module.state_dict(), {"epoch": epoch, cfg.monitor: monitored})
         else:
@@ -463,7 +474,8 @@ class _Training:
 
         When no epoch had a finite monitored metric there is no best epoch: the last weights are used and
         ``test_checkpoint`` says so (it reaches ``result.json`` and summary.md), with a note on stderr."""
-        state, used = self.state, self.cfg.test_checkpoint
+        state = self.state
+        used: str = self.cfg.test_checkpoint
         if used == "best" and state["best_epoch"] > 0 and self.best_path.is_file():
             tensors, _ = load_tensors(self.best_path)
             self.module.load_state_dict(tensors)
