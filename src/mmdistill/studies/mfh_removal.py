@@ -90,6 +90,76 @@ class RemovalResult:
     timings: dict = field(default_factory=dict)
 
 
+def _parsed_pairs(dataset: str, pairs: Sequence[str] | None, keep: float, fill: str) -> tuple[list[str], list]:
+    """The settings checked, and ``pairs`` (the dataset's defaults when None) as ``(pair, teacher, student)``."""
+    if not 0.0 < keep < 1.0:
+        raise ConfigError(f"removal keep fraction r: must lie in (0, 1), got {keep}")
+    if fill not in ("mean", "zero"):
+        raise ConfigError(f"removal fill: one of mean, zero; got {fill!r}")
+    pairs = list(pairs or DEFAULT_PAIRS.get(dataset, ()))
+    if not pairs:
+        raise ConfigError(f"removal: name --pairs teacher:student for dataset {dataset!r}")
+    parsed = []
+    for p in pairs:
+        a, sep, b = p.partition(":")
+        if not sep or not a or not b:
+            raise ConfigError(f"removal pair {p!r}: expected TEACHER:STUDENT, e.g. pix:zer")
+        parsed.append((p, a, b))
+    return pairs, parsed
+
+
+def _removed_teachers(
+    job: tuple, teacher_at: tuple, nokd_at: tuple, hidden: int, keep: float, fill: str, permutations: int
+) -> tuple[list, list[dict], float]:
+    """One job's Algorithm 1 scores, then per mode its modified teacher's soft labels: (KD student runs, rows,
+    seconds of scoring). The no-KD row comes first, with its accuracy; the others carry their test split."""
+    name, seed, d, nets = job
+    k = d.num_classes
+    teacher = _module(*teacher_at, d.train.xa.shape[1], hidden, k)
+    nokd = _module(*nokd_at, d.train.xb.shape[1], hidden, k)
+    sal = channel_salience(teacher, nokd, d.train.xa, d.train.xb, "1", permutations=permutations, seed=seed)
+    runs, meta = [], []
+    with torch.no_grad():
+        h = torch.relu(teacher[0](d.train.xa))
+        values = h.mean(0) if fill == "mean" else torch.zeros(hidden)
+        n_keep = max(1, int(round(keep * hidden)))
+        row = {"pair": name, "seed": seed}
+        nokd_acc = float((nokd(d.test.xb).argmax(1) == d.test.y).float().mean())
+        meta.append({**row, "mode": "nokd", "kept": "", "teacher_acc": "", "student_acc": nokd_acc})
+        for i, mode in enumerate(MODES[1:]):
+            kept = torch.arange(hidden) if mode == "regular" else kept_channels(mode, sal.scores, n_keep, seed)
+            with removed_channels(teacher, "1", kept, values):
+                soft = torch.softmax(teacher(d.train.xa), dim=-1)
+                t_acc = float((teacher(d.test.xa).argmax(1) == d.test.y).float().mean())
+            runs.append(Run(nets[2 + i], d.train.xb, d.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k)))
+            meta.append({**row, "mode": mode, "kept": len(kept), "teacher_acc": t_acc, "_test": (d.test.xb, d.test.y)})
+    return runs, meta, sal.seconds
+
+
+def _student_accuracies(students: list, tests: list[tuple]) -> list[float]:
+    """Test accuracy of every KD student, in order: one ensemble, or one per job of four."""
+    if len(students) == 1:
+        return students[0].accuracy([t[0] for t in tests], [t[1] for t in tests]).tolist()
+    return [
+        a
+        for j, s in enumerate(students)
+        for a in s.accuracy([t[0] for t in tests[4 * j : 4 * j + 4]], [t[1] for t in tests[4 * j : 4 * j + 4]]).tolist()
+    ]
+
+
+def _with_nokd(meta: list[dict], acc: list[float]) -> list[dict]:
+    """The rows with each KD student's accuracy filled in and its job's no-KD accuracy beside it."""
+    rows, it = [], iter(acc)
+    for m in meta:
+        if m["mode"] == "nokd":
+            nokd_acc = m["student_acc"]
+        else:
+            m["student_acc"] = next(it)
+        m["nokd_acc"] = nokd_acc
+        rows.append(m)
+    return rows
+
+
 def feature_removal(
     dataset: str,
     pairs: Sequence[str] | None = None,
@@ -108,19 +178,7 @@ def feature_removal(
     ``pairs``: "teacher:student" modality names; the split seed and the init seed are the run seed.
     ``pca=-1`` picks the dataset's default (:data:`DEFAULT_PCA`), ``None`` turns it off.
     """
-    if not 0.0 < keep < 1.0:
-        raise ConfigError(f"removal keep fraction r: must lie in (0, 1), got {keep}")
-    if fill not in ("mean", "zero"):
-        raise ConfigError(f"removal fill: one of mean, zero; got {fill!r}")
-    pairs = list(pairs or DEFAULT_PAIRS.get(dataset, ()))
-    if not pairs:
-        raise ConfigError(f"removal: name --pairs teacher:student for dataset {dataset!r}")
-    parsed = []
-    for p in pairs:
-        a, sep, b = p.partition(":")
-        if not sep or not a or not b:
-            raise ConfigError(f"removal pair {p!r}: expected TEACHER:STUDENT, e.g. pix:zer")
-        parsed.append((p, a, b))
+    pairs, parsed = _parsed_pairs(dataset, pairs, keep, fill)
     pca = DEFAULT_PCA.get(dataset) if pca == -1 else pca
     start = time.perf_counter()
     jobs = []
@@ -145,37 +203,11 @@ def feature_removal(
         locate = lambda j, i: (trained_all, 2 * j + i)  # noqa: E731
     # Algorithm 1 on each teacher, then the modified teachers' soft labels
     stage2, meta, salience_s = [], [], 0.0
-    for j, (name, seed, d, nets) in enumerate(jobs):
-        k = d.num_classes
-        teacher = _module(*locate(j, 0), d.train.xa.shape[1], hidden, k)
-        nokd = _module(*locate(j, 1), d.train.xb.shape[1], hidden, k)
-        sal = channel_salience(teacher, nokd, d.train.xa, d.train.xb, "1", permutations=permutations, seed=seed)
-        salience_s += sal.seconds
-        with torch.no_grad():
-            h = torch.relu(teacher[0](d.train.xa))
-            values = h.mean(0) if fill == "mean" else torch.zeros(hidden)
-            n_keep = max(1, int(round(keep * hidden)))
-            row = {"pair": name, "seed": seed}
-            meta.append(
-                {
-                    **row,
-                    "mode": "nokd",
-                    "kept": "",
-                    "teacher_acc": "",
-                    "student_acc": float((nokd(d.test.xb).argmax(1) == d.test.y).float().mean()),
-                }
-            )
-            for i, mode in enumerate(MODES[1:]):
-                kept = torch.arange(hidden) if mode == "regular" else kept_channels(mode, sal.scores, n_keep, seed)
-                with removed_channels(teacher, "1", kept, values):
-                    soft = torch.softmax(teacher(d.train.xa), dim=-1)
-                    t_acc = float((teacher(d.test.xa).argmax(1) == d.test.y).float().mean())
-                stage2.append(
-                    Run(nets[2 + i], d.train.xb, d.train.y, soft_targets=soft, ce_weight=1.0, kd_weight=float(k))
-                )
-                meta.append(
-                    {**row, "mode": mode, "kept": len(kept), "teacher_acc": t_acc, "_test": (d.test.xb, d.test.y)}
-                )
+    for j, job in enumerate(jobs):
+        runs, job_rows, seconds = _removed_teachers(job, locate(j, 0), locate(j, 1), hidden, keep, fill, permutations)
+        stage2 += runs
+        meta += job_rows
+        salience_s += seconds
     # stage 2: every KD student as one ensemble
     students = (
         [train_runs(stage2[4 * j : 4 * j + 4], lr=lr, epochs=epochs) for j in range(len(jobs))]
@@ -183,24 +215,7 @@ def feature_removal(
         else [train_runs(stage2, lr=lr, epochs=epochs)]
     )
     tests = [m.pop("_test") for m in meta if "_test" in m]
-    if len(students) == 1:
-        acc = students[0].accuracy([t[0] for t in tests], [t[1] for t in tests]).tolist()
-    else:
-        acc = [
-            a
-            for j, s in enumerate(students)
-            for a in s.accuracy(
-                [t[0] for t in tests[4 * j : 4 * j + 4]], [t[1] for t in tests[4 * j : 4 * j + 4]]
-            ).tolist()
-        ]
-    rows, it = [], iter(acc)
-    for m in meta:
-        if m["mode"] == "nokd":
-            nokd_acc = m["student_acc"]
-        else:
-            m["student_acc"] = next(it)
-        m["nokd_acc"] = nokd_acc
-        rows.append(m)
+    rows = _with_nokd(meta, _student_accuracies(students, tests))
     protocol = {
         "pairs": pairs,
         "seeds": list(seeds),

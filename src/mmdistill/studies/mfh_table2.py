@@ -58,19 +58,11 @@ def _selection(name: str, xs2: int, scores, seed: int) -> torch.Tensor:
     return scores.top(xs2)
 
 
-def table2(
-    settings: Sequence[int] = preset_settings("modify-gamma"),
-    seeds: Sequence[int] = range(10),
-    *,
-    n_train: int = 200,
-    n_test: int = 1000,
-    epochs: int = 1000,
-    lr: float = 0.1,
-    joint_epochs: int = 500,
-    permutations: int = 10,
-) -> Table2Result:
-    """One row per (xs2, seed, selection); see the module docstring for the protocol."""
-    start = time.perf_counter()
+def _jobs(
+    settings: Sequence[int], seeds: Sequence[int], n_train: int, n_test: int, joint_epochs: int, permutations: int
+) -> tuple[list[tuple], float]:
+    """Per (xs2, seed): the draw, Algorithm 1's channel selections on it and the models, seeded as the official
+    script seeds them; and the seconds Algorithm 1 took."""
     jobs = []
     salience_seconds = 0.0
     for xs2 in settings:
@@ -95,6 +87,45 @@ def table2(
             dims = [len(sels[s]) for s in SELECTIONS]
             models = _official_inits(seed, (*dims, 50, *([50] * len(SELECTIONS))), (), 2)
             jobs.append((xs2, spec, seed, d, sels, models))
+    return jobs, salience_seconds
+
+
+def _rows(jobs: list[tuple], teacher_acc, student_acc) -> list[dict]:
+    """One row per (job, selection): accuracies (a job's no-KD student first, then one KD student per selection)."""
+    k = len(SELECTIONS)
+    rows = []
+    for j, (xs2, spec, seed, _data, sels, _) in enumerate(jobs):
+        truth = torch.arange(xs2)
+        for i, s in enumerate(SELECTIONS):
+            rows.append(
+                {
+                    "setting": f"xs2={xs2}",
+                    "gamma": spec.gamma,
+                    "seed": seed,
+                    "selection": s,
+                    "teacher_acc": float(teacher_acc[j * k + i]),
+                    "nokd_acc": float(student_acc[j * (k + 1)]),
+                    "kd_acc": float(student_acc[j * (k + 1) + 1 + i]),
+                    "salience_precision": "" if s == "regular" else precision_at(sels[s], truth),
+                }
+            )
+    return rows
+
+
+def table2(
+    settings: Sequence[int] = preset_settings("modify-gamma"),
+    seeds: Sequence[int] = range(10),
+    *,
+    n_train: int = 200,
+    n_test: int = 1000,
+    epochs: int = 1000,
+    lr: float = 0.1,
+    joint_epochs: int = 500,
+    permutations: int = 10,
+) -> Table2Result:
+    """One row per (xs2, seed, selection); see the module docstring for the protocol."""
+    start = time.perf_counter()
+    jobs, salience_seconds = _jobs(settings, seeds, n_train, n_test, joint_epochs, permutations)
     # every teacher at once
     teacher_runs = [
         Run(m[i], d.train.xa[:, sels[s]], d.train.y) for _, _, _, d, sels, m in jobs for i, s in enumerate(SELECTIONS)
@@ -118,22 +149,7 @@ def table2(
     student_acc = students.accuracy(
         [j[3].test.xb for j in jobs for _ in range(k + 1)], [j[3].test.y for j in jobs for _ in range(k + 1)]
     )
-    rows = []
-    for j, (xs2, spec, seed, _data, sels, _) in enumerate(jobs):
-        truth = torch.arange(xs2)
-        for i, s in enumerate(SELECTIONS):
-            rows.append(
-                {
-                    "setting": f"xs2={xs2}",
-                    "gamma": spec.gamma,
-                    "seed": seed,
-                    "selection": s,
-                    "teacher_acc": float(teacher_acc[j * k + i]),
-                    "nokd_acc": float(student_acc[j * (k + 1)]),
-                    "kd_acc": float(student_acc[j * (k + 1) + 1 + i]),
-                    "salience_precision": "" if s == "regular" else precision_at(sels[s], truth),
-                }
-            )
+    rows = _rows(jobs, teacher_acc, student_acc)
     protocol = {
         "settings": list(settings),
         "seeds": list(seeds),
