@@ -42,16 +42,13 @@ from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
 from .run_checks import check_cache_settings, check_eval_rows
-from .run_outputs import MODEL_OUTPUTS
-from .run_record import CONFIG, TEACHER_WEIGHTS, describe_run, write_record
+from . import run_outputs  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
+from .run_record import describe_run, write_record
 from .teacher import cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
-
-# What a distill() folder holds, the files overwrite=True may remove (runfolder.guard_model_folder)
-runfolder.register_layout("distill", {**MODEL_OUTPUTS, CONFIG: None, TEACHER_WEIGHTS: None})
 
 
 @dataclass
