@@ -192,6 +192,7 @@ from torch.utils.data import Dataset
 class Items(Dataset):
     num_classes = 3
     modalities = ("a",)
+    {declared}
 
     def __init__(self, n, seed):
         g = torch.Generator().manual_seed(seed)
@@ -236,6 +237,7 @@ def model(num_classes):
 """
 GOOD = {
     "header": "",
+    "declared": "",
     "len": "return len(self.y)",
     "item": "return item",
     "call": "return item",
@@ -259,6 +261,25 @@ BROKEN = {  # piece -> broken versions (the factory or part the message must nam
         "raise SystemExit(0)",
         "return None",
         "return {**item, 'b': item['a']} if i else item",
+        "return {**item, 'a': item['a'].numpy()}",
+        "return {**item, 'label': int(item['label'])}",
+        "return {**item, 'label': -item['label'] - 1}",
+        "return {**item, 'label': item['label'].float()}",
+        "return {**item, 'a': item['a'].long()}",
+        "return {**item, 'a': item['a'][None]}",
+        "return {**item, 'a': item['a'].to(torch.float64)}",
+        "return {**item, 'a': item['a'].requires_grad_()}",
+    ],
+    "declared": [
+        "num_classes = 'three'",
+        "num_classes = 0",
+        "num_classes = True",
+        "task = 'detection'",
+        "task = 3",
+        "modalities = 'a'",
+        "modalities = ('z',)",
+        "random = 'sometimes'",
+        "ignore_index = 'x'",
     ],
     "call": ["raise ValueError('bad crop')", "return None", "return 3", "return {}"],
     "forward": [
@@ -285,7 +306,8 @@ BROKEN = {  # piece -> broken versions (the factory or part the message must nam
 PIECE_NAMES = {
     "header": r"data\.dataset|data\.transforms|student\.model|importing module",
     "len": r"data\.dataset|len\(dataset\)|train|empty",
-    "item": r"item \d+|train|val|test|data\.dataset|label|modalit",
+    "declared": r"data\.dataset|train|num_classes|task|modalit|random|ignore_index",
+    "item": r"item \d+|train|val|test|data\.dataset|label|modalit|student|predict",  # the model may not read it
     "call": r"item \d+|train|transform",
     "forward": r"student|model|forward|loss|output|predict",
     "splits": r"data\.dataset|split|train",

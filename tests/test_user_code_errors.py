@@ -322,3 +322,13 @@ def test_a_registered_encoder_that_raises_is_named_by_its_key():
             build_encoder((4,), EncoderConfig(type="fails_to_build"), "student.model.encoder")
     finally:
         ENCODERS._entries.pop("fails_to_build")
+
+
+@pytest.mark.parametrize("declared", ["three", 0, True, 2.5])
+def test_a_declared_class_count_that_is_not_a_positive_integer_is_named(declared):
+    from mmdistill.data.item_dataset import ItemDataset
+
+    dataset = _Declared()
+    dataset.num_classes = declared
+    with pytest.raises(ConfigError, match=r"^train: dataset\.num_classes: expected an integer in \[1, "):
+        ItemDataset(dataset, "train")

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
+from ..schema import checked_int
 from ..usercode import USER_ERRORS, call, failed, import_path, kept
 from ..tasks import DEFAULT_TASK, TASKS
 from .collate import collate_items
@@ -133,6 +134,8 @@ class ItemDataset(Dataset):
         if self.task not in TASKS:
             raise DataError(f"{name}: task {self.task!r:.80} unknown; expected one of {', '.join(TASKS.names())}")
         self.num_classes = num_classes if num_classes is not None else _declared(dataset, "num_classes", name)
+        if self.num_classes is not None:
+            checked_int(self.num_classes, f"{name}: dataset.num_classes", ge=1, le=1 << 24)
         self.ignore_index = _declared(dataset, "ignore_index", name)
         self._task_type = TASKS.get(self.task)  # the class, so a worker process unpickling it imports its module
         self._task_type.check_declared(self, name)
