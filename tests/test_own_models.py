@@ -228,7 +228,7 @@ def preflight_of(config, overrides):
                 "teacher.model={modalities: [a]}",
                 "imports=[]",
             ],
-            r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, lenet, mlp, "
+            r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, hf, lenet, mlp, "
             r"resnet, spec_cnn, tokens \(",
         ),
         (

@@ -1,6 +1,6 @@
 """Reference models, users' models from a config, and feature hooks."""
 
-from . import resnet, spectrogram_cnn  # noqa: F401  (register the "resnet" and "spec_cnn" encoders)
+from . import hf, resnet, spectrogram_cnn  # noqa: F401  (register the "hf", "resnet" and "spec_cnn" encoders)
 from .custom import CustomModelConfig, check_outputs
 from .encoders import EncoderConfig, build_encoder
 from .hooks import FeatureHooks, find_module

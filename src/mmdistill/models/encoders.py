@@ -24,7 +24,15 @@ import math
 from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -32,7 +40,7 @@ from ..registry import ENCODERS
 from ..schema import ConfigModel
 from ..usercode import call
 
-BUILTIN_ENCODERS = ("mlp", "cnn1d", "cnn2d", "tokens", "lenet")
+BUILTIN_ENCODERS = ("mlp", "cnn1d", "cnn2d", "tokens", "lenet")  # pretrained ones: ``hf`` (models/hf.py)
 MAX_WIDTH = 65536
 Width = Annotated[int, Field(strict=True, ge=1, le=MAX_WIDTH)]  # a layer width: a positive integer, never a bool
 
@@ -53,6 +61,22 @@ class EncoderConfig(ConfigModel):
     dropout: float = Field(0.0, strict=True, ge=0, lt=1, allow_inf_nan=False, description="probability, in [0, 1)")
     vocab_size: int = Field(1000, strict=True, ge=1, le=10_000_000)
     params: dict[str, Any] = Field(default_factory=dict, description="settings of a registered encoder's Params")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_keys_beside_type(cls, raw: Any) -> Any:
+        """A registered encoder's own settings may be written beside ``type`` (``{type: hf, path: ...}``): the keys
+        its ``Params`` declares and this model does not move into ``params``."""
+        if not isinstance(raw, dict) or raw.get("type") not in ENCODERS:
+            return raw
+        schema = getattr(ENCODERS.get(raw["type"]), "Params", None)
+        own = getattr(schema, "model_fields", {})
+        moved = {k: v for k, v in raw.items() if k in own and k not in cls.model_fields}
+        if not moved:
+            return raw
+        params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+        rest = {k: v for k, v in raw.items() if k not in moved}
+        return {**rest, "params": {**params, **moved}}
 
     @field_validator("type")
     @classmethod
@@ -216,7 +240,12 @@ def build_encoder(shape: tuple[int, ...], cfg: EncoderConfig, key: str = "encode
     cls = ENCODERS.get(cfg.type, f"{key}.type")
     schema = encoder_params_model(cfg.type)
     args = (tuple(shape), cfg) if schema is None else (tuple(shape), cfg, schema.model_validate(cfg.params))
-    enc = call(cls, f"{key}.type", f"encoder {cfg.type!r}", *args)  # a user's encoder that raises is named
+    try:
+        enc = call(cls, f"{key}.type", f"encoder {cfg.type!r}", *args)  # a user's encoder that raises is named
+    except ConfigError as err:  # an encoder's own setting at fault (``params.path: ...``): named under its key
+        if not str(err).startswith("params."):
+            raise
+        raise ConfigError(f"{key}.{str(err).removeprefix('params.')}") from None
     if not isinstance(enc, nn.Module):
         raise ConfigError(f"{key}.type: encoder {cfg.type!r} built a {type(enc).__name__}, not a torch.nn.Module")
     out_dim = getattr(enc, "out_dim", None)

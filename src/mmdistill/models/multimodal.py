@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
 from ..errors import ConfigError
+from ..registry import ENCODERS
 from ..schema import TAGGED_MODELS, ConfigModel, checked_int, parse
 from ..strict_yaml import cut, short
 from .custom import CustomModelConfig, build_custom
@@ -177,6 +178,9 @@ def check_encoder_fits(spec: ModalitySpec, enc: EncoderConfig, key: str) -> None
     """A built-in encoder type suits the modality: tokens for token ids only; cnn1d (C, T)/(T,); cnn2d (C, H, W)/(H, W).
     A user's registered encoder is not checked here (its own constructor may check the shape)."""
     if enc.type not in BUILTIN_ENCODERS:
+        fits = getattr(ENCODERS.get(enc.type), "check_fits", None)  # an encoder's own check, e.g. hf's
+        if fits is not None:
+            fits(spec, enc.params, key)
         return
     dims = len(spec.shape)
     what = f"modality {spec.name!r} ({'token ids' if spec.tokens else 'floats'}, per-example shape {tuple(spec.shape)})"
