@@ -125,3 +125,11 @@ def test_a_killed_sweep_resumes_without_rerunning_and_ends_as_an_uninterrupted_o
         assert (out / "trials" / name / "trial.json").stat().st_mtime_ns == mtime
     assert len(list(out.glob("trials/*/trial.json"))) == 8
     assert final_table(out) == final_table(whole)
+
+
+def test_a_grid_larger_than_trials_says_so_and_runs_whole(tmp_path, capsys):
+    sweep = {**SWEEP, "methods": ["kd"], "space": {"method.params.temperature": [1, 4]}, "seeds": {"tune": 1, "final": 1}}
+    sweep["search"] = {"kind": "grid", "trials": 1}
+    result = run_sweep(write(tmp_path, sweep), tmp_path / "sweep")
+    assert "search.trials: 1 per method, but the grid has more settings; the whole grid runs" in capsys.readouterr().err
+    assert [r["name"] for r in result["trials"]] == ["kd-000", "kd-001"]
