@@ -70,6 +70,7 @@ ARGUMENT_VALUES = {
     "task": ANY_BAD + ["detection", {"name": "segmentation"}, {"name": "classification", "params": {"x": 1}}],
     "transforms": ANY_BAD + [{"train": 3}, {"nope": lambda item: item}, {"train": lambda item: None}],
     "overwrite": ANY_BAD,
+    **{split: ANY_BAD + [[{"a": 1}], [{"a": torch.zeros(4), "label": 0}] * 3] for split in ("train", "val", "test")},
 }
 # The words a message may use to name the argument at fault (its name, the config section, what it holds)
 NAMES = {
@@ -88,6 +89,7 @@ NAMES = {
     "task": r"task",
     "transforms": r"transform",
     "overwrite": r"overwrite",
+    **{split: rf"{split}|data|item|split" for split in ("train", "val", "test")},
 }
 
 
@@ -172,7 +174,10 @@ def test_distill_arguments_end_in_a_result_or_an_error_naming_the_argument(tmp_p
     root = tmp_path_factory.mktemp("case")
     (root / "FILE").write_text("a file, not a folder")
     kwargs = valid_arguments(toy, root)
-    kwargs[argument] = root / "FILE" if value == "FILE" else value
+    if argument in ("train", "val", "test"):  # the splits given one by one instead of data=
+        splits = kwargs.pop("data")
+        kwargs.update(train=splits.train, val=splits.val, test=splits.test)
+    kwargs[argument] = root / "FILE" if isinstance(value, str) and value == "FILE" else value
     if argument == "teacher" and isinstance(value, nn.Module):
         kwargs["method"] = "kd"
     note(f"distill({argument}={value!r:.200})")
