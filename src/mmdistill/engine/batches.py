@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -114,16 +116,16 @@ class _SeededReads(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, _ = key
         worker = torch.utils.data.get_worker_info()
-        slot = worker.id if worker is not None and self.reading is not None else None
-        if slot is not None:
-            self.reading[slot] = index
+        reading, slot = self.reading, (worker.id if worker is not None else None)
+        if reading is not None and slot is not None:
+            reading[slot] = index
         try:
             return index, self.dataset.item(index)
         except USER_ERRORS as err:  # any user error (sys.exit too): carried to the main process with its index
             return index, _Failure(index, type(err).__name__, describe(err), traceback.format_exc())
         finally:
-            if slot is not None:
-                self.reading[slot] = -1
+            if reading is not None and slot is not None:
+                reading[slot] = -1
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list:
         """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
@@ -160,7 +162,8 @@ def _raise_failure(f: _Failure, split: str) -> None:
         if f.index is not None
         else f"{split}: making a batch raised {f.kind}: {f.message}"
     )
-    err.add_note(f.trace)
+    if sys.version_info >= (3, 11):  # exception notes are new in 3.11; on 3.10 the message stands alone
+        err.add_note(f.trace)
     raise err
 
 
@@ -189,13 +192,19 @@ class ItemBatches:
     """Batches of an :class:`ItemDataset` through a DataLoader (workers, pinning, prefetch per ``TrainerConfig``)."""
 
     def __init__(
-        self, dataset: ItemDataset, order, cfg: TrainerConfig, seed: int, device: torch.device, epoch: int | None = None
+        self,
+        dataset: ItemDataset,
+        order,
+        cfg: TrainerConfig,
+        seed: int,
+        device: torch.device | str,
+        epoch: int | None = None,
     ) -> None:
         self.dataset, self.order, self.device = dataset, order, torch.device(device)
         on_cuda = self.device.type == "cuda"
         pin = cfg.pin_memory if cfg.pin_memory is not None else on_cuda
         workers = cfg.num_workers
-        extra = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
+        extra: dict[str, Any] = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
         self.timeout = cfg.worker_timeout_s if workers else 0
         self.reading = torch.full((workers,), -1, dtype=torch.int64).share_memory_() if workers else None
         self.loader = DataLoader(
@@ -270,7 +279,7 @@ class ItemBatches:
 class ColumnBatches:
     """Batches of a :class:`MultimodalDataset`: one gather per batch by an index tensor (the fast path)."""
 
-    def __init__(self, dataset: MultimodalDataset, order, device: torch.device) -> None:
+    def __init__(self, dataset: MultimodalDataset, order, device: torch.device | str) -> None:
         self.dataset, self.order, self.device = dataset, order, torch.device(device)
 
     def set_epoch(self, epoch: int) -> None:
