@@ -17,6 +17,7 @@ from mmdistill.config import (
     RunConfig,
     TaskConfig,
     TrainerConfig,
+    load_config,
 )
 from mmdistill.data import build_splits, splits_from_arrays
 from mmdistill.data.item_dataset import load_data
@@ -85,6 +86,10 @@ ENTRY_POINTS = [
     (lambda: build_splits("toy-two-modality", "x"), ConfigError, r"^data\.params: expected a dict"),
     (lambda: build_splits("toy-two-modality", {}, seed=-1), ConfigError, r"^data\.split_seed: expected an integer"),
     (lambda: load_data({"name": "mfeat"}), ConfigError, r"^data: expected a mmdistill\.config\.DataConfig"),
+    (lambda: load_config(3), ConfigError, r"^config: expected the path of a YAML file"),
+    (lambda: load_config(b"run.yaml"), ConfigError, r"^config: expected the path of a YAML file"),
+    (lambda: load_config(None, [3]), ConfigError, r"^overrides: expected a list of 'key=value' strings"),
+    (lambda: load_config(None, "trainer.epochs=3"), ConfigError, r"^overrides: expected a list"),
 ]
 
 

@@ -444,6 +444,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, che
     ``check_machine``: also check the trainer settings against this machine (:func:`check_resources`);
     pass False to read a config written elsewhere without running it (e.g. to evaluate a run).
     """
+    if path is not None and (isinstance(path, bytes) or not isinstance(path, (str, os.PathLike))):
+        raise ConfigError(f"config: expected the path of a YAML file (str or pathlib.Path), got {short(path)}")
+    overrides = list(overrides) if isinstance(overrides, (list, tuple)) else overrides
+    if overrides is not None and (not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides)):
+        raise ConfigError(
+            f"overrides: expected a list of 'key=value' strings (e.g. ['trainer.epochs=3']), got {short(overrides)}"
+        )
     raw: dict = apply_overrides(read_config_file(path) if path is not None else {}, overrides or [])
     import_modules(raw.get("imports") or [])  # users' plugins register their entries before the config is resolved
     cfg = validate(RunConfig, raw)
