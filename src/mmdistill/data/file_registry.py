@@ -6,12 +6,13 @@
     data: {name: mm-imdb, params: {root: multimodal_imdb.hdf5}}
     data: {name: mfh-ravdess, params: {root: ravdess/data}}
     data: {name: mfh-vggsound, params: {root: vggsound}}
+    data: {name: hateful-memes, params: {root: hateful_memes, tokenizer: bert-folder, processor: vit-folder}}
 
 Each wrapper calls its loader (``rgbd_scene_splits``, ``rgbd_folder_splits``, ``mmimdb_splits``, ``ravdess_splits``,
-``vggsound_splits``) and returns :class:`~mmdistill.data.item_dataset.ItemSplits`; per-split augmentation is the
-config's ``data.transforms``. ``seed`` is ``data.split_seed``: the scene seed of ``rgbd-scenes`` and the seed of
-VGGSound's carved validation split; the other layouts have fixed splits. A loader's error about one of its
-parameters (``boundaries: ...``) is raised as ``data.params.boundaries: ...``.
+``vggsound_splits``, ``hateful_memes_splits``) and returns :class:`~mmdistill.data.item_dataset.ItemSplits`;
+per-split augmentation is the config's ``data.transforms``. ``seed`` is ``data.split_seed``: the scene seed of
+``rgbd-scenes`` and the seed of VGGSound's carved validation split; the other layouts have fixed splits. A loader's
+error about one of its parameters (``boundaries: ...``) is raised as ``data.params.boundaries: ...``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ SCENE_PARAMS = ("n_scenes", "size", "max_objects", "rgb_noise", "depth_noise", "
 
 @contextmanager
 def _param_errors(params: tuple[str, ...]) -> Iterator[None]:
-    """A loader's DataError that starts with one of its parameter names is re-raised as ``data.params.<name>: ...``."""
+    """A loader's DataError (or ConfigError) that starts with one of its parameter names is re-raised as
+    ``data.params.<name>: ...``."""
     try:
         yield
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         text = str(err)
         if any(text.startswith((f"{p}:", f"{p}.")) for p in params):
             raise type(err)(f"data.params.{text}") from None
@@ -200,6 +202,31 @@ def mfh_vggsound(
     with _param_errors(("root", "label_json", "num_frames", "frame_size", "audio_frames", "val_fraction")):
         splits = vggsound_splits(root, label_json, num_frames, frame_size, audio_frames, val_fraction, seed)
     return _item_splits(splits, f"mfh-vggsound ({root}):")
+
+
+@DATASETS.register("hateful-memes")
+@dataset_card(
+    modalities="image (3, image_size, image_size) or the processor's pixel_values, text token ids (max_length)",
+    rows="the records of root/train.jsonl, dev_seen.jsonl, test_seen.jsonl",
+    task="classification, 2 classes (hateful or not)",
+    source="Hateful Memes in its JSONL layout (root), tokenized by a pretrained model's tokenizer (tokenizer)",
+)
+def hateful_memes(
+    seed: int = 0,
+    root: str = "",
+    tokenizer: str = "",
+    processor: Optional[str] = None,
+    image_size: Annotated[int, Field(strict=True, ge=8, le=4096)] = 64,
+    max_length: Annotated[int, Field(strict=True, ge=1, le=8192)] = 32,
+) -> ItemSplits:
+    """Hateful Memes' JSONL files and images (:mod:`.hateful_memes`); ``tokenizer``: the folder (or hub id) of the
+    text model's tokenizer; ``processor``: the image model's folder, whose image processor prepares the images."""
+    from .hateful_memes import hateful_memes_splits
+
+    _require(root=root, tokenizer=tokenizer)
+    with _param_errors(("root", "tokenizer", "processor", "image_size", "max_length")):
+        splits = hateful_memes_splits(root, tokenizer, processor, image_size, max_length)
+    return _item_splits(splits, f"hateful-memes ({root}):")
 
 
 def _require(**values) -> None:
