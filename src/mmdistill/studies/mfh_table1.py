@@ -128,6 +128,50 @@ class Table1Result:
     summary: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Table1Plan:
+    """What every model of one Table 1 run shares: where it writes, the data by training rows, the KD settings."""
+
+    out: Path
+    specs: dict
+    num_classes: int
+    data: dict
+    cache: CacheConfig
+    temperature: float
+    lam: float
+    accelerator: str
+    teachers_from: Path | None
+
+
+def _fit(plan: _Table1Plan, name: str, role: str, mods: Sequence[str], n: int, seed: int, ep: int, teacher, method):
+    """Train model ``name`` (the reference LeNet on ``mods``, seeded) on the first ``n`` rows, or load the teacher of
+    an earlier run (``teachers_from``); its RunResult."""
+    torch.manual_seed(seed)
+    model = build_model(reference_model(mods), plan.specs, plan.num_classes)
+    params = {"temperature": plan.temperature, "lam": plan.lam} if method == "kd" else None
+    if role == "teacher" and plan.teachers_from is not None:
+        res = _load_finished(run_dir(Path(plan.teachers_from), name, seed), model)
+        if res is None:
+            raise ConfigError(
+                f"--teachers {plan.teachers_from}: no finished {name} run at "
+                f"{run_dir(Path(plan.teachers_from), name, seed)} (result.json and student.safetensors)"
+            )
+        return res
+    return distill(
+        model,
+        teacher,
+        plan.data[n],
+        run_dir(plan.out, name, seed),
+        method=method,
+        method_params=params,
+        trainer=multibench_trainer(ep, plan.accelerator),
+        cache=plan.cache,
+        seed=seed,
+        desc=name,
+        quiet=True,  # the study logs its own lines
+    )
+
+
 def table1(
     splits: DataSplits,
     out: Path,
@@ -157,34 +201,13 @@ def table1(
     cache = CacheConfig(enabled=True, dir=out / "cache")
     rows: list[dict] = []
 
+    plan = _Table1Plan(out, specs, splits.num_classes, data, cache, temperature, lam, accelerator, teachers_from)
+
     def run(
         name: str, role: str, mods: Sequence[str], n: int, seed: int, ep: int, teacher=None, method="supervised"
     ) -> torch.nn.Module:
         start = time.perf_counter()
-        torch.manual_seed(seed)
-        model = build_model(reference_model(mods), specs, splits.num_classes)
-        params = {"temperature": temperature, "lam": lam} if method == "kd" else None
-        if role == "teacher" and teachers_from is not None:
-            res = _load_finished(run_dir(Path(teachers_from), name, seed), model)
-            if res is None:
-                raise ConfigError(
-                    f"--teachers {teachers_from}: no finished {name} run at "
-                    f"{run_dir(Path(teachers_from), name, seed)} (result.json and student.safetensors)"
-                )
-        else:
-            res = distill(
-                model,
-                teacher,
-                data[n],
-                run_dir(out, name, seed),
-                method=method,
-                method_params=params,
-                trainer=multibench_trainer(ep, accelerator),
-                cache=cache,
-                seed=seed,
-                desc=name,
-                quiet=True,  # the study logs its own lines
-            )
+        res = _fit(plan, name, role, mods, n, seed, ep, teacher, method)
         row = {
             "seed": seed,
             "model": name,
