@@ -48,7 +48,7 @@ def write_fsdd(root: Path, indices=(0, 1, 5, 6, 7), speakers=("alice", "bob")) -
                 wavfile.write(root / f"{d}_{speaker}_{i}.wav", 8000, tone.astype(np.int16))
 
 
-@pytest.fixture()
+@pytest.fixture
 def raw(tmp_path):
     write_mnist(tmp_path / "mnist")
     write_fsdd(tmp_path / "fsdd")
