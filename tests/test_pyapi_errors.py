@@ -22,6 +22,7 @@ from mmdistill.config import (
 from mmdistill.data import build_splits, splits_from_arrays
 from mmdistill.data.item_dataset import load_data
 from mmdistill.errors import ConfigError, DataError, MMDistillError
+from mmdistill.methods.kd import KDParams
 from mmdistill.models import CustomModelConfig, EncoderConfig, ModelConfig, build_model
 
 CONFIG_MODELS = [
@@ -43,6 +44,8 @@ CONFIG_MODELS = [
     (lambda: CustomModelConfig(factory="os:nothing"), r"^model\.factory: module 'os' has no attribute 'nothing'"),
     (lambda: CustomModelConfig(), r"^model: give exactly one of factory"),
     (lambda: TrainerConfig.model_validate({"epochs": "x"}), r"^trainer\.epochs: "),
+    (lambda: KDParams(temperature="4"), r"^method\.params\.temperature: "),
+    (lambda: KDParams(temp=4), r"^method\.params\.temp: unknown key; valid keys: temperature, lam"),
     (lambda: RunConfig.model_validate({"student": {"model": {"modalities": "a"}}}), r"^student\.model\.modalities: "),
 ]
 

@@ -17,11 +17,12 @@ that (``Task.gives``), else the run is refused when the config is loaded, naming
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..config import MAX_TEMPERATURE, MIN_TEMPERATURE
+from ..schema import ConfigModel
 from ..tasks.base import CLASS_DISTRIBUTION, SOFTENED_OUTPUTS, TRUE_CLASS
 
 MAX_WEIGHT = 1e6  # beyond it one term drowns every other in float32
@@ -38,10 +39,11 @@ Weight = Annotated[Number, Field(ge=0, le=MAX_WEIGHT)]
 """The weight of a loss term, in [0, 1e6]."""
 
 
-class MethodParams(BaseModel):
-    """Base of a method's ``Params``: unknown keys are refused; use the number types above for every number."""
+class MethodParams(ConfigModel):
+    """Base of a method's ``Params``: unknown keys are refused; use the number types above for every number. Built
+    from Python with a bad value (``KDParams(temperature="4")``), a ConfigError names ``method.params.<key>``."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_key: ClassVar[str] = "method.params"
 
 
 NoParams = MethodParams
