@@ -122,3 +122,16 @@ def test_selection_reads_validation_only(tmp_path):
         {"name": "kd-003", "method": "kd", "status": "pruned", "val": {}},
     ]
     assert best_trials(spec, records)["kd"]["name"] == "kd-001"
+
+
+def test_a_method_with_fixed_parameters_keeps_them_in_every_run(tmp_path):
+    pkt = {"name": "pkt", "params": {"student_layer": "head.0", "teacher_layer": "head.0"}}
+    spec = load_sweep(write_sweep(tmp_path, methods=["kd", pkt], space={"pkt": {"method.params.beta": [1000.0]}}))
+    assert spec.config("pkt", {})["method"]["params"] == pkt["params"]  # its defaults
+    assert spec.config("pkt", spec.grid("pkt")[0])["method"]["params"] == {**pkt["params"], "beta": 1000.0}
+    assert spec.config("kd", {})["method"]["params"] == {}
+
+
+def test_a_method_whose_defaults_miss_a_required_parameter_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"methods: 'pkt' at its defaults.*student_layer.*\{name: pkt, params"):
+        load_sweep(write_sweep(tmp_path, methods=["kd", "pkt"], space={"method.params.temperature": [1]}))

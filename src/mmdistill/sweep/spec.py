@@ -1,7 +1,7 @@
 """A sweep file, read and checked before anything starts.
 
     base: my_pair.yaml                    # a run config (`mmdistill train`'s), relative to this file
-    methods: [kd, dkd]
+    methods: [kd, dkd, {name: pkt, params: {student_layer: head.0, teacher_layer: head.0}}]   # fixed params
     space:
       method.params.temperature: [1, 2, 4, 8]                    # a list: values to try
       trainer.optimizer.lr: {low: 0.001, high: 0.1, log: true}   # a range (random, optuna); int: true for integers
@@ -66,6 +66,7 @@ class SweepSpec:
     metric: str
     higher_is_better: bool
     logging: dict = field(default_factory=dict)
+    fixed: dict[str, dict] = field(default_factory=dict)  # per method: parameters every run of it gets
     source: dict = field(default_factory=dict)  # the file as read, with the base config resolved (for --resume)
 
     def grid(self, method: str) -> list[dict[str, Any]]:
@@ -78,12 +79,13 @@ class SweepSpec:
 
     def config(self, method: str, setting: dict[str, Any]) -> dict:
         """The run config (a mapping) of ``method`` with ``setting`` put into the base config."""
-        return configured(self.base, method, setting)
+        return configured(self.base, method, setting, self.fixed.get(method))
 
 
-def configured(base: dict, method: str, setting: dict[str, Any]) -> dict:
+def configured(base: dict, method: str, setting: dict[str, Any], fixed: dict | None = None) -> dict:
+    """``base`` with the method ``method`` (its ``fixed`` parameters, else its defaults) and ``setting``'s keys set."""
     raw = copy.deepcopy(base)
-    raw["method"] = {"name": method, "params": {}}
+    raw["method"] = {"name": method, "params": copy.deepcopy(fixed or {})}
     for key, value in setting.items():
         node = raw
         *parents, last = key.split(".")
@@ -104,7 +106,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if key not in raw:
             raise ConfigError(f"sweep file {path}: '{key}' is missing (a sweep names {', '.join(TOP_KEYS[:4])}, ...)")
     base = _base(raw["base"], path.parent)
-    methods = _methods(raw["methods"])
+    methods, fixed = _methods(raw["methods"])
     search = _mapping(raw.get("search", {}), "search")
     _unknown(search, ("kind", "trials", "seed"), "search.")
     kind = search.get("kind", "grid")
@@ -113,7 +115,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     trials = _count(search["trials"], "search.trials") if "trials" in search else None
     if kind != "grid" and trials is None:
         raise ConfigError(f"search.trials: kind {kind} needs a number of trials per method (e.g. trials: 20)")
-    space = _space(_mapping(raw["space"], "space"), methods, base, kind)
+    space = _space(_mapping(raw["space"], "space"), methods, base, kind, fixed)
     tune, final = _seeds(raw.get("seeds", {}))
     metric, higher = _select(raw.get("select", {}), base)
     logging = _mapping(raw.get("logging", {}), "logging")
@@ -125,7 +127,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     spec = SweepSpec(
         base, methods, space, kind, trials, _integer(search.get("seed", 0), "search.seed"), tune, final, metric, higher
     )
-    spec.logging = logging
+    spec.logging, spec.fixed = logging, fixed
     spec.source = {**raw, "base": base}
     return spec
 
@@ -176,15 +178,27 @@ def _base(value: Any, folder: Path) -> dict:
     return cfg.model_dump(mode="json")
 
 
-def _methods(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
+def _methods(value: Any) -> tuple[list[str], dict[str, dict]]:
+    """The method names, and the fixed parameters of those given as ``{name: pkt, params: {...}}``."""
+    if not isinstance(value, list) or not value:
         raise ConfigError(f"methods: expected a non-empty list of method names, got {value!r}")
-    if len(set(value)) != len(value):
-        raise ConfigError(f"methods: {value} names a method twice")
-    for m in value:
-        if m not in METHODS:
-            raise ConfigError(f"methods: {m!r} is not a method{_nearest(m, METHODS.names())}")
-    return list(value)
+    names, fixed = [], {}
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict):
+            _unknown(entry, ("name", "params"), f"methods[{i}].")
+            name, params = entry.get("name"), _mapping(entry.get("params", {}), f"methods[{i}].params")
+        else:
+            name, params = entry, {}
+        if not isinstance(name, str):
+            raise ConfigError(f"methods[{i}]: expected a method name or {{name, params}}, got {entry!r}")
+        if name not in METHODS:
+            raise ConfigError(f"methods: {name!r} is not a method{_nearest(name, METHODS.names())}")
+        if name in names:
+            raise ConfigError(f"methods: {name!r} is named twice")
+        names.append(name)
+        if params:
+            fixed[name] = params
+    return names, fixed
 
 
 def valid_keys(base: dict, method: str) -> set[str]:
@@ -232,7 +246,7 @@ def _free_form(key: str, base: dict) -> bool:
     return False
 
 
-def _space(raw: dict, methods: list[str], base: dict, kind: str) -> dict[str, dict[str, Values]]:
+def _space(raw: dict, methods: list[str], base: dict, kind: str, fixed: dict) -> dict[str, dict[str, Values]]:
     shared = {k: v for k, v in raw.items() if "." in str(k)}
     blocks = {k: v for k, v in raw.items() if "." not in str(k)}
     for name, block in blocks.items():
@@ -260,7 +274,7 @@ def _space(raw: dict, methods: list[str], base: dict, kind: str) -> dict[str, di
         }
         for key in space[m]:
             _check_key(key, keys, base, m, f"space.{m}." if key in blocks.get(m, {}) else "space.")
-        _check_values(base, m, space[m])
+        _check_values(base, m, space[m], fixed.get(m))
     for key in shared:
         if key.startswith("method.params.") and not any(key in space[m] for m in methods):
             every = set().union(*(valid_keys(base, m) for m in methods))
@@ -298,15 +312,23 @@ def _values(key: str, values: Any, kind: str, prefix: str) -> Values:
     raise ConfigError(f"{where}: expected a list of values or a range {{low, high, log}}, got {values!r}")
 
 
-def _check_values(base: dict, method: str, space: dict[str, Values]) -> None:
-    """Each value (each end of a range) put into the base config and validated, one key at a time."""
+def _check_values(base: dict, method: str, space: dict[str, Values], fixed: dict | None) -> None:
+    """The method's defaults (with its fixed parameters), then each value (each end of a range) put into the base
+    config and validated, one key at a time."""
+    try:
+        validate(RunConfig, configured(base, method, {}, fixed))
+    except ConfigError as err:
+        raise ConfigError(
+            f"methods: {method!r} at its defaults is not a valid run config ({err}); give the parameters it needs "
+            f"as {{name: {method}, params: {{...}}}}"
+        ) from None
     for key, values in space.items():
         tried = [values.low, values.high] if isinstance(values, Range) else values
         for v in tried:
             if isinstance(values, Range) and values.integer:
                 v = int(v)
             try:
-                validate(RunConfig, configured(base, method, {key: v}))
+                validate(RunConfig, configured(base, method, {key: v}, fixed))
             except ConfigError as err:
                 raise ConfigError(
                     f"space: {key}={v!r} for method {method!r} is not a valid run config: {err}"
