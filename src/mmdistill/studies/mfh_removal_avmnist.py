@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +42,110 @@ ROW_FIELDS = ["seed", "mode", "kept", "teacher_acc", "student_acc"]
 def _batch(dataset, modality: str, rows: int) -> dict:
     b = dataset.__getitems__(range(min(rows, len(dataset))))
     return {modality: b[modality]}
+
+
+NO_CACHE = CacheConfig(enabled=False)
+
+
+@dataclass(frozen=True)
+class _RemovalPlan:
+    """What every student of the study shares: where it writes, its training rows, model specs and trainer."""
+
+    out: Path
+    data: DataSplits
+    specs: dict
+    num_classes: int
+    epochs: int
+    student_lr: float
+    teacher_modality: str
+    student_modality: str
+    temperature: float
+    permutations: int
+    score_rows: int
+
+    def model(self, modality: str, seed: int) -> torch.nn.Module:
+        """The reference LeNet on ``modality``, initialised from ``seed``."""
+        torch.manual_seed(seed)
+        return build_model(reference_model([modality]), self.specs, self.num_classes)
+
+    def fit(self, student, teacher, mode: str, seed: int, kd_params: dict | None = None):
+        """Train ``student`` (supervised without a teacher, else KD with ``kd_params``) into ``runs/MODE/seed_N``."""
+        trainer = multibench_trainer(self.epochs)
+        trainer.optimizer.lr = self.student_lr
+        return distill(
+            student,
+            teacher,
+            self.data,
+            run_dir(self.out, mode, seed),
+            method="supervised" if teacher is None else "kd",
+            method_params=kd_params,
+            trainer=trainer,
+            cache=NO_CACHE,
+            quiet=True,  # the study logs its own lines
+            seed=seed,
+        )
+
+
+def _channel_means(teacher: torch.nn.Module, train, batch: int = 200) -> torch.Tensor:
+    """The mean over the training rows of each channel of the teacher's penultimate layer."""
+    with torch.no_grad():
+        feats = []
+        handle = teacher.head[0].register_forward_hook(lambda m, i, o: feats.append(o))
+        for a in range(0, len(train), batch):
+            teacher(train.__getitems__(range(a, min(a + batch, len(train)))))
+        handle.remove()
+        return torch.cat(feats).mean(0)
+
+
+def _students(plan: _RemovalPlan, teacher, train, fill: torch.Tensor, test, seeds: Sequence[int], k: int, log):
+    """Per seed the no-KD student, then one KD student per mode from the teacher with ``k`` channels kept (scored
+    once by Algorithm 1 with the first seed's no-KD student): the rows and the channel scores."""
+    rows, scores = [], None
+    for seed in seeds:
+        student = plan.model(plan.student_modality, seed)
+        s_res = plan.fit(student, None, "nokd", seed)
+        rows.append(
+            {
+                "seed": seed,
+                "mode": "nokd",
+                "kept": len(fill),
+                "teacher_acc": float("nan"),
+                "student_acc": s_res.test["accuracy"],
+            }
+        )
+        if scores is None:  # Algorithm 1 once, with the first seed's no-KD student
+            sal = channel_salience(
+                teacher,
+                student,
+                _batch(train, plan.teacher_modality, plan.score_rows),
+                _batch(train, plan.student_modality, plan.score_rows),
+                LAYER,
+                permutations=plan.permutations,
+                seed=seeds[0],
+            )
+            scores = sal.scores
+        for mode in MODES[1:]:
+            keep_idx = torch.arange(len(fill)) if mode == "regular" else kept_channels(mode, scores, k, seed)
+            with removed_channels(teacher, LAYER, keep_idx, fill) if mode != "regular" else contextlib.nullcontext():
+                t_acc = _accuracy(teacher, test)
+                res = plan.fit(
+                    plan.model(plan.student_modality, seed),
+                    teacher,
+                    mode,
+                    seed,
+                    {"temperature": plan.temperature, "lam": 0.5},
+                )
+            rows.append(
+                {
+                    "seed": seed,
+                    "mode": mode,
+                    "kept": len(keep_idx),
+                    "teacher_acc": t_acc,
+                    "student_acc": res.test["accuracy"],
+                }
+            )
+            log(f"  seed {seed} {mode}: teacher {t_acc:.2f}, student {rows[-1]['student_acc']:.2f}")
+    return rows, scores
 
 
 def removal_avmnist(
@@ -70,18 +175,20 @@ def removal_avmnist(
         n: DataSplits(splits.train.subset(torch.from_numpy(np.sort(order[:n]))), held["val"], held["test"])
         for n in (train_size, n_teacher)
     }
-    specs, no_cache = splits.train.specs(), CacheConfig(enabled=False)
-
-    def student_trainer():
-        trainer = multibench_trainer(epochs)
-        trainer.optimizer.lr = student_lr
-        return trainer
-
-    def model(mod: str, seed: int):
-        torch.manual_seed(seed)
-        return build_model(reference_model([mod]), specs, splits.num_classes)
-
-    teacher = model(teacher_modality, seeds[0])
+    plan = _RemovalPlan(
+        out,
+        data[train_size],
+        splits.train.specs(),
+        splits.num_classes,
+        epochs,
+        student_lr,
+        teacher_modality,
+        student_modality,
+        temperature,
+        permutations,
+        score_rows,
+    )
+    teacher = plan.model(teacher_modality, seeds[0])
     t_res = distill(
         teacher,
         None,
@@ -89,81 +196,16 @@ def removal_avmnist(
         run_dir(out, "teacher", seeds[0]),
         method="supervised",
         trainer=multibench_trainer(teacher_epochs),
-        cache=no_cache,
+        cache=NO_CACHE,
         quiet=True,  # the study logs its own lines
         seed=seeds[0],
     )
     teacher.eval()
     log(f"  teacher ({teacher_modality}): test {t_res.test['accuracy']:.2f}")  # RunResult: in percent
     train = data[train_size].train
-    with torch.no_grad():  # training mean of each penultimate channel: the fill value of removed channels
-        feats = []
-        handle = teacher.head[0].register_forward_hook(lambda m, i, o: feats.append(o))
-        for a in range(0, len(train), 200):
-            teacher(train.__getitems__(range(a, min(a + 200, len(train)))))
-        handle.remove()
-        fill = torch.cat(feats).mean(0)
-    rows, scores = [], None
+    fill = _channel_means(teacher, train)  # the fill value of removed channels
     k = max(1, round(keep * len(fill)))
-    for seed in seeds:
-        student = model(student_modality, seed)
-        s_res = distill(
-            student,
-            None,
-            data[train_size],
-            run_dir(out, "nokd", seed),
-            method="supervised",
-            trainer=student_trainer(),
-            cache=no_cache,
-            quiet=True,  # the study logs its own lines
-            seed=seed,
-        )
-        rows.append(
-            {
-                "seed": seed,
-                "mode": "nokd",
-                "kept": len(fill),
-                "teacher_acc": float("nan"),
-                "student_acc": s_res.test["accuracy"],
-            }
-        )
-        if scores is None:  # Algorithm 1 once, with the first seed's no-KD student
-            sal = channel_salience(
-                teacher,
-                student,
-                _batch(train, teacher_modality, score_rows),
-                _batch(train, student_modality, score_rows),
-                LAYER,
-                permutations=permutations,
-                seed=seeds[0],
-            )
-            scores = sal.scores
-        for mode in MODES[1:]:
-            keep_idx = torch.arange(len(fill)) if mode == "regular" else kept_channels(mode, scores, k, seed)
-            with removed_channels(teacher, LAYER, keep_idx, fill) if mode != "regular" else contextlib.nullcontext():
-                t_acc = _accuracy(teacher, held["test"])
-                res = distill(
-                    model(student_modality, seed),
-                    teacher,
-                    data[train_size],
-                    run_dir(out, mode, seed),
-                    method="kd",
-                    method_params={"temperature": temperature, "lam": 0.5},
-                    trainer=student_trainer(),
-                    cache=no_cache,
-                    quiet=True,  # the study logs its own lines
-                    seed=seed,
-                )
-            rows.append(
-                {
-                    "seed": seed,
-                    "mode": mode,
-                    "kept": len(keep_idx),
-                    "teacher_acc": t_acc,
-                    "student_acc": res.test["accuracy"],
-                }
-            )
-            log(f"  seed {seed} {mode}: teacher {t_acc:.2f}, student {rows[-1]['student_acc']:.2f}")
+    rows, scores = _students(plan, teacher, train, fill, held["test"], seeds, k, log)
     protocol = {
         "teacher": teacher_modality,
         "student": student_modality,
