@@ -158,11 +158,12 @@ def noise_curves(
             raise ConfigError(f"unknown noise kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
     rows = []
     tensors = getattr(dataset, "tensors", {})
+    token_modalities = {s.name for s in dataset.specs() if s.tokens} if hasattr(dataset, "specs") else set()
     for m_i, m in enumerate(model_modalities(model)):
         x_all = tensors.get(m)
         sigma = x_all.float().std(0) if x_all is not None and x_all.is_floating_point() and len(x_all) > 1 else None
         for k_i, kind in enumerate(kinds):
-            if kind == "gaussian" and x_all is not None and not x_all.is_floating_point():
+            if kind == "gaussian" and (m in token_modalities or (x_all is not None and not x_all.is_floating_point())):
                 continue
             for l_i, level in enumerate(levels):
                 g = torch.Generator().manual_seed(seed * 1_000_003 + m_i * 10_007 + k_i * 101 + l_i)
