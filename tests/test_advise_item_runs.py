@@ -114,3 +114,55 @@ def test_advise_run_on_a_distill_folder_of_factory_data(tmp_path, capsys):
     distill(student, teacher, data, tmp_path / "kd", trainer=trainer)
     out = advise_json(tmp_path / "kd", capsys)
     assert out["student"] == "narrow" and out["representation"].endswith("student side: narrow flattened")
+
+
+class Captions(Dataset):
+    """Three classes; ``narrow`` holds 12 values a row, ``words`` 4 token ids whose first names the class."""
+
+    modalities = ("narrow", "words")
+    num_classes = 3
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+        self.narrow = torch.randn(n, 12, generator=g) + 0.7 * self.y[:, None].float()
+        self.words = torch.cat([self.y[:, None] + 1, torch.randint(4, 20, (n, 3), generator=g)], 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"narrow": self.narrow[i], "words": self.words[i], "label": self.y[i]}
+
+
+def caption_splits() -> dict:
+    return {"train": Captions(90, 0), "val": Captions(30, 1), "test": Captions(30, 2)}
+
+
+TOKENS_YAML = """\
+seed: 0
+data: {{dataset: "test_advise_item_runs:caption_splits"}}
+teacher:
+  model: {{modalities: [narrow, words], encoder: {{hidden: [16], out_dim: 8}},
+          encoders: {{words: {{type: tokens, vocab_size: 20, out_dim: 8}}}}}}
+student: {{model: {{modalities: [words], encoder: {{type: tokens, vocab_size: 20, out_dim: 8}}}}}}
+method: {{name: kd, params: {{temperature: 2.0, lam: 0.5}}}}
+trainer: {{epochs: 1, batch_size: 16, num_threads: 1}}
+cache: {{enabled: false}}
+"""
+
+
+@pytest.mark.parametrize("baseline", [True, False])
+def test_advise_run_on_token_ids_reads_the_no_kd_students_logits_or_says_why_not(tmp_path, capsys, baseline):
+    config = tmp_path / "tokens.yaml"
+    config.write_text(TOKENS_YAML.format())
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), *([] if baseline else ["--no-baseline"])]) == 0
+    if baseline:
+        out = advise_json(run, capsys)
+        assert out["representation"].endswith("student side: the no-KD student's logits")
+        return
+    capsys.readouterr()
+    assert main(["advise", "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'words' holds token ids or rows of different lengths" in err[0]
