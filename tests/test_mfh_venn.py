@@ -53,7 +53,7 @@ def _assert_same(sample, official):
 def test_vary_gamma_preset_draws_the_official_arrays(overlap, seed):
     rng = np.random.RandomState(seed)
     a = rng.randn(500)
-    dims = dict(x1_dim=25, x2_dim=50, xs1_dim=10, xs2_dim=10, overlap_dim=overlap)
+    dims = {"x1_dim": 25, "x2_dim": 50, "xs1_dim": 10, "xs2_dim": 10, "overlap_dim": overlap}
     train = _official_main(rng, a, 200, "increase_gamma", **dims)
     test = _official_main(np.random.RandomState(seed + 1), a, 1000, "increase_gamma", **dims)
     d = draw(preset_spec("vary-gamma", overlap), seed)
@@ -65,7 +65,7 @@ def test_vary_gamma_preset_draws_the_official_arrays(overlap, seed):
 def test_vary_alpha_preset_draws_the_official_arrays(k, seed):
     rng = np.random.RandomState(seed)
     a = rng.randn(500)
-    dims = dict(x1_dim=50, x2_dim=50, xs1_dim=k, xs2_dim=10)
+    dims = {"x1_dim": 50, "x2_dim": 50, "xs1_dim": k, "xs2_dim": 10}
     train = _official_main(rng, a, 200, "increase_alpha", **dims)
     test = _official_main(np.random.RandomState(seed + 1), a, 1000, "increase_alpha", **dims)
     d = draw(preset_spec("vary-alpha", k), seed)

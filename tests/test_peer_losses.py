@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"peer fixtures not found at {FIXTURES} (they come with the shared data)",
 )
 CASES = ["a", "b"]
-TOL = dict(rtol=1e-10, atol=1e-12)  # float64 inputs: equal up to float rounding
+TOL = {"rtol": 1e-10, "atol": 1e-12}  # float64 inputs: equal up to float rounding
 
 
 def load(case: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:

@@ -134,7 +134,8 @@ def test_hint_method_trains_projector(toy_splits, tmp_path):
     )
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "h" / "metrics.csv")))
+    with open(tmp_path / "h" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     hint = [float(row["train/hint"]) for row in rows]
     assert hint[-1] < hint[0], f"the projector must learn to match the teacher's features: {hint}"
     assert set(r.test) >= {"accuracy", "f1_macro"}

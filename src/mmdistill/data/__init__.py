@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import types
@@ -28,10 +29,8 @@ def _record_origin(splits, data_config: dict) -> None:
     """Note on ``splits`` the data config that builds them again (what ``distill()`` writes into its config.yaml);
     splits that take no attribute (a NamedTuple) stay unnoted, and such a distill() folder says it cannot be
     rebuilt."""
-    try:
+    with contextlib.suppress(AttributeError):
         splits.mmdistill_data = data_config
-    except AttributeError:
-        pass
 
 
 def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits | ItemSplits:

@@ -92,9 +92,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
             return
         if self.labels.dim() != 1:
             raise DataError(f"{name}: labels must be 1-D, got shape {tuple(self.labels.shape)}")
-        if self.labels.is_floating_point():
-            if not torch.equal(self.labels, self.labels.round()):
-                raise DataError(f"{name}: labels must be integers, got non-integer values")
+        if self.labels.is_floating_point() and not torch.equal(self.labels, self.labels.round()):
+            raise DataError(f"{name}: labels must be integers, got non-integer values")
         self.labels = self.labels.long()
         self._init_columns(modalities, len(self.labels))
         if int(self.labels.min()) < 0 or int(self.labels.max()) >= num_classes:

@@ -72,7 +72,7 @@ def _check_pair(
     teacher: nn.Module | None,
     data: DataSplits | ItemSplits,
     task: Task | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | str = "cpu",
 ) -> None:
     """The models read modalities the data have; their outputs agree with each other and with the task: the
     number of columns (classes, labels, regression outputs), and the task's own form (``Task.check_outputs``, e.g.

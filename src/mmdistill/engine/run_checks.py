@@ -26,6 +26,7 @@ run, whose ``metrics.json`` is then replaced by the larger one), never drop one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -85,10 +86,10 @@ def check_resume(cfg: RunConfig, out: Path, seeds: list[int], marker: dict | Non
             ) from None
         new = json.loads(json.dumps(cfg.model_dump(mode="json")))
         saved = saved if isinstance(saved, dict) else {}
-        try:  # the saved config with today's defaults filled in: a key added since it was written is not a change
+        # the saved config with today's defaults filled in (a key added since it was written is not a change); one
+        # not valid today is compared as written (the diff names what differs)
+        with contextlib.suppress(Exception):
             saved = json.loads(json.dumps(RunConfig.model_validate(saved).model_dump(mode="json")))
-        except Exception:  # noqa: BLE001  not valid today: compare it as written (the diff names what differs)
-            pass
         changes = [c for c in config_changes(saved, new) if c[0] not in RESUME_MAY_CHANGE]
         if changes:
             shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:10])

@@ -171,7 +171,9 @@ def noise_curves(
                     model,
                     dataset,
                     batch_size,
-                    transform=lambda b, m=m, kind=kind, level=level, g=g: corrupt(b, m, kind, float(level), g, sigma),
+                    transform=lambda b, m=m, kind=kind, level=level, g=g, sigma=sigma: corrupt(
+                        b, m, kind, float(level), g, sigma
+                    ),
                     task=task,
                 )
                 rows.append({"modality": m, "kind": kind, "level": float(level), **metrics})

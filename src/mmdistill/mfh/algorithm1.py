@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Union, cast
+from typing import Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ from ..errors import ConfigError, DataError
 from ..models.hooks import find_module
 
 INPUT = "input"  # layer path naming the teacher's input tensor itself (e.g. the Gaussian channels of x_a)
-Inputs = Union[Tensor, Mapping[str, Tensor]]
+Inputs = Tensor | Mapping[str, Tensor]
 
 
 @dataclass
