@@ -229,6 +229,10 @@ class CacheConfig(_Strict):
     config_key: ClassVar[str] = "cache"
     enabled: bool = Bool(True)
     dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="how the cached outputs are stored (read back as float32)"
+    )
+    top_k: Optional[int] = Int(None, ge=1, le=1 << 24, description="keep the teacher's K largest logits per example")
 
 
 class TaskConfig(_Strict):

@@ -44,7 +44,7 @@ from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_
 from .run_checks import check_cache_settings, check_eval_rows
 from . import run_outputs  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
 from .run_record import describe_run, write_record
-from .teacher import cached_table, default_cache_dir, teacher_outputs
+from .teacher import CacheStorage, cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
 if TYPE_CHECKING:
@@ -180,12 +180,14 @@ class Run:
         if _teacher_mode(cache, train) == "online":  # refusals: _check_teacher_cache, in build_run
             return lambda batch: teacher_outputs(teacher, batch, request, masker), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
-        rows_per_pass = self.trainer.batch_size * 4
+        rows_per_pass, storage = self.trainer.batch_size * 4, CacheStorage(cache.dtype, cache.top_k)
         with _named_as_the_cache(cache_dir):
             if fabric.is_global_zero:
-                cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device)
+                cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, True, storage)
             fabric.barrier()
-            table, _ = cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, False)
+            table, _ = cached_table(
+                teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, False, storage
+            )
         return lambda batch: table.lookup(batch, fabric.device), False
 
     def _evaluate(self, split) -> dict[str, float]:
@@ -293,6 +295,9 @@ def _check_teacher_cache(cache: CacheConfig, train, request: TeacherRequest, mas
             "training, so they cannot be cached; set cache.enabled=false or another masking strategy"
         )
     check_cache_settings(cache, train)
+    classes = getattr(train, "num_classes", None)
+    if cache.top_k is not None and isinstance(classes, int) and cache.top_k > classes:
+        raise ConfigError(f"cache.top_k: {cache.top_k} is above the data's {classes} classes; use 1 ... {classes}")
 
 
 def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:

@@ -8,6 +8,13 @@ key and what it hashes are also stored in the file and checked on open: a file c
 another key is rebuilt, never used. Files are safetensors with a checksum; a corrupt file is
 rebuilt. Opening the cache folder sweeps temp files left by killed writers (ours only).
 
+How a file stores the outputs (``cache.dtype``, ``cache.top_k``; :class:`CacheStorage`): float columns in float32
+(default), float16 or bfloat16, read back as float32; with ``top_k = K`` the logits as the teacher's K largest per
+example, their class indices and one fill value ``f = logsumexp(z_rest) - log(C - K)`` for the other C - K classes,
+so that ``softmax`` at T = 1 gives the K classes their exact probabilities and the others the exact remaining mass,
+spread evenly (the sparse logits of large-scale distillation). With K = C the logits come back as stored: KD equals
+full KD to float rounding. Modality-view logits and features are stored in ``dtype``, never cut to K.
+
 A hit whose table fits ``MMDISTILL_CACHE_MEMORY_MB`` (default 256 MiB) is read into memory
 once, checksum verified on the way, and indexed in memory per batch. A bigger table stays on
 disk: a batch reads only its rows (sorted, nearby rows in one read), so the process's memory
@@ -18,9 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +39,7 @@ from .. import __version__
 from ..batch import INDEX, Batch
 from ..data.dataset import MultimodalDataset
 from ..data.ondisk import NpyRows
-from ..errors import CheckpointError, TrainingError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
@@ -92,6 +101,51 @@ def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, m
     return out
 
 
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TOPK_VALUES, TOPK_INDICES, TOPK_FILL = "logits.topk_values", "logits.topk_indices", "logits.fill"
+
+
+@dataclass(frozen=True)
+class CacheStorage:
+    """How a cache file stores the teacher's outputs: ``dtype`` of its float columns, ``top_k`` logits per example
+    (None: all of them)."""
+
+    dtype: str = "float32"
+    top_k: int | None = None
+
+    def describe(self) -> dict:
+        """What the cache key adds for this storage (nothing for the default, so default keys never change)."""
+        return {} if self == CacheStorage() else {"storage": {"dtype": self.dtype, "top_k": self.top_k}}
+
+    def encode(self, columns: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The columns as stored: floats in ``dtype``; the logits as top-K values, indices and the fill value."""
+        dtype = STORED_DTYPES[self.dtype]
+        out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in columns.items()}
+        if self.top_k is None:
+            return out
+        logits = columns["logits"]
+        if logits.dim() != 2:
+            raise ConfigError(
+                f"cache.top_k: the teacher's logits have shape {tuple(logits.shape)}; top_k keeps the largest of "
+                "(batch, classes) logits only; leave cache.top_k out"
+            )
+        classes = logits.shape[1]
+        if self.top_k > classes:
+            raise ConfigError(f"cache.top_k: {self.top_k} is above the teacher's {classes} classes")
+        values, indices = logits.topk(self.top_k, dim=1)
+        rest = logits.scatter(1, indices, float("-inf")).logsumexp(1)
+        fill = rest - math.log(classes - self.top_k) if self.top_k < classes else rest
+        del out["logits"]
+        out.update({TOPK_VALUES: values.to(dtype), TOPK_INDICES: indices.to(torch.int32), TOPK_FILL: fill.float()})
+        return out
+
+
+def decoded_logits(values: Tensor, indices: Tensor, fill: Tensor, classes: int) -> Tensor:
+    """(B, C) logits from the top-K values at their class indices, every other class at the fill value."""
+    out = fill.float().unsqueeze(1).expand(len(fill), classes).clone()
+    return out.scatter_(1, indices.long(), values.float())
+
+
 class TeacherTable:
     """Teacher outputs for every row of a split, looked up by the batch's ``index``.
 
@@ -101,8 +155,8 @@ class TeacherTable:
     stored (N, V, C) and handed out (V, B, C).
     """
 
-    def __init__(self, columns: Mapping[str, Tensor | NpyRows]) -> None:
-        self.columns = columns
+    def __init__(self, columns: Mapping[str, Tensor | NpyRows], classes: int | None = None) -> None:
+        self.columns, self.classes = columns, classes  # classes: C of top-K logits
 
     @classmethod
     def open(cls, path: Path, memory_budget: int | None = None) -> tuple["TeacherTable", dict]:
@@ -115,18 +169,35 @@ class TeacherTable:
         size = sum(end - begin for _dtype, _shape, begin, end in layout.values())
         budget = memory_budget_bytes() if memory_budget is None else memory_budget
         state, arrays = read_verified(path, keep=size <= budget)
+        classes = state.get("classes")
         if arrays is not None:
-            return cls(arrays), state
+            return cls(arrays, classes), state
         return cls(
             {
-                name: NpyRows(str(path), begin, shape, torch.empty((), dtype=dtype).numpy().dtype)
+                name: NpyRows(str(path), begin, shape, _numpy_dtype(dtype))
                 for name, (dtype, shape, begin, _end) in layout.items()
-            }
+            },
+            classes,
         ), state
 
     def _rows(self, name: str, idx: Tensor) -> Tensor:
+        """The rows ``idx`` of column ``name``; stored float16 / bfloat16 read back as float32."""
         col = self.columns[name]
-        return col.index_select(0, idx) if isinstance(col, Tensor) else torch.from_numpy(col.rows(idx.numpy()))
+        if isinstance(col, Tensor):
+            rows = col.index_select(0, idx)
+        else:
+            rows = torch.from_numpy(col.rows(idx.numpy()))
+            if name != TOPK_INDICES and rows.dtype == torch.int16:  # bfloat16, which numpy has not, read as int16
+                rows = rows.view(torch.bfloat16)
+        return rows.float() if rows.is_floating_point() else rows
+
+    def _logits(self, idx: Tensor) -> Tensor:
+        if TOPK_VALUES not in self.columns:
+            return self._rows("logits", idx)
+        assert self.classes is not None, "a top-K table knows its class count"
+        return decoded_logits(
+            self._rows(TOPK_VALUES, idx), self._rows(TOPK_INDICES, idx), self._rows(TOPK_FILL, idx), self.classes
+        )
 
     @property
     def tensors(self) -> dict[str, Tensor]:
@@ -139,15 +210,25 @@ class TeacherTable:
         idx = batch[INDEX].cpu()
         feats = {k[len("feature.") :]: self._rows(k, idx).to(device) for k in self.columns if k.startswith("feature.")}
         views = self._rows("view_logits", idx).transpose(0, 1).to(device) if "view_logits" in self.columns else None
-        return TeacherOutputs(self._rows("logits", idx).to(device), feats, views)
+        return TeacherOutputs(self._logits(idx).to(device), feats, views)
+
+
+def _numpy_dtype(dtype: torch.dtype):
+    """The numpy dtype to read a stored column as (bfloat16, unknown to numpy, as int16 of the same bytes)."""
+    return torch.empty((), dtype=torch.int16 if dtype == torch.bfloat16 else dtype).numpy().dtype
 
 
 def cache_description(
-    teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None
+    teacher: nn.Module,
+    dataset: MultimodalDataset,
+    request: TeacherRequest,
+    masker: Masker | None,
+    storage: CacheStorage = CacheStorage(),
 ) -> dict:
     """What a cache file's key hashes; stored in the file and compared on open."""
     masking = masker.strategy if (masker is not None and request.views) else None
     return {
+        **storage.describe(),
         "format": 3,
         "mmdistill": __version__,
         "teacher": model_hash(teacher),
@@ -226,6 +307,7 @@ def cached_table(
     batch_size: int,
     device: torch.device,
     build: bool = True,
+    storage: CacheStorage = CacheStorage(),
 ) -> tuple[TeacherTable, bool]:
     """Load the split's table from ``cache_dir`` or compute and store it. Returns (table, was_hit).
 
@@ -233,7 +315,7 @@ def cached_table(
     file whose stored key or description differs from this run's (copied or synced under
     another key) is rebuilt with a note on stderr; so is a corrupt one.
     """
-    desc = cache_description(teacher, dataset, request, masker)
+    desc = cache_description(teacher, dataset, request, masker, storage)
     key = _key_of(desc)
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{key}.safetensors"
@@ -256,7 +338,11 @@ def cached_table(
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
     table = compute_table(teacher, dataset, request, masker, batch_size, device)
-    save_tensors(path, table.tensors, {"rows": len(dataset), "cache_key": key, "cache_description": desc})
+    state = {"rows": len(dataset), "cache_key": key, "cache_description": desc}
+    if storage != CacheStorage():
+        state["classes"] = int(table.columns["logits"].shape[-1]) if table.columns["logits"].dim() > 1 else 1
+        table = TeacherTable(storage.encode(table.tensors), state["classes"])
+    save_tensors(path, table.tensors, state)
     return table, False
 
 
