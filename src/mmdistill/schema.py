@@ -77,7 +77,8 @@ def parse(model: type[BaseModel], raw: Any, prefix: str = "", head: str = "") ->
     """``model.model_validate(raw)`` with pydantic's errors as one ConfigError: ``head`` then each key under
     ``prefix`` (``prefix="trainer."`` gives ``trainer.epochs: ...``)."""
     try:
-        return BaseModel.model_validate.__func__(model, raw)  # pydantic's own, never a subclass's conversion
+        # pydantic's own, never a subclass's conversion (the classmethod's function: its stubs leave out __func__)
+        return BaseModel.model_validate.__func__(model, raw)  # type: ignore[attr-defined]
     except ValidationError as err:
         raise ConfigError(head + "; ".join(error_lines(err, model, prefix))) from None
 

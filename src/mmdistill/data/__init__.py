@@ -51,7 +51,7 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSp
     for key, value in params.items():
         _check_scalar(name, key, value, hints.get(key))
     try:  # the builder's annotations are the parameters' types and ranges: check them before the builder runs
-        checked = pydantic.validate_call(builder, validate_return=False)
+        checked = pydantic.validate_call(validate_return=False)(builder)
         splits = checked(seed=seed, **params)
         _record_origin(splits, {"name": name, "params": params, "split_seed": seed})
         return splits

@@ -74,7 +74,8 @@ class EncoderConfig(ConfigModel):
         moved = {k: v for k, v in raw.items() if k in own and k not in cls.model_fields}
         if not moved:
             return raw
-        params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+        params = raw.get("params")
+        params = params if isinstance(params, dict) else {}
         rest = {k: v for k, v in raw.items() if k not in moved}
         return {**rest, "params": {**params, **moved}}
 
