@@ -250,9 +250,27 @@ def test_the_model_size_check_builds_hf_encoders_on_the_meta_device_from_the_con
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in real.parameters())
 
 
+@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed here")
+def test_the_timm_encoder_without_timm_says_what_to_install():
+    with pytest.raises(ConfigError, match=r"^teacher\.model\.encoders\.image\.name: encoder type timm needs the timm"):
+        build_model(
+            {"modalities": ["image"], "encoders": {"image": {"type": "timm", "name": "resnet18"}}},
+            SPECS,
+            3,
+            "teacher.model",
+        )
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("timm") is None,
     reason="timm is not installed (it needs a torchvision built for this torch)",
 )
-def test_timm_encoder():  # pragma: no cover - only where timm is importable
-    pytest.skip("the timm encoder is not written yet")
+def test_the_timm_encoder_gives_pooled_features_and_freezes():
+    model = build_model(
+        {"modalities": ["image"], "encoders": {"image": {"type": "timm", "name": "resnet10t", "trainable": "none"}}},
+        SPECS, 3, "teacher.model",
+    ).train()  # fmt: skip
+    encoder = model.encoders["image"]
+    feats = encoder(torch.randn(2, 3, 16, 16))
+    assert feats.shape == (2, encoder.out_dim) and not encoder.model.training
+    assert not any(p.requires_grad for p in encoder.parameters())

@@ -229,7 +229,7 @@ def preflight_of(config, overrides):
                 "imports=[]",
             ],
             r"student\.model\.encoder\.type: unknown encoder 'scaled_linear'; known: cnn1d, cnn2d, hf, lenet, mlp, "
-            r"resnet, spec_cnn, tokens \(",
+            r"resnet, spec_cnn, timm, tokens \(",
         ),
         (
             ["masking.strategy=nope"],

@@ -1,6 +1,6 @@
 """Reference models, users' models from a config, and feature hooks."""
 
-from . import hf, resnet, spectrogram_cnn  # noqa: F401  (register the "hf", "resnet" and "spec_cnn" encoders)
+from . import hf, resnet, spectrogram_cnn, timm_encoder  # noqa: F401  (register the hf, resnet, spec_cnn, timm encoders)
 from .custom import CustomModelConfig, check_outputs
 from .encoders import EncoderConfig, build_encoder
 from .hooks import FeatureHooks, find_module
