@@ -19,3 +19,20 @@ def _kd_run_without_targets() -> Run:
 def test_a_kd_weight_without_soft_targets_is_refused_by_both_trainers(train):
     with pytest.raises(ConfigError, match="run 0 has kd_weight 1.0 but no soft_targets"):
         train([_kd_run_without_targets()], epochs=1)
+
+
+ITEM_DATA = ("rgbd-scenes", {"n_scenes": 10, "size": 8})  # procedural scenes: item data, no files needed
+
+
+def test_the_mfh_pairs_of_an_item_dataset_are_refused_naming_the_dataset():
+    from mmdistill.mfh.pairs import load_pairs
+
+    with pytest.raises(ConfigError, match=r"rgbd-scenes: its examples are read one at a time from files \(item data\)"):
+        load_pairs(*ITEM_DATA, teacher="rgb", student="depth")
+
+
+def test_advise_on_an_item_dataset_by_name_points_to_advise_run():
+    from mmdistill.advisor.inputs import load_advisor_inputs
+
+    with pytest.raises(ConfigError, match=r"dataset 'rgbd-scenes' is read one example at a time .* advise --run DIR"):
+        load_advisor_inputs(*ITEM_DATA, teacher="rgb", student="depth")

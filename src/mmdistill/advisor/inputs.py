@@ -61,6 +61,7 @@ def load_advisor_inputs(
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"advise --max-rows: must be a positive integer, got {max_rows}")
     from ..data import build_splits
+    from ..data.dataset import MultimodalDataset
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     t_names = _names(teacher, "teacher", default[0], dataset)
@@ -76,6 +77,11 @@ def load_advisor_inputs(
     if dataset == "mfeat" and "views" not in params:
         params["views"] = wanted
     train = build_splits(dataset, params, seed=seed).train
+    if not isinstance(train, MultimodalDataset):
+        raise ConfigError(
+            f"advise: dataset {dataset!r} is read one example at a time from files (item data); the advisor reads "
+            "a dataset held as columns from its name: train the teacher on it and use advise --run DIR"
+        )
     if max_rows is not None and len(train) > max_rows:
         rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:max_rows]
         train = train.subset(rows.sort().values)

@@ -75,6 +75,7 @@ def load_pairs(
     top ``pca`` principal components of its training split (AV-Digits audio has 1,056 values).
     """
     from ..data import build_splits
+    from ..data.dataset import MultimodalDataset
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     teacher, student = teacher or default[0], student or default[1]
@@ -86,11 +87,19 @@ def load_pairs(
     if dataset == "mfeat" and "views" not in params:
         params["views"] = [teacher, student]
     splits = build_splits(dataset, params, seed=seed)
+    raw: dict[str, MultimodalDataset] = {}
+    for part in ("train", "val", "test"):
+        split = splits.split(part)
+        if not isinstance(split, MultimodalDataset):
+            raise ConfigError(
+                f"{dataset}: its examples are read one at a time from files (item data); the paired teacher/student "
+                "arrays of the MFH analyses need a dataset held as columns (e.g. mfeat, av-digits, venn, avmnist)"
+            )
+        raw[part] = split
     names = splits.train.modality_names
     for role, m in (("teacher", teacher), ("student", student)):
         if m not in names:
             raise ConfigError(f"{role} modality {m!r} not in {dataset}; available: {', '.join(names)}")
-    raw = {part: splits.split(part) for part in ("train", "val", "test")}
     if pca is not None and pca < 1:
         raise ConfigError(f"pca: must be a positive integer, got {pca}")
     bases = {}
