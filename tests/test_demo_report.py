@@ -35,19 +35,24 @@ def test_every_figure_is_embedded_and_nothing_is_external(demo_dir):
     assert "<script" not in html
 
 
+def _csv_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_numbers_equal_the_csvs(demo_dir):
     html = (demo_dir / "report.html").read_text()
-    rows = list(csv.DictReader(open(demo_dir / "mfh-gamma" / "results.csv")))
+    rows = _csv_rows(demo_dir / "mfh-gamma" / "results.csv")
     for setting in {r["setting"] for r in rows}:
         kd = mean(float(r["kd_acc"]) for r in rows if r["setting"] == setting)
         assert f"{100 * kd:.2f}" in html, f"mfh-gamma {setting}: KD mean {100 * kd:.2f} not in the report"
-    rows = list(csv.DictReader(open(demo_dir / "msd" / "results.csv")))
+    rows = _csv_rows(demo_dir / "msd" / "results.csv")
     for method in {r["method"] for r in rows}:
         acc = mean(float(r["student_acc"]) for r in rows if r["method"] == method)
         assert f"{100 * acc:.2f} ±" in html, f"msd {method}: mean {100 * acc:.2f} not in the report"
-    for r in csv.DictReader(open(demo_dir / "advise" / "results.csv")):
+    for r in _csv_rows(demo_dir / "advise" / "results.csv"):
         assert f"{float(r['measured_gain']):+.2f} [{float(r['measured_low']):+.2f}" in html, r["pair"]
-    removal = list(csv.DictReader(open(demo_dir / "mfh-removal" / "results.csv")))
+    removal = _csv_rows(demo_dir / "mfh-removal" / "results.csv")
     for mode in ("regular", "general", "random", "specific"):
         acc = mean(float(r["student_acc"]) for r in removal if r["mode"] == mode)
         assert f"{100 * acc:.2f}" in html, f"removal {mode}"
