@@ -30,7 +30,7 @@ import pytest
 
 from mmdistill.cli import main
 
-CASE_SECONDS = 60
+CASE_SECONDS = 30
 DEFAULT_CASES = 24  # foreign folders, one case of each defect found, and a seeded sample of the rest
 
 TINY = """\
@@ -93,6 +93,7 @@ DAMAGES = {
     ),
     "yaml-wrong-types": lambda p: _write(p, b"seed: x\ndata: 5\nstudent: [1, 2]\nteacher: {model: 3}\n"),
     "not-utf8": lambda p: _write(p, b"\xff\xfe\x00bad\x00\n" * 4),
+    "a-fifo": lambda p: (_delete(p), os.mkfifo(p)),  # reading it would block forever
 }
 
 TRAIN_FILES = [
@@ -150,6 +151,8 @@ FOUND = [
     ("train", "report.json", "json-number"),  # report: a section index that is not a list of sections
     ("train", "report.json", "garbled"),  # report: not JSON, not UTF-8
     ("train", "summary.md", "not-utf8"),  # report: Markdown that is not UTF-8 text
+    ("train", "summary.md", "a-fifo"),  # report: hung reading a FIFO named like a summary
+    ("distill", "result.json", "a-fifo"),  # evaluate/analyze/advise: hung reading a FIFO as distill()'s result
 ]
 
 
@@ -195,10 +198,15 @@ def make_finished(root: Path) -> dict[str, Path]:
 
 
 def state(folder: Path) -> dict[str, bytes | None]:
-    """Every path under ``folder`` with its bytes (None for a folder); {} when ``folder`` is not a folder."""
+    """Every path under ``folder`` with its bytes (None for a folder, the mode of a FIFO); {} when ``folder`` is not
+    a folder."""
+
+    def content(p: Path) -> bytes | None:
+        return p.read_bytes() if p.is_file() else None if p.is_dir() else f"<{p.stat().st_mode:o}>".encode()
+
     if not folder.is_dir():
         return {"<file>": folder.read_bytes()} if folder.is_file() else {}
-    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+    return {str(p.relative_to(folder)): content(p) for p in sorted(folder.rglob("*"))}
 
 
 class _Hang(Exception):

@@ -103,6 +103,8 @@ def _distill_result(path: Path) -> dict:
 
     if not path.exists():
         return {}
+    if not path.is_file():  # a folder, a FIFO (reading it would block)
+        raise ConfigError(f"{path}: not a regular file; distill() writes its result there")
     try:
         result = json.loads(path.read_bytes())
     except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON

@@ -48,9 +48,9 @@ class Section:
 
 def _fill(section: Section) -> Section:
     mds = sorted(section.folder.glob("*.md"), key=lambda p: (p.name != "summary.md", p.name))
-    section.texts = [p for p in mds if p.name not in ("report.md",)]
-    section.figures = sorted(section.folder.glob("*.png"))
-    section.csvs = sorted(section.folder.glob("*.csv"))
+    section.texts = [p for p in mds if p.name not in ("report.md",) and p.is_file()]  # no FIFO, no folder
+    section.figures = sorted(p for p in section.folder.glob("*.png") if p.is_file())
+    section.csvs = sorted(p for p in section.folder.glob("*.csv") if p.is_file())
     return section
 
 
@@ -59,7 +59,7 @@ def _is_distill_folder(folder: Path) -> bool:
 
 
 def _has_content(folder: Path) -> bool:
-    shown = [p for p in folder.glob("*.md") if p.name != "report.md"] + list(folder.glob("*.png"))
+    shown = [p for p in [*folder.glob("*.md"), *folder.glob("*.png")] if p.name != "report.md" and p.is_file()]
     return bool(shown) or _is_distill_folder(folder)
 
 
