@@ -10,7 +10,20 @@ docs/sweeps.md shows a sweep from start to end.
 
 from __future__ import annotations
 
-from .run import run_sweep
-from .spec import SweepSpec, load_sweep
+from typing import Any
 
 __all__ = ["SweepSpec", "load_sweep", "run_sweep"]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_sweep``, ``load_sweep`` and ``SweepSpec`` import the engine at first use: ``mmdistill.sweep.layout`` stays
+    light for the CLI's start-up."""
+    if name == "run_sweep":
+        from .run import run_sweep
+
+        return run_sweep
+    if name in ("load_sweep", "SweepSpec"):
+        from . import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module 'mmdistill.sweep' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from .worker import read_record
 STARTUP_TRIALS = 4  # trials per study sampled at random before TPE, and finished before the pruner prunes any
 # Median pruning: a trial stops when, at an epoch after the first, its validation metric is worse than the median of
 # the earlier trials at that epoch. The workers build the same pruner (a study's pruner is not stored in its file).
-PRUNER = {"name": "MedianPruner", "params": {"n_startup_trials": STARTUP_TRIALS, "n_warmup_steps": 1}}
+PRUNER: dict[str, Any] = {"name": "MedianPruner", "params": {"n_startup_trials": STARTUP_TRIALS, "n_warmup_steps": 1}}
 
 
 class OptunaSearch:

@@ -24,27 +24,10 @@ from ..errors import ConfigError, TrainingError
 from ..io import write_json
 from . import plan as plans
 from .executors import make_executor, run_jobs
+from .layout import SOURCE
 from .spec import SweepSpec, load_sweep
 from .table import final_rows, write_tables
 from .worker import read_record
-
-SOURCE = "sweep.json"  # the sweep file as started (the base config resolved): a resumed sweep must match it
-LAYOUT: runfolder.Layout = {
-    SOURCE: runfolder.PREPARED,
-    "teachers": {"seed_*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
-    "trials": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
-    "final": {"*": {"s*": runfolder.RunOf("train"), "trial.json": None}},
-    "cache": runfolder.ALL,
-    "mlflow.db": None,
-    "mlartifacts": runfolder.ALL,
-    "tensorboard": runfolder.ALL,
-    "study.db": None,
-    "study.db-*": None,
-    "trials.csv": None,
-    "final.csv": None,
-    "summary.md": None,
-}
-runfolder.register_layout("sweep", LAYOUT, resumable=True, finished="summary.md")
 
 
 def run_sweep(
@@ -145,11 +128,12 @@ def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
 
         search = OptunaSearch(spec, out)
         progress.phase("trials", range(search.total))
-        run_jobs(
-            search.next_job,
-            runner,
-            lambda job, record, running: (search.tell(job, record), progress.finished(job, record, running)),
-        )
+
+        def told(job: dict, record: dict, running: int) -> None:
+            search.tell(job, record)
+            progress.finished(job, record, running)
+
+        run_jobs(search.next_job, runner, told)
     else:
         trials = plans.static_trials(spec, out)
         if spec.trials is not None and spec.kind == "grid" and len(trials) > spec.trials * len(spec.methods):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from ..io import write_csv, write_text
 from ..stats import few_seeds_caution, format_summary, paired_difference, summarize
@@ -36,7 +37,11 @@ def final_rows(spec: SweepSpec, finals: dict[str, dict], holder: dict, best: dic
                 continue
             record = finals[holder[(m, variant)]]
             values = test_values(record, metric, seeds)
-            row = {"method": m, "variant": variant, "params": json.dumps(record["params"], sort_keys=True)}
+            row: dict[str, Any] = {
+                "method": m,
+                "variant": variant,
+                "params": json.dumps(record["params"], sort_keys=True),
+            }
             row["val_tune"] = mean_val(best[m]) if variant == "tuned" else math.nan
             row["error"] = record.get("error", "") if values is None else ""
             steps = record.get("steps") or 0
