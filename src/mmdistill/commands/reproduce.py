@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from ..engine.runfolder import Layout, register_layout
+from ..engine.runfolder import Layout, RunOf, register_layout
+from ..sweep import layout as _sweep_layout  # noqa: F401  (declares a sweep folder's layout: --tune writes them)
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
 from . import integer, number, positive_float, positive_int, seed_int, seeds_count, threads, width
