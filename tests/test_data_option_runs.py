@@ -100,3 +100,10 @@ def test_a_bad_data_source_is_one_line_naming_the_option(python_data_run, capsys
 def test_advise_data_without_run_is_refused(capsys):
     assert main(["advise", "--dataset", "venn", "--data", FACTORY]) == 2
     assert "advise --data: gives the data of a run folder (with --run DIR)" in capsys.readouterr().err
+
+
+def test_report_reads_the_folder_without_data(python_data_run, capsys):
+    """report reads only the folder's files (result.json's metrics), never the data, so it needs no --data."""
+    capsys.readouterr()
+    assert main(["report", str(python_data_run)]) == 0
+    assert "distill() result" in (python_data_run / "report.md").read_text()
