@@ -340,7 +340,8 @@ def cached_table(
     table = compute_table(teacher, dataset, request, masker, batch_size, device)
     state = {"rows": len(dataset), "cache_key": key, "cache_description": desc}
     if storage != CacheStorage():
-        state["classes"] = int(table.columns["logits"].shape[-1]) if table.columns["logits"].dim() > 1 else 1
+        logits = table.tensors["logits"]  # just computed: in memory
+        state["classes"] = int(logits.shape[-1]) if logits.dim() > 1 else 1
         table = TeacherTable(storage.encode(table.tensors), state["classes"])
     save_tensors(path, table.tensors, state)
     return table, False
