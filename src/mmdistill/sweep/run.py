@@ -53,7 +53,8 @@ def run_sweep(
         check_same_sweep(spec, checked.path)
     _check_extras(spec)
     plans.needs_teachers(spec)  # a distilling sweep without a teacher section: refused now
-    runner = make_executor(executor, workers, ray_address)
+    gpus = 1.0 if spec.base["trainer"]["accelerator"] in ("gpu", "cuda") else 0.0  # a Ray task's GPU share
+    runner = make_executor(executor, workers, ray_address, gpus)
     try:
         folder = runfolder.claim(out, "sweep", "summary.md", overwrite, resume, info={"workers": workers})
     except BaseException:
