@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.runfolder import register_layout
+from ..engine.runfolder import Layout, register_layout
 from ..errors import ConfigError
 from ..io import write_text
 
-OUTPUTS = {"analysis": {"modalities.md": None, "saliency_hist.png": None}}
+OUTPUTS: Layout = {"analysis": {"modalities.md": None, "saliency_hist.png": None}}
 register_layout("train", OUTPUTS)  # what the analysis adds to a train run's folder (--overwrite may replace it)
 
 

@@ -17,10 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.runfolder import register_layout
+from ..engine.runfolder import Layout, register_layout
 from . import unit_interval
 
-OUTPUTS = {"robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
+OUTPUTS: Layout = {"robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}
 register_layout("train", OUTPUTS)  # what evaluate adds to a train run's folder (--overwrite may replace it)
 
 

@@ -136,7 +136,7 @@ def classify(folder: Path, layout: Layout) -> tuple[list[Path], list[Path]]:
         known, sub = _matches(entry.name, layout)
         if isinstance(sub, RunOf):
             sub = layout_of(sub)
-        elif sub is PREPARED:
+        elif isinstance(sub, Prepared):  # PREPARED, the one instance
             sub = None
         if not known or entry.is_symlink():  # mmdistill never makes links: a link is someone else's
             foreign.append(entry)
@@ -454,8 +454,9 @@ def guard_model_folder(
     if marker is None and owner is not None:
         if locks.held_here(owner / LOCK):
             return path
+        command = (read_marker(owner) or {}).get("command")
         raise OutputExistsError(
-            f"out_dir {out_dir} lies inside {owner}, an mmdistill '{read_marker(owner).get('command')}' run folder "
+            f"out_dir {out_dir} lies inside {owner}, an mmdistill '{command}' run folder "
             "that no run of this process holds; distill() does not write into another run: choose a folder outside it"
         )
     if marker is not None and marker.get("command") != "distill":
