@@ -17,7 +17,7 @@ from mmdistill.cli import main
 
 RUN_YAML = """\
 seed: 0
-data: {{dataset: "test_advise_item_runs:splits", params: {{n_train: 90}}}}
+data: {{dataset: "test_advise_item_runs:splits", params: {{n_train: {n_train}}}}}
 teacher: {{model: {{modalities: [narrow, wide], encoder: {{hidden: [16], out_dim: 8}}}}}}
 student: {{model: {{modalities: [{student}], encoder: {{hidden: [16], out_dim: 8}}}}}}
 method: {{name: kd, params: {{temperature: 2.0, lam: 0.5}}}}
@@ -49,9 +49,9 @@ def splits(n_train: int = 90) -> dict:
     return {"train": Pairs(n_train, 0), "val": Pairs(30, 1), "test": Pairs(30, 2)}
 
 
-def train_run(tmp_path: Path, student: str = "narrow", *extra: str) -> Path:
+def train_run(tmp_path: Path, student: str = "narrow", *extra: str, n_train: int = 90) -> Path:
     config = tmp_path / f"{student}.yaml"
-    config.write_text(RUN_YAML.format(student=student, cache=tmp_path / "cache"))
+    config.write_text(RUN_YAML.format(student=student, cache=tmp_path / "cache", n_train=n_train))
     run = tmp_path / f"run-{student}"
     assert main(["train", str(config), "--out", str(run), *extra]) == 0
     return run
@@ -89,8 +89,9 @@ def test_advise_run_without_a_no_kd_student_projects_wide_items_at_random(tmp_pa
     import mmdistill.advisor.inputs as inputs
 
     monkeypatch.setattr(inputs, "FLAT_MAX", 100)
-    out = advise_json(train_run(tmp_path, "wide", "--no-baseline"), capsys)
+    out = advise_json(train_run(tmp_path, "wide", "--no-baseline", n_train=300), capsys)  # two batches of items
     assert out["representation"].endswith("student side: wide as a random projection to 64 values")
+    assert out["examples"] == 300 and out["features"]["d_b_per_n"] == 64 / 300
 
 
 def test_advise_run_reads_a_bounded_seeded_subset_of_the_items(tmp_path, capsys):

@@ -6,7 +6,9 @@ wider than the dataset's PCA width (:data:`mmdistill.mfh.pairs.DEFAULT_PCA`, as 
 protocol does) is projected on its training split's top principal components; each is standardised
 with the training split's statistics; a side's modalities are concatenated in the order given.
 :func:`load_run_inputs` takes the teacher side from a trained teacher in a run folder instead (its
-logits on the training split: the knowledge KD actually distils).
+logits on the training split: the knowledge KD actually distils); on item data (a torch Dataset) it reads
+a bounded subset in batches and represents wide or non-numeric student inputs by the no-KD student's
+logits (:func:`item_features`).
 """
 
 from __future__ import annotations
@@ -149,9 +151,9 @@ def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | Non
 
 
 ITEM_ROWS = 1000  # item data: training rows read for the advice (its probes read at most 600, its pilot 200)
-FLAT_MAX = 4096  # an item modality up to this many values a row is used flattened; a wider one is represented
-PROJECTED = 64  # by a trained student's logits or a random projection; flattened rows wider than this are
-PCA_FIT_ROWS = 500  # projected on their top principal components, fitted on at most this many rows
+FLAT_MAX = 4096  # the widest item modality (values a row) the probes read flattened
+PROJECTED = 64  # the width of a projection (principal components, or random) of wider rows
+PCA_FIT_ROWS = 500  # the rows the principal components are fitted on
 
 
 def _logits(model, split) -> Tensor:
@@ -177,14 +179,12 @@ def item_features(train, teacher, no_kd, names: list[str], seed: int = 0) -> tup
     Otherwise (token ids, rows of different lengths, wider inputs such as images) the run's no-KD student's
     logits stand for the student's modalities (what a student trained on them alone reads from them); without a
     no-KD student, a wide float modality is a seeded random Gaussian projection to :data:`PROJECTED` values."""
-    from ..batch import MASK_SUFFIX
     from ..engine.trainer import eval_batches
 
     logits, labels, student_logits = [], [], []
-    flat: dict[str, list[Tensor]] = {m: [] for m in names}
+    rows: dict[str, list[Tensor]] = {m: [] for m in names}
+    widths: dict[str, set[int]] = {m: set() for m in names}
     projections: dict[str, Tensor] = {}
-    fixed = {m: True for m in names}
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for batch in eval_batches(train, 256):
             logits.append(teacher(batch).float())
@@ -192,47 +192,52 @@ def item_features(train, teacher, no_kd, names: list[str], seed: int = 0) -> tup
             if no_kd is not None:
                 student_logits.append(no_kd(batch).float())
             for m in names:
-                x = batch[m]
-                first = flat[m][0] if flat[m] else None
-                if x.is_floating_point() and f"{m}{MASK_SUFFIX}" not in batch:
-                    row = x.reshape(len(x), -1).float()
-                    if first is not None and first.shape[1] != row.shape[1]:
-                        fixed[m] = False
-                    elif row.shape[1] > FLAT_MAX:
-                        if m not in projections:
-                            projections[m] = torch.randn(row.shape[1], PROJECTED, generator=generator)
-                        flat[m].append(row @ projections[m] / row.shape[1] ** 0.5)
-                    else:
-                        flat[m].append(row)
-                else:
-                    fixed[m] = False
-    labels_all = torch.cat(labels)
-    wide = [m for m in names if m in projections]
-    if no_kd is not None and (wide or not all(fixed.values())):
-        z = torch.cat(student_logits)
-        return torch.cat(logits), labels_all, _standardised(z), "the no-KD student's logits"
-    if not all(fixed.values()):
-        bad = next(m for m in names if not fixed[m])
+                row = _flat_rows(batch, m)
+                widths[m].add(-1 if row is None else row.shape[1])  # -1: token ids or padded rows
+                if row is not None and row.shape[1] > FLAT_MAX:  # wide: only its random projection is kept
+                    if m not in projections:
+                        projections[m] = torch.randn(row.shape[1], PROJECTED, generator=_generator(seed, m))
+                    row = row @ projections[m] / row.shape[1] ** 0.5
+                rows[m].append(row)
+    teacher_logits, targets = torch.cat(logits), torch.cat(labels)
+    fixed = [m for m in names if len(widths[m]) == 1 and -1 not in widths[m]]
+    if no_kd is not None and (projections or len(fixed) < len(names)):
+        return teacher_logits, targets, _standardised(torch.cat(student_logits)), "the no-KD student's logits"
+    if len(fixed) < len(names):
+        bad = next(m for m in names if m not in fixed)
         raise ConfigError(
             f"advise --run: the student's modality {bad!r} holds token ids or rows of different lengths, and the "
             "run has no no-KD student whose logits could stand for it (it was trained with --no-baseline, or is a "
             "distill() folder); train the run with its no-KD baseline, or advise on fixed-length features from "
             "Python (mmdistill.advisor.predict.advise)"
         )
-    parts, how = [], []
-    for m in names:
-        x = torch.cat(flat[m])
-        if m in projections:
-            how.append(f"{m} as a random projection to {PROJECTED} values")
-        elif x.shape[1] > PROJECTED:
-            fit = torch.randperm(len(x), generator=generator)[:PCA_FIT_ROWS]
-            mu, basis = _pca_basis(x[fit], PROJECTED)
-            x = (x - mu) @ basis
-            how.append(f"{m} flattened, projected on {PROJECTED} principal components")
-        else:
-            how.append(f"{m} flattened")
-        parts.append(_standardised(x))
-    return torch.cat(logits), labels_all, torch.cat(parts, 1), "; ".join(how)
+    parts, how = zip(*(_student_rows(m, torch.cat(rows[m]), m in projections, seed) for m in names))
+    return teacher_logits, targets, torch.cat(parts, 1), "; ".join(how)
+
+
+def _flat_rows(batch: dict, m: str) -> Tensor | None:
+    """Modality ``m`` of a batch as (rows, values) floats; None for token ids or padded rows (they carry a mask)."""
+    from ..batch import MASK_SUFFIX
+
+    x = batch[m]
+    if not x.is_floating_point() or f"{m}{MASK_SUFFIX}" in batch:
+        return None
+    return x.reshape(len(x), -1).float()
+
+
+def _generator(seed: int, m: str) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + sum(m.encode()))
+
+
+def _student_rows(m: str, x: Tensor, projected: bool, seed: int) -> tuple[Tensor, str]:
+    """One student modality's standardised feature rows and what they are."""
+    if projected:
+        return _standardised(x), f"{m} as a random projection to {PROJECTED} values"
+    if x.shape[1] <= PROJECTED:
+        return _standardised(x), f"{m} flattened"
+    fit = torch.randperm(len(x), generator=_generator(seed, m))[:PCA_FIT_ROWS]
+    mu, basis = _pca_basis(x[fit], PROJECTED)
+    return _standardised((x - mu) @ basis), f"{m} flattened, projected on {PROJECTED} principal components"
 
 
 def _standardised(x: Tensor) -> Tensor:
