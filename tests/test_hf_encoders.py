@@ -274,3 +274,20 @@ def test_the_timm_encoder_gives_pooled_features_and_freezes():
     feats = encoder(torch.randn(2, 3, 16, 16))
     assert feats.shape == (2, encoder.out_dim) and not encoder.model.training
     assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_a_missing_transformers_or_a_mismatched_torchvision_is_one_line(monkeypatch):
+    import types
+
+    import mmdistill.pretrained as pretrained
+
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setitem(sys.modules, "transformers", Broken("transformers"))
+    with pytest.raises(ConfigError, match=r"^the installed torchvision does not match torch .*pip uninstall"):
+        pretrained.transformers_module()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ConfigError, match=r"need the transformers package: pip install 'mmdistill\[hf\]'"):
+        pretrained.transformers_module()
