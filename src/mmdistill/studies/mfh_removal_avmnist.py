@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..batch import ModalitySpec
 from ..config import CacheConfig
 from ..data.dataset import DataSplits
 from ..engine.api import distill
@@ -53,7 +54,7 @@ class _RemovalPlan:
 
     out: Path
     data: DataSplits
-    specs: dict
+    specs: list[ModalitySpec]
     num_classes: int
     epochs: int
     student_lr: float

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..batch import ModalitySpec
 from ..config import CacheConfig, OptimizerConfig, TrainerConfig
 from ..data.dataset import DataSplits
 from ..engine.api import distill
@@ -133,7 +134,7 @@ class _Table1Plan:
     """What every model of one Table 1 run shares: where it writes, the data by training rows, the KD settings."""
 
     out: Path
-    specs: dict
+    specs: list[ModalitySpec]
     num_classes: int
     data: dict
     cache: CacheConfig
