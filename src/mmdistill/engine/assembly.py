@@ -30,13 +30,14 @@ from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data import DataSplits
 from ..data.item_dataset import ItemSplits
 from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
+from ..usercode import kept
 from ..io import write_json
 from ..masking import Masker, fit_masker
 from ..methods.base import Method, TeacherRequest
 from ..models.multimodal import build_model
 from ..tasks import PERCENT, UNITS_KEY, Task
 from . import runfolder
-from .batches import eval_batches, to_device
+from .batches import eval_batches, to_device, worker_failure
 from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .launch import run_determinism
 from .metrics import evaluate
@@ -343,7 +344,13 @@ def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -
     deterministic kernels on CPU, the caller's settings restored after
     (:func:`~mmdistill.engine.launch.run_determinism`)."""
     with run_determinism(spec.trainer or TrainerConfig()):
-        return build_run(spec, fabric).fit(**fit_options)
+        try:
+            return build_run(spec, fabric).fit(**fit_options)
+        except RuntimeError as err:  # a DataLoader worker's report, raised wherever the run was (engine/batches.py)
+            problem = worker_failure(err)
+            if problem is None:
+                raise
+            raise problem from kept(err)
 
 
 def part_spec(

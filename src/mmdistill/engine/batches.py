@@ -167,11 +167,47 @@ def _raise_failure(f: _Failure, split: str) -> None:
     raise err
 
 
-def _plain_crash_signals(worker_id: int) -> None:
+def _quiet_worker(worker_id: int) -> None:
     """In a worker: a crash signal (a segfault in native code) ends the worker without PyTorch's own message on
-    stderr; the training process reports it in one line naming the split and the item (:class:`ItemBatches`)."""
+    stderr, and a connection the training process dropped (it stopped the run) prints no traceback; the training
+    process reports the failure in one line naming the split and the item (:class:`ItemBatches`)."""
     for crash in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE):
         signal.signal(crash, signal.SIG_DFL)
+    sys.excepthook = _unless_dropped
+
+
+def _unless_dropped(kind, value, trace) -> None:
+    if not issubclass(kind, (ConnectionResetError, BrokenPipeError)):
+        sys.__excepthook__(kind, value, trace)
+
+
+_LAST_WORKERS: dict = {}  # the last DataLoader workers seen ending: split, rows being read, how one ended, timeout
+
+
+def worker_failure(err: BaseException) -> DataError | None:
+    """A DataLoader's report of a worker that blocked past the timeout, exited or was killed, as a DataError naming
+    the split and the items the workers were reading (None for any other exception). PyTorch raises the report of a
+    dead worker from a signal handler, so it may surface anywhere in a run: the run's entry point asks here."""
+    text = str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) and str(err).strip() else ""
+    if not text.startswith(("DataLoader timed out", "DataLoader worker")):
+        return None
+    split, rows = _LAST_WORKERS.get("split", "a split"), _LAST_WORKERS.get("rows", [])
+    reading = f" while reading item(s) {', '.join(map(str, rows[:10]))}" if rows else ""
+    if text.startswith("DataLoader timed out"):
+        return DataError(
+            f"{split}: no batch came from the DataLoader workers in {_LAST_WORKERS.get('timeout', 0):g} s "
+            f"(trainer.worker_timeout_s){reading}: a read that never returns (a lock, a network file system, "
+            "input()); fix the dataset's __getitem__, or raise trainer.worker_timeout_s for slow reads"
+        )
+    if "exited unexpectedly" in text or "killed by signal" in text:
+        ended = _LAST_WORKERS.get("ended", "exited")
+        if ended == "exited" and "killed by signal" in text:
+            ended = "was killed by signal" + text.split("killed by signal", 1)[1].rstrip(". ")
+        return DataError(
+            f"{split}: a DataLoader worker {ended}{reading} (a crash in native code, os._exit or running out of "
+            "memory); run with trainer.num_workers=0 to see the error in this process"
+        )
+    return None
 
 
 def _how_it_ended(it) -> str:
@@ -216,7 +252,7 @@ class ItemBatches:
             persistent_workers=cfg.persistent_workers and workers > 0,
             generator=torch.Generator().manual_seed(seed),
             timeout=self.timeout,
-            worker_init_fn=_plain_crash_signals if workers else None,
+            worker_init_fn=_quiet_worker if workers else None,
             **extra,
         )
 
@@ -240,34 +276,34 @@ class ItemBatches:
                 raise
             raise problem from kept(err)
         except BaseException:  # a failed item, Ctrl-C, an error in the step: stop the workers now, not at exit
-            self.close(it)
+            self.close(it, stop_now=True)  # terminated: a worker still sending a batch would print a traceback
             raise
 
     def _worker_problem(self, err: RuntimeError, it) -> DataError | None:
         """The DataError for a DataLoader's report of a blocked or dead worker (None for another RuntimeError),
         naming the split and the items the workers were reading."""
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        rows = sorted(int(i) for i in self.reading.tolist() if i >= 0) if self.reading is not None else []
-        reading = f" while reading item(s) {', '.join(map(str, rows[:10]))}" if rows else ""
-        split = self.dataset.name
-        if text.startswith("DataLoader timed out"):
-            return DataError(
-                f"{split}: no batch came from the DataLoader workers in {self.timeout:g} s "
-                f"(trainer.worker_timeout_s){reading}: a read that never returns (a lock, a network file system, "
-                "input()); fix the dataset's __getitem__, or raise trainer.worker_timeout_s for slow reads"
-            )
-        if text.startswith("DataLoader worker") and ("exited unexpectedly" in text or "killed by signal" in text):
-            return DataError(
-                f"{split}: a DataLoader worker {_how_it_ended(it)}{reading} (a crash in native code, os._exit or "
-                "running out of memory); run with trainer.num_workers=0 to see the error in this process"
-            )
-        return None
+        self._note_workers(it)
+        return worker_failure(err)
+
+    def _note_workers(self, it) -> None:
+        """Note the split, the items the workers are reading and how an ended worker ended: PyTorch may report a
+        dead worker from its SIGCHLD handler wherever the training process is (a training step), after this
+        iterator is closed, and :func:`worker_failure` then names them."""
+        if self.reading is None:
+            return
+        rows = sorted(int(i) for i in self.reading.tolist() if i >= 0)
+        _LAST_WORKERS.update(split=self.dataset.name, rows=rows, ended=_how_it_ended(it), timeout=self.timeout)
 
     def close(self, it=None, stop_now: bool = False) -> None:
         """Stop the workers of ``it`` and the persistent ones (the run ends or failed); ``stop_now``: terminate them
         first (a blocked worker would hold the shutdown for seconds)."""
         for running in (it, getattr(self.loader, "_iterator", None)):
+            if running is not None and self.reading is not None:
+                self._note_workers(running)
             if stop_now and running is not None:
+                if getattr(running, "_worker_pids_set", False):  # else PyTorch's SIGCHLD handler reports them
+                    torch.utils.data._utils.signal_handling._remove_worker_pids(id(running))
+                    running._worker_pids_set = False
                 for worker in getattr(running, "_workers", []):
                     if worker.is_alive():
                         worker.terminate()
