@@ -170,6 +170,7 @@ def run_dataset(
         nokd = None
         for label, (method, params, t_name) in {**METHODS, **setup.extra}.items():
             if method == "mfh_general":
+                assert nokd is not None  # "nokd" comes first in METHODS: its student scores the channels
                 params = dict(params, scores_csv=str(_salience_csv(teacher, nokd, data, work / "salience.csv")))
             for temp in T_GRID if t_name else (None,):
                 torch.manual_seed(seed)
