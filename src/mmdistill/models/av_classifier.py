@@ -16,7 +16,7 @@ From YAML::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, SupportsInt, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -76,7 +76,7 @@ class EncoderFusionClassifier(nn.Module):
         self.num_classes = int(num_classes)
         self.fusion = fusion
         self.encoders = nn.ModuleDict(dict(encoders))
-        dims = [int(e.out_dim) for e in self.encoders.values()]
+        dims = [int(cast(SupportsInt, e.out_dim)) for e in self.encoders.values()]  # the encoder contract
         if fusion == "late":
             self.heads = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in zip(self.modalities, dims)})
         else:

@@ -15,10 +15,10 @@ and every command that rebuilds a run's models goes through it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union, cast
 
 import torch
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 from torch import Tensor, nn
 
 from ..batch import MASK_SUFFIX, RESERVED, ModalitySpec, validate_inputs
@@ -91,7 +91,7 @@ class MultimodalClassifier(nn.Module):
                 for m in self.modalities
             }
         )
-        dims = [self.encoders[m].out_dim for m in self.modalities]
+        dims = [cast(int, self.encoders[m].out_dim) for m in self.modalities]  # an int: build_encoder checked it
         if cfg.fusion == "sum" and len(set(dims)) > 1:
             raise ConfigError(f"{key}.fusion 'sum' needs equal encoder out_dim, got {dict(zip(self.modalities, dims))}")
         if cfg.fusion == "late":
@@ -132,7 +132,7 @@ AnyModelConfig = Annotated[
     Union[Annotated[ModelConfig, Tag(REFERENCE_TAG)], Annotated[CustomModelConfig, Tag(CUSTOM_TAG)]],
     Discriminator(_model_kind),
 ]
-MODEL_CONFIG_TAGS = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}
+MODEL_CONFIG_TAGS: dict[str, type[BaseModel]] = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}
 TAGGED_MODELS.update(MODEL_CONFIG_TAGS)
 
 
@@ -147,7 +147,9 @@ def build_model(
         model = build_custom(cfg, specs, num_classes, key)
     else:
         model = MultimodalClassifier(specs, num_classes, cfg, key)
-    model.mmdistill_config = cfg  # how to build it again: what distill() records for evaluate/analyze (engine.api)
+    # how to build it again: what distill() records for evaluate/analyze (engine.api); a plain attribute (the
+    # checker types a module's unknown attributes as Tensor | Module)
+    model.mmdistill_config = cfg  # type: ignore[assignment]
     return model
 
 

@@ -195,10 +195,10 @@ class SegmentationNet(nn.Module):
     def _encode(self, m: str, x: Tensor) -> list[Tensor]:
         """The outputs of ``layer1`` .. ``layerL`` of modality ``m``'s trunk (full resolution first)."""
         trunk = self.encoders[m]
-        h = trunk.stem(x)
+        h = trunk.get_submodule("stem")(x)
         maps = []
         for i in range(1, len(self.widths) + 1):
-            h = getattr(trunk, f"layer{i}")(h)
+            h = trunk.get_submodule(f"layer{i}")(h)
             maps.append(h)
         return maps
 
