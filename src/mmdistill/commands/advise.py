@@ -50,6 +50,7 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     for role in ("teacher", "student"):
         model = getattr(cfg, role).model
         if role in own:
+            assert data is not None  # loaded above for the roles in own
             mods[role] = list(declared_modalities(model, data.train.specs(), data.num_classes, f"{role}.model"))
         else:
             mods[role] = list(model.modalities)
