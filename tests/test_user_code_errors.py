@@ -152,18 +152,20 @@ def config_yaml(module: str) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_cli_names_the_users_failing_code_in_one_line_and_leaves_nothing(tmp_path, case):
+def test_the_cli_names_the_users_failing_code_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capfd, case):
+    """``mmdistill train`` run in this process (``cli.main``, as the console script calls it)."""
+    from mmdistill.cli import main
+
     broken, key, message = CASES[case]
     module = user_module(tmp_path, **broken)
     (tmp_path / "run.yaml").write_text(config_yaml(module))
-    env = cli_env()
-    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
-    proc = subprocess.run(
-        cli("train", "run.yaml", "--out", "out"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "run.yaml", "--out", "out"])
+    stderr = capfd.readouterr().err
+    assert code == 2, stderr[-2000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert re.match(f"mmdistill train: error: (?:{key}): ", lines[0]), lines[0]
     assert re.search(message.format(m=module), lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
