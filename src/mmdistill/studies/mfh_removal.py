@@ -26,7 +26,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..models.hooks import find_module
 from ..stats import paired_difference, summarize
-from ..mfh.ensemble import Run, make_mlp, train_runs
+from ..mfh.ensemble import Run, TrainedRuns, make_mlp, train_runs
 from ..mfh.pairs import load_pairs
 from ..mfh.algorithm1 import channel_salience
 from ..mfh.pairs import DEFAULT_PCA
@@ -73,11 +73,13 @@ def kept_channels(mode: str, scores: Tensor, k: int, seed: int) -> Tensor:
     raise ConfigError(f"removal mode: one of general, random, specific; got {mode!r}")
 
 
-def _module(trained, r: int, in_features: int, hidden: int, k: int) -> nn.Module:
-    model = make_mlp(in_features, (hidden,), k)
+def _module(trained: TrainedRuns, r: int, in_features: int, hidden: int, k: int) -> nn.Sequential:
+    model = cast(nn.Sequential, make_mlp(in_features, (hidden,), k))  # one hidden layer: Linear, ReLU, Linear
     with torch.no_grad():
         for lin, (w, b) in zip([model[0], model[2]], trained.layer_params(r, in_features)):
-            lin.weight.copy_(w), lin.bias.copy_(b)
+            assert isinstance(lin, nn.Linear)
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
     return model.eval()
 
 
@@ -109,7 +111,13 @@ def _parsed_pairs(dataset: str, pairs: Sequence[str] | None, keep: float, fill: 
 
 
 def _removed_teachers(
-    job: tuple, teacher_at: tuple, nokd_at: tuple, hidden: int, keep: float, fill: str, permutations: int
+    job: tuple,
+    teacher_at: tuple[TrainedRuns, int],
+    nokd_at: tuple[TrainedRuns, int],
+    hidden: int,
+    keep: float,
+    fill: str,
+    permutations: int,
 ) -> tuple[list, list[dict], float]:
     """One job's Algorithm 1 scores, then per mode its modified teacher's soft labels: (KD student runs, rows,
     seconds of scoring). The no-KD row comes first, with its accuracy; the others carry their test split."""
