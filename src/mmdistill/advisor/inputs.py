@@ -182,7 +182,7 @@ def item_features(train, teacher, no_kd, names: list[str], seed: int = 0) -> tup
     from ..engine.trainer import eval_batches
 
     logits, labels, student_logits = [], [], []
-    rows: dict[str, list[Tensor]] = {m: [] for m in names}
+    rows: dict[str, list[Tensor | None]] = {m: [] for m in names}  # None: token ids or padded rows
     widths: dict[str, set[int]] = {m: set() for m in names}
     projections: dict[str, Tensor] = {}
     with torch.no_grad():
@@ -211,7 +211,8 @@ def item_features(train, teacher, no_kd, names: list[str], seed: int = 0) -> tup
             "distill() folder); train the run with its no-KD baseline, or advise on fixed-length features from "
             "Python (mmdistill.advisor.predict.advise)"
         )
-    parts, how = zip(*(_student_rows(m, torch.cat(rows[m]), m in projections, seed) for m in names))
+    fixed_rows = {m: [r for r in rows[m] if r is not None] for m in names}  # all of them: every modality is fixed
+    parts, how = zip(*(_student_rows(m, torch.cat(fixed_rows[m]), m in projections, seed) for m in names))
     return teacher_logits, targets, torch.cat(parts, 1), "; ".join(how)
 
 
