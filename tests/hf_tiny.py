@@ -83,22 +83,22 @@ def clip(folder: Path, image_size: int = 16, seed: int = 0) -> Path:
 
     _seeded(seed)
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(VOCAB),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        ),
-        vision_config=dict(
-            image_size=image_size,
-            patch_size=8,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-        ),
+        text_config={
+            "vocab_size": len(VOCAB),
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 64,
+        },
+        vision_config={
+            "image_size": image_size,
+            "patch_size": 8,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+        },
         projection_dim=8,
     )
     CLIPModel(config).save_pretrained(folder)

@@ -43,7 +43,8 @@ def test_run_result_and_result_json_give_percent_metrics_in_percent_and_the_loss
 
 def test_the_epoch_log_gives_validation_accuracy_in_percent(supervised_run):
     result, student, splits, out = supervised_run
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     best = float(rows[result.best_epoch - 1]["val/accuracy"])
     fraction = evaluate(student, eval_batches(splits.val, 256), splits.num_classes)["accuracy"]  # best weights
     assert best == pytest.approx(100 * fraction, abs=1e-3)

@@ -276,8 +276,10 @@ def run_target(args: argparse.Namespace) -> int:
     from ..studies.progress import listening
     from .progress import part_lines
 
-    with owned(args.out, "reproduce", "results.csv", args.overwrite, info={"target": args.target}) as folder:
-        with listening(part_lines(f"reproduce {args.target}")):  # one stderr line per seed of a long study
-            summary = TARGETS[args.target].run(args, folder.path)
+    with (
+        owned(args.out, "reproduce", "results.csv", args.overwrite, info={"target": args.target}) as folder,
+        listening(part_lines(f"reproduce {args.target}")),  # one stderr line per seed of a long study
+    ):
+        summary = TARGETS[args.target].run(args, folder.path)
     print(summary)
     return 0

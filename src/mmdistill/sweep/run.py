@@ -205,9 +205,9 @@ class Progress:
         status = record["status"]
         self.counts[status] = self.counts.get(status, 0) + 1
         value = plans.mean_val(record)
-        if self.name == "trials" and status == "done" and not math.isnan(value):
-            if self.best is None or plans._better(value, self.best[0], self.spec.higher_is_better):
-                self.best = (value, job["name"])
+        done = self.name == "trials" and status == "done" and not math.isnan(value)
+        if done and (self.best is None or plans._better(value, self.best[0], self.spec.higher_is_better)):
+            self.best = (value, job["name"])
         what = f"val {self.spec.metric} {value:.2f}" if status == "done" else status
         if status == "failed":
             what += f": {record.get('error', '')}"
