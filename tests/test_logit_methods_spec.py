@@ -61,6 +61,9 @@ def test_dkd_without_warmup_weighs_fully_from_the_first_step_and_counts_steps_ex
     out = method.losses({LABEL: Y2}, StudentOutputs(S2), TeacherOutputs(T2))
     close(out["tckd"], (ROW1[0] + ROW2[0]) / 2)
     assert method.steps.dtype == torch.long  # an integer counter: exact at any step, as resume expects
+    assert int(method.steps) == 0  # losses() only computes: the count moves in after_step
+    method.after_step(step=1, epoch=1)
+    assert int(method.steps) == 1
     method.eval()
     method.losses({LABEL: Y2}, StudentOutputs(S2), TeacherOutputs(T2))
     assert int(method.steps) == 1  # evaluation does not advance the warm-up
