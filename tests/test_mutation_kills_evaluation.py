@@ -1,0 +1,146 @@
+"""The evaluation's smaller promises, each pinned where a mutation test found no test that would notice it broken:
+how a distill() folder's result.json is read, which saved models a run folder should hold, and the Markdown table
+of result rows."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from mmdistill.engine.runfolder import MARKER
+from mmdistill.errors import ConfigError
+from mmdistill.evaluation.robustness import format_rows, plot_noise_curves
+from mmdistill.evaluation.runs import _distill_result, missing_models
+
+
+# -- a distill() folder's result.json ----------------------------------------------------------------------------
+def test_a_distill_folder_without_result_json_reads_as_an_empty_result(tmp_path):
+    assert _distill_result(tmp_path / "result.json") == {}
+
+
+def test_a_result_json_that_is_a_folder_is_named(tmp_path):
+    (tmp_path / "result.json").mkdir()
+    with pytest.raises(ConfigError) as err:
+        _distill_result(tmp_path / "result.json")
+    assert str(err.value) == f"{tmp_path / 'result.json'}: not a regular file; distill() writes its result there"
+
+
+def test_a_result_json_that_is_not_json_is_named_with_the_reason(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError) as err:
+        _distill_result(path)
+    assert str(err.value) == (
+        f"{path}: not a readable result file of distill() (Expecting property name enclosed in double quotes: line 1 "
+        "column 2 (char 1)); it is damaged"
+    )
+
+
+@pytest.mark.parametrize("result", [{"seed": -1}, {"seed": True}, {"seed": "1"}, {"seed": 1.0}, [0], "seed"])
+def test_a_result_json_whose_seed_is_no_non_negative_integer_is_refused(tmp_path, result):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    with pytest.raises(ConfigError) as err:
+        _distill_result(path)
+    assert str(err.value) == (
+        f"{path}: expected distill()'s result, a JSON object whose 'seed' is a non-negative integer; the file is "
+        "damaged"
+    )
+
+
+@pytest.mark.parametrize("result", [{}, {"seed": 0}, {"seed": 3, "student": {"accuracy": 50.0}}])
+def test_a_result_json_with_a_seed_or_none_is_read(tmp_path, result):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert _distill_result(path) == result
+
+
+# -- the models a run folder should hold -------------------------------------------------------------------------
+def run_config(method: str = "kd", teacher_checkpoint: str | None = None, teacher: bool = True):
+    return SimpleNamespace(
+        method=SimpleNamespace(name=method),
+        teacher=SimpleNamespace(checkpoint=teacher_checkpoint) if teacher else None,
+    )
+
+
+def run_folder(tmp_path, marker: dict | None, seed_folders=()):
+    if marker is not None:
+        (tmp_path / MARKER).write_text(json.dumps({"mmdistill": "run folder", **marker}))
+    for name in seed_folders:
+        (tmp_path / name).mkdir()
+    return tmp_path
+
+
+def test_a_run_should_hold_teacher_student_and_no_kd_per_seed_of_its_marker_and_folders(tmp_path):
+    run = run_folder(tmp_path, {"seeds": [0, 1]}, ["seed_0", "seed_10", "seed_x"])
+    assert missing_models(run, run_config(), {"seed_0/teacher": 1, "seed_1/nokd": 1}) == [
+        "seed_0/student",
+        "seed_0/nokd",
+        "seed_1/teacher",
+        "seed_1/student",
+        "seed_10/teacher",
+        "seed_10/student",
+        "seed_10/nokd",
+    ]
+
+
+def test_without_a_marker_the_seed_folders_say_the_seeds(tmp_path):
+    run = run_folder(tmp_path, None, ["seed_2", "seed_"])
+    assert missing_models(run, run_config(), {}) == ["seed_2/teacher", "seed_2/student", "seed_2/nokd"]
+
+
+def test_a_distill_folder_misses_nothing(tmp_path):
+    run = run_folder(tmp_path, {"command": "distill", "seeds": [0]}, ["seed_0"])
+    assert missing_models(run, run_config(), {}) == []
+
+
+def test_no_teacher_is_expected_from_a_checkpoint_or_a_method_without_one(tmp_path):
+    run = run_folder(tmp_path, {"seeds": [0]})
+    assert missing_models(run, run_config(teacher_checkpoint="t.safetensors"), {}) == ["seed_0/student", "seed_0/nokd"]
+    assert missing_models(run, run_config(method="supervised"), {}) == ["seed_0/student"]
+    assert missing_models(run, run_config(teacher=False), {}) == ["seed_0/student", "seed_0/nokd"]
+
+
+def test_no_no_kd_student_is_expected_from_a_run_without_the_baseline(tmp_path):
+    run = run_folder(tmp_path, {"seeds": [0], "baseline": False})
+    assert missing_models(run, run_config(), {}) == ["seed_0/teacher", "seed_0/student"]
+
+
+# -- result rows as Markdown -------------------------------------------------------------------------------------
+def test_rows_format_each_metric_of_the_task_with_its_digits_and_the_rest_as_is():
+    rows = [
+        {"modality": "a", "level": 0.5, "mae": 0.123456, "pearson": 0.5, "n": 10},
+        {"n": 12, "modality": "b", "level": 1.0, "mae": 2.0, "pearson": -0.25},
+    ]
+    assert format_rows(rows, task="regression") == (
+        "| modality | level | mae | pearson | n |\n"
+        "|---|---|---|---|---|\n"
+        "| a | 0.5 | 0.1235 | 0.500 | 10 |\n"
+        "| b | 1 | 2.0000 | -0.250 | 12 |"
+    )
+    assert (
+        format_rows(rows, columns=["n", "mae"], task="regression")
+        == "| n | mae |\n|---|---|\n| 10 | 0.1235 |\n| 12 | 2.0000 |"
+    )
+    assert format_rows([], task="regression") == ""
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+@pytest.mark.parametrize("kinds", [["gaussian"], ["gaussian", "dropout"]])
+def test_a_noise_plot_is_one_panel_of_4_5_by_3_5_inches_per_kind_at_120_dpi(tmp_path, kinds):
+    rows = [
+        {"modality": m, "kind": k, "level": level, "accuracy": 90.0 - 10 * level}
+        for k in kinds
+        for m in ("a", "b")
+        for level in (0.0, 1.0)
+    ]
+    path = plot_noise_curves(rows, tmp_path / "plots" / "noise.png", title="t")
+    assert png_size(path) == (round(4.5 * len(kinds) * 120), round(3.5 * 120))
