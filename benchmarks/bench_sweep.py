@@ -4,14 +4,15 @@
 
 A 2-method x 4-setting grid (kd, dkd; temperature x learning rate) on toy-two-modality, one tune seed and two final
 seeds: 3 teachers, 8 trials and 5 final jobs (10 runs), 21 runs in all. In order, each in a fresh process:
+``sweep --workers 1`` (the CLI, timed from start to exit, torch's default threads: one per core); ``sequential``:
+every run of that sweep, read back from its folders (their ``config.yaml``), trained again by ``run_config`` one
+after the other in one process (own teacher cache): the work without the sweep around it; the same with
+``OMP_NUM_THREADS=1``; ``sweep --workers 1`` with ``OMP_NUM_THREADS=1``; ``sweep --workers 2`` (each worker one
+thread on 2 cores).
 
-1. ``sweep --workers 1`` (the CLI, timed from start to exit);
-2. ``sequential``: every run of that sweep, read back from its folders (their ``config.yaml``), trained again by
-   ``run_config`` one after the other in one process (own teacher cache): the work without the sweep around it;
-3. ``sweep --workers 2``.
-
-Prints one Markdown row per mode (wall time, runs per minute, speed-up over sequential) and the overhead per job of
-the 1-worker sweep over the sequential runs; checks that both sweeps wrote the same final table.
+Prints one Markdown row per mode (wall and CPU time, runs per minute, speed-up over each sequential mode) and the
+overhead per job of the 1-thread sweep over the 1-thread sequential runs; checks that the sweeps wrote the same final
+table.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ for i, run in enumerate(runs):
     seed = int(run.name[1:])
     cfg = load_config(run / "config.yaml", [f"cache.dir={out / 'cache'}"])
     run_config(cfg, out / f"{i:03d}", [seed], baseline=False, quiet=True)
-print(len(runs), time.perf_counter() - start)
+print(len(runs), time.perf_counter() - start)  # not read: the caller times the whole process
 """
 
 
@@ -70,10 +71,11 @@ def children_cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def timed(command: list[str], capture: bool = False) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds of the process and its children, its stdout)."""
+def timed(command: list[str], one_thread: bool = False) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process and its children, its stdout); ``one_thread``: OMP_NUM_THREADS=1."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if one_thread else {})}
     start, cpu = time.perf_counter(), children_cpu()
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - start, children_cpu() - cpu, done.stdout
 
 
@@ -92,27 +94,33 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     path = write_sweep(work, args.epochs, args.rows)
     sweep = [sys.executable, "-m", "mmdistill", "sweep", str(path), "--quiet"]
-    one, one_cpu, _ = timed([*sweep, "--out", str(work / "w1"), "--workers", "1"])
-    sequential, seq_cpu, printed = timed([sys.executable, "-c", SEQUENTIAL, str(work / "w1"), str(work / "sequential")])
-    runs, inner = printed.split()
-    two, two_cpu, _ = timed([*sweep, "--out", str(work / "w2"), "--workers", "2"])
-    assert final_table(work / "w1") == final_table(work / "w2"), "the two sweeps' final tables differ"
+    sequential = [sys.executable, "-c", SEQUENTIAL, str(work / "w1")]
+    modes = {  # name -> (wall, CPU); the first sweep's folders are what the sequential modes re-run
+        "sweep --workers 1": timed([*sweep, "--out", str(work / "w1"), "--workers", "1"])[:2],
+        "sequential (one process)": timed([*sequential, str(work / "seq")])[:2],
+        "sequential, 1 thread": timed([*sequential, str(work / "seq1")], one_thread=True)[:2],
+        "sweep --workers 1, 1 thread": timed([*sweep, "--out", str(work / "w1t"), "--workers", "1"], True)[:2],
+        "sweep --workers 2 (1 thread each)": timed([*sweep, "--out", str(work / "w2"), "--workers", "2"])[:2],
+    }
+    for other in ("w1t", "w2"):
+        assert final_table(work / "w1") == final_table(work / other), f"{other}'s final table differs from w1's"
+    runs = len(list((work / "w1").glob("*/*/s*/config.yaml")))
     jobs = len(list((work / "w1").glob("*/*/trial.json")))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(
         f"commit {commit}, {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}; {runs} runs, "
         f"{jobs} jobs, {args.epochs} epochs of {int(0.6 * args.rows)} rows"
     )
-    print("| mode | wall s | CPU s | runs/min | speed-up (wall) |")
-    print("|---|---|---|---|---|")
-    modes = (("sequential (one process)", sequential, seq_cpu), ("sweep --workers 1", one, one_cpu))
-    for name, seconds, cpu in (*modes, ("sweep --workers 2", two, two_cpu)):
-        print(f"| {name} | {seconds:.1f} | {cpu:.1f} | {60 * int(runs) / seconds:.1f} | {sequential / seconds:.2f}x |")
-    print(
-        f"overhead per job, 1-worker sweep over sequential: {(one - sequential) / jobs:.2f} s wall, "
-        f"{(one_cpu - seq_cpu) / jobs:.2f} s CPU (sequential's runs alone: {float(inner):.1f} s)"
-    )
-    print(json.dumps({"sequential": [sequential, seq_cpu], "workers_1": [one, one_cpu], "workers_2": [two, two_cpu]}))
+    base, base1 = modes["sequential (one process)"][0], modes["sequential, 1 thread"][0]
+    print("| mode | wall s | CPU s | runs/min | speed-up over sequential | over sequential, 1 thread |")
+    print("|---|---|---|---|---|---|")
+    for name, (wall, cpu) in modes.items():
+        print(
+            f"| {name} | {wall:.1f} | {cpu:.1f} | {60 * runs / wall:.1f} | {base / wall:.2f}x | {base1 / wall:.2f}x |"
+        )
+    overhead = (modes["sweep --workers 1, 1 thread"][0] - base1) / jobs
+    print(f"overhead per job, 1-worker sweep over sequential runs (1 thread each): {overhead:.2f} s wall")
+    print(json.dumps(modes))
 
 
 if __name__ == "__main__":
