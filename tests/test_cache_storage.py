@@ -97,3 +97,47 @@ def test_bad_cache_storage_settings_are_one_line_naming_the_key(tmp_path):
         CacheConfig(dtype="int8")
     with pytest.raises(ConfigError, match=r"cache\.top_k: 3 is above the teacher's 2 classes"):
         CacheStorage(top_k=3).encode({"logits": torch.zeros(4, 2)})
+
+
+class PidImages(torch.utils.data.Dataset):
+    """Images whose reads note the reading process in ``log`` (to see the DataLoader workers at work)."""
+
+    num_classes = 3
+
+    def __init__(self, n: int, log) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y, self.log = torch.randn(n, 6, generator=g), torch.arange(n) % 3, log
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        import os
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return {"a": self.x[i], "label": self.y[i]}
+
+    def fingerprint(self) -> str:
+        return "pid-images"
+
+
+def test_the_cache_of_an_item_dataset_is_built_by_the_dataloader_workers_with_the_same_outputs(tmp_path):
+    import os
+
+    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.engine.teacher import compute_table
+    from mmdistill.methods.base import TeacherRequest
+    from mmdistill.models import build_model
+
+    split = ItemDataset(PidImages(50, tmp_path / "reads.log"), "train")
+    teacher = build_model({"modalities": ["a"], "encoder": {"hidden": [8], "out_dim": 8}}, split.specs(), 3).eval()
+    request, cpu = TeacherRequest(features=("encoders.a.body.0",)), torch.device("cpu")
+    (tmp_path / "reads.log").write_text("")
+    here = compute_table(teacher, split, request, None, 16, cpu).tensors
+    assert set((tmp_path / "reads.log").read_text().split()) == {str(os.getpid())}
+    (tmp_path / "reads.log").write_text("")
+    workers = compute_table(teacher, split, request, None, 16, cpu, TrainerConfig(num_workers=2)).tensors
+    readers = set((tmp_path / "reads.log").read_text().split())
+    assert str(os.getpid()) not in readers and len(readers) == 2
+    assert here.keys() == workers.keys() and all(torch.equal(here[k], workers[k]) for k in here)

@@ -181,14 +181,13 @@ class Run:
         if _teacher_mode(cache, train) == "online":  # refusals: _check_teacher_cache, in build_run
             return lambda batch: teacher_outputs(teacher, batch, request, masker), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
-        rows_per_pass, storage = self.trainer.batch_size * 4, CacheStorage(cache.dtype, cache.top_k)
+        storage = CacheStorage(cache.dtype, cache.top_k)
+        where = (teacher, train, request, masker, cache_dir, self.trainer.batch_size * 4, fabric.device)
         with _named_as_the_cache(cache_dir):
             if fabric.is_global_zero:
-                cached_table(teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, True, storage)
+                cached_table(*where, True, storage, self.trainer)  # items read by the trainer's DataLoader workers
             fabric.barrier()
-            table, _ = cached_table(
-                teacher, train, request, masker, cache_dir, rows_per_pass, fabric.device, False, storage
-            )
+            table, _ = cached_table(*where, False, storage)
         return lambda batch: table.lookup(batch, fabric.device), False
 
     def _evaluate(self, split) -> dict[str, float]:

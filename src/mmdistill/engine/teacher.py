@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..batch import INDEX, Batch
+from ..config import TrainerConfig
 from ..data.dataset import MultimodalDataset
 from ..data.ondisk import NpyRows
 from ..errors import CheckpointError, ConfigError, TrainingError
@@ -270,6 +271,19 @@ def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None
             )
 
 
+def _split_batches(dataset: MultimodalDataset, batch_size: int, device: torch.device, trainer: TrainerConfig | None):
+    """The split's batches in row order: an item dataset through the trainer's DataLoader workers (when it has
+    some), read as evaluation reads it; column data (or no workers) read here."""
+    if trainer is not None and trainer.num_workers and not isinstance(dataset, MultimodalDataset):
+        from .batches import eval_batches
+
+        yield from eval_batches(dataset, batch_size, 0, 1, trainer, device)
+        return
+    for start in range(0, len(dataset), batch_size):
+        rows = range(start, min(start + batch_size, len(dataset)))
+        yield {k: v.to(device) for k, v in dataset.__getitems__(rows).items()}
+
+
 @torch.no_grad()
 def compute_table(
     teacher: nn.Module,
@@ -278,23 +292,24 @@ def compute_table(
     masker: Masker | None,
     batch_size: int,
     device: torch.device,
+    trainer: TrainerConfig | None = None,
 ) -> TeacherTable:
-    """Teacher outputs for the whole split, in row order (filled into preallocated columns; checked finite)."""
+    """Teacher outputs for the whole split, in row order (filled into preallocated columns; checked finite); the items
+    read by ``trainer.num_workers`` DataLoader workers when ``trainer`` gives some."""
     teacher.eval()
     columns: dict[str, Tensor] = {}
     n = len(dataset)
-    for start in range(0, n, batch_size):
-        rows = range(start, min(start + batch_size, n))
-        batch = {k: v.to(device) for k, v in dataset.__getitems__(rows).items()}
+    for batch in _split_batches(dataset, batch_size, device, trainer):
+        rows = batch[INDEX].cpu()
         out = teacher_outputs(teacher, batch, request, masker)
-        check_finite_outputs(out, dataset.name, torch.arange(rows.start, rows.stop))
+        check_finite_outputs(out, dataset.name, rows)
         parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
         if out.view_logits is not None:
             parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
         for k, v in parts.items():
             if k not in columns:
                 columns[k] = torch.empty((n, *v.shape[1:]), dtype=torch.float32)
-            columns[k][rows.start : rows.stop] = v.float().cpu()
+            columns[k][rows] = v.float().cpu()
     return TeacherTable(columns)
 
 
@@ -308,12 +323,15 @@ def cached_table(
     device: torch.device,
     build: bool = True,
     storage: CacheStorage = CacheStorage(),
+    trainer: TrainerConfig | None = None,
 ) -> tuple[TeacherTable, bool]:
     """Load the split's table from ``cache_dir`` or compute and store it. Returns (table, was_hit).
 
     ``build=False`` (non-zero DDP ranks) only loads; rank 0 builds first behind a barrier. A
     file whose stored key or description differs from this run's (copied or synced under
     another key) is rebuilt with a note on stderr; so is a corrupt one.
+    ``storage``: how the file stores the outputs; ``trainer``: its DataLoader settings read an item dataset's
+    items for the build (``num_workers`` workers).
     """
     desc = cache_description(teacher, dataset, request, masker, storage)
     key = _key_of(desc)
@@ -337,7 +355,7 @@ def cached_table(
         del table
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
-    table = compute_table(teacher, dataset, request, masker, batch_size, device)
+    table = compute_table(teacher, dataset, request, masker, batch_size, device, trainer)
     state = {"rows": len(dataset), "cache_key": key, "cache_description": desc}
     if storage != CacheStorage():
         logits = table.tensors["logits"]  # just computed: in memory
