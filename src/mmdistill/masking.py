@@ -27,7 +27,7 @@ from .registry import MASKERS
 
 if TYPE_CHECKING:
     from .config import MaskingConfig
-    from .data.dataset import MultimodalDataset
+    from .data.split import Split
 
 
 class NullValue(nn.Module):
@@ -183,7 +183,7 @@ class Masker(nn.Module):
 
     @torch.no_grad()
     def fit(self, means: Mapping[str, Tensor]) -> "Masker":
-        """Hand training-set means (``MultimodalDataset.feature_mean()``) to the strategies (``mean``; ``learned``
+        """Hand training-set means (``Split.feature_mean()``) to the strategies (``mean``; ``learned``
         starts from the mean too)."""
         for m in self.nulls:
             if m in means:
@@ -233,7 +233,7 @@ def split_variants(stacked: Tensor, n_views: int) -> Tensor:
     return stacked.reshape(n_views, stacked.shape[0] // n_views, *stacked.shape[1:])
 
 
-def fit_masker(cfg: MaskingConfig, train: MultimodalDataset) -> Masker:
+def fit_masker(cfg: MaskingConfig, train: Split) -> Masker:
     """The run's masker (``masking:`` section), fitted on the training split: its per-modality means are read (one
     pass over an item dataset) only when a strategy uses them (a null value whose ``fit`` does something)."""
     masker = Masker(train.specs(), cfg.strategy, cfg.per_modality)

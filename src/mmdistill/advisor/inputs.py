@@ -63,7 +63,6 @@ def load_advisor_inputs(
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"advise --max-rows: must be a positive integer, got {max_rows}")
     from ..data import build_splits
-    from ..data.dataset import MultimodalDataset
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     t_names = _names(teacher, "teacher", default[0], dataset)
@@ -78,8 +77,9 @@ def load_advisor_inputs(
     wanted = list(dict.fromkeys(t_names + s_names))
     if dataset == "mfeat" and "views" not in params:
         params["views"] = wanted
-    train = build_splits(dataset, params, seed=seed).train
-    if not isinstance(train, MultimodalDataset):
+    splits = build_splits(dataset, params, seed=seed)
+    train = splits.train
+    if not train.holds_columns:
         raise ConfigError(
             f"advise: dataset {dataset!r} is read one example at a time from files (item data); the advisor reads "
             "a dataset held as columns from its name: train the teacher on it and use advise --run DIR"
@@ -96,7 +96,7 @@ def load_advisor_inputs(
     features = {m: _features(train.tensors[m], len(train.labels), width) for m in wanted}
     xa = torch.cat([features[m] for m in t_names], 1)
     xb = torch.cat([features[m] for m in s_names], 1)
-    return AdvisorInputs(dataset, t_names, s_names, train.num_classes, xa, xb, train.labels.clone())
+    return AdvisorInputs(dataset, t_names, s_names, splits.num_classes, xa, xb, train.labels.clone())
 
 
 def _features(x: Tensor, n: int, width: int | None) -> Tensor:
@@ -131,7 +131,7 @@ def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | Non
         )
     teacher_key = teachers[0]
     train = data.train
-    columns = hasattr(train, "tensors")
+    columns = train.holds_columns  # whole columns at hand: every row, read at once
     limit = max_rows if max_rows is not None or columns else ITEM_ROWS
     if limit is not None and len(train) > limit:
         rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:limit]

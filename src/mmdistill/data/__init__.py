@@ -20,9 +20,20 @@ from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datase
 from . import venn  # noqa: F401  (registers the "venn" dataset)
 from . import file_registry  # noqa: F401  (registers the papers' file-backed datasets: rgbd-scenes, mm-imdb, ...)
 from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
-from .item_dataset import ItemSplits
+from .item_dataset import ItemDataset, ItemSplits
+from .split import Split, Splits
 
-__all__ = ["DataSplits", "MultimodalDataset", "build_splits", "splits_from_arrays", "stratified_split"]
+__all__ = [
+    "DataSplits",
+    "ItemDataset",
+    "ItemSplits",
+    "MultimodalDataset",
+    "Split",
+    "Splits",
+    "build_splits",
+    "splits_from_arrays",
+    "stratified_split",
+]
 
 
 def _record_origin(splits, data_config: dict) -> None:
@@ -33,10 +44,11 @@ def _record_origin(splits, data_config: dict) -> None:
         splits.mmdistill_data = data_config
 
 
-def build_splits(name: str, params: dict | None = None, seed: int = 0) -> DataSplits | ItemSplits:
+def build_splits(name: str, params: dict | None = None, seed: int = 0) -> Splits:
     """Build the registered dataset ``name`` with ``params``; an unknown or mistyped parameter is a ConfigError.
 
-    Column datasets give :class:`DataSplits`; the file-backed ones (:mod:`.file_registry`) :class:`ItemSplits`."""
+    Column datasets give splits of :class:`MultimodalDataset`; the file-backed ones (:mod:`.file_registry`) of
+    :class:`ItemDataset`."""
     builder = DATASETS.get(name)
     params = checked_mapping(params, "data.params")
     seed = checked_int(seed, "data.split_seed", ge=0, le=SEED_MAX)

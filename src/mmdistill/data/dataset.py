@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 import numpy as np
@@ -23,8 +22,9 @@ from torch import Tensor
 from ..batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
 from ..schema import SEED_MAX, checked_int
-from ..tasks import DEFAULT_TASK, Task, get_task
+from ..tasks import DEFAULT_TASK, Task, get_task, validate_labels
 from .ondisk import DiskArray
+from .split import Split, Splits
 
 Column = Tensor | DiskArray
 
@@ -56,8 +56,9 @@ class MaterializedColumns(Mapping):
         return len(self._columns)
 
 
-class MultimodalDataset(torch.utils.data.Dataset):
-    """Aligned modality columns and labels of one split.
+class MultimodalDataset(Split):
+    """Aligned modality columns and labels of one split (column data: a :class:`~mmdistill.data.split.Split` whose
+    batch is one gather by an index tensor, with whole columns at hand).
 
     ``modalities``: name -> tensor of shape (N, ...), or a :class:`DiskArray` of N rows;
     ``labels``: (N,) integers in [0, num_classes) for ``task`` classification (the default); for the other tasks
@@ -67,6 +68,10 @@ class MultimodalDataset(torch.utils.data.Dataset):
     as extra columns named ``f"{m}_mask"``. Floating columns are checked for NaN/Inf once,
     here (on-disk ones in chunks, unless the loader already did), so the trainer need not.
     """
+
+    gathers = True
+    holds_columns = True
+    num_classes: int  # always known for column data
 
     def __init__(
         self,
@@ -168,9 +173,6 @@ class MultimodalDataset(torch.utils.data.Dataset):
         batch[INDEX] = idx
         return batch
 
-    def __getitem__(self, i: int) -> Batch:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
-
     def subset(self, indices: Sequence[int] | Tensor | np.ndarray, name: str | None = None) -> MultimodalDataset:
         """Rows ``indices`` as a new dataset (in-memory columns copied, on-disk ones as row views)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -184,6 +186,15 @@ class MultimodalDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.name}: no modality {missing[0]!r}; available: {', '.join(self.modality_names)}")
         keep = {k: v for k, v in self._columns.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
         return MultimodalDataset(keep, self.labels, self.num_classes, self.name, self._task)
+
+    def narrowed(self, modalities: Sequence[str]) -> MultimodalDataset:
+        """Only ``modalities`` (:meth:`select`), or itself when they are all it holds: a batch then gathers no
+        column that is not read."""
+        return self if list(modalities) == self.modality_names else self.select(modalities)
+
+    def check_targets(self, task: Task | None = None) -> None:
+        """Every label at once, in ``task``'s form (None: the dataset's own task)."""
+        validate_labels({LABEL: self.labels}, self.num_classes, task if task is not None else self._task)
 
     def fingerprint(self) -> str:
         """sha256 over modality names, dtypes, shapes and bytes, and the labels: equal data, equal fingerprint.
@@ -217,70 +228,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         return means
 
 
-@dataclass
-class DataSplits:
-    """Train / validation / test splits of one dataset, with a one-line description."""
-
-    train: MultimodalDataset
-    val: MultimodalDataset
-    test: MultimodalDataset
-    description: str = ""
-    info: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    def split(self, name: str) -> MultimodalDataset:
-        if name not in ("train", "val", "test"):
-            raise DataError(f"unknown split {name!r}; expected train, val or test")
-        return getattr(self, name)
-
-    def describe(self) -> str:
-        mods = ", ".join(f"{s.name}{list(s.shape)}" for s in self.train.specs())
-        sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
-        head = f"{self.description} " if self.description else ""
-        return f"{head}{sizes}; {self.num_classes} classes; modalities: {mods}"
-
-    def check(self) -> None:
-        """Every split has the same modalities and shapes; no class appears in val/test only (classification)."""
-        train_specs = self.train.specs()
-        if any(getattr(self.split(s), "task", DEFAULT_TASK) != self.train.task for s in ("val", "test")):
-            raise DataError(
-                f"splits: train holds task {self.train.task!r} targets, val {self.val.task!r}, test "
-                f"{self.test.task!r}; every split must hold the same task's"
-            )
-        train_classes = set(self.train.labels.unique().tolist())
-        for name in ("val", "test"):
-            split = self.split(name)
-            if split.specs() != train_specs:
-                raise DataError(f"split {name!r}: modalities/shapes {split.specs()} differ from train's {train_specs}")
-            if self.train.task != DEFAULT_TASK:
-                continue
-            extra = set(split.labels.unique().tolist()) - train_classes
-            if extra:
-                raise DataError(f"split {name!r}: class(es) {sorted(extra)} appear in {name} but not in train")
-
-    def check_classes(self) -> None:
-        """Degenerate labels, found before training: fewer than 2 training examples or classes, or a class count
-        (``num_classes``) far above the labels that occur (one mistyped label 100000 makes 100001 classes)."""
-        if getattr(self.train, "task", DEFAULT_TASK) != DEFAULT_TASK:
-            return
-        y, name, k = self.train.labels, self.train.name, self.num_classes
-        if len(y) < 2:
-            raise DataError(f"{name}: {len(y)} training example; training needs at least 2 (and 2 classes)")
-        present = torch.unique(y)
-        if len(present) < 2:
-            raise DataError(
-                f"{name}: every training example has label {int(present[0])}: a single class, nothing to learn; "
-                "a classifier needs examples of at least 2 classes"
-            )
-        if k > 2 * len(present):
-            row = int(torch.argmax(y))
-            raise DataError(
-                f"{name}: {k} classes (num_classes), but only {len(present)} distinct labels occur in train "
-                f"(largest label {int(y[row])}, row {row}); labels must be 0..K-1: is a label mistyped?"
-            )
+DataSplits = Splits  # the name this container had when it held column data only (public API)
 
 
 def stratified_split(labels: np.ndarray | Tensor, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

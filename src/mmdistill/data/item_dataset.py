@@ -17,7 +17,6 @@ from __future__ import annotations
 import random as _random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,7 +29,8 @@ from ..schema import checked_int
 from ..usercode import USER_ERRORS, call, failed, import_path, kept
 from ..tasks import DEFAULT_TASK, TASKS
 from .collate import collate_items
-from .dataset import DataSplits, MultimodalDataset
+from .dataset import MultimodalDataset
+from .split import Split, Splits
 
 Transform = Callable[[dict], dict]
 OUTSIDE_TRAINING = 0  # the "epoch" of batch seeds for reads outside the training epochs (checks, prepare, evaluation)
@@ -75,7 +75,8 @@ class _LazyMeans(Mapping):
     """``feature_mean()`` of an :class:`ItemDataset`: computed (one pass over the split) when first read."""
 
     def __init__(self, dataset: ItemDataset) -> None:
-        self._dataset, self._means = dataset, None
+        self._dataset = dataset
+        self._means: dict[str, Tensor] | None = None
         self._keys = [s.name for s in dataset.specs() if not s.tokens]
 
     def __contains__(self, key) -> bool:
@@ -91,7 +92,7 @@ class _LazyMeans(Mapping):
         if key not in self._keys:
             raise KeyError(key)
         if self._means is None:
-            ds, sums = self._dataset, {}
+            ds, sums = self._dataset, dict[str, Tensor]()
             for start in range(0, len(ds), 256):
                 batch = ds.__getitems__(range(start, min(start + 256, len(ds))))
                 for k in self._keys:
@@ -105,8 +106,11 @@ def _declared(dataset, attribute: str, name: str):
     return call(getattr, name, f"dataset.{attribute}", dataset, attribute, None)
 
 
-class ItemDataset(Dataset):
-    """A user's map-style dataset of dict items, seen as one split (optionally with a per-item ``transform``)."""
+class ItemDataset(Split):
+    """A user's map-style dataset of dict items, seen as one split (optionally with a per-item ``transform``).
+
+    The run's task settles what the dataset leaves open (``num_classes``, ``ignore_index``) on this wrapper, never
+    on the user's dataset."""
 
     def __init__(
         self,
@@ -130,6 +134,7 @@ class ItemDataset(Dataset):
         if size == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         self.dataset, self.name, self.transform = dataset, name, transform
+        self._rows_read = False
         self.task = task or _declared(dataset, "task", name) or DEFAULT_TASK
         if self.task not in TASKS:
             raise DataError(f"{name}: task {self.task!r:.80} unknown; expected one of {', '.join(TASKS.names())}")
@@ -187,9 +192,6 @@ class ItemDataset(Dataset):
                     raise failed(err, f"{self.name}: reading item {r} raised", DataError) from kept(err)
         return self.collate(items, rows)
 
-    def __getitem__(self, i: int) -> dict:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
-
     def specs(self) -> list[ModalitySpec]:
         """Per-example shape and kind of each modality, read off the first item."""
         if self._specs is None:
@@ -200,10 +202,6 @@ class ItemDataset(Dataset):
                 ModalitySpec(k, tuple(first[k].shape[1:]), tokens=not first[k].is_floating_point()) for k in keys
             ]
         return self._specs
-
-    @property
-    def modality_names(self) -> list[str]:
-        return [s.name for s in self.specs()]
 
     @property
     def labels(self) -> Tensor:
@@ -219,6 +217,10 @@ class ItemDataset(Dataset):
                     [self.__getitems__(range(s, min(s + 256, len(self))))[LABEL] for s in range(0, len(self), 256)]
                 )
         return self._labels
+
+    @labels.setter
+    def labels(self, value: Tensor) -> None:
+        self._labels = value
 
     def feature_mean(self) -> Mapping[str, Tensor]:
         return _LazyMeans(self)
@@ -237,6 +239,15 @@ class ItemDataset(Dataset):
     def cacheable(self) -> bool:
         return not self.random and self.transform is None and hasattr(self.dataset, "fingerprint")
 
+    def check_rows(self) -> None:
+        """Read every item once (this object: once), so an item that cannot be read or holds NaN/Inf (the collate
+        names it) is refused before a model trains; the global random streams are kept (:meth:`__getitems__`)."""
+        if self._rows_read:
+            return
+        for start in range(0, len(self), 256):
+            self.__getitems__(range(start, min(start + 256, len(self))))
+        self._rows_read = True
+
     def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> ItemDataset:
         idx = [int(i) for i in indices]
         sub = ItemDataset(Subset(self.dataset, idx), name or self.name, self.transform, self.num_classes, self.task)
@@ -246,56 +257,18 @@ class ItemDataset(Dataset):
         return sub
 
 
-AnyDataset = MultimodalDataset | ItemDataset
+AnyDataset = Split  # a split of either kind (the name kept for code that imports it)
+ItemSplits = Splits  # the name this container had for splits holding item data (public API)
 
 
-@dataclass
-class ItemSplits:
-    """Train / validation / test splits of which at least one is an :class:`ItemDataset` (as ``DataSplits``)."""
-
-    train: AnyDataset
-    val: AnyDataset
-    test: AnyDataset
-    description: str = ""
-    info: dict = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    def split(self, name: str) -> AnyDataset:
-        if name not in ("train", "val", "test"):
-            raise DataError(f"unknown split {name!r}; expected train, val or test")
-        return getattr(self, name)
-
-    def describe(self) -> str:
-        mods = ", ".join(f"{s.name}{list(s.shape)}" for s in self.train.specs())
-        sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
-        head = f"{self.description} " if self.description else ""
-        return f"{head}{sizes}; {self.num_classes} classes; modalities: {mods}"
-
-    def check(self) -> None:
-        """Every split has the train split's modalities and per-example shapes (first item of each)."""
-        names = [s.name for s in self.train.specs()]
-        for split in ("val", "test"):
-            other = [s.name for s in self.split(split).specs()]
-            if other != names:
-                raise DataError(f"split {split!r}: modalities {other} differ from train's {names}")
-
-    def check_classes(self) -> None:
-        if getattr(self.train, "task", DEFAULT_TASK) == DEFAULT_TASK:
-            DataSplits.check_classes(self)  # type: ignore[arg-type]
-
-
-def as_split(dataset, name: str, transform: Transform | None = None, task: str | None = None) -> AnyDataset:
-    """A split the engine can train on: a :class:`MultimodalDataset` as is (fast path), anything else wrapped.
+def as_split(dataset, name: str, transform: Transform | None = None, task: str | None = None) -> Split:
+    """A split the engine can train on: a :class:`Split` as is (column data keep their fast path), anything else
+    (or a split given a transform) wrapped as an :class:`ItemDataset`.
 
     ``task``: the task of a wrapped dataset that declares none (no ``dataset.task``)."""
-    if isinstance(dataset, MultimodalDataset) and transform is None:
+    if isinstance(dataset, Split) and transform is None:
         return dataset
     if isinstance(dataset, ItemDataset):
-        if transform is None:
-            return dataset
         dataset = dataset.dataset
     return ItemDataset(dataset, name, transform, task=None if getattr(dataset, "task", None) else task)
 
@@ -308,14 +281,14 @@ def as_splits(
     transforms: Mapping[str, Transform] | None = None,
     where: str = "distill",
     task: str | None = None,
-) -> DataSplits | ItemSplits:
-    """``data`` (DataSplits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``;
+) -> Splits:
+    """``data`` (Splits, an object or dict with train/val/test, or a 3-tuple) or ``train=, val=, test=``;
     ``task``: the task of wrapped datasets that declare none."""
     given = {"train": train, "val": val, "test": test}
     if data is not None:
         if any(v is not None for v in given.values()):
             raise ConfigError(f"{where}: give data= (a splits object) or train=, val=, test=, not both")
-        if isinstance(data, DataSplits) and not transforms:
+        if isinstance(data, Splits) and not transforms:
             return data
         if isinstance(data, Mapping):
             given = {k: data.get(k) for k in given}
@@ -336,12 +309,10 @@ def as_splits(
         k: as_split(v, f"{getattr(v, 'name', k) if isinstance(v, MultimodalDataset) else k}", transforms.get(k), task)
         for k, v in given.items()
     }
-    if all(isinstance(s, MultimodalDataset) for s in splits.values()):
-        return DataSplits(**splits)
-    return ItemSplits(**splits, description=getattr(data, "description", ""))
+    return Splits(splits["train"], splits["val"], splits["test"], getattr(data, "description", ""))
 
 
-def load_data(cfg) -> DataSplits | ItemSplits:
+def load_data(cfg) -> Splits:
     """The splits a :class:`~mmdistill.config.DataConfig` describes: ``dataset: "pkg.mod:factory"`` called with
     ``params`` (returning train/val/test) or the registered dataset ``name``; then the per-split ``transforms``.
     Whatever a user's factory raises or returns instead of datasets is a ConfigError naming its key
@@ -373,7 +344,7 @@ def load_data(cfg) -> DataSplits | ItemSplits:
     return splits
 
 
-def _made_splits(path: str, params: dict, transforms: Mapping[str, Transform]) -> DataSplits | ItemSplits:
+def _made_splits(path: str, params: dict, transforms: Mapping[str, Transform]) -> Splits:
     """The splits the user's dataset factory ``path`` makes; whatever goes wrong is an error naming data.dataset."""
     factory = import_path(path, "data.dataset", "a function or class that makes the datasets")
     made = call(factory, "data.dataset", f"dataset factory {path!r}", **params)

@@ -27,8 +27,7 @@ from torch import nn
 
 from ..batch import Batch
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
-from ..data import DataSplits
-from ..data.item_dataset import ItemSplits
+from ..data.split import Splits
 from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
 from ..usercode import kept
 from ..io import write_json
@@ -73,7 +72,7 @@ class RunSpec:
 
     student: nn.Module
     teacher: nn.Module | None
-    data: DataSplits | ItemSplits
+    data: Splits
     out_dir: Path
     method: str = "kd"
     method_params: dict | None = None
@@ -353,7 +352,7 @@ def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -
 
 
 def part_spec(
-    cfg: RunConfig, part: str, data: DataSplits, seed: int, out_dir: Path, teacher: nn.Module | None = None
+    cfg: RunConfig, part: str, data: Splits, seed: int, out_dir: Path, teacher: nn.Module | None = None
 ) -> RunSpec:
     """The run of one part of a ``train`` seed, its model freshly built from ``cfg``: ``"teacher"`` (supervised,
     with ``teacher.trainer`` or the run's trainer), ``"student"`` (the config's method, distilling from ``teacher``)
@@ -368,7 +367,7 @@ def part_spec(
 
 
 def build_run_model(
-    cfg: RunConfig, role: Literal["teacher", "student"], data: DataSplits, load_checkpoint: bool = True
+    cfg: RunConfig, role: Literal["teacher", "student"], data: Splits, load_checkpoint: bool = True
 ) -> nn.Module:
     """The ``teacher`` or ``student`` model of ``cfg`` for ``data`` (fresh weights; the teacher with
     ``teacher.checkpoint`` loaded when the config names one and ``load_checkpoint``); errors name the config key."""

@@ -1,8 +1,8 @@
 """The one place batches are produced, for training and evaluation.
 
-* A :class:`~mmdistill.data.dataset.MultimodalDataset` (column data) takes the fast path: a batch is one
-  gather by an index tensor, no per-item Python and no DataLoader.
-* Any other map-style dataset (:class:`~mmdistill.data.item_dataset.ItemDataset`) goes through a
+* A split that ``gathers`` (:class:`~mmdistill.data.split.Split`; column data) takes the fast path: a batch is
+  one gather by an index tensor, no per-item Python and no DataLoader.
+* Any other split (item data: :class:`~mmdistill.data.item_dataset.ItemDataset`) goes through a
   ``DataLoader`` (``trainer.num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``) whose
   batch sampler yields the same index batches, each with its batch seed.
 
@@ -28,9 +28,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from ..batch import LABEL, Batch
+from ..batch import Batch
 from ..config import TrainerConfig
-from ..data.dataset import MultimodalDataset
+from ..data.split import Split
 from ..data.item_dataset import (
     OUTSIDE_TRAINING,
     ItemDataset,
@@ -40,7 +40,6 @@ from ..data.item_dataset import (
 )
 from ..errors import DataError
 from ..usercode import USER_ERRORS, describe, kept
-from ..tasks import validate_labels
 
 
 class EpochBatches:
@@ -313,9 +312,9 @@ class ItemBatches:
 
 
 class ColumnBatches:
-    """Batches of a :class:`MultimodalDataset`: one gather per batch by an index tensor (the fast path)."""
+    """Batches of a split that ``gathers``: one gather per batch by an index tensor (the fast path)."""
 
-    def __init__(self, dataset: MultimodalDataset, order, device: torch.device | str) -> None:
+    def __init__(self, dataset: Split, order, device: torch.device | str) -> None:
         self.dataset, self.order, self.device = dataset, order, torch.device(device)
 
     def set_epoch(self, epoch: int) -> None:
@@ -345,11 +344,11 @@ def train_batches(
 ) -> ColumnBatches | ItemBatches:
     """This process's training batches: call ``set_epoch(e)`` before iterating epoch e.
 
-    Column data's labels are checked once here, in ``task``'s form (:mod:`mmdistill.tasks`; None: the dataset's task);
-    an item dataset's are checked per batch by its collate."""
+    A split that gathers has its targets checked once here (``Split.check_targets``, in ``task``'s form; None: the
+    dataset's task); an item dataset's are checked per batch by its collate."""
     order = EpochBatches(len(dataset), cfg.batch_size // world, seed, rank, world)
-    if isinstance(dataset, MultimodalDataset):
-        validate_labels({LABEL: dataset.labels}, dataset.num_classes, task if task is not None else dataset._task)
+    if dataset.gathers:
+        dataset.check_targets(task)
         return ColumnBatches(dataset, order, device)
     return ItemBatches(dataset, order, cfg, seed, device)
 
@@ -384,7 +383,7 @@ def eval_batches(
     An item dataset's random transform, if any, is seeded as outside training (the same draw every evaluation).
     """
     rows = _RowBatches(len(dataset), batch_size, rank, world)
-    if isinstance(dataset, MultimodalDataset):
+    if dataset.gathers:
         return ColumnBatches(dataset, rows, "cpu")
     cfg = cfg or TrainerConfig()
     return ItemBatches(

@@ -16,8 +16,7 @@ from torch import nn
 
 from ..batch import LABEL
 from ..config import CacheConfig, TrainerConfig, check_resources, validate
-from ..data import DataSplits, MultimodalDataset
-from ..data.item_dataset import ItemDataset, ItemSplits
+from ..data.split import Split, Splits
 from ..errors import ConfigError, MachineError
 from ..masking import Masker
 from ..methods.base import Method
@@ -44,16 +43,17 @@ def build_method(name: str, params: dict[str, Any] | None, masker: Masker, task:
     return algo
 
 
-def run_task(task: Task | str | Any, data: DataSplits | ItemSplits) -> Task:
+def run_task(task: Task | str | Any, data: Splits) -> Task:
     """The run's task: ``task`` (a name, ``{"name", "params"}``, a TaskConfig or a Task) or, when None, the one the
     data declare (``dataset.task``; classification when they declare none). Every split must hold that task's targets.
 
     The task completes what each split leaves open and refuses one that disagrees with it (``Task.complete_split``:
-    e.g. segmentation's ``ignore_index``, regression's number of target columns).
+    e.g. segmentation's ``ignore_index``, regression's number of target columns). What it settles is set on the
+    :class:`~mmdistill.data.split.Split` (an item dataset's wrapper), never on the user's dataset object.
     """
-    task = get_task(task if task is not None else getattr(data.train, "task", None))
+    task = get_task(task if task is not None else data.train.task)
     for split in (data.train, data.val, data.test):
-        own = getattr(split, "task", None) or DEFAULT_TASK
+        own = split.task or DEFAULT_TASK
         if own != task.name:
             raise ConfigError(
                 f"task: the run's task is {task.name!r} but split {split.name!r} holds {own!r} targets "
@@ -70,7 +70,7 @@ def _columns(out: torch.Tensor) -> int:
 def _check_pair(
     student: nn.Module,
     teacher: nn.Module | None,
-    data: DataSplits | ItemSplits,
+    data: Splits,
     task: Task | None = None,
     device: torch.device | str = "cpu",
 ) -> None:
@@ -104,27 +104,24 @@ def _check_pair(
     task.check_outputs(outs, sample[LABEL])
 
 
-def _read_columns(train, student: nn.Module, online_teacher: nn.Module | None):
-    """Column data holding only what a training step reads: the student's modalities, and the teacher's when it runs
-    online (a cached teacher is looked up by row index). A crossmodal student then never gathers the teacher's
-    modality (e.g. the images, for an audio student) batch after batch. Other datasets are returned as they are."""
-    if not isinstance(train, MultimodalDataset):
-        return train
+def _read_columns(train: Split, student: nn.Module, online_teacher: nn.Module | None) -> Split:
+    """The training split reading only what a step reads (``Split.narrowed``): the student's modalities, and the
+    teacher's when it runs online (a cached teacher is looked up by row index). A crossmodal student on column data
+    then never gathers the teacher's modality (e.g. the images, for an audio student) batch after batch; a split
+    that cannot narrow its reads is returned as it is."""
     needed = set(model_modalities(student))
     if online_teacher is not None:
         needed |= set(model_modalities(online_teacher))
-    if needed.issuperset(train.modality_names):
-        return train
-    return train.select([m for m in train.modality_names if m in needed])
+    return train.narrowed([m for m in train.modality_names if m in needed])
 
 
-def _teacher_mode(cache: CacheConfig, train, quiet: bool = False) -> str:
+def _teacher_mode(cache: CacheConfig, train: Split, quiet: bool = False) -> str:
     """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
     every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
     An explicit ``cache.enabled=True`` on such data is refused, saying why; else a note says so (``quiet``: none)."""
     if not cache.enabled:
         return "online"
-    random, keyless = getattr(train, "random", False), isinstance(train, ItemDataset) and not train.cacheable
+    random, keyless = train.random, not train.cacheable
     if not (random or keyless):
         return "cache"
     why = (

@@ -30,14 +30,12 @@ import contextlib
 import json
 import re
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import CacheConfig, RunConfig
-from ..data.item_dataset import ItemDataset
 from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
 from ..usercode import call
@@ -177,16 +175,9 @@ def check_cache_settings(cache: CacheConfig, train: Any) -> None:
         )
 
 
-_ROWS_READ: weakref.WeakSet = weakref.WeakSet()  # item splits already read through (once per dataset object)
-
-
 def check_eval_rows(data: Any) -> None:
-    """Read the validation and test items of item data once before any training, so that an item that cannot be
-    read or holds NaN/Inf (the collate names it) is refused before a model trains, not after. Column data are
-    checked when they are built. Reads keep the global random streams (``ItemDataset.__getitems__``)."""
+    """Read the validation and test examples once before any training (``Split.check_rows``: item data read every
+    item, once per split object; column data were checked when they were built), so that an item that cannot be
+    read or holds NaN/Inf (the collate names it) is refused before a model trains, not after."""
     for split in (data.val, data.test):
-        if not isinstance(split, ItemDataset) or split in _ROWS_READ:
-            continue
-        for start in range(0, len(split), 256):
-            split.__getitems__(range(start, min(start + 256, len(split))))
-        _ROWS_READ.add(split)
+        split.check_rows()

@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..data.dataset import DataSplits
+from ..data.split import Splits
 from ..errors import ConfigError
 from ..tasks import DEFAULT_TASK, get_task
 from ..tasks.base import TRUE_CLASS
@@ -31,7 +31,7 @@ from ..methods.msd_saliency import SaliencyKind, instance_saliency
 def modality_importance(
     teacher: nn.Module,
     students: Mapping[str, nn.Module],
-    data: DataSplits,
+    data: Splits,
     masker: Masker,
     kind: SaliencyKind = "kl",
     task=None,

@@ -43,7 +43,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def iter_batches(dataset, batch_size: int = 256) -> Iterator[Batch]:
-    """Consecutive batches (dicts) of a :class:`~mmdistill.data.MultimodalDataset`, in order."""
+    """Consecutive batches (dicts) of a split (:class:`~mmdistill.data.split.Split`), in order."""
     n = len(dataset)
     for start in range(0, n, batch_size):
         yield dataset.__getitems__(list(range(start, min(start + batch_size, n))))
@@ -157,7 +157,7 @@ def noise_curves(
         if kind not in NOISE_KINDS:
             raise ConfigError(f"unknown noise kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
     rows = []
-    tensors = getattr(dataset, "tensors", {})
+    tensors = dataset.tensors if getattr(dataset, "holds_columns", False) else {}  # whole columns at hand
     token_modalities = {s.name for s in dataset.specs() if s.tokens} if hasattr(dataset, "specs") else set()
     for m_i, m in enumerate(model_modalities(model)):
         x_all = tensors.get(m)

@@ -75,7 +75,7 @@ def load_pairs(
     top ``pca`` principal components of its training split (AV-Digits audio has 1,056 values).
     """
     from ..data import build_splits
-    from ..data.dataset import MultimodalDataset
+    from ..data.split import Split
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     teacher, student = teacher or default[0], student or default[1]
@@ -87,10 +87,10 @@ def load_pairs(
     if dataset == "mfeat" and "views" not in params:
         params["views"] = [teacher, student]
     splits = build_splits(dataset, params, seed=seed)
-    raw: dict[str, MultimodalDataset] = {}
+    raw: dict[str, Split] = {}
     for part in ("train", "val", "test"):
         split = splits.split(part)
-        if not isinstance(split, MultimodalDataset):
+        if not split.holds_columns:
             raise ConfigError(
                 f"{dataset}: its examples are read one at a time from files (item data); the paired teacher/student "
                 "arrays of the MFH analyses need a dataset held as columns (e.g. mfeat, av-digits, venn, avmnist)"
