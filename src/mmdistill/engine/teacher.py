@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..batch import INDEX, Batch
 from ..config import TrainerConfig
-from ..data.dataset import MultimodalDataset
+from ..data.split import Split
 from ..data.ondisk import NpyRows
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
@@ -221,7 +221,7 @@ def _numpy_dtype(dtype: torch.dtype):
 
 def cache_description(
     teacher: nn.Module,
-    dataset: MultimodalDataset,
+    dataset: Split,
     request: TeacherRequest,
     masker: Masker | None,
     storage: CacheStorage = CacheStorage(),
@@ -241,7 +241,7 @@ def cache_description(
     }
 
 
-def cache_key(teacher: nn.Module, dataset: MultimodalDataset, request: TeacherRequest, masker: Masker | None) -> str:
+def cache_key(teacher: nn.Module, dataset: Split, request: TeacherRequest, masker: Masker | None) -> str:
     return _key_of(cache_description(teacher, dataset, request, masker))
 
 
@@ -271,10 +271,10 @@ def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None
             )
 
 
-def _split_batches(dataset: MultimodalDataset, batch_size: int, device: torch.device, trainer: TrainerConfig | None):
+def _split_batches(dataset: Split, batch_size: int, device: torch.device, trainer: TrainerConfig | None):
     """The split's batches in row order: an item dataset through the trainer's DataLoader workers (when it has
     some), read as evaluation reads it; column data (or no workers) read here."""
-    if trainer is not None and trainer.num_workers and not isinstance(dataset, MultimodalDataset):
+    if trainer is not None and trainer.num_workers and not dataset.gathers:
         from .batches import eval_batches
 
         yield from eval_batches(dataset, batch_size, 0, 1, trainer, device)
@@ -287,7 +287,7 @@ def _split_batches(dataset: MultimodalDataset, batch_size: int, device: torch.de
 @torch.no_grad()
 def compute_table(
     teacher: nn.Module,
-    dataset: MultimodalDataset,
+    dataset: Split,
     request: TeacherRequest,
     masker: Masker | None,
     batch_size: int,
@@ -315,7 +315,7 @@ def compute_table(
 
 def cached_table(
     teacher: nn.Module,
-    dataset: MultimodalDataset,
+    dataset: Split,
     request: TeacherRequest,
     masker: Masker | None,
     cache_dir: Path,
