@@ -220,7 +220,9 @@ def test_bad_settings_are_one_line_naming_the_key(folders, tmp_path, monkeypatch
             encoder_model(modality, **settings)
         message = str(err.value)
         assert message.startswith(start) and hint in message and "\n" not in message, message
-    with pytest.raises(ConfigError, match=r"model.params.inputs.text: CLIPModel takes no input 'input_values'"):
+    with pytest.raises(
+        ConfigError, match=r"^teacher\.model\.params\.inputs\.text: CLIPModel takes no input .input_values."
+    ):
         build_model(
             {
                 "factory": "mmdistill.models.hf:hf_model",
@@ -228,6 +230,7 @@ def test_bad_settings_are_one_line_naming_the_key(folders, tmp_path, monkeypatch
             },
             SPECS,
             3,
+            "teacher.model",
         )
 
 

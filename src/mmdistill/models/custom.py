@@ -129,7 +129,12 @@ def build_custom(
     kwargs = dict(cfg.params)
     data_args = {"num_classes": num_classes, "specs": list(specs)}
     kwargs.update({k: v for k, v in data_args.items() if k in sig})
-    model = call(fn, key, cfg.source, **kwargs)
+    try:
+        model = call(fn, key, cfg.source, **kwargs)
+    except ConfigError as err:  # the factory's complaint about one of its params (``params.x: ...``): under its key
+        if not str(err).startswith("params."):
+            raise
+        raise ConfigError(f"{key}.{err}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"{key}.{'factory' if cfg.factory else 'name'}: {cfg.source} returned a "

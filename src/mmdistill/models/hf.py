@@ -336,34 +336,30 @@ def hf_model(
     trainable: str = "all",
 ) -> HFMultimodalModel:
     """The whole-model form: ``inputs`` maps each modality to an input of the model's ``forward``."""
-    key = "model"
+    key = "params"  # errors name the factory's params; the model's key is put before them (models.custom)
     if trainable not in ("all", "none"):
         raise ConfigError(
-            f"{key}.params.trainable: the whole-model form takes all or none, got {trainable!r:.40}; to train the "
+            f"{key}.trainable: the whole-model form takes all or none, got {trainable!r:.40}; to train the "
             "last layers of one tower, give each modality its own encoder (type: hf, trainable: last_N)"
         )
     if not isinstance(inputs, dict) or not inputs:
-        raise ConfigError(
-            f"{key}.params.inputs: expected a mapping modality -> model input, e.g. {{image: pixel_values}}"
-        )
-    hf = pretrained_model(path, f"{key}.params.path")
+        raise ConfigError(f"{key}.inputs: expected a mapping modality -> model input, e.g. {{image: pixel_values}}")
+    hf = pretrained_model(path, f"{key}.path")
     takes = [p for p in inspect.signature(hf.forward).parameters if p not in ("self", "kwargs")]
     by_name = {s.name: s for s in specs}
     for m, name in inputs.items():
         if m not in by_name:
-            raise ConfigError(
-                f"{key}.params.inputs.{m}: the data have no modality {m!r}; they have {', '.join(by_name)}"
-            )
+            raise ConfigError(f"{key}.inputs.{m}: the data have no modality {m!r}; they have {', '.join(by_name)}")
         if name not in takes:
             raise ConfigError(
-                f"{key}.params.inputs.{m}: {type(hf).__name__} takes no input {name!r}; its inputs: {', '.join(takes)}"
+                f"{key}.inputs.{m}: {type(hf).__name__} takes no input {name!r}; its inputs: {', '.join(takes)}"
             )
         if (name == TEXT_INPUT) != by_name[m].tokens:
             raise ConfigError(
-                f"{key}.params.inputs.{m}: modality {m!r} holds {'token ids' if by_name[m].tokens else 'floats'}, "
+                f"{key}.inputs.{m}: modality {m!r} holds {'token ids' if by_name[m].tokens else 'floats'}, "
                 f"which {name!r} does not take"
             )
-    model = HFMultimodalModel(hf, inputs, [by_name[m] for m in inputs], num_classes, key)
-    model.frozen_paths = freeze(hf, trainable, f"{key}.params")
+    model = HFMultimodalModel(hf, inputs, [by_name[m] for m in inputs], num_classes, "model")
+    model.frozen_paths = freeze(hf, trainable, key)
     model.train(model.training)
     return model
