@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from ..config import CacheConfig, RunConfig
+from ..data.split import Split
 from ..errors import ConfigError, MachineError, OutputExistsError
 from .. import strict_yaml
 from ..usercode import call
@@ -153,11 +154,11 @@ def check_cache_dir(path: Path) -> None:
         )
 
 
-def check_cache_settings(cache: CacheConfig, train: Any) -> None:
+def check_cache_settings(cache: CacheConfig, train: Split) -> None:
     """Before any training, what the teacher cache of ``train`` (a training split) will need, when it is used (on,
     and the data neither random nor without a fingerprint): a usable ``cache.dir`` (:func:`check_cache_dir`), a
     valid ``MMDISTILL_CACHE_MEMORY_MB``, and a ``fingerprint()`` that gives a string (the cache's key for the data)."""
-    if not cache.enabled or getattr(train, "random", False) or not getattr(train, "cacheable", True):
+    if not cache.enabled or not train.cacheable:  # a random split is never cacheable
         return
     from .teacher import default_cache_dir, memory_budget_bytes
 
