@@ -248,9 +248,22 @@ def test_report_does_not_replace_someone_elses_report(tmp_path, capsys):
     folder.mkdir()
     (folder / "summary.md").write_text("# a sweep\n")
     (folder / "report.html").write_text("<p>mine</p>")
-    assert main(["report", str(folder)]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(["report", str(folder)]) == 2 and "did not write" in capsys.readouterr().err
     assert (folder / "report.html").read_text() == "<p>mine</p>"
-    assert main(["report", str(folder), "--overwrite"]) == 0 and "mine" not in (folder / "report.html").read_text()
+    (folder / "report.html").unlink()  # the user moves their file away: mmdistill's own report is then rebuilt freely
+    assert main(["report", str(folder)]) == 0 and main(["report", str(folder)]) == 0
+    assert "mmdistill report" in (folder / "report.html").read_text()
+
+
+def test_report_never_replaces_someone_elses_report_md_either(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "summary.md").write_text("# my notes\n")
+    (folder / "report.md").write_text("# my own report\n")
+    assert main(["report", str(folder)]) == 2 and "report.md" in capsys.readouterr().err
+    assert (folder / "report.md").read_text() == "# my own report\n" and not (folder / "report.html").exists()
+    assert main(["report", str(folder), "--overwrite"]) == 2  # no option replaces it: the flag that once did is gone
+    assert (folder / "report.md").read_text() == "# my own report\n"
 
 
 @pytest.mark.parametrize("levels", [["2"], ["-1"], ["nan"]])

@@ -1,8 +1,8 @@
 """``mmdistill report DIR``: (re)build DIR/report.html and DIR/report.md from a run or sweep folder.
 
 In a folder mmdistill made (it holds the run marker) the two report files are its own and are
-replaced; in any other folder an existing ``report.html`` / ``report.md`` is replaced only with
-``--overwrite`` (it may be someone else's file).
+replaced. In any other folder an existing ``report.html`` / ``report.md`` is replaced only when it is a
+report mmdistill wrote (its generator line); someone else's file of that name is never replaced.
 """
 
 from __future__ import annotations
@@ -28,23 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--title", default="mmdistill report")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace report.html / report.md in a folder that mmdistill did not create",
-    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.runfolder import read_marker
-    from ..studies.demo_report import write_report
+    from ..studies.demo_report import is_mmdistill_report, write_report
 
-    existing = [n for n in ("report.html", "report.md") if (args.run_dir / n).exists()]
-    if existing and read_marker(args.run_dir) is None and not args.overwrite:
+    names = ("report.html", "report.md")
+    foreign = [n for n in names if (args.run_dir / n).exists() and not is_mmdistill_report(args.run_dir / n)]
+    if foreign and read_marker(args.run_dir) is None:
         raise OutputExistsError(
-            f"{args.run_dir} holds {' and '.join(existing)} and is not a folder mmdistill made; "
-            f"pass --overwrite to replace them"
+            f"{args.run_dir} holds {' and '.join(foreign)}, which mmdistill did not write, in a folder it did not "
+            f"make; move or rename {'it' if len(foreign) == 1 else 'them'}, then run report again"
         )
     html_path, md_path = write_report(args.run_dir, args.title)
     print(f"wrote {html_path} and {md_path}")

@@ -152,8 +152,13 @@ def csv_markdown(path: Path) -> str:
 
 def result_markdown(folder: Path) -> str:
     """The ``result.json`` of a ``distill()`` folder as a short summary: method, seed, epochs, metrics."""
+    from ..tasks import DEFAULT_TASK, TASKS, stored_in_percent
+
     result = _distill_result(folder / "result.json")
     val, test = result.get("val") or {}, result.get("test") or {}
+    task_name = result.get("task", DEFAULT_TASK)
+    if not stored_in_percent(result) and task_name in TASKS:  # written by an older mmdistill, in fractions
+        val, test = (TASKS.get(task_name)().for_people(m) for m in (val, test))
     names = list(dict.fromkeys([*test, *val]))
     rows = [[n, _number(val.get(n)), _number(test.get(n))] for n in names]
     facts = [f"method `{result.get('method', '?')}`", f"seed {result.get('seed', '?')}"]
@@ -235,15 +240,29 @@ def render_html(root: Path, sections: list[Section], title: str) -> str:
             )
         body.append("</section>")
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'>{REPORT_SIGNATURE_HTML}<title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"
     )
+
+
+REPORT_SIGNATURE_HTML = "<meta name='generator' content='mmdistill report'>"
+REPORT_SIGNATURE_MD = "<!-- generator: mmdistill report -->"
+
+
+def is_mmdistill_report(path: Path) -> bool:
+    """True when ``path`` is a report file this module wrote (its generator line within the first 512 bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return REPORT_SIGNATURE_HTML in head or head.startswith(REPORT_SIGNATURE_MD)
 
 
 def write_report(root: str | Path, title: str = "mmdistill report") -> tuple[Path, Path]:
     """Write ``root/report.html`` and ``root/report.md``; returns their paths."""
     root = Path(root)
     sections = collect_sections(root)
-    md_path = write_text(root / "report.md", render_markdown(root, sections, title))
+    md_path = write_text(root / "report.md", REPORT_SIGNATURE_MD + "\n" + render_markdown(root, sections, title))
     html_path = write_text(root / "report.html", render_html(root, sections, title))
     return html_path, md_path
