@@ -8,10 +8,13 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import nn
 
+from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
 from mmdistill.errors import ConfigError
-from mmdistill.evaluation.robustness import format_rows, plot_noise_curves
+from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves
 from mmdistill.evaluation.runs import _distill_result, missing_models
 
 
@@ -144,3 +147,58 @@ def test_a_noise_plot_is_one_panel_of_4_5_by_3_5_inches_per_kind_at_120_dpi(tmp_
     ]
     path = plot_noise_curves(rows, tmp_path / "plots" / "noise.png", title="t")
     assert png_size(path) == (round(4.5 * len(kinds) * 120), round(3.5 * 120))
+
+
+# -- noise curves ----------------------------------------------------------------------------------------------
+class Recorder(nn.Module):
+    """Predicts nothing useful; keeps every batch it is given."""
+
+    modalities = ("a", "t")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.seen: list[dict] = []
+
+    def forward(self, batch):
+        self.seen.append({k: v.clone() for k, v in batch.items()})
+        return torch.zeros(len(batch["a"]), 2) + self.bias
+
+
+def test_noise_curves_corrupt_each_modality_with_its_seeded_noise_scaled_by_the_splits_std():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(8, 3, generator=g) * torch.tensor([1.0, 5.0, 0.1])
+    tokens = torch.randint(1, 50, (8, 6), generator=g)
+    model = Recorder()
+    rows = noise_curves(
+        model, MultimodalDataset({"a": a, "t": tokens}, torch.arange(8) % 2, 2, "toy"), [0.5, 1.0], batch_size=4
+    )
+    runs = [("a", "gaussian", 0, 0), ("a", "dropout", 0, 1), ("t", "dropout", 1, 1)]  # no Gaussian noise on tokens
+    assert [(r["modality"], r["kind"], r["level"]) for r in rows] == [
+        (m, kind, level) for m, kind, _, _ in runs for level in (0.5, 1.0)
+    ]
+    seen = iter(model.seen)
+    for m, kind, m_i, k_i in runs:
+        for l_i, level in enumerate((0.5, 1.0)):
+            noise = torch.Generator().manual_seed(m_i * 10_007 + k_i * 101 + l_i)  # seed 0
+            for start in (0, 4):
+                batch, x = next(seen), a[start : start + 4]
+                if kind == "gaussian":
+                    expected = x + level * a.std(0) * torch.randn(x.shape, generator=noise)
+                    assert torch.allclose(batch["a"], expected)
+                elif m == "a":
+                    assert torch.equal(batch["a"], x * (torch.rand(x.shape, generator=noise) >= level))
+                else:
+                    assert torch.equal(batch["a"], x) and torch.equal(batch["t"], tokens[start : start + 4])
+                    keep = (torch.rand((4, 6), generator=noise) >= level).long()
+                    assert torch.equal(batch["t_mask"], keep)
+
+
+def test_gaussian_noise_without_a_given_std_uses_the_batchs_per_feature_std():
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2)) * torch.tensor([1.0, 10.0, 0.1])
+    out = corrupt({"a": x}, "a", "gaussian", 0.5, torch.Generator().manual_seed(3))
+    expected = x + 0.5 * x.std(0) * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(out["a"], expected)
+    with pytest.raises(ConfigError) as err:
+        corrupt({"t": torch.ones(2, 3, dtype=torch.long)}, "t", "gaussian", 0.5, torch.Generator())
+    assert str(err.value) == "gaussian noise needs a float modality; 't' holds tokens"
