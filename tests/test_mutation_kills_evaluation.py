@@ -15,7 +15,7 @@ from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
 from mmdistill.errors import ConfigError
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves
-from mmdistill.evaluation.runs import _distill_result, missing_models
+from mmdistill.evaluation.runs import _distill_result, evaluate_run, missing_models
 
 
 # -- a distill() folder's result.json ----------------------------------------------------------------------------
@@ -202,3 +202,36 @@ def test_gaussian_noise_without_a_given_std_uses_the_batchs_per_feature_std():
     with pytest.raises(ConfigError) as err:
         corrupt({"t": torch.ones(2, 3, dtype=torch.long)}, "t", "gaussian", 0.5, torch.Generator())
     assert str(err.value) == "gaussian noise needs a float modality; 't' holds tokens"
+
+
+def test_dropout_keeps_each_element_with_its_seeded_draw():
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(4))
+    out = corrupt({"a": x}, "a", "dropout", 0.4, torch.Generator().manual_seed(5))
+    keep = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) >= 0.4
+    assert torch.equal(out["a"], x * keep)
+
+
+def test_dropout_on_tokens_clears_entries_of_their_own_mask_or_of_a_full_one():
+    tokens, mask = torch.ones(3, 5, dtype=torch.long), torch.tensor([[1, 1, 1, 0, 0]] * 3)
+    keep = (torch.rand((3, 5), generator=torch.Generator().manual_seed(6)) >= 0.5).long()
+    out = corrupt({"t": tokens, "t_mask": mask}, "t", "dropout", 0.5, torch.Generator().manual_seed(6))
+    assert torch.equal(out["t_mask"], mask * keep) and torch.equal(out["t"], tokens)
+    out = corrupt({"t": tokens}, "t", "dropout", 0.5, torch.Generator().manual_seed(6))
+    assert out["t_mask"].dtype == torch.long and torch.equal(out["t_mask"], keep)
+
+
+def test_corrupt_names_an_unknown_noise_kind():
+    with pytest.raises(ConfigError) as err:
+        corrupt({"a": torch.zeros(2, 2)}, "a", "blur", 0.5, torch.Generator())
+    assert str(err.value) == "unknown noise kind 'blur'; known: gaussian, dropout"
+
+
+def test_noise_levels_outside_zero_to_one_are_refused_before_the_folder_is_read(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        evaluate_run(tmp_path, noise=True, levels=(0.5, 1.5))
+    assert str(err.value) == (
+        "--levels: noise levels must lie in [0, 1] (dropout probability; Gaussian std in units of the feature std), "
+        "got [0.5, 1.5]"
+    )
+    with pytest.raises(ConfigError, match="is not a run folder"):  # levels are checked only for noise
+        evaluate_run(tmp_path, levels=(0.5, 1.5))
