@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,17 @@ def test_a_method_with_fixed_parameters_keeps_them_in_every_run(tmp_path):
 def test_a_method_whose_defaults_miss_a_required_parameter_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"methods: 'pkt' at its defaults.*student_layer.*\{name: pkt, params"):
         load_sweep(write_sweep(tmp_path, methods=["kd", "pkt"], space={"method.params.temperature": [1]}))
+
+
+@pytest.mark.parametrize(
+    "module, changes, extra",
+    [
+        ("optuna", {"search": {"kind": "optuna", "trials": 2}}, "mmdistill[sweep]"),
+        ("mlflow", {"logging": {"mlflow": {}}}, "mmdistill[mlflow]"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it_before_any_folder(tmp_path, monkeypatch, module, changes, extra):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # import fails
+    with pytest.raises(ConfigError, match=re.escape(f"pip install '{extra}'")):
+        run_sweep(write_sweep(tmp_path, **changes), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
