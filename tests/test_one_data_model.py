@@ -105,3 +105,17 @@ def test_engine_evaluation_and_analyses_switch_on_no_dataset_type():
     found = [f"{p.relative_to(SRC)}:{n}" for p in [*places, SRC / "masking.py"]
              for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]  # fmt: skip
     assert found == []
+
+
+def test_the_run_task_leaves_a_users_own_item_split_as_it_was(tmp_path):
+    """A split the user wrapped (``ItemDataset``, e.g. with a transform) is not completed in place: another run may
+    read it with other task params."""
+    train, val, test = (ItemDataset(Pairs(n, seed), part) for n, seed, part in ((16, 0, "t"), (8, 1, "v"), (8, 2, "s")))
+    distill(
+        Linear(("a",), 1), Linear(("a", "b"), 1), out_dir=tmp_path / "run", train=train, val=val, test=test,
+        trainer=TrainerConfig(epochs=1, batch_size=8), quiet=True, cache=CacheConfig(enabled=False),
+    )  # fmt: skip
+    assert [s.num_classes for s in (train, val, test)] == [None, None, None]
+    splits = as_splits(train=train, val=val, test=test)
+    assert splits.train is not train and splits.train.dataset is train.dataset
+    assert as_splits(splits).train is not splits.train  # a Splits given again: each run completes its own copies

@@ -14,6 +14,7 @@ PNG takes a tenth of). Reads in the training process keep its global RNG streams
 
 from __future__ import annotations
 
+import copy
 import random as _random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -134,7 +135,7 @@ class ItemDataset(Split):
         if size == 0:
             raise DataError(f"{name}: the split is empty (0 examples)")
         self.dataset, self.name, self.transform = dataset, name, transform
-        self._rows_read = False
+        self._checked: dict[str, bool] = {}  # what was read through once; shared by the copies of one run each
         self.task = task or _declared(dataset, "task", name) or DEFAULT_TASK
         if self.task not in TASKS:
             raise DataError(f"{name}: task {self.task!r:.80} unknown; expected one of {', '.join(TASKS.names())}")
@@ -242,11 +243,16 @@ class ItemDataset(Split):
     def check_rows(self) -> None:
         """Read every item once (this object: once), so an item that cannot be read or holds NaN/Inf (the collate
         names it) is refused before a model trains; the global random streams are kept (:meth:`__getitems__`)."""
-        if self._rows_read:
+        if self._checked.get("rows"):
             return
         for start in range(0, len(self), 256):
             self.__getitems__(range(start, min(start + 256, len(self))))
-        self._rows_read = True
+        self._checked["rows"] = True
+
+    def for_run(self) -> ItemDataset:
+        """A shallow copy for one run: what the run's task settles (``num_classes``, ``ignore_index``) is set on
+        it, not on this object, which another run may read with other task params."""
+        return copy.copy(self)
 
     def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> ItemDataset:
         idx = [int(i) for i in indices]
@@ -267,7 +273,7 @@ def as_split(dataset, name: str, transform: Transform | None = None, task: str |
 
     ``task``: the task of a wrapped dataset that declares none (no ``dataset.task``)."""
     if isinstance(dataset, Split) and transform is None:
-        return dataset
+        return dataset.for_run()
     if isinstance(dataset, ItemDataset):
         dataset = dataset.dataset
     return ItemDataset(dataset, name, transform, task=None if getattr(dataset, "task", None) else task)
@@ -289,7 +295,7 @@ def as_splits(
         if any(v is not None for v in given.values()):
             raise ConfigError(f"{where}: give data= (a splits object) or train=, val=, test=, not both")
         if isinstance(data, Splits) and not transforms:
-            return data
+            return Splits(data.train.for_run(), data.val.for_run(), data.test.for_run(), data.description, data.info)
         if isinstance(data, Mapping):
             given = {k: data.get(k) for k in given}
         elif isinstance(data, (tuple, list)) and len(data) == 3:

@@ -78,6 +78,11 @@ class Split(torch.utils.data.Dataset):
         """Whether the teacher's outputs on this split can be cached (keyed by ``fingerprint()``)."""
         return not self.random
 
+    def for_run(self) -> Split:
+        """The split a run reads, on which the run's task settles what the split leaves open
+        (``Task.complete_split``); here: itself (it leaves nothing open)."""
+        return self
+
     def narrowed(self, modalities: Sequence[str]) -> Split:
         """The split reading only ``modalities`` where that saves work; here: itself."""
         return self
