@@ -8,14 +8,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mmdistill.config import TrainerConfig
+from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.data import DataSplits, ItemSplits, splits_from_arrays
 from mmdistill.data.item_dataset import ItemDataset, as_splits
 from mmdistill.data.split import Split, Splits
 from mmdistill.engine.api import distill
 from mmdistill.engine.batches import ColumnBatches, ItemBatches, eval_batches
 from mmdistill.engine.parts import _read_columns, _teacher_mode
-from mmdistill.config import CacheConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmdistill"
 
