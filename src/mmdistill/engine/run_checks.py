@@ -164,10 +164,11 @@ def check_cache_settings(cache: CacheConfig, train: Split) -> None:
 
     memory_budget_bytes()
     check_cache_dir(Path(cache.dir) if cache.dir else default_cache_dir())
-    own = getattr(getattr(train, "dataset", None), "fingerprint", None)  # an item dataset's, from the user's code
+    source = getattr(train, "dataset", None)  # the user's dataset an item split wraps
+    own = getattr(source, "fingerprint", None)
     if not callable(own):  # column data: mmdistill's own hash of the values
         return
-    value = call(own, "data", f"{type(train.dataset).__name__}.fingerprint()")
+    value = call(own, "data", f"{type(source).__name__}.fingerprint()")
     if not isinstance(value, str) or not value:
         raise ConfigError(
             f"data: the training dataset's fingerprint() returned {_short(value)}, not a string; it must return a "
