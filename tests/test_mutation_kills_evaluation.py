@@ -14,6 +14,7 @@ from torch import nn
 from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
 from mmdistill.errors import ConfigError
+from mmdistill.evaluation.modality_importance import importance_markdown
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves
 from mmdistill.evaluation.runs import _distill_result, evaluate_run, missing_models
 
@@ -235,3 +236,45 @@ def test_noise_levels_outside_zero_to_one_are_refused_before_the_folder_is_read(
     )
     with pytest.raises(ConfigError, match="is not a run folder"):  # levels are checked only for noise
         evaluate_run(tmp_path, levels=(0.5, 1.5))
+
+
+# -- the modality analysis as Markdown ----------------------------------------------------------------------------
+def test_the_modality_analysis_reads_as_two_tables():
+    result = {
+        "saliency_kind": "kl",
+        "saliency": {
+            "a": {"population": 0.123456, "median": 0.05, "share_most_salient": 0.756},
+            "b": {"population": 0.01, "median": 0.00012, "share_most_salient": 0.244},
+        },
+        "task": "classification",
+        "accuracy": [
+            {"model": "teacher", "input": "full", "accuracy": 91.234, "f1_macro": 90.0},
+            {"model": "seed_0/student", "input": "a", "accuracy": 50.0, "f1_macro": 33.333},
+        ],
+    }
+    assert importance_markdown(result) == (
+        "Teacher saliency (kl, training split):\n"
+        "\n"
+        "| modality | population S_m | median s_m(x) | share of examples where most salient |\n"
+        "|---|---|---|---|\n"
+        "| a | 0.1235 | 0.0500 | 0.76 |\n"
+        "| b | 0.0100 | 0.0001 | 0.24 |\n"
+        "\n"
+        "Test accuracy on the full input and on each modality alone:\n"
+        "\n"
+        "| model | input | accuracy | macro-F1 |\n"
+        "|---|---|---|---|\n"
+        "| teacher | full | 91.23 | 90.00 |\n"
+        "| seed_0/student | a | 50.00 | 33.33 |\n"
+    )
+
+
+def test_the_modality_analysis_of_another_task_shows_its_metrics_and_no_saliency_for_one_modality():
+    result = {"task": "regression", "accuracy": [{"model": "teacher", "input": "full", "mae": 0.5, "pearson": 0.25}]}
+    assert importance_markdown(result) == (
+        "Test metrics on the full input and on each modality alone:\n"
+        "\n"
+        "| model | input | MAE | Pearson r |\n"
+        "|---|---|---|---|\n"
+        "| teacher | full | 0.5000 | 0.250 |\n"
+    )
