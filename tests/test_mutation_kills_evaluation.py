@@ -14,7 +14,7 @@ from torch import nn
 from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
 from mmdistill.errors import ConfigError
-from mmdistill.evaluation.modality_importance import importance_markdown
+from mmdistill.evaluation.modality_importance import importance_markdown, plot_saliency_histogram
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves
 from mmdistill.evaluation.runs import _distill_result, evaluate_run, missing_models
 
@@ -278,3 +278,16 @@ def test_the_modality_analysis_of_another_task_shows_its_metrics_and_no_saliency
         "|---|---|---|---|\n"
         "| teacher | full | 0.5000 | 0.250 |\n"
     )
+
+
+@pytest.mark.parametrize("kind", ["kl", "true_class"])
+def test_the_saliency_histogram_is_5_5_by_3_5_inches_at_120_dpi(tmp_path, kind):
+    instance = torch.rand(30, 2, generator=torch.Generator().manual_seed(7))
+    result = {
+        "instance": instance,
+        "saliency_kind": kind,
+        "modalities": ["a", "b"],
+        "saliency": {"a": {"population": 0.5}, "b": {"population": 0.25}},
+    }
+    path = plot_saliency_histogram(result, tmp_path / "saliency.png")
+    assert png_size(path) == (660, 420)
