@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..registry import DATASETS
 from ..schema import SEED_MAX, checked_int, checked_mapping
 from ..strict_yaml import cut, short
+from ..usercode import failed, kept
 from . import synthetic  # noqa: F401  (registers its builders)
 from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
 from . import venn  # noqa: F401  (registers the "venn" dataset)
@@ -78,6 +79,10 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> Splits
         raise ConfigError(
             f"data.params.{key}: {first['msg']} (got {short(first.get('input'))}) for dataset {name!r}"
         ) from None
+    except SystemExit as err:  # a plugin's builder calling sys.exit() must not end the user's program silently
+        raise failed(err, f"data.name: dataset builder {name!r} raised", advice="a builder returns splits") from kept(
+            err
+        )
 
 
 def _kinds(annotation) -> set[type]:
