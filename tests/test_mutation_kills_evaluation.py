@@ -13,10 +13,12 @@ from torch import nn
 
 from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
+from mmdistill.batch import ModalitySpec
 from mmdistill.errors import ConfigError
 from mmdistill.evaluation.modality_importance import importance_markdown, plot_saliency_histogram
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves
 from mmdistill.evaluation.runs import _distill_result, evaluate_run, missing_models
+from mmdistill.masking import Masker
 
 
 # -- a distill() folder's result.json ----------------------------------------------------------------------------
@@ -291,3 +293,55 @@ def test_the_saliency_histogram_is_5_5_by_3_5_inches_at_120_dpi(tmp_path, kind):
     }
     path = plot_saliency_histogram(result, tmp_path / "saliency.png")
     assert png_size(path) == (660, 420)
+
+
+# -- which task and device an evaluation uses ---------------------------------------------------------------------
+class Declared:
+    """A split that declares only what is given."""
+
+    def __init__(self, **attributes) -> None:
+        vars(self).update(attributes)
+
+
+def test_the_task_is_the_one_given_else_the_splits_own_else_classification():
+    from mmdistill.evaluation.robustness import dataset_task
+    from mmdistill.tasks import get_task
+
+    own = get_task("regression")
+    assert dataset_task(Declared(_task=own, task="multilabel"), "segmentation").name == "segmentation"
+    assert dataset_task(Declared(_task=own, task="multilabel")) is own
+    assert dataset_task(Declared(_task="regression", task="multilabel")).name == "multilabel"
+    assert dataset_task(Declared(task="segmentation", ignore_index=-1)).ignore_index == -1
+    assert dataset_task(Declared(task=None)).name == "classification"
+    assert dataset_task(Declared()).name == "classification"
+
+
+def test_the_device_is_the_models_parameters_or_the_cpu_without_any():
+    from mmdistill.evaluation.robustness import _device
+
+    assert _device(nn.Identity()) == torch.device("cpu")
+    assert _device(nn.Linear(1, 1).to(torch.float64)) == torch.device("cpu")
+    meta = nn.Linear(1, 1, device="meta")
+    assert _device(meta) == torch.device("meta")
+
+
+def test_metrics_are_for_the_task_given_over_every_example_and_read_in_percent():
+    from mmdistill.evaluation.robustness import evaluate_metrics, missing_modality_table
+
+    a = torch.tensor([[2.0], [-1.0], [3.0], [-2.0], [1.0]])
+    data = MultimodalDataset({"a": a, "t": torch.ones(5, 2, dtype=torch.long)}, torch.tensor([1, 0, 0, 0, 1]), 2, "toy")
+
+    class Sign(Recorder):
+        def forward(self, batch):
+            return torch.cat([-batch["a"], batch["a"]], 1) + self.bias
+
+    row = evaluate_metrics(Sign(), data, batch_size=2)
+    assert row["n"] == 5 and row["accuracy"] == pytest.approx(80.0)
+    undeclared = MultimodalDataset(
+        {"a": a, "t": torch.ones(5, 2, dtype=torch.long)}, torch.tensor([1, 0, 0, 0, 1]), 2, "toy"
+    )
+    undeclared.num_classes = None  # read off the model's output
+    assert evaluate_metrics(Sign(), undeclared)["accuracy"] == pytest.approx(80.0)
+    masker = Masker([ModalitySpec("a", (1,)), ModalitySpec("t", (2,), tokens=True)], strategy="zeros")
+    rows = missing_modality_table(Sign(), data, masker, batch_size=2)
+    assert [(r["present"], r["removed"], r["n"]) for r in rows] == [("a+t", "-", 5), ("a", "t", 5), ("t", "a", 5)]
