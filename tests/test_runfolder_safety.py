@@ -272,6 +272,12 @@ def test_evaluate_noise_levels_outside_0_1_are_refused(tmp_path, capsys, levels)
     assert "--levels: must be a number in [0, 1]" in capsys.readouterr().err
 
 
+def test_evaluate_noise_levels_are_bounded_in_number_before_the_folder_is_read(tmp_path, capsys):
+    levels = [str(i / 100) for i in range(22)]  # 22 levels: one past the bound
+    assert main(["evaluate", str(tmp_path / "absent"), "--noise", "--levels", *levels]) == 2
+    assert "--levels: at most 21 noise levels, got 22" in capsys.readouterr().err
+
+
 def test_evaluate_on_a_half_finished_run_names_the_missing_models(tiny_config, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tiny_config(epochs=1)), "--out", str(run), "--quiet", "--seeds", "2"]) == 0

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=unit_interval,
         nargs="+",
         default=[0.0, 0.25, 0.5, 0.75, 1.0],
-        help="noise levels in [0, 1] (Gaussian: std in units of the feature std; dropout: probability)",
+        help="noise levels in [0, 1], at most 21 (Gaussian: std in units of the feature std; dropout: probability)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
@@ -51,12 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+MAX_LEVELS = 21  # 0, 0.05, ..., 1: a finer curve than any plot shows
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from ..errors import ConfigError
     from ..evaluation.runs import evaluate_run
     from ..tasks import get_task
 
+    if len(args.levels) > MAX_LEVELS:  # each level is a pass over the split per modality: bound the work
+        raise ConfigError(f"--levels: at most {MAX_LEVELS} noise levels, got {len(args.levels)}")
     results = evaluate_run(args.run_dir, args.split, args.missing, args.noise, tuple(args.levels), args.data)
     if results["missing_models"]:
         print(
