@@ -106,20 +106,9 @@ def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
         )
 
 
-def advise(
-    x_teacher,
-    x_student,
-    y,
-    *,
-    num_classes: int | None = None,
-    bootstrap: int = 10,
-    seed: int = 0,
-    max_components: int = 32,
-    kd_weights: tuple[float, float] = (1.0, 1.0),
-    pilot_repeats: int = 4,
-) -> Advice:
-    """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``."""
-    start = time.perf_counter()
+def _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap: int, pilot_repeats: int):
+    """(x_teacher, x_student) as 2-D float64 rows, the labels as a (N,) long tensor and the class count, checked:
+    paired counts, at least 20 examples, finite inputs, labels in range, positive bootstrap and >= 2 pilot repeats."""
     xa, xb = _as2d(torch.as_tensor(x_teacher)).double(), _as2d(torch.as_tensor(x_student)).double()
     y = torch.as_tensor(y).long().reshape(-1)
     counts = {"x_teacher": xa.shape[0], "x_student": xb.shape[0], "y": y.shape[0]}
@@ -136,6 +125,25 @@ def advise(
         raise ConfigError(f"advise.bootstrap: must be a positive integer, got {bootstrap}")
     if pilot_repeats < 2:
         raise ConfigError(f"advise.pilot_repeats: must be an integer >= 2, got {pilot_repeats}")
+    return xa, xb, y, k
+
+
+def advise(
+    x_teacher,
+    x_student,
+    y,
+    *,
+    num_classes: int | None = None,
+    bootstrap: int = 10,
+    seed: int = 0,
+    max_components: int = 32,
+    kd_weights: tuple[float, float] = (1.0, 1.0),
+    pilot_repeats: int = 4,
+) -> Advice:
+    """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``."""
+    start = time.perf_counter()
+    xa, xb, y, k = _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap, pilot_repeats)
+    n = xa.shape[0]
     sub = torch.arange(n)
     if n > PROBE_ROWS:  # large data: the probes on a random subsample, so that the advice's cost stays bounded
         sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:PROBE_ROWS]

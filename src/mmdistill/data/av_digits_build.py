@@ -126,6 +126,28 @@ class Espeak:
         return np.concatenate(self._chunks)
 
 
+def _metadata(sr, window_s, n_fft, n_mels, frames, snrs_db, seed, speakers, heldout_variants) -> dict:
+    """The build's settings and sources, stored in the file as JSON under ``meta``."""
+    return {
+        "name": "av-digits",
+        "sample_rate": sr,
+        "window_s": window_s,
+        "n_fft": n_fft,
+        "hop": n_fft // 2,
+        "n_mels": n_mels,
+        "frames": frames,
+        "fmin": 50.0,
+        "fmax": 8000.0,
+        "snrs_db": list(snrs_db),
+        "seed": seed,
+        "words": list(WORDS),
+        "speakers": [f"{v}+{var}" for v, var in speakers],
+        "heldout_variants": list(heldout_variants),
+        "image_source": "sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, 8x8, 0..16)",
+        "audio_source": "espeak-ng (GPL-3.0), build-time only",
+    }
+
+
 def build_av_digits(
     out: str | Path,
     per_digit_train: int = 150,
@@ -178,24 +200,7 @@ def build_av_digits(
                 rate.append(r)
 
     digits = load_digits()
-    meta = {
-        "name": "av-digits",
-        "sample_rate": sr,
-        "window_s": window_s,
-        "n_fft": n_fft,
-        "hop": n_fft // 2,
-        "n_mels": n_mels,
-        "frames": frames,
-        "fmin": 50.0,
-        "fmax": 8000.0,
-        "snrs_db": list(snrs_db),
-        "seed": seed,
-        "words": list(WORDS),
-        "speakers": [f"{v}+{var}" for v, var in speakers],
-        "heldout_variants": list(heldout_variants),
-        "image_source": "sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, 8x8, 0..16)",
-        "audio_source": "espeak-ng (GPL-3.0), build-time only",
-    }
+    meta = _metadata(sr, window_s, n_fft, n_mels, frames, snrs_db, seed, speakers, heldout_variants)
     arrays = {
         "audio": np.stack(feats).astype(np.float16),
         "audio_label": np.asarray(labels, dtype=np.int64),
