@@ -26,17 +26,17 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from mmdistill.data.venn import VennSpec, draw
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, train_runs
 from mmdistill.studies.mfh_synthetic import _official_inits
-from mmdistill.data.venn import VennSpec, draw
 
 # name: (seed base, number of settings, views). "mixed": 30% rotated, 25% nonlinear, the rest plain; "issue":
 # 30% rotated, the rest plain (the family of the 40-setting held-out suite the targets were set on). The first 200

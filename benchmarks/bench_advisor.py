@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmdistill.studies.demo_advice import PAIRS, advice_vs_measured
-from mmdistill.io import write_text
 from mmdistill.advisor.predict import advise
-from mmdistill.mfh.ensemble import Run, fit_sequential, train_runs
-from mmdistill.studies.mfh_synthetic import _official_inits
 from mmdistill.data.venn import VennSpec, draw
+from mmdistill.io import write_text
+from mmdistill.mfh.ensemble import Run, fit_sequential, train_runs
+from mmdistill.studies.demo_advice import PAIRS, advice_vs_measured
+from mmdistill.studies.mfh_synthetic import _official_inits
 
 ROOT = Path(__file__).resolve().parents[1]
 

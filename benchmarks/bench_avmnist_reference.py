@@ -24,9 +24,9 @@ import torch
 from mmdistill.data import build_splits
 from mmdistill.data.dataset import DataSplits
 from mmdistill.engine.api import distill
-from mmdistill.studies.mfh_table1 import multibench_trainer, reference_model, subsets
 from mmdistill.models.multimodal import build_model
 from mmdistill.stats import summarize
+from mmdistill.studies.mfh_table1 import multibench_trainer, reference_model, subsets
 
 MODELS = {"image": ["image"], "audio": ["audio"], "fused": ["image", "audio"]}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from bench_data_reference import reference_config, train_reference
+
 from mmdistill.data import build_splits
 from mmdistill.evaluation import format_rows, missing_modality_table, noise_curves, plot_noise_curves
 from mmdistill.masking import Masker

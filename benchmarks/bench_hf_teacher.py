@@ -132,11 +132,11 @@ def main() -> None:
     for r in range(args.repeats):
         figures["forward"].append(timed(lambda: bare_forward(teacher, train, args.batch)))
         cache_dir = root / f"cache-{r}"
-        figures["build"].append(timed(lambda: cached_table(
+        figures["build"].append(timed(lambda cache_dir=cache_dir: cached_table(
             teacher, split, TeacherRequest(), None, cache_dir, args.batch, torch.device("cpu"))))  # fmt: skip
         _, fresh = models(root / "vit", split.specs())
         figures["bare"].append(
-            timed(lambda: [bare_kd_epoch(fresh, logits, train, args.batch) for _ in range(args.epochs)])
+            timed(lambda fresh=fresh: [bare_kd_epoch(fresh, logits, train, args.batch) for _ in range(args.epochs)])
         )
         for name, method, cache in (
             ("cached", "kd", CacheConfig(dir=cache_dir)),

@@ -18,7 +18,6 @@ import pytest
 @pytest.fixture(autouse=True, scope="session")
 def _own_teacher_cache_folder(tmp_path_factory):
     os.environ["MMDISTILL_CACHE"] = str(tmp_path_factory.mktemp("mmdistill-cache"))
-    yield
 
 
 @pytest.fixture(autouse=True)
@@ -26,4 +25,3 @@ def _no_inherited_metric_collections():
     from mmdistill.engine.metrics import _reusable
 
     _reusable.cache_clear()
-    yield

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 
-from mmdistill.cli import main
-from mmdistill.errors import DataError
 from mmdistill.advisor import calibration as cal
+from mmdistill.advisor.pilot import pilot_gain
 from mmdistill.advisor.predict import (
     advise,
     gamma_from_r2,
@@ -21,10 +21,10 @@ from mmdistill.advisor.predict import (
     pilot_interval,
     predict_gain,
 )
-from mmdistill.advisor.pilot import pilot_gain
 from mmdistill.advisor.probes import covariance_moments, label_moments
+from mmdistill.cli import main
 from mmdistill.data.venn import VennSpec, draw
-from scipy.stats import spearmanr
+from mmdistill.errors import DataError
 
 torch.set_num_threads(1)
 

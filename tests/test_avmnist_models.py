@@ -7,14 +7,14 @@ from importlib import resources
 
 import pytest
 import torch
+from test_avmnist_build import write_fsdd, write_mnist
 
+from mmdistill.batch import ModalitySpec
 from mmdistill.cli import main
 from mmdistill.config import load_config
 from mmdistill.errors import ConfigError
 from mmdistill.models.encoders import EncoderConfig, build_encoder
 from mmdistill.models.multimodal import build_model
-from mmdistill.batch import ModalitySpec
-from test_avmnist_build import write_fsdd, write_mnist
 
 torch.set_num_threads(1)
 CONFIGS = resources.files("mmdistill") / "configs"

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from mmdistill.batch import ModalitySpec, validate_inputs
-from mmdistill.tasks import validate_labels
 from mmdistill.errors import BatchError, ConfigError
 from mmdistill.models import EncoderConfig, FeatureHooks, ModelConfig, build_model
+from mmdistill.tasks import validate_labels
 
 SPECS = [ModalitySpec("img", (1, 8, 8)), ModalitySpec("aud", (4, 20)), ModalitySpec("txt", (6,), tokens=True)]
 

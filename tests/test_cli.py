@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import cli, cli_env
+
 from mmdistill.cli import COMMAND_MODULES, build_parser, main
 
 

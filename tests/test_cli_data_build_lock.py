@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli_env
 
 import mmdistill.data.rgbd_scenes as scenes
-from conftest import cli_env
 from mmdistill.cli import main
 from mmdistill.errors import OutputExistsError
 
@@ -86,8 +86,9 @@ def test_a_second_concurrent_build_into_one_folder_is_refused(tmp_path, capsys):
 
 
 def test_av_mnist_keeps_a_file_put_into_out_during_the_build(tmp_path, monkeypatch):
-    import mmdistill.data.avmnist_build as avmnist
     from test_avmnist_build import write_fsdd, write_mnist
+
+    import mmdistill.data.avmnist_build as avmnist
 
     write_mnist(tmp_path / "mnist")
     write_fsdd(tmp_path / "fsdd")

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_env
+
 from mmdistill.engine import runfolder
 from mmdistill.errors import OutputBusyError
 

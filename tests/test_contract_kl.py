@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from mmdistill.kl import kd_loss, kd_per_example
-from mmdistill.mfh.ensemble import kd_kl_mean
 from mmdistill.methods.msd_saliency import saliency_from_logits
+from mmdistill.mfh.ensemble import kd_kl_mean
 
 
 def test_kd_loss_is_bitwise_torchs_batchmean_kl_div_value_and_gradient():

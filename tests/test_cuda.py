@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import cli, cli_env
 from test_methods_cli import CASES
 from test_task_runs_cli import SEG_CONFIG, SEG_SMALL

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data_loaders import write_avmnist, write_folder
 from torch import nn
 
 from mmdistill.cli import main
@@ -17,8 +18,6 @@ from mmdistill.config import load_config
 from mmdistill.data import build_splits
 from mmdistill.engine.protocol import preflight
 from mmdistill.errors import ConfigError, DataError
-
-from test_data_loaders import write_avmnist, write_folder
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_advise_item_runs import Pairs
 
 from mmdistill.cli import main
-from test_advise_item_runs import Pairs
 
 FACTORY = "test_advise_item_runs:splits"  # returns the same three splits as the datasets given below
 

@@ -7,8 +7,10 @@ import subprocess
 import pytest
 import torch
 import yaml
-
 from conftest import cli, cli_env
+from test_data_mfh_layouts import write_ravdess, write_vggsound
+from test_data_mmimdb import write_mmimdb
+
 from mmdistill.cli import main
 from mmdistill.config import DataConfig
 from mmdistill.data import build_splits
@@ -20,8 +22,6 @@ from mmdistill.data.rgbd_folder import rgbd_folder_splits
 from mmdistill.data.rgbd_scenes import rgbd_scene_splits, write_rgbd_scenes
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.registry import DATASETS
-from test_data_mfh_layouts import write_ravdess, write_vggsound
-from test_data_mmimdb import write_mmimdb
 
 NAMES = ("mm-imdb", "rgbd-folder", "rgbd-scenes", "mfh-ravdess", "mfh-vggsound")
 

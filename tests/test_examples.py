@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_env
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("tutorial_*.py"))

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import cli, cli_env
+
 from mmdistill.io import write_text
 
 LONG_DDP = """\

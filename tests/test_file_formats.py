@@ -37,7 +37,7 @@ def test_the_reported_file_whose_header_length_ends_in_0x80_loads(tmp_path):
 def test_every_header_length_mod_256_loads(tmp_path):
     """Header lengths are multiples of 8: 32 residues mod 256, one of them 0x80 (the 1 in 32 of the report)."""
     low_bytes = set()
-    for length in range(0, 300):
+    for length in range(300):
         p = tmp_path / f"{length}.safetensors"
         save_tensors(p, {"w": torch.arange(3.0)}, {"k": "v" * length})
         low_bytes.add(p.read_bytes()[0])
@@ -89,8 +89,8 @@ def test_junk_is_refused_as_not_safetensors(tmp_path, data):
 def test_same_content_gives_the_same_bytes_whatever_the_insertion_order(tmp_path_factory, keys):
     folder = tmp_path_factory.mktemp("det")
     tensors = {"b": torch.ones(2, dtype=torch.int64), "a": torch.zeros(3), "c": torch.ones(1, dtype=torch.bfloat16)}
-    save_tensors(folder / "1.safetensors", tensors, {k: 1 for k in sorted(keys)})
-    save_tensors(folder / "2.safetensors", dict(reversed(tensors.items())), {k: 1 for k in keys})
+    save_tensors(folder / "1.safetensors", tensors, dict.fromkeys(sorted(keys), 1))
+    save_tensors(folder / "2.safetensors", dict(reversed(tensors.items())), dict.fromkeys(keys, 1))
     assert (folder / "1.safetensors").read_bytes() == (folder / "2.safetensors").read_bytes()
 
 
@@ -122,9 +122,10 @@ def _sha(path):
 
 
 def test_identical_runs_give_identical_files(toy_splits, tmp_path):
+    from test_training import models
+
     from mmdistill.config import CacheConfig, TrainerConfig
     from mmdistill.engine.api import distill
-    from test_training import models
 
     for run in ("r1", "r2"):
         teacher, student = models(toy_splits)

@@ -14,10 +14,10 @@ import torch
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_tiny  # noqa: E402
-from test_hf_text import write_hateful_memes  # noqa: E402
+import hf_tiny
+from test_hf_text import write_hateful_memes
 
-from mmdistill.cli import main  # noqa: E402
+from mmdistill.cli import main
 
 CONFIG = """\
 seed: 0

@@ -14,11 +14,11 @@ import torch
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_tiny  # noqa: E402
+import hf_tiny
 
-from mmdistill.batch import ModalitySpec  # noqa: E402
-from mmdistill.errors import ConfigError  # noqa: E402
-from mmdistill.models import build_model  # noqa: E402
+from mmdistill.batch import ModalitySpec
+from mmdistill.errors import ConfigError
+from mmdistill.models import build_model
 
 TEXT = ModalitySpec("text", (12,), tokens=True)
 IMAGE = ModalitySpec("image", (3, 16, 16))

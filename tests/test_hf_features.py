@@ -13,11 +13,11 @@ from torch import nn
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_tiny  # noqa: E402
+import hf_tiny
 
-from mmdistill.errors import ConfigError  # noqa: E402
-from mmdistill.models import build_model  # noqa: E402
-from mmdistill.models.hooks import FeatureHooks, find_module  # noqa: E402
+from mmdistill.errors import ConfigError
+from mmdistill.models import build_model
+from mmdistill.models.hooks import FeatureHooks, find_module
 
 TEXT_LAYER = "encoders.text.model.encoder.layer.1"
 IMAGE_LAYER = "encoders.image.model.layers.1"  # ViT's blocks (transformers 5; encoder.layer.1 in 4.x)

@@ -14,14 +14,14 @@ import torch
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_tiny  # noqa: E402
+import hf_tiny
 
-from mmdistill.config import DataConfig  # noqa: E402
-from mmdistill.data.hf_transforms import HFProcessor, HFTokenizer  # noqa: E402
-from mmdistill.data.item_dataset import ItemDataset, load_data  # noqa: E402
-from mmdistill.errors import ConfigError, DataError  # noqa: E402
-from mmdistill.masking import Masker  # noqa: E402
-from mmdistill.models import build_model  # noqa: E402
+from mmdistill.config import DataConfig
+from mmdistill.data.hf_transforms import HFProcessor, HFTokenizer
+from mmdistill.data.item_dataset import ItemDataset, load_data
+from mmdistill.errors import ConfigError, DataError
+from mmdistill.masking import Masker
+from mmdistill.models import build_model
 
 SENTENCES = {
     0: ["love the cat", "a blue dog sat", "the mat is funny"],

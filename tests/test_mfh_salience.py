@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from mmdistill.data import build_splits
+from mmdistill.data.venn import draw, preset_spec
 from mmdistill.errors import ConfigError, DataError
-from mmdistill.mfh.ensemble import make_mlp
 from mmdistill.mfh.algorithm1 import (
     INPUT,
     algorithm1,
@@ -17,7 +17,7 @@ from mmdistill.mfh.algorithm1 import (
     precision_at,
     train_pair,
 )
-from mmdistill.data.venn import draw, preset_spec
+from mmdistill.mfh.ensemble import make_mlp
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
 torch.set_num_threads(1)

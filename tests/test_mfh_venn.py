@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mmdistill.data import build_splits
-from mmdistill.errors import ConfigError
 from mmdistill.data.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
+from mmdistill.errors import ConfigError
 
 torch.set_num_threads(1)
 

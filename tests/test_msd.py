@@ -7,8 +7,8 @@ from mmdistill.config import CacheConfig, MaskingConfig, TrainerConfig
 from mmdistill.engine.api import build_method, distill
 from mmdistill.engine.teacher import teacher_outputs
 from mmdistill.errors import ConfigError
-from mmdistill.masking import Masker
 from mmdistill.kl import kd_loss, kd_per_example
+from mmdistill.masking import Masker
 from mmdistill.methods.base import term_value
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 

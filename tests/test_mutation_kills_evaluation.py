@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from mmdistill.batch import ModalitySpec
 from mmdistill.data import MultimodalDataset
 from mmdistill.engine.runfolder import MARKER
-from mmdistill.batch import ModalitySpec
 from mmdistill.errors import ConfigError
 from mmdistill.evaluation.modality_importance import importance_markdown, plot_saliency_histogram
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves

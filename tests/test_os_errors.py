@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import cli, cli_env
+
 from mmdistill.cli import main
 from mmdistill.engine import runfolder
 from mmdistill.failures import explain

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdistill.batch import LABEL
+from mmdistill.engine.trainer import weighted_total
 from mmdistill.methods.attention import AttentionTransfer, at_loss
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs
 from mmdistill.methods.dist import DIST
@@ -31,7 +32,6 @@ from mmdistill.methods.logit_std_kd import LogitStandardizedKD
 from mmdistill.methods.pkt import pkt_loss
 from mmdistill.methods.rkd import RelationalKD
 from mmdistill.methods.similarity import sp_loss
-from mmdistill.engine.trainer import weighted_total
 
 # next to the repo (CI, /work/main); MMDISTILL_PEER_FIXTURES points elsewhere (e.g. from a git worktree)
 FIXTURES = Path(

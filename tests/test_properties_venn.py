@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdistill.data import build_splits
-from mmdistill.errors import ConfigError
 from mmdistill.data.venn import spec_from_ratios
+from mmdistill.errors import ConfigError
 
 SMALL = st.integers(-2, 12)
 ODD = st.sampled_from(["3", 2.5, None, [1], float("nan"), -1.5])  # what a YAML typo gives

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import cli, cli_env
+
 from mmdistill.engine.checkpoint import load_tensors
 
 

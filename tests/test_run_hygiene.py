@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from test_training import models
 
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.engine import metrics as metrics_mod
@@ -14,7 +15,6 @@ from mmdistill.engine.api import distill
 from mmdistill.engine.logging import RunLogger
 from mmdistill.engine.metrics import evaluate
 from mmdistill.engine.trainer import eval_batches
-from test_training import models
 
 
 def _rows(path):

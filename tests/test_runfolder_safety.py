@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, cli_env
+
 from mmdistill.cli import build_parser, main
 from mmdistill.engine.runfolder import LOCK, MARKER, read_marker
 

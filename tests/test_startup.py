@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import cli, cli_env
+
 from mmdistill.config import TrainerConfig
 from mmdistill.engine.launch import SingleCPUProcess, make_fabric, needs_fabric
 

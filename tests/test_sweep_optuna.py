@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_sweep_runs import SWEEP, write
 
 from mmdistill.sweep import run_sweep
 from mmdistill.sweep.plan import teacher_jobs, trial_job
 from mmdistill.sweep.spec import load_sweep
 from mmdistill.sweep.worker import run_job
-
-from test_sweep_runs import SWEEP, write
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra (optuna) is not installed")
 

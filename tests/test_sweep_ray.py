@@ -8,12 +8,11 @@ import socket
 import sys
 
 import pytest
+from test_sweep_runs import SWEEP, final_table, write
 
 from mmdistill.cli import main
 from mmdistill.errors import MachineError
 from mmdistill.sweep import run_sweep
-
-from test_sweep_runs import SWEEP, final_table, write
 
 SMALL = {**SWEEP, "methods": ["kd"], "space": {"method.params.temperature": [1, 4]}, "seeds": {"tune": 1, "final": 1}}
 

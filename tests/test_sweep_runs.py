@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_sweep_file import BASE
 
 from mmdistill.errors import ConfigError
 from mmdistill.sweep import run_sweep
-
-from test_sweep_file import BASE
 
 SWEEP = {
     "base": "base.yaml",
@@ -128,7 +127,12 @@ def test_a_killed_sweep_resumes_without_rerunning_and_ends_as_an_uninterrupted_o
 
 
 def test_a_grid_larger_than_trials_says_so_and_runs_whole(tmp_path, capsys):
-    sweep = {**SWEEP, "methods": ["kd"], "space": {"method.params.temperature": [1, 4]}, "seeds": {"tune": 1, "final": 1}}
+    sweep = {
+        **SWEEP,
+        "methods": ["kd"],
+        "space": {"method.params.temperature": [1, 4]},
+        "seeds": {"tune": 1, "final": 1},
+    }
     sweep["search"] = {"kind": "grid", "trials": 1}
     result = run_sweep(write(tmp_path, sweep), tmp_path / "sweep")
     assert "search.trials: 1 per method, but the grid has more settings; the whole grid runs" in capsys.readouterr().err

@@ -7,10 +7,9 @@ import json
 
 import pytest
 import yaml
+from test_sweep_runs import SWEEP, write
 
 from mmdistill.sweep import run_sweep
-
-from test_sweep_runs import SWEEP, write
 
 SMALL = {**SWEEP, "methods": ["kd"], "space": {"method.params.temperature": [1, 4]}, "seeds": {"tune": 1, "final": 1}}
 

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 from conftest import cli, cli_env
 from test_data_mmimdb import write_mmimdb
 

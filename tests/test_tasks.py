@@ -9,12 +9,11 @@ import re
 import pytest
 import torch
 
-from mmdistill.tasks import validate_labels
 from mmdistill.config import RunConfig, load_config, validate
 from mmdistill.errors import BatchError, ConfigError, DataError, TargetError
 from mmdistill.methods.kd import kd_loss
 from mmdistill.methods.msd_saliency import saliency_from_logits
-from mmdistill.tasks import TASKS, get_task
+from mmdistill.tasks import TASKS, get_task, validate_labels
 
 LN3 = math.log(3.0)
 # s = (0, 0), t = (2 ln 3, 0), T = 2: p_t = (3/4, 1/4), p_s = (1/2, 1/2);

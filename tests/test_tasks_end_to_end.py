@@ -8,8 +8,8 @@ the best-epoch rule, the refusals, and the missing-modality table.
 
 from __future__ import annotations
 
-import csv
 import copy
+import csv
 import importlib
 import json
 import subprocess
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import cli, cli_env
+
 from mmdistill.config import TrainerConfig
 from mmdistill.engine.api import distill
 from mmdistill.errors import ConfigError
@@ -320,12 +320,16 @@ def test_segmentation_kd_from_python_leaves_ignored_pixels_out_of_losses_and_met
     with torch.no_grad():
         pred = result.student.eval()(test).argmax(1)
     keep = test["label"] != 99
-    assert result.test["pixel_accuracy"] == pytest.approx(100 * float((pred[keep] == test["label"][keep]).float().mean()))
+    assert result.test["pixel_accuracy"] == pytest.approx(
+        100 * float((pred[keep] == test["label"][keep]).float().mean())
+    )
     ious = [
         ((pred[keep] == c) & (test["label"][keep] == c)).sum() / ((pred[keep] == c) | (test["label"][keep] == c)).sum()
         for c in range(3)
     ]
-    assert result.test["miou"] == pytest.approx(100 * float(torch.stack([i for i in ious if not i.isnan()]).mean()), rel=1e-5)
+    assert result.test["miou"] == pytest.approx(
+        100 * float(torch.stack([i for i in ious if not i.isnan()]).mean()), rel=1e-5
+    )
 
 
 def test_segmentation_feature_hint_at_a_decoder_layer(tw, tmp_path):

@@ -86,7 +86,7 @@ def test_every_percent_metric_of_a_task_is_bounded_and_the_rest_are_as_is():
         assert {k for k, s in task.metric_specs.items() if s.percent} == percent, name
         assert {k for k, s in task.metric_specs.items() if not s.percent} == as_is, name
         shown = task.for_people({**dict.fromkeys(task.metric_specs, 0.25), "loss": 0.25})
-        assert shown == {**{k: 25.0 for k in percent}, **{k: 0.25 for k in as_is}, "loss": 0.25}
+        assert shown == {**dict.fromkeys(percent, 25.0), **dict.fromkeys(as_is, 0.25), "loss": 0.25}
 
 
 def test_min_delta_is_in_the_monitors_own_units_and_refused_past_its_range(toy_splits, tmp_path):

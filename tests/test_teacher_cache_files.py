@@ -7,9 +7,10 @@ import sys
 import time
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
+from test_training import models
 from torch import nn
 
 from mmdistill.batch import INDEX
@@ -19,7 +20,6 @@ from mmdistill.engine.teacher import cached_table
 from mmdistill.errors import TrainingError
 from mmdistill.io import _host
 from mmdistill.methods.base import TeacherRequest
-from test_training import models
 
 ARGS = (64, torch.device("cpu"))
 

@@ -6,8 +6,8 @@ Small and fast (a few seconds in all): this file is in the mutation-testing sele
 
 import math
 import os
-import socket
 import re
+import socket
 from types import SimpleNamespace
 
 import pytest

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from mmdistill.cli import main  # noqa: E402
+from mmdistill.cli import main
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial_hf_teacher.md"
 BLOCK = re.compile(r"<!-- (file: \S+|run) -->\n```(\w+)\n(.*?)```", re.DOTALL)

@@ -14,8 +14,8 @@ import textwrap
 import uuid
 
 import pytest
-
 from conftest import cli, cli_env
+
 from mmdistill.config import DataConfig, TrainerConfig
 from mmdistill.data.item_dataset import load_data
 from mmdistill.errors import ConfigError, DataError, MMDistillError
@@ -208,8 +208,9 @@ WORKER_DEATHS = {
 
 @pytest.mark.parametrize("how", sorted(WORKER_DEATHS))
 def test_a_worker_that_dies_names_the_split_and_the_item_it_was_reading(tmp_path, monkeypatch, how):
-    from mmdistill.engine.api import distill
     from torch import nn
+
+    from mmdistill.engine.api import distill
 
     monkeypatch.syspath_prepend(str(tmp_path))
     module = __import__(user_module(tmp_path, getitem=WORKER_DEATHS[how]))

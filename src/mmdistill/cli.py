@@ -41,8 +41,8 @@ class Parser(argparse.ArgumentParser):
 
 def version_line() -> str:
     """``mmdistill 0.1.0 (torch 2.x, Python 3.x)``: read from the installed metadata, without importing torch."""
-    from importlib import metadata
     import platform
+    from importlib import metadata
 
     from . import __version__
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_serializer, model_validator
 
 from . import strict_yaml
 from .errors import ConfigError
-from .strict_yaml import cut, short
 from .models.multimodal import AnyModelConfig
 from .registry import METHODS, import_modules
-from .tasks import DEFAULT_MONITOR, DEFAULT_TASK
 from .schema import SEED_MAX, ConfigModel, parse
+from .strict_yaml import cut, short
+from .tasks import DEFAULT_MONITOR, DEFAULT_TASK
 
 
 class _Strict(ConfigModel):
@@ -81,11 +81,11 @@ class TrainerConfig(_Strict):
     batch_size: int = Int(64, ge=1, le=MAX_BATCH, description="global batch size (split across DDP processes)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    grad_clip: Optional[float] = Float(None, gt=0, description="max global gradient norm")
+    grad_clip: float | None = Float(None, gt=0, description="max global gradient norm")
     monitor: MonitorName = Field(
         DEFAULT_MONITOR, description="a metric of the task (docs/tasks.md); default: the task's; auroc: 2 classes only"
     )
-    early_stopping: Optional[EarlyStoppingConfig] = None
+    early_stopping: EarlyStoppingConfig | None = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
     devices: int = Int(1, ge=1, le=4096, description="processes per node; at most the CPUs (cpu) or visible GPUs")
@@ -95,12 +95,12 @@ class TrainerConfig(_Strict):
         300.0, gt=0, le=7 * 86400, description="DDP: a collective waiting longer than this fails the run"
     )
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field("32-true", description="16-mixed: GPU only")
-    num_threads: Optional[int] = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
+    num_threads: int | None = Int(None, ge=1, le=4096, description="torch.set_num_threads for this run")
     # DataLoader options: used for item datasets (any torch Dataset); column datasets always take the fast path
     num_workers: int = Int(0, ge=0, le=1024, description="DataLoader worker processes (0: the training process loads)")
-    pin_memory: Optional[bool] = Bool(None, description="page-locked batches for CUDA copies; null: on when on CUDA")
+    pin_memory: bool | None = Bool(None, description="page-locked batches for CUDA copies; null: on when on CUDA")
     persistent_workers: bool = Bool(False, description="keep the workers between epochs (needs num_workers > 0)")
-    prefetch_factor: Optional[int] = Int(
+    prefetch_factor: int | None = Int(
         None,
         ge=1,
         le=1024,
@@ -115,7 +115,7 @@ class TrainerConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _loader_options_need_workers(self) -> "TrainerConfig":
+    def _loader_options_need_workers(self) -> TrainerConfig:
         if self.num_workers == 0:
             if self.prefetch_factor is not None:
                 raise ValueError(
@@ -132,7 +132,7 @@ class TrainerConfig(_Strict):
 PATH_MAX, NAME_MAX = 4095, 255  # Linux limits, in bytes
 
 
-def _usable_path(value: Optional[Path]) -> Optional[Path]:
+def _usable_path(value: Path | None) -> Path | None:
     """A path the OS can open: no NUL byte, each part at most NAME_MAX bytes, the whole at most PATH_MAX bytes."""
     if value is None:
         return value
@@ -170,7 +170,7 @@ class DataConfig(_Strict):
     name: str = "toy-two-modality"
     params: dict[str, Any] = Field(default_factory=dict)
     split_seed: int = Int(0, ge=0, le=SEED_MAX, description="seed of the train/val/test split (fixed across run seeds)")
-    dataset: Optional[str] = Field(
+    dataset: str | None = Field(
         None,
         pattern=_IMPORT_PATH,
         description="'package.module:factory' called with "
@@ -181,7 +181,7 @@ class DataConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _name_or_dataset(self) -> "DataConfig":
+    def _name_or_dataset(self) -> DataConfig:
         if self.dataset is not None and self.name != DataConfig.model_fields["name"].default:
             raise ValueError(
                 f"give name (a registered dataset) or dataset (a factory), not both; got name "
@@ -221,18 +221,18 @@ class StudentConfig(_Strict):
 class TeacherConfig(_Strict):
     config_key: ClassVar[str] = "teacher"
     model: AnyModelConfig = Field(description=MODEL_HELP)
-    checkpoint: Optional[UsablePath] = Field(None, description="safetensors weights; null: train the teacher first")
-    trainer: Optional[TrainerConfig] = Field(None, description="trainer for the teacher; null: the run's trainer")
+    checkpoint: UsablePath | None = Field(None, description="safetensors weights; null: train the teacher first")
+    trainer: TrainerConfig | None = Field(None, description="trainer for the teacher; null: the run's trainer")
 
 
 class CacheConfig(_Strict):
     config_key: ClassVar[str] = "cache"
     enabled: bool = Bool(True)
-    dir: Optional[UsablePath] = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
+    dir: UsablePath | None = Field(None, description="null: $MMDISTILL_CACHE or ~/.cache/mmdistill")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="how the cached outputs are stored (read back as float32)"
     )
-    top_k: Optional[int] = Int(None, ge=1, le=1 << 24, description="keep the teacher's K largest logits per example")
+    top_k: int | None = Int(None, ge=1, le=1 << 24, description="keep the teacher's K largest logits per example")
 
 
 class TaskConfig(_Strict):
@@ -257,7 +257,7 @@ class RunConfig(_Strict):
     )
     seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: Optional[TeacherConfig] = None
+    teacher: TeacherConfig | None = None
     student: StudentConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
@@ -289,7 +289,7 @@ class RunConfig(_Strict):
         return raw
 
     @model_validator(mode="after")
-    def _task_fits(self) -> "RunConfig":
+    def _task_fits(self) -> RunConfig:
         """A known task with valid params, monitors that are its metrics, and a method that carries over to it."""
         from .tasks import get_task
 

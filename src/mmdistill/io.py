@@ -13,8 +13,9 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 STALE_TEMP_SECONDS = 24 * 3600  # a temp file of another host's process is stale after this long
 _TEMP_RE = re.compile(r"^\..+\.mmdistill-(?P<host>[A-Za-z0-9_]*)-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")

@@ -16,7 +16,8 @@ A :class:`Masker` may use a different strategy per modality (``per_modality``). 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence, cast
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,7 @@ class NullValue(nn.Module):
         self.spec = spec
 
     @classmethod
-    def for_modality(cls, spec: ModalitySpec) -> "NullValue":
+    def for_modality(cls, spec: ModalitySpec) -> NullValue:
         """The strategy object for ``spec`` (a subclass may hand another strategy for a kind it does not handle)."""
         return cls(spec)
 
@@ -182,7 +183,7 @@ class Masker(nn.Module):
         return self.null(m).changes_in_training
 
     @torch.no_grad()
-    def fit(self, means: Mapping[str, Tensor]) -> "Masker":
+    def fit(self, means: Mapping[str, Tensor]) -> Masker:
         """Hand training-set means (``Split.feature_mean()``) to the strategies (``mean``; ``learned``
         starts from the mean too)."""
         for m in self.nulls:

@@ -8,7 +8,7 @@ on the per-seed differences.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -18,8 +18,8 @@ calibration (:mod:`.advisor`), fitted on Venn development suites, maps these sig
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

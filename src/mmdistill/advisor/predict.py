@@ -32,8 +32,15 @@ import torch
 from ..errors import ConfigError, DataError
 from . import calibration as cal
 from .pilot import pilot_gain
-from .probes import _as2d, gamma_from_r2, gaussian_mi, gaussian_mi_closed_form  # noqa: F401 (re-exported)
-from .probes import covariance_moments, label_moments, linear_probes
+from .probes import (  # noqa: F401 (re-exported)
+    _as2d,
+    covariance_moments,
+    gamma_from_r2,
+    gaussian_mi,
+    gaussian_mi_closed_form,
+    label_moments,
+    linear_probes,
+)
 
 PROBE_ROWS = 600  # the linear probes and moment estimates read at most this many rows (the Venn suites have <= 200)
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless

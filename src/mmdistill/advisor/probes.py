@@ -32,7 +32,6 @@ from torch import Tensor
 
 from ..errors import DataError
 
-
 # ---- estimators ------------------------------------------------------------------------------------
 
 

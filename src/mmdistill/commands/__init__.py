@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 MAX_COUNT = 1_000_000  # epochs, steps, permutations, rows: more would run for days
 MAX_SEEDS = 10_000

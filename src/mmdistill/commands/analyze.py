@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..masking import fit_masker
     from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
     from ..evaluation.runs import load_run_models
+    from ..masking import fit_masker
 
     cfg, data, models = load_run_models(args.run_dir, args.data)
     seeds = sorted({k.split("/")[0] for k in models})

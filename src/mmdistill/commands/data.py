@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from ..errors import ConfigError, OutputExistsError
 from . import integer, number, seed_int
 

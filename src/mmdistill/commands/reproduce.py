@@ -11,15 +11,14 @@ that). Adding a target is one function and one dict entry.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 
 from ..engine.runfolder import Layout, RunOf, register_layout
-from ..sweep import layout as _sweep_layout  # noqa: F401  (declares a sweep folder's layout: --tune writes them)
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
+from ..sweep import layout as _sweep_layout  # noqa: F401  (declares a sweep folder's layout: --tune writes them)
 from . import integer, number, positive_float, positive_int, seed_int, seeds_count, threads, width
 
 

@@ -16,10 +16,14 @@ from ..registry import DATASETS
 from ..schema import SEED_MAX, checked_int, checked_mapping
 from ..strict_yaml import cut, short
 from ..usercode import failed, kept
-from . import synthetic  # noqa: F401  (registers its builders)
-from . import av_digits, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
-from . import venn  # noqa: F401  (registers the "venn" dataset)
-from . import file_registry  # noqa: F401  (registers the papers' file-backed datasets: rgbd-scenes, mm-imdb, ...)
+from . import (  # noqa: F401  (register the real datasets and users' loaders)
+    av_digits,
+    file_registry,
+    loaders,
+    mfeat,
+    synthetic,
+    venn,
+)
 from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
 from .item_dataset import ItemDataset, ItemSplits
 from .split import Split, Splits

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import Annotated
 
 import numpy as np

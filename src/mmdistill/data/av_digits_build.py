@@ -20,8 +20,8 @@ import ctypes
 import ctypes.util
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class Espeak:
         self._callback = proto(self._collect)  # kept on self: the C side holds only a raw pointer
         self.lib.espeak_SetSynthCallback(self._callback)
 
-    def _collect(self, wav, n, events) -> int:  # noqa: ANN001 (ctypes arguments)
+    def _collect(self, wav, n, events) -> int:
         if n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0

@@ -8,8 +8,9 @@ def my_data(seed: int = 0, root: str = "") -> ...
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 

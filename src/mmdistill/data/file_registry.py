@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 from pydantic import Field
 
@@ -65,14 +65,14 @@ def _item_splits(splits, description: str) -> ItemSplits:
 )
 def rgbd_scenes(
     seed: int = 0,
-    root: Optional[str] = None,
-    n_scenes: Optional[Annotated[int, Field(strict=True, ge=3, le=1_000_000)]] = None,
-    size: Optional[Annotated[int, Field(strict=True, ge=8, le=4096)]] = None,
-    max_objects: Optional[Annotated[int, Field(strict=True, ge=1, le=1000)]] = None,
-    rgb_noise: Optional[Noise] = None,
-    depth_noise: Optional[Noise] = None,
-    depth_dropout: Optional[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]] = None,
-    fractions: Optional[SplitFractions] = None,
+    root: str | None = None,
+    n_scenes: Annotated[int, Field(strict=True, ge=3, le=1000000)] | None = None,
+    size: Annotated[int, Field(strict=True, ge=8, le=4096)] | None = None,
+    max_objects: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None,
+    rgb_noise: Noise | None = None,
+    depth_noise: Noise | None = None,
+    depth_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None,
+    fractions: SplitFractions | None = None,
 ) -> ItemSplits:
     """Procedural RGB-D scenes (:mod:`~mmdistill.data.rgbd_scenes`), generated from ``seed`` (``data.split_seed``;
     unset parameters take :func:`~mmdistill.data.rgbd_scenes.rgbd_scene_splits`' defaults), or, with ``root``, the
@@ -141,8 +141,8 @@ def rgbd_folder(
 def mm_imdb(
     seed: int = 0,
     root: str = "",
-    modalities: Optional[dict[str, str]] = None,
-    boundaries: Optional[tuple[int, int, int]] = None,
+    modalities: dict[str, str] | None = None,
+    boundaries: tuple[int, int, int] | None = None,
 ) -> ItemSplits:
     """MultiBench's ``multimodal_imdb.hdf5`` (the file or its folder; :mod:`.mmimdb`); multi-label, 23 genres.
     ``boundaries``: end index of train, val, test (default MultiBench's, valid for the full file only)."""
@@ -167,7 +167,7 @@ def mfh_ravdess(
     num_classes: NumClasses = 8,
     audio_mean: Annotated[float, Field(allow_inf_nan=False)] = -10.59,
     audio_std: Scale = 85.66,
-    image_size: Optional[tuple[Count, Count]] = None,
+    image_size: tuple[Count, Count] | None = None,
 ) -> ItemSplits:
     """RAVDESS in the MFH code's layout (``aud_features/``, ``vid_features/``, ``data_file/``; :mod:`.mfh_ravdess`)."""
     from .mfh_ravdess import ravdess_splits
@@ -188,10 +188,10 @@ def mfh_ravdess(
 def mfh_vggsound(
     seed: int = 0,
     root: str = "",
-    label_json: Optional[str] = None,
+    label_json: str | None = None,
     num_frames: Count = 32,
     frame_size: Count = 256,
-    audio_frames: Optional[Count] = None,
+    audio_frames: Count | None = None,
     val_fraction: Fraction = 0.1,
 ) -> ItemSplits:
     """VGGSound in the MFH code's layout (``train/``, ``test/``, ``label.json``; :mod:`.mfh_vggsound`); without
@@ -215,7 +215,7 @@ def hateful_memes(
     seed: int = 0,
     root: str = "",
     tokenizer: str = "",
-    processor: Optional[str] = None,
+    processor: str | None = None,
     image_size: Annotated[int, Field(strict=True, ge=8, le=4096)] = 64,
     max_length: Annotated[int, Field(strict=True, ge=1, le=8192)] = 32,
 ) -> ItemSplits:

@@ -27,8 +27,8 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 from ..batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
 from ..errors import ConfigError, DataError
 from ..schema import checked_int
-from ..usercode import USER_ERRORS, call, failed, import_path, kept
 from ..tasks import DEFAULT_TASK, TASKS
+from ..usercode import USER_ERRORS, call, failed, import_path, kept
 from .collate import collate_items
 from .dataset import MultimodalDataset
 from .split import Split, Splits

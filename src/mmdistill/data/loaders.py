@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Literal, overload
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -55,9 +55,9 @@ import torch
 from ..batch import RESERVED
 from ..errors import DataError
 from ..registry import DATASETS
-from .card import dataset_card
 from ..strict_yaml import short
 from .av_digits import pair_within_class
+from .card import dataset_card
 from .dataset import DataSplits, Fraction, MultimodalDataset, NumClasses, stratified_split
 from .ondisk import DiskArray
 

@@ -25,8 +25,8 @@ Features are standardised per dimension with the training split's mean and std
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -29,9 +29,9 @@ import torch
 from ..errors import DataError
 from .file_dataset import (
     SPLITS,
-    Item,
     FileDataset,
     FileSplits,
+    Item,
     Transform,
     imagenet_normalized,
     read_image,

@@ -28,7 +28,7 @@ import torch
 
 from ..batch import MASK_SUFFIX, RESERVED
 from ..errors import DataError
-from .file_dataset import SPLITS, Item, FileDataset, FileSplits, Transform, split_transforms
+from .file_dataset import SPLITS, FileDataset, FileSplits, Item, Transform, split_transforms
 
 FILE_NAME = "multimodal_imdb.hdf5"
 PUBLISHED_ROWS = 25959

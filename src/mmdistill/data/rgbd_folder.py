@@ -23,9 +23,9 @@ import torch
 from ..errors import DataError
 from .file_dataset import (
     SPLITS,
-    Item,
     FileDataset,
     FileSplits,
+    Item,
     Transform,
     member_path,
     read_image,

@@ -32,7 +32,7 @@ import torch
 from ..errors import DataError
 from ..io import write_json, write_text
 from .build_output import BuiltFolder, build_folder
-from .file_dataset import SPLITS, Item, FileDataset, FileSplits, Transform, split_transforms
+from .file_dataset import SPLITS, FileDataset, FileSplits, Item, Transform, split_transforms
 
 MARKER = "rgbd_scenes.json"
 BUILT = BuiltFolder(

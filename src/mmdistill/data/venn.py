@@ -27,19 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from typing import Annotated, Any
-
-from pydantic import Field
-
-from .dataset import DataSplits, MultimodalDataset, NumClasses
 from ..errors import ConfigError
 from ..registry import DATASETS
 from .card import dataset_card
+from .dataset import DataSplits, MultimodalDataset, NumClasses
 
 HYPERPLANE_POOL = 500  # the official code draws a 500-dim hyperplane and uses its first coordinates
 

@@ -26,8 +26,9 @@ stderr (a bar on a terminal, one line per epoch otherwise); ``quiet=True`` silen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset

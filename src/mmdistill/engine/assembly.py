@@ -29,20 +29,22 @@ from ..batch import Batch
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data.split import Splits
 from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
-from ..usercode import kept
 from ..io import write_json
 from ..masking import Masker, fit_masker
 from ..methods.base import Method, TeacherRequest
 from ..models.multimodal import build_model
 from ..tasks import PERCENT, UNITS_KEY, Task
-from . import runfolder
+from ..usercode import kept
+from . import (
+    run_outputs,  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
+    runfolder,
+)
 from .batches import eval_batches, to_device, worker_failure
 from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
 from .run_checks import check_cache_settings, check_eval_rows
-from . import run_outputs  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
 from .run_record import describe_run, write_record
 from .teacher import CacheStorage, cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit

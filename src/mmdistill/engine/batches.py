@@ -30,7 +30,6 @@ from torch.utils.data import DataLoader
 
 from ..batch import Batch
 from ..config import TrainerConfig
-from ..data.split import Split
 from ..data.item_dataset import (
     OUTSIDE_TRAINING,
     ItemDataset,
@@ -38,6 +37,7 @@ from ..data.item_dataset import (
     preserved_rngs,
     seed_rngs,
 )
+from ..data.split import Split
 from ..errors import DataError
 from ..usercode import USER_ERRORS, describe, kept
 

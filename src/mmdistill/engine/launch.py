@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ def needs_fabric(cfg: TrainerConfig) -> bool:
     return not (on_cpu and single and cfg.precision == "32-true" and not launched)
 
 
-def make_fabric(cfg: TrainerConfig) -> Union["Fabric", SingleCPUProcess]:
+def make_fabric(cfg: TrainerConfig) -> Fabric | SingleCPUProcess:
     """A Fabric for the trainer settings; gloo for DDP on CPU (determinism is set per run: :func:`run_determinism`).
 
     A :class:`SingleCPUProcess` where Fabric is not needed (:func:`needs_fabric`): Lightning is imported only here.
@@ -153,7 +153,7 @@ def make_fabric(cfg: TrainerConfig) -> Union["Fabric", SingleCPUProcess]:
     )
 
 
-def launch(fabric: Union["Fabric", SingleCPUProcess]) -> None:
+def launch(fabric: Fabric | SingleCPUProcess) -> None:
     """``fabric.launch()``, then guard worker processes against a dead launcher."""
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a worker started by Fabric's launcher: guard it from the start
         parent = os.getppid()

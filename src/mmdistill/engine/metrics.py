@@ -9,7 +9,8 @@ Under DDP each process sees part of the split; torchmetrics all-gathers its stat
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn

@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
+from .. import strict_yaml
 from ..config import CacheConfig, RunConfig
 from ..data.split import Split
 from ..errors import ConfigError, MachineError, OutputExistsError
-from .. import strict_yaml
 from ..usercode import call
 
 _LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "worker_timeout_s")

@@ -34,10 +34,11 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import Union
 
 from .. import locks
 from ..errors import MachineError, OutputBusyError, OutputExistsError

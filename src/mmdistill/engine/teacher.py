@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from .. import __version__
 from ..batch import INDEX, Batch
 from ..config import TrainerConfig
-from ..data.split import Split
 from ..data.ondisk import NpyRows
+from ..data.split import Split
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
@@ -160,7 +160,7 @@ class TeacherTable:
         self.columns, self.classes = columns, classes  # classes: C of top-K logits
 
     @classmethod
-    def open(cls, path: Path, memory_budget: int | None = None) -> tuple["TeacherTable", dict]:
+    def open(cls, path: Path, memory_budget: int | None = None) -> tuple[TeacherTable, dict]:
         """The table of a cache file and its stored state, after checking its checksum.
 
         In memory when the file's tensors fit ``memory_budget`` bytes (default

@@ -34,13 +34,13 @@ from ..data.dataset import MultimodalDataset
 from ..errors import ConfigError, DataError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
+from ..tasks import Task
 from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
 from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .epoch_listeners import EpochReport, report_epoch
 from .logging import RunLogger
 from .metrics import evaluate
 from .teacher import check_finite_outputs
-from ..tasks import Task
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric

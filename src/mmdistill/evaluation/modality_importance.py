@@ -11,21 +11,21 @@ For a teacher and any number of students on the same data:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
 
 from ..data.split import Splits
 from ..errors import ConfigError
+from ..io import atomic_write
+from ..masking import Masker
+from ..methods.msd_saliency import SaliencyKind, instance_saliency
+from ..models.multimodal import model_modalities
 from ..tasks import DEFAULT_TASK, get_task
 from ..tasks.base import TRUE_CLASS
 from .robustness import dataset_task, missing_modality_table
-from ..io import atomic_write
-from ..masking import Masker
-from ..models.multimodal import model_modalities
-from ..methods.msd_saliency import SaliencyKind, instance_saliency
 
 
 def modality_importance(

@@ -49,10 +49,19 @@ from ..errors import ConfigError
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
 from ..registry import METHODS
-from .msd_saliency import instance_saliency, removal_views, saliency_from_logits
-from .params import CLASS_DISTRIBUTION, TRUE_CLASS, Count, Fraction, MethodParams, Number, TaskNeed, Temperature
-from .params import temperature_param
 from .base import LossTerm, Method, PerExample, StudentOutputs, TeacherOutputs, TeacherRequest, weighted_total
+from .msd_saliency import instance_saliency, removal_views, saliency_from_logits
+from .params import (
+    CLASS_DISTRIBUTION,
+    TRUE_CLASS,
+    Count,
+    Fraction,
+    MethodParams,
+    Number,
+    TaskNeed,
+    Temperature,
+    temperature_param,
+)
 
 WEIGHTINGS = ("uniform", "population", "instance", "learned")
 

@@ -16,15 +16,15 @@ outputs; segmentation: the mean over the example's valid pixels); ``true_class``
 from __future__ import annotations
 
 import math
-
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..batch import LABEL
-from ..data.dataset import MultimodalDataset
+from ..data.split import Split
 from ..kl import kd_per_example
 from ..masking import Masker, split_variants
 from ..tasks import Task
@@ -60,7 +60,7 @@ def saliency_from_logits(
 MAX_PASS_ELEMENTS = 1 << 22  # input values in one teacher pass (rows x variants): bounds a conv teacher's activations
 
 
-def rows_per_pass(dataset: MultimodalDataset, variants: int, batch_size: int) -> int:
+def rows_per_pass(dataset: Split, variants: int, batch_size: int) -> int:
     """``batch_size``, or fewer rows where ``variants`` copies of a row's float inputs would exceed
     :data:`MAX_PASS_ELEMENTS` (AV-MNIST's 112x112 spectrograms: 104 rows of 3 variants, about 0.3 GB of activations
     in the first LeNet block instead of 1.5 GB at 512 rows); small feature vectors keep ``batch_size``."""
@@ -71,7 +71,7 @@ def rows_per_pass(dataset: MultimodalDataset, variants: int, batch_size: int) ->
 @torch.no_grad()
 def instance_saliency(
     teacher: nn.Module,
-    dataset: MultimodalDataset,
+    dataset: Split,
     masker: Masker,
     modalities: Sequence[str],
     kind: SaliencyKind = "kl",

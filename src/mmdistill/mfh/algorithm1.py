@@ -30,8 +30,9 @@ repeated. :func:`channel_salience_loop` is the per-channel Python loop of the sa
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F

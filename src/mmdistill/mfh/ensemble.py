@@ -26,8 +26,8 @@ run equals the same run trained alone by :func:`fit_sequential`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

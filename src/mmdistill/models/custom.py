@@ -32,8 +32,8 @@ from ..batch import ModalitySpec, batch_size
 from ..errors import ConfigError
 from ..registry import MODELS
 from ..schema import ConfigModel
-from ..usercode import call, import_path
 from ..strict_yaml import cut, short
+from ..usercode import call, import_path
 
 DATA_ARGS = ("num_classes", "specs")  # given by the data, never by params
 

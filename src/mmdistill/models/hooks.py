@@ -11,13 +11,13 @@ transformer block: ``encoders.text.model.encoder.layer.5``) is read as its first
 from __future__ import annotations
 
 import difflib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..strict_yaml import short
-
 
 LISTED_IN_FULL = 40  # a model with at most this many layers has them all listed in the error; else the nearest
 

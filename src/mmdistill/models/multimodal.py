@@ -14,8 +14,9 @@ and every command that rebuilds a run's models goes through it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Sequence, Union, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
@@ -129,7 +130,7 @@ def _model_kind(raw: Any) -> str:
 
 # ``teacher.model`` / ``student.model``: the reference classifier's settings, or {factory | name, params}
 AnyModelConfig = Annotated[
-    Union[Annotated[ModelConfig, Tag(REFERENCE_TAG)], Annotated[CustomModelConfig, Tag(CUSTOM_TAG)]],
+    Annotated[ModelConfig, Tag(REFERENCE_TAG)] | Annotated[CustomModelConfig, Tag(CUSTOM_TAG)],
     Discriminator(_model_kind),
 ]
 MODEL_CONFIG_TAGS: dict[str, type[BaseModel]] = {REFERENCE_TAG: ModelConfig, CUSTOM_TAG: CustomModelConfig}

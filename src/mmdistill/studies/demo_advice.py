@@ -11,15 +11,15 @@ and a KD student, one-hidden-layer MLPs, 300 full-batch epochs, timed alone: :fu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ..io import atomic_write, write_csv, write_text
 from ..advisor.predict import advise_dataset
-from .mfh_removal import feature_removal
+from ..io import atomic_write, write_csv, write_text
 from ..stats import paired_difference, spearman
+from .mfh_removal import feature_removal
 
 PAIRS = [
     ("mfeat", "pix:zer"),
@@ -57,8 +57,7 @@ def one_run_seconds(
     """Wall-clock seconds of one full distillation run of the pair by the measuring protocol: a teacher, then a KD
     student (``CE + k KL``, T = 1), one-hidden-layer MLPs, full-batch SGD, each trained alone by the batched trainer."""
     from ..mfh.ensemble import Run, make_mlp, train_runs
-    from ..mfh.pairs import load_pairs
-    from ..mfh.pairs import DEFAULT_PCA
+    from ..mfh.pairs import DEFAULT_PCA, load_pairs
 
     teacher, student = pair.split(":")
     data = load_pairs(dataset, {}, teacher, student, seed=seed, pca=DEFAULT_PCA.get(dataset))

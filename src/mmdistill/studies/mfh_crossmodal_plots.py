@@ -5,8 +5,8 @@ Written atomically through :func:`mmdistill.studies.mfh_plots._save`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -5,8 +5,8 @@ Each figure is written atomically (temp file in the same folder, then ``os.repla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, cast
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..mfh.algorithm1 import channel_salience
+from ..mfh.ensemble import Run, TrainedRuns, make_mlp, train_runs
+from ..mfh.pairs import DEFAULT_PCA, load_pairs
 from ..models.hooks import find_module
 from ..stats import paired_difference, summarize
-from ..mfh.ensemble import Run, TrainedRuns, make_mlp, train_runs
-from ..mfh.pairs import load_pairs
-from ..mfh.algorithm1 import channel_salience
-from ..mfh.pairs import DEFAULT_PCA
 
 MODES = ("nokd", "regular", "general", "random", "specific")
 ROW_FIELDS = ["pair", "seed", "mode", "kept", "teacher_acc", "student_acc", "nokd_acc"]
@@ -323,9 +323,8 @@ def summary_markdown(result: RemovalResult, command: str = "") -> str:
 
 def write_removal(result: RemovalResult, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``removal.png`` and, last, ``results.csv`` (atomically)."""
-    from ..io import write_text
+    from ..io import csv_text, write_text
     from .mfh_crossmodal_plots import plot_removal
-    from ..io import csv_text
 
     out = Path(out)
     paths = [

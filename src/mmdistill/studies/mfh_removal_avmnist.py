@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ from ..config import CacheConfig
 from ..data.dataset import DataSplits
 from ..engine.api import distill
 from ..io import write_text
+from ..mfh.algorithm1 import channel_salience
 from ..models.multimodal import build_model
 from ..stats import paired_difference, summarize
 from .mfh_removal import kept_channels, removed_channels
-from ..mfh.algorithm1 import channel_salience
 from .mfh_table1 import multibench_trainer, reference_model, run_dir, subsets
 
 LAYER = "head.0"  # the head's hidden Linear + ReLU: the teacher's penultimate features (N, 100)

@@ -16,14 +16,14 @@ teacher, the KD student and the no-KD student are built in that order.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..mfh.ensemble import Run, make_mlp, train_runs
 from ..data.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
+from ..mfh.ensemble import Run, make_mlp, train_runs
 
 ROW_FIELDS = ["setting", "gamma", "alpha", "beta", "seed", "teacher_acc", "nokd_acc", "kd_acc"]
 
@@ -136,7 +136,7 @@ def vary_alpha(seeds: Sequence[int] = range(10), **kwargs) -> StudyResult:
 
 
 PLANE_GAMMAS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-PLANE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(0, 10))
+PLANE_ALPHAS = tuple(round(0.1 * i, 1) for i in range(10))
 
 
 def venn_plane(

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -316,8 +316,8 @@ def summary_markdown(result: Table1Result, command: str = "") -> str:
 
 def write_table1(result: Table1Result, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``table1.png`` and, last, ``results.csv`` (atomically)."""
-    from .mfh_plots import _pyplot, _save
     from ..io import csv_text
+    from .mfh_plots import _pyplot, _save
 
     paths = [write_text(out / "summary.md", summary_markdown(result, command))]
     plt = _pyplot()

@@ -22,18 +22,18 @@ in swapped order; here the regular teacher's student is distilled as intended, l
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..stats import paired_difference, summarize
-from ..mfh.ensemble import Run, train_runs
-from ..mfh.algorithm1 import algorithm1, precision_at
-from .mfh_synthetic import _official_inits
 from ..data.venn import draw, preset_settings, preset_spec
+from ..mfh.algorithm1 import algorithm1, precision_at
+from ..mfh.ensemble import Run, train_runs
+from ..stats import paired_difference, summarize
+from .mfh_synthetic import _official_inits
 
 SELECTIONS = ("regular", "random", "ground-truth", "algorithm1")
 ROW_FIELDS = ["setting", "gamma", "seed", "selection", "teacher_acc", "nokd_acc", "kd_acc", "salience_precision"]
@@ -276,9 +276,8 @@ def summary_markdown(result: Table2Result, command: str = "") -> str:
 
 def write_table2(result: Table2Result, out: Path, command: str = "") -> list[Path]:
     """``summary.md``, ``table2.png`` and, last, ``results.csv`` (atomically)."""
-    from ..io import write_text
+    from ..io import csv_text, write_text
     from .mfh_crossmodal_plots import plot_table2
-    from ..io import csv_text
 
     out = Path(out)
     paths = [

@@ -18,10 +18,10 @@ import torch
 from ..config import CacheConfig, TrainerConfig
 from ..data import build_splits
 from ..engine.api import distill
+from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
 from ..io import write_csv, write_text
 from ..masking import Masker
 from ..models import EncoderConfig, ModelConfig, build_model
-from ..evaluation.modality_importance import importance_markdown, modality_importance, plot_saliency_histogram
 from ..stats import format_summary, paired_difference, summarize
 from .progress import announce
 
