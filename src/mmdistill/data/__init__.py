@@ -84,9 +84,11 @@ def build_splits(name: str, params: dict | None = None, seed: int = 0) -> Splits
             f"data.params.{key}: {first['msg']} (got {short(first.get('input'))}) for dataset {name!r}"
         ) from None
     except SystemExit as err:  # a plugin's builder calling sys.exit() must not end the user's program silently
-        raise failed(err, f"data.name: dataset builder {name!r} raised", advice="a builder returns splits") from kept(
-            err
-        )
+        raise failed(
+            err,
+            f"data.name: dataset builder {name!r} raised",
+            advice="a builder returns its splits and must not call sys.exit",
+        ) from kept(err)
 
 
 def _kinds(annotation) -> set[type]:
