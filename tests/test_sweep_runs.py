@@ -70,6 +70,11 @@ def test_one_teacher_per_seed_and_every_trial_a_train_folder(tmp_path, monkeypat
     assert tuned["ms_per_step"] > 0
     summary = (out / "summary.md").read_text()
     assert "## Tuned" in summary and "## Defaults" in summary and "3 teachers trained" in summary
+    from mmdistill.cli import main
+
+    assert main(["report", str(out)]) == 0  # the final table is the report's first section, then each run
+    report = (out / "report.md").read_text()
+    assert report.index("#### Tuned (best validation setting)") < report.index("## final/kd-tuned/s1")
 
 
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
