@@ -204,7 +204,9 @@ def _methods(value: Any) -> tuple[list[str], dict[str, dict]]:
 def valid_keys(base: dict, method: str) -> set[str]:
     """Every dotted key a space may vary for ``method``: the run config's fields (optional sections too) and the
     method's own parameters; keys under a free-form ``params`` mapping (data, task, models) are checked by value."""
-    keys = _model_keys(RunConfig, "") | set(_flat(base))
+    from ..engine.run_checks import flatten
+
+    keys = _model_keys(RunConfig, "") | set(flatten(base))
     keys = {k for k in keys if not k.startswith("method.")}
     params = getattr(METHODS.get(method), "Params", None)
     if params is not None:
@@ -222,15 +224,6 @@ def _model_keys(model: type[BaseModel], prefix: str) -> set[str]:
 
 def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def _free_form(key: str, base: dict) -> bool:
