@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mmdistill.advisor.predict import advise
-from mmdistill.data.venn import VennSpec, draw
+from mmdistill.data.generated.venn import VennSpec, draw
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, fit_sequential, train_runs
 from mmdistill.studies.demo_advice import PAIRS, advice_vs_measured

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mmdistill.data import build_splits
-from mmdistill.data.dataset import DataSplits
+from mmdistill.data.contracts.dataset import DataSplits
 from mmdistill.engine.api import distill
 from mmdistill.models.multimodal import build_model
 from mmdistill.stats import summarize

@@ -194,7 +194,7 @@ def stack_items(items: list[dict]) -> dict:
 def segmentation(args: argparse.Namespace, tmp: Path) -> None:
     """Per-pixel KD, RGB+depth teacher -> RGB student, teacher online; bare loop against ``distill``."""
     from mmdistill.config import CacheConfig, TrainerConfig
-    from mmdistill.data.rgbd_scenes import rgbd_scene_splits
+    from mmdistill.data.generated.rgbd_scenes import rgbd_scene_splits
     from mmdistill.models.segmentation import build_segmentation_net
     from mmdistill.tasks import get_task
 

@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from mmdistill.config import CacheConfig, TrainerConfig
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
     from mmdistill.engine.api import distill
     from mmdistill.engine.teacher import cached_table
     from mmdistill.methods.base import TeacherRequest

@@ -1,7 +1,7 @@
 """Peak RSS of training on a generated ``folder`` dataset at 1x and 10x size, and RSS across epochs.
 
 The folder format keeps ``.npy`` modality files on disk and reads only each batch's rows
-(``mmdistill.data.ondisk``), so peak memory should not grow with the data: the 10x/1x ratio
+(``mmdistill.data.formats.ondisk``), so peak memory should not grow with the data: the 10x/1x ratio
 of peak RSS should be far below 10. Every measurement runs in a fresh Python process that
 reports its own peak: VmHWM from ``/proc/self/status`` (the headline) and ``ru_maxrss``. On
 Linux a child's ``ru_maxrss`` (and the parent's ``RUSAGE_CHILDREN``) starts from the parent's
@@ -85,9 +85,9 @@ def child(args: argparse.Namespace) -> None:
 
     from mmdistill.config import CacheConfig, TrainerConfig
     from mmdistill.data import build_splits
-    from mmdistill.data.dataset import DataSplits, MultimodalDataset
-    from mmdistill.engine import logging as run_logging
+    from mmdistill.data.contracts.dataset import DataSplits, MultimodalDataset
     from mmdistill.engine.api import distill
+    from mmdistill.engine.system import logging as run_logging
     from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
     torch.set_num_threads(args.threads)
@@ -173,7 +173,7 @@ def gather_ms(rows: int = 200000, dim: int = 512, batches: int = 200, threads: i
     """Time to gather a batch of 512 random rows: on-disk column (pread), numpy memmap indexing, in-memory tensor."""
     import torch
 
-    from mmdistill.data.ondisk import DiskArray
+    from mmdistill.data.formats.ondisk import DiskArray
 
     torch.set_num_threads(threads)
     base = Path(tempfile.mkdtemp(prefix="mmd-bench-gather-"))

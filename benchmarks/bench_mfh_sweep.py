@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmdistill.data.venn import draw, preset_settings, preset_spec
+from mmdistill.data.generated.venn import draw, preset_settings, preset_spec
 from mmdistill.mfh.ensemble import Run, fit_sequential
 from mmdistill.studies.mfh_synthetic import _official_inits, vary_alpha, vary_gamma
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdistill.data.rgbd_scenes import CLASSES, IGNORE_INDEX, rgbd_scene_splits
+from mmdistill.data.generated.rgbd_scenes import CLASSES, IGNORE_INDEX, rgbd_scene_splits
 
 INPUTS = {"rgb": ("rgb",), "depth": ("depth",), "rgb+depth": ("rgb", "depth")}
 

@@ -29,7 +29,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from mmdistill.data.venn import draw, preset_spec
+from mmdistill.data.generated.venn import draw, preset_spec
 from mmdistill.mfh.algorithm1 import INPUT, channel_salience, channel_salience_loop, train_pair
 from mmdistill.mfh.ensemble import make_mlp
 

@@ -102,7 +102,7 @@ def test_advise_run_reads_a_bounded_seeded_subset_of_the_items(tmp_path, capsys)
 
 def test_advise_run_on_a_distill_folder_of_factory_data(tmp_path, capsys):
     from mmdistill.config import DataConfig, TrainerConfig
-    from mmdistill.data.item_dataset import load_data
+    from mmdistill.data.contracts.item_dataset import load_data
     from mmdistill.engine.api import distill
     from mmdistill.models.multimodal import ModelConfig, build_model
 

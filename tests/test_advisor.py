@@ -23,7 +23,7 @@ from mmdistill.advisor.predict import (
 )
 from mmdistill.advisor.probes import covariance_moments, label_moments
 from mmdistill.cli import main
-from mmdistill.data.venn import VennSpec, draw
+from mmdistill.data.generated.venn import VennSpec, draw
 from mmdistill.errors import DataError
 
 torch.set_num_threads(1)

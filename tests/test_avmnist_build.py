@@ -13,7 +13,7 @@ from scipy.io import wavfile
 
 from mmdistill.cli import main
 from mmdistill.data import build_splits
-from mmdistill.data.avmnist_build import IDX_IMAGES, IDX_LABELS, build_av_mnist
+from mmdistill.data.builders.avmnist_build import IDX_IMAGES, IDX_LABELS, build_av_mnist
 from mmdistill.errors import DataError, OutputExistsError
 
 torch.set_num_threads(1)

@@ -193,7 +193,7 @@ def demo_args(tmp_path):
 
 
 def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_path):
-    from mmdistill.data.avmnist_build import build_av_mnist
+    from mmdistill.data.builders.avmnist_build import build_av_mnist
 
     write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
     write_fsdd(tmp_path / "fsdd")
@@ -229,7 +229,7 @@ def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_
     assert len(scores) == 100 and min(scores) == 0.0 and max(scores) == 1.0
     assert "general > random > specific" in (tmp_path / "rm" / "summary.md").read_text()
     # same seed and data, only the teacher's kept channels differ: the hook must reach the KD students
-    from mmdistill.engine.checkpoint import load_tensors
+    from mmdistill.engine.system.checkpoint import load_tensors
 
     weights = {
         m: load_tensors(tmp_path / "rm" / "runs" / m / "seed_0" / "model" / "student.safetensors")[0]
@@ -240,7 +240,7 @@ def test_removal_on_avmnist_scores_penultimate_channels_and_keeps_a_quarter(tmp_
 
 def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tmp_path, capsys):
     """`reproduce msd --dataset avmnist --data DIR` trains the LeNet teacher and the six students."""
-    from mmdistill.data.avmnist_build import build_av_mnist
+    from mmdistill.data.builders.avmnist_build import build_av_mnist
 
     torch.set_num_threads(1)
     write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
@@ -264,7 +264,7 @@ def test_msd_study_runs_on_avmnist_with_lenet_models_and_refuses_without_data(tm
 
 def test_baselines_study_runs_on_avmnist_with_the_table1_pair_and_attention_transfer(tmp_path, capsys):
     """`reproduce baselines --dataset avmnist --data DIR`: every method plus AT on the audio LeNets."""
-    from mmdistill.data.avmnist_build import build_av_mnist
+    from mmdistill.data.builders.avmnist_build import build_av_mnist
     from mmdistill.studies.baselines_study import METHODS
 
     torch.set_num_threads(1)

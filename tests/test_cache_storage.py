@@ -125,7 +125,7 @@ class PidImages(torch.utils.data.Dataset):
 def test_the_cache_of_an_item_dataset_is_built_by_the_dataloader_workers_with_the_same_outputs(tmp_path):
     import os
 
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
     from mmdistill.engine.teacher import compute_table
     from mmdistill.methods.base import TeacherRequest
     from mmdistill.models import build_model

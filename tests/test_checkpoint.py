@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from mmdistill.engine.checkpoint import load_tensors, load_weights, save_tensors
+from mmdistill.engine.system.checkpoint import load_tensors, load_weights, save_tensors
 from mmdistill.errors import CheckpointError
 
 

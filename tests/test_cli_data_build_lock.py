@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-import mmdistill.data.rgbd_scenes as scenes
+import mmdistill.data.generated.rgbd_scenes as scenes
 from mmdistill.cli import main
 from mmdistill.errors import OutputExistsError
 
@@ -18,7 +18,7 @@ SMALL = {"n_scenes": 5, "size": 8}
 SLOW_BUILD = """
 import sys, time
 from pathlib import Path
-import mmdistill.data.rgbd_scenes as scenes
+import mmdistill.data.generated.rgbd_scenes as scenes
 generate = scenes.generate_rgbd_scenes
 def waiting(*args, **kwargs):
     print("building", flush=True)
@@ -88,7 +88,7 @@ def test_a_second_concurrent_build_into_one_folder_is_refused(tmp_path, capsys):
 def test_av_mnist_keeps_a_file_put_into_out_during_the_build(tmp_path, monkeypatch):
     from test_avmnist_build import write_fsdd, write_mnist
 
-    import mmdistill.data.avmnist_build as avmnist
+    import mmdistill.data.builders.avmnist_build as avmnist
 
     write_mnist(tmp_path / "mnist")
     write_fsdd(tmp_path / "fsdd")

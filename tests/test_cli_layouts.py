@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mmdistill.cli import build_parser
-from mmdistill.engine import runfolder
+from mmdistill.engine.system import runfolder
 from mmdistill.errors import OutputExistsError
 
 
@@ -43,7 +43,7 @@ def test_the_run_folder_code_names_no_output_of_any_command_or_study():
     assert {"metrics.json", "robustness", "scores.csv", "report.html"} <= declared, "the commands declare their outputs"
     strings = _code_strings(Path(runfolder.__file__))
     named = sorted({name for name in declared for s in strings if name in s})
-    assert not named, f"engine/runfolder.py names outputs of commands or studies: {named}"
+    assert not named, f"engine/system/runfolder.py names outputs of commands or studies: {named}"
 
 
 def test_a_kind_declared_from_outside_is_claimed_and_overwritten_by_its_own_layout(tmp_path):
@@ -76,7 +76,7 @@ def test_the_engine_declares_what_train_and_distill_write_without_the_cli():
     from conftest import cli_env
 
     probe = (
-        "from mmdistill.engine import runfolder as r; "
+        "from mmdistill.engine.system import runfolder as r; "
         "print(r.finished_file('train'), r.finished_file('distill'), 'student.safetensors' in r.layout_of('distill'))"
     )
     out = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-"""The run lock of an output folder (engine/runfolder.py): held by the process that claimed the folder only,
+"""The run lock of an output folder (engine/system/runfolder.py): held by the process that claimed the folder only,
 never by the children it forks (DataLoader workers), and free the moment its owner dies."""
 
 import contextlib
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-from mmdistill.engine import runfolder
+from mmdistill.engine.system import runfolder
 from mmdistill.errors import OutputBusyError
 
 runfolder.register_layout("lock-test", {"scores.csv": None})
@@ -20,7 +20,7 @@ runfolder.register_layout("lock-test", {"scores.csv": None})
 # Claims DIR, forks a child that lives on (as a DataLoader worker would), prints both pids, then waits.
 CLAIM_AND_FORK = """
 import os, sys, time
-from mmdistill.engine import runfolder
+from mmdistill.engine.system import runfolder
 runfolder.register_layout("lock-test", {"scores.csv": None})
 folder = runfolder.claim(sys.argv[1], "lock-test", "scores.csv")
 child = os.fork()
@@ -71,7 +71,7 @@ def test_the_lock_refuses_a_second_claim_in_the_same_process_and_probing_it_keep
             runfolder.claim(out, "lock-test", "scores.csv")
         with pytest.raises(OutputBusyError):
             runfolder.check(out, "lock-test", "scores.csv")
-        claim_it = f"from mmdistill.engine import runfolder; runfolder.claim({str(out)!r}, 'lock-test', 'x')"
+        claim_it = f"from mmdistill.engine.system import runfolder; runfolder.claim({str(out)!r}, 'lock-test', 'x')"
         probe = subprocess.run(  # after the in-process probes another process is still kept out
             [sys.executable, "-c", claim_it],
             env=cli_env(),

@@ -27,7 +27,7 @@ def test_data_list_gives_one_line_per_dataset_with_modalities_rows_task_and_sour
 
 
 def test_a_dataset_registered_from_outside_describes_itself_in_data_list(capsys):
-    from mmdistill.data.card import dataset_card
+    from mmdistill.data.contracts.card import dataset_card
 
     @DATASETS.register("cli-list-own-dataset")
     @dataset_card(modalities="ecg (1, 500)", rows="12 rows", task="regression", source="my lab's recorder")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmdistill.data.collate import collate_items
+from mmdistill.data.contracts.collate import collate_items
 from mmdistill.errors import DataError, TargetError
 
 
@@ -123,7 +123,7 @@ def test_label_map_values_must_be_classes_or_ignore_index():
 
 
 def test_an_ignore_index_that_is_a_real_class_is_refused():
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
 
     class Scenes(torch.utils.data.Dataset):
         task, num_classes, ignore_index = "segmentation", 3, 2

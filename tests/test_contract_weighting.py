@@ -6,7 +6,7 @@ from torch import nn
 
 from mmdistill.batch import INDEX, LABEL
 from mmdistill.config import TrainerConfig
-from mmdistill.engine.launch import make_fabric
+from mmdistill.engine.system.launch import make_fabric
 from mmdistill.engine.trainer import DistillationModule, fit
 from mmdistill.methods.base import Method, NoParams, PerExample, StudentOutputs, term_value, weighted_total
 

@@ -8,8 +8,8 @@ import torch
 
 from mmdistill.cli import main
 from mmdistill.data import build_splits
-from mmdistill.data.audio_features import add_noise, log_mel_spectrogram, mel_filterbank
-from mmdistill.data.av_digits import load_features, pair_within_class, remove_top_energy
+from mmdistill.data.builders.audio_features import add_noise, log_mel_spectrogram, mel_filterbank
+from mmdistill.data.formats.av_digits import load_features, pair_within_class, remove_top_energy
 from mmdistill.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -122,7 +122,7 @@ def test_data_describe_unknown_param_is_an_error(capsys):
 def test_av_digits_build_runs_with_the_engine_when_installed(tmp_path):
     pytest.importorskip("espeakng_loader")
     pytest.importorskip("sklearn")
-    from mmdistill.data.av_digits_build import build_av_digits
+    from mmdistill.data.builders.av_digits_build import build_av_digits
 
     meta = build_av_digits(
         tmp_path / "f.npz",

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmdistill.data.mfh_ravdess import ravdess_splits
-from mmdistill.data.mfh_vggsound import spectrogram, vggsound_splits
-from mmdistill.data.transforms import AdditiveNoise
+from mmdistill.data.contracts.transforms import AdditiveNoise
+from mmdistill.data.formats.mfh_ravdess import ravdess_splits
+from mmdistill.data.formats.mfh_vggsound import spectrogram, vggsound_splits
 from mmdistill.errors import DataError
 from mmdistill.tasks import get_task
 

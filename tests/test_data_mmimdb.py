@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmdistill.data.mmimdb import mmimdb_splits
-from mmdistill.data.transforms import AdditiveNoise
+from mmdistill.data.contracts.transforms import AdditiveNoise
+from mmdistill.data.formats.mmimdb import mmimdb_splits
 from mmdistill.errors import DataError
 from mmdistill.tasks import get_task
 

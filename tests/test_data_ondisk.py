@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmdistill.data import build_splits, ondisk
-from mmdistill.data.dataset import MultimodalDataset
-from mmdistill.data.ondisk import DiskArray
+from mmdistill.data import build_splits
+from mmdistill.data.contracts.dataset import MultimodalDataset
+from mmdistill.data.formats import ondisk
+from mmdistill.data.formats.ondisk import DiskArray
 from mmdistill.errors import DataError
 
 

@@ -19,7 +19,7 @@ FACTORY = "test_advise_item_runs:splits"  # returns the same three splits as the
 @pytest.fixture(scope="module")
 def python_data_run(tmp_path_factory) -> Path:
     from mmdistill.config import TrainerConfig
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
     from mmdistill.engine.api import distill
     from mmdistill.models.multimodal import ModelConfig, build_model
 

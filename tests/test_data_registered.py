@@ -1,4 +1,4 @@
-"""The papers' file-backed datasets by name (data/file_registry.py): from YAML params, `data describe`, `data build`."""
+"""The papers' file-backed datasets by name (data/formats/file_registry.py): YAML params, `data describe`, build."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from test_data_mmimdb import write_mmimdb
 from mmdistill.cli import main
 from mmdistill.config import DataConfig
 from mmdistill.data import build_splits
-from mmdistill.data.item_dataset import ItemDataset, ItemSplits, load_data
-from mmdistill.data.mfh_ravdess import ravdess_splits
-from mmdistill.data.mfh_vggsound import vggsound_splits
-from mmdistill.data.mmimdb import mmimdb_splits
-from mmdistill.data.rgbd_folder import rgbd_folder_splits
-from mmdistill.data.rgbd_scenes import rgbd_scene_splits, write_rgbd_scenes
+from mmdistill.data.contracts.item_dataset import ItemDataset, ItemSplits, load_data
+from mmdistill.data.formats.mfh_ravdess import ravdess_splits
+from mmdistill.data.formats.mfh_vggsound import vggsound_splits
+from mmdistill.data.formats.mmimdb import mmimdb_splits
+from mmdistill.data.formats.rgbd_folder import rgbd_folder_splits
+from mmdistill.data.generated.rgbd_scenes import rgbd_scene_splits, write_rgbd_scenes
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.registry import DATASETS
 
@@ -115,7 +115,7 @@ def test_generated_scenes_follow_the_split_seed_and_written_scenes_match_them(la
 def test_transforms_from_yaml_apply_to_a_registered_layout(layouts):
     splits = from_yaml(
         "{name: rgbd-scenes, params: {n_scenes: 10, size: 16}, transforms: {train: {factory: "
-        "'mmdistill.data.transforms:RandomCrop', params: {size: 8, keys: [rgb, depth]}}}}"
+        "'mmdistill.data.contracts.transforms:RandomCrop', params: {size: 8, keys: [rgb, depth]}}}}"
     )
     assert isinstance(splits.train, ItemDataset) and splits.train.random and not splits.val.random
     assert splits.train[0]["rgb"].shape == (3, 8, 8) and splits.train[0]["label"].shape == (8, 8)

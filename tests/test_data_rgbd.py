@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmdistill.data.rgbd_folder import rgbd_folder_splits
-from mmdistill.data.rgbd_scenes import (
+from mmdistill.data.contracts.transforms import Compose, RandomCrop, RandomHorizontalFlip
+from mmdistill.data.formats.rgbd_folder import rgbd_folder_splits
+from mmdistill.data.generated.rgbd_scenes import (
     CLASSES,
     MARKER,
     generate_rgbd_scenes,
@@ -18,7 +19,6 @@ from mmdistill.data.rgbd_scenes import (
     rgbd_scene_splits,
     write_rgbd_scenes,
 )
-from mmdistill.data.transforms import Compose, RandomCrop, RandomHorizontalFlip
 from mmdistill.errors import DataError, OutputExistsError
 from mmdistill.tasks import get_task
 
@@ -307,7 +307,7 @@ def test_writer_never_touches_a_foreign_folder_and_replaces_its_own_only_when_as
 
 
 def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    import mmdistill.data.rgbd_scenes as scenes
+    import mmdistill.data.generated.rgbd_scenes as scenes
 
     def boom(*a, **k):
         raise OSError("disk full")

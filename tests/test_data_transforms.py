@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmdistill.data.file_dataset import FileDataset, split_transforms
-from mmdistill.data.transforms import (
+from mmdistill.data.contracts.transforms import (
     AdditiveNoise,
     CenterCrop,
     Compose,
@@ -14,6 +13,7 @@ from mmdistill.data.transforms import (
     RandomHorizontalFlip,
     transform_is_random,
 )
+from mmdistill.data.formats.file_dataset import FileDataset, split_transforms
 from mmdistill.errors import ConfigError, DataError
 
 torch.set_num_threads(1)

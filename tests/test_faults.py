@@ -117,8 +117,8 @@ def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_
     import torch
 
     from mmdistill.config import CacheConfig, TrainerConfig
-    from mmdistill.engine import checkpoint
     from mmdistill.engine.api import distill
+    from mmdistill.engine.system import checkpoint
     from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
     def models():
@@ -175,7 +175,7 @@ print("done", "hit" if hit else "built", float(table.tensors["logits"].sum()))
 def test_sigkill_while_building_the_teacher_cache_leaves_no_cache_and_the_rebuild_is_identical(tmp_path):
     import sys
 
-    from mmdistill.engine.checkpoint import load_tensors
+    from mmdistill.engine.system.checkpoint import load_tensors
 
     script = tmp_path / "build.py"
     script.write_text(BUILD_CACHE)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file as library_save_file
 
-from mmdistill.engine.checkpoint import file_format, load_tensors, load_weights, save_tensors
+from mmdistill.engine.system.checkpoint import file_format, load_tensors, load_weights, save_tensors
 from mmdistill.errors import CheckpointError
 
 
@@ -20,7 +20,7 @@ def test_the_reported_file_whose_header_length_ends_in_0x80_loads(tmp_path):
     """A reported file, verbatim: it was refused as 'a pickle'."""
     import json
 
-    from mmdistill.engine.checkpoint import FORMAT, tensors_checksum
+    from mmdistill.engine.system.checkpoint import FORMAT, tensors_checksum
 
     p = tmp_path / "c.safetensors"
     w = {"w": torch.zeros(178)}  # as the safetensors library wrote it for save_tensors at the time of the report:
@@ -96,7 +96,7 @@ def test_same_content_gives_the_same_bytes_whatever_the_insertion_order(tmp_path
 
 UMASK_SCRIPT = """
 import os, sys, torch
-from mmdistill.engine.checkpoint import save_tensors
+from mmdistill.engine.system.checkpoint import save_tensors
 from mmdistill.io import write_text
 for umask in (0o022, 0o027, 0o002):
     os.umask(umask)

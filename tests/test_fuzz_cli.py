@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from mmdistill import strict_yaml
 from mmdistill.cli import main
 from mmdistill.config import RunConfig, visible_gpus
-from mmdistill.data.synthetic import toy_two_modality
+from mmdistill.data.generated.synthetic import toy_two_modality
 from mmdistill.methods.hint import HintParams
 from mmdistill.methods.kd import KDParams
 from mmdistill.methods.msd import MSDParams

@@ -35,7 +35,7 @@ from torch import nn
 
 from mmdistill.config import CacheConfig, DataConfig, MaskingConfig, TrainerConfig
 from mmdistill.data import build_splits
-from mmdistill.data.item_dataset import load_data
+from mmdistill.data.contracts.item_dataset import load_data
 from mmdistill.engine.api import RunResult, distill
 from mmdistill.errors import MMDistillError
 from mmdistill.models import CustomModelConfig, ModelConfig, build_model

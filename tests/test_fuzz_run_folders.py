@@ -175,7 +175,7 @@ def make_finished(root: Path) -> dict[str, Path]:
     import torch
 
     from mmdistill.config import TrainerConfig
-    from mmdistill.data.item_dataset import load_data
+    from mmdistill.data.contracts.item_dataset import load_data
     from mmdistill.engine.api import distill
     from mmdistill.models.multimodal import ModelConfig, build_model
 

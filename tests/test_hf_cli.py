@@ -93,7 +93,7 @@ def test_a_feature_method_on_an_hf_layer_from_yaml(folders, tmp_path):
 
 def test_msd_views_remove_the_text_of_the_hf_teacher_by_its_attention_mask(folders):
     from mmdistill.config import DataConfig
-    from mmdistill.data.item_dataset import load_data
+    from mmdistill.data.contracts.item_dataset import load_data
     from mmdistill.masking import Masker, split_variants
     from mmdistill.models import build_model
 

@@ -65,7 +65,7 @@ def teacher_config(folders) -> dict:
 
 
 def specs():
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
 
     return ItemDataset(Memes(4, 0), "train").specs()
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hf_tiny
 
 from mmdistill.config import DataConfig
-from mmdistill.data.hf_transforms import HFProcessor, HFTokenizer
-from mmdistill.data.item_dataset import ItemDataset, load_data
+from mmdistill.data.contracts.hf_transforms import HFProcessor, HFTokenizer
+from mmdistill.data.contracts.item_dataset import ItemDataset, load_data
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.masking import Masker
 from mmdistill.models import build_model

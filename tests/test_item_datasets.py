@@ -16,7 +16,7 @@ from mmdistill.config import (
     TrainerConfig,
     validate,
 )
-from mmdistill.data.item_dataset import ItemSplits, load_data
+from mmdistill.data.contracts.item_dataset import ItemSplits, load_data
 from mmdistill.engine.api import distill
 from mmdistill.errors import ConfigError, DataError
 

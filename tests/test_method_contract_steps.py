@@ -10,7 +10,7 @@ from mmdistill.batch import INDEX, LABEL
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.data import build_splits
 from mmdistill.engine.api import distill
-from mmdistill.engine.checkpoint import load_tensors
+from mmdistill.engine.system.checkpoint import load_tensors
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs
 from mmdistill.methods.crd import ContrastiveRD
 from mmdistill.methods.kd import HintonKD

@@ -10,7 +10,7 @@ import torch
 
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.engine.api import build_method, distill
-from mmdistill.engine.checkpoint import load_tensors
+from mmdistill.engine.system.checkpoint import load_tensors
 from mmdistill.errors import ConfigError
 from mmdistill.masking import Masker
 from mmdistill.models.multimodal import ModelConfig, build_model

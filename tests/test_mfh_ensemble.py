@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmdistill.data.venn import draw, preset_spec
+from mmdistill.data.generated.venn import draw, preset_spec
 from mmdistill.errors import ConfigError
 from mmdistill.mfh.ensemble import Run, fit_sequential, kd_kl_mean, linear_layers, make_mlp, train_runs
 

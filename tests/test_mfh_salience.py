@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mmdistill.data import build_splits
-from mmdistill.data.venn import draw, preset_spec
+from mmdistill.data.generated.venn import draw, preset_spec
 from mmdistill.errors import ConfigError, DataError
 from mmdistill.mfh.algorithm1 import (
     INPUT,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmdistill.data.venn import draw, preset_spec
+from mmdistill.data.generated.venn import draw, preset_spec
 from mmdistill.stats import spearman
 from mmdistill.studies.mfh_synthetic import summarize, vary_alpha, vary_gamma, venn_plane
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmdistill.data import build_splits
-from mmdistill.data.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
+from mmdistill.data.generated.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
 from mmdistill.errors import ConfigError
 
 torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def test_learned_weights_are_meta_learned_not_trained_by_the_main_optimizer(toy_
         trainer=TRAINER,
         cache=CacheConfig(dir=tmp_path / "c"),
     )
-    from mmdistill.engine.checkpoint import load_tensors
+    from mmdistill.engine.system.checkpoint import load_tensors
 
     weights, _ = load_tensors(tmp_path / "l" / "checkpoints" / "last.safetensors")
     last_layer = weights["module.method.weight_net.2.weight"]

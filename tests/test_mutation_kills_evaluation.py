@@ -13,7 +13,7 @@ from torch import nn
 
 from mmdistill.batch import ModalitySpec
 from mmdistill.data import MultimodalDataset
-from mmdistill.engine.runfolder import MARKER
+from mmdistill.engine.system.runfolder import MARKER
 from mmdistill.errors import ConfigError
 from mmdistill.evaluation.modality_importance import importance_markdown, plot_saliency_histogram
 from mmdistill.evaluation.robustness import corrupt, format_rows, noise_curves, plot_noise_curves

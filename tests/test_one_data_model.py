@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.data import DataSplits, ItemSplits, splits_from_arrays
-from mmdistill.data.item_dataset import ItemDataset, as_splits
-from mmdistill.data.split import Split, Splits
+from mmdistill.data.contracts.item_dataset import ItemDataset, as_splits
+from mmdistill.data.contracts.split import Split, Splits
 from mmdistill.engine.api import distill
 from mmdistill.engine.batches import ColumnBatches, ItemBatches, eval_batches
 from mmdistill.engine.parts import _read_columns, _teacher_mode

@@ -14,7 +14,7 @@ import torch
 from conftest import cli, cli_env
 
 from mmdistill.cli import main
-from mmdistill.engine import runfolder
+from mmdistill.engine.system import runfolder
 from mmdistill.failures import explain
 
 

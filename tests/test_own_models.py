@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import cli, cli_env
 
-from mmdistill.engine.checkpoint import load_tensors
+from mmdistill.engine.system.checkpoint import load_tensors
 
 PLUGINS = Path(__file__).resolve().parent / "own_plugins.py"
 
@@ -247,7 +247,7 @@ def test_bad_own_model_input_is_one_config_error_naming_the_key(in_process, over
 
 def test_teacher_checkpoint_of_an_own_model_is_loaded_or_refused_by_key(in_process, tmp_path):
     from mmdistill.engine.assembly import load_teacher_weights
-    from mmdistill.engine.checkpoint import save_tensors
+    from mmdistill.engine.system.checkpoint import save_tensors
     from mmdistill.errors import CheckpointError
     from mmdistill.models import build_model
 

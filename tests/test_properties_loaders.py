@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdistill.data import build_splits
-from mmdistill.data.dataset import DataSplits
+from mmdistill.data.contracts.dataset import DataSplits
 from mmdistill.errors import ConfigError, DataError
 
 DTYPES = ["float32", "float64", "float16", "int8", "int32", "uint8", "bool", "complex64", "<U3"]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdistill.data import build_splits
-from mmdistill.data.venn import spec_from_ratios
+from mmdistill.data.generated.venn import spec_from_ratios
 from mmdistill.errors import ConfigError
 
 SMALL = st.integers(-2, 12)

@@ -20,7 +20,7 @@ from mmdistill.config import (
     load_config,
 )
 from mmdistill.data import build_splits, splits_from_arrays
-from mmdistill.data.item_dataset import load_data
+from mmdistill.data.contracts.item_dataset import load_data
 from mmdistill.errors import ConfigError, DataError, MMDistillError
 from mmdistill.methods.kd import KDParams
 from mmdistill.models import CustomModelConfig, EncoderConfig, ModelConfig, build_model

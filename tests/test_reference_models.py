@@ -255,7 +255,7 @@ def test_bad_settings_raise_config_errors_naming_the_key(call, match):
 
 def test_av_classifiers_train_through_distill_with_a_hint_on_named_layers(tmp_path):
     from mmdistill.config import CacheConfig, TrainerConfig
-    from mmdistill.data.dataset import DataSplits, MultimodalDataset
+    from mmdistill.data.contracts.dataset import DataSplits, MultimodalDataset
     from mmdistill.engine.api import distill
 
     g = torch.Generator().manual_seed(0)

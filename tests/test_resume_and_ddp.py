@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import cli, cli_env
 
-from mmdistill.engine.checkpoint import load_tensors
+from mmdistill.engine.system.checkpoint import load_tensors
 
 
 def final_weights(run_dir, part):

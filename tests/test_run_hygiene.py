@@ -12,8 +12,8 @@ from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.engine import metrics as metrics_mod
 from mmdistill.engine import trainer as trainer_mod
 from mmdistill.engine.api import distill
-from mmdistill.engine.logging import RunLogger
 from mmdistill.engine.metrics import evaluate
+from mmdistill.engine.system.logging import RunLogger
 from mmdistill.engine.trainer import eval_batches
 
 

@@ -1,4 +1,4 @@
-"""Output folders (engine/runfolder.py): mmdistill never deletes or writes into what it did not create,
+"""Output folders (engine/system/runfolder.py): mmdistill never deletes or writes into what it did not create,
 one run at a time per folder (an OS lock), an interrupted run is never replaced silently, and ``--resume``
 refuses a changed config."""
 
@@ -14,7 +14,7 @@ import pytest
 from conftest import cli, cli_env
 
 from mmdistill.cli import build_parser, main
-from mmdistill.engine.runfolder import LOCK, MARKER, read_marker
+from mmdistill.engine.system.runfolder import LOCK, MARKER, read_marker
 
 
 def project(root: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 from conftest import cli, cli_env
 
 from mmdistill.config import TrainerConfig
-from mmdistill.engine.launch import SingleCPUProcess, make_fabric, needs_fabric
+from mmdistill.engine.system.launch import SingleCPUProcess, make_fabric, needs_fabric
 
 
 def test_importing_the_engine_api_imports_neither_lightning_nor_torchmetrics():

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from mmdistill.cli import main
-from mmdistill.engine import runfolder
+from mmdistill.engine.system import runfolder
 from mmdistill.studies import baselines_tuned
 
 

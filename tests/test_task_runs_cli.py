@@ -48,7 +48,7 @@ def test_rgbd_segmentation_kd_from_the_cli_scores_teacher_nokd_and_kd_by_miou(tm
     config = (tmp_path / "runs" / "seg" / "config.yaml").read_text()
     assert "name: segmentation" in config and "rgbd-scenes" in config
     # the teacher read depth and the students did not: their saved weights say which encoders they have
-    from mmdistill.engine.checkpoint import load_tensors
+    from mmdistill.engine.system.checkpoint import load_tensors
 
     seed = tmp_path / "runs" / "seg" / "seed_0"
     teacher, _ = load_tensors(seed / "teacher" / "student.safetensors")

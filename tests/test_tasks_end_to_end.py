@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from mmdistill.data.dataset import DataSplits, MultimodalDataset
+from mmdistill.data.contracts.dataset import DataSplits, MultimodalDataset
 
 
 def _splits(columns, y, n_out, task, name):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmdistill.data.dataset import DataSplits, MultimodalDataset
-from mmdistill.data.item_dataset import ItemDataset, ItemSplits
+from mmdistill.data.contracts.dataset import DataSplits, MultimodalDataset
+from mmdistill.data.contracts.item_dataset import ItemDataset, ItemSplits
 from mmdistill.engine.api import distill
 from mmdistill.errors import DataError, TargetError
 from mmdistill.tasks import get_task

@@ -82,7 +82,7 @@ def test_stale_temp_files_of_killed_writers_are_swept_and_nothing_else(toy_split
 
 KILLED_WRITER = """
 import sys, torch
-from mmdistill.engine import checkpoint
+from mmdistill.engine.system import checkpoint
 def slow_write(tensors, path, metadata=None):
     open(path, "wb").write(b"\\0" * 4096)
     print("writing", flush=True)
@@ -181,7 +181,7 @@ def test_a_non_finite_weighted_sum_of_finite_terms_names_every_term(toy_splits, 
 def test_file_backed_rows_are_the_rows_asked_for(tmp_path_factory, rows, cols, picks):
     import numpy as np
 
-    from mmdistill.data.ondisk import NpyRows
+    from mmdistill.data.formats.ondisk import NpyRows
 
     path = tmp_path_factory.mktemp("rows") / "x.npy"
     arr = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)

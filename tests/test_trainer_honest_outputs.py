@@ -13,8 +13,8 @@ from test_trainer_spec import run_fit
 
 from mmdistill.data import build_splits
 from mmdistill.engine import trainer as tr
-from mmdistill.engine.checkpoint import load_tensors
 from mmdistill.engine.protocol import summarize_runs
+from mmdistill.engine.system.checkpoint import load_tensors
 from mmdistill.errors import CheckpointError, DataError
 
 

@@ -17,8 +17,8 @@ from torch import nn
 from mmdistill.batch import INDEX, LABEL
 from mmdistill.config import TrainerConfig
 from mmdistill.engine import trainer as tr
-from mmdistill.engine.checkpoint import load_tensors
-from mmdistill.engine.launch import make_fabric
+from mmdistill.engine.system.checkpoint import load_tensors
+from mmdistill.engine.system.launch import make_fabric
 from mmdistill.engine.trainer import DistillationModule, EpochMeans, fit
 from mmdistill.errors import ConfigError, TrainingError
 from mmdistill.methods.base import Method, NoParams, TeacherOutputs

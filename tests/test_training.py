@@ -8,8 +8,8 @@ from torch import nn
 
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.engine.api import distill
-from mmdistill.engine.checkpoint import load_tensors
 from mmdistill.engine.protocol import run_config
+from mmdistill.engine.system.checkpoint import load_tensors
 from mmdistill.engine.teacher import cached_table
 from mmdistill.errors import ConfigError, OutputExistsError, TrainingError
 from mmdistill.methods.base import TeacherRequest

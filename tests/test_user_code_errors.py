@@ -17,7 +17,7 @@ import pytest
 from conftest import cli, cli_env
 
 from mmdistill.config import DataConfig, TrainerConfig
-from mmdistill.data.item_dataset import load_data
+from mmdistill.data.contracts.item_dataset import load_data
 from mmdistill.errors import ConfigError, DataError, MMDistillError
 from mmdistill.models import CustomModelConfig, build_model
 
@@ -296,7 +296,7 @@ class _Declared:
 
 
 def test_a_dataset_whose_declared_attributes_raise_is_named():
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
 
     split = ItemDataset(_Declared(), "train")
     with pytest.raises(ConfigError, match=r"^train: dataset\.fingerprint\(\) raised PermissionError: cannot stat"):
@@ -329,7 +329,7 @@ def test_a_registered_encoder_that_raises_is_named_by_its_key():
 
 @pytest.mark.parametrize("declared", ["three", 0, True, 2.5])
 def test_a_declared_class_count_that_is_not_a_positive_integer_is_named(declared):
-    from mmdistill.data.item_dataset import ItemDataset
+    from mmdistill.data.contracts.item_dataset import ItemDataset
 
     dataset = _Declared()
     dataset.num_classes = declared

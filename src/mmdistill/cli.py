@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from .engine.runfolder import read_marker
+from .engine.system.runfolder import read_marker
 from .failures import debugging, explain, user_exit
 
 COMMAND_MODULES = [

@@ -7,8 +7,8 @@ forked children through the open file: an orphaned worker kept a killed run's fo
 (:data:`_HELD`); holding a lock also does not keep out this same process, so :func:`acquire` refuses that too.
 The lock file holds the holder's pid, for messages.
 
-Users: the run folder (:mod:`mmdistill.engine.runfolder`, a lock file inside the folder for the whole run) and
-``data build`` (:mod:`mmdistill.data.build_output`, a lock file beside the output folder, removed after).
+Users: the run folder (:mod:`mmdistill.engine.system.runfolder`, a lock file inside the folder for the whole run) and
+``data build`` (:mod:`mmdistill.data.builders.build_output`, a lock file beside the output folder, removed after).
 """
 
 from __future__ import annotations

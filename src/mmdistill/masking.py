@@ -28,7 +28,7 @@ from .registry import MASKERS
 
 if TYPE_CHECKING:
     from .config import MaskingConfig
-    from .data.split import Split
+    from .data.contracts.split import Split
 
 
 class NullValue(nn.Module):

@@ -44,7 +44,7 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
     own = [role for role in ("teacher", "student") if not hasattr(getattr(cfg, role).model, "modalities")]
     data = None
     if own:
-        from ..data.item_dataset import load_data
+        from ..data.contracts.item_dataset import load_data
 
         data = load_data(cfg.data)
     for role in ("teacher", "student"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.runfolder import Layout, register_layout
+from ..engine.system.runfolder import Layout, register_layout
 from ..errors import ConfigError
 from ..io import write_text
 

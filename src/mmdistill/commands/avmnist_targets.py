@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.runfolder import ALL
+from ..engine.system.runfolder import ALL
 from ..errors import ConfigError
 from ..studies.outputs import TRAINED
 from . import fraction, integer, number, positive_float, positive_int
@@ -49,7 +49,7 @@ def _table1_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _table1_run(args: argparse.Namespace, out: Path) -> str:
     from ..data import build_splits
-    from ..data.avmnist_build import MARKER, build_av_mnist
+    from ..data.builders.avmnist_build import MARKER, build_av_mnist
     from ..studies.mfh_table1 import table1, write_table1
 
     for name in ("train_size", "teacher_factor", "epochs", "teacher_epochs", "val_size", "test_size"):

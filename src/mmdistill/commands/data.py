@@ -34,7 +34,7 @@ _snr_db.bounds = (-100.0, 100.0)  # type: ignore[attr-defined]
 
 def _list(args: argparse.Namespace) -> int:
     """One line per registered dataset: name, modalities, rows, task and where the data come from (its card)."""
-    from ..data.card import card_line
+    from ..data.contracts.card import card_line
     from ..registry import DATASETS
 
     names = DATASETS.names()
@@ -74,8 +74,8 @@ def _check_build_out(out: str | None, overwrite: bool) -> None:
 
 def _build_rgbd_scenes(args: argparse.Namespace) -> None:
     """Write procedural RGB-D scenes in the RGB-D folder layout (``data: {name: rgbd-scenes, params: {root: DIR}}``)."""
-    from ..data.file_registry import SCENE_PARAMS
-    from ..data.rgbd_scenes import write_rgbd_scenes
+    from ..data.formats.file_registry import SCENE_PARAMS
+    from ..data.generated.rgbd_scenes import write_rgbd_scenes
 
     if not args.out:
         raise ConfigError("mmdistill data build rgbd-scenes needs --out DIR (a new or empty folder)")
@@ -107,8 +107,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.name == "rgbd-scenes":
         _build_rgbd_scenes(args)
     elif args.name == "av-digits":
-        from ..data.av_digits import BUNDLED
-        from ..data.av_digits_build import build_av_digits
+        from ..data.builders.av_digits_build import build_av_digits
+        from ..data.formats.av_digits import BUNDLED
 
         out = args.out or BUNDLED
         meta = build_av_digits(
@@ -116,14 +116,14 @@ def _build(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out}: {len(meta['speakers'])} speakers, {meta['n_mels']} mel bands x {meta['frames']} frames")
     elif args.name == "mfeat":
-        from ..data.mfeat import BUNDLED, mfeat_arrays_from_csv, write_bundle
+        from ..data.formats.mfeat import BUNDLED, mfeat_arrays_from_csv, write_bundle
 
         if not args.from_csv:
             raise ConfigError("mmdistill data build mfeat needs --from-csv DIR (the folder with mfeat-<view>.csv)")
         out = write_bundle(mfeat_arrays_from_csv(args.from_csv), args.out or BUNDLED)
         print(f"wrote {out}")
     elif args.name == "av-mnist":
-        from ..data.avmnist_build import build_av_mnist
+        from ..data.builders.avmnist_build import build_av_mnist
         from .progress import part_lines
 
         if not (args.mnist and args.fsdd and args.out):

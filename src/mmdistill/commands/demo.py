@@ -23,7 +23,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ..engine.runfolder import ALL, RunOf, register_layout
+from ..engine.system.runfolder import ALL, RunOf, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
 from . import seeds_count
@@ -134,7 +134,7 @@ def _msd(out: Path, seeds: int, quiet: bool) -> dict:
 
 def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     from ..data import build_splits
-    from ..data.avmnist_build import MARKER, build_av_mnist
+    from ..data.builders.avmnist_build import MARKER, build_av_mnist
     from ..studies.mfh_table1 import table1, write_table1
 
     data = out / "avmnist"
@@ -182,7 +182,7 @@ register_layout(
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..engine.runfolder import owned
+    from ..engine.system.runfolder import owned
 
     torch.set_num_threads(1)  # the demo's models are small: one thread per process is fastest on 2 cores
     if args.data_root is not None and not (

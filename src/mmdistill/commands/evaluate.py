@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..engine.runfolder import Layout, register_layout
+from ..engine.system.runfolder import Layout, register_layout
 from . import unit_interval
 
 OUTPUTS: Layout = {"robustness": {"missing.csv": None, "noise.csv": None, "noise_*.png": None}}

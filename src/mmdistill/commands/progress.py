@@ -2,7 +2,8 @@
 
 On a terminal a tqdm bar (redrawn in place); when stderr is not a terminal (``2> log.txt``, nohup, a cluster
 scheduler) one line per finished step, ``demo 2/5 mfh-gamma: done in 12 s``, so a batch job's log holds no bar
-redraws; with ``quiet`` nothing. Training's per-epoch progress follows the same rule (:mod:`mmdistill.engine.logging`).
+redraws; with ``quiet`` nothing. Training's per-epoch progress follows the same rule
+(:mod:`mmdistill.engine.system.logging`).
 A study announces each finished part (:mod:`mmdistill.studies.progress`); :func:`part_lines` prints them.
 """
 

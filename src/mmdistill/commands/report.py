@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..engine.runfolder import EVERY_RUN, register_layout
+from ..engine.system.runfolder import EVERY_RUN, register_layout
 from ..errors import OutputExistsError
 
 register_layout(EVERY_RUN, {"report.html": None, "report.md": None})  # a report may be written into any run folder
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.runfolder import read_marker
+    from ..engine.system.runfolder import read_marker
     from ..studies.demo_report import is_mmdistill_report, write_report
 
     names = ("report.html", "report.md")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.runfolder import Layout, RunOf, register_layout
+from ..engine.system.runfolder import Layout, RunOf, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
 from ..sweep import layout as _sweep_layout  # noqa: F401  (declares a sweep folder's layout: --tune writes them)
@@ -265,7 +265,7 @@ def run_target(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds: must be a positive integer, got {args.seeds}")
     if args.threads < 1:
         raise ConfigError(f"--threads: must be a positive integer, got {args.threads}")
-    from ..engine.runfolder import owned
+    from ..engine.system.runfolder import owned
 
     if args.first_seed + args.seeds > 2**32:
         raise ConfigError(f"--first-seed {args.first_seed} --seeds {args.seeds}: seeds must stay below 2**32")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..engine.runfolder import register_layout
+from ..engine.system.runfolder import register_layout
 from ..errors import ConfigError
 from . import integer, positive_float, positive_int, seed_int, threads, width
 
@@ -24,7 +24,7 @@ register_layout("salience", {"scores.csv": None, "salience.png": None})
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..engine.runfolder import owned
+    from ..engine.system.runfolder import owned
 
     if any(h < 1 for h in args.hidden):
         raise ConfigError(f"--hidden: widths must be positive integers, got {args.hidden}")

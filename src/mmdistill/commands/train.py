@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import run_outputs, runfolder  # noqa: F401  (run_outputs declares the train folder's layout)
+    from ..engine.system import run_outputs, runfolder  # noqa: F401  (run_outputs declares the train folder's layout)
 
     # At once, before the slow imports: a foreign, busy, finished or interrupted --out (run_config checks it again).
     if runfolder.launching_process() and not (args.resume and args.overwrite):

@@ -16,17 +16,11 @@ from ..registry import DATASETS
 from ..schema import SEED_MAX, checked_int, checked_mapping
 from ..strict_yaml import cut, short
 from ..usercode import failed, kept
-from . import (  # noqa: F401  (register the real datasets and users' loaders)
-    av_digits,
-    file_registry,
-    loaders,
-    mfeat,
-    synthetic,
-    venn,
-)
-from .dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
-from .item_dataset import ItemDataset, ItemSplits
-from .split import Split, Splits
+from .contracts.dataset import DataSplits, MultimodalDataset, splits_from_arrays, stratified_split
+from .contracts.item_dataset import ItemDataset, ItemSplits
+from .contracts.split import Split, Splits
+from .formats import av_digits, file_registry, loaders, mfeat  # noqa: F401  (register the real datasets and users' loaders)
+from .generated import synthetic, venn  # noqa: F401  (register the real datasets and users' loaders)
 
 __all__ = [
     "DataSplits",

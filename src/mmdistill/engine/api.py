@@ -10,7 +10,7 @@ distilled student and no-KD student per seed, statistics; what ``mmdistill train
 
 Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
 ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of dict items
-(:mod:`mmdistill.data.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split name ->
+(:mod:`mmdistill.data.contracts.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split name ->
 callable(item) -> item (augmentation on ``"train"`` only, usually). With random training data (a transform, or
 ``dataset.random``) the teacher runs online on each augmented batch instead of from the cache.
 
@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from ..config import CacheConfig, MaskingConfig, TrainerConfig
 from ..data import DataSplits
-from ..data.item_dataset import as_splits
+from ..data.contracts.item_dataset import as_splits
 from ..errors import ConfigError
 from ..tasks import Task, get_task
 from .arguments import distill_arguments

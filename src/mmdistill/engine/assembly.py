@@ -27,7 +27,7 @@ from torch import nn
 
 from ..batch import Batch
 from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
-from ..data.split import Splits
+from ..data.contracts.split import Splits
 from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
 from ..io import write_json
 from ..masking import Masker, fit_masker
@@ -35,17 +35,14 @@ from ..methods.base import Method, TeacherRequest
 from ..models.multimodal import build_model
 from ..tasks import PERCENT, UNITS_KEY, Task
 from ..usercode import kept
-from . import (
-    run_outputs,  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
-    runfolder,
-)
 from .batches import eval_batches, to_device, worker_failure
-from .checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
-from .launch import run_determinism
 from .metrics import evaluate
 from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
 from .run_checks import check_cache_settings, check_eval_rows
-from .run_record import describe_run, write_record
+from .system import run_outputs, runfolder  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
+from .system.checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
+from .system.launch import run_determinism
+from .system.run_record import describe_run, write_record
 from .teacher import CacheStorage, cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
@@ -68,7 +65,7 @@ class RunResult:
 
 @dataclass
 class RunSpec:
-    """What one training run is made of. ``data``: splits (:func:`mmdistill.data.item_dataset.as_splits`);
+    """What one training run is made of. ``data``: splits (:func:`mmdistill.data.contracts.item_dataset.as_splits`);
     ``task``: a name, ``{"name", "params"}``, a TaskConfig or a Task (None: the data's own); ``origin``: the data's
     config when mmdistill built them (recorded in a ``distill()`` folder, :mod:`.run_record`)."""
 
@@ -342,7 +339,7 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
 def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -> RunResult:
     """``build_run(spec, fabric).fit(**fit_options)`` (``resume``, ``quiet``, ``desc``, ``overwrite``) with
     deterministic kernels on CPU, the caller's settings restored after
-    (:func:`~mmdistill.engine.launch.run_determinism`)."""
+    (:func:`~mmdistill.engine.system.launch.run_determinism`)."""
     with run_determinism(spec.trainer or TrainerConfig()):
         try:
             return build_run(spec, fabric).fit(**fit_options)

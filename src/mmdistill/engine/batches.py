@@ -1,8 +1,8 @@
 """The one place batches are produced, for training and evaluation.
 
-* A split that ``gathers`` (:class:`~mmdistill.data.split.Split`; column data) takes the fast path: a batch is
+* A split that ``gathers`` (:class:`~mmdistill.data.contracts.split.Split`; column data) takes the fast path: a batch is
   one gather by an index tensor, no per-item Python and no DataLoader.
-* Any other split (item data: :class:`~mmdistill.data.item_dataset.ItemDataset`) goes through a
+* Any other split (item data: :class:`~mmdistill.data.contracts.item_dataset.ItemDataset`) goes through a
   ``DataLoader`` (``trainer.num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``) whose
   batch sampler yields the same index batches, each with its batch seed.
 
@@ -30,14 +30,8 @@ from torch.utils.data import DataLoader
 
 from ..batch import Batch
 from ..config import TrainerConfig
-from ..data.item_dataset import (
-    OUTSIDE_TRAINING,
-    ItemDataset,
-    batch_seed,
-    preserved_rngs,
-    seed_rngs,
-)
-from ..data.split import Split
+from ..data.contracts.item_dataset import OUTSIDE_TRAINING, ItemDataset, batch_seed, preserved_rngs, seed_rngs
+from ..data.contracts.split import Split
 from ..errors import DataError
 from ..usercode import USER_ERRORS, describe, kept
 

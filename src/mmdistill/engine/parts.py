@@ -16,7 +16,7 @@ from torch import nn
 
 from ..batch import LABEL
 from ..config import CacheConfig, TrainerConfig, check_resources, validate
-from ..data.split import Split, Splits
+from ..data.contracts.split import Split, Splits
 from ..errors import ConfigError, MachineError
 from ..masking import Masker
 from ..methods.base import Method
@@ -25,7 +25,7 @@ from ..models.multimodal import model_modalities
 from ..registry import METHODS
 from ..tasks import DEFAULT_TASK, Task, get_task
 from .batches import to_device
-from .launch import launch, make_fabric
+from .system.launch import launch, make_fabric
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -49,7 +49,7 @@ def run_task(task: Task | str | Any, data: Splits) -> Task:
 
     The task completes what each split leaves open and refuses one that disagrees with it (``Task.complete_split``:
     e.g. segmentation's ``ignore_index``, regression's number of target columns). What it settles is set on the
-    :class:`~mmdistill.data.split.Split` (an item dataset's wrapper), never on the user's dataset object.
+    :class:`~mmdistill.data.contracts.split.Split` (an item dataset's wrapper), never on the user's dataset object.
     """
     task = get_task(task if task is not None else data.train.task)
     for split in (data.train, data.val, data.test):

@@ -19,22 +19,19 @@ from torch import nn
 
 from ..config import RunConfig, dump_config
 from ..data import DataSplits
-from ..data.item_dataset import load_data
+from ..data.contracts.item_dataset import load_data
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
 from ..tasks import DEFAULT_TASK, PERCENT, UNITS_KEY, get_task, stored_in_percent
-from . import (
-    run_outputs,  # noqa: F401  (declares what a train run writes to the run-folder code)
-    runfolder,
-)
 from .assembly import RunResult, build_run, build_run_model, part_spec, run_trainer, train_run
-from .checkpoint import load_tensors
-from .launch import SingleCPUProcess
 from .metrics import evaluate
 from .parts import run_task, start_fabric
 from .run_checks import check_cache_dir, check_resume
+from .system import run_outputs, runfolder  # noqa: F401  (declares what a train run writes to the run-folder code)
+from .system.checkpoint import load_tensors
+from .system.launch import SingleCPUProcess
 from .teacher import default_cache_dir
 from .trainer import eval_batches
 

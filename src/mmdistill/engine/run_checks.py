@@ -37,7 +37,7 @@ import yaml
 
 from .. import strict_yaml
 from ..config import CacheConfig, RunConfig
-from ..data.split import Split
+from ..data.contracts.split import Split
 from ..errors import ConfigError, MachineError, OutputExistsError
 from ..usercode import call
 

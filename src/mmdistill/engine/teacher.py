@@ -38,14 +38,14 @@ from torch import Tensor, nn
 from .. import __version__
 from ..batch import INDEX, Batch
 from ..config import TrainerConfig
-from ..data.ondisk import NpyRows
-from ..data.split import Split
+from ..data.contracts.split import Split
+from ..data.formats.ondisk import NpyRows
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
 from ..models.hooks import FeatureHooks
-from .checkpoint import read_verified, save_tensors, tensor_layout
+from .system.checkpoint import read_verified, save_tensors, tensor_layout
 
 DEFAULT_MEMORY_MB = 256  # a cache hit's table up to this size is held in memory
 

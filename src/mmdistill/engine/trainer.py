@@ -30,16 +30,16 @@ from torch import Tensor, nn
 
 from ..batch import INDEX, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
-from ..data.dataset import MultimodalDataset
+from ..data.contracts.dataset import MultimodalDataset
 from ..errors import ConfigError, DataError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
 from ..tasks import Task
 from .batches import EpochBatches, eval_batches, train_batches  # noqa: F401 (re-exported)
-from .checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
 from .epoch_listeners import EpochReport, report_epoch
-from .logging import RunLogger
 from .metrics import evaluate
+from .system.checkpoint import load_tensors, load_training_state, save_tensors, save_training_state
+from .system.logging import RunLogger
 from .teacher import check_finite_outputs
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.split import Splits
+from ..data.contracts.split import Splits
 from ..errors import ConfigError
 from ..io import atomic_write
 from ..masking import Masker

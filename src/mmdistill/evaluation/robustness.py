@@ -43,7 +43,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def iter_batches(dataset, batch_size: int = 256) -> Iterator[Batch]:
-    """Consecutive batches (dicts) of a split (:class:`~mmdistill.data.split.Split`), in order."""
+    """Consecutive batches (dicts) of a split (:class:`~mmdistill.data.contracts.split.Split`), in order."""
     n = len(dataset)
     for start in range(0, n, batch_size):
         yield dataset.__getitems__(list(range(start, min(start + batch_size, n))))

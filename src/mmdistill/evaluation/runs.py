@@ -15,11 +15,13 @@ PARTS = ("teacher", "nokd", "student")
 
 def load_run_models(run_dir: Path, data_source: str | None = None):
     """(config, data splits, {"seed_0/student": model, ...}) of a run folder, or of a ``distill()`` folder
-    (engine/run_record.py) read as a one-seed run: ``seed_<s>/student`` and, when it had one, ``seed_<s>/teacher``.
+    (engine/system/run_record.py) read as a one-seed run: ``seed_<s>/student`` and, when it had one,
+    ``seed_<s>/teacher``.
 
     ``data_source``: ``"pkg.mod:factory"`` (the ``--data`` option), the data to use instead of the recorded ones;
-    needed for a ``distill()`` folder whose datasets were given in Python (:mod:`mmdistill.data.python_data`)."""
-    from ..data.item_dataset import load_data
+    needed for a ``distill()`` folder whose datasets were given in Python
+    (:mod:`mmdistill.data.contracts.python_data`)."""
+    from ..data.contracts.item_dataset import load_data
     from ..engine.api import run_task
 
     run_dir = Path(run_dir)
@@ -36,7 +38,7 @@ def load_run_models(run_dir: Path, data_source: str | None = None):
     if distill_seed is None:
         files = {f"{d.name}/{p}": d / p / "student.safetensors" for d in sorted(run_dir.glob("seed_*")) for p in PARTS}
     else:
-        from ..engine.run_record import TEACHER_WEIGHTS
+        from ..engine.system.run_record import TEACHER_WEIGHTS
 
         files = {
             f"{distill_seed}/teacher": run_dir / TEACHER_WEIGHTS,
@@ -51,7 +53,7 @@ def load_run_models(run_dir: Path, data_source: str | None = None):
 def _run_config(run_dir: Path, data_source: str | None):
     """The run's config, its data section replaced by ``{dataset: data_source}`` when one is given."""
     from ..config import DataConfig, load_config, validate
-    from ..data.python_data import SOURCE, WHAT_TO_PASS
+    from ..data.contracts.python_data import SOURCE, WHAT_TO_PASS
 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
@@ -66,7 +68,7 @@ def _run_config(run_dir: Path, data_source: str | None):
 def _saved_model(cfg, key: str, weights: Path, data):
     """The model saved as ``weights`` (``key``: ``seed_<s>/<part>``), built from the run's config and data."""
     from ..engine.assembly import build_run_model
-    from ..engine.checkpoint import load_tensors
+    from ..engine.system.checkpoint import load_tensors
     from ..errors import CheckpointError
 
     model = build_run_model(cfg, "teacher" if key.endswith("/teacher") else "student", data, load_checkpoint=False)
@@ -126,7 +128,7 @@ def missing_models(run_dir: Path, cfg, models: dict) -> list[str]:
     The seeds come from the run's marker (or its ``seed_*`` folders); a teacher is expected when the run trained one
     (no ``teacher.checkpoint``), the no-KD student unless the run was started with ``--no-baseline``.
     """
-    from ..engine.runfolder import read_marker
+    from ..engine.system.runfolder import read_marker
     from ..registry import METHODS
 
     marker = read_marker(run_dir) or {}

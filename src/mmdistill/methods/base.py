@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..batch import LABEL, Batch
 from ..config import validate
-from ..data.dataset import MultimodalDataset
+from ..data.contracts.dataset import MultimodalDataset
 from ..errors import ConfigError
 from ..masking import Masker
 from ..models.hooks import FeatureHooks

@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import INDEX, Batch
-from ..data.dataset import MultimodalDataset
+from ..data.contracts.dataset import MultimodalDataset
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs
 from .layer_pair import LayerPairMethod, LayerPairParams

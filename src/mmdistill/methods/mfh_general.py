@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..batch import LABEL, Batch
-from ..data.dataset import MultimodalDataset
+from ..data.contracts.dataset import MultimodalDataset
 from ..errors import ConfigError
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..batch import LABEL, Batch
-from ..data.dataset import MultimodalDataset, stratified_split
+from ..data.contracts.dataset import MultimodalDataset, stratified_split
 from ..errors import ConfigError
 from ..masking import split_variants
 from ..models.multimodal import model_modalities

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..batch import LABEL
-from ..data.split import Split
+from ..data.contracts.split import Split
 from ..kl import kd_per_example
 from ..masking import Masker, split_variants
 from ..tasks import Task

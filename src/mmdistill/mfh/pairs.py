@@ -75,7 +75,7 @@ def load_pairs(
     top ``pca`` principal components of its training split (AV-Digits audio has 1,056 values).
     """
     from ..data import build_splits
-    from ..data.split import Split
+    from ..data.contracts.split import Split
 
     default = DEFAULT_MODALITIES.get(dataset, (None, None))
     teacher, student = teacher or default[0], student or default[1]

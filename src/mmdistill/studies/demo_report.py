@@ -22,7 +22,7 @@ from pathlib import Path
 
 import markdown
 
-from ..engine.runfolder import read_marker
+from ..engine.system.runfolder import read_marker
 from ..errors import ConfigError
 from ..io import write_text
 

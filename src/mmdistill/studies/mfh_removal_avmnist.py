@@ -26,7 +26,7 @@ import torch
 
 from ..batch import ModalitySpec
 from ..config import CacheConfig
-from ..data.dataset import DataSplits
+from ..data.contracts.dataset import DataSplits
 from ..engine.api import distill
 from ..io import write_text
 from ..mfh.algorithm1 import channel_salience

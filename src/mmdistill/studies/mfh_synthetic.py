@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
+from ..data.generated.venn import VennSpec, draw, preset_settings, preset_spec, spec_from_ratios
 from ..mfh.ensemble import Run, make_mlp, train_runs
 
 ROW_FIELDS = ["setting", "gamma", "alpha", "beta", "seed", "teacher_acc", "nokd_acc", "kd_acc"]

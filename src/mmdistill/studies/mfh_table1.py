@@ -4,7 +4,7 @@ Xue et al., ICLR 2023, Table 1 (DESIGN.md 2.4): the student reads **audio**; it 
 KD, distilled from an audio teacher, and distilled from an image+audio teacher. Paper: no-KD 68.36;
 audio teacher 84.57 -> student 70.10; image+audio teacher 91.61 -> student 69.73.
 
-Here, on AV-MNIST rebuilt from MNIST + FSDD (:mod:`mmdistill.data.avmnist_build`), with MultiBench's
+Here, on AV-MNIST rebuilt from MNIST + FSDD (:mod:`mmdistill.data.builders.avmnist_build`), with MultiBench's
 AV-MNIST models (:class:`~mmdistill.models.encoders.LeNetEncoder`):
 
 * student: audio LeNet [6, 12, 24, 48, 96, 192] + MLP head (192 -> 100 -> 10), on ``train_size`` rows;
@@ -33,7 +33,7 @@ import torch
 
 from ..batch import ModalitySpec
 from ..config import CacheConfig, OptimizerConfig, TrainerConfig
-from ..data.dataset import DataSplits
+from ..data.contracts.dataset import DataSplits
 from ..engine.api import distill
 from ..engine.protocol import _load_finished
 from ..errors import ConfigError

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.venn import draw, preset_settings, preset_spec
+from ..data.generated.venn import draw, preset_settings, preset_spec
 from ..mfh.algorithm1 import algorithm1, precision_at
 from ..mfh.ensemble import Run, train_runs
 from ..stats import paired_difference, summarize

@@ -1,4 +1,4 @@
-"""What a study writes into its folder, in the terms of :func:`mmdistill.engine.runfolder.register_layout`.
+"""What a study writes into its folder, in the terms of :func:`mmdistill.engine.system.runfolder.register_layout`.
 
 Every study writes its tables, summary and figures at the top of its folder (:data:`TABLES`); a study that trains
 models with ``distill()`` adds one model folder per configuration, seed and model under ``runs/``, with files of its
@@ -9,8 +9,8 @@ start-up.
 
 from __future__ import annotations
 
-from ..engine.run_outputs import MODEL_OUTPUTS
-from ..engine.runfolder import ALL, Layout
+from ..engine.system.run_outputs import MODEL_OUTPUTS
+from ..engine.system.runfolder import ALL, Layout
 
 TABLES: Layout = {"results.csv": None, "summary.md": None, "*.csv": None, "*.md": None, "*.png": None}
 TRAINED: Layout = {

@@ -3,7 +3,7 @@ start-up, e.g. for a ``reproduce`` folder that holds sweeps)."""
 
 from __future__ import annotations
 
-from ..engine import runfolder
+from ..engine.system import runfolder
 
 SOURCE = "sweep.json"  # the sweep file as started (the base config resolved): a resumed sweep must match it
 FINISHED = "summary.md"

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..engine import runfolder
+from ..engine.system import runfolder
 from ..errors import ConfigError, TrainingError
 from ..io import write_json
 from . import plan as plans

@@ -98,7 +98,7 @@ def _run_seed(job: dict, raw: dict, run_dir: Path, seed: int, tally: dict, first
     from ..config import RunConfig, check_resources, validate
     from ..engine.epoch_listeners import listening
     from ..engine.protocol import run_config
-    from ..engine.runfolder import read_marker
+    from ..engine.system.runfolder import read_marker
 
     cfg = validate(RunConfig, raw)
     assert isinstance(cfg, RunConfig)
