@@ -121,10 +121,18 @@ class Run:
         with torch.no_grad():
             algo.losses(self.sample, algo.forward_student(self.spec.student.eval(), self.sample), t_out)
 
-    def fit(self, resume: bool = False, quiet: bool = False, desc: str = "train", overwrite: bool = False) -> RunResult:
+    def fit(
+        self,
+        resume: bool = False,
+        quiet: bool = False,
+        desc: str = "train",
+        overwrite: bool = False,
+        evaluate_test: bool = True,
+    ) -> RunResult:
         """Train the student (from the teacher's cached or online outputs), select by validation, evaluate on
         validation and test, and write ``student.safetensors`` and ``result.json`` into ``spec.out_dir``.
-        ``resume``: continue the run there; ``overwrite``: replace a ``distill`` run there (else it is refused)."""
+        ``resume``: continue the run there; ``overwrite``: replace a ``distill`` run there (else it is refused);
+        ``evaluate_test=False``: the test split is not read (test metrics ``{}``)."""
         spec, fabric, data = self.spec, self.fabric, self.spec.data
         out_dir = Path(spec.out_dir)
         if fabric.is_global_zero:  # before any work
@@ -138,7 +146,8 @@ class Run:
         train = _read_columns(train, spec.student, self.teacher if online else None)
         trainer, seed = self.trainer, spec.seed
         fitted = fit(fabric, self.module, train, data.val, trainer, seed, out_dir, source, resume, quiet, desc)
-        val, test = (self._evaluate(split) for split in (data.val, data.test))
+        val = self._evaluate(data.val)
+        test = self._evaluate(data.test) if evaluate_test else {}
         if fabric.is_global_zero:
             self._write_results(out_dir, fitted, val, test, own_folder)
         fabric.barrier()
@@ -337,8 +346,8 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
 
 
 def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -> RunResult:
-    """``build_run(spec, fabric).fit(**fit_options)`` (``resume``, ``quiet``, ``desc``, ``overwrite``) with
-    deterministic kernels on CPU, the caller's settings restored after
+    """``build_run(spec, fabric).fit(**fit_options)`` (``resume``, ``quiet``, ``desc``, ``overwrite``,
+    ``evaluate_test``) with deterministic kernels on CPU, the caller's settings restored after
     (:func:`~mmdistill.engine.system.launch.run_determinism`)."""
     with run_determinism(spec.trainer or TrainerConfig()):
         try:

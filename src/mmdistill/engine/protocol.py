@@ -69,8 +69,12 @@ def run_config(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    evaluate_test: bool = True,
 ) -> dict:
     """Everything ``mmdistill train`` does. Returns the content of ``out/metrics.json``.
+
+    ``evaluate_test=False``: the test split is never read (no test metrics; a sweep's tuning trials, which are
+    chosen on validation only).
 
     The output folder is claimed and locked through :mod:`.runfolder` (marker file, lock held for
     the whole run, foreign files never touched). A bad input found before any model is saved
@@ -112,9 +116,11 @@ def run_config(
             if not (out / "config.yaml").is_file():  # never rewritten on resume
                 write_text(out / "config.yaml", dump_config(cfg))
         fabric.barrier()
-        options = {"fabric": fabric, "resume": resume, "quiet": quiet}
+        options = {"fabric": fabric, "resume": resume, "quiet": quiet, "evaluate_test": evaluate_test}
         runs = [_run_seed(cfg, data, out / f"seed_{seed}", seed, baseline, **options) for seed in seeds]
         metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint, cfg.task.name)
+        if not evaluate_test:
+            metrics["reporting"] = NO_TEST
         if folder is not None:
             write_json(out / "metrics.json", metrics)
             write_text(out / "summary.md", summary_markdown(metrics))
@@ -155,7 +161,7 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
 
 def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, **options) -> dict:
     """One seed: the teacher (trained, loaded, or resumed), the distilled student and the no-KD student.
-    ``options``: ``fabric``, ``resume``, ``quiet`` (:func:`~mmdistill.engine.assembly.train_run`)."""
+    ``options``: ``fabric``, ``resume``, ``quiet``, ``evaluate_test`` (:func:`~mmdistill.engine.assembly.train_run`)."""
     fabric, resume = options["fabric"], options["resume"]
     row: dict[str, Any] = {"seed": seed}
     teacher = None
@@ -163,9 +169,11 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         fabric.seed_everything(seed, verbose=False)
         if cfg.teacher.checkpoint is not None:
             teacher = build_run_model(cfg, "teacher", data)
-            task = get_task(cfg.task)
-            fractions = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=task)
-            row["teacher"] = task.for_people(fractions)
+            row["teacher"] = {}
+            if options["evaluate_test"]:
+                task = get_task(cfg.task)
+                fractions = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=task)
+                row["teacher"] = task.for_people(fractions)
         else:
             spec = part_spec(cfg, "teacher", data, seed, seed_dir / "teacher")
             teacher = spec.student
@@ -184,6 +192,9 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
         row[f"{part}_best_epoch"] = done.best_epoch
         row[f"{part}_test_checkpoint"] = done.test_checkpoint
     return row
+
+
+NO_TEST = "no test metrics: the test split was not evaluated (a sweep's tuning trial, chosen on validation only)"
 
 
 def reporting(runs: list[dict], test_checkpoint: str) -> str:

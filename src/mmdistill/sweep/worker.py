@@ -1,7 +1,8 @@
 """One job of a sweep, as a worker process (or a Ray task) runs it: a configuration on one or more seeds.
 
 Each seed is a normal ``mmdistill train`` run folder (``JOB/s<seed>``, one seed, no no-KD student), so
-``evaluate``, ``analyze`` and ``report`` read it; an interrupted one is resumed, a finished one read back. The job's
+``evaluate``, ``analyze`` and ``report`` read it; an interrupted one is resumed, a finished one read back. Only the
+final runs (``read_test``) evaluate the test split: a tuning trial and a shared teacher never read it. The job's
 record (``JOB/trial.json``: status, the selection metric on validation per seed, the test metrics, the training
 time and steps, or the error) is written when it ends, so a resumed sweep knows what is done.
 """
@@ -107,7 +108,9 @@ def _run_seed(job: dict, raw: dict, run_dir: Path, seed: int, tally: dict, first
     if not (run_dir / "metrics.json").is_file():
         listener = _listener(job, cfg, f"seed {seed} student", tally, first)
         with listening(listener), _tracked(job, cfg, run_dir):
-            run_config(cfg, run_dir, [seed], baseline=False, resume=read_marker(run_dir) is not None, quiet=True)
+            resume = read_marker(run_dir) is not None
+            test = bool(job.get("read_test"))  # only the final runs read the test split
+            run_config(cfg, run_dir, [seed], baseline=False, resume=resume, quiet=True, evaluate_test=test)
     result = json.loads(result_path.read_text())
     return {"val": result["val"][job["metric"]], "test": result["test"] if job.get("read_test") else {}}
 
