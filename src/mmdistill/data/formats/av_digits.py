@@ -21,6 +21,7 @@ scalar std; audio: per-mel-band mean and std over examples and frames).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -51,17 +52,40 @@ def load_features(path: str | Path = BUNDLED) -> dict[str, np.ndarray]:
     return arrays
 
 
+_PROJECTIONS: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}  # digest of the inputs -> (mu, V_k, k), this process
+_PROJECTIONS_KEPT = 8
+
+
+def _digest(images: np.ndarray, train_rows: np.ndarray, fraction: float) -> str:
+    """sha256 over the images (dtype, shape, values), the training rows and the fraction: the key of the SVD kept."""
+    h = hashlib.sha256(f"{images.dtype}|{images.shape}|{fraction!r}|".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(train_rows, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def remove_top_energy(images: np.ndarray, train_rows: np.ndarray, fraction: float) -> tuple[np.ndarray, int]:
-    """Project out the leading principal components holding ``fraction`` of the training variance -> (images, k)."""
+    """Project out the leading principal components holding ``fraction`` of the training variance -> (images, k).
+
+    The SVD is computed once per process for the same images, rows and fraction (the dataset is built again for
+    every seed and study of a run); later calls reuse its mean and components."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"image_energy_removed must lie in [0, 1), got {fraction}")
     x = images.astype(np.float64)
     if fraction == 0.0:
         return x, 0
-    mu = x[train_rows].mean(0)
-    _, s, vt = np.linalg.svd(x[train_rows] - mu, full_matrices=False)
-    k = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), fraction) + 1)
-    v = vt[:k]
+    key = _digest(images, train_rows, fraction)
+    if key not in _PROJECTIONS:
+        mu = x[train_rows].mean(0)
+        _, s, vt = np.linalg.svd(x[train_rows] - mu, full_matrices=False)
+        k = int(np.searchsorted(np.cumsum(s**2) / np.sum(s**2), fraction) + 1)
+        if len(_PROJECTIONS) >= _PROJECTIONS_KEPT:
+            _PROJECTIONS.pop(next(iter(_PROJECTIONS)))
+        v = vt[:k].copy()
+        mu.setflags(write=False)
+        v.setflags(write=False)
+        _PROJECTIONS[key] = (mu, v, k)
+    mu, v, k = _PROJECTIONS[key]
     return x - (x - mu) @ v.T @ v, k
 
 
