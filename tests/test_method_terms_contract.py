@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mmdistill.engine.api import build_method
-from mmdistill.engine.teacher import teacher_outputs
+from mmdistill.engine.teacher import TeacherGroup, teacher_outputs
 from mmdistill.masking import Masker
 from mmdistill.methods.attention import AttentionTransfer
 from mmdistill.methods.base import weighted_total
@@ -41,6 +41,9 @@ WEIGHT_OF = {
     "pkt": {"ce": "ce_weight", "pkt": "beta"},
     "rkd": {"ce": "ce_weight", "rkd_distance": "dist_factor", "rkd_angle": "angle_factor"},
     "sp": {"ce": "ce_weight", "sp": "gamma"},
+    "multi_teacher_kd": {"ce": "1-lam", "kd": "lam"},
+    "multi_teacher_adaptive": {"ce": "1-lam", "kd": "lam"},
+    "mst_distill": {"ce": "w_task", "kd": "w_kd", "balance": "w_balance", "mask": "one"},
 }
 
 
@@ -49,6 +52,8 @@ def one_batch_terms(name, splits, params):
     torch.manual_seed(0)
     teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[32], out_dim=16)), specs, n)
     student = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[8], out_dim=8)), specs, n)
+    if getattr(METHODS.get(name), "min_teachers", 1) > 1:  # a router chooses among two teachers or more
+        teacher = TeacherGroup({"first": teacher, "second": teacher})
     masker = Masker(specs, "zeros").fit(splits.train.feature_mean())
     method = build_method(name, params, masker)
     batch = splits.train.__getitems__(range(16))

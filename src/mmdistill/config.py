@@ -10,11 +10,20 @@ NaN/Inf) and bounded to their meaningful range; YAML is read in the strict diale
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from . import strict_yaml
 from .errors import ConfigError
@@ -225,6 +234,23 @@ class TeacherConfig(_Strict):
     trainer: TrainerConfig | None = Field(None, description="trainer for the teacher; null: the run's trainer")
 
 
+TEACHER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a teacher's name: a config key and a folder name
+TEACHERS_HELP = (
+    "several teachers: a list, or a mapping name -> teacher section (model, checkpoint, trainer); give teacher or "
+    "teachers, not both"
+)
+
+
+def teacher_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a teacher (it becomes a config key and a folder name), or None."""
+    if isinstance(name, str) and TEACHER_NAME.fullmatch(name):
+        return None
+    return (
+        f"teachers: name {short(name)} is not a teacher name; use letters, digits, '_' and '-' (at most 64, "
+        "starting with a letter or digit)"
+    )
+
+
 class CacheConfig(_Strict):
     config_key: ClassVar[str] = "cache"
     enabled: bool = Bool(True)
@@ -258,6 +284,7 @@ class RunConfig(_Strict):
     seed: int = Int(0, ge=0, le=SEED_MAX)
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig | None = None
+    teachers: dict[str, TeacherConfig] | None = Field(None, description=TEACHERS_HELP)
     student: StudentConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
@@ -286,7 +313,40 @@ class RunConfig(_Strict):
         teacher = raw.get("teacher")
         if isinstance(teacher, dict) and isinstance(teacher.get("trainer"), dict):
             raw["teacher"] = {**teacher, "trainer": {"monitor": monitor, **teacher["trainer"]}}
+        teachers = cls._teachers_listed_or_named(raw.get("teachers"))
+        if isinstance(teachers, dict):
+            raw["teachers"] = {
+                name: {**t, "trainer": {"monitor": monitor, **t["trainer"]}}
+                if isinstance(t, dict) and isinstance(t.get("trainer"), dict)
+                else t
+                for name, t in teachers.items()
+            }
         return raw
+
+    @field_validator("teachers", mode="before")
+    @classmethod
+    def _teachers_listed_or_named(cls, raw: Any) -> Any:
+        """A list of teacher sections names each by its position ("0", "1", ...)."""
+        return {str(i): section for i, section in enumerate(raw)} if isinstance(raw, list) else raw
+
+    @model_validator(mode="after")
+    def _teacher_or_teachers(self) -> RunConfig:
+        if self.teachers is None:
+            return self
+        if self.teacher is not None:
+            raise ValueError("teachers: give teacher (one teacher) or teachers (several), not both")
+        if not self.teachers:
+            raise ValueError("teachers: no teacher given; give one or more teacher sections, or leave teachers out")
+        for name in self.teachers:
+            if teacher_name_problem(name):
+                raise ValueError(teacher_name_problem(name))
+        return self
+
+    def teacher_sections(self) -> dict[str, TeacherConfig]:
+        """Each teacher section by its config key: ``{"teacher": ...}``, ``{"teachers.<name>": ...}`` or none."""
+        if self.teachers:
+            return {f"teachers.{name}": section for name, section in self.teachers.items()}
+        return {"teacher": self.teacher} if self.teacher is not None else {}
 
     @model_validator(mode="after")
     def _task_fits(self) -> RunConfig:
@@ -294,7 +354,8 @@ class RunConfig(_Strict):
         from .tasks import get_task
 
         task = get_task(self.task)
-        for key, trainer in (("trainer", self.trainer), ("teacher.trainer", self.teacher and self.teacher.trainer)):
+        teacher_trainers = [(f"{key}.trainer", t.trainer) for key, t in self.teacher_sections().items()]
+        for key, trainer in [("trainer", self.trainer), *teacher_trainers]:
             if trainer is not None:
                 problem = task.trainer_problem(trainer, key)
                 if problem:
@@ -307,6 +368,8 @@ class RunConfig(_Strict):
         out = handler(self)
         if not out.get("imports"):
             out.pop("imports", None)  # a config without plugins reads as it did before `imports` existed
+        if out.get("teachers") is None:
+            out.pop("teachers", None)  # a one-teacher config reads as it did before `teachers` existed
         return out
 
 
@@ -459,12 +522,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, che
     import_modules(raw.get("imports") or [])  # users' plugins register their entries before the config is resolved
     cfg = validate(RunConfig, raw)
     assert isinstance(cfg, RunConfig)
-    if cfg.teacher and cfg.teacher.checkpoint is not None and not cfg.teacher.checkpoint.is_file():
-        raise ConfigError(f"teacher.checkpoint: file {short(str(cfg.teacher.checkpoint), 200)} does not exist")
+    for key, section in cfg.teacher_sections().items():
+        if section.checkpoint is not None and not section.checkpoint.is_file():
+            raise ConfigError(f"{key}.checkpoint: file {short(str(section.checkpoint), 200)} does not exist")
     if check_machine:
         check_resources(cfg.trainer)
-        if cfg.teacher is not None and cfg.teacher.trainer is not None:
-            check_resources(cfg.teacher.trainer, "teacher.trainer")
+        for key, section in cfg.teacher_sections().items():
+            if section.trainer is not None:
+                check_resources(section.trainer, f"{key}.trainer")
     return cfg
 
 

@@ -8,6 +8,10 @@
 distilled student and no-KD student per seed, statistics; what ``mmdistill train`` runs) is
 :mod:`mmdistill.engine.protocol`.
 
+Several teachers: ``teacher`` as a list of modules (named ``"0"``, ``"1"``, ...) or a mapping name -> module, for
+a method that distils from several (``multi_teacher_kd``, ``multi_teacher_adaptive``, ``mst_distill``); each
+teacher's outputs are cached (or run online) on their own.
+
 Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
 ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of dict items
 (:mod:`mmdistill.data.contracts.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split name ->
@@ -50,7 +54,7 @@ __all__ = ["RunResult", "build_method", "distill", "run_task", "start_fabric"]
 
 def distill(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: nn.Module | list[nn.Module] | dict[str, nn.Module] | None,
     data: DataSplits | Any = None,
     out_dir: str | Path | None = None,
     method: str = "kd",

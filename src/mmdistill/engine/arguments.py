@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from torch import nn
 
-from ..config import CacheConfig, MaskingConfig, TrainerConfig
+from ..config import CacheConfig, MaskingConfig, TrainerConfig, teacher_name_problem
 from ..errors import ConfigError
 from ..schema import SEED_MAX, checked_int, checked_mapping
 from ..strict_yaml import short
+from .teacher import TeacherGroup
 
 C = TypeVar("C", bound=BaseModel)
 SPLITS = ("train", "val", "test")
@@ -44,6 +45,23 @@ def model_argument(value: Any, key: str, optional: bool = False) -> nn.Module | 
         what = "a torch.nn.Module or None" if optional else "a torch.nn.Module"
         raise ConfigError(f"{key}: expected {what}, got {short(value)} ({_kind(value)})")
     return value
+
+
+def teacher_argument(value: Any) -> nn.Module | None:
+    """The teacher: a module or None; several teachers as a list or tuple of modules (named ``"0"``, ``"1"``, ... by
+    position) or a mapping name -> module, made one :class:`~.teacher.TeacherGroup`."""
+    if isinstance(value, (list, tuple)):
+        value = {str(i): t for i, t in enumerate(value)}
+    if not isinstance(value, Mapping):
+        return model_argument(value, "teacher", optional=True)
+    if not value:
+        raise ConfigError("teacher: an empty list or mapping of teachers; give one or more teacher modules")
+    for name, model in value.items():
+        problem = teacher_name_problem(name)
+        if problem:
+            raise ConfigError(problem)
+        model_argument(model, f"teachers.{name}")
+    return TeacherGroup(dict(value))
 
 
 def out_dir_argument(value: Any) -> Path:
@@ -97,7 +115,7 @@ def distill_arguments(**given: Any) -> dict[str, Any]:
     """The arguments of ``distill()`` named in ``given``, each checked (and config dicts validated)."""
     checks: dict[str, Callable[[Any], Any]] = {
         "student": lambda v: model_argument(v, "student"),
-        "teacher": lambda v: model_argument(v, "teacher", optional=True),
+        "teacher": teacher_argument,
         "out_dir": out_dir_argument,
         "method": lambda v: v if isinstance(v, str) else _refuse("method", v, "a method name such as 'kd'"),
         "method_params": lambda v: None if v is None else checked_mapping(v, "method_params"),

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +32,7 @@ from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsErr
 from ..io import write_json
 from ..masking import Masker, fit_masker
 from ..methods.base import Method, TeacherRequest
+from ..methods.multi_teacher_base import TeacherGroupOutputs
 from ..models.multimodal import build_model
 from ..tasks import PERCENT, UNITS_KEY, Task
 from ..usercode import kept
@@ -43,7 +44,7 @@ from .system import run_outputs, runfolder  # noqa: F401  (declares what a disti
 from .system.checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .system.launch import run_determinism
 from .system.run_record import describe_run, write_record
-from .teacher import CacheStorage, cached_table, default_cache_dir, teacher_outputs
+from .teacher import CacheStorage, TeacherGroup, cached_table, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
 if TYPE_CHECKING:
@@ -189,13 +190,18 @@ class Run:
             return lambda batch: teacher_outputs(teacher, batch, request, masker), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
         storage = CacheStorage(cache.dtype, cache.top_k)
-        where = (teacher, train, request, masker, cache_dir, self.trainer.batch_size * 4, fabric.device)
+        tables = []
         with _named_as_the_cache(cache_dir):
-            if fabric.is_global_zero:
-                cached_table(*where, True, storage, self.trainer)  # items read by the trainer's DataLoader workers
-            fabric.barrier()
-            table, _ = cached_table(*where, False, storage)
-        return lambda batch: table.lookup(batch, fabric.device), False
+            for member in teacher.teachers if isinstance(teacher, TeacherGroup) else [teacher]:  # a file per teacher
+                where = (member, train, request, masker, cache_dir, self.trainer.batch_size * 4, fabric.device)
+                if fabric.is_global_zero:
+                    cached_table(*where, True, storage, self.trainer)  # items read by the trainer's DataLoader workers
+                fabric.barrier()
+                tables.append(cached_table(*where, False, storage)[0])
+        if isinstance(teacher, TeacherGroup):
+            names = teacher.names
+            return lambda batch: TeacherGroupOutputs.of(names, [t.lookup(batch, fabric.device) for t in tables]), False
+        return lambda batch: tables[0].lookup(batch, fabric.device), False
 
     def _evaluate(self, split) -> dict[str, float]:
         fabric, trainer = self.fabric, self.trainer
@@ -307,6 +313,20 @@ def _check_teacher_cache(cache: CacheConfig, train, request: TeacherRequest, mas
         raise ConfigError(f"cache.top_k: {cache.top_k} is above the data's {classes} classes; use 1 ... {classes}")
 
 
+def _teacher_for(teacher: nn.Module | None, algo: Method, method: str) -> nn.Module | None:
+    """The teacher ``algo`` distils from: several teachers (a :class:`TeacherGroup`) only for a method that takes
+    several (``several_teachers``); a group of one given to a one-teacher method is its one teacher."""
+    if not isinstance(teacher, TeacherGroup) or getattr(algo, "several_teachers", False):
+        return teacher
+    if len(teacher.names) > 1:
+        raise ConfigError(
+            f"teachers: method {method!r} distils from one teacher and this run names {len(teacher.names)} "
+            f"({', '.join(teacher.names)}); use multi_teacher_kd, multi_teacher_adaptive or mst_distill, or give one "
+            "teacher"
+        )
+    return teacher.teachers[0]
+
+
 def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     """The parts of ``spec``'s run, checked to fit before anything trains: the task (held by every split), the
     trainer settings (:func:`run_trainer`), the devices (``fabric``; None: started from the trainer settings), the
@@ -325,7 +345,7 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     algo = build_method(spec.method, spec.method_params, masker, task)
     if algo.needs_teacher and spec.teacher is None:
         raise ConfigError(f"method {spec.method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
-    teacher = spec.teacher if algo.needs_teacher else None
+    teacher = _teacher_for(spec.teacher, algo, spec.method) if algo.needs_teacher else None
     _check_models(spec.student, teacher)
     check_eval_rows(data)
     # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
@@ -362,42 +382,51 @@ def train_run(spec: RunSpec, fabric: Fabric | None = None, **fit_options: Any) -
 def part_spec(
     cfg: RunConfig, part: str, data: Splits, seed: int, out_dir: Path, teacher: nn.Module | None = None
 ) -> RunSpec:
-    """The run of one part of a ``train`` seed, its model freshly built from ``cfg``: ``"teacher"`` (supervised,
-    with ``teacher.trainer`` or the run's trainer), ``"student"`` (the config's method, distilling from ``teacher``)
-    or ``"nokd"`` (the student trained without distillation, with the student's settings)."""
-    if part == "teacher":
-        model = build_run_model(cfg, "teacher", data)
-        trainer = cfg.teacher.trainer or cfg.trainer
+    """The run of one part of a ``train`` seed, its model freshly built from ``cfg``: ``"teacher"`` or
+    ``"teachers.<name>"`` (supervised, with the section's ``trainer`` or the run's), ``"student"`` (the config's
+    method, distilling from ``teacher``) or ``"nokd"`` (the student trained without distillation, with the student's
+    settings)."""
+    if part in cfg.teacher_sections():
+        model = build_run_model(cfg, part, data)
+        trainer = cfg.teacher_sections()[part].trainer or cfg.trainer
         return RunSpec(model, None, data, out_dir, "supervised", trainer=trainer, task=cfg.task, seed=seed)
     method, params = (cfg.method.name, cfg.method.params) if part == "student" else ("supervised", None)
     model = build_run_model(cfg, "student", data)
     return RunSpec(model, teacher, data, out_dir, method, params, cfg.masking, cfg.trainer, cfg.cache, cfg.task, seed)
 
 
-def build_run_model(
-    cfg: RunConfig, role: Literal["teacher", "student"], data: Splits, load_checkpoint: bool = True
-) -> nn.Module:
-    """The ``teacher`` or ``student`` model of ``cfg`` for ``data`` (fresh weights; the teacher with
-    ``teacher.checkpoint`` loaded when the config names one and ``load_checkpoint``); errors name the config key."""
-    section = getattr(cfg, role)
+def build_run_model(cfg: RunConfig, role: str, data: Splits, load_checkpoint: bool = True) -> nn.Module:
+    """The model of ``cfg``'s section ``role`` (``"student"``, ``"teacher"`` or ``"teachers.<name>"``) for ``data``
+    (fresh weights; a teacher with its ``checkpoint`` loaded when the section names one and ``load_checkpoint``);
+    errors name the config key."""
+    section = cfg.teacher_sections().get(role) or getattr(cfg, role)
     model = build_model(section.model, data.train.specs(), data.num_classes, f"{role}.model")
-    if role == "teacher" and load_checkpoint and section.checkpoint is not None:
-        load_teacher_weights(model, section.checkpoint)
+    if role != "student" and load_checkpoint and section.checkpoint is not None:
+        load_teacher_weights(model, section.checkpoint, role)
     return model
 
 
-def load_teacher_weights(teacher: nn.Module, path: Path) -> None:
-    """``teacher.checkpoint`` into the teacher model; a mismatch names the keys."""
+def build_run_teacher(cfg: RunConfig, data: Splits, load_checkpoint: bool = True) -> nn.Module | None:
+    """The run's teacher (``teacher:``), its teachers as one :class:`TeacherGroup` (``teachers:``), or None."""
+    if not cfg.teachers:
+        return build_run_model(cfg, "teacher", data, load_checkpoint) if cfg.teacher is not None else None
+    return TeacherGroup(
+        {name: build_run_model(cfg, f"teachers.{name}", data, load_checkpoint) for name in cfg.teachers}
+    )
+
+
+def load_teacher_weights(teacher: nn.Module, path: Path, key: str = "teacher") -> None:
+    """``<key>.checkpoint`` into the teacher model of section ``key``; a mismatch names the keys."""
     weights = load_weights(path)
-    refuse_cast(weights, teacher, path, "teacher.checkpoint")
+    refuse_cast(weights, teacher, path, f"{key}.checkpoint")
     try:
         result = teacher.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches
         raise CheckpointError(
-            f"teacher.checkpoint: {path} does not fit teacher.model: {str(err).splitlines()[-1].strip()}"
+            f"{key}.checkpoint: {path} does not fit {key}.model: {str(err).splitlines()[-1].strip()}"
         ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"teacher.checkpoint: {path} does not fit teacher.model: missing keys {result.missing_keys[:5]}, "
+            f"{key}.checkpoint: {path} does not fit {key}.model: missing keys {result.missing_keys[:5]}, "
             f"unexpected keys {result.unexpected_keys[:5]}"
         )

@@ -26,6 +26,7 @@ from ..registry import METHODS
 from ..tasks import DEFAULT_TASK, Task, get_task
 from .batches import to_device
 from .system.launch import launch, make_fabric
+from .teacher import TeacherGroup
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -67,6 +68,15 @@ def _columns(out: torch.Tensor) -> int:
     return out.shape[1] if out.dim() > 1 else 1
 
 
+def named_teachers(teacher: nn.Module | None) -> list[tuple[str, nn.Module]]:
+    """The run's teachers by the key that names each in errors: ``teacher``, or ``teachers.<name>`` in a group."""
+    if teacher is None:
+        return []
+    if isinstance(teacher, TeacherGroup):
+        return [(f"teachers.{name}", t) for name, t in teacher.members.items()]
+    return [("teacher", teacher)]
+
+
 def _check_pair(
     student: nn.Module,
     teacher: nn.Module | None,
@@ -75,13 +85,12 @@ def _check_pair(
     device: torch.device | str = "cpu",
 ) -> None:
     """The models read modalities the data have; their outputs agree with each other and with the task: the
-    number of columns (classes, labels, regression outputs), and the task's own form (``Task.check_outputs``, e.g.
-    (B, C, H, W) at the label map's size for segmentation)."""
+    number of columns (classes, labels, regression outputs; every teacher of a group alike), and the task's own form
+    (``Task.check_outputs``, e.g. (B, C, H, W) at the label map's size for segmentation)."""
     task = get_task(task)
     specs = {s.name: s for s in data.train.specs()}
-    for who, model in (("student", student), ("teacher", teacher)):
-        if model is None:
-            continue
+    teachers = named_teachers(teacher)
+    for who, model in [("student", student), *teachers]:
         for m in model_modalities(model):
             if m not in specs:
                 raise ConfigError(
@@ -91,13 +100,20 @@ def _check_pair(
     sample = to_device(sample, torch.device(device))  # ``device``: where the models are
     with torch.no_grad():
         outs = {"student": model_output(student.eval(), sample, "student")}  # a forward that fails is named
-        if teacher is not None:
-            outs["teacher"] = model_output(teacher.eval(), sample, "teacher")
+        for who, model in teachers:
+            outs[who] = model_output(model.eval(), sample, who)
     what = task.output_columns
-    if teacher is not None and _columns(outs["teacher"]) != _columns(outs["student"]):
+    columns = {who: _columns(out) for who, out in outs.items()}
+    first = teachers[0][0] if teachers else None
+    for who, _ in teachers[1:]:
+        if columns[who] != columns[first]:
+            raise ConfigError(
+                f"{who} predicts {columns[who]} {what} but {first} predicts {columns[first]}; every teacher must "
+                f"predict the same {what}"
+            )
+    if first is not None and columns[first] != columns["student"]:
         raise ConfigError(
-            f"teacher predicts {_columns(outs['teacher'])} {what} but the student predicts "
-            f"{_columns(outs['student'])}; they must agree"
+            f"{first} predicts {columns[first]} {what} but the student predicts {columns['student']}; they must agree"
         )
     if _columns(outs["student"]) != data.num_classes:
         raise ConfigError(f"models predict {_columns(outs['student'])} {what} but the dataset has {data.num_classes}")

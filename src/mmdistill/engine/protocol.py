@@ -25,14 +25,22 @@ from ..io import write_json, write_text
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
 from ..tasks import DEFAULT_TASK, PERCENT, UNITS_KEY, get_task, stored_in_percent
-from .assembly import RunResult, build_run, build_run_model, part_spec, run_trainer, train_run
+from .assembly import (
+    RunResult,
+    build_run,
+    build_run_model,
+    build_run_teacher,
+    part_spec,
+    run_trainer,
+    train_run,
+)
 from .metrics import evaluate
-from .parts import run_task, start_fabric
+from .parts import named_teachers, run_task, start_fabric
 from .run_checks import check_cache_dir, check_resume
 from .system import run_outputs, runfolder  # noqa: F401  (declares what a train run writes to the run-folder code)
 from .system.checkpoint import load_tensors
 from .system.launch import SingleCPUProcess
-from .teacher import default_cache_dir
+from .teacher import TeacherGroup, default_cache_dir
 from .trainer import eval_batches
 
 
@@ -84,7 +92,7 @@ def run_config(
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: give one of them (continue the run, or replace it)")
     seeds = list(seeds or [cfg.seed])
-    protect = [cfg.teacher.checkpoint] if cfg.teacher is not None and cfg.teacher.checkpoint is not None else []
+    protect = [t.checkpoint for t in cfg.teacher_sections().values() if t.checkpoint is not None]
     uses_teacher = METHODS.get(cfg.method.name).needs_teacher
     if runfolder.launching_process():  # before anything starts: refuse a busy, foreign, finished or changed run at once
         plan = runfolder.check(out, "train", "metrics.json", overwrite, resume, protect)
@@ -98,7 +106,7 @@ def run_config(
         torch.set_num_threads(cfg.trainer.num_threads)
     data = load_data(cfg.data)
     run_task(cfg.task, data)  # the data hold the config's task's targets (and take its ignore_index)
-    if uses_teacher and cfg.teacher is None:
+    if uses_teacher and not cfg.teacher_sections():
         raise ConfigError(
             f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section (model, and checkpoint or none "
             "to train one)"
@@ -145,17 +153,17 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     specs, n_cls = data.train.specs(), data.num_classes
     data.check_classes()
     run_trainer(cfg.trainer, task, n_cls, "trainer")
-    if cfg.teacher is not None and cfg.teacher.trainer is not None:
-        run_trainer(cfg.teacher.trainer, task, n_cls, "teacher.trainer")
+    for key, section in cfg.teacher_sections().items():
+        if section.trainer is not None:
+            run_trainer(section.trainer, task, n_cls, f"{key}.trainer")
     check_model_size("student.model", cfg.student.model, specs, n_cls)
-    if cfg.teacher is not None:
-        check_model_size("teacher.model", cfg.teacher.model, specs, n_cls)
-    teacher = build_run_model(cfg, "teacher", data) if cfg.teacher is not None else None
+    for key, section in cfg.teacher_sections().items():
+        check_model_size(f"{key}.model", section.model, specs, n_cls)
+    teacher = build_run_teacher(cfg, data)
     spec = part_spec(cfg, "student", data, cfg.seed, Path("."), teacher)
     sample = data.train.__getitems__(range(min(8, len(data.train))))
-    for key, model in (("student.model", spec.student), ("teacher.model", teacher)):
-        if model is not None:
-            check_outputs(model, sample, n_cls, key)
+    for key, model in [("student", spec.student), *named_teachers(teacher)]:
+        check_outputs(model, sample, n_cls, f"{key}.model")
     build_run(spec, SingleCPUProcess()).check_one_loss()
 
 
@@ -166,19 +174,10 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
     row: dict[str, Any] = {"seed": seed}
     teacher = None
     if METHODS.get(cfg.method.name).needs_teacher:
-        fabric.seed_everything(seed, verbose=False)
-        if cfg.teacher.checkpoint is not None:
-            teacher = build_run_model(cfg, "teacher", data)
-            row["teacher"] = {}
-            if options["evaluate_test"]:
-                task = get_task(cfg.task)
-                fractions = evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=task)
-                row["teacher"] = task.for_people(fractions)
-        else:
-            spec = part_spec(cfg, "teacher", data, seed, seed_dir / "teacher")
-            teacher = spec.student
-            done = _load_finished(seed_dir / "teacher", teacher, cfg.task) if resume else None
-            row["teacher"] = (done or train_run(spec, desc=f"seed {seed} teacher", **options)).test
+        teachers = {
+            key: _seed_teacher(cfg, data, key, seed_dir, seed, row, **options) for key in cfg.teacher_sections()
+        }
+        teacher = teachers["teacher"] if cfg.teachers is None else TeacherGroup({k[9:]: t for k, t in teachers.items()})
     parts = ["student"]
     if baseline and cfg.method.name != "supervised":
         parts.append("nokd")
@@ -195,6 +194,25 @@ def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, basel
 
 
 NO_TEST = "no test metrics: the test split was not evaluated (a sweep's tuning trial, chosen on validation only)"
+
+
+def _seed_teacher(cfg: RunConfig, data: DataSplits, key: str, seed_dir: Path, seed: int, row: dict, **options):
+    """One teacher of a seed (``key``: ``teacher`` or ``teachers.<name>``): loaded from its checkpoint, or trained
+    (or resumed) in ``seed_dir/teacher`` (``teacher_<name>`` for one of several); its test metrics go into ``row``
+    under that folder's name."""
+    part = key.replace("teachers.", "teacher_", 1)
+    options["fabric"].seed_everything(seed, verbose=False)
+    if cfg.teacher_sections()[key].checkpoint is not None:
+        teacher = build_run_model(cfg, key, data)
+        row[part] = {}
+        if options["evaluate_test"]:
+            task = get_task(cfg.task)
+            row[part] = task.for_people(evaluate(teacher, eval_batches(data.test, 256), data.num_classes, task=task))
+        return teacher
+    spec = part_spec(cfg, key, data, seed, seed_dir / part)
+    done = _load_finished(seed_dir / part, spec.student, cfg.task) if options["resume"] else None
+    row[part] = (done or train_run(spec, desc=f"seed {seed} {part}", **options)).test
+    return spec.student
 
 
 def reporting(runs: list[dict], test_checkpoint: str) -> str:

@@ -44,6 +44,7 @@ from ..errors import CheckpointError, ConfigError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
+from ..methods.multi_teacher_base import TeacherGroupOutputs
 from ..models.hooks import FeatureHooks
 from .system.checkpoint import read_verified, save_tensors, tensor_layout
 
@@ -88,9 +89,35 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+class TeacherGroup(nn.Module):
+    """Several teachers of one run, by name in their order (``teachers:`` in a config; a list or mapping given to
+    ``distill``). ``modalities``: every modality one of them reads. Each is cached under its own key, or runs online
+    on its own; their outputs for a batch are one
+    :class:`~mmdistill.methods.multi_teacher_base.TeacherGroupOutputs`."""
+
+    def __init__(self, teachers: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.names = tuple(teachers)
+        self.teachers = nn.ModuleList(teachers.values())  # by position: a name never clashes with a Module attribute
+        self.modalities = tuple(dict.fromkeys(m for t in self.teachers for m in getattr(t, "modalities", ())))
+
+    @property
+    def members(self) -> dict[str, nn.Module]:
+        return dict(zip(self.names, self.teachers))
+
+    def forward(self, batch: Batch) -> Tensor:
+        """(B, K, C): every teacher's output, stacked in the teachers' order."""
+        return torch.stack([t(batch) for t in self.teachers], dim=1)
+
+
 @torch.no_grad()
 def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, masker: Masker | None) -> TeacherOutputs:
-    """Run the teacher once on the full batch and, if asked, once on all modality-only views stacked."""
+    """Run the teacher once on the full batch and, if asked, once on all modality-only views stacked (each teacher
+    of a :class:`TeacherGroup`)."""
+    if isinstance(teacher, TeacherGroup):
+        return TeacherGroupOutputs.of(
+            teacher.names, [teacher_outputs(t, batch, request, masker) for t in teacher.teachers]
+        )
     with FeatureHooks(teacher, request.features) as feats:
         logits = teacher(batch)
     out = TeacherOutputs(logits=logits, features=dict(feats))
