@@ -5,7 +5,12 @@ target adds its own options through ``add_arguments``. A target is one entry of 
 its help line, a function ``run(args, out) -> str`` that writes into ``out`` (atomically, with
 ``results.csv`` last) and returns a one-line summary, optionally ``add_arguments(parser)``, and the
 layout of what it writes (``outputs``: :mod:`mmdistill.studies.outputs`; ``--overwrite`` replaces only
-that). Adding a target is one function and one dict entry.
+that). Adding a built-in target is one function and one dict entry.
+
+A study of your own is one module outside the package, declared as an entry point of the group
+``mmdistill.studies`` in your package's metadata (``[project.entry-points."mmdistill.studies"]``,
+``my-study = "my_pkg.study:target"``). The entry point names a :class:`Target` (or a function returning one); it is
+loaded when ``mmdistill reproduce`` is asked for a target it does not know, and runs like a built-in one.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ..engine.system.runfolder import Layout, RunOf, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
 from ..sweep import layout as _sweep_layout  # noqa: F401  (declares a sweep folder's layout: --tune writes them)
+from ..usercode import failed, kept
 from . import integer, number, positive_float, positive_int, seed_int, seeds_count, threads, width
 
 
@@ -235,6 +241,65 @@ for _target in TARGETS.values():
     register_layout("reproduce", _target.outputs)
 
 
+# ---- targets of other packages ------------------------------------------------------------------
+
+ENTRY_POINT_GROUP = "mmdistill.studies"
+
+
+def register_target(name: str, target: Target) -> None:
+    """Add ``target`` as ``mmdistill reproduce NAME`` (its output layout declared to the run-folder code)."""
+    if not isinstance(target, Target):
+        raise ConfigError(
+            f"{ENTRY_POINT_GROUP}: {name!r} must be a mmdistill.commands.reproduce.Target, got {type(target).__name__}"
+        )
+    if name in TARGETS:
+        raise ConfigError(f"{ENTRY_POINT_GROUP}: a target {name!r} already exists; give the entry point another name")
+    TARGETS[name] = target
+    register_layout("reproduce", target.outputs)
+
+
+def plugin_targets() -> dict[str, Target]:
+    """The targets other packages declare under the ``mmdistill.studies`` entry point group (loaded, not yet added).
+
+    A plugin that fails to import is a ConfigError naming the entry point, not a traceback."""
+    from importlib.metadata import entry_points
+
+    found = {}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name in TARGETS or point.name in found:
+            continue
+        try:
+            loaded = point.load()
+            target = loaded if isinstance(loaded, Target) or not callable(loaded) else loaded()
+        except Exception as err:  # noqa: BLE001  a plugin's import may raise anything: one line naming it
+            raise failed(err, f"{ENTRY_POINT_GROUP}: entry point {point.name} = {point.value!r} raised") from kept(err)
+        found[point.name] = target
+    return found
+
+
+class _TargetChoices(dict):
+    """The ``TARGET`` sub-parsers by name; a name it does not hold first loads the targets other packages declare.
+
+    Loading entry points scans every installed distribution (about 0.1 s), so a built-in target never pays it. A
+    plugin that fails to load is argparse's usage error naming the entry point (exit 2)."""
+
+    def __init__(self, action: argparse._SubParsersAction) -> None:
+        super().__init__(action.choices)
+        self.action = action
+        self.loaded = False
+
+    def __contains__(self, name: object) -> bool:
+        if not super().__contains__(name) and isinstance(name, str) and not self.loaded:
+            self.loaded = True
+            try:
+                for plugin_name, target in plugin_targets().items():
+                    register_target(plugin_name, target)
+                    _add_target(self.action, plugin_name, target)
+            except ConfigError as err:
+                raise argparse.ArgumentError(self.action, str(err)) from None
+        return super().__contains__(name)
+
+
 # ---- the command ---------------------------------------------------------------------------------
 
 
@@ -244,20 +309,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     targets = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
     for name, target in TARGETS.items():
-        sub = targets.add_parser(name, help=target.help, description=target.help)
-        sub.add_argument("--seeds", type=seeds_count, default=10, help="number of seeds (default 10)")
-        sub.add_argument("--first-seed", type=seed_int, default=0, help="seeds run from here (default 0)")
-        sub.add_argument("--out", required=True, help="output folder")
-        sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
-        sub.add_argument(
-            "--threads",
-            type=threads,
-            default=1,
-            help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)",
-        )
-        if target.add_arguments is not None:
-            target.add_arguments(sub)
-        sub.set_defaults(func=run_target)
+        _add_target(targets, name, target)
+    targets.choices = targets._name_parser_map = _TargetChoices(targets)
+
+
+def _add_target(targets: argparse._SubParsersAction, name: str, target: Target) -> None:
+    sub = targets.add_parser(name, help=target.help, description=target.help)
+    sub.add_argument("--seeds", type=seeds_count, default=10, help="number of seeds (default 10)")
+    sub.add_argument("--first-seed", type=seed_int, default=0, help="seeds run from here (default 0)")
+    sub.add_argument("--out", required=True, help="output folder")
+    sub.add_argument("--overwrite", action="store_true", help="replace the outputs of a finished run in --out")
+    sub.add_argument(
+        "--threads",
+        type=threads,
+        default=1,
+        help="torch intra-op threads (default 1: the models are tiny, threads only add overhead)",
+    )
+    if target.add_arguments is not None:
+        target.add_arguments(sub)
+    sub.set_defaults(func=run_target)
 
 
 def run_target(args: argparse.Namespace) -> int:
