@@ -42,6 +42,8 @@ METHODS = {
     "crd (K=4096)": ("crd", LAYERS),
     "crd (K=1024)": ("crd", {**LAYERS, "nce_k": 1024}),
     "c2kd": ("c2kd", LAYERS),
+    "mlld": ("mlld", {}),
+    "fd_cmkd": ("fd_cmkd", LAYERS),
     "mfh_general": (
         "mfh_general",
         {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20, "salience_examples": 512},

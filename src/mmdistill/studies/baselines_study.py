@@ -2,7 +2,8 @@
 
 Per seed: one teacher (trained once), then the same small student (same initialisation per
 seed) trained with every method: no-KD, KD, DKD, DIST, logit-standardised KD, PKT, RKD, SP, CRD,
-C2KD and MFH modality-general KD. Same data split, optimiser (Adam 3e-3), batch 64 and epochs for all.
+C2KD, MLLD (its own set of temperatures), FD-CMKD and MFH modality-general KD. Same data split, optimiser
+(Adam 3e-3), batch 64 and epochs for all.
 Methods with a temperature are run at each T of a small grid (:data:`T_GRID`); the T with the
 best mean *validation* accuracy over the seeds is chosen and the *test* accuracy of the
 best-validation epoch at that T is reported. Differences to KD are paired by seed (95% t-CI).
@@ -56,6 +57,8 @@ METHODS: dict[str, tuple[str, dict, str | None]] = {
     "sp": ("sp", LAYERS, None),
     "crd": ("crd", {**LAYERS, "nce_k": 1024}, None),
     "c2kd": ("c2kd", LAYERS, "temperature"),
+    "mlld": ("mlld", {}, None),
+    "fd_cmkd": ("fd_cmkd", LAYERS, None),
     "mfh_general": ("mfh_general", {"teacher_layer": "head.0", "keep_ratio": 0.5, "lam": 0.5}, "temperature"),
 }
 
