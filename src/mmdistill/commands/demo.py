@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from ..engine.system.runfolder import ALL, RunOf, register_layout
+from ..engine.system.runfolder import ALL, Layout, RunOf, register_layout
 from ..errors import ConfigError
 from ..studies.outputs import TABLES, TRAINED
 from . import seeds_count
@@ -140,7 +142,7 @@ def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     data = out / "avmnist"
     if not (data / MARKER).is_file():
         build_av_mnist(data_root / "mnist", data_root / "fsdd" / "recordings", data)
-    size = {
+    size: dict[str, Any] = {
         "train_size": 1000,
         "teacher_factor": 3,
         "epochs": 2,
@@ -166,7 +168,7 @@ def _avmnist(out: Path, seeds: int, quiet: bool, data_root: Path) -> dict:
     }
 
 
-STEPS = [  # (folder, function, what it writes there)
+STEPS: list[tuple[str, Callable[..., dict], Layout | RunOf]] = [  # (folder, function, what it writes there)
     ("kd-miniature", _kd_miniature, RunOf("train")),
     ("mfh-gamma", _mfh_gamma, TABLES),
     ("advise", _advise, TABLES),

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -91,7 +92,8 @@ def _channel_means(teacher: torch.nn.Module, train, batch: int = 200) -> torch.T
     """The mean over the training rows of each channel of the teacher's penultimate layer."""
     with torch.no_grad():
         feats = []
-        handle = teacher.head[0].register_forward_hook(lambda m, i, o: feats.append(o))
+        head = cast(torch.nn.Sequential, teacher.head)
+        handle = head[0].register_forward_hook(lambda m, i, o: feats.append(o))
         for a in range(0, len(train), batch):
             teacher(train.__getitems__(range(a, min(a + batch, len(train)))))
         handle.remove()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from pydantic import Field
 
@@ -79,10 +79,10 @@ def rgbd_scenes(
     unset parameters take :func:`~mmdistill.data.generated.rgbd_scenes.rgbd_scene_splits`' defaults), or, with
     ``root``, the
     set ``mmdistill data build rgbd-scenes --out ROOT`` wrote there (read from its PNG files)."""
-    from ..generated.rgbd_scenes import CLASSES, IGNORE_INDEX, MARKER, rgbd_scene_splits
+    from ..generated.rgbd_scenes import CLASSES, IGNORE_INDEX, MARKER, RGBDSceneDataset, rgbd_scene_splits
     from .rgbd_folder import rgbd_folder_splits
 
-    given = {
+    given: dict[str, Any] = {
         k: v
         for k, v in zip(SCENE_PARAMS, (n_scenes, size, max_objects, rgb_noise, depth_noise, depth_dropout, fractions))
         if v is not None
@@ -106,7 +106,7 @@ def rgbd_scenes(
         given["fractions"] = tuple(given["fractions"])
     with _param_errors(SCENE_PARAMS):
         splits = rgbd_scene_splits(seed=seed, **given)
-    side = splits.train.arrays["label"].shape[-1]
+    side = cast(RGBDSceneDataset, splits.train).arrays["label"].shape[-1]
     return _item_splits(splits, f"rgbd-scenes (procedural RGB-D scenes, seed {seed}, {side}x{side} pixels):")
 
 
@@ -152,7 +152,7 @@ def mm_imdb(
 
     _require(root=root)
     with _param_errors(("root", "modalities", "boundaries")):
-        splits = mmimdb_splits(root, modalities, tuple(boundaries or PUBLISHED_BOUNDARIES))
+        splits = mmimdb_splits(root, modalities, boundaries or PUBLISHED_BOUNDARIES)
     return _item_splits(splits, f"mm-imdb ({root}, multi-label):")
 
 
@@ -176,7 +176,7 @@ def mfh_ravdess(
 
     _require(root=root)
     with _param_errors(("root", "num_classes", "audio_mean", "audio_std", "image_size")):
-        splits = ravdess_splits(root, num_classes, audio_mean, audio_std, tuple(image_size) if image_size else None)
+        splits = ravdess_splits(root, num_classes, audio_mean, audio_std, image_size or None)
     return _item_splits(splits, f"mfh-ravdess ({root}):")
 
 
