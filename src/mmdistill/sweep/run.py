@@ -18,6 +18,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..engine.system import runfolder
 from ..errors import ConfigError, TrainingError
@@ -60,15 +61,17 @@ def run_sweep(
     except BaseException:
         runner.close()
         raise
+    progress = Progress(spec, quiet)
     try:
         if not (folder.path / SOURCE).is_file():
             write_json(folder.path / SOURCE, spec.source)
-        return _run(spec, folder.path, runner, quiet)
+        return _run(spec, folder.path, runner, progress)
     except BaseException:
         if not any(folder.path.rglob("*.safetensors")):
             folder.discard()
         raise
     finally:
+        progress.close()
         runner.close()
         folder.release()
 
@@ -111,16 +114,15 @@ def _check_extras(spec: SweepSpec) -> None:
                 ) from None
 
 
-def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
-    progress = Progress(spec, quiet)
+def _run(spec: SweepSpec, out: Path, runner, progress: Progress) -> dict:
     tracking = plans.mlflow_settings(spec, out)
     if tracking is not None:
         from .tracking import prepare_mlflow
 
         prepare_mlflow(tracking)
+    (out / "cache").mkdir(exist_ok=True)  # the sweep's own teacher cache (plan.run_configs): no note from each run
     teachers = plans.teacher_jobs(spec, out)
-    progress.phase("teachers", teachers)
-    run_jobs(_feed(plans.unfinished(teachers)), runner, progress.finished)
+    run_jobs(_feed(progress.phase("teachers", teachers)), runner, progress.finished)
     failed = [r for r in (read_record(Path(j["folder"])) for j in teachers) if r and r["status"] != "done"]
     if failed:
         raise TrainingError(f"the teacher of {failed[0]['name']} failed ({failed[0].get('error')}); nothing else ran")
@@ -128,7 +130,7 @@ def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
         from .optuna_search import OptunaSearch
 
         search = OptunaSearch(spec, out)
-        progress.phase("trials", range(search.total))
+        progress.phase("trials", search.total)
 
         def told(job: dict, record: dict, running: int) -> None:
             search.tell(job, record)
@@ -141,13 +143,11 @@ def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
             progress.note(
                 f"search.trials: {spec.trials} per method, but the grid has more settings; the whole grid runs"
             )
-        progress.phase("trials", trials)
-        run_jobs(_feed(plans.unfinished(trials)), runner, progress.finished)
+        run_jobs(_feed(progress.phase("trials", trials)), runner, progress.finished)
     records = plans.trial_records(out)
     best = plans.best_trials(spec, records)
     finals, holder = plans.final_jobs(spec, out, best)
-    progress.phase("final runs", finals)
-    run_jobs(_feed(plans.unfinished(finals)), runner, progress.finished)
+    run_jobs(_feed(progress.phase("final runs", finals)), runner, progress.finished)
     final_records = {
         j["name"]: read_record(Path(j["folder"])) or {"status": "failed", "error": "no record"} for j in finals
     }
@@ -158,8 +158,8 @@ def _run(spec: SweepSpec, out: Path, runner, quiet: bool) -> dict:
         from .tracking import write_hparams
 
         write_hparams(out / "tensorboard", spec, records)
-    if not quiet:
-        print(f"mmdistill sweep: wrote {out / 'summary.md'} and {out / 'final.csv'}", file=sys.stderr)
+    progress.close()
+    progress.note(f"wrote {out / 'summary.md'} and {out / 'final.csv'}")
     return {"final": rows, "trials": records, "teachers_trained": len(teachers)}
 
 
@@ -184,22 +184,50 @@ def _feed(jobs):
 
 
 class Progress:
-    """One line per finished job on stderr: its result, the counts (done, running, failed) and the best so far."""
+    """The sweep's progress on stderr, by the conventions of :mod:`mmdistill.commands.progress`: on a terminal one
+    line redrawn in place per phase (jobs ended / total, running, failed, the best validation score so far, the
+    elapsed time and a rough ETA); when stderr is not a terminal one line per finished job with the same figures;
+    with ``quiet`` nothing. ETA = seconds per job ended so far in this phase x jobs left (a resumed sweep counts
+    the jobs finished before as ended, not in the rate)."""
 
     def __init__(self, spec: SweepSpec, quiet: bool) -> None:
         self.spec, self.quiet = spec, quiet
+        self.live = not quiet and sys.stderr.isatty()
         self.best: tuple[float, str] | None = None
         self.start = time.perf_counter()
+        self.bar: Any = None
 
     def note(self, text: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(f"mmdistill sweep: {text}", file=sys.stderr)  # above the live line
+        else:
             print(f"mmdistill sweep: {text}", file=sys.stderr, flush=True)
 
-    def phase(self, name: str, jobs) -> None:
-        self.name, self.total = name, len(jobs)
+    def phase(self, name: str, jobs: list[dict] | int) -> list[dict]:
+        """Start the phase ``name`` of ``jobs`` (a list, or a number of jobs made as it goes: optuna's trials);
+        returns the listed jobs still to run (no finished record)."""
+        self.close()
+        todo = list(plans.unfinished(jobs)) if isinstance(jobs, list) else []
+        self.name, self.total = name, len(jobs) if isinstance(jobs, list) else jobs
+        self.before = self.total - len(todo) if isinstance(jobs, list) else 0  # finished by an earlier run
         self.counts = {"done": 0, "pruned": 0, "failed": 0}
+        self.phase_start = time.perf_counter()
         if self.total:
-            self.note(f"{name}: {self.total} to run")
+            again = f" ({self.before} finished before)" if self.before else ""
+            self.note(f"{name}: {self.total} to run{again}")
+        if self.live and self.total > self.before:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.before, bar_format="{desc}", file=sys.stderr)
+            self.bar.set_description_str("sweep " + self._line(""))
+        return todo
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def finished(self, job: dict, record: dict, running: int) -> None:
         status = record["status"]
@@ -208,13 +236,40 @@ class Progress:
         done = self.name == "trials" and status == "done" and not math.isnan(value)
         if done and (self.best is None or plans._better(value, self.best[0], self.spec.higher_is_better)):
             self.best = (value, job["name"])
+        tally = f"{self.counts['done']} done, {running} running, {self.counts['failed']} failed{self._best()}"
         what = f"val {self.spec.metric} {value:.2f}" if status == "done" else status
         if status == "failed":
             what += f": {record.get('error', '')}"
+        if self.bar is None:
+            self.note(self._line(f": {job['name']} {what} ({record.get('wall_s', 0):.1f} s); {tally}"))
+            return
+        if status == "failed":
+            self.note(f"{self.name}: {job['name']} {what}")
+        self.bar.set_description_str("sweep " + self._line(f": {tally}"), refresh=False)
+        self.bar.update(1)
+
+    def _line(self, middle: str) -> str:
+        """``trials 3/8<middle> [41 s, ETA ~1 min]``: the phase, jobs ended / total, the time since the start."""
+        ended = self.before + sum(self.counts.values())
+        return f"{self.name} {ended}/{self.total}{middle} [{_duration(time.perf_counter() - self.start)}{self._eta()}]"
+
+    def _best(self) -> str:
+        if self.best is None or self.name != "trials":
+            return ""
+        return f"; best {self.best[1]} (val {self.spec.metric} {self.best[0]:.2f})"
+
+    def _eta(self) -> str:
         ended = sum(self.counts.values())
-        best = f"; best {self.best[1]} ({self.best[0]:.2f})" if self.best and self.name == "trials" else ""
-        self.note(
-            f"{self.name} {ended}/{self.total}: {job['name']} {what} ({record.get('wall_s', 0):.1f} s); "
-            f"{self.counts['done']} done, {running} running, {self.counts['failed']} failed{best} "
-            f"[{time.perf_counter() - self.start:.0f} s]"
-        )
+        left = self.total - self.before - ended
+        if left <= 0 or not ended:
+            return ""
+        return f", ETA ~{_duration((time.perf_counter() - self.phase_start) / ended * left)}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``: a rough time for people."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
