@@ -109,6 +109,37 @@ def test_a_router_for_a_single_teacher_is_refused(toy_splits, tmp_path):
             distill(_model(toy_splits, ["b"]), given, toy_splits, tmp_path / "r", "mst_distill", trainer=ONE_EPOCH)
 
 
+def test_mst_distill_trains_the_student_by_kd_the_masks_by_their_term_and_the_router_by_the_balance(toy_splits):
+    from mmdistill.engine.api import build_method
+    from mmdistill.engine.teacher import TeacherGroup, teacher_outputs
+
+    group = TeacherGroup({"a": _model(toy_splits, ["a"], 1), "b": _model(toy_splits, ["b"], 2)}).eval()
+    student, algo = _model(toy_splits, ["b"], 3), build_method("mst_distill", {}, None)
+    batch = toy_splits.train.__getitems__(range(16))
+    algo.setup(batch, student, group)
+    t_out = teacher_outputs(group, batch, algo.teacher_request(), None)
+    for term, trained, untouched in (
+        ("kd", student, algo.masks),
+        ("mask", algo.masks, student),
+        ("balance", algo.router, algo.masks),
+    ):
+        student.zero_grad(), algo.zero_grad()
+        algo.losses(batch, algo.forward_student(student, batch), t_out)[term].backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters()), term
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in untouched.parameters()), term
+
+
+@pytest.mark.parametrize("layers", [("head.0", "encoders.a.body.0"), ("encoders.a.body.0", "head.1")])
+def test_mst_distill_refuses_layers_that_do_not_lead_to_the_teachers_logits(toy_splits, tmp_path, layers):
+    feature, classifier = layers
+    teachers = {"a": _model(toy_splits, ["a"], 1), "b": _model(toy_splits, ["a"], 2)}
+    with pytest.raises(ConfigError, match=r"^method\.params\.classifier_layer: .* does not give the teacher's logits"):
+        distill(
+            _model(toy_splits, ["b"]), teachers, toy_splits, tmp_path / "r", "mst_distill",
+            {"feature_layer": feature, "classifier_layer": classifier}, trainer=ONE_EPOCH,
+        )  # fmt: skip
+
+
 def test_a_single_teacher_method_with_several_teachers_is_refused(toy_splits, tmp_path):
     teachers = [_model(toy_splits, ["a"]), _model(toy_splits, ["b"])]
     with pytest.raises(ConfigError, match=r"^teachers: method 'kd' distils from one teacher and this run names 2"):
