@@ -40,9 +40,15 @@ def _says_what_to_do(message: str) -> None:
     assert f"torch {metadata.version('torch')}" in message
 
 
+def test_a_classification_run_in_one_process_does_not_need_torchmetrics(tiny_config, tmp_path, break_torchvision):
+    break_torchvision()
+    assert main(["train", str(tiny_config(epochs=1)), "--out", str(tmp_path / "run"), "--quiet", "--no-baseline"]) == 0
+
+
 def test_the_first_evaluation_names_the_mismatched_torchvision_in_one_line(
-    tiny_config, tmp_path, capsys, break_torchvision
+    tiny_config, tmp_path, capsys, break_torchvision, monkeypatch
 ):
+    monkeypatch.setattr("mmdistill.tasks.classification.counted_here", lambda: False)  # torchmetrics, as under DDP
     break_torchvision()
     assert main(["train", str(tiny_config(epochs=1)), "--out", str(tmp_path / "run"), "--quiet", "--no-baseline"]) == 1
     err = capsys.readouterr().err
@@ -61,9 +67,10 @@ class _Model(torch.nn.Module):
         return self.head(batch["x"])
 
 
-def test_the_python_api_raises_a_machine_error_naming_torchvision(break_torchvision):
+def test_the_python_api_raises_a_machine_error_naming_torchvision(break_torchvision, monkeypatch):
     from mmdistill.engine.metrics import evaluate
 
+    monkeypatch.setattr("mmdistill.tasks.classification.counted_here", lambda: False)
     break_torchvision()
     batches = [{"x": torch.zeros(4, 2), "label": torch.zeros(4, dtype=torch.long)}]
     with pytest.raises(MachineError) as caught:

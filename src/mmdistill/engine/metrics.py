@@ -1,5 +1,7 @@
-"""Evaluation metrics from torchmetrics, by task (:mod:`mmdistill.tasks`: ``Task.metrics``; each task declares them
-in ``Task.metric_specs``). Every task adds ``loss``, its supervised loss averaged over the split. The values are
+"""Evaluation metrics by task (:mod:`mmdistill.tasks`: ``Task.metrics``; each task declares them in
+``Task.metric_specs``): torchmetrics, or for single-label classification in one process the same values counted
+without it (:mod:`mmdistill.tasks.class_metrics`). Every task adds ``loss``, its supervised loss averaged over the
+split. The values are
 fractions, as the trainer monitors them; ``Task.for_people`` gives them as people read them (percent metrics x 100).
 
 Under DDP each process sees part of the split; torchmetrics all-gathers its states in
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
 
 @functools.lru_cache(maxsize=16)
-def _reusable(task_key: tuple, num_classes: int, device: str) -> torchmetrics.MetricCollection:
+def _reusable(task_key: tuple, num_classes: int, device: str, distributed: bool) -> torchmetrics.MetricCollection:
+    """The task's metric objects, made once per task, class count, device and whether the process group is up
+    (a task may count its metrics itself in one process and need torchmetrics' gathering under DDP)."""
     name, params = task_key
     with dependencies_checked():  # the first torchmetrics import: a torchvision built for another torch is named
         metrics = get_task({"name": name, "params": dict(params)}).metrics(num_classes)
@@ -53,7 +57,8 @@ def evaluate(
     task = get_task(task)
     was_training = model.training
     model.eval()
-    metrics = _reusable(task.cache_key(), num_classes, str(torch.device(device)))  # reset per use
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    metrics = _reusable(task.cache_key(), num_classes, str(torch.device(device)), distributed)  # reset per use
     metrics.reset()
     loss_sum = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
@@ -67,7 +72,7 @@ def evaluate(
         loss_sum += batch_loss
         count += batch_count
         task.update_metrics(metrics, output, y)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed:
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(count)
     out = {k: float(v) for k, v in metrics.compute().items()}

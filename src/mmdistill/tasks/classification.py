@@ -9,7 +9,7 @@ metrics   accuracy (micro), f1_macro, auroc (two classes only)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +18,24 @@ from torch import Tensor
 from ..kl import kd_loss as hinton_kd_loss
 from ..kl import kd_per_example as hinton_kd_per_example
 from .base import CLASS_DISTRIBUTION, TRUE_CLASS, MetricSpec, Task, first_bad_row, percent, where
+from .class_metrics import ClassificationMetrics, counted_classification_metrics
 
 if TYPE_CHECKING:
     import torchmetrics
 
 
-def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
-    """accuracy (micro), f1_macro, and auroc for two classes: the names and numbers of every run so far."""
+def counted_here() -> bool:
+    """Whether this process counts its classification metrics itself: yes unless a process group is up (DDP)."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
+def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection | ClassificationMetrics:
+    """accuracy (micro), f1_macro, and auroc for two classes: the names and numbers of every run so far.
+
+    One process counts them itself (:mod:`.class_metrics`: the same values, without torchmetrics' import); under
+    DDP torchmetrics gathers the states of every process."""
+    if counted_here():
+        return counted_classification_metrics(num_classes)
     import torchmetrics  # here, not at module level: importing it costs about 2 s of start-up
 
     metrics: dict[str, torchmetrics.Metric | torchmetrics.MetricCollection] = {
@@ -88,9 +99,12 @@ class Classification(Task):
             )
 
     def metrics(self, num_classes: int) -> torchmetrics.MetricCollection:
-        return classification_metrics(num_classes)
+        # the counted metrics offer what evaluation uses of a MetricCollection (update, compute, reset, to, names)
+        return cast("torchmetrics.MetricCollection", classification_metrics(num_classes))
 
-    def update_metrics(self, metrics: torchmetrics.MetricCollection, output: Tensor, target: Tensor) -> None:
+    def update_metrics(
+        self, metrics: torchmetrics.MetricCollection | ClassificationMetrics, output: Tensor, target: Tensor
+    ) -> None:
         probs = output.softmax(-1)
         metrics["accuracy"].update(probs, target)
         metrics["f1_macro"].update(probs, target)
