@@ -8,7 +8,8 @@ One encoder per modality, loaded by ``AutoModel.from_pretrained(path)`` (:mod:`m
 
 The model's main input reads the modality: token ids with their attention mask (BERT, DistilBERT, RoBERTa; the CLIP
 text tower), ``pixel_values`` (ViT, DeiT, the CLIP vision tower), ``input_values`` (AST's (T, mel) filterbanks,
-wav2vec2's and HuBERT's waveforms). Its last hidden states (B, L, D) become one vector per example:
+also given as a one-channel image (1, T, mel); wav2vec2's and HuBERT's waveforms). Its last hidden states (B, L, D)
+become one vector per example:
 
 * ``cls``     h_0, the first token's state (refused where the first token is no summary: wav2vec2, CLIP text)
 * ``mean``    sum_t mask_t h_t / sum_t mask_t (the attention mask for text; every position otherwise)
@@ -224,6 +225,8 @@ class HFEncoder(nn.Module):
         return self
 
     def _features(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if self.input_name == "input_values" and x.dim() == 4 and x.shape[1] == 1:
+            x = x[:, 0]  # a one-channel spectrogram image (B, 1, T, mel), as AV-MNIST stores it: AST's (B, T, mel)
         inputs = {self.input_name: x}
         text_mask = mask if self.text else None
         if text_mask is not None and self.takes_mask:
