@@ -3,7 +3,7 @@
     python benchmarks/advisor_validation.py --suite dev --fit   # development suite: fit / tune freely
     python benchmarks/advisor_validation.py --suite test-3      # held-out suites: evaluate once, at the end
 
-A suite is drawn from the Venn generator (:mod:`mmdistill.data.venn`) with its own seed range:
+A suite is drawn from the Venn generator (:mod:`mmdistill.data.generated.venn`) with its own seed range:
 decisive dims s0 0-12, sa 0-10, sb 0-8; extra noise dims 0-20 for the teacher's modality a and
 20-70 for the student's modality b; n_train 50, 100 or 200; 30% of settings with a random rotation
 of each modality's features, in "mixed" suites 25% with a nonlinear view (a fixed random one-layer tanh
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from mmdistill.data.venn import VennSpec, draw
+from mmdistill.data.generated.venn import VennSpec, draw
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, train_runs
 from mmdistill.studies.mfh_synthetic import _official_inits
@@ -212,8 +212,8 @@ def advisor_predictions(settings: list[Setting], **kwargs) -> list[dict]:
 
 
 def advised(rows: list[dict], preds: list[dict]) -> tuple[list[dict], list[dict], int]:
-    """The settings the advisor gave advice on (rows and predictions), and how many it refused."""
-    keep = [i for i, p in enumerate(preds) if "refused" not in p]
+    """The settings the advisor predicted (rows and predictions), and how many it refused or abstained on."""
+    keep = [i for i, p in enumerate(preds) if "refused" not in p and not p.get("abstained")]
     return [rows[i] for i in keep], [preds[i] for i in keep], len(preds) - len(keep)
 
 
@@ -283,6 +283,29 @@ def fit_pilot_interval(preds: list[dict], rows: list[dict]) -> dict:
     }
 
 
+def suite_domain(preds: list[dict]) -> dict:
+    """The domain a suite covers, from its own stored signals: its class counts and training rows (their range), and
+    the 1st-99th percentile range of each signal the calibration reads (``advise`` abstains outside it)."""
+    from mmdistill.advisor import calibration as cal
+
+    classes = [int(p["label"].rsplit(" k", 1)[1]) if " k" in p["label"] else 2 for p in preds]
+    rows = [round(float(np.exp(p["features"]["log_n"]))) for p in preds]
+    signals = {}
+    for name in cal.FEATURES:
+        values = np.array([p["features"][name] for p in preds], dtype=float)
+        signals[name] = [round(float(np.percentile(values, 1)), 6), round(float(np.percentile(values, 99)), 6)]
+    return {"classes": [min(classes), max(classes)], "rows": [min(rows), max(rows)], "signals": signals}
+
+
+def write_domains() -> Path:
+    """Write both suites' domains into the shipped calibration, from the stored advice (no refit)."""
+    stored = {s: json.loads((RESULTS / f"{s}_advice.json").read_text()) for s in ("dev", "dev-multiclass")}
+    shipped = _shipped()
+    shipped["domain"] = suite_domain(stored["dev"])
+    shipped["outside"] = {**shipped["outside"], "domain": suite_domain(stored["dev-multiclass"])}
+    return write_calibration({k: v for k, v in shipped.items() if k not in ("fitted_by", "suite")})
+
+
 def _shipped() -> dict:
     """The calibration file as it stands (empty if there is none)."""
     from mmdistill.advisor import calibration as cal
@@ -295,7 +318,8 @@ def write_calibration(calib: dict) -> Path:
 
     suite = SUITES["dev"]
     out = {
-        "fitted_by": "benchmarks/advisor_validation.py --suite dev --fit; outside: --suite dev-multiclass --fit",
+        "fitted_by": "benchmarks/advisor_validation.py --suite dev --fit; outside: --suite dev-multiclass --fit; "
+        "domains: --domain",
         "suite": f"dev: {suite[1]} Venn settings, seed base {suite[0]}",
         **{k: (np.round(v, 6).tolist() if isinstance(v, np.ndarray) else v) for k, v in calib.items()},
     }
@@ -416,12 +440,21 @@ def main() -> None:
         "(src/mmdistill/advisor/calibration.json) and score its cross-validated predictions",
     )
     ap.add_argument(
+        "--domain",
+        action="store_true",
+        help="write the two development suites' domains (classes, rows, each signal's 1st-99th percentile range) "
+        "into the shipped calibration from their stored advice, and stop",
+    )
+    ap.add_argument(
         "--try-joint",
         action="store_true",
         help="dev suite only: score the joint-probe (learned "
         "representation) signals, alone and added to the calibration (not shipped)",
     )
     args = ap.parse_args()
+    if args.domain:
+        print(f"wrote the domains into {write_domains()}")
+        return
     if (args.fit and not args.suite.startswith("dev")) or (args.try_joint and args.suite != "dev"):
         raise SystemExit("--fit: only on a development suite; --try-joint: only on dev")
     torch.set_num_threads(1)
@@ -441,7 +474,7 @@ def main() -> None:
         from mmdistill.advisor.predict import predict_gain
 
         if args.suite == "dev-multiclass":  # outside the calibrated domain: only the pilot's interval is fitted
-            outside = fit_pilot_interval(preds, rows)
+            outside = {**fit_pilot_interval(preds, rows), "domain": suite_domain(preds)}
             write_calibration({**_shipped(), "outside": outside})
             for p in preds:  # in-sample: the interval constants are fitted on these very residuals
                 half = outside["q80"] * (outside["scale0"] + p["pilot_gain_se"])
@@ -449,7 +482,7 @@ def main() -> None:
             note = "the pilot's own estimate; interval constants fitted on this suite (in-sample coverage)"
         else:
             calib, cv = fit_calibration(preds, rows)
-            write_calibration({**calib, "outside": _shipped().get("outside")})
+            write_calibration({**calib, "domain": suite_domain(preds), "outside": _shipped().get("outside")})
             for p, g in zip(preds, cv):  # score the cross-validated predictions; intervals from the refitted constants
                 half = predict_gain(p["features"], p["pilot_gain_se"], calib)[1]
                 p["predicted_gain"], p["predicted_gain_interval"] = float(g), [float(g - half), float(g + half)]
@@ -463,7 +496,8 @@ def main() -> None:
     if refused:
         lines += [
             "",
-            f"Refused by the advisor (a class with fewer than 5 training rows), left out: {refused} settings.",
+            f"Refused by the advisor (a class with fewer than 5 training rows) or abstained on (outside its "
+            f"domain), left out: {refused} settings.",
         ]
     lines += ["", f"Advice: {1e3 * seconds / len(settings):.0f} ms per setting (mean, 1 thread)."]
     if args.try_joint:
@@ -490,7 +524,8 @@ def _placeholder_calibration() -> dict:
         "gamma": 1.0,
         "scale0": 0.0,
         "q80": 0.0,
-        "outside": {"scale0": 0.0, "q80": 0.0},
+        "domain": {"classes": [0, np.inf], "rows": [0, np.inf], "signals": {}},  # the signals' domain is fitted
+        "outside": {"scale0": 0.0, "q80": 0.0, "domain": {"classes": [0, 0], "rows": [0, 0], "signals": {}}},
     }
 
 

@@ -77,18 +77,18 @@ def test_advise_run_on_a_dataset_factory_folder_says_what_its_probes_read(tmp_pa
 
 def test_advise_run_on_wide_items_reads_the_no_kd_students_logits(tmp_path, capsys, monkeypatch):
     """Inputs too wide to flatten (images, spectrograms) are represented by what the no-KD student reads off them."""
-    import mmdistill.advisor.inputs as inputs
+    import mmdistill.advisor.items as items
 
-    monkeypatch.setattr(inputs, "FLAT_MAX", 100)  # 144 values a row count as wide
+    monkeypatch.setattr(items, "FLAT_MAX", 100)  # 144 values a row count as wide
     out = advise_json(train_run(tmp_path, "wide"), capsys)
     assert out["representation"].endswith("student side: the no-KD student's logits")
     assert out["features"]["d_b_per_n"] == 3 / 90  # three classes: three logits
 
 
 def test_advise_run_without_a_no_kd_student_projects_wide_items_at_random(tmp_path, capsys, monkeypatch):
-    import mmdistill.advisor.inputs as inputs
+    import mmdistill.advisor.items as items
 
-    monkeypatch.setattr(inputs, "FLAT_MAX", 100)
+    monkeypatch.setattr(items, "FLAT_MAX", 100)
     out = advise_json(train_run(tmp_path, "wide", "--no-baseline", n_train=300), capsys)  # two batches of items
     assert out["representation"].endswith("student side: wide as a random projection to 64 values")
     assert out["examples"] == 300 and out["features"]["d_b_per_n"] == 64 / 300

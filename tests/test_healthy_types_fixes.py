@@ -31,8 +31,9 @@ def test_the_mfh_pairs_of_an_item_dataset_are_refused_naming_the_dataset():
         load_pairs(*ITEM_DATA, teacher="rgb", student="depth")
 
 
-def test_advise_on_an_item_dataset_by_name_points_to_advise_run():
+def test_advise_on_an_item_dataset_by_name_reads_its_items_and_refuses_a_task_other_than_classification():
     from mmdistill.advisor.inputs import load_advisor_inputs
+    from mmdistill.errors import DataError
 
-    with pytest.raises(ConfigError, match=r"dataset 'rgbd-scenes' is read one example at a time .* advise --run DIR"):
+    with pytest.raises(DataError, match=r"advise: the data's task is 'segmentation'; .* single-label classification"):
         load_advisor_inputs(*ITEM_DATA, teacher="rgb", student="depth")

@@ -15,9 +15,11 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
 
    fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``; its 80% interval is
    ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set from that suite's cross-validated residuals (split-conformal
-   style). Outside the calibration's domain (:func:`calibration_domain`: two classes, 40-200 rows) the
-   predicted gain is the pilot's own estimate, and the advice says so; its interval half-width,
-   :func:`pilot_interval`, is set from the pilot's residuals on a multi-class Venn development suite.
+   style). On multi-class data inside the multi-class Venn development suite's ranges the predicted gain is the
+   pilot's own estimate, its interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
+4. the domain (:func:`calibration_domain`): each suite covers its own class counts, row counts and the 1st-99th
+   percentile range of each signal; inputs outside both are not predicted: the advice abstains, says why, and
+   gives the cheap evidence it has (the pilot's estimate with its spread, the teacher's accuracy).
    docs/advisor.md has the held-out validation.
 """
 
@@ -61,29 +63,34 @@ class Advice:
     student_accuracy: float
     pilot_gain: float
     pilot_gain_se: float
-    predicted_gain: float
-    predicted_gain_interval: tuple[float, float]
+    predicted_gain: float | None  # None: the advice abstains (outside the calibrated domain)
+    predicted_gain_interval: tuple[float, float] | None
     recommendation: str
     seconds: float
     examples: int
     models_trained: int
     features: dict = field(default_factory=dict)
-    basis: str = "calibrated"
+    basis: str = "calibrated"  # calibrated | pilot | abstained
+    outside: list[str] = field(default_factory=list)  # why the inputs lie outside the calibrated domain
+    teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
+
+    @property
+    def abstained(self) -> bool:
+        return self.predicted_gain is None
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return {**out, "abstained": self.abstained}
 
     def text(self) -> str:
         lo, hi = self.gamma_interval
-        glo, ghi = self.predicted_gain_interval
         mlo, mhi = self.cch_margin_interval
         return (
             f"{self.recommendation}\n"
-            f"  predicted KD gain {self.predicted_gain:+.1f} points, 80% interval [{glo:+.1f}, {ghi:+.1f}] "
-            f"({'calibrated on synthetic Venn suites' if self.basis == 'calibrated' else self.basis})\n"
+            f"{self._prediction_line()}"
             f"  pilot distillation (cross-fitted, {self.models_trained} small models): KD - no-KD held-out p(y) "
-            f"{self.pilot_gain:+.1f} ± {self.pilot_gain_se:.1f} points; teacher {100 * self.teacher_accuracy:.1f}%, "
-            f"student alone {100 * self.student_accuracy:.1f}%\n"
+            f"{self.pilot_gain:+.1f} ± {self.pilot_gain_se:.1f} points; teacher {100 * self.teacher_accuracy:.1f}%"
+            f"{self._teacher_alone()}, student alone {100 * self.student_accuracy:.1f}%\n"
             f"  gamma (shared decisive share) ~ {self.gamma:.2f} [{lo:.2f}, {hi:.2f}]"
             f" (linear probes: teacher<-student R2 {self.r2_teacher_from_student:.2f}, "
             f"student<-teacher {self.r2_student_from_teacher:.2f})\n"
@@ -91,6 +98,24 @@ class Advice:
             f"{self.cch_margin:+.3f} [{mlo:+.3f}, {mhi:+.3f}], P(margin > 0) = {self.cch_helps_probability:.2f}\n"
             f"  cost: {self.seconds:.2f} s on {self.examples} examples"
         )
+
+    def _prediction_line(self) -> str:
+        if self.predicted_gain_interval is None or self.predicted_gain is None:
+            return ""
+        glo, ghi = self.predicted_gain_interval
+        basis = {
+            "calibrated": "calibrated on synthetic two-class Venn suites",
+            "pilot": "the pilot's estimate; interval calibrated on a multi-class Venn suite",
+        }[self.basis]
+        return (
+            f"  predicted KD gain {self.predicted_gain:+.1f} points, 80% interval [{glo:+.1f}, {ghi:+.1f}] ({basis})\n"
+        )
+
+    def _teacher_alone(self) -> str:
+        if self.teacher_accuracy_student_modalities is None:
+            return ""
+        alone = 100 * self.teacher_accuracy_student_modalities
+        return f" (the run's teacher given the student's modalities alone: {alone:.1f}%)"
 
 
 def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
@@ -113,11 +138,30 @@ def check_labels(y: torch.Tensor, k: int, where: str = "advise") -> None:
         )
 
 
+def _class_indices(y) -> torch.Tensor:
+    """The labels as a (N,) long tensor of class indices; refused when they are not (fractions, one-hot or
+    multi-label rows, regression targets): the advisor predicts a single-label classification accuracy gain."""
+    y = torch.as_tensor(y)
+    if y.dim() > 1 and not (y.dim() == 2 and y.shape[1] == 1):
+        raise DataError(
+            f"advise: labels of shape {tuple(y.shape)}: expected one class index per example, shape (N,); "
+            "the advisor predicts the accuracy gain of single-label classification"
+        )
+    y = y.reshape(-1)
+    if y.is_floating_point() and not bool((torch.isfinite(y) & (y == y.round())).all()):
+        bad = y[~torch.isfinite(y) | (y != y.round())][0].item()
+        raise DataError(
+            f"advise: labels must be class indices (whole numbers), got {bad!r}; the advisor predicts the "
+            "accuracy gain of single-label classification, not of regression targets"
+        )
+    return y.long()
+
+
 def _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap: int, pilot_repeats: int):
     """(x_teacher, x_student) as 2-D float64 rows, the labels as a (N,) long tensor and the class count, checked:
     paired counts, at least 20 examples, finite inputs, labels in range, positive bootstrap and >= 2 pilot repeats."""
     xa, xb = _as2d(torch.as_tensor(x_teacher)).double(), _as2d(torch.as_tensor(x_student)).double()
-    y = torch.as_tensor(y).long().reshape(-1)
+    y = _class_indices(y)
     counts = {"x_teacher": xa.shape[0], "x_student": xb.shape[0], "y": y.shape[0]}
     if len(set(counts.values())) > 1:
         raise DataError(f"advise: mismatched example counts {counts}")
@@ -155,33 +199,19 @@ def advise(
     if n > PROBE_ROWS:  # large data: the probes on a random subsample, so that the advice's cost stays bounded
         sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:PROBE_ROWS]
     probes = linear_probes(xa[sub], xb[sub], y[sub], k, bootstrap=bootstrap, seed=seed, max_components=max_components)
-    za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
-    pa, pb, py = za, zb, y
-    if n > cal.PILOT["max_rows"]:  # large data (beyond the calibration suites): a bounded pilot, on a random subsample
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
-        pa, pb = (_top_components(x[rows], cal.PILOT["max_rows"] // 3) for x in (za, zb))
-        py = y[rows]
-    pilot = pilot_gain(
-        pa,
-        pb,
-        py,
-        k,
-        repeats=pilot_repeats,
-        epochs=cal.PILOT["epochs"],
-        lr=cal.PILOT["lr"],
-        folds=cal.PILOT["folds"],
-        kd_weights=kd_weights,
-        seed=seed,
-    )
+    pilot = _pilot(xa, xb, y, k, pilot_repeats, kd_weights, seed)
     probes.update(label_moments(xa, xb, y, k, max_rows=PROBE_ROWS, seed=seed))
     probes.update(covariance_moments(xa, xb, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
-    domain = calibration_domain(k, n)
+    domain, outside = calibration_domain(k, n, features)
+    gain: float | None = None
+    interval: tuple[float, float] | None = None
     if domain == "calibrated":
         gain, half = predict_gain(features, pilot.gain_prob_se)
-    else:  # outside the suites the calibration was fitted on: the pilot's own measurement, its interval from
-        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # the multi-class suite's residuals
-    interval = (gain - half, gain + half)
+    elif domain == "pilot":  # multi-class data like the multi-class suite's: the pilot's own measurement, its
+        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # interval from that suite's residuals
+    if gain is not None:
+        interval = (gain - half, gain + half)
     return Advice(
         gamma=probes["gamma"],
         gamma_interval=probes["gamma_interval"],
@@ -198,22 +228,55 @@ def advise(
         pilot_gain_se=pilot.gain_prob_se,
         predicted_gain=gain,
         predicted_gain_interval=interval,
-        recommendation=_recommend(gain, interval),
+        recommendation=_recommend(gain, interval) if gain is not None else _abstention(outside, pilot),
         seconds=time.perf_counter() - start,
         examples=n,
         models_trained=pilot.models,
         features=features,
         basis=domain,
+        outside=outside,
     )
 
 
-def calibration_domain(k: int, n: int) -> str:
-    """ "calibrated" inside the kind of data the calibration was fitted on (two classes, 50-200 training rows);
-    elsewhere the predicted gain is the pilot distillation's own estimate, with the same interval width rule
-    (on the 7 real pairs of docs/advisor.md the Venn-fitted combination extrapolated badly; the pilot did not)."""
-    if k == 2 and 40 <= n <= cal.PILOT["max_rows"]:
-        return "calibrated"
-    return f"pilot (outside the calibration's domain: {k} classes, {n} rows; it was fitted on 2 classes, 50-200 rows)"
+def _pilot(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, repeats: int, kd_weights, seed: int):
+    """The pilot distillation on the standardised inputs. Beyond the calibration suites (more than 200 rows, or a
+    side wider than twice the rows) it reads a bounded random subsample of at most 200 rows, each side projected on
+    its top 66 principal components, so that its cost stays bounded whatever the data."""
+    za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
+    n, rows = len(y), torch.arange(len(y))
+    if n > cal.PILOT["max_rows"] or max(xa.shape[1], xb.shape[1]) > 2 * n:
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
+        width = min(cal.PILOT["max_rows"], n) // 3
+        za, zb = (_top_components(x[rows], width) for x in (za, zb))
+    settings = {key: cal.PILOT[key] for key in ("epochs", "lr", "folds")}
+    return pilot_gain(za, zb, y[rows], k, repeats=repeats, kd_weights=kd_weights, seed=seed, **settings)
+
+
+def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
+    """("calibrated", []) inside the two-class development suite's domain, ("pilot", []) inside the multi-class
+    one's, else ("abstained", why). A suite's domain (``calibration.json``, written from the suite's own stored
+    signals by ``benchmarks/advisor_validation.py --domain``) is its range of classes and of training rows, and the
+    1st-99th percentile range of each signal the calibration reads."""
+    c = calibration or cal.load()
+    two_class = _outside(c["domain"], k, n, features)
+    if not two_class:
+        return "calibrated", []
+    multi_class = _outside(c["outside"]["domain"], k, n, features)
+    if not multi_class:
+        return "pilot", []
+    return "abstained", two_class if k == 2 else multi_class
+
+
+def _outside(domain: dict, k: int, n: int, features: dict) -> list[str]:
+    """What lies outside ``domain``, one phrase each (empty: inside)."""
+    found = []
+    for what, value, (low, high) in (("classes", k, domain["classes"]), ("training rows", n, domain["rows"])):
+        if not low <= value <= high:
+            found.append(f"{value} {what}, calibrated on {low:g}-{high:g}")
+    for name, (low, high) in domain["signals"].items():
+        if not low <= features[name] <= high:
+            found.append(f"{name} {features[name]:.3g}, calibrated on {low:.3g} to {high:.3g}")
+    return found
 
 
 def _top_components(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -267,6 +330,16 @@ def pilot_interval(pilot_se: float, calibration: dict | None = None) -> float:
     return c["q80"] * (c["scale0"] + pilot_se)
 
 
+def _abstention(outside: list[str], pilot) -> str:
+    return (
+        "cannot predict: the inputs lie outside what the calibration covers ("
+        + "; ".join(outside)
+        + f"). Cheap evidence, not calibrated here: the pilot distillation's KD - no-KD estimate "
+        f"{pilot.gain_prob:+.1f} ± {pilot.gain_prob_se:.1f} points, its teacher {100 * pilot.teacher_accuracy:.1f}% "
+        f"and student {100 * pilot.student_accuracy:.1f}% accurate; train the student with and without KD to know"
+    )
+
+
 def _recommend(gain: float, interval: tuple[float, float]) -> str:
     if interval[0] > 0:
         return f"distil: crossmodal KD is likely to help (about {gain:+.1f} points)"
@@ -277,11 +350,26 @@ def _recommend(gain: float, interval: tuple[float, float]) -> str:
 
 
 def advise_dataset(
-    dataset: str, params: dict | None = None, teacher=None, student=None, seed: int = 0, **kwargs
+    dataset,
+    params: dict | None = None,
+    teacher=None,
+    student=None,
+    seed: int = 0,
+    max_rows: int | None = None,
+    **kwargs,
 ) -> Advice:
-    """:func:`advise` on the training split of a registered dataset; ``teacher`` / ``student``: a modality name,
+    """:func:`advise` on the training split of a registered dataset (its name) or on a torch Dataset of dict items
+    (``{"image": tensor, "audio": tensor, "label": class index}``; at most ``max_rows``, default 1,000, seeded rows
+    read; :mod:`.items` says what represents each modality). ``teacher`` / ``student``: a modality name,
     "image,audio" or a list (a multimodal side is its modalities' features concatenated; :mod:`.inputs`)."""
-    from .inputs import load_advisor_inputs
+    from .inputs import _names, load_advisor_inputs, load_item_inputs
 
-    inputs = load_advisor_inputs(dataset, params, teacher, student, seed=seed)
+    if isinstance(dataset, str):
+        inputs = load_advisor_inputs(dataset, params, teacher, student, seed=seed, max_rows=max_rows)
+    else:
+        if params:
+            raise ConfigError("advise_dataset: params are a registered dataset's; a Dataset object takes none")
+        name = type(dataset).__name__
+        t_names, s_names = (_names(v, role, None, name) for v, role in ((teacher, "teacher"), (student, "student")))
+        inputs = load_item_inputs(dataset, t_names, s_names, name, seed=seed, max_rows=max_rows)
     return advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, **kwargs)

@@ -70,15 +70,33 @@ def _inv_sqrt(m: Tensor) -> Tensor:
 
 
 def _ridge(x: Tensor, t: Tensor, lam: float) -> Tensor:
-    """Weights (d+1, k) of ridge regression with an unpenalised intercept."""
+    """Weights (d+1, k) of ridge regression with an unpenalised intercept:
+    ``w = (X^T X + lam I_d)^-1 X^T T``, solved as ``X^T (X X^T + lam I_n)^-1 T`` (the same w) when there are more
+    columns than rows, so that a wide input (d = 3,000 on a few hundred rows) costs an n x n solve, not d x d."""
     mu_x, mu_t = x.mean(0), t.mean(0)
     xc, tc = x - mu_x, t - mu_t
-    w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ tc)
+    n, d = x.shape
+    if d > n:
+        w = xc.T @ torch.linalg.solve(xc @ xc.T + lam * torch.eye(n, dtype=x.dtype), tc)
+    else:
+        w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(d, dtype=x.dtype), xc.T @ tc)
     return torch.cat([w, (mu_t - mu_x @ w).unsqueeze(0)])
 
 
 def _apply(w: Tensor, x: Tensor) -> Tensor:
     return x @ w[:-1] + w[-1]
+
+
+def _ridge_prediction(x: Tensor, t: Tensor, lam: float, x_new: Tensor) -> Tensor:
+    """``_apply(_ridge(x, t, lam), x_new)`` without forming the (d, k) weights when inputs and targets are both
+    wider than the rows (one modality predicted from the other): ``(x_new - mu) X^T (X X^T + lam I)^-1 T``."""
+    n, d = x.shape
+    if d <= n or t.shape[1] <= n:
+        return _apply(_ridge(x, t, lam), x_new)
+    mu_x, mu_t = x.mean(0), t.mean(0)
+    xc = x - mu_x
+    alpha = torch.linalg.solve(xc @ xc.T + lam * torch.eye(n, dtype=x.dtype), t - mu_t)
+    return ((x_new - mu_x) @ xc.T) @ alpha + mu_t
 
 
 def _r2(pred: Tensor, target: Tensor) -> float:
@@ -142,9 +160,9 @@ def linear_probes(
         held["u"].append(_apply(wu, b_te))
         held["u_hat"].append(_apply(w_ba, a_te))
         held["a"].append(a_te)
-        held["a_hat"].append(_apply(_ridge(b_tr, a_tr, lam_b), b_te))
+        held["a_hat"].append(_ridge_prediction(b_tr, a_tr, lam_b, b_te))
         held["b"].append(b_te)
-        held["b_hat"].append(_apply(_ridge(a_tr, b_tr, lam_a), a_te))
+        held["b_hat"].append(_ridge_prediction(a_tr, b_tr, lam_a, a_te))
         held["ya"].append(held["t"][-1])
         held["yb"].append(held["u"][-1])
         held["s"].append(_pca(b_tr, b_te, min(max_components, b_tr.shape[1], max(1, len(tr) // 8))))

@@ -11,8 +11,10 @@ From the training split alone, before any student is distilled: a pilot distilla
 cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share of decisive
 information both modalities hold; the CCH criterion I(T;S) > I(S;Y)) and moment estimates of the
 shared label information, combined into a predicted KD gain with an 80% interval (calibrated on
-synthetic modality-Venn suites; docs/advisor.md). The advice's cost is printed with it.
-From Python: ``mmdistill.advisor.predict.advise(x_teacher, x_student, y)``.
+synthetic modality-Venn suites; docs/advisor.md); where the inputs lie outside what that calibration covers,
+it abstains, says why, and gives the cheap evidence it has. The advice's cost is printed with it.
+From Python: ``mmdistill.advisor.predict.advise(x_teacher, x_student, y)`` on arrays, and
+``mmdistill.advisor.advise_dataset(dataset, teacher=..., student=...)`` on a registered dataset or a torch Dataset.
 """
 
 from __future__ import annotations
@@ -25,28 +27,27 @@ from ..errors import ConfigError
 from . import integer, positive_int, seed_int, threads
 
 
-def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[str]]:
-    """(dataset, params, split seed, teacher modalities, student modalities) of a train config. A user's own model
-    (``{factory: ...}`` or ``{name: ...}``) declares its modalities on the built model: it is built once for that,
-    from the config's data (the global RNG left as it was)."""
+def _config_inputs(path: str, max_rows: int | None):
+    """(advisor inputs, split seed) of a train config: the teacher's and the student's modalities, the data's training
+    split. A user's own model (``{factory: ...}`` or ``{name: ...}``) declares its modalities on the built model: it
+    is built once for that, from the config's data (the global RNG left as it was). A ``data.dataset`` factory's
+    split is read as a torch Dataset (:func:`mmdistill.advisor.inputs.load_item_inputs`)."""
+    from ..advisor.inputs import load_advisor_inputs, load_item_inputs
     from ..config import load_config
+    from ..data.contracts.item_dataset import load_data
     from ..models.multimodal import declared_modalities
 
     cfg = load_config(path, check_machine=False)
     if cfg.teacher is None:
         raise ConfigError("advise --config: the config has no teacher; advise compares a teacher with a student")
-    if cfg.data.dataset is not None:
-        raise ConfigError(
-            f"advise --config: data.dataset {cfg.data.dataset!r} is a user's dataset factory; advise reads registered "
-            "datasets (data.name) only: train the teacher and use advise --run DIR"
-        )
-    mods = {}
     own = [role for role in ("teacher", "student") if not hasattr(getattr(cfg, role).model, "modalities")]
     data = None
-    if own:
-        from ..data.contracts.item_dataset import load_data
+    if own or cfg.data.dataset is not None:
+        from ..engine.api import run_task
 
         data = load_data(cfg.data)
+        run_task(cfg.task, data)  # the data take the run's task's settings (num_classes), as in training
+    mods = {}
     for role in ("teacher", "student"):
         model = getattr(cfg, role).model
         if role in own:
@@ -54,7 +55,14 @@ def _modalities_from_config(path: str) -> tuple[str, dict, int, list[str], list[
             mods[role] = list(declared_modalities(model, data.train.specs(), data.num_classes, f"{role}.model"))
         else:
             mods[role] = list(model.modalities)
-    return cfg.data.name, dict(cfg.data.params), cfg.data.split_seed, mods["teacher"], mods["student"]
+    seed = cfg.data.split_seed
+    if data is not None and cfg.data.dataset is not None:
+        k = data.num_classes
+        return load_item_inputs(data.train, mods["teacher"], mods["student"], cfg.data.dataset, k, seed, max_rows), seed
+    params = dict(cfg.data.params)
+    return load_advisor_inputs(
+        cfg.data.name, params, mods["teacher"], mods["student"], seed=seed, max_rows=max_rows
+    ), seed
 
 
 def _inputs(args: argparse.Namespace):
@@ -77,8 +85,7 @@ def _inputs(args: argparse.Namespace):
             raise ConfigError(
                 f"advise --config: takes the dataset and modalities from the config; drop {', '.join(given)}"
             )
-        dataset, params, seed, teacher, student = _modalities_from_config(args.config)
-        return load_advisor_inputs(dataset, params, teacher, student, seed=seed, max_rows=args.max_rows), seed
+        return _config_inputs(args.config, args.max_rows)
     if not args.dataset:
         raise ConfigError("advise: give --dataset (with --teacher/--student), --config or --run")
     inputs = load_advisor_inputs(
@@ -101,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     inputs, seed = _inputs(args)
     read = {"inputs_seconds": round(time.perf_counter() - start, 2)}  # reading the data and the models, features
     advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
+    advice.teacher_accuracy_student_modalities = inputs.teacher_accuracy_student_modalities
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
         described = {"representation": inputs.representation} if inputs.representation else {}

@@ -37,6 +37,7 @@ FIELDS = [
     "gamma_low",
     "gamma_high",
     "cch_margin",
+    "abstained",
     "predicted_gain",
     "predicted_low",
     "predicted_high",
@@ -94,9 +95,10 @@ def advice_vs_measured(
                 "gamma_low": advice.gamma_interval[0],
                 "gamma_high": advice.gamma_interval[1],
                 "cch_margin": advice.cch_margin,
-                "predicted_gain": advice.predicted_gain,
-                "predicted_low": advice.predicted_gain_interval[0],
-                "predicted_high": advice.predicted_gain_interval[1],
+                "abstained": advice.abstained,
+                "predicted_gain": advice.predicted_gain,  # None where the advice abstains
+                "predicted_low": (advice.predicted_gain_interval or (None, None))[0],
+                "predicted_high": (advice.predicted_gain_interval or (None, None))[1],
                 "recommendation": advice.recommendation.split(":")[0].split(".")[0],
                 "advice_seconds": advice.seconds,
                 "measured_gain": 100 * gain["mean"],
@@ -125,24 +127,38 @@ def summary_markdown(rows: list[dict], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        said = (
+            "abstains"
+            if r["abstained"]
+            else (f"{r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}]")
+        )
         lines.append(
             f"| {r['dataset']} | {r['pair']} | {r['gamma']:.2f} [{r['gamma_low']:.2f}, {r['gamma_high']:.2f}] | "
-            f"{r['cch_margin']:+.3f} | {r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, "
-            f"{r['predicted_high']:+.1f}] | "
+            f"{r['cch_margin']:+.3f} | {said} | "
             f"{r['measured_gain']:+.2f} [{r['measured_low']:+.2f}, {r['measured_high']:+.2f}] | "
             f"{r['advice_seconds']:.2f} | {r['run_seconds']:.2f} | "
             f"{100 * r['advice_seconds'] / r['run_seconds']:.0f}% |"
         )
-    rho = spearman([r["predicted_gain"] for r in rows], [r["measured_gain"] for r in rows])
-    signs = sum((r["predicted_gain"] > 0) == (r["measured_gain"] > 0) for r in rows)
-    inside = sum(r["predicted_low"] <= r["measured_gain"] <= r["predicted_high"] for r in rows)
-    lines += [
-        "",
-        f"Over these {len(rows)} pairs: Spearman(predicted, measured) = {rho:+.2f}; the sign agrees on {signs} of "
-        f"{len(rows)}; the measured gain is inside the 80% interval for {inside} of {len(rows)}. Few pairs, and a "
-        "calibration fitted on synthetic data: read this as an illustration; the validation is in docs/advisor.md.",
-    ]
+    lines += ["", _agreement(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _agreement(rows: list[dict]) -> str:
+    """How the predictions agree with the measured gains, over the pairs the advice did not abstain on."""
+    told = [r for r in rows if not r["abstained"]]
+    abstained = f"The advice abstains on {len(rows) - len(told)} of {len(rows)} pairs (outside its calibrated domain)."
+    if len(told) < 3:
+        return (
+            abstained + " Too few predictions to compare with the measured gains; docs/advisor.md has the validation."
+        )
+    rho = spearman([r["predicted_gain"] for r in told], [r["measured_gain"] for r in told])
+    signs = sum((r["predicted_gain"] > 0) == (r["measured_gain"] > 0) for r in told)
+    inside = sum(r["predicted_low"] <= r["measured_gain"] <= r["predicted_high"] for r in told)
+    return (
+        f"{abstained} Over the other {len(told)}: Spearman(predicted, measured) = {rho:+.2f}; the sign agrees on "
+        f"{signs}; the measured gain is inside the 80% interval for {inside}. Few pairs, and a calibration fitted on "
+        "synthetic data: read this as an illustration; the validation is in docs/advisor.md."
+    )
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -153,6 +169,8 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in rows:
+        if r["abstained"]:  # no prediction to place
+            continue
         ax.errorbar(
             r["predicted_gain"],
             r["measured_gain"],

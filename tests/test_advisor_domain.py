@@ -1,0 +1,87 @@
+"""The advisor's domain: it predicts only where its calibration suites' own signals reach, and abstains elsewhere,
+saying why and giving the cheap evidence it has, never a narrow interval around 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmdistill.advisor import calibration as cal
+from mmdistill.advisor.predict import advise, calibration_domain
+from mmdistill.cli import main
+from mmdistill.data.generated.venn import VennSpec, draw
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
+
+
+@pytest.mark.parametrize("suite,block", [("dev", "domain"), ("dev-multiclass", "outside")])
+def test_the_shipped_domain_is_the_calibration_suites_own_signal_ranges(suite, block):
+    """Each signal's 1st-99th percentile over the stored suite, its classes and rows (a hand-tuned range fails)."""
+    stored = json.loads((RESULTS / f"{suite}_advice.json").read_text())
+    shipped = cal.load()[block] if block == "domain" else cal.load()["outside"]["domain"]
+    for name in cal.FEATURES:
+        values = [a["features"][name] for a in stored]
+        assert shipped["signals"][name] == pytest.approx(
+            [np.percentile(values, 1), np.percentile(values, 99)], abs=1e-5
+        )
+    rows = sorted({round(float(np.exp(a["features"]["log_n"]))) for a in stored})
+    assert shipped["rows"] == [rows[0], rows[-1]]
+    assert shipped["classes"] == ([2, 2] if suite == "dev" else [3, 10])
+
+
+def test_a_synthetic_pair_inside_the_two_class_suites_range_is_predicted():
+    d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=100).train
+    a = advise(d.xa, d.xb, d.y, bootstrap=2)
+    assert not a.abstained and a.basis == "calibrated" and a.outside == []
+    low, high = a.predicted_gain_interval
+    assert low < a.predicted_gain < high and a.recommendation.split(":")[0] in ("distil", "do not distil", "uncertain")
+
+
+def test_a_synthetic_pair_outside_the_range_abstains_saying_why_with_the_pilots_evidence():
+    """The same structure with a student modality of 400 columns on 100 rows: d_b / n = 4, beyond every suite."""
+    d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=400), 0, n_train=100).train
+    a = advise(d.xa, d.xb, d.y, bootstrap=2)
+    assert a.abstained and a.predicted_gain is None and a.predicted_gain_interval is None and a.basis == "abstained"
+    assert a.outside == [f"d_b_per_n 4, calibrated on {cal.load()['domain']['signals']['d_b_per_n'][0]:.3g} to 1.62"]
+    assert a.recommendation.startswith("cannot predict: the inputs lie outside what the calibration covers (d_b_per_n")
+    assert f"KD - no-KD estimate {a.pilot_gain:+.1f} ± {a.pilot_gain_se:.1f} points" in a.recommendation
+    assert "predicted KD gain" not in a.text() and a.to_dict()["abstained"] is True
+
+
+def test_two_classes_beyond_the_two_class_suites_rows_abstain():
+    """600 rows of two classes: the two-class suites have 50-200, the multi-class one 3-10 classes."""
+    d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=600).train
+    a = advise(d.xa, d.xb, d.y, bootstrap=2)
+    assert a.abstained and "600 training rows, calibrated on 50-200" in a.outside
+
+
+def test_calibration_domain_names_each_signal_outside_its_range():
+    inside = {name: float(np.mean(cal.load()["domain"]["signals"][name])) for name in cal.FEATURES}
+    assert calibration_domain(2, 100, inside) == ("calibrated", [])
+    far = dict(inside, pilot_se=99.0, teacher_acc=0.01)
+    basis, why = calibration_domain(2, 100, far)
+    assert basis == "abstained" and [w.split()[0] for w in why] == ["pilot_se", "teacher_acc"]
+
+
+def test_advise_command_exits_0_with_an_abstention_in_json(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 100), ("test", 40)):
+        (tmp_path / split).mkdir()
+        y = np.arange(n) % 2
+        np.save(tmp_path / split / "a.npy", (rng.standard_normal((n, 6)) + y[:, None]).astype("float32"))
+        np.save(tmp_path / split / "b.npy", rng.standard_normal((n, 400)).astype("float32"))
+        np.save(tmp_path / split / "labels.npy", y.astype("int64"))
+    argv = ["advise", "--dataset", "folder", "--param", f"root={tmp_path}", "--teacher", "a", "--student", "b"]
+    capsys.readouterr()
+    assert main([*argv, "--json", "--bootstrap", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["abstained"] and out["predicted_gain"] is None and any("d_b_per_n" in w for w in out["outside"])
+    assert main([*argv, "--bootstrap", "2"]) == 0
+    assert "cannot predict" in capsys.readouterr().out
+
+
+torch.set_num_threads(1)
