@@ -12,6 +12,10 @@ Both are deterministic (``random = False``). From YAML, per split::
     data:
       transforms:
         train: {factory: "mmdistill.data.contracts.hf_transforms:HFTokenizer", params: {path: bert, keys: [text]}}
+
+A bad setting is a ConfigError that starts with the argument's name (``path: folder F has no tokenizer ...``);
+from YAML, :func:`~mmdistill.data.contracts.item_dataset.load_data` names it by its full config key
+(``data.transforms.train.params.path: ...``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ MAX_TOKENS = 8192
 def _keys(keys: Sequence[str] | str, what: str) -> tuple[str, ...]:
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     if not keys or not all(isinstance(k, str) and k for k in keys):
-        raise ConfigError(f"{what}: keys: expected a non-empty list of modality names, got {keys!r:.80}")
+        raise ConfigError(f"keys: {what} expected a non-empty list of modality names, got {keys!r:.80}")
     return keys
 
 

@@ -331,7 +331,13 @@ def load_data(cfg) -> Splits:
     for split, spec in (cfg.transforms or {}).items():
         key = f"data.transforms.{split}.factory"
         factory = import_path(spec.factory, key, "a function or class that makes the transform")
-        transforms[split] = call(factory, key, f"transform factory {spec.factory!r}", **spec.params)
+        try:
+            transforms[split] = call(factory, key, f"transform factory {spec.factory!r}", **spec.params)
+        except ConfigError as err:  # "path: ..." from the transform: named by its config key
+            head = str(err).split(":", 1)[0]
+            if head in spec.params:
+                raise ConfigError(f"data.transforms.{split}.params.{err}") from None
+            raise
         if not callable(transforms[split]):
             raise ConfigError(
                 f"{key}: {spec.factory!r} returned a {type(transforms[split]).__name__}, expected a callable "
