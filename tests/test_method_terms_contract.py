@@ -22,6 +22,7 @@ LAYERS = {"student_layer": "encoders.a.body.0", "teacher_layer": "encoders.a.bod
 PARAMS = {
     "c2kd": LAYERS,
     "crd": {**LAYERS, "nce_k": 8},
+    "fd_cmkd": LAYERS,
     "hint": LAYERS,
     "mfh_general": {"teacher_layer": "head.0", "salience_epochs": 2, "salience_examples": 16},
     "pkt": LAYERS,
@@ -41,6 +42,15 @@ WEIGHT_OF = {
     "pkt": {"ce": "ce_weight", "pkt": "beta"},
     "rkd": {"ce": "ce_weight", "rkd_distance": "dist_factor", "rkd_angle": "angle_factor"},
     "sp": {"ce": "ce_weight", "sp": "gamma"},
+    "mlld": {"ce": "ce_weight", "instance": "instance_weight", "batch": "batch_weight", "class": "class_weight"},
+    "fd_cmkd": {
+        "ce": "ce_weight",
+        "low": "low_weight",
+        "high": "high_weight",
+        "align_low": "align_weight",
+        "task_high": "task_weight",
+    },
+    "dml": {"ce": "ce_weight", "kl": "kl_weight"},
     "multi_teacher_kd": {"ce": "1-lam", "kd": "lam"},
     "multi_teacher_adaptive": {"ce": "1-lam", "kd": "lam"},
     "mst_distill": {"ce": "w_task", "kd": "w_kd", "balance": "w_balance", "mask": "one"},

@@ -232,6 +232,9 @@ class TeacherConfig(_Strict):
     model: AnyModelConfig = Field(description=MODEL_HELP)
     checkpoint: UsablePath | None = Field(None, description="safetensors weights; null: train the teacher first")
     trainer: TrainerConfig | None = Field(None, description="trainer for the teacher; null: the run's trainer")
+    trainable: bool = Bool(
+        False, description="the teacher learns alongside the student (online distillation: methods dml, c2kd)"
+    )
 
 
 TEACHER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a teacher's name: a config key and a folder name

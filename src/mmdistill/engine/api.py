@@ -12,6 +12,9 @@ Several teachers: ``teacher`` as a list of modules (named ``"0"``, ``"1"``, ...)
 a method that distils from several (``multi_teacher_kd``, ``multi_teacher_adaptive``, ``mst_distill``); each
 teacher's outputs are cached (or run online) on their own.
 
+``teacher_trainable=True``: the teacher learns alongside the student, in the same optimizer step (``dml``, ``c2kd``;
+online, never cached; its weights change in place and are in every checkpoint).
+
 Data: ``data`` (a :class:`DataSplits`, or any object / dict with ``train``, ``val``, ``test``) or
 ``train=, val=, test=``: :class:`MultimodalDataset` columns (fast path) or any map-style torch Dataset of dict items
 (:mod:`mmdistill.data.contracts.item_dataset`; loaded per ``trainer.num_workers`` etc.); ``transforms``: split name ->
@@ -74,6 +77,7 @@ def distill(
     transforms: dict[str, Callable[[dict], dict]] | None = None,
     task: Task | str | Any = None,
     overwrite: bool = False,
+    teacher_trainable: bool = False,
 ) -> RunResult:
     """Train ``student`` with ``method`` (distilling from the frozen ``teacher`` if the method needs one) on ``data``
     (or ``train=, val=, test=``) for ``task``; write the run into ``out_dir`` and return its validation and test
@@ -86,13 +90,13 @@ def distill(
     a = distill_arguments(
         student=student, teacher=teacher, out_dir=out_dir, method=method, method_params=method_params,
         masking=masking, trainer=trainer, cache=cache, seed=seed, resume=resume, quiet=quiet, overwrite=overwrite,
-        transforms=transforms, task=task,
+        transforms=transforms, task=task, teacher_trainable=teacher_trainable,
     )  # fmt: skip
     origin = getattr(data, "mmdistill_data", None)  # the data's config, if mmdistill built them (run_record)
     own_task = get_task(a["task"]).name if task is not None else None
     data = as_splits(data, train, val, test, a["transforms"], task=own_task)
     spec = RunSpec(
         a["student"], a["teacher"], data, a["out_dir"], method, a["method_params"], a["masking"], a["trainer"],
-        a["cache"], a["task"], a["seed"], origin,
+        a["cache"], a["task"], a["seed"], origin, a["teacher_trainable"],
     )  # fmt: skip
     return train_run(spec, fabric, resume=a["resume"], quiet=a["quiet"], desc=desc, overwrite=a["overwrite"])

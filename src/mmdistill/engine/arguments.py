@@ -126,6 +126,7 @@ def distill_arguments(**given: Any) -> dict[str, Any]:
         "resume": lambda v: flag_argument(v, "resume"),
         "quiet": lambda v: flag_argument(v, "quiet"),
         "overwrite": lambda v: flag_argument(v, "overwrite"),
+        "teacher_trainable": lambda v: flag_argument(v, "teacher_trainable"),
         "transforms": lambda v: None if v is None else transforms_argument(v),
         "task": task_argument,
     }

@@ -38,7 +38,15 @@ from ..tasks import PERCENT, UNITS_KEY, Task
 from ..usercode import kept
 from .batches import eval_batches, to_device, worker_failure
 from .metrics import evaluate
-from .parts import _check_pair, _read_columns, _teacher_mode, build_method, run_task, start_fabric
+from .parts import (
+    _check_pair,
+    _read_columns,
+    _teacher_mode,
+    build_method,
+    check_teacher_training,
+    run_task,
+    start_fabric,
+)
 from .run_checks import check_cache_settings, check_eval_rows
 from .system import run_outputs, runfolder  # noqa: F401  (declares what a distill() folder holds: what overwrite=True removes)
 from .system.checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
@@ -82,6 +90,7 @@ class RunSpec:
     task: Any = None
     seed: int = 0
     origin: dict | None = None
+    teacher_trainable: bool = False  # the teacher learns alongside the student (online distillation)
 
 
 def run_trainer(trainer: TrainerConfig | None, task: Task, num_classes: int, key: str = "trainer") -> TrainerConfig:
@@ -185,9 +194,9 @@ class Run:
         teacher, masker, fabric, cache = self.teacher, self.masker, self.fabric, self.spec.cache
         if teacher is None:
             return None, False
-        request = self.method.teacher_request()
-        if _teacher_mode(cache, train) == "online":  # refusals: _check_teacher_cache, in build_run
-            return lambda batch: teacher_outputs(teacher, batch, request, masker), True
+        request, learns = self.method.teacher_request(), self.method.teacher_learns
+        if _teacher_mode(cache, train, learns=learns) == "online":  # refusals: _check_teacher_cache, in build_run
+            return lambda batch: teacher_outputs(teacher, batch, request, masker, learns), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
         storage = CacheStorage(cache.dtype, cache.top_k)
         tables = []
@@ -296,11 +305,13 @@ def _check_models(student: nn.Module, teacher: nn.Module | None) -> None:
         )
 
 
-def _check_teacher_cache(cache: CacheConfig, train, request: TeacherRequest, masker: Masker) -> None:
+def _check_teacher_cache(
+    cache: CacheConfig, train, request: TeacherRequest, masker: Masker, learns: bool = False
+) -> None:
     """Before any training, whatever would refuse the teacher's cache once the teacher has trained: an explicit
     ``cache.enabled`` on data it cannot key, learned null tokens in the teacher's views, and the cache's own needs
     (:func:`~mmdistill.engine.run_checks.check_cache_settings`)."""
-    if _teacher_mode(cache, train, quiet=True) == "online":
+    if _teacher_mode(cache, train, quiet=True, learns=learns) == "online":
         return
     if any(masker.changes_in_training(m) for v in request.views for m in masker.strategy if m not in v):
         raise ConfigError(
@@ -346,6 +357,9 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     if algo.needs_teacher and spec.teacher is None:
         raise ConfigError(f"method {spec.method!r} needs a teacher; give teacher (a model or teacher.checkpoint)")
     teacher = _teacher_for(spec.teacher, algo, spec.method) if algo.needs_teacher else None
+    if teacher is not None:
+        check_teacher_training(spec.method, algo, spec.teacher_trainable, spec.cache)
+    algo.teacher_learns = learns = teacher is not None and spec.teacher_trainable
     _check_models(spec.student, teacher)
     check_eval_rows(data)
     # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
@@ -356,12 +370,12 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
     _check_pair(spec.student, teacher, data, task, fabric.device)
     sample = to_device(data.train.__getitems__(range(min(8, len(data.train)))), fabric.device)
     algo.setup(sample, spec.student, teacher)
-    module = DistillationModule(spec.student, algo)
+    module = DistillationModule(spec.student, algo, teacher if learns else None)
     if teacher is not None:
-        _check_teacher_cache(spec.cache, data.train, algo.teacher_request(), masker)
-        teacher.eval()  # already on the run's device
+        _check_teacher_cache(spec.cache, data.train, algo.teacher_request(), masker, learns)
+        teacher.train(learns)  # already on the run's device; a teacher that learns trains all its parameters
         for p in teacher.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(learns)
     return Run(spec, fabric, task, trainer, masker, algo, teacher, module, sample)
 
 
@@ -392,7 +406,11 @@ def part_spec(
         return RunSpec(model, None, data, out_dir, "supervised", trainer=trainer, task=cfg.task, seed=seed)
     method, params = (cfg.method.name, cfg.method.params) if part == "student" else ("supervised", None)
     model = build_run_model(cfg, "student", data)
-    return RunSpec(model, teacher, data, out_dir, method, params, cfg.masking, cfg.trainer, cfg.cache, cfg.task, seed)
+    learns = part == "student" and any(t.trainable for t in cfg.teacher_sections().values())
+    return RunSpec(
+        model, teacher, data, out_dir, method, params, cfg.masking, cfg.trainer, cfg.cache, cfg.task, seed,
+        teacher_trainable=learns,
+    )  # fmt: skip
 
 
 def build_run_model(cfg: RunConfig, role: str, data: Splits, load_checkpoint: bool = True) -> nn.Module:

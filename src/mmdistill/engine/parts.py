@@ -2,8 +2,9 @@
 
 :func:`build_method` (a method for a task), :func:`run_task` (the run's task, checked against every split's targets),
 :func:`_check_pair` (student and teacher read modalities the data have; their outputs agree with each other and the
-task), :func:`_teacher_mode` (the teacher from a cache or online), :func:`_read_columns` (column data holding only what
-a step reads) and :func:`start_fabric` (the devices and processes). :mod:`.assembly` puts them together.
+task), :func:`_teacher_mode` (the teacher from a cache or online), :func:`check_teacher_training` (a teacher that
+learns alongside), :func:`_read_columns` (column data holding only what a step reads) and :func:`start_fabric` (the
+devices and processes). :mod:`.assembly` puts them together.
 """
 
 from __future__ import annotations
@@ -131,11 +132,34 @@ def _read_columns(train: Split, student: nn.Module, online_teacher: nn.Module | 
     return train.narrowed([m for m in train.modality_names if m in needed])
 
 
-def _teacher_mode(cache: CacheConfig, train: Split, quiet: bool = False) -> str:
-    """ "cache" or "online": online when the training data are random (augmentation: an example's input differs
-    every epoch, so a cached output would belong to another input) or have no fingerprint to key a cache by.
-    An explicit ``cache.enabled=True`` on such data is refused, saying why; else a note says so (``quiet``: none)."""
-    if not cache.enabled:
+def check_teacher_training(name: str, method: Method, learns: bool, cache: CacheConfig) -> None:
+    """A teacher that learns alongside (``teacher.trainable``) needs a method that gives it a loss of its own
+    (``Method.teacher_training``), and a method that requires one gets it; its outputs are never cached."""
+    kind = method.teacher_training
+    if learns and kind == "never":
+        trainers = [m for m in METHODS.names() if METHODS.get(m).teacher_training != "never"]
+        raise ConfigError(
+            f"teacher.trainable: method {name!r} gives the teacher no loss of its own, so it would not learn; use a "
+            f"method that trains it alongside ({', '.join(trainers)}) or set teacher.trainable: false"
+        )
+    if not learns and kind == "required":
+        raise ConfigError(
+            f"teacher.trainable: method {name!r} trains the teacher alongside the student; set teacher.trainable: "
+            "true (distill(..., teacher_trainable=True))"
+        )
+    if learns and cache.enabled and "enabled" in cache.model_fields_set:
+        raise ConfigError(
+            "cache.enabled: the teacher learns alongside the student (teacher.trainable: true), so its outputs change "
+            "at every step and cannot be cached; leave cache.enabled unset or set it to false"
+        )
+
+
+def _teacher_mode(cache: CacheConfig, train: Split, quiet: bool = False, learns: bool = False) -> str:
+    """ "cache" or "online": online when the teacher ``learns`` alongside, when the training data are random
+    (augmentation: an example's input differs every epoch, so a cached output would belong to another input) or
+    have no fingerprint to key a cache by. An explicit ``cache.enabled=True`` on random or keyless data is refused,
+    saying why; else a note says so (``quiet``: none)."""
+    if not cache.enabled or learns:
         return "online"
     random, keyless = train.random, not train.cacheable
     if not (random or keyless):

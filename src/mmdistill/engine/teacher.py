@@ -23,6 +23,7 @@ does not grow with the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -110,13 +111,21 @@ class TeacherGroup(nn.Module):
         return torch.stack([t(batch) for t in self.teachers], dim=1)
 
 
-@torch.no_grad()
-def teacher_outputs(teacher: nn.Module, batch: Batch, request: TeacherRequest, masker: Masker | None) -> TeacherOutputs:
+def teacher_outputs(
+    teacher: nn.Module, batch: Batch, request: TeacherRequest, masker: Masker | None, learns: bool = False
+) -> TeacherOutputs:
     """Run the teacher once on the full batch and, if asked, once on all modality-only views stacked (each teacher
-    of a :class:`TeacherGroup`)."""
+    of a :class:`TeacherGroup`); without gradients unless the teacher ``learns`` alongside (``teacher.trainable``)."""
+    with contextlib.nullcontext() if learns else torch.no_grad():
+        return _teacher_forward(teacher, batch, request, masker)
+
+
+def _teacher_forward(
+    teacher: nn.Module, batch: Batch, request: TeacherRequest, masker: Masker | None
+) -> TeacherOutputs:
     if isinstance(teacher, TeacherGroup):
         return TeacherGroupOutputs.of(
-            teacher.names, [teacher_outputs(t, batch, request, masker) for t in teacher.teachers]
+            teacher.names, [_teacher_forward(t, batch, request, masker) for t in teacher.teachers]
         )
     with FeatureHooks(teacher, request.features) as feats:
         logits = teacher(batch)

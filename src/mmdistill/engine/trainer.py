@@ -49,12 +49,15 @@ TeacherSource = Callable[[Batch], TeacherOutputs]
 
 
 class DistillationModule(nn.Module):
-    """The trainable part of a run: the student and the method (with its own learnable parts)."""
+    """The trainable part of a run: the student, the method (with its own learnable parts) and, when it learns
+    alongside (``teacher.trainable``), the teacher: then its weights are in the optimizer and in every checkpoint."""
 
-    def __init__(self, student: nn.Module, method: Method) -> None:
+    def __init__(self, student: nn.Module, method: Method, learning_teacher: nn.Module | None = None) -> None:
         super().__init__()
         self.student = student
         self.method = method
+        if learning_teacher is not None:
+            self.teacher = learning_teacher
 
     def forward(self, batch: Batch, teacher_out: TeacherOutputs | None) -> tuple[Tensor, Mapping[str, LossTerm]]:
         out = self.method.forward_student(self.student, batch)

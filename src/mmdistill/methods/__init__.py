@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (registration)
     crd,
     dist,
     dkd,
+    dml,
     fd_cmkd,
     hint,
     kd,

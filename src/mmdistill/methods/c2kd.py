@@ -13,7 +13,7 @@ averaged over the batch, ``sg`` = stop-gradient, at temperature T (T^2 * KL; the
     ce       = CE(y, s(x))
     proxy_s  = KL(softmax(sg s) || softmax(pi_s))        proxy learns its network's output
     output_s = KL(softmax(sg pi_s) || softmax(s))        ... and the output learns its proxy (bidirectional)
-    proxy_t  = KL(softmax(t) || softmax(pi_t))           (the teacher is frozen and cached)
+    proxy_t  = KL(softmax(sg t) || softmax(pi_t))
     ofsd_s   = (1/B) sum_i m_i * KL_nt(sg pi_t(i) || pi_s(i))    crossmodal, student proxy <- teacher proxy
     ofsd_t   = (1/B) sum_i m_i * KL_nt(sg pi_s(i) || pi_t(i))    crossmodal, teacher proxy <- student proxy
 
@@ -23,10 +23,16 @@ correlation, e.g. all ties, selects nothing). ``KL_nt`` is the non-target KL of 
 vectors with the label's entry set to 0 (not removed), then softmax and KL. Weights: ``ce_weight``,
 ``self_weight`` (proxy_s, output_s, proxy_t), ``kd_weight`` (ofsd_s, ofsd_t); the code weighs all 1.
 
-Not reconstructed: the code also trains the *teacher backbone* (its CE and ``KL(softmax(sg pi_t) ||
-softmax(t))``); mmdistill's teacher is frozen and its outputs cached, so only its proxy learns, and
-those two terms are dropped. The code's polynomial learning-rate decay is left to the trainer's
-scheduler. Tasks: single-label classification (the non-target KL needs one label per example).
+The teacher learns too when the run sets ``teacher.trainable: true`` (online distillation; its outputs are then
+computed in each step, never cached), as in the code, which trains the teacher backbone in the same optimizer
+step: its hooked feature feeds ``pi_t`` with gradients, ``proxy_t`` reads ``sg t``, and two terms are added::
+
+    ce_t     = CE(y, t(x))                                the teacher's supervised term (weight ``ce_weight``)
+    output_t = KL(softmax(sg pi_t) || softmax(t))         the teacher's output learns its proxy (``self_weight``)
+
+With a frozen teacher (the default) only its proxy learns and those two terms are left out. The code's polynomial
+learning-rate decay is left to the trainer's scheduler. Tasks: single-label classification (the non-target KL
+needs one label per example).
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ class C2KD(LayerPairMethod):
     Params = C2KDParams
     params: C2KDParams
     task_needs = (needs_class_distribution("its proxies and Kendall-tau selection read one class vector per example"),)
+    teacher_training = "optional"
 
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         hs, ht = self.sample_features(sample_batch, student, teacher)
@@ -107,18 +114,22 @@ class C2KD(LayerPairMethod):
         pi_s, pi_t = self.proxy_s(_pool(hs)), self.proxy_t(_pool(ht))
         t, T = teacher_out.logits.to(s.dtype), p.temperature
         m = selection_mask(pi_t, pi_s, p.krc_threshold)
-        return {
+        terms = {
             "ce": F.cross_entropy(s, y),
             "proxy_s": kl_per_example(s.detach(), pi_s, T).mean(),
             "output_s": kl_per_example(pi_s.detach(), s, T).mean(),
-            "proxy_t": kl_per_example(t, pi_t, T).mean(),
+            "proxy_t": kl_per_example(t.detach(), pi_t, T).mean(),
             "ofsd_s": (m * non_target_kl(pi_t.detach(), pi_s, y, T)).mean(),
             "ofsd_t": (m * non_target_kl(pi_s.detach(), pi_t, y, T)).mean(),
         }
+        if self.teacher_learns:
+            terms["ce_t"] = F.cross_entropy(t, y)
+            terms["output_t"] = kl_per_example(pi_t.detach(), t, T).mean()
+        return terms
 
     def loss_weights(self) -> dict[str, float]:
         p = self.params
-        return {
+        weights = {
             "ce": p.ce_weight,
             "proxy_s": p.self_weight,
             "output_s": p.self_weight,
@@ -126,3 +137,6 @@ class C2KD(LayerPairMethod):
             "ofsd_s": p.kd_weight,
             "ofsd_t": p.kd_weight,
         }
+        if self.teacher_learns:
+            weights.update({"ce_t": p.ce_weight, "output_t": p.self_weight})
+        return weights
