@@ -142,8 +142,13 @@ def load_item_inputs(
     check_task(split.task)
     check_crossmodal(teacher, student)
     wanted = list(dict.fromkeys(teacher + student))
-    check_item_modalities(split, wanted, "advise")
-    items = read_items(bounded_rows(split, max_rows or ITEM_ROWS, seed), wanted, seed)
+    try:
+        check_item_modalities(split, wanted, "advise")
+        items = read_items(bounded_rows(split, max_rows or ITEM_ROWS, seed), wanted, seed)
+    except DataError as err:  # an item without a modality, a label the task does not allow: named with the item
+        if str(err).startswith("advise"):
+            raise
+        raise DataError(f"advise: reading the training items: {err}") from None
     k = num_classes or split.num_classes or int(items.labels.max()) + 1
     sides, described = [], []
     for names in (teacher, student):
