@@ -1,5 +1,6 @@
 """End to end: ``mmdistill train`` (in process, as ``mmdistill.cli.main``) runs each of the methods below
-(dkd, dist, logit_std_kd, at, pkt, rkd, sp, crd, c2kd, mfh_general) on the tiny config (1 epoch, no no-KD student).
+(dkd, dist, logit_std_kd, at, pkt, rkd, sp, crd, c2kd, mfh_general, mlld, fd_cmkd, and dml with a teacher that learns
+alongside) on the tiny config (1 epoch, no no-KD student).
 
 Each run must finish and log every named term of the method, finite, in the student's metrics.csv.
 AT needs spatial maps: its run swaps the MLP
@@ -38,6 +39,12 @@ CASES = {
         ["method.params={teacher_layer: encoders.a.body.3, keep_ratio: 0.5, salience_epochs: 20}"],
         ["ce", "kd"],
     ),
+    "mlld": (["method.params={temperatures: [1.0, 2.0]}"], ["ce", "instance", "batch", "class"]),
+    "fd_cmkd": (
+        [f"method.params={{{MLP_LAYERS}}}"],
+        ["ce", "low", "high", "align_low", "align_high", "task_low", "task_high"],
+    ),
+    "dml": (["method.params={}", "teacher.trainable=true"], ["ce", "kl", "ce_t", "kl_t"]),
 }
 
 
