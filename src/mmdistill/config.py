@@ -96,6 +96,13 @@ class TrainerConfig(_Strict):
     )
     early_stopping: EarlyStoppingConfig | None = None
     test_checkpoint: Literal["best", "last"] = Field("best", description="weights used for the test metrics")
+    checkpoint_every: int = Int(
+        1,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs between resumable checkpoints (last.safetensors: weights, optimizer, RNG); the last epoch "
+        "and the best weights are always saved, and --resume restarts from the latest one",
+    )
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"] = "cpu"
     devices: int = Int(1, ge=1, le=4096, description="processes per node; at most the CPUs (cpu) or visible GPUs")
     num_nodes: int = Int(1, ge=1, le=4096)

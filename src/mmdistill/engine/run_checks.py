@@ -9,6 +9,8 @@ except the keys in :data:`RESUME_MAY_CHANGE`, which cannot change a result:
 * ``cache.dir``: where the teacher-output cache lives; entries are keyed by teacher weights,
   data, request and masking, so another folder gives the same outputs (rebuilt or read);
 * ``trainer.ddp_timeout_s`` / ``teacher.trainer.ddp_timeout_s``: only how long a stuck collective waits;
+* ``trainer.checkpoint_every`` / ``teacher.trainer.checkpoint_every``: only how often a resumable checkpoint is
+  written (a resume from any of them is bitwise);
 * the DataLoader options ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``,
   ``worker_timeout_s`` (of ``trainer`` and ``teacher.trainer``): each batch's random draws are seeded by (seed,
   epoch, batch), so the number of workers cannot change a result.
@@ -47,6 +49,8 @@ RESUME_MAY_CHANGE = (
     "cache.dir",
     "trainer.ddp_timeout_s",
     "teacher.trainer.ddp_timeout_s",
+    "trainer.checkpoint_every",
+    "teacher.trainer.checkpoint_every",
     *(f"{s}.{k}" for s in ("trainer", "teacher.trainer") for k in _LOADER_KEYS),
 )
 

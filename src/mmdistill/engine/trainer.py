@@ -5,7 +5,8 @@ lookup or a forward pass) -> ``method.before_step`` (state updates, e.g. MSD's m
 ``method.losses`` -> :func:`~mmdistill.methods.base.weighted_total` -> backward -> clip -> optimizer step
 -> ``method.after_step(step, epoch)`` (CRD's bank, DKD's warm-up count).
 Per epoch (:meth:`_Training.end_epoch`): scheduler step, validate, keep the best weights (by
-``trainer.monitor``), write a resumable checkpoint, maybe stop early.
+``trainer.monitor``), write a resumable checkpoint (every ``trainer.checkpoint_every`` epochs and after the final
+one), maybe stop early.
 
 Resume is bitwise on CPU: the checkpoint holds weights, optimizer, scheduler, the global RNG state, the
 method's own generators (seeded from the run's seed: a method never draws from the global RNG) and the
@@ -339,7 +340,8 @@ class _Training:
     The order within a step: teacher outputs -> ``method.before_step`` -> forward + ``method.losses`` ->
     :func:`weighted_total` -> backward -> gradient clipping -> optimizer step -> ``method.after_step``. At the end
     of an epoch:
-    scheduler step, validation, best weights (``best.safetensors``), early stopping, ``last.safetensors``.
+    scheduler step, validation, best weights (``best.safetensors``), early stopping, ``last.safetensors`` (every
+    ``trainer.checkpoint_every`` epochs and after the final one).
     """
 
     def __init__(
@@ -450,13 +452,19 @@ class _Training:
         self.select(epoch, val_metrics[cfg.monitor])
         self.logger.log_epoch(epoch, values)
         self.history.append({"epoch": epoch, **values, "train_seconds": seconds, "train_steps": steps})
-        if fabric.is_global_zero:
+        if fabric.is_global_zero and self.resumable_at(epoch):
             generators = self.module.method.generator_states()
             state = dict(self.state, data=self.data_fingerprints)
             save_training_state(self.last_path, self.module, self.optimizer, self.scheduler, state, generators)
         fabric.barrier()
         if fabric.is_global_zero:  # after the checkpoint: a listener that stops the run leaves it resumable
             report_epoch(EpochReport(self.out_dir, self.logger.desc, epoch, values, seconds, steps))
+
+    def resumable_at(self, epoch: int) -> bool:
+        """Whether ``last.safetensors`` is written after ``epoch``: every ``trainer.checkpoint_every`` epochs, and
+        after the run's final epoch (the last one, or one that stops early)."""
+        final = epoch == self.cfg.epochs or self.state["stopped_early"]
+        return final or epoch % self.cfg.checkpoint_every == 0
 
     def select(self, epoch: int, monitored: float) -> None:
         """Best-weights and early-stopping bookkeeping: an epoch improves if better by more than ``min_delta``."""
