@@ -1,6 +1,7 @@
 """End to end: ``mmdistill train`` (in process, as ``mmdistill.cli.main``) runs each of the methods below
-(dkd, dist, logit_std_kd, at, pkt, rkd, sp, crd, c2kd, mfh_general, mlld, fd_cmkd, and dml with a teacher that learns
-alongside) on the tiny config (1 epoch, no no-KD student).
+(dkd, dist, logit_std_kd, at, pkt, rkd, sp, crd, c2kd, mfh_general, mlld, fd_cmkd, dml with a teacher that learns
+alongside, and the several-teacher methods, mst_distill from two teachers) on the tiny config (1 epoch, no no-KD
+student).
 
 Each run must finish and log every named term of the method, finite, in the student's metrics.csv.
 AT needs spatial maps: its run swaps the MLP
@@ -21,6 +22,11 @@ CNN = [
     "student.model.encoder={type: cnn1d, channels: [4], out_dim: 8}",
     "teacher.model.encoder={type: cnn1d, channels: [6], out_dim: 16}",
 ]
+
+TWO_TEACHERS = (  # a teacher on both modalities and one on a alone
+    "teachers={both: {model: {modalities: [a, b], encoder: {hidden: [16], out_dim: 8}}}, "
+    "a: {model: {modalities: [a], encoder: {hidden: [16], out_dim: 8}}}}"
+)
 
 CASES = {
     "dkd": (["method.params={temperature: 2.0, warmup_steps: 3}"], ["ce", "tckd", "nckd"]),
@@ -45,6 +51,9 @@ CASES = {
         ["ce", "low", "high", "align_low", "align_high", "task_low", "task_high"],
     ),
     "dml": (["method.params={}", "teacher.trainable=true"], ["ce", "kl", "ce_t", "kl_t"]),
+    "multi_teacher_kd": (["method.params={weights: [1.0]}"], ["ce", "kd"]),
+    "multi_teacher_adaptive": (["method.params={weighting: entropy}"], ["ce", "kd"]),
+    "mst_distill": (["method.params={}", "teacher=null", TWO_TEACHERS], ["ce", "kd", "balance", "mask"]),
 }
 
 
