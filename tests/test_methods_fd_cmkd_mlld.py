@@ -89,6 +89,13 @@ def test_frequency_bands_by_hand():
     torch.testing.assert_close(high, torch.tensor([[0.25, -0.25, 0.25, -0.25]]))
 
 
+def test_frequency_bands_of_half_precision_features_are_computed_in_float32():
+    h = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.bfloat16)  # bf16-mixed training hooks bf16 features
+    low, high = frequency_bands(h, low_bins=1)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(high, torch.tensor([[0.25, -0.25, 0.25, -0.25]]))
+
+
 def test_low_band_size_follows_the_authors_split():
     assert low_bin_count(512, 0.5) == 128  # the code's filter: bins 1..128 low, 129..256 high
     assert low_bin_count(4, 0.5) == 1 and low_bin_count(4, 0.9) == 1 and low_bin_count(8, 0.1) == 1

@@ -50,7 +50,10 @@ MIN_WIDTH = 4  # two frequency bins besides the mean: one for each band
 
 
 def frequency_bands(h: Tensor, low_bins: int) -> tuple[Tensor, Tensor]:
-    """``(low, high)``: ``h`` (B, D) with only real-FFT bins ``1..low_bins``, resp. the bins above, kept."""
+    """``(low, high)``: ``h`` (B, D) with only real-FFT bins ``1..low_bins``, resp. the bins above, kept; in float32
+    for a half-precision ``h`` (the FFT has no bfloat16 or float16 kernels)."""
+    if h.dtype not in (torch.float32, torch.float64):
+        h = h.float()
     spectrum = torch.fft.rfft(h, dim=-1)
     k = torch.arange(spectrum.shape[-1], device=h.device)
     low = torch.fft.irfft(spectrum * ((k >= 1) & (k <= low_bins)), n=h.shape[-1], dim=-1)
