@@ -4,7 +4,10 @@ One step = the student's forward (with hooks), the method's named losses, the we
 and an Adam step, with the teacher's outputs precomputed per batch (what the teacher cache serves).
 Models: 1-D CNN encoders on the 64-dim toy vectors (so attention transfer has maps), teacher on both
 modalities, student on one; feature methods use the second conv block of each. Set-up and
-``prepare`` (e.g. MFH's Algorithm 1 scores, CRD's bank) are not in the step time. Runs alternate
+``prepare`` (e.g. MFH's Algorithm 1 scores, CRD's bank) are not in the step time. A teacher that learns alongside
+("teacher learns": DML, C2KD with ``teacher.trainable``) runs in every step instead: its forward with gradients,
+its backward and its share of the Adam step are in the step time ("kd (teacher online)": the frozen teacher's
+forward without gradients in every step, as with augmented data). Runs alternate
 between methods (every method once per round, ``--rounds`` rounds of ``--steps`` steps); the figure
 is the median over rounds of each method's seconds per step, and its ratio to KD's median.
 
@@ -14,6 +17,7 @@ is the median over rounds of each method's seconds per step, and its ratio to KD
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import time
@@ -44,6 +48,9 @@ METHODS = {
     "c2kd": ("c2kd", LAYERS),
     "mlld": ("mlld", {}),
     "fd_cmkd": ("fd_cmkd", LAYERS),
+    "kd (teacher online)": ("kd", {"temperature": 4.0}),
+    "dml (teacher learns)": ("dml", {}),
+    "c2kd (teacher learns)": ("c2kd", LAYERS),
     "mfh_general": (
         "mfh_general",
         {"teacher_layer": "encoders.a.body.3", "salience_epochs": 20, "salience_examples": 512},
@@ -62,13 +69,18 @@ def make(label: str, data, masker, batch: int):
     student = build_model(ModelConfig(modalities=["b"], encoder=s_enc), specs, n)
     method = build_method(name, params, masker)
     method.setup(data.train.__getitems__(range(8)), student, teacher)
+    learns = method.teacher_learns = "teacher learns" in label
     for p in teacher.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(learns)
     train = method.prepare(data.train, teacher, torch.device("cpu"))
-    module = DistillationModule(student, method).train()
+    module = DistillationModule(student, method, teacher if learns else None).train()
     batches = [train.__getitems__(range(i, i + batch)) for i in range(0, len(train) - batch + 1, batch)]
     request = method.teacher_request()
-    outs = [teacher_outputs(teacher, b, request, masker) for b in batches]
+    if learns or "teacher online" in label:  # the teacher runs in each step (with gradients when it learns)
+        outs = [functools.partial(teacher_outputs, teacher, b, request, masker, learns) for b in batches]
+    else:  # precomputed, as the teacher cache serves them
+        cached = [teacher_outputs(teacher, b, request, masker) for b in batches]
+        outs = [functools.partial(lambda out: out, out) for out in cached]
     return module, torch.optim.Adam(module.parameters(), lr=1e-3), batches, outs
 
 
@@ -78,8 +90,9 @@ def time_steps(state, steps: int, cursor: int) -> float:
     start = time.perf_counter()
     for i in range(steps):
         j = (cursor + i) % len(batches)
-        module.method.before_step(module.student, batches[j], outs[j])  # the trainer's order (a no-op here)
-        _, losses = module(batches[j], outs[j])
+        teacher_out = outs[j]()
+        module.method.before_step(module.student, batches[j], teacher_out)  # the trainer's order (a no-op here)
+        _, losses = module(batches[j], teacher_out)
         total = weighted_total(losses, weights)
         opt.zero_grad(set_to_none=True)
         total.backward()
