@@ -2,6 +2,10 @@
 
 Modality tensors have the example axis first. A token-sequence modality ``m`` may carry its
 attention mask under ``f"{m}{MASK_SUFFIX}"`` (1 = real token, 0 = padding or removed).
+Partly paired data carry, for a modality ``m`` that some rows lack, ``f"{m}{PRESENT_SUFFIX}"``: one value per
+example, 1 where the row holds ``m``, 0 where it does not (its ``m`` then holds a filler: the masker's null value
+where a model reads it). The distillation terms use only the rows where the teacher's modalities are all present
+(:func:`present_rows`).
 ``"index"`` is a stable per-example id (its row in the dataset split), used by the teacher
 cache to look up precomputed outputs.
 """
@@ -21,6 +25,7 @@ from .errors import BatchError
 LABEL = "label"
 INDEX = "index"
 MASK_SUFFIX = "_mask"
+PRESENT_SUFFIX = "_present"
 RESERVED = (LABEL, INDEX)
 
 Batch = dict[str, Tensor]
@@ -51,9 +56,34 @@ class ModalitySpec:
     tokens: bool = False  # integer token ids (with an optional attention mask) instead of floats
 
 
+def is_modality_key(key: str) -> bool:
+    """Whether a batch key holds a modality (not the label, the index, an attention mask or a presence column)."""
+    return key not in RESERVED and not key.endswith(MASK_SUFFIX) and not key.endswith(PRESENT_SUFFIX)
+
+
 def modality_names(batch: Mapping[str, Tensor]) -> list[str]:
-    """The modalities present in a batch (everything but label, index and attention masks)."""
-    return [k for k in batch if k not in RESERVED and not k.endswith(MASK_SUFFIX)]
+    """The modalities present in a batch (everything but label, index, attention masks and presence columns)."""
+    return [k for k in batch if is_modality_key(k)]
+
+
+def presence_keys(batch: Mapping[str, Tensor]) -> dict[str, str]:
+    """modality -> its presence column, for the modalities some rows of this batch may lack."""
+    return {k.removesuffix(PRESENT_SUFFIX): k for k in batch if k.endswith(PRESENT_SUFFIX)}
+
+
+def present_rows(batch: Mapping[str, Tensor], modalities: Sequence[str] | None = None) -> Tensor | None:
+    """(B,) bool: the rows that hold every one of ``modalities`` (None: every modality with a presence column);
+    None when the batch has no presence column for them (every row holds them: fully paired data)."""
+    keys = presence_keys(batch)
+    wanted = [keys[m] for m in (keys if modalities is None else modalities) if m in keys]
+    if not wanted:
+        return None
+    return torch.stack([batch[k].reshape(-1) != 0 for k in wanted]).all(0)
+
+
+def rows_where(rows: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """``tensors`` restricted to ``rows`` on their first axis (all of them when ``rows`` is None)."""
+    return tensors if rows is None else tuple(t[rows] for t in tensors)
 
 
 def batch_size(batch: Mapping[str, Tensor]) -> int:

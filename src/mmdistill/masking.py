@@ -12,6 +12,12 @@ value of the same shape, so a model's ``forward`` needs no change:
 
 A :class:`Masker` may use a different strategy per modality (``per_modality``). Each strategy is a
 :class:`NullValue` subclass registered in ``MASKERS``; a user's own one is registered the same way.
+
+Partly paired data (rows that lack a modality, marked by its presence column ``<m>_present``: :mod:`mmdistill.batch`)
+meet the same null values: :meth:`Masker.fill_absent` puts them in the absent rows before the teacher reads a batch,
+:func:`missing_fractions` measures how many rows lack each modality, and :func:`check_pairing` refuses what cannot
+be distilled (a row with no modality, a teacher modality missing in every row, a method whose terms cannot leave
+rows out).
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from typing import TYPE_CHECKING, ClassVar, cast
 import torch
 from torch import Tensor, nn
 
-from .batch import INDEX, LABEL, MASK_SUFFIX, Batch, ModalitySpec
-from .errors import BatchError, ConfigError
+from .batch import INDEX, LABEL, MASK_SUFFIX, PRESENT_SUFFIX, Batch, ModalitySpec, presence_keys
+from .errors import BatchError, ConfigError, DataError
 from .registry import MASKERS
 
 if TYPE_CHECKING:
@@ -209,6 +215,24 @@ class Masker(nn.Module):
                 out[mask_key] = torch.zeros_like(base)
         return out
 
+    def fill_absent(self, batch: Mapping[str, Tensor]) -> Batch:
+        """``batch`` with each modality's absent rows (presence column 0) replaced by its null value, so that a model
+        reads there what this masker's strategy gives for a removed modality, never the data's filler."""
+        out = dict(batch)
+        for m, key in presence_keys(batch).items():
+            if m not in self.specs or m not in batch:
+                continue
+            absent = batch[key].reshape(-1) == 0
+            if not bool(absent.any()):
+                continue
+            removed = self.remove(batch, [m])
+            for k in (m, m + MASK_SUFFIX):  # a token modality's attention mask too (built as ones when absent)
+                if k in removed:
+                    kept = batch[k] if k in batch else torch.ones_like(removed[k])
+                    rows = absent.reshape(-1, *(1,) * (kept.dim() - 1))
+                    out[k] = torch.where(rows, removed[k], kept)
+        return out
+
     def keep_only(self, batch: Mapping[str, Tensor], keep: str | Sequence[str]) -> Batch:
         """``batch`` with every known modality except ``keep`` removed (``x^(m)`` in MSD)."""
         keep = [keep] if isinstance(keep, str) else list(keep)
@@ -241,3 +265,74 @@ def fit_masker(cfg: MaskingConfig, train: Split) -> Masker:
     needed = [m for m in masker.nulls if type(masker.null(m)).fit is not NullValue.fit]
     means = train.feature_mean() if needed else {}
     return masker.fit({m: means[m] for m in needed if m in means})
+
+
+def missing_fractions(split: Split) -> dict[str, float]:
+    """modality -> the share of ``split``'s rows that lack it, for each modality with a presence column (``{}``: fully
+    paired data). Column data read only their presence columns; item data that declare ``partly_paired`` are read
+    once. A presence value other than 0 or 1, and a row that lacks every modality, are refused (DataError naming the
+    column or the row). Computed once per split object."""
+    known = getattr(split, "_missing_fractions", None)
+    if known is not None:
+        return known
+    columns = _presence_columns(split)
+    for key, values in columns.items():
+        if not bool(((values == 0) | (values == 1)).all()):
+            raise DataError(f"{split.name}: presence column {key!r} holds values other than 0 and 1")
+    names = list(split.modality_names)
+    if columns and all(m + PRESENT_SUFFIX in columns for m in names):
+        none = torch.stack([columns[m + PRESENT_SUFFIX] == 0 for m in names]).all(0)
+        if bool(none.any()):
+            row = int(none.nonzero()[0, 0])
+            keys = ", ".join(m + PRESENT_SUFFIX for m in names)
+            raise DataError(
+                f"{split.name}: row {row} lacks every modality ({keys} all 0), so no model sees an input there; "
+                "drop the rows that hold no modality"
+            )
+    fractions = {k.removesuffix(PRESENT_SUFFIX): float((v == 0).float().mean()) for k, v in columns.items()}
+    split._missing_fractions = fractions  # type: ignore[attr-defined]
+    return fractions
+
+
+def _presence_columns(split: Split) -> dict[str, Tensor]:
+    """Each presence column of ``split`` as one (N,) tensor: the stored columns of column data, else (item data that
+    declare ``partly_paired``) gathered batch by batch."""
+    if getattr(split, "holds_columns", False):
+        tensors = split.tensors
+        return {k: torch.as_tensor(tensors[k]).reshape(-1) for k in tensors if k.endswith(PRESENT_SUFFIX)}
+    if not getattr(split, "partly_paired", ()):
+        return {}
+    parts: dict[str, list[Tensor]] = {}
+    for start in range(0, len(split), 256):
+        batch = split.__getitems__(range(start, min(start + 256, len(split))))
+        for key in presence_keys(batch).values():
+            parts.setdefault(key, []).append(batch[key].reshape(-1))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def check_pairing(split: Split, method: str, partly_paired: bool, teacher_modalities: Sequence[str] | None) -> dict:
+    """The missing fractions of the training ``split`` (:func:`missing_fractions`), checked for distilling with
+    ``method`` from a teacher that reads ``teacher_modalities`` (None: every modality): a teacher modality missing
+    in every row leaves nothing to distil; a method whose terms cannot leave rows out (``partly_paired`` False:
+    terms that compare the rows of a batch, or read every row's features) is refused rather than fed the
+    teacher's outputs on filler inputs."""
+    missing = missing_fractions(split)
+    lacking = {m: f for m, f in missing.items() if f > 0 and (teacher_modalities is None or m in teacher_modalities)}
+    for m, share in lacking.items():
+        if share >= 1.0:
+            raise ConfigError(
+                f"teacher.model.modalities: the teacher reads {m!r}, which every training row lacks ({m}"
+                f"{PRESENT_SUFFIX} is 0 throughout), so there is nothing to distil from; give rows that hold {m!r}, or "
+                "a teacher of the modalities the rows hold"
+            )
+    if lacking and not partly_paired:
+        from .registry import METHODS
+
+        able = [n for n in METHODS.names() if getattr(METHODS.get(n), "partly_paired", False)]
+        m, share = next(iter(lacking.items()))
+        raise ConfigError(
+            f"method.name: {method!r} cannot leave out the rows that lack the teacher's modality {m!r} (missing in "
+            f"{100 * share:.1f}% of the training rows): its terms compare the rows of a batch or read every row's "
+            f"features; use one of {', '.join(able)}, or train on the paired rows only"
+        )
+    return missing

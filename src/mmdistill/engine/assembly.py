@@ -30,7 +30,7 @@ from ..config import CacheConfig, MaskingConfig, RunConfig, TrainerConfig
 from ..data.contracts.split import Splits
 from ..errors import CheckpointError, ConfigError, MachineError, OutputExistsError
 from ..io import write_json
-from ..masking import Masker, fit_masker
+from ..masking import Masker, check_pairing, fit_masker
 from ..methods.base import Method, TeacherRequest
 from ..methods.multi_teacher_base import TeacherGroupOutputs
 from ..models.multimodal import build_model
@@ -361,6 +361,10 @@ def build_run(spec: RunSpec, fabric: Fabric | None = None) -> Run:
         check_teacher_training(spec.method, algo, spec.teacher_trainable, spec.cache)
     algo.teacher_learns = learns = teacher is not None and spec.teacher_trainable
     _check_models(spec.student, teacher)
+    if teacher is not None:  # partly paired data: the KD terms use the rows the teacher sees (or are refused)
+        read = getattr(teacher, "modalities", None)
+        algo.paired_on = tuple(read) if read else None
+        check_pairing(data.train, spec.method, algo.partly_paired, algo.paired_on)
     check_eval_rows(data)
     # The models and the method (its masker) on the run's device before the checks, setup() and prepare() run them:
     # a teacher trained earlier in this process may already be on the GPU.

@@ -22,6 +22,7 @@ from ..data import DataSplits
 from ..data.contracts.item_dataset import load_data
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
+from ..masking import missing_fractions
 from ..registry import METHODS
 from ..stats import paired_difference, summarize
 from ..tasks import DEFAULT_TASK, PERCENT, UNITS_KEY, get_task, stored_in_percent
@@ -129,6 +130,8 @@ def run_config(
         metrics = summarize_runs(runs, cfg.method.name, cfg.trainer.test_checkpoint, cfg.task.name)
         if not evaluate_test:
             metrics["reporting"] = NO_TEST
+        if missing_fractions(data.train):  # partly paired training data (measured once, when the run was assembled)
+            metrics["train_missing"] = missing_fractions(data.train)
         if folder is not None:
             write_json(out / "metrics.json", metrics)
             write_text(out / "summary.md", summary_markdown(metrics))
@@ -270,6 +273,13 @@ def summary_markdown(metrics: dict) -> str:
     caution = few_seeds_caution(len(metrics["seeds"]))
     if caution:
         lines += [caution, ""]
+    if metrics.get("train_missing"):
+        shares = ", ".join(f"modality {m} is missing in {100 * f:.1f}%" for m, f in metrics["train_missing"].items())
+        lines += [
+            f"Partly paired data: {shares} of the training rows; the distillation terms use the rows that hold the "
+            "teacher's modalities, the student's own loss every row.",
+            "",
+        ]
     lines += ["| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     s = metrics["summary"]
     for part in ("teacher", "nokd", "student"):

@@ -116,6 +116,8 @@ def teacher_outputs(
 ) -> TeacherOutputs:
     """Run the teacher once on the full batch and, if asked, once on all modality-only views stacked (each teacher
     of a :class:`TeacherGroup`); without gradients unless the teacher ``learns`` alongside (``teacher.trainable``)."""
+    if masker is not None:  # partly paired data: the absent rows' inputs are the masker's null values
+        batch = masker.fill_absent(batch)
     with contextlib.nullcontext() if learns else torch.no_grad():
         return _teacher_forward(teacher, batch, request, masker)
 

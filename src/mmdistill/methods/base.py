@@ -37,7 +37,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from ..batch import LABEL, Batch
+from ..batch import LABEL, Batch, present_rows
 from ..config import validate
 from ..data.contracts.dataset import MultimodalDataset
 from ..errors import ConfigError
@@ -104,6 +104,10 @@ class Method(nn.Module):
     Params: ClassVar[type[BaseModel]] = NoParams
     needs_teacher: ClassVar[bool] = True
     task_needs: ClassVar[tuple[TaskNeed, ...]] = ()
+    # Partly paired data (rows that lack a teacher modality): whether the method's distillation terms use only the
+    # rows where the teacher saw its input (:meth:`paired_rows`); a method that cannot is refused on such data.
+    partly_paired: ClassVar[bool] = False
+    paired_on: tuple[str, ...] | None = None  # the teacher's modalities (set by the run assembly; None: every one)
     # Whether the method gives a teacher that learns alongside (``teacher.trainable``) a loss of its own: "never"
     # (the teacher's outputs are targets only), "optional" (C2KD) or "required" (DML). ``teacher_learns`` is set by
     # the run assembly: True when this run's teacher learns.
@@ -141,6 +145,10 @@ class Method(nn.Module):
         self.params = params
         self.masker = masker
         self.task = get_task(task)  # build_method sets the run's task; the default is classification
+
+    def paired_rows(self, batch: Batch) -> Tensor | None:
+        """(B,) bool: the rows of ``batch`` that hold every modality the teacher reads (None: all rows do)."""
+        return present_rows(batch, self.paired_on)
 
     def supervised_loss(self, batch: Batch, student_out: StudentOutputs) -> Tensor:
         """The task's supervised term on the full input (classification: ``F.cross_entropy``, as before tasks)."""

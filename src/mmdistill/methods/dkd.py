@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import Tensor
 
-from ..batch import LABEL, Batch
+from ..batch import LABEL, Batch, rows_where
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
 from .params import Count, MethodParams, Temperature, Weight, needs_class_distribution
@@ -63,6 +63,7 @@ class DecoupledKD(Method):
     Params = DKDParams
     params: DKDParams
     task_needs = (needs_class_distribution("it splits each example's class distribution at its one target class"),)
+    partly_paired = True
 
     def __init__(self, params: BaseModel, masker=None) -> None:
         super().__init__(params, masker)
@@ -83,7 +84,12 @@ class DecoupledKD(Method):
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
     ) -> dict[str, Tensor]:
         assert teacher_out is not None
-        tckd, nckd = dkd_terms(student_out.logits, teacher_out.logits, batch[LABEL], self.params.temperature)
+        rows = self.paired_rows(batch)  # partly paired data: TCKD and NCKD over the rows the teacher saw
+        if rows is not None and not bool(rows.any()):
+            tckd = nckd = student_out.logits.sum() * 0.0
+        else:
+            s, t, y = rows_where(rows, student_out.logits, teacher_out.logits, batch[LABEL])
+            tckd, nckd = dkd_terms(s, t, y, self.params.temperature)
         w = self.warmup_factor()
         return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "tckd": w * tckd, "nckd": w * nckd}
 

@@ -6,7 +6,8 @@ KL is averaged over the batch (``batchmean``); the ``T^2`` factor keeps gradient
 magnitudes comparable across temperatures. The formula: :mod:`mmdistill.kl` (one copy for the library).
 Other tasks (:mod:`mmdistill.tasks`): CE and the KD term are the task's ``loss`` and ``kd_loss`` (multilabel:
 per-label binary KL at T; segmentation: per-pixel KL over the valid pixels; regression: a distance to the
-teacher's output, without temperature, so ``temperature`` is refused there).
+teacher's output, without temperature, so ``temperature`` is refused there). On partly paired data the KD term is
+the mean over the rows where the teacher saw its input; CE uses every row.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class HintonKD(Method):
     Params = KDParams
     params: KDParams
     task_needs = (temperature_param(),)
+    partly_paired = True
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
@@ -41,7 +43,9 @@ class HintonKD(Method):
         T = self.kd_temperature(self.params.temperature)
         return {
             "ce": self.supervised_loss(batch, student_out),
-            "kd": self.task.kd_loss(student_out.logits, teacher_out.logits, T, batch[LABEL]),
+            "kd": self.task.paired_kd_loss(
+                student_out.logits, teacher_out.logits, T, batch[LABEL], self.paired_rows(batch)
+            ),
         }
 
     def loss_weights(self) -> dict[str, float]:

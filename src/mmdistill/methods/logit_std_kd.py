@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ..batch import LABEL, Batch
+from ..batch import LABEL, Batch, rows_where
 from ..kl import kd_loss
 from ..registry import METHODS
 from .base import Method, StudentOutputs, TeacherOutputs
@@ -40,14 +40,19 @@ class LogitStandardizedKD(Method):
     Params = LogitStdKDParams
     params: LogitStdKDParams
     task_needs = (needs_class_distribution("it standardises one logit vector per example"),)
+    partly_paired = True
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
     ) -> dict[str, Tensor]:
         assert teacher_out is not None
         p = self.params
-        s, t = standardize(student_out.logits, p.eps), standardize(teacher_out.logits, p.eps)
-        return {"ce": F.cross_entropy(student_out.logits, batch[LABEL]), "kd": kd_loss(s, t, p.temperature)}
+        ce = F.cross_entropy(student_out.logits, batch[LABEL])
+        rows = self.paired_rows(batch)  # partly paired data: KD over the rows the teacher saw
+        if rows is not None and not bool(rows.any()):
+            return {"ce": ce, "kd": student_out.logits.sum() * 0.0}
+        s, t = rows_where(rows, student_out.logits, teacher_out.logits)
+        return {"ce": ce, "kd": kd_loss(standardize(s, p.eps), standardize(t, p.eps), p.temperature)}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}

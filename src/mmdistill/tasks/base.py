@@ -4,6 +4,7 @@ A :class:`Task` holds the task's parameters (a pydantic ``Params`` model, ``task
 
 * ``loss(output, target)``: the supervised term (scalar);
 * ``kd_loss(student_out, teacher_out, temperature, target=None)``: the KD term (scalar);
+* ``paired_kd_loss(..., rows)``: ``kd_loss`` over the rows where the teacher saw its input (partly paired data);
 * ``kd_per_example(student_out, teacher_out, temperature, target=None)``: the same term per example, shape (B,),
   whose mean is ``kd_loss`` (MSD weights it per example); ``saliency(full, removed, target)``: MSD's KL saliency,
   the per-example KD of the teacher's output on ``x^(-m)`` towards its output on ``x``, at T = 1;
@@ -145,6 +146,24 @@ class Task:
         self, student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0, target: Tensor | None = None
     ) -> Tensor:
         raise NotImplementedError
+
+    def paired_kd_loss(
+        self,
+        student_out: Tensor,
+        teacher_out: Tensor,
+        temperature: float = 1.0,
+        target: Tensor | None = None,
+        rows: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`kd_loss` over ``rows`` only ((B,) bool: the rows where the teacher saw its input, on partly paired
+        data; None: every row), i.e. the mean over the paired rows. A batch without a paired row gives 0, with the
+        student's graph kept."""
+        if rows is None:
+            return self.kd_loss(student_out, teacher_out, temperature, target)
+        if not bool(rows.any()):
+            return student_out.sum() * 0.0
+        picked = None if target is None else target[rows]
+        return self.kd_loss(student_out[rows], teacher_out[rows], temperature, picked)
 
     def saliency(self, full: Tensor, removed: Tensor, target: Tensor | None = None) -> Tensor:
         """(B,) MSD's ``kl`` saliency of one modality: ``kd_per_example(removed -> full)`` at T = 1.

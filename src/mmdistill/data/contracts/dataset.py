@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ...batch import INDEX, LABEL, MASK_SUFFIX, RESERVED, Batch, ModalitySpec
+from ...batch import INDEX, LABEL, MASK_SUFFIX, PRESENT_SUFFIX, RESERVED, Batch, ModalitySpec, is_modality_key
 from ...errors import ConfigError, DataError
 from ...schema import SEED_MAX, checked_int
 from ...tasks import DEFAULT_TASK, Task, get_task, validate_labels
@@ -66,7 +66,8 @@ class MultimodalDataset(Split):
     (:mod:`mmdistill.tasks`, a name or a Task) the task's target form: float multi-hot (N, C) for multilabel, float
     (N,) or (N, D) for regression (``num_classes`` = D), an int64 label map (N, H, W) for segmentation (classes
     or the task's ``ignore_index``), checked by ``task.check_target``. Attention masks of token modalities travel
-    as extra columns named ``f"{m}_mask"``. Floating columns are checked for NaN/Inf once,
+    as extra columns named ``f"{m}_mask"``; partly paired data mark the rows that hold a modality in a column
+    ``f"{m}_present"`` (N,) of 0/1 (:mod:`mmdistill.batch`). Floating columns are checked for NaN/Inf once,
     here (on-disk ones in chunks, unless the loader already did), so the trainer need not.
     """
 
@@ -158,7 +159,7 @@ class MultimodalDataset(Split):
 
     @property
     def modality_names(self) -> list[str]:
-        return [k for k in self._columns if not k.endswith(MASK_SUFFIX)]
+        return [k for k in self._columns if is_modality_key(k)]
 
     def specs(self) -> list[ModalitySpec]:
         """One :class:`ModalitySpec` per modality, read off the stored columns."""
@@ -185,7 +186,11 @@ class MultimodalDataset(Split):
         missing = [m for m in modalities if m not in self._columns]
         if missing:
             raise DataError(f"{self.name}: no modality {missing[0]!r}; available: {', '.join(self.modality_names)}")
-        keep = {k: v for k, v in self._columns.items() if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities}
+        keep = {  # every presence column stays: which rows the teacher sees is read off the student's batches too
+            k: v
+            for k, v in self._columns.items()
+            if k in modalities or k.removesuffix(MASK_SUFFIX) in modalities or k.endswith(PRESENT_SUFFIX)
+        }
         return MultimodalDataset(keep, self.labels, self.num_classes, self.name, self._task)
 
     def narrowed(self, modalities: Sequence[str]) -> MultimodalDataset:

@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, Subset
 
-from ...batch import LABEL, MASK_SUFFIX, Batch, ModalitySpec
+from ...batch import LABEL, PRESENT_SUFFIX, Batch, ModalitySpec, is_modality_key
 from ...errors import ConfigError, DataError
 from ...schema import checked_int
 from ...tasks import DEFAULT_TASK, TASKS
 from ...usercode import USER_ERRORS, call, failed, import_path, kept
 from .collate import collate_items
 from .dataset import MultimodalDataset
+from .partly_paired import declared_optional, with_presence, zero_fillers
 from .split import Split, Splits
 
 Transform = Callable[[dict], dict]
@@ -158,12 +159,24 @@ class ItemDataset(Split):
         ):
             raise DataError(f"{name}: dataset.modalities must be a tuple of modality names, got {declared!r:.80}")
         self._keys = list(declared) if declared else None
+        self.partly_paired = declared_optional(_declared(dataset, "partly_paired", name), name)  # items may lack
+        self._fillers: dict | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def item(self, index: int) -> dict:
-        """``dataset[index]``, then the transform (the caller seeds the RNGs: :func:`seed_rngs`)."""
+        """``dataset[index]``, then the transform (the caller seeds the RNGs: :func:`seed_rngs`); for a dataset that
+        declares ``partly_paired``, with the presence columns (:mod:`.partly_paired`)."""
+        item = self._read(index)
+        if not self.partly_paired or not isinstance(item, Mapping):
+            return item
+        if self._fillers is None:
+            with preserved_rngs():
+                self._fillers = zero_fillers(self._read, len(self), self.partly_paired, self.name)
+        return with_presence(item, self._fillers)
+
+    def _read(self, index: int) -> dict:
         item = self.dataset[index]
         if self.transform is None or not isinstance(item, Mapping):
             return item
@@ -176,7 +189,13 @@ class ItemDataset(Split):
         return out
 
     def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
-        return collate_items(items, indices, self._keys, self._task_type.of_split(self), self.num_classes)
+        return collate_items(items, indices, self._batch_keys(), self._task_type.of_split(self), self.num_classes)
+
+    def _batch_keys(self) -> list[str] | None:
+        """The keys a batch stacks: the modalities and, on partly paired data, their presence columns."""
+        if self._keys is None:
+            return None  # the first item's (collate_items)
+        return [*self._keys, *(m + PRESENT_SUFFIX for m in self.partly_paired)]
 
     def __getitems__(self, rows: Sequence[int] | Tensor) -> Batch:
         """The batch of ``rows``, read here; seeded as outside training, the global RNG streams kept."""
@@ -197,7 +216,7 @@ class ItemDataset(Split):
         """Per-example shape and kind of each modality, read off the first item."""
         if self._specs is None:
             first = self.__getitems__([0])
-            keys = self._keys or [k for k in first if k not in (LABEL, "index") and not k.endswith(MASK_SUFFIX)]
+            keys = self._keys or [k for k in first if is_modality_key(k)]
             self._keys = keys
             self._specs = [
                 ModalitySpec(k, tuple(first[k].shape[1:]), tokens=not first[k].is_floating_point()) for k in keys
@@ -258,6 +277,7 @@ class ItemDataset(Split):
         idx = [int(i) for i in indices]
         sub = ItemDataset(Subset(self.dataset, idx), name or self.name, self.transform, self.num_classes, self.task)
         sub._keys, sub.random, sub.ignore_index = self._keys, self.random, self.ignore_index
+        sub.partly_paired, sub._fillers = self.partly_paired, self._fillers
         if self._labels is not None:
             sub._labels = self._labels[idx]
         return sub
