@@ -13,7 +13,8 @@ system time (``os.wait4``), wall its elapsed time. One thread everywhere (``OMP_
   toy-two-modality-sized data (n = 20,000, 12,000 train, two 64-dim modalities, 4 classes), teacher MLP on a+b
   (random weights, its logits computed once), student MLP 64 -> 256 -> 256 -> 128 -> 4 on b, Adam, batch 64,
   3 epochs, loss 0.5 CE + 0.5 * 16 KL (T = 4), validation after every epoch, best weights kept, test accuracy at the
-  end. The bare script writes the best weights once; mmdistill writes its run folder.
+  end. The bare script writes the best weights once; mmdistill writes its run folder. Each writes into a new
+  folder inside the folder given as its argument, so a run can be repeated.
 
 Ratios (CPU): train / import torch, evaluate / import torch, mmdistill KD / bare KD, each the median of the
 per-repeat ratios (pairs measured back to back).
@@ -50,7 +51,7 @@ def toy_data(n=20000, dim=64, classes=4, seed=0):
 BARE_KD = (
     DATA
     + """
-import sys, copy, torch.nn.functional as F
+import sys, copy, tempfile, torch.nn.functional as F
 torch.set_num_threads(1)
 (a_tr, a_va, a_te), (b_tr, b_va, b_te), (y_tr, y_va, y_te) = toy_data()
 def mlp(dims):
@@ -86,7 +87,7 @@ for epoch in range(3):
     if acc > best:
         best, best_state = acc, copy.deepcopy(student.state_dict())
 student.load_state_dict(best_state)
-torch.save(best_state, sys.argv[1] + "/student.pt")
+torch.save(best_state, tempfile.mkdtemp(dir=sys.argv[1]) + "/student.pt")
 print("test accuracy", accuracy(b_te, y_te))
 """
 )
@@ -94,7 +95,7 @@ print("test accuracy", accuracy(b_te, y_te))
 MMDISTILL_KD = (
     DATA
     + """
-import sys, torch
+import sys, tempfile, torch
 from mmdistill.engine.api import distill
 from mmdistill.batch import ModalitySpec
 from mmdistill.config import TrainerConfig
@@ -110,8 +111,9 @@ specs = [ModalitySpec("a", (64,)), ModalitySpec("b", (64,))]
 teacher = build_model(ModelConfig(modalities=["a", "b"], encoder=EncoderConfig(hidden=[256], out_dim=128)), specs, 4)
 torch.manual_seed(1)
 student = build_model(ModelConfig(modalities=["b"], encoder=EncoderConfig(hidden=[256, 256], out_dim=128)), specs, 4)
+out = tempfile.mkdtemp(dir=sys.argv[1]) + "/run"
 result = distill(
-    student, teacher.eval(), None, sys.argv[1] + "/run", "kd", {"temperature": 4.0, "lam": 0.5},
+    student, teacher.eval(), None, out, "kd", {"temperature": 4.0, "lam": 0.5},
     trainer=TrainerConfig(epochs=3, batch_size=64, num_threads=1, optimizer={"name": "adam", "lr": 1e-3}),
     train=split(a_tr, b_tr, y_tr), val=split(a_va, b_va, y_va), test=split(a_te, b_te, y_te), quiet=True,
 )
