@@ -43,14 +43,16 @@ def partly_paired_toy(n: int = 150, every: int | None = MISSING_EVERY, all_absen
     return Splits(with_presence(splits.train, every, "train", all_absent_row), splits.val, splits.test)
 
 
-def config(method: str = "kd", dataset: str = "test_partly_paired:partly_paired_toy", **data_params) -> RunConfig:
+def config(
+    method: str = "kd", dataset: str = "test_partly_paired:partly_paired_toy", cache_dir=None, **data_params
+) -> RunConfig:
     raw = {
         "data": {"dataset": dataset, "params": data_params},
         "teacher": {"model": {"modalities": ["a", "b"], "encoder": {"type": "mlp", "hidden": [8], "out_dim": 8}}},
         "student": {"model": {"modalities": ["b"], "encoder": {"type": "mlp", "hidden": [8], "out_dim": 8}}},
         "method": {"name": method},
         "trainer": {"epochs": 1, "batch_size": 32},
-        "cache": {"enabled": False},
+        "cache": {"enabled": False} if cache_dir is None else {"enabled": True, "dir": str(cache_dir)},
     }
     return validate(RunConfig, raw)
 
@@ -175,3 +177,46 @@ def test_an_item_dataset_whose_items_omit_the_teachers_modality_trains_and_repor
     assert torch.equal(batch["a"][0], torch.zeros(4)) and [s.name for s in split.specs()] == ["b", "a"]
     metrics = run_config(config(dataset="test_partly_paired:item_pairs"), tmp_path / "run", baseline=False, quiet=True)
     assert metrics["train_missing"] == {"a": pytest.approx(20 / 60)}
+
+
+def test_with_the_teacher_cached_the_students_batches_still_say_which_rows_are_paired(tmp_path, monkeypatch):
+    from mmdistill.methods.kd import HintonKD
+
+    seen = []
+    real = HintonKD.paired_rows
+    monkeypatch.setattr(HintonKD, "paired_rows", lambda self, batch: seen.append(real(self, batch)) or seen[-1])
+    run_config(config(cache_dir=tmp_path / "cache"), tmp_path / "run", baseline=False, quiet=True)
+    assert seen and all(rows is not None for rows in seen)  # the cached teacher's student batches keep a_present
+    assert 0 < float(torch.cat(seen).float().mean()) < 1
+
+
+def test_the_teacher_reads_the_maskers_null_value_in_absent_rows():
+    from mmdistill.engine.teacher import teacher_outputs
+    from mmdistill.methods.base import TeacherRequest
+
+    class Recorder(torch.nn.Module):
+        modalities = ("a", "b")
+
+        def forward(self, batch):
+            self.seen = batch["a"].clone()
+            return torch.zeros(len(batch["a"]), 3)
+
+    batch = one_batch()
+    masker = Masker([ModalitySpec("a", (4,)), ModalitySpec("b", (4,))], "mean").fit({"a": torch.full((4,), 7.0)})
+    teacher = Recorder()
+    teacher_outputs(teacher, batch, TeacherRequest(), masker)
+    absent = batch["a_present"] == 0
+    assert torch.equal(teacher.seen[absent], torch.full((3, 4), 7.0))
+    assert torch.equal(teacher.seen[~absent], batch["a"][~absent])
+
+
+class NoA(Pairs):
+    def __getitem__(self, i: int) -> dict:
+        return {"b": self.b[i], "label": int(self.y[i])}
+
+
+def test_an_item_dataset_where_no_item_holds_a_declared_modality_is_refused():
+    from mmdistill.data.contracts.item_dataset import as_split
+
+    with pytest.raises(DataError, match=r"train: dataset\.partly_paired: no item holds modality 'a'"):
+        as_split(NoA(6, 0), "train").__getitems__(range(6))
