@@ -220,3 +220,9 @@ def test_an_item_dataset_where_no_item_holds_a_declared_modality_is_refused():
 
     with pytest.raises(DataError, match=r"train: dataset\.partly_paired: no item holds modality 'a'"):
         as_split(NoA(6, 0), "train").__getitems__(range(6))
+
+
+def test_the_training_mean_of_a_partly_paired_modality_leaves_out_the_fillers():
+    train = partly_paired_toy().train
+    present = train.tensors["a_present"] != 0
+    assert torch.allclose(train.feature_mean()["a"], train.tensors["a"][present].mean(0))

@@ -220,7 +220,8 @@ class MultimodalDataset(Split):
         return h.hexdigest()
 
     def feature_mean(self) -> dict[str, Tensor]:
-        """Per-modality mean example (for the ``mean`` masking strategy); on-disk columns summed in float64 chunks."""
+        """Per-modality mean example (for the ``mean`` masking strategy), over the rows that hold the modality; on-disk
+        columns summed in float64 chunks."""
         means = {}
         for k in self.modality_names:
             col = self._columns[k]
@@ -230,7 +231,9 @@ class MultimodalDataset(Split):
                 total = sum(x.numpy().sum(0, dtype=np.float64) for _, x in col.chunks())
                 means[k] = torch.from_numpy(np.asarray(total / len(col))).float()
             else:
-                means[k] = col.float().mean(0)
+                present = self._columns.get(k + PRESENT_SUFFIX)  # partly paired: the rows that hold k, not fillers
+                rows = col if not isinstance(present, Tensor) or not bool(present.any()) else col[present != 0]
+                means[k] = rows.float().mean(0)
         return means
 
 
