@@ -48,7 +48,7 @@ from ..kl import kd_loss, kd_per_example
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs, TeacherRequest
-from .multi_teacher_base import MultiTeacherMethod, member_outputs
+from .multi_teacher_base import MultiTeacherMethod, member_outputs, teacher_modules
 from .params import Count, MethodParams, Temperature, Weight, needs_class_distribution
 
 
@@ -122,8 +122,7 @@ class MSTDistill(MultiTeacherMethod):
             raise ConfigError(f"method.params.top_k: {p.top_k} is above the run's {k} teachers; use 1 ... {k}")
         if p.mask_hidden % p.mask_heads:
             raise ConfigError(f"method.params.mask_heads: {p.mask_heads} does not divide mask_hidden {p.mask_hidden}")
-        members = list(teacher.members.values()) if hasattr(teacher, "members") else [teacher]  # type: ignore[union-attr]
-        found = [self._teacher_head(member, sample_batch) for member in members]
+        found = [self._teacher_head(member, sample_batch) for member in teacher_modules(teacher)]
         self.__dict__["_heads"] = [head for head, _, _ in found]  # the teachers' own frozen layers: not trained here
         self.masks = nn.ModuleList(MaskNet(dim, p.mask_hidden, p.mask_heads) for _, dim, _ in found)
         logits = found[0][2]

@@ -9,11 +9,12 @@ one teacher, as before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .base import Method, TeacherOutputs
@@ -67,3 +68,10 @@ def member_outputs(teacher_out: TeacherOutputs | None) -> list[TeacherOutputs]:
     """Each teacher's own outputs, in the teachers' order."""
     assert teacher_out is not None
     return list(teacher_out.members) if isinstance(teacher_out, TeacherGroupOutputs) else [teacher_out]
+
+
+def teacher_modules(teacher: nn.Module | None) -> list[nn.Module]:
+    """Each teacher module of the run, in the teachers' order: a group's members, or the one teacher."""
+    assert teacher is not None
+    members = getattr(teacher, "members", None)
+    return list(members.values()) if isinstance(members, Mapping) else [teacher]

@@ -99,7 +99,7 @@ class MultiTeacherKD(MultiTeacherMethod):
             w * self.task.kd_loss(student_out.logits, logits[:, k], T, batch[LABEL])
             for k, w in enumerate(self.teacher_weights)
         )
-        return {"ce": self.supervised_loss(batch, student_out), "kd": kd}  # type: ignore[dict-item]
+        return {"ce": self.supervised_loss(batch, student_out), "kd": kd}
 
     def loss_weights(self) -> dict[str, float]:
         return {"ce": 1.0 - self.params.lam, "kd": self.params.lam}
