@@ -269,6 +269,13 @@ class CacheConfig(_Strict):
         "float32", description="how the cached outputs are stored (read back as float32)"
     )
     top_k: int | None = Int(None, ge=1, le=1 << 24, description="keep the teacher's K largest logits per example")
+    augmentations: int = Int(
+        1,
+        ge=1,
+        le=1024,
+        description="cache the teacher's outputs on K seeded augmentations of each example (training data with a "
+        "random transform); each epoch the student reads one of them",
+    )
 
 
 class TaskConfig(_Strict):

@@ -52,7 +52,7 @@ from .system import run_outputs, runfolder  # noqa: F401  (declares what a disti
 from .system.checkpoint import load_tensors, load_weights, refuse_cast, save_tensors
 from .system.launch import run_determinism
 from .system.run_record import describe_run, write_record
-from .teacher import CacheStorage, TeacherGroup, cached_table, default_cache_dir, teacher_outputs
+from .teacher import CacheStorage, TeacherGroup, cached_table, cached_views, default_cache_dir, teacher_outputs
 from .trainer import DistillationModule, FitResult, TeacherSource, fit
 
 if TYPE_CHECKING:
@@ -199,6 +199,8 @@ class Run:
             return lambda batch: teacher_outputs(teacher, batch, request, masker, learns), True
         cache_dir = Path(cache.dir) if cache.dir else default_cache_dir()
         storage = CacheStorage(cache.dtype, cache.top_k)
+        if cached_views(cache.augmentations, train) > 1:  # each epoch reads one of K seeded views per example
+            train.read_views(cache.augmentations, self.spec.seed)
         tables = []
         with _named_as_the_cache(cache_dir):
             for member in teacher.teachers if isinstance(teacher, TeacherGroup) else [teacher]:  # a file per teacher

@@ -30,7 +30,16 @@ from torch.utils.data import DataLoader
 
 from ..batch import Batch
 from ..config import TrainerConfig
-from ..data.contracts.item_dataset import OUTSIDE_TRAINING, ItemDataset, batch_seed, preserved_rngs, seed_rngs
+from ..data.contracts.item_dataset import (
+    OUTSIDE_TRAINING,
+    VIEW,
+    ItemDataset,
+    batch_seed,
+    chosen_view,
+    preserved_rngs,
+    seed_rngs,
+    view_seed,
+)
 from ..data.contracts.split import Split
 from ..errors import DataError
 from ..usercode import USER_ERRORS, describe, kept
@@ -68,15 +77,21 @@ class EpochBatches:
 
 
 class _SeededBatches:
-    """A batch sampler: each index batch of ``order`` as [(index, batch seed), ...] for the epoch it is set to."""
+    """A batch sampler: each index batch of ``order`` as [(index, batch seed), ...] for the epoch it is set to; with
+    ``views`` > 1 (``cache.augmentations``) as [(index, view seed, view), ...], each example's view chosen for the
+    epoch and seeded on its own (:func:`~mmdistill.data.contracts.item_dataset.view_seed`)."""
 
-    def __init__(self, order, seed: int, epoch: int | None = None) -> None:
-        self.order, self.seed, self.fixed_epoch = order, seed, epoch
+    def __init__(self, order, seed: int, epoch: int | None = None, views: int = 1) -> None:
+        self.order, self.seed, self.fixed_epoch, self.views = order, seed, epoch, views
 
     def __iter__(self):
         epoch = self.fixed_epoch if self.fixed_epoch is not None else self.order.epoch
         for idx in self.order:
             rows = idx.tolist()
+            if self.views > 1:
+                chosen = [chosen_view(self.seed, epoch, i, self.views) for i in rows]
+                yield [(i, view_seed(self.seed, k, i), k) for i, k in zip(rows, chosen)]
+                continue
             s = batch_seed(self.seed, epoch, rows[0])
             yield [(i, s) for i in rows]
 
@@ -106,8 +121,8 @@ class _SeededReads(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        index, _ = key
+    def __getitem__(self, key: tuple[int, ...]):
+        index = key[0]
         worker = torch.utils.data.get_worker_info()
         reading, slot = self.reading, (worker.id if worker is not None else None)
         if reading is not None and slot is not None:
@@ -122,13 +137,22 @@ class _SeededReads(torch.utils.data.Dataset):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list:
         """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
-        (dropout...) are kept as they were, once per batch."""
+        (dropout...) are kept as they were, once per batch. Keys with a view, (index, view seed, view), are seeded
+        item by item and read as (index, item, view)."""
         if torch.utils.data.get_worker_info() is not None:
-            seed_rngs(keys[0][1])
-            return [self[key] for key in keys]
+            return self._read(keys)
         with preserved_rngs():
+            return self._read(keys)
+
+    def _read(self, keys: list[tuple[int, ...]]) -> list:
+        if len(keys[0]) == 2:
             seed_rngs(keys[0][1])
             return [self[key] for key in keys]
+        read = []
+        for index, seed, view in keys:
+            seed_rngs(seed)
+            read.append((*self[(index,)], view))
+        return read
 
 
 class _Collate:
@@ -138,11 +162,14 @@ class _Collate:
         self.dataset = dataset
 
     def __call__(self, pairs):
-        for _, item in pairs:
-            if isinstance(item, _Failure):
-                return item
+        for pair in pairs:
+            if isinstance(pair[1], _Failure):
+                return pair[1]
         try:
-            return self.dataset.collate([item for _, item in pairs], [i for i, _ in pairs])
+            batch = self.dataset.collate([pair[1] for pair in pairs], [pair[0] for pair in pairs])
+            if len(pairs[0]) == 3:  # (index, item, view): which cached augmentation each example is
+                batch[VIEW] = torch.tensor([pair[2] for pair in pairs])
+            return batch
         except Exception as err:  # noqa: BLE001
             return _Failure(None, type(err).__name__, str(err), traceback.format_exc())
 
@@ -228,7 +255,10 @@ class ItemBatches:
         seed: int,
         device: torch.device | str,
         epoch: int | None = None,
+        sampler=None,
     ) -> None:
+        """``epoch``: a fixed epoch of batch seeds (None: the order's); ``sampler``: the batch sampler (default: the
+        order's batches with their seeds, each example's view chosen when the dataset reads ``views``)."""
         self.dataset, self.order, self.device = dataset, order, torch.device(device)
         on_cuda = self.device.type == "cuda"
         pin = cfg.pin_memory if cfg.pin_memory is not None else on_cuda
@@ -236,9 +266,10 @@ class ItemBatches:
         extra: dict[str, Any] = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
         self.timeout = cfg.worker_timeout_s if workers else 0
         self.reading = torch.full((workers,), -1, dtype=torch.int64).share_memory_() if workers else None
+        views = getattr(dataset, "views", 1) if epoch is None else 1  # training reads: cache.augmentations' views
         self.loader = DataLoader(
             _SeededReads(dataset, self.reading),
-            batch_sampler=_SeededBatches(order, seed, epoch),
+            batch_sampler=sampler or _SeededBatches(order, seed, epoch, views),
             collate_fn=_Collate(dataset),
             num_workers=workers,
             pin_memory=pin and on_cuda,
@@ -345,6 +376,34 @@ def train_batches(
         dataset.check_targets(task)
         return ColumnBatches(dataset, order, device)
     return ItemBatches(dataset, order, cfg, seed, device)
+
+
+class _EveryView:
+    """Every view of every example as batches of (index, view seed, view) in row order ``index * views + view``: the
+    reads of the teacher cache's build under ``cache.augmentations``."""
+
+    def __init__(self, n: int, views: int, seed: int, batch_size: int) -> None:
+        self.rows, self.views, self.seed = torch.arange(n * views), views, seed
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for rows in self.rows.split(self.batch_size):
+            pairs = [divmod(r, self.views) for r in rows.tolist()]
+            yield [(i, view_seed(self.seed, k, i), k) for i, k in pairs]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def view_batches(dataset: ItemDataset, batch_size: int, cfg: TrainerConfig, device: torch.device | str = "cpu"):
+    """Every one of the ``dataset.views`` seeded augmentations of each example, in row order (index * views + view),
+    each batch with its ``"view"``: what the teacher cache stores under ``cache.augmentations``."""
+    every = _EveryView(len(dataset), dataset.views, dataset.view_seed_base, batch_size)
+    cfg = cfg.model_copy(update={"persistent_workers": False})
+    return ItemBatches(dataset, every, cfg, dataset.view_seed_base, device, OUTSIDE_TRAINING, sampler=every)
 
 
 class _RowBatches:

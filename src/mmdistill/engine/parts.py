@@ -27,7 +27,7 @@ from ..registry import METHODS
 from ..tasks import DEFAULT_TASK, Task, get_task
 from .batches import to_device
 from .system.launch import launch, make_fabric
-from .teacher import TeacherGroup
+from .teacher import TeacherGroup, augmentation_problem
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
@@ -163,10 +163,23 @@ def _teacher_mode(cache: CacheConfig, train: Split, quiet: bool = False, learns:
         return "online"
     random, keyless = train.random, not train.cacheable
     if not (random or keyless):
+        if cache.augmentations > 1 and not quiet:
+            print(
+                f"mmdistill: cache.augmentations: {cache.augmentations}: the training data draw no random numbers "
+                "(no random transform), so each example has one view; caching that one (K = 1)",
+                file=sys.stderr,
+            )
         return "cache"
+    if random and cache.augmentations > 1:
+        problem = augmentation_problem(train)
+        if problem is None:
+            return "cache"
+        if "augmentations" in cache.model_fields_set:
+            raise ConfigError(f"cache.augmentations: cannot cache the teacher's outputs on augmentations: {problem}")
     why = (
         "the training data are random (a transform or dataset.random=True): an example's input changes every "
-        "epoch, so a cached teacher output would belong to another input"
+        "epoch, so a cached teacher output would belong to another input (cache.augmentations: K caches K seeded "
+        "augmentations of each example)"
         if random
         else "the training dataset has no fingerprint() to key a cache by (a string that changes when the data change)"
     )

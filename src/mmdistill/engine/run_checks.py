@@ -162,9 +162,10 @@ def check_cache_settings(cache: CacheConfig, train: Split) -> None:
     """Before any training, what the teacher cache of ``train`` (a training split) will need, when it is used (on,
     and the data neither random nor without a fingerprint): a usable ``cache.dir`` (:func:`check_cache_dir`), a
     valid ``MMDISTILL_CACHE_MEMORY_MB``, and a ``fingerprint()`` that gives a string (the cache's key for the data)."""
-    if not cache.enabled or not train.cacheable:  # a random split is never cacheable
-        return
-    from .teacher import default_cache_dir, memory_budget_bytes
+    from .teacher import cached_views, default_cache_dir, memory_budget_bytes
+
+    if not cache.enabled or not (train.cacheable or cached_views(cache.augmentations, train) > 1):
+        return  # a random split is cacheable only as seeded augmentations (cache.augmentations)
 
     memory_budget_bytes()
     check_cache_dir(Path(cache.dir) if cache.dir else default_cache_dir())

@@ -39,9 +39,10 @@ from torch import Tensor, nn
 from .. import __version__
 from ..batch import INDEX, Batch
 from ..config import TrainerConfig
+from ..data.contracts.item_dataset import VIEW
 from ..data.contracts.split import Split
 from ..data.formats.ondisk import NpyRows
-from ..errors import CheckpointError, ConfigError, TrainingError
+from ..errors import CheckpointError, ConfigError, DataError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
@@ -140,6 +141,26 @@ def _teacher_forward(
     return out
 
 
+def augmentation_problem(train: Split) -> str | None:
+    """Why the teacher's outputs on seeded augmentations of the training split ``train`` cannot be cached
+    (``cache.augmentations``), or None when they can: it must be an item dataset whose data and transform give a
+    fingerprint (:meth:`~mmdistill.data.contracts.item_dataset.ItemDataset.augmented_fingerprint`)."""
+    keyed = getattr(train, "augmented_fingerprint", None)
+    if keyed is None:
+        return f"the training split is a {type(train).__name__}, not an item dataset read item by item"
+    try:
+        keyed()
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def cached_views(augmentations: int, train: Split) -> int:
+    """How many views of each example the teacher cache stores: ``cache.augmentations`` when the training data are
+    random (a transform, ``dataset.random``) and can be keyed, else 1."""
+    return augmentations if augmentations > 1 and train.random and augmentation_problem(train) is None else 1
+
+
 STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TOPK_VALUES, TOPK_INDICES, TOPK_FILL = "logits.topk_values", "logits.topk_indices", "logits.fill"
 
@@ -194,8 +215,9 @@ class TeacherTable:
     stored (N, V, C) and handed out (V, B, C).
     """
 
-    def __init__(self, columns: Mapping[str, Tensor | NpyRows], classes: int | None = None) -> None:
+    def __init__(self, columns: Mapping[str, Tensor | NpyRows], classes: int | None = None, views: int = 1) -> None:
         self.columns, self.classes = columns, classes  # classes: C of top-K logits
+        self.views = views  # cache.augmentations: row index * views + view holds that view of that example
 
     @classmethod
     def open(cls, path: Path, memory_budget: int | None = None) -> tuple[TeacherTable, dict]:
@@ -208,15 +230,16 @@ class TeacherTable:
         size = sum(end - begin for _dtype, _shape, begin, end in layout.values())
         budget = memory_budget_bytes() if memory_budget is None else memory_budget
         state, arrays = read_verified(path, keep=size <= budget)
-        classes = state.get("classes")
+        classes, views = state.get("classes"), int(state.get("views", 1))
         if arrays is not None:
-            return cls(arrays, classes), state
+            return cls(arrays, classes, views), state
         return cls(
             {
                 name: NpyRows(str(path), begin, shape, _numpy_dtype(dtype))
                 for name, (dtype, shape, begin, _end) in layout.items()
             },
             classes,
+            views,
         ), state
 
     def _rows(self, name: str, idx: Tensor) -> Tensor:
@@ -246,10 +269,23 @@ class TeacherTable:
         }
 
     def lookup(self, batch: Batch, device: torch.device) -> TeacherOutputs:
-        idx = batch[INDEX].cpu()
+        idx = self.rows_of(batch)
         feats = {k[len("feature.") :]: self._rows(k, idx).to(device) for k in self.columns if k.startswith("feature.")}
         views = self._rows("view_logits", idx).transpose(0, 1).to(device) if "view_logits" in self.columns else None
         return TeacherOutputs(self._logits(idx).to(device), feats, views)
+
+    def rows_of(self, batch: Batch) -> Tensor:
+        """The table's rows of a batch's examples: ``index``, or ``index * views + view`` (the augmentation the
+        batch holds, ``batch["view"]``) in a table of several views per example."""
+        idx = batch[INDEX].cpu()
+        if self.views == 1:
+            return idx
+        if VIEW not in batch:
+            raise ConfigError(
+                f"cache.augmentations: the teacher cache holds {self.views} views of each example, and this batch "
+                "does not say which one it holds (batch['view']); read the training data through distill()"
+            )
+        return idx * self.views + batch[VIEW].cpu()
 
 
 def _numpy_dtype(dtype: torch.dtype):
@@ -266,12 +302,15 @@ def cache_description(
 ) -> dict:
     """What a cache file's key hashes; stored in the file and compared on open."""
     masking = masker.strategy if (masker is not None and request.views) else None
+    views = getattr(dataset, "views", 1)
+    augmented = {"augmentations": {"views": views, "seed": dataset.view_seed_base}} if views > 1 else {}
     return {
         **storage.describe(),
+        **augmented,
         "format": 3,
         "mmdistill": __version__,
         "teacher": model_hash(teacher),
-        "data": dataset.fingerprint(),
+        "data": dataset.augmented_fingerprint() if augmented else dataset.fingerprint(),
         "features": list(request.features),
         "views": [list(v) for v in request.views],
         "masking": masking,
@@ -311,7 +350,13 @@ def check_finite_outputs(out: TeacherOutputs, split: str, index: Tensor) -> None
 
 def _split_batches(dataset: Split, batch_size: int, device: torch.device, trainer: TrainerConfig | None):
     """The split's batches in row order: an item dataset through the trainer's DataLoader workers (when it has
-    some), read as evaluation reads it; column data (or no workers) read here."""
+    some), read as evaluation reads it; column data (or no workers) read here. Under ``cache.augmentations``
+    (``dataset.views`` > 1): every view of every example, in row order ``index * views + view``."""
+    if getattr(dataset, "views", 1) > 1:
+        from .batches import view_batches
+
+        yield from view_batches(dataset, batch_size, trainer or TrainerConfig(), device)
+        return
     if trainer is not None and trainer.num_workers and not dataset.gathers:
         from .batches import eval_batches
 
@@ -336,11 +381,13 @@ def compute_table(
     read by ``trainer.num_workers`` DataLoader workers when ``trainer`` gives some."""
     teacher.eval()
     columns: dict[str, Tensor] = {}
-    n = len(dataset)
+    views = getattr(dataset, "views", 1)
+    table = TeacherTable(columns, views=views)
+    n = len(dataset) * views
     for batch in _split_batches(dataset, batch_size, device, trainer):
-        rows = batch[INDEX].cpu()
+        rows = table.rows_of(batch)
         out = teacher_outputs(teacher, batch, request, masker)
-        check_finite_outputs(out, dataset.name, rows)
+        check_finite_outputs(out, dataset.name, batch[INDEX])
         parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
         if out.view_logits is not None:
             parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
@@ -348,7 +395,7 @@ def compute_table(
             if k not in columns:
                 columns[k] = torch.empty((n, *v.shape[1:]), dtype=torch.float32)
             columns[k][rows] = v.float().cpu()
-    return TeacherTable(columns)
+    return table
 
 
 def cached_table(
@@ -395,10 +442,12 @@ def cached_table(
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
     table = compute_table(teacher, dataset, request, masker, batch_size, device, trainer)
     state = {"rows": len(dataset), "cache_key": key, "cache_description": desc}
+    if table.views > 1:
+        state["views"] = table.views
     if storage != CacheStorage():
         logits = table.tensors["logits"]  # just computed: in memory
         state["classes"] = int(logits.shape[-1]) if logits.dim() > 1 else 1
-        table = TeacherTable(storage.encode(table.tensors), state["classes"])
+        table = TeacherTable(storage.encode(table.tensors), state["classes"], table.views)
     save_tensors(path, table.tensors, state)
     return table, False
 
@@ -410,6 +459,9 @@ def _key_problem(state: dict, key: str, desc: dict) -> str | None:
     if state["cache_key"] != key or state.get("cache_description") != desc:
         stored = state.get("cache_description") or {}
         diff = sorted(k for k in set(stored) | set(desc) if stored.get(k) != desc.get(k))
+        if "augmentations" in diff:
+            built, asked = (d.get("augmentations", {}).get("views", 1) for d in (stored, desc))
+            return f"cache.augmentations: the file holds {built} view(s) of each example, this run reads {asked}"
         return (
             f"the file was built for key {state['cache_key']!r}, not this run's {key!r} "
             f"(differs in: {', '.join(diff) or 'the key'}); it was copied or renamed"

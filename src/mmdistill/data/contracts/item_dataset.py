@@ -33,6 +33,7 @@ from .collate import collate_items
 from .dataset import MultimodalDataset
 from .partly_paired import declared_optional, with_presence, zero_fillers
 from .split import Split, Splits
+from .transforms import transform_settings
 
 Transform = Callable[[dict], dict]
 OUTSIDE_TRAINING = 0  # the "epoch" of batch seeds for reads outside the training epochs (checks, prepare, evaluation)
@@ -48,6 +49,21 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         z ^= z >> 31
     return z >> 1
+
+
+VIEW = "view"  # batch key: which cached augmentation (cache.augmentations) of each example a training batch holds
+_VIEW_STREAM, _CHOICE_STREAM = 1 << 62, 1 << 61  # "epochs" of view seeds and view choices: never a training epoch
+
+
+def view_seed(seed: int, view: int, index: int) -> int:
+    """The seed of the reads of view ``view`` of example ``index`` (``cache.augmentations``): one item seeded on its
+    own, so the teacher cache's build and every epoch that picks the view draw the same augmentation."""
+    return batch_seed(seed, _VIEW_STREAM + view, index)
+
+
+def chosen_view(seed: int, epoch: int, index: int, views: int) -> int:
+    """Which of the ``views`` cached augmentations of example ``index`` training epoch ``epoch`` reads."""
+    return batch_seed(seed, _CHOICE_STREAM + epoch, index) % views
 
 
 def seed_rngs(s: int) -> None:
@@ -151,6 +167,7 @@ class ItemDataset(Split):
         )
         self._specs: list[ModalitySpec] | None = None
         self._labels: Tensor | None = None
+        self.views, self.view_seed_base = 1, 0  # read_views
         declared = _declared(dataset, "modalities", name)
         if declared is not None and (
             isinstance(declared, str)
@@ -258,6 +275,33 @@ class ItemDataset(Split):
     @property
     def cacheable(self) -> bool:
         return not self.random and self.transform is None and hasattr(self.dataset, "fingerprint")
+
+    def augmented_fingerprint(self) -> str:
+        """The key of the teacher's outputs on seeded augmentations (``cache.augmentations``): the dataset's own
+        ``fingerprint()`` and the transform's (its ``fingerprint()``, else its settings:
+        :func:`~.transforms.transform_settings`); a DataError saying which is missing."""
+        own = getattr(self.dataset, "fingerprint", None)
+        if own is None:
+            raise DataError(f"{self.name}: the dataset has no fingerprint() (a string that changes with the data)")
+        data = f"{type(self.dataset).__qualname__}:{call(own, self.name, 'dataset.fingerprint()')}"
+        if self.transform is None:
+            return data
+        given = getattr(self.transform, "fingerprint", None)
+        settings = call(given, self.name, "transform.fingerprint()") if callable(given) else None
+        settings = settings or transform_settings(self.transform)
+        if not isinstance(settings, str) or not settings:
+            raise DataError(
+                f"{self.name}: the transform {type(self.transform).__qualname__} has no fingerprint() and settings "
+                "that say what it does (numbers and strings); give it a fingerprint() method returning a string "
+                "that changes with its settings"
+            )
+        return f"{data}|transform:{settings}"
+
+    def read_views(self, views: int, seed: int) -> None:
+        """Training batches read one of ``views`` seeded augmentations of each example (``cache.augmentations``):
+        in epoch e, view k = :func:`chosen_view` (seed, e, i) of example i, drawn with the RNGs seeded by
+        :func:`view_seed` (seed, k, i); each batch says which (``batch["view"]``)."""
+        self.views, self.view_seed_base = views, seed
 
     def check_rows(self) -> None:
         """Read every item once (this object: once), so an item that cannot be read or holds NaN/Inf (the collate

@@ -12,6 +12,8 @@ random tells the engine that its teacher outputs cannot be cached.
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,6 +27,31 @@ LABEL = "label"
 def transform_is_random(transform: Callable | None) -> bool:
     """Whether ``transform`` draws random numbers; a callable that does not say is assumed random."""
     return transform is not None and bool(getattr(transform, "random", True))
+
+
+_UNKNOWN = object()
+
+
+def transform_settings(transform: Callable) -> str | None:
+    """A string that changes with a transform's settings (part of the teacher cache's key under
+    ``cache.augmentations``): its class and attributes, when each is a number, string, None, a sequence of them or
+    such a transform (:class:`Compose` of the transforms here); None for anything else (a function, a tensor)."""
+    settings = _settings(transform)
+    return None if settings is _UNKNOWN else json.dumps(settings, sort_keys=True)
+
+
+def _settings(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        parts = [_settings(v) for v in value]
+        return _UNKNOWN if any(p is _UNKNOWN for p in parts) else parts
+    if inspect.isroutine(value) or not hasattr(value, "__dict__") or isinstance(value, type):
+        return _UNKNOWN
+    fields = {k: _settings(v) for k, v in sorted(vars(value).items())}
+    if any(v is _UNKNOWN for v in fields.values()):
+        return _UNKNOWN
+    return {"class": f"{type(value).__module__}.{type(value).__qualname__}", **fields}
 
 
 def _keys(keys: Sequence[str] | str, what: str) -> tuple[str, ...]:
