@@ -226,3 +226,8 @@ def test_the_training_mean_of_a_partly_paired_modality_leaves_out_the_fillers():
     train = partly_paired_toy().train
     present = train.tensors["a_present"] != 0
     assert torch.allclose(train.feature_mean()["a"], train.tensors["a"][present].mean(0))
+    from mmdistill.data.contracts.item_dataset import as_split
+
+    items = Pairs(30, 0)
+    held = torch.tensor([i % 3 != 0 for i in range(30)])
+    assert torch.allclose(as_split(items, "train").feature_mean()["a"], items.a[held].mean(0))

@@ -110,12 +110,14 @@ class _LazyMeans(Mapping):
         if key not in self._keys:
             raise KeyError(key)
         if self._means is None:
-            ds, sums = self._dataset, dict[str, Tensor]()
+            ds, sums, rows = self._dataset, dict[str, Tensor](), dict[str, float]()
             for start in range(0, len(ds), 256):
                 batch = ds.__getitems__(range(start, min(start + 256, len(ds))))
                 for k in self._keys:
-                    sums[k] = sums.get(k, 0) + batch[k].double().sum(0)
-            self._means = {k: (v / len(ds)).float() for k, v in sums.items()}
+                    sums[k] = sums.get(k, 0) + batch[k].double().sum(0)  # partly paired: the fillers are zeros
+                    held = batch.get(k + PRESENT_SUFFIX)  # ... and the mean is over the items that hold k
+                    rows[k] = rows.get(k, 0.0) + (len(batch[k]) if held is None else float(held.sum()))
+            self._means = {k: (v / max(rows[k], 1.0)).float() for k, v in sums.items()}
         return self._means[key]
 
 
