@@ -143,3 +143,30 @@ def test_teacher_trainable_from_a_config_file(tiny_config, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cache.enabled: " in err and "teacher.trainable" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "no").exists()
+
+
+def test_train_stopped_after_a_learning_teachers_first_epoch_resumes_bitwise(tiny_config, tmp_path, capsys):
+    """``mmdistill train`` with ``teacher.trainable``, stopped after the student's epoch 1 (a listener raising, as
+    Ctrl-C would) and resumed with ``--resume``: the student and the learned teacher equal an uninterrupted run's."""
+    from mmdistill.cli import main
+    from mmdistill.engine.epoch_listeners import listening
+
+    config = tiny_config(epochs=2, dropout=0.2)
+    text = config.read_text().replace("student:\n", "  trainable: true\nstudent:\n")
+    config.write_text(text.replace("{name: kd, params: {temperature: 2.0, lam: 0.5}}", "{name: dml}"))
+    argv = ["train", str(config), "--quiet", "--no-baseline", "--out"]
+    assert main([*argv, str(tmp_path / "full")]) == 0, capsys.readouterr().err
+
+    def stop_after_the_students_first_epoch(report):
+        if report.desc.endswith("student") and report.epoch == 1:
+            raise KeyboardInterrupt
+
+    with listening(stop_after_the_students_first_epoch):
+        assert main([*argv, str(tmp_path / "stopped")]) == 130
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    assert main([*argv, str(tmp_path / "stopped"), "--resume"]) == 0, capsys.readouterr().err
+    for name in ("student.safetensors", "checkpoints/last.safetensors"):
+        full = load_tensors(tmp_path / "full" / "seed_0" / "student" / name)[0]
+        resumed = load_tensors(tmp_path / "stopped" / "seed_0" / "student" / name)[0]
+        assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), name
+    assert any(k.startswith("module.teacher.") for k in full)
