@@ -67,3 +67,6 @@ def test_two_teachers_sigkill_then_resume_is_bitwise_equal(tmp_path):
     resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert full["summary"] == resumed["summary"]
     assert set(full["runs"][0]) >= {"teacher_clean", "teacher_noisy", "student"}
+    assert {"teacher_clean.accuracy", "teacher_noisy.accuracy"} <= set(full["summary"])
+    summary = (tmp_path / "killed" / "summary.md").read_text()
+    assert "| teacher_clean |" in summary and "| teacher_noisy |" in summary

@@ -233,7 +233,8 @@ def reporting(runs: list[dict], test_checkpoint: str) -> str:
 
 def summarize_runs(runs: list[dict], method: str, test_checkpoint: str, task: str = DEFAULT_TASK) -> dict:
     summary: dict[str, dict] = {}
-    for part in ("teacher", "student", "nokd"):
+    several = [k for k, v in runs[0].items() if k.startswith("teacher_") and isinstance(v, dict)]  # teachers: rows
+    for part in ("teacher", *several, "student", "nokd"):
         if all(part in r for r in runs):
             for metric in runs[0][part]:
                 summary[f"{part}.{metric}"] = summarize([r[part][metric] for r in runs])
@@ -282,7 +283,8 @@ def summary_markdown(metrics: dict) -> str:
         ]
     lines += ["| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
     s = metrics["summary"]
-    for part in ("teacher", "nokd", "student"):
+    several = sorted({k.split(".")[0] for k in s if k.startswith("teacher_")})  # one row per teacher of several
+    for part in ("teacher", *several, "nokd", "student"):
         if f"{part}.{columns[0][0]}" in s:
             cells = [
                 format_summary(s[f"{part}.{key}"], scale, digits, bounds) for key, _, scale, digits, bounds in columns
