@@ -399,6 +399,8 @@ def table(rows: list[dict], preds: list[dict]) -> list[str]:
         ),
         ("advisor: pilot-distillation gain alone", np.array([p["pilot_gain"] for p in preds]), None),
         ("advisor: gamma estimate alone", np.array([p["gamma"] for p in preds]) - 0.5, None),
+        ("advisor: CCH margin I(T;S) - I(S;Y) alone", np.array([p["cch_margin"] for p in preds]), None),
+        ("advisor: teacher's cross-validated accuracy alone", np.array([p["teacher_accuracy"] for p in preds]), None),
         (
             "naive rule, advisor's cross-validated teacher - student acc.",
             100 * np.array([p["teacher_accuracy"] - p["student_accuracy"] for p in preds]),
@@ -421,7 +423,7 @@ def table(rows: list[dict], preds: list[dict]) -> list[str]:
     ]
     for name, pred, interval in entries:
         sc = score(pred, gain, n, interval)
-        sign = f"{sc['sign_accuracy']:.2f}" if "gamma" not in name else "-"
+        sign = f"{sc['sign_accuracy']:.2f}" if "gamma" not in name and "accuracy alone" not in name else "-"
         cov = f"{sc['coverage']:.2f}" if "coverage" in sc else "-"
         small = "-" if np.isnan(sc["spearman_small"]) else f"{sc['spearman_small']:+.2f}"
         lines.append(f"| {name} | {sc['spearman']:+.2f} | {small} | {sign} | {cov} |")

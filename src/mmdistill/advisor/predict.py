@@ -15,11 +15,12 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
 
    fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``; its 80% interval is
    ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set from that suite's cross-validated residuals (split-conformal
-   style). On multi-class data inside the multi-class Venn development suite's ranges the predicted gain is the
-   pilot's own estimate, its interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
-4. the domain (:func:`calibration_domain`): each suite covers its own class counts, row counts and the 1st-99th
-   percentile range of each signal; inputs outside both are not predicted: the advice abstains, says why, and
-   gives the cheap evidence it has (the pilot's estimate with its spread, the teacher's accuracy).
+   style). On multi-class data inside the multi-class Venn development suite's ranges, or inside the real
+   development pairs' (``benchmarks/advisor_real_pairs.py``), the predicted gain is the pilot's own estimate, its
+   interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
+4. the domain (:func:`calibration_domain`): each calibration covers its own class counts, row counts and range of
+   each signal; inputs outside all three are not predicted: the advice abstains, says why, and gives the cheap
+   evidence it has (the pilot's estimate with its spread, the teacher's accuracy).
    docs/advisor.md has the held-out validation.
 """
 
@@ -70,7 +71,7 @@ class Advice:
     examples: int
     models_trained: int
     features: dict = field(default_factory=dict)
-    basis: str = "calibrated"  # calibrated | pilot | abstained
+    basis: str = "calibrated"  # calibrated | pilot | real-pilot | abstained
     outside: list[str] = field(default_factory=list)  # why the inputs lie outside the calibrated domain
     teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
 
@@ -106,6 +107,7 @@ class Advice:
         basis = {
             "calibrated": "calibrated on synthetic two-class Venn suites",
             "pilot": "the pilot's estimate; interval calibrated on a multi-class Venn suite",
+            "real-pilot": "the pilot's estimate; interval calibrated on real development pairs",
         }[self.basis]
         return (
             f"  predicted KD gain {self.predicted_gain:+.1f} points, 80% interval [{glo:+.1f}, {ghi:+.1f}] ({basis})\n"
@@ -208,8 +210,8 @@ def advise(
     interval: tuple[float, float] | None = None
     if domain == "calibrated":
         gain, half = predict_gain(features, pilot.gain_prob_se)
-    elif domain == "pilot":  # multi-class data like the multi-class suite's: the pilot's own measurement, its
-        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)  # interval from that suite's residuals
+    elif domain in ("pilot", "real-pilot"):  # the pilot's own measurement, its interval from the residuals of the
+        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se, block=domain)  # suite whose domain it is in
     if gain is not None:
         interval = (gain - half, gain + half)
     return Advice(
@@ -253,18 +255,26 @@ def _pilot(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, repeats:
 
 
 def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
-    """("calibrated", []) inside the two-class development suite's domain, ("pilot", []) inside the multi-class
-    one's, else ("abstained", why). A suite's domain (``calibration.json``, written from the suite's own stored
-    signals by ``benchmarks/advisor_validation.py --domain``) is its range of classes and of training rows, and the
-    1st-99th percentile range of each signal the calibration reads."""
+    """("calibrated", []) inside the two-class Venn development suite's domain, ("pilot", []) inside the
+    multi-class Venn suite's, ("real-pilot", []) inside the real development pairs', else ("abstained", why: what
+    lies outside the nearest one). A domain (``calibration.json``, written from its own stored signals by
+    ``benchmarks/advisor_validation.py --domain`` and ``benchmarks/advisor_real_pairs.py --fit``) is a range of
+    classes and of training rows and a range of each signal it lists: the Venn suites' 1st-99th percentiles of the
+    nine signals the calibration reads, the real pairs' minimum to maximum of the pilot's four signals."""
     c = calibration or cal.load()
-    two_class = _outside(c["domain"], k, n, features)
-    if not two_class:
-        return "calibrated", []
-    multi_class = _outside(c["outside"]["domain"], k, n, features)
-    if not multi_class:
-        return "pilot", []
-    return "abstained", two_class if k == 2 else multi_class
+    why = []
+    for basis, domain in (("calibrated", c["domain"]), ("pilot", c["outside"]["domain"]), ("real-pilot", _real(c))):
+        if domain is None:
+            continue
+        outside = _outside(domain, k, n, features)
+        if not outside:
+            return basis, []
+        why.append(outside)
+    return "abstained", min(why, key=len)
+
+
+def _real(c: dict) -> dict | None:
+    return c["real"]["domain"] if c.get("real") else None
 
 
 def _outside(domain: dict, k: int, n: int, features: dict) -> list[str]:
@@ -323,10 +333,11 @@ def predict_gain(features: dict, pilot_se: float, calibration: dict | None = Non
     return c["intercept"] + float(k @ np.asarray(c["alpha"])), c["q80"] * (c["scale0"] + pilot_se)
 
 
-def pilot_interval(pilot_se: float, calibration: dict | None = None) -> float:
-    """Half-width of the 80% interval around the pilot's own estimate (outside the calibration's domain):
-    ``q80 (s0 + se_pilot)``, (q80, s0) from the pilot's residuals on the multi-class Venn development suite."""
-    c = (calibration or cal.load())["outside"]
+def pilot_interval(pilot_se: float, calibration: dict | None = None, block: str = "pilot") -> float:
+    """Half-width of the 80% interval around the pilot's own estimate: ``q80 (s0 + se_pilot)``, (q80, s0) from the
+    pilot's residuals on the multi-class Venn development suite (``block="pilot"``) or on the real development
+    pairs (``"real-pilot"``)."""
+    c = (calibration or cal.load())["outside" if block == "pilot" else "real"]
     return c["q80"] * (c["scale0"] + pilot_se)
 
 

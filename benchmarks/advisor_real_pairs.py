@@ -1,0 +1,357 @@
+"""The advisor on real teacher -> student pairs: its advice against KD gains measured over seeds, beside baselines.
+
+    python benchmarks/advisor_real_pairs.py --measure [--seeds 5] [--avmnist DIR]   # the gains, both parts
+    python benchmarks/advisor_real_pairs.py --part dev [--avmnist DIR]              # advise, score the dev part
+    python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
+
+:data:`SETTINGS` is the fixed list of settings, each assigned to the development or the held-out part in this file
+before anything was measured or fitted: mfeat view pairs, AV-Digits image <-> audio at three image-energy removals,
+and AV-MNIST (MNIST images + Free Spoken Digit Dataset spectrograms) image <-> audio at four noise levels.
+``--avmnist DIR``: a folder holding the AV-MNIST builds ``snr-6``, ``snr0``, ``snr6``, ``snrnone``, made with
+
+    mmdistill data build av-mnist --mnist ../shared/data/mnist --fsdd ../shared/data/fsdd/recordings \\
+        --limit 2000 --snr-db S --out DIR/snrS          # S in -6, 0, 6, none
+
+(without it the AV-MNIST settings are skipped and listed as such).
+
+Measured gain, per seed s (the split and the initialisation; AV-MNIST's split is fixed, so there only the
+initialisation, and its principal components are fitted on 500 evenly spaced training rows): the teacher
+modality's and the student modality's training features (flattened, the dataset's PCA width, standardised:
+:func:`mmdistill.mfh.pairs.load_pairs`), a one-hidden-layer MLP (64) teacher, a no-KD student and a KD student
+(``CE + k KL(t || s)``, T = 1, k classes), 300 full-batch SGD epochs at lr 0.3 (the mfh-removal protocol's regular
+KD), trained as batched ensembles; gain = KD - no-KD test accuracy, in points, mean and 95% t-interval over the
+seeds (paired).
+
+The advice: ``advise()`` on seed 0's training split (:func:`mmdistill.advisor.inputs.load_advisor_inputs`), and
+its baselines, each computed on the same rows: the CCH margin I(T;S) - I(S;Y) alone (Xie et al. 2025: KD helps
+when > 0), the gamma estimate alone, the teacher's cross-validated accuracy alone (the pilot's), and the pilot
+distillation's KD - no-KD estimate alone. Scores on a part: Spearman with the measured gains, sign accuracy against
+the better trivial rule ("KD never helps" / "always helps"), the 80% interval's coverage and the abstention rate.
+Writes ``docs/results/advisor/real_<part>.json``; prints the tables docs/advisor.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmdistill.advisor.inputs import load_advisor_inputs
+from mmdistill.advisor.predict import advise
+from mmdistill.io import write_text
+from mmdistill.mfh.ensemble import Run, make_mlp, train_runs
+from mmdistill.mfh.pairs import DEFAULT_PCA, Pair, _pca_basis, load_pairs
+from mmdistill.stats import paired_difference, spearman
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results" / "advisor"
+PROTOCOL = {"hidden": 64, "epochs": 300, "lr": 0.3}
+
+# (dataset, params, teacher, student, part): fixed before any measurement or fit; never moved between parts
+SETTINGS = [
+    ("mfeat", {}, "pix", "zer", "dev"),
+    ("mfeat", {}, "fou", "kar", "heldout"),
+    ("mfeat", {}, "kar", "fou", "dev"),
+    ("mfeat", {}, "pix", "fac", "heldout"),
+    ("mfeat", {}, "zer", "mor", "dev"),
+    ("mfeat", {}, "mor", "zer", "heldout"),
+    ("mfeat", {}, "fac", "pix", "dev"),
+    ("mfeat", {}, "zer", "kar", "heldout"),
+    ("mfeat", {}, "mor", "fou", "dev"),
+    ("mfeat", {}, "fac", "mor", "heldout"),
+    ("mfeat", {}, "fou", "pix", "dev"),
+    ("mfeat", {}, "kar", "pix", "heldout"),
+    ("av-digits", {"image_energy_removed": 0.75}, "image", "audio", "dev"),
+    ("av-digits", {"image_energy_removed": 0.75}, "audio", "image", "heldout"),
+    ("av-digits", {"image_energy_removed": 0.5}, "audio", "image", "dev"),
+    ("av-digits", {"image_energy_removed": 0.5}, "image", "audio", "heldout"),
+    ("av-digits", {"image_energy_removed": 0.9}, "image", "audio", "dev"),
+    ("av-digits", {"image_energy_removed": 0.9}, "audio", "image", "heldout"),
+    ("avmnist", {"root": "snr-6"}, "image", "audio", "dev"),
+    ("avmnist", {"root": "snr-6"}, "audio", "image", "heldout"),
+    ("avmnist", {"root": "snr0"}, "audio", "image", "dev"),
+    ("avmnist", {"root": "snr0"}, "image", "audio", "heldout"),
+    ("avmnist", {"root": "snr6"}, "image", "audio", "dev"),
+    ("avmnist", {"root": "snr6"}, "audio", "image", "heldout"),
+    ("avmnist", {"root": "snrnone"}, "audio", "image", "dev"),
+    ("avmnist", {"root": "snrnone"}, "image", "audio", "heldout"),
+]
+
+
+def label(dataset: str, params: dict, teacher: str, student: str) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in params.items())
+    return f"{dataset} {teacher}:{student}" + (f" ({extra})" if extra else "")
+
+
+_LOADED: dict = {}  # AV-MNIST's split does not depend on the seed: its pairs are loaded (and projected) once
+
+
+def _pairs(dataset: str, params: dict, teacher: str, student: str, seed: int):
+    """:func:`load_pairs` with the dataset's PCA width; AV-MNIST read once per build, either direction."""
+    pca = DEFAULT_PCA.get(dataset)
+    if dataset != "avmnist":
+        return load_pairs(dataset, params, teacher, student, seed=seed, pca=pca)
+    key = (params["root"], *sorted((teacher, student)))
+    if key not in _LOADED:
+        _LOADED.clear()  # one build's projected arrays at a time
+        _LOADED[key] = _projected(load_pairs(dataset, params, key[1], key[2], seed=0), pca)
+    d = _LOADED[key]
+    if (teacher, student) == key[1:]:
+        return d
+    swap = {s: Pair(d.split(s).xb, d.split(s).xa, d.split(s).y) for s in ("train", "val", "test")}
+    return replace(d, teacher=teacher, student=student, **swap)
+
+
+def _projected(d, width: int):
+    """Each side wider than ``width`` projected on the top ``width`` principal components of 500 evenly spaced
+    training rows (AV-MNIST's 12,544-value audio: an SVD of every training row costs minutes on a shared CPU),
+    standardised by the training rows."""
+    sides = {}
+    for side in ("xa", "xb"):
+        train = getattr(d.train, side)
+        if train.shape[1] <= width:
+            sides[side] = [getattr(d.split(s), side) for s in ("train", "val", "test")]
+            continue
+        mu, basis = _pca_basis(train[torch.linspace(0, len(train) - 1, 500).long()], width)
+        z = [(getattr(d.split(s), side) - mu) @ basis for s in ("train", "val", "test")]
+        m, sd = z[0].mean(0), z[0].std(0).clamp_min(1e-6)
+        sides[side] = [(x - m) / sd for x in z]
+    parts = {s: Pair(sides["xa"][i], sides["xb"][i], d.split(s).y) for i, s in enumerate(("train", "val", "test"))}
+    return replace(d, **parts)
+
+
+def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds: range) -> dict:
+    """KD - no-KD test accuracy (points) per seed, and the teacher's, by the protocol in the module docstring."""
+    jobs = []
+    for seed in seeds:
+        d = _pairs(dataset, params, teacher, student, seed)
+        torch.manual_seed(seed)
+        k, h = d.num_classes, (PROTOCOL["hidden"],)
+        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [make_mlp(d.train.xb.shape[1], h, k) for _ in range(2)]
+        jobs.append((d, nets))
+    fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
+    teachers = train_runs([Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], **fit)
+    soft = torch.softmax(teachers.logits([d.train.xa for d, _ in jobs]), -1)
+    runs = []
+    for (d, nets), p in zip(jobs, soft):
+        k = float(d.num_classes)
+        runs += [Run(nets[1], d.train.xb, d.train.y), Run(nets[2], d.train.xb, d.train.y, p, 1.0, k)]
+    students = train_runs(runs, **fit)
+    acc = students.accuracy([d.test.xb for d, _ in jobs for _ in (0, 1)], [d.test.y for d, _ in jobs for _ in (0, 1)])
+    t_acc = teachers.accuracy([d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs])
+    nokd, kd = acc[0::2].tolist(), acc[1::2].tolist()
+    gain = paired_difference(kd, nokd)
+    return {
+        "gain": 100 * gain["mean"],
+        "gain_low": 100 * gain["ci_low"],
+        "gain_high": 100 * gain["ci_high"],
+        "gains": [100 * (a - b) for a, b in zip(kd, nokd)],
+        "teacher_test_acc": 100 * float(t_acc.mean()),
+        "nokd_test_acc": 100 * float(np.mean(nokd)),
+        "train_rows": len(jobs[0][0].train.y),
+    }
+
+
+def advice_row(dataset: str, params: dict, teacher: str, student: str) -> dict:
+    start = time.perf_counter()
+    inputs = load_advisor_inputs(dataset, params, teacher, student, seed=0)
+    read_s = time.perf_counter() - start
+    a = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=0)
+    interval = a.predicted_gain_interval or (None, None)
+    return {
+        "classes": inputs.num_classes,
+        "rows": len(inputs.y),
+        "features": a.features,
+        "abstained": a.abstained,
+        "basis": a.basis,
+        "outside": a.outside,
+        "predicted_gain": a.predicted_gain,
+        "predicted_low": interval[0],
+        "predicted_high": interval[1],
+        "recommendation": a.recommendation.split(":")[0],
+        "cch_margin": a.cch_margin,
+        "gamma": a.gamma,
+        "teacher_acc": 100 * a.teacher_accuracy,
+        "student_acc": 100 * a.student_accuracy,
+        "pilot_gain": a.pilot_gain,
+        "pilot_se": a.pilot_gain_se,
+        "advice_s": a.seconds,
+        "read_s": read_s,
+    }
+
+
+REAL_SIGNALS = ("pilot_gain", "pilot_se", "teacher_acc", "student_acc")  # what the pilot's interval depends on
+
+
+def fit_real_interval(rows: list[dict]) -> dict:
+    """The ``real`` block of the shipped calibration, from the development part: the interval around the pilot's own
+    estimate, ``q80 (s0 + se_pilot)`` with s0 the mean absolute residual |gain - pilot| and q80 the 80th percentile
+    of residual / (s0 + se_pilot) (split-conformal, as for the multi-class Venn suite), and its domain: the part's
+    classes, training rows and each of the pilot's signals (:data:`REAL_SIGNALS`) from minimum to maximum."""
+    from mmdistill.advisor import calibration as cal
+
+    gain, pilot, se = (np.array([r[k] for r in rows], dtype=float) for k in ("gain", "pilot_gain", "pilot_se"))
+    resid = np.abs(gain - pilot)
+    scale0 = float(resid.mean())
+    span = lambda values: [float(min(values)), float(max(values))]  # noqa: E731
+    real = {
+        "scale0": scale0,
+        "q80": float(np.quantile(resid / (scale0 + se), 0.8)),
+        "suite": f"real development pairs: {len(rows)} settings (benchmarks/advisor_real_pairs.py --part dev --fit)",
+        "domain": {
+            "classes": span([r["classes"] for r in rows]),
+            "rows": span([r["rows"] for r in rows]),
+            "signals": {name: span([r["features"][name] for r in rows]) for name in REAL_SIGNALS},
+        },
+    }
+    shipped = json.loads(cal.PATH.read_text())
+    write_text(cal.PATH, json.dumps({**shipped, "real": real}, separators=(",", ":")) + "\n")
+    cal.load.cache_clear()
+    return real
+
+
+def _sign_accuracy(pred: np.ndarray, gain: np.ndarray) -> float:
+    return float(np.mean((pred > 0) == (gain > 0)))
+
+
+def scores(rows: list[dict]) -> list[str]:
+    """Markdown lines: the advisor (on the settings it does not abstain on) and each baseline (on all, and on the
+    advisor's settings), against the measured gains."""
+    gain = np.array([r["gain"] for r in rows])
+    kept = np.array([not r["abstained"] for r in rows])
+    trivial = lambda g: max(np.mean(g > 0), np.mean(g <= 0)) if len(g) else float("nan")  # noqa: E731
+    lines = [
+        f"{len(rows)} settings; the advisor abstains on {int((~kept).sum())} ({100 * np.mean(~kept):.0f}%). "
+        f"Trivial sign rule (the better of 'never helps' / 'always helps'): {trivial(gain):.2f} on all settings, "
+        f"{trivial(gain[kept]):.2f} on the advisor's.",
+        "",
+        "| predictor | settings | Spearman | sign accuracy | 80% coverage | Spearman on the advisor's settings |",
+        "|---|---|---|---|---|---|",
+    ]
+    if kept.any():
+        pred = np.array([r["predicted_gain"] for r in rows if not r["abstained"]], dtype=float)
+        lo = np.array([r["predicted_low"] for r in rows if not r["abstained"]], dtype=float)
+        hi = np.array([r["predicted_high"] for r in rows if not r["abstained"]], dtype=float)
+        cover = float(np.mean((lo <= gain[kept]) & (gain[kept] <= hi)))
+        rho = spearman(pred.tolist(), gain[kept].tolist()) if kept.sum() > 2 else float("nan")
+        lines.append(
+            f"| advisor (predicted gain) | {int(kept.sum())} | {rho:+.2f} | "
+            f"{_sign_accuracy(pred, gain[kept]):.2f} | {cover:.2f} | {rho:+.2f} |"
+        )
+    for name, key, signed in (
+        ("CCH margin alone", "cch_margin", True),
+        ("gamma estimate alone", "gamma", False),
+        ("teacher's accuracy alone", "teacher_acc", False),
+        ("pilot distillation alone", "pilot_gain", True),
+    ):
+        x = np.array([r[key] for r in rows], dtype=float)
+        on_kept = spearman(x[kept].tolist(), gain[kept].tolist()) if kept.sum() > 2 else float("nan")
+        sign = f"{_sign_accuracy(x, gain):.2f}" if signed else "-"
+        rho = spearman(x.tolist(), gain.tolist())
+        lines.append(f"| {name} | {len(rows)} | {rho:+.2f} | {sign} | - | {on_kept:+.2f} |")
+    return lines
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| setting | advice: predicted gain [80%] | measured gain [95% CI] | CCH margin | gamma | pilot ± se | "
+        "teacher acc (pilot) | advice s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["abstained"]:
+            said = "abstains (" + "; ".join(r["outside"]) + ")"
+        else:
+            said = f"{r['predicted_gain']:+.1f} [{r['predicted_low']:+.1f}, {r['predicted_high']:+.1f}]"
+        lines.append(
+            f"| {r['setting']} | {said} | {r['gain']:+.2f} [{r['gain_low']:+.2f}, {r['gain_high']:+.2f}] | "
+            f"{r['cch_margin']:+.3f} | {r['gamma']:.2f} | {r['pilot_gain']:+.1f} ± {r['pilot_se']:.1f} | "
+            f"{r['teacher_acc']:.1f}% | {r['advice_s']:.2f} |"
+        )
+    return lines
+
+
+def measure_all(seeds: int, avmnist: str | None, only: str | None) -> dict:
+    """Every setting's measured gains (both parts; nothing printed, so the held-out part stays unseen until it is
+    scored), cached in ``real_measured.json``: the advice is recomputed from it, the measurement is not."""
+    path = RESULTS / "real_measured.json"
+    cached = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    start = time.perf_counter()
+    for dataset, params, teacher, student, _ in SETTINGS:
+        name = label(dataset, params, teacher, student)
+        if name in cached["rows"] or (only and only not in name) or (dataset == "avmnist" and not avmnist):
+            continue
+        if dataset == "avmnist":
+            params = {**params, "root": os.path.join(avmnist, params["root"])}
+        t0 = time.perf_counter()
+        row = measured_gain(dataset, params, teacher, student, range(seeds))
+        cached["rows"][name] = {**row, "seeds": seeds, "seconds": time.perf_counter() - t0}
+        cached["protocol"] = PROTOCOL
+        cached["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread"
+        write_text(path, json.dumps(cached, indent=1))
+        print(f"measured {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"measuring: {time.perf_counter() - start:.0f} s wall")
+    return cached
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("dev", "heldout"), help="advise on this part and score it")
+    ap.add_argument("--measure", action="store_true", help="measure the gains not yet in real_measured.json")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--avmnist", help="folder of the AV-MNIST builds (snr-6, snr0, snr6, snrnone)")
+    ap.add_argument("--only", help="only the settings whose label contains this text")
+    ap.add_argument(
+        "--fit",
+        action="store_true",
+        help="with --part dev: fit the interval around the pilot's estimate on real pairs (and its domain) into the "
+        "shipped calibration, then advise with it",
+    )
+    args = ap.parse_args()
+    if args.fit and args.part != "dev":
+        raise SystemExit("--fit: only on the development part")
+    torch.set_num_threads(1)
+    if args.measure:
+        measure_all(args.seeds, args.avmnist, args.only)
+    if not args.part:
+        return
+    measured = json.loads((RESULTS / "real_measured.json").read_text())["rows"]
+    start = time.perf_counter()
+    rows, skipped = [], []
+    for dataset, params, teacher, student, part in SETTINGS:
+        name = label(dataset, params, teacher, student)
+        if part != args.part or (args.only and args.only not in name):
+            continue
+        if name not in measured:
+            skipped.append(f"{name}: not measured")
+            continue
+        if dataset == "avmnist":
+            if not args.avmnist:
+                skipped.append(f"{name}: no --avmnist folder given")
+                continue
+            params = {**params, "root": os.path.join(args.avmnist, params["root"])}
+        rows.append({"setting": name, **advice_row(dataset, params, teacher, student), **measured[name]})
+    if args.fit:  # the pilot's signals do not depend on the calibration: fit, then advise again with it
+        print("fitted on the development part:", json.dumps(fit_real_interval(rows)))
+        for r in rows:
+            dataset, params, teacher, student, _ = next(x for x in SETTINGS if label(*x[:4]) == r["setting"])
+            if dataset == "avmnist":
+                params = {**params, "root": os.path.join(args.avmnist, params["root"])}
+            r.update(advice_row(dataset, params, teacher, student))
+    seconds = time.perf_counter() - start
+    result = {"part": args.part, "advice_seconds": seconds, "skipped": skipped, "rows": rows}
+    write_text(RESULTS / f"real_{args.part}.json", json.dumps(result, indent=1))
+    print("\n".join(["", *table(rows), "", *scores(rows), "", f"advice on {len(rows)} settings: {seconds:.0f} s wall"]))
+    for s in skipped:
+        print("skipped:", s)
+
+
+if __name__ == "__main__":
+    main()
