@@ -42,6 +42,17 @@ def test_two_teachers_on_different_modalities_distil_with_one_cache_file_per_tea
     assert len(list(cache.glob("*.safetensors"))) == 2  # the training split's outputs, one file per teacher
 
 
+def test_several_teachers_online_train_the_student_as_their_cached_outputs_do(toy_splits, tmp_path):
+    teachers = [_model(toy_splits, ["a"], 1), _model(toy_splits, ["b"], 2)]
+    for name, cache in (("cached", {"dir": tmp_path / "cache"}), ("online", {"enabled": False})):
+        distill(
+            _model(toy_splits, ["b"], 3), teachers, toy_splits, tmp_path / name, "mst_distill", trainer=ONE_EPOCH,
+            cache=cache, quiet=True,
+        )  # fmt: skip
+    assert list((tmp_path / "cache").glob("*.safetensors"))
+    assert _equal(_weights(tmp_path / "cached"), _weights(tmp_path / "online"))
+
+
 def test_one_teacher_in_a_list_trains_kd_exactly_as_a_single_teacher(toy_splits, tmp_path):
     teacher = _model(toy_splits, ["a", "b"], 1)
     for name, given in (("single", teacher), ("listed", [teacher])):
