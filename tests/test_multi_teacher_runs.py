@@ -53,6 +53,32 @@ def test_several_teachers_online_train_the_student_as_their_cached_outputs_do(to
     assert _equal(_weights(tmp_path / "cached"), _weights(tmp_path / "online"))
 
 
+def test_a_distill_folder_records_its_several_teachers_for_the_commands(toy_splits, tmp_path):
+    from mmdistill.evaluation.runs import load_run_models
+
+    teachers = {"audio": _model(toy_splits, ["a"], 1), "visual": _model(toy_splits, ["b"], 2)}
+    distill(_model(toy_splits, ["b"], 3), teachers, toy_splits, tmp_path / "run", "multi_teacher_kd", trainer=ONE_EPOCH)
+    cfg, _, models = load_run_models(tmp_path / "run")
+    assert list(cfg.teachers) == ["audio", "visual"] and cfg.teachers["audio"].model.modalities == ["a"]
+    assert list(models) == ["seed_0/student"]  # the teachers' weights are not kept
+    distill(
+        _model(toy_splits, ["b"], 3), {"own": Wrapped(_model(toy_splits, ["a"], 4)), **teachers}, toy_splits,
+        tmp_path / "own", "multi_teacher_kd", trainer=ONE_EPOCH, quiet=True,
+    )  # fmt: skip
+    assert "teachers.own is a Wrapped built in Python" in (tmp_path / "own" / "result.json").read_text()
+
+
+class Wrapped(nn.Module):
+    """A teacher built in Python (no model config to record)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.modalities = inner, inner.modalities
+
+    def forward(self, batch):
+        return self.inner(batch)
+
+
 def test_one_teacher_in_a_list_trains_kd_exactly_as_a_single_teacher(toy_splits, tmp_path):
     teacher = _model(toy_splits, ["a", "b"], 1)
     for name, given in (("single", teacher), ("listed", [teacher])):

@@ -227,9 +227,10 @@ class Run:
         save_tensors(out_dir / "student.safetensors", spec.student.state_dict(), {"checkpoint": fitted.test_checkpoint})
         record = None
         if own_folder:
+            several = isinstance(self.teacher, TeacherGroup)
             record = describe_run(
                 spec.student,
-                self.teacher,
+                None if several else self.teacher,
                 spec.origin,
                 spec.method,
                 spec.method_params,
@@ -239,8 +240,10 @@ class Run:
                 task={"name": self.task.name, "params": self.task.params.model_dump(mode="json")},
                 seed=spec.seed,
             )
+            if several and not isinstance(record, str):
+                record = _with_teachers(record, self.teacher)
             if not isinstance(record, str):
-                write_record(out_dir, record, self.teacher)
+                write_record(out_dir, record, None if several else self.teacher)
         write_json(
             out_dir / "result.json",
             {
@@ -257,6 +260,24 @@ class Run:
                 UNITS_KEY: PERCENT,
             },
         )
+
+
+def _with_teachers(record: RunConfig, group: TeacherGroup) -> RunConfig | str:
+    """A ``distill()`` folder's config with its several teachers as a ``teachers`` section of their model configs
+    (their weights are not kept: the commands read the student), or the reason there is none."""
+    sections = {}
+    for name, member in group.members.items():
+        model_cfg = getattr(member, "mmdistill_config", None)
+        if model_cfg is None:
+            return (
+                f"teachers.{name} is a {type(member).__name__} built in Python, not by mmdistill.models.build_model "
+                "from a model config"
+            )
+        sections[name] = {"model": model_cfg.model_dump(mode="json")}
+    try:
+        return RunConfig.model_validate({**record.model_dump(mode="json"), "teachers": sections})
+    except (ValueError, ConfigError) as err:  # pydantic's ValidationError is a ValueError
+        return f"the run's settings do not form a valid config ({str(err).splitlines()[0][:200]})"
 
 
 def _same_weights(model: nn.Module, path: Path) -> bool:
