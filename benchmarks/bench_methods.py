@@ -12,6 +12,10 @@ between methods (every method once per round, ``--rounds`` rounds of ``--steps``
 is the median over rounds of each method's seconds per step, and its ratio to KD's median.
 
     python benchmarks/bench_methods.py [--threads 1] [--rounds 7] [--steps 20] [--batch 128]
+        [--only rkd "crd (K=4096)"] [--clock cpu]
+
+``--only``: time these methods (and KD, the reference) only; ``--clock cpu``: the process's CPU time per step
+(``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs.
 """
 
 from __future__ import annotations
@@ -84,10 +88,10 @@ def make(label: str, data, masker, batch: int):
     return module, torch.optim.Adam(module.parameters(), lr=1e-3), batches, outs
 
 
-def time_steps(state, steps: int, cursor: int) -> float:
+def time_steps(state, steps: int, cursor: int, clock=time.perf_counter) -> float:
     module, opt, batches, outs = state
     weights = module.method.loss_weights()
-    start = time.perf_counter()
+    start = clock()
     for i in range(steps):
         j = (cursor + i) % len(batches)
         teacher_out = outs[j]()
@@ -97,7 +101,8 @@ def time_steps(state, steps: int, cursor: int) -> float:
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-    return (time.perf_counter() - start) / steps
+        module.method.after_step(i + 1, 0)  # the trainer's order: state changed after the step (CRD's bank, Z)
+    return (clock() - start) / steps
 
 
 def main() -> None:
@@ -107,25 +112,30 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--only", nargs="+", choices=list(METHODS), help="these methods (and kd) only")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = ap.parse_args()
+    labels = [label for label in METHODS if not args.only or label == "kd" or label in args.only]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
     masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
-    states = {label: make(label, data, masker, args.batch) for label in METHODS}
+    states = {label: make(label, data, masker, args.batch) for label in labels}
     for state in states.values():
         time_steps(state, 3, 0)  # warm-up
-    times: dict[str, list[float]] = {label: [] for label in METHODS}
+    times: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(args.rounds):
         for label, state in states.items():
-            times[label].append(time_steps(state, args.steps, r * args.steps))
+            times[label].append(time_steps(state, args.steps, r * args.steps, clock))
     kd = statistics.median(times["kd"])
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-        f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step"
+        f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step "
+        f"({args.clock} clock)"
     )
     print("| method | ms / step | x KD |")
     print("|---|---|---|")
-    for label in METHODS:
+    for label in labels:
         med = statistics.median(times[label])
         print(f"| {label} | {1000 * med:.2f} | {med / kd:.2f} |")
 

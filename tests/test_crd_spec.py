@@ -7,7 +7,7 @@ from torch import nn
 
 from mmdistill.batch import INDEX, LABEL
 from mmdistill.methods.base import StudentOutputs, TeacherOutputs, term_value, weighted_total
-from mmdistill.methods.crd import ContrastiveRD, bank_critic, critic, momentum_update, nce_loss
+from mmdistill.methods.crd import ContrastiveRD, bank_scores, critic, momentum_update, nce_loss
 
 torch.set_num_threads(1)
 
@@ -34,26 +34,33 @@ def test_momentum_update_normalises_each_row_on_its_own():
     torch.testing.assert_close(bank, torch.tensor([[r, r], [0.0, 1.0], [1.0, 0.0]]))
 
 
-def test_bank_critic_takes_a_low_precision_anchor_against_a_float32_bank():
+def scored(anchor, bank, idx, nce_t):
+    """Both terms' scores of one anchor against one bank (the same anchor and bank twice), as (B, 1 + K) h values."""
+    scores = bank_scores(torch.stack([anchor, anchor]), (bank, bank), idx[:, 0], idx[:, 1:], nce_t)
+    negative = scores.negative[0] if scores.counts is None else scores.negative[0].gather(1, idx[:, 1:])
+    return torch.cat([scores.positive[0].unsqueeze(1), negative], 1).exp()
+
+
+def test_bank_scores_take_a_low_precision_anchor_against_a_float32_bank():
     torch.manual_seed(0)
-    bank = torch.nn.functional.normalize(torch.randn(50, 4), dim=1)
+    bank = torch.nn.functional.normalize(torch.randn(100, 4), dim=1)
     anchor = torch.nn.functional.normalize(torch.randn(3, 4), dim=1).bfloat16()
-    for idx in (torch.randint(50, (3, 5)), torch.randint(50, (3, 20))):  # 50 > 4 * 5: gather; 50 <= 4 * 20: product
-        out = bank_critic(anchor, bank, idx, 0.5)
-        assert out.dtype == torch.bfloat16
-        torch.testing.assert_close(out.float(), critic(anchor.float(), bank[idx], 0.5), rtol=0.05, atol=0.05)
+    for idx in (torch.randint(100, (3, 2)), torch.randint(100, (3, 20)), torch.randint(100, (3, 120))):  # 3 paths
+        out = scored(anchor, bank, idx, 0.5)
+        assert out.dtype == torch.float32  # scored in bfloat16, summed in float32
+        torch.testing.assert_close(out, critic(anchor.float(), bank[idx], 0.5), rtol=0.05, atol=0.05)
 
 
-def test_bank_critic_gradient_survives_the_in_place_bank_update():
+def test_bank_scores_gradient_survives_the_in_place_bank_update():
     """The bank is updated after the scores are computed and before backward (as in ``losses``)."""
     torch.manual_seed(0)
     bank = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     anchor = torch.randn(2, 4, requires_grad=True)
-    idx = torch.randint(8, (2, 5))  # 8 <= 4 * 5: the one-product path
-    expected = torch.autograd.grad(critic(anchor, bank.clone()[idx], 0.5).sum(), anchor)[0]
-    scores = bank_critic(anchor, bank, idx, 0.5)
-    momentum_update(bank, torch.arange(8), torch.randn(8, 4), 0.5)
-    torch.testing.assert_close(torch.autograd.grad(scores.sum(), anchor)[0], expected)
+    for idx in (torch.randint(8, (2, 5)), torch.randint(8, (2, 12))):  # picked from the product; every row counted
+        expected = torch.autograd.grad(critic(anchor, bank.clone()[idx], 0.5).sum(), anchor)[0]
+        scores = scored(anchor, bank, idx, 0.5)
+        momentum_update(bank, torch.arange(8), torch.randn(8, 4), 0.5)
+        torch.testing.assert_close(torch.autograd.grad(scores.sum(), anchor)[0], expected)
 
 
 def test_banks_start_uniform_in_plus_minus_a_from_their_own_seed():

@@ -185,17 +185,22 @@ def test_c2kd_selects_agreeing_examples_and_distils_both_ways():
     assert set(method.loss_weights()) == set(out)
 
 
-def test_crd_bank_critic_paths_agree():
-    """Small bank: one matrix product then a gather; large bank: gathered rows. Same values."""
-    from mmdistill.methods.crd import bank_critic
+def test_crd_bank_scores_paths_agree():
+    """Every bank row scored and counted (N <= K), the drawn rows picked from one product, or gathered rows
+    (N > FULL_PRODUCT_ROWS x (1 + K)): the same scores, <anchor, row> / nce_t."""
+    from mmdistill.methods.crd import FULL_PRODUCT_ROWS, bank_scores
 
     g = torch.Generator().manual_seed(0)
-    anchor, bank = torch.randn(4, 3, generator=g), torch.randn(50, 3, generator=g)
-    idx = torch.randint(50, (4, 5), generator=g)
-    small = bank_critic(anchor, bank, idx, 0.5)  # 50 > 4 * 5: gather path
-    torch.testing.assert_close(small, critic(anchor, bank[idx], 0.5))
-    wide = torch.randint(50, (4, 20), generator=g)  # 50 <= 4 * 20: matrix-product path
-    torch.testing.assert_close(bank_critic(anchor, bank, wide, 0.5), critic(anchor, bank[wide], 0.5))
+    anchor, bank = torch.randn(4, 3, generator=g), torch.randn(100, 3, generator=g)
+    for k in (120, 5, 100 // FULL_PRODUCT_ROWS - 2):
+        idx = torch.randint(100, (4, 1 + k), generator=g)
+        scores = bank_scores(torch.stack([anchor, -anchor]), (bank, bank), idx[:, 0], idx[:, 1:], 0.5)
+        negative = scores.negative if scores.counts is None else scores.negative.gather(2, idx[:, 1:].expand(2, 4, k))
+        if scores.counts is not None:
+            torch.testing.assert_close(scores.counts.sum(1), torch.full((4,), float(k)))
+        for side, sign in ((0, 1.0), (1, -1.0)):
+            want = torch.log(critic(sign * anchor, bank[idx], 0.5))
+            torch.testing.assert_close(torch.cat([scores.positive[side].unsqueeze(1), negative[side]], 1), want)
 
 
 def test_rkd_angles_from_the_gram_matrix_equal_the_difference_vector_form():

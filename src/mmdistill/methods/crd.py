@@ -28,6 +28,13 @@ negatives from other classes only ("exact" mode); that is not reconstructed.
 
 Tasks: any task (negatives are examples, not classes); the bank needs the dataset's ``index``.
 Before :meth:`prepare` (e.g. the pre-flight check) the current batch serves as the bank.
+
+Computation (the same loss, to float rounding): both terms are scored in one batched matrix product of the two
+anchors against the two banks (:func:`bank_scores`), and the NCE terms are summed in log space,
+``-log(h_0 / (h_0 + c)) = softplus(-x_0)`` and ``-log((K/N) / (h_k + c)) = softplus(x_k) - log((K/N) / c)`` with
+``x = log h - log c``, ``c = K/N + eps`` (:func:`nce_terms`): no exp, division and log per negative. When the bank
+has no more rows than the K negatives, each example's negatives are scored once per bank row and counted
+(a row drawn twice counts twice); otherwise the drawn rows' scores are picked from the product.
 """
 
 from __future__ import annotations
@@ -65,14 +72,73 @@ def critic(anchor: Tensor, bank_rows: Tensor, nce_t: float) -> Tensor:
     return torch.exp(torch.bmm(bank_rows, anchor.unsqueeze(2)).squeeze(2) / nce_t)
 
 
-def bank_critic(anchor: Tensor, bank: Tensor, idx: Tensor, nce_t: float) -> Tensor:
-    """:func:`critic` of ``anchor`` against ``bank[idx]`` (idx (B, 1 + K)).
+FULL_PRODUCT_ROWS = 32  # score against every bank row when the bank has at most this many rows per drawn row
 
-    When the bank is small next to the B x (1 + K) rows asked for, all B x N dot products are one
-    matrix product and the asked ones are picked from it (no (B, 1 + K, d) copy of bank rows)."""
-    if len(bank) <= 4 * idx.shape[1]:  # a copy: the product keeps it for backward, the bank is updated in place
-        return torch.exp((anchor @ bank.T.to(anchor.dtype, copy=True)).gather(1, idx) / nce_t)
-    return critic(anchor, bank[idx].to(anchor.dtype), nce_t)
+
+@dataclass
+class BankScores:
+    """``<anchor, bank row> / nce_t`` of both terms (axis 0: the student's anchors against the teacher's bank, then the
+    teacher's against the student's): each example's positive (2, B) and its negatives, either the K drawn rows
+    (2, B, K) or every bank row (2, B, N) with ``counts`` (B, N), how often each row was drawn for the example."""
+
+    positive: Tensor
+    negative: Tensor
+    k: int
+    counts: Tensor | None = None
+
+    def summed(self, per_row: Tensor) -> Tensor:
+        """Sum over each side's drawn negatives of ``per_row`` (shaped as :attr:`negative`) -> (2,)."""
+        if self.counts is None:
+            return per_row.sum((1, 2))
+        return per_row.flatten(1) @ self.counts.flatten()
+
+    def mean_critic(self) -> Tensor:
+        """The mean of ``h = exp(score)`` over each side's B x (1 + K) drawn entries (2,), without gradient."""
+        with torch.no_grad():
+            b = self.positive.shape[1]
+            return (self.positive.exp().sum(1) + self.summed(self.negative.exp())) / (b * (1 + self.k))
+
+
+def bank_scores(
+    anchors: Tensor, banks: tuple[Tensor, Tensor], rows: Tensor, negatives: Tensor, nce_t: float
+) -> BankScores:
+    """Scores of ``anchors`` (2, B, d) against ``banks`` (two (N, d) tensors, one per anchor): bank row ``rows[i]`` is
+    example i's positive, ``negatives[i]`` (K indices) its negatives, the same draws for both terms.
+
+    A bank of at most :data:`FULL_PRODUCT_ROWS` x (1 + K) rows is scored whole, both terms in one batched product of
+    a copy of the banks (no (B, K, d) copy of bank rows; the banks' in-place update after the step leaves the
+    product's saved input alone); a larger one through the drawn rows only. Scores are float32 at least."""
+    n, (b, k) = len(banks[0]), negatives.shape
+    scaled = anchors / nce_t
+    if n > FULL_PRODUCT_ROWS * (1 + k):
+        drawn = torch.cat([rows.unsqueeze(1), negatives], 1)
+        picked = [bank[drawn].to(scaled.dtype) for bank in banks]  # (B, 1 + K, d) each
+        scored = _at_least_float32(torch.stack([torch.bmm(picked[i], scaled[i].unsqueeze(2)) for i in (0, 1)]))
+        return BankScores(scored[:, :, 0, 0], scored[:, :, 1:, 0], k)
+    copied = torch.stack(banks).to(scaled.dtype)
+    every = _at_least_float32(torch.bmm(scaled, copied.transpose(1, 2)))  # (2, B, N)
+    positive = _at_least_float32((scaled * copied[:, rows]).sum(2))  # (2, B): no (2, B, N) gather to undo
+    if n <= k:
+        counts = torch.zeros(b, n, dtype=every.dtype, device=every.device)
+        counts.scatter_add_(1, negatives, torch.ones((), dtype=every.dtype, device=every.device).expand(b, k))
+        return BankScores(positive, every, k, counts)
+    return BankScores(positive, every.gather(2, negatives.unsqueeze(0).expand(2, b, k)), k)
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def nce_terms(scores: BankScores, z: Tensor, n_data: int) -> Tensor:
+    """:func:`nce_loss` of both terms (2,) from their scores and normalisers ``z`` (2,), in log space:
+    ``(1/B) sum_i [softplus(-x_i0) + sum_k softplus(x_ik)] - K log((K/N) / c)``, ``x = score - log(Z c)``,
+    ``c = K/N + eps``."""
+    noise = scores.k / n_data
+    shift = torch.log(z.to(scores.positive.dtype) * (noise + NCE_EPS))
+    positive = F.softplus(shift.unsqueeze(1) - scores.positive).sum(1)
+    negative = scores.summed(F.softplus(scores.negative - shift.view(2, 1, 1)))
+    constant = scores.k * math.log(noise / (noise + NCE_EPS))
+    return (positive + negative) / scores.positive.shape[1] - constant
 
 
 def momentum_update(bank: Tensor, rows: Tensor, v: Tensor, momentum: float) -> None:
@@ -154,15 +220,17 @@ class ContrastiveRD(LayerPairMethod):
         self.bank_t = (torch.rand(n, d, generator=g) * 2 * a - a).to(device)
         return train
 
-    def _z(self, z: Tensor, scores: Tensor, n: int) -> Tensor:
-        """The stored Z, or (before the first training step has fixed it) this batch's ``N * mean(h)``."""
-        if z >= 0:
-            return z
-        value = scores.detach().mean() * n
+    def _z(self, scores: BankScores, n: int) -> Tensor:
+        """The stored Z of both terms (2,), or (before the first training step has fixed them) this batch's
+        ``N * mean(h)``, averaged over the processes under DDP."""
+        stored = torch.stack([self.z_s, self.z_t])
+        if bool((stored >= 0).all()):
+            return stored
+        value = scores.mean_critic() * n
         if _distributed():
             torch.distributed.all_reduce(value)
             value /= torch.distributed.get_world_size()
-        return value
+        return torch.where(stored >= 0, stored.to(value.dtype), value)
 
     def losses(
         self, batch: Batch, student_out: StudentOutputs, teacher_out: TeacherOutputs | None
@@ -181,17 +249,12 @@ class ContrastiveRD(LayerPairMethod):
             bank_s, bank_t = v_s.detach(), v_t.detach()
         n = len(bank_s)
         negatives = torch.randint(n, (len(rows), p.nce_k), device=rows.device, generator=self.generator(rows.device))
-        idx = torch.cat([rows.unsqueeze(1), negatives], 1)
-        scores_s = bank_critic(v_s, bank_t, idx, p.nce_t)
-        scores_t = bank_critic(v_t, bank_s, idx, p.nce_t)
-        z_s, z_t = self._z(self.z_s, scores_s, n), self._z(self.z_t, scores_t, n)
+        scores = bank_scores(torch.stack([v_s, v_t]), (bank_t, bank_s), rows, negatives, p.nce_t)
+        z = self._z(scores, n)
         if self.training:  # applied by after_step, once the step is taken
-            self.step_update = BankUpdate(rows, v_s.detach().float(), v_t.detach().float(), z_s, z_t, prepared)
-        return {
-            "ce": self.supervised_loss(batch, student_out),
-            "crd_s": nce_loss(scores_s / z_s, n),
-            "crd_t": nce_loss(scores_t / z_t, n),
-        }
+            self.step_update = BankUpdate(rows, v_s.detach().float(), v_t.detach().float(), z[0], z[1], prepared)
+        terms = nce_terms(scores, z, n)
+        return {"ce": self.supervised_loss(batch, student_out), "crd_s": terms[0], "crd_t": terms[1]}
 
     def after_step(self, step: int, epoch: int) -> None:
         """The momentum update of the batch's bank rows (all processes' rows under DDP) and, after the first step,
