@@ -219,3 +219,13 @@ def test_a_config_teacher_reading_a_modality_the_data_lack_is_named(tmp_path):
     cfg = RunConfig.model_validate({"student": {"model": MODEL}, "teachers": teachers})
     with pytest.raises(ConfigError, match=r"^teachers\.y\.model\.modalities: dataset has no modality 'c'"):
         build_run_teacher(cfg, build_splits("toy-two-modality", {"n": 200}))
+
+
+def test_a_sweep_over_a_base_config_with_several_teachers_is_refused():
+    from types import SimpleNamespace
+
+    from mmdistill.sweep.plan import needs_teachers
+
+    spec = SimpleNamespace(methods=["multi_teacher_kd"], base={"teachers": {"x": {"model": MODEL}}})
+    with pytest.raises(ConfigError, match=r"^base\.teachers: a sweep compares every method with KD from one teacher"):
+        needs_teachers(spec)

@@ -29,6 +29,11 @@ def needs_teachers(spec: SweepSpec) -> bool:
     """Whether the sweep trains a teacher per seed: some method (or the KD reference) distils, and the base config
     gives no ``teacher.checkpoint``."""
     distils = any(METHODS.get(m).needs_teacher for m in [*spec.methods, KD])
+    if distils and spec.base.get("teachers") is not None:
+        raise ConfigError(
+            "base.teachers: a sweep compares every method with KD from one teacher per seed, so it takes one teacher; "
+            "give the base config a teacher section instead of teachers"
+        )
     if distils and spec.base.get("teacher") is None:
         raise ConfigError(
             f"base: methods {spec.methods} (and the KD reference) need a teacher; add a teacher section to the base "
