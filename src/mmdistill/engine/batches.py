@@ -8,7 +8,10 @@
 
 Either way epoch e's order is ``randperm(n, seed + e)`` split DistributedSampler-style across processes, and a
 batch's random augmentation is seeded by (seed, epoch, its first index): a function of neither the worker that
-reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. On CUDA,
+reads it nor of a resume, so a run and its interrupted-and-resumed twin see the same batches, bit for bit. Items that
+draw no random numbers are read in the training process without saving, seeding and restoring its RNGs, and their
+values (NaN/Inf inputs, targets) are checked in the first pass only: a later pass reads the same values
+(:class:`_Collate`). On CUDA,
 batches are pinned (by default) and copied with ``non_blocking=True``. An item or batch that fails in a worker reaches
 the user as a :class:`DataError` naming the split, the item index and the original exception; a worker that exits,
 is killed (a segfault) or yields no batch for ``trainer.worker_timeout_s`` seconds, as a DataError naming the split
@@ -141,6 +144,8 @@ class _SeededReads(torch.utils.data.Dataset):
         item by item and read as (index, item, view)."""
         if torch.utils.data.get_worker_info() is not None:
             return self._read(keys)
+        if not self.dataset.random and len(keys[0]) == 2:  # no random draws: no RNG to seed or keep (0.1 ms)
+            return [self[key] for key in keys]
         with preserved_rngs():
             return self._read(keys)
 
@@ -156,17 +161,25 @@ class _SeededReads(torch.utils.data.Dataset):
 
 
 class _Collate:
-    """Stacks (index, item) pairs with the dataset's collate; a failure is passed on, never raised in the worker."""
+    """Stacks (index, item) pairs with the dataset's collate; a failure is passed on, never raised in the worker.
 
-    def __init__(self, dataset: ItemDataset) -> None:
+    ``check``: a flag in shared memory (the workers read it), 1 while the collate checks the values of each batch
+    (NaN/Inf inputs, the targets), 0 once :class:`ItemBatches` has had one whole pass of items that draw no random
+    numbers: the same items read again hold the same values. Items that draw random numbers (a transform, or
+    ``dataset.random``) are checked in every batch: each read is new, and a NaN in one would otherwise reach the
+    loss (a non-finite loss naming no item) or the evaluation (metrics of NaN logits)."""
+
+    def __init__(self, dataset: ItemDataset, check: torch.Tensor | None = None) -> None:
         self.dataset = dataset
+        self.check = check if check is not None else torch.ones((), dtype=torch.uint8)
 
     def __call__(self, pairs):
         for pair in pairs:
             if isinstance(pair[1], _Failure):
                 return pair[1]
         try:
-            batch = self.dataset.collate([pair[1] for pair in pairs], [pair[0] for pair in pairs])
+            items, indices = [pair[1] for pair in pairs], [pair[0] for pair in pairs]
+            batch = self.dataset.collate(items, indices, check_values=bool(self.check))
             if len(pairs[0]) == 3:  # (index, item, view): which cached augmentation each example is
                 batch[VIEW] = torch.tensor([pair[2] for pair in pairs])
             return batch
@@ -266,11 +279,13 @@ class ItemBatches:
         extra: dict[str, Any] = {"prefetch_factor": cfg.prefetch_factor} if workers and cfg.prefetch_factor else {}
         self.timeout = cfg.worker_timeout_s if workers else 0
         self.reading = torch.full((workers,), -1, dtype=torch.int64).share_memory_() if workers else None
+        checked = bool(getattr(dataset, "values_checked", False))
+        self.check = torch.tensor(0 if checked else 1, dtype=torch.uint8).share_memory_()  # see _Collate
         views = getattr(dataset, "views", 1) if epoch is None else 1  # training reads: cache.augmentations' views
         self.loader = DataLoader(
             _SeededReads(dataset, self.reading),
             batch_sampler=sampler or _SeededBatches(order, seed, epoch, views),
-            collate_fn=_Collate(dataset),
+            collate_fn=_Collate(dataset, self.check),
             num_workers=workers,
             pin_memory=pin and on_cuda,
             persistent_workers=cfg.persistent_workers and workers > 0,
@@ -293,6 +308,8 @@ class ItemBatches:
                 if isinstance(batch, _Failure):
                     _raise_failure(batch, self.dataset.name)
                 yield to_device(batch, self.device)
+            if not self.dataset.random:  # one whole pass: every item's values checked (see _Collate)
+                self.check.fill_(0)
         except RuntimeError as err:  # a worker that blocked past the timeout, exited or was killed
             problem = self._worker_problem(err, it)
             self.close(it, stop_now=problem is not None)

@@ -207,8 +207,12 @@ class ItemDataset(Split):
             )
         return out
 
-    def collate(self, items: Sequence, indices: Sequence[int]) -> Batch:
-        return collate_items(items, indices, self._batch_keys(), self._task_type.of_split(self), self.num_classes)
+    def collate(self, items: Sequence, indices: Sequence[int], check_values: bool = True) -> Batch:
+        """:func:`~.collate.collate_items` of the items; ``check_values=False`` for items whose values were checked
+        before and cannot have changed (they draw no random numbers)."""
+        return collate_items(
+            items, indices, self._batch_keys(), self._task_type.of_split(self), self.num_classes, check_values
+        )
 
     def _batch_keys(self) -> list[str] | None:
         """The keys a batch stacks: the modalities and, on partly paired data, their presence columns."""
@@ -304,6 +308,12 @@ class ItemDataset(Split):
         in epoch e, view k = :func:`chosen_view` (seed, e, i) of example i, drawn with the RNGs seeded by
         :func:`view_seed` (seed, k, i); each batch says which (``batch["view"]``)."""
         self.views, self.view_seed_base = views, seed
+
+    @property
+    def values_checked(self) -> bool:
+        """Every item was read and its values checked (:meth:`check_rows`), and reading one again gives the same
+        values (no random draws): a batch of them need not be scanned again."""
+        return bool(self._checked.get("rows")) and not self.random
 
     def check_rows(self) -> None:
         """Read every item once (this object: once), so an item that cannot be read or holds NaN/Inf (the collate
