@@ -196,9 +196,12 @@ def test_teachers_section_takes_a_list_or_a_mapping():
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"teacher": {"model": MODEL}, "teachers": [{"model": MODEL}]}, "teachers: give teacher .* or teachers"),
-        ({"teachers": []}, "teachers: no teacher"),
-        ({"teachers": {"a.b": {"model": MODEL}}}, "teachers: name 'a.b'"),
+        (
+            {"teacher": {"model": MODEL}, "teachers": [{"model": MODEL}]},
+            r"^invalid config: teachers: give teacher \(one teacher\) or teachers \(several\), not both",
+        ),
+        ({"teachers": []}, r"^invalid config: teachers: no teacher given"),
+        ({"teachers": {"a.b": {"model": MODEL}}}, r"^invalid config: teachers: name 'a\.b' is not a teacher name"),
         ({"teachers": {"x": {"model": MODEL, "checkpoint": "/nonexistent.safetensors"}}}, "teachers.x.checkpoint"),
     ],
 )

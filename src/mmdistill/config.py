@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -346,18 +347,21 @@ class RunConfig(_Strict):
         """A list of teacher sections names each by its position ("0", "1", ...)."""
         return {str(i): section for i, section in enumerate(raw)} if isinstance(raw, list) else raw
 
-    @model_validator(mode="after")
-    def _teacher_or_teachers(self) -> RunConfig:
-        if self.teachers is None:
-            return self
-        if self.teacher is not None:
-            raise ValueError("teachers: give teacher (one teacher) or teachers (several), not both")
-        if not self.teachers:
-            raise ValueError("teachers: no teacher given; give one or more teacher sections, or leave teachers out")
-        for name in self.teachers:
-            if teacher_name_problem(name):
-                raise ValueError(teacher_name_problem(name))
-        return self
+    @field_validator("teachers", mode="after")
+    @classmethod
+    def _teacher_or_teachers(cls, teachers: dict[str, TeacherConfig] | None, info: ValidationInfo) -> Any:
+        """Several teachers, each with a plain name, and not beside a single ``teacher`` (declared before it)."""
+        if teachers is None:
+            return teachers
+        if info.data.get("teacher") is not None:
+            raise ValueError("give teacher (one teacher) or teachers (several), not both")
+        if not teachers:
+            raise ValueError("no teacher given; give one or more teacher sections, or leave teachers out")
+        for name in teachers:
+            problem = teacher_name_problem(name)
+            if problem:
+                raise ValueError(problem.removeprefix("teachers: "))
+        return teachers
 
     def teacher_sections(self) -> dict[str, TeacherConfig]:
         """Each teacher section by its config key: ``{"teacher": ...}``, ``{"teachers.<name>": ...}`` or none."""
