@@ -11,6 +11,7 @@
    students, the mfh-removal protocol) and one full run of that protocol (teacher + KD student).
 3. The CLI: ``mmdistill advise --config`` against ``mmdistill train`` on the same config (teacher,
    no-KD and KD student), CPU seconds of each process.
+4. ``--wide``: the advice alone on 1,500 rows of 3,000 values a side (wall and CPU seconds).
 Median of 3 timings where a figure is a time; 1 torch thread.
 """
 
@@ -80,6 +81,23 @@ def venn_costs() -> list[dict]:
     return rows
 
 
+def wide_cost(n: int = 1500, width: int = 3000, repeats: int = 3) -> dict:
+    """``advise()`` on ``n`` rows of ``width`` values a side (three classes): median wall and CPU seconds of the
+    advice alone (one thread, so CPU seconds are one core's)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (n,), generator=g)
+    xa = torch.randn(n, width, generator=g) + 0.3 * y[:, None]
+    xb = torch.randn(n, width, generator=g) + 0.1 * y[:, None]
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        advice = advise(xa, xb, y)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"rows": n, "width": width, "wall_s": float(np.median(wall)), "cpu_s": float(np.median(cpu)),
+            "basis": advice.basis}  # fmt: skip
+
+
 def _cpu_seconds(argv: list[str]) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -111,8 +129,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "advisor" / "bench.json"))
     ap.add_argument("--skip-real", action="store_true", help="only the Venn and CLI timings")
+    ap.add_argument("--wide", action="store_true", help="only the cost on 1,500 rows of 3,000 values a side")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.wide:
+        r = wide_cost()
+        print(f"advise() on {r['rows']} rows x {r['width']} values a side: {r['wall_s']:.2f} s wall, "
+              f"{r['cpu_s']:.2f} CPU s (median of 3; {r['basis']})")  # fmt: skip
+        return
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread",
         "venn": venn_costs(),

@@ -16,7 +16,7 @@ import numpy as np
 from mmdistill.advisor import advise
 
 
-def paired_arrays(shared: int, n: int = 1000, seed: int = 0):
+def paired_arrays(shared: int, n: int = 200, seed: int = 0):
     """Your data would go here: 20 decisive latent dims, of which `shared` both modalities see."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 20))

@@ -56,7 +56,7 @@ def test_two_classes_beyond_the_two_class_suites_rows_abstain():
     """600 rows of two classes: the two-class suites have 50-200, the multi-class one 3-10 classes."""
     d = draw(VennSpec(s0=6, sa=2, sb=2, dim_a=20, dim_b=30), 0, n_train=600).train
     a = advise(d.xa, d.xb, d.y, bootstrap=2)
-    assert a.abstained and a.outside[0] in ("600 training rows, calibrated on 50-200", "2 classes, calibrated on 3-10")
+    assert a.abstained and a.outside[0] == "600 training rows, calibrated on 50-200"
 
 
 def test_calibration_domain_names_each_signal_outside_its_range():
@@ -108,3 +108,13 @@ def test_inside_the_real_pairs_domain_the_advice_is_the_pilot_with_the_real_pair
     basis, why = calibration_domain(10, int(np.mean(real["rows"])), features)
     assert (basis, why) == ("real-pilot", [])
     assert calibration_domain(10, int(real["rows"][1]) + 1, features)[0] == "abstained"
+
+
+def test_the_domain_reads_the_training_sets_size_not_the_subset_the_probes_read():
+    """--max-rows 100 of 2,000 training rows: the student trains on 2,000, beyond the two-class suites' 50-200."""
+    from mmdistill.advisor.inputs import load_advisor_inputs
+
+    inputs = load_advisor_inputs("venn", {"n_train": 2000}, seed=0, max_rows=100)
+    assert len(inputs.y) == 100 and inputs.train_rows == 2000
+    a = advise(inputs.xa, inputs.xb, inputs.y, bootstrap=2, train_rows=inputs.train_rows)
+    assert a.abstained and a.examples == 100 and "2000 training rows" in a.outside[0]

@@ -48,6 +48,7 @@ class AdvisorInputs:
     xb: Tensor
     y: Tensor
     representation: str = ""
+    train_rows: int | None = None  # the training split's size (the rows read may be a subset of it)
     teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
 
 
@@ -122,7 +123,9 @@ def load_advisor_inputs(
     features = {m: _features(train.tensors[m], len(train.labels), width) for m in wanted}
     xa = torch.cat([features[m] for m in t_names], 1)
     xb = torch.cat([features[m] for m in s_names], 1)
-    return AdvisorInputs(dataset, t_names, s_names, splits.num_classes, xa, xb, train.labels.clone())
+    inputs = AdvisorInputs(dataset, t_names, s_names, splits.num_classes, xa, xb, train.labels.clone())
+    inputs.train_rows = len(splits.train)
+    return inputs
 
 
 def load_item_inputs(
@@ -156,7 +159,7 @@ def load_item_inputs(
         parts, how = zip(*(modality_features(items, m, seed) for m in names))
         sides.append(torch.cat(parts, 1))
         described.append("; ".join(how))
-    inputs = AdvisorInputs(name, teacher, student, int(k), sides[0], sides[1], items.labels)
+    inputs = AdvisorInputs(name, teacher, student, int(k), sides[0], sides[1], items.labels, train_rows=len(split))
     inputs.representation = f"teacher side: {described[0]}; student side: {described[1]}"
     return inputs
 
@@ -199,6 +202,7 @@ def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | Non
             "with the student"
         )
     teacher_key, train = teachers[0], data.train
+    train_rows = len(train)
     check_task(train.task, "advise --run")
     columns = train.holds_columns  # whole columns at hand: every row, read at once
     train = bounded_rows(train, max_rows if max_rows is not None or columns else ITEM_ROWS, seed)
@@ -221,6 +225,7 @@ def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | Non
         name, [f"{teacher_key} logits"], s_names, k, standardised(items.logits["teacher"]), xb, items.labels
     )
     inputs.representation = f"teacher side: {teacher_key}'s logits; student side: {student_side}"
+    inputs.train_rows = train_rows
     if "alone" in items.logits:
         predicted = items.logits["alone"].argmax(1)
         inputs.teacher_accuracy_student_modalities = float((predicted == items.labels).double().mean())

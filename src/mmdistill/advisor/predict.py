@@ -192,8 +192,11 @@ def advise(
     max_components: int = 32,
     kd_weights: tuple[float, float] = (1.0, 1.0),
     pilot_repeats: int = 4,
+    train_rows: int | None = None,
 ) -> Advice:
-    """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``."""
+    """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``.
+    ``train_rows``: the size of the training set the student will be trained on, when these rows are a subset of it
+    (the calibration's domain covers a range of training-set sizes)."""
     start = time.perf_counter()
     xa, xb, y, k = _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap, pilot_repeats)
     n = xa.shape[0]
@@ -205,7 +208,7 @@ def advise(
     probes.update(label_moments(xa, xb, y, k, max_rows=PROBE_ROWS, seed=seed))
     probes.update(covariance_moments(xa, xb, max_rows=PROBE_ROWS, seed=seed))
     features = signal_features(probes, pilot, n, xa.shape[1], xb.shape[1])
-    domain, outside = calibration_domain(k, n, features)
+    domain, outside = calibration_domain(k, max(n, train_rows or 0), features)
     gain: float | None = None
     interval: tuple[float, float] | None = None
     if domain == "calibrated":
@@ -257,10 +260,11 @@ def _pilot(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, repeats:
 def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
     """("calibrated", []) inside the two-class Venn development suite's domain, ("pilot", []) inside the
     multi-class Venn suite's, ("real-pilot", []) inside the real development pairs', else ("abstained", why: what
-    lies outside the nearest one). A domain (``calibration.json``, written from its own stored signals by
-    ``benchmarks/advisor_validation.py --domain`` and ``benchmarks/advisor_real_pairs.py --fit``) is a range of
-    classes and of training rows and a range of each signal it lists: the Venn suites' 1st-99th percentiles of the
-    nine signals the calibration reads, the real pairs' minimum to maximum of the pilot's four signals."""
+    lies outside the nearest one, a domain of this many classes first). A domain (``calibration.json``, written
+    from its own stored signals by ``benchmarks/advisor_validation.py --domain`` and
+    ``benchmarks/advisor_real_pairs.py --fit``) is a range of classes and of training rows and a range of each
+    signal it lists: the Venn suites' 1st-99th percentiles of the nine signals the calibration reads, the real
+    pairs' minimum to maximum of the pilot's four signals."""
     c = calibration or cal.load()
     why = []
     for basis, domain in (("calibrated", c["domain"]), ("pilot", c["outside"]["domain"]), ("real-pilot", _real(c))):
@@ -269,8 +273,9 @@ def calibration_domain(k: int, n: int, features: dict, calibration: dict | None 
         outside = _outside(domain, k, n, features)
         if not outside:
             return basis, []
-        why.append(outside)
-    return "abstained", min(why, key=len)
+        low, high = domain["classes"]
+        why.append((not low <= k <= high, len(outside), outside))  # nearest: one with these classes, fewest misses
+    return "abstained", min(why)[2]
 
 
 def _real(c: dict) -> dict | None:
@@ -383,4 +388,5 @@ def advise_dataset(
         name = type(dataset).__name__
         t_names, s_names = (_names(v, role, None, name) for v, role in ((teacher, "teacher"), (student, "student")))
         inputs = load_item_inputs(dataset, t_names, s_names, name, seed=seed, max_rows=max_rows)
-    return advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, **kwargs)
+    k = inputs.num_classes
+    return advise(inputs.xa, inputs.xb, inputs.y, num_classes=k, seed=seed, train_rows=inputs.train_rows, **kwargs)

@@ -107,7 +107,15 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     inputs, seed = _inputs(args)
     read = {"inputs_seconds": round(time.perf_counter() - start, 2)}  # reading the data and the models, features
-    advice = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=seed, bootstrap=args.bootstrap)
+    advice = advise(
+        inputs.xa,
+        inputs.xb,
+        inputs.y,
+        num_classes=inputs.num_classes,
+        seed=seed,
+        bootstrap=args.bootstrap,
+        train_rows=inputs.train_rows,
+    )
     advice.teacher_accuracy_student_modalities = inputs.teacher_accuracy_student_modalities
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)
     if args.json:
