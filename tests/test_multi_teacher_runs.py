@@ -177,6 +177,15 @@ def test_mst_distill_refuses_layers_that_do_not_lead_to_the_teachers_logits(toy_
         )  # fmt: skip
 
 
+def test_mst_distill_names_a_layer_a_teacher_lacks(toy_splits, tmp_path):
+    teachers = {"a": _model(toy_splits, ["a"], 1), "b": _model(toy_splits, ["b"], 2)}
+    with pytest.raises(ConfigError, match=r"^method\.params\.feature_layer: layer 'fusion' not found"):
+        distill(
+            _model(toy_splits, ["b"]), teachers, toy_splits, tmp_path / "r", "mst_distill",
+            {"feature_layer": "fusion"}, trainer=ONE_EPOCH,
+        )  # fmt: skip
+
+
 def test_a_single_teacher_method_with_several_teachers_is_refused(toy_splits, tmp_path):
     teachers = [_model(toy_splits, ["a"]), _model(toy_splits, ["b"])]
     with pytest.raises(ConfigError, match=r"^teachers: method 'kd' distils from one teacher and this run names 2"):

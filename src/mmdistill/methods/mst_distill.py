@@ -105,6 +105,15 @@ def mask_loss(student_logits: Tensor, masked_teacher_logits: Tensor, T: float) -
     return kd_loss(masked_teacher_logits, target, T)  # every (example, teacher) pair counts as one row
 
 
+def _layer(teacher: nn.Module, path: str, key: str) -> str:
+    """``path`` when ``teacher`` has that layer; else the error names ``method.params.<key>``."""
+    try:
+        find_module(teacher, path)
+    except ConfigError as err:
+        raise ConfigError(f"method.params.{key}: {err}") from None
+    return path
+
+
 @METHODS.register("mst_distill")
 class MSTDistill(MultiTeacherMethod):
     Params = MSTParams
@@ -135,7 +144,7 @@ class MSTDistill(MultiTeacherMethod):
         """The teacher's ``classifier_layer`` and the width of ``feature_layer``, checked: the layer applied to the
         features gives the teacher's logits (so masking the features is masking what enters its last layer)."""
         p = self.params
-        with torch.no_grad(), FeatureHooks(member, [p.feature_layer]) as feats:
+        with torch.no_grad(), FeatureHooks(member, [_layer(member, p.feature_layer, "feature_layer")]) as feats:
             logits = member(sample)
         features = feats[p.feature_layer]
         if features.dim() != 2:
@@ -143,7 +152,7 @@ class MSTDistill(MultiTeacherMethod):
                 f"method.params.feature_layer: {p.feature_layer!r} gives features of shape {tuple(features.shape)}; "
                 "mst_distill masks (batch, features) outputs"
             )
-        head = find_module(member, p.classifier_layer)
+        head = find_module(member, _layer(member, p.classifier_layer, "classifier_layer"))
         try:
             with torch.no_grad():
                 fits = head(features).shape == logits.shape and torch.allclose(head(features), logits, 1e-4, 1e-4)
