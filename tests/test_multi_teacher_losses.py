@@ -102,3 +102,21 @@ def test_mask_net_gives_one_value_in_0_1_per_feature():
     torch.manual_seed(0)
     mask = MaskNet(5, 4, 2)(torch.randn(3, 5))
     assert mask.shape == (3, 5) and bool(((mask > 0) & (mask < 1)).all())
+
+
+def test_fixed_weights_serve_segmentation_with_its_own_per_pixel_kd_term():
+    from mmdistill.engine.parts import build_method
+    from mmdistill.tasks import get_task
+
+    task = get_task({"name": "segmentation", "params": {"ignore_index": 99}})
+    algo = build_method("multi_teacher_kd", {"weights": [1.0, 3.0], "temperature": 2.0}, None, task)
+    algo.setup(batch(1), None, SimpleNamespace(members={"0": None, "1": None}))
+    g = torch.Generator().manual_seed(0)
+    s, t0, t1 = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(3))
+    label = torch.randint(0, 3, (2, 4, 4), generator=g)
+    label[0, 0] = 99  # ignored pixels
+    out = group(t0.tolist(), t1.tolist())
+    assert out.logits.shape == (2, 2, 3, 4, 4)
+    terms = algo.losses({"label": label}, StudentOutputs(s), out)
+    expected = 0.25 * task.kd_loss(s, t0, 2.0, label) + 0.75 * task.kd_loss(s, t1, 2.0, label)
+    assert terms["kd"].item() == pytest.approx(expected.item(), rel=1e-6)
