@@ -105,9 +105,9 @@ def test_a_nan_in_a_test_item_is_refused_before_training(toy_splits, tmp_path):
 
 def test_a_full_cache_disk_is_reported_as_the_cache_not_the_output_folder(toy_splits, tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")  # as safetensors reports it: no file name
+        raise OSError(errno.ENOSPC, "No space left on device")  # as os.pwrite reports it: no file name
 
-    monkeypatch.setattr("mmdistill.engine.teacher.save_tensors", full_disk)
+    monkeypatch.setattr("mmdistill.engine.system.checkpoint.RowsWriter.write", full_disk)
     teacher, student = _model(toy_splits, ["a", "b"]), _model(toy_splits, ["b"], seed=1)
     with pytest.raises(MachineError) as caught:
         distill(

@@ -134,21 +134,20 @@ def test_a_run_killed_while_building_the_teacher_cache_rebuilds_it_and_ends_the_
         clean, t, toy_splits, tmp_path / "clean", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache-clean")
     )
 
-    real_save = checkpoint.save_file
+    real_write = checkpoint.RowsWriter.write
 
-    def dying_save(tensors, path, metadata=None):
-        with open(path, "wb") as f:
-            f.write(b"\x00" * 100)  # half a file in the temp path ...
+    def dying_write(self, name, first_row, rows):
+        real_write(self, name, first_row, rows)  # the first rows in the temp path ...
         raise KeyboardInterrupt  # ... and the process is gone
 
-    monkeypatch.setattr(checkpoint, "save_file", dying_save)
+    monkeypatch.setattr(checkpoint.RowsWriter, "write", dying_write)
     t, killed = models()
     with pytest.raises(KeyboardInterrupt):
         distill(
             killed, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache")
         )
     assert not list((tmp_path / "cache").glob("*.safetensors")), "no half-written cache file under the final name"
-    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    monkeypatch.setattr(checkpoint.RowsWriter, "write", real_write)
     t, again = models()
     distill(again, t, toy_splits, tmp_path / "killed", "kd", trainer=trainer, cache=CacheConfig(dir=tmp_path / "cache"))
     assert all(torch.equal(clean.state_dict()[k], again.state_dict()[k]) for k in clean.state_dict())

@@ -15,10 +15,15 @@ so that ``softmax`` at T = 1 gives the K classes their exact probabilities and t
 spread evenly (the sparse logits of large-scale distillation). With K = C the logits come back as stored: KD equals
 full KD to float rounding. Modality-view logits and features are stored in ``dtype``, never cut to K.
 
-A hit whose table fits ``MMDISTILL_CACHE_MEMORY_MB`` (default 256 MiB) is read into memory
-once, checksum verified on the way, and indexed in memory per batch. A bigger table stays on
-disk: a batch reads only its rows (sorted, nearby rows in one read), so the process's memory
-does not grow with the dataset.
+The build writes the file as the teacher's batches come (:func:`write_table`: each batch's rows at their place in
+the file, then the checksum), holding one batch of the table at a time. A hit whose table fits
+``MMDISTILL_CACHE_MEMORY_MB`` (default 256 MiB) is read into memory once, checksum verified on the way, and indexed in
+memory per batch. A bigger table stays on disk: a batch reads only its rows (sorted, nearby rows in one read), so the
+process's memory grows with the dataset neither in the build nor in training.
+
+With ``cache.augmentations = K`` (training data with a random transform) row ``i * K + k`` holds the outputs on view
+k of example i, drawn with the RNGs seeded by (seed, k, i); a training batch says which view each example is
+(``batch["view"]``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +48,12 @@ from ..data.contracts.item_dataset import VIEW
 from ..data.contracts.split import Split
 from ..data.formats.ondisk import NpyRows
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError
-from ..io import sweep_stale_temp_files
+from ..io import atomic_write, sweep_stale_temp_files
 from ..masking import Masker, split_variants
 from ..methods.base import TeacherOutputs, TeacherRequest
 from ..methods.multi_teacher_base import TeacherGroupOutputs
 from ..models.hooks import FeatureHooks
-from .system.checkpoint import read_verified, save_tensors, tensor_layout
+from .system.checkpoint import RowsWriter, read_verified, tensor_layout
 
 DEFAULT_MEMORY_MB = 256  # a cache hit's table up to this size is held in memory
 
@@ -367,7 +372,28 @@ def _split_batches(dataset: Split, batch_size: int, device: torch.device, traine
         yield {k: v.to(device) for k, v in dataset.__getitems__(rows).items()}
 
 
-@torch.no_grad()
+def teacher_rows(
+    teacher: nn.Module,
+    dataset: Split,
+    request: TeacherRequest,
+    masker: Masker | None,
+    batch_size: int,
+    device: torch.device,
+    trainer: TrainerConfig | None = None,
+) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    """The teacher's outputs on the split batch by batch, in row order: (the table's rows, {column: float32 values on
+    the CPU}), checked finite; the items read by ``trainer.num_workers`` DataLoader workers when it gives some."""
+    teacher.eval()
+    rows_of = TeacherTable({}, views=getattr(dataset, "views", 1)).rows_of
+    for batch in _split_batches(dataset, batch_size, device, trainer):
+        out = teacher_outputs(teacher, batch, request, masker)
+        check_finite_outputs(out, dataset.name, batch[INDEX])
+        parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
+        if out.view_logits is not None:
+            parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
+        yield rows_of(batch), {k: v.float().cpu() for k, v in parts.items()}
+
+
 def compute_table(
     teacher: nn.Module,
     dataset: Split,
@@ -377,25 +403,44 @@ def compute_table(
     device: torch.device,
     trainer: TrainerConfig | None = None,
 ) -> TeacherTable:
-    """Teacher outputs for the whole split, in row order (filled into preallocated columns; checked finite); the items
-    read by ``trainer.num_workers`` DataLoader workers when ``trainer`` gives some."""
-    teacher.eval()
-    columns: dict[str, Tensor] = {}
+    """Teacher outputs for the whole split in memory, in row order (:func:`teacher_rows` filled into preallocated
+    columns)."""
     views = getattr(dataset, "views", 1)
-    table = TeacherTable(columns, views=views)
-    n = len(dataset) * views
-    for batch in _split_batches(dataset, batch_size, device, trainer):
-        rows = table.rows_of(batch)
-        out = teacher_outputs(teacher, batch, request, masker)
-        check_finite_outputs(out, dataset.name, batch[INDEX])
-        parts = {"logits": out.logits, **{f"feature.{k}": v for k, v in out.features.items()}}
-        if out.view_logits is not None:
-            parts["view_logits"] = out.view_logits.transpose(0, 1)  # (B, V, C): example axis first
+    columns: dict[str, Tensor] = {}
+    for rows, parts in teacher_rows(teacher, dataset, request, masker, batch_size, device, trainer):
         for k, v in parts.items():
             if k not in columns:
-                columns[k] = torch.empty((n, *v.shape[1:]), dtype=torch.float32)
-            columns[k][rows] = v.float().cpu()
-    return table
+                columns[k] = torch.empty((len(dataset) * views, *v.shape[1:]), dtype=torch.float32)
+            columns[k][rows] = v
+    return TeacherTable(columns, views=views)
+
+
+def write_table(path: str, outputs, rows: int, storage: CacheStorage, state: dict) -> None:
+    """The teacher's ``outputs`` (:func:`teacher_rows`) written into the cache file ``path`` as they come, in
+    ``storage``'s form, ``rows`` rows in all: the build holds one batch of the table at a time, never all of it."""
+    writer = None
+    try:
+        for idx, parts in outputs:
+            stored = storage.encode(parts)
+            if writer is None:
+                if storage != CacheStorage():  # the class count of top-K logits (the state of a default file unchanged)
+                    logits = parts["logits"]
+                    state = {**state, "classes": int(logits.shape[-1]) if logits.dim() > 1 else 1}
+                specs = {k: (v.dtype, (rows, *v.shape[1:])) for k, v in stored.items()}
+                writer = RowsWriter(path, specs, state)
+            first = int(idx[0])
+            if torch.equal(idx, torch.arange(first, first + len(idx))):  # the usual case: a block of rows
+                for k, v in stored.items():
+                    writer.write(k, first, v)
+                continue
+            for j, row in enumerate(idx.tolist()):
+                for k, v in stored.items():
+                    writer.write(k, row, v[j : j + 1])
+        writer = writer or RowsWriter(path, {}, state)
+        writer.finish()
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def cached_table(
@@ -440,16 +485,12 @@ def cached_table(
         del table
     if not build:
         raise CheckpointError(f"teacher cache {path} was not built by rank 0")
-    table = compute_table(teacher, dataset, request, masker, batch_size, device, trainer)
+    views = getattr(dataset, "views", 1)
     state = {"rows": len(dataset), "cache_key": key, "cache_description": desc}
-    if table.views > 1:
-        state["views"] = table.views
-    if storage != CacheStorage():
-        logits = table.tensors["logits"]  # just computed: in memory
-        state["classes"] = int(logits.shape[-1]) if logits.dim() > 1 else 1
-        table = TeacherTable(storage.encode(table.tensors), state["classes"], table.views)
-    save_tensors(path, table.tensors, state)
-    return table, False
+    state.update({"views": views} if views > 1 else {})
+    outputs = teacher_rows(teacher, dataset, request, masker, batch_size, device, trainer)
+    atomic_write(path, lambda tmp: write_table(tmp, outputs, len(dataset) * views, storage, state))
+    return TeacherTable.open(path)[0], False
 
 
 def _key_problem(state: dict, key: str, desc: dict) -> str | None:

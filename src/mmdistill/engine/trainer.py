@@ -114,12 +114,14 @@ class TrainingBatches:
 class EpochMeans:
     """The ``train/*`` values of an epoch: the total and each term's :func:`term_value`, example-weighted means.
 
-    Detached per-step values are kept on the device and summed once at the end of the epoch (no sync per step).
+    Detached per-step values are kept on the device and summed once at the end of the epoch (no sync per step), in
+    one buffer of a row per step that doubles when full: small tensors kept step after step between the step's large
+    temporaries would pin the allocator's heap, and the process's peak memory would grow with the steps.
     """
 
     def __init__(self) -> None:
         self.names: list[str] = []
-        self.values: list[Tensor] = []  # per step: total, then each term
+        self.rows: Tensor | None = None  # row i: step i's total, then each term
         self.counts: list[int] = []
 
     @property
@@ -128,15 +130,20 @@ class EpochMeans:
 
     def add(self, total: Tensor, terms: dict[str, Tensor], examples: int) -> None:
         """One step's total and term values (detached scalars) over ``examples`` examples."""
-        self.counts.append(examples)
         self.names = ["loss", *terms]
-        self.values.append(total)
-        self.values.extend(terms.values())
+        row = torch.stack([total, *terms.values()])
+        if self.rows is None or self.steps == len(self.rows):
+            grown = row.new_empty((max(2 * self.steps, 64), len(row)))
+            if self.rows is not None:
+                grown[: self.steps] = self.rows
+            self.rows = grown
+        self.rows[self.steps] = row
+        self.counts.append(examples)
 
     def result(self) -> dict[str, float]:
-        if not self.counts:
+        if not self.counts or self.rows is None:
             return {}
-        per_step = torch.stack(self.values).float().view(len(self.counts), -1)
+        per_step = self.rows[: self.steps].float()
         counts = torch.tensor(self.counts, dtype=torch.float32, device=per_step.device)
         sums = (per_step * counts[:, None]).sum(0)
         return dict(zip(self.names, (sums / max(sum(self.counts), 1)).tolist()))

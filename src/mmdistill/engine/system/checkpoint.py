@@ -9,13 +9,15 @@ shape and bytes, so a flipped or truncated byte is detected before anything is u
 Files are written by :func:`save_file` here (the safetensors layout, written by hand): the
 header's keys are in a fixed order (metadata sorted, tensors by alignment then name), so equal
 tensors and state give byte-identical files, and the file gets the permissions a plain ``open``
-would give under the process's umask.
+would give under the process's umask. :class:`RowsWriter` writes the same bytes a block of rows at
+a time (the teacher cache's build, whose table may not fit in memory).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,28 @@ def _raw_bytes(t: Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
 
 
+Specs = dict[str, tuple[torch.dtype, tuple[int, ...]]]  # tensor name -> (dtype, shape)
+
+
+def _header(specs: Specs, metadata: dict[str, str] | None) -> tuple[bytes, list[str], dict[str, int]]:
+    """The safetensors header of tensors of these dtypes and shapes: the file's first bytes (length and JSON), the
+    tensors in file order (by decreasing element size, then name) and each one's first byte in the file."""
+    names = sorted(specs, key=lambda k: (-specs[k][0].itemsize, k))
+    header: dict[str, Any] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}} if metadata else {}
+    offset, begins = 0, {}
+    for k in names:
+        dtype, shape = specs[k]
+        if dtype not in _DTYPE_NAMES:
+            raise CheckpointError(f"tensor {k!r}: dtype {dtype} cannot be stored in safetensors")
+        n = math.prod(shape) * dtype.itemsize
+        header[k] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+        begins[k], offset = offset, offset + n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    start = 8 + len(raw)
+    return len(raw).to_bytes(8, "little") + raw, names, {k: start + b for k, b in begins.items()}
+
+
 def save_file(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file with a deterministic header: same tensors and metadata, same bytes.
 
@@ -69,23 +93,59 @@ def save_file(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, 
     (``__metadata__`` with sorted keys, then tensors by decreasing element size and name, padded
     with spaces to a multiple of 8), then the tensors' bytes in header order.
     """
-    names = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
-    header: dict[str, Any] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}} if metadata else {}
-    offset = 0
-    for k in names:
-        t = tensors[k]
-        if t.dtype not in _DTYPE_NAMES:
-            raise CheckpointError(f"tensor {k!r}: dtype {t.dtype} cannot be stored in safetensors")
-        n = t.numel() * t.element_size()
-        header[k] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    raw, names, _ = _header({k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()}, metadata)
     with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for k in names:
             f.write(_raw_bytes(tensors[k].detach().cpu().contiguous()))
+
+
+class RowsWriter:
+    """A file of :func:`save_tensors`' layout and bytes, written a block of rows at a time, so that tensors larger
+    than memory can be written: ``specs`` fixes every tensor's dtype and shape up front, :meth:`write` puts rows at
+    their place (the first axis), :meth:`finish` hashes the tensors back from the file in chunks and writes the
+    checksum into the header, which held a placeholder of the same length until then."""
+
+    def __init__(self, path: str | Path, specs: Specs, state: dict[str, Any]) -> None:
+        self.path, self.specs = str(path), specs
+        self.meta = {"format": FORMAT, "sha256": "0" * 64, "state": _state_json(state)}
+        raw, _, self.begins = _header(specs, self.meta)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        os.pwrite(self.fd, raw, 0)
+        end = max((self.begins[k] + math.prod(s) * d.itemsize for k, (d, s) in specs.items()), default=len(raw))
+        os.ftruncate(self.fd, end)
+
+    def write(self, name: str, first_row: int, rows: Tensor) -> None:
+        """Rows ``first_row``, ``first_row + 1``, ... of tensor ``name``."""
+        dtype, shape = self.specs[name]
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        data = _raw_bytes(rows.detach().cpu().to(dtype).contiguous())
+        pos, done = self.begins[name] + first_row * row_bytes, 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], pos + done)
+
+    def finish(self, chunk_bytes: int = 8 << 20) -> None:
+        """The checksum (as :func:`tensors_checksum`) into the header; the file closed."""
+        h = hashlib.sha256()
+        for name in sorted(self.specs):
+            dtype, shape = self.specs[name]
+            h.update(f"{name}|{dtype}|{tuple(shape)}|".encode())
+            begin, size = self.begins[name], math.prod(shape) * dtype.itemsize
+            pos, end = begin, begin + size
+            while pos < end:
+                got = os.pread(self.fd, min(chunk_bytes, end - pos), pos)
+                if not got:
+                    raise CheckpointError(f"{self.path}: file ends inside tensor {name!r} while it is written")
+                h.update(got)
+                pos += len(got)
+        self.meta["sha256"] = h.hexdigest()
+        os.pwrite(self.fd, _header(self.specs, self.meta)[0], 0)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _state_json(state: dict) -> str:
