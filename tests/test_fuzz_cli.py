@@ -249,12 +249,12 @@ def _too_costly(key: str, value: str) -> bool:
 
 
 def _names_key(key: str, message: str) -> bool:
-    """The message names the key, or a section of it, or the last parts of it."""
+    """The message names the key (or an element of it: ``imports[0]``), or a section of it, or the last parts of it."""
     parts = key.split(".")
     candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [
         ".".join(parts[i:]) for i in range(1, len(parts))
     ]
-    return any(re.search(rf"(^|[\s'\"(]){re.escape(c)}($|[\s:'\".,)=])", message) for c in candidates)
+    return any(re.search(rf"(^|[\s'\"(]){re.escape(c)}($|[\s:'\".,)=\[])", message) for c in candidates)
 
 
 STATS = {"cases": 0, "exit 0": 0, "exit 2": 0, "files": 0}
