@@ -17,14 +17,27 @@ alternating hand loop / mmdistill. Ratio = mmdistill / hand loop, of the minima 
 each repeat's back-to-back pair.
 
     python benchmarks/bench_dataloader.py [--threads 1] [--workers 2] [--images 1024] [--batch 64] [--repeats 3]
+
+Two more measurements, each alone:
+
+* ``--collate``: CPU time of mmdistill's collate (``collate_items``) against torch's ``default_collate`` for the same
+  batch of ``--batch`` dict items (a 3x32x32 float image and a label each), rounds alternating, median; mmdistill's
+  with its value checks (the first pass over items, every batch of random items) and without them (a later pass).
+* ``--item-vs-column``: the same in-memory images as column data (``MultimodalDataset``) and as a torch Dataset of
+  dict items (the item path: collate, checks, DataLoader; ``--workers 0``: in the training process),
+  ``distill`` with KD from the teacher cache, ``--epochs`` epochs; CPU time of a training step including making its
+  batch (the median over the run of the CPU time between the starts of consecutive steps; the steps after an
+  epoch's validation are the few outliers the median leaves out), repeats alternating.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +47,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mmdistill.config import CacheConfig, TrainerConfig
+from mmdistill.data.contracts.collate import collate_items
 from mmdistill.engine.api import distill
 from mmdistill.methods.kd import kd_loss
 
@@ -175,6 +189,117 @@ def timed(fn, *args) -> tuple[float, float]:
     return wall, (cpu_seconds() - start) / steps
 
 
+def collate_cpu(batch: int, rounds: int) -> None:
+    """``--collate``: median CPU microseconds per call of each collate over ``rounds`` alternating rounds."""
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.rand(3, 32, 32, generator=g), "label": torch.tensor(i % CLASSES)} for i in range(batch)]
+    rows = list(range(batch))
+    calls = {
+        "torch default_collate": lambda: default_collate(items),
+        "collate_items, value checks": lambda: collate_items(items, rows, ["image"], "classification", CLASSES),
+    }
+    if "check_values" in inspect.signature(collate_items).parameters:  # absent before the first-pass checks
+        calls["collate_items, no value checks"] = lambda: collate_items(
+            items, rows, ["image"], "classification", CLASSES, check_values=False
+        )
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(50):
+            call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.process_time()
+            for _ in range(300):
+                call()
+            times[name].append((time.process_time() - start) / 300)
+    base = statistics.median(times["torch default_collate"])
+    print(f"collate of {batch} items (3x32x32 float image + label), CPU us per call, median of {rounds} rounds:")
+    for name, spent in times.items():
+        print(f"  {name}: {1e6 * statistics.median(spent):.1f} us, x{statistics.median(spent) / base:.2f}")
+
+
+class InMemoryItems(Dataset):
+    """The rows of in-memory tensors as dict items (what a user's map-style Dataset returns)."""
+
+    modalities = ("image",)
+    num_classes = CLASSES
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.x[i], "label": self.y[i]}
+
+    def fingerprint(self) -> str:
+        return f"in-memory:{len(self.y)}:{float(self.x[0, 0, 0, 0])}"
+
+
+def step_cpu_seconds(run) -> float:
+    """Median CPU seconds between the starts of consecutive training steps of ``run()`` (a step and its batch)."""
+    from mmdistill.engine import trainer as trainer_module
+
+    starts: list[float] = []
+    real = trainer_module._Training.train_step
+
+    def timed_step(self, *args, **kwargs):
+        starts.append(time.process_time())
+        return real(self, *args, **kwargs)
+
+    trainer_module._Training.train_step = timed_step
+    try:
+        run()
+    finally:
+        trainer_module._Training.train_step = real
+    return statistics.median(b - a for a, b in zip(starts, starts[1:]))
+
+
+def item_vs_column(args, tmp: Path) -> None:
+    """``--item-vs-column``: CPU per training step on the same images held as columns and as dict items."""
+    from mmdistill.data.contracts.dataset import MultimodalDataset
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(CLASSES, (args.images + 64,), generator=g)
+    x = torch.rand(args.images + 64, 3, 32, 32, generator=g)
+    x[torch.arange(len(y)), y % 3] *= 0.5  # a class signal in one channel
+    parts = {"train": slice(0, args.images), "val": slice(args.images, None)}
+    column = {k: MultimodalDataset({"image": x[r]}, y[r], CLASSES, k) for k, r in parts.items()}
+    item = {k: InMemoryItems(x[r], y[r]) for k, r in parts.items()}
+    cfg = TrainerConfig(
+        epochs=args.epochs, batch_size=args.batch, num_workers=args.workers, optimizer={"name": "adam", "lr": 1e-3}
+    )
+    times: dict[str, list[float]] = {"column": [], "item": []}
+    for rep in range(args.repeats):
+        for kind, data in (("column", column), ("item", item)):
+            teacher, student = models()
+
+            def run(data=data, teacher=teacher, student=student, out=tmp / f"{kind}{rep}") -> None:
+                distill(
+                    student,
+                    teacher,
+                    train=data["train"],
+                    val=data["val"],
+                    test=data["val"],
+                    out_dir=out,
+                    method="kd",
+                    method_params={"temperature": TEMP, "lam": LAM},
+                    trainer=cfg,
+                    cache=CacheConfig(dir=tmp / "cache"),
+                )
+
+            times[kind].append(step_cpu_seconds(run))
+    col, itm = min(times["column"]), min(times["item"])
+    paired = sorted(b / a for a, b in zip(times["column"], times["item"]))
+    print(
+        f"CPU ms per training step (its batch included), {args.images} images 3x32x32, batch {args.batch}, "
+        f"{args.workers} workers, {args.epochs} epochs: column {1e3 * col:.3f}, item {1e3 * itm:.3f}, ratio of minima "
+        f"{itm / col:.3f}, median of paired ratios {paired[len(paired) // 2]:.3f} (all: column "
+        f"{[round(1e3 * t, 3) for t in times['column']]}, item {[round(1e3 * t, 3) for t in times['item']]})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -182,8 +307,19 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--collate", action="store_true", help="time the collate alone (see above)")
+    ap.add_argument("--item-vs-column", action="store_true", help="CPU per step, item data against column data")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of --item-vs-column")
+    ap.add_argument("--rounds", type=int, default=9, help="rounds of --collate")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.collate:
+        collate_cpu(args.batch, args.rounds)
+        return
+    if args.item_vs_column:
+        with tempfile.TemporaryDirectory() as tmp:
+            item_vs_column(args, Path(tmp))
+        return
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{args.threads} thread(s), {args.workers} workers, {args.images} PNGs 32x32, batch {args.batch}, "

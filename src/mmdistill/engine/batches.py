@@ -145,9 +145,19 @@ class _SeededReads(torch.utils.data.Dataset):
         if torch.utils.data.get_worker_info() is not None:
             return self._read(keys)
         if not self.dataset.random and len(keys[0]) == 2:  # no random draws: no RNG to seed or keep (0.1 ms)
-            return [self[key] for key in keys]
+            return self._read_here(keys)
         with preserved_rngs():
             return self._read(keys)
+
+    def _read_here(self, keys: list[tuple[int, ...]]) -> list:
+        """:meth:`__getitem__` of each key, in the training process (no worker slot to mark), in one loop."""
+        read, item = [], self.dataset.item
+        for key in keys:
+            try:
+                read.append((key[0], item(key[0])))
+            except USER_ERRORS as err:  # as in __getitem__
+                read.append((key[0], _Failure(key[0], type(err).__name__, describe(err), traceback.format_exc())))
+        return read
 
     def _read(self, keys: list[tuple[int, ...]]) -> list:
         if len(keys[0]) == 2:
