@@ -28,7 +28,7 @@ from .layer_pair import LayerPairMethod, LayerPairParams
 from .params import Weight
 
 ANGLE_EPS = 1e-12
-ANGLES_PER_BLOCK = {"cpu": 1 << 17, "other": 1 << 24}  # angles made at once: 512 KiB of float32 on CPU (in cache)
+ANGLES_PER_BLOCK = {"cpu": 1 << 16, "other": 1 << 24}  # angles made at once: 256 KiB of float32 on CPU (in cache)
 
 
 def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
@@ -54,7 +54,14 @@ def _inverse_lengths(g: Tensor, eps: float = ANGLE_EPS) -> tuple[Tensor, Tensor,
     return sq, q, norm, u
 
 
-def _block_angles(g: Tensor, sq: Tensor, u: Tensor, vertices: slice) -> tuple[Tensor, Tensor]:
+def _rank_two_factors(g: Tensor, sq: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """For every vertex a, the factors of the rank-2 part of its angles (see :func:`_block_angles`): with
+    ``p_a = u_a * (G_a - G_aa / 2)``, ``-[p_a, u_a]`` (B, B, 2) and ``[u_a; p_a]`` (B, 2, B)."""
+    p = u * (g - sq.unsqueeze(1) / 2)
+    return torch.stack([p, u], 2).neg_(), torch.stack([u, p], 1)
+
+
+def _block_angles(g: Tensor, u: Tensor, factors: tuple[Tensor, Tensor], vertices: slice) -> tuple[Tensor, Tensor]:
     """``A[a, b, c] = <e_ab, e_ac>`` for the vertices a in ``vertices``, and ``u_ab u_ac``, each (k, B, B).
 
     ``<f_b - f_a, f_c - f_a> = G_bc - G_ab - G_ac + G_aa``, so with ``p = u_a * (G_a - G_aa / 2)``:
@@ -62,8 +69,7 @@ def _block_angles(g: Tensor, sq: Tensor, u: Tensor, vertices: slice) -> tuple[Te
     O(B^2) per vertex instead of the authors' O(B^2 D))."""
     ua = u[vertices]
     uu = ua.unsqueeze(2) * ua.unsqueeze(1)
-    p = ua * (g[vertices] - sq[vertices].unsqueeze(1) / 2)
-    return torch.baddbmm(uu * g, torch.stack([p, ua], 2).neg_(), torch.stack([ua, p], 1)), uu
+    return torch.baddbmm(uu * g, factors[0][vertices], factors[1][vertices]), uu
 
 
 def _angles(f: Tensor) -> Tensor:
@@ -71,7 +77,7 @@ def _angles(f: Tensor) -> Tensor:
     the definition the angle term is computed from, for inspection (the term itself never builds it)."""
     g = f @ f.T
     sq, _, _, u = _inverse_lengths(g)
-    return _block_angles(g, sq, u, slice(None))[0].flatten()
+    return _block_angles(g, u, _rank_two_factors(g, sq, u), slice(None))[0].flatten()
 
 
 def _angle_gradient(q: Tensor, norm: Tensor, u: Tensor, sums: dict[str, Tensor], eps: float) -> Tensor:
@@ -101,12 +107,13 @@ class _AngleLoss(torch.autograd.Function):
         gs, gt = (gs + gs.T) / 2, (gt + gt.T) / 2
         sq_s, q_s, norm_s, u_s = _inverse_lengths(gs, eps)
         sq_t, _, _, u_t = _inverse_lengths(gt, eps)
+        factors_s, factors_t = _rank_two_factors(gs, sq_s, u_s), _rank_two_factors(gt, sq_t, u_t)
         total = gs.new_zeros(())
         sums = {k: torch.zeros_like(gs) for k in ("E", "E_rows", "H_rows")} if with_grad else {}
         for start in range(0, n, block):
             a = slice(start, min(start + block, n))
-            a_s, uu = _block_angles(gs, sq_s, u_s, a)
-            r, _ = _block_angles(gt, sq_t, u_t, a)
+            a_s, uu = _block_angles(gs, u_s, factors_s, a)
+            r, _ = _block_angles(gt, u_t, factors_t, a)
             r = torch.sub(a_s, r, out=r).view(-1)
             c = r.clamp(-1, 1)
             total += torch.dot(c, r) - torch.dot(c, c) / 2
