@@ -55,7 +55,8 @@ def read_items(split, names: list[str], seed: int = 0, models: dict[str, Callabl
     from ..engine.batches import eval_batches
 
     models = models or {}
-    labels, logits = [], {key: [] for key in models}
+    labels: list[Tensor] = []
+    logits: dict[str, list[Tensor]] = {key: [] for key in models}
     rows: dict[str, list[Tensor | None]] = {m: [] for m in names}
     widths: dict[str, set[int]] = {m: set() for m in names}
     projections: dict[str, Tensor] = {}
@@ -75,7 +76,7 @@ def read_items(split, names: list[str], seed: int = 0, models: dict[str, Callabl
     fixed = {m for m in names if len(widths[m]) == 1 and -1 not in widths[m]}
     return ItemRows(
         torch.cat(labels),
-        {m: torch.cat(rows[m]) if m in fixed else None for m in names},  # type: ignore[misc]
+        {m: torch.cat([r for r in rows[m] if r is not None]) if m in fixed else None for m in names},
         set(projections),
         {key: torch.cat(v) for key, v in logits.items()},
     )

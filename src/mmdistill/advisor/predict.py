@@ -233,7 +233,7 @@ def advise(
         pilot_gain_se=pilot.gain_prob_se,
         predicted_gain=gain,
         predicted_gain_interval=interval,
-        recommendation=_recommend(gain, interval) if gain is not None else _abstention(outside, pilot),
+        recommendation=_recommend(gain, interval) if gain is not None and interval else _abstention(outside, pilot),
         seconds=time.perf_counter() - start,
         examples=n,
         models_trained=pilot.models,
@@ -253,8 +253,11 @@ def _pilot(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, repeats:
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
         width = min(cal.PILOT["max_rows"], n) // 3
         za, zb = (_top_components(x[rows], width) for x in (za, zb))
-    settings = {key: cal.PILOT[key] for key in ("epochs", "lr", "folds")}
-    return pilot_gain(za, zb, y[rows], k, repeats=repeats, kd_weights=kd_weights, seed=seed, **settings)
+    p = cal.PILOT
+    return pilot_gain(
+        za, zb, y[rows], k, repeats=repeats, epochs=p["epochs"], lr=p["lr"], folds=p["folds"], kd_weights=kd_weights,
+        seed=seed,
+    )  # fmt: skip
 
 
 def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
