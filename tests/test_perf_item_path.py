@@ -161,3 +161,14 @@ def test_reads_of_items_without_random_draws_leave_the_rngs_alone(monkeypatch):
     assert seeded == [] and torch.equal(torch.get_rng_state(), before)
     passes(loader(ItemDataset(Numbers(random=True), "train")), 1)
     assert len(seeded) == 2 and torch.equal(torch.get_rng_state(), before)  # seeded per batch, then restored
+
+
+def test_worker_processes_leave_out_the_value_checks_after_the_first_pass():
+    """The flag reaches the DataLoader's workers: a later pass over items without random draws is not scanned (a NaN
+    that appears afterwards, which such items cannot do, would pass)."""
+    data = Numbers()
+    batches = loader(ItemDataset(data, "train"), workers=2)
+    passes(batches, 1)
+    data.broken = True  # seen by the next epoch's workers (started anew)
+    passes(batches, 1)
+    assert int(batches.check) == 0

@@ -290,7 +290,9 @@ class ItemBatches:
         self.timeout = cfg.worker_timeout_s if workers else 0
         self.reading = torch.full((workers,), -1, dtype=torch.int64).share_memory_() if workers else None
         checked = bool(getattr(dataset, "values_checked", False))
-        self.check = torch.tensor(0 if checked else 1, dtype=torch.uint8).share_memory_()  # see _Collate
+        self.check = torch.tensor(0 if checked else 1, dtype=torch.uint8)  # see _Collate
+        if workers:
+            self.check.share_memory_()
         views = getattr(dataset, "views", 1) if epoch is None else 1  # training reads: cache.augmentations' views
         self.loader = DataLoader(
             _SeededReads(dataset, self.reading),
