@@ -129,3 +129,8 @@ def test_labels_that_are_not_class_indices_are_refused_from_arrays():
         advise(xa, xb, np.r_[np.zeros(20), np.ones(19), 0.5])  # was truncated to class 0 without a word
     with pytest.raises(DataError, match=r"advise: labels of shape \(40, 2\): expected one class index per example"):
         advise(xa, xb, np.eye(2)[np.arange(40) % 2])
+
+
+def test_a_dataset_given_to_advise_on_arrays_points_to_advise_dataset():
+    with pytest.raises(ConfigError, match=r"for a torch Dataset of dict items use mmdistill\.advisor\.advise_dataset"):
+        advise(Items(), Items(), None)

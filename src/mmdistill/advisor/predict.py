@@ -162,6 +162,11 @@ def _class_indices(y) -> torch.Tensor:
 def _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap: int, pilot_repeats: int):
     """(x_teacher, x_student) as 2-D float64 rows, the labels as a (N,) long tensor and the class count, checked:
     paired counts, at least 20 examples, finite inputs, labels in range, positive bootstrap and >= 2 pilot repeats."""
+    if isinstance(x_teacher, torch.utils.data.Dataset) or isinstance(x_student, torch.utils.data.Dataset):
+        raise ConfigError(
+            "advise: x_teacher and x_student are arrays of feature rows; for a torch Dataset of dict items use "
+            "mmdistill.advisor.advise_dataset(dataset, teacher='image', student='audio')"
+        )
     xa, xb = _as2d(torch.as_tensor(x_teacher)).double(), _as2d(torch.as_tensor(x_student)).double()
     y = _class_indices(y)
     counts = {"x_teacher": xa.shape[0], "x_student": xb.shape[0], "y": y.shape[0]}
