@@ -1,8 +1,8 @@
 """A user's own study in one file, as the tests install it (copied into tmp_path with an entry point, on PYTHONPATH).
 
 ``mmdistill reproduce class-balance --seeds N --out DIR`` draws the Gaussian demo task for each seed and writes
-the share of the largest class per split: ``class_balance.json``, ``results.csv`` and ``summary.md``, declared as the study's layout so
-``--overwrite`` replaces only those. It is declared in the package metadata as
+the share of the largest class per split: ``class_balance.json``, ``results.csv`` and ``summary.md``, declared as
+the study's layout so ``--overwrite`` replaces only those. It is declared in the package metadata as
 
     [project.entry-points."mmdistill.studies"]
     class-balance = "my_study:target"
