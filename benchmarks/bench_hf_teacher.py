@@ -10,6 +10,8 @@ The teacher: ViT with ViT-Base's width and depth (768 wide, 12 blocks, 12 heads,
 * ``build``: building the teacher cache (``engine.teacher.cached_table`` on an empty folder: item reads, forward
   passes, the file written);
 * ``bare``: a hand-written loop training the student with KD on precomputed teacher logits (``--epochs``);
+* ``lookup``: the cache's own share of the cached run's steps: ``TeacherTable.lookup`` of every training batch of
+  ``--epochs`` epochs on the built cache (a hit);
 * ``supervised`` / ``cached`` / ``online``: ``distill()``'s training steps of ``--epochs`` epochs, as its trainer
   times them (``RunResult.train_seconds``: data, teacher outputs, forward, losses, backward, step), of the student alone
   (``supervised``), with KD from the built cache (a hit), and with KD from the teacher run every step
@@ -99,6 +101,13 @@ def bare_kd_epoch(student, logits, train, batch: int) -> None:
         opt.step()
 
 
+def lookups(table, rows: int, batch: int, epochs: int) -> None:
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(rows, generator=torch.Generator().manual_seed(epoch))
+        for idx in order.split(batch):
+            table.lookup({"index": idx}, torch.device("cpu"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256)
@@ -123,7 +132,9 @@ def main() -> None:
           f"{args.threads} threads")  # fmt: skip
     with torch.no_grad():
         logits = torch.cat([teacher({"image": train.images[s : s + 256]}) for s in range(0, len(train), 256)])
-    figures: dict[str, list[float]] = {k: [] for k in ("forward", "build", "bare", "cached", "online", "supervised")}
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("forward", "build", "lookup", "bare", "cached", "online", "supervised")
+    }
     trainer = TrainerConfig(epochs=args.epochs, batch_size=args.batch, num_threads=args.threads)
     steps = -(-args.rows // args.batch) * args.epochs  # training steps of a run
     _, warm = models(root / "vit", split.specs())  # the first run pays the imports (torchmetrics ...): not timed
@@ -134,6 +145,8 @@ def main() -> None:
         cache_dir = root / f"cache-{r}"
         figures["build"].append(timed(lambda cache_dir=cache_dir: cached_table(
             teacher, split, TeacherRequest(), None, cache_dir, args.batch, torch.device("cpu"))))  # fmt: skip
+        table, _ = cached_table(teacher, split, TeacherRequest(), None, cache_dir, args.batch, torch.device("cpu"))
+        figures["lookup"].append(timed(lambda table=table: lookups(table, args.rows, args.batch, args.epochs)))
         _, fresh = models(root / "vit", split.specs())
         figures["bare"].append(
             timed(lambda fresh=fresh: [bare_kd_epoch(fresh, logits, train, args.batch) for _ in range(args.epochs)])
@@ -156,7 +169,8 @@ def main() -> None:
         "precomputed logits "
         f"{best['bare']:.2f} s; distill() supervised (student alone) {best['supervised']:.2f} s, KD cached "
         f"{best['cached']:.2f} s ({best['cached'] / best['bare']:.2f}x the bare loop), KD online "
-        f"{best['online']:.2f} s ({best['online'] / best['bare']:.2f}x)"
+        f"{best['online']:.2f} s ({best['online'] / best['bare']:.2f}x); the cache's lookups of those steps "
+        f"{best['lookup'] * 1000:.1f} ms ({100 * best['lookup'] / best['cached']:.1f}% of the cached run's steps)"
     )
 
 
