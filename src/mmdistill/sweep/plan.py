@@ -34,6 +34,11 @@ def needs_teachers(spec: SweepSpec) -> bool:
             "base.teachers: a sweep compares every method with KD from one teacher per seed, so it takes one teacher; "
             "give the base config a teacher section instead of teachers"
         )
+    if distils and (spec.base.get("teacher") or {}).get("trainable") is True:
+        raise ConfigError(
+            "base.teacher.trainable: a sweep trains one frozen teacher per seed and shares its cached outputs with "
+            "every trial; a teacher that learns alongside belongs to a single run (mmdistill train)"
+        )
     if distils and spec.base.get("teacher") is None:
         raise ConfigError(
             f"base: methods {spec.methods} (and the KD reference) need a teacher; add a teacher section to the base "
