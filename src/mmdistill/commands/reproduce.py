@@ -184,6 +184,41 @@ def _baselines_arguments(parser: argparse.ArgumentParser) -> None:
         "default against tuned, on mfeat and av-digits; final seeds 1..N",
     )
     parser.add_argument("--workers", type=positive_int, default=1, help="--tune: trials in parallel (default 1)")
+    parser.add_argument(
+        "--teacher-rows",
+        action="store_true",
+        help="also the rows with several teachers (one per modality; the multimodal one plus them; MST-Distill) "
+        "and with a teacher that learns alongside (DML, C2KD)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", metavar="LABEL", help="only these rows of the single-teacher table (nokd, kd always)"
+    )
+    parser.add_argument(
+        "--temperatures",
+        type=number(0.05, 100.0),
+        nargs="+",
+        metavar="T",
+        help="the grid of T each method with a temperature runs at (default 1 2 4)",
+    )
+    parser.add_argument(
+        "--train-size", type=positive_int, help="avmnist: student training rows, the teacher's 3x (default 2000)"
+    )
+
+
+def _baselines_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The options beyond the single-teacher table, as they go on the command line and to ``run_study``."""
+    options = {"several_teachers": args.teacher_rows, "methods": args.methods, "train_size": args.train_size}
+    words = (" --teacher-rows" if args.teacher_rows else "") + (
+        f" --methods {' '.join(args.methods)}" if args.methods else ""
+    )
+    if args.temperatures:
+        options["temperatures"] = args.temperatures
+        words += f" --temperatures {' '.join(f'{t:g}' for t in args.temperatures)}"
+    if args.train_size:
+        words += f" --train-size {args.train_size}"
+    if args.tune and words:
+        raise ConfigError(f"reproduce baselines --tune: tunes the single-teacher table only; drop{words}")
+    return words, options
 
 
 def _baselines_study(args: argparse.Namespace, out: Path) -> str:
@@ -199,12 +234,18 @@ def _baselines_study(args: argparse.Namespace, out: Path) -> str:
     )
     if args.data and "avmnist" not in args.dataset:
         raise ConfigError("reproduce baselines --data: only read for --dataset avmnist; the others are bundled")
+    if args.train_size and "avmnist" not in args.dataset:
+        raise ConfigError("reproduce baselines --train-size: only read for --dataset avmnist; the others use every row")
+    words, options = _baselines_options(args)
+    command = command.replace(" --out", f"{words} --out")
     if args.tune:
         from ..studies.baselines_tuned import run_tuned
 
         tuned = command.replace(" --out", f" --tune --workers {args.workers} --out")
         return run_tuned(args.dataset, args.seeds, out, tuned, args.epochs, args.workers)
-    return run_study(args.dataset, seeds, out, command, args.epochs, data_dir=args.data, accelerator=args.accelerator)
+    return run_study(
+        args.dataset, seeds, out, command, args.epochs, data_dir=args.data, accelerator=args.accelerator, **options
+    )
 
 
 TARGETS: dict[str, Target] = {

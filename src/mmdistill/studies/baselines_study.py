@@ -19,6 +19,12 @@ AV-MNIST (``--data``, a built folder) is the MFH Table 1 pair (:mod:`.mfh_table1
 late fusion teacher -> audio LeNet student, MultiBench's optimiser (SGD 0.1, batch 40), the teacher on 6,000 and
 the student on 2,000 rows (the first rows of one fixed order), 500 validation and 2,000 test rows, 3 epochs; a
 teacher per seed.
+
+Options: ``several_teachers`` (``--teacher-rows``) adds the rows of :mod:`.baselines_teachers`, in a table of their
+own (a teacher per modality, alone and combined; the multimodal one with them; MST-Distill; DML and C2KD with a
+teacher that learns alongside), each after the seed's single-teacher rows, so those are unchanged; ``methods`` runs
+only some single-teacher rows, ``temperatures`` replaces :data:`T_GRID`, ``train_size`` sets AV-MNIST's student rows
+(the teacher's: 3x).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,6 +46,7 @@ from ..errors import ConfigError
 from ..io import write_csv, write_text
 from ..models import EncoderConfig, ModelConfig, build_model
 from ..stats import format_summary, paired_difference, summarize
+from .baselines_teachers import MULTIMODAL, teacher_rows, teachers_of, train_unimodal_teachers
 from .mfh_table1 import avmnist_splits, multibench_trainer, reference_model
 from .progress import announce
 
@@ -103,13 +112,14 @@ SETUPS = {
         lenet_rows=(2000, 6000),
         extra={"at": ("at", {"student_layer": AUDIO_MAPS, "teacher_layer": AUDIO_MAPS}, None)},
         note="AV-MNIST rebuilt from MNIST + FSDD (`--data`), crossmodal, the MFH Table 1 pair: MultiBench's LeNet late "
-        "fusion on image + audio (6,000 rows) -> audio LeNet (2,000 rows), SGD 0.1, 3 epochs",
+        "fusion on image + audio ({teacher_rows:,} rows) -> audio LeNet ({student_rows:,} rows), SGD 0.1, 3 epochs",
     ),
 }
 
 
-def _model(setup: Setup, teacher: bool, data):
-    modalities = setup.modalities if teacher else setup.student_modalities or setup.modalities
+def _model(setup: Setup, teacher: bool, data, modalities: list[str] | None = None):
+    """The study's teacher (on ``modalities``, default the setup's) or student model."""
+    modalities = modalities or (setup.modalities if teacher else setup.student_modalities or setup.modalities)
     if setup.lenet_rows:
         return build_model(reference_model(modalities), data.train.specs(), data.num_classes)
     hidden = setup.teacher_hidden if teacher else setup.student_hidden
@@ -138,6 +148,106 @@ def _study_data(name: str, setup: Setup, data_dir: str | None):
     return data, data
 
 
+def _setup(name: str, train_size: int | None) -> Setup:
+    """The dataset's setup; ``train_size`` (AV-MNIST only): the student's training rows, the teacher's 3x as many."""
+    if name not in SETUPS:
+        raise ConfigError(f"--dataset: baselines are set up for {', '.join(SETUPS)}; got {name!r}")
+    setup = SETUPS[name]
+    if train_size is None:
+        return setup
+    if not setup.lenet_rows:
+        raise ConfigError(f"--train-size: only for --dataset avmnist; {name} trains on all its rows")
+    return replace(setup, lenet_rows=(train_size, 3 * train_size))
+
+
+def _trainer(setup: Setup, epochs: int | None, accelerator: str) -> TrainerConfig:
+    if setup.lenet_rows:
+        return multibench_trainer(epochs or setup.epochs, accelerator)
+    return TrainerConfig(
+        epochs=epochs or setup.epochs, batch_size=64, optimizer={"name": "adam", "lr": 3e-3}, accelerator=accelerator
+    )
+
+
+def _plan(setup: Setup, methods: list[str] | None) -> dict[str, tuple[str, dict, str | None]]:
+    """The single-teacher rows to run: every one, or ``methods`` (labels) with ``nokd`` and ``kd`` always."""
+    every = {**METHODS, **setup.extra}
+    if methods is None:
+        return every
+    unknown = sorted(set(methods) - set(every))
+    if unknown:
+        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; the rows are {', '.join(every)}")
+    return {label: v for label, v in every.items() if label in {"nokd", "kd", *methods}}
+
+
+@dataclass
+class _Seed:
+    """What every student of one (dataset, seed) shares."""
+
+    name: str
+    seed: int
+    work: Path
+    setup: Setup
+    data: object
+    teacher_acc: float
+    run: dict  # distill's trainer, cache, seed, quiet
+
+    def row(self, label: str, temp: float | None, result, teachers: str, **extra) -> dict:
+        return {
+            "dataset": self.name,
+            "seed": self.seed,
+            "method": label,
+            "temperature": temp if temp else "",
+            "teachers": teachers,
+            "val_acc": result.val["accuracy"] / 100,  # RunResult gives percent; the study keeps fractions
+            "test_acc": result.test["accuracy"] / 100,
+            "teacher_acc": self.teacher_acc,
+            "sec_per_step": result.train_seconds / max(result.train_steps, 1),
+            "train_rows": len(self.data.train),
+            **extra,
+        }
+
+    def student(self, label: str, temp: float | None, teacher, method: str, params: dict, **kw):
+        torch.manual_seed(self.seed)
+        student = _model(self.setup, False, self.data)
+        tag = label + (f"_T{temp:g}" if temp else "")
+        return distill(student, teacher, self.data, self.work / tag, method, params, **self.run, **kw)
+
+
+def _single_teacher_rows(s: _Seed, teacher, plan: dict, temperatures: Sequence[float]) -> list[dict]:
+    """The rows of ``plan``, each from the study's one (multimodal) teacher."""
+    rows, nokd = [], None
+    for label, (method, params, t_name) in plan.items():
+        if method == "mfh_general":
+            assert nokd is not None  # "nokd" comes first in METHODS: its student scores the channels
+            params = dict(params, scores_csv=str(_salience_csv(teacher, nokd, s.data, s.work / "salience.csv")))
+        for temp in temperatures if t_name else (None,):
+            # MFH modifies its teacher (a hook on the layer): give it a copy
+            t_model = None if method == "supervised" else teacher
+            if method == "mfh_general":
+                t_model = copy.deepcopy(teacher)
+            r = s.student(label, temp, t_model, method, dict(params, **({t_name: temp} if t_name else {})))
+            if label == "nokd":
+                nokd = r.student
+            rows.append(s.row(label, temp, r, "" if t_model is None else MULTIMODAL))
+    return rows
+
+
+def _several_teacher_rows(s: _Seed, teacher, teacher_data, temperatures: Sequence[float]) -> list[dict]:
+    """The rows of :mod:`.baselines_teachers`: a teacher per modality trained first, then every row of them."""
+    make = partial(_model, s.setup, True, teacher_data)
+    run = {k: v for k, v in s.run.items() if k in ("trainer", "quiet")}
+    unimodal = train_unimodal_teachers(s.setup.modalities, make, teacher_data, s.work, s.seed, **run)
+    teachers = {MULTIMODAL: teacher, **{m: model for m, (model, _) in unimodal.items()}}
+    accs = {f"teacher_{m}_acc": acc for m, (_, acc) in unimodal.items()}
+    rows = []
+    for label, row in teacher_rows(s.setup.modalities, LAYERS).items():
+        for temp in temperatures if row.temperature else (None,):
+            params = dict(row.params, **({row.temperature: temp} if row.temperature else {}))
+            r = s.student(label, temp, teachers_of(row, teachers), row.method, params, teacher_trainable=row.online)
+            rows.append(s.row(label, temp, r, "+".join(row.teachers), **accs))
+    return rows
+
+
 def run_dataset(
     name: str,
     seeds: list[int],
@@ -146,21 +256,21 @@ def run_dataset(
     quiet: bool = True,
     data_dir: str | None = None,
     accelerator: str = "cpu",
+    *,
+    methods: list[str] | None = None,
+    temperatures: Sequence[float] = T_GRID,
+    several_teachers: bool = False,
+    train_size: int | None = None,
 ) -> list[dict]:
-    """One row per (seed, method, temperature): validation and test accuracy, seconds per training step."""
-    if name not in SETUPS:
-        raise ConfigError(f"--dataset: baselines are set up for {', '.join(SETUPS)}; got {name!r}")
-    setup = SETUPS[name]
+    """One row per (seed, method, temperature): validation and test accuracy, seconds per training step.
+
+    ``methods``: only these single-teacher rows (labels of :data:`METHODS`; ``nokd`` and ``kd`` always run);
+    ``several_teachers``: also the rows of :mod:`.baselines_teachers`; ``temperatures``: the grid of T.
+    """
+    setup = _setup(name, train_size)
+    plan = _plan(setup, methods)
     data, teacher_data = _study_data(name, setup, data_dir)
-    if setup.lenet_rows:
-        trainer = multibench_trainer(epochs or setup.epochs, accelerator)
-    else:
-        trainer = TrainerConfig(
-            epochs=epochs or setup.epochs,
-            batch_size=64,
-            optimizer={"name": "adam", "lr": 3e-3},
-            accelerator=accelerator,
-        )
+    trainer = _trainer(setup, epochs, accelerator)
     cache = CacheConfig(dir=out / "cache")
     rows = []
     for seed in seeds:
@@ -170,37 +280,11 @@ def run_dataset(
         t = distill(
             teacher, None, teacher_data, work / "teacher", "supervised", trainer=trainer, seed=seed, quiet=quiet
         )
-        nokd = None
-        for label, (method, params, t_name) in {**METHODS, **setup.extra}.items():
-            if method == "mfh_general":
-                assert nokd is not None  # "nokd" comes first in METHODS: its student scores the channels
-                params = dict(params, scores_csv=str(_salience_csv(teacher, nokd, data, work / "salience.csv")))
-            for temp in T_GRID if t_name else (None,):
-                torch.manual_seed(seed)
-                student = _model(setup, False, data)
-                p = dict(params, **({t_name: temp} if t_name else {}))
-                # MFH modifies its teacher (a hook on the layer): give it a copy
-                t_model = None if method == "supervised" else teacher
-                if method == "mfh_general":
-                    t_model = copy.deepcopy(teacher)
-                tag = label + (f"_T{temp:g}" if temp else "")
-                r = distill(
-                    student, t_model, data, work / tag, method, p, trainer=trainer, cache=cache, seed=seed, quiet=quiet
-                )
-                if label == "nokd":
-                    nokd = r.student
-                rows.append(
-                    {
-                        "dataset": name,
-                        "seed": seed,
-                        "method": label,
-                        "temperature": temp if temp else "",
-                        "val_acc": r.val["accuracy"] / 100,  # RunResult gives percent; the study keeps fractions
-                        "test_acc": r.test["accuracy"] / 100,
-                        "teacher_acc": t.test["accuracy"] / 100,
-                        "sec_per_step": r.train_seconds / max(r.train_steps, 1),
-                    }
-                )
+        run = {"trainer": trainer, "cache": cache, "seed": seed, "quiet": quiet}
+        s = _Seed(name, seed, work, setup, data, t.test["accuracy"] / 100, run)
+        rows += _single_teacher_rows(s, teacher, plan, temperatures)
+        if several_teachers:
+            rows += _several_teacher_rows(s, teacher, teacher_data, temperatures)
         announce(f"{name} seed {seed}: teacher and {len({row['method'] for row in rows})} students trained")
     return rows
 
@@ -216,10 +300,69 @@ def chosen(rows: list[dict]) -> dict[str, list[dict]]:
     return picked
 
 
+def _note(setup: Setup, rows: list[dict]) -> str:
+    """The setup's note; AV-MNIST's names the rows its models trained on."""
+    if not setup.lenet_rows:
+        return setup.note
+    student_rows = rows[0].get("train_rows") or setup.lenet_rows[0]
+    return setup.note.format(student_rows=int(student_rows), teacher_rows=3 * int(student_rows))
+
+
+def _temperatures(rows: list[dict]) -> list[float]:
+    return sorted({r["temperature"] for r in rows if r["temperature"] != ""}) or list(T_GRID)
+
+
+def _line(label: str, rs: list[dict], references: list[list[dict]], kd_step: float, teachers: bool = False) -> str:
+    """A table row: T, validation and test accuracy, paired differences to each reference (its own: "—"), step."""
+    acc = [r["test_acc"] for r in rs]
+    diffs = [
+        "—" if ref is rs else format_summary(paired_difference(acc, [r["test_acc"] for r in ref])) for ref in references
+    ]
+    step = statistics.median(r["sec_per_step"] for r in rs) / kd_step
+    temp = rs[0]["temperature"]
+    val = 100 * statistics.mean(r["val_acc"] for r in rs)
+    named = f" {rs[0].get('teachers') or '—'} |" if teachers else ""
+    return (
+        f"| {label} |{named} {temp if temp != '' else '—'} | {val:.2f} | "
+        f"{format_summary(summarize(acc))} | {' | '.join(diffs)} | {step:.2f} |"
+    )
+
+
+def _several_teachers_table(name: str, picked: dict[str, list[dict]]) -> list[str]:
+    """The second table: KD from the multimodal teacher, then each row of :mod:`.baselines_teachers`."""
+    setup = SETUPS[name]
+    labels = [label for label in teacher_rows(setup.modalities, LAYERS) if label in picked]
+    if not labels:
+        return []
+    kd = picked["kd"]
+    own = [f"kd_{m}_teacher" for m in setup.student_modalities or [] if f"kd_{m}_teacher" in picked][:1]
+    references = [kd, *(picked[label] for label in own)]
+    first = picked[labels[0]]
+    accs = "; ".join(
+        f"{key[len('teacher_') : -len('_acc')]} {format_summary(summarize([r[key] for r in first]))}"
+        for key in first[0]
+        if key.startswith("teacher_") and key.endswith("_acc")
+    )
+    kd_step = statistics.median(r["sec_per_step"] for r in kd)
+    return [
+        "### Several teachers, and a teacher that learns alongside",
+        "",
+        f"Teachers per modality (test accuracy): {accs}. `teachers`: the ones each row read (`multimodal`: the "
+        "teacher of the table above); `_online`: that teacher learns alongside the student.",
+        "",
+        "| method | teachers | T | val accuracy | test accuracy | minus KD (paired) |"
+        + "".join(f" minus {label} (paired) |" for label in own)
+        + " step time / KD |",
+        "|---|---|---|---|---|---|" + "---|" * len(own) + "---|",
+        *(_line(label, picked[label], references, kd_step, teachers=True) for label in ["kd", *labels]),
+        "",
+    ]
+
+
 def summary_markdown(rows: list[dict], command: str) -> str:
     lines = [
         f"# Distillation baselines, same teacher/student and budget\n\nCommand: `{command}`. "
-        f"Test accuracy (points) of the best-validation epoch; temperature chosen from {list(T_GRID)} "
+        f"Test accuracy (points) of the best-validation epoch; temperature chosen from {_temperatures(rows)} "
         "by mean validation accuracy over the seeds; "
         "mean ± std [95% t-CI] over seeds; differences to KD paired by seed; step time = median over seeds of the "
         "trainer's seconds per training step, relative to KD.\n"
@@ -227,29 +370,21 @@ def summary_markdown(rows: list[dict], command: str) -> str:
     for name in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == name]
         picked = chosen(sub)
+        several = set(teacher_rows(SETUPS[name].modalities, LAYERS))
         seeds = [r["seed"] for r in picked["kd"]]
         teacher = summarize([r["teacher_acc"] for r in picked["nokd"]])
-        kd_acc = [r["test_acc"] for r in picked["kd"]]
         kd_step = statistics.median(r["sec_per_step"] for r in picked["kd"])
         lines += [
-            f"## {name}: {SETUPS[name].note}",
+            f"## {name}: {_note(SETUPS[name], sub)}",
             "",
             f"Seeds {seeds}; teacher {format_summary(teacher)}.",
             "",
             "| method | T | val accuracy | test accuracy | minus KD (paired) | step time / KD |",
             "|---|---|---|---|---|---|",
+            *(_line(label, rs, [picked["kd"]], kd_step) for label, rs in picked.items() if label not in several),
+            "",
+            *_several_teachers_table(name, picked),
         ]
-        for label, rs in picked.items():
-            acc = [r["test_acc"] for r in rs]
-            diff = format_summary(paired_difference(acc, kd_acc)) if label != "kd" else "—"
-            step = statistics.median(r["sec_per_step"] for r in rs) / kd_step
-            temp = rs[0]["temperature"]
-            val = 100 * statistics.mean(r["val_acc"] for r in rs)
-            lines.append(
-                f"| {label} | {temp if temp != '' else '—'} | {val:.2f} | "
-                f"{format_summary(summarize(acc))} | {diff} | {step:.2f} |"
-            )
-        lines.append("")
     return "\n".join(lines)
 
 
@@ -261,14 +396,20 @@ def run_study(
     epochs: int | None = None,
     data_dir: str | None = None,
     accelerator: str = "cpu",
+    **options,
 ) -> str:
+    """Every dataset's rows into ``out/results.csv`` and ``out/summary.md``; ``options``: :func:`run_dataset`'s
+    ``methods``, ``temperatures``, ``several_teachers`` and ``train_size``."""
     start = time.perf_counter()
     rows = []
     for name in datasets:
+        avmnist = name == "avmnist"  # --data and --train-size are AV-MNIST's
+        own = {k: v for k, v in options.items() if avmnist or k != "train_size"}
         rows += run_dataset(
-            name, seeds, out, epochs, data_dir=data_dir if name == "avmnist" else None, accelerator=accelerator
+            name, seeds, out, epochs, data_dir=data_dir if avmnist else None, accelerator=accelerator, **own
         )
     write_text(out / "summary.md", summary_markdown(rows, command))
-    write_csv(out / "results.csv", rows)  # last: its presence marks a finished study
+    fields = list(dict.fromkeys(key for row in rows for key in row))  # the per-modality teachers' columns too
+    write_csv(out / "results.csv", rows, fields)  # last: its presence marks a finished study
     seconds = time.perf_counter() - start
     return f"baselines: {len(rows)} students in {seconds:.0f} s; wrote {out}/results.csv and summary.md"
