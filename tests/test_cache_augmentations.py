@@ -151,6 +151,32 @@ def test_a_sigkilled_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path
     assert full_bytes == (tmp_path / "killed" / "student.safetensors").read_bytes()
 
 
+class NoisyPictures(Pictures):
+    """Draws its own noise in ``__getitem__`` (``random = True``), no transform."""
+
+    random = True
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        return {**item, "rgb": item["rgb"] + 0.3 * torch.randn(item["rgb"].shape)}
+
+
+def test_a_dataset_that_draws_its_own_random_numbers_is_cached_as_k_views(tmp_path):
+    student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
+    distill(
+        student, teacher, train=NoisyPictures(48, 0), val=Pictures(24, 1), test=Pictures(24, 2),
+        out_dir=tmp_path / "noisy", quiet=True, trainer=TrainerConfig(epochs=2, batch_size=16),
+        cache=CacheConfig(dir=tmp_path / "cache", augmentations=K),
+    )  # fmt: skip
+    (path,) = (tmp_path / "cache").glob("*.safetensors")
+    table, _ = TeacherTable.open(path)
+    assert table.views == K
+    batch = student.seen[-1]
+    with torch.no_grad():
+        direct = teacher.eval()(batch)
+    torch.testing.assert_close(table.lookup(batch, torch.device("cpu")).logits, direct, rtol=1e-5, atol=1e-6)
+
+
 def test_augmentations_on_data_without_a_random_transform_is_a_note_then_one_view(tmp_path, capsys):
     student, teacher = Net(("rgb",), 1), Net(("rgb", "depth"), 2)
     distill(
