@@ -4,12 +4,15 @@
 and the target under ``"label"``) and gives the engine what it asks of a split: ``specs()``, ``num_classes``,
 ``task``, a batch of given rows (``__getitems__``, read in this process), the labels, a training mean for the
 ``mean`` masking strategy (computed on first use only) and ``random`` (True when items draw random numbers: the
-dataset says so, or a transform is set), which decides between the teacher cache and the online teacher.
+dataset says so, or a transform is set), which decides between the teacher cache and the online teacher (or, with
+``cache.augmentations: K``, a cache of K seeded views per example: :meth:`ItemDataset.read_views`).
 
 Random numbers are reproducible: the RNGs (torch, numpy, random) are seeded before each batch's items are read, with
 :func:`batch_seed` ``(seed, epoch, the batch's first index)``, so augmentation depends on neither the worker that
 reads a batch nor on a resume (once per batch, not per item: seeding costs about 35 us, as much as decoding a small
-PNG takes a tenth of). Reads in the training process keep its global RNG streams as they were (dropout etc.).
+PNG takes a tenth of). Reads in the training process keep its global RNG streams as they were (dropout etc.). Under
+``cache.augmentations`` each item is seeded on its own, by :func:`view_seed` ``(seed, view, index)``, so that view k of
+example i is the same input in the cache's build and in every epoch that reads it.
 """
 
 from __future__ import annotations
