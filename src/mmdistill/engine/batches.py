@@ -138,7 +138,7 @@ class _SeededReads(torch.utils.data.Dataset):
             if reading is not None and slot is not None:
                 reading[slot] = -1
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list:
+    def __getitems__(self, keys: list[tuple[int, ...]]) -> list:
         """A batch's items (the DataLoader's fetcher calls this); in the training process its RNG streams
         (dropout...) are kept as they were, once per batch. Keys with a view, (index, view seed, view), are seeded
         item by item and read as (index, item, view)."""
@@ -151,7 +151,8 @@ class _SeededReads(torch.utils.data.Dataset):
 
     def _read_here(self, keys: list[tuple[int, ...]]) -> list:
         """:meth:`__getitem__` of each key, in the training process (no worker slot to mark), in one loop."""
-        read, item = [], self.dataset.item
+        read: list[tuple[int, dict | _Failure]] = []
+        item = self.dataset.item
         for key in keys:
             try:
                 read.append((key[0], item(key[0])))

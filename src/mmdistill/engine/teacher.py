@@ -37,6 +37,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..batch import INDEX, Batch
 from ..config import TrainerConfig
-from ..data.contracts.item_dataset import VIEW
+from ..data.contracts.item_dataset import VIEW, ItemDataset
 from ..data.contracts.split import Split
 from ..data.formats.ondisk import NpyRows
 from ..errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -308,14 +309,15 @@ def cache_description(
     """What a cache file's key hashes; stored in the file and compared on open."""
     masking = masker.strategy if (masker is not None and request.views) else None
     views = getattr(dataset, "views", 1)
-    augmented = {"augmentations": {"views": views, "seed": dataset.view_seed_base}} if views > 1 else {}
+    item_data = cast(ItemDataset, dataset)  # only item data have views
+    augmented = {"augmentations": {"views": views, "seed": item_data.view_seed_base}} if views > 1 else {}
     return {
         **storage.describe(),
         **augmented,
         "format": 3,
         "mmdistill": __version__,
         "teacher": model_hash(teacher),
-        "data": dataset.augmented_fingerprint() if augmented else dataset.fingerprint(),
+        "data": item_data.augmented_fingerprint() if augmented else dataset.fingerprint(),
         "features": list(request.features),
         "views": [list(v) for v in request.views],
         "masking": masking,
@@ -360,7 +362,7 @@ def _split_batches(dataset: Split, batch_size: int, device: torch.device, traine
     if getattr(dataset, "views", 1) > 1:
         from .batches import view_batches
 
-        yield from view_batches(dataset, batch_size, trainer or TrainerConfig(), device)
+        yield from view_batches(cast(ItemDataset, dataset), batch_size, trainer or TrainerConfig(), device)
         return
     if trainer is not None and trainer.num_workers and not dataset.gathers:
         from .batches import eval_batches

@@ -102,7 +102,7 @@ class _AngleLoss(torch.autograd.Function):
     stands for the column sum too."""
 
     @staticmethod
-    def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float) -> Tensor:
         n = len(gs)
         gs, gt = (gs + gs.T) / 2, (gt + gt.T) / 2
         sq_s, q_s, norm_s, u_s = _inverse_lengths(gs, eps)
@@ -128,7 +128,7 @@ class _AngleLoss(torch.autograd.Function):
         return total / n**3
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: Tensor):
         (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None, None
 
