@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("docs", "src", "tests", "benchmarks", "examples", "scripts", "README.md", "pyproject.toml")
 TEXT_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".toml", ".sh", ".txt", ".cfg", ".ini"}
 
-INTERNAL_REFERENCE = re.compile(r"\b(issue|session)s? ?#?[0-9]+", re.IGNORECASE)
+INTERNAL_REFERENCE = re.compile(r"\b(issue|session)s?[ -]?#?[0-9]+", re.IGNORECASE)
 # A citation names where the issue lives: a URL, a host, or an owner/repository path.
 CITATION = re.compile(r"https?://|github\.com|gitlab\.com|\b[\w.-]+/[\w.-]+ (issue|pull)", re.IGNORECASE)
 
