@@ -62,6 +62,8 @@ def test_the_teacher_rows_read_the_teachers_they_claim(tiny, tmp_path):
     text = summary_markdown(rows, "cmd")
     several = text[text.index("### Several teachers") :]
     assert "| mst_distill_all | multimodal+a+b | 2.0 |" in several
+    multimodal, a, b = (100 * rows[-1][key] for key in ("teacher_acc", "teacher_a_acc", "teacher_b_acc"))
+    assert f"Teachers (test accuracy): multimodal {multimodal:.2f}; a {a:.2f}; b {b:.2f}." in several
     assert "minus kd_b_teacher (paired)" in several  # the student's own-modality teacher as a second reference
     single = text[: text.index("### Several teachers")]
     assert "mtkd_all" not in single and "| kd | 2.0 |" in single

@@ -339,16 +339,16 @@ def _several_teachers_table(name: str, picked: dict[str, list[dict]]) -> list[st
     references = [kd, *(picked[label] for label in own)]
     first = picked[labels[0]]
     accs = "; ".join(
-        f"{key[len('teacher_') : -len('_acc')]} {format_summary(summarize([r[key] for r in first]))}"
-        for key in first[0]
-        if key.startswith("teacher_") and key.endswith("_acc")
+        f"{m} {format_summary(summarize([r[key] for r in first]))}"
+        for m, key in [(MULTIMODAL, "teacher_acc"), *((m, f"teacher_{m}_acc") for m in setup.modalities)]
+        if key in first[0]
     )
     kd_step = statistics.median(r["sec_per_step"] for r in kd)
     return [
         "### Several teachers, and a teacher that learns alongside",
         "",
-        f"Teachers per modality (test accuracy): {accs}. `teachers`: the ones each row read (`multimodal`: the "
-        "teacher of the table above); `_online`: that teacher learns alongside the student.",
+        f"Teachers (test accuracy): {accs}. `teachers`: the ones each row read (`multimodal`: the teacher of the "
+        "table above; a modality: the teacher of that modality alone); `_online`: that teacher learns alongside.",
         "",
         "| method | teachers | T | val accuracy | test accuracy | minus KD (paired) |"
         + "".join(f" minus {label} (paired) |" for label in own)
