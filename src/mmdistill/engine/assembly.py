@@ -227,7 +227,8 @@ class Run:
         save_tensors(out_dir / "student.safetensors", spec.student.state_dict(), {"checkpoint": fitted.test_checkpoint})
         record = None
         if own_folder:
-            several = isinstance(self.teacher, TeacherGroup)
+            group = self.teacher if isinstance(self.teacher, TeacherGroup) else None
+            several = group is not None
             record = describe_run(
                 spec.student,
                 None if several else self.teacher,
@@ -240,8 +241,8 @@ class Run:
                 task={"name": self.task.name, "params": self.task.params.model_dump(mode="json")},
                 seed=spec.seed,
             )
-            if several and not isinstance(record, str):
-                record = _with_teachers(record, self.teacher)
+            if group is not None and not isinstance(record, str):
+                record = _with_teachers(record, group)
             if not isinstance(record, str):
                 write_record(out_dir, record, None if several else self.teacher)
         write_json(

@@ -12,7 +12,7 @@ every other command reads (:mod:`mmdistill.evaluation.runs`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -43,6 +43,9 @@ from .system.checkpoint import load_tensors
 from .system.launch import SingleCPUProcess
 from .teacher import TeacherGroup, default_cache_dir
 from .trainer import eval_batches
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 def _load_finished(out_dir: Path, model: nn.Module, task=None) -> RunResult | None:
@@ -119,9 +122,10 @@ def run_config(
         folder = runfolder.claim(out, "train", "metrics.json", overwrite, resume, protect, info)
     try:
         if folder is not None:
-            if folder.plan.action == "resume":
-                check_resume(cfg, out, seeds, folder.plan.marker)  # again, under the lock
-                folder.update_marker(seeds=sorted(set(seeds) | set(folder.plan.marker.get("seeds") or [])))
+            marker = folder.plan.marker  # a folder to resume holds its marker (runfolder.check)
+            if folder.plan.action == "resume" and marker is not None:
+                check_resume(cfg, out, seeds, marker)  # again, under the lock
+                folder.update_marker(seeds=sorted(set(seeds) | set(marker.get("seeds") or [])))
             if not (out / "config.yaml").is_file():  # never rewritten on resume
                 write_text(out / "config.yaml", dump_config(cfg))
         fabric.barrier()
@@ -167,7 +171,7 @@ def preflight(cfg: RunConfig, data: DataSplits) -> None:
     sample = data.train.__getitems__(range(min(8, len(data.train))))
     for key, model in [("student", spec.student), *named_teachers(teacher)]:
         check_outputs(model, sample, n_cls, f"{key}.model")
-    build_run(spec, SingleCPUProcess()).check_one_loss()
+    build_run(spec, cast("Fabric", SingleCPUProcess())).check_one_loss()  # a stand-in for a Fabric (start_fabric)
 
 
 def _run_seed(cfg: RunConfig, data: DataSplits, seed_dir: Path, seed: int, baseline: bool, **options) -> dict:

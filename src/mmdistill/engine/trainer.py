@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..batch import INDEX, Batch, batch_size, inputs_checked_finite
 from ..config import TrainerConfig
-from ..data.contracts.dataset import MultimodalDataset
+from ..data.contracts.split import Split
 from ..errors import ConfigError, DataError, TrainingError
 from ..io import sweep_stale_temp_files
 from ..methods.base import LossTerm, Method, TeacherOutputs, term_value, weighted_total
@@ -316,8 +316,8 @@ def _trace_first_step() -> None:
 def fit(
     fabric: Fabric,
     module: DistillationModule,
-    train: MultimodalDataset,
-    val: MultimodalDataset,
+    train: Split,
+    val: Split,
     cfg: TrainerConfig,
     seed: int,
     out_dir: Path,
@@ -355,8 +355,8 @@ class _Training:
         self,
         fabric: Fabric,
         module: DistillationModule,
-        train: MultimodalDataset,
-        val: MultimodalDataset,
+        train: Split,
+        val: Split,
         cfg: TrainerConfig,
         seed: int,
         out_dir: Path,
@@ -452,7 +452,8 @@ class _Training:
         """Validate; keep the best weights; count epochs without improvement; log; write ``last.safetensors``."""
         fabric, cfg = self.fabric, self.cfg
         loader = eval_batches(self.val, cfg.batch_size, fabric.global_rank, fabric.world_size, cfg, fabric.device)
-        val_metrics = evaluate(self.module.student, loader, self.train.num_classes, fabric.device, task=self.task)
+        num_classes = cast(int, self.train.num_classes)  # settled on the training split by the run's task (run_task)
+        val_metrics = evaluate(self.module.student, loader, num_classes, fabric.device, task=self.task)
         values = {f"train/{k}": v for k, v in train_means.items()}
         values.update({f"val/{k}": v for k, v in val_metrics.items()})
         values["lr"] = self.optimizer.param_groups[0]["lr"]

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..batch import LABEL, Batch, present_rows
 from ..config import validate
-from ..data.contracts.dataset import MultimodalDataset
+from ..data.contracts.split import Split
 from ..errors import ConfigError
 from ..masking import Masker
 from ..models.hooks import FeatureHooks
@@ -168,7 +168,7 @@ class Method(nn.Module):
     def setup(self, sample_batch: Batch, student: nn.Module, teacher: nn.Module | None) -> None:
         """Build parts whose shapes depend on the models (called once, before the optimizer exists)."""
 
-    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+    def prepare(self, train: Split, teacher: nn.Module | None, device: torch.device) -> Split:
         """See the training split once before training (e.g. population statistics, a held-out part).
 
         Returns the examples to train on (by default all of ``train``).

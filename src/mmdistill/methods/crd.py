@@ -49,7 +49,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..batch import INDEX, Batch
-from ..data.contracts.dataset import MultimodalDataset
+from ..data.contracts.split import Split
 from ..registry import METHODS
 from .base import StudentOutputs, TeacherOutputs
 from .layer_pair import LayerPairMethod, LayerPairParams
@@ -209,7 +209,7 @@ class ContrastiveRD(LayerPairMethod):
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
 
-    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+    def prepare(self, train: Split, teacher: nn.Module | None, device: torch.device) -> Split:
         d, n = self.params.feat_dim, len(train)
         note = negatives_note(self.params.nce_k, n)
         if note and not (_distributed() and torch.distributed.get_rank() != 0):

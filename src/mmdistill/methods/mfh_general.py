@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..batch import LABEL, Batch
-from ..data.contracts.dataset import MultimodalDataset
+from ..data.contracts.split import Split
 from ..errors import ConfigError
 from ..models.hooks import FeatureHooks, find_module
 from ..registry import METHODS
@@ -109,7 +109,7 @@ class ModalityGeneralKD(Method):
         self._student = [student]  # not a submodule: the trainer owns the student
         self._handle: RemovableHandle | None = None
 
-    def compute_scores(self, train: MultimodalDataset, teacher: nn.Module, device: torch.device) -> Tensor:
+    def compute_scores(self, train: Split, teacher: nn.Module, device: torch.device) -> Tensor:
         from ..mfh.algorithm1 import channel_salience
 
         p = self.params
@@ -129,7 +129,7 @@ class ModalityGeneralKD(Method):
         )
         return result.scores
 
-    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+    def prepare(self, train: Split, teacher: nn.Module | None, device: torch.device) -> Split:
         assert teacher is not None
         p = self.params
         self.restore_teacher(teacher)

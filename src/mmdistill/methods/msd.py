@@ -44,7 +44,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..batch import LABEL, Batch
-from ..data.contracts.dataset import MultimodalDataset, stratified_split
+from ..data.contracts.dataset import stratified_split
+from ..data.contracts.split import Split
 from ..errors import ConfigError
 from ..masking import split_variants
 from ..models.multimodal import model_modalities
@@ -120,7 +121,7 @@ class ModalitySpecificDistillation(Method):
             self.weight_net = nn.Sequential(first, nn.Tanh(), last)
             for q in self.weight_net.parameters():
                 q.requires_grad_(False)  # phi is updated by the meta step, never by the main optimizer
-        self.heldout: MultimodalDataset | None = None
+        self.heldout: Split | None = None
 
     # -- what the teacher must provide ------------------------------------------------------
     def _views(self) -> list[tuple[str, ...]]:
@@ -131,7 +132,7 @@ class ModalitySpecificDistillation(Method):
     def teacher_request(self) -> TeacherRequest:
         return TeacherRequest(views=tuple(self._views()))
 
-    def prepare(self, train: MultimodalDataset, teacher: nn.Module | None, device: torch.device) -> MultimodalDataset:
+    def prepare(self, train: Split, teacher: nn.Module | None, device: torch.device) -> Split:
         p = self.params
         if p.weighting == "population":
             assert teacher is not None and self.masker is not None

@@ -37,7 +37,7 @@ def _as_tensor(value, index: int, key: str) -> Tensor:
     raise DataError(f"item {index}, key {key!r}: expected a tensor, got {type(value).__name__}")
 
 
-def _pad_tokens(values: list[Tensor], masks: list[Tensor | None]) -> tuple[Tensor, Tensor]:
+def _pad_tokens(values: list[Tensor], masks: Sequence[Tensor | None]) -> tuple[Tensor, Tensor]:
     """Right-pad 1-D token sequences with 0 to the longest; masks padded with 0 (built as ones where absent)."""
     longest = max(len(v) for v in values)
     ids = torch.zeros(len(values), longest, dtype=torch.long)
@@ -75,8 +75,8 @@ def collate_items(
         _scan_finite(batch, keys or (), indices)
     labels = batch.pop(LABEL, None)
     if labels is None:  # the items disagree: targets checked (and stacked) item by item
-        labels = [_as_label(_as_tensor(item[LABEL], i, LABEL)) for item, i in zip(items, indices)]
-        labels = _checked_targets(get_task(task), labels, indices, batch, num_classes)
+        item_labels = [_as_label(_as_tensor(item[LABEL], i, LABEL)) for item, i in zip(items, indices)]
+        labels = _checked_targets(get_task(task), item_labels, indices, batch, num_classes)
     elif check_values:
         checks = get_task(task)
         checks.check_target(labels, num_classes, index)
@@ -149,13 +149,10 @@ def _checked_batch(items: Sequence, indices: Sequence[int], keys: Sequence[str] 
     for k in keys:
         values = [_as_tensor(item[k], i, k) for item, i in zip(items, indices)]
         has_mask = (k + MASK_SUFFIX) in first
-        masks = [
-            _as_tensor(item[k + MASK_SUFFIX], i, k + MASK_SUFFIX) if has_mask else None
-            for item, i in zip(items, indices)
-        ]
+        masks = [_as_tensor(item[k + MASK_SUFFIX], i, k + MASK_SUFFIX) for item, i in zip(items, indices) if has_mask]
         tokens = not values[0].is_floating_point()
         if tokens and values[0].dim() == 1 and any(len(v) != len(values[0]) for v in values):
-            batch[k], batch[k + MASK_SUFFIX] = _pad_tokens(values, masks)
+            batch[k], batch[k + MASK_SUFFIX] = _pad_tokens(values, masks or [None] * len(values))
             continue
         for v, i in zip(values, indices):
             if v.shape != values[0].shape:

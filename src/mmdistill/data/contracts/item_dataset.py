@@ -21,6 +21,7 @@ import copy
 import random as _random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -202,7 +203,9 @@ class ItemDataset(Split):
         item = self.dataset[index]
         if self.transform is None or not isinstance(item, Mapping):
             return item
-        out = self.transform(item)
+        # The item contract is a dict (Transform's argument); any other Mapping a dataset returns reaches the
+        # transform as it is, unconverted.
+        out = self.transform(cast(dict, item))
         if not isinstance(out, Mapping):
             raise DataError(
                 f"item {index}: the {self.name} transform returned a {type(out).__name__}, expected the item's dict "
@@ -332,7 +335,7 @@ class ItemDataset(Split):
         it, not on this object, which another run may read with other task params."""
         return copy.copy(self)
 
-    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> ItemDataset:
+    def subset(self, indices: Sequence[int] | Tensor | np.ndarray, name: str | None = None) -> ItemDataset:
         idx = [int(i) for i in indices]
         sub = ItemDataset(Subset(self.dataset, idx), name or self.name, self.transform, self.num_classes, self.task)
         sub._keys, sub.random, sub.ignore_index = self._keys, self.random, self.ignore_index

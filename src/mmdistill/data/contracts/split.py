@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -70,7 +71,7 @@ class Split(torch.utils.data.Dataset):
     def feature_mean(self) -> Mapping[str, Tensor]:
         raise NotImplementedError
 
-    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> Split:
+    def subset(self, indices: Sequence[int] | Tensor | np.ndarray, name: str | None = None) -> Split:
         raise NotImplementedError
 
     @property
