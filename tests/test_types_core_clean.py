@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import tomllib
+import re
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def mypy_exempt_modules(pyproject: str) -> list[str]:
-    """The modules of mmdistill whose mypy errors are ignored (``ignore_errors`` overrides)."""
-    overrides = tomllib.loads(pyproject)["tool"]["mypy"].get("overrides", [])
+    """The modules of mmdistill named in a ``[[tool.mypy.overrides]]`` table that sets ``ignore_errors = true``
+    (read as text: tomllib is not in Python 3.10)."""
+    tables = re.split(r"^\[", pyproject, flags=re.M)
     exempt = []
-    for override in overrides:
-        if override.get("ignore_errors"):
-            modules = override["module"]
-            exempt += [m for m in ([modules] if isinstance(modules, str) else modules) if m.startswith("mmdistill")]
+    for table in tables:
+        if table.startswith("[tool.mypy.overrides]]") and re.search(r"^ignore_errors\s*=\s*true", table, re.M):
+            exempt += re.findall(r"[\"'](mmdistill[\w.*]*)[\"']", table)
     return exempt
 
 
