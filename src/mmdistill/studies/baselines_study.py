@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from ..config import CacheConfig, TrainerConfig
-from ..data import build_splits
+from ..data import Splits, build_splits
 from ..engine.api import distill
 from ..errors import ConfigError
 from ..io import write_csv, write_text
@@ -187,7 +187,7 @@ class _Seed:
     seed: int
     work: Path
     setup: Setup
-    data: object
+    data: Splits
     teacher_acc: float
     run: dict  # distill's trainer, cache, seed, quiet
 
