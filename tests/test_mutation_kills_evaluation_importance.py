@@ -103,3 +103,40 @@ def test_the_task_given_is_used_and_true_class_saliency_is_refused_without_a_tru
     assert out["task"] == "classification"
     with pytest.raises(ConfigError, match="--saliency: 'true_class' needs one true class per example.*'multilabel'"):
         modality_importance(Weighted({"a": 1.0, "b": 1.0}), {}, data, masker(), kind="true_class", task="multilabel")
+
+
+class ThreeWay(nn.Module):
+    """Logits (-s, s) with s = a + b + c (first features)."""
+
+    modalities = ("a", "b", "c")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        s = self.scale * (batch["a"][:, 0] + batch["b"][:, 0] + batch["c"][:, 0])
+        return torch.stack([-s, s], 1)
+
+
+def three_modalities(n: int, seed: int) -> MultimodalDataset:
+    base = split(n, seed)
+    return MultimodalDataset({**base.tensors, "c": -base.tensors["b"]}, torch.arange(n) % 2, 2, "toy")
+
+
+def test_of_three_modalities_the_rows_are_the_full_input_and_each_alone_and_the_tables_name_what_is_removed():
+    data = Splits(train=three_modalities(30, 1), val=three_modalities(10, 2), test=three_modalities(20, 3))
+    masker = Masker([ModalitySpec(m, (2,)) for m in "abc"], strategy="zeros")
+    out = modality_importance(ThreeWay(), {}, data, masker)
+    assert out["saliency_kind"] == "kl"  # the default
+    assert [row["input"] for row in out["accuracy"]] == ["full", "a", "b", "c"]
+    table = missing_modality_table(ThreeWay(), data.test, masker)
+    assert [(r["present"], r["removed"]) for r in table] == [
+        ("a+b+c", "-"),
+        ("a+b", "c"),
+        ("a+c", "b"),
+        ("b+c", "a"),
+        ("a", "b+c"),
+        ("b", "a+c"),
+        ("c", "a+b"),
+    ]
