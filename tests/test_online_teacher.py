@@ -170,3 +170,16 @@ def test_train_stopped_after_a_learning_teachers_first_epoch_resumes_bitwise(tin
         resumed = load_tensors(tmp_path / "stopped" / "seed_0" / "student" / name)[0]
         assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full), name
     assert any(k.startswith("module.teacher.") for k in full)
+
+
+def test_a_distill_folder_records_that_its_teacher_learned(toy_splits, tmp_path):
+    """The folder's config.yaml says teacher.trainable, and the teacher saved beside it is the trained one."""
+    from mmdistill.config import load_config
+
+    teacher, student = _models(toy_splits)
+    distill(student, teacher, toy_splits, tmp_path / "run", "dml", trainer=_trainer(), teacher_trainable=True,
+            quiet=True)  # fmt: skip
+    cfg = load_config(tmp_path / "run" / "config.yaml")
+    assert cfg.teacher is not None and cfg.teacher.trainable is True
+    saved = load_tensors(tmp_path / "run" / "teacher.safetensors")[0]
+    assert all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())

@@ -240,6 +240,7 @@ class Run:
                 cache=spec.cache,
                 task={"name": self.task.name, "params": self.task.params.model_dump(mode="json")},
                 seed=spec.seed,
+                teacher_trainable=spec.teacher_trainable,
             )
             if group is not None and not isinstance(record, str):
                 record = _with_teachers(record, group)

@@ -61,7 +61,8 @@ def describe_run(
 ) -> RunConfig | str:
     """The RunConfig of a ``distill()`` call, or the reason there is none. ``data_cfg``: the data's
     ``mmdistill_data`` note (None: not built by mmdistill, recorded as given in Python). ``settings``: masking,
-    trainer, cache (their config objects), task (its name and params) and seed."""
+    trainer, cache (their config objects), task (its name and params), seed and teacher_trainable (the teacher
+    learned alongside the student: its weights beside the record are the trained ones)."""
     if data_cfg is None:  # datasets given in Python: the commands that read the folder ask for their source
         data_cfg = {"dataset": DATA_GIVEN_IN_PYTHON}
     student_cfg, why, imports = _model_config(student, "student")
@@ -75,7 +76,11 @@ def describe_run(
         "seed": settings["seed"],
         "data": data_cfg,
         "student": {"model": student_cfg},
-        "teacher": {"model": teacher_cfg} if teacher_cfg is not None else None,
+        "teacher": (
+            {"model": teacher_cfg, "trainable": bool(settings.get("teacher_trainable", False))}
+            if teacher_cfg is not None
+            else None
+        ),
         "method": {"name": method, "params": dict(method_params or {})},
         "masking": settings["masking"].model_dump(mode="json"),
         "trainer": settings["trainer"].model_dump(mode="json"),
