@@ -121,23 +121,33 @@ def main() -> None:
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
     masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
     states = {label: make(label, data, masker, args.batch) for label in labels}
+    print_ratios(alternate(states, args.rounds, args.steps, clock), "kd", args, args.clock)
+
+
+def alternate(states: dict, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per step of each state's method, ``rounds`` times, every method once per round (after a warm-up)."""
     for state in states.values():
-        time_steps(state, 3, 0)  # warm-up
-    times: dict[str, list[float]] = {label: [] for label in labels}
-    for r in range(args.rounds):
+        time_steps(state, 3, 0)
+    times: dict[str, list[float]] = {label: [] for label in states}
+    for r in range(rounds):
         for label, state in states.items():
-            times[label].append(time_steps(state, args.steps, r * args.steps, clock))
-    kd = statistics.median(times["kd"])
+            times[label].append(time_steps(state, steps, r * steps, clock))
+    return times
+
+
+def print_ratios(times: dict[str, list[float]], reference: str, args, clock_name: str = "wall") -> None:
+    """The Markdown table: each method's median ms per step and its ratio to ``reference``'s median."""
+    ref = statistics.median(times[reference])
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
         f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step "
-        f"({args.clock} clock)"
+        f"({clock_name} clock)"
     )
     print("| method | ms / step | x KD |")
     print("|---|---|---|")
-    for label in labels:
-        med = statistics.median(times[label])
-        print(f"| {label} | {1000 * med:.2f} | {med / kd:.2f} |")
+    for label, values in times.items():
+        med = statistics.median(values)
+        print(f"| {label} | {1000 * med:.2f} | {med / ref:.2f} |")
 
 
 if __name__ == "__main__":

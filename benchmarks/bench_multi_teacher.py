@@ -4,8 +4,9 @@ The set-up of ``bench_methods.py``: 1-D CNN encoders on the 64-dim toy vectors, 
 the student's forward, the method's named losses, the weighted sum, backward and an Adam step, with the teachers'
 outputs precomputed per batch (what the teacher cache serves, one table per teacher). KD distils from the teacher on
 both modalities; the several-teacher methods from that teacher and one on modality a alone (K = 2). Runs alternate
-between methods (every method once per round, ``--rounds`` rounds of ``--steps`` steps); the figure is the median
-over rounds of each method's seconds per step, and its ratio to KD's median.
+between methods (every method once per round, ``--rounds`` rounds of ``--steps`` steps, the step of
+``bench_methods.py``); the figure is the median over rounds of each method's seconds per step, and its ratio to KD's
+median.
 
     python benchmarks/bench_multi_teacher.py [--threads 1] [--rounds 7] [--steps 20] [--batch 128]
 """
@@ -13,16 +14,15 @@ over rounds of each method's seconds per step, and its ratio to KD's median.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
+import functools
 
 import torch
+from bench_methods import alternate, print_ratios
 
 from mmdistill.data import build_splits
 from mmdistill.engine.api import build_method
 from mmdistill.engine.teacher import TeacherGroup, teacher_outputs
-from mmdistill.engine.trainer import DistillationModule, weighted_total
+from mmdistill.engine.trainer import DistillationModule
 from mmdistill.masking import Masker
 from mmdistill.models import EncoderConfig, ModelConfig, build_model
 
@@ -58,22 +58,9 @@ def make(label: str, data, masker, batch: int, single, group):
     method.setup(data.train.__getitems__(range(8)), student, teacher)
     module = DistillationModule(student, method).train()
     batches = [data.train.__getitems__(range(i, i + batch)) for i in range(0, len(data.train) - batch + 1, batch)]
-    outs = [teacher_outputs(teacher, b, method.teacher_request(), masker) for b in batches]
+    cached = [teacher_outputs(teacher, b, method.teacher_request(), masker) for b in batches]
+    outs = [functools.partial(lambda out: out, out) for out in cached]  # what bench_methods' step calls
     return module, torch.optim.Adam(module.parameters(), lr=1e-3), batches, outs
-
-
-def time_steps(state, steps: int, cursor: int) -> float:
-    module, opt, batches, outs = state
-    weights = module.method.loss_weights()
-    start = time.perf_counter()
-    for i in range(steps):
-        j = (cursor + i) % len(batches)
-        _, losses = module(batches[j], outs[j])
-        total = weighted_total(losses, weights)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -89,22 +76,7 @@ def main() -> None:
     masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
     single, group = teachers(data)
     states = {label: make(label, data, masker, args.batch, single, group) for label in METHODS}
-    for state in states.values():
-        time_steps(state, 3, 0)  # warm-up
-    times: dict[str, list[float]] = {label: [] for label in METHODS}
-    for r in range(args.rounds):
-        for label, state in states.items():
-            times[label].append(time_steps(state, args.steps, r * args.steps))
-    kd = statistics.median(times["kd (one teacher)"])
-    print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-        f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step"
-    )
-    print("| method | ms / step | x KD |")
-    print("|---|---|---|")
-    for label in METHODS:
-        med = statistics.median(times[label])
-        print(f"| {label} | {1000 * med:.2f} | {med / kd:.2f} |")
+    print_ratios(alternate(states, args.rounds, args.steps), "kd (one teacher)", args)
 
 
 if __name__ == "__main__":
