@@ -4,13 +4,15 @@
     python benchmarks/advisor_real_pairs.py --part dev [--avmnist DIR]              # advise, score the dev part
     python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
 
-:data:`SETTINGS` is the fixed list of settings, each assigned to the development or the held-out part in this file
-before anything was measured or fitted: mfeat view pairs, AV-Digits image <-> audio at three image-energy removals,
-and AV-MNIST (MNIST images + Free Spoken Digit Dataset spectrograms) image <-> audio at four noise levels.
-``--avmnist DIR``: a folder holding the AV-MNIST builds ``snr-6``, ``snr0``, ``snr6``, ``snrnone``, made with
+:data:`SETTINGS` is the fixed list of settings and their parts. The development part is the first round's 26
+settings (:data:`FIRST_ROUND`: mfeat view pairs, AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and
+0.9, AV-MNIST image <-> audio at SNR -6, 0, +6 dB and without noise), whose own held-out half was scored once.
+The held-out part is a fresh draw of settings never measured before (:func:`fresh_heldout`, a seeded rule, committed
+before any of them was measured or the advisor refitted). ``--avmnist DIR``: a folder holding the AV-MNIST builds
+``snr-6``, ``snr-3``, ``snr0``, ``snr3``, ``snr6``, ``snrnone``, made with
 
     mmdistill data build av-mnist --mnist ../shared/data/mnist --fsdd ../shared/data/fsdd/recordings \\
-        --limit 2000 --snr-db S --out DIR/snrS          # S in -6, 0, 6, none
+        --limit 2000 --snr-db S --out DIR/snrS          # S in -6, -3, 0, 3, 6, none (8 s each)
 
 (without it the AV-MNIST settings are skipped and listed as such).
 
@@ -54,8 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "advisor"
 PROTOCOL = {"hidden": 64, "epochs": 300, "lr": 0.3}
 
-# (dataset, params, teacher, student, part): fixed before any measurement or fit; never moved between parts
-SETTINGS = [
+# (dataset, params, teacher, student, part) of the first round: each assigned to a part before any measurement or
+# fit, its held-out part scored once (docs/advisor.md, first round). All 26 are the development part now.
+FIRST_ROUND = [
     ("mfeat", {}, "pix", "zer", "dev"),
     ("mfeat", {}, "fou", "kar", "heldout"),
     ("mfeat", {}, "kar", "fou", "dev"),
@@ -83,6 +86,32 @@ SETTINGS = [
     ("avmnist", {"root": "snrnone"}, "audio", "image", "dev"),
     ("avmnist", {"root": "snrnone"}, "image", "audio", "heldout"),
 ]
+
+MFEAT_VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
+_DIRECTIONS = (("image", "audio"), ("audio", "image"))
+FRESH_SEED = 20261207  # the second round's draw; drawn and committed before any of its settings was measured
+FRESH_MFEAT_PAIRS = 8
+
+
+def fresh_heldout(seed: int = FRESH_SEED, mfeat_pairs: int = FRESH_MFEAT_PAIRS) -> list[tuple]:
+    """The second round's held-out part, settings never measured before: every new AV-Digits setting (image-energy
+    removals 0.25 and 0.6, both directions), every new AV-MNIST one (SNR -3 and +3 dB, both directions), and
+    ``mfeat_pairs`` of the 18 mfeat ordered view pairs the first round did not use, drawn by a seeded permutation
+    (the other mfeat pairs stay unmeasured, for a later round)."""
+    used = {(t, s) for d, _, t, s, _ in FIRST_ROUND if d == "mfeat"}
+    unused = [(t, s) for t in MFEAT_VIEWS for s in MFEAT_VIEWS if t != s and (t, s) not in used]
+    order = np.random.default_rng(seed).permutation(len(unused))[:mfeat_pairs]
+    fresh = [("mfeat", {}, *unused[i], "heldout") for i in sorted(order)]
+    for removed in (0.25, 0.6):
+        fresh += [("av-digits", {"image_energy_removed": removed}, t, s, "heldout") for t, s in _DIRECTIONS]
+    for root in ("snr-3", "snr3"):
+        fresh += [("avmnist", {"root": root}, t, s, "heldout") for t, s in _DIRECTIONS]
+    return fresh
+
+
+# (dataset, params, teacher, student, part): the first round's 26 settings are the development part, the fresh draw
+# the held-out part; never moved between parts
+SETTINGS = [(*row[:4], "dev") for row in FIRST_ROUND] + fresh_heldout()
 
 
 def label(dataset: str, params: dict, teacher: str, student: str) -> str:
@@ -306,7 +335,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("dev", "heldout"), help="advise on this part and score it")
     ap.add_argument("--measure", action="store_true", help="measure the gains not yet in real_measured.json")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--avmnist", help="folder of the AV-MNIST builds (snr-6, snr0, snr6, snrnone)")
+    ap.add_argument("--avmnist", help="folder of the AV-MNIST builds (snr-6, snr-3, snr0, snr3, snr6, snrnone)")
     ap.add_argument("--only", help="only the settings whose label contains this text")
     ap.add_argument(
         "--fit",
