@@ -217,28 +217,63 @@ def advice_row(dataset: str, params: dict, teacher: str, student: str) -> dict:
 
 
 REAL_SIGNALS = ("pilot_gain", "pilot_se", "teacher_acc", "student_acc")  # what the pilot's interval depends on
+COVERAGE = 0.8
+DOMAIN_MARGIN = 0.1  # each signal's range reaches this share of its span beyond the development rows' extremes
+
+
+def conformal_quantile(scores: np.ndarray, level: float = COVERAGE) -> float:
+    """Split-conformal quantile: the ceil(level (n + 1))-th smallest of n scores (the largest when that exceeds n),
+    so that a new exchangeable score falls at or below it with probability >= level (Vovk et al. 2005)."""
+    rank = min(int(np.ceil(level * (len(scores) + 1))), len(scores))
+    return float(np.sort(scores)[rank - 1])
+
+
+def real_interval(gain: np.ndarray, pilot: np.ndarray, se: np.ndarray) -> tuple[float, float]:
+    """(s0, q): the interval ``pilot +- q (s0 + se_pilot)``, s0 the mean absolute residual |gain - pilot|, q the
+    conformal quantile of residual / (s0 + se_pilot)."""
+    resid = np.abs(gain - pilot)
+    scale0 = float(resid.mean())
+    return scale0, conformal_quantile(resid / (scale0 + se))
+
+
+def leave_one_out_coverage(gain: np.ndarray, pilot: np.ndarray, se: np.ndarray) -> float:
+    """The share of development rows inside the interval fitted on the other rows (an honest in-part figure)."""
+    inside = []
+    for i in range(len(gain)):
+        rest = np.arange(len(gain)) != i
+        scale0, q = real_interval(gain[rest], pilot[rest], se[rest])
+        inside.append(abs(gain[i] - pilot[i]) <= q * (scale0 + se[i]))
+    return float(np.mean(inside))
+
+
+def real_domain(rows: list[dict]) -> dict:
+    """The development rows' classes and training rows (minimum to maximum), and each pilot signal's range widened
+    by :data:`DOMAIN_MARGIN` of its span each side; an accuracy stays in [0, 1], and the pilot's standard error
+    starts at 0 (a smaller spread than seen narrows only the interval's se part, never its s0 floor)."""
+    span = lambda values: [float(min(values)), float(max(values))]  # noqa: E731
+    signals = {}
+    for name in REAL_SIGNALS:
+        low, high = span([r["features"][name] for r in rows])
+        low, high = low - DOMAIN_MARGIN * (high - low), high + DOMAIN_MARGIN * (high - low)
+        if name.endswith("_acc"):
+            low, high = max(low, 0.0), min(high, 1.0)
+        signals[name] = [0.0 if name == "pilot_se" else low, high]
+    return {"classes": span([r["classes"] for r in rows]), "rows": span([r["rows"] for r in rows]), "signals": signals}
 
 
 def fit_real_interval(rows: list[dict]) -> dict:
     """The ``real`` block of the shipped calibration, from the development part: the interval around the pilot's own
-    estimate, ``q80 (s0 + se_pilot)`` with s0 the mean absolute residual |gain - pilot| and q80 the 80th percentile
-    of residual / (s0 + se_pilot) (split-conformal, as for the multi-class Venn suite), and its domain: the part's
-    classes, training rows and each of the pilot's signals (:data:`REAL_SIGNALS`) from minimum to maximum."""
+    estimate (:func:`real_interval`) and its domain (:func:`real_domain`)."""
     from mmdistill.advisor import calibration as cal
 
     gain, pilot, se = (np.array([r[k] for r in rows], dtype=float) for k in ("gain", "pilot_gain", "pilot_se"))
-    resid = np.abs(gain - pilot)
-    scale0 = float(resid.mean())
-    span = lambda values: [float(min(values)), float(max(values))]  # noqa: E731
+    scale0, q = real_interval(gain, pilot, se)
     real = {
         "scale0": scale0,
-        "q80": float(np.quantile(resid / (scale0 + se), 0.8)),
+        "q80": q,
         "suite": f"real development pairs: {len(rows)} settings (benchmarks/advisor_real_pairs.py --part dev --fit)",
-        "domain": {
-            "classes": span([r["classes"] for r in rows]),
-            "rows": span([r["rows"] for r in rows]),
-            "signals": {name: span([r["features"][name] for r in rows]) for name in REAL_SIGNALS},
-        },
+        "leave_one_out_coverage": leave_one_out_coverage(gain, pilot, se),
+        "domain": real_domain(rows),
     }
     shipped = json.loads(cal.PATH.read_text())
     write_text(cal.PATH, json.dumps({**shipped, "real": real}, separators=(",", ":")) + "\n")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmdistill.advisor import calibration as cal
+from mmdistill.advisor import predict
 from mmdistill.advisor.predict import advise, calibration_domain
 from mmdistill.cli import main
 from mmdistill.data.generated.venn import VennSpec, draw
@@ -88,23 +89,47 @@ torch.set_num_threads(1)
 
 
 def test_the_shipped_real_pair_interval_is_the_real_development_parts_own_fit():
-    """scale0, q80 and the domain of the ``real`` block follow from the stored development part (a hand edit fails)."""
+    """scale0, the conformal q80 and the domain of the ``real`` block follow from the stored development part, all 26
+    settings (a hand edit, or a fit on part of them, fails)."""
     rows = json.loads((RESULTS / "real_dev.json").read_text())["rows"]
     real = cal.load()["real"]
     resid = np.abs(np.array([r["gain"] for r in rows]) - np.array([r["pilot_gain"] for r in rows]))
     se = np.array([r["pilot_se"] for r in rows])
-    assert real["scale0"] == pytest.approx(resid.mean()) and len(rows) == 13
-    assert real["q80"] == pytest.approx(np.quantile(resid / (resid.mean() + se), 0.8))
+    assert real["scale0"] == pytest.approx(resid.mean()) and len(rows) == 26
+    rank = int(np.ceil(0.8 * (len(rows) + 1)))  # split-conformal: the ceil(0.8 (n + 1))-th smallest score
+    assert real["q80"] == pytest.approx(np.sort(resid / (resid.mean() + se))[rank - 1])
     for name, (low, high) in real["domain"]["signals"].items():
         values = [r["features"][name] for r in rows]
-        assert (low, high) == pytest.approx((min(values), max(values)))
+        margin = 0.1 * (max(values) - min(values))
+        expected_low = 0.0 if name == "pilot_se" else max(min(values) - margin, 0.0 if "acc" in name else -np.inf)
+        expected_high = min(max(values) + margin, 1.0) if "acc" in name else max(values) + margin
+        assert (low, high) == pytest.approx((expected_low, expected_high))
     assert real["domain"]["rows"] == [min(r["rows"] for r in rows), max(r["rows"] for r in rows)]
 
 
-def test_inside_the_real_pairs_domain_the_advice_is_the_pilot_with_the_real_pairs_interval():
+def _inside_the_real_domain() -> dict:
     real = cal.load()["real"]["domain"]
     features = {name: float(np.mean(cal.load()["domain"]["signals"][name])) for name in cal.FEATURES}
     features.update({name: float(np.mean(span)) for name, span in real["signals"].items()})
+    return features
+
+
+def test_a_pilot_spread_smaller_than_the_development_parts_is_no_reason_to_abstain():
+    """A tiny pilot standard error narrows only the se part of the interval; its s0 floor stays."""
+    rows = int(np.mean(cal.load()["real"]["domain"]["rows"]))
+    assert calibration_domain(10, rows, dict(_inside_the_real_domain(), pilot_se=1e-4)) == ("real-pilot", [])
+    real = cal.load()["real"]
+    assert predict.pilot_interval(1e-4, block="real-pilot") >= real["q80"] * real["scale0"] > 1.0
+
+
+def test_a_pilot_gain_beyond_the_real_domain_abstains_and_names_it():
+    high = cal.load()["real"]["domain"]["signals"]["pilot_gain"][1]
+    basis, why = calibration_domain(10, 1200, dict(_inside_the_real_domain(), pilot_gain=high + 1.0))
+    assert basis == "abstained" and len(why) == 1 and why[0].startswith(f"pilot_gain {high + 1.0:.3g}, calibrated on")
+
+
+def test_inside_the_real_pairs_domain_the_advice_is_the_pilot_with_the_real_pairs_interval():
+    real, features = cal.load()["real"]["domain"], _inside_the_real_domain()
     basis, why = calibration_domain(10, int(np.mean(real["rows"])), features)
     assert (basis, why) == ("real-pilot", [])
     assert calibration_domain(10, int(real["rows"][1]) + 1, features)[0] == "abstained"

@@ -272,7 +272,7 @@ def calibration_domain(k: int, n: int, features: dict, calibration: dict | None 
     from its own stored signals by ``benchmarks/advisor_validation.py --domain`` and
     ``benchmarks/advisor_real_pairs.py --fit``) is a range of classes and of training rows and a range of each
     signal it lists: the Venn suites' 1st-99th percentiles of the nine signals the calibration reads, the real
-    pairs' minimum to maximum of the pilot's four signals."""
+    pairs' range of the pilot's four signals widened by a tenth of its span each side (its standard error from 0)."""
     c = calibration or cal.load()
     why = []
     for basis, domain in (("calibrated", c["domain"]), ("pilot", c["outside"]["domain"]), ("real-pilot", _real(c))):
@@ -349,7 +349,7 @@ def predict_gain(features: dict, pilot_se: float, calibration: dict | None = Non
 def pilot_interval(pilot_se: float, calibration: dict | None = None, block: str = "pilot") -> float:
     """Half-width of the 80% interval around the pilot's own estimate: ``q80 (s0 + se_pilot)``, (q80, s0) from the
     pilot's residuals on the multi-class Venn development suite (``block="pilot"``) or on the real development
-    pairs (``"real-pilot"``)."""
+    pairs (``"real-pilot"``: q80 their split-conformal quantile, s0 their mean absolute residual)."""
     c = (calibration or cal.load())["outside" if block == "pilot" else "real"]
     return c["q80"] * (c["scale0"] + pilot_se)
 
