@@ -23,11 +23,17 @@ def reference_angles(f, eps=1e-12):
     return (dot * inv.unsqueeze(2) * inv.unsqueeze(1)).flatten()
 
 
+def reference_normalised_distance(f):
+    """RKD's distances as first implemented: from the features, over the mean of the selected non-zero entries."""
+    d = rkd.pairwise_distance(f)
+    return d / d[d > 0].mean()
+
+
 def reference_rkd_terms(hs, ht):
     fs, ft = hs.flatten(1), ht.flatten(1)
     with torch.no_grad():
-        d_t, a_t = rkd._normalised_distance(ft), reference_angles(ft)
-    return F.smooth_l1_loss(rkd._normalised_distance(fs), d_t), F.smooth_l1_loss(reference_angles(fs), a_t)
+        d_t, a_t = reference_normalised_distance(ft), reference_angles(ft)
+    return F.smooth_l1_loss(reference_normalised_distance(fs), d_t), F.smooth_l1_loss(reference_angles(fs), a_t)
 
 
 def features(b, d, seed, collinear=False):
@@ -178,3 +184,20 @@ def test_crd_terms_z_and_gradients_equal_the_direct_computation(rows, k, prepare
         for g_grad, w_grad in zip(grads_got, grads_want):
             torch.testing.assert_close(g_grad, w_grad, **tol)
         method.after_step(step, epoch=1)
+
+
+def test_rkd_angle_term_keeps_its_digits_near_a_perfect_student():
+    """A student whose angles are the teacher's to 1e-3 (an orthogonal map of its features plus noise): the loss is
+    about 1e-9, a difference of sums of B^3 / 4 terms of order 1, so the closed form must be summed in float64."""
+    g = torch.Generator().manual_seed(8)
+    ft = torch.randn(64, 48, generator=g, dtype=torch.float64)
+    rotation = torch.linalg.qr(torch.randn(48, 48, generator=g, dtype=torch.float64))[0]
+    fs = ft @ rotation + 1e-3 * torch.randn(64, 48, generator=g, dtype=torch.float64)
+    want = reference_rkd_terms(fs.requires_grad_(True), ft)[1]
+    (grad_want,) = torch.autograd.grad(want, fs)
+    hs = fs.detach().float().requires_grad_(True)
+    got = rkd.angle_loss(hs, ft.float())
+    (grad_got,) = torch.autograd.grad(got, hs)
+    assert 0 < want.item() < 1e-7
+    torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=0)
+    torch.testing.assert_close(grad_got.double(), grad_want, rtol=1e-3, atol=1e-3 * grad_want.abs().max().item())

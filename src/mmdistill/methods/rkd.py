@@ -28,7 +28,7 @@ from .layer_pair import LayerPairMethod, LayerPairParams
 from .params import Weight
 
 ANGLE_EPS = 1e-12
-ANGLES_PER_BLOCK = {"cpu": 1 << 16, "other": 1 << 24}  # angles made at once: 256 KiB of float32 on CPU (in cache)
+ANGLES_PER_BLOCK = {"cpu": 1 << 17, "other": 1 << 24}  # angles made at once: 512 KiB of float32 on CPU (in cache)
 
 
 def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
@@ -37,9 +37,19 @@ def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
     return d * (1 - torch.eye(len(f), dtype=f.dtype, device=f.device))
 
 
-def _normalised_distance(f: Tensor) -> Tensor:
-    d = pairwise_distance(f)
-    return d / d[d > 0].mean()
+def _normalised_distance(g: Tensor, eps: float = 1e-12) -> Tensor:
+    """``psi_D = ||f_a - f_b|| / mu`` from the Gram matrix G (``||f_a - f_b||^2 = G_aa + G_bb - 2 G_ab``), mu the mean
+    of the non-zero distances (a sum and a count: no selection of entries)."""
+    sq = g.diagonal()
+    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp(min=eps).sqrt()
+    d = d * (1 - torch.eye(len(g), dtype=g.dtype, device=g.device))
+    return d / (d.sum() / (d > 0).sum())
+
+
+def _gram(f: Tensor) -> Tensor:
+    """``F F^T`` made exactly symmetric, in float32 at least."""
+    g = (f @ f.T).to(torch.promote_types(f.dtype, torch.float32))
+    return (g + g.T) / 2
 
 
 def _inverse_lengths(g: Tensor, eps: float = ANGLE_EPS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -81,8 +91,8 @@ def _angles(f: Tensor) -> Tensor:
 
 
 def _angle_gradient(q: Tensor, norm: Tensor, u: Tensor, sums: dict[str, Tensor], eps: float) -> Tensor:
-    """d(sum of huber terms)/dG from the per-vertex sums of ``E = c * u_b u_c`` and ``H = c * A`` (c = the huber
-    derivative, clamp(A^S - A^T, -1, 1); both symmetric in (b, c), so columns sum as rows do):
+    """d(sum of c-weighted angles)/dG from the per-vertex sums of ``E = c * u_b u_c`` and ``H = c * A`` (c the
+    derivative of the summed function at each angle; both symmetric in (b, c), so columns sum as rows do):
     A_a[b, c] = u_ab u_ac (G_bc - G_ab - G_ac + G_aa) gives dG_bc += sum_a E_a[b, c], dG_ab -= 2 (rows of E_a)[b],
     dG_aa += sum E_a, and through u = 1 / ||f_b - f_a||: d||f_b - f_a|| = -2 u_ab (rows of H_a)[b]."""
     grad = sums["E"] - 2 * sums["E_rows"]
@@ -93,65 +103,161 @@ def _angle_gradient(q: Tensor, norm: Tensor, u: Tensor, sums: dict[str, Tensor],
     return grad
 
 
-class _AngleLoss(torch.autograd.Function):
-    """RKD-A from the Gram matrices of student (``gs``) and teacher (``gt``), block by block of vertices; with
-    ``with_grad`` the gradient for ``gs`` is summed in the same pass and kept for backward.
+def _side(g: Tensor, eps: float) -> tuple[Tensor, ...]:
+    """One side's ``(G, u, p, q, norm)`` (:func:`_inverse_lengths`, :func:`_rank_two_factors`)."""
+    sq, q, norm, u = _inverse_lengths(g, eps)
+    return g, u, u * (g - sq.unsqueeze(1) / 2), q, norm
 
-    Per block: ``r = A^S - A^T``, ``c = clamp(r, -1, 1)`` (huber's derivative) and ``huber(r) = c (r - c / 2)``, so
-    the block's sum is two dot products. The angles are symmetric in (b, c) (G is made symmetric first), so a row sum
-    stands for the column sum too."""
+
+def _inner_products(s: tuple[Tensor, ...], t: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``sum_a ||A^S_a - A^T_a||^2`` and the five products its gradient reuses, from each side's ``(G, u, p)``.
+
+    With ``A_a = D_a G D_a - p_a u_a^T - u_a p_a^T``, ``D_a = diag(u_a)`` (:func:`_block_angles`) and G symmetric, the
+    sum over (b, c) of the product of two sides' angles at vertex a is
+    ``<A^X_a, A^Y_a> = w^T (G o H) w - 2 (u o q)^T G w - 2 (v o p)^T H w + 2 [(p.q)(u.v) + (p.v)(u.q)]``,
+    ``w = u o v``; the sum is ``<S, S> - 2 <S, T> + <T, T>``: seven B x B x B products, no B^3 angles."""
+    (g, u, p), (h, v, q) = s[:3], t[:3]
+    w, z, x, y, vp, wt = u * u, u * v, u * p, u * q, v * p, v * v
+    wk, xg, zl, yg, vh = w @ (g * g), x @ g, z @ (g * h), y @ g, vp @ h
+    student = (wk * w).sum() - 4 * (xg * w).sum() + 2 * ((p * p).sum(1) * w.sum(1) + x.sum(1) ** 2).sum()
+    cross = (zl * z).sum() - 2 * (yg * z).sum() - 2 * (vh * z).sum()
+    cross += 2 * ((p * q).sum(1) * z.sum(1) + vp.sum(1) * y.sum(1)).sum()
+    teacher = (wt @ (h * h) * wt).sum() - 4 * ((v * q) @ h * wt).sum()
+    teacher += 2 * ((q * q).sum(1) * wt.sum(1) + (v * q).sum(1) ** 2).sum()
+    return student - 2 * cross + teacher, (wk, xg, zl, yg, vh)
+
+
+def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tuple[Tensor, ...], eps: float) -> Tensor:
+    """d(:func:`_inner_products`)/dG of the student side: first for its ``(G, u, p)`` (written out: seven more
+    products), then through ``p = u (G_a - G_aa / 2)``, ``u = 1 / sqrt(max(q, eps))`` off the diagonal and
+    ``q_ab = G_aa + G_bb - 2 G_ab`` to G."""
+    (g, u, p, q_s, norm), (h, v, q) = s, t[:3]
+    wk, xg, zl, yg, vh = products
+    w, z, x, y, vp = u * u, u * v, u * p, u * q, v * p
+    d_w, d_x, d_z = 2 * wk - 4 * xg, -4 * (w @ g), 4 * (yg + vh - zl)
+    d_g = 2 * g * (w.T @ w) - 4 * (x.T @ w) + 4 * (y.T @ z) - 2 * h * (z.T @ z)
+    pp, uu, pu = (p * p).sum(1, True), w.sum(1, True), x.sum(1, True)
+    pq, uv, pv, uq = (p * q).sum(1, True), z.sum(1, True), vp.sum(1, True), y.sum(1, True)
+    d_u = 2 * u * d_w + p * d_x + v * d_z + 4 * q * (z @ g) + 4 * (u * pp + pu * p - v * pq - q * pv)
+    d_p = u * d_x + 4 * v * (z @ h) + 4 * (p * uu + pu * u - q * uv - v * uq)
+    sq = g.diagonal()
+    d_u += d_p * (g - sq.unsqueeze(1) / 2)
+    d_g += d_p * u
+    d_q = -d_u * u * u / (2 * norm) * (q_s >= eps)  # sqrt(clamp(q, eps)): no gradient where clamped
+    d_g -= 2 * d_q
+    d_g.diagonal().add_(d_q.sum(0) + d_q.sum(1) - (d_p * u).sum(1) / 2)
+    return d_g
+
+
+class _SquaredAngleDifference(torch.autograd.Function):
+    """``sum_{a,b,c} (A^S_abc - A^T_abc)^2`` from the symmetric Gram matrices in closed form
+    (:func:`_inner_products`), in float64: a difference of sums of about B^3 / 4 terms each, so float32 would lose
+    the digits of a small loss. The teacher side carries no gradient."""
+
+    @staticmethod
+    def forward(ctx, gs: Tensor, gt: Tensor, eps: float) -> Tensor:
+        s, t = _side(gs.double(), eps), _side(gt.double(), eps)
+        ctx.eps = eps
+        value, products = _inner_products(s, t)
+        ctx.save_for_backward(*s, *t[:3], *products)
+        return value.to(gs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        saved = ctx.saved_tensors
+        d_g = _inner_gradient(saved[:5], saved[5:8], saved[8:], ctx.eps)
+        return (d_g * grad_output).to(grad_output.dtype), None, None
+
+
+def _difference_factors(sides: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """The rank-2 factors of the student's and the teacher's angles (:func:`_rank_two_factors`) as one rank-4 pair
+    whose product is the student's rank-2 part minus the teacher's."""
+    (s0, s1), (t0, t1) = sides
+    return torch.cat([s0, -t0], 2), torch.cat([s1, t1], 1)
+
+
+def _block_difference(
+    sides: tuple[Tensor, Tensor], u: tuple[Tensor, Tensor], factors: tuple[Tensor, Tensor], a: slice
+) -> Tensor:
+    """``r = A^S - A^T`` for the vertices in ``a`` (k, B, B) in one pass: ``D_a G^S D_a - D'_a G^T D'_a`` and one
+    rank-4 update (:func:`_difference_factors`)."""
+    (gs, gt), (us, ut) = sides, (u[0][a], u[1][a])
+    r = torch.mul(us.unsqueeze(2), gs).mul_(us.unsqueeze(1))
+    return r.addcmul_(torch.mul(ut.unsqueeze(2), gt), ut.unsqueeze(1), value=-1).baddbmm_(factors[0][a], factors[1][a])
+
+
+class _HuberExcess(torch.autograd.Function):
+    """``sum (huber(r) - r^2 / 2)`` over the angles with ``|r| > 1``, ``r = A^S - A^T`` (``-(|r| - 1)^2 / 2``
+    each; 0 elsewhere), block by block of vertices from the symmetric Gram matrices. A first pass finds the blocks
+    that hold such an angle (:func:`_block_difference`: each block's smallest and largest r); only those are made
+    again, and with ``with_grad`` the gradient for ``gs`` (the derivative ``clamp(r, -1, 1) - r`` at each angle)
+    summed from them and kept for backward."""
 
     @staticmethod
     def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float) -> Tensor:
-        n = len(gs)
-        gs, gt = (gs + gs.T) / 2, (gt + gt.T) / 2
         sq_s, q_s, norm_s, u_s = _inverse_lengths(gs, eps)
         sq_t, _, _, u_t = _inverse_lengths(gt, eps)
-        factors_s, factors_t = _rank_two_factors(gs, sq_s, u_s), _rank_two_factors(gt, sq_t, u_t)
+        factors_s = _rank_two_factors(gs, sq_s, u_s)
+        factors = _difference_factors((factors_s, _rank_two_factors(gt, sq_t, u_t)))
+        blocks = [slice(start, min(start + block, len(gs))) for start in range(0, len(gs), block)]
+        extremes = torch.stack(
+            [torch.stack(torch.aminmax(_block_difference((gs, gt), (u_s, u_t), factors, a))) for a in blocks]
+        )
+        beyond = ((extremes[:, 0] < -1) | (extremes[:, 1] > 1)).tolist()
         total = gs.new_zeros(())
-        sums = {k: torch.zeros_like(gs) for k in ("E", "E_rows", "H_rows")} if with_grad else {}
-        for start in range(0, n, block):
-            a = slice(start, min(start + block, n))
-            a_s, uu = _block_angles(gs, u_s, factors_s, a)
-            r, _ = _block_angles(gt, u_t, factors_t, a)
-            r = torch.sub(a_s, r, out=r).view(-1)
-            c = r.clamp(-1, 1)
-            total += torch.dot(c, r) - torch.dot(c, c) / 2
+        sums = {k: torch.zeros_like(gs) for k in ("E", "E_rows", "H_rows")}
+        for a in (a for a, out in zip(blocks, beyond) if out):
+            c = _block_difference((gs, gt), (u_s, u_t), factors, a)
+            c = c.clamp(-1, 1).sub_(c)
+            total -= torch.dot(c.view(-1), c.view(-1)) / 2
             if with_grad:
-                c = c.view_as(a_s)
+                a_s, uu = _block_angles(gs, u_s, factors_s, a)
                 e = uu.mul_(c)
                 sums["E"] += e.sum(0)
                 sums["E_rows"][a] = e.sum(2)
                 sums["H_rows"][a] = a_s.mul_(c).sum(2)
-        if with_grad:
-            ctx.save_for_backward(_angle_gradient(q_s, norm_s, u_s, sums, eps) / n**3)
-        return total / n**3
+        ctx.beyond = any(beyond) and with_grad
+        if ctx.beyond:
+            ctx.save_for_backward(_angle_gradient(q_s, norm_s, u_s, sums, eps))
+        return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
+        if not ctx.beyond:
+            return None, None, None, None, None
         (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None, None
 
 
 def angle_loss(fs: Tensor, ft: Tensor, eps: float = ANGLE_EPS) -> Tensor:
     """RKD-A of student features ``fs`` (B, D_s) against teacher features ``ft`` (B, D_t), flattened; the teacher side
-    carries no gradient. Computed in float32 at least, never holding more than one block of the B^3 angles."""
-    dtype = torch.promote_types(torch.promote_types(fs.dtype, ft.dtype), torch.float32)
-    gs = (fs @ fs.T).to(dtype)
+    carries no gradient (:func:`angle_term` of their Gram matrices)."""
     with torch.no_grad():
-        gt = (ft @ ft.T).to(dtype)
-    per_block = ANGLES_PER_BLOCK["cpu" if fs.device.type == "cpu" else "other"]
-    block = max(1, per_block // max(1, len(fs)) ** 2)
+        gt = _gram(ft)
+    return angle_term(_gram(fs), gt, eps)
+
+
+def angle_term(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
+    """RKD-A from the symmetric Gram matrices of the student (``gs``) and the teacher (``gt``): ``huber(r) = r^2 / 2``
+    for ``|r| <= 1``, so the mean is the closed-form squared difference (:class:`_SquaredAngleDifference`) plus the
+    excess of the few angles beyond 1 (:class:`_HuberExcess`), found in one pass over the angles in blocks (never
+    more than one block of the B^3 angles at once)."""
+    dtype = torch.promote_types(gs.dtype, gt.dtype)
+    gs, gt = gs.to(dtype), gt.to(dtype)
+    per_block = ANGLES_PER_BLOCK["cpu" if gs.device.type == "cpu" else "other"]
+    block = max(1, per_block // max(1, len(gs)) ** 2)
     with_grad = torch.is_grad_enabled() and gs.requires_grad
-    return _AngleLoss.apply(gs, gt, block, with_grad, eps)
+    excess = _HuberExcess.apply(gs, gt, block, with_grad, eps)
+    return (_SquaredAngleDifference.apply(gs, gt, eps) / 2 + excess) / len(gs) ** 3
 
 
 def rkd_terms(hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
-    """``(RKD-D, RKD-A)``; the teacher side carries no gradient."""
-    fs, ft = hs.flatten(1), ht.flatten(1)
+    """``(RKD-D, RKD-A)``, both from each side's one Gram matrix; the teacher side carries no gradient."""
+    gs = _gram(hs.flatten(1))
     with torch.no_grad():
-        d_t = _normalised_distance(ft)
-    return F.smooth_l1_loss(_normalised_distance(fs), d_t), angle_loss(fs, ft)
+        gt = _gram(ht.flatten(1))
+        d_t = _normalised_distance(gt)
+    return F.smooth_l1_loss(_normalised_distance(gs), d_t), angle_term(gs, gt)
 
 
 class RKDParams(LayerPairParams):
