@@ -11,9 +11,11 @@ On flattened features f (B, D) (student and teacher widths may differ):
 included, as the authors' code). ``L = CE + dist_factor * RKD-D + angle_factor * RKD-A``
 (paper: 25 and 50). Terms ``rkd_distance``, ``rkd_angle``. Works for any task (features only).
 
-The angle term never holds the B^3 angles at once: they are made from the Gram matrix a block of vertices at a
-time, and the term's gradient with respect to the student's Gram matrix is summed in the same pass
-(:class:`_AngleLoss`), so its memory is O(B^2) and each block's work stays in the CPU's cache.
+Computation (the same loss, to float rounding; memory O(B^2)): both terms come from one Gram matrix per side.
+Huber is ``r^2 / 2`` for ``|r| <= 1``, so the angle term is the sum of squared angle differences, in closed form from
+B x B x B matrix products in float64 (:class:`_SquaredAngleDifference`), plus the excess of the angles with
+``|r| > 1`` (:class:`_HuberExcess`): one pass over the B^3 angles a block of vertices at a time finds the blocks
+that hold any, and only those are made again for the excess and its gradient.
 """
 
 from __future__ import annotations
