@@ -15,7 +15,9 @@ is the median over rounds of each method's seconds per step, and its ratio to KD
         [--only rkd "crd (K=4096)"] [--clock cpu]
 
 ``--only``: time these methods (and KD, the reference) only; ``--clock cpu``: the process's CPU time per step
-(``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs.
+(``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs; ``--floor``: add a
+row timing only CRD's two score products (every anchor against every bank row, forward and backward; at K >= N the
+exact loss needs both), the floor under any CRD step at these shapes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 
 import torch
 
+from mmdistill.batch import INDEX
 from mmdistill.data import build_splits
 from mmdistill.engine.api import build_method
 from mmdistill.engine.teacher import teacher_outputs
@@ -114,24 +117,43 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--only", nargs="+", choices=list(METHODS), help="these methods (and kd) only")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--floor", action="store_true", help="add CRD's score products alone (K = 4096)")
     args = ap.parse_args()
     labels = [label for label in METHODS if not args.only or label == "kd" or label in args.only]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     data = build_splits("toy-two-modality", {"n": args.n, "dim_a": 64, "dim_b": 64})
     masker = Masker(data.train.specs(), "zeros").fit(data.train.feature_mean())
-    states = {label: make(label, data, masker, args.batch) for label in labels}
+    states: dict = {label: make(label, data, masker, args.batch) for label in labels}
+    if args.floor:
+        crd_state = states.get("crd (K=4096)") or make("crd (K=4096)", data, masker, args.batch)
+        states["crd (K=4096): score products only"] = functools.partial(time_score_products, crd_state)
     print_ratios(alternate(states, args.rounds, args.steps, clock), "kd", args, args.clock)
 
 
+def time_score_products(state, steps: int, cursor: int, clock=time.perf_counter) -> float:
+    """Seconds per step of CRD's score products alone: both anchors (2, B, d) against both banks (2, N, d), forward
+    and the anchors' gradient, at the shapes of ``state``'s CRD (``make("crd (K=4096)", ...)``)."""
+    method, batch = state[0].method, len(state[2][0][INDEX])
+    banks = torch.stack([method.bank_t, method.bank_s])
+    anchors = torch.randn(2, batch, banks.shape[2], requires_grad=True)
+    start = clock()
+    for _ in range(steps):
+        scores = torch.bmm(anchors / method.params.nce_t, banks.transpose(1, 2))
+        torch.autograd.grad(scores.sum(), anchors)
+    return (clock() - start) / steps
+
+
 def alternate(states: dict, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, list[float]]:
-    """Seconds per step of each state's method, ``rounds`` times, every method once per round (after a warm-up)."""
-    for state in states.values():
-        time_steps(state, 3, 0)
+    """Seconds per step of each state's method, ``rounds`` times, every method once per round (after a warm-up).
+    A state may also be a function ``(steps, cursor, clock) -> seconds per step``."""
+    timers = {label: s if callable(s) else functools.partial(time_steps, s) for label, s in states.items()}
+    for timer in timers.values():
+        timer(3, 0)
     times: dict[str, list[float]] = {label: [] for label in states}
     for r in range(rounds):
-        for label, state in states.items():
-            times[label].append(time_steps(state, steps, r * steps, clock))
+        for label, timer in timers.items():
+            times[label].append(timer(steps, r * steps, clock))
     return times
 
 
