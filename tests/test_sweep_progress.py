@@ -34,26 +34,28 @@ def record(name: str, value: float | None) -> dict:
     return {"name": name, "status": "done", "val": {"0": value}, "wall_s": 1.0}
 
 
-def test_without_a_terminal_each_finished_trial_is_one_line_with_counts_best_elapsed_and_eta(tmp_path, capsys):
+def test_without_a_terminal_each_finished_job_is_one_line_with_counts_best_elapsed_and_eta(tmp_path, capsys):
     run_sweep(write(tmp_path), tmp_path / "sweep")
     err = capsys.readouterr().err
-    trials = [line for line in err.splitlines() if line.startswith("mmdistill sweep: trials")]
-    assert len(trials) == 4  # "trials: 3 to run", then one line per finished trial
-    assert trials[0] == "mmdistill sweep: trials: 3 to run"
-    for n, line in enumerate(trials[1:], 1):
+    assert "mmdistill sweep: teachers: 2 to run\nmmdistill sweep: trials: 3 to run\n" in err
+    assert "mmdistill sweep: final runs: 3 to run\n" in err  # kd tuned, kd default, no-KD
+    trials = [line for line in err.splitlines() if line.startswith("mmdistill sweep: trials ")]
+    assert len(trials) == 3  # one line per finished trial
+    for n, line in enumerate(trials, 1):
         assert re.match(rf"mmdistill sweep: trials {n}/3: kd-00{n - 1} val accuracy \d+\.\d\d ", line), line
         assert re.search(r"best kd-00\d \(val accuracy \d+\.\d\d\)", line), line
-        assert re.search(r"\[\d+ s(, ETA ~\d+ s)?\]$", line), line
-        assert ("ETA ~" in line) == (n < 3), line  # a rough time left while trials remain
+        assert re.search(r"\[\d+ s, ETA ~\d+ s\]$", line), line  # a rough time left while jobs remain
+    jobs = [line for line in err.splitlines() if re.match(r"mmdistill sweep: (teachers|trials|final runs) \d", line)]
+    assert len(jobs) == 2 + 3 + 3 and "final runs 3/3" in jobs[-1] and "ETA" not in jobs[-1]  # none left at the end
     assert "\r" not in err  # no redraws in a log
 
 
 def test_the_best_so_far_follows_the_validation_score_and_failures_are_counted(tmp_path, capsys):
     spec = load_sweep(write(tmp_path))
     progress = Progress(spec, quiet=False)
-    progress.phase("trials", 4)
+    progress.track({"teacher": 0, "trial": 4, "final": 0}, {"teacher": 0, "trial": 0, "final": 0})
     for name, value in (("kd-000", 60.0), ("kd-001", 75.5), ("kd-002", None), ("kd-003", 70.0)):
-        progress.finished({"name": name}, record(name, value), running=0)
+        progress.finished({"kind": "trial", "name": name}, record(name, value), running=0)
     lines = capsys.readouterr().err.splitlines()[1:]
     assert "best kd-000 (val accuracy 60.00)" in lines[0]
     assert "trials 3/4: kd-002 failed: non-finite loss" in lines[2] and "1 failed" in lines[2]
@@ -71,15 +73,18 @@ def test_on_a_terminal_one_line_is_redrawn_in_place(tmp_path, monkeypatch):
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
     progress = Progress(spec, quiet=False)
-    progress.phase("trials", 3)
+    progress.track({"teacher": 1, "trial": 3, "final": 2}, {"teacher": 1, "trial": 0, "final": 0})
     for name, value in (("kd-000", 60.0), ("kd-001", 75.5)):
-        progress.finished({"name": name}, record(name, value), running=1)
+        progress.finished({"kind": "trial", "name": name}, record(name, value), running=1)
     progress.close()
     text = screen.getvalue()
     assert "\r" in text  # redrawn, not a line per trial
-    live = r"sweep trials 2/3: 2 done, 1 running, 0 failed; best kd-001 \(val accuracy 75\.50\) \[\d+ s, ETA ~\d+ s\]"
+    live = (
+        r"sweep teachers 1/1, trials 2/3, final runs 0/2: 2 done, 1 running, 0 failed; best kd-001 "
+        r"\(val accuracy 75\.50\) \[\d+ s, ETA ~\d+ s\]"
+    )
     assert re.search(live, text), text
-    assert text.count("\n") <= 2  # the phase's note, and the line left when it closes
+    assert text.count("\n") <= 4  # a note per kind, and the line left when it closes
 
 
 def test_quiet_prints_nothing(tmp_path, capsys):

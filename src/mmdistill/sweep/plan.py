@@ -1,10 +1,11 @@
 """What a sweep runs, as jobs: the teachers (one per seed), the trials (searched settings on the tune seeds) and the
 final runs (the chosen and the default settings on the final seeds, and the references: no-KD and KD).
 
-A job is a plain mapping a worker process or a Ray task can take (:func:`.worker.run_job`): its name and folder, a
-run config per seed (the shared teacher's weights and the sweep's teacher cache filled in), the selection metric,
-and, for an optuna trial, the study to report its validation curve to. Every trial of a seed distils from that
-seed's one teacher, trained once (or the base config's ``teacher.checkpoint`` for every seed).
+A job is a plain mapping a worker process or a Ray task can take (:func:`.worker.run_job`): its kind (``teacher``,
+``trial`` or ``final``), name and folder, a run config per seed (the shared teacher's weights and the sweep's teacher
+cache filled in), the selection metric, and, for an optuna trial, the study to report its validation curve to. Every
+trial of a seed distils from that seed's one teacher, trained once (or the base config's ``teacher.checkpoint`` for
+every seed). In what order the jobs run: :mod:`.schedule`.
 """
 
 from __future__ import annotations
@@ -61,13 +62,15 @@ def teacher_jobs(spec: SweepSpec, out: Path) -> list[dict]:
     raw = configured(raw, NO_KD, {})
     jobs = []
     for seed in sorted(set(spec.tune_seeds) | set(spec.final_seeds)):
-        job = _job(spec, f"seed_{seed}", out / "teachers" / f"seed_{seed}", NO_KD, {}, {seed: raw})
-        jobs.append(job)
+        jobs.append(_job(spec, "teacher", f"seed_{seed}", out / "teachers" / f"seed_{seed}", NO_KD, {}, {seed: raw}))
     return jobs
 
 
-def _job(spec: SweepSpec, name: str, folder: Path, method: str, params: dict, configs: dict[int, dict]) -> dict:
+def _job(
+    spec: SweepSpec, kind: str, name: str, folder: Path, method: str, params: dict, configs: dict[int, dict]
+) -> dict:
     return {
+        "kind": kind,
         "name": name,
         "folder": str(folder),
         "method": method,
@@ -112,7 +115,7 @@ def run_configs(spec: SweepSpec, out: Path, method: str, setting: dict, seeds: l
 def trial_job(spec: SweepSpec, out: Path, method: str, setting: dict, number: int) -> dict:
     name = f"{method}-{number:03d}"
     configs = run_configs(spec, out, method, setting, spec.tune_seeds)
-    return _job(spec, name, out / "trials" / name, method, setting, configs)
+    return _job(spec, "trial", name, out / "trials" / name, method, setting, configs)
 
 
 def drawn_settings(spec: SweepSpec, method: str) -> list[dict]:
@@ -174,28 +177,49 @@ def _better(a: float, b: float, higher: bool) -> bool:
     return a > b if higher else a < b
 
 
-def final_jobs(spec: SweepSpec, out: Path, best: dict[str, dict]) -> tuple[list[dict], dict[tuple[str, str], str]]:
-    """The final runs on the final seeds, and which job holds each (method, variant): variants ``tuned`` (the best
-    trial's setting) and ``default`` (the method's own defaults), and the references ``nokd`` (``supervised``: tuned
-    when it is one of the methods) and ``kd`` (likewise). Identical configurations run once."""
-    wanted: list[tuple[str, str, str, dict]] = []  # (method, variant, method to run, setting)
+def final_wants(spec: SweepSpec, best: dict[str, dict], settled: set[str] | None = None) -> list[tuple]:
+    """``(who, variant, method to run, setting)`` of every final run whose setting is known: variants ``tuned`` (the
+    best trial's setting) and ``default`` (the method's own defaults), and the references ``nokd`` (``supervised``:
+    tuned when it is one of the methods) and ``kd`` (likewise). A tuned setting is known once its method is
+    ``settled`` (every trial of it ended; None: every method is); ``best``: per settled method, its best trial."""
+
+    def known(method: str) -> bool:
+        return settled is None or method in settled or method not in spec.methods
+
+    wanted: list[tuple] = []
     for m in spec.methods:
-        if m in best:
+        if known(m) and m in best:
             wanted.append((m, "tuned", m, best[m]["params"]))
         wanted.append((m, "default", m, {}))
     for ref, method in (("nokd", NO_KD), ("kd", KD)):
-        setting = best[method]["params"] if method in best else {}
-        wanted.append((ref, "reference", method, setting))
+        if known(method):
+            wanted.append((ref, "reference", method, best[method]["params"] if method in best else {}))
+    return wanted
+
+
+def final_jobs(
+    spec: SweepSpec, out: Path, best: dict[str, dict], settled: set[str] | None = None
+) -> tuple[list[dict], dict[tuple[str, str], str]]:
+    """The final runs on the final seeds whose settings are known (:func:`final_wants`), and which job holds each
+    (who, variant). Identical configurations run once."""
     jobs: dict[str, dict] = {}
     holder: dict[tuple[str, str], str] = {}
-    for who, variant, method, setting in wanted:
+    for who, variant, method, setting in final_wants(spec, best, settled):
         key = json.dumps([method, setting], sort_keys=True)
         if key not in jobs:
             name = f"{method}-{'default' if not setting else 'tuned'}"
             configs = run_configs(spec, out, method, setting, spec.final_seeds)
-            jobs[key] = {**_job(spec, name, out / "final" / name, method, setting, configs), "read_test": True}
+            jobs[key] = {**_job(spec, "final", name, out / "final" / name, method, setting, configs), "read_test": True}
         holder[(who, variant)] = jobs[key]["name"]
     return list(jobs.values()), holder
+
+
+def planned_finals(spec: SweepSpec, best: dict[str, dict], settled: set[str]) -> int:
+    """How many final jobs the sweep runs: those of the ``settled`` methods as ``best`` decides, and one tuned job
+    for every other method with a search space (none for a method whose trials all fail)."""
+    expected = {m: {"params": {"(tuned)": m}} for m in spec.methods if m not in settled and spec.space.get(m)}
+    wants = final_wants(spec, {**best, **expected})
+    return len({json.dumps([method, setting], sort_keys=True) for _, _, method, setting in wants})
 
 
 def unfinished(jobs: list[dict]) -> Iterator[dict]:

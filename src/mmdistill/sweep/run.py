@@ -26,6 +26,7 @@ from ..io import write_json
 from . import plan as plans
 from .executors import make_executor, run_jobs
 from .layout import SOURCE
+from .schedule import KINDS, JobQueue
 from .spec import SweepSpec, load_sweep
 from .table import final_rows, write_tables
 from .worker import read_record
@@ -121,38 +122,35 @@ def _run(spec: SweepSpec, out: Path, runner, progress: Progress) -> dict:
 
         prepare_mlflow(tracking)
     (out / "cache").mkdir(exist_ok=True)  # the sweep's own teacher cache (plan.run_configs): no note from each run
-    teachers = plans.teacher_jobs(spec, out)
-    run_jobs(_feed(progress.phase("teachers", teachers)), runner, progress.finished)
-    failed = [r for r in (read_record(Path(j["folder"])) for j in teachers) if r and r["status"] != "done"]
-    if failed:
-        raise TrainingError(f"the teacher of {failed[0]['name']} failed ({failed[0].get('error')}); nothing else ran")
+    search = None
     if spec.kind == "optuna":
         from .optuna_search import OptunaSearch
 
         search = OptunaSearch(spec, out)
-        progress.phase("trials", search.total)
+    queue = JobQueue(spec, out, search)
+    if spec.trials is not None and spec.kind == "grid" and len(queue.trials) > spec.trials * len(spec.methods):
+        progress.note(f"search.trials: {spec.trials} per method, but the grid has more settings; the whole grid runs")
+    progress.track(queue.total, queue.before)
 
-        def told(job: dict, record: dict, running: int) -> None:
-            search.tell(job, record)
-            progress.finished(job, record, running)
+    def ended(job: dict, record: dict, running: int) -> None:
+        queue.ended(job, record)  # first: a method's trials all ended puts its final runs into the totals
+        progress.finished(job, record, running)
 
-        run_jobs(search.next_job, runner, told)
-    else:
-        trials = plans.static_trials(spec, out)
-        if spec.trials is not None and spec.kind == "grid" and len(trials) > spec.trials * len(spec.methods):
-            progress.note(
-                f"search.trials: {spec.trials} per method, but the grid has more settings; the whole grid runs"
-            )
-        run_jobs(_feed(progress.phase("trials", trials)), runner, progress.finished)
+    run_jobs(queue.next_job, runner, ended)
+    if queue.failed_teacher is not None:
+        failed = queue.failed_teacher
+        raise TrainingError(
+            f"the teacher of {failed['name']} failed ({failed.get('error')}); the sweep stopped, and no run that "
+            f"needs that teacher started ({len(queue.left())} jobs not run; --resume runs them)"
+        )
     records = plans.trial_records(out)
     best = plans.best_trials(spec, records)
     finals, holder = plans.final_jobs(spec, out, best)
-    run_jobs(_feed(progress.phase("final runs", finals)), runner, progress.finished)
     final_records = {
         j["name"]: read_record(Path(j["folder"])) or {"status": "failed", "error": "no record"} for j in finals
     }
     rows = final_rows(spec, final_records, holder, best)
-    notes = _notes(spec, out, teachers, holder)
+    notes = _notes(spec, out, queue.teachers, holder)
     write_tables(spec, out, rows, records, notes)
     if spec.logging.get("tensorboard"):
         from .tracking import write_hparams
@@ -160,7 +158,7 @@ def _run(spec: SweepSpec, out: Path, runner, progress: Progress) -> dict:
         write_hparams(out / "tensorboard", spec, records)
     progress.close()
     progress.note(f"wrote {out / 'summary.md'} and {out / 'final.csv'}")
-    return {"final": rows, "trials": records, "teachers_trained": len(teachers)}
+    return {"final": rows, "trials": records, "teachers_trained": len(queue.teachers)}
 
 
 def _notes(spec: SweepSpec, out: Path, teachers: list, holder: dict) -> list[str]:
@@ -178,17 +176,16 @@ def _notes(spec: SweepSpec, out: Path, teachers: list, holder: dict) -> list[str
     ]
 
 
-def _feed(jobs):
-    iterator = iter(jobs)
-    return lambda: next(iterator, None)
+LABELS = {"teacher": "teachers", "trial": "trials", "final": "final runs"}
 
 
 class Progress:
     """The sweep's progress on stderr, by the conventions of :mod:`mmdistill.commands.progress`: on a terminal one
-    line redrawn in place per phase (jobs ended / total, running, failed, the best validation score so far, the
-    elapsed time and a rough ETA); when stderr is not a terminal one line per finished job with the same figures;
-    with ``quiet`` nothing. ETA = seconds per job ended so far in this phase x jobs left (a resumed sweep counts
-    the jobs finished before as ended, not in the rate)."""
+    line redrawn in place (jobs ended / total per kind: teachers, trials, final runs, which run side by side; done,
+    running and failed; the best validation score so far; the elapsed time and a rough ETA); when stderr is not a
+    terminal one line per finished job with the same figures; with ``quiet`` nothing. ETA = seconds per run ended so
+    far x runs left, a run being one seed of a job (a final job runs every final seed); jobs finished by an earlier
+    run of a resumed sweep count as ended, not in the rate."""
 
     def __init__(self, spec: SweepSpec, quiet: bool) -> None:
         self.spec, self.quiet = spec, quiet
@@ -196,6 +193,11 @@ class Progress:
         self.best: tuple[float, str] | None = None
         self.start = time.perf_counter()
         self.bar: Any = None
+        self.total = dict.fromkeys(KINDS, 0)
+        self.before = dict(self.total)
+        self.ended = dict(self.total)  # per kind, in this run
+        self.counts = {"done": 0, "pruned": 0, "failed": 0}
+        self.runs = {"teacher": 1, "trial": len(spec.tune_seeds), "final": len(spec.final_seeds)}  # runs per job
 
     def note(self, text: str) -> None:
         if self.quiet:
@@ -205,24 +207,19 @@ class Progress:
         else:
             print(f"mmdistill sweep: {text}", file=sys.stderr, flush=True)
 
-    def phase(self, name: str, jobs: list[dict] | int) -> list[dict]:
-        """Start the phase ``name`` of ``jobs`` (a list, or a number of jobs made as it goes: optuna's trials);
-        returns the listed jobs still to run (no finished record)."""
-        self.close()
-        todo = list(plans.unfinished(jobs)) if isinstance(jobs, list) else []
-        self.name, self.total = name, len(jobs) if isinstance(jobs, list) else jobs
-        self.before = self.total - len(todo) if isinstance(jobs, list) else 0  # finished by an earlier run
-        self.counts = {"done": 0, "pruned": 0, "failed": 0}
-        self.phase_start = time.perf_counter()
-        if self.total:
-            again = f" ({self.before} finished before)" if self.before else ""
-            self.note(f"{name}: {self.total} to run{again}")
-        if self.live and self.total > self.before:
+    def track(self, total: dict[str, int], before: dict[str, int]) -> None:
+        """Follow the jobs per kind: ``total`` (finished before included) and ``before`` (finished by an earlier run),
+        mappings the job queue keeps up to date; one note per kind with jobs."""
+        self.total, self.before = total, before
+        for kind, label in LABELS.items():
+            if total[kind]:
+                again = f" ({before[kind]} finished before)" if before[kind] else ""
+                self.note(f"{label}: {total[kind]} to run{again}")
+        if self.live and sum(total.values()) > sum(before.values()):
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, initial=self.before, bar_format="{desc}", file=sys.stderr)
-            self.bar.set_description_str("sweep " + self._line(""))
-        return todo
+            self.bar = tqdm(total=sum(total.values()), bar_format="{desc}", file=sys.stderr)
+            self.bar.set_description_str("sweep " + self._overall(""))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -230,10 +227,11 @@ class Progress:
             self.bar = None
 
     def finished(self, job: dict, record: dict, running: int) -> None:
-        status = record["status"]
+        kind, status = job.get("kind", "trial"), record["status"]
+        self.ended[kind] += 1
         self.counts[status] = self.counts.get(status, 0) + 1
         value = plans.mean_val(record)
-        done = self.name == "trials" and status == "done" and not math.isnan(value)
+        done = kind == "trial" and status == "done" and not math.isnan(value)
         if done and (self.best is None or plans._better(value, self.best[0], self.spec.higher_is_better)):
             self.best = (value, job["name"])
         tally = f"{self.counts['done']} done, {running} running, {self.counts['failed']} failed{self._best()}"
@@ -241,29 +239,39 @@ class Progress:
         if status == "failed":
             what += f": {record.get('error', '')}"
         if self.bar is None:
-            self.note(self._line(f": {job['name']} {what} ({record.get('wall_s', 0):.1f} s); {tally}"))
+            self.note(
+                f"{self._kind(kind)}: {job['name']} {what} ({record.get('wall_s', 0):.1f} s); {tally}{self._time()}"
+            )
             return
         if status == "failed":
-            self.note(f"{self.name}: {job['name']} {what}")
-        self.bar.set_description_str("sweep " + self._line(f": {tally}"), refresh=False)
+            self.note(f"{self._kind(kind)}: {job['name']} {what}")
+        self.bar.set_description_str("sweep " + self._overall(f": {tally}"), refresh=False)
         self.bar.update(1)
 
-    def _line(self, middle: str) -> str:
-        """``trials 3/8<middle> [41 s, ETA ~1 min]``: the phase, jobs ended / total, the time since the start."""
-        ended = self.before + sum(self.counts.values())
-        return f"{self.name} {ended}/{self.total}{middle} [{_duration(time.perf_counter() - self.start)}{self._eta()}]"
+    def _kind(self, kind: str) -> str:
+        """``trials 3/8``: the kind's jobs ended (finished before included) / its total."""
+        return f"{LABELS[kind]} {self.before[kind] + self.ended[kind]}/{self.total[kind]}"
+
+    def _overall(self, middle: str) -> str:
+        """``teachers 3/3, trials 3/8, final runs 0/5<middle> [41 s, ETA ~1 min]``: every kind with jobs."""
+        kinds = ", ".join(self._kind(kind) for kind in KINDS if self.total[kind])
+        return f"{kinds}{middle}{self._time()}"
+
+    def _time(self) -> str:
+        """`` [41 s, ETA ~1 min]``: the time since the start, and a rough time left while jobs are left."""
+        return f" [{_duration(time.perf_counter() - self.start)}{self._eta()}]"
 
     def _best(self) -> str:
-        if self.best is None or self.name != "trials":
+        if self.best is None:
             return ""
         return f"; best {self.best[1]} (val {self.spec.metric} {self.best[0]:.2f})"
 
     def _eta(self) -> str:
-        ended = sum(self.counts.values())
-        left = self.total - self.before - ended
+        ended = sum(self.ended[k] * self.runs[k] for k in KINDS)
+        left = sum(max(0, self.total[k] - self.before[k] - self.ended[k]) * self.runs[k] for k in KINDS)
         if left <= 0 or not ended:
             return ""
-        return f", ETA ~{_duration((time.perf_counter() - self.phase_start) / ended * left)}"
+        return f", ETA ~{_duration((time.perf_counter() - self.start) / ended * left)}"
 
 
 def _duration(seconds: float) -> str:

@@ -4,7 +4,8 @@ Each seed is a normal ``mmdistill train`` run folder (``JOB/s<seed>``, one seed,
 ``evaluate``, ``analyze`` and ``report`` read it; an interrupted one is resumed, a finished one read back. Only the
 final runs (``read_test``) evaluate the test split: a tuning trial and a shared teacher never read it. The job's
 record (``JOB/trial.json``: status, the selection metric on validation per seed, the test metrics, the training
-time and steps, or the error) is written when it ends, so a resumed sweep knows what is done.
+time and steps, when it started and ended, or the error) is written when it ends, so a resumed sweep knows what is
+done.
 """
 
 from __future__ import annotations
@@ -35,22 +36,23 @@ def read_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def start_worker(threads: int, parent: int) -> None:
+def start_worker(threads: int, sweep: int) -> None:
     """A pool worker's set-up: ``threads`` compute threads (the cores split between workers), and an exit as soon as
-    the sweep that started it dies (its run is left interrupted, and ``--resume`` continues it)."""
+    the sweep (process ``sweep``) that started it dies: its run is left interrupted, and ``--resume`` continues it.
+    The worker's parent is the sweep, or the fork server that forked it, which exits with the sweep."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(), sweep), daemon=True).start()
 
 
-def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+def _exit_when_orphaned(parent: int, sweep: int, every: float = 0.5) -> None:
     while True:
         time.sleep(every)
         if os.getppid() != parent:
-            print(f"mmdistill sweep: the sweep (pid {parent}) has died; this worker stops", file=sys.stderr, flush=True)
+            print(f"mmdistill sweep: the sweep (pid {sweep}) has died; this worker stops", file=sys.stderr, flush=True)
             os._exit(3)
 
 
@@ -59,7 +61,7 @@ def run_job(job: dict) -> dict:
     from ..io import write_json
 
     folder = Path(job["folder"])
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     if job.get("threads"):  # a Ray task: its share of the node's cores
         import torch
 
@@ -79,6 +81,7 @@ def run_job(job: dict) -> dict:
     record.update(
         seconds=tally["seconds"], steps=tally["steps"], curve=tally["curve"], wall_s=time.perf_counter() - start
     )
+    record.update(started_at=started_at, ended_at=time.time())  # Unix times: which jobs ran side by side
     record["worker"] = f"{socket.gethostname()}:{os.getpid()}"  # where it ran (a Ray node, a local worker)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / RECORD, record)

@@ -1,0 +1,180 @@
+"""A sweep's jobs start when what they need has ended, not phase by phase: the final seeds' teachers train beside
+the trials, and a method's tuned final run starts while other methods' trials still run; the results are those of
+the phase-by-phase order, whatever order the jobs end in, and a sweep killed mid-way resumes with only what is left."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+import yaml
+from test_sweep_file import BASE
+
+from mmdistill.sweep import load_sweep, run_sweep
+from mmdistill.sweep import run as sweep_run
+from mmdistill.sweep.worker import run_job
+
+# kd has one setting and dkd three: kd's trials end first, and its tuned final run can start beside dkd's trials
+SWEEP = {
+    "base": "base.yaml",
+    "methods": ["kd", "dkd"],
+    "space": {"kd": {"method.params.temperature": [4]}, "dkd": {"method.params.temperature": [1, 4, 8]}},
+    "search": {"kind": "grid"},
+    "seeds": {"tune": 1, "final": 2},
+}
+
+
+def write(folder: Path, sweep: dict | None = None) -> Path:
+    (folder / "base.yaml").write_text(yaml.safe_dump(BASE))
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep or SWEEP))
+    return folder / "sweep.yaml"
+
+
+class Logged(Future):
+    """A finished job's future that notes in the log when the job loop reads its record."""
+
+    def __init__(self, log: list, name: str, record: dict) -> None:
+        super().__init__()
+        self.log, self.name = log, name
+        self.set_result(record)
+
+    def result(self, timeout=None):
+        self.log.append(("end", self.name))
+        return super().result(timeout)
+
+
+class SideBySide:
+    """Two workers in this process: each job runs when it is submitted, and counts as ended when the job loop reads
+    its record, so the jobs submitted between two reads ran side by side. ``kill_after``: a kill (KeyboardInterrupt)
+    at the next submission once that many jobs ran."""
+
+    capacity = 2
+
+    def __init__(self, kill_after: int | None = None) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.kill_after = kill_after
+
+    def submit(self, job: dict) -> Future:
+        if self.kill_after is not None and len(self.started()) >= self.kill_after:
+            raise KeyboardInterrupt
+        self.log.append(("start", job["name"]))
+        return Logged(self.log, job["name"], run_job(job))
+
+    def started(self) -> list[str]:
+        return [name for event, name in self.log if event == "start"]
+
+    def restart(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def side_by_side(executor: SideBySide, monkeypatch) -> SideBySide:
+    monkeypatch.setattr(sweep_run, "make_executor", lambda *args, **kwargs: executor)
+    return executor
+
+
+def final_table(out: Path) -> list[dict]:
+    """final.csv without the timing column (a measurement, not a result)."""
+    with open(out / "final.csv") as f:
+        return [{k: v for k, v in row.items() if k != "ms_per_step"} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, list]:
+    """The sweep run to its end on two workers side by side: its folder and its job log."""
+    folder = tmp_path_factory.mktemp("overlap")
+    executor = SideBySide()
+    with pytest.MonkeyPatch.context() as patch:
+        side_by_side(executor, patch)
+        run_sweep(write(folder), folder / "sweep", workers=2, quiet=True)
+    return folder / "sweep", executor.log
+
+
+def test_final_seed_teachers_and_a_methods_final_runs_start_before_the_last_trial_ends(uninterrupted):
+    _, log = uninterrupted
+    start = {name: log.index(("start", name)) for event, name in log if event == "start"}
+    end = {name: log.index(("end", name)) for event, name in log if event == "end"}
+    trials = ["kd-000", "dkd-000", "dkd-001", "dkd-002"]
+    assert set(trials) <= set(start)
+    beside = [t for t in trials if start["seed_2"] < end[t] and start[t] < end["seed_2"]]
+    assert beside, f"the final seed's teacher ran beside no trial: {log}"
+    last_dkd_trial = max(end[t] for t in trials if t.startswith("dkd"))
+    assert start["kd-tuned"] < last_dkd_trial, f"kd's tuned final run waited for dkd's trials: {log}"
+    assert start["kd-tuned"] > end["kd-000"]  # and never before its own method's trials ended
+
+
+def test_the_overlapped_sweep_gives_the_numbers_of_the_phase_by_phase_order(uninterrupted, tmp_path):
+    out, log = uninterrupted
+    assert log.index(("start", "kd-tuned")) < log.index(("end", "dkd-002")), "the jobs did not overlap"
+    from mmdistill.sweep import plan
+    from mmdistill.sweep.table import final_rows, write_tables
+
+    # the phase-by-phase order, one job after another: every teacher, every trial, then the final runs
+    spec = load_sweep(write(tmp_path))
+    reference = tmp_path / "phases"
+    for job in plan.teacher_jobs(spec, reference) + plan.static_trials(spec, reference):
+        run_job(job)
+    trials = plan.trial_records(reference)
+    best = plan.best_trials(spec, trials)
+    finals, holder = plan.final_jobs(spec, reference, best)
+    rows = final_rows(spec, {job["name"]: run_job(job) for job in finals}, holder, best)
+    write_tables(spec, reference, rows, trials, [])
+    assert final_table(out) == final_table(reference)
+    assert (out / "trials.csv").read_text().count("done") == 4
+
+
+def test_a_sweep_killed_mid_overlap_resumes_with_only_what_is_left(uninterrupted, tmp_path, monkeypatch):
+    whole, _ = uninterrupted
+    out = tmp_path / "sweep"
+    killed = side_by_side(SideBySide(kill_after=7), monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(write(tmp_path), out, workers=2, quiet=True)
+    ran = set(killed.started())
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/*/trial.json")}
+    assert "kd-tuned" in finished and "dkd-002" not in finished, f"the kill came outside the overlap: {killed.log}"
+
+    resumed = side_by_side(SideBySide(), monkeypatch)
+    run_sweep(write(tmp_path), out, workers=2, resume=True, quiet=True)
+    assert not ran & set(resumed.started()), "a job finished before the kill ran again"
+    for name, mtime in finished.items():
+        assert next(out.glob(f"*/{name}/trial.json")).stat().st_mtime_ns == mtime
+    assert final_table(out) == final_table(whole)
+
+
+def test_the_final_runs_do_not_depend_on_the_order_the_jobs_end_in(tmp_path):
+    """Jobs that end in any order (records made up, ties included) lead to the same final runs: those chosen from
+    every trial's record at the end, the first of equals in trial order."""
+    from mmdistill.sweep import plan
+    from mmdistill.sweep.schedule import JobQueue
+
+    sweep = {**SWEEP, "space": {"method.params.temperature": [1, 2, 4, 8]}}
+    spec = load_sweep(write(tmp_path, sweep))
+    scores = {"kd-000": 70.0, "kd-001": 80.0, "kd-002": 80.0, "kd-003": 60.0, "dkd-000": 50.0, "dkd-003": 90.0}
+    chosen = []
+    for order in range(5):
+        out = tmp_path / f"order{order}"
+        queue, rng, running, finals = JobQueue(spec, out), random.Random(order), [], []
+        while True:
+            while len(running) < 3 and (job := queue.next_job()) is not None:
+                running.append(job)
+                finals += [(job["name"], json.dumps(job["params"]))] if job["kind"] == "final" else []
+            if not running:
+                break
+            job = running.pop(rng.randrange(len(running)))
+            record = {"name": job["name"], "method": job["method"], "params": job["params"], "status": "done"}
+            record["val"] = {"0": scores.get(job["name"], 10.0)}
+            Path(job["folder"]).mkdir(parents=True)
+            (Path(job["folder"]) / "trial.json").write_text(json.dumps(record))
+            queue.ended(job, record)
+        best = plan.best_trials(spec, plan.trial_records(out))
+        expected = [(j["name"], json.dumps(j["params"])) for j in plan.final_jobs(spec, out, best)[0]]
+        assert sorted(finals) == sorted(expected)
+        chosen.append(sorted(finals))
+    assert all(c == chosen[0] for c in chosen)
+    assert ("kd-tuned", json.dumps({"method.params.temperature": 2})) in chosen[0]  # kd-001 before kd-002
