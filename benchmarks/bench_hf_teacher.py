@@ -9,7 +9,10 @@ The teacher: ViT with ViT-Base's width and depth (768 wide, 12 blocks, 12 heads,
 * ``forward``: the teacher's bare forward passes over the training split (``no_grad``, batches of ``--batch``);
 * ``build``: building the teacher cache (``engine.teacher.cached_table`` on an empty folder: item reads, forward
   passes, the file written);
-* ``bare``: a hand-written loop training the student with KD on precomputed teacher logits (``--epochs``);
+* ``bare``: a hand-written loop training the student with KD on precomputed teacher logits (``--epochs``), slicing
+  the images from the dataset's tensor;
+* ``bare_items``: the same loop reading the batches as a ``DataLoader`` without workers does (``dataset[i]`` per
+  item, ``default_collate``): the work any loop over this item ``Dataset`` pays;
 * ``lookup``: the cache's own share of the cached run's steps: ``TeacherTable.lookup`` of every training batch of
   ``--epochs`` epochs on the built cache (a hit);
 * ``supervised`` / ``cached`` / ``online``: ``distill()``'s training steps of ``--epochs`` epochs, as its trainer
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import default_collate
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -101,6 +105,19 @@ def bare_kd_epoch(student, logits, train, batch: int) -> None:
         opt.step()
 
 
+def bare_kd_epoch_items(student, logits, train, batch: int) -> None:
+    opt = torch.optim.Adam(student.parameters(), 1e-3)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    for rows in order.split(batch):
+        items = default_collate([train[i] for i in rows.tolist()])
+        out = student({"image": items["image"]})
+        kl = F.kl_div(F.log_softmax(out / 4, 1), F.softmax(logits[rows] / 4, 1), reduction="batchmean") * 16
+        loss = 0.5 * F.cross_entropy(out, items["label"]) + 0.5 * kl
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def lookups(table, rows: int, batch: int, epochs: int) -> None:
     for epoch in range(1, epochs + 1):
         order = torch.randperm(rows, generator=torch.Generator().manual_seed(epoch))
@@ -133,7 +150,7 @@ def main() -> None:
     with torch.no_grad():
         logits = torch.cat([teacher({"image": train.images[s : s + 256]}) for s in range(0, len(train), 256)])
     figures: dict[str, list[float]] = {
-        k: [] for k in ("forward", "build", "lookup", "bare", "cached", "online", "supervised")
+        k: [] for k in ("forward", "build", "lookup", "bare", "bare_items", "cached", "online", "supervised")
     }
     trainer = TrainerConfig(epochs=args.epochs, batch_size=args.batch, num_threads=args.threads)
     steps = -(-args.rows // args.batch) * args.epochs  # training steps of a run
@@ -151,6 +168,10 @@ def main() -> None:
         figures["bare"].append(
             timed(lambda fresh=fresh: [bare_kd_epoch(fresh, logits, train, args.batch) for _ in range(args.epochs)])
         )
+        _, fresh = models(root / "vit", split.specs())
+        figures["bare_items"].append(
+            timed(lambda f=fresh: [bare_kd_epoch_items(f, logits, train, args.batch) for _ in range(args.epochs)])
+        )
         for name, method, cache in (
             ("cached", "kd", CacheConfig(dir=cache_dir)),
             ("online", "kd", CacheConfig(enabled=False)),
@@ -166,11 +187,12 @@ def main() -> None:
           f"({best['build'] / best['forward']:.2f}x the forward passes)")  # fmt: skip
     print(
         f"training steps of {args.epochs} epochs ({steps} steps, the trainer's own timing): bare KD loop on "
-        "precomputed logits "
-        f"{best['bare']:.2f} s; distill() supervised (student alone) {best['supervised']:.2f} s, KD cached "
-        f"{best['cached']:.2f} s ({best['cached'] / best['bare']:.2f}x the bare loop), KD online "
-        f"{best['online']:.2f} s ({best['online'] / best['bare']:.2f}x); the cache's lookups of those steps "
-        f"{best['lookup'] * 1000:.1f} ms ({100 * best['lookup'] / best['cached']:.1f}% of the cached run's steps)"
+        f"precomputed logits {best['bare']:.2f} s, reading items as a DataLoader does {best['bare_items']:.2f} s; "
+        f"distill() supervised (student alone) {best['supervised']:.2f} s, KD cached {best['cached']:.2f} s "
+        f"({best['cached'] / best['bare']:.2f}x the bare loop, {best['cached'] / best['bare_items']:.2f}x the one "
+        f"reading items), KD online {best['online']:.2f} s ({best['online'] / best['bare']:.2f}x); the cache's "
+        f"lookups of those steps {best['lookup'] * 1000:.1f} ms ({100 * best['lookup'] / best['cached']:.1f}% of the "
+        "cached run's steps)"
     )
 
 
