@@ -153,12 +153,14 @@ def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tupl
 
 class _SquaredAngleDifference(torch.autograd.Function):
     """``sum_{a,b,c} (A^S_abc - A^T_abc)^2`` from the symmetric Gram matrices in closed form
-    (:func:`_inner_products`), in float64: a difference of sums of about B^3 / 4 terms each, so float32 would lose
-    the digits of a small loss. The teacher side carries no gradient."""
+    (:func:`_inner_products`), in float64 (float32 on Apple's MPS, which has no float64): a difference of sums of
+    about B^3 / 4 terms each, so float32 would lose the digits of a small loss. The teacher side carries no
+    gradient."""
 
     @staticmethod
     def forward(ctx, gs: Tensor, gt: Tensor, eps: float) -> Tensor:
-        s, t = _side(gs.double(), eps), _side(gt.double(), eps)
+        precise = torch.float32 if gs.device.type == "mps" else torch.float64  # MPS has no float64
+        s, t = _side(gs.to(precise), eps), _side(gt.to(precise), eps)
         ctx.eps = eps
         value, products = _inner_products(s, t)
         ctx.save_for_backward(*s, *t[:3], *products)
