@@ -111,8 +111,16 @@ def test_items_without_the_modality_are_refused_naming_it():
     "labels,task,message",
     [
         (torch.rand(60), None, r"advise: reading the training items: 'label': task 'classification' expects .*integer"),
-        ((torch.rand(60, 3) > 0.5).float(), "multilabel", r"the data's task is 'multilabel'; .* single-label"),
-        (torch.rand(60), "regression", r"the data's task is 'regression'; .* single-label classification"),
+        (
+            torch.cat([torch.full((1, 3), 0.5), (torch.rand(59, 3) > 0.5).float()]),
+            "multilabel",
+            r"advise: reading the training items: 'label': task 'multilabel' expects multi-hot values 0 or 1; got 0\.5",
+        ),
+        (
+            torch.cat([torch.full((1, 3), float("nan")), torch.rand(59, 3)]),
+            "regression",
+            r"advise: reading the training items: 'label': task 'regression': a non-finite target \(NaN or Inf\)",
+        ),
         (torch.arange(60) % 4, None, r"reading the training items: .*values must lie in \[0, 3\), got min 0 and max 3"),
     ],
     ids=["fractions", "multilabel", "regression", "beyond-num-classes"],

@@ -14,7 +14,8 @@ From a run folder (:func:`load_run_inputs`): the teacher side is the trained tea
 where its inputs are too wide or not numeric.
 
 Each refuses, in one line, what the advisor cannot advise on: a teacher that sees no modality the student does not,
-a task other than single-label classification, a modality the data do not hold.
+a task whose targets are not one per example (segmentation), a modality the data do not hold. Each records the
+data's task (``AdvisorInputs.task``), which the advice asks what it computes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .items import (
     read_items,
     standardised,
 )
+from .task_pilot import advised_task, reads_class_labels
 
 
 @dataclass
@@ -49,6 +51,7 @@ class AdvisorInputs:
     y: Tensor
     representation: str = ""
     train_rows: int | None = None  # the training split's size (the rows read may be a subset of it)
+    task: str = "classification"  # the data's task (its name); the advice reads what the task plugin says
     teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
 
 
@@ -74,12 +77,8 @@ def check_crossmodal(teacher: list[str], student: list[str], where: str = "advis
 
 
 def check_task(task: str, where: str = "advise") -> None:
-    """Refuse targets other than one class per example: the advisor predicts an accuracy gain."""
-    if task != "classification":
-        raise DataError(
-            f"{where}: the data's task is {task!r}; the advisor predicts the accuracy gain of single-label "
-            "classification (one class index per example), so it cannot advise on these labels"
-        )
+    """Refuse a task whose targets are not one per example (:func:`.task_pilot.advised_task`)."""
+    advised_task(task, where)
 
 
 def load_advisor_inputs(
@@ -124,7 +123,7 @@ def load_advisor_inputs(
     xa = torch.cat([features[m] for m in t_names], 1)
     xb = torch.cat([features[m] for m in s_names], 1)
     inputs = AdvisorInputs(dataset, t_names, s_names, splits.num_classes, xa, xb, train.labels.clone())
-    inputs.train_rows = len(splits.train)
+    inputs.train_rows, inputs.task = len(splits.train), splits.train.task
     return inputs
 
 
@@ -153,15 +152,23 @@ def load_item_inputs(
         if str(err).startswith("advise"):
             raise
         raise DataError(f"advise: reading the training items: {err}") from None
-    k = num_classes or split.num_classes or int(items.labels.max()) + 1
+    k = num_classes or split.num_classes or _output_columns(items.labels, split.task)
     sides, described = [], []
     for names in (teacher, student):
         parts, how = zip(*(modality_features(items, m, seed) for m in names))
         sides.append(torch.cat(parts, 1))
         described.append("; ".join(how))
     inputs = AdvisorInputs(name, teacher, student, int(k), sides[0], sides[1], items.labels, train_rows=len(split))
+    inputs.task = split.task
     inputs.representation = f"teacher side: {described[0]}; student side: {described[1]}"
     return inputs
+
+
+def _output_columns(labels: Tensor, task: str) -> int:
+    """The output columns the labels ask for: the classes of class indices, else the target's columns."""
+    if reads_class_labels(advised_task(task)):
+        return int(labels.max()) + 1
+    return 1 if labels.dim() == 1 else int(labels.shape[1])
 
 
 def _features(x: Tensor, n: int, width: int | None) -> Tensor:
@@ -225,8 +232,8 @@ def load_run_inputs(run_dir, data_source: str | None = None, max_rows: int | Non
         name, [f"{teacher_key} logits"], s_names, k, standardised(items.logits["teacher"]), xb, items.labels
     )
     inputs.representation = f"teacher side: {teacher_key}'s logits; student side: {student_side}"
-    inputs.train_rows = train_rows
-    if "alone" in items.logits:
+    inputs.train_rows, inputs.task = train_rows, train.task
+    if "alone" in items.logits and reads_class_labels(advised_task(train.task)):
         predicted = items.logits["alone"].argmax(1)
         inputs.teacher_accuracy_student_modalities = float((predicted == items.labels).double().mean())
     return inputs

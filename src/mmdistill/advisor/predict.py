@@ -20,7 +20,11 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
    interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
 4. the domain (:func:`calibration_domain`): each calibration covers its own class counts, row counts and range of
    each signal; inputs outside all three are not predicted: the advice abstains, says why, and gives the cheap
-   evidence it has (the pilot's estimate with its spread, the teacher's accuracy).
+   evidence it has (the pilot's estimate with its spread, the teacher's accuracy);
+5. a task other than single-label classification with one target per example (multilabel, regression: what the
+   task plugin says, :mod:`.task_pilot`): no calibration covers it, so the advice is the pilot distillation in the
+   task's own loss, KD term and monitored metric (:func:`advise_task`), an abstention carrying that uncalibrated
+   estimate with its spread; the class-label probes are named as not applicable.
    docs/advisor.md has the held-out validation.
 """
 
@@ -44,6 +48,7 @@ from .probes import (  # noqa: F401 (re-exported)
     label_moments,
     linear_probes,
 )
+from .task_pilot import advised_task, reads_class_labels, task_pilot
 
 PROBE_ROWS = 600  # the linear probes and moment estimates read at most this many rows (the Venn suites have <= 200)
 MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitted estimates are meaningless
@@ -51,17 +56,21 @@ MIN_PER_CLASS = 5  # fewer rows than this in a class that occurs: the cross-fitt
 
 @dataclass
 class Advice:
-    gamma: float
-    gamma_interval: tuple[float, float]
-    r2_teacher_from_student: float
-    r2_student_from_teacher: float
-    mi_teacher_student: float
-    mi_student_label: float
-    cch_margin: float
-    cch_margin_interval: tuple[float, float]
-    cch_helps_probability: float
-    teacher_accuracy: float
-    student_accuracy: float
+    """The advice. On a task other than single-label classification the class-label probes (gamma and its R^2
+    probes, the CCH criterion, accuracies) are None, named with the reason in ``not_applicable``, and the pilot's
+    figures are in the task's monitored metric (``metric``, ``pilot_scores``)."""
+
+    gamma: float | None
+    gamma_interval: tuple[float, float] | None
+    r2_teacher_from_student: float | None
+    r2_student_from_teacher: float | None
+    mi_teacher_student: float | None
+    mi_student_label: float | None
+    cch_margin: float | None
+    cch_margin_interval: tuple[float, float] | None
+    cch_helps_probability: float | None
+    teacher_accuracy: float | None
+    student_accuracy: float | None
     pilot_gain: float
     pilot_gain_se: float
     predicted_gain: float | None  # None: the advice abstains (outside the calibrated domain)
@@ -71,9 +80,16 @@ class Advice:
     examples: int
     models_trained: int
     features: dict = field(default_factory=dict)
-    basis: str = "calibrated"  # calibrated | pilot | real-pilot | abstained
+    basis: str = (
+        "calibrated"  # calibrated | pilot | real-pilot | abstained | uncalibrated (a task no calibration covers)
+    )
     outside: list[str] = field(default_factory=list)  # why the inputs lie outside the calibrated domain
     teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
+    task: str = "classification"
+    metric: str = "accuracy"  # the metric the gain is in: the task's default_monitor
+    metric_higher_is_better: bool = True
+    pilot_scores: dict = field(default_factory=dict)  # the pilot's teacher / no_kd / kd in that metric, as read
+    not_applicable: dict = field(default_factory=dict)  # probe -> why it does not apply to this task
 
     @property
     def abstained(self) -> bool:
@@ -84,6 +100,8 @@ class Advice:
         return {**out, "abstained": self.abstained}
 
     def text(self) -> str:
+        if self.gamma_interval is None or self.cch_margin_interval is None:
+            return self._task_text()
         lo, hi = self.gamma_interval
         mlo, mhi = self.cch_margin_interval
         return (
@@ -98,6 +116,21 @@ class Advice:
             f"  CCH: I(T;S) = {self.mi_teacher_student:.3f} nats vs I(S;Y) = {self.mi_student_label:.3f} nats, margin "
             f"{self.cch_margin:+.3f} [{mlo:+.3f}, {mhi:+.3f}], P(margin > 0) = {self.cch_helps_probability:.2f}\n"
             f"  cost: {self.seconds:.2f} s on {self.examples} examples"
+        )
+
+    def _task_text(self) -> str:
+        """The advice on a task other than single-label classification: the pilot in the task's metric."""
+        p = self.pilot_scores
+        better = "higher" if self.metric_higher_is_better else "lower"
+        unit = p.get("unit", "")
+        return (
+            f"{self.recommendation}\n"
+            f"  pilot distillation (cross-fitted, {self.models_trained} small linear models), task {self.task!r}, "
+            f"metric {self.metric} ({better} is better): teacher {p.get('teacher', float('nan')):.4g}, no-KD student "
+            f"{p.get('no_kd', float('nan')):.4g}, KD student {p.get('kd', float('nan')):.4g}; KD's improvement "
+            f"{self.pilot_gain:+.3g} ± {self.pilot_gain_se:.2g} {unit} (uncalibrated){self._teacher_alone()}\n"
+            + "".join(f"  not applicable: {name}: {why}\n" for name, why in self.not_applicable.items())
+            + f"  cost: {self.seconds:.2f} s on {self.examples} examples"
         )
 
     def _prediction_line(self) -> str:
@@ -198,11 +231,20 @@ def advise(
     kd_weights: tuple[float, float] = (1.0, 1.0),
     pilot_repeats: int = 4,
     train_rows: int | None = None,
+    task=None,
 ) -> Advice:
     """Estimate, before distilling, how much KD from a teacher on ``x_teacher`` helps a student on ``x_student``.
     ``train_rows``: the size of the training set the student will be trained on, when these rows are a subset of it
-    (the calibration's domain covers a range of training-set sizes)."""
+    (the calibration's domain covers a range of training-set sizes). ``task``: a task name or Task (default
+    classification, ``y`` class indices); for another task with one target per example (multilabel: ``y`` (N, C)
+    0/1 rows; regression: (N,) or (N, D) values) the advice is the pilot's uncalibrated estimate in the task's
+    monitored metric (:func:`advise_task`)."""
     start = time.perf_counter()
+    chosen = advised_task(task)
+    if not reads_class_labels(chosen):
+        return advise_task(
+            chosen, x_teacher, x_student, y, seed=seed, kd_weights=kd_weights, pilot_repeats=pilot_repeats, start=start
+        )
     xa, xb, y, k = _checked_inputs(x_teacher, x_student, y, num_classes, bootstrap, pilot_repeats)
     n = xa.shape[0]
     sub = torch.arange(n)
@@ -249,20 +291,111 @@ def advise(
 
 
 def _pilot(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, repeats: int, kd_weights, seed: int):
-    """The pilot distillation on the standardised inputs. Beyond the calibration suites (more than 200 rows, or a
-    side wider than twice the rows) it reads a bounded random subsample of at most 200 rows, each side projected on
-    its top 66 principal components, so that its cost stays bounded whatever the data."""
-    za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
-    n, rows = len(y), torch.arange(len(y))
-    if n > cal.PILOT["max_rows"] or max(xa.shape[1], xb.shape[1]) > 2 * n:
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
-        width = min(cal.PILOT["max_rows"], n) // 3
-        za, zb = (_top_components(x[rows], width) for x in (za, zb))
+    """The pilot distillation on the pilot's rows (:func:`_pilot_rows`)."""
+    za, zb, rows = _pilot_rows(xa, xb, seed)
     p = cal.PILOT
     return pilot_gain(
         za, zb, y[rows], k, repeats=repeats, epochs=p["epochs"], lr=p["lr"], folds=p["folds"], kd_weights=kd_weights,
         seed=seed,
     )  # fmt: skip
+
+
+def _pilot_rows(xa: torch.Tensor, xb: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(teacher side, student side, their row indices) for the pilot: the inputs standardised. Beyond the
+    calibration suites (more than 200 rows, or a side wider than twice the rows) a bounded random subsample of at
+    most 200 rows, each side projected on its top 66 principal components, so that its cost stays bounded whatever
+    the data."""
+    za, zb = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6) for x in (xa, xb))
+    n, rows = xa.shape[0], torch.arange(xa.shape[0])
+    if n > cal.PILOT["max_rows"] or max(xa.shape[1], xb.shape[1]) > 2 * n:
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: cal.PILOT["max_rows"]]
+        width = min(cal.PILOT["max_rows"], n) // 3
+        za, zb = (_top_components(x[rows], width) for x in (za, zb))
+    return za, zb, rows
+
+
+# What the advice on a task other than single-label classification leaves out, and why (Advice.not_applicable).
+CLASS_ONLY = {
+    "gamma": "the share of decisive information about one class label (Xue et al., 2023), with its R^2 probes of "
+    "linear class models, needs one class per example",
+    "cch_margin": "the CCH criterion I(T;S) > I(S;Y) as estimated here reads one-hot class labels for Y",
+    "accuracy": "one class per example; the pilot's teacher and students are scored with the task's metric instead",
+    "predicted_gain": "no calibration covers this task (each was fitted on single-label classification): the "
+    "pilot's own estimate is given, uncalibrated, with its spread",
+}
+
+
+def advise_task(
+    task, x_teacher, x_student, y, *, seed: int = 0, kd_weights=(1.0, 1.0), pilot_repeats: int = 4, start=None
+) -> Advice:
+    """The advice on a task other than single-label classification (``task``: a Task with one target per example):
+    the pilot distillation in the task's own loss, KD term and monitored metric (:mod:`.task_pilot`) and the
+    label-free moment estimates; no calibrated prediction (an abstention carrying the pilot's estimate and spread)."""
+    start = time.perf_counter() if start is None else start
+    xa, xb, y = _checked_task_inputs(task, x_teacher, x_student, y, pilot_repeats)
+    n = xa.shape[0]
+    za, zb, rows = _pilot_rows(xa, xb, seed)
+    p = cal.PILOT
+    pilot = task_pilot(task, za, zb, y[rows], folds=p["folds"], repeats=pilot_repeats, kd_weights=kd_weights, seed=seed)
+    moments = covariance_moments(xa, xb, max_rows=PROBE_ROWS, seed=seed)
+    features = {
+        "pilot_gain": pilot.gain,
+        "pilot_se": pilot.gain_se,
+        "log_n": float(np.log(n)),
+        "d_a_per_n": xa.shape[1] / n,
+        "d_b_per_n": xb.shape[1] / n,
+        "shared_rank": moments["shared_rank"],
+        "redundancy_b": moments["redundancy_b"],
+    }
+    title = task.metric_spec(pilot.metric).title
+    unit = "points" if pilot.percent else f"({title} units)"
+    scores = {"teacher": pilot.teacher, "no_kd": pilot.no_kd, "kd": pilot.kd, "unit": unit}
+    outside = [f"task {task.name!r}: no calibration covers it (each was fitted on single-label classification)"]
+    better = "higher" if pilot.higher_is_better else "lower"
+    recommendation = (
+        f"cannot predict: {outside[0]}. Cheap evidence, uncalibrated: the pilot distillation's KD - no-KD improvement "
+        f"in {pilot.metric} ({better} is better) {pilot.gain:+.3g} ± {pilot.gain_se:.2g} {unit}; its teacher "
+        f"{pilot.teacher:.4g}, no-KD student {pilot.no_kd:.4g}, KD student {pilot.kd:.4g}; train the student with "
+        "and without KD to know"
+    )
+    nones = dict.fromkeys(
+        ("gamma", "gamma_interval", "r2_teacher_from_student", "r2_student_from_teacher", "mi_teacher_student",
+         "mi_student_label", "cch_margin", "cch_margin_interval", "cch_helps_probability", "teacher_accuracy",
+         "student_accuracy", "predicted_gain", "predicted_gain_interval")
+    )  # fmt: skip
+    return Advice(
+        **nones, pilot_gain=pilot.gain, pilot_gain_se=pilot.gain_se, recommendation=recommendation,
+        seconds=time.perf_counter() - start, examples=n, models_trained=pilot.models, features=features,
+        basis="uncalibrated", outside=outside, task=task.name, metric=pilot.metric,
+        metric_higher_is_better=pilot.higher_is_better, pilot_scores=scores, not_applicable=dict(CLASS_ONLY),
+    )  # fmt: skip
+
+
+def _checked_task_inputs(task, x_teacher, x_student, y, pilot_repeats: int):
+    """(x_teacher, x_student) as 2-D float64 rows and the targets as (N, C) floats, checked: paired counts, at least
+    20 examples, finite inputs, targets of the task's form (its own ``check_target``) that are not all the same."""
+    xa, xb = _as2d(torch.as_tensor(x_teacher)).double(), _as2d(torch.as_tensor(x_student)).double()
+    y = torch.as_tensor(y)
+    counts = {"x_teacher": xa.shape[0], "x_student": xb.shape[0], "y": y.shape[0] if y.dim() else 0}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"advise: mismatched example counts {counts}")
+    if xa.shape[0] < 20:
+        raise DataError(f"advise: needs at least 20 paired examples, got {xa.shape[0]}")
+    if not (torch.isfinite(xa).all() and torch.isfinite(xb).all()):
+        raise DataError("advise: inputs hold NaN/Inf values")
+    try:
+        task.check_target(y, None, torch.arange(len(y)))  # a bad target named by its row
+    except DataError as err:
+        raise DataError(f"advise: labels: {err}") from None
+    y = y.reshape(len(y), -1).float()
+    if bool((y == y[0]).all()):
+        raise DataError(
+            f"advise: labels: every example has the same target ({y[0].tolist()}); a KD gain is undefined: give "
+            "data whose targets vary"
+        )
+    if pilot_repeats < 2:
+        raise ConfigError(f"advise.pilot_repeats: must be an integer >= 2, got {pilot_repeats}")
+    return xa, xb, y
 
 
 def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
@@ -396,5 +529,5 @@ def advise_dataset(
         name = type(dataset).__name__
         t_names, s_names = (_names(v, role, None, name) for v, role in ((teacher, "teacher"), (student, "student")))
         inputs = load_item_inputs(dataset, t_names, s_names, name, seed=seed, max_rows=max_rows)
-    k = inputs.num_classes
-    return advise(inputs.xa, inputs.xb, inputs.y, num_classes=k, seed=seed, train_rows=inputs.train_rows, **kwargs)
+    k, rows = inputs.num_classes, inputs.train_rows
+    return advise(inputs.xa, inputs.xb, inputs.y, num_classes=k, seed=seed, train_rows=rows, task=inputs.task, **kwargs)

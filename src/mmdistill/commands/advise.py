@@ -12,7 +12,9 @@ cross-fitted teachers and KD / no-KD students), linear probes (gamma, the share 
 information both modalities hold; the CCH criterion I(T;S) > I(S;Y)) and moment estimates of the
 shared label information, combined into a predicted KD gain with an 80% interval (calibrated on
 synthetic modality-Venn suites; docs/advisor.md); where the inputs lie outside what that calibration covers,
-it abstains, says why, and gives the cheap evidence it has. The advice's cost is printed with it.
+it abstains, says why, and gives the cheap evidence it has. On multilabel or regression data (no calibration covers
+them) it always abstains from an interval and gives the pilot's uncalibrated estimate in the task's monitored metric.
+The advice's cost is printed with it.
 From Python: ``mmdistill.advisor.predict.advise(x_teacher, x_student, y)`` on arrays, and
 ``mmdistill.advisor.advise_dataset(dataset, teacher=..., student=...)`` on a registered dataset or a torch Dataset.
 """
@@ -115,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=seed,
         bootstrap=args.bootstrap,
         train_rows=inputs.train_rows,
+        task=inputs.task,
     )
     advice.teacher_accuracy_student_modalities = inputs.teacher_accuracy_student_modalities
     t, s = "+".join(inputs.teacher), "+".join(inputs.student)

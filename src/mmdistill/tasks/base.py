@@ -107,6 +107,9 @@ class Task:
     output_columns: ClassVar[str] = "classes"  # what the output's columns are, in errors ("labels", "outputs")
     uses_temperature: ClassVar[bool] = True
     gives: ClassVar[frozenset[str]] = frozenset()  # CLASS_DISTRIBUTION, TRUE_CLASS (SOFTENED_OUTPUTS: uses_temperature)
+    # One target per example (a class index, a label row, a value row) that a model on one feature row per example
+    # predicts with ``loss``, ``kd_loss`` and ``monitor_value``: what the KD advisor's pilot needs (segmentation: no)
+    one_target_per_example: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -226,6 +229,13 @@ class Task:
     def loss_sum(self, output: Tensor, target: Tensor) -> tuple[Tensor, int | Tensor]:
         """(sum of the loss over the batch's units, number of units): the evaluation's ``loss`` is sum / count."""
         return self.loss(output, target) * len(target), len(target)
+
+    def monitor_value(self, output: Tensor, target: Tensor) -> float:
+        """``default_monitor`` on one split's outputs, as the evaluation computes it (a fraction for a percent metric);
+        a task may give the same value in closed form, without the metric collection."""
+        metrics = self.metrics(int(output.shape[1]) if output.dim() > 1 else 1)
+        self.update_metrics(metrics, output, target)
+        return float(metrics.compute()[self.default_monitor])
 
     # -- how people read the metrics -----------------------------------------------------------------------
     def metric_spec(self, metric: str) -> MetricSpec:

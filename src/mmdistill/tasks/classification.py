@@ -56,6 +56,7 @@ class Classification(Task):
     }
     default_monitor = "accuracy"
     gives = frozenset({CLASS_DISTRIBUTION, TRUE_CLASS})
+    one_target_per_example = True
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target)

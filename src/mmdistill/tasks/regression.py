@@ -73,6 +73,7 @@ class Regression(Task):
     num_classes_from_targets = True  # the number of target columns
     output_columns = "outputs"
     uses_temperature = False
+    one_target_per_example = True
 
     def _distance(self, a: Tensor, b: Tensor, reduction: str = "mean") -> Tensor:
         fn = F.mse_loss if self.params.loss == "mse" else F.l1_loss
@@ -141,6 +142,11 @@ class Regression(Task):
             output, target = output[:, 0], target[:, 0]
         metrics["mae"].update(output, target)
         metrics["pearson"].update(output, target.to(output.dtype))
+
+    def monitor_value(self, output: Tensor, target: Tensor) -> float:
+        """MAE, ``mean |y - s(x)|`` over examples and outputs (torchmetrics' MeanAbsoluteError), in closed form."""
+        output, target = paired(output, target)
+        return float((output - target.to(output.dtype)).abs().mean())
 
     def loss_sum(self, output: Tensor, target: Tensor) -> tuple[Tensor, int]:
         per = self._distance(*paired(output, target), "none")
