@@ -167,3 +167,16 @@ def test_the_cli_refuses_a_regression_target_with_nan_in_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
     assert "a non-finite target (NaN or Inf)" in err[0]
+
+
+def test_advise_run_on_a_multilabel_run_folder_reads_its_teachers_outputs(tmp_path, capsys):
+    """``advise --run``: the trained teacher's outputs stand for the teacher side; the advice is in micro-F1."""
+    path = tmp_path / "run.yaml"
+    path.write_text(CONFIG.format(task="multilabel", monitor="f1_micro"))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-baseline"]) == 0
+    capsys.readouterr()
+    assert main(["advise", "--run", str(tmp_path / "run"), "--json", "--bootstrap", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "multilabel" and out["metric"] == "f1_micro" and out["abstained"] is True
+    assert out["representation"] == "teacher side: seed_0/teacher's logits; student side: b flattened"
+    assert out["teacher_accuracy_student_modalities"] is None  # an accuracy: not computed for these labels
