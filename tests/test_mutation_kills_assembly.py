@@ -5,6 +5,7 @@ determinism and worker reports."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -251,6 +252,24 @@ def test_partly_paired_rows_are_checked_against_the_modalities_the_teacher_reads
         build_run(_spec(data, tmp_path, _model(data, ["b"]), _model(data, ["a", "b"], seed=1), method="dist"))
 
 
+class Anonymous(nn.Module):
+    """A teacher that does not say which modalities it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(16, 4)
+
+    def forward(self, batch):
+        return self.layer(batch["b"])
+
+
+def test_a_teacher_that_does_not_declare_its_modalities_is_refused_by_name(toy, tmp_path):
+    with pytest.raises(
+        ConfigError, match="^Anonymous must declare the modalities it reads as a `modalities` attribute"
+    ):
+        build_run(_spec(toy, tmp_path, _model(toy, ["b"]), Anonymous()))
+
+
 # -- one part of a ``train`` seed ----------------------------------------------------------------------------------
 def _config(tmp_path, **sections) -> RunConfig:
     raw = {
@@ -311,6 +330,9 @@ def test_a_teachers_checkpoint_is_loaded_unless_asked_not_to(toy, tmp_path):
     member = build_run_teacher(group, toy).members["x"]
     assert torch.equal(member.state_dict()["head.1.weight"], trained.state_dict()["head.1.weight"])
     assert build_run_teacher(_config(tmp_path, teacher=None, method={"name": "supervised"}), toy) is None
+    unloaded = build_run_teacher(cfg, toy, load_checkpoint=False), build_run_teacher(group, toy, load_checkpoint=False)
+    for teacher in (unloaded[0], unloaded[1].members["x"]):  # fresh weights: the commands that rebuild the models
+        assert not torch.equal(teacher.state_dict()["head.1.weight"], trained.state_dict()["head.1.weight"])
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_teachers_key(toy, tmp_path):
@@ -324,9 +346,14 @@ def test_a_checkpoint_that_does_not_fit_names_the_teachers_key(toy, tmp_path):
     assert str(err.value) == (
         f"teacher.checkpoint: {path} does not fit teacher.model: missing keys ['head.1.bias'], unexpected keys []"
     )
+    keys, extra = list(_model(toy, ["a", "b"]).state_dict()), [f"extra.{i}" for i in range(6)]
+    save_tensors(path, {k: torch.zeros(1) for k in extra})
+    with pytest.raises(CheckpointError) as err:
+        load_teacher_weights(_model(toy, ["a", "b"]), path)
+    assert f"missing keys {keys[:5]}, unexpected keys {extra[:5]}" in str(err.value), "the first five of each"
     quantised = {k: v.to(torch.int8) for k, v in _model(toy, ["a", "b"]).state_dict().items()}
     save_tensors(path, quantised)
-    with pytest.raises(CheckpointError, match=r"^teacher\.checkpoint: .* as torch\.int8 where the model has"):
+    with pytest.raises(CheckpointError, match=rf"^teacher\.checkpoint: {re.escape(str(path))} holds .* as torch\.int8"):
         load_teacher_weights(_model(toy, ["a", "b"]), path)
 
 

@@ -7,19 +7,23 @@ online teacher's views, and one loss checked on a sample."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 import yaml
 from torch import nn
+from torch.utils.data import Dataset
 
 from mmdistill.config import CacheConfig, TrainerConfig
 from mmdistill.data import build_splits
+from mmdistill.data.contracts.item_dataset import as_splits
 from mmdistill.engine import assembly
 from mmdistill.engine.assembly import RunSpec, build_run
 from mmdistill.engine.system import runfolder
 from mmdistill.engine.system.checkpoint import load_tensors
 from mmdistill.engine.teacher import TeacherGroup, TeacherTable
+from mmdistill.errors import OutputExistsError
 from mmdistill.models import ModelConfig, build_model
 
 ONE_EPOCH = TrainerConfig(epochs=1, batch_size=64, num_threads=1)
@@ -131,10 +135,13 @@ def test_an_online_teacher_reads_its_own_modalities_and_its_views_through_the_ru
     build_run(spec).fit(quiet=True)
     assert trained_on == [["a", "b"]]
     views = RunSpec(
-        _model(toy, ["a", "b"]), _model(toy, ["a", "b"], seed=1), toy, tmp_path / "msd", "msd", trainer=ONE_EPOCH,
-        cache=CacheConfig(enabled=False),
+        _model(toy, ["a", "b"]), _model(toy, ["a", "b"], seed=1), toy, tmp_path / "msd", "msd",
+        {"weighting": "population"}, trainer=ONE_EPOCH, cache=CacheConfig(enabled=False),
     )  # fmt: skip
-    assert build_run(views).fit(quiet=True).epochs_run == 1  # MSD's teacher runs on each modality's view
+    run = build_run(views)
+    assert run.fit(quiet=True).epochs_run == 1  # MSD's teacher runs on each modality's view
+    weights = run.method.population_weights  # the teacher's saliency on the training data, before training
+    assert not torch.equal(weights, torch.ones_like(weights))
 
 
 def test_one_loss_is_checked_on_the_sample_with_or_without_a_teacher(toy, tmp_path):
@@ -142,3 +149,49 @@ def test_one_loss_is_checked_on_the_sample_with_or_without_a_teacher(toy, tmp_pa
     views = RunSpec(_model(toy, ["a", "b"]), _model(toy, ["a", "b"], seed=1), toy, tmp_path / "b", "msd")
     build_run(views).check_one_loss()
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_fitting_again_into_a_finished_folder_is_refused_by_default(toy, tmp_path):
+    spec = RunSpec(_model(toy, ["b"]), None, toy, tmp_path / "run", "supervised", trainer=ONE_EPOCH)
+    build_run(spec).fit(quiet=True)
+    before = (tmp_path / "run" / "student.safetensors").read_bytes()
+    again = RunSpec(_model(toy, ["b"], seed=1), None, toy, tmp_path / "run", "supervised", trainer=ONE_EPOCH)
+    with pytest.raises(OutputExistsError):
+        build_run(again).fit(quiet=True)
+    assert (tmp_path / "run" / "student.safetensors").read_bytes() == before
+
+
+class Logged(Dataset):
+    """Toy rows as items; each read appends the reading process's id to ``log``."""
+
+    num_classes = 4
+
+    def __init__(self, split, log):
+        self.split, self.log = split, log
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        batch = self.split.__getitems__([i])
+        return {"a": batch["a"][0], "b": batch["b"][0], "label": batch["label"][0]}
+
+    def fingerprint(self):
+        return f"logged-{self.split.name}"
+
+
+def test_the_cache_build_and_the_evaluation_read_items_with_the_trainers_workers(toy, tmp_path):
+    log = tmp_path / "reads.log"
+    data = as_splits(train=Logged(toy.train, log), val=Logged(toy.val, log), test=Logged(toy.test, log))
+    workers = TrainerConfig(epochs=1, batch_size=64, num_threads=1, num_workers=1)
+    spec = RunSpec(
+        _model(toy, ["b"]), _model(toy, ["a", "b"], seed=1), data, tmp_path / "run", "kd", trainer=workers,
+        cache=CacheConfig(dir=tmp_path / "cache"),
+    )  # fmt: skip
+    run = build_run(spec)
+    log.unlink()  # the checks before training read in this process
+    run.fit(quiet=True)
+    readers = set(log.read_text().split())
+    assert readers and str(os.getpid()) not in readers

@@ -62,6 +62,17 @@ def test_a_methods_bad_parameter_is_named_under_method_params(toy):
         build_method("kd", {"temperature": -1}, Masker(toy.train.specs()))
 
 
+def test_a_bad_parameter_is_named_under_method_params_for_a_task_whose_method_check_lets_it_through(toy):
+    """A task of the user's may override ``check_method`` (its own refusals) without validating the parameters."""
+
+    class Lenient(type(parts.get_task("classification"))):
+        def check_method(self, method, params=None):
+            pass
+
+    with pytest.raises(ConfigError, match=r"^invalid config: method\.params\.temperature: "):
+        build_method("kd", {"temperature": -1}, Masker(toy.train.specs()), Lenient())
+
+
 def test_the_method_removes_modalities_with_the_runs_masker(toy):
     masker = Masker(toy.train.specs(), "zeros")
     assert build_method("kd", {}, masker, "classification").masker is masker
