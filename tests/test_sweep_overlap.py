@@ -178,3 +178,25 @@ def test_the_final_runs_do_not_depend_on_the_order_the_jobs_end_in(tmp_path):
         chosen.append(sorted(finals))
     assert all(c == chosen[0] for c in chosen)
     assert ("kd-tuned", json.dumps({"method.params.temperature": 2})) in chosen[0]  # kd-001 before kd-002
+
+
+def test_local_workers_start_with_the_training_code_imported_and_leave_no_server(tmp_path):
+    """A worker's first job does not import torch, dynamo (torch.use_deterministic_algorithms) or the engine again:
+    the workers are forked from a server that imported them once; a refused sweep started from the CLI, and a
+    finished pool, leave no server running."""
+    from mmdistill.cli import main
+    from mmdistill.sweep import fork_server
+    from mmdistill.sweep.executors import LocalExecutor
+
+    if not fork_server.available():
+        pytest.skip("no fork server on this platform: the workers are spawned")
+    executor = LocalExecutor(2, 1)
+    try:
+        imported = "__import__('sys').modules.keys() >= {'torch._inductor.config', 'mmdistill.engine.protocol'}"
+        assert executor.pool.submit(eval, imported).result(timeout=120)
+    finally:
+        executor.close()
+    assert fork_server._server_pid() is None
+    bad = write(tmp_path, {**SWEEP, "select": {"metric": "accuracy", "split": "test"}})
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]) == 2
+    assert fork_server._server_pid() is None and not (tmp_path / "out").exists()

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.executor == "local" and args.workers > 1:
+        from ..sweep import fork_server
+
+        fork_server.start()  # the workers' server imports torch beside this process's own import (run_sweep stops it)
     from ..sweep import run_sweep
 
     result = run_sweep(

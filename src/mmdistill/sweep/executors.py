@@ -4,7 +4,8 @@ Each executor takes a job (:mod:`.plan`) and gives a :class:`concurrent.futures.
 (:func:`.worker.run_job`). Local workers split the cores between them (``threads`` each), each runs one job after
 another, and they stop when the sweep dies; a worker that dies is replaced and its job run again (:func:`run_jobs`).
 Where the platform has a fork server (Linux, macOS), it imports torch and the training code once, and each worker
-is forked from it ready to run: a worker starts in a few milliseconds instead of importing them again.
+is forked from it ready to run (:mod:`.fork_server`): a worker starts in a few milliseconds instead of importing them
+again.
 """
 
 from __future__ import annotations
@@ -18,20 +19,10 @@ from typing import Any, Protocol
 
 from ..config import usable_cpus
 from ..errors import ConfigError, MachineError
+from . import fork_server
 from .worker import run_job, start_worker
 
 MAX_WORKER_DEATHS = 2  # a job whose worker died this many times is recorded as failed
-# What a job imports (worker.run_job and its run), imported once by the fork server. Importing starts no compute
-# threads, so the workers forked from it hold none of torch's threads or locks.
-WORKER_IMPORTS = [
-    "torch",
-    "mmdistill.config",
-    "mmdistill.engine.epoch_listeners",
-    "mmdistill.engine.protocol",
-    "mmdistill.engine.system.runfolder",
-    "mmdistill.tasks",
-    "mmdistill.sweep.worker",
-]
 
 
 class Executor(Protocol):
@@ -76,17 +67,15 @@ class InlineExecutor:
 
 class LocalExecutor:
     """``workers`` processes, each with ``threads`` compute threads, each running jobs one after another: forked from
-    a fork server that has imported :data:`WORKER_IMPORTS`, else spawned. Never a fork of the sweep itself, which may
-    hold torch's threads and locks."""
+    the fork server (:mod:`.fork_server`), else spawned. Never a fork of the sweep itself, which may hold torch's
+    threads and locks."""
 
     def __init__(self, workers: int, threads: int) -> None:
         import multiprocessing
 
         self.capacity, self.threads = workers, threads
-        self.forkserver = "forkserver" in multiprocessing.get_all_start_methods()
+        self.forkserver = fork_server.start()  # at once: the server imports while the sweep plans its jobs
         self.context = multiprocessing.get_context("forkserver" if self.forkserver else "spawn")
-        if self.forkserver:
-            self.context.set_forkserver_preload(WORKER_IMPORTS)  # taken when the server starts: at the first pool
         self.pool = self._pool()
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -102,17 +91,7 @@ class LocalExecutor:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.forkserver:
-            _stop_forkserver()
-
-
-def _stop_forkserver() -> None:
-    """Stop this process's fork server and wait for it, so that its time (and its workers') counts as this process's
-    children's, and no server is left behind; the next local pool starts another."""
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)  # private: absent on other Pythons, then the server stays
-    if stop is not None:
-        stop()
+            fork_server.stop()
 
 
 def run_jobs(next_job: Callable[[], dict | None], executor: Any, on_record: Callable[[dict, dict, int], None]) -> None:

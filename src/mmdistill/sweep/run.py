@@ -23,6 +23,7 @@ from typing import Any
 from ..engine.system import runfolder
 from ..errors import ConfigError, TrainingError
 from ..io import write_json
+from . import fork_server
 from . import plan as plans
 from .executors import make_executor, run_jobs
 from .layout import SOURCE
@@ -47,16 +48,13 @@ def run_sweep(
     ``workers``: jobs in parallel (local processes, at most the CPUs; or Ray tasks); ``executor``: ``local`` or
     ``ray`` (``ray_address``: a cluster; none: a local Ray started for the sweep). Everything the file and the
     options can get wrong is refused before any run starts."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite: give one of them (continue the sweep, or replace it)")
-    spec = load_sweep(sweep_file)
-    checked = runfolder.check(out, "sweep", "summary.md", overwrite, resume)
-    if checked.action == "resume":
-        check_same_sweep(spec, checked.path)
-    _check_extras(spec)
-    plans.needs_teachers(spec)  # a distilling sweep without a teacher section: refused now
-    gpus = 1.0 if spec.base["trainer"]["accelerator"] in ("gpu", "cuda") else 0.0  # a Ray task's GPU share
-    runner = make_executor(executor, workers, ray_address, gpus)
+    try:
+        spec = _checked(sweep_file, out, resume, overwrite)
+        gpus = 1.0 if spec.base["trainer"]["accelerator"] in ("gpu", "cuda") else 0.0  # a Ray task's GPU share
+        runner = make_executor(executor, workers, ray_address, gpus)
+    except BaseException:
+        fork_server.stop()  # the CLI starts it early (mmdistill.commands.sweep); nothing runs
+        raise
     try:
         folder = runfolder.claim(out, "sweep", "summary.md", overwrite, resume, info={"workers": workers})
     except BaseException:
@@ -75,6 +73,19 @@ def run_sweep(
         progress.close()
         runner.close()
         folder.release()
+
+
+def _checked(sweep_file: str | Path, out: str | Path, resume: bool, overwrite: bool) -> SweepSpec:
+    """The sweep file, checked with the options and against the folder (a resumed sweep keeps its file)."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: give one of them (continue the sweep, or replace it)")
+    spec = load_sweep(sweep_file)
+    checked = runfolder.check(out, "sweep", "summary.md", overwrite, resume)
+    if checked.action == "resume":
+        check_same_sweep(spec, checked.path)
+    _check_extras(spec)
+    plans.needs_teachers(spec)  # a distilling sweep without a teacher section: refused now
+    return spec
 
 
 def check_same_sweep(spec: SweepSpec, out: Path) -> None:
