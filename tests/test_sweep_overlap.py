@@ -200,3 +200,62 @@ def test_local_workers_start_with_the_training_code_imported_and_leave_no_server
     bad = write(tmp_path, {**SWEEP, "select": {"metric": "accuracy", "split": "test"}})
     assert main(["sweep", str(bad), "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]) == 2
     assert fork_server._server_pid() is None and not (tmp_path / "out").exists()
+
+
+class DrawnTrials:
+    """A search like optuna's: each trial made when asked, ``per_method`` per method, told each record."""
+
+    def __init__(self, spec, out: Path, per_method: int) -> None:
+        from mmdistill.sweep.plan import trial_job
+
+        self.made = [
+            trial_job(spec, out, m, {"method.params.temperature": t}, i)
+            for i, t in enumerate([1, 4])
+            for m in spec.methods
+        ][: per_method * len(spec.methods)]
+        self.total, self.asked, self.told = len(self.made), 0, []
+
+    def next_job(self) -> dict | None:
+        if self.asked == len(self.made):
+            return None
+        self.asked += 1
+        return self.made[self.asked - 1]
+
+    def tell(self, job: dict, record: dict) -> None:
+        self.told.append(job["name"])
+
+
+def test_with_a_search_that_learns_trials_are_drawn_when_a_worker_is_free_and_tuned_runs_wait_for_all(tmp_path):
+    from mmdistill.sweep.schedule import JobQueue
+
+    spec = load_sweep(write(tmp_path))
+    out = tmp_path / "sweep"
+    search = DrawnTrials(spec, out, per_method=2)
+    queue, running, log, finals = JobQueue(spec, out, search), [], [], {}
+    while True:
+        while len(running) < 2 and (job := queue.next_job()) is not None:
+            running.append(job)
+            log.append(("start", job["name"], search.asked))
+            finals.update({job["name"]: job["params"]} if job["kind"] == "final" else {})
+        if not running:
+            break
+        job = running.pop(0)
+        record = {"name": job["name"], "method": job["method"], "params": job["params"], "status": "done"}
+        record["val"] = {"0": 50.0 + len(log)}  # each job better than those ended before: the last trial is the best
+        Path(job["folder"]).mkdir(parents=True)
+        (Path(job["folder"]) / "trial.json").write_text(json.dumps(record))
+        queue.ended(job, record)
+        log.append(("end", job["name"], search.asked))
+    trials = [name for event, name, _ in log if event == "start" and name in {j["name"] for j in search.made}]
+    assert trials == [j["name"] for j in search.made] and search.told == trials  # each drawn once, each told
+    for event, name, asked in log:  # never drawn ahead: each trial drawn when it started
+        if event == "start" and name in trials:
+            assert asked == trials.index(name) + 1
+    last_trial_end = max(i for i, (event, name, _) in enumerate(log) if event == "end" and name in trials)
+    for tuned in ("kd-tuned", "dkd-tuned"):
+        assert log.index(("start", tuned, len(trials))) > last_trial_end  # after every trial of every method
+    assert log.index(("start", "seed_2", 0)) < last_trial_end  # the final seeds' teachers did not wait
+    ended = {name: i for i, (event, name, _) in enumerate(log) if event == "end"}
+    for method in spec.methods:  # chosen from every trial: the one that ended last
+        last = max((j for j in search.made if j["method"] == method), key=lambda j: ended[j["name"]])
+        assert finals[f"{method}-tuned"] == last["params"]

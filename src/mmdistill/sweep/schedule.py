@@ -5,8 +5,8 @@ setting, every trial of its method: the best setting is chosen from all of them 
 validation, the first of equals in trial order), so the choice is the same whatever order the trials end in. Hence
 the final seeds' teachers train alongside the trials, the default and reference final runs start once those teachers
 are trained, and with a grid or random search a method's tuned final run starts as soon as its own trials have
-ended, while other methods' trials still run. With optuna, where each new trial is sampled from the ended ones, the
-trials are drawn one at a time as today and the tuned final runs wait for every trial.
+ended, while other methods' trials still run. With optuna, where each new trial is sampled from the ended ones, a
+trial is drawn from the study only when a worker is free for it, and the tuned final runs wait for every trial.
 
 Of the jobs ready to start, the first in this order runs: the tune seeds' teachers (every trial waits for them), the
 final seeds' teachers (every final run waits for them), the final runs with a tuned setting (the longest jobs, and
@@ -37,6 +37,7 @@ class JobQueue:
         self.spec, self.out, self.search = spec, out, search
         self.teachers = plans.teacher_jobs(spec, out)
         self.trials = plans.static_trials(spec, out) if search is None else []
+        self.trials_of = {m: [job["folder"] for job in self.trials if job["method"] == m] for m in spec.methods}
         self.total = dict.fromkeys(KINDS, 0)  # jobs per kind, those finished before included
         self.before = dict.fromkeys(KINDS, 0)  # finished by an earlier run of the sweep
         self.waiting: list[dict] = []
@@ -135,8 +136,7 @@ class JobQueue:
         before = len(self.settled)
         for m in self.spec.methods:
             if self.search is None:
-                trials = [job["folder"] for job in self.trials if job["method"] == m]
-                if all(folder in self.ended_jobs for folder in trials):
+                if all(folder in self.ended_jobs for folder in self.trials_of[m]):
                     self.settled.add(m)
             elif self.search_done and not self.drawn:
                 self.settled.add(m)
