@@ -10,9 +10,11 @@ after the other in one process (own teacher cache): the work without the sweep a
 ``OMP_NUM_THREADS=1``; ``sweep --workers 1`` with ``OMP_NUM_THREADS=1``; ``sweep --workers 2`` (each worker one
 thread on 2 cores).
 
-Prints one Markdown row per mode (wall and CPU time, runs per minute, speed-up over each sequential mode) and the
-overhead per job of the 1-thread sweep over the 1-thread sequential runs; checks that the sweeps wrote the same final
-table.
+Prints one Markdown row per mode (wall and CPU time, runs per minute, speed-up over each sequential mode), the
+overhead per job of the 1-thread sweep over the 1-thread sequential runs, and how busy the 2 workers were while jobs
+ran (from each job's ``started_at`` and ``ended_at``: the sum of the jobs' times over 2 x the time from the first
+start to the last end; the rest is a worker waiting for a job it may start); checks that the sweeps wrote the same
+final table.
 """
 
 from __future__ import annotations
@@ -84,6 +86,16 @@ def final_table(out: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "ms_per_step"} for row in csv.DictReader(f)]
 
 
+def workers_busy(out: Path, workers: int) -> str:
+    """How busy the workers of the sweep in ``out`` were between its first job's start and its last job's end."""
+    records = [json.loads(p.read_text()) for p in out.glob("*/*/trial.json")]
+    if not records or "started_at" not in records[0]:
+        return "no job times recorded"
+    span = max(r["ended_at"] for r in records) - min(r["started_at"] for r in records)
+    busy = sum(r["ended_at"] - r["started_at"] for r in records)
+    return f"jobs {busy:.1f} s over {span:.1f} s on {workers} workers: {100 * busy / (workers * span):.1f}% busy"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
@@ -120,6 +132,7 @@ def main() -> None:
         )
     overhead = (modes["sweep --workers 1, 1 thread"][0] - base1) / jobs
     print(f"overhead per job, 1-worker sweep over sequential runs (1 thread each): {overhead:.2f} s wall")
+    print(f"sweep --workers 2: {workers_busy(work / 'w2', 2)}")
     print(json.dumps(modes))
 
 
