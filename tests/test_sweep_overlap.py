@@ -147,37 +147,74 @@ def test_a_sweep_killed_mid_overlap_resumes_with_only_what_is_left(uninterrupted
     assert final_table(out) == final_table(whole)
 
 
+def ended_in_random_order(spec, out: Path, seed: int, scores: dict[str, float | None]) -> tuple[list, dict]:
+    """Drive a job queue with three made-up workers whose jobs end in an order drawn from ``seed`` (a job's record:
+    done with its score from ``scores``, 10 when not named, failed when None); returns the final runs started, as
+    sorted (name, params) pairs, and the queue's job totals at the end."""
+    from mmdistill.sweep.schedule import JobQueue
+
+    queue, rng, running, finals = JobQueue(spec, out), random.Random(seed), [], []
+    while True:
+        while len(running) < 3 and (job := queue.next_job()) is not None:
+            running.append(job)
+            finals += [(job["name"], json.dumps(job["params"]))] if job["kind"] == "final" else []
+        if not running:
+            return sorted(finals), queue.total
+        job = running.pop(rng.randrange(len(running)))
+        record = {"name": job["name"], "method": job["method"], "params": job["params"], "status": "done"}
+        score = scores.get(job["name"], 10.0)
+        record.update({"val": {"0": score}} if score is not None else {"status": "failed", "error": "made up"})
+        Path(job["folder"]).mkdir(parents=True)
+        (Path(job["folder"]) / "trial.json").write_text(json.dumps(record))
+        queue.ended(job, record)
+
+
+def expected_finals(spec, out: Path) -> list:
+    from mmdistill.sweep import plan
+
+    best = plan.best_trials(spec, plan.trial_records(out))
+    return sorted((j["name"], json.dumps(j["params"])) for j in plan.final_jobs(spec, out, best)[0])
+
+
 def test_the_final_runs_do_not_depend_on_the_order_the_jobs_end_in(tmp_path):
     """Jobs that end in any order (records made up, ties included) lead to the same final runs: those chosen from
     every trial's record at the end, the first of equals in trial order."""
-    from mmdistill.sweep import plan
-    from mmdistill.sweep.schedule import JobQueue
-
-    sweep = {**SWEEP, "space": {"method.params.temperature": [1, 2, 4, 8]}}
-    spec = load_sweep(write(tmp_path, sweep))
+    spec = load_sweep(write(tmp_path, {**SWEEP, "space": {"method.params.temperature": [1, 2, 4, 8]}}))
     scores = {"kd-000": 70.0, "kd-001": 80.0, "kd-002": 80.0, "kd-003": 60.0, "dkd-000": 50.0, "dkd-003": 90.0}
     chosen = []
     for order in range(5):
-        out = tmp_path / f"order{order}"
-        queue, rng, running, finals = JobQueue(spec, out), random.Random(order), [], []
-        while True:
-            while len(running) < 3 and (job := queue.next_job()) is not None:
-                running.append(job)
-                finals += [(job["name"], json.dumps(job["params"]))] if job["kind"] == "final" else []
-            if not running:
-                break
-            job = running.pop(rng.randrange(len(running)))
-            record = {"name": job["name"], "method": job["method"], "params": job["params"], "status": "done"}
-            record["val"] = {"0": scores.get(job["name"], 10.0)}
-            Path(job["folder"]).mkdir(parents=True)
-            (Path(job["folder"]) / "trial.json").write_text(json.dumps(record))
-            queue.ended(job, record)
-        best = plan.best_trials(spec, plan.trial_records(out))
-        expected = [(j["name"], json.dumps(j["params"])) for j in plan.final_jobs(spec, out, best)[0]]
-        assert sorted(finals) == sorted(expected)
-        chosen.append(sorted(finals))
+        finals, total = ended_in_random_order(spec, tmp_path / f"order{order}", order, scores)
+        assert finals == expected_finals(spec, tmp_path / f"order{order}") and total["final"] == len(finals)
+        chosen.append(finals)
     assert all(c == chosen[0] for c in chosen)
     assert ("kd-tuned", json.dumps({"method.params.temperature": 2})) in chosen[0]  # kd-001 before kd-002
+
+
+@pytest.mark.parametrize("shape", ["no-KD tuned", "a given teacher", "a method whose trials all fail"])
+def test_every_final_run_starts_once_whatever_the_sweep(tmp_path, shape):
+    """The no-KD student among the methods (its tuned run is the reference), a teacher given by the base config (no
+    teacher jobs to wait for), a method without a finished trial (no tuned run): the queue runs exactly the final
+    runs of the phase-by-phase order, and its count of final runs ends right."""
+    sweep, base, scores = {**SWEEP, "space": {"method.params.temperature": [1, 4]}}, dict(BASE), {}
+    if shape == "no-KD tuned":
+        sweep.update(methods=["supervised", "kd"], space={"trainer.optimizer.lr": [0.01, 0.1]})
+    if shape == "a given teacher":
+        (tmp_path / "teacher.safetensors").write_bytes(b"")
+        base["teacher"] = {**BASE["teacher"], "checkpoint": str(tmp_path / "teacher.safetensors")}
+    if shape == "a method whose trials all fail":
+        scores = {"dkd-000": None, "dkd-001": None}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    spec = load_sweep(tmp_path / "sweep.yaml")
+    for order in range(3):
+        out = tmp_path / f"order{order}"
+        finals, total = ended_in_random_order(spec, out, order, scores)
+        assert finals == expected_finals(spec, out) and total["final"] == len(finals)
+        assert len({name for name, _ in finals}) == len(finals)  # none twice
+        assert (out / "teachers").is_dir() == (shape != "a given teacher")
+    tuned = {name for name, _ in finals if name.endswith("-tuned")}
+    expected = {"no-KD tuned": {"supervised-tuned", "kd-tuned"}, "a method whose trials all fail": {"kd-tuned"}}
+    assert tuned == expected.get(shape, {"kd-tuned", "dkd-tuned"})
 
 
 def test_local_workers_start_with_the_training_code_imported_and_leave_no_server(tmp_path):
