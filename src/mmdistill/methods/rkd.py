@@ -4,7 +4,8 @@ On flattened features f (B, D) (student and teacher widths may differ):
 
 * distance-wise: ``psi_D(i, j) = ||f_i - f_j||_2 / mu``, ``mu`` = mean of the non-zero distances in the batch;
   ``RKD-D = mean_{i,j} huber(psi_D^S(i, j), psi_D^T(i, j))``
-* angle-wise: ``psi_A(i, j, k) = <e_ij, e_kj>``, ``e_ij = (f_i - f_j) / ||f_i - f_j||``;
+* angle-wise: ``psi_A(i, j, k) = <e_ij, e_kj>``, ``e_ij = (f_i - f_j) / ||f_i - f_j||`` (0 when
+  ``||f_i - f_j||^2 < 1e-12``: an example with itself or a duplicate);
   ``RKD-A = mean_{i,j,k} huber(psi_A^S, psi_A^T)``
 
 ``huber`` is the smooth L1 loss (delta 1), averaged over all pairs / triplets (the diagonal
@@ -56,12 +57,12 @@ def _gram(f: Tensor) -> Tensor:
 
 def _inverse_lengths(g: Tensor, eps: float = ANGLE_EPS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """From the Gram matrix G: ``(sq, q, norm, u)`` with ``q[a, b] = ||f_b - f_a||^2``, ``norm = sqrt(max(q, eps))``
-    (a finite gradient) and ``u = 1 / norm`` off the diagonal, 0 on it (the difference of an example with itself is
-    the zero vector)."""
+    (a finite gradient) and ``u = 1 / norm`` where ``q >= eps``, 0 elsewhere: on the diagonal and for duplicate rows
+    (a zero difference has no direction; a 1 / sqrt(eps) there would swamp the closed form's sums in rounding)."""
     sq = g.diagonal()
     q = sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * g
     norm = q.clamp(min=eps).sqrt()
-    u = 1 / norm
+    u = (q >= eps) / norm
     u.fill_diagonal_(0)
     return sq, q, norm, u
 
@@ -85,8 +86,8 @@ def _block_angles(g: Tensor, u: Tensor, factors: tuple[Tensor, Tensor], vertices
 
 
 def _angles(f: Tensor) -> Tensor:
-    """All B^3 angles ``A[a, b, c] = <e_ab, e_ac>``, ``e_ab = (f_b - f_a) / ||f_b - f_a||`` (0 when b = a), flattened:
-    the definition the angle term is computed from, for inspection (the term itself never builds it)."""
+    """All B^3 angles ``A[a, b, c] = <e_ab, e_ac>``, ``e_ab = (f_b - f_a) / ||f_b - f_a||`` (0 when f_b = f_a),
+    flattened: the definition the angle term is computed from, for inspection (the term itself never builds it)."""
     g = f @ f.T
     sq, _, _, u = _inverse_lengths(g)
     return _block_angles(g, u, _rank_two_factors(g, sq, u), slice(None))[0].flatten()
