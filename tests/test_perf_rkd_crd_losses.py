@@ -201,3 +201,22 @@ def test_rkd_angle_term_keeps_its_digits_near_a_perfect_student():
     assert 0 < want.item() < 1e-7
     torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=0)
     torch.testing.assert_close(grad_got.double(), grad_want, rtol=1e-3, atol=1e-3 * grad_want.abs().max().item())
+
+
+@pytest.mark.parametrize("distance", [3e-2, 1e-3, 1e-4, 3e-5])
+def test_rkd_angle_term_with_a_near_duplicate_example(distance):
+    """An example nearer than 1% of its length to another (a near-duplicate input, collapsed features) is made angle by
+    angle: in the closed form its terms grow as (length / distance)^4 and cancel, which float64 cannot hold."""
+    g = torch.Generator().manual_seed(9)
+    fs = torch.randn(16, 8, generator=g, dtype=torch.float64)
+    fs[3] = fs[7] + distance * fs[7].norm() * torch.randn(8, generator=g, dtype=torch.float64) / 8**0.5
+    ft = torch.randn(16, 8, generator=g, dtype=torch.float64)
+    fs.requires_grad_(True)
+    got, want = rkd.angle_loss(fs, ft), reference_rkd_terms(fs, ft)[1]
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+    (grad_got,) = torch.autograd.grad(got, fs)
+    (grad_want,) = torch.autograd.grad(want, fs)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-6, atol=1e-9 * grad_want.abs().max().item())
+    assert rkd.fragile_vertices(rkd._gram(fs), rkd._gram(ft)).nonzero().flatten().tolist() == (
+        [] if distance > 1e-2 else [3, 7]
+    )

@@ -32,6 +32,9 @@ from .params import Weight
 
 ANGLE_EPS = 1e-12
 ANGLES_PER_BLOCK = {"cpu": 1 << 17, "other": 1 << 24}  # angles made at once: 512 KiB of float32 on CPU (in cache)
+# A vertex with another example nearer than 1% of their lengths (squared: 1e-4) is made angle by angle, not in the
+# closed form, whose sums for it grow as (length / distance)^4 and cancel (see :func:`fragile_vertices`).
+FRAGILE_SQUARED_DISTANCE = 1e-4
 
 
 def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
@@ -106,10 +109,25 @@ def _angle_gradient(q: Tensor, norm: Tensor, u: Tensor, sums: dict[str, Tensor],
     return grad
 
 
-def _side(g: Tensor, eps: float) -> tuple[Tensor, ...]:
-    """One side's ``(G, u, p, q, norm)`` (:func:`_inverse_lengths`, :func:`_rank_two_factors`)."""
+def _side(g: Tensor, eps: float, keep: Tensor) -> tuple[Tensor, ...]:
+    """One side's ``(G, u, p, q, norm)`` (:func:`_inverse_lengths`, :func:`_rank_two_factors`), the rows of the
+    vertices not in ``keep`` (B,) set to 0: their angles are left out of the closed form."""
     sq, q, norm, u = _inverse_lengths(g, eps)
+    u = u * keep.to(u.dtype).unsqueeze(1)
     return g, u, u * (g - sq.unsqueeze(1) / 2), q, norm
+
+
+def fragile_vertices(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
+    """(B,) bool: the vertices a with an example b (not a duplicate: ``q_ab >= eps``) nearer than
+    ``||f_a - f_b||^2 < FRAGILE_SQUARED_DISTANCE (||f_a||^2 + ||f_b||^2)`` on either side. The closed form's terms for
+    such a vertex are of order ``(length / distance)^4`` and cancel to angles in [-1, 1]: float64 would keep too few
+    digits, so :class:`_HuberExcess` makes its angles one by one instead (as many digits as the Gram matrix has)."""
+    fragile = torch.zeros(len(gs), dtype=torch.bool, device=gs.device)
+    for g in (gs, gt):
+        sq, q, _, _ = _inverse_lengths(g, eps)
+        near = (q >= eps) & (q < FRAGILE_SQUARED_DISTANCE * (sq.unsqueeze(0) + sq.unsqueeze(1)))
+        fragile |= near.fill_diagonal_(False).any(1)
+    return fragile
 
 
 def _inner_products(s: tuple[Tensor, ...], t: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -153,15 +171,16 @@ def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tupl
 
 
 class _SquaredAngleDifference(torch.autograd.Function):
-    """``sum_{a,b,c} (A^S_abc - A^T_abc)^2`` from the symmetric Gram matrices in closed form
+    """``sum_{a,b,c} (A^S_abc - A^T_abc)^2`` over the vertices a in ``keep`` from the symmetric Gram matrices in
+    closed form
     (:func:`_inner_products`), in float64 (float32 on Apple's MPS, which has no float64): a difference of sums of
     about B^3 / 4 terms each, so float32 would lose the digits of a small loss. The teacher side carries no
     gradient."""
 
     @staticmethod
-    def forward(ctx, gs: Tensor, gt: Tensor, eps: float) -> Tensor:
+    def forward(ctx, gs: Tensor, gt: Tensor, eps: float, keep: Tensor) -> Tensor:
         precise = torch.float32 if gs.device.type == "mps" else torch.float64  # MPS has no float64
-        s, t = _side(gs.to(precise), eps), _side(gt.to(precise), eps)
+        s, t = _side(gs.to(precise), eps, keep), _side(gt.to(precise), eps, keep)
         ctx.eps = eps
         value, products = _inner_products(s, t)
         ctx.save_for_backward(*s, *t[:3], *products)
@@ -171,7 +190,7 @@ class _SquaredAngleDifference(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         saved = ctx.saved_tensors
         d_g = _inner_gradient(saved[:5], saved[5:8], saved[8:], ctx.eps)
-        return (d_g * grad_output).to(grad_output.dtype), None, None
+        return (d_g * grad_output).to(grad_output.dtype), None, None, None
 
 
 def _difference_factors(sides: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -192,14 +211,16 @@ def _block_difference(
 
 
 class _HuberExcess(torch.autograd.Function):
-    """``sum (huber(r) - r^2 / 2)`` over the angles with ``|r| > 1``, ``r = A^S - A^T`` (``-(|r| - 1)^2 / 2``
-    each; 0 elsewhere), block by block of vertices from the symmetric Gram matrices. A first pass finds the blocks
-    that hold such an angle (:func:`_block_difference`: each block's smallest and largest r); only those are made
-    again, and with ``with_grad`` the gradient for ``gs`` (the derivative ``clamp(r, -1, 1) - r`` at each angle)
+    """What the closed form leaves out, ``r = A^S - A^T``: for the vertices it sums, ``huber(r) - r^2 / 2`` of the
+    angles with ``|r| > 1`` (``-(|r| - 1)^2 / 2`` each; 0 elsewhere); for the ``fragile`` vertices
+    (:func:`fragile_vertices`), ``huber(r)`` of each of their angles. Block by block of vertices from the symmetric
+    Gram matrices: a first pass finds the blocks that hold an angle beyond 1 (:func:`_block_difference`: each block's
+    smallest and largest r); only those and the blocks of fragile vertices are made again, and with ``with_grad``
+    the gradient for ``gs`` (the derivative: ``clamp(r, -1, 1) - r``, or ``clamp(r, -1, 1)`` at a fragile vertex)
     summed from them and kept for backward."""
 
     @staticmethod
-    def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float) -> Tensor:
+    def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float, fragile: Tensor) -> Tensor:
         sq_s, q_s, norm_s, u_s = _inverse_lengths(gs, eps)
         sq_t, _, _, u_t = _inverse_lengths(gt, eps)
         factors_s = _rank_two_factors(gs, sq_s, u_s)
@@ -208,30 +229,35 @@ class _HuberExcess(torch.autograd.Function):
         extremes = torch.stack(
             [torch.stack(torch.aminmax(_block_difference((gs, gt), (u_s, u_t), factors, a))) for a in blocks]
         )
-        beyond = ((extremes[:, 0] < -1) | (extremes[:, 1] > 1)).tolist()
+        beyond = (extremes[:, 0] < -1) | (extremes[:, 1] > 1)
+        fragile_blocks = torch.zeros(len(blocks) * block, dtype=torch.bool, device=gs.device)
+        fragile_blocks[: len(gs)] = fragile
+        made = (beyond | fragile_blocks.view(len(blocks), block).any(1)).tolist()
+        summed = (~fragile).to(gs.dtype).view(-1, 1, 1)  # 1 where the closed form holds the vertex's r^2 / 2
         total = gs.new_zeros(())
         sums = {k: torch.zeros_like(gs) for k in ("E", "E_rows", "H_rows")}
-        for a in (a for a, out in zip(blocks, beyond) if out):
-            c = _block_difference((gs, gt), (u_s, u_t), factors, a)
-            c = c.clamp(-1, 1).sub_(c)
-            total -= torch.dot(c.view(-1), c.view(-1)) / 2
+        for a in (a for a, out in zip(blocks, made) if out):
+            r = _block_difference((gs, gt), (u_s, u_t), factors, a)
+            h = r.clamp(-1, 1)
+            total += torch.dot(h.view(-1), (r - h / 2).view(-1)) - torch.dot((summed[a] * r).view(-1), r.view(-1)) / 2
             if with_grad:
+                c = h.sub_(r.mul_(summed[a]))
                 a_s, uu = _block_angles(gs, u_s, factors_s, a)
                 e = uu.mul_(c)
                 sums["E"] += e.sum(0)
                 sums["E_rows"][a] = e.sum(2)
                 sums["H_rows"][a] = a_s.mul_(c).sum(2)
-        ctx.beyond = any(beyond) and with_grad
-        if ctx.beyond:
+        ctx.made = any(made) and with_grad
+        if ctx.made:
             ctx.save_for_backward(_angle_gradient(q_s, norm_s, u_s, sums, eps))
         return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        if not ctx.beyond:
-            return None, None, None, None, None
+        if not ctx.made:
+            return None, None, None, None, None, None
         (grad,) = ctx.saved_tensors
-        return grad * grad_output, None, None, None, None
+        return grad * grad_output, None, None, None, None, None
 
 
 def angle_loss(fs: Tensor, ft: Tensor, eps: float = ANGLE_EPS) -> Tensor:
@@ -246,14 +272,17 @@ def angle_term(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
     """RKD-A from the symmetric Gram matrices of the student (``gs``) and the teacher (``gt``): ``huber(r) = r^2 / 2``
     for ``|r| <= 1``, so the mean is the closed-form squared difference (:class:`_SquaredAngleDifference`) plus the
     excess of the few angles beyond 1 (:class:`_HuberExcess`), found in one pass over the angles in blocks (never
-    more than one block of the B^3 angles at once)."""
+    more than one block of the B^3 angles at once); a vertex with a near-duplicate example is made angle by angle
+    (:func:`fragile_vertices`)."""
     dtype = torch.promote_types(gs.dtype, gt.dtype)
     gs, gt = gs.to(dtype), gt.to(dtype)
     per_block = ANGLES_PER_BLOCK["cpu" if gs.device.type == "cpu" else "other"]
     block = max(1, per_block // max(1, len(gs)) ** 2)
     with_grad = torch.is_grad_enabled() and gs.requires_grad
-    excess = _HuberExcess.apply(gs, gt, block, with_grad, eps)
-    return (_SquaredAngleDifference.apply(gs, gt, eps) / 2 + excess) / len(gs) ** 3
+    with torch.no_grad():
+        fragile = fragile_vertices(gs, gt, eps)
+    excess = _HuberExcess.apply(gs, gt, block, with_grad, eps, fragile)
+    return (_SquaredAngleDifference.apply(gs, gt, eps, ~fragile) / 2 + excess) / len(gs) ** 3
 
 
 def rkd_terms(hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
