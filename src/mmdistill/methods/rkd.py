@@ -16,7 +16,9 @@ Computation (the same loss, to float rounding; memory O(B^2)): both terms come f
 Huber is ``r^2 / 2`` for ``|r| <= 1``, so the angle term is the sum of squared angle differences, in closed form from
 B x B x B matrix products in float64 (:class:`_SquaredAngleDifference`), plus the excess of the angles with
 ``|r| > 1`` (:class:`_HuberExcess`): one pass over the B^3 angles a block of vertices at a time finds the blocks
-that hold any, and only those are made again for the excess and its gradient.
+that hold any, and only those are made again for the excess and its gradient. A vertex with a near-duplicate example
+(nearer than 1% of their lengths) is made angle by angle in that pass instead (:func:`fragile_vertices`); duplicates
+(closer than ``sqrt(eps)``) have no direction between them: their angles are 0.
 """
 
 from __future__ import annotations
