@@ -12,13 +12,13 @@ On flattened features f (B, D) (student and teacher widths may differ):
 included, as the authors' code). ``L = CE + dist_factor * RKD-D + angle_factor * RKD-A``
 (paper: 25 and 50). Terms ``rkd_distance``, ``rkd_angle``. Works for any task (features only).
 
-Computation (the same loss, to float rounding; memory O(B^2)): both terms come from one Gram matrix per side.
-Huber is ``r^2 / 2`` for ``|r| <= 1``, so the angle term is the sum of squared angle differences, in closed form from
-B x B x B matrix products in float64 (:class:`_SquaredAngleDifference`), plus the excess of the angles with
-``|r| > 1`` (:class:`_HuberExcess`): one pass over the B^3 angles a block of vertices at a time finds the blocks
-that hold any, and only those are made again for the excess and its gradient. A vertex with a near-duplicate example
-(nearer than 1% of their lengths) is made angle by angle in that pass instead (:func:`fragile_vertices`); duplicates
-(closer than ``sqrt(eps)``) have no direction between them: their angles are 0.
+Computation (the same loss, to float rounding; memory O(B^2)): both terms come from one Gram matrix per side. The
+angle term (:class:`_HuberAngles`) is one pass over the B^3 angles a block of vertices at a time, for each vertex's
+sum of squared differences and for the blocks that hold a difference beyond 1, which alone are made again for Huber's
+linear part. Its gradient is that of ``r^2 / 2`` in closed form from B x B x B matrix products in float64
+(:func:`_closed_form_gradient`) plus those blocks'. A vertex with a near-duplicate example (nearer than 1% of their
+lengths) is left out of the closed form and made angle by angle in the pass instead (:func:`fragile_vertices`);
+duplicates (closer than ``sqrt(eps)``) have no direction between them: their angles are 0.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .layer_pair import LayerPairMethod, LayerPairParams
 from .params import Weight
 
 ANGLE_EPS = 1e-12
-ANGLES_PER_BLOCK = {"cpu": 1 << 17, "other": 1 << 24}  # angles made at once: 512 KiB of float32 on CPU (in cache)
+ANGLES_PER_BLOCK = {"cpu": 1 << 18, "other": 1 << 24}  # angles made at once: 1 MiB of float32 on CPU (measured best)
 # A vertex with another example nearer than 1% of their lengths (squared: 1e-4) is made angle by angle, not in the
 # closed form, whose sums for it grow as (length / distance)^4 and cancel (see :func:`fragile_vertices`).
 FRAGILE_SQUARED_DISTANCE = 1e-4
@@ -123,7 +123,7 @@ def fragile_vertices(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
     """(B,) bool: the vertices a with an example b (not a duplicate: ``q_ab >= eps``) nearer than
     ``||f_a - f_b||^2 < FRAGILE_SQUARED_DISTANCE (||f_a||^2 + ||f_b||^2)`` on either side. The closed form's terms for
     such a vertex are of order ``(length / distance)^4`` and cancel to angles in [-1, 1]: float64 would keep too few
-    digits, so :class:`_HuberExcess` makes its angles one by one instead (as many digits as the Gram matrix has)."""
+    digits, so :class:`_HuberAngles` makes its angles one by one instead (as many digits as the Gram matrix has)."""
     fragile = torch.zeros(len(gs), dtype=torch.bool, device=gs.device)
     for g in (gs, gt):
         sq, q, _, _ = _inverse_lengths(g, eps)
@@ -132,28 +132,23 @@ def fragile_vertices(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
     return fragile
 
 
-def _inner_products(s: tuple[Tensor, ...], t: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """``sum_a ||A^S_a - A^T_a||^2`` and the five products its gradient reuses, from each side's ``(G, u, p)``.
+def _closed_form_products(s: tuple[Tensor, ...], t: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The five B x B x B products that the gradient of ``sum_a ||A^S_a - A^T_a||^2`` reuses, from each side's
+    ``(G, u, p)`` (:func:`_closed_form_gradient`)."""
+    (g, u, p), (h, v, q) = s[:3], t[:3]
+    return (u * u) @ (g * g), (u * p) @ g, (u * v) @ (g * h), (u * q) @ g, (v * p) @ h
+
+
+def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tuple[Tensor, ...], eps: float) -> Tensor:
+    """``d/dG^S sum_a ||A^S_a - A^T_a||^2`` without the B^3 angles.
 
     With ``A_a = D_a G D_a - p_a u_a^T - u_a p_a^T``, ``D_a = diag(u_a)`` (:func:`_block_angles`) and G symmetric, the
     sum over (b, c) of the product of two sides' angles at vertex a is
     ``<A^X_a, A^Y_a> = w^T (G o H) w - 2 (u o q)^T G w - 2 (v o p)^T H w + 2 [(p.q)(u.v) + (p.v)(u.q)]``,
-    ``w = u o v``; the sum is ``<S, S> - 2 <S, T> + <T, T>``: seven B x B x B products, no B^3 angles."""
-    (g, u, p), (h, v, q) = s[:3], t[:3]
-    w, z, x, y, vp, wt = u * u, u * v, u * p, u * q, v * p, v * v
-    wk, xg, zl, yg, vh = w @ (g * g), x @ g, z @ (g * h), y @ g, vp @ h
-    student = (wk * w).sum() - 4 * (xg * w).sum() + 2 * ((p * p).sum(1) * w.sum(1) + x.sum(1) ** 2).sum()
-    cross = (zl * z).sum() - 2 * (yg * z).sum() - 2 * (vh * z).sum()
-    cross += 2 * ((p * q).sum(1) * z.sum(1) + vp.sum(1) * y.sum(1)).sum()
-    teacher = (wt @ (h * h) * wt).sum() - 4 * ((v * q) @ h * wt).sum()
-    teacher += 2 * ((q * q).sum(1) * wt.sum(1) + (v * q).sum(1) ** 2).sum()
-    return student - 2 * cross + teacher, (wk, xg, zl, yg, vh)
-
-
-def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tuple[Tensor, ...], eps: float) -> Tensor:
-    """d(:func:`_inner_products`)/dG of the student side: first for its ``(G, u, p)`` (written out: seven more
-    products), then through ``p = u (G_a - G_aa / 2)``, ``u = 1 / sqrt(max(q, eps))`` off the diagonal and
-    ``q_ab = G_aa + G_bb - 2 G_ab`` to G."""
+    ``w = u o v``, and the sum is ``<S, S> - 2 <S, T> + <T, T>``. Its gradient for the student's ``(G, u, p)`` is
+    written out (the five ``products`` and seven more B x B x B products), then taken through
+    ``p = u (G_a - G_aa / 2)``, ``u = 1 / sqrt(max(q, eps))`` off the diagonal and ``q_ab = G_aa + G_bb - 2 G_ab``
+    to G."""
     (g, u, p, q_s, norm), (h, v, q) = s, t[:3]
     wk, xg, zl, yg, vh = products
     w, z, x, y, vp = u * u, u * v, u * p, u * q, v * p
@@ -172,27 +167,13 @@ def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tupl
     return d_g
 
 
-class _SquaredAngleDifference(torch.autograd.Function):
-    """``sum_{a,b,c} (A^S_abc - A^T_abc)^2`` over the vertices a in ``keep`` from the symmetric Gram matrices in
-    closed form
-    (:func:`_inner_products`), in float64 (float32 on Apple's MPS, which has no float64): a difference of sums of
-    about B^3 / 4 terms each, so float32 would lose the digits of a small loss. The teacher side carries no
-    gradient."""
-
-    @staticmethod
-    def forward(ctx, gs: Tensor, gt: Tensor, eps: float, keep: Tensor) -> Tensor:
-        precise = torch.float32 if gs.device.type == "mps" else torch.float64  # MPS has no float64
-        s, t = _side(gs.to(precise), eps, keep), _side(gt.to(precise), eps, keep)
-        ctx.eps = eps
-        value, products = _inner_products(s, t)
-        ctx.save_for_backward(*s, *t[:3], *products)
-        return value.to(gs.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        saved = ctx.saved_tensors
-        d_g = _inner_gradient(saved[:5], saved[5:8], saved[8:], ctx.eps)
-        return (d_g * grad_output).to(grad_output.dtype), None, None, None
+def _closed_form_gradient(gs: Tensor, gt: Tensor, eps: float, keep: Tensor) -> Tensor:
+    """``d/dG^S sum (A^S_abc - A^T_abc)^2 / 2`` over the vertices a in ``keep`` (:func:`_inner_gradient`), in float64
+    (float32 on Apple's MPS, which has no float64): a difference of sums of about B^3 / 4 terms each, so float32
+    would lose the digits of a small gradient."""
+    precise = torch.float32 if gs.device.type == "mps" else torch.float64  # MPS has no float64
+    s, t = _side(gs.to(precise), eps, keep), _side(gt.to(precise), eps, keep)
+    return (_inner_gradient(s, t, _closed_form_products(s, t), eps) / 2).to(gs.dtype)
 
 
 def _difference_factors(sides: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -203,23 +184,33 @@ def _difference_factors(sides: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor
 
 
 def _block_difference(
-    sides: tuple[Tensor, Tensor], u: tuple[Tensor, Tensor], factors: tuple[Tensor, Tensor], a: slice
+    sides: tuple[Tensor, Tensor],
+    u: tuple[Tensor, Tensor],
+    factors: tuple[Tensor, Tensor],
+    a: slice,
+    buffers: tuple[Tensor, Tensor],
 ) -> Tensor:
     """``r = A^S - A^T`` for the vertices in ``a`` (k, B, B) in one pass: ``D_a G^S D_a - D'_a G^T D'_a`` and one
-    rank-4 update (:func:`_difference_factors`)."""
+    rank-4 update (:func:`_difference_factors`), written into the first k rows of ``buffers`` (two (block, B, B)
+    tensors made once per call: a fresh half-megabyte tensor per block would cost its page faults each time)."""
     (gs, gt), (us, ut) = sides, (u[0][a], u[1][a])
-    r = torch.mul(us.unsqueeze(2), gs).mul_(us.unsqueeze(1))
-    return r.addcmul_(torch.mul(ut.unsqueeze(2), gt), ut.unsqueeze(1), value=-1).baddbmm_(factors[0][a], factors[1][a])
+    r = torch.mul(us.unsqueeze(2), gs, out=buffers[0][: len(us)]).mul_(us.unsqueeze(1))
+    teacher = torch.mul(ut.unsqueeze(2), gt, out=buffers[1][: len(ut)])
+    return r.addcmul_(teacher, ut.unsqueeze(1), value=-1).baddbmm_(factors[0][a], factors[1][a])
 
 
-class _HuberExcess(torch.autograd.Function):
-    """What the closed form leaves out, ``r = A^S - A^T``: for the vertices it sums, ``huber(r) - r^2 / 2`` of the
-    angles with ``|r| > 1`` (``-(|r| - 1)^2 / 2`` each; 0 elsewhere); for the ``fragile`` vertices
-    (:func:`fragile_vertices`), ``huber(r)`` of each of their angles. Block by block of vertices from the symmetric
-    Gram matrices: a first pass finds the blocks that hold an angle beyond 1 (:func:`_block_difference`: each block's
-    smallest and largest r); only those and the blocks of fragile vertices are made again, and with ``with_grad``
-    the gradient for ``gs`` (the derivative: ``clamp(r, -1, 1) - r``, or ``clamp(r, -1, 1)`` at a fragile vertex)
-    summed from them and kept for backward."""
+class _HuberAngles(torch.autograd.Function):
+    """``sum_{a,b,c} huber(r_abc)``, ``r = A^S - A^T``, from the symmetric Gram matrices, block by block of vertices
+    (never more than one block of the B^3 angles at once).
+
+    A first pass makes each block's r (:func:`_block_difference`) for its sum of squares per vertex and its smallest
+    and largest r. ``huber(r) = r^2 / 2`` for ``|r| <= 1``, so that sum is the loss except at the angles beyond 1 and
+    at the ``fragile`` vertices (:func:`fragile_vertices`): only the blocks that hold one are made again, for
+    ``huber(r) - r^2 / 2`` of the angles beyond 1 and ``huber(r)`` of each fragile vertex's angle (in place of its
+    ``r^2 / 2``). With ``with_grad`` the gradient for ``gs`` is the closed form's for ``r^2 / 2`` of the other
+    vertices (:func:`_closed_form_gradient`: B x B x B products, no angles) plus the blocks made again (their
+    derivative at each angle: ``clamp(r, -1, 1) - r``, or ``clamp(r, -1, 1)`` at a fragile vertex), kept for
+    backward."""
 
     @staticmethod
     def forward(ctx, gs: Tensor, gt: Tensor, block: int, with_grad: bool, eps: float, fragile: Tensor) -> Tensor:
@@ -228,37 +219,44 @@ class _HuberExcess(torch.autograd.Function):
         factors_s = _rank_two_factors(gs, sq_s, u_s)
         factors = _difference_factors((factors_s, _rank_two_factors(gt, sq_t, u_t)))
         blocks = [slice(start, min(start + block, len(gs))) for start in range(0, len(gs), block)]
-        extremes = torch.stack(
-            [torch.stack(torch.aminmax(_block_difference((gs, gt), (u_s, u_t), factors, a))) for a in blocks]
-        )
-        beyond = (extremes[:, 0] < -1) | (extremes[:, 1] > 1)
+        buffers = (gs.new_empty(block, len(gs), len(gs)), gs.new_empty(block, len(gs), len(gs)))
+        extremes, norms = [], []
+        for a in blocks:
+            r = _block_difference((gs, gt), (u_s, u_t), factors, a, buffers)
+            extremes.append(torch.stack(torch.aminmax(r)))
+            norms.append(torch.linalg.vector_norm(r, dim=(1, 2)))
+        low, high = torch.stack(extremes).unbind(1)
+        beyond = (low < -1) | (high > 1)
         fragile_blocks = torch.zeros(len(blocks) * block, dtype=torch.bool, device=gs.device)
         fragile_blocks[: len(gs)] = fragile
         made = (beyond | fragile_blocks.view(len(blocks), block).any(1)).tolist()
-        summed = (~fragile).to(gs.dtype).view(-1, 1, 1)  # 1 where the closed form holds the vertex's r^2 / 2
-        total = gs.new_zeros(())
+        summed = (~fragile).to(gs.dtype)  # 1 where a vertex's r^2 / 2 is the loss but for its angles beyond 1
+        total = (torch.cat(norms).square() * summed).sum() / 2
         sums = {k: torch.zeros_like(gs) for k in ("E", "E_rows", "H_rows")}
         for a in (a for a, out in zip(blocks, made) if out):
-            r = _block_difference((gs, gt), (u_s, u_t), factors, a)
+            r = _block_difference((gs, gt), (u_s, u_t), factors, a, buffers)
             h = r.clamp(-1, 1)
-            total += torch.dot(h.view(-1), (r - h / 2).view(-1)) - torch.dot((summed[a] * r).view(-1), r.view(-1)) / 2
+            total += (
+                torch.dot(h.view(-1), (r - h / 2).view(-1))
+                - torch.dot((summed[a].view(-1, 1, 1) * r).view(-1), r.view(-1)) / 2
+            )
             if with_grad:
-                c = h.sub_(r.mul_(summed[a]))
+                c = h.sub_(r.mul_(summed[a].view(-1, 1, 1)))
                 a_s, uu = _block_angles(gs, u_s, factors_s, a)
                 e = uu.mul_(c)
                 sums["E"] += e.sum(0)
                 sums["E_rows"][a] = e.sum(2)
                 sums["H_rows"][a] = a_s.mul_(c).sum(2)
-        ctx.made = any(made) and with_grad
-        if ctx.made:
-            ctx.save_for_backward(_angle_gradient(q_s, norm_s, u_s, sums, eps))
+        if with_grad:  # the closed form's part is made in backward, once this pass's memory is free again
+            made_grad = _angle_gradient(q_s, norm_s, u_s, sums, eps) if any(made) else torch.zeros_like(gs)
+            ctx.save_for_backward(gs, gt, fragile, made_grad)
+            ctx.eps = eps
         return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        if not ctx.made:
-            return None, None, None, None, None, None
-        (grad,) = ctx.saved_tensors
+        gs, gt, fragile, made_grad = ctx.saved_tensors
+        grad = _closed_form_gradient(gs, gt, ctx.eps, ~fragile) + made_grad
         return grad * grad_output, None, None, None, None, None
 
 
@@ -271,20 +269,16 @@ def angle_loss(fs: Tensor, ft: Tensor, eps: float = ANGLE_EPS) -> Tensor:
 
 
 def angle_term(gs: Tensor, gt: Tensor, eps: float = ANGLE_EPS) -> Tensor:
-    """RKD-A from the symmetric Gram matrices of the student (``gs``) and the teacher (``gt``): ``huber(r) = r^2 / 2``
-    for ``|r| <= 1``, so the mean is the closed-form squared difference (:class:`_SquaredAngleDifference`) plus the
-    excess of the few angles beyond 1 (:class:`_HuberExcess`), found in one pass over the angles in blocks (never
-    more than one block of the B^3 angles at once); a vertex with a near-duplicate example is made angle by angle
-    (:func:`fragile_vertices`)."""
+    """RKD-A, the mean of ``huber(A^S_abc - A^T_abc)`` over the B^3 angles, from the symmetric Gram matrices of the
+    student (``gs``) and the teacher (``gt``) (:class:`_HuberAngles`; :func:`fragile_vertices`)."""
     dtype = torch.promote_types(gs.dtype, gt.dtype)
     gs, gt = gs.to(dtype), gt.to(dtype)
     per_block = ANGLES_PER_BLOCK["cpu" if gs.device.type == "cpu" else "other"]
-    block = max(1, per_block // max(1, len(gs)) ** 2)
+    block = max(1, min(len(gs), per_block // max(1, len(gs)) ** 2))
     with_grad = torch.is_grad_enabled() and gs.requires_grad
     with torch.no_grad():
         fragile = fragile_vertices(gs, gt, eps)
-    excess = _HuberExcess.apply(gs, gt, block, with_grad, eps, fragile)
-    return (_SquaredAngleDifference.apply(gs, gt, eps, ~fragile) / 2 + excess) / len(gs) ** 3
+    return _HuberAngles.apply(gs, gt, block, with_grad, eps, fragile) / len(gs) ** 3
 
 
 def rkd_terms(hs: Tensor, ht: Tensor) -> tuple[Tensor, Tensor]:
