@@ -104,12 +104,13 @@ class Advice:
             return self._task_text()
         lo, hi = self.gamma_interval
         mlo, mhi = self.cch_margin_interval
+        teacher, student = self.teacher_accuracy or 0.0, self.student_accuracy or 0.0  # set with the intervals
         return (
             f"{self.recommendation}\n"
             f"{self._prediction_line()}"
             f"  pilot distillation (cross-fitted, {self.models_trained} small models): KD - no-KD held-out p(y) "
-            f"{self.pilot_gain:+.1f} ± {self.pilot_gain_se:.1f} points; teacher {100 * self.teacher_accuracy:.1f}%"
-            f"{self._teacher_alone()}, student alone {100 * self.student_accuracy:.1f}%\n"
+            f"{self.pilot_gain:+.1f} ± {self.pilot_gain_se:.1f} points; teacher {100 * teacher:.1f}%"
+            f"{self._teacher_alone()}, student alone {100 * student:.1f}%\n"
             f"  gamma (shared decisive share) ~ {self.gamma:.2f} [{lo:.2f}, {hi:.2f}]"
             f" (linear probes: teacher<-student R2 {self.r2_teacher_from_student:.2f}, "
             f"student<-teacher {self.r2_student_from_teacher:.2f})\n"

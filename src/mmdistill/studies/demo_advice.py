@@ -92,8 +92,8 @@ def advice_vs_measured(
                 "dataset": dataset,
                 "pair": pair,
                 "gamma": advice.gamma,
-                "gamma_low": advice.gamma_interval[0],
-                "gamma_high": advice.gamma_interval[1],
+                "gamma_low": (advice.gamma_interval or (None, None))[0],
+                "gamma_high": (advice.gamma_interval or (None, None))[1],
                 "cch_margin": advice.cch_margin,
                 "abstained": advice.abstained,
                 "predicted_gain": advice.predicted_gain,  # None where the advice abstains
