@@ -209,3 +209,45 @@ def test_no_gradient_wanted_builds_no_excess_gradient(where, monkeypatch):
     torch.testing.assert_close(loss, reference_angle_term(fs.detach(), ft), rtol=1e-10, atol=0)
     rkd.angle_loss(fs.detach().requires_grad_(True), ft)
     assert gradients == ["_angle_gradient"]
+
+
+def test_blocks_reuse_their_buffers_without_resizing(monkeypatch):
+    """Blocks of 3 vertices of 10 (the last one short) are written into the two buffers made once per call: no
+    output is resized (torch warns when one is) and the value is the direct computation's."""
+    import warnings
+
+    monkeypatch.setitem(rkd.ANGLES_PER_BLOCK, "cpu", 3 * 10 * 10)
+    fs, ft = random_features(10, 4, 21), random_features(10, 5, 22)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_value_and_gradient(fs, ft)
+
+
+def test_only_the_block_of_a_fragile_vertex_is_made_again(monkeypatch):
+    """Rows 0 and 1 nearly the same (0.1% apart) and a teacher close to the student (no difference beyond 1): of four
+    blocks of two vertices, the first alone is made again, angle by angle."""
+    b = 8
+    monkeypatch.setitem(rkd.ANGLES_PER_BLOCK, "cpu", 2 * b * b)
+    fs = random_features(b, 4, 23)
+    fs[1] = fs[0] * 1.001
+    ft = fs + 1e-3 * random_features(b, 4, 24)
+    assert rkd.fragile_vertices(rkd._gram(fs), rkd._gram(ft)).nonzero().flatten().tolist() == [0, 1]
+    made = count_calls(monkeypatch, "_block_difference")
+    assert_value_and_gradient(fs, ft, rtol=1e-8)
+    assert len(made) == 4 + 1
+
+
+@pytest.mark.parametrize(
+    "rows, eps",
+    [
+        (
+            [[1.0, 0.0], [1.01415, 0.0], [0.0, 1.0]],
+            rkd.ANGLE_EPS,
+        ),  # q between 1e-4 * 2|f_a|^2 and 1e-4 (|f_a|^2 + |f_b|^2)
+        ([[1.0, 0.0], [1.0 + 2**-10, 0.0], [0.0, 1.0]], 2.0**-20),  # q exactly eps: a pair, not a duplicate
+    ],
+)
+def test_fragile_vertices_measure_the_distance_against_both_lengths(rows, eps):
+    f = torch.tensor(rows, dtype=torch.float64)
+    g = f @ f.T
+    assert rkd.fragile_vertices(g, g, eps).tolist() == [True, True, False]
