@@ -169,8 +169,8 @@ def _inner_gradient(s: tuple[Tensor, ...], t: tuple[Tensor, ...], products: tupl
 
 def _closed_form_gradient(gs: Tensor, gt: Tensor, eps: float, keep: Tensor) -> Tensor:
     """``d/dG^S sum (A^S_abc - A^T_abc)^2 / 2`` over the vertices a in ``keep`` (:func:`_inner_gradient`), in float64
-    (float32 on Apple's MPS, which has no float64): a difference of sums of about B^3 / 4 terms each, so float32
-    would lose the digits of a small gradient."""
+    (float32 on Apple's MPS, which has no float64): its sums cancel, by about (length / distance)^4 where two examples
+    are near each other, which float32 does not hold (`test_rkd_angle_term_in_float32_with_an_example_near_another`)."""
     precise = torch.float32 if gs.device.type == "mps" else torch.float64  # MPS has no float64
     s, t = _side(gs.to(precise), eps, keep), _side(gt.to(precise), eps, keep)
     return (_inner_gradient(s, t, _closed_form_products(s, t), eps) / 2).to(gs.dtype)
