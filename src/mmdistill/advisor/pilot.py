@@ -44,6 +44,19 @@ def _folds(n: int, k: int, gen: torch.Generator) -> list[Tensor]:
     return [perm[i::k] for i in range(k)]
 
 
+def cross_fit_splits(n: int, folds: int, repeats: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """``repeats`` x ``folds`` (training rows, held-out rows) of ``n`` rows (``folds`` kept within 2 and n // 4),
+    every training part cut to one size, so that the runs stack into batched ensembles."""
+    folds = max(2, min(folds, n // 4))
+    gen = torch.Generator().manual_seed(seed)
+    m = n - -(-n // folds)
+    splits = []
+    for _ in range(repeats):
+        parts = _folds(n, folds, gen)
+        splits += [(torch.cat([parts[j] for j in range(folds) if j != f])[:m], parts[f]) for f in range(folds)]
+    return splits
+
+
 def pilot_gain(
     xa: Tensor,
     xb: Tensor,
@@ -61,15 +74,8 @@ def pilot_gain(
     """Cross-fitted pilot of no-KD vs KD students on (xa, xb, y); see the module docstring."""
     n = y.shape[0]
     folds = max(2, min(folds, n // 4))
-    gen = torch.Generator().manual_seed(seed)
+    splits = cross_fit_splits(n, folds, repeats, seed)
     xa, xb = xa.float(), xb.float()
-    splits = []  # (train rows, held-out rows) with one train size for every job (batched ensembles need it)
-    m = n - -(-n // folds)
-    for _ in range(repeats):
-        parts = _folds(n, folds, gen)
-        for f in range(folds):
-            rest = torch.cat([parts[j] for j in range(folds) if j != f])[:m]
-            splits.append((rest, parts[f]))
     state = torch.random.get_rng_state()
     try:
         torch.random.default_generator.manual_seed(seed)

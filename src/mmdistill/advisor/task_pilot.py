@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .pilot import _folds
+from .pilot import cross_fit_splits
 
 ADAM_LR = 0.05  # full-batch Adam on standardised inputs (and standardised real-valued targets)
 EPOCHS = 200
@@ -61,14 +61,8 @@ def task_pilot(
     seed: int = 0,
 ) -> TaskPilotResult:
     """Cross-fitted pilot of no-KD vs KD linear students under ``task`` (a Task); ``y`` (N, C) float targets."""
-    n = y.shape[0]
-    folds = max(2, min(folds, n // 4))
-    gen = torch.Generator().manual_seed(seed)
-    m = n - -(-n // folds)  # one training size for every run, so that the runs stack
-    splits = []
-    for _ in range(repeats):
-        parts = _folds(n, folds, gen)
-        splits += [(torch.cat([parts[j] for j in range(folds) if j != f])[:m], parts[f]) for f in range(folds)]
+    folds = max(2, min(folds, y.shape[0] // 4))
+    splits = cross_fit_splits(y.shape[0], folds, repeats, seed)
     xa, xb, y = xa.float(), xb.float(), y.float()
     mu, sd = _target_scale(y)
     z = (y - mu) / sd
