@@ -92,24 +92,16 @@ def bare_forward(teacher, train, batch: int) -> None:
             teacher({"image": train.images[start : start + batch]})
 
 
-def bare_kd_epoch(student, logits, train, batch: int) -> None:
-    opt = torch.optim.Adam(student.parameters(), 1e-3)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    for start in range(0, len(train), batch):
-        rows = order[start : start + batch]
-        out = student({"image": train.images[rows]})
-        kl = F.kl_div(F.log_softmax(out / 4, 1), F.softmax(logits[rows] / 4, 1), reduction="batchmean") * 16
-        loss = 0.5 * F.cross_entropy(out, train.labels[rows]) + 0.5 * kl
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
-def bare_kd_epoch_items(student, logits, train, batch: int) -> None:
+def bare_kd_epoch(student, logits, train, batch: int, read_items: bool = False) -> None:
+    """One epoch of KD on precomputed ``logits``: each batch sliced from the dataset's tensors, or with ``read_items``
+    read as a ``DataLoader`` without workers does (``train[i]`` per item, ``default_collate``)."""
     opt = torch.optim.Adam(student.parameters(), 1e-3)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     for rows in order.split(batch):
-        items = default_collate([train[i] for i in rows.tolist()])
+        if read_items:
+            items = default_collate([train[i] for i in rows.tolist()])
+        else:
+            items = {"image": train.images[rows], "label": train.labels[rows]}
         out = student({"image": items["image"]})
         kl = F.kl_div(F.log_softmax(out / 4, 1), F.softmax(logits[rows] / 4, 1), reduction="batchmean") * 16
         loss = 0.5 * F.cross_entropy(out, items["label"]) + 0.5 * kl
@@ -170,7 +162,7 @@ def main() -> None:
         )
         _, fresh = models(root / "vit", split.specs())
         figures["bare_items"].append(
-            timed(lambda f=fresh: [bare_kd_epoch_items(f, logits, train, args.batch) for _ in range(args.epochs)])
+            timed(lambda f=fresh: [bare_kd_epoch(f, logits, train, args.batch, True) for _ in range(args.epochs)])
         )
         for name, method, cache in (
             ("cached", "kd", CacheConfig(dir=cache_dir)),

@@ -40,17 +40,21 @@ FRAGILE_SQUARED_DISTANCE = 1e-4
 
 
 def pairwise_distance(f: Tensor, eps: float = 1e-12) -> Tensor:
-    sq = f.pow(2).sum(1)
-    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * f @ f.T).clamp(min=eps).sqrt()
-    return d * (1 - torch.eye(len(f), dtype=f.dtype, device=f.device))
+    """``||f_a - f_b||`` of every pair of rows of ``f``, in its dtype (0 on the diagonal; :func:`_distances`)."""
+    return _distances(f @ f.T, eps)
+
+
+def _distances(g: Tensor, eps: float = 1e-12) -> Tensor:
+    """``||f_a - f_b|| = sqrt(max(G_aa + G_bb - 2 G_ab, eps))`` from the Gram matrix G, 0 on the diagonal."""
+    sq = g.diagonal()
+    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp(min=eps).sqrt()
+    return d * (1 - torch.eye(len(g), dtype=g.dtype, device=g.device))
 
 
 def _normalised_distance(g: Tensor, eps: float = 1e-12) -> Tensor:
-    """``psi_D = ||f_a - f_b|| / mu`` from the Gram matrix G (``||f_a - f_b||^2 = G_aa + G_bb - 2 G_ab``), mu the mean
-    of the non-zero distances (a sum and a count: no selection of entries)."""
-    sq = g.diagonal()
-    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * g).clamp(min=eps).sqrt()
-    d = d * (1 - torch.eye(len(g), dtype=g.dtype, device=g.device))
+    """``psi_D = ||f_a - f_b|| / mu`` from the Gram matrix G, mu the mean of the non-zero distances (a sum and a
+    count: no selection of entries)."""
+    d = _distances(g, eps)
     return d / (d.sum() / (d > 0).sum())
 
 
