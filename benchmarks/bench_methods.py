@@ -17,7 +17,9 @@ is the median over rounds of each method's seconds per step, and its ratio to KD
 ``--only``: time these methods (and KD, the reference) only; ``--clock cpu``: the process's CPU time per step
 (``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs; ``--floor``: add a
 row timing only CRD's two score products (every anchor against every bank row, forward and backward; at K >= N the
-exact loss needs both), the floor under any CRD step at these shapes.
+exact loss needs both), and one timing those with CRD's two embeddings (the linear maps of the student's and the
+teacher's hooked features, forward and backward): the matrix products no exact CRD step can skip at these shapes.
+A CRD step costs at least the KD step (the same student forward, backward and Adam step) plus the second row.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def main() -> None:
     if args.floor:
         crd_state = states.get("crd (K=4096)") or make("crd (K=4096)", data, masker, args.batch)
         states["crd (K=4096): score products only"] = functools.partial(time_score_products, crd_state)
+        states["crd (K=4096): score and embedding products"] = functools.partial(time_crd_products, crd_state)
     print_ratios(alternate(states, args.rounds, args.steps, clock), "kd", args, args.clock)
 
 
@@ -141,6 +144,23 @@ def time_score_products(state, steps: int, cursor: int, clock=time.perf_counter)
     for _ in range(steps):
         scores = torch.bmm(anchors / method.params.nce_t, banks.transpose(1, 2))
         torch.autograd.grad(scores.sum(), anchors)
+    return (clock() - start) / steps
+
+
+def time_crd_products(state, steps: int, cursor: int, clock=time.perf_counter) -> float:
+    """Seconds per step of CRD's matrix products alone: the two embeddings of the batch's hooked features (the
+    student's with its input gradient, the teacher's without: its features are fixed) and the score products of
+    :func:`time_score_products`, forward and backward, at the shapes of ``state``'s CRD."""
+    module, batches, outs = state[0], state[2], state[3]
+    method = module.method
+    banks = torch.stack([method.bank_t, method.bank_s])
+    student_in = torch.randn(len(batches[0][INDEX]), method.embed_s.in_features, requires_grad=True)
+    teacher_in = outs[0]().features[method.params.teacher_layer].flatten(1)
+    start = clock()
+    for _ in range(steps):
+        anchors = torch.stack([method.embed_s(student_in), method.embed_t(teacher_in)])
+        scores = torch.bmm(anchors / method.params.nce_t, banks.transpose(1, 2))
+        scores.sum().backward()
     return (clock() - start) / steps
 
 
