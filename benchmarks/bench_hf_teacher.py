@@ -4,7 +4,8 @@ cached KD, and the cache's build against the teacher's own forward passes.
 The teacher: ViT with ViT-Base's width and depth (768 wide, 12 blocks, 12 heads, 3072 MLP; 85.8M parameters) on
 16 x 16 images in 8 x 8 patches (5 tokens, to keep a CPU run short), saved with ``save_pretrained`` and loaded by the
 ``hf`` encoder. The student: a small CNN. The data: an item dataset of random images, 4 classes, with a fingerprint
-(deterministic: the cache applies). Figures, each the minimum over ``--repeats``:
+(deterministic: the cache applies). Each repeat times every figure, in an order that changes from repeat to repeat;
+the script prints each figure's median and, for each ratio, the median of the repeats' own ratios with every repeat's:
 
 * ``forward``: the teacher's bare forward passes over the training split (``no_grad``, batches of ``--batch``);
 * ``build``: building the teacher cache (``engine.teacher.cached_table`` on an empty folder: item reads, forward
@@ -18,14 +19,16 @@ The teacher: ViT with ViT-Base's width and depth (768 wide, 12 blocks, 12 heads,
 * ``supervised`` / ``cached`` / ``online``: ``distill()``'s training steps of ``--epochs`` epochs, as its trainer
   times them (``RunResult.train_seconds``: data, teacher outputs, forward, losses, backward, step), of the student alone
   (``supervised``), with KD from the built cache (a hit), and with KD from the teacher run every step
-  (``cache.enabled = false``).
+  (``cache.enabled = false``; ``--online-epochs`` epochs in ``--online-repeats`` repeats, scaled to the others' steps).
 
     python benchmarks/bench_hf_teacher.py [--rows 256] [--batch 32] [--epochs 4] [--repeats 2] [--threads 2]
+        [--online-epochs 1] [--online-repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -124,6 +127,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4, help="epochs of each training run (the cache is built once)")
+    parser.add_argument("--online-epochs", type=int, default=1, help="epochs of the online KD run (the teacher runs)")
+    parser.add_argument("--online-repeats", type=int, default=1, help="repeats of the online KD run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from mmdistill.config import CacheConfig, TrainerConfig
@@ -149,42 +154,71 @@ def main() -> None:
     _, warm = models(root / "vit", split.specs())  # the first run pays the imports (torchmetrics ...): not timed
     distill(warm, None, out_dir=root / "warm-up", method="supervised", quiet=True, train=train, val=val, test=test,
             trainer=trainer, cache=CacheConfig(enabled=False))  # fmt: skip
-    for r in range(args.repeats):
-        figures["forward"].append(timed(lambda: bare_forward(teacher, train, args.batch)))
-        cache_dir = root / f"cache-{r}"
-        figures["build"].append(timed(lambda cache_dir=cache_dir: cached_table(
-            teacher, split, TeacherRequest(), None, cache_dir, args.batch, torch.device("cpu"))))  # fmt: skip
-        table, _ = cached_table(teacher, split, TeacherRequest(), None, cache_dir, args.batch, torch.device("cpu"))
+
+    def build(r: int) -> float:
+        return timed(lambda: cached_table(
+            teacher, split, TeacherRequest(), None, root / f"cache-{r}", args.batch, torch.device("cpu")))  # fmt: skip
+
+    def bare(read_items: bool) -> float:
+        _, fresh = models(root / "vit", split.specs())
+        return timed(lambda: [bare_kd_epoch(fresh, logits, train, args.batch, read_items) for _ in range(args.epochs)])
+
+    def run(name: str, r: int, epochs: int) -> float:
+        """``distill()``'s training steps (its trainer's own timing), scaled to ``steps`` steps."""
+        method, cache = {
+            "cached": ("kd", CacheConfig(dir=root / f"cache-{r}")),
+            "online": ("kd", CacheConfig(enabled=False)),
+            "supervised": ("supervised", CacheConfig(enabled=False)),
+        }[name]
+        _, fresh = models(root / "vit", split.specs())
+        result = distill(
+            fresh, teacher if method == "kd" else None, out_dir=root / f"{name}-{r}", method=method, quiet=True,
+            train=train, val=val, test=test, trainer=trainer.model_copy(update={"epochs": epochs}),
+            cache=cache)  # fmt: skip
+        return result.train_seconds / result.train_steps * steps
+
+    training = {
+        "bare": lambda r: bare(False),
+        "bare_items": lambda r: bare(True),
+        "cached": lambda r: run("cached", r, args.epochs),
+        "supervised": lambda r: run("supervised", r, args.epochs),
+    }
+
+    def forward() -> float:
+        return timed(lambda: bare_forward(teacher, train, args.batch))
+
+    for r in range(args.repeats):  # each repeat in another order, so that drift over the run cancels
+        for name in ("forward", "build") if r % 2 == 0 else ("build", "forward"):
+            figures[name].append(build(r) if name == "build" else forward())
+        table, _ = cached_table(teacher, split, TeacherRequest(), None, root / f"cache-{r}", args.batch,
+                                torch.device("cpu"))  # fmt: skip
         figures["lookup"].append(timed(lambda table=table: lookups(table, args.rows, args.batch, args.epochs)))
-        _, fresh = models(root / "vit", split.specs())
-        figures["bare"].append(
-            timed(lambda fresh=fresh: [bare_kd_epoch(fresh, logits, train, args.batch) for _ in range(args.epochs)])
-        )
-        _, fresh = models(root / "vit", split.specs())
-        figures["bare_items"].append(
-            timed(lambda f=fresh: [bare_kd_epoch(f, logits, train, args.batch, True) for _ in range(args.epochs)])
-        )
-        for name, method, cache in (
-            ("cached", "kd", CacheConfig(dir=cache_dir)),
-            ("online", "kd", CacheConfig(enabled=False)),
-            ("supervised", "supervised", CacheConfig(enabled=False)),
-        ):
-            _, fresh = models(root / "vit", split.specs())
-            result = distill(
-                fresh, teacher if method == "kd" else None, out_dir=root / f"{name}-{r}", method=method, quiet=True,
-                train=train, val=val, test=test, trainer=trainer, cache=cache)  # fmt: skip
-            figures[name].append(result.train_seconds / result.train_steps * steps)
-    best = {k: min(v) for k, v in figures.items()}
-    print(f"teacher forward passes over train: {best['forward']:.2f} s; cache build: {best['build']:.2f} s "
-          f"({best['build'] / best['forward']:.2f}x the forward passes)")  # fmt: skip
+        names = list(training)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            figures[name].append(training[name](r))
+        if r < args.online_repeats:
+            figures["online"].append(run("online", r, args.online_epochs))
+    med = {k: statistics.median(v) for k, v in figures.items() if v}
+
+    def paired(a: str, b: str) -> str:
+        ratios = [x / y for x, y in zip(figures[a], figures[b], strict=True)]
+        return f"{statistics.median(ratios):.2f}x (each repeat: {', '.join(f'{x:.2f}' for x in ratios)})"
+
+    print(f"medians of {args.repeats} repeats; ratios: the median of each repeat's ratio")
+    print(f"teacher forward passes over train: {med['forward']:.2f} s; cache build: {med['build']:.2f} s; "
+          f"build / forward {paired('build', 'forward')}")  # fmt: skip
     print(
         f"training steps of {args.epochs} epochs ({steps} steps, the trainer's own timing): bare KD loop on "
-        f"precomputed logits {best['bare']:.2f} s, reading items as a DataLoader does {best['bare_items']:.2f} s; "
-        f"distill() supervised (student alone) {best['supervised']:.2f} s, KD cached {best['cached']:.2f} s "
-        f"({best['cached'] / best['bare']:.2f}x the bare loop, {best['cached'] / best['bare_items']:.2f}x the one "
-        f"reading items), KD online {best['online']:.2f} s ({best['online'] / best['bare']:.2f}x); the cache's "
-        f"lookups of those steps {best['lookup'] * 1000:.1f} ms ({100 * best['lookup'] / best['cached']:.1f}% of the "
-        "cached run's steps)"
+        f"precomputed logits {med['bare']:.2f} s, reading items as a DataLoader does {med['bare_items']:.2f} s; "
+        f"distill() supervised (student alone) {med['supervised']:.2f} s, KD cached {med['cached']:.2f} s"
+    )
+    print(f"KD cached / the bare loop reading items: {paired('cached', 'bare_items')}")
+    print(f"KD cached / the bare loop slicing tensors: {paired('cached', 'bare')}")
+    print(f"student alone / the bare loop reading items: {paired('supervised', 'bare_items')}")
+    print(
+        f"KD online ({args.online_epochs} epoch(s), scaled to {steps} steps): {med['online']:.2f} s "
+        f"({med['online'] / med['cached']:.1f}x KD cached); the cache's lookups of the cached run's steps "
+        f"{med['lookup'] * 1000:.1f} ms ({100 * med['lookup'] / med['cached']:.1f}%)"
     )
 
 
