@@ -1,19 +1,22 @@
 """The advisor on real teacher -> student pairs: its advice against KD gains measured over seeds, beside baselines.
 
-    python benchmarks/advisor_real_pairs.py --measure [--seeds 5] [--avmnist DIR]   # the gains, both parts
-    python benchmarks/advisor_real_pairs.py --part dev [--avmnist DIR]              # advise, score the dev part
+    python benchmarks/advisor_real_pairs.py --measure [--seeds 20] [--avmnist DIR]  # the gains, both parts
+    python benchmarks/advisor_real_pairs.py --part dev [--fit] [--avmnist DIR]      # advise, score the dev part
     python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
     python benchmarks/advisor_real_pairs.py --tasks [--seeds 5]     # the constructed multilabel / regression pairs
 
-:data:`SETTINGS` is the fixed list of settings and their parts. The development part is the first round's 26
-settings (:data:`FIRST_ROUND`: mfeat view pairs, AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and
-0.9, AV-MNIST image <-> audio at SNR -6, 0, +6 dB and without noise), whose own held-out half was scored once.
-The held-out part is a fresh draw of settings never measured before (:func:`fresh_heldout`, a seeded rule, committed
-before any of them was measured or the advisor refitted). ``--avmnist DIR``: a folder holding the AV-MNIST builds
-``snr-6``, ``snr-3``, ``snr0``, ``snr3``, ``snr6``, ``snrnone``, made with
+Three rounds, each split into a development and a held-out part before anything of it was measured or fitted, each
+held-out part scored once (``--round``, default 3). Round 1: 26 settings (:data:`FIRST_ROUND`: mfeat view pairs,
+AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and 0.9, AV-MNIST image <-> audio at SNR -6, 0, +6 dB
+and without noise). Round 2 (:data:`SECOND_ROUND`, 5 seeds, ``real_measured.json``): those 26 as development part,
+a fresh seeded draw of 16 as held-out part (:func:`fresh_heldout`). Round 3 (:data:`THIRD_ROUND`, 20 seeds,
+``real_measured_round3.json``): all 42 as development part, measured again over 20 seeds, and every setting of
+these kinds no round had measured as held-out part (:func:`third_round_heldout`, 18). ``--avmnist DIR``: a folder
+holding the AV-MNIST builds ``snr-9``, ``snr-6``, ``snr-3``, ``snr0``, ``snr3``, ``snr6``, ``snr9``, ``snrnone``, made
+with
 
     mmdistill data build av-mnist --mnist ../shared/data/mnist --fsdd ../shared/data/fsdd/recordings \\
-        --limit 2000 --snr-db S --out DIR/snrS          # S in -6, -3, 0, 3, 6, none (8 s each)
+        --limit 2000 --snr-db S --out DIR/snrS          # S in -9, -6, -3, 0, 3, 6, 9, none (8 s each)
 
 (without it the AV-MNIST settings are skipped and listed as such).
 
@@ -30,7 +33,8 @@ its baselines, each computed on the same rows: the CCH margin I(T;S) - I(S;Y) al
 when > 0), the gamma estimate alone, the teacher's cross-validated accuracy alone (the pilot's), and the pilot
 distillation's KD - no-KD estimate alone. Scores on a part: Spearman with the measured gains, sign accuracy against
 the better trivial rule ("KD never helps" / "always helps"), the 80% interval's coverage and the abstention rate.
-Writes ``docs/results/advisor/real_<part>.json``; prints the tables docs/advisor.md shows.
+Writes ``docs/results/advisor/real_<part>.json`` (round 2) or ``real_<part>_round3.json``; prints the tables
+docs/advisor.md shows.
 
 ``--tasks``: :data:`TASK_SETTINGS`, a regression and a multilabel pair constructed from mfeat (targets derived from
 the data: :func:`task_targets`), outside both parts and never fitted on; measured by the same protocol with the
@@ -115,9 +119,33 @@ def fresh_heldout(seed: int = FRESH_SEED, mfeat_pairs: int = FRESH_MFEAT_PAIRS) 
     return fresh
 
 
-# (dataset, params, teacher, student, part): the first round's 26 settings are the development part, the fresh draw
-# the held-out part; never moved between parts
-SETTINGS = [(*row[:4], "dev") for row in FIRST_ROUND] + fresh_heldout()
+# (dataset, params, teacher, student, part) of the second round: the first round's 26 settings are the development
+# part, the fresh draw the held-out part (scored once; docs/advisor.md)
+SECOND_ROUND = [(*row[:4], "dev") for row in FIRST_ROUND] + fresh_heldout()
+THIRD_ROUND_SEEDS = 20  # every setting of the third round, both parts, measured over this many seeds
+
+
+def third_round_heldout() -> list[tuple]:
+    """The third round's held-out part, fixed and committed before any of it was measured: settings no round has
+    measured, all there are of each kind (no draw): the 10 mfeat ordered view pairs the first two rounds left,
+    AV-Digits at image-energy removals 0.4 and 0.8 and AV-MNIST at SNR -9 and +9 dB, both directions each."""
+    used = {(t, s) for d, _, t, s, _ in SECOND_ROUND if d == "mfeat"}
+    fresh = [("mfeat", {}, t, s, "heldout") for t in MFEAT_VIEWS for s in MFEAT_VIEWS if t != s and (t, s) not in used]
+    for removed in (0.4, 0.8):
+        fresh += [("av-digits", {"image_energy_removed": removed}, t, s, "heldout") for t, s in _DIRECTIONS]
+    for root in ("snr-9", "snr9"):
+        fresh += [("avmnist", {"root": root}, t, s, "heldout") for t, s in _DIRECTIONS]
+    return fresh
+
+
+# The third round: all 42 settings of the first two rounds are its development part (measured again over
+# THIRD_ROUND_SEEDS seeds), the never-measured settings above its held-out part; never moved between parts.
+THIRD_ROUND = [(*row[:4], "dev") for row in SECOND_ROUND] + third_round_heldout()
+ROUNDS = {  # round: (settings, measured gains' file, suffix of the advice files)
+    2: (SECOND_ROUND, "real_measured.json", ""),
+    3: (THIRD_ROUND, "real_measured_round3.json", "_round3"),
+}
+SETTINGS = THIRD_ROUND
 
 
 def label(dataset: str, params: dict, teacher: str, student: str) -> str:
@@ -456,13 +484,15 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def measure_all(seeds: int, avmnist: str | None, only: str | None) -> dict:
+def measure_all(seeds: int, avmnist: str | None, only: str | None, round_: int = 3) -> dict:
     """Every setting's measured gains (both parts; nothing printed, so the held-out part stays unseen until it is
-    scored), cached in ``real_measured.json``: the advice is recomputed from it, the measurement is not."""
-    path = RESULTS / "real_measured.json"
+    scored), cached in the round's file (``real_measured*.json``): the advice is recomputed from it, the measurement
+    is not."""
+    settings, measured_file, _ = ROUNDS[round_]
+    path = RESULTS / measured_file
     cached = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     start = time.perf_counter()
-    for dataset, params, teacher, student, _ in SETTINGS:
+    for dataset, params, teacher, student, _ in settings:
         name = label(dataset, params, teacher, student)
         if name in cached["rows"] or (only and only not in name) or (dataset == "avmnist" and not avmnist):
             continue
@@ -483,8 +513,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("dev", "heldout"), help="advise on this part and score it")
     ap.add_argument("--measure", action="store_true", help="measure the gains not yet in real_measured.json")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--avmnist", help="folder of the AV-MNIST builds (snr-6, snr-3, snr0, snr3, snr6, snrnone)")
+    ap.add_argument("--seeds", type=int, default=THIRD_ROUND_SEEDS)
+    ap.add_argument(
+        "--round", type=int, choices=sorted(ROUNDS), default=3, help="which round's parts and files (default: 3)"
+    )
+    ap.add_argument(
+        "--avmnist", help="folder of the AV-MNIST builds (snr-9, snr-6, snr-3, snr0, snr3, snr6, snr9, snrnone)"
+    )
     ap.add_argument("--only", help="only the settings whose label contains this text")
     ap.add_argument(
         "--tasks",
@@ -502,16 +537,17 @@ def main() -> None:
     if args.fit and args.part != "dev":
         raise SystemExit("--fit: only on the development part")
     torch.set_num_threads(1)
+    settings, measured_file, suffix = ROUNDS[args.round]
     if args.measure:
-        measure_all(args.seeds, args.avmnist, args.only)
+        measure_all(args.seeds, args.avmnist, args.only, args.round)
     if args.tasks:
         run_tasks(args.seeds)
     if not args.part:
         return
-    measured = json.loads((RESULTS / "real_measured.json").read_text())["rows"]
+    measured = json.loads((RESULTS / measured_file).read_text())["rows"]
     start = time.perf_counter()
     rows, skipped = [], []
-    for dataset, params, teacher, student, part in SETTINGS:
+    for dataset, params, teacher, student, part in settings:
         name = label(dataset, params, teacher, student)
         if part != args.part or (args.only and args.only not in name):
             continue
@@ -527,13 +563,13 @@ def main() -> None:
     if args.fit:  # the pilot's signals do not depend on the calibration: fit, then advise again with it
         print("fitted on the development part:", json.dumps(fit_real_interval(rows)))
         for r in rows:
-            dataset, params, teacher, student, _ = next(x for x in SETTINGS if label(*x[:4]) == r["setting"])
+            dataset, params, teacher, student, _ = next(x for x in settings if label(*x[:4]) == r["setting"])
             if dataset == "avmnist":
                 params = {**params, "root": os.path.join(args.avmnist, params["root"])}
             r.update(advice_row(dataset, params, teacher, student))
     seconds = time.perf_counter() - start
     result = {"part": args.part, "advice_seconds": seconds, "skipped": skipped, "rows": rows}
-    write_text(RESULTS / f"real_{args.part}.json", json.dumps(result, indent=1))
+    write_text(RESULTS / f"real_{args.part}{suffix}.json", json.dumps(result, indent=1))
     print("\n".join(["", *table(rows), "", *scores(rows), "", f"advice on {len(rows)} settings: {seconds:.0f} s wall"]))
     for s in skipped:
         print("skipped:", s)
