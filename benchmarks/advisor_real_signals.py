@@ -1,0 +1,95 @@
+"""How far the advisor's signals rank real KD gains, on the third round's parts of the real-pair suite.
+
+    python benchmarks/advisor_real_signals.py        # reads docs/results/advisor/real_{dev,heldout}_round3.json
+
+Reads the stored advice and gains (``advisor_real_pairs.py --round 3``; nothing is measured or fitted again) and
+prints, for each part:
+
+* how reliable the 20-seed gains are: the between-setting standard deviation of the gains against their standard
+  errors, and the split-half Spearman (the mean of seeds 0, 2, 4, ... against that of seeds 1, 3, 5, ...);
+* each signal the advice computes, alone: its Spearman with the gains (development part);
+* a ridge regression of the gains on all those signals (standardised; the penalty ``lambda`` on the unit-variance
+  columns), scored left out one setting at a time and left out one *family* at a time (a family: an mfeat teacher
+  view, or a dataset and direction, so that the AV-MNIST SNR levels of one direction leave together): the first
+  says how well the signals interpolate between settings of families they have seen, the second how they carry to
+  a family they have not, which is the case of a user's own data;
+* the advisor's Spearman on the held-out part within each dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mmdistill.stats import spearman
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "advisor"
+ROW_SIGNALS = ("cch_margin", "gamma", "teacher_acc", "student_acc", "pilot_gain")
+
+
+def family(setting: str) -> str:
+    """An mfeat pair's teacher view, else the dataset and direction (``avmnist image:audio``)."""
+    if setting.startswith("mfeat"):
+        return "mfeat teacher " + setting.split()[1].split(":")[0]
+    return setting.split(" (")[0]
+
+
+def reliability(rows: list[dict]) -> str:
+    gain = np.array([r["gain"] for r in rows])
+    se = np.array([np.std(r["gains"], ddof=1) / np.sqrt(len(r["gains"])) for r in rows])
+    halves = [[float(np.mean(r["gains"][h::2])) for r in rows] for h in (0, 1)]
+    return (
+        f"{len(rows)} settings, {len(rows[0]['gains'])} seeds each: gains' standard deviation between settings "
+        f"{gain.std(ddof=1):.2f} points, their standard errors {np.sqrt(np.mean(se**2)):.2f} (root mean square); "
+        f"split-half Spearman {spearman(*halves):+.2f}"
+    )
+
+
+def signal_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
+    names = [k for k in sorted(rows[0]["features"]) if all(np.isfinite(r["features"][k]) for r in rows)]
+    return np.array([[r["features"][k] for k in names] for r in rows], dtype=float), names
+
+
+def ridge_out_of_sample(x: np.ndarray, gain: np.ndarray, groups: np.ndarray, lam: float) -> np.ndarray:
+    """Each setting's prediction by a ridge fitted on the settings outside its group (columns standardised on them)."""
+    pred = np.zeros(len(gain))
+    for g in np.unique(groups):
+        fit = groups != g
+        mu, sd = x[fit].mean(0), x[fit].std(0) + 1e-12
+        a = (x[fit] - mu) / sd
+        w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (gain[fit] - gain[fit].mean()))
+        pred[~fit] = (x[~fit] - mu) / sd @ w + gain[fit].mean()
+    return pred
+
+
+def main() -> None:
+    dev = json.loads((RESULTS / "real_dev_round3.json").read_text())["rows"]
+    held = json.loads((RESULTS / "real_heldout_round3.json").read_text())["rows"]
+    print("development part:", reliability(dev))
+    print("held-out part:", reliability(held))
+    gain = np.array([r["gain"] for r in dev])
+    x, names = signal_matrix(dev)
+    alone = {n: spearman(x[:, i].tolist(), gain.tolist()) for i, n in enumerate(names)}
+    alone.update({f"{n} (advice)": spearman([r[n] for r in dev], gain.tolist()) for n in ROW_SIGNALS})
+    print("\neach signal alone, Spearman with the development gains:")
+    print(", ".join(f"{n} {rho:+.2f}" for n, rho in sorted(alone.items(), key=lambda kv: kv[1])))
+    one_each = np.arange(len(dev))
+    families = np.array([family(r["setting"]) for r in dev])
+    print(f"\nridge on all {len(names)} signals, development part ({len(set(families))} families):")
+    print("| lambda | left out one setting at a time | left out one family at a time |")
+    print("|---|---|---|")
+    for lam in (1, 10, 30, 100):
+        loo = spearman(ridge_out_of_sample(x, gain, one_each, lam).tolist(), gain.tolist())
+        lgo = spearman(ridge_out_of_sample(x, gain, families, lam).tolist(), gain.tolist())
+        print(f"| {lam} | {loo:+.2f} | {lgo:+.2f} |")
+    print("\nthe advisor on the held-out part, within each dataset:")
+    for prefix in ("mfeat", "av-digits", "avmnist"):
+        part = [r for r in held if r["setting"].startswith(prefix) and not r["abstained"]]
+        rho = spearman([r["predicted_gain"] for r in part], [r["gain"] for r in part])
+        print(f"  {prefix}: {len(part)} settings, Spearman {rho:+.2f}")
+
+
+if __name__ == "__main__":
+    main()
