@@ -1,6 +1,6 @@
 """Pilot variants on the real development pairs only: does a pilot closer to the measuring protocol rank the gains?
 
-    python benchmarks/advisor_pilot_variants.py --avmnist DIR [--variants lin200,mlp1000]
+    python benchmarks/advisor_pilot_variants.py --avmnist DIR [--variants lin200,mlp1000] [--round 3]
 
 For each development setting of ``benchmarks/advisor_real_pairs.py`` (never the held-out part), the advisor's inputs
 (seed 0's training split, standardised), a seeded subset of at most ``rows`` training rows projected on its top
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 import torch
-from advisor_real_pairs import RESULTS, SETTINGS, label
+from advisor_real_pairs import RESULTS, ROUNDS, label
 
 from mmdistill.advisor.inputs import load_advisor_inputs
 from mmdistill.advisor.pilot import pilot_gain
@@ -56,12 +56,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--avmnist", required=True, help="folder of the AV-MNIST builds")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--round", type=int, choices=sorted(ROUNDS), default=3, help="whose development part and gains")
     args = ap.parse_args()
+    settings, measured_file, _ = ROUNDS[args.round]
     torch.set_num_threads(1)
     names = args.variants.split(",")
-    measured = json.loads((RESULTS / "real_measured.json").read_text())["rows"]
+    measured = json.loads((RESULTS / measured_file).read_text())["rows"]
     found = {}
-    for dataset, params, teacher, student, part in SETTINGS:
+    for dataset, params, teacher, student, part in settings:
         if part != "dev":
             continue
         name = label(dataset, params, teacher, student)
