@@ -23,6 +23,8 @@ duplicates (closer than ``sqrt(eps)``) have no direction between them: their ang
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -196,11 +198,36 @@ def _block_difference(
 ) -> Tensor:
     """``r = A^S - A^T`` for the vertices in ``a`` (k, B, B) in one pass: ``D_a G^S D_a - D'_a G^T D'_a`` and one
     rank-4 update (:func:`_difference_factors`), written into the first k rows of ``buffers`` (two (block, B, B)
-    tensors made once per call: a fresh half-megabyte tensor per block would cost its page faults each time)."""
+    tensors, :func:`_block_buffers`: a fresh half-megabyte tensor per block would cost its page faults each time)."""
     (gs, gt), (us, ut) = sides, (u[0][a], u[1][a])
     r = torch.mul(us.unsqueeze(2), gs, out=buffers[0][: len(us)]).mul_(us.unsqueeze(1))
     teacher = torch.mul(ut.unsqueeze(2), gt, out=buffers[1][: len(ut)])
     return r.addcmul_(teacher, ut.unsqueeze(1), value=-1).baddbmm_(factors[0][a], factors[1][a])
+
+
+_WORKSPACE = threading.local()  # per thread, on the CPU: the two block buffers of the last shape and dtype
+GLIBC_THRESHOLD_BLOCK = 8 << 20  # bytes: freeing a block this large sets glibc's dynamic mmap threshold to it
+
+
+def _block_buffers(g: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """Two (block, B, B) buffers for :func:`_block_difference`; on the CPU kept between calls (per thread) while the
+    shape and dtype stay the same (about 2 MiB at B = 128; elsewhere the device's caching allocator reuses memory).
+
+    Why: the step's temporaries (these buffers, 1 MiB each at B = 128, and the closed form's float64 B x B matrices,
+    128 KiB each) sit at glibc's allocation thresholds. In some processes the allocator handed their memory back to
+    the system after every step and faulted it back in on the next (about 800 minor page faults a step: RKD 4.2-4.4x
+    KD instead of 3.6-3.9x). Kept buffers, and one freed block of :data:`GLIBC_THRESHOLD_BLOCK` bytes, which raises
+    glibc's dynamic mmap threshold to 8 MiB and its trim threshold to 16 MiB as any freed block of that size does,
+    serve the step from memory the process holds (measured: ``docs/benchmarks.md``, RKD). Nothing of the buffers
+    outlives a call: the forward pass keeps only sums."""
+    if g.device.type != "cpu":
+        return g.new_empty(block, len(g), len(g)), g.new_empty(block, len(g), len(g))
+    key = (block, len(g), g.dtype)
+    if getattr(_WORKSPACE, "key", None) != key:
+        _WORKSPACE.key = key
+        _WORKSPACE.buffers = (g.new_empty(block, len(g), len(g)), g.new_empty(block, len(g), len(g)))
+        bytearray(GLIBC_THRESHOLD_BLOCK)  # allocated and freed at once: glibc maps it, and its free sets the threshold
+    return _WORKSPACE.buffers
 
 
 class _HuberAngles(torch.autograd.Function):
@@ -223,7 +250,7 @@ class _HuberAngles(torch.autograd.Function):
         factors_s = _rank_two_factors(gs, sq_s, u_s)
         factors = _difference_factors((factors_s, _rank_two_factors(gt, sq_t, u_t)))
         blocks = [slice(start, min(start + block, len(gs))) for start in range(0, len(gs), block)]
-        buffers = (gs.new_empty(block, len(gs), len(gs)), gs.new_empty(block, len(gs), len(gs)))
+        buffers = _block_buffers(gs, block)
         extremes, norms = [], []
         for a in blocks:
             r = _block_difference((gs, gt), (u_s, u_t), factors, a, buffers)
