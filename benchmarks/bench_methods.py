@@ -12,14 +12,15 @@ between methods (every method once per round, ``--rounds`` rounds of ``--steps``
 is the median over rounds of each method's seconds per step, and its ratio to KD's median.
 
     python benchmarks/bench_methods.py [--threads 1] [--rounds 7] [--steps 20] [--batch 128]
-        [--only rkd "crd (K=4096)"] [--clock cpu]
+        [--only rkd "crd (K=4096)"] [--clock cpu] [--floor] [--faults]
 
-``--only``: time these methods (and KD, the reference) only; ``--clock cpu``: the process's CPU time per step
-(``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs; ``--floor``: add a
-row timing only CRD's two score products (every anchor against every bank row, forward and backward; at K >= N the
+``--only``: time these methods (and KD, the reference) only; ``--faults``: also each method's median minor page faults
+per step (memory the allocator handed back to the system and takes again); ``--clock cpu``: the process's CPU time per
+step (``time.process_time``) instead of the wall clock, steadier on a machine shared with other jobs; ``--floor``: add
+a row timing only CRD's two score products (every anchor against every bank row, forward and backward; at K >= N the
 exact loss needs both), and one timing those with CRD's two embeddings (the linear maps of the student's and the
-teacher's hooked features, forward and backward): the matrix products no exact CRD step can skip at these shapes.
-A CRD step costs at least the KD step (the same student forward, backward and Adam step) plus the second row.
+teacher's hooked features, forward and backward): the matrix products no exact CRD step can skip at these shapes. A CRD
+step costs at least the KD step (the same student forward, backward and Adam step) plus the second row.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
+import resource
 import statistics
 import time
 
@@ -120,6 +122,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=list(METHODS), help="these methods (and kd) only")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     ap.add_argument("--floor", action="store_true", help="add CRD's score products alone (K = 4096)")
+    ap.add_argument("--faults", action="store_true", help="also each method's minor page faults per step")
     args = ap.parse_args()
     labels = [label for label in METHODS if not args.only or label == "kd" or label in args.only]
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -131,7 +134,8 @@ def main() -> None:
         crd_state = states.get("crd (K=4096)") or make("crd (K=4096)", data, masker, args.batch)
         states["crd (K=4096): score products only"] = functools.partial(time_score_products, crd_state)
         states["crd (K=4096): score and embedding products"] = functools.partial(time_crd_products, crd_state)
-    print_ratios(alternate(states, args.rounds, args.steps, clock), "kd", args, args.clock)
+    faults: dict | None = {} if args.faults else None
+    print_ratios(alternate(states, args.rounds, args.steps, clock, faults), "kd", args, args.clock, faults)
 
 
 def time_score_products(state, steps: int, cursor: int, clock=time.perf_counter) -> float:
@@ -164,32 +168,44 @@ def time_crd_products(state, steps: int, cursor: int, clock=time.perf_counter) -
     return (clock() - start) / steps
 
 
-def alternate(states: dict, rounds: int, steps: int, clock=time.perf_counter) -> dict[str, list[float]]:
+def alternate(
+    states: dict, rounds: int, steps: int, clock=time.perf_counter, faults: dict | None = None
+) -> dict[str, list[float]]:
     """Seconds per step of each state's method, ``rounds`` times, every method once per round (after a warm-up).
-    A state may also be a function ``(steps, cursor, clock) -> seconds per step``."""
+    A state may also be a function ``(steps, cursor, clock) -> seconds per step``. With ``faults`` (a dict), each
+    method's minor page faults per step in each round are put in it too (``getrusage``)."""
     timers = {label: s if callable(s) else functools.partial(time_steps, s) for label, s in states.items()}
     for timer in timers.values():
         timer(3, 0)
     times: dict[str, list[float]] = {label: [] for label in states}
     for r in range(rounds):
         for label, timer in timers.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[label].append(timer(steps, r * steps, clock))
+            if faults is not None:
+                after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                faults.setdefault(label, []).append((after - before) / steps)
     return times
 
 
-def print_ratios(times: dict[str, list[float]], reference: str, args, clock_name: str = "wall") -> None:
-    """The Markdown table: each method's median ms per step and its ratio to ``reference``'s median."""
+def print_ratios(
+    times: dict[str, list[float]], reference: str, args, clock_name: str = "wall", faults: dict | None = None
+) -> None:
+    """The Markdown table: each method's median ms per step and its ratio to ``reference``'s median (with ``faults``,
+    also its median minor page faults per step)."""
     ref = statistics.median(times[reference])
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
         f"batch {args.batch}, {args.rounds} rounds x {args.steps} steps, alternating; median ms/step "
         f"({clock_name} clock)"
     )
-    print("| method | ms / step | x KD |")
-    print("|---|---|---|")
+    extra = " minor page faults / step |" if faults else ""
+    print("| method | ms / step | x KD |" + extra)
+    print("|---|---|---|" + ("---|" if faults else ""))
     for label, values in times.items():
         med = statistics.median(values)
-        print(f"| {label} | {1000 * med:.2f} | {med / ref:.2f} |")
+        cell = f" {statistics.median(faults[label]):.0f} |" if faults else ""
+        print(f"| {label} | {1000 * med:.2f} | {med / ref:.2f} |" + cell)
 
 
 if __name__ == "__main__":
