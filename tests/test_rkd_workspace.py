@@ -40,6 +40,7 @@ def test_the_buffers_off_the_cpu_are_made_for_each_call():
     g = torch.empty(16, 16, device="meta")
     first, again = rkd._block_buffers(g, 4), rkd._block_buffers(g, 4)
     assert first[0] is not again[0] and first[0].device.type == "meta"
+    assert [b.shape for b in first] == [(4, 16, 16), (4, 16, 16)]
 
 
 def _terms_and_gradient(hs: torch.Tensor, ht: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
