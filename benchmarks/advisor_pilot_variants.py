@@ -7,7 +7,9 @@ For each development setting of ``benchmarks/advisor_real_pairs.py`` (never the 
 min(66, rows / 3) principal components, and :func:`mmdistill.advisor.pilot.pilot_gain` with each variant's students:
 
 * ``lin200``: the shipped pilot (linear models, 200 rows, 100 epochs at lr 1.0, 4 repeats of 5 folds, KD weight 1);
-* ``lin1000``: the same on 1,000 rows (2 repeats);
+* ``lin200acc``: the shipped pilot's accuracy difference (``gain_acc``) instead of its probability difference
+  (``gain_prob``, what the advice reports);
+* ``lin1000``: the same as ``lin200`` on 1,000 rows (2 repeats);
 * ``mlp1000``: the measuring protocol's models, one hidden layer of 64, 300 epochs at lr 0.3, on 1,000 rows;
 * ``mlp1000k``: as ``mlp1000`` with the protocol's KD weight k (the class count) instead of 1.
 
@@ -33,6 +35,7 @@ from mmdistill.stats import spearman
 
 VARIANTS = {
     "lin200": {"rows": 200, "hidden": (), "epochs": 100, "lr": 1.0, "kd_weight_k": False, "repeats": 4},
+    "lin200acc": {"rows": 200, "hidden": (), "epochs": 100, "lr": 1.0, "kd_weight_k": False, "repeats": 4, "acc": True},
     "lin1000": {"rows": 1000, "hidden": (), "epochs": 100, "lr": 1.0, "kd_weight_k": False, "repeats": 2},
     "mlp1000": {"rows": 1000, "hidden": (64,), "epochs": 300, "lr": 0.3, "kd_weight_k": False, "repeats": 2},
     "mlp1000k": {"rows": 1000, "hidden": (64,), "epochs": 300, "lr": 0.3, "kd_weight_k": True, "repeats": 2},
@@ -49,6 +52,8 @@ def run_variant(xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor, k: int, v: 
     r = pilot_gain(
         a, b, y[rows], k, repeats=v["repeats"], epochs=v["epochs"], lr=v["lr"], hidden=v["hidden"], kd_weights=kd
     )
+    if v.get("acc"):
+        return {"gain": r.gain_acc, "se": r.gain_acc_se, "cpu_s": time.process_time() - start}
     return {"gain": r.gain_prob, "se": r.gain_prob_se, "cpu_s": time.process_time() - start}
 
 
