@@ -5,13 +5,15 @@
     python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
     python benchmarks/advisor_real_pairs.py --tasks [--seeds 5]     # the constructed multilabel / regression pairs
 
-Three rounds, each split into a development and a held-out part before anything of it was measured or fitted, each
-held-out part scored once (``--round``, default 3). Round 1: 26 settings (:data:`FIRST_ROUND`: mfeat view pairs,
-AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and 0.9, AV-MNIST image <-> audio at SNR -6, 0, +6 dB
-and without noise). Round 2 (:data:`SECOND_ROUND`, 5 seeds, ``real_measured.json``): those 26 as development part,
-a fresh seeded draw of 16 as held-out part (:func:`fresh_heldout`). Round 3 (:data:`THIRD_ROUND`, 20 seeds,
-``real_measured_round3.json``): all 42 as development part, measured again over 20 seeds, and every setting of
-these kinds no round had measured as held-out part (:func:`third_round_heldout`, 18). ``--avmnist DIR``: a folder
+Four rounds; the first three each split into a development and a held-out part before anything of it was measured or
+fitted, each held-out part scored once (``--round``, default 3). Round 1: 26 settings (:data:`FIRST_ROUND`: mfeat view
+pairs, AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and 0.9, AV-MNIST image <-> audio at SNR -6, 0, +6
+dB and without noise). Round 2 (:data:`SECOND_ROUND`, 5 seeds, ``real_measured.json``): those 26 as development part, a
+fresh seeded draw of 16 as held-out part (:func:`fresh_heldout`). Round 3 (:data:`THIRD_ROUND`, 20 seeds,
+``real_measured_round3.json``): all 42 as development part, measured again over 20 seeds, and every setting of these
+kinds no round had measured as held-out part (:func:`third_round_heldout`, 18). Round 4 (:data:`FOURTH_ROUND`, 20 seeds,
+``real_measured_round4.json``): a new family, a teacher reading both modalities, 60 settings, all held out and scored
+once with the third round's fit (:func:`fourth_round`). ``--avmnist DIR``: a folder
 holding the AV-MNIST builds ``snr-9``, ``snr-6``, ``snr-3``, ``snr0``, ``snr3``, ``snr6``, ``snr9``, ``snrnone``, made
 with
 
@@ -141,9 +143,31 @@ def third_round_heldout() -> list[tuple]:
 # The third round: all 42 settings of the first two rounds are its development part (measured again over
 # THIRD_ROUND_SEEDS seeds), the never-measured settings above its held-out part; never moved between parts.
 THIRD_ROUND = [(*row[:4], "dev") for row in SECOND_ROUND] + third_round_heldout()
+AVMNIST_BUILDS = ("snr-9", "snr-6", "snr-3", "snr0", "snr3", "snr6", "snr9", "snrnone")
+AV_DIGITS_REMOVALS = (0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 0.9)  # every image-energy removal the rounds above measured
+
+
+def fourth_round() -> list[tuple]:
+    """The fourth round, fixed and committed before any of it was measured: a family no round has measured, a
+    teacher that reads **both** modalities (the student's and one more: the modality focusing hypothesis' main case)
+    and a student that reads one. Every mfeat ordered view pair (the teacher reads both views, 30), AV-Digits at
+    every image-energy removal above (7) and AV-MNIST at every SNR build (8), the student reading either modality.
+    All 60 are held out: they are scored once with the advisor as shipped (its interval fitted on the third round's
+    development part); there is no development part and no fit in this round."""
+    rows = [("mfeat", {}, f"{o},{s}", s, "heldout") for s in MFEAT_VIEWS for o in MFEAT_VIEWS if o != s]
+    for removed in AV_DIGITS_REMOVALS:
+        params = {"image_energy_removed": removed}
+        rows += [("av-digits", params, "image,audio", s, "heldout") for s in ("audio", "image")]
+    for root in AVMNIST_BUILDS:
+        rows += [("avmnist", {"root": root}, "image,audio", s, "heldout") for s in ("audio", "image")]
+    return rows
+
+
+FOURTH_ROUND = fourth_round()
 ROUNDS = {  # round: (settings, measured gains' file, suffix of the advice files)
     2: (SECOND_ROUND, "real_measured.json", ""),
     3: (THIRD_ROUND, "real_measured_round3.json", "_round3"),
+    4: (FOURTH_ROUND, "real_measured_round4.json", "_round4"),
 }
 SETTINGS = THIRD_ROUND
 
@@ -157,7 +181,10 @@ _LOADED: dict = {}  # AV-MNIST's split does not depend on the seed: its pairs ar
 
 
 def _pairs(dataset: str, params: dict, teacher: str, student: str, seed: int):
-    """:func:`load_pairs` with the dataset's PCA width; AV-MNIST read once per build, either direction."""
+    """:func:`load_pairs` with the dataset's PCA width; AV-MNIST read once per build, either direction. A teacher
+    of two modalities ("image,audio"), one of them the student's, reads both sides' features side by side."""
+    if "," in teacher:
+        return _both_teacher(dataset, params, teacher, student, seed)
     pca = DEFAULT_PCA.get(dataset)
     if dataset != "avmnist":
         return load_pairs(dataset, params, teacher, student, seed=seed, pca=pca)
@@ -170,6 +197,22 @@ def _pairs(dataset: str, params: dict, teacher: str, student: str, seed: int):
         return d
     swap = {s: Pair(d.split(s).xb, d.split(s).xa, d.split(s).y) for s in ("train", "val", "test")}
     return replace(d, teacher=teacher, student=student, **swap)
+
+
+def _both_teacher(dataset: str, params: dict, teacher: str, student: str, seed: int):
+    """The pair (the other modality, the student's) with the teacher's inputs both sides' features concatenated in
+    the order ``teacher`` names them (as ``load_advisor_inputs`` concatenates a teacher's modalities)."""
+    names = teacher.split(",")
+    other = [m for m in names if m != student]
+    if student not in names or len(other) != 1:
+        raise ValueError(f"{teacher!r} -> {student!r}: a two-modality teacher must read the student's modality")
+    d = _pairs(dataset, params, other[0], student, seed)
+
+    def both(p: Pair) -> Pair:
+        side = {other[0]: p.xa, student: p.xb}
+        return Pair(torch.cat([side[m] for m in names], 1), p.xb, p.y)
+
+    return replace(d, teacher=teacher, **{s: both(d.split(s)) for s in ("train", "val", "test")})
 
 
 def _projected(d, width: int):
@@ -536,6 +579,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.fit and args.part != "dev":
         raise SystemExit("--fit: only on the development part")
+    if args.round == 4 and args.part == "dev":
+        raise SystemExit("--round 4: every setting is held out (its advisor is the third round's fit)")
     torch.set_num_threads(1)
     settings, measured_file, suffix = ROUNDS[args.round]
     if args.measure:
