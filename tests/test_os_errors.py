@@ -109,6 +109,10 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
     assert train(config, disk / "run", "--resume") == 0 and (disk / "run" / "metrics.json").is_file()
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_exit_130_and_leaves_a_resumable_run(tiny_config, tmp_path):
     config, run = tiny_config(epochs=2000), tmp_path / "run"
     proc = subprocess.Popen(
@@ -117,6 +121,9 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_a_resumable_run(tiny_config, tmp
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it: a shell without job control starts background commands with SIGINT ignored,
+        # which the child would inherit, and then finish the run instead of stopping
+        preexec_fn=_sigint_default,
     )
     try:
         deadline = time.time() + 120
