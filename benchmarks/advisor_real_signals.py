@@ -1,6 +1,8 @@
 """How far the advisor's signals rank real KD gains, on the third round's parts of the real-pair suite.
 
     python benchmarks/advisor_real_signals.py        # reads docs/results/advisor/real_{dev,heldout}_round3.json
+    python benchmarks/advisor_real_signals.py --round 4      # the fourth round's held-out part: its reliability and
+                                                             # the advisor's Spearman (bootstrap, within each dataset)
 
 Reads the stored advice and gains (``advisor_real_pairs.py --round 3``; nothing is measured or fitted again) and
 prints, for each part:
@@ -19,6 +21,7 @@ prints, for each part:
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -66,6 +69,13 @@ def ridge_out_of_sample(x: np.ndarray, gain: np.ndarray, groups: np.ndarray, lam
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--round", type=int, choices=(3, 4), default=3, help="the round whose stored parts to read")
+    if ap.parse_args().round == 4:
+        held = json.loads((RESULTS / "real_heldout_round4.json").read_text())["rows"]
+        print("held-out part (fourth round):", reliability(held))
+        advisor_on(held)
+        return
     dev = json.loads((RESULTS / "real_dev_round3.json").read_text())["rows"]
     held = json.loads((RESULTS / "real_heldout_round3.json").read_text())["rows"]
     print("development part:", reliability(dev))
@@ -85,6 +95,12 @@ def main() -> None:
         loo = spearman(ridge_out_of_sample(x, gain, one_each, lam).tolist(), gain.tolist())
         lgo = spearman(ridge_out_of_sample(x, gain, families, lam).tolist(), gain.tolist())
         print(f"| {lam} | {loo:+.2f} | {lgo:+.2f} |")
+    advisor_on(held)
+
+
+def advisor_on(held: list[dict]) -> None:
+    """The advisor's Spearman on a held-out part, its bootstrap 95% interval over the settings, and within each
+    dataset."""
     kept = [r for r in held if not r["abstained"]]
     pred, measured = np.array([r["predicted_gain"] for r in kept]), np.array([r["gain"] for r in kept])
     rng, resampled = np.random.default_rng(0), []
