@@ -1,8 +1,9 @@
 """How far the advisor's signals rank real KD gains, on the third round's parts of the real-pair suite.
 
     python benchmarks/advisor_real_signals.py        # reads docs/results/advisor/real_{dev,heldout}_round3.json
-    python benchmarks/advisor_real_signals.py --round 4      # the fourth round's held-out part: its reliability and
+    python benchmarks/advisor_real_signals.py --round 4      # the fourth round's held-out part: its reliability,
                                                              # the advisor's Spearman (bootstrap, within each dataset)
+                                                             # and each signal alone (read after the scoring)
 
 Reads the stored advice and gains (``advisor_real_pairs.py --round 3``; nothing is measured or fitted again) and
 prints, for each part:
@@ -56,6 +57,15 @@ def signal_matrix(rows: list[dict]) -> tuple[np.ndarray, list[str]]:
     return np.array([[r["features"][k] for k in names] for r in rows], dtype=float), names
 
 
+def signals_alone(rows: list[dict]) -> str:
+    """Each signal the advice computes, alone: its Spearman with the measured gains, lowest first."""
+    gain = [r["gain"] for r in rows]
+    x, names = signal_matrix(rows)
+    alone = {n: spearman(x[:, i].tolist(), gain) for i, n in enumerate(names)}
+    alone.update({f"{n} (advice)": spearman([r[n] for r in rows], gain) for n in ROW_SIGNALS})
+    return ", ".join(f"{n} {rho:+.2f}" for n, rho in sorted(alone.items(), key=lambda kv: kv[1]))
+
+
 def ridge_out_of_sample(x: np.ndarray, gain: np.ndarray, groups: np.ndarray, lam: float) -> np.ndarray:
     """Each setting's prediction by a ridge fitted on the settings outside its group (columns standardised on them)."""
     pred = np.zeros(len(gain))
@@ -75,6 +85,8 @@ def main() -> None:
         held = json.loads((RESULTS / "real_heldout_round4.json").read_text())["rows"]
         print("held-out part (fourth round):", reliability(held))
         advisor_on(held)
+        print("\neach signal alone, Spearman with the fourth round's gains (read after its scoring: exploratory)")
+        print(signals_alone(held))
         return
     dev = json.loads((RESULTS / "real_dev_round3.json").read_text())["rows"]
     held = json.loads((RESULTS / "real_heldout_round3.json").read_text())["rows"]
@@ -82,10 +94,8 @@ def main() -> None:
     print("held-out part:", reliability(held))
     gain = np.array([r["gain"] for r in dev])
     x, names = signal_matrix(dev)
-    alone = {n: spearman(x[:, i].tolist(), gain.tolist()) for i, n in enumerate(names)}
-    alone.update({f"{n} (advice)": spearman([r[n] for r in dev], gain.tolist()) for n in ROW_SIGNALS})
     print("\neach signal alone, Spearman with the development gains:")
-    print(", ".join(f"{n} {rho:+.2f}" for n, rho in sorted(alone.items(), key=lambda kv: kv[1])))
+    print(signals_alone(dev))
     one_each = np.arange(len(dev))
     families = np.array([family(r["setting"]) for r in dev])
     print(f"\nridge on all {len(names)} signals, development part ({len(set(families))} families):")
