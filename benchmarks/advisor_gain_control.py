@@ -1,0 +1,125 @@
+"""Is the real-pair suite's KD gain knowledge from the teacher, or the KD term's extra loss weight?
+
+    python benchmarks/advisor_gain_control.py --round 3 --seeds 10 --avmnist AVM   # the 60 settings of round 3
+    python benchmarks/advisor_gain_control.py --round 4 --seeds 10 --avmnist AVM   # the 60 settings of round 4
+
+The suite's KD student (``advisor_real_pairs.py``) minimises ``CE + k KL(teacher || student)`` at T = 1, the KL in
+``KLDivLoss``'s 'mean' reduction (divided by the k classes), i.e. CE + the per-example KL, by full-batch SGD at the
+no-KD student's learning rate: its loss has twice the no-KD student's weight. Where the teacher's outputs on the
+training rows are nearly one-hot, the KL is nearly the CE on the teacher's labels, so the KD student may gain from the
+larger step alone. This script trains, beside the suite's teacher, no-KD and KD students (same protocol, same seeds), a
+**control student** without a teacher whose loss is ``2 CE``: the KD student's loss weight, no teacher. Per setting and
+seed: KD - no-KD (the suite's gain), control - no-KD (what the loss weight alone gives) and KD - control (what the
+teacher adds beyond it), in test accuracy points; and how one-hot the teacher's training outputs are (the mean of their
+largest probability). Writes ``docs/results/advisor/gain_control_round<R>.json`` and prints a table and the correlations
+across settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from advisor_real_pairs import PROTOCOL, RESULTS, ROUNDS, _pairs, label
+
+from mmdistill.io import write_text
+from mmdistill.mfh.ensemble import Run, make_mlp, train_runs
+from mmdistill.stats import paired_difference, spearman
+
+
+def measured(dataset: str, params: dict, teacher: str, student: str, seeds: range) -> dict:
+    """No-KD, KD and control students' test accuracy per seed (points), by the suite's protocol."""
+    jobs = []
+    for seed in seeds:
+        d = _pairs(dataset, params, teacher, student, seed)
+        torch.manual_seed(seed)
+        k, h = d.num_classes, (PROTOCOL["hidden"],)
+        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [make_mlp(d.train.xb.shape[1], h, k) for _ in range(3)]
+        jobs.append((d, nets))
+    fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
+    teachers = train_runs([Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], **fit)
+    soft = torch.softmax(teachers.logits([d.train.xa for d, _ in jobs]), -1)
+    runs = []
+    for (d, nets), p in zip(jobs, soft):
+        k = float(d.num_classes)
+        runs += [
+            Run(nets[1], d.train.xb, d.train.y),  # no KD: CE
+            Run(nets[2], d.train.xb, d.train.y, p, 1.0, k),  # KD: CE + k KL(teacher || student)
+            Run(nets[3], d.train.xb, d.train.y, None, 2.0, 0.0),  # control: 2 CE (k x KL / k = the KL), no teacher
+        ]
+    students = train_runs(runs, **fit)
+    acc = students.accuracy(
+        [d.test.xb for d, _ in jobs for _ in range(3)], [d.test.y for d, _ in jobs for _ in range(3)]
+    )
+    nokd, kd, control = (100 * acc[i::3] for i in range(3))
+    return {
+        "nokd": nokd.tolist(),
+        "kd": kd.tolist(),
+        "control": control.tolist(),
+        "teacher_max_prob": float(soft.max(-1).values.mean()),
+        "teacher_train_acc": 100
+        * float(np.mean([(p.argmax(-1) == d.train.y).float().mean() for (d, _), p in zip(jobs, soft)])),
+    }
+
+
+def summary(row: dict) -> dict:
+    out = {}
+    for name, a, b in (
+        ("kd_gain", "kd", "nokd"),
+        ("control_gain", "control", "nokd"),
+        ("kd_over_control", "kd", "control"),
+    ):
+        diff = paired_difference(row[a], row[b])
+        out[name], out[name + "_low"], out[name + "_high"] = diff["mean"], diff["ci_low"], diff["ci_high"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--round", type=int, choices=(3, 4), required=True)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--avmnist", required=True, help="folder of the AV-MNIST builds (see advisor_real_pairs.py)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    path = RESULTS / f"gain_control_round{args.round}.json"
+    cached = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    start = time.perf_counter()
+    for dataset, params, teacher, student, _ in ROUNDS[args.round][0]:
+        name = label(dataset, params, teacher, student)
+        if name in cached["rows"]:
+            continue
+        if dataset == "avmnist":
+            params = {**params, "root": os.path.join(args.avmnist, params["root"])}
+        t0 = time.perf_counter()
+        row = measured(dataset, params, teacher, student, range(args.seeds))
+        cached["rows"][name] = {**row, **summary(row), "seeds": args.seeds, "seconds": time.perf_counter() - t0}
+        cached["protocol"] = {**PROTOCOL, "control": "2 CE, no teacher"}
+        write_text(path, json.dumps(cached, indent=1))
+    rows = cached["rows"]
+    print(f"round {args.round}: {len(rows)} settings x {args.seeds} seeds, {time.perf_counter() - start:.0f} s wall\n")
+    print("| setting | KD - no-KD | control - no-KD | KD - control | teacher's mean max. probability (train) |")
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['kd_gain']:+.2f} | {r['control_gain']:+.2f} [{r['control_gain_low']:+.2f}, "
+            f"{r['control_gain_high']:+.2f}] | {r['kd_over_control']:+.2f} [{r['kd_over_control_low']:+.2f}, "
+            f"{r['kd_over_control_high']:+.2f}] | {r['teacher_max_prob']:.3f} |"
+        )
+    kd, ctrl, over = (np.array([r[k] for r in rows.values()]) for k in ("kd_gain", "control_gain", "kd_over_control"))
+    print(
+        f"\nmeans over settings: KD - no-KD {kd.mean():+.2f}, control - no-KD {ctrl.mean():+.2f}, KD - control "
+        f"{over.mean():+.2f} points; KD above no-KD on {int((kd > 0).sum())} of {len(kd)}, control above no-KD on "
+        f"{int((ctrl > 0).sum())}, KD above control on {int((over > 0).sum())}"
+    )
+    print(
+        f"across settings, Spearman of KD - no-KD with control - no-KD {spearman(kd.tolist(), ctrl.tolist()):+.2f}, "
+        f"with KD - control {spearman(kd.tolist(), over.tolist()):+.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
