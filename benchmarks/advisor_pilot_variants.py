@@ -1,6 +1,6 @@
 """Pilot variants on the real development pairs only: does a pilot closer to the measuring protocol rank the gains?
 
-    python benchmarks/advisor_pilot_variants.py --avmnist DIR [--variants lin200,mlp1000] [--round 3]
+    python benchmarks/advisor_pilot_variants.py --avmnist DIR [--variants lin200,mlp1000] [--round 3] [--all-parts]
 
 For each development setting of ``benchmarks/advisor_real_pairs.py`` (never the held-out part), the advisor's inputs
 (seed 0's training split, standardised), a seeded subset of at most ``rows`` training rows projected on its top
@@ -11,7 +11,11 @@ min(66, rows / 3) principal components, and :func:`mmdistill.advisor.pilot.pilot
   (``gain_prob``, what the advice reports);
 * ``lin1000``: the same as ``lin200`` on 1,000 rows (2 repeats);
 * ``mlp1000``: the measuring protocol's models, one hidden layer of 64, 300 epochs at lr 0.3, on 1,000 rows;
-* ``mlp1000k``: as ``mlp1000`` with the protocol's KD weight k (the class count) instead of 1.
+* ``mlp1000k``: as ``mlp1000`` with the protocol's KD weight k (the class count) instead of 1;
+* ``lin200k``: the shipped pilot with the protocol's KD weight k.
+
+``--all-parts`` reads the held-out parts too (after they were scored: exploratory, never a fit); ``--round 4`` has only
+a held-out part.
 
 Prints each setting's pilot estimates beside the measured gain, and per variant the Spearman, sign accuracy and
 mean absolute residual against the measured gains, and its CPU seconds per setting.
@@ -39,6 +43,7 @@ VARIANTS = {
     "lin1000": {"rows": 1000, "hidden": (), "epochs": 100, "lr": 1.0, "kd_weight_k": False, "repeats": 2},
     "mlp1000": {"rows": 1000, "hidden": (64,), "epochs": 300, "lr": 0.3, "kd_weight_k": False, "repeats": 2},
     "mlp1000k": {"rows": 1000, "hidden": (64,), "epochs": 300, "lr": 0.3, "kd_weight_k": True, "repeats": 2},
+    "lin200k": {"rows": 200, "hidden": (), "epochs": 100, "lr": 1.0, "kd_weight_k": True, "repeats": 4},
 }
 
 
@@ -62,6 +67,7 @@ def main() -> None:
     ap.add_argument("--avmnist", required=True, help="folder of the AV-MNIST builds")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--round", type=int, choices=sorted(ROUNDS), default=3, help="whose development part and gains")
+    ap.add_argument("--all-parts", action="store_true", help="the held-out part too (exploratory, after its scoring)")
     args = ap.parse_args()
     settings, measured_file, _ = ROUNDS[args.round]
     torch.set_num_threads(1)
@@ -69,7 +75,7 @@ def main() -> None:
     measured = json.loads((RESULTS / measured_file).read_text())["rows"]
     found = {}
     for dataset, params, teacher, student, part in settings:
-        if part != "dev":
+        if part != "dev" and not args.all_parts:
             continue
         name = label(dataset, params, teacher, student)
         if dataset == "avmnist":
