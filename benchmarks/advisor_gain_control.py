@@ -25,46 +25,11 @@ import time
 
 import numpy as np
 import torch
-from advisor_real_pairs import PROTOCOL, RESULTS, ROUNDS, _pairs, label
+from advisor_real_pairs import PROTOCOL, RESULTS, ROUNDS, label, measured_gain
 
 from mmdistill.io import write_text
-from mmdistill.mfh.ensemble import Run, make_mlp, train_runs
+from mmdistill.mfh.ensemble import Run, train_runs
 from mmdistill.stats import paired_difference, spearman
-
-
-def measured(dataset: str, params: dict, teacher: str, student: str, seeds: range) -> dict:
-    """No-KD, KD and control students' test accuracy per seed (points), by the suite's protocol."""
-    jobs = []
-    for seed in seeds:
-        d = _pairs(dataset, params, teacher, student, seed)
-        torch.manual_seed(seed)
-        k, h = d.num_classes, (PROTOCOL["hidden"],)
-        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [make_mlp(d.train.xb.shape[1], h, k) for _ in range(3)]
-        jobs.append((d, nets))
-    fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
-    teachers = train_runs([Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], **fit)
-    soft = torch.softmax(teachers.logits([d.train.xa for d, _ in jobs]), -1)
-    runs = []
-    for (d, nets), p in zip(jobs, soft):
-        k = float(d.num_classes)
-        runs += [
-            Run(nets[1], d.train.xb, d.train.y),  # no KD: CE
-            Run(nets[2], d.train.xb, d.train.y, p, 1.0, k),  # KD: CE + k KL(teacher || student)
-            Run(nets[3], d.train.xb, d.train.y, None, 2.0, 0.0),  # control: 2 CE (k x KL / k = the KL), no teacher
-        ]
-    students = train_runs(runs, **fit)
-    acc = students.accuracy(
-        [d.test.xb for d, _ in jobs for _ in range(3)], [d.test.y for d, _ in jobs for _ in range(3)]
-    )
-    nokd, kd, control = (100 * acc[i::3] for i in range(3))
-    return {
-        "nokd": nokd.tolist(),
-        "kd": kd.tolist(),
-        "control": control.tolist(),
-        "teacher_max_prob": float(soft.max(-1).values.mean()),
-        "teacher_train_acc": 100
-        * float(np.mean([(p.argmax(-1) == d.train.y).float().mean() for (d, _), p in zip(jobs, soft)])),
-    }
 
 
 def synthetic(suite: str) -> tuple[dict, float]:
@@ -145,7 +110,8 @@ def main() -> None:
         if dataset == "avmnist":
             params = {**params, "root": os.path.join(args.avmnist, params["root"])}
         t0 = time.perf_counter()
-        row = measured(dataset, params, teacher, student, range(args.seeds))
+        found = measured_gain(dataset, params, teacher, student, range(args.seeds), control=True)
+        row = {key: found[key] for key in ("nokd", "kd", "control", "teacher_max_prob")}
         cached["rows"][name] = {**row, **summary(row), "seeds": args.seeds, "seconds": time.perf_counter() - t0}
         cached["protocol"] = {**PROTOCOL, "control": "2 CE, no teacher"}
         write_text(path, json.dumps(cached, indent=1))

@@ -233,14 +233,19 @@ def _projected(d, width: int):
     return replace(d, **parts)
 
 
-def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds: range) -> dict:
-    """KD - no-KD test accuracy (points) per seed, and the teacher's, by the protocol in the module docstring."""
-    jobs = []
+def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds: range, control: bool = False) -> dict:
+    """KD - no-KD test accuracy (points) per seed, and the teacher's, by the protocol in the module docstring. With
+    ``control``, a third student per seed, trained with the KD student's loss weight and no teacher (2 CE:
+    ``benchmarks/advisor_gain_control.py``), and each student's accuracies and the teacher's training outputs' mean
+    largest probability are returned too; the other two students are the same either way."""
+    jobs, students_per = [], 3 if control else 2
     for seed in seeds:
         d = _pairs(dataset, params, teacher, student, seed)
         torch.manual_seed(seed)
         k, h = d.num_classes, (PROTOCOL["hidden"],)
-        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [make_mlp(d.train.xb.shape[1], h, k) for _ in range(2)]
+        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [
+            make_mlp(d.train.xb.shape[1], h, k) for _ in range(students_per)
+        ]
         jobs.append((d, nets))
     fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
     teachers = train_runs([Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], **fit)
@@ -249,10 +254,21 @@ def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds:
     for (d, nets), p in zip(jobs, soft):
         k = float(d.num_classes)
         runs += [Run(nets[1], d.train.xb, d.train.y), Run(nets[2], d.train.xb, d.train.y, p, 1.0, k)]
+        if control:  # k x the KL in 'mean' reduction is the per-example KL: the KD student's loss weighs 2 CEs
+            runs.append(Run(nets[3], d.train.xb, d.train.y, None, 2.0, 0.0))
     students = train_runs(runs, **fit)
-    acc = students.accuracy([d.test.xb for d, _ in jobs for _ in (0, 1)], [d.test.y for d, _ in jobs for _ in (0, 1)])
+    each = range(students_per)
+    acc = students.accuracy([d.test.xb for d, _ in jobs for _ in each], [d.test.y for d, _ in jobs for _ in each])
     t_acc = teachers.accuracy([d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs])
-    nokd, kd = acc[0::2].tolist(), acc[1::2].tolist()
+    nokd, kd = acc[0::students_per].tolist(), acc[1::students_per].tolist()
+    extra = {}
+    if control:
+        extra = {
+            "nokd": (100 * acc[0::students_per]).tolist(),
+            "kd": (100 * acc[1::students_per]).tolist(),
+            "control": (100 * acc[2::students_per]).tolist(),
+            "teacher_max_prob": float(soft.max(-1).values.mean()),
+        }
     gain = paired_difference(kd, nokd)
     return {
         "gain": 100 * gain["mean"],
@@ -262,6 +278,7 @@ def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds:
         "teacher_test_acc": 100 * float(t_acc.mean()),
         "nokd_test_acc": 100 * float(np.mean(nokd)),
         "train_rows": len(jobs[0][0].train.y),
+        **extra,
     }
 
 
