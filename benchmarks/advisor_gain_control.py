@@ -111,7 +111,7 @@ def main() -> None:
             params = {**params, "root": os.path.join(args.avmnist, params["root"])}
         t0 = time.perf_counter()
         found = measured_gain(dataset, params, teacher, student, range(args.seeds), control=True)
-        row = {key: found[key] for key in ("nokd", "kd", "control", "teacher_max_prob")}
+        row = {key: found[key] for key in ("nokd", "kd", "control", "teacher_max_prob", "teacher_train_acc")}
         cached["rows"][name] = {**row, **summary(row), "seeds": args.seeds, "seconds": time.perf_counter() - t0}
         cached["protocol"] = {**PROTOCOL, "control": "2 CE, no teacher"}
         write_text(path, json.dumps(cached, indent=1))

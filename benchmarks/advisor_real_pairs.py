@@ -268,6 +268,8 @@ def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds:
             "kd": (100 * acc[1::students_per]).tolist(),
             "control": (100 * acc[2::students_per]).tolist(),
             "teacher_max_prob": float(soft.max(-1).values.mean()),
+            "teacher_train_acc": 100
+            * float(np.mean([(p.argmax(-1) == d.train.y).float().mean() for (d, _), p in zip(jobs, soft)])),
         }
     gain = paired_difference(kd, nokd)
     return {
