@@ -105,6 +105,13 @@ FRESH_SEED = 20261207  # the second round's draw; drawn and committed before any
 FRESH_MFEAT_PAIRS = 8
 
 
+def _av_settings(removals: tuple, roots: tuple, pairs) -> list[tuple]:
+    """Held-out settings: AV-Digits at each image-energy removal, then AV-MNIST at each SNR build, each (teacher,
+    student) of ``pairs`` in turn."""
+    rows = [("av-digits", {"image_energy_removed": r}, t, s, "heldout") for r in removals for t, s in pairs]
+    return rows + [("avmnist", {"root": root}, t, s, "heldout") for root in roots for t, s in pairs]
+
+
 def fresh_heldout(seed: int = FRESH_SEED, mfeat_pairs: int = FRESH_MFEAT_PAIRS) -> list[tuple]:
     """The second round's held-out part, settings never measured before: every new AV-Digits setting (image-energy
     removals 0.25 and 0.6, both directions), every new AV-MNIST one (SNR -3 and +3 dB, both directions), and
@@ -114,11 +121,7 @@ def fresh_heldout(seed: int = FRESH_SEED, mfeat_pairs: int = FRESH_MFEAT_PAIRS) 
     unused = [(t, s) for t in MFEAT_VIEWS for s in MFEAT_VIEWS if t != s and (t, s) not in used]
     order = np.random.default_rng(seed).permutation(len(unused))[:mfeat_pairs]
     fresh = [("mfeat", {}, *unused[i], "heldout") for i in sorted(order)]
-    for removed in (0.25, 0.6):
-        fresh += [("av-digits", {"image_energy_removed": removed}, t, s, "heldout") for t, s in _DIRECTIONS]
-    for root in ("snr-3", "snr3"):
-        fresh += [("avmnist", {"root": root}, t, s, "heldout") for t, s in _DIRECTIONS]
-    return fresh
+    return fresh + _av_settings((0.25, 0.6), ("snr-3", "snr3"), _DIRECTIONS)
 
 
 # (dataset, params, teacher, student, part) of the second round: the first round's 26 settings are the development
@@ -133,11 +136,7 @@ def third_round_heldout() -> list[tuple]:
     AV-Digits at image-energy removals 0.4 and 0.8 and AV-MNIST at SNR -9 and +9 dB, both directions each."""
     used = {(t, s) for d, _, t, s, _ in SECOND_ROUND if d == "mfeat"}
     fresh = [("mfeat", {}, t, s, "heldout") for t in MFEAT_VIEWS for s in MFEAT_VIEWS if t != s and (t, s) not in used]
-    for removed in (0.4, 0.8):
-        fresh += [("av-digits", {"image_energy_removed": removed}, t, s, "heldout") for t, s in _DIRECTIONS]
-    for root in ("snr-9", "snr9"):
-        fresh += [("avmnist", {"root": root}, t, s, "heldout") for t, s in _DIRECTIONS]
-    return fresh
+    return fresh + _av_settings((0.4, 0.8), ("snr-9", "snr9"), _DIRECTIONS)
 
 
 # The third round: all 42 settings of the first two rounds are its development part (measured again over
@@ -155,12 +154,7 @@ def fourth_round() -> list[tuple]:
     All 60 are held out: they are scored once with the advisor as shipped (its interval fitted on the third round's
     development part); there is no development part and no fit in this round."""
     rows = [("mfeat", {}, f"{o},{s}", s, "heldout") for s in MFEAT_VIEWS for o in MFEAT_VIEWS if o != s]
-    for removed in AV_DIGITS_REMOVALS:
-        params = {"image_energy_removed": removed}
-        rows += [("av-digits", params, "image,audio", s, "heldout") for s in ("audio", "image")]
-    for root in AVMNIST_BUILDS:
-        rows += [("avmnist", {"root": root}, "image,audio", s, "heldout") for s in ("audio", "image")]
-    return rows
+    return rows + _av_settings(AV_DIGITS_REMOVALS, AVMNIST_BUILDS, (("image,audio", "audio"), ("image,audio", "image")))
 
 
 FOURTH_ROUND = fourth_round()
@@ -169,7 +163,6 @@ ROUNDS = {  # round: (settings, measured gains' file, suffix of the advice files
     3: (THIRD_ROUND, "real_measured_round3.json", "_round3"),
     4: (FOURTH_ROUND, "real_measured_round4.json", "_round4"),
 }
-SETTINGS = THIRD_ROUND
 
 
 def label(dataset: str, params: dict, teacher: str, student: str) -> str:
