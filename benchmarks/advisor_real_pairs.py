@@ -754,6 +754,11 @@ def main() -> None:
         "real_tuned_round<R>.json (the fifth round always is)",
     )
     ap.add_argument(
+        "--score-tuned",
+        action="store_true",
+        help="score the third and fourth rounds' stored advice against their tuned gains (real_tuned_round<R>.json)",
+    )
+    ap.add_argument(
         "--fit-candidate",
         action="store_true",
         help="fit the candidate centre on the third and fourth rounds' tuned gains into " + CANDIDATE_FILE,
@@ -779,6 +784,14 @@ def main() -> None:
     settings, measured_file, suffix = ROUNDS[args.round]
     if args.measure:
         measure_all(args.seeds, args.avmnist, args.only, args.round, args.tuned)
+    if args.score_tuned:  # the stored advice of the third and fourth rounds against their tuned gains
+        for r in (3, 4):
+            rows = tuned_rows(r)
+            gain = np.array([x["gain"] for x in rows])
+            print(
+                f"\nround {r}, tuned gains: mean {gain.mean():+.2f}, above 0 on {int((gain > 0).sum())} of {len(rows)}"
+            )
+            print("\n".join(scores(rows)))
     if args.fit_candidate:
         model = fit_candidate(tuned_rows(3) + tuned_rows(4))
         write_text(RESULTS / CANDIDATE_FILE, json.dumps(model, indent=1) + "\n")
