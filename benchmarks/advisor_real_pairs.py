@@ -1,7 +1,7 @@
 """The advisor on real teacher -> student pairs: its advice against KD gains measured over seeds, beside baselines.
 
     python benchmarks/advisor_real_pairs.py --measure [--seeds 20] [--avmnist DIR]  # the gains, both parts
-    python benchmarks/advisor_real_pairs.py --part dev [--fit] [--avmnist DIR]      # advise, score the dev part
+    python benchmarks/advisor_real_pairs.py --part dev [--avmnist DIR]              # advise, score the dev part
     python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
     python benchmarks/advisor_real_pairs.py --tasks [--seeds 5]     # the constructed multilabel / regression pairs
 
@@ -502,7 +502,8 @@ def run_tasks(seeds: int) -> None:
     print("\n".join([*lines, "", f"{len(rows)} constructed settings, {seeds} seeds: {seconds:.0f} s wall"]))
 
 
-REAL_SIGNALS = ("pilot_gain", "pilot_se", "teacher_acc", "student_acc")  # what the pilot's interval depends on
+# the real-pair domain's signals: the centre's two and the pilot's estimate, spread and teacher accuracy
+REAL_SIGNALS = ("pilot_gain", "pilot_se", "teacher_acc", "student_acc", "gamma_hat")
 COVERAGE = 0.8
 DOMAIN_MARGIN = 0.1  # each signal's range reaches this share of its span beyond the development rows' extremes
 
@@ -514,51 +515,33 @@ def conformal_quantile(scores: np.ndarray, level: float = COVERAGE) -> float:
     return float(np.sort(scores)[rank - 1])
 
 
-def real_interval(gain: np.ndarray, pilot: np.ndarray, se: np.ndarray) -> tuple[float, float]:
-    """(s0, q): the interval ``pilot +- q (s0 + se_pilot)``, s0 the mean absolute residual |gain - pilot|, q the
-    conformal quantile of residual / (s0 + se_pilot)."""
-    resid = np.abs(gain - pilot)
-    scale0 = float(resid.mean())
-    return scale0, conformal_quantile(resid / (scale0 + se))
-
-
-def leave_one_out_coverage(gain: np.ndarray, pilot: np.ndarray, se: np.ndarray) -> float:
-    """The share of development rows inside the interval fitted on the other rows (an honest in-part figure)."""
-    inside = []
-    for i in range(len(gain)):
-        rest = np.arange(len(gain)) != i
-        scale0, q = real_interval(gain[rest], pilot[rest], se[rest])
-        inside.append(abs(gain[i] - pilot[i]) <= q * (scale0 + se[i]))
-    return float(np.mean(inside))
-
-
 def real_domain(rows: list[dict]) -> dict:
-    """The development rows' classes and training rows (minimum to maximum), and each pilot signal's range widened
-    by :data:`DOMAIN_MARGIN` of its span each side; an accuracy stays in [0, 1], and the pilot's standard error
-    starts at 0 (a smaller spread than seen narrows only the interval's se part, never its s0 floor)."""
+    """The fitted rows' classes and training rows (minimum to maximum), and each of :data:`REAL_SIGNALS`' range
+    widened by :data:`DOMAIN_MARGIN` of its span each side; an accuracy or gamma stays in [0, 1], and the pilot's
+    standard error starts at 0 (a smaller spread than seen is no reason to abstain)."""
     span = lambda values: [float(min(values)), float(max(values))]  # noqa: E731
     signals = {}
     for name in REAL_SIGNALS:
         low, high = span([r["features"][name] for r in rows])
         low, high = low - DOMAIN_MARGIN * (high - low), high + DOMAIN_MARGIN * (high - low)
-        if name.endswith("_acc"):
+        if name.endswith("_acc") or name == "gamma_hat":
             low, high = max(low, 0.0), min(high, 1.0)
         signals[name] = [0.0 if name == "pilot_se" else low, high]
     return {"classes": span([r["classes"] for r in rows]), "rows": span([r["rows"] for r in rows]), "signals": signals}
 
 
-def fit_real_interval(rows: list[dict]) -> dict:
-    """The ``real`` block of the shipped calibration, from the development part: the interval around the pilot's own
-    estimate (:func:`real_interval`) and its domain (:func:`real_domain`)."""
+def ship_candidate(rows: list[dict]) -> dict:
+    """The ``real`` block of the shipped calibration: the candidate committed in :data:`CANDIDATE_FILE` (its centre
+    and q80 as tested on the fifth round) and the domain of ``rows``, the settings it was fitted on."""
     from mmdistill.advisor import calibration as cal
 
-    gain, pilot, se = (np.array([r[k] for r in rows], dtype=float) for k in ("gain", "pilot_gain", "pilot_se"))
-    scale0, q = real_interval(gain, pilot, se)
+    model = json.loads((RESULTS / CANDIDATE_FILE).read_text())
     real = {
-        "scale0": scale0,
-        "q80": q,
-        "suite": f"real development pairs: {len(rows)} settings (benchmarks/advisor_real_pairs.py --part dev --fit)",
-        "leave_one_out_coverage": leave_one_out_coverage(gain, pilot, se),
+        "centre": {k: model[k] for k in ("signals", "mean", "sd", "intercept", "coef", "penalty")},
+        "q80": model["q80"],
+        "suite": f"real pairs, {model['fitted_on']}; gains against a no-KD student with a tuned learning rate "
+        "(benchmarks/advisor_real_pairs.py --fit-candidate, --ship-candidate)",
+        "leave_family_out": model["leave_family_out"],
         "domain": real_domain(rows),
     }
     shipped = json.loads(cal.PATH.read_text())
@@ -770,14 +753,12 @@ def main() -> None:
         "suite: uncalibrated, never fitted on",
     )
     ap.add_argument(
-        "--fit",
+        "--ship-candidate",
         action="store_true",
-        help="with --part dev: fit the interval around the pilot's estimate on real pairs (and its domain) into the "
-        "shipped calibration, then advise with it",
+        help="write the committed candidate (" + CANDIDATE_FILE + ") and its settings' domain into the shipped "
+        "calibration's real block",
     )
     args = ap.parse_args()
-    if args.fit and args.part != "dev":
-        raise SystemExit("--fit: only on the development part")
     if args.round in (4, 5) and args.part == "dev":
         raise SystemExit(f"--round {args.round}: every setting is held out (its advisor is the third round's fit)")
     torch.set_num_threads(1)
@@ -796,6 +777,8 @@ def main() -> None:
         model = fit_candidate(tuned_rows(3) + tuned_rows(4))
         write_text(RESULTS / CANDIDATE_FILE, json.dumps(model, indent=1) + "\n")
         print("candidate:", json.dumps(model))
+    if args.ship_candidate:
+        print("shipped:", json.dumps(ship_candidate(tuned_rows(3) + tuned_rows(4))))
     if args.tasks:
         run_tasks(args.seeds)
     if not args.part:
@@ -816,13 +799,6 @@ def main() -> None:
                 continue
             params = {**params, "root": os.path.join(args.avmnist, params["root"])}
         rows.append({"setting": name, **advice_row(dataset, params, teacher, student), **measured[name]})
-    if args.fit:  # the pilot's signals do not depend on the calibration: fit, then advise again with it
-        print("fitted on the development part:", json.dumps(fit_real_interval(rows)))
-        for r in rows:
-            dataset, params, teacher, student, _ = next(x for x in settings if label(*x[:4]) == r["setting"])
-            if dataset == "avmnist":
-                params = {**params, "root": os.path.join(args.avmnist, params["root"])}
-            r.update(advice_row(dataset, params, teacher, student))
     if args.round == 5:  # the candidate committed before this round was measured, beside the shipped advice
         model = json.loads((RESULTS / CANDIDATE_FILE).read_text())
         for r in rows:

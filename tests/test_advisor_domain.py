@@ -62,6 +62,7 @@ def test_two_classes_beyond_the_two_class_suites_rows_abstain():
 
 def test_calibration_domain_names_each_signal_outside_its_range():
     inside = {name: float(np.mean(cal.load()["domain"]["signals"][name])) for name in cal.FEATURES}
+    inside["gamma_hat"] = 0.5  # read by the real pairs' domain only
     assert calibration_domain(2, 100, inside) == ("calibrated", [])
     far = dict(inside, pilot_se=99.0, teacher_acc=0.01)
     basis, why = calibration_domain(2, 100, far)
@@ -88,21 +89,58 @@ def test_advise_command_exits_0_with_an_abstention_in_json(tmp_path, capsys):
 torch.set_num_threads(1)
 
 
-def test_the_shipped_real_pair_interval_is_the_real_development_parts_own_fit():
-    """scale0, the conformal q80 and the domain of the ``real`` block follow from the stored development part of the
-    third round, all 42 settings (a hand edit, or a fit on part of them, fails)."""
-    rows = json.loads((RESULTS / "real_dev_round3.json").read_text())["rows"]
-    real = cal.load()["real"]
-    resid = np.abs(np.array([r["gain"] for r in rows]) - np.array([r["pilot_gain"] for r in rows]))
-    se = np.array([r["pilot_se"] for r in rows])
-    assert real["scale0"] == pytest.approx(resid.mean()) and len(rows) == 42
+def _real_rows() -> list[dict]:
+    """The third and fourth rounds' stored advice rows, each with its setting's gain against a tuned no-KD student."""
+    rows = []
+    for advice, tuned in (
+        ("real_dev_round3.json", "real_tuned_round3.json"),
+        ("real_heldout_round3.json", "real_tuned_round3.json"),
+        ("real_heldout_round4.json", "real_tuned_round4.json"),
+    ):
+        gains = json.loads((RESULTS / tuned).read_text())["rows"]
+        rows += [{**r, "gain": gains[r["setting"]]["gain"]} for r in json.loads((RESULTS / advice).read_text())["rows"]]
+    return rows
+
+
+def _family(setting: str) -> str:
+    dataset, pair = setting.split()[:2]
+    teacher, student = pair.split(":")
+    return dataset + (" superset" if student in teacher.split(",") else " crossmodal")
+
+
+def _ridge_line(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, sd, [intercept, coefficients]) of a ridge line on standardised columns, the intercept unpenalised."""
+    mean, sd = x.mean(0), x.std(0) + 1e-12
+    z = np.c_[np.ones(len(y)), (x - mean) / sd]
+    return mean, sd, np.linalg.solve(z.T @ z + penalty * np.diag([0.0] + [1.0] * x.shape[1]), z.T @ y)
+
+
+def test_the_shipped_real_pair_centre_and_interval_are_the_fit_on_the_stored_tuned_gains():
+    """The real block follows from the 120 stored settings of the third and fourth rounds: the ridge line on gamma and
+    the pilot student's accuracy, and q80 the split-conformal quantile of the residuals of fits that each left one
+    family out (a hand edit, a fit on part of them, or a fit on the untuned gains fails)."""
+    rows, real = _real_rows(), cal.load()["real"]
+    centre = real["centre"]
+    assert len(rows) == 120 and centre["signals"] == ["gamma_hat", "student_acc"]
+    x = np.array([[r["features"][k] for k in centre["signals"]] for r in rows])
+    gain, families = np.array([r["gain"] for r in rows]), np.array([_family(r["setting"]) for r in rows])
+    mean, sd, w = _ridge_line(x, gain, centre["penalty"])
+    assert np.allclose(centre["mean"], mean) and np.allclose(centre["sd"], sd)
+    assert np.allclose([centre["intercept"], *centre["coef"]], w)
+    left_out = np.zeros(len(rows))
+    for family in set(families):
+        out = families == family
+        m, s, v = _ridge_line(x[~out], gain[~out], centre["penalty"])
+        left_out[out] = v[0] + ((x[out] - m) / s) @ v[1:]
     rank = int(np.ceil(0.8 * (len(rows) + 1)))  # split-conformal: the ceil(0.8 (n + 1))-th smallest score
-    assert real["q80"] == pytest.approx(np.sort(resid / (resid.mean() + se))[rank - 1])
+    assert real["q80"] == pytest.approx(np.sort(np.abs(gain - left_out))[rank - 1])
+    assert len(set(families)) == 6 and real["leave_family_out"]["coverage"] >= 0.8
     for name, (low, high) in real["domain"]["signals"].items():
         values = [r["features"][name] for r in rows]
         margin = 0.1 * (max(values) - min(values))
-        expected_low = 0.0 if name == "pilot_se" else max(min(values) - margin, 0.0 if "acc" in name else -np.inf)
-        expected_high = min(max(values) + margin, 1.0) if "acc" in name else max(values) + margin
+        bounded = "acc" in name or name == "gamma_hat"
+        expected_low = 0.0 if name == "pilot_se" else max(min(values) - margin, 0.0 if bounded else -np.inf)
+        expected_high = min(max(values) + margin, 1.0) if bounded else max(values) + margin
         assert (low, high) == pytest.approx((expected_low, expected_high))
     assert real["domain"]["rows"] == [min(r["rows"] for r in rows), max(r["rows"] for r in rows)]
 
@@ -114,12 +152,20 @@ def _inside_the_real_domain() -> dict:
     return features
 
 
-def test_a_pilot_spread_smaller_than_the_development_parts_is_no_reason_to_abstain():
-    """A tiny pilot standard error narrows only the se part of the interval; its s0 floor stays."""
+def test_on_real_pairs_the_centre_rises_with_gamma_and_the_students_accuracy_and_the_interval_is_fixed():
+    """More shared decisive information, or a student that does better alone: KD is predicted to cost less. The
+    half-width is the conformal q80 whatever the pilot's spread."""
+    features = _inside_the_real_domain()
+    base, half = predict.real_prediction(features)
+    assert half == pytest.approx(cal.load()["real"]["q80"]) and 0.5 < half < 2.0
+    for name in ("gamma_hat", "student_acc"):
+        assert predict.real_prediction({**features, name: features[name] + 0.1})[0] > base
+    assert predict.real_prediction({**features, "pilot_se": 0.3, "pilot_gain": 1.0}) == (base, half)
+
+
+def test_a_pilot_spread_smaller_than_the_real_pairs_is_no_reason_to_abstain():
     rows = int(np.mean(cal.load()["real"]["domain"]["rows"]))
-    assert calibration_domain(10, rows, dict(_inside_the_real_domain(), pilot_se=1e-4)) == ("real-pilot", [])
-    real = cal.load()["real"]
-    assert predict.pilot_interval(1e-4, block="real-pilot") >= real["q80"] * real["scale0"] > 1.0
+    assert calibration_domain(10, rows, dict(_inside_the_real_domain(), pilot_se=1e-4)) == ("real", [])
 
 
 def test_a_pilot_gain_beyond_the_real_domain_abstains_and_names_it():
@@ -128,10 +174,10 @@ def test_a_pilot_gain_beyond_the_real_domain_abstains_and_names_it():
     assert basis == "abstained" and len(why) == 1 and why[0].startswith(f"pilot_gain {high + 1.0:.3g}, calibrated on")
 
 
-def test_inside_the_real_pairs_domain_the_advice_is_the_pilot_with_the_real_pairs_interval():
+def test_inside_the_real_pairs_domain_the_advice_is_the_real_pairs_centre_and_interval():
     real, features = cal.load()["real"]["domain"], _inside_the_real_domain()
     basis, why = calibration_domain(10, int(np.mean(real["rows"])), features)
-    assert (basis, why) == ("real-pilot", [])
+    assert (basis, why) == ("real", [])
     assert calibration_domain(10, int(real["rows"][1]) + 1, features)[0] == "abstained"
 
 

@@ -15,9 +15,11 @@ Given paired training arrays ``x_teacher`` (N, d_a), ``x_student`` (N, d_b) and 
 
    fitted on the Venn development suite by ``benchmarks/advisor_validation.py --fit``; its 80% interval is
    ``gain_hat +- q (s0 + se_pilot)``, (q, s0) set from that suite's cross-validated residuals (split-conformal
-   style). On multi-class data inside the multi-class Venn development suite's ranges, or inside the real
-   development pairs' (``benchmarks/advisor_real_pairs.py``), the predicted gain is the pilot's own estimate, its
-   interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
+   style). On multi-class data inside the multi-class Venn development suite's ranges the predicted gain is the
+   pilot's own estimate, its interval half-width (:func:`pilot_interval`) set from the pilot's residuals there;
+   inside the real pairs' ranges (``benchmarks/advisor_real_pairs.py``) it is a ridge line on the gamma estimate
+   and the pilot student's accuracy fitted on real pairs' gains against a no-KD student with a tuned learning rate,
+   its interval ``+- q`` from residuals of fits that left each family of pairs out (:func:`real_prediction`);
 4. the domain (:func:`calibration_domain`): each calibration covers its own class counts, row counts and range of
    each signal; inputs outside all three are not predicted: the advice abstains, says why, and gives the cheap
    evidence it has (the pilot's estimate with its spread, the teacher's accuracy);
@@ -80,9 +82,7 @@ class Advice:
     examples: int
     models_trained: int
     features: dict = field(default_factory=dict)
-    basis: str = (
-        "calibrated"  # calibrated | pilot | real-pilot | abstained | uncalibrated (a task no calibration covers)
-    )
+    basis: str = "calibrated"  # calibrated | pilot | real | abstained | uncalibrated (a task no calibration covers)
     outside: list[str] = field(default_factory=list)  # why the inputs lie outside the calibrated domain
     teacher_accuracy_student_modalities: float | None = None  # a run's teacher given the student's modalities only
     task: str = "classification"
@@ -141,7 +141,8 @@ class Advice:
         basis = {
             "calibrated": "calibrated on synthetic two-class Venn suites",
             "pilot": "the pilot's estimate; interval calibrated on a multi-class Venn suite",
-            "real-pilot": "the pilot's estimate; interval calibrated on real development pairs",
+            "real": "gamma and the student's accuracy, calibrated on real pairs against a no-KD student with a "
+            "tuned learning rate",
         }[self.basis]
         return (
             f"  predicted KD gain {self.predicted_gain:+.1f} points, 80% interval [{glo:+.1f}, {ghi:+.1f}] ({basis})\n"
@@ -261,8 +262,10 @@ def advise(
     interval: tuple[float, float] | None = None
     if domain == "calibrated":
         gain, half = predict_gain(features, pilot.gain_prob_se)
-    elif domain in ("pilot", "real-pilot"):  # the pilot's own measurement, its interval from the residuals of the
-        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se, block=domain)  # suite whose domain it is in
+    elif domain == "pilot":  # the pilot's own measurement, its interval from its residuals on that suite
+        gain, half = pilot.gain_prob, pilot_interval(pilot.gain_prob_se)
+    elif domain == "real":
+        gain, half = real_prediction(features)
     if gain is not None:
         interval = (gain - half, gain + half)
     return Advice(
@@ -401,15 +404,16 @@ def _checked_task_inputs(task, x_teacher, x_student, y, pilot_repeats: int):
 
 def calibration_domain(k: int, n: int, features: dict, calibration: dict | None = None) -> tuple[str, list[str]]:
     """("calibrated", []) inside the two-class Venn development suite's domain, ("pilot", []) inside the
-    multi-class Venn suite's, ("real-pilot", []) inside the real development pairs', else ("abstained", why: what
+    multi-class Venn suite's, ("real", []) inside the real pairs', else ("abstained", why: what
     lies outside the nearest one, a domain of this many classes first). A domain (``calibration.json``, written
     from its own stored signals by ``benchmarks/advisor_validation.py --domain`` and
     ``benchmarks/advisor_real_pairs.py --fit``) is a range of classes and of training rows and a range of each
     signal it lists: the Venn suites' 1st-99th percentiles of the nine signals the calibration reads, the real
-    pairs' range of the pilot's four signals widened by a tenth of its span each side (its standard error from 0)."""
+    pairs' range of each signal their fit read or depends on, widened by a tenth of its span each side (the pilot's
+    standard error from 0)."""
     c = calibration or cal.load()
     why = []
-    for basis, domain in (("calibrated", c["domain"]), ("pilot", c["outside"]["domain"]), ("real-pilot", _real(c))):
+    for basis, domain in (("calibrated", c["domain"]), ("pilot", c["outside"]["domain"]), ("real", _real(c))):
         if domain is None:
             continue
         outside = _outside(domain, k, n, features)
@@ -480,12 +484,23 @@ def predict_gain(features: dict, pilot_se: float, calibration: dict | None = Non
     return c["intercept"] + float(k @ np.asarray(c["alpha"])), c["q80"] * (c["scale0"] + pilot_se)
 
 
-def pilot_interval(pilot_se: float, calibration: dict | None = None, block: str = "pilot") -> float:
+def pilot_interval(pilot_se: float, calibration: dict | None = None) -> float:
     """Half-width of the 80% interval around the pilot's own estimate: ``q80 (s0 + se_pilot)``, (q80, s0) from the
-    pilot's residuals on the multi-class Venn development suite (``block="pilot"``) or on the real development
-    pairs (``"real-pilot"``: q80 their split-conformal quantile, s0 their mean absolute residual)."""
-    c = (calibration or cal.load())["outside" if block == "pilot" else "real"]
+    pilot's residuals on the multi-class Venn development suite."""
+    c = (calibration or cal.load())["outside"]
     return c["q80"] * (c["scale0"] + pilot_se)
+
+
+def real_prediction(features: dict, calibration: dict | None = None) -> tuple[float, float]:
+    """(predicted gain, half-width of its 80% interval) on real pairs: ``b + sum_i w_i (f_i - mean_i) / sd_i`` over
+    the centre's signals (the gamma estimate, the pilot student's accuracy), a ridge line fitted on real pairs' KD
+    gains against a no-KD student whose learning rate was tuned; half-width ``q80``, the split-conformal quantile of
+    the absolute residuals of fits that each left one family of pairs out (``benchmarks/advisor_real_pairs.py``)."""
+    real = (calibration or cal.load())["real"]
+    centre = real["centre"]
+    f = np.array([features[name] for name in centre["signals"]], dtype=float)
+    z = (f - np.asarray(centre["mean"], dtype=float)) / np.asarray(centre["sd"], dtype=float)
+    return float(centre["intercept"] + np.dot(np.asarray(centre["coef"], dtype=float), z)), float(real["q80"])
 
 
 def _abstention(outside: list[str], pilot) -> str:
