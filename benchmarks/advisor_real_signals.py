@@ -4,6 +4,7 @@
     python benchmarks/advisor_real_signals.py --round 4      # the fourth round's held-out part: its reliability,
                                                              # the advisor's Spearman (bootstrap, within each dataset)
                                                              # and each signal alone (read after the scoring)
+    python benchmarks/advisor_real_signals.py --round 5      # the same for the fifth, the candidate beside the advice
 
 Reads the stored advice and gains (``advisor_real_pairs.py --round 3``; nothing is measured or fitted again) and
 prints, for each part:
@@ -80,8 +81,26 @@ def ridge_out_of_sample(x: np.ndarray, gain: np.ndarray, groups: np.ndarray, lam
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--round", type=int, choices=(3, 4), default=3, help="the round whose stored parts to read")
-    if ap.parse_args().round == 4:
+    ap.add_argument("--round", type=int, choices=(3, 4, 5), default=3, help="the round whose stored parts to read")
+    round_ = ap.parse_args().round
+    if round_ == 5:
+        held = json.loads((RESULTS / "real_heldout_round5.json").read_text())["rows"]
+        print("held-out part (fifth round, tuned learning rates):", reliability(held))
+        advisor_on(held, who="the advice as shipped when the round was scored (the pilot's estimate)")
+        advisor_on(held, "candidate_gain", "the candidate (gamma and the pilot student's accuracy)")
+        for kind in ("crossmodal", "superset"):
+            part = [
+                r
+                for r in held
+                if (r["setting"].split()[1].split(":")[1] in r["setting"].split()[1].split(":")[0].split(","))
+                == (kind == "superset")
+            ]
+            rho = spearman([r["candidate_gain"] for r in part], [r["gain"] for r in part])
+            print(f"  the candidate on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
+        print("\neach signal alone, Spearman with the fifth round's gains (read after its scoring: exploratory)")
+        print(signals_alone(held))
+        return
+    if round_ == 4:
         held = json.loads((RESULTS / "real_heldout_round4.json").read_text())["rows"]
         print("held-out part (fourth round):", reliability(held))
         advisor_on(held)
@@ -108,11 +127,11 @@ def main() -> None:
     advisor_on(held)
 
 
-def advisor_on(held: list[dict]) -> None:
-    """The advisor's Spearman on a held-out part, its bootstrap 95% interval over the settings, and within each
-    dataset."""
+def advisor_on(held: list[dict], key: str = "predicted_gain", who: str = "the advisor") -> None:
+    """The advisor's (or ``key``'s) Spearman on a held-out part, its bootstrap 95% interval over the settings, and
+    within each dataset."""
     kept = [r for r in held if not r["abstained"]]
-    pred, measured = np.array([r["predicted_gain"] for r in kept]), np.array([r["gain"] for r in kept])
+    pred, measured = np.array([r[key] for r in kept]), np.array([r["gain"] for r in kept])
     rng, resampled = np.random.default_rng(0), []
     for _ in range(2000):  # settings drawn with replacement (a draw of fewer than 4 distinct ones is skipped)
         i = rng.integers(0, len(kept), len(kept))
@@ -120,13 +139,13 @@ def advisor_on(held: list[dict]) -> None:
             resampled.append(spearman(pred[i].tolist(), measured[i].tolist()))
     low, high = np.percentile(resampled, [2.5, 97.5])
     print(
-        f"\nthe advisor on the held-out part: Spearman {spearman(pred.tolist(), measured.tolist()):+.2f} on "
+        f"\n{who} on the held-out part: Spearman {spearman(pred.tolist(), measured.tolist()):+.2f} on "
         f"{len(kept)} settings, bootstrap 95% interval {low:+.2f} to {high:+.2f}"
     )
-    print("the advisor on the held-out part, within each dataset:")
+    print(f"{who} on the held-out part, within each dataset:")
     for prefix in ("mfeat", "av-digits", "avmnist"):
         part = [r for r in held if r["setting"].startswith(prefix) and not r["abstained"]]
-        rho = spearman([r["predicted_gain"] for r in part], [r["gain"] for r in part])
+        rho = spearman([r[key] for r in part], [r["gain"] for r in part])
         print(f"  {prefix}: {len(part)} settings, Spearman {rho:+.2f}")
 
 
