@@ -99,6 +99,24 @@ def main() -> None:
             print(f"  the candidate on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
         print("\neach signal alone, Spearman with the fifth round's gains (read after its scoring: exploratory)")
         print(signals_alone(held))
+        more = RESULTS / "real_measured_round5_seeds20-59.json"
+        if more.exists():  # the same settings and advice, 40 more seeds measured after the scoring
+            extra = json.loads(more.read_text())["rows"]
+            pooled = [{**r, "gains": r["gains"] + extra[r["setting"]]["gains"]} for r in held]
+            for r in pooled:
+                r["gain"] = float(np.mean(r["gains"]))
+            print("\nwith seeds 20-59 added (60 seeds; measured after the scoring):", reliability(pooled))
+            advisor_on(pooled, "candidate_gain", "the shipped advice (the candidate)")
+            advisor_on(pooled, who="the previous advice (the pilot's estimate)")
+            gain = np.array([r["gain"] for r in pooled])
+            inside = [r["candidate_low"] <= r["gain"] <= r["candidate_high"] for r in pooled]
+            sign = np.mean([(r["candidate_gain"] > 0) == (r["gain"] > 0) for r in pooled])
+            trivial = max(np.mean(gain > 0), np.mean(gain <= 0))
+            print(
+                f"the shipped advice: 80% coverage {np.mean(inside):.2f}, sign accuracy {sign:.2f} "
+                f"(trivial {trivial:.2f})"
+            )
+            print("each signal alone, 60 seeds:", signals_alone(pooled))
         return
     if round_ == 4:
         held = json.loads((RESULTS / "real_heldout_round4.json").read_text())["rows"]
