@@ -63,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from advisor_real_signals import ridge_out_of_sample, teacher_reads_student
 
 from mmdistill.advisor.inputs import load_advisor_inputs
 from mmdistill.advisor.predict import advise
@@ -265,30 +266,37 @@ def _projected(d, width: int):
     return replace(d, **parts)
 
 
+def _trained_teachers(dataset: str, params: dict, teacher: str, student: str, seeds: range, students: int):
+    """Per seed, the pair and its initialised nets (the teacher MLP, then ``students`` student MLPs, made in this
+    order after ``torch.manual_seed(seed)``); the teachers trained by the protocol, and their training-set softmax."""
+    jobs = []
+    for seed in seeds:
+        d = _pairs(dataset, params, teacher, student, seed)
+        torch.manual_seed(seed)
+        k, h = d.num_classes, (PROTOCOL["hidden"],)
+        jobs.append(
+            (d, [make_mlp(d.train.xa.shape[1], h, k)] + [make_mlp(d.train.xb.shape[1], h, k) for _ in range(students)])
+        )
+    teachers = train_runs(
+        [Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], lr=PROTOCOL["lr"], epochs=PROTOCOL["epochs"]
+    )
+    return jobs, teachers, torch.softmax(teachers.logits([d.train.xa for d, _ in jobs]), -1)
+
+
 def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds: range, control: bool = False) -> dict:
     """KD - no-KD test accuracy (points) per seed, and the teacher's, by the protocol in the module docstring. With
     ``control``, a third student per seed, trained with the KD student's loss weight and no teacher (2 CE:
     ``benchmarks/advisor_gain_control.py``), and each student's accuracies and the teacher's training outputs' mean
     largest probability are returned too; the other two students are the same either way."""
-    jobs, students_per = [], 3 if control else 2
-    for seed in seeds:
-        d = _pairs(dataset, params, teacher, student, seed)
-        torch.manual_seed(seed)
-        k, h = d.num_classes, (PROTOCOL["hidden"],)
-        nets = [make_mlp(d.train.xa.shape[1], h, k)] + [
-            make_mlp(d.train.xb.shape[1], h, k) for _ in range(students_per)
-        ]
-        jobs.append((d, nets))
-    fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
-    teachers = train_runs([Run(nets[0], d.train.xa, d.train.y) for d, nets in jobs], **fit)
-    soft = torch.softmax(teachers.logits([d.train.xa for d, _ in jobs]), -1)
+    students_per = 3 if control else 2
+    jobs, teachers, soft = _trained_teachers(dataset, params, teacher, student, seeds, students_per)
     runs = []
     for (d, nets), p in zip(jobs, soft):
         k = float(d.num_classes)
         runs += [Run(nets[1], d.train.xb, d.train.y), Run(nets[2], d.train.xb, d.train.y, p, 1.0, k)]
         if control:  # k x the KL in 'mean' reduction is the per-example KL: the KD student's loss weighs 2 CEs
             runs.append(Run(nets[3], d.train.xb, d.train.y, None, 2.0, 0.0))
-    students = train_runs(runs, **fit)
+    students = train_runs(runs, lr=PROTOCOL["lr"], epochs=PROTOCOL["epochs"])
     each = range(students_per)
     acc = students.accuracy([d.test.xb for d, _ in jobs for _ in each], [d.test.y for d, _ in jobs for _ in each])
     t_acc = teachers.accuracy([d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs])
@@ -325,33 +333,25 @@ def measured_tuned_gain(dataset: str, params: dict, teacher: str, student: str, 
     rate of :data:`TUNED_LRS`, each student scored on the test split at the rate its validation accuracy is best at
     (a diverged run scores 0 there). A KD student's larger loss weight is a larger step, which a tuned no-KD student
     can take as well: the gain is what the teacher adds over the best no-KD student of the same budget."""
-    jobs = []
-    for seed in seeds:
-        d = _pairs(dataset, params, teacher, student, seed)
-        torch.manual_seed(seed)
-        k, h = d.num_classes, (PROTOCOL["hidden"],)
-        jobs.append((d, make_mlp(d.train.xa.shape[1], h, k), [make_mlp(d.train.xb.shape[1], h, k) for _ in range(2)]))
-    fit = {"lr": PROTOCOL["lr"], "epochs": PROTOCOL["epochs"]}
-    teachers = train_runs([Run(t, d.train.xa, d.train.y) for d, t, _ in jobs], **fit)
-    soft = torch.softmax(teachers.logits([d.train.xa for d, _, _ in jobs]), -1)
+    jobs, teachers, soft = _trained_teachers(dataset, params, teacher, student, seeds, 2)
     val, test = [], []
     for lr in TUNED_LRS:
         runs = []
-        for (d, _, (plain, kd)), p in zip(jobs, soft):
+        for (d, nets), p in zip(jobs, soft):
             runs += [
-                Run(copy.deepcopy(plain), d.train.xb, d.train.y),
-                Run(copy.deepcopy(kd), d.train.xb, d.train.y, p, 1.0, float(d.num_classes)),
+                Run(copy.deepcopy(nets[1]), d.train.xb, d.train.y),
+                Run(copy.deepcopy(nets[2]), d.train.xb, d.train.y, p, 1.0, float(d.num_classes)),
             ]
         students = train_runs(runs, lr=lr, epochs=PROTOCOL["epochs"])
         for split, out in (("val", val), ("test", test)):
-            xs = [d.split(split).xb for d, _, _ in jobs for _ in range(2)]
-            ys = [d.split(split).y for d, _, _ in jobs for _ in range(2)]
+            xs = [d.split(split).xb for d, _ in jobs for _ in range(2)]
+            ys = [d.split(split).y for d, _ in jobs for _ in range(2)]
             out.append(torch.nan_to_num(students.accuracy(xs, ys), nan=0.0).numpy())
     pick = np.stack(val).argmax(0)  # (2 seeds,): the rate each student is best at on the validation split
     chosen = np.stack(test)[pick, np.arange(len(pick))]
     nokd, kd = chosen[0::2].tolist(), chosen[1::2].tolist()
     gain = paired_difference(kd, nokd)
-    t_acc = teachers.accuracy([d.test.xa for d, _, _ in jobs], [d.test.y for d, _, _ in jobs])
+    t_acc = teachers.accuracy([d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs])
     return {
         "gain": 100 * gain["mean"],
         "gain_low": 100 * gain["ci_low"],
@@ -564,9 +564,7 @@ TUNED_FILES = {3: "real_tuned_round3.json", 4: "real_tuned_round4.json", 5: "rea
 
 def family(setting: str) -> str:
     """A setting's family: its dataset and whether the teacher reads the student's modality too."""
-    dataset, pair = setting.split()[:2]
-    teacher, student = pair.split(":")
-    return f"{dataset} {'superset' if student in teacher.split(',') else 'crossmodal'}"
+    return f"{setting.split()[0]} {'superset' if teacher_reads_student(setting) else 'crossmodal'}"
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> dict:
@@ -588,11 +586,7 @@ def fit_candidate(rows: list[dict]) -> dict:
     (so that the interval is for a family it has not seen)."""
     x = np.array([[r["features"][k] for k in CANDIDATE_SIGNALS] for r in rows])
     gain, fams = np.array([r["gain"] for r in rows]), np.array([family(r["setting"]) for r in rows])
-    left_out = np.zeros(len(rows))
-    for f in sorted(set(fams)):
-        out = fams == f
-        m = {**_ridge(x[~out], gain[~out], CANDIDATE_PENALTY), "signals": list(CANDIDATE_SIGNALS)}
-        left_out[out] = [candidate_gain(m, r["features"]) for r, o in zip(rows, out) if o]
+    left_out = ridge_out_of_sample(x, gain, fams, CANDIDATE_PENALTY)
     model = {**_ridge(x, gain, CANDIDATE_PENALTY), "signals": list(CANDIDATE_SIGNALS), "penalty": CANDIDATE_PENALTY}
     model["q80"] = conformal_quantile(np.abs(gain - left_out))
     model["fitted_on"] = f"{len(rows)} settings, {len(set(fams))} families: " + ", ".join(sorted(set(fams)))

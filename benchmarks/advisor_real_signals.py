@@ -42,6 +42,12 @@ def family(setting: str) -> str:
     return setting.split(" (")[0]
 
 
+def teacher_reads_student(setting: str) -> bool:
+    """Whether the setting's teacher ("a,b" in "dataset a,b:b ...") reads the student's modality too."""
+    teacher, student = setting.split()[1].split(":")
+    return student in teacher.split(",")
+
+
 def reliability(rows: list[dict]) -> str:
     gain = np.array([r["gain"] for r in rows])
     se = np.array([np.std(r["gains"], ddof=1) / np.sqrt(len(r["gains"])) for r in rows])
@@ -89,12 +95,7 @@ def main() -> None:
         advisor_on(held, who="the advice as shipped when the round was scored (the pilot's estimate)")
         advisor_on(held, "candidate_gain", "the candidate (gamma and the pilot student's accuracy)")
         for kind in ("crossmodal", "superset"):
-            part = [
-                r
-                for r in held
-                if (r["setting"].split()[1].split(":")[1] in r["setting"].split()[1].split(":")[0].split(","))
-                == (kind == "superset")
-            ]
+            part = [r for r in held if teacher_reads_student(r["setting"]) == (kind == "superset")]
             rho = spearman([r["candidate_gain"] for r in part], [r["gain"] for r in part])
             print(f"  the candidate on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
         print("\neach signal alone, Spearman with the fifth round's gains (read after its scoring: exploratory)")

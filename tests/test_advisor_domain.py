@@ -163,6 +163,16 @@ def test_on_real_pairs_the_centre_rises_with_gamma_and_the_students_accuracy_and
     assert predict.real_prediction({**features, "pilot_se": 0.3, "pilot_gain": 1.0}) == (base, half)
 
 
+def test_advice_on_a_real_pair_is_the_real_pairs_line_and_its_interval():
+    """mfeat, a two-view teacher -> a third view (10 classes, 1,200 rows): inside the real pairs' domain, so the
+    prediction is :func:`predict.real_prediction` of the advice's own signals, not the pilot's estimate."""
+    a = predict.advise_dataset("mfeat", teacher="pix,fou", student="zer", bootstrap=2)
+    gain, half = predict.real_prediction(a.features)
+    assert a.basis == "real" and a.predicted_gain == gain and a.predicted_gain_interval == (gain - half, gain + half)
+    assert gain != a.pilot_gain
+    assert "calibrated on real pairs against a no-KD student with a tuned learning rate" in a.text()
+
+
 def test_a_pilot_spread_smaller_than_the_real_pairs_is_no_reason_to_abstain():
     rows = int(np.mean(cal.load()["real"]["domain"]["rows"]))
     assert calibration_domain(10, rows, dict(_inside_the_real_domain(), pilot_se=1e-4)) == ("real", [])

@@ -407,8 +407,8 @@ def calibration_domain(k: int, n: int, features: dict, calibration: dict | None 
     multi-class Venn suite's, ("real", []) inside the real pairs', else ("abstained", why: what
     lies outside the nearest one, a domain of this many classes first). A domain (``calibration.json``, written
     from its own stored signals by ``benchmarks/advisor_validation.py --domain`` and
-    ``benchmarks/advisor_real_pairs.py --fit``) is a range of classes and of training rows and a range of each
-    signal it lists: the Venn suites' 1st-99th percentiles of the nine signals the calibration reads, the real
+    ``benchmarks/advisor_real_pairs.py --ship-candidate``) is a range of classes and of training rows and a range of
+    each signal it lists: the Venn suites' 1st-99th percentiles of the nine signals the calibration reads, the real
     pairs' range of each signal their fit read or depends on, widened by a tenth of its span each side (the pilot's
     standard error from 0)."""
     c = calibration or cal.load()
