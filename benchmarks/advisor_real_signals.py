@@ -48,6 +48,17 @@ def teacher_reads_student(setting: str) -> bool:
     return student in teacher.split(",")
 
 
+def round5_pooled() -> list[dict]:
+    """The fifth round's advice rows with the gains of all 60 seeds measured: seeds 0-19 (scored) and 20-59
+    (``real_measured_round5_seeds20-59.json``, measured after the scoring), ``gain`` their mean."""
+    held = json.loads((RESULTS / "real_heldout_round5.json").read_text())["rows"]
+    extra = json.loads((RESULTS / "real_measured_round5_seeds20-59.json").read_text())["rows"]
+    pooled = [{**r, "gains": r["gains"] + extra[r["setting"]]["gains"]} for r in held]
+    for r in pooled:
+        r["gain"] = float(np.mean(r["gains"]))
+    return pooled
+
+
 def reliability(rows: list[dict]) -> str:
     gain = np.array([r["gain"] for r in rows])
     se = np.array([np.std(r["gains"], ddof=1) / np.sqrt(len(r["gains"])) for r in rows])
@@ -100,12 +111,8 @@ def main() -> None:
             print(f"  the candidate on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
         print("\neach signal alone, Spearman with the fifth round's gains (read after its scoring: exploratory)")
         print(signals_alone(held))
-        more = RESULTS / "real_measured_round5_seeds20-59.json"
-        if more.exists():  # the same settings and advice, 40 more seeds measured after the scoring
-            extra = json.loads(more.read_text())["rows"]
-            pooled = [{**r, "gains": r["gains"] + extra[r["setting"]]["gains"]} for r in held]
-            for r in pooled:
-                r["gain"] = float(np.mean(r["gains"]))
+        if (RESULTS / "real_measured_round5_seeds20-59.json").exists():  # 40 more seeds, measured after the scoring
+            pooled = round5_pooled()
             print("\nwith seeds 20-59 added (60 seeds; measured after the scoring):", reliability(pooled))
             advisor_on(pooled, "candidate_gain", "the shipped advice (the candidate)")
             advisor_on(pooled, who="the previous advice (the pilot's estimate)")
