@@ -248,7 +248,10 @@ _LOADED: dict = {}  # AV-MNIST's split does not depend on the seed: its pairs ar
 
 def _pairs(dataset: str, params: dict, teacher: str, student: str, seed: int):
     """:func:`load_pairs` with the dataset's PCA width; AV-MNIST read once per build, either direction. A teacher
-    of two modalities ("image,audio"), one of them the student's, reads both sides' features side by side."""
+    of two modalities ("image,audio"), one of them the student's, reads both sides' features side by side.
+    Generated RGB-D scenes: pixel rows (:func:`rgbd_pixel_pairs`)."""
+    if dataset == "rgbd-scenes":
+        return rgbd_pixel_pairs(params, teacher, student)
     if "," in teacher:
         return _both_teacher(dataset, params, teacher, student, seed)
     pca = DEFAULT_PCA.get(dataset)
@@ -365,12 +368,26 @@ def measured_gain(dataset: str, params: dict, teacher: str, student: str, seeds:
 TUNED_LRS = (0.1, 0.3, 1.0, 3.0)  # each student's learning rate, chosen on the validation split
 
 
-def measured_tuned_gain(dataset: str, params: dict, teacher: str, student: str, seeds: range) -> dict:
+def _scores(students, xs: list, ys: list, metric: str, classes: int) -> torch.Tensor:
+    """(R,) each run's accuracy, or its mean intersection over union (the classes present in its predictions or
+    labels; the segmentation pairs' metric)."""
+    if metric == "accuracy":
+        return students.accuracy(xs, ys)
+    pred, y = students.logits(xs).argmax(-1), torch.stack(ys)
+    inter = torch.stack([((pred == c) & (y == c)).sum(1) for c in range(classes)], 1).float()
+    union = torch.stack([((pred == c) | (y == c)).sum(1) for c in range(classes)], 1).float()
+    return torch.nanmean(torch.where(union > 0, inter / union.clamp_min(1), torch.nan), 1)
+
+
+def measured_tuned_gain(
+    dataset: str, params: dict, teacher: str, student: str, seeds: range, metric: str = "accuracy"
+) -> dict:
     """KD - no-KD test accuracy (points) per seed with **each student's learning rate tuned**: the protocol's
     teacher (lr 0.3), then a no-KD and a KD student (``CE + k KL``) trained from the same initialisations at every
     rate of :data:`TUNED_LRS`, each student scored on the test split at the rate its validation accuracy is best at
     (a diverged run scores 0 there). A KD student's larger loss weight is a larger step, which a tuned no-KD student
-    can take as well: the gain is what the teacher adds over the best no-KD student of the same budget."""
+    can take as well: the gain is what the teacher adds over the best no-KD student of the same budget. ``metric``
+    ``"miou"``: the rate is chosen, and the gain measured, in mean IoU instead of accuracy (:func:`_scores`)."""
     jobs, teachers, soft = _trained_teachers(dataset, params, teacher, student, seeds, 2)
     val, test = [], []
     for lr in TUNED_LRS:
@@ -384,17 +401,18 @@ def measured_tuned_gain(dataset: str, params: dict, teacher: str, student: str, 
         for split, out in (("val", val), ("test", test)):
             xs = [d.split(split).xb for d, _ in jobs for _ in range(2)]
             ys = [d.split(split).y for d, _ in jobs for _ in range(2)]
-            out.append(torch.nan_to_num(students.accuracy(xs, ys), nan=0.0).numpy())
+            out.append(torch.nan_to_num(_scores(students, xs, ys, metric, jobs[0][0].num_classes), nan=0.0).numpy())
     pick = np.stack(val).argmax(0)  # (2 seeds,): the rate each student is best at on the validation split
     chosen = np.stack(test)[pick, np.arange(len(pick))]
     nokd, kd = chosen[0::2].tolist(), chosen[1::2].tolist()
     gain = paired_difference(kd, nokd)
-    t_acc = teachers.accuracy([d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs])
+    t_acc = _scores(teachers, [d.test.xa for d, _ in jobs], [d.test.y for d, _ in jobs], metric, jobs[0][0].num_classes)
     return {
         "gain": 100 * gain["mean"],
         "gain_low": 100 * gain["ci_low"],
         "gain_high": 100 * gain["ci_high"],
         "gains": [100 * (a - b) for a, b in zip(kd, nokd)],
+        **({"metric": metric} if metric != "accuracy" else {}),
         "lr_nokd": [TUNED_LRS[i] for i in pick[0::2]],
         "lr_kd": [TUNED_LRS[i] for i in pick[1::2]],
         "teacher_test_acc": 100 * float(t_acc.mean()),
@@ -406,13 +424,18 @@ def measured_tuned_gain(dataset: str, params: dict, teacher: str, student: str, 
 
 def advice_row(dataset: str, params: dict, teacher: str, student: str) -> dict:
     start = time.perf_counter()
-    inputs = load_advisor_inputs(dataset, params, teacher, student, seed=0)
+    if dataset == "rgbd-scenes":  # the training split's pixel rows, as a user would pass them (advisor.pixels)
+        d = rgbd_pixel_pairs(params, teacher, student)
+        xa, xb, y, k = d.train.xa, d.train.xb, d.train.y, d.num_classes
+    else:
+        inputs = load_advisor_inputs(dataset, params, teacher, student, seed=0)
+        xa, xb, y, k = inputs.xa, inputs.xb, inputs.y, inputs.num_classes
     read_s = time.perf_counter() - start
-    a = advise(inputs.xa, inputs.xb, inputs.y, num_classes=inputs.num_classes, seed=0)
+    a = advise(xa, xb, y, num_classes=k, seed=0)
     interval = a.predicted_gain_interval or (None, None)
     return {
-        "classes": inputs.num_classes,
-        "rows": len(inputs.y),
+        "classes": k,
+        "rows": len(y),
         "features": a.features,
         "abstained": a.abstained,
         "basis": a.basis,
@@ -430,6 +453,78 @@ def advice_row(dataset: str, params: dict, teacher: str, student: str) -> dict:
         "advice_s": a.seconds,
         "read_s": read_s,
     }
+
+
+# Segmentation pairs on generated RGB-D scenes (``--segmentation``; procedural scenes, not captured data): apart from
+# the rounds, never fitted on. (scene parameters, teacher, student): the default scenes and noisier ones, the MFH
+# paper's RGB-D -> RGB case and its relatives.
+SEGMENTATION_SCENES = ({}, {"rgb_noise": 0.1, "depth_dropout": 0.3})
+SEGMENTATION_PAIRS = (("rgb,depth", "rgb"), ("depth", "rgb"), ("rgb", "depth"), ("rgb,depth", "depth"))
+SEGMENTATION_SETTINGS = [(params, t, s) for params in SEGMENTATION_SCENES for t, s in SEGMENTATION_PAIRS]
+PIXELS = {"patch": 5, "train": 10, "eval": 50}  # patch side; pixels drawn per training scene, per val/test scene
+_SCENES: dict = {}
+
+
+def rgbd_pixel_pairs(params: dict, teacher: str, student: str):
+    """300 generated 64 x 64 RGB-D scenes (seed 0; ``params`` their noise), 180 / 60 / 60 scenes for training,
+    validation and test, as pixel rows (:func:`mmdistill.advisor.pixels.pixel_rows`: each drawn labelled pixel's 5 x 5
+    neighbourhood; :data:`PIXELS` per scene; RGB in 0..1, depth in metres): a side's modalities side by side in the
+    order named, standardised by the training rows. An MLP on them is a one-convolution segmentation net; its
+    accuracy is the pixel accuracy on the drawn pixels. The scenes and pixels are fixed; only initialisations vary."""
+    from mmdistill.advisor.pixels import pixel_rows
+    from mmdistill.data.generated.rgbd_scenes import generate_rgbd_scenes, split_sizes
+    from mmdistill.mfh.pairs import PairedSplits
+
+    key = json.dumps(params, sort_keys=True)
+    if key not in _SCENES:
+        _SCENES.clear()
+        arrays = generate_rgbd_scenes(300, 64, 0, **params)
+        images = {
+            "rgb": torch.from_numpy(arrays["rgb"]).permute(0, 3, 1, 2).float() / 255,
+            "depth": torch.from_numpy(arrays["depth"].astype(np.float32)) / 1000,
+        }
+        label = torch.from_numpy(arrays["label"]).long()
+        bounds = np.cumsum((0, *split_sizes(300, (0.6, 0.2, 0.2))))
+        parts = {}
+        for i, part in enumerate(("train", "val", "test")):
+            sl = slice(bounds[i], bounds[i + 1])
+            per = PIXELS["train"] if part == "train" else PIXELS["eval"]
+            parts[part] = pixel_rows({m: x[sl] for m, x in images.items()}, label[sl], PIXELS["patch"], per, seed=i)
+        _SCENES[key] = parts
+    parts = _SCENES[key]
+    side = {
+        role: [torch.cat([parts[p][0][m] for m in names.split(",")], 1) for p in ("train", "val", "test")]
+        for role, names in (("xa", teacher), ("xb", student))
+    }
+    for role, xs in side.items():
+        mean, sd = xs[0].mean(0), xs[0].std(0).clamp_min(1e-6)
+        side[role] = [(x - mean) / sd for x in xs]
+    splits = [Pair(side["xa"][i], side["xb"][i], parts[p][1]) for i, p in enumerate(("train", "val", "test"))]
+    return PairedSplits("rgbd-scenes", teacher, student, 4, *splits, info={"params": params, **PIXELS})
+
+
+def run_segmentation(seeds: int) -> None:
+    """Measure (tuned learning rates, cached in ``real_segmentation.json``) and advise on
+    :data:`SEGMENTATION_SETTINGS`; print their table and scores."""
+    path = RESULTS / "real_segmentation.json"
+    cached = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    start, rows = time.perf_counter(), []
+    for params, teacher, student in SEGMENTATION_SETTINGS:
+        name = label("rgbd-scenes", params, teacher, student)
+        if name not in cached["rows"]:
+            t0 = time.perf_counter()
+            row = measured_tuned_gain("rgbd-scenes", params, teacher, student, range(seeds), metric="miou")
+            cached["rows"][name] = {**row, "seeds": seeds, "seconds": time.perf_counter() - t0}
+            cached["pixels"], cached["protocol"] = PIXELS, {**PROTOCOL, "tuned_lrs": TUNED_LRS}
+            cached["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread"
+            write_text(path, json.dumps(cached, indent=1))
+        rows.append({"setting": name, **advice_row("rgbd-scenes", params, teacher, student), **cached["rows"][name]})
+    cached["advice"] = rows
+    write_text(path, json.dumps(cached, indent=1))
+    seconds = time.perf_counter() - start
+    print(
+        "\n".join(["", *table(rows), "", *scores(rows), "", f"{len(rows)} segmentation settings: {seconds:.0f} s wall"])
+    )
 
 
 # Constructed multilabel and regression pairs (``--tasks``): not part of the suite's two parts, never fitted on, scored
@@ -458,10 +553,10 @@ def _isin(y: torch.Tensor, values: tuple) -> torch.Tensor:
     return torch.isin(y, torch.tensor(values))
 
 
-def _fit_mlp(net, task, x, y, soft=None) -> None:
-    """The protocol's full-batch SGD (300 epochs at lr 0.3) on the task's loss, plus its KD term (weight 1: both
-    are means over the outputs, as ``CE + k KL`` is for classes) to the teacher's outputs ``soft`` when given."""
-    opt = torch.optim.SGD(net.parameters(), lr=PROTOCOL["lr"])
+def _fit_mlp(net, task, x, y, soft=None, lr: float = PROTOCOL["lr"]) -> None:
+    """The protocol's full-batch SGD (300 epochs, lr 0.3 unless given) on the task's loss, plus its KD term (weight 1:
+    both are means over the outputs, as ``CE + k KL`` is for classes) to the teacher's outputs ``soft`` when given."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
     for _ in range(PROTOCOL["epochs"]):
         opt.zero_grad()
         out = net(x)
@@ -472,14 +567,16 @@ def _fit_mlp(net, task, x, y, soft=None) -> None:
 
 def measured_task_gain(task_name: str, teacher: str, student: str, how: str, seeds: range) -> dict:
     """KD's improvement in the task's monitored metric on the test split per seed (sign-adjusted: a lower MAE is an
-    improvement; x 100 for a percent metric), mean and 95% t-interval, by the protocol (MLP (64) teacher, no-KD and
-    KD students, 300 full-batch epochs at lr 0.3) with the task's loss and KD term."""
+    improvement; x 100 for a percent metric), mean and 95% t-interval, by the protocol (MLP (64) teacher at lr 0.3,
+    no-KD and KD students, 300 full-batch epochs) with the task's loss and KD term, each student's learning rate
+    tuned as in :func:`measured_tuned_gain` (trained from the same initialisation at each of :data:`TUNED_LRS`,
+    scored on the test split at the rate its validation metric is best at; a diverged run is never chosen)."""
     from mmdistill.tasks import get_task
 
     task = get_task(task_name)
     spec = task.metric_spec(task.default_monitor)
     sign, scale = (1.0 if spec.higher_is_better else -1.0), (100.0 if spec.percent else 1.0)
-    per_seed = {"teacher": [], "nokd": [], "kd": []}
+    per_seed = {"teacher": [], "nokd": [], "kd": [], "lr_nokd": [], "lr_kd": []}
     for seed in seeds:
         d = _pairs("mfeat", {}, teacher, student, seed)
         y = task_targets(d, how, seed)
@@ -489,12 +586,19 @@ def measured_task_gain(task_name: str, teacher: str, student: str, how: str, see
         _fit_mlp(nets[0], task, d.train.xa, y["train"])
         with torch.no_grad():
             soft = nets[0](d.train.xa)
-        _fit_mlp(nets[1], task, d.train.xb, y["train"])
-        _fit_mlp(nets[2], task, d.train.xb, y["train"], soft)
         with torch.no_grad():
-            tested = (("teacher", nets[0], d.test.xa), ("nokd", nets[1], d.test.xb), ("kd", nets[2], d.test.xb))
-            for key, net, x in tested:
-                per_seed[key].append(scale * task.monitor_value(net(x), y["test"]))
+            per_seed["teacher"].append(scale * task.monitor_value(nets[0](d.test.xa), y["test"]))
+        for key, net, target in (("nokd", nets[1], None), ("kd", nets[2], soft)):
+            best = (-np.inf, np.nan, None)  # (sign-adjusted validation metric, test metric, lr)
+            for lr in TUNED_LRS:
+                trained = copy.deepcopy(net)
+                _fit_mlp(trained, task, d.train.xb, y["train"], target, lr)
+                with torch.no_grad():
+                    val = sign * task.monitor_value(trained(d.val.xb), y["val"])
+                    if np.isfinite(val) and val > best[0]:
+                        best = (val, scale * task.monitor_value(trained(d.test.xb), y["test"]), lr)
+            per_seed[key].append(best[1])
+            per_seed[f"lr_{key}"].append(best[2])
     gain = paired_difference([sign * v for v in per_seed["kd"]], [sign * v for v in per_seed["nokd"]])
     return {
         "metric": task.default_monitor, "higher_is_better": spec.higher_is_better,
@@ -502,6 +606,7 @@ def measured_task_gain(task_name: str, teacher: str, student: str, how: str, see
         "gains": [sign * (a - b) for a, b in zip(per_seed["kd"], per_seed["nokd"])],
         "teacher_test": float(np.mean(per_seed["teacher"])), "nokd_test": float(np.mean(per_seed["nokd"])),
         "kd_test": float(np.mean(per_seed["kd"])), "train_rows": len(d.train.y), "seeds": len(seeds),
+        "lr_nokd": per_seed["lr_nokd"], "lr_kd": per_seed["lr_kd"],
     }  # fmt: skip
 
 
@@ -809,6 +914,12 @@ def main() -> None:
         "suite: uncalibrated, never fitted on",
     )
     ap.add_argument(
+        "--segmentation",
+        action="store_true",
+        help="measure and advise on segmentation pairs of generated RGB-D scenes as pixel rows "
+        "(SEGMENTATION_SETTINGS), apart from the rounds: never fitted on",
+    )
+    ap.add_argument(
         "--ship-candidate",
         action="store_true",
         help="write the committed candidate tested on --round R and its settings' domain into the shipped "
@@ -840,6 +951,8 @@ def main() -> None:
         print("shipped:", json.dumps(ship_candidate(fitted_rows(args.round), CANDIDATES[args.round][0])))
     if args.tasks:
         run_tasks(args.seeds)
+    if args.segmentation:
+        run_segmentation(args.seeds)
     if not args.part:
         return
     measured = json.loads((RESULTS / measured_file).read_text())["rows"]

@@ -132,7 +132,8 @@ def advised_task(task=None, where: str = "advise"):
             f"{where}: the data's task is {chosen.name!r}; its targets are not one per example, and the advisor "
             f"predicts the KD gain of single-label classification (calibrated) and gives an uncalibrated pilot "
             f"estimate for the other tasks with one target per example ({', '.join(advisable)}), so it cannot "
-            "advise on these labels"
+            "advise on these labels (for a class per pixel, advise from Python on pixel rows: "
+            "mmdistill.advisor.pixels.pixel_rows)"
         )
     return chosen
 
