@@ -3,9 +3,10 @@
     python benchmarks/advisor_real_pairs.py --measure [--seeds 20] [--avmnist DIR]  # the gains, both parts
     python benchmarks/advisor_real_pairs.py --part dev [--avmnist DIR]              # advise, score the dev part
     python benchmarks/advisor_real_pairs.py --part heldout [--avmnist DIR]          # once, at the end
-    python benchmarks/advisor_real_pairs.py --tasks [--seeds 5]     # the constructed multilabel / regression pairs
+    python benchmarks/advisor_real_pairs.py --tasks [--seeds 20]    # the constructed multilabel / regression pairs
+    python benchmarks/advisor_real_pairs.py --segmentation [--seeds 20]     # RGB-D segmentation pairs, pixel rows
 
-Five rounds; the first three each split into a development and a held-out part before anything of it was measured or
+Six rounds; the first three each split into a development and a held-out part before anything of it was measured or
 fitted, each held-out part scored once (``--round``, default 3). Round 1: 26 settings (:data:`FIRST_ROUND`: mfeat view
 pairs, AV-Digits image <-> audio at image-energy removals 0.5, 0.75 and 0.9, AV-MNIST image <-> audio at SNR -6, 0, +6
 dB and without noise). Round 2 (:data:`SECOND_ROUND`, 5 seeds, ``real_measured.json``): those 26 as development part, a
@@ -51,9 +52,11 @@ Writes ``docs/results/advisor/real_<part>.json`` (round 2) or ``real_<part>_roun
 docs/advisor.md shows.
 
 ``--tasks``: :data:`TASK_SETTINGS`, a regression and a multilabel pair constructed from mfeat (targets derived from
-the data: :func:`task_targets`), outside both parts and never fitted on; measured by the same protocol with the
+the data: :func:`task_targets`), outside both parts and never fitted on; measured with tuned learning rates and the
 task's loss and KD term (:func:`measured_task_gain`), advised with the pilot's uncalibrated estimate; written to
-``docs/results/advisor/real_tasks.json``.
+``docs/results/advisor/real_tasks.json``. ``--segmentation``: :data:`SEGMENTATION_SETTINGS`, RGB-D -> RGB / depth
+pairs of generated scenes as pixel rows (:func:`rgbd_pixel_pairs`), measured in mean IoU with tuned learning rates
+and advised on their training rows; written to ``docs/results/advisor/real_segmentation.json``.
 """
 
 from __future__ import annotations
