@@ -186,6 +186,14 @@ def fifth_round(seed: int = FIFTH_SEED, per_kind: int = FIFTH_MFEAT_PER_KIND) ->
     (crossmodal, 60 possible) and a teacher reading the student's view and two more (60 possible); AV-Digits at
     image-energy removals 0.3 and 0.7 and AV-MNIST at SNR -12 and +12 dB (builds ``snr-12``, ``snr12``), each
     image <-> audio both ways and image+audio -> either."""
+    pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
+    return _mfeat_draw(seed, per_kind, set()) + _av_settings((0.3, 0.7), ("snr-12", "snr12"), pairs)
+
+
+def _mfeat_draw(seed: int, per_kind: int, used: set) -> list[tuple]:
+    """``per_kind`` held-out mfeat settings of each kind, drawn by one seeded permutation per kind of the settings
+    not in ``used``: a teacher of two views and a student of a third ("crossmodal"), then a teacher of the student's
+    view and two more ("superset")."""
     rng = np.random.default_rng(seed)
     rows = []
     for kind in ("crossmodal", "superset"):
@@ -194,10 +202,11 @@ def fifth_round(seed: int = FIFTH_SEED, per_kind: int = FIFTH_MFEAT_PER_KIND) ->
             rest = [v for v in MFEAT_VIEWS if v != s]
             for i, a in enumerate(rest):
                 for b in rest[i + 1 :]:
-                    options.append((f"{a},{b}" if kind == "crossmodal" else f"{s},{a},{b}", s))
+                    pair = (f"{a},{b}" if kind == "crossmodal" else f"{s},{a},{b}", s)
+                    if pair not in used:
+                        options.append(pair)
         rows += [("mfeat", {}, *options[i], "heldout") for i in sorted(rng.permutation(len(options))[:per_kind])]
-    pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
-    return rows + _av_settings((0.3, 0.7), ("snr-12", "snr12"), pairs)
+    return rows
 
 
 FIFTH_ROUND = fifth_round()
@@ -215,20 +224,8 @@ def sixth_round(seed: int = SIXTH_SEED, per_kind: int = SIXTH_MFEAT_PER_KIND) ->
     90% of the image energy removed (SNR -6 dB; every earlier build removed 75%); each AV setting image <-> audio
     both ways and image+audio -> either."""
     used = {(t, s) for d, _, t, s, _ in FIFTH_ROUND if d == "mfeat"}
-    rng = np.random.default_rng(seed)
-    rows = []
-    for kind in ("crossmodal", "superset"):
-        options = []
-        for s in MFEAT_VIEWS:
-            rest = [v for v in MFEAT_VIEWS if v != s]
-            for i, a in enumerate(rest):
-                for b in rest[i + 1 :]:
-                    pair = (f"{a},{b}" if kind == "crossmodal" else f"{s},{a},{b}", s)
-                    if pair not in used:
-                        options.append(pair)
-        rows += [("mfeat", {}, *options[i], "heldout") for i in sorted(rng.permutation(len(options))[:per_kind])]
     pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
-    return rows + _av_settings((0.2, 0.85), SIXTH_AVMNIST_BUILDS, pairs)
+    return _mfeat_draw(seed, per_kind, used) + _av_settings((0.2, 0.85), SIXTH_AVMNIST_BUILDS, pairs)
 
 
 SIXTH_ROUND = sixth_round()

@@ -106,10 +106,7 @@ def main() -> None:
         print("held-out part (sixth round, tuned learning rates):", reliability(held))
         advisor_on(held, who="the shipped advice (gamma and the pilot student's accuracy)")
         advisor_on(held, "candidate_gain", "the candidate (the pilot student's accuracy and the pilot's estimate)")
-        for kind in ("crossmodal", "superset"):
-            part = [r for r in held if teacher_reads_student(r["setting"]) == (kind == "superset")]
-            rho = spearman([r["predicted_gain"] for r in part], [r["gain"] for r in part])
-            print(f"  the shipped advice on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
+        by_kind(held, "predicted_gain", "the shipped advice")
         said = [r["recommendation"] for r in held]
         for word in sorted(set(said)):
             gains = [r["gain"] for r in held if r["recommendation"] == word]
@@ -130,10 +127,7 @@ def main() -> None:
         print("held-out part (fifth round, tuned learning rates):", reliability(held))
         advisor_on(held, who="the advice as shipped when the round was scored (the pilot's estimate)")
         advisor_on(held, "candidate_gain", "the candidate (gamma and the pilot student's accuracy)")
-        for kind in ("crossmodal", "superset"):
-            part = [r for r in held if teacher_reads_student(r["setting"]) == (kind == "superset")]
-            rho = spearman([r["candidate_gain"] for r in part], [r["gain"] for r in part])
-            print(f"  the candidate on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
+        by_kind(held, "candidate_gain", "the candidate")
         print("\neach signal alone, Spearman with the fifth round's gains (read after its scoring: exploratory)")
         print(signals_alone(held))
         if (RESULTS / "real_measured_round5_seeds20-59.json").exists():  # 40 more seeds, measured after the scoring
@@ -176,6 +170,14 @@ def main() -> None:
         lgo = spearman(ridge_out_of_sample(x, gain, families, lam).tolist(), gain.tolist())
         print(f"| {lam} | {loo:+.2f} | {lgo:+.2f} |")
     advisor_on(held)
+
+
+def by_kind(held: list[dict], key: str, who: str) -> None:
+    """``key``'s Spearman on the crossmodal settings, and on those whose teacher reads the student's modality too."""
+    for kind in ("crossmodal", "superset"):
+        part = [r for r in held if teacher_reads_student(r["setting"]) == (kind == "superset")]
+        rho = spearman([r[key] for r in part], [r["gain"] for r in part])
+        print(f"  {who} on the {kind} settings: {len(part)}, Spearman {rho:+.2f}")
 
 
 def advisor_on(held: list[dict], key: str = "predicted_gain", who: str = "the advisor") -> None:
