@@ -683,7 +683,7 @@ def ship_candidate(rows: list[dict], file: str) -> dict:
         "centre": {k: model[k] for k in ("signals", "mean", "sd", "intercept", "coef", "penalty")},
         "q80": model["q80"],
         "suite": f"real pairs, {model['fitted_on']}; gains against a no-KD student with a tuned learning rate "
-        "(benchmarks/advisor_real_pairs.py --fit-candidate, --ship-candidate)",
+        "(benchmarks/advisor_real_pairs.py --round 5 --fit-candidate --ship-candidate)",
         "leave_family_out": model["leave_family_out"],
         "domain": real_domain(rows),
     }
