@@ -192,6 +192,17 @@ def test_on_real_pairs_the_centre_rises_with_gamma_and_the_students_accuracy_and
     assert predict.real_prediction({**features, "pilot_se": 0.3, "pilot_gain": 1.0}) == (base, half)
 
 
+def test_the_real_pairs_line_is_its_intercept_at_the_mean_and_moves_by_its_coefficient_per_standard_deviation():
+    """``b + sum_i w_i (f_i - mean_i) / sd_i``, read off the shipped block by hand (a line that scales by the sd
+    instead of dividing, or adds the mean, fails)."""
+    centre = cal.load()["real"]["centre"]
+    at_mean = dict(zip(centre["signals"], centre["mean"]))
+    assert predict.real_prediction(at_mean)[0] == pytest.approx(centre["intercept"])
+    for name, mean, sd, w in zip(centre["signals"], centre["mean"], centre["sd"], centre["coef"]):
+        moved = predict.real_prediction({**at_mean, name: mean + 2 * sd})[0]
+        assert moved == pytest.approx(centre["intercept"] + 2 * w)
+
+
 def test_advice_on_a_real_pair_is_the_real_pairs_line_and_its_interval():
     """mfeat, a two-view teacher -> a third view (10 classes, 1,200 rows): inside the real pairs' domain, so the
     prediction is :func:`predict.real_prediction` of the advice's own signals, not the pilot's estimate."""

@@ -48,13 +48,34 @@ def test_unlabelled_pixels_are_never_drawn_and_each_image_gives_at_most_per_imag
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"patch": 4}, "patch"), ({"per_image": 0}, "per_image"), ({"images": {"rgb": torch.rand(3, 3, 5, 7)}}, "rgb")],
+    [
+        ({"patch": 4}, "patch"),
+        ({"patch": -1}, "patch"),
+        ({"patch": 3.0}, "patch"),
+        ({"per_image": 0}, "per_image"),
+        ({"images": {"rgb": torch.rand(3, 3, 5, 7)}}, "rgb"),
+        ({"images": {}}, "^images: expected at least one modality$"),
+        ({"target": torch.zeros(3, 6, 7, 1)}, r"target: expected \(images, height, width\) classes, got shape"),
+    ],
 )
 def test_bad_input_is_one_clear_error_naming_the_key(kwargs, key):
     rgb, _, target = _images()
     args = {"images": {"rgb": rgb}, "target": target, **kwargs}
     with pytest.raises(DataError, match=key):
         pixel_rows(**args)
+
+
+def test_a_one_pixel_patch_is_the_pixels_values_and_one_pixel_per_image_is_allowed():
+    rgb, _, target = _images()
+    rows, y = pixel_rows({"rgb": rgb}, target, patch=1, per_image=1)
+    assert rows["rgb"].shape == (3, 3) and len(y) == 3
+    for n in range(3):
+        assert any(torch.equal(rgb[n, :, r, c], rows["rgb"][n]) for r in range(6) for c in range(7))
+
+
+def test_by_default_ten_pixels_are_drawn_from_each_image():
+    rgb, _, target = _images(n=2, h=8, w=8)
+    assert len(pixel_rows({"rgb": rgb}, target)[1]) == 20
 
 
 def test_no_labelled_pixel_is_a_clear_error():
