@@ -6,6 +6,7 @@
                                                              # and each signal alone (read after the scoring)
     python benchmarks/advisor_real_signals.py --round 5      # the same for the fifth, the candidate beside the advice
     python benchmarks/advisor_real_signals.py --round 6      # the same for the sixth, with what the advice said
+    python benchmarks/advisor_real_signals.py --round 7      # the same for the seventh
 
 Reads the stored advice and gains (``advisor_real_pairs.py --round 3``; nothing is measured or fitted again) and
 prints, for each part:
@@ -99,13 +100,15 @@ def ridge_out_of_sample(x: np.ndarray, gain: np.ndarray, groups: np.ndarray, lam
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--round", type=int, choices=(3, 4, 5, 6), default=3, help="the round whose stored parts to read")
+    ap.add_argument(
+        "--round", type=int, choices=(3, 4, 5, 6, 7), default=3, help="the round whose stored parts to read"
+    )
     round_ = ap.parse_args().round
-    if round_ == 6:
-        held = json.loads((RESULTS / "real_heldout_round6.json").read_text())["rows"]
-        print("held-out part (sixth round, tuned learning rates):", reliability(held))
+    if round_ >= 6:
+        held = json.loads((RESULTS / f"real_heldout_round{round_}.json").read_text())["rows"]
+        print(f"held-out part (round {round_}, tuned learning rates):", reliability(held))
         advisor_on(held, who="the shipped advice (gamma and the pilot student's accuracy)")
-        advisor_on(held, "candidate_gain", "the candidate (the pilot student's accuracy and the pilot's estimate)")
+        advisor_on(held, "candidate_gain", f"the candidate ({' and '.join(held[0]['candidate_signals'])})")
         by_kind(held, "predicted_gain", "the shipped advice")
         said = [r["recommendation"] for r in held]
         for word in sorted(set(said)):
@@ -113,14 +116,20 @@ def main() -> None:
             print(f"  says {word!r} on {len(gains)}: measured gains {min(gains):+.2f} to {max(gains):+.2f}")
         gain = np.array([r["gain"] for r in held])
         print(f"  KD helped in {int((gain > 0).sum())} of {len(held)}, mean {gain.mean():+.2f} points")
-        print("\neach signal alone, Spearman with the sixth round's gains (read after its scoring: exploratory)")
+        print(f"\neach signal alone, Spearman with round {round_}'s gains (read after its scoring: exploratory)")
         print(signals_alone(held))
-        both = round5_pooled() + held  # the two rounds scored with the line, the fifth over its 60 seeds
+        scored = round5_pooled() + [  # every round scored with the line, the fifth over its 60 seeds
+            r
+            for n in range(6, round_ + 1)
+            for r in json.loads((RESULTS / f"real_heldout_round{n}.json").read_text())["rows"]
+        ]
         rho = spearman(
-            [r.get("candidate_gain") if "real-pilot" == r["basis"] else r["predicted_gain"] for r in both],
-            [r["gain"] for r in both],
+            [r.get("candidate_gain") if "real-pilot" == r["basis"] else r["predicted_gain"] for r in scored],
+            [r["gain"] for r in scored],
         )
-        print(f"\nthe shipped line on both rounds it was scored on (80 settings): Spearman {rho:+.2f}")
+        print(
+            f"\nthe shipped line on rounds 5-{round_}, each scored once ({len(scored)} settings): Spearman {rho:+.2f}"
+        )
         return
     if round_ == 5:
         held = json.loads((RESULTS / "real_heldout_round5.json").read_text())["rows"]
