@@ -81,7 +81,7 @@ from mmdistill.advisor.inputs import load_advisor_inputs
 from mmdistill.advisor.predict import advise
 from mmdistill.io import write_text
 from mmdistill.mfh.ensemble import Run, make_mlp, train_runs
-from mmdistill.mfh.pairs import DEFAULT_PCA, Pair, _pca_basis, load_pairs
+from mmdistill.mfh.pairs import DEFAULT_PCA, Pair, PairedSplits, _pca_basis, load_pairs
 from mmdistill.stats import paired_difference, spearman
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +121,7 @@ FIRST_ROUND = [
 
 MFEAT_VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
 _DIRECTIONS = (("image", "audio"), ("audio", "image"))
+_EVERY_AV_PAIR = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))  # both ways, and both -> either
 FRESH_SEED = 20261207  # the second round's draw; drawn and committed before any of its settings was measured
 FRESH_MFEAT_PAIRS = 8
 
@@ -189,8 +190,7 @@ def fifth_round(seed: int = FIFTH_SEED, per_kind: int = FIFTH_MFEAT_PER_KIND) ->
     (crossmodal, 60 possible) and a teacher reading the student's view and two more (60 possible); AV-Digits at
     image-energy removals 0.3 and 0.7 and AV-MNIST at SNR -12 and +12 dB (builds ``snr-12``, ``snr12``), each
     image <-> audio both ways and image+audio -> either."""
-    pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
-    return _mfeat_draw(seed, per_kind, set()) + _av_settings((0.3, 0.7), ("snr-12", "snr12"), pairs)
+    return _mfeat_draw(seed, per_kind, set()) + _av_settings((0.3, 0.7), ("snr-12", "snr12"), _EVERY_AV_PAIR)
 
 
 def _mfeat_draw(seed: int, per_kind: int, used: set) -> list[tuple]:
@@ -227,8 +227,7 @@ def sixth_round(seed: int = SIXTH_SEED, per_kind: int = SIXTH_MFEAT_PER_KIND) ->
     90% of the image energy removed (SNR -6 dB; every earlier build removed 75%); each AV setting image <-> audio
     both ways and image+audio -> either."""
     used = {(t, s) for d, _, t, s, _ in FIFTH_ROUND if d == "mfeat"}
-    pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
-    return _mfeat_draw(seed, per_kind, used) + _av_settings((0.2, 0.85), SIXTH_AVMNIST_BUILDS, pairs)
+    return _mfeat_draw(seed, per_kind, used) + _av_settings((0.2, 0.85), SIXTH_AVMNIST_BUILDS, _EVERY_AV_PAIR)
 
 
 SIXTH_ROUND = sixth_round()
@@ -242,8 +241,7 @@ def seventh_round(seed: int = SEVENTH_SEED, per_kind: int = SIXTH_MFEAT_PER_KIND
     the remaining 38 of each); AV-Digits at image-energy removals 0.1 and 0.55; AV-MNIST at SNR +15 dB and with 60%
     and 85% of the image energy removed at 0 dB; each AV setting image <-> audio both ways and image+audio -> either."""
     used = {(t, s) for d, _, t, s, _ in FIFTH_ROUND + SIXTH_ROUND if d == "mfeat"}
-    pairs = (*_DIRECTIONS, ("image,audio", "audio"), ("image,audio", "image"))
-    return _mfeat_draw(seed, per_kind, used) + _av_settings((0.1, 0.55), SEVENTH_AVMNIST_BUILDS, pairs)
+    return _mfeat_draw(seed, per_kind, used) + _av_settings((0.1, 0.55), SEVENTH_AVMNIST_BUILDS, _EVERY_AV_PAIR)
 
 
 SEVENTH_ROUND = seventh_round()
@@ -488,11 +486,11 @@ def rgbd_pixel_pairs(params: dict, teacher: str, student: str):
     """300 generated 64 x 64 RGB-D scenes (seed 0; ``params`` their noise), 180 / 60 / 60 scenes for training,
     validation and test, as pixel rows (:func:`mmdistill.advisor.pixels.pixel_rows`: each drawn labelled pixel's 5 x 5
     neighbourhood; :data:`PIXELS` per scene; RGB in 0..1, depth in metres): a side's modalities side by side in the
-    order named, standardised by the training rows. An MLP on them is a one-convolution segmentation net; its
-    accuracy is the pixel accuracy on the drawn pixels. The scenes and pixels are fixed; only initialisations vary."""
+    order named, standardised by the training rows. An MLP on them is a one-convolution segmentation net, scored on
+    the drawn pixels (mean IoU in :func:`run_segmentation`). The scenes and pixels are fixed; only initialisations
+    vary."""
     from mmdistill.advisor.pixels import pixel_rows
     from mmdistill.data.generated.rgbd_scenes import generate_rgbd_scenes, split_sizes
-    from mmdistill.mfh.pairs import PairedSplits
 
     key = json.dumps(params, sort_keys=True)
     if key not in _SCENES:

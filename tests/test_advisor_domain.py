@@ -115,6 +115,16 @@ def _ridge_line(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarra
     return mean, sd, np.linalg.solve(z.T @ z + penalty * np.diag([0.0] + [1.0] * x.shape[1]), z.T @ y)
 
 
+def _left_family_out(x: np.ndarray, gain: np.ndarray, families: np.ndarray, penalty: float) -> np.ndarray:
+    """Each row's prediction by the ridge line fitted on the rows of the other families."""
+    left_out = np.zeros(len(gain))
+    for family in set(families):
+        out = families == family
+        m, s, v = _ridge_line(x[~out], gain[~out], penalty)
+        left_out[out] = v[0] + ((x[out] - m) / s) @ v[1:]
+    return left_out
+
+
 def test_the_shipped_real_pair_centre_and_interval_are_the_fit_on_the_stored_tuned_gains():
     """The real block follows from the 120 stored settings of the third and fourth rounds: the ridge line on gamma and
     the pilot student's accuracy, and q80 the split-conformal quantile of the residuals of fits that each left one
@@ -127,11 +137,7 @@ def test_the_shipped_real_pair_centre_and_interval_are_the_fit_on_the_stored_tun
     mean, sd, w = _ridge_line(x, gain, centre["penalty"])
     assert np.allclose(centre["mean"], mean) and np.allclose(centre["sd"], sd)
     assert np.allclose([centre["intercept"], *centre["coef"]], w)
-    left_out = np.zeros(len(rows))
-    for family in set(families):
-        out = families == family
-        m, s, v = _ridge_line(x[~out], gain[~out], centre["penalty"])
-        left_out[out] = v[0] + ((x[out] - m) / s) @ v[1:]
+    left_out = _left_family_out(x, gain, families, centre["penalty"])
     rank = int(np.ceil(0.8 * (len(rows) + 1)))  # split-conformal: the ceil(0.8 (n + 1))-th smallest score
     assert real["q80"] == pytest.approx(np.sort(np.abs(gain - left_out))[rank - 1])
     assert len(set(families)) == 6 and real["leave_family_out"]["coverage"] >= 0.8
@@ -166,11 +172,7 @@ def test_a_rounds_candidate_is_its_fit_on_the_earlier_rounds_and_never_saw_that_
     mean, sd, w = _ridge_line(x, gain, model["penalty"])
     assert len(rows) == 40 * round_ - 80 and np.allclose([model["intercept"], *model["coef"]], w)
     assert np.allclose(model["sd"], sd)
-    left_out = np.zeros(len(rows))
-    for family in set(families):
-        out = families == family
-        m, s, v = _ridge_line(x[~out], gain[~out], model["penalty"])
-        left_out[out] = v[0] + ((x[out] - m) / s) @ v[1:]
+    left_out = _left_family_out(x, gain, families, model["penalty"])
     assert model["q80"] == pytest.approx(np.sort(np.abs(gain - left_out))[int(np.ceil(0.8 * (len(rows) + 1))) - 1])
     measured = RESULTS / f"real_measured_round{round_}.json"
     if measured.exists():  # measured after the candidate was committed
